@@ -1,0 +1,44 @@
+# One target per habit. Each installs what it needs first (scripts/bootstrap.sh).
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.readscale-installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint format unasync bench setup clean
+
+$(STAMP): pyproject.toml scripts/bootstrap.sh
+	bash scripts/bootstrap.sh
+
+setup: $(STAMP)
+
+## The main job: start the whole stack, show it works, stop it.
+demo: setup
+	$(BIN)/readscale stack up --cluster --memcached --varnish
+	$(BIN)/readscale stack smoke || ($(BIN)/readscale stack down; exit 1)
+	$(BIN)/readscale stack down
+
+## The test suite, against real servers the tests start themselves.
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/mypy
+	$(BIN)/python scripts/check_layers.py
+	$(BIN)/python scripts/unasync.py --check
+
+format: setup
+	$(BIN)/python scripts/unasync.py
+	$(BIN)/ruff check --fix src tests scripts
+	$(BIN)/ruff format src tests scripts
+
+unasync: setup
+	$(BIN)/python scripts/unasync.py
+
+bench: setup
+	$(BIN)/readscale bench stack
+
+clean:
+	-$(BIN)/readscale stack down 2>/dev/null
+	rm -rf $(VENV) .readscale .mypy_cache .ruff_cache

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Install what readscale's demo, tests and benchmarks need on a fresh Debian machine:
+# the server packages (when missing) and a virtualenv with readscale and its extras.
+# Idempotent: a second run installs nothing new. Usage: bash scripts/bootstrap.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV="${VENV:-.venv}"
+PYTHON="${PYTHON:-python3}"
+
+# Debian packages: binary -> package. PostgreSQL's server binaries live off PATH.
+need=()
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+[ -n "$pg_bin" ] && [ -x "$pg_bin/initdb" ] || need+=(postgresql)
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v memcached >/dev/null || need+=(memcached)
+command -v varnishd >/dev/null || need+=(varnish)
+ls /usr/lib/*/varnish/vmods/libvmod_xkey.so /usr/lib/varnish/vmods/libvmod_xkey.so >/dev/null 2>&1 || need+=(varnish-modules)
+command -v wrk >/dev/null || need+=(wrk)
+if [ -n "$pg_bin" ]; then
+  pg_major=$(basename "$(dirname "$pg_bin")")
+  [ -e "/usr/lib/postgresql/$pg_major/lib/wal2json.so" ] || need+=("postgresql-$pg_major-wal2json")
+fi
+if ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then need+=(python3-venv); fi
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "bootstrap: installing Debian packages: ${need[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # Debian starts the packaged services; the project runs its own on its own ports.
+  for svc in varnish memcached; do
+    $sudo service "$svc" stop >/dev/null 2>&1 || true
+  done
+fi
+
+"$PYTHON" - <<'PY'
+import sys
+if sys.version_info < (3, 11):
+    sys.exit(f"readscale needs Python 3.11 or newer, found {sys.version.split()[0]}")
+PY
+
+stamp="$VENV/.readscale-installed"
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "bootstrap: creating $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "bootstrap: installing readscale and its extras into $VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -e '.[dev,bench]'
+  touch "$stamp"
+fi
+echo "bootstrap: ready"

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+import typer
+
+from readscale.cli import bench, stack
+
+app = typer.Typer(
+    name="readscale",
+    help="readscale: the whole layered read path for Python services.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(stack.app, name="stack")
+app.command("bench")(bench.bench)

@@ -1,0 +1,69 @@
+"""Shared console helpers: one way to print errors, JSON and progress."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from readscale.errors import ReadscaleError
+
+console = Console()
+err_console = Console(stderr=True, log_path=False)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def errors_to_exit() -> Iterator[None]:
+    """Turn readscale's errors into one clear line and a non-zero exit, never a traceback."""
+    try:
+        yield
+    except ReadscaleError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        raise typer.Exit(130) from None
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP behave like Ctrl-C, so cleanup runs whatever stopped us."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextmanager
+def progress_line(enabled: bool, title: str) -> Iterator[Callable[[str], None]]:
+    """A live status line on stderr (quiet when ``enabled`` is false, e.g. with --json)."""
+    if not enabled:
+        yield lambda message: None
+        return
+    with err_console.status(title) as status:
+
+        def update(message: str) -> None:
+            status.update(f"{title}: {message}")
+            err_console.log(message, highlight=False)
+
+        yield update

@@ -1,0 +1,484 @@
+"""The local stack: real servers on loopback for tests, the demo and local development.
+
+A stack lives in one visible folder (``.readscale/stack`` by default, or
+``$READSCALE_STACK_DIR``): every server's data folder, its log, and ``state.json``, which
+records what runs where. ``state.json`` is rewritten after every start and stop, so
+``status`` and ``down`` work from another shell, and a crash in the middle of ``up``
+still leaves enough behind for ``down`` to clean up. ``up`` itself tears down whatever
+it started if it fails or is interrupted (Ctrl-C), and ``down`` leaves no process and no
+folder behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import stat
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from readscale.errors import ConfigurationError, StackError
+from readscale.stack import _proc
+from readscale.stack._node import Node, NodeSpec
+from readscale.stack._proc import ServerUser
+from readscale.stack.memcached import MemcachedNode, new_memcached
+from readscale.stack.postgres import (
+    REPLICATION_MODES,
+    PostgresNode,
+    ReplicationMode,
+    clone_replica,
+    init_primary,
+    new_postgres,
+    set_replication_mode,
+    wait_streaming,
+)
+from readscale.stack.redis import RedisNode, create_cluster, new_redis
+from readscale.stack.varnish import VarnishNode, check_xkey, new_varnish, render_vcl
+
+STATE_FILE = "state.json"
+_NODE_TYPES: dict[str, type[Node]] = {
+    "postgres": PostgresNode,
+    "redis": RedisNode,
+    "memcached": MemcachedNode,
+    "varnish": VarnishNode,
+}
+CLUSTER_SIZE = 6
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("READSCALE_STACK_DIR") or Path.cwd() / ".readscale" / "stack")
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """What ``up`` starts. Every part is optional; the defaults are PostgreSQL with two
+    async replicas and a standalone Redis."""
+
+    postgres: bool = True
+    replicas: int = 2
+    mode: ReplicationMode = "async"
+    fsync: bool = True
+    redis: bool = True
+    redis_aof: bool = False
+    redis_password: str | None = None
+    cluster: bool = False
+    memcached: bool = False
+    varnish: bool = False
+    varnish_backend: str = "http://127.0.0.1:8000"
+    varnish_probe: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.replicas < 0:
+            raise ConfigurationError(f"replicas must be >= 0, got {self.replicas}")
+        if self.mode not in REPLICATION_MODES:
+            raise ConfigurationError(f"mode must be one of {', '.join(REPLICATION_MODES)}, got {self.mode!r}")
+        if self.mode != "async" and (not self.postgres or self.replicas == 0):
+            raise ConfigurationError(f"replication mode {self.mode!r} needs PostgreSQL with at least one replica")
+        if self.varnish:
+            render_vcl(self.varnish_backend, probe_path=self.varnish_probe)  # validates both
+
+    def binaries(self) -> list[str]:
+        needed = []
+        if self.postgres:
+            needed += ["initdb", "postgres", "pg_isready", "psql"]
+            if self.replicas:
+                needed.append("pg_basebackup")
+        if self.redis or self.cluster:
+            needed += ["redis-server", "redis-cli"]
+        if self.memcached:
+            needed.append("memcached")
+        if self.varnish:
+            needed += ["varnishd", "varnishstat", "varnishadm"]
+        return needed
+
+
+class Stack:
+    """A set of real servers on loopback, with fault injection.
+
+    Use it as a context manager, or call :meth:`up` and :meth:`down`. A stack started in
+    one process can be reopened in another with :meth:`load`.
+    """
+
+    def __init__(self, root: Path | str | None = None, *, progress: Callable[[str], None] | None = None) -> None:
+        self.root = Path(root) if root is not None else default_root()
+        self._progress = progress
+        self.nodes: dict[str, Node] = {}
+        self.config: StackConfig | None = None
+        self._user: ServerUser | None = None
+        self._lock = threading.RLock()
+        self._created_parent: Path | None = None
+
+    def _report(self, message: str) -> None:
+        if self._progress is not None:
+            self._progress(message)
+
+    # -- state -----------------------------------------------------------------------------
+
+    @property
+    def state_path(self) -> Path:
+        return self.root / STATE_FILE
+
+    @property
+    def user(self) -> ServerUser:
+        if self._user is None:
+            self._user = _proc.server_user()
+        return self._user
+
+    def _save(self) -> None:
+        with self._lock:
+            if not self.root.exists():
+                return
+            state = {
+                "version": 1,
+                "config": None if self.config is None else self.config.__dict__,
+                "user": self._user.name if self._user else None,
+                "created_parent": str(self._created_parent) if self._created_parent else None,
+                "nodes": [node.spec.to_dict() for node in self.nodes.values()],
+            }
+            tmp = self.state_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(state, indent=2))
+            tmp.replace(self.state_path)
+
+    @classmethod
+    def load(cls, root: Path | str | None = None) -> Stack:
+        """Reopen a stack started elsewhere (another shell or process) from its folder."""
+        stack = cls(root)
+        try:
+            state = json.loads(stack.state_path.read_text())
+        except FileNotFoundError:
+            raise StackError(f"no stack in {stack.root} (nothing to show or stop; run `readscale stack up`)") from None
+        except json.JSONDecodeError as exc:
+            raise StackError(f"the stack state file {stack.state_path} is damaged: {exc}") from exc
+        if state.get("config"):
+            stack.config = StackConfig(**state["config"])
+        if state.get("created_parent"):
+            stack._created_parent = Path(state["created_parent"])
+        for raw in state.get("nodes", []):
+            stack._adopt(NodeSpec.from_dict(raw))
+        return stack
+
+    def _adopt(self, spec: NodeSpec) -> Node:
+        node_type = _NODE_TYPES[spec.kind]
+        user = self.user if node_type.runs_as_server_user else None
+        return self._register(node_type(spec, user))
+
+    def _register(self, node: Node) -> Node:
+        node.on_change.append(self._save)
+        self.nodes[node.name] = node
+        self._save()
+        return node
+
+    # -- accessors -----------------------------------------------------------------------
+
+    def node(self, name: str) -> Node:
+        try:
+            return self.nodes[name]
+        except KeyError:
+            known = ", ".join(self.nodes) or "none"
+            raise StackError(f"no node named {name!r} in this stack (nodes: {known})") from None
+
+    @property
+    def primary(self) -> PostgresNode:
+        node = self.nodes.get("primary")
+        if not isinstance(node, PostgresNode):
+            raise StackError("this stack has no PostgreSQL primary")
+        return node
+
+    @property
+    def replicas(self) -> list[PostgresNode]:
+        return [n for n in self.nodes.values() if isinstance(n, PostgresNode) and n.role == "replica"]
+
+    def replica(self, name: str) -> PostgresNode:
+        node = self.node(name)
+        if not isinstance(node, PostgresNode) or node.role != "replica":
+            raise StackError(f"{name} is not a PostgreSQL replica")
+        return node
+
+    @property
+    def redis(self) -> RedisNode:
+        node = self.nodes.get("redis")
+        if not isinstance(node, RedisNode):
+            raise StackError("this stack has no standalone Redis")
+        return node
+
+    @property
+    def cluster_nodes(self) -> list[RedisNode]:
+        nodes = [n for n in self.nodes.values() if isinstance(n, RedisNode) and n.name.startswith("cluster")]
+        if not nodes:
+            raise StackError("this stack has no Redis Cluster")
+        return nodes
+
+    @property
+    def memcached(self) -> MemcachedNode:
+        node = self.nodes.get("memcached")
+        if not isinstance(node, MemcachedNode):
+            raise StackError("this stack has no Memcached")
+        return node
+
+    @property
+    def varnish(self) -> VarnishNode:
+        node = self.nodes.get("varnish")
+        if not isinstance(node, VarnishNode):
+            raise StackError("this stack has no Varnish")
+        return node
+
+    # -- up ------------------------------------------------------------------------------
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.down()
+
+    def up(self, config: StackConfig | None = None) -> Stack:
+        """Start everything ``config`` asks for and wait until each server answers.
+
+        On any failure, or Ctrl-C, everything this call started is stopped and the folder
+        removed before the exception propagates.
+        """
+        config = config or StackConfig()
+        for binary in config.binaries():
+            _proc.find_binary(binary)  # one clear error naming the package, before anything starts
+        if config.varnish:
+            check_xkey()
+        self.prepare()
+        self.config = config
+        try:
+            if config.postgres:
+                self.start_postgres(replicas=config.replicas, mode=config.mode, fsync=config.fsync)
+            if config.redis:
+                self.start_redis(aof=config.redis_aof, password=config.redis_password)
+            if config.cluster:
+                self.start_cluster(password=config.redis_password)
+            if config.memcached:
+                self.start_memcached()
+            if config.varnish:
+                self.start_varnish(config.varnish_backend, probe_path=config.varnish_probe)
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def prepare(self) -> None:
+        """Create the stack folder; refuse if a stack is already running in it."""
+        if self.state_path.exists():
+            existing = Stack.load(self.root)
+            if any(node.is_running() for node in existing.nodes.values()):
+                raise StackError(
+                    f"a stack is already running in {self.root}; stop it with `readscale stack down` "
+                    "(or choose another folder with READSCALE_STACK_DIR)"
+                )
+            existing.down()
+        parent = self.root.parent
+        if not parent.exists():
+            # Remember the topmost folder we create, so down removes it again.
+            top = parent
+            while not top.parent.exists():
+                top = top.parent
+            self._created_parent = top
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._save()
+
+    def _ensure_reachable(self) -> None:
+        """Servers run as an unprivileged user when we are root: every folder above the
+        stack must let that user through."""
+        user = self.user
+        if user.is_current:
+            return
+        os.chmod(self.root, 0o755)  # noqa: S103 - the server account must traverse it
+        for folder in [self.root, *self.root.resolve().parents]:
+            mode = os.stat(folder)
+            if mode.st_uid == user.uid:
+                continue
+            if not mode.st_mode & stat.S_IXOTH:
+                raise StackError(
+                    f"{folder} is not reachable by {user.name}, the account PostgreSQL runs as; "
+                    "choose a stack folder outside it with READSCALE_STACK_DIR (for example under /tmp)"
+                )
+
+    def start_postgres(self, *, replicas: int = 2, mode: ReplicationMode = "async", fsync: bool = True) -> PostgresNode:
+        """A primary and ``replicas`` streaming replicas named r1, r2, ..."""
+        if "primary" in self.nodes:
+            return self.primary
+        self._ensure_reachable()
+        ports = _proc.pick_ports(replicas + 1)
+        self._report("PostgreSQL primary: initdb")
+        primary = new_postgres("primary", self.root, ports[0], "primary", self.user)
+        self._register(primary)
+        init_primary(primary, fsync=fsync)
+        self._report("PostgreSQL primary: starting")
+        primary.start(may_move=True)
+        names = [f"r{i + 1}" for i in range(replicas)]
+        nodes = []
+        for name, port in zip(names, ports[1:], strict=True):
+            replica = new_postgres(name, self.root, port, "replica", self.user, application_name=name)
+            self._register(replica)
+            self._report(f"PostgreSQL replica {name}: pg_basebackup")
+            clone_replica(primary, replica)
+            nodes.append(replica)
+        self._report(f"PostgreSQL replicas: starting {', '.join(names) or 'none'}")
+        with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
+            list(pool.map(lambda r: r.start(may_move=True), nodes))
+        wait_streaming(primary, names)
+        if mode != "async":
+            self._report(f"PostgreSQL: {mode} replication")
+            set_replication_mode(primary, mode, names)
+        return primary
+
+    def start_redis(self, *, aof: bool = False, password: str | None = None) -> RedisNode:
+        if "redis" in self.nodes:
+            return self.redis
+        (port,) = _proc.pick_ports(1)
+        extra: dict[str, Any] = {"aof": aof}
+        if password:
+            extra["password"] = password
+        self._report("Redis: starting")
+        node = new_redis("redis", self.root, port, **extra)
+        self._register(node)
+        node.start(may_move=True)
+        assert isinstance(node, RedisNode)
+        return node
+
+    def start_cluster(self, *, password: str | None = None) -> list[RedisNode]:
+        """Three primaries and three replicas with every one of the 16384 slots covered."""
+        if any(name.startswith("cluster") for name in self.nodes):
+            return self.cluster_nodes
+        ports = _proc.pick_ports(CLUSTER_SIZE * 2)
+        nodes: list[RedisNode] = []
+        for i in range(CLUSTER_SIZE):
+            extra: dict[str, Any] = {"cluster_port": ports[CLUSTER_SIZE + i]}
+            if password:
+                extra["password"] = password
+            node = new_redis(f"cluster{i + 1}", self.root, ports[i], **extra)
+            self._register(node)
+            nodes.append(node)
+        self._report("Redis Cluster: starting 6 nodes")
+        with ThreadPoolExecutor(max_workers=CLUSTER_SIZE) as pool:
+            list(pool.map(lambda n: n.start(may_move=True), nodes))
+        self._report("Redis Cluster: creating 3 primaries + 3 replicas")
+        create_cluster(nodes)
+        return nodes
+
+    def start_memcached(self) -> MemcachedNode:
+        if "memcached" in self.nodes:
+            return self.memcached
+        (port,) = _proc.pick_ports(1)
+        self._report("Memcached: starting")
+        node = new_memcached("memcached", self.root, port)
+        self._register(node)
+        node.start(may_move=True)
+        return node
+
+    def start_varnish(self, backend: str, *, probe_path: str | None = None) -> VarnishNode:
+        if "varnish" in self.nodes:
+            return self.varnish
+        check_xkey()
+        port, admin = _proc.pick_ports(2)
+        self._report("Varnish: starting")
+        node = new_varnish("varnish", self.root, port, admin, backend=backend, probe_path=probe_path)
+        self._register(node)
+        node.start(may_move=True)
+        return node
+
+    # -- down ----------------------------------------------------------------------------
+
+    def down(self) -> None:
+        """Stop every server (in parallel) and remove the stack's folder."""
+        with self._lock:
+            nodes = list(self.nodes.values())
+        if nodes:
+            self._report(f"stopping {len(nodes)} servers")
+            with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
+                list(pool.map(lambda n: n.stop(grace=20.0), nodes))
+        with self._lock:
+            self.nodes.clear()
+        shutil.rmtree(self.root, ignore_errors=True)
+        if self._created_parent is not None:
+            with contextlib.suppress(OSError):
+                _remove_empty_upwards(self.root.parent, self._created_parent)
+        if self.root.exists():
+            raise StackError(f"could not remove the stack folder {self.root}")
+
+    # -- status --------------------------------------------------------------------------
+
+    def status(self) -> list[dict[str, Any]]:
+        return [node.status() for node in self.nodes.values()]
+
+    def endpoints(self) -> dict[str, Any]:
+        """Every endpoint as plain data: DSNs, URLs and addresses."""
+        out: dict[str, Any] = {"root": str(self.root)}
+        if "primary" in self.nodes:
+            out["postgres"] = {
+                "primary": self.primary.endpoint(),
+                "replicas": [r.endpoint() for r in self.replicas],
+                "mode": self.config.mode if self.config else "async",
+            }
+        if "redis" in self.nodes:
+            out["redis"] = self.redis.endpoint()
+        if any(name.startswith("cluster") for name in self.nodes):
+            nodes = self.cluster_nodes
+            out["redis_cluster"] = {
+                "nodes": [f"127.0.0.1:{n.port}" for n in nodes],
+                "url": nodes[0].url,
+            }
+        if "memcached" in self.nodes:
+            out["memcached"] = self.memcached.endpoint()
+        if "varnish" in self.nodes:
+            out["varnish"] = self.varnish.endpoint()
+        return out
+
+    # -- faults --------------------------------------------------------------------------
+
+    def stop(self, name: str) -> None:
+        self.node(name).stop()
+
+    def kill(self, name: str) -> None:
+        self.node(name).kill()
+
+    def start(self, name: str) -> None:
+        self.node(name).start()
+
+    def restart(self, name: str) -> None:
+        self.node(name).restart()
+
+    def pause_replay(self, name: str) -> None:
+        self.replica(name).pause_replay()
+
+    def resume_replay(self, name: str) -> None:
+        self.replica(name).resume_replay()
+
+    def set_apply_delay(self, name: str, seconds: float) -> None:
+        self.replica(name).set_apply_delay(seconds)
+
+    def replay_lag_bytes(self, name: str) -> int:
+        """How many bytes of WAL the primary has written that replica ``name`` has not replayed."""
+        lsn = self.replica(name).replay_lsn()
+        return int(float(self.primary.sql(f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{lsn}')")))
+
+    def logs(self) -> Iterator[tuple[str, Path]]:
+        for node in self.nodes.values():
+            yield node.name, node.log
+
+
+def _remove_empty_upwards(folder: Path, stop_at: Path) -> None:
+    """Remove ``folder`` and its parents while empty, up to and including ``stop_at``."""
+    folder = folder.resolve()
+    stop_at = stop_at.resolve()
+    while True:
+        if folder.exists():
+            folder.rmdir()
+        if folder == stop_at or stop_at not in folder.parents:
+            return
+        folder = folder.parent

@@ -1,0 +1,63 @@
+"""A stack whose parts start lazily, once, and are shared by a whole test session."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+from readscale.stack import MemcachedNode, RedisNode, Stack
+
+
+def new_stack_root(prefix: str = "readscale-test-") -> Path:
+    """A fresh folder for a test stack, reachable by the unprivileged server account."""
+    base = os.environ.get("READSCALE_TEST_STACK_DIR")
+    if base:
+        Path(base).mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    root.chmod(0o755)
+    return root
+
+
+class SharedStack:
+    """Starts each part of one :class:`Stack` on first request."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or new_stack_root()
+        self.stack = Stack(self.root / "stack")
+        self._lock = threading.Lock()
+        self._prepared = False
+
+    def _prepare(self) -> None:
+        if not self._prepared:
+            self.stack.prepare()
+            self._prepared = True
+
+    def postgres(self) -> Stack:
+        with self._lock:
+            self._prepare()
+            self.stack.start_postgres(replicas=2)
+        return self.stack
+
+    def redis(self) -> RedisNode:
+        with self._lock:
+            self._prepare()
+            return self.stack.start_redis()
+
+    def cluster(self) -> list[RedisNode]:
+        with self._lock:
+            self._prepare()
+            return self.stack.start_cluster()
+
+    def memcached(self) -> MemcachedNode:
+        with self._lock:
+            self._prepare()
+            return self.stack.start_memcached()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._prepared:
+                self.stack.down()
+            if self.root.exists():
+                self.root.rmdir()

@@ -1,0 +1,83 @@
+"""Pure rules of the stack: configuration checks, replication settings, VCL rendering."""
+
+from __future__ import annotations
+
+import pytest
+
+from readscale.errors import ConfigurationError, MissingBinaryError
+from readscale.stack import StackConfig, render_vcl
+from readscale.stack.postgres import synchronous_standby_names
+
+
+@pytest.mark.parametrize(
+    ("mode", "replicas", "expected"),
+    [
+        ("async", ["r1", "r2"], ""),
+        ("sync", ["r1", "r2"], "FIRST 1 (r1)"),
+        ("semi-sync", ["r1", "r2"], "ANY 1 (r1, r2)"),
+        ("semi-sync", ["r1"], "ANY 1 (r1)"),
+    ],
+)
+def test_synchronous_standby_names(mode: str, replicas: list[str], expected: str) -> None:
+    assert synchronous_standby_names(mode, replicas) == expected  # type: ignore[arg-type]
+
+
+def test_sync_modes_need_a_replica() -> None:
+    with pytest.raises(ConfigurationError, match="at least one replica"):
+        synchronous_standby_names("sync", [])
+    with pytest.raises(ConfigurationError, match="at least one replica"):
+        StackConfig(replicas=0, mode="sync")
+    with pytest.raises(ConfigurationError, match="mode must be one of"):
+        StackConfig(mode="eventual")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="replicas must be >= 0"):
+        StackConfig(replicas=-1)
+
+
+def test_config_lists_the_binaries_it_needs() -> None:
+    assert StackConfig().binaries() == [
+        "initdb",
+        "postgres",
+        "pg_isready",
+        "psql",
+        "pg_basebackup",
+        "redis-server",
+        "redis-cli",
+    ]
+    assert StackConfig(postgres=False, redis=False, varnish=True).binaries() == [
+        "varnishd",
+        "varnishstat",
+        "varnishadm",
+    ]
+
+
+def test_vcl_is_aimed_at_the_backend() -> None:
+    vcl = render_vcl("http://127.0.0.1:8123")
+    assert '.host = "127.0.0.1";' in vcl
+    assert '.port = "8123";' in vcl
+    assert ".probe" not in vcl
+    assert "{{" not in vcl
+    assert '.url = "/healthz";' in render_vcl("http://localhost:8123", probe_path="/healthz")
+
+
+@pytest.mark.parametrize(
+    ("url", "probe", "message"),
+    [
+        ("https://127.0.0.1:8000", None, "must be an http:// URL"),
+        ("http://10.0.0.1:8000", None, "only targets loopback"),
+        ("http://127.0.0.1:notaport", None, "invalid port"),
+        ("http://127.0.0.1:8000", "healthz", "must start with /"),
+        ("http://127.0.0.1:8000", '/x";', "must start with /"),
+    ],
+)
+def test_vcl_rejects_bad_backends(url: str, probe: str | None, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        render_vcl(url, probe_path=probe)
+    with pytest.raises(ConfigurationError, match=message):
+        StackConfig(varnish=True, varnish_backend=url, varnish_probe=probe)
+
+
+def test_missing_binary_error_names_the_package() -> None:
+    err = MissingBinaryError("varnishd", "varnish")
+    assert err.binary == "varnishd"
+    assert err.package == "varnish"
+    assert "apt-get install -y varnish" in str(err)
