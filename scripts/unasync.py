@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -59,6 +60,21 @@ def unasync_text(text: str, source: str) -> str:
     return HEADER.format(source=source) + "".join(lines)
 
 
+def ruff_format(text: str, path: Path) -> str:
+    """Format generated code as the source is formatted, so `ruff format --check` agrees."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--stdin-filename", str(path), "-"],
+        input=text,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"ruff could not format the generated {path}: {proc.stderr}")
+    return proc.stdout
+
+
 def expected_files() -> dict[Path, str]:
     out: dict[Path, str] = {}
     for src_dir, dst_dir in FOLDERS:
@@ -67,7 +83,7 @@ def expected_files() -> dict[Path, str]:
         for src in sorted(src_dir.rglob("*.py")):
             rel = src.relative_to(src_dir)
             text = unasync_text(src.read_text(), str(src.relative_to(ROOT)))
-            out[dst_dir / rel] = "\n".join(line.rstrip() for line in text.split("\n"))
+            out[dst_dir / rel] = ruff_format(text, dst_dir / rel)
     return out
 
 

@@ -1,0 +1,284 @@
+"""The few things that truly differ between sync and async code, written as twins.
+
+Drivers are written once, async, under ``readscale._async``; ``scripts/unasync.py``
+turns ``AsyncLock`` into ``Lock``, ``async_sleep`` into ``sync_sleep`` and so on, so each
+async name here has a sync twin with the same behaviour. One behavioural suite
+(``tests/_async/test_primitives.py``, generated to ``tests/_sync``) holds both to it.
+
+- Lock, Event: thin wrappers with one API (``wait`` takes a timeout and says whether
+  the event was set).
+- SingleFlight: concurrent callers of one key share one call of the function. The call
+  runs on its own (an asyncio task, or the first caller's thread), so a caller that gives
+  up or is cancelled does not cancel the work the others wait for.
+- Background: at most one background job per key (a stale-while-revalidate refresh),
+  errors logged, never raised into a reader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from concurrent.futures import Future, ThreadPoolExecutor
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+log = logging.getLogger("readscale")
+
+
+# -- sleep -------------------------------------------------------------------------------
+
+
+async def async_sleep(seconds: float) -> None:
+    await asyncio.sleep(seconds)
+
+
+def sync_sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+# -- lock ----------------------------------------------------------------------------------
+
+
+class AsyncLock:
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> AsyncLock:
+        await self._lock.acquire()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._lock.release()
+
+
+class Lock:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Lock:
+        self._lock.acquire()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._lock.release()
+
+
+# -- event ---------------------------------------------------------------------------------
+
+
+class AsyncEvent:
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109 - twin of Event.wait
+        """Wait until set or ``timeout`` seconds pass; true if the event was set."""
+        if timeout is None:
+            await self._event.wait()
+            return True
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout)
+        except TimeoutError:
+            return self._event.is_set()
+        return True
+
+
+class Event:
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._event.wait(timeout)
+
+
+# -- single-flight -------------------------------------------------------------------------
+
+
+class AsyncSingleFlight(Generic[K, V]):
+    """Concurrent ``run(key, fn)`` calls for one key share a single ``fn()`` call."""
+
+    def __init__(self) -> None:
+        self._inflight: dict[K, asyncio.Task[V]] = {}
+
+    def inflight(self, key: K) -> bool:
+        return key in self._inflight
+
+    async def run(self, key: K, fn: Callable[[], Awaitable[V]]) -> tuple[V, bool]:
+        """Return ``(value, leader)``: ``leader`` is true for the one caller that ran ``fn``."""
+        task = self._inflight.get(key)
+        if task is not None:
+            return await asyncio.shield(task), False
+
+        async def call() -> V:
+            try:
+                return await fn()
+            finally:
+                self._inflight.pop(key, None)
+
+        task = asyncio.ensure_future(call())
+        self._inflight[key] = task
+        return await asyncio.shield(task), True
+
+
+class _Flight(Generic[V]):
+    __slots__ = ("done", "error", "value")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.value: V | None = None
+        self.error: BaseException | None = None
+
+
+class SingleFlight(Generic[K, V]):
+    """Concurrent ``run(key, fn)`` calls for one key share a single ``fn()`` call."""
+
+    def __init__(self) -> None:
+        self._inflight: dict[K, _Flight[V]] = {}
+        self._lock = threading.Lock()
+
+    def inflight(self, key: K) -> bool:
+        return key in self._inflight
+
+    def run(self, key: K, fn: Callable[[], V]) -> tuple[V, bool]:
+        """Return ``(value, leader)``: ``leader`` is true for the one caller that ran ``fn``."""
+        with self._lock:
+            flight = self._inflight.get(key)
+            leader = flight is None
+            if flight is None:
+                flight = self._inflight[key] = _Flight()
+        if not leader:
+            flight.done.wait()
+            if flight.error is not None:
+                raise flight.error
+            return flight.value, False  # type: ignore[return-value]
+        try:
+            flight.value = fn()
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            with self._lock:
+                self._inflight.pop(key, None)
+            flight.done.set()
+        return flight.value, True
+
+
+# -- background jobs -----------------------------------------------------------------------
+
+
+class AsyncBackground(Generic[K]):
+    """At most one background job per key; failures are logged and counted, never raised."""
+
+    def __init__(self, on_error: Callable[[K, BaseException], None] | None = None) -> None:
+        self._tasks: dict[K, asyncio.Task[Any]] = {}
+        self._on_error = on_error
+
+    def running(self, key: K) -> bool:
+        return key in self._tasks
+
+    def spawn(self, key: K, fn: Callable[[], Awaitable[Any]]) -> bool:
+        """Start ``fn`` unless a job for ``key`` is running; true if it was started."""
+        if key in self._tasks:
+            return False
+
+        async def job() -> None:
+            try:
+                await fn()
+            except Exception as exc:
+                self._failed(key, exc)
+            finally:
+                self._tasks.pop(key, None)
+
+        self._tasks[key] = asyncio.ensure_future(job())
+        return True
+
+    def _failed(self, key: K, exc: BaseException) -> None:
+        log.warning("readscale background job for %r failed: %s", key, exc, exc_info=exc)
+        if self._on_error is not None:
+            self._on_error(key, exc)
+
+    async def drain(self) -> None:
+        """Wait for every running job (tests and shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+
+    async def close(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+        await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+        self._tasks.clear()
+
+
+class Background(Generic[K]):
+    """At most one background job per key; failures are logged and counted, never raised."""
+
+    def __init__(self, on_error: Callable[[K, BaseException], None] | None = None, max_workers: int = 4) -> None:
+        self._jobs: dict[K, Future[None]] = {}
+        self._lock = threading.Lock()
+        self._on_error = on_error
+        self._max_workers = max_workers
+        self._pool: ThreadPoolExecutor | None = None
+
+    def running(self, key: K) -> bool:
+        return key in self._jobs
+
+    def spawn(self, key: K, fn: Callable[[], Any]) -> bool:
+        with self._lock:
+            if key in self._jobs:
+                return False
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._max_workers, thread_name_prefix="readscale-bg")
+
+            def job() -> None:
+                try:
+                    fn()
+                except Exception as exc:
+                    self._failed(key, exc)
+                finally:
+                    with self._lock:
+                        self._jobs.pop(key, None)
+
+            self._jobs[key] = self._pool.submit(job)
+            return True
+
+    def _failed(self, key: K, exc: BaseException) -> None:
+        log.warning("readscale background job for %r failed: %s", key, exc, exc_info=exc)
+        if self._on_error is not None:
+            self._on_error(key, exc)
+
+    def drain(self) -> None:
+        while True:
+            with self._lock:
+                jobs = list(self._jobs.values())
+            if not jobs:
+                return
+            for job in jobs:
+                job.exception()
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        self._jobs.clear()
