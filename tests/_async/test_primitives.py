@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from readscale._primitives import AsyncBackground, AsyncEvent, AsyncLock, AsyncSingleFlight, async_sleep
-from tests.concurrency import async_gather
+from readscale.testing.concurrency import async_gather
 
 
 @pytest.mark.anyio

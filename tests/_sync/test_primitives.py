@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from readscale._primitives import Background, Event, Lock, SingleFlight, sync_sleep
-from tests.concurrency import sync_gather
+from readscale.testing.concurrency import sync_gather
 
 
 def test_single_flight_runs_the_function_once_for_concurrent_callers() -> None:

@@ -1,0 +1,1 @@
+"""Cache backends (async). Generated to ``readscale._sync.backends``."""
