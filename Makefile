@@ -29,9 +29,9 @@ lint: setup
 	$(BIN)/python scripts/unasync.py --check
 
 format: setup
-	$(BIN)/python scripts/unasync.py
 	$(BIN)/ruff check --fix src tests scripts
 	$(BIN)/ruff format src tests scripts
+	$(BIN)/python scripts/unasync.py
 
 unasync: setup
 	$(BIN)/python scripts/unasync.py

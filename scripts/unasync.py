@@ -37,10 +37,12 @@ SUBS = [
     (r"\bStopAsyncIteration\b", "StopIteration"),
     (r"\basync (def|with|for)\b", r"\1"),
     (r"\bawait ", ""),
+    (r"\bAwaitable\[((?:[^\[\]]|\[(?:[^\[\]]|\[[^\[\]]*\])*\])*)\]", r"\1"),
     (r"\baclose\b", "close"),
     (r"\bredis\.asyncio\b", "redis"),
     (r"^\s*@pytest\.mark\.anyio\n", ""),
     (r"\bAsync(?=[A-Z_])", ""),
+    (r"(?<=Test)Async(?=[A-Z])", ""),
     (r"\basync_", "sync_"),
     (r"\bASYNC\b", "SYNC"),
 ]
@@ -61,18 +63,24 @@ def unasync_text(text: str, source: str) -> str:
 
 
 def ruff_format(text: str, path: Path) -> str:
-    """Format generated code as the source is formatted, so `ruff format --check` agrees."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "ruff", "format", "--stdin-filename", str(path), "-"],
-        input=text,
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=ROOT,
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"ruff could not format the generated {path}: {proc.stderr}")
-    return proc.stdout
+    """Sort imports and format generated code as the source is, so `ruff format --check`
+    agrees and the renamed imports stay in order."""
+    for args in (
+        ["check", "--select", "I", "--fix", "--exit-zero", "--quiet", "--isolated", "--line-length", "120"],
+        ["format"],
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "ruff", *args, "--stdin-filename", str(path), "-"],
+            input=text,
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=ROOT,
+        )
+        if proc.returncode != 0:
+            raise SystemExit(f"ruff could not tidy the generated {path}: {proc.stderr}")
+        text = proc.stdout
+    return text
 
 
 def expected_files() -> dict[Path, str]:

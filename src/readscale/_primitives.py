@@ -73,6 +73,41 @@ class Lock:
         self._lock.release()
 
 
+# -- semaphore -----------------------------------------------------------------------------
+
+
+class AsyncSemaphore:
+    """Bounds concurrency: callers queue instead of failing when a pool would be exhausted."""
+
+    def __init__(self, value: int) -> None:
+        self._sem = asyncio.Semaphore(value)
+
+    async def __aenter__(self) -> AsyncSemaphore:
+        await self._sem.acquire()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._sem.release()
+
+
+class Semaphore:
+    """Bounds concurrency: callers queue instead of failing when a pool would be exhausted."""
+
+    def __init__(self, value: int) -> None:
+        self._sem = threading.BoundedSemaphore(value)
+
+    def __enter__(self) -> Semaphore:
+        self._sem.acquire()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._sem.release()
+
+
 # -- event ---------------------------------------------------------------------------------
 
 
@@ -86,7 +121,7 @@ class AsyncEvent:
     def is_set(self) -> bool:
         return self._event.is_set()
 
-    async def wait(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109 - twin of Event.wait
+    async def wait(self, timeout: float | None = None) -> bool:
         """Wait until set or ``timeout`` seconds pass; true if the event was set."""
         if timeout is None:
             await self._event.wait()
@@ -182,6 +217,60 @@ class SingleFlight(Generic[K, V]):
                 self._inflight.pop(key, None)
             flight.done.set()
         return flight.value, True
+
+
+# -- daemons ------------------------------------------------------------------------------
+
+
+class AsyncDaemon:
+    """Runs ``fn(stop)`` as a task until ``stop()``; ``fn`` should return once ``stop`` is set."""
+
+    def __init__(self, fn: Callable[[AsyncEvent], Awaitable[None]], name: str) -> None:
+        self._fn = fn
+        self._name = name
+        self._stop = AsyncEvent()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._fn(self._stop))
+
+    async def stop(self) -> None:
+        self._stop.set()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+class Daemon:
+    """Runs ``fn(stop)`` on a daemon thread until ``stop()``; ``fn`` should return once
+    ``stop`` is set (it is joined for up to a few seconds)."""
+
+    def __init__(self, fn: Callable[[Event], None], name: str) -> None:
+        self._fn = fn
+        self._name = name
+        self._stop = Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._fn, args=(self._stop,), name=self._name, daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5.0)
 
 
 # -- background jobs -----------------------------------------------------------------------

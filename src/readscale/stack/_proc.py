@@ -273,6 +273,14 @@ def _reap(popen: subprocess.Popen[bytes] | None) -> None:
             popen.poll()
 
 
+def _reap_dead(popen: subprocess.Popen[bytes] | None) -> None:
+    """Collect the exit status of a child we know is gone (a poll can miss it while
+    another thread holds Popen's wait lock, and an unreaped Popen warns when deleted)."""
+    if popen is not None and popen.returncode is None:
+        with contextlib.suppress(ChildProcessError, subprocess.TimeoutExpired):
+            popen.wait(timeout=5)
+
+
 def signal_group(pid: int, sig: signal.Signals) -> None:
     """Signal the server's whole process group (its pgid equals its pid)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -336,7 +344,7 @@ def terminate(
         deadline = time.monotonic() + 5.0
         while group_members(pid) and time.monotonic() < deadline:
             time.sleep(0.01)
-    _reap(popen)
+    _reap_dead(popen)
 
 
 def kill(pid: int, started: int | None, popen: subprocess.Popen[bytes] | None = None) -> None:
@@ -347,7 +355,7 @@ def kill(pid: int, started: int | None, popen: subprocess.Popen[bytes] | None = 
         deadline = time.monotonic() + 5.0
         while group_members(pid) and time.monotonic() < deadline:
             time.sleep(0.01)
-    _reap(popen)
+    _reap_dead(popen)
 
 
 def wait_until(

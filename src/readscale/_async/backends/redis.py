@@ -1,0 +1,410 @@
+"""Redis and Redis Cluster backends (redis-py), with leases and fill notifications.
+
+Leases (the memcache lease design, on Redis): a miss runs one Lua script that returns
+the value if present or sets ``{key}:lease`` with ``SET NX PX`` and a random token. The
+winner's fill is another script: store the value only if the lease still holds its
+token, delete the lease, and ``PUBLISH`` the key on the fill channel. Every process keeps
+one subscription to that channel, so waiters are woken by the fill itself, not by a sleep
+loop. The lease key shares the entry's cluster slot (``readscale._core.keys``), so the
+scripts work on Redis Cluster; there, ``PUBLISH`` reaches subscribers on every node.
+
+Errors of redis-py (including ``RedisClusterException``, which is not a ``RedisError``)
+and of sockets become :class:`CacheUnavailableError` here; nothing else escapes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as redis_asyncio
+import redis.asyncio.cluster as redis_asyncio_cluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException, RedisError
+
+from readscale._core.keys import companion_key
+from readscale._primitives import AsyncDaemon, AsyncEvent, AsyncSemaphore, async_sleep
+from readscale.backends_common import LEASE_HELD_ELSEWHERE, LeaseResult
+from readscale.errors import CacheUnavailableError, ValueTooLargeError
+from readscale.settings import RedisSettings
+
+FILL_CHANNEL = "readscale:fill"
+#: Redis refuses strings over 512 MB; far below that, proto-max-bulk-len is the limit.
+REDIS_MAX_VALUE = 512 * 1024 * 1024
+_ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
+
+_LEASE = """
+local v = redis.call('GET', KEYS[1])
+if v then return {1, v} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end
+return {3}
+"""
+_FILL = """
+if redis.call('GET', KEYS[2]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  redis.call('DEL', KEYS[2])
+  redis.call('PUBLISH', ARGV[4], KEYS[1])
+  return 1
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[2]) == ARGV[1] then
+  redis.call('DEL', KEYS[2])
+  redis.call('PUBLISH', ARGV[2], KEYS[1])
+  return 1
+end
+return 0
+"""
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000 + 0.999))
+
+
+class _FillWaiters:
+    """Per-key events woken by fill notifications (a plain lock: it is never held across an await)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._events: dict[str, list[AsyncEvent]] = {}
+
+    def register(self, key: str) -> AsyncEvent:
+        event = AsyncEvent()
+        with self._lock:
+            self._events.setdefault(key, []).append(event)
+        return event
+
+    def unregister(self, key: str, event: AsyncEvent) -> None:
+        with self._lock:
+            events = self._events.get(key)
+            if events and event in events:
+                events.remove(event)
+                if not events:
+                    del self._events[key]
+
+    def wake(self, key: str) -> None:
+        with self._lock:
+            events = list(self._events.get(key, ()))
+        for event in events:
+            event.set()
+
+    def wake_all(self) -> None:
+        with self._lock:
+            events = [e for group in self._events.values() for e in group]
+        for event in events:
+            event.set()
+
+
+class AsyncRedisBackend:
+    """Redis (standalone) as a cache backend. Pass ``settings`` or a ready ``client``."""
+
+    name = "redis"
+    supports_leases = True
+
+    def __init__(
+        self,
+        settings: RedisSettings | None = None,
+        *,
+        client: Any | None = None,
+        fill_channel: str = FILL_CHANNEL,
+        max_value_size: int | None = None,
+    ) -> None:
+        self.settings = settings or RedisSettings()
+        self._client: Any = client if client is not None else self._make_client()
+        self._channel = fill_channel
+        self.max_value_size = max_value_size
+        self._lease_script = self._client.register_script(_LEASE)
+        self._fill_script = self._client.register_script(_FILL)
+        self._release_script = self._client.register_script(_RELEASE)
+        self._waiters = _FillWaiters()
+        self._subscribed = AsyncEvent()
+        self._listener: AsyncDaemon | None = None
+        self._listener_lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: str, **settings: Any) -> AsyncRedisBackend:
+        return cls(RedisSettings(url=url, **settings))
+
+    def _make_client(self) -> Any:
+        # A blocking pool queues callers for a connection (up to pool_timeout) instead of
+        # failing under a burst; one quick retry replaces a connection the server closed
+        # (after a restart) without paying redis-py's long default backoff on a dead server.
+        kwargs = self.settings.client_kwargs()
+        pool = redis_asyncio.BlockingConnectionPool.from_url(
+            self.settings.url, timeout=self.settings.pool_timeout_ms / 1000, **kwargs
+        )
+        return redis_asyncio.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 1))
+
+    @property
+    def client(self) -> Any:
+        """The underlying redis-py client (for commands readscale does not wrap)."""
+        return self._client
+
+    def _unavailable(self, action: str, exc: BaseException) -> CacheUnavailableError:
+        return CacheUnavailableError(
+            f"{self.name} {action} failed on {self.settings.safe_url}: {type(exc).__name__}: {exc}",
+            backend=self.name,
+        )
+
+    def _check_size(self, key: str, value: bytes) -> None:
+        limit = self.max_value_size
+        if limit is not None and len(value) > limit:
+            raise ValueTooLargeError(key, len(value), limit)
+
+    # -- the protocol ----------------------------------------------------------------------
+
+    async def get(self, key: str) -> bytes | None:
+        try:
+            value: bytes | None = await self._client.get(key)
+        except _ERRORS as exc:
+            raise self._unavailable("GET", exc) from exc
+        return value
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        try:
+            values: list[bytes | None] = await self._client.mget(keys)
+        except _ERRORS as exc:
+            raise self._unavailable("MGET", exc) from exc
+        return values
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        self._check_size(key, value)
+        try:
+            await self._client.set(key, value, px=_ms(ttl))
+        except _ERRORS as exc:
+            raise self._unavailable("SET", exc) from exc
+
+    async def set_many(self, items: Sequence[tuple[str, bytes, float]]) -> None:
+        if not items:
+            return
+        for key, value, _ in items:
+            self._check_size(key, value)
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key, value, ttl in items:
+                    pipe.set(key, value, px=_ms(ttl))
+                await pipe.execute()
+        except _ERRORS as exc:
+            raise self._unavailable("SET (pipeline)", exc) from exc
+
+    async def delete(self, key: str) -> bool:
+        try:
+            return bool(await self._client.delete(key))
+        except _ERRORS as exc:
+            raise self._unavailable("DEL", exc) from exc
+
+    async def delete_many(self, keys: Sequence[str]) -> int:
+        if not keys:
+            return 0
+        try:
+            return int(await self._client.delete(*keys))
+        except _ERRORS as exc:
+            raise self._unavailable("DEL", exc) from exc
+
+    async def ping(self) -> None:
+        try:
+            await self._client.ping()
+        except _ERRORS as exc:
+            raise self._unavailable("PING", exc) from exc
+
+    # -- leases --------------------------------------------------------------------------
+
+    async def lease(self, key: str, ttl: float) -> LeaseResult:
+        token = secrets.token_hex(12)
+        try:
+            reply = await self._lease_script(keys=[key, companion_key(key, "lease")], args=[token, _ms(ttl)])
+        except _ERRORS as exc:
+            raise self._unavailable("lease script", exc) from exc
+        code = int(reply[0])
+        if code == 1:
+            return LeaseResult(value=reply[1])
+        if code == 2:
+            return LeaseResult(token=token)
+        return LEASE_HELD_ELSEWHERE
+
+    async def refresh_lease(self, key: str, ttl: float) -> str | None:
+        """Take the fill lease of a key that still has a (stale) value, so exactly one
+        process refreshes it in the background; the token, or None if someone else has it."""
+        token = secrets.token_hex(12)
+        try:
+            won = await self._client.set(companion_key(key, "lease"), token, nx=True, px=_ms(ttl))
+        except _ERRORS as exc:
+            raise self._unavailable("SET NX (refresh lease)", exc) from exc
+        return token if won else None
+
+    async def fill(self, key: str, value: bytes, ttl: float, token: str) -> bool:
+        self._check_size(key, value)
+        try:
+            stored = await self._fill_script(
+                keys=[key, companion_key(key, "lease")], args=[token, value, _ms(ttl), self._channel]
+            )
+        except _ERRORS as exc:
+            raise self._unavailable("fill script", exc) from exc
+        return bool(stored)
+
+    async def release(self, key: str, token: str) -> None:
+        try:
+            await self._release_script(keys=[key, companion_key(key, "lease")], args=[token, self._channel])
+        except _ERRORS as exc:
+            raise self._unavailable("release script", exc) from exc
+
+    async def wait_for_fill(self, key: str, timeout: float) -> bool:
+        await self._ensure_listener(timeout)
+        event = self._waiters.register(key)
+        try:
+            # The fill (or a release) may have landed before we registered: look once.
+            if await self._settled(key):
+                return True
+            return await event.wait(timeout)
+        finally:
+            self._waiters.unregister(key, event)
+
+    async def _settled(self, key: str) -> bool:
+        """True when the key has a value or nobody holds its lease any more."""
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.exists(key)
+                pipe.exists(companion_key(key, "lease"))
+                has_value, has_lease = await pipe.execute()
+        except _ERRORS as exc:
+            raise self._unavailable("EXISTS", exc) from exc
+        return bool(has_value) or not has_lease
+
+    # -- fill notifications ----------------------------------------------------------------
+
+    async def _ensure_listener(self, timeout: float) -> None:
+        with self._listener_lock:
+            if self._listener is None:
+                self._listener = AsyncDaemon(self._listen, "readscale-fill-listener")
+                self._listener.start()
+        await self._subscribed.wait(min(timeout, 1.0))
+
+    async def _listen(self, stop: AsyncEvent) -> None:
+        pubsub: Any = None
+        while not stop.is_set():
+            try:
+                if pubsub is None:
+                    pubsub = self._client.pubsub()
+                    await pubsub.subscribe(self._channel)
+                message = await pubsub.get_message(timeout=0.5)
+                if message is None:
+                    continue
+                if message["type"] == "subscribe":
+                    # Also seen after redis-py reconnects by itself: fills may have been
+                    # missed meanwhile, so wake every waiter to look again.
+                    self._subscribed.set()
+                    self._waiters.wake_all()
+                elif message["type"] == "message":
+                    data = message["data"]
+                    self._waiters.wake(data.decode() if isinstance(data, bytes) else str(data))
+            except _ERRORS:
+                self._subscribed = AsyncEvent()
+                if pubsub is not None:
+                    with contextlib.suppress(*_ERRORS):
+                        await pubsub.aclose()
+                    pubsub = None
+                self._waiters.wake_all()
+                await async_sleep(0.1)
+        if pubsub is not None:
+            with contextlib.suppress(*_ERRORS):
+                await pubsub.aclose()
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            await self._listener.stop()
+            self._listener = None
+        with contextlib.suppress(*_ERRORS):
+            await self._client.aclose()
+        pool = getattr(self._client, "connection_pool", None)
+        if pool is not None:
+            with contextlib.suppress(*_ERRORS):
+                await pool.disconnect()
+
+
+class AsyncRedisClusterBackend(AsyncRedisBackend):
+    """Redis Cluster as a cache backend. Multi-key calls are split by slot and sent as
+    one pipeline per node, so a caller never sees CROSSSLOT."""
+
+    name = "redis-cluster"
+
+    def __init__(
+        self,
+        settings: RedisSettings | None = None,
+        *,
+        client: Any | None = None,
+        fill_channel: str = FILL_CHANNEL,
+        max_value_size: int | None = None,
+    ) -> None:
+        super().__init__(settings, client=client, fill_channel=fill_channel, max_value_size=max_value_size)
+
+    def _make_client(self) -> Any:
+        # The cluster client fails (instead of waiting) when a node's pool is exhausted,
+        # so calls are bounded below the per-node pool size by a semaphore.
+        self._limit = AsyncSemaphore(self.settings.max_connections)
+        return redis_asyncio_cluster.RedisCluster.from_url(
+            self.settings.url, retry=Retry(NoBackoff(), 1), **self.settings.client_kwargs()
+        )
+
+    async def get(self, key: str) -> bytes | None:
+        async with self._limit:
+            return await super().get(key)
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        async with self._limit:
+            await super().set(key, value, ttl)
+
+    async def set_many(self, items: Sequence[tuple[str, bytes, float]]) -> None:
+        async with self._limit:
+            await super().set_many(items)
+
+    async def delete(self, key: str) -> bool:
+        async with self._limit:
+            return await super().delete(key)
+
+    async def lease(self, key: str, ttl: float) -> LeaseResult:
+        async with self._limit:
+            return await super().lease(key, ttl)
+
+    async def refresh_lease(self, key: str, ttl: float) -> str | None:
+        async with self._limit:
+            return await super().refresh_lease(key, ttl)
+
+    async def fill(self, key: str, value: bytes, ttl: float, token: str) -> bool:
+        async with self._limit:
+            return await super().fill(key, value, ttl, token)
+
+    async def release(self, key: str, token: str) -> None:
+        async with self._limit:
+            await super().release(key, token)
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        try:
+            async with self._limit:
+                values: list[bytes | None] = await self._client.mget_nonatomic(keys)
+        except _ERRORS as exc:
+            raise self._unavailable("MGET", exc) from exc
+        return values
+
+    async def delete_many(self, keys: Sequence[str]) -> int:
+        if not keys:
+            return 0
+        try:
+            async with self._limit, self._client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.delete(key)
+                results = await pipe.execute()
+        except _ERRORS as exc:
+            raise self._unavailable("DEL (pipeline)", exc) from exc
+        return sum(int(r) for r in results)
+
+
+__all__ = ["FILL_CHANNEL", "AsyncRedisBackend", "AsyncRedisClusterBackend"]

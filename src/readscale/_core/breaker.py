@@ -1,0 +1,74 @@
+"""A circuit breaker for the remote cache, as pure transitions.
+
+While the cache server is down, every call would pay its timeout. After
+``failure_threshold`` consecutive failures the breaker opens: calls skip the server
+(the read path goes straight to the loader) until ``cooldown`` has passed; then one
+call probes (half-open). A probe that succeeds closes the breaker; one that fails
+re-opens it with the cooldown doubled, up to ``max_cooldown``.
+
+States are frozen values; the driver keeps the current one and asks :func:`allow`
+before each call and :func:`on_success` / :func:`on_failure` after it. ``now`` is a
+monotonic time passed in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Circuit(Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSettings:
+    failure_threshold: int = 3
+    cooldown: float = 0.5
+    max_cooldown: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerState:
+    circuit: Circuit = Circuit.CLOSED
+    failures: int = 0
+    opened_at: float = 0.0
+    cooldown: float = 0.0
+    probing: bool = False
+
+
+CLOSED = BreakerState()
+
+
+def allow(state: BreakerState, now: float) -> tuple[bool, BreakerState]:
+    """May a call go to the server now? Half-open lets exactly one probe through."""
+    if state.circuit is Circuit.CLOSED:
+        return True, state
+    if state.circuit is Circuit.OPEN:
+        if now - state.opened_at >= state.cooldown:
+            return True, BreakerState(Circuit.HALF_OPEN, state.failures, state.opened_at, state.cooldown, True)
+        return False, state
+    # HALF_OPEN: one probe in flight at a time.
+    if state.probing:
+        return False, state
+    return True, BreakerState(Circuit.HALF_OPEN, state.failures, state.opened_at, state.cooldown, True)
+
+
+def on_success(state: BreakerState) -> BreakerState:
+    if state is CLOSED or (state.circuit is Circuit.CLOSED and state.failures == 0):
+        return state
+    return CLOSED
+
+
+def on_failure(state: BreakerState, now: float, settings: BreakerSettings) -> BreakerState:
+    failures = state.failures + 1
+    if state.circuit is Circuit.HALF_OPEN:
+        cooldown = min(max(state.cooldown * 2, settings.cooldown), settings.max_cooldown)
+        return BreakerState(Circuit.OPEN, failures, now, cooldown)
+    if state.circuit is Circuit.OPEN:
+        return state
+    if failures >= settings.failure_threshold:
+        return BreakerState(Circuit.OPEN, failures, now, settings.cooldown)
+    return BreakerState(Circuit.CLOSED, failures, 0.0, 0.0)
