@@ -105,7 +105,15 @@ class BackendError(ReadscaleError):
 
 
 class CacheUnavailableError(BackendError):
-    """The cache server is down, slow past its timeout, or its circuit breaker is open."""
+    """The cache server is down, slow past its timeout, or its circuit breaker is open.
+
+    ``busy`` is true when the server was not at fault: every pooled connection was in
+    use past the pool timeout (local back-pressure). It does not trip the breaker.
+    """
+
+    def __init__(self, message: str, *, backend: str | None = None, busy: bool = False) -> None:
+        self.busy = busy
+        super().__init__(message, backend=backend)
 
 
 class ReplicaUnavailableError(BackendError):

@@ -39,10 +39,10 @@ class RedisSettings:
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     ssl_check_hostname: bool = True
-    socket_timeout_ms: float = 100.0
-    connect_timeout_ms: float = 100.0
+    socket_timeout_ms: float = 250.0
+    connect_timeout_ms: float = 250.0
     max_connections: int = 64
-    pool_timeout_ms: float = 250.0
+    pool_timeout_ms: float = 1000.0
     client_name: str | None = "readscale"
 
     def __post_init__(self) -> None:

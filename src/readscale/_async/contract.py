@@ -176,6 +176,23 @@ class AsyncBackendContract:
         assert await backend.fill(key, b"from the successor", 60, successor.token) is True
 
     @pytest.mark.anyio
+    async def test_one_refresh_lease_per_stale_key(self, backend: AsyncBackend) -> None:
+        if not backend.supports_leases:
+            pytest.skip(f"{backend.name} has no leases")
+        (key,) = _keys(1)
+        await backend.set(key, b"stale", 60)
+        token = await backend.refresh_lease(key, 5)
+        assert token is not None
+        assert await backend.refresh_lease(key, 5) is None
+        assert await backend.get(key) == b"stale"  # still served while the refresh runs
+        assert await backend.fill(key, b"refreshed", 60, token) is True
+        assert await backend.get(key) == b"refreshed"
+        again = await backend.refresh_lease(key, 5)
+        assert again is not None
+        await backend.release(key, again)
+        assert await backend.get(key) == b"refreshed"
+
+    @pytest.mark.anyio
     async def test_waiters_are_woken_by_the_fill(self, backend: AsyncBackend) -> None:
         if not backend.supports_leases:
             pytest.skip(f"{backend.name} has no leases")

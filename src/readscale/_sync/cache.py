@@ -387,6 +387,9 @@ class Cache:
 
     def _l2_failed(self, exc: CacheUnavailableError) -> None:
         self.stats.l2.errors += 1
+        if exc.busy:
+            log.warning("cache %s: %s", self.stats.name, exc)
+            return
         before = self._breaker.circuit
         self._breaker = circuit.on_failure(self._breaker, self._monotonic(), self._breaker_settings)
         if self._breaker.circuit is circuit.Circuit.OPEN and before is not circuit.Circuit.OPEN:
@@ -431,20 +434,21 @@ class Cache:
         self._l2_ok()
         return raws
 
-    def _decode(self, pkey: str, raw: bytes, policy: CachePolicy, codec: Codec) -> Found | None:
+    def _decode(self, pkey: str, raw: bytes, policy: CachePolicy, codec: Codec, *, count: bool = True) -> Found | None:
+        """Decode an entry; an unreadable one is None (counted once per read when ``count``)."""
         try:
             meta, codec_id, payload = decode_envelope(raw)
         except EnvelopeError as exc:
-            self.stats.l2.corrupt += 1
+            self.stats.l2.corrupt += count
             log.debug("cache %s: %s is not a readable entry (%s): a miss", self.stats.name, pkey, exc.reason)
             return None
         if meta.schema != policy.schema or codec_id != codec.id:
-            self.stats.l2.corrupt += 1
+            self.stats.l2.corrupt += count
             return None
         try:
             return codec.decode(payload), meta
         except CorruptValueError as exc:
-            self.stats.l2.corrupt += 1
+            self.stats.l2.corrupt += count
             log.debug("cache %s: %s does not decode (%s): a miss", self.stats.name, pkey, exc)
             return None
 
@@ -564,7 +568,7 @@ class Cache:
                 return self._load_and_store(pkey, loader, policy, codec, token=None)
             self._l2_ok()
             if lease.value is not None:
-                found = self._decode(pkey, lease.value, policy, codec)
+                found = self._decode(pkey, lease.value, policy, codec, count=False)
                 if found is not None and assess(found[1], self._clock(), 1.0, 0.0).servable:
                     self.stats.l2.hits += 1
                     self._l1_put(pkey, found[0], found[1], policy, size=len(lease.value))
@@ -632,10 +636,9 @@ class Cache:
         """One background refresh; across processes, a refresh lease lets only one run."""
         token: str | None = None
         backend = self.backend
-        take = getattr(backend, "refresh_lease", None)
-        if take is not None and policy.uses_l2 and self._l2_allowed():
+        if backend is not None and backend.supports_leases and policy.uses_l2 and self._l2_allowed():
             try:
-                token = take(pkey, policy.lease_ttl)
+                token = backend.refresh_lease(pkey, policy.lease_ttl)
             except CacheUnavailableError as exc:
                 self._l2_failed(exc)
             else:

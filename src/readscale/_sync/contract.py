@@ -163,6 +163,22 @@ class BackendContract:
         assert successor.token is not None and successor.token != dead.token
         assert backend.fill(key, b"from the successor", 60, successor.token) is True
 
+    def test_one_refresh_lease_per_stale_key(self, backend: Backend) -> None:
+        if not backend.supports_leases:
+            pytest.skip(f"{backend.name} has no leases")
+        (key,) = _keys(1)
+        backend.set(key, b"stale", 60)
+        token = backend.refresh_lease(key, 5)
+        assert token is not None
+        assert backend.refresh_lease(key, 5) is None
+        assert backend.get(key) == b"stale"  # still served while the refresh runs
+        assert backend.fill(key, b"refreshed", 60, token) is True
+        assert backend.get(key) == b"refreshed"
+        again = backend.refresh_lease(key, 5)
+        assert again is not None
+        backend.release(key, again)
+        assert backend.get(key) == b"refreshed"
+
     def test_waiters_are_woken_by_the_fill(self, backend: Backend) -> None:
         if not backend.supports_leases:
             pytest.skip(f"{backend.name} has no leases")

@@ -172,6 +172,7 @@ class Node:
     def stop(self, *, grace: float = 30.0) -> None:
         """A clean shutdown; the group is killed if the server does not exit in ``grace``."""
         if self.spec.pid:
+            self.thaw()
             _proc.terminate(
                 self.spec.pid,
                 self.spec.started,
@@ -186,6 +187,16 @@ class Node:
         if self.spec.pid:
             _proc.kill(self.spec.pid, self.spec.started, popen=self._popen)
         self._forget()
+
+    def freeze(self) -> None:
+        """SIGSTOP the server: it keeps its connections but answers nothing (a hung server)."""
+        if self.spec.pid:
+            _proc.signal_group(self.spec.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT a frozen server."""
+        if self.spec.pid:
+            _proc.signal_group(self.spec.pid, signal.SIGCONT)
 
     def restart(self) -> None:
         self.stop()

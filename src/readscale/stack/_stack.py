@@ -453,6 +453,13 @@ class Stack:
     def restart(self, name: str) -> None:
         self.node(name).restart()
 
+    def freeze(self, name: str) -> None:
+        """Make a server hang (SIGSTOP): clients see timeouts, not refused connections."""
+        self.node(name).freeze()
+
+    def thaw(self, name: str) -> None:
+        self.node(name).thaw()
+
     def pause_replay(self, name: str) -> None:
         self.replica(name).pause_replay()
 

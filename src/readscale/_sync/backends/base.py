@@ -68,6 +68,12 @@ class Backend(Protocol):
         """
         ...
 
+    def refresh_lease(self, key: str, ttl: float) -> str | None:
+        """Take the fill lease of a key that still has a (stale) value, whatever that value,
+        so exactly one process refreshes it in the background. The token, or None when
+        someone else holds the lease. ``fill`` with the token replaces the value."""
+        ...
+
     def fill(self, key: str, value: bytes, ttl: float, token: str) -> bool:
         """Store ``value`` only if the lease ``token`` is still held; release it and wake
         the waiters. False when the lease was lost (expired or invalidated): nothing stored."""

@@ -147,9 +147,11 @@ class RedisBackend:
         return self._client
 
     def _unavailable(self, action: str, exc: BaseException) -> CacheUnavailableError:
+        busy = "No connection available" in str(exc) or "Too many connections" in str(exc)
         return CacheUnavailableError(
             f"{self.name} {action} failed on {self.settings.safe_url}: {type(exc).__name__}: {exc}",
             backend=self.name,
+            busy=busy,
         )
 
     def _check_size(self, key: str, value: bytes) -> None:

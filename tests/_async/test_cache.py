@@ -1,0 +1,427 @@
+"""The cache façade against real Redis: strategies, tiers, freshness states, bad input.
+
+Written async; ``scripts/unasync.py`` generates the sync twin in ``tests/_sync``.
+Time is a FakeClock (entries' freshness) while Redis keeps its own real TTLs, which are
+always longer than any test here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from readscale._async.backends.counting import AsyncCountingBackend
+from readscale._async.backends.redis import AsyncRedisBackend
+from readscale._async.cache import AsyncCache
+from readscale._core.policy import BALANCE, CachePolicy, OnMiss, Tier
+from readscale._primitives import async_sleep
+from readscale.codecs import MsgpackCodec, SignedPickleCodec
+from readscale.errors import ConfigurationError, InvalidKeyError, UnserializableValueError, ValueTooLargeError
+from readscale.memory import NO_VALUE, MemoryStore
+from readscale.settings import RedisSettings
+from readscale.testing.clock import FakeClock
+from readscale.testing.concurrency import async_gather
+
+pytestmark = pytest.mark.stack
+
+POLICY = CachePolicy(name="test", ttl=60.0, jitter=0.0, swr=30.0, sie=120.0, early_refresh=0.0, l1_ttl=10.0)
+
+
+@dataclasses.dataclass
+class Profile:
+    user_id: int
+    name: str
+
+
+class Loader:
+    """Counts calls; returns ``value`` (or raises ``error``) after an optional delay."""
+
+    def __init__(self, value: Any = "v1", *, delay: float = 0.0, error: Exception | None = None) -> None:
+        self.value = value
+        self.delay = delay
+        self.error = error
+        self.calls = 0
+
+    async def __call__(self) -> Any:
+        self.calls += 1
+        if self.delay:
+            await async_sleep(self.delay)
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def backend(redis_url: str) -> AsyncIterator[AsyncCountingBackend]:
+    inner = AsyncRedisBackend(RedisSettings(url=redis_url))
+    yield AsyncCountingBackend(inner)
+    await inner.close()
+
+
+@pytest.fixture
+def cache(backend: AsyncCountingBackend, clock: FakeClock) -> AsyncCache:
+    return AsyncCache(
+        backend,
+        l1=MemoryStore(1000, clock=clock),
+        policy=POLICY,
+        prefix=f"t{uuid.uuid4().hex[:8]}:",
+        clock=clock,
+        monotonic=clock,
+        rng=lambda: 0.5,
+    )
+
+
+# -- cache-aside ---------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_cache_aside_round_trip(cache: AsyncCache) -> None:
+    assert await cache.get("user:1") is NO_VALUE
+    await cache.set("user:1", {"name": "Ada", "tags": [1, 2]})
+    assert await cache.get("user:1") == {"name": "Ada", "tags": [1, 2]}
+    assert await cache.delete("user:1") is True
+    assert await cache.get("user:1") is NO_VALUE
+
+
+@pytest.mark.anyio
+async def test_none_is_a_cached_value_distinct_from_a_miss(cache: AsyncCache) -> None:
+    loader = Loader(None)
+    assert await cache.get_or_load("missing-row", loader) is None
+    assert await cache.get_or_load("missing-row", loader) is None
+    assert loader.calls == 1
+    assert await cache.get("missing-row") is None
+    assert await cache.get("never-set") is NO_VALUE
+
+
+@pytest.mark.anyio
+async def test_negative_ttl_is_used_for_none(cache: AsyncCache, clock: FakeClock) -> None:
+    policy = POLICY.with_(negative_ttl=5.0, swr=0.0, sie=0.0, tiers=frozenset({Tier.L2}))
+    loader = Loader(None)
+    await cache.get_or_load("gone", loader, policy=policy)
+    clock.advance(6)
+    await cache.get_or_load("gone", loader, policy=policy)
+    assert loader.calls == 2
+
+
+# -- read-through and tiers ----------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_read_through_loads_once_then_serves_from_the_tiers(
+    cache: AsyncCache, backend: AsyncCountingBackend
+) -> None:
+    loader = Loader({"id": 7})
+    assert await cache.get_or_load("item:7", loader) == {"id": 7}
+    assert loader.calls == 1
+    before = backend.round_trips
+    for _ in range(10):
+        assert await cache.get_or_load("item:7", loader) == {"id": 7}
+    assert loader.calls == 1
+    assert backend.round_trips == before  # every repeat was an L1 hit
+    assert cache.stats.l1.hits == 10
+
+
+@pytest.mark.anyio
+async def test_l1_copy_never_outlives_l2_freshness(cache: AsyncCache, clock: FakeClock) -> None:
+    policy = POLICY.with_(ttl=4.0, l1_ttl=100.0, swr=0.0, sie=0.0)
+    loader = Loader("first")
+    await cache.get_or_load("short", loader, policy=policy)
+    loader.value = "second"
+    clock.advance(3.9)
+    assert await cache.get_or_load("short", loader, policy=policy) == "first"  # L1, still fresh
+    clock.advance(0.2)
+    assert await cache.get_or_load("short", loader, policy=policy) == "second"
+    assert loader.calls == 2
+
+
+@pytest.mark.anyio
+async def test_another_process_view_reads_l2(cache: AsyncCache, backend: AsyncCountingBackend, clock: FakeClock) -> None:
+    await cache.set("shared", [1, 2, 3])
+    other = AsyncCache(backend, l1=MemoryStore(10, clock=clock), policy=POLICY, prefix=cache.prefix, clock=clock)
+    assert await other.get("shared") == [1, 2, 3]
+    assert other.stats.l2.hits == 1
+
+
+@pytest.mark.anyio
+async def test_bypass_policy_never_caches(cache: AsyncCache, backend: AsyncCountingBackend) -> None:
+    loader = Loader(100)
+    before = backend.round_trips
+    for _ in range(3):
+        assert await cache.get_or_load("balance:1", loader, policy=BALANCE) == 100
+    assert loader.calls == 3
+    assert backend.round_trips == before
+    assert cache.stats.loader.bypasses == 3
+
+
+@pytest.mark.anyio
+async def test_write_through_stores_what_was_written(cache: AsyncCache) -> None:
+    written: list[str] = []
+
+    async def writer() -> dict[str, str]:
+        written.append("UPDATE users SET name = 'Grace'")
+        return {"name": "Grace"}
+
+    assert await cache.write_through("user:2", writer) == {"name": "Grace"}
+    assert written == ["UPDATE users SET name = 'Grace'"]
+    assert await cache.get_or_load("user:2", Loader("never")) == {"name": "Grace"}
+
+
+# -- batches -------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_get_many_is_one_round_trip(cache: AsyncCache, backend: AsyncCountingBackend) -> None:
+    for i in range(0, 100, 2):
+        await cache.set(f"k{i}", i)
+    cache.l1.clear()  # type: ignore[union-attr]
+    before = dict(backend.calls)
+    found = await cache.get_many([f"k{i}" for i in range(100)])
+    assert found == {f"k{i}": i for i in range(0, 100, 2)}
+    assert backend.calls["get_many"] == before.get("get_many", 0) + 1
+    assert backend.calls["get"] == before.get("get", 0)
+
+
+@pytest.mark.anyio
+async def test_get_or_load_many_loads_only_the_missing_in_one_call(cache: AsyncCache) -> None:
+    await cache.set("p1", "cached-1")
+    calls: list[list[str]] = []
+
+    async def load_many(keys: list[str]) -> dict[str, str]:
+        calls.append(keys)
+        return {k: f"loaded-{k}" for k in keys if k != "p4"}
+
+    result = await cache.get_or_load_many(["p1", "p2", "p3", "p4"], load_many)
+    assert result == {"p1": "cached-1", "p2": "loaded-p2", "p3": "loaded-p3"}
+    assert calls == [["p2", "p3", "p4"]]
+    again = await cache.get_or_load_many(["p2", "p3"], load_many)
+    assert again == {"p2": "loaded-p2", "p3": "loaded-p3"}
+    assert len(calls) == 1
+
+
+# -- stampede protection and freshness -----------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_concurrent_misses_share_one_load(cache: AsyncCache) -> None:
+    loader = Loader("hot", delay=0.05)
+    results = await async_gather([lambda: cache.get_or_load("hot", loader) for _ in range(200)])
+    assert results == ["hot"] * 200
+    assert loader.calls == 1
+
+
+@pytest.mark.anyio
+async def test_stale_while_revalidate_serves_stale_and_refreshes_once(cache: AsyncCache, clock: FakeClock) -> None:
+    policy = POLICY.with_(tiers=frozenset({Tier.L2}))
+    loader = Loader("v1")
+    await cache.get_or_load("swr", loader, policy=policy)
+    loader.value = "v2"
+    loader.delay = 0.05
+    clock.advance(70)  # past the 60 s TTL, inside the 30 s SWR window
+    results = await async_gather([lambda: cache.get_or_load("swr", loader, policy=policy) for _ in range(50)])
+    assert results == ["v1"] * 50
+    await cache.drain()
+    assert loader.calls == 2  # the first load and exactly one refresh
+    assert cache.stats.l2.stale_serves == 50
+    assert cache.stats.loader.refreshes == 1
+    assert await cache.get_or_load("swr", loader, policy=policy) == "v2"
+
+
+@pytest.mark.anyio
+async def test_early_refresh_fires_before_expiry(cache: AsyncCache, clock: FakeClock) -> None:
+    policy = POLICY.with_(early_refresh=1.0, tiers=frozenset({Tier.L2}))
+    versions = iter(["v1", "v2"])
+
+    async def slow_loader() -> str:
+        clock.advance(2.0)  # the load takes 2 s: XFetch's delta
+        return next(versions)
+
+    await cache.get_or_load("xfetch", slow_loader, policy=policy)
+    cache._rng = lambda: 1.0 - math.exp(-1.0)  # u = 1/e: XFetch refreshes when 2 s or less remain
+    clock.advance(50.0)
+    assert await cache.get_or_load("xfetch", slow_loader, policy=policy) == "v1"
+    await cache.drain()
+    assert cache.stats.loader.refreshes == 0
+    clock.advance(8.5)  # 1.5 s before expiry
+    assert await cache.get_or_load("xfetch", slow_loader, policy=policy) == "v1"
+    await cache.drain()
+    assert cache.stats.l2.early_refreshes == 1
+    assert cache.stats.loader.refreshes == 1
+    assert await cache.get_or_load("xfetch", slow_loader, policy=policy) == "v2"
+
+
+@pytest.mark.anyio
+async def test_stale_if_error_serves_the_old_value_when_the_load_fails(cache: AsyncCache, clock: FakeClock) -> None:
+    policy = POLICY.with_(swr=0.0, tiers=frozenset({Tier.L2}))
+    loader = Loader("good")
+    await cache.get_or_load("sie", loader, policy=policy)
+    clock.advance(100)  # expired, inside the 120 s stale-if-error window
+    loader.error = RuntimeError("database down")
+    assert await cache.get_or_load("sie", loader, policy=policy) == "good"
+    assert cache.stats.loader.stale_if_error == 1
+    clock.advance(100)  # past every window: the error reaches the caller
+    with pytest.raises(RuntimeError, match="database down"):
+        await cache.get_or_load("sie", loader, policy=policy)
+
+
+@pytest.mark.anyio
+async def test_loader_errors_reach_the_caller_and_nothing_is_cached(cache: AsyncCache) -> None:
+    loader = Loader(error=ValueError("no such user"))
+    with pytest.raises(ValueError, match="no such user"):
+        await cache.get_or_load("err", loader)
+    loader.error = None
+    loader.value = "ok"
+    assert await cache.get_or_load("err", loader) == "ok"
+
+
+@pytest.mark.anyio
+async def test_a_lease_held_elsewhere_makes_this_caller_wait_for_the_fill(
+    cache: AsyncCache, backend: AsyncCountingBackend
+) -> None:
+    policy = POLICY.with_(lease_ttl=5.0)
+    pkey = cache.key("leased", policy)
+    other = await backend.proxied.lease(pkey, 5.0)  # another process won the lease
+    assert other.token is not None
+    token = other.token
+    loader = Loader("from this process")
+
+    async def other_process_fills() -> None:
+        await async_sleep(0.2)
+        fresh = AsyncCache(backend.proxied, policy=policy, prefix=cache.prefix, clock=cache._clock)
+        raw = fresh._encode(pkey, "from the lease holder", fresh._meta("x", policy, 0.0), fresh.codec)
+        assert await backend.proxied.fill(pkey, raw, 60, token)
+
+    async def read() -> Any:
+        return await cache.get_or_load("leased", loader, policy=policy)
+
+    results = await async_gather([read, other_process_fills])
+    assert results[0] == "from the lease holder"
+    assert loader.calls == 0
+    assert cache.stats.l2.lease_waits >= 1
+
+
+@pytest.mark.anyio
+async def test_without_wait_policy_no_lease_is_taken(cache: AsyncCache, backend: AsyncCountingBackend) -> None:
+    policy = POLICY.with_(on_miss=OnMiss.LOAD)
+    await cache.get_or_load("nolease", Loader("x"), policy=policy)
+    assert backend.calls["lease"] == 0
+    assert backend.calls["set"] == 1
+
+
+# -- the decorator -------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_cached_decorator_builds_keys_and_decodes_into_the_annotation(cache: AsyncCache) -> None:
+    calls: list[int] = []
+
+    @cache.cached("user:{user_id}:profile")
+    async def load_profile(user_id: int, verbose: bool = False) -> Profile:
+        calls.append(user_id)
+        return Profile(user_id, f"user {user_id}")
+
+    assert load_profile.key(5) == "user:5:profile"
+    assert await load_profile(5) == Profile(5, "user 5")
+    cache.l1.clear()  # type: ignore[union-attr]
+    again = await load_profile(user_id=5, verbose=True)
+    assert again == Profile(5, "user 5")
+    assert isinstance(again, Profile)  # decoded into the annotation, not a dict
+    assert calls == [5]
+    assert await load_profile.invalidate(5) is True
+    await load_profile(5)
+    assert calls == [5, 5]
+
+
+@pytest.mark.anyio
+async def test_cached_decorator_rejects_a_template_field_the_function_lacks(cache: AsyncCache) -> None:
+    with pytest.raises(ConfigurationError, match="does not take"):
+
+        @cache.cached("user:{uid}")
+        async def load(user_id: int) -> int:
+            return user_id
+
+    with pytest.raises(ConfigurationError, match="plain argument name"):
+        cache.cached("user:{user.id}")
+
+
+# -- bad input -----------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_oversize_value_is_refused_by_set_and_not_cached_by_a_load(cache: AsyncCache) -> None:
+    cache.max_value_size = 1000
+    await cache.set("neighbour", "stays")
+    with pytest.raises(ValueTooLargeError) as info:
+        await cache.set("big", "x" * 5000)
+    assert info.value.limit == 1000
+    assert await cache.get("big") is NO_VALUE
+    loader = Loader("y" * 5000)
+    assert await cache.get_or_load("big", loader) == "y" * 5000
+    assert await cache.get_or_load("big", loader) == "y" * 5000
+    assert loader.calls == 2
+    assert cache.stats.loader.not_cached == 2
+    assert await cache.get("neighbour") == "stays"
+
+
+@pytest.mark.anyio
+async def test_unserializable_value_gets_a_clear_error(cache: AsyncCache) -> None:
+    with pytest.raises(UnserializableValueError) as info:
+        await cache.set("sock", object())
+    assert info.value.codec == "json"
+    loader = Loader({1, 2, 3} | {object()})
+    value = await cache.get_or_load("sock", loader)
+    assert isinstance(value, set)
+    assert cache.stats.loader.not_cached == 1
+
+
+@pytest.mark.anyio
+async def test_bad_keys_are_refused(cache: AsyncCache) -> None:
+    for key in ("", "line\nbreak", "nul\x00", "tab\there", "a}b"):
+        with pytest.raises(InvalidKeyError):
+            await cache.get(key)
+
+
+@pytest.mark.anyio
+async def test_corrupt_payload_is_a_counted_miss_and_nothing_else_is_lost(
+    cache: AsyncCache, backend: AsyncCountingBackend
+) -> None:
+    await cache.set("neighbour", "stays")
+    for i, garbage in enumerate([b"", b"\xa5garbage", b"not ours at all", b"\xa5\x01" + b"\x00" * 60]):
+        await backend.proxied.set(cache.key(f"bad{i}"), garbage, 60)
+    loader = Loader("refilled")
+    for i in range(4):
+        assert await cache.get_or_load(f"bad{i}", loader) == "refilled"
+    assert loader.calls == 4
+    assert cache.stats.l2.corrupt == 4
+    assert await cache.get("neighbour") == "stays"
+
+
+@pytest.mark.anyio
+async def test_schema_change_is_a_miss(cache: AsyncCache) -> None:
+    await cache.set("shape", {"v": 1})
+    cache.l1.clear()  # type: ignore[union-attr]
+    newer = POLICY.with_(schema=2)
+    assert await cache.get("shape", policy=newer) is NO_VALUE
+    assert await cache.get("shape") == {"v": 1}
+
+
+@pytest.mark.anyio
+async def test_other_codecs_round_trip(cache: AsyncCache) -> None:
+    await cache.set("mp", {"a": [1, 2]}, codec=MsgpackCodec())
+    assert await cache.get("mp", codec=MsgpackCodec()) == {"a": [1, 2]}
+    signed = SignedPickleCodec(b"0123456789abcdef-secret")
+    await cache.set("pk", {1, 2}, codec=signed)
+    cache.l1.clear()  # type: ignore[union-attr]
+    assert await cache.get("pk", codec=signed) == {1, 2}
+    forged = SignedPickleCodec(b"another-secret-of-16-bytes")
+    cache.l1.clear()  # type: ignore[union-attr]
+    assert await cache.get("pk", codec=forged) is NO_VALUE

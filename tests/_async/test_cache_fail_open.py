@@ -1,0 +1,88 @@
+"""Fail-open: a dead or hung Redis never reaches the caller, and the cache comes back."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+
+from readscale._async.backends.redis import AsyncRedisBackend
+from readscale._async.cache import AsyncCache
+from readscale._core.breaker import BreakerSettings
+from readscale._core.policy import CachePolicy, Tier
+from readscale._primitives import async_sleep
+from readscale.errors import CacheUnavailableError
+from readscale.settings import RedisSettings
+from readscale.stack import Stack, StackConfig
+
+pytestmark = [pytest.mark.stack, pytest.mark.chaos]
+
+ROWS = {f"row:{i}": {"id": i, "name": f"row {i}"} for i in range(20)}
+POLICY = CachePolicy(name="failopen", ttl=300.0, tiers=frozenset({Tier.L2}))
+
+
+def make_cache(stack: Stack) -> AsyncCache:
+    backend = AsyncRedisBackend(RedisSettings(url=stack.redis.url, socket_timeout_ms=50, connect_timeout_ms=50))
+    return AsyncCache(backend, policy=POLICY, breaker=BreakerSettings(failure_threshold=2, cooldown=0.2))
+
+
+async def read_all(cache: AsyncCache, loads: Counter[str]) -> None:
+    for key, row in ROWS.items():
+
+        async def load(key: str = key) -> dict[str, object]:
+            loads[key] += 1
+            return ROWS[key]
+
+        assert await cache.get_or_load(key, load) == row
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("fault", ["kill", "freeze"])
+async def test_reads_survive_a_dead_or_hung_redis_and_the_cache_comes_back(
+    readscale_stack_factory: Callable[..., Stack], fault: str
+) -> None:
+    stack = readscale_stack_factory(StackConfig(postgres=False))
+    cache = make_cache(stack)
+    loads: Counter[str] = Counter()
+    await read_all(cache, loads)
+    await read_all(cache, loads)
+    assert sum(loads.values()) == len(ROWS)  # second pass: all hits
+    assert cache.stats.l2.hits == len(ROWS)
+
+    if fault == "kill":
+        stack.kill("redis")
+    else:
+        stack.freeze("redis")
+    for _ in range(3):
+        await read_all(cache, loads)  # no exception reaches the caller
+    assert sum(loads.values()) == 4 * len(ROWS)
+    assert cache.stats.breaker_opens >= 1
+    assert cache.stats.l2.errors >= 2
+    # The breaker stops paying the timeout: most calls skipped the server entirely.
+    assert cache.stats.l2.skipped > cache.stats.l2.errors
+
+    if fault == "kill":
+        stack.start("redis")  # an empty Redis (no persistence)
+    else:
+        stack.thaw("redis")
+    await async_sleep(0.5)  # past the breaker's cooldown: the next call probes
+    fills_before = cache.stats.l2.fills
+    hits_before = cache.stats.l2.hits
+    await read_all(cache, loads)
+    await read_all(cache, loads)
+    assert cache.stats.l2.fills > fills_before or cache.stats.l2.hits > hits_before
+    assert cache.stats.l2.hits > hits_before  # the cache serves again
+    await cache.aclose()
+
+
+@pytest.mark.anyio
+async def test_deletes_are_loud_when_redis_is_down(readscale_stack_factory: Callable[..., Stack]) -> None:
+    stack = readscale_stack_factory(StackConfig(postgres=False))
+    cache = make_cache(stack)
+    await cache.set("k", 1)
+    stack.kill("redis")
+    with pytest.raises(CacheUnavailableError) as info:
+        await cache.delete("k")
+    assert info.value.backend == "redis"
+    await cache.aclose()
