@@ -145,7 +145,9 @@ async def test_l1_copy_never_outlives_l2_freshness(cache: AsyncCache, clock: Fak
 
 
 @pytest.mark.anyio
-async def test_another_process_view_reads_l2(cache: AsyncCache, backend: AsyncCountingBackend, clock: FakeClock) -> None:
+async def test_another_process_view_reads_l2(
+    cache: AsyncCache, backend: AsyncCountingBackend, clock: FakeClock
+) -> None:
     await cache.set("shared", [1, 2, 3])
     other = AsyncCache(backend, l1=MemoryStore(10, clock=clock), policy=POLICY, prefix=cache.prefix, clock=clock)
     assert await other.get("shared") == [1, 2, 3]

@@ -30,6 +30,7 @@ def test_a_killed_lease_holder_is_replaced_after_its_lease_expires(redis_url: st
 
 
 def test_naive_cache_aside_stampedes(redis_url: str) -> None:
-    # The control: without protection, many of the 800 callers load.
-    result = run_stampede(StampedeOptions(redis_url=redis_url, mode="naive", callers=50, loader_seconds=0.05), processes=2)
+    # The control: without protection, many of the 100 callers load.
+    options = StampedeOptions(redis_url=redis_url, mode="naive", callers=50, loader_seconds=0.05)
+    result = run_stampede(options, processes=2)
     assert result.loader_calls > 10
