@@ -1,0 +1,60 @@
+"""The stored envelope: round trips, and every malformed input is an EnvelopeError."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from readscale._core.entry import HEADER_SIZE, EntryMeta, EnvelopeError, decode_envelope, encode_envelope
+
+finite = st.floats(min_value=0, max_value=1e12, allow_nan=False, allow_infinity=False)
+metas = st.builds(
+    EntryMeta,
+    created_at=finite,
+    fresh_ttl=finite,
+    swr=finite,
+    sie=finite,
+    load_time=finite,
+    schema=st.integers(0, 2**32 - 1),
+    lsn=st.none() | st.integers(0, 2**64 - 1),
+    tags=st.lists(st.tuples(st.text(max_size=40), st.integers(0, 2**64 - 1)), max_size=5).map(tuple),
+)
+
+
+@given(meta=metas, codec_id=st.integers(0, 255), payload=st.binary(max_size=300))
+def test_round_trip(meta: EntryMeta, codec_id: int, payload: bytes) -> None:
+    meta2, codec2, payload2 = decode_envelope(encode_envelope(meta, codec_id, payload))
+    assert (meta2, codec2, bytes(payload2)) == (meta, codec_id, payload)
+
+
+@given(data=st.binary(max_size=200))
+def test_arbitrary_bytes_decode_or_raise_envelope_error(data: bytes) -> None:
+    try:
+        decode_envelope(data)
+    except EnvelopeError:
+        pass
+
+
+@given(meta=metas, payload=st.binary(max_size=50), cut=st.integers(0, 400))
+def test_truncation_never_crashes(meta: EntryMeta, payload: bytes, cut: int) -> None:
+    raw = encode_envelope(meta, 1, payload)
+    try:
+        decode_envelope(raw[:cut])
+    except EnvelopeError:
+        pass
+
+
+def test_reasons() -> None:
+    raw = encode_envelope(EntryMeta(1.0, 2.0), 1, b"x")
+    for bad, reason in [
+        (b"", "truncated header"),
+        (b"\x00" + raw[1:], "not a readscale entry"),
+        (raw[:1] + b"\x09" + raw[2:], "envelope format 9"),
+    ]:
+        try:
+            decode_envelope(bad)
+        except EnvelopeError as exc:
+            assert exc.reason == reason
+        else:
+            raise AssertionError(f"{bad!r} decoded")
+    assert len(raw) == HEADER_SIZE + 1
