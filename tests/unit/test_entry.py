@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -49,10 +50,7 @@ def test_reasons() -> None:
         (b"\x00" + raw[1:], "not a readscale entry"),
         (raw[:1] + b"\x09" + raw[2:], "envelope format 9"),
     ]:
-        try:
+        with pytest.raises(EnvelopeError) as info:
             decode_envelope(bad)
-        except EnvelopeError as exc:
-            assert exc.reason == reason
-        else:
-            raise AssertionError(f"{bad!r} decoded")
+        assert info.value.reason == reason
     assert len(raw) == HEADER_SIZE + 1

@@ -16,7 +16,9 @@ positive = st.floats(min_value=1e-3, max_value=1e6, allow_nan=False, allow_infin
 unit = st.floats(min_value=1e-12, max_value=1.0, allow_nan=False)
 
 
-def reference(created: float, ttl: float, swr: float, sie: float, delta: float, now: float, u: float, beta: float) -> str:
+def reference(
+    created: float, ttl: float, swr: float, sie: float, delta: float, now: float, u: float, beta: float
+) -> str:
     """The rules written as plainly as possible (module docstring of freshness.py)."""
     t = max(now, created)
     f = created + ttl
