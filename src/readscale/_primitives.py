@@ -150,30 +150,51 @@ class Event:
 # -- single-flight -------------------------------------------------------------------------
 
 
+class _LeaderGone(Exception):
+    """The caller running a shared call was cancelled; a follower takes over."""
+
+
 class AsyncSingleFlight(Generic[K, V]):
-    """Concurrent ``run(key, fn)`` calls for one key share a single ``fn()`` call."""
+    """Concurrent ``run(key, fn)`` calls for one key share a single ``fn()`` call.
+
+    The first caller (the leader) runs ``fn`` itself, so a lone caller pays only a dict
+    lookup and a future; the others await that future. If the leader is cancelled, its
+    followers are not: one of them runs ``fn`` again.
+    """
 
     def __init__(self) -> None:
-        self._inflight: dict[K, asyncio.Task[V]] = {}
+        self._inflight: dict[K, asyncio.Future[V]] = {}
 
     def inflight(self, key: K) -> bool:
         return key in self._inflight
 
     async def run(self, key: K, fn: Callable[[], Awaitable[V]]) -> tuple[V, bool]:
         """Return ``(value, leader)``: ``leader`` is true for the one caller that ran ``fn``."""
-        task = self._inflight.get(key)
-        if task is not None:
-            return await asyncio.shield(task), False
-
-        async def call() -> V:
+        while True:
+            future = self._inflight.get(key)
+            if future is None:
+                break
             try:
-                return await fn()
-            finally:
-                self._inflight.pop(key, None)
-
-        task = asyncio.ensure_future(call())
-        self._inflight[key] = task
-        return await asyncio.shield(task), True
+                return await asyncio.shield(future), False
+            except _LeaderGone:
+                continue
+        future = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            value = await fn()
+        except asyncio.CancelledError:
+            future.set_exception(_LeaderGone())
+            raise
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        else:
+            future.set_result(value)
+            return value, True
+        finally:
+            del self._inflight[key]
+            if future.done() and not future.cancelled():
+                future.exception()  # mark retrieved: no "never retrieved" warning without followers
 
 
 class _Flight(Generic[V]):

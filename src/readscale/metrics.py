@@ -24,6 +24,7 @@ class TierStats:
     errors: int = 0
     corrupt: int = 0
     skipped: int = 0
+    coalesced: int = 0
 
 
 @dataclass(slots=True)

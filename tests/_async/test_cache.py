@@ -233,7 +233,8 @@ async def test_stale_while_revalidate_serves_stale_and_refreshes_once(cache: Asy
     assert results == ["v1"] * 50
     await cache.drain()
     assert loader.calls == 2  # the first load and exactly one refresh
-    assert cache.stats.l2.stale_serves == 50
+    assert cache.stats.l2.stale_serves >= 1
+    assert cache.stats.l2.stale_serves + cache.stats.l2.coalesced == 50
     assert cache.stats.loader.refreshes == 1
     assert await cache.get_or_load("swr", loader, policy=policy) == "v2"
 

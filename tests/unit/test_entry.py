@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from readscale._core.entry import HEADER_SIZE, EntryMeta, EnvelopeError, decode_envelope, encode_envelope
+from readscale._core.entry import HEADER_SIZE, EntryMeta, EnvelopeError, decode_envelope, encode_envelope, fresh_payload
 
 finite = st.floats(min_value=0, max_value=1e12, allow_nan=False, allow_infinity=False)
 metas = st.builds(
@@ -54,3 +54,34 @@ def test_reasons() -> None:
             decode_envelope(bad)
         assert info.value.reason == reason
     assert len(raw) == HEADER_SIZE + 1
+
+
+@given(
+    meta=metas,
+    codec_id=st.integers(0, 3),
+    payload=st.binary(max_size=20),
+    offset=st.floats(-10, 1e6, allow_nan=False),
+    want_schema=st.integers(0, 2),
+    want_codec=st.integers(0, 3),
+)
+def test_fresh_payload_agrees_with_the_full_path(
+    meta: EntryMeta, codec_id: int, payload: bytes, offset: float, want_schema: int, want_codec: int
+) -> None:
+    from readscale._core.freshness import Freshness, assess
+
+    meta = meta._replace(schema=meta.schema % 3)
+    raw = encode_envelope(meta, codec_id, payload)
+    now = meta.created_at + offset
+    fast = fresh_payload(raw, now, want_schema, want_codec)
+    decoded, cid, body = decode_envelope(raw)
+    full = (
+        not decoded.tags
+        and decoded.lsn is None
+        and cid == want_codec
+        and decoded.schema == want_schema
+        and now >= decoded.created_at
+        and assess(decoded, now, 1.0, 0.0) is Freshness.FRESH
+    )
+    assert (fast is not None) == full
+    if fast is not None:
+        assert bytes(fast) == bytes(body) == payload

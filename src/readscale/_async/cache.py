@@ -23,7 +23,7 @@ from typing import Any, ParamSpec, TypeVar, assert_never
 from readscale._async.backends.base import AsyncBackend
 from readscale._async.cached import AsyncCachedFunction
 from readscale._core import breaker as circuit
-from readscale._core.entry import EntryMeta, EnvelopeError, decode_envelope, encode_envelope
+from readscale._core.entry import EntryMeta, EnvelopeError, decode_envelope, encode_envelope, fresh_payload
 from readscale._core.freshness import Freshness, assess, jittered_ttl, l1_ttl, storage_ttl
 from readscale._core.keys import DEFAULT_PREFIX, physical_key, template_fields, validate_key
 from readscale._core.policy import DEFAULT, CachePolicy, OnMiss
@@ -200,37 +200,49 @@ class AsyncCache:
                 self.stats.l1.early_refreshes += 1
                 self._refresh_soon(pkey, loader, policy, codec)
             return value  # type: ignore[no-any-return]
+        # Concurrent readers of one key in this process share one L2 read (and fill).
+        async def read() -> Any:
+            return await self._read_through(pkey, loader, policy, codec)
+
+        value, leader = await self._flight.run(pkey, read)
+        if not leader:
+            self.stats.l2.coalesced += 1
+        return value  # type: ignore[no-any-return]
+
+    async def _read_through(
+        self, pkey: str, loader: Callable[[], Awaitable[Any]], policy: CachePolicy, codec: Codec
+    ) -> Any:
         found = await self._l2_get(pkey, policy, codec)
         if found is None:
             self.stats.l2.misses += 1
-            return await self._fill(pkey, loader, policy, codec)  # type: ignore[no-any-return]
+            return await self._fill_once(pkey, loader, policy, codec)
         value, meta = found
         state = assess(meta, self._clock(), self._u(), policy.early_refresh)
         match state:
             case Freshness.FRESH:
                 self.stats.l2.hits += 1
                 self._l1_put(pkey, value, meta, policy, size=0)
-                return value  # type: ignore[no-any-return]
+                return value
             case Freshness.EARLY_REFRESH:
                 self.stats.l2.hits += 1
                 self.stats.l2.early_refreshes += 1
                 self._refresh_soon(pkey, loader, policy, codec)
-                return value  # type: ignore[no-any-return]
+                return value
             case Freshness.STALE:
                 self.stats.l2.stale_serves += 1
                 self._refresh_soon(pkey, loader, policy, codec)
-                return value  # type: ignore[no-any-return]
+                return value
             case Freshness.STALE_IF_ERROR:
                 self.stats.l2.misses += 1
                 try:
-                    return await self._fill(pkey, loader, policy, codec)  # type: ignore[no-any-return]
+                    return await self._fill_once(pkey, loader, policy, codec)
                 except Exception as exc:
                     self.stats.loader.stale_if_error += 1
                     log.warning("cache %s: loading %s failed (%s); serving the stale value", self.stats.name, pkey, exc)
-                    return value  # type: ignore[no-any-return]
+                    return value
             case Freshness.EXPIRED:
                 self.stats.l2.misses += 1
-                return await self._fill(pkey, loader, policy, codec)  # type: ignore[no-any-return]
+                return await self._fill_once(pkey, loader, policy, codec)
             case _:
                 assert_never(state)
 
@@ -287,21 +299,34 @@ class AsyncCache:
             return result
         raws = await self._l2_call_many([p for _, p in remote])
         now = self._clock()
+        schema, codec_id, decode = policy.schema, codec.id, codec.decode
+        use_l1 = self.l1 is not None and policy.uses_l1
+        hits = stale = 0
         for (key, pkey), raw in zip(remote, raws, strict=True):
-            found = self._decode(pkey, raw, policy, codec) if raw is not None else None
+            if raw is None:
+                continue
+            payload = None if use_l1 else fresh_payload(raw, now, schema, codec_id)
+            if payload is not None:
+                try:
+                    result[key] = decode(payload)
+                    hits += 1
+                    continue
+                except CorruptValueError:
+                    pass
+            found = self._decode(pkey, raw, policy, codec)
             if found is None:
-                self.stats.l2.misses += 1
                 continue
             state = assess(found[1], now, 1.0, 0.0)
             if state is Freshness.FRESH:
-                self.stats.l2.hits += 1
-                self._l1_put(pkey, found[0], found[1], policy, size=len(raw or b""))
+                hits += 1
+                self._l1_put(pkey, found[0], found[1], policy, size=len(raw))
                 result[key] = found[0]
             elif state is Freshness.STALE:
                 self.stats.l2.stale_serves += 1
+                stale += 1
                 result[key] = found[0]
-            else:
-                self.stats.l2.misses += 1
+        self.stats.l2.hits += hits
+        self.stats.l2.misses += len(remote) - hits - stale
         return result
 
     async def get_or_load_many(
@@ -542,13 +567,6 @@ class AsyncCache:
             raise
         finally:
             self.stats.loader.seconds += self._monotonic() - started
-
-    async def _fill(self, pkey: str, loader: Callable[[], Awaitable[Any]], policy: CachePolicy, codec: Codec) -> Any:
-        async def lead() -> Any:
-            return await self._fill_once(pkey, loader, policy, codec)
-
-        value, _ = await self._flight.run(pkey, lead)
-        return value
 
     async def _fill_once(
         self, pkey: str, loader: Callable[[], Awaitable[Any]], policy: CachePolicy, codec: Codec

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 MAGIC = 0xA5
 ENVELOPE_FORMAT = 1
@@ -45,9 +45,12 @@ class EnvelopeError(ValueError):
         super().__init__(reason)
 
 
-@dataclass(frozen=True, slots=True)
-class EntryMeta:
-    """Freshness facts of one entry. Times are wall-clock seconds (entries cross processes)."""
+class EntryMeta(NamedTuple):
+    """Freshness facts of one entry. Times are wall-clock seconds (entries cross processes).
+
+    A NamedTuple rather than a frozen dataclass: one is built on every cache read, and a
+    tuple is built in a fifth of the time.
+    """
 
     created_at: float
     fresh_ttl: float
@@ -66,6 +69,9 @@ class EntryMeta:
     def usable_until(self) -> float:
         """The last moment the entry is worth keeping: fresh plus the longer stale window."""
         return self.created_at + self.fresh_ttl + max(self.swr, self.sie)
+
+
+_new_tuple = tuple.__new__
 
 
 def encode_envelope(meta: EntryMeta, codec_id: int, payload: bytes) -> bytes:
@@ -131,5 +137,23 @@ def decode_envelope(data: bytes) -> tuple[EntryMeta, int, memoryview]:
         raise EnvelopeError(f"damaged sections: {exc}") from None
     if not (ttl >= 0 and swr >= 0 and sie >= 0 and load >= 0 and not math.isnan(created)):
         raise EnvelopeError("negative or NaN durations")
-    meta = EntryMeta(created, ttl, swr, sie, load, schema, lsn, tags)
+    # tuple.__new__ skips NamedTuple's Python-level __new__: a sixth of the cost.
+    meta = _new_tuple(EntryMeta, (created, ttl, swr, sie, load, schema, lsn, tags))
     return meta, codec_id, memoryview(data)[offset:]
+
+
+def fresh_payload(data: bytes, now: float, schema: int, codec_id: int) -> memoryview | None:
+    """The payload of an envelope that is fresh at ``now`` with this schema and codec, or
+    None for anything else (stale, expired, another schema or codec, unreadable).
+
+    The batch read's fast path: no EntryMeta is built; whatever returns None goes through
+    :func:`decode_envelope` and the full freshness rules instead.
+    """
+    if len(data) < HEADER_SIZE:
+        return None
+    magic, fmt, cid, flags, sch, created, ttl, _, _, _ = _HEADER.unpack_from(data)
+    if magic != MAGIC or fmt != ENVELOPE_FORMAT or flags or cid != codec_id or sch != schema:
+        return None
+    if not created <= now < created + ttl:
+        return None
+    return memoryview(data)[HEADER_SIZE:]

@@ -58,7 +58,9 @@ async def _worker(opts: StampedeOptions) -> dict[str, Any]:
     from readscale.settings import RedisSettings
 
     prefix = f"stampede:{opts.run_id}"
-    client = redis_asyncio.Redis.from_url(opts.redis_url, protocol=2)
+    # The competitors get the same pool as readscale: 32 connections, callers queue for one.
+    pool = redis_asyncio.BlockingConnectionPool.from_url(opts.redis_url, max_connections=32, timeout=10, protocol=2)
+    client = redis_asyncio.Redis(connection_pool=pool)
     expected = {"value": opts.run_id}
 
     async def loader() -> dict[str, str]:
@@ -121,6 +123,7 @@ async def _worker(opts: StampedeOptions) -> dict[str, Any]:
     stats = cache.stats.snapshot()
     await cache.aclose()
     await client.aclose()
+    await pool.disconnect()
     errors = [r for r in results if isinstance(r, BaseException)]
     return {
         "latencies_ms": [r for r in results if isinstance(r, float)],

@@ -1,0 +1,388 @@
+"""``readscale bench cache``: the application cache measured side by side in one run.
+
+- Hit path over the network: readscale's ``get`` of a 500-byte JSON value against raw
+  redis-py ``GET`` + the same decode (msgspec), against peer libraries doing the same
+  (cashews, aiocache, dogpile.cache), and against the Python floor (a raw socket with
+  hiredis), sync and async, one connection, sequential calls.
+- ``get_many`` of 100 keys against raw ``MGET`` + decode.
+- The in-process tier's hit cost against cachetools' TTLCache.
+- Hit ratios over Zipf traces against LRU and the offline optimum (from
+  ``readscale.bench.hitratio`` when available).
+- A stampede: 800 callers over 4 processes on a missing key whose loader takes 20 ms,
+  readscale against naive cache-aside and a SET NX lock whose losers sleep 50 ms.
+
+Contenders run in interleaved rounds (see the harness) and the medians are reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from readscale.bench.harness import BenchReport, Rounds, percentile, ratio, round_robin
+from readscale.stack import Stack
+
+DOC: dict[str, Any] = {
+    "id": 1234,
+    "name": "A reasonably named product",
+    "price": 12.5,
+    "tags": ["kitchen", "steel", "gift"],
+    "data": "x" * 380,
+}
+KEYS = 1000
+
+
+def _value_size() -> int:
+    return len(msgspec.json.encode(DOC))
+
+
+# -- async hit path -------------------------------------------------------------------------
+
+
+async def _async_contenders(url: str, calls: int, progress: Callable[[str], None]) -> dict[str, Callable[[], Awaitable[float]]]:
+    import redis.asyncio as redis_asyncio
+
+    from readscale._async.backends.redis import AsyncRedisBackend
+    from readscale._async.cache import AsyncCache
+    from readscale._core.policy import CachePolicy, Tier
+    from readscale.settings import RedisSettings
+
+    decoder = msgspec.json.Decoder()
+    raw_client = redis_asyncio.Redis.from_url(url, protocol=2)
+    payload = msgspec.json.encode(DOC)
+    for i in range(KEYS):
+        await raw_client.set(f"raw:{i}", payload)
+    cache = AsyncCache(
+        AsyncRedisBackend(RedisSettings(url=url, max_connections=4)),
+        policy=CachePolicy(name="bench", ttl=3600.0, tiers=frozenset({Tier.L2}), early_refresh=0.0),
+        prefix="bench:",
+    )
+    for i in range(KEYS):
+        await cache.set(f"doc:{i}", DOC)
+
+    async def raw() -> float:
+        started = time.perf_counter()
+        for i in range(calls):
+            decoder.decode(await raw_client.get(f"raw:{i % KEYS}"))
+        return (time.perf_counter() - started) / calls
+
+    async def readscale() -> float:
+        started = time.perf_counter()
+        for i in range(calls):
+            await cache.get(f"doc:{i % KEYS}")
+        return (time.perf_counter() - started) / calls
+
+    contenders: dict[str, Callable[[], Awaitable[float]]] = {"raw": raw, "readscale": readscale}
+    try:
+        from cashews import Cache as CashewsCache
+
+        cashews = CashewsCache()
+        cashews.setup(url, client_side=False)
+        for i in range(KEYS):
+            await cashews.set(f"cashews:{i}", DOC, expire=3600)
+
+        async def cashews_get() -> float:
+            started = time.perf_counter()
+            for i in range(calls):
+                await cashews.get(f"cashews:{i % KEYS}")
+            return (time.perf_counter() - started) / calls
+
+        contenders["cashews"] = cashews_get
+    except ImportError:
+        progress("cashews not installed: skipped")
+    try:
+        from aiocache import RedisCache
+        from aiocache.serializers import JsonSerializer
+
+        host, port = url.split("//")[1].split("/", maxsplit=1)[0].split(":")
+        aio = RedisCache(serializer=JsonSerializer(), endpoint=host, port=int(port))
+        for i in range(KEYS):
+            await aio.set(f"aiocache:{i}", DOC, ttl=3600)
+
+        async def aiocache_get() -> float:
+            started = time.perf_counter()
+            for i in range(calls):
+                await aio.get(f"aiocache:{i % KEYS}")
+            return (time.perf_counter() - started) / calls
+
+        contenders["aiocache"] = aiocache_get
+    except ImportError:
+        progress("aiocache not installed: skipped")
+    return contenders
+
+
+async def _measure_async(url: str, calls: int, rounds: int, progress: Callable[[str], None]) -> dict[str, Rounds]:
+    contenders = await _async_contenders(url, calls, progress)
+    per: dict[str, list[float]] = {name: [] for name in contenders}
+    for fn in contenders.values():
+        await fn()  # warm-up
+    for r in range(rounds):
+        progress(f"async hit path, round {r + 1}/{rounds}")
+        for name, fn in contenders.items():
+            per[name].append(await fn())
+    return {name: Rounds(tuple(v)) for name, v in per.items()}
+
+
+# -- sync hit path ----------------------------------------------------------------------------
+
+
+def _floor_get(url: str, calls: int) -> Callable[[], float]:
+    """The Python floor: a raw socket, hand-written RESP, hiredis parsing, the same decode."""
+    import hiredis
+
+    host, port = url.split("//")[1].split("/", maxsplit=1)[0].split(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    decoder = msgspec.json.Decoder()
+    requests = [f"*2\r\n$3\r\nGET\r\n${len(k)}\r\n{k}\r\n".encode() for k in (f"raw:{i}" for i in range(KEYS))]
+
+    def run() -> float:
+        reader = hiredis.Reader()
+        started = time.perf_counter()
+        for i in range(calls):
+            sock.sendall(requests[i % KEYS])
+            reply = False
+            while reply is False:
+                reader.feed(sock.recv(65536))
+                reply = reader.gets()
+            decoder.decode(reply)
+        return (time.perf_counter() - started) / calls
+
+    return run
+
+
+def _sync_contenders(url: str, calls: int, progress: Callable[[str], None]) -> dict[str, Callable[[], float]]:
+    import redis
+
+    from readscale._core.policy import CachePolicy, Tier
+    from readscale._sync.backends.redis import RedisBackend
+    from readscale._sync.cache import Cache
+    from readscale.settings import RedisSettings
+
+    decoder = msgspec.json.Decoder()
+    raw_client = redis.Redis.from_url(url, protocol=2)
+    cache = Cache(
+        RedisBackend(RedisSettings(url=url, max_connections=4)),
+        policy=CachePolicy(name="bench", ttl=3600.0, tiers=frozenset({Tier.L2}), early_refresh=0.0),
+        prefix="bench:",
+    )
+
+    def raw() -> float:
+        started = time.perf_counter()
+        for i in range(calls):
+            decoder.decode(raw_client.get(f"raw:{i % KEYS}"))
+        return (time.perf_counter() - started) / calls
+
+    def readscale() -> float:
+        started = time.perf_counter()
+        for i in range(calls):
+            cache.get(f"doc:{i % KEYS}")
+        return (time.perf_counter() - started) / calls
+
+    contenders: dict[str, Callable[[], float]] = {"floor": _floor_get(url, calls), "raw": raw, "readscale": readscale}
+    try:
+        from dogpile.cache import make_region
+
+        region = make_region().configure("dogpile.cache.redis", arguments={"url": url}, expiration_time=3600)
+        for i in range(KEYS):
+            region.set(f"dogpile:{i}", DOC)
+
+        def dogpile_get() -> float:
+            started = time.perf_counter()
+            for i in range(calls):
+                region.get(f"dogpile:{i % KEYS}")
+            return (time.perf_counter() - started) / calls
+
+        contenders["dogpile"] = dogpile_get
+    except ImportError:
+        progress("dogpile.cache not installed: skipped")
+    return contenders
+
+
+def _get_many(url: str, rounds: int) -> tuple[Rounds, Rounds]:
+    import redis
+
+    from readscale._core.policy import CachePolicy, Tier
+    from readscale._sync.backends.redis import RedisBackend
+    from readscale._sync.cache import Cache
+    from readscale.settings import RedisSettings
+
+    decoder = msgspec.json.Decoder()
+    raw_client = redis.Redis.from_url(url, protocol=2)
+    cache = Cache(
+        RedisBackend(RedisSettings(url=url, max_connections=4)),
+        policy=CachePolicy(name="bench", ttl=3600.0, tiers=frozenset({Tier.L2})),
+        prefix="bench:",
+    )
+    batches = [[i * 100 + j for j in range(100)] for i in range(KEYS // 100)]
+    raw_keys = [[f"raw:{i}" for i in batch] for batch in batches]
+    rs_keys = [[f"doc:{i}" for i in batch] for batch in batches]
+    calls = 200
+
+    def raw() -> float:
+        started = time.perf_counter()
+        for n in range(calls):
+            [decoder.decode(v) for v in raw_client.mget(raw_keys[n % len(raw_keys)])]
+        return (time.perf_counter() - started) / calls
+
+    def readscale() -> float:
+        started = time.perf_counter()
+        for n in range(calls):
+            cache.get_many(rs_keys[n % len(rs_keys)])
+        return (time.perf_counter() - started) / calls
+
+    result = round_robin({"raw": raw, "readscale": readscale}, rounds)
+    return result["raw"], result["readscale"]
+
+
+# -- in-process tier --------------------------------------------------------------------------
+
+
+def _l1(rounds: int) -> dict[str, Rounds]:
+    import random
+
+    from readscale.memory import MemoryStore
+
+    keys = [f"item:{i}" for i in range(10_000)]
+    order = keys * 20
+    random.Random(7).shuffle(order)
+    store = MemoryStore(20_000)
+    for key in keys:
+        store.set(key, DOC, 3600.0)
+    contenders: dict[str, Callable[[], float]] = {}
+
+    def empty() -> float:
+        started = time.perf_counter()
+        for _ in order:
+            pass
+        return (time.perf_counter() - started) / len(order)
+
+    def readscale() -> float:
+        get = store.get
+        started = time.perf_counter()
+        for key in order:
+            get(key)
+        return (time.perf_counter() - started) / len(order)
+
+    contenders = {"empty": empty, "readscale": readscale}
+    try:
+        import cachetools
+
+        ttl_cache: Any = cachetools.TTLCache(20_000, ttl=3600)
+        for key in keys:
+            ttl_cache[key] = DOC
+
+        def cachetools_ttl() -> float:
+            get = ttl_cache.__getitem__
+            started = time.perf_counter()
+            for key in order:
+                get(key)
+            return (time.perf_counter() - started) / len(order)
+
+        contenders["cachetools_ttl"] = cachetools_ttl
+    except ImportError:
+        pass
+    return round_robin(contenders, rounds)
+
+
+# -- stampede -------------------------------------------------------------------------------
+
+
+def _stampede(url: str, progress: Callable[[str], None], repeats: int) -> dict[str, tuple[float, float]]:
+    from readscale.testing.stampede import StampedeOptions, run_stampede
+
+    out: dict[str, tuple[float, float]] = {}
+    for mode in ("readscale", "naive", "sleep_lock"):
+        calls: list[float] = []
+        p99s: list[float] = []
+        for r in range(repeats):
+            progress(f"stampede {mode}, run {r + 1}/{repeats}")
+            result = run_stampede(StampedeOptions(redis_url=url, mode=mode, callers=200, loader_seconds=0.02), 4)  # type: ignore[arg-type]
+            if result.errors:
+                raise RuntimeError(f"stampede {mode}: {result.errors} caller errors")
+            calls.append(result.loader_calls)
+            p99s.append(percentile(result.latencies_ms, 99))
+        out[mode] = (Rounds(tuple(calls)).median, Rounds(tuple(p99s)).median)
+    return out
+
+
+# -- the bench --------------------------------------------------------------------------------
+
+
+def run(*, rounds: int, quick: bool, progress: Callable[[str], None]) -> BenchReport:
+    calls = 500 if quick else 3000
+    rounds = 2 if quick else rounds
+    report = BenchReport("cache", params={"rounds": rounds, "calls_per_round": calls, "value_bytes": _value_size()})
+    base = Path(tempfile.mkdtemp(prefix="readscale-bench-cache-"))
+    base.chmod(0o755)
+    stack = Stack(base / "stack")
+    try:
+        stack.prepare()
+        url = stack.start_redis().url
+        progress("async hit path")
+        a = asyncio.run(_measure_async(url, calls, rounds, progress))
+        progress("sync hit path")
+        s = round_robin(_sync_contenders(url, calls, progress), rounds)
+        us = 1e6
+        report.add("redis_get_async_us", round(a["readscale"].median * us, 2), "us", a["readscale"].spread("{:.2e}"))
+        report.add("redis_get_async_raw_us", round(a["raw"].median * us, 2), "us")
+        report.add("redis_get_async_ratio_raw", round(ratio(a["readscale"].median, a["raw"].median), 3), "ratio")
+        for peer in ("cashews", "aiocache"):
+            if peer in a:
+                report.add(f"redis_get_async_{peer}_us", round(a[peer].median * us, 2), "us")
+                report.add(f"redis_get_async_ratio_{peer}", round(ratio(a["readscale"].median, a[peer].median), 3), "ratio")
+        report.add("redis_get_sync_us", round(s["readscale"].median * us, 2), "us", s["readscale"].spread("{:.2e}"))
+        report.add("redis_get_sync_raw_us", round(s["raw"].median * us, 2), "us")
+        report.add("redis_get_sync_ratio_raw", round(ratio(s["readscale"].median, s["raw"].median), 3), "ratio")
+        report.add("redis_get_floor_us", round(s["floor"].median * us, 2), "us", "raw socket + hiredis + decode")
+        report.add("redis_get_sync_ratio_floor", round(ratio(s["readscale"].median, s["floor"].median), 3), "ratio")
+        if "dogpile" in s:
+            report.add("redis_get_sync_dogpile_us", round(s["dogpile"].median * us, 2), "us")
+            report.add("redis_get_sync_ratio_dogpile", round(ratio(s["readscale"].median, s["dogpile"].median), 3), "ratio")
+        progress("get_many of 100 keys")
+        raw_many, rs_many = _get_many(url, rounds)
+        report.add("get_many_100_us", round(rs_many.median * us, 1), "us")
+        report.add("get_many_100_ratio_mget", round(ratio(rs_many.median, raw_many.median), 3), "ratio")
+        progress("in-process tier")
+        l1 = _l1(rounds)
+        empty = l1["empty"].median
+        report.add("l1_get_ns", round((l1["readscale"].median - empty) * 1e9, 1), "ns", "net of the empty loop")
+        if "cachetools_ttl" in l1:
+            report.add(
+                "l1_get_ratio_cachetools_ttl",
+                round(ratio(l1["readscale"].median - empty, l1["cachetools_ttl"].median - empty), 3),
+                "ratio",
+            )
+        _hit_ratios(report, quick, progress)
+        stampede = _stampede(url, progress, repeats=1 if quick else 3)
+        report.add("stampede_loader_calls", stampede["readscale"][0], "calls")
+        report.add("stampede_loader_calls_naive", stampede["naive"][0], "calls")
+        report.add("stampede_loader_calls_sleep_lock", stampede["sleep_lock"][0], "calls")
+        report.add("stampede_p99_ms", round(stampede["readscale"][1], 1), "ms", "loader takes 20 ms")
+        report.add("stampede_p99_ms_naive", round(stampede["naive"][1], 1), "ms")
+        report.add("stampede_p99_ms_sleep_lock", round(stampede["sleep_lock"][1], 1), "ms")
+    finally:
+        stack.down()
+        base.rmdir()
+    return report
+
+
+def _hit_ratios(report: BenchReport, quick: bool, progress: Callable[[str], None]) -> None:
+    try:
+        from readscale.bench import hitratio
+    except ImportError:
+        progress("hit-ratio simulation not available: skipped")
+        return
+    hook = getattr(hitratio, "add_hit_ratios", None)
+    if hook is not None:
+        hook(report, quick=quick, progress=progress)
+
+
+__all__ = ["run"]
