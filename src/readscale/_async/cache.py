@@ -200,6 +200,7 @@ class AsyncCache:
                 self.stats.l1.early_refreshes += 1
                 self._refresh_soon(pkey, loader, policy, codec)
             return value  # type: ignore[no-any-return]
+
         # Concurrent readers of one key in this process share one L2 read (and fill).
         async def read() -> Any:
             return await self._read_through(pkey, loader, policy, codec)

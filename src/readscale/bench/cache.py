@@ -46,7 +46,10 @@ def _value_size() -> int:
 # -- async hit path -------------------------------------------------------------------------
 
 
-async def _async_contenders(url: str, calls: int, progress: Callable[[str], None]) -> dict[str, Callable[[], Awaitable[float]]]:
+AsyncRound = Callable[[], Awaitable[float]]
+
+
+async def _async_contenders(url: str, calls: int, progress: Callable[[str], None]) -> dict[str, AsyncRound]:
     import redis.asyncio as redis_asyncio
 
     from readscale._async.backends.redis import AsyncRedisBackend
@@ -337,7 +340,8 @@ def run(*, rounds: int, quick: bool, progress: Callable[[str], None]) -> BenchRe
         for peer in ("cashews", "aiocache"):
             if peer in a:
                 report.add(f"redis_get_async_{peer}_us", round(a[peer].median * us, 2), "us")
-                report.add(f"redis_get_async_ratio_{peer}", round(ratio(a["readscale"].median, a[peer].median), 3), "ratio")
+                value = ratio(a["readscale"].median, a[peer].median)
+                report.add(f"redis_get_async_ratio_{peer}", round(value, 3), "ratio")
         report.add("redis_get_sync_us", round(s["readscale"].median * us, 2), "us", s["readscale"].spread("{:.2e}"))
         report.add("redis_get_sync_raw_us", round(s["raw"].median * us, 2), "us")
         report.add("redis_get_sync_ratio_raw", round(ratio(s["readscale"].median, s["raw"].median), 3), "ratio")
@@ -345,7 +349,8 @@ def run(*, rounds: int, quick: bool, progress: Callable[[str], None]) -> BenchRe
         report.add("redis_get_sync_ratio_floor", round(ratio(s["readscale"].median, s["floor"].median), 3), "ratio")
         if "dogpile" in s:
             report.add("redis_get_sync_dogpile_us", round(s["dogpile"].median * us, 2), "us")
-            report.add("redis_get_sync_ratio_dogpile", round(ratio(s["readscale"].median, s["dogpile"].median), 3), "ratio")
+            value = ratio(s["readscale"].median, s["dogpile"].median)
+            report.add("redis_get_sync_ratio_dogpile", round(value, 3), "ratio")
         progress("get_many of 100 keys")
         raw_many, rs_many = _get_many(url, rounds)
         report.add("get_many_100_us", round(rs_many.median * us, 1), "us")
