@@ -17,6 +17,7 @@ Contenders run in interleaved rounds (see the harness) and the medians are repor
 from __future__ import annotations
 
 import asyncio
+import importlib
 import socket
 import tempfile
 import time
@@ -58,7 +59,7 @@ async def _async_contenders(url: str, calls: int, progress: Callable[[str], None
     from readscale.settings import RedisSettings
 
     decoder = msgspec.json.Decoder()
-    raw_client = redis_asyncio.Redis.from_url(url, protocol=2)
+    raw_client: Any = redis_asyncio.Redis.from_url(url, protocol=2)
     payload = msgspec.json.encode(DOC)
     for i in range(KEYS):
         await raw_client.set(f"raw:{i}", payload)
@@ -151,7 +152,7 @@ def _floor_get(url: str, calls: int) -> Callable[[], float]:
         started = time.perf_counter()
         for i in range(calls):
             sock.sendall(requests[i % KEYS])
-            reply = False
+            reply: Any = False
             while reply is False:
                 reader.feed(sock.recv(65536))
                 reply = reader.gets()
@@ -170,7 +171,7 @@ def _sync_contenders(url: str, calls: int, progress: Callable[[str], None]) -> d
     from readscale.settings import RedisSettings
 
     decoder = msgspec.json.Decoder()
-    raw_client = redis.Redis.from_url(url, protocol=2)
+    raw_client: Any = redis.Redis.from_url(url, protocol=2)
     cache = Cache(
         RedisBackend(RedisSettings(url=url, max_connections=4)),
         policy=CachePolicy(name="bench", ttl=3600.0, tiers=frozenset({Tier.L2}), early_refresh=0.0),
@@ -218,7 +219,7 @@ def _get_many(url: str, rounds: int) -> tuple[Rounds, Rounds]:
     from readscale.settings import RedisSettings
 
     decoder = msgspec.json.Decoder()
-    raw_client = redis.Redis.from_url(url, protocol=2)
+    raw_client: Any = redis.Redis.from_url(url, protocol=2)
     cache = Cache(
         RedisBackend(RedisSettings(url=url, max_connections=4)),
         policy=CachePolicy(name="bench", ttl=3600.0, tiers=frozenset({Tier.L2})),
@@ -307,7 +308,7 @@ def _stampede(url: str, progress: Callable[[str], None], repeats: int) -> dict[s
         p99s: list[float] = []
         for r in range(repeats):
             progress(f"stampede {mode}, run {r + 1}/{repeats}")
-            result = run_stampede(StampedeOptions(redis_url=url, mode=mode, callers=200, loader_seconds=0.02), 4)  # type: ignore[arg-type]
+            result = run_stampede(StampedeOptions(redis_url=url, mode=mode, callers=200, loader_seconds=0.02), 4)
             if result.errors:
                 raise RuntimeError(f"stampede {mode}: {result.errors} caller errors")
             calls.append(result.loader_calls)
@@ -381,7 +382,7 @@ def run(*, rounds: int, quick: bool, progress: Callable[[str], None]) -> BenchRe
 
 def _hit_ratios(report: BenchReport, quick: bool, progress: Callable[[str], None]) -> None:
     try:
-        from readscale.bench import hitratio
+        hitratio = importlib.import_module("readscale.bench.hitratio")
     except ImportError:
         progress("hit-ratio simulation not available: skipped")
         return
