@@ -3,10 +3,36 @@
 browser cache -> edge cache -> application cache (in-process + Redis / Redis Cluster /
 Memcached) -> read replicas (read-your-writes by WAL position) -> primary.
 
-``import readscale`` works with no extras installed; each integration imports its
-framework only when used.
+``import readscale`` works with no extras installed (backends need their client
+library: ``readscale.backends`` imports redis-py); each integration imports its framework
+only when used.
+
+The application cache::
+
+    from readscale import AsyncCache, CATALOG, MemoryStore
+    from readscale.backends import AsyncRedisBackend
+
+    cache = AsyncCache(AsyncRedisBackend(), l1=MemoryStore(10_000), policy=CATALOG)
+    product = await cache.get_or_load(f"product:{pid}", lambda: load_product(pid))
 """
 
+from readscale._async.cache import AsyncCache
+from readscale._async.cached import AsyncCachedFunction
+from readscale._core.breaker import BreakerSettings
+from readscale._core.policy import (
+    BALANCE,
+    CATALOG,
+    PROFILE,
+    STATIC_ASSETS,
+    TRENDING,
+    CachePolicy,
+    OnMiss,
+    Strategy,
+    Tier,
+)
+from readscale._sync.cache import Cache
+from readscale._sync.cached import CachedFunction
+from readscale.codecs import BytesCodec, Codec, JsonCodec, MsgpackCodec, SignedPickleCodec
 from readscale.errors import (
     BackendError,
     CacheUnavailableError,
@@ -22,21 +48,48 @@ from readscale.errors import (
     UnserializableValueError,
     ValueTooLargeError,
 )
+from readscale.memory import NO_VALUE, MemoryStore
+from readscale.metrics import CacheStats, PrometheusCollector
+from readscale.settings import RedisSettings
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BALANCE",
+    "CATALOG",
+    "NO_VALUE",
+    "PROFILE",
+    "STATIC_ASSETS",
+    "TRENDING",
+    "AsyncCache",
+    "AsyncCachedFunction",
     "BackendError",
+    "BreakerSettings",
+    "BytesCodec",
+    "Cache",
+    "CachePolicy",
+    "CacheStats",
     "CacheUnavailableError",
+    "CachedFunction",
+    "Codec",
     "ConfigurationError",
     "CorruptValueError",
     "HeaderError",
     "InvalidKeyError",
+    "JsonCodec",
     "LeaseError",
+    "MemoryStore",
+    "MsgpackCodec",
+    "OnMiss",
+    "PrometheusCollector",
     "PurgeError",
     "ReadscaleError",
+    "RedisSettings",
     "ReplicaUnavailableError",
     "SerializationError",
+    "SignedPickleCodec",
+    "Strategy",
+    "Tier",
     "UnserializableValueError",
     "ValueTooLargeError",
     "__version__",

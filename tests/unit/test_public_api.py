@@ -1,0 +1,31 @@
+"""The public surface: small, importable without extras, one name per idea."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import readscale
+
+
+def test_all_names_resolve() -> None:
+    for name in readscale.__all__:
+        assert getattr(readscale, name) is not None, name
+    assert len(readscale.__all__) < 60
+
+
+def test_import_needs_no_optional_dependency() -> None:
+    code = (
+        "import sys\n"
+        "blocked = ('redis', 'psycopg', 'starlette', 'django', 'flask', 'sqlalchemy', 'prometheus_client', "
+        "'typer', 'rich', 'httpx')\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in blocked:\n"
+        "            raise ImportError(f'blocked {name}')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import readscale\n"
+        "print(len(readscale.__all__))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
