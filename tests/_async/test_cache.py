@@ -240,6 +240,28 @@ async def test_stale_while_revalidate_serves_stale_and_refreshes_once(cache: Asy
 
 
 @pytest.mark.anyio
+async def test_two_processes_in_the_swr_window_refresh_once_in_total(
+    cache: AsyncCache, backend: AsyncCountingBackend, clock: FakeClock, redis_url: str
+) -> None:
+    policy = POLICY.with_(tiers=frozenset({Tier.L2}))
+    loader = Loader("v1")
+    await cache.get_or_load("swr2", loader, policy=policy)
+    # A second "process": its own connections, single-flight and background jobs.
+    other_backend = AsyncRedisBackend(RedisSettings(url=redis_url))
+    other = AsyncCache(other_backend, policy=policy, prefix=cache.prefix, clock=clock, monotonic=clock)
+    loader.value = "v2"
+    loader.delay = 0.1
+    clock.advance(70)
+    assert await cache.get_or_load("swr2", loader, policy=policy) == "v1"
+    assert await other.get_or_load("swr2", loader, policy=policy) == "v1"
+    await cache.drain()
+    await other.drain()
+    assert loader.calls == 2  # one refresh across both: the refresh lease
+    assert cache.stats.loader.refreshes + other.stats.loader.refreshes == 1
+    await other_backend.close()
+
+
+@pytest.mark.anyio
 async def test_early_refresh_fires_before_expiry(cache: AsyncCache, clock: FakeClock) -> None:
     policy = POLICY.with_(early_refresh=1.0, tiers=frozenset({Tier.L2}))
     versions = iter(["v1", "v2"])

@@ -224,6 +224,27 @@ def test_stale_while_revalidate_serves_stale_and_refreshes_once(cache: Cache, cl
     assert cache.get_or_load("swr", loader, policy=policy) == "v2"
 
 
+def test_two_processes_in_the_swr_window_refresh_once_in_total(
+    cache: Cache, backend: CountingBackend, clock: FakeClock, redis_url: str
+) -> None:
+    policy = POLICY.with_(tiers=frozenset({Tier.L2}))
+    loader = Loader("v1")
+    cache.get_or_load("swr2", loader, policy=policy)
+    # A second "process": its own connections, single-flight and background jobs.
+    other_backend = RedisBackend(RedisSettings(url=redis_url))
+    other = Cache(other_backend, policy=policy, prefix=cache.prefix, clock=clock, monotonic=clock)
+    loader.value = "v2"
+    loader.delay = 0.1
+    clock.advance(70)
+    assert cache.get_or_load("swr2", loader, policy=policy) == "v1"
+    assert other.get_or_load("swr2", loader, policy=policy) == "v1"
+    cache.drain()
+    other.drain()
+    assert loader.calls == 2  # one refresh across both: the refresh lease
+    assert cache.stats.loader.refreshes + other.stats.loader.refreshes == 1
+    other_backend.close()
+
+
 def test_early_refresh_fires_before_expiry(cache: Cache, clock: FakeClock) -> None:
     policy = POLICY.with_(early_refresh=1.0, tiers=frozenset({Tier.L2}))
     versions = iter(["v1", "v2"])
