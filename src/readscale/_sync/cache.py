@@ -100,6 +100,26 @@ class Cache:
         """The physical key stored for ``key`` under ``policy``'s namespace."""
         return physical_key(self.prefix, (policy or self.policy).namespace, validate_key(key))
 
+    def prepare_entry(
+        self, key: str, value: Any, *, policy: CachePolicy | None = None, codec: Codec | None = None
+    ) -> tuple[str, bytes, float]:
+        """Encode ``value`` as this cache stores it: ``(physical_key, envelope, storage_ttl)``.
+
+        For writers that store entries themselves in one atomic step with other commands
+        (write-behind puts the entry and its queue record in one script). Raises the
+        encoding errors of :meth:`set`.
+        """
+        policy = policy or self.policy
+        pkey = self.key(key, policy)
+        meta = self._meta(value, policy, 0.0)
+        raw = self._encode(pkey, value, meta, codec or self.codec)
+        return pkey, raw, storage_ttl(meta, self._clock())
+
+    def forget_local(self, key: str, *, policy: CachePolicy | None = None) -> None:
+        """Drop ``key`` from this process's L1 only (after another writer changed it)."""
+        if self.l1 is not None:
+            self.l1.delete(self.key(key, policy))
+
     # -- cache-aside -----------------------------------------------------------------------
 
     def get(self, key: str, *, policy: CachePolicy | None = None, codec: Codec | None = None) -> Any:
