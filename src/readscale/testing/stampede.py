@@ -105,6 +105,7 @@ async def _worker(opts: StampedeOptions) -> dict[str, Any]:
         return await cache.get_or_load(key, loader)
 
     call = {"readscale": readscale, "naive": naive, "sleep_lock": sleep_lock}[opts.mode]
+
     # Warm up as a long-running service would be: connections open, scripts loaded, the
     # fill listener subscribed. Only the stampede itself is measured.
     async def warm_loader() -> str:
