@@ -17,6 +17,7 @@ async name here has a sync twin with the same behaviour. One behavioural suite
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import threading
 import time
@@ -40,6 +41,26 @@ async def async_sleep(seconds: float) -> None:
 
 def sync_sleep(seconds: float) -> None:
     time.sleep(seconds)
+
+
+# -- calling user code -----------------------------------------------------------------------
+
+
+async def async_maybe_await(result: Any) -> Any:
+    """Await ``result`` if a user callback returned an awaitable (async flavour accepts both)."""
+    if inspect.isawaitable(result):
+        return await result
+    return result
+
+
+def sync_maybe_await(result: Any) -> Any:
+    """The sync flavour cannot run a coroutine: refuse it clearly instead of dropping it."""
+    if inspect.isawaitable(result):
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+        raise TypeError("an async callback was given to a sync readscale object; use the Async* flavour")
+    return result
 
 
 # -- lock ----------------------------------------------------------------------------------

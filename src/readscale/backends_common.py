@@ -15,6 +15,9 @@ class LeaseResult:
 
     value: bytes | None = None
     token: str | None = None
+    #: With a won lease: the WAL position of the last invalidation of this key (its
+    #: tombstone), if one is still recorded. A fill must read at or past it.
+    floor_lsn: int | None = None
 
     @property
     def hit(self) -> bool:
@@ -26,3 +29,17 @@ class LeaseResult:
 
 
 LEASE_HELD_ELSEWHERE = LeaseResult()
+
+
+def lsn_text(lsn: int) -> str:
+    """An LSN as 16 hex digits: compares as text exactly as the numbers compare, which
+    Lua (doubles) and Redis strings cannot do for 64-bit integers."""
+    if not 0 <= lsn < 2**64:
+        raise ValueError(f"an LSN is a 64-bit unsigned integer, got {lsn}")
+    return f"{lsn:016x}"
+
+
+def parse_lsn_text(text: bytes | str | None) -> int | None:
+    if not text:
+        return None
+    return int(text, 16)

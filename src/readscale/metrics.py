@@ -25,6 +25,8 @@ class TierStats:
     corrupt: int = 0
     skipped: int = 0
     coalesced: int = 0
+    tag_stale: int = 0
+    flushes: int = 0
 
 
 @dataclass(slots=True)
@@ -47,7 +49,7 @@ class LoaderStats:
 class CacheStats:
     """All counters of one cache. ``snapshot()`` gives them as plain data."""
 
-    __slots__ = ("breaker_opens", "l1", "l2", "loader", "name")
+    __slots__ = ("breaker_opens", "invalidations", "l1", "l2", "loader", "name")
 
     def __init__(self, name: str = "cache") -> None:
         self.name = name
@@ -55,6 +57,7 @@ class CacheStats:
         self.l2 = TierStats()
         self.loader = LoaderStats()
         self.breaker_opens = 0
+        self.invalidations = 0
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -62,6 +65,7 @@ class CacheStats:
             "l2": {f.name: getattr(self.l2, f.name) for f in fields(TierStats)},
             "loader": {f.name: getattr(self.loader, f.name) for f in fields(LoaderStats)},
             "breaker_opens": self.breaker_opens,
+            "invalidations": self.invalidations,
         }
 
     def reset(self) -> None:
@@ -69,6 +73,7 @@ class CacheStats:
         self.l2 = TierStats()
         self.loader = LoaderStats()
         self.breaker_opens = 0
+        self.invalidations = 0
 
 
 class PrometheusCollector:

@@ -1,62 +1,65 @@
 """The application cache: an in-process L1 in front of a remote L2, with stampede
-protection and fail-open reads. Written once, async; ``readscale._sync.cache.Cache`` is
-generated from this file.
+protection, invalidation and fail-open reads. Written once, async;
+``readscale._sync.cache.Cache`` is generated from this file.
 
 A read asks ``readscale._core.freshness.assess`` what the entry it found is worth and
 carries the answer out (fresh: serve; early refresh or stale: serve and refresh once in
-the background; stale-if-error: load and fall back to the stale value; expired or
-missing: fill). A fill runs once per key per process (single-flight) and, with
-``OnMiss.WAIT``, once per key across processes (a lease in the backend: the others are
-woken by the fill). When the L2 server fails, reads go to the loader and a circuit
-breaker stops paying the timeout on every call until a probe succeeds; each such event
-is logged and counted.
+the background; stale-if-error: load and fall back to the stale value; expired, tagged
+stale or missing: fill). Concurrent readers of one key in a process share one L2 read
+and one fill (single-flight); with ``OnMiss.WAIT`` one fill runs across processes (a
+lease: the others are woken by the fill). When the L2 server fails, reads go to the
+loader and a circuit breaker stops paying the timeout on every call until a probe
+succeeds; each such event is logged and counted.
+
+Invalidation (``invalidate``, ``invalidate_tags``, ``invalidate_namespace``) removes
+entries and their leases, leaves LSN tombstones, bumps version counters and tells every
+other process over the bus. The machinery lives in the ``_cache_*`` mixins.
 """
 
 from __future__ import annotations
 
-import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar, assert_never
 
+from readscale._async._cache_fills import AsyncFillMixin, log
 from readscale._async.backends.base import AsyncBackend
+from readscale._async.bus import AsyncInvalidationBus
 from readscale._async.cached import AsyncCachedFunction
 from readscale._core import breaker as circuit
-from readscale._core.entry import EntryMeta, EnvelopeError, decode_envelope, encode_envelope, fresh_payload
-from readscale._core.freshness import Freshness, assess, jittered_ttl, l1_ttl, storage_ttl
-from readscale._core.keys import DEFAULT_PREFIX, physical_key, template_fields, validate_key
-from readscale._core.policy import DEFAULT, CachePolicy, OnMiss
+from readscale._core.entry import fresh_payload
+from readscale._core.freshness import Freshness, assess, storage_ttl
+from readscale._core.keys import DEFAULT_PREFIX, template_fields
+from readscale._core.policy import DEFAULT, CachePolicy
 from readscale._primitives import AsyncBackground, AsyncSingleFlight
 from readscale.codecs import Codec, JsonCodec
-from readscale.errors import (
-    CacheUnavailableError,
-    ConfigurationError,
-    CorruptValueError,
-    SerializationError,
-    ValueTooLargeError,
-)
+from readscale.errors import ConfigurationError, CorruptValueError, SerializationError
 from readscale.memory import NO_VALUE, MemoryStore
 from readscale.metrics import CacheStats
 
 T = TypeVar("T")
 P = ParamSpec("P")
-log = logging.getLogger("readscale.cache")
 
 DEFAULT_MAX_VALUE_SIZE = 1024 * 1024
-Found = tuple[Any, EntryMeta]
 
 
-class AsyncCache:
+class AsyncCache(AsyncFillMixin):
     """An application cache over an optional in-process L1 and a remote L2 backend.
 
     Arguments:
         backend: the L2 (Redis, Redis Cluster, Memcached, memory). None: L1 only.
         l1: the in-process tier, or None for no L1.
+        bus: the invalidation bus shared by every process of this cache. Without one, L1
+            copies of keys invalidated elsewhere live until their ``l1_ttl``.
         codec: how values become bytes (JSON by default; pickle only if named and signed).
         policy: the default :class:`CachePolicy` for calls that give none.
         prefix: prepended to every key this cache stores (``rs:`` by default).
         max_value_size: encoded values larger than this are refused (bytes).
+        tombstone_ttl: how long an invalidation with an LSN keeps refusing older fills;
+            at least the longest replica lag you want to be safe from.
+        version_ttl: how long a tag or namespace version read from L2 is trusted locally
+            (the bus updates it sooner). Default: 60 s with a bus, 0 without.
         clock: wall-clock seconds (entries cross processes); monotonic: for durations;
         rng: uniform in [0, 1) for TTL jitter and XFetch. Inject them in tests.
     """
@@ -66,11 +69,14 @@ class AsyncCache:
         backend: AsyncBackend | None = None,
         *,
         l1: MemoryStore | None = None,
+        bus: AsyncInvalidationBus | None = None,
         codec: Codec | None = None,
         policy: CachePolicy = DEFAULT,
         prefix: str = DEFAULT_PREFIX,
         max_value_size: int = DEFAULT_MAX_VALUE_SIZE,
         breaker: circuit.BreakerSettings | None = None,
+        tombstone_ttl: float = 5.0,
+        version_ttl: float | None = None,
         name: str = "cache",
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
@@ -78,12 +84,16 @@ class AsyncCache:
     ) -> None:
         if backend is None and l1 is None:
             raise ConfigurationError("a cache needs a backend, an l1 store, or both")
+        if tombstone_ttl <= 0:
+            raise ConfigurationError(f"tombstone_ttl must be > 0 seconds, got {tombstone_ttl}")
         self.backend = backend
         self.l1 = l1
         self.codec: Codec = codec or JsonCodec()
         self.policy = policy
         self.prefix = prefix
         self.max_value_size = max_value_size
+        self.tombstone_ttl = tombstone_ttl
+        self.version_ttl = version_ttl if version_ttl is not None else (60.0 if bus is not None else 0.0)
         self.stats = CacheStats(name)
         self._breaker_settings = breaker or circuit.BreakerSettings()
         self._breaker = circuit.CLOSED
@@ -92,12 +102,14 @@ class AsyncCache:
         self._rng = rng
         self._flight: AsyncSingleFlight[str, Any] = AsyncSingleFlight()
         self._background: AsyncBackground[str] = AsyncBackground(on_error=self._refresh_failed)
+        self._versions: dict[str, tuple[int, float]] = {}
+        self._attach_bus(bus)
 
     # -- keys ------------------------------------------------------------------------------
 
     def key(self, key: str, policy: CachePolicy | None = None) -> str:
         """The physical key stored for ``key`` under ``policy``'s namespace."""
-        return physical_key(self.prefix, (policy or self.policy).namespace, validate_key(key))
+        return self._physical(key, policy or self.policy)
 
     def prepare_entry(
         self, key: str, value: Any, *, policy: CachePolicy | None = None, codec: Codec | None = None
@@ -130,15 +142,20 @@ class AsyncCache:
         policy = policy or self.policy
         if not policy.cacheable:
             return NO_VALUE
-        pkey = self.key(key, policy)
+        if self._bus_pending:
+            await self._ensure_bus()
+        pkey = self._physical(key, policy) if not policy.versioned else await self._pkey(key, policy)
         found = self._l1_get(pkey, policy)
-        if found is not None:
+        if found is not None and (not found[1].tags or self._tags_current_locally(found[1].tags)):
             return found[0]
         found = await self._l2_get(pkey, policy, codec or self.codec)
         if found is None:
             self.stats.l2.misses += 1
             return NO_VALUE
         value, meta = found
+        if meta.tags and not await self._tags_current(meta.tags):
+            self.stats.l2.tag_stale += 1
+            return NO_VALUE
         state = assess(meta, self._clock(), 1.0, 0.0)
         if state is Freshness.FRESH:
             self.stats.l2.hits += 1
@@ -158,6 +175,7 @@ class AsyncCache:
         policy: CachePolicy | None = None,
         ttl: float | None = None,
         codec: Codec | None = None,
+        tags: Sequence[str] = (),
     ) -> None:
         """Store ``value``. Raises :class:`UnserializableValueError` or
         :class:`ValueTooLargeError` (nothing stored); a dead L2 is logged and counted."""
@@ -166,15 +184,17 @@ class AsyncCache:
             policy = policy.with_(ttl=ttl)
         if not policy.cacheable:
             return
-        pkey = self.key(key, policy)
-        meta = self._meta(value, policy, 0.0)
+        pkey = await self._pkey(key, policy)
+        tag_versions = await self._tag_versions((*policy.tags, *tags))
+        meta = self._meta(value, policy, 0.0, tag_versions)
         raw = self._encode(pkey, value, meta, codec or self.codec)
         await self._store(pkey, value, meta, raw, policy, token=None)
 
     async def delete(self, key: str, *, policy: CachePolicy | None = None) -> bool:
-        """Remove ``key`` from both tiers. Raises :class:`CacheUnavailableError` when the
-        L2 cannot be reached: a lost delete would leave stale data behind."""
-        pkey = self.key(key, policy)
+        """Remove ``key`` from both tiers (this process's L1 only; see :meth:`invalidate`).
+        Raises :class:`CacheUnavailableError` when the L2 cannot be reached: a lost delete
+        would leave stale data behind."""
+        pkey = await self._pkey(key, policy or self.policy)
         if self.l1 is not None:
             self.l1.delete(pkey)
         if self.backend is None:
@@ -182,12 +202,57 @@ class AsyncCache:
         return await self.backend.delete(pkey)
 
     async def delete_many(self, keys: Sequence[str], *, policy: CachePolicy | None = None) -> int:
-        pkeys = [self.key(k, policy) for k in keys]
+        policy = policy or self.policy
+        pkeys = [await self._pkey(k, policy) for k in keys]
         if self.l1 is not None:
             self.l1.delete_many(pkeys)
         if self.backend is None:
             return len(pkeys)
         return await self.backend.delete_many(pkeys)
+
+    # -- invalidation ----------------------------------------------------------------------
+
+    async def invalidate(self, *keys: str, policy: CachePolicy | None = None, lsn: int | None = None) -> int:
+        """Invalidate ``keys`` after the change that made them stale has committed.
+
+        Removes the entries and any fill lease (a fill that started before this call is
+        refused), leaves a tombstone with ``lsn`` (the change's WAL position) so no fill
+        read before that position can store, drops every process's L1 copy over the bus,
+        and returns how many entries existed. Raises :class:`CacheUnavailableError` when
+        the L2 cannot be reached (a lost invalidation would leave stale data).
+        """
+        policy = policy or self.policy
+        pkeys = [await self._pkey(k, policy) for k in keys]
+        if self.l1 is not None:
+            self.l1.delete_many(pkeys)
+        removed = len(pkeys)
+        if self.backend is not None:
+            removed = await self.backend.invalidate(pkeys, lsn=lsn, tombstone_ttl=self.tombstone_ttl)
+        self.stats.invalidations += len(pkeys)
+        await self._announce(pkeys, {})
+        return removed
+
+    async def invalidate_tags(self, *tags: str) -> dict[str, int]:
+        """Make every entry carrying one of ``tags`` stale, everywhere. Returns the tags'
+        new versions. No set of keys is kept per tag: each tag is one counter."""
+        if not tags:
+            return {}
+        if self.backend is None:
+            raise ConfigurationError("tags need an L2 backend to hold their versions")
+        bumped = await self._bump([self._tag_counter(t) for t in tags], [])
+        self.stats.invalidations += len(tags)
+        return {tag: bumped[self._tag_counter(tag)] for tag in tags}
+
+    async def invalidate_namespace(self, namespace: str) -> int:
+        """Make every key of a versioned namespace unreachable at once (old entries die by
+        their TTL). Returns the namespace's new version."""
+        if self.backend is None:
+            raise ConfigurationError("versioned namespaces need an L2 backend")
+        counter = self._namespace_counter(namespace)
+        bumped = await self._bump([counter], [])
+        if self.l1 is not None:
+            self.l1.clear()  # cheaper than finding the namespace's keys; other namespaces refill
+        return bumped[counter]
 
     # -- read-through ----------------------------------------------------------------------
 
@@ -198,32 +263,39 @@ class AsyncCache:
         *,
         policy: CachePolicy | None = None,
         codec: Codec | None = None,
+        tags: Sequence[str] = (),
     ) -> T:
         """The cached value of ``key``, loading it with ``loader`` on a miss.
 
         Concurrent misses of one key share one load in this process, and with
         ``OnMiss.WAIT`` one load across processes. Errors of the cache server never reach
-        the caller (the value is loaded instead); errors of ``loader`` do.
+        the caller (the value is loaded instead); errors of ``loader`` do. ``tags`` are
+        recorded with the entry (on top of the policy's): ``invalidate_tags`` of any of
+        them makes it stale.
         """
         policy = policy or self.policy
         if not policy.cacheable:
             self.stats.loader.bypasses += 1
             return await self._call_loader(loader)
+        if self._bus_pending:
+            await self._ensure_bus()
         codec = codec or self.codec
-        pkey = self.key(key, policy)
+        pkey = self._physical(key, policy) if not policy.versioned else await self._pkey(key, policy)
+        all_tags = (*policy.tags, *tags) if tags else policy.tags
         found = self._l1_get(pkey, policy)
         if found is not None:
             value, meta = found
-            if policy.early_refresh and assess(meta, self._clock(), self._u(), policy.early_refresh) is (
-                Freshness.EARLY_REFRESH
-            ):
-                self.stats.l1.early_refreshes += 1
-                self._refresh_soon(pkey, loader, policy, codec)
-            return value  # type: ignore[no-any-return]
+            if not meta.tags or self._tags_current_locally(meta.tags):
+                if policy.early_refresh and (
+                    assess(meta, self._clock(), self._u(), policy.early_refresh) is Freshness.EARLY_REFRESH
+                ):
+                    self.stats.l1.early_refreshes += 1
+                    self._refresh_soon(pkey, loader, policy, codec, all_tags)
+                return value  # type: ignore[no-any-return]
 
         # Concurrent readers of one key in this process share one L2 read (and fill).
         async def read() -> Any:
-            return await self._read_through(pkey, loader, policy, codec)
+            return await self._read_through(pkey, loader, policy, codec, all_tags)
 
         value, leader = await self._flight.run(pkey, read)
         if not leader:
@@ -231,13 +303,21 @@ class AsyncCache:
         return value  # type: ignore[no-any-return]
 
     async def _read_through(
-        self, pkey: str, loader: Callable[[], Awaitable[Any]], policy: CachePolicy, codec: Codec
+        self,
+        pkey: str,
+        loader: Callable[[], Awaitable[Any]],
+        policy: CachePolicy,
+        codec: Codec,
+        tags: tuple[str, ...],
     ) -> Any:
         found = await self._l2_get(pkey, policy, codec)
         if found is None:
             self.stats.l2.misses += 1
-            return await self._fill_once(pkey, loader, policy, codec)
+            return await self._fill_once(pkey, loader, policy, codec, tags)
         value, meta = found
+        if meta.tags and not await self._tags_current(meta.tags):
+            self.stats.l2.tag_stale += 1
+            return await self._fill_once(pkey, loader, policy, codec, tags)
         state = assess(meta, self._clock(), self._u(), policy.early_refresh)
         match state:
             case Freshness.FRESH:
@@ -247,23 +327,23 @@ class AsyncCache:
             case Freshness.EARLY_REFRESH:
                 self.stats.l2.hits += 1
                 self.stats.l2.early_refreshes += 1
-                self._refresh_soon(pkey, loader, policy, codec)
+                self._refresh_soon(pkey, loader, policy, codec, tags)
                 return value
             case Freshness.STALE:
                 self.stats.l2.stale_serves += 1
-                self._refresh_soon(pkey, loader, policy, codec)
+                self._refresh_soon(pkey, loader, policy, codec, tags)
                 return value
             case Freshness.STALE_IF_ERROR:
                 self.stats.l2.misses += 1
                 try:
-                    return await self._fill_once(pkey, loader, policy, codec)
+                    return await self._fill_once(pkey, loader, policy, codec, tags)
                 except Exception as exc:
                     self.stats.loader.stale_if_error += 1
                     log.warning("cache %s: loading %s failed (%s); serving the stale value", self.stats.name, pkey, exc)
                     return value
             case Freshness.EXPIRED:
                 self.stats.l2.misses += 1
-                return await self._fill_once(pkey, loader, policy, codec)
+                return await self._fill_once(pkey, loader, policy, codec, tags)
             case _:
                 assert_never(state)
 
@@ -274,27 +354,32 @@ class AsyncCache:
         *,
         policy: CachePolicy | None = None,
         codec: Codec | None = None,
+        tags: Sequence[str] = (),
     ) -> T:
         """Run ``writer`` (the database write, returning what was written), then cache its result.
 
-        If the value cannot be cached (the L2 is down, or it cannot be encoded), the key is
-        removed instead where possible, and the event is logged and counted: the write
-        itself has happened and is not undone.
+        Other processes' L1 copies are dropped over the bus. If the value cannot be cached
+        (the L2 is down, or it cannot be encoded), the key is removed instead where
+        possible, and the event is logged and counted: the write itself has happened and is
+        not undone.
         """
         value = await writer()
         policy = policy or self.policy
         if not policy.cacheable:
             return value
-        pkey = self.key(key, policy)
-        meta = self._meta(value, policy, 0.0)
+        pkey = await self._pkey(key, policy)
+        tag_versions = await self._tag_versions((*policy.tags, *tags))
+        meta = self._meta(value, policy, 0.0, tag_versions)
         try:
             raw = self._encode(pkey, value, meta, codec or self.codec)
         except SerializationError as exc:
             self.stats.loader.not_cached += 1
             log.warning("cache %s: write-through of %s not cached: %s", self.stats.name, pkey, exc)
             await self._forget(pkey)
+            await self._announce([pkey], {})
             return value
         await self._store(pkey, value, meta, raw, policy, token=None)
+        await self._announce([pkey], {})
         return value
 
     # -- batches ---------------------------------------------------------------------------
@@ -306,13 +391,16 @@ class AsyncCache:
         policy = policy or self.policy
         if not policy.cacheable or not keys:
             return {}
+        if self._bus_pending:
+            await self._ensure_bus()
         codec = codec or self.codec
         result: dict[str, Any] = {}
         remote: list[tuple[str, str]] = []
+        versioned = policy.versioned
         for key in keys:
-            pkey = self.key(key, policy)
+            pkey = self._physical(key, policy) if not versioned else await self._pkey(key, policy)
             found = self._l1_get(pkey, policy)
-            if found is not None:
+            if found is not None and (not found[1].tags or self._tags_current_locally(found[1].tags)):
                 result[key] = found[0]
             else:
                 remote.append((key, pkey))
@@ -326,6 +414,7 @@ class AsyncCache:
         for (key, pkey), raw in zip(remote, raws, strict=True):
             if raw is None:
                 continue
+            # The fast path: a fresh entry without tags or LSN, no L1 copy to make.
             payload = None if use_l1 else fresh_payload(raw, now, schema, codec_id)
             if payload is not None:
                 try:
@@ -336,6 +425,9 @@ class AsyncCache:
                     pass
             found = self._decode(pkey, raw, policy, codec)
             if found is None:
+                continue
+            if found[1].tags and not await self._tags_current(found[1].tags):
+                self.stats.l2.tag_stale += 1
                 continue
             state = assess(found[1], now, 1.0, 0.0)
             if state is Freshness.FRESH:
@@ -365,17 +457,16 @@ class AsyncCache:
         missing = [k for k in dict.fromkeys(keys) if k not in found]
         if not missing:
             return found
+        tag_versions = await self._tag_versions(policy.tags) if policy.cacheable else ()
         started = self._monotonic()
-        self.stats.loader.calls += 1
-        try:
-            loaded = await loader(missing)
-        except BaseException:
-            self.stats.loader.errors += 1
-            raise
+        loaded = await self._call_loader(lambda: loader(missing))
         elapsed = self._monotonic() - started
-        self.stats.loader.seconds += elapsed
         if policy.cacheable:
-            await self._store_many(loaded, policy, codec or self.codec, elapsed)
+            entries = {
+                await self._pkey(k, policy): (v, self._meta(v, policy, elapsed, tag_versions))
+                for k, v in loaded.items()
+            }
+            await self._store_many(entries, policy, codec or self.codec)
         found.update({k: loaded[k] for k in missing if k in loaded})
         return found
 
@@ -393,311 +484,22 @@ class AsyncCache:
 
         return decorate
 
-    # -- internals: tiers ------------------------------------------------------------------
+    # -- lifecycle -------------------------------------------------------------------------
 
     def _u(self) -> float:
         return 1.0 - self._rng()
-
-    def _l1_get(self, pkey: str, policy: CachePolicy) -> Found | None:
-        if self.l1 is None or not policy.uses_l1:
-            return None
-        item = self.l1.get(pkey)
-        if item is NO_VALUE:
-            self.stats.l1.misses += 1
-            return None
-        self.stats.l1.hits += 1
-        return item  # type: ignore[no-any-return]
-
-    def _l1_put(self, pkey: str, value: Any, meta: EntryMeta, policy: CachePolicy, size: int) -> None:
-        if self.l1 is None or not policy.uses_l1:
-            return
-        ttl = l1_ttl(meta, self._clock(), policy.l1_ttl)
-        if ttl > 0:
-            self.l1.set(pkey, (value, meta), ttl, max(size, 1))
-
-    def _l2_allowed(self) -> bool:
-        if self._breaker is circuit.CLOSED:
-            return True
-        allowed, self._breaker = circuit.allow(self._breaker, self._monotonic())
-        if not allowed:
-            self.stats.l2.skipped += 1
-        return allowed
-
-    def _l2_ok(self) -> None:
-        if self._breaker is not circuit.CLOSED:
-            was_open = self._breaker.circuit is not circuit.Circuit.CLOSED
-            self._breaker = circuit.on_success(self._breaker)
-            if was_open:
-                log.warning("cache %s: %s answers again; using it", self.stats.name, self._backend_name)
-
-    def _l2_failed(self, exc: CacheUnavailableError) -> None:
-        self.stats.l2.errors += 1
-        if exc.busy:
-            log.warning("cache %s: %s", self.stats.name, exc)
-            return
-        before = self._breaker.circuit
-        self._breaker = circuit.on_failure(self._breaker, self._monotonic(), self._breaker_settings)
-        if self._breaker.circuit is circuit.Circuit.OPEN and before is not circuit.Circuit.OPEN:
-            self.stats.breaker_opens += 1
-            log.warning(
-                "cache %s: %s unavailable (%s); reads go to the loader for %.1fs before a probe",
-                self.stats.name,
-                self._backend_name,
-                exc,
-                self._breaker.cooldown,
-            )
-        else:
-            log.debug("cache %s: %s error: %s", self.stats.name, self._backend_name, exc)
-
-    @property
-    def _backend_name(self) -> str:
-        return self.backend.name if self.backend is not None else "no backend"
-
-    async def _l2_get(self, pkey: str, policy: CachePolicy, codec: Codec) -> Found | None:
-        backend = self.backend
-        if backend is None or not policy.uses_l2 or not self._l2_allowed():
-            return None
-        try:
-            raw = await backend.get(pkey)
-        except CacheUnavailableError as exc:
-            self._l2_failed(exc)
-            return None
-        self._l2_ok()
-        if raw is None:
-            return None
-        return self._decode(pkey, raw, policy, codec)
-
-    async def _l2_call_many(self, pkeys: list[str]) -> list[bytes | None]:
-        assert self.backend is not None
-        if not self._l2_allowed():
-            return [None] * len(pkeys)
-        try:
-            raws = await self.backend.get_many(pkeys)
-        except CacheUnavailableError as exc:
-            self._l2_failed(exc)
-            return [None] * len(pkeys)
-        self._l2_ok()
-        return raws
-
-    def _decode(self, pkey: str, raw: bytes, policy: CachePolicy, codec: Codec, *, count: bool = True) -> Found | None:
-        """Decode an entry; an unreadable one is None (counted once per read when ``count``)."""
-        try:
-            meta, codec_id, payload = decode_envelope(raw)
-        except EnvelopeError as exc:
-            self.stats.l2.corrupt += count
-            log.debug("cache %s: %s is not a readable entry (%s): a miss", self.stats.name, pkey, exc.reason)
-            return None
-        if meta.schema != policy.schema or codec_id != codec.id:
-            self.stats.l2.corrupt += count
-            return None
-        try:
-            return codec.decode(payload), meta
-        except CorruptValueError as exc:
-            self.stats.l2.corrupt += count
-            log.debug("cache %s: %s does not decode (%s): a miss", self.stats.name, pkey, exc)
-            return None
-
-    def _meta(self, value: Any, policy: CachePolicy, load_time: float) -> EntryMeta:
-        ttl = jittered_ttl(policy.ttl_for(value), policy.jitter, self._rng())
-        return EntryMeta(
-            created_at=self._clock(),
-            fresh_ttl=ttl,
-            swr=policy.swr,
-            sie=policy.sie,
-            load_time=load_time,
-            schema=policy.schema,
-        )
-
-    def _encode(self, pkey: str, value: Any, meta: EntryMeta, codec: Codec) -> bytes:
-        try:
-            payload = codec.encode(value)
-        except SerializationError as exc:
-            exc.key = pkey  # type: ignore[attr-defined]
-            raise
-        raw = encode_envelope(meta, codec.id, payload)
-        if len(raw) > self.max_value_size:
-            raise ValueTooLargeError(pkey, len(raw), self.max_value_size)
-        return raw
-
-    async def _store(
-        self, pkey: str, value: Any, meta: EntryMeta, raw: bytes, policy: CachePolicy, token: str | None
-    ) -> None:
-        """Write an encoded entry to L2 (under ``token``'s lease if given) and to L1."""
-        backend = self.backend
-        if backend is not None and policy.uses_l2 and self._l2_allowed():
-            ttl = storage_ttl(meta, self._clock())
-            try:
-                if token is None:
-                    await backend.set(pkey, raw, ttl)
-                elif not await backend.fill(pkey, raw, ttl, token):
-                    # The lease was lost (expired, or an invalidation removed it): what we
-                    # loaded may predate a change, so it is not cached anywhere.
-                    self.stats.loader.fills_refused += 1
-                    return
-                self.stats.l2.fills += 1
-                self._l2_ok()
-            except CacheUnavailableError as exc:
-                self._l2_failed(exc)
-            except ValueTooLargeError as exc:
-                self.stats.loader.not_cached += 1
-                log.warning("cache %s: %s", self.stats.name, exc)
-                return
-        self.stats.l1.fills += 1
-        self._l1_put(pkey, value, meta, policy, size=len(raw))
-
-    async def _store_many(self, values: Mapping[str, Any], policy: CachePolicy, codec: Codec, elapsed: float) -> None:
-        items: list[tuple[str, bytes, float]] = []
-        now = self._clock()
-        for key, value in values.items():
-            pkey = self.key(key, policy)
-            meta = self._meta(value, policy, elapsed)
-            try:
-                raw = self._encode(pkey, value, meta, codec)
-            except SerializationError as exc:
-                self.stats.loader.not_cached += 1
-                log.warning("cache %s: %s not cached: %s", self.stats.name, pkey, exc)
-                continue
-            items.append((pkey, raw, storage_ttl(meta, now)))
-            self._l1_put(pkey, value, meta, policy, size=len(raw))
-        if items and self.backend is not None and policy.uses_l2 and self._l2_allowed():
-            try:
-                await self.backend.set_many(items)
-                self.stats.l2.fills += len(items)
-                self._l2_ok()
-            except CacheUnavailableError as exc:
-                self._l2_failed(exc)
-
-    async def _forget(self, pkey: str) -> None:
-        if self.l1 is not None:
-            self.l1.delete(pkey)
-        if self.backend is not None:
-            try:
-                await self.backend.delete(pkey)
-            except CacheUnavailableError as exc:
-                self._l2_failed(exc)
-
-    # -- internals: fills ------------------------------------------------------------------
-
-    async def _call_loader(self, loader: Callable[[], Awaitable[T]]) -> T:
-        started = self._monotonic()
-        self.stats.loader.calls += 1
-        try:
-            return await loader()
-        except BaseException:
-            self.stats.loader.errors += 1
-            raise
-        finally:
-            self.stats.loader.seconds += self._monotonic() - started
-
-    async def _fill_once(
-        self, pkey: str, loader: Callable[[], Awaitable[Any]], policy: CachePolicy, codec: Codec
-    ) -> Any:
-        backend = self.backend
-        if backend is None or not policy.uses_l2 or policy.on_miss is not OnMiss.WAIT or not backend.supports_leases:
-            return await self._load_and_store(pkey, loader, policy, codec, token=None)
-        deadline = self._monotonic() + policy.wait_budget
-        while True:
-            if not self._l2_allowed():
-                self.stats.loader.fail_open += 1
-                return await self._load_and_store(pkey, loader, policy, codec, token=None)
-            try:
-                lease = await backend.lease(pkey, policy.lease_ttl)
-            except CacheUnavailableError as exc:
-                self._l2_failed(exc)
-                self.stats.loader.fail_open += 1
-                return await self._load_and_store(pkey, loader, policy, codec, token=None)
-            self._l2_ok()
-            if lease.value is not None:
-                found = self._decode(pkey, lease.value, policy, codec, count=False)
-                if found is not None and assess(found[1], self._clock(), 1.0, 0.0).servable:
-                    self.stats.l2.hits += 1
-                    self._l1_put(pkey, found[0], found[1], policy, size=len(lease.value))
-                    return found[0]
-                # Unreadable or expired: overwrite it with a fresh load.
-                return await self._load_and_store(pkey, loader, policy, codec, token=None)
-            if lease.token is not None:
-                return await self._load_and_store(pkey, loader, policy, codec, token=lease.token)
-            # Someone else holds the lease: wait for their fill, then read it.
-            remaining = deadline - self._monotonic()
-            if remaining <= 0:
-                self.stats.loader.lease_timeouts += 1
-                log.warning("cache %s: waited %.1fs for the fill of %s; loading it here", self.stats.name,
-                            policy.wait_budget, pkey)  # fmt: skip
-                return await self._load_and_store(pkey, loader, policy, codec, token=None)
-            self.stats.l2.lease_waits += 1
-            try:
-                await backend.wait_for_fill(pkey, min(remaining, policy.lease_ttl))
-            except CacheUnavailableError as exc:
-                self._l2_failed(exc)
-                continue
-            found = await self._l2_get(pkey, policy, codec)
-            if found is not None and assess(found[1], self._clock(), 1.0, 0.0).servable:
-                self.stats.l2.hits += 1
-                self._l1_put(pkey, found[0], found[1], policy, size=0)
-                return found[0]
-
-    async def _load_and_store(
-        self, pkey: str, loader: Callable[[], Awaitable[Any]], policy: CachePolicy, codec: Codec, token: str | None
-    ) -> Any:
-        started = self._monotonic()
-        try:
-            value = await self._call_loader(loader)
-        except BaseException:
-            if token is not None and self.backend is not None:
-                try:
-                    await self.backend.release(pkey, token)
-                except CacheUnavailableError as exc:
-                    self._l2_failed(exc)
-            raise
-        meta = self._meta(value, policy, self._monotonic() - started)
-        try:
-            raw = self._encode(pkey, value, meta, codec)
-        except SerializationError as exc:
-            self.stats.loader.not_cached += 1
-            log.warning("cache %s: loaded value of %s not cached: %s", self.stats.name, pkey, exc)
-            if token is not None and self.backend is not None:
-                try:
-                    await self.backend.release(pkey, token)
-                except CacheUnavailableError as release_exc:
-                    self._l2_failed(release_exc)
-            return value
-        await self._store(pkey, value, meta, raw, policy, token)
-        return value
-
-    # -- internals: background refresh -----------------------------------------------------
-
-    def _refresh_soon(self, pkey: str, loader: Callable[[], Awaitable[Any]], policy: CachePolicy, codec: Codec) -> None:
-        async def refresh() -> None:
-            await self._refresh(pkey, loader, policy, codec)
-
-        self._background.spawn(pkey, refresh)
-
-    async def _refresh(
-        self, pkey: str, loader: Callable[[], Awaitable[Any]], policy: CachePolicy, codec: Codec
-    ) -> None:
-        """One background refresh; across processes, a refresh lease lets only one run."""
-        token: str | None = None
-        backend = self.backend
-        if backend is not None and backend.supports_leases and policy.uses_l2 and self._l2_allowed():
-            try:
-                token = await backend.refresh_lease(pkey, policy.lease_ttl)
-            except CacheUnavailableError as exc:
-                self._l2_failed(exc)
-            else:
-                if token is None:
-                    return  # another process is refreshing it
-        self.stats.loader.refreshes += 1
-        await self._load_and_store(pkey, loader, policy, codec, token)
-
-    def _refresh_failed(self, key: str, exc: BaseException) -> None:
-        self.stats.loader.refresh_errors += 1
 
     async def drain(self) -> None:
         """Wait for background refreshes to finish (tests, shutdown)."""
         await self._background.drain()
 
     async def aclose(self) -> None:
-        """Stop background work and close the backend."""
+        """Stop background work and close the backend and the bus."""
         await self._background.close()
+        if self.bus is not None:
+            await self.bus.close()
         if self.backend is not None:
             await self.backend.close()
+
+
+__all__ = ["DEFAULT_MAX_VALUE_SIZE", "AsyncCache", "CacheStats"]

@@ -221,3 +221,44 @@ class AsyncBackendContract:
         (key,) = _keys(1)
         assert (await backend.lease(key, 5)).won
         assert await backend.wait_for_fill(key, 0.3) is False
+
+    # -- invalidation ----------------------------------------------------------------------
+
+    @pytest.mark.anyio
+    async def test_invalidate_removes_values_and_refuses_in_flight_fills(self, backend: AsyncBackend) -> None:
+        a, b, c = _keys(3)
+        await backend.set_many([(a, b"1", 60), (b, b"2", 60)])
+        token = (await backend.lease(c, 5)).token if backend.supports_leases else None
+        assert await backend.invalidate([a, b, c]) == 2
+        assert await backend.get_many([a, b, c]) == [None, None, None]
+        if token is not None:
+            # The reader that took its lease before the invalidation cannot store.
+            assert await backend.fill(c, b"read before the change", 60, token) is False
+            assert await backend.get(c) is None
+
+    @pytest.mark.anyio
+    async def test_tombstones_refuse_fills_older_than_the_change(self, backend: AsyncBackend) -> None:
+        if not backend.supports_tombstones:
+            pytest.skip(f"{backend.name} keeps no tombstones")
+        (key,) = _keys(1)
+        await backend.invalidate([key], lsn=1000, tombstone_ttl=30)
+        await backend.invalidate([key], lsn=900, tombstone_ttl=30)  # an older event never lowers it
+        lease = await backend.lease(key, 5)
+        assert lease.token is not None
+        assert lease.floor_lsn == 1000
+        assert await backend.fill(key, b"from a lagging replica", 60, lease.token, lsn=999) is False
+        lease = await backend.lease(key, 5)
+        assert lease.token is not None
+        assert await backend.fill(key, b"no source position", 60, lease.token, lsn=None) is False
+        lease = await backend.lease(key, 5)
+        assert lease.token is not None
+        assert await backend.fill(key, b"caught up", 60, lease.token, lsn=1000) is True
+        assert await backend.get(key) == b"caught up"
+
+    @pytest.mark.anyio
+    async def test_version_counters(self, backend: AsyncBackend) -> None:
+        a, b = _keys(2)
+        assert await backend.get_counters([a, b]) == [0, 0]
+        assert await backend.incr_counters([a]) == [1]
+        assert await backend.incr_counters([a, b]) == [2, 1]
+        assert await backend.get_counters([b, a]) == [1, 2]

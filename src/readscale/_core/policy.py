@@ -1,6 +1,7 @@
 """Cache policies: the five questions of caching, answered per data type.
 
-- what:  ``key_template``, ``namespace``, ``tags``
+- what:  ``key_template``, ``namespace`` (``versioned``: its keys carry a version
+  counter, so bumping it makes every old key unreachable at once), ``tags``
 - where: ``tiers`` (the in-process L1 and the remote L2)
 - how:   ``strategy`` (cache-aside, read-through, write-through, write-behind)
 - when to invalidate: ``ttl`` with ``jitter``, the stale windows ``swr`` and ``sie``,
@@ -64,6 +65,7 @@ class CachePolicy:
     schema: int = 0
     lease_ttl: float = 5.0
     lease_wait: float | None = None
+    versioned: bool = False
 
     def __post_init__(self) -> None:
         def bad(message: str) -> ConfigurationError:
@@ -89,6 +91,11 @@ class CachePolicy:
             raise bad("a cacheable policy needs at least one tier")
         if ":" in self.namespace or not self.namespace.isprintable() or " " in self.namespace:
             raise bad(f"namespace must be printable, without ':' or spaces, got {self.namespace!r}")
+        if self.versioned and not self.namespace:
+            raise bad("a versioned policy needs a namespace (its keys carry the namespace's version)")
+        for tag in self.tags:
+            if not tag or not tag.isprintable() or " " in tag:
+                raise bad(f"tags are printable names without spaces, got {tag!r}")
         if self.schema < 0 or self.schema >= 2**32:
             raise bad(f"schema is a version number in [0, 2**32), got {self.schema}")
 

@@ -206,3 +206,41 @@ class BackendContract:
         (key,) = _keys(1)
         assert (backend.lease(key, 5)).won
         assert backend.wait_for_fill(key, 0.3) is False
+
+    # -- invalidation ----------------------------------------------------------------------
+
+    def test_invalidate_removes_values_and_refuses_in_flight_fills(self, backend: Backend) -> None:
+        a, b, c = _keys(3)
+        backend.set_many([(a, b"1", 60), (b, b"2", 60)])
+        token = (backend.lease(c, 5)).token if backend.supports_leases else None
+        assert backend.invalidate([a, b, c]) == 2
+        assert backend.get_many([a, b, c]) == [None, None, None]
+        if token is not None:
+            # The reader that took its lease before the invalidation cannot store.
+            assert backend.fill(c, b"read before the change", 60, token) is False
+            assert backend.get(c) is None
+
+    def test_tombstones_refuse_fills_older_than_the_change(self, backend: Backend) -> None:
+        if not backend.supports_tombstones:
+            pytest.skip(f"{backend.name} keeps no tombstones")
+        (key,) = _keys(1)
+        backend.invalidate([key], lsn=1000, tombstone_ttl=30)
+        backend.invalidate([key], lsn=900, tombstone_ttl=30)  # an older event never lowers it
+        lease = backend.lease(key, 5)
+        assert lease.token is not None
+        assert lease.floor_lsn == 1000
+        assert backend.fill(key, b"from a lagging replica", 60, lease.token, lsn=999) is False
+        lease = backend.lease(key, 5)
+        assert lease.token is not None
+        assert backend.fill(key, b"no source position", 60, lease.token, lsn=None) is False
+        lease = backend.lease(key, 5)
+        assert lease.token is not None
+        assert backend.fill(key, b"caught up", 60, lease.token, lsn=1000) is True
+        assert backend.get(key) == b"caught up"
+
+    def test_version_counters(self, backend: Backend) -> None:
+        a, b = _keys(2)
+        assert backend.get_counters([a, b]) == [0, 0]
+        assert backend.incr_counters([a]) == [1]
+        assert backend.incr_counters([a, b]) == [2, 1]
+        assert backend.get_counters([b, a]) == [1, 2]

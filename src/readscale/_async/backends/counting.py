@@ -19,6 +19,7 @@ class AsyncCountingBackend:
         self.calls: Counter[str] = Counter()
         self.name = proxied.name
         self.supports_leases = proxied.supports_leases
+        self.supports_tombstones = proxied.supports_tombstones
         self.max_value_size = proxied.max_value_size
 
     async def get(self, key: str) -> bytes | None:
@@ -53,9 +54,21 @@ class AsyncCountingBackend:
         self.calls["refresh_lease"] += 1
         return await self.proxied.refresh_lease(key, ttl)
 
-    async def fill(self, key: str, value: bytes, ttl: float, token: str) -> bool:
+    async def fill(self, key: str, value: bytes, ttl: float, token: str, lsn: int | None = None) -> bool:
         self.calls["fill"] += 1
-        return await self.proxied.fill(key, value, ttl, token)
+        return await self.proxied.fill(key, value, ttl, token, lsn)
+
+    async def invalidate(self, keys: Sequence[str], *, lsn: int | None = None, tombstone_ttl: float = 30.0) -> int:
+        self.calls["invalidate"] += 1
+        return await self.proxied.invalidate(keys, lsn=lsn, tombstone_ttl=tombstone_ttl)
+
+    async def get_counters(self, keys: Sequence[str]) -> list[int]:
+        self.calls["get_counters"] += 1
+        return await self.proxied.get_counters(keys)
+
+    async def incr_counters(self, keys: Sequence[str]) -> list[int]:
+        self.calls["incr_counters"] += 1
+        return await self.proxied.incr_counters(keys)
 
     async def release(self, key: str, token: str) -> None:
         self.calls["release"] += 1

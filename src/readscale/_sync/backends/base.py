@@ -31,6 +31,8 @@ class Backend(Protocol):
     name: str
     #: True when lease(), fill(), release() and wait_for_fill() are available.
     supports_leases: bool
+    #: True when invalidate() records LSN tombstones that fill() enforces.
+    supports_tombstones: bool
     #: The largest value the server accepts, in bytes (None: no limit of its own).
     max_value_size: int | None
 
@@ -74,13 +76,29 @@ class Backend(Protocol):
         someone else holds the lease. ``fill`` with the token replaces the value."""
         ...
 
-    def fill(self, key: str, value: bytes, ttl: float, token: str) -> bool:
-        """Store ``value`` only if the lease ``token`` is still held; release it and wake
-        the waiters. False when the lease was lost (expired or invalidated): nothing stored."""
+    def fill(self, key: str, value: bytes, ttl: float, token: str, lsn: int | None = None) -> bool:
+        """Store ``value`` only if the lease ``token`` is still held and the value's source
+        ``lsn`` is at or past the key's tombstone (if any); release the lease and wake the
+        waiters. False when refused (lease lost, or a fill older than the last invalidation
+        of the key): nothing stored."""
         ...
 
     def release(self, key: str, token: str) -> None:
         """Give up a lease without filling (the load failed); waiters may take over."""
+        ...
+
+    def invalidate(self, keys: Sequence[str], *, lsn: int | None = None, tombstone_ttl: float = 30.0) -> int:
+        """Remove values and their leases (an in-flight fill is then refused) and, with an
+        ``lsn``, leave a tombstone for ``tombstone_ttl`` seconds so no fill from a source
+        older than that LSN can store. Returns how many values existed."""
+        ...
+
+    def get_counters(self, keys: Sequence[str]) -> list[int]:
+        """Current values of version counters (tags, namespaces); 0 when never bumped."""
+        ...
+
+    def incr_counters(self, keys: Sequence[str]) -> list[int]:
+        """Bump version counters; their new values."""
         ...
 
     def wait_for_fill(self, key: str, timeout: float) -> bool:

@@ -20,6 +20,7 @@ class CountingBackend:
         self.calls: Counter[str] = Counter()
         self.name = proxied.name
         self.supports_leases = proxied.supports_leases
+        self.supports_tombstones = proxied.supports_tombstones
         self.max_value_size = proxied.max_value_size
 
     def get(self, key: str) -> bytes | None:
@@ -54,9 +55,21 @@ class CountingBackend:
         self.calls["refresh_lease"] += 1
         return self.proxied.refresh_lease(key, ttl)
 
-    def fill(self, key: str, value: bytes, ttl: float, token: str) -> bool:
+    def fill(self, key: str, value: bytes, ttl: float, token: str, lsn: int | None = None) -> bool:
         self.calls["fill"] += 1
-        return self.proxied.fill(key, value, ttl, token)
+        return self.proxied.fill(key, value, ttl, token, lsn)
+
+    def invalidate(self, keys: Sequence[str], *, lsn: int | None = None, tombstone_ttl: float = 30.0) -> int:
+        self.calls["invalidate"] += 1
+        return self.proxied.invalidate(keys, lsn=lsn, tombstone_ttl=tombstone_ttl)
+
+    def get_counters(self, keys: Sequence[str]) -> list[int]:
+        self.calls["get_counters"] += 1
+        return self.proxied.get_counters(keys)
+
+    def incr_counters(self, keys: Sequence[str]) -> list[int]:
+        self.calls["incr_counters"] += 1
+        return self.proxied.incr_counters(keys)
 
     def release(self, key: str, token: str) -> None:
         self.calls["release"] += 1

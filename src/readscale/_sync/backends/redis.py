@@ -29,7 +29,7 @@ from redis.retry import Retry
 
 from readscale._core.keys import companion_key
 from readscale._primitives import Daemon, Event, Semaphore, sync_sleep
-from readscale.backends_common import LEASE_HELD_ELSEWHERE, LeaseResult
+from readscale.backends_common import LEASE_HELD_ELSEWHERE, LeaseResult, lsn_text, parse_lsn_text
 from readscale.errors import CacheUnavailableError, ValueTooLargeError
 from readscale.settings import RedisSettings
 
@@ -38,20 +38,47 @@ FILL_CHANNEL = "readscale:fill"
 REDIS_MAX_VALUE = 512 * 1024 * 1024
 _ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
 
+# KEYS: value, lease, tombstone. ARGV: token, lease ms.
 _LEASE = """
 local v = redis.call('GET', KEYS[1])
 if v then return {1, v} end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {2, redis.call('GET', KEYS[3]) or ''}
+end
 return {3}
 """
+# KEYS: value, lease, tombstone. ARGV: token, value, ms, channel, source LSN (hex or '').
+# The value is stored only if the lease still holds the token AND the source read is at
+# or past the tombstone's LSN: a fill from a lagging replica cannot store old data.
 _FILL = """
-if redis.call('GET', KEYS[2]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+local tomb = redis.call('GET', KEYS[3])
+if tomb and (ARGV[5] == '' or ARGV[5] < tomb) then
   redis.call('DEL', KEYS[2])
   redis.call('PUBLISH', ARGV[4], KEYS[1])
-  return 1
+  return -1
 end
-return 0
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+redis.call('DEL', KEYS[2])
+redis.call('PUBLISH', ARGV[4], KEYS[1])
+return 1
+"""
+# KEYS: value, lease, tombstone. ARGV: LSN (hex or ''), tombstone ms, channel.
+# Removes the value and any lease (so an in-flight fill is refused) and records the
+# change's LSN, never lowering one already recorded.
+_INVALIDATE = """
+local existed = redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[2])
+if ARGV[1] ~= '' then
+  local tomb = redis.call('GET', KEYS[3])
+  if (not tomb) or tomb < ARGV[1] then
+    redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
+  else
+    redis.call('PEXPIRE', KEYS[3], ARGV[2])
+  end
+end
+redis.call('PUBLISH', ARGV[3], KEYS[1])
+return existed
 """
 _RELEASE = """
 if redis.call('GET', KEYS[2]) == ARGV[1] then
@@ -61,6 +88,11 @@ if redis.call('GET', KEYS[2]) == ARGV[1] then
 end
 return 0
 """
+
+
+def _lease_keys(key: str) -> list[str]:
+    """The entry and its companions (lease, tombstone), all in the entry's cluster slot."""
+    return [key, companion_key(key, "lease"), companion_key(key, "tomb")]
 
 
 def _ms(seconds: float) -> int:
@@ -106,6 +138,7 @@ class RedisBackend:
 
     name = "redis"
     supports_leases = True
+    supports_tombstones = True
 
     def __init__(
         self,
@@ -122,6 +155,7 @@ class RedisBackend:
         self._lease_script = self._client.register_script(_LEASE)
         self._fill_script = self._client.register_script(_FILL)
         self._release_script = self._client.register_script(_RELEASE)
+        self._invalidate_script = self._client.register_script(_INVALIDATE)
         self._waiters = _FillWaiters()
         self._subscribed = Event()
         self._listener: Daemon | None = None
@@ -222,14 +256,14 @@ class RedisBackend:
     def lease(self, key: str, ttl: float) -> LeaseResult:
         token = secrets.token_hex(12)
         try:
-            reply = self._lease_script(keys=[key, companion_key(key, "lease")], args=[token, _ms(ttl)])
+            reply = self._lease_script(keys=_lease_keys(key), args=[token, _ms(ttl)])
         except _ERRORS as exc:
             raise self._unavailable("lease script", exc) from exc
         code = int(reply[0])
         if code == 1:
             return LeaseResult(value=reply[1])
         if code == 2:
-            return LeaseResult(token=token)
+            return LeaseResult(token=token, floor_lsn=parse_lsn_text(reply[1]))
         return LEASE_HELD_ELSEWHERE
 
     def refresh_lease(self, key: str, ttl: float) -> str | None:
@@ -242,19 +276,43 @@ class RedisBackend:
             raise self._unavailable("SET NX (refresh lease)", exc) from exc
         return token if won else None
 
-    def fill(self, key: str, value: bytes, ttl: float, token: str) -> bool:
+    def fill(self, key: str, value: bytes, ttl: float, token: str, lsn: int | None = None) -> bool:
         self._check_size(key, value)
+        source = lsn_text(lsn) if lsn is not None else ""
         try:
-            stored = self._fill_script(
-                keys=[key, companion_key(key, "lease")], args=[token, value, _ms(ttl), self._channel]
-            )
+            stored = self._fill_script(keys=_lease_keys(key), args=[token, value, _ms(ttl), self._channel, source])
         except _ERRORS as exc:
             raise self._unavailable("fill script", exc) from exc
-        return bool(stored)
+        return int(stored) == 1
+
+    def invalidate(self, keys: Sequence[str], *, lsn: int | None = None, tombstone_ttl: float = 30.0) -> int:
+        if not keys:
+            return 0
+        args = [lsn_text(lsn) if lsn is not None else "", _ms(tombstone_ttl), self._channel]
+        try:
+            results = [self._invalidate_script(keys=_lease_keys(key), args=args) for key in keys]
+        except _ERRORS as exc:
+            raise self._unavailable("invalidate script", exc) from exc
+        return sum(int(r) for r in results)
+
+    def get_counters(self, keys: Sequence[str]) -> list[int]:
+        values = self.get_many(keys)
+        return [int(v) if v is not None else 0 for v in values]
+
+    def incr_counters(self, keys: Sequence[str]) -> list[int]:
+        if not keys:
+            return []
+        try:
+            with self._client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.incr(key)
+                return [int(v) for v in pipe.execute()]
+        except _ERRORS as exc:
+            raise self._unavailable("INCR (pipeline)", exc) from exc
 
     def release(self, key: str, token: str) -> None:
         try:
-            self._release_script(keys=[key, companion_key(key, "lease")], args=[token, self._channel])
+            self._release_script(keys=_lease_keys(key), args=[token, self._channel])
         except _ERRORS as exc:
             raise self._unavailable("release script", exc) from exc
 
@@ -379,9 +437,17 @@ class RedisClusterBackend(RedisBackend):
         with self._limit:
             return super().refresh_lease(key, ttl)
 
-    def fill(self, key: str, value: bytes, ttl: float, token: str) -> bool:
+    def fill(self, key: str, value: bytes, ttl: float, token: str, lsn: int | None = None) -> bool:
         with self._limit:
-            return super().fill(key, value, ttl, token)
+            return super().fill(key, value, ttl, token, lsn)
+
+    def invalidate(self, keys: Sequence[str], *, lsn: int | None = None, tombstone_ttl: float = 30.0) -> int:
+        with self._limit:
+            return super().invalidate(keys, lsn=lsn, tombstone_ttl=tombstone_ttl)
+
+    def incr_counters(self, keys: Sequence[str]) -> list[int]:
+        with self._limit:
+            return super().incr_counters(keys)
 
     def release(self, key: str, token: str) -> None:
         with self._limit:

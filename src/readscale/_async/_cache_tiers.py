@@ -1,0 +1,228 @@
+"""The cache's access to its tiers: L1 in process, L2 behind a circuit breaker, and the
+entry envelope between them. A mixin of :class:`AsyncCache` (internal)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from readscale._async.backends.base import AsyncBackend
+from readscale._core import breaker as circuit
+from readscale._core.entry import EntryMeta, EnvelopeError, decode_envelope, encode_envelope
+from readscale._core.freshness import jittered_ttl, l1_ttl, storage_ttl
+from readscale._core.policy import CachePolicy
+from readscale.codecs import Codec
+from readscale.errors import CacheUnavailableError, CorruptValueError, SerializationError, ValueTooLargeError
+from readscale.memory import NO_VALUE, MemoryStore
+from readscale.metrics import CacheStats
+
+log = logging.getLogger("readscale.cache")
+
+Found = tuple[Any, EntryMeta]
+
+
+class AsyncTierAccess:
+    backend: AsyncBackend | None
+    l1: MemoryStore | None
+    stats: CacheStats
+    max_value_size: int
+    _breaker: circuit.BreakerState
+    _breaker_settings: circuit.BreakerSettings
+    _clock: Callable[[], float]
+    _monotonic: Callable[[], float]
+    _rng: Callable[[], float]
+
+    # -- L1 -------------------------------------------------------------------------------
+
+    def _l1_get(self, pkey: str, policy: CachePolicy) -> Found | None:
+        if self.l1 is None or not policy.uses_l1:
+            return None
+        item = self.l1.get(pkey)
+        if item is NO_VALUE:
+            self.stats.l1.misses += 1
+            return None
+        self.stats.l1.hits += 1
+        return item  # type: ignore[no-any-return]
+
+    def _l1_put(self, pkey: str, value: Any, meta: EntryMeta, policy: CachePolicy, size: int) -> None:
+        if self.l1 is None or not policy.uses_l1:
+            return
+        ttl = l1_ttl(meta, self._clock(), policy.l1_ttl)
+        if ttl > 0:
+            self.l1.set(pkey, (value, meta), ttl, max(size, 1))
+
+    # -- L2 and its breaker ----------------------------------------------------------------
+
+    def _l2_allowed(self) -> bool:
+        if self._breaker is circuit.CLOSED:
+            return True
+        allowed, self._breaker = circuit.allow(self._breaker, self._monotonic())
+        if not allowed:
+            self.stats.l2.skipped += 1
+        return allowed
+
+    def _l2_ok(self) -> None:
+        if self._breaker is not circuit.CLOSED:
+            was_open = self._breaker.circuit is not circuit.Circuit.CLOSED
+            self._breaker = circuit.on_success(self._breaker)
+            if was_open:
+                log.warning("cache %s: %s answers again; using it", self.stats.name, self._backend_name)
+
+    def _l2_failed(self, exc: CacheUnavailableError) -> None:
+        self.stats.l2.errors += 1
+        if exc.busy:
+            log.warning("cache %s: %s", self.stats.name, exc)
+            return
+        before = self._breaker.circuit
+        self._breaker = circuit.on_failure(self._breaker, self._monotonic(), self._breaker_settings)
+        if self._breaker.circuit is circuit.Circuit.OPEN and before is not circuit.Circuit.OPEN:
+            self.stats.breaker_opens += 1
+            log.warning(
+                "cache %s: %s unavailable (%s); reads go to the loader for %.1fs before a probe",
+                self.stats.name,
+                self._backend_name,
+                exc,
+                self._breaker.cooldown,
+            )
+        else:
+            log.debug("cache %s: %s error: %s", self.stats.name, self._backend_name, exc)
+
+    @property
+    def _backend_name(self) -> str:
+        return self.backend.name if self.backend is not None else "no backend"
+
+    async def _l2_get(self, pkey: str, policy: CachePolicy, codec: Codec) -> Found | None:
+        backend = self.backend
+        if backend is None or not policy.uses_l2 or not self._l2_allowed():
+            return None
+        try:
+            raw = await backend.get(pkey)
+        except CacheUnavailableError as exc:
+            self._l2_failed(exc)
+            return None
+        self._l2_ok()
+        if raw is None:
+            return None
+        return self._decode(pkey, raw, policy, codec)
+
+    async def _l2_call_many(self, pkeys: list[str]) -> list[bytes | None]:
+        assert self.backend is not None
+        if not self._l2_allowed():
+            return [None] * len(pkeys)
+        try:
+            raws = await self.backend.get_many(pkeys)
+        except CacheUnavailableError as exc:
+            self._l2_failed(exc)
+            return [None] * len(pkeys)
+        self._l2_ok()
+        return raws
+
+    # -- entries ---------------------------------------------------------------------------
+
+    def _decode(self, pkey: str, raw: bytes, policy: CachePolicy, codec: Codec, *, count: bool = True) -> Found | None:
+        """Decode an entry; an unreadable one is None (counted once per read when ``count``)."""
+        try:
+            meta, codec_id, payload = decode_envelope(raw)
+        except EnvelopeError as exc:
+            self.stats.l2.corrupt += count
+            log.debug("cache %s: %s is not a readable entry (%s): a miss", self.stats.name, pkey, exc.reason)
+            return None
+        if meta.schema != policy.schema or codec_id != codec.id:
+            self.stats.l2.corrupt += count
+            return None
+        try:
+            return codec.decode(payload), meta
+        except CorruptValueError as exc:
+            self.stats.l2.corrupt += count
+            log.debug("cache %s: %s does not decode (%s): a miss", self.stats.name, pkey, exc)
+            return None
+
+    def _meta(
+        self,
+        value: Any,
+        policy: CachePolicy,
+        load_time: float,
+        tags: tuple[tuple[str, int], ...] = (),
+        lsn: int | None = None,
+    ) -> EntryMeta:
+        ttl = jittered_ttl(policy.ttl_for(value), policy.jitter, self._rng())
+        return EntryMeta(self._clock(), ttl, policy.swr, policy.sie, load_time, policy.schema, lsn, tags)
+
+    def _encode(self, pkey: str, value: Any, meta: EntryMeta, codec: Codec) -> bytes:
+        try:
+            payload = codec.encode(value)
+        except SerializationError as exc:
+            exc.key = pkey  # type: ignore[attr-defined]
+            raise
+        raw = encode_envelope(meta, codec.id, payload)
+        if len(raw) > self.max_value_size:
+            raise ValueTooLargeError(pkey, len(raw), self.max_value_size)
+        return raw
+
+    async def _store(
+        self,
+        pkey: str,
+        value: Any,
+        meta: EntryMeta,
+        raw: bytes,
+        policy: CachePolicy,
+        token: str | None,
+        source_lsn: int | None = None,
+    ) -> bool:
+        """Write an encoded entry to L2 (under ``token``'s lease if given) and to L1.
+        False when the fill was refused (lease lost, or older than an invalidation)."""
+        backend = self.backend
+        if backend is not None and policy.uses_l2 and self._l2_allowed():
+            ttl = storage_ttl(meta, self._clock())
+            try:
+                if token is None:
+                    await backend.set(pkey, raw, ttl)
+                elif not await backend.fill(pkey, raw, ttl, token, source_lsn):
+                    # The lease was lost (expired, or an invalidation removed it) or the
+                    # value was read before the key's last change: what we loaded may be
+                    # older than the database now, so it is not cached anywhere.
+                    self.stats.loader.fills_refused += 1
+                    return False
+                self.stats.l2.fills += 1
+                self._l2_ok()
+            except CacheUnavailableError as exc:
+                self._l2_failed(exc)
+            except ValueTooLargeError as exc:
+                self.stats.loader.not_cached += 1
+                log.warning("cache %s: %s", self.stats.name, exc)
+                return False
+        self.stats.l1.fills += 1
+        self._l1_put(pkey, value, meta, policy, size=len(raw))
+        return True
+
+    async def _store_many(
+        self, entries: Mapping[str, tuple[Any, EntryMeta]], policy: CachePolicy, codec: Codec
+    ) -> None:
+        items: list[tuple[str, bytes, float]] = []
+        now = self._clock()
+        for pkey, (value, meta) in entries.items():
+            try:
+                raw = self._encode(pkey, value, meta, codec)
+            except SerializationError as exc:
+                self.stats.loader.not_cached += 1
+                log.warning("cache %s: %s not cached: %s", self.stats.name, pkey, exc)
+                continue
+            items.append((pkey, raw, storage_ttl(meta, now)))
+            self._l1_put(pkey, value, meta, policy, size=len(raw))
+        if items and self.backend is not None and policy.uses_l2 and self._l2_allowed():
+            try:
+                await self.backend.set_many(items)
+                self.stats.l2.fills += len(items)
+                self._l2_ok()
+            except CacheUnavailableError as exc:
+                self._l2_failed(exc)
+
+    async def _forget(self, pkey: str) -> None:
+        if self.l1 is not None:
+            self.l1.delete(pkey)
+        if self.backend is not None:
+            try:
+                await self.backend.delete(pkey)
+            except CacheUnavailableError as exc:
+                self._l2_failed(exc)

@@ -1,0 +1,183 @@
+"""Tags and versioned namespaces as version counters, and the bus that keeps every
+process's L1 and version cache right. A mixin of :class:`AsyncCache` (internal).
+
+- A tag is a counter in the L2 (``<prefix>ver:tag:<name>``). An entry records the
+  versions of its tags when its fill starts; bumping a tag makes every entry filled under
+  an older version stale. No set of keys per tag is kept, and counters are single keys,
+  so this works the same on Redis Cluster.
+- A versioned namespace puts its counter's value in every physical key
+  (``<prefix><ns>:v<n>:<key>``): bumping it makes all old keys unreachable at once; they
+  die by their TTL.
+- Each process caches the counters it has read. Bumps are published on the bus, which
+  updates other processes' copies and drops their L1 entries; when the bus reconnects
+  (messages may have been missed) everything local is flushed. Without a bus, counters
+  are re-read after ``version_ttl`` seconds (0: on every read).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from readscale._async.backends.base import AsyncBackend
+from readscale._async.bus import INVALIDATE, AsyncInvalidationBus
+from readscale._core.keys import physical_key, validate_key
+from readscale._core.policy import CachePolicy
+from readscale.errors import CacheUnavailableError, ConfigurationError
+from readscale.memory import MemoryStore
+from readscale.metrics import CacheStats
+
+log = logging.getLogger("readscale.cache")
+
+
+class AsyncVersionAccess:
+    backend: AsyncBackend | None
+    bus: AsyncInvalidationBus | None
+    l1: MemoryStore | None
+    prefix: str
+    stats: CacheStats
+    version_ttl: float
+    _monotonic: Callable[[], float]
+    _versions: dict[str, tuple[int, float]]
+    _bus_pending: bool
+
+    # -- names -----------------------------------------------------------------------------
+
+    def _tag_counter(self, tag: str) -> str:
+        return f"{self.prefix}ver:tag:{tag}"
+
+    def _namespace_counter(self, namespace: str) -> str:
+        return f"{self.prefix}ver:ns:{namespace}"
+
+    def _physical(self, key: str, policy: CachePolicy) -> str:
+        """The stored key; for a versioned namespace its version must be known locally."""
+        key = validate_key(key)
+        if not policy.versioned:
+            return physical_key(self.prefix, policy.namespace, key)
+        counter = self._namespace_counter(policy.namespace)
+        local = self._versions.get(counter)
+        if local is None:
+            raise ConfigurationError(
+                f"the version of namespace {policy.namespace!r} is not loaded yet; use the async "
+                "cache methods (they load it) before building its keys"
+            )
+        return f"{self.prefix}{policy.namespace}:v{local[0]}:{key}"
+
+    async def _pkey(self, key: str, policy: CachePolicy) -> str:
+        if policy.versioned:
+            await self._load_versions([self._namespace_counter(policy.namespace)], force=False)
+        return self._physical(key, policy)
+
+    # -- the local version cache ---------------------------------------------------------
+
+    def _local_versions(self, counters: Iterable[str]) -> list[int] | None:
+        """Versions known locally and still valid, or None if any is missing or too old."""
+        now = self._monotonic()
+        out = []
+        for counter in counters:
+            found = self._versions.get(counter)
+            if found is None or now - found[1] > self.version_ttl:
+                return None
+            out.append(found[0])
+        return out
+
+    async def _load_versions(self, counters: Sequence[str], *, force: bool) -> list[int]:
+        if not force:
+            local = self._local_versions(counters)
+            if local is not None:
+                return local
+        if self.backend is None:
+            return [0] * len(counters)
+        await self._ensure_bus()
+        values = await self.backend.get_counters(counters)
+        now = self._monotonic()
+        for counter, value in zip(counters, values, strict=True):
+            self._remember_version(counter, value, now)
+        return values
+
+    def _remember_version(self, counter: str, value: int, now: float) -> None:
+        known = self._versions.get(counter)
+        # Never step back: a late reply must not undo a newer bump seen on the bus.
+        if known is None or value >= known[0]:
+            self._versions[counter] = (value, now)
+        else:
+            self._versions[counter] = (known[0], now)
+
+    async def _tag_versions(self, tags: Sequence[str]) -> tuple[tuple[str, int], ...]:
+        """The current versions of ``tags``, recorded in an entry when its fill starts."""
+        if not tags:
+            return ()
+        values = await self._load_versions([self._tag_counter(t) for t in tags], force=False)
+        return tuple(zip(tags, values, strict=True))
+
+    def _tags_current_locally(self, tags: tuple[tuple[str, int], ...]) -> bool:
+        """True when every tag still has the version the entry was filled under, as known
+        locally; an unknown version counts as changed (the caller rechecks in L2)."""
+        current = self._local_versions(self._tag_counter(name) for name, _ in tags)
+        return current is not None and all(c == v for c, (_, v) in zip(current, tags, strict=True))
+
+    async def _tags_current(self, tags: tuple[tuple[str, int], ...]) -> bool:
+        if not tags:
+            return True
+        if self._tags_current_locally(tags):
+            return True
+        try:
+            current = await self._load_versions([self._tag_counter(name) for name, _ in tags], force=True)
+        except CacheUnavailableError:
+            return False
+        return all(c == v for c, (_, v) in zip(current, tags, strict=True))
+
+    async def _bump(self, counters: list[str], invalidated_keys: list[str]) -> dict[str, int]:
+        assert self.backend is not None
+        values = await self.backend.incr_counters(counters)
+        now = self._monotonic()
+        bumped = dict(zip(counters, values, strict=True))
+        for counter, value in bumped.items():
+            self._remember_version(counter, value, now)
+        await self._announce(invalidated_keys, bumped)
+        return bumped
+
+    # -- the bus -----------------------------------------------------------------------------
+
+    def _attach_bus(self, bus: AsyncInvalidationBus | None) -> None:
+        self.bus = bus
+        self._bus_pending = bus is not None
+        if bus is not None:
+            bus.subscribe(INVALIDATE, self._on_invalidation)
+            bus.on_reconnect(self.flush_local)
+
+    async def _ensure_bus(self) -> None:
+        if self._bus_pending and self.bus is not None:
+            self._bus_pending = False
+            try:
+                await self.bus.start()
+            except CacheUnavailableError as exc:
+                self._bus_pending = True
+                log.warning("cache %s: the invalidation bus is not available yet: %s", self.stats.name, exc)
+
+    async def _announce(self, keys: list[str], versions: dict[str, int]) -> None:
+        if self.bus is None:
+            return
+        await self._ensure_bus()
+        try:
+            await self.bus.publish(INVALIDATE, {"keys": keys, "versions": versions})
+        except CacheUnavailableError as exc:
+            # The L2 change happened; other processes' L1 copies live at most their l1_ttl.
+            log.warning("cache %s: invalidation not announced on the bus: %s", self.stats.name, exc)
+
+    def _on_invalidation(self, event: str, payload: Any) -> None:
+        keys = payload.get("keys", []) if isinstance(payload, dict) else []
+        versions = payload.get("versions", {}) if isinstance(payload, dict) else {}
+        if self.l1 is not None and keys:
+            self.l1.delete_many(keys)
+        now = self._monotonic()
+        for counter, value in versions.items():
+            self._remember_version(counter, int(value), now)
+
+    def flush_local(self) -> None:
+        """Drop every L1 copy and cached version of this process (after a bus gap)."""
+        if self.l1 is not None:
+            self.l1.clear()
+        self._versions.clear()
+        self.stats.l1.flushes += 1
