@@ -55,12 +55,7 @@ class AsyncFillMixin(AsyncTierAccess, AsyncVersionAccess):
         tags: tuple[str, ...],
     ) -> Any:
         backend = self.backend
-        if (
-            backend is None
-            or not policy.uses_l2
-            or policy.on_miss is not OnMiss.WAIT
-            or not backend.supports_leases
-        ):
+        if backend is None or not policy.uses_l2 or policy.on_miss is not OnMiss.WAIT or not backend.supports_leases:
             return await self._load_and_store(pkey, loader, policy, codec, tags, token=None)
         deadline = self._monotonic() + policy.wait_budget
         while True:
@@ -94,9 +89,8 @@ class AsyncFillMixin(AsyncTierAccess, AsyncVersionAccess):
             remaining = deadline - self._monotonic()
             if remaining <= 0:
                 self.stats.loader.lease_timeouts += 1
-                log.warning(
-                    "cache %s: waited %.1fs for the fill of %s; loading it here", self.stats.name, policy.wait_budget, pkey
-                )
+                waited = policy.wait_budget
+                log.warning("cache %s: waited %.1fs for the fill of %s; loading it here", self.stats.name, waited, pkey)
                 return await self._load_and_store(pkey, loader, policy, codec, tags, token=None)
             self.stats.l2.lease_waits += 1
             try:

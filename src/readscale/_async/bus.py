@@ -144,7 +144,8 @@ class AsyncInvalidationBus:
         try:
             receivers = int(await self._client.publish(self.channel, data))
         except _ERRORS as exc:
-            raise CacheUnavailableError(f"bus publish failed on {self.settings.safe_url}: {exc}", backend="bus") from exc
+            message_text = f"bus publish failed on {self.settings.safe_url}: {exc}"
+            raise CacheUnavailableError(message_text, backend="bus") from exc
         self.stats.published += 1
         return receivers
 
@@ -182,7 +183,7 @@ class AsyncInvalidationBus:
 
     async def _reconnected(self) -> None:
         self.stats.reconnects += 1
-        log.warning("bus: resubscribed on %s; flushing local state (events may have been missed)", self.settings.safe_url)
+        log.warning("bus: resubscribed on %s; flushing local state (events may be lost)", self.settings.safe_url)
         with self._lock:
             handlers = list(self._reconnect_handlers)
         for handler in handlers:

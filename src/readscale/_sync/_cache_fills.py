@@ -90,12 +90,8 @@ class FillMixin(TierAccess, VersionAccess):
             remaining = deadline - self._monotonic()
             if remaining <= 0:
                 self.stats.loader.lease_timeouts += 1
-                log.warning(
-                    "cache %s: waited %.1fs for the fill of %s; loading it here",
-                    self.stats.name,
-                    policy.wait_budget,
-                    pkey,
-                )
+                waited = policy.wait_budget
+                log.warning("cache %s: waited %.1fs for the fill of %s; loading it here", self.stats.name, waited, pkey)
                 return self._load_and_store(pkey, loader, policy, codec, tags, token=None)
             self.stats.l2.lease_waits += 1
             try:

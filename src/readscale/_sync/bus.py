@@ -145,9 +145,8 @@ class InvalidationBus:
         try:
             receivers = int(self._client.publish(self.channel, data))
         except _ERRORS as exc:
-            raise CacheUnavailableError(
-                f"bus publish failed on {self.settings.safe_url}: {exc}", backend="bus"
-            ) from exc
+            message_text = f"bus publish failed on {self.settings.safe_url}: {exc}"
+            raise CacheUnavailableError(message_text, backend="bus") from exc
         self.stats.published += 1
         return receivers
 
@@ -185,9 +184,7 @@ class InvalidationBus:
 
     def _reconnected(self) -> None:
         self.stats.reconnects += 1
-        log.warning(
-            "bus: resubscribed on %s; flushing local state (events may have been missed)", self.settings.safe_url
-        )
+        log.warning("bus: resubscribed on %s; flushing local state (events may be lost)", self.settings.safe_url)
         with self._lock:
             handlers = list(self._reconnect_handlers)
         for handler in handlers:

@@ -280,7 +280,8 @@ class RedisBackend:
         self._check_size(key, value)
         source = lsn_text(lsn) if lsn is not None else ""
         try:
-            stored = self._fill_script(keys=_lease_keys(key), args=[token, value, _ms(ttl), self._channel, source])
+            args = [token, value, _ms(ttl), self._channel, source]
+            stored = self._fill_script(keys=_lease_keys(key), args=args)
         except _ERRORS as exc:
             raise self._unavailable("fill script", exc) from exc
         return int(stored) == 1
