@@ -15,6 +15,7 @@ from readscale._core.http.conditional import (
     Proceed,
     Validators,
     evaluate,
+    held_variant,
     not_modified_headers,
     parse_conditionals,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "append_cache_status",
     "decide",
     "evaluate",
+    "held_variant",
     "format_http_date",
     "not_modified_headers",
     "parse_cache_control",

@@ -199,3 +199,18 @@ def not_modified_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, 
 def is_kept_on_304(name: str) -> bool:
     """True for the fields RFC 9110 §15.4.5 requires a 304 to carry (and cache guidance)."""
     return name in _KEEP_ON_304
+
+
+def held_variant(base: EntityTag, if_none_match: TagList | None) -> EntityTag:
+    """The content-coded variant of ``base`` that the client holds, if it sent one.
+
+    A version ETag is derived before the body exists, so before its content coding is
+    known; the client may hold ``"<base>-gzip"``. Answering its If-None-Match with that
+    exact tag keeps the 304's ETag equal to the one the client stored (§15.4.5).
+    """
+    if isinstance(if_none_match, tuple):
+        prefix = base.opaque + "-"
+        for tag in if_none_match:
+            if tag.opaque == base.opaque or tag.opaque.startswith(prefix):
+                return EntityTag(tag.opaque, base.weak)
+    return base

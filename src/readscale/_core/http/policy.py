@@ -221,10 +221,16 @@ class HttpSettings:
 
 @dataclass(frozen=True, slots=True)
 class Exchange:
-    """What the driver observed of one request and its response."""
+    """What the driver observed of one request and its response.
+
+    ``reads``: request fields (lower-case) the handler looked up, present or not;
+    ``identity_read``: identity fields it looked up *and* the request carried (an
+    anonymous request whose cookie was looked for is shareable, with ``Vary: Cookie``).
+    """
 
     status: int
     reads: frozenset[str] = frozenset()
+    identity_read: frozenset[str] = frozenset()
     request_authorization: bool = False
     sets_cookie: bool = False
     handler_cache_control: str | None = None
@@ -320,7 +326,7 @@ def decide(policy: HttpPolicy | None, exchange: Exchange, settings: HttpSettings
     handler_vary, star = _vary_names(exchange.handler_vary)
     declared = frozenset(chosen.vary) if chosen is not None else frozenset()
     read = exchange.reads - UNVARIED_FIELDS
-    identity_read = bool(read & settings.identity_fields)
+    identity_read = exchange.identity_read & settings.identity_fields
     unlisted = read - declared - settings.identity_fields
     vary = declared | read | handler_vary
 
@@ -340,7 +346,7 @@ def decide(policy: HttpPolicy | None, exchange: Exchange, settings: HttpSettings
         if exchange.sets_cookie:
             reason = "the response sets a cookie"
         elif identity_read and not shared_auth:
-            reason = "the handler read " + ", ".join(sorted(read & settings.identity_fields))
+            reason = "the handler read " + ", ".join(sorted(identity_read))
         elif exchange.request_authorization and not shared_auth:
             reason = "the request carried Authorization"
         elif star:
