@@ -108,6 +108,13 @@ async def bump(request: Request) -> Response:
     return PlainTextResponse("ok")
 
 
+@http_policy(HttpPolicy.public(no_cache=True, edge_max_age=300))
+async def html(request: Request) -> Response:
+    """Browsers revalidate every time; the edge holds it (CDN-Cache-Control governs there)."""
+    count(request)
+    return PlainTextResponse(f"html #{hits[request.url.path]}")
+
+
 async def stats(request: Request) -> Response:
     return JSONResponse(dict(hits))
 
@@ -128,6 +135,7 @@ routes = [
     Route("/reflect", reflect),
     Route("/versioned/{key}", versioned),
     Route("/bump/{key}", bump, methods=["POST"]),
+    Route("/html", html),
     Route("/__stats", stats),
     Route("/healthz", healthz),
 ]

@@ -86,6 +86,8 @@ class HttpCacheMiddleware:
             return response
         plain_meta = dict(request.META)
         request.META = tracked
+        if hasattr(request, "environ"):
+            request.environ = tracked  # WSGIRequest reads COOKIES from environ, not META
         request.headers = _TrackingHeaders(plain_meta, ctx.reads)
         request.readscale_http = ctx
         response = self.get_response(request)

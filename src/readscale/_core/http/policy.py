@@ -276,9 +276,9 @@ def _render(policy: HttpPolicy, mode: EdgeTtlHeader) -> tuple[str, str | None]:
     cc: list[str] = [policy.visibility]
     if policy.no_cache or (policy.visibility == "private" and policy.max_age is None):
         cc.append("no-cache")
-    if policy.max_age is not None:
+    if policy.max_age is not None and not (policy.no_cache and policy.max_age == 0):
         cc.append(f"max-age={policy.max_age}")
-    elif policy.visibility == "public":
+    elif policy.visibility == "public" and not policy.no_cache:
         cc.append("max-age=0")
     cdn = None
     if policy.visibility == "public" and policy.edge_max_age is not None:
