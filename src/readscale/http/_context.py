@@ -9,9 +9,7 @@ Handlers reach it through the framework helpers (``use_policy``, ``add_tags``,
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -19,6 +17,7 @@ from readscale._core.http import (
     NO_CONDITIONALS,
     Conditionals,
     EntityTag,
+    HeaderPlan,
     HttpPolicy,
     Outcome,
     Validators,
@@ -39,28 +38,21 @@ F = TypeVar("F", bound=Callable[..., Any])
 class HttpContext:
     """What one request's handler declared and read. Mutable, one per request."""
 
-    __slots__ = (
-        "conditionals",
-        "etag",
-        "identity_present",
-        "last_modified",
-        "method",
-        "policy",
-        "reads",
-        "request_authorization",
-        "tags",
-    )
+    # Class-level defaults: a request that declares nothing costs one small instance dict.
+    policy: HttpPolicy | None = None
+    tags: tuple[str, ...] = ()
+    identity_present: frozenset[str] = frozenset()
+    request_authorization: bool = False
+    etag: EntityTag | None = None
+    last_modified: int | None = None
+    conditionals: Conditionals = NO_CONDITIONALS
 
-    def __init__(self, method: str, conditionals: Conditionals = NO_CONDITIONALS) -> None:
+    def __init__(self, method: str) -> None:
         self.method = method
-        self.conditionals = conditionals
-        self.policy: HttpPolicy | None = None
-        self.tags: list[str] = []
         self.reads: set[str] = set()
-        self.identity_present: frozenset[str] = frozenset()
-        self.request_authorization = False
-        self.etag: EntityTag | None = None
-        self.last_modified: int | None = None
+
+    def add_tags(self, tags: tuple[str, ...]) -> None:
+        self.tags = self.tags + tags
 
     def use_validators(self, identity: str, etag_from: object | None, last_modified_from: object | None) -> Outcome:
         """Record cheap validators and evaluate the request's preconditions against them."""
@@ -108,36 +100,39 @@ def policy_of(endpoint: object) -> HttpPolicy | None:
     return policy if isinstance(policy, HttpPolicy) else None
 
 
-@dataclass
 class HttpMetrics:
-    """Counters of the HTTP layer (one per middleware). Read them, or export them."""
+    """Counters of the HTTP layer (one per middleware). Read them with :meth:`snapshot`.
 
-    responses: int = 0
-    shared: int = 0
-    downgraded: int = 0
-    not_modified: int = 0
-    precondition_failed: int = 0
-    header_errors: int = 0
-    etags_computed: int = 0
+    Increments are plain integer updates (no lock on the hot path): exact under asyncio,
+    and under threads exact except in the rare case two threads interleave one update.
+    """
 
-    def __post_init__(self) -> None:
-        self._lock = threading.Lock()
+    __slots__ = (
+        "downgraded",
+        "header_errors",
+        "not_modified",
+        "precondition_failed",
+        "responses",
+        "shared",
+    )
 
-    def bump(self, name: str, by: int = 1) -> None:
-        with self._lock:
-            setattr(self, name, getattr(self, name) + by)
+    def __init__(self) -> None:
+        self.responses = 0
+        self.shared = 0
+        self.downgraded = 0
+        self.not_modified = 0
+        self.precondition_failed = 0
+        self.header_errors = 0
+
+    def count(self, plan: HeaderPlan) -> None:
+        self.responses += 1
+        if plan.downgrade is not None:
+            self.downgraded += 1
+        elif plan.shared:
+            self.shared += 1
+
+    def bump(self, name: str) -> None:
+        setattr(self, name, getattr(self, name) + 1)
 
     def snapshot(self) -> dict[str, int]:
-        with self._lock:
-            return {
-                k: getattr(self, k)
-                for k in (
-                    "responses",
-                    "shared",
-                    "downgraded",
-                    "not_modified",
-                    "precondition_failed",
-                    "header_errors",
-                    "etags_computed",
-                )
-            }
+        return {name: getattr(self, name) for name in self.__slots__}

@@ -28,6 +28,7 @@ from readscale._core.http import HttpPolicy, HttpSettings, NotModified, Precondi
 from readscale.errors import ConfigurationError, HeaderError
 from readscale.http._context import CONTEXT_KEY, HttpContext, HttpMetrics, policy_of
 from readscale.http._engine import bad_request, finish
+from readscale.http._tracker import _NAMES as _tracked_names
 from readscale.http._tracker import stop_tracking, track_reads, tracked
 
 Scope = MutableMapping[str, Any]
@@ -38,6 +39,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _FORWARDED_PREFIX = b"x-forwarded-"
 _CONDITIONAL = frozenset({b"if-none-match", b"if-match", b"if-modified-since", b"if-unmodified-since"})
+_CONDITIONAL_KIND = object()
+_IDENTITY_KIND = object()
 
 
 class HttpCacheMiddleware:
@@ -49,7 +52,9 @@ class HttpCacheMiddleware:
         self.app = app
         self.settings = settings or HttpSettings()
         self.metrics = metrics or HttpMetrics()
-        self._identity = frozenset(f.encode("latin-1") for f in self.settings.identity_fields)
+        # One dict lookup per request field tells whether the middleware cares about it.
+        self._special: dict[bytes, object] = dict.fromkeys(_CONDITIONAL, _CONDITIONAL_KIND)
+        self._special.update({f.encode("latin-1"): _IDENTITY_KIND for f in self.settings.identity_fields})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -61,20 +66,26 @@ class HttpCacheMiddleware:
             client = scope.get("client") or ("", 0)
             trusted = client[0] in settings.trusted_proxies
         conditional: dict[str, str] | None = None
-        identity: list[str] = []
+        identity: list[str] | None = None
         new_headers: list[tuple[bytes, bytes]] = []
-        for name, value in scope["headers"]:
-            if name in _CONDITIONAL:
-                if conditional is None:
-                    conditional = {}
-                key = name.decode("latin-1")
-                text = value.decode("latin-1")
-                conditional[key] = f"{conditional[key]}, {text}" if key in conditional else text
-            elif name in self._identity:
-                identity.append(name.decode("latin-1"))
-            elif name.startswith(_FORWARDED_PREFIX) and not trusted:
+        names = _tracked_names
+        for pair in scope["headers"]:
+            name = pair[0]
+            kind = self._special.get(name)
+            if kind is not None:
+                if kind is _CONDITIONAL_KIND:
+                    if conditional is None:
+                        conditional = {}
+                    key = name.decode("latin-1")
+                    text = pair[1].decode("latin-1")
+                    conditional[key] = f"{conditional[key]}, {text}" if key in conditional else text
+                elif identity is None:
+                    identity = [name.decode("latin-1")]
+                else:
+                    identity.append(name.decode("latin-1"))
+            elif not trusted and name.startswith(_FORWARDED_PREFIX):
                 continue  # P1: forwarding fields only from trusted proxies
-            new_headers.append((tracked(name), value))
+            new_headers.append((names.get(name) or tracked(name), pair[1]))
         ctx = HttpContext(scope["method"])
         if conditional is not None:
             try:
@@ -83,7 +94,7 @@ class HttpCacheMiddleware:
                 self.metrics.bump("header_errors")
                 await _send_whole(send, *bad_request(exc))
                 return
-        if identity:
+        if identity is not None:
             ctx.identity_present = frozenset(identity)
             ctx.request_authorization = "authorization" in identity
         scope["headers"] = new_headers
@@ -135,11 +146,10 @@ class HttpCacheMiddleware:
             self.settings,
             self.metrics,
             start["status"],
-            [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in start.get("headers", ())],
+            [pair if pair[0].islower() else (pair[0].lower(), pair[1]) for pair in start.get("headers", ())],
             body if complete else None,
         )
-        raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
-        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if drop else body, "more_body": more and not drop})
 
 
@@ -167,7 +177,7 @@ def use_policy(request: Any, policy: HttpPolicy) -> None:
 
 def add_tags(request: Any, *tags: str) -> None:
     """Tag this response for purging at the edge (sent only if it is shared)."""
-    _context(request).tags.extend(tags)
+    _context(request).add_tags(tags)
 
 
 def check_not_modified(request: Any, *, etag_from: object = None, last_modified_from: object = None) -> None:

@@ -26,7 +26,7 @@ from readscale._core.http import HttpPolicy, HttpSettings
 from readscale.errors import ConfigurationError, HeaderError
 from readscale.http import wsgi
 from readscale.http._context import HttpContext, HttpMetrics, http_policy, policy_of
-from readscale.http._engine import bad_request, finish
+from readscale.http._engine import bad_request, finish_str
 
 try:
     from django.conf import settings as django_settings
@@ -103,7 +103,7 @@ class HttpCacheMiddleware:
         body = None if streaming else bytes(response.content)
         headers = [(k.lower(), v) for k, v in response.items()]
         cookies = [("set-cookie", c.output(header="").strip()) for c in response.cookies.values()]
-        status, new_headers, drop = finish(
+        status, new_headers, drop = finish_str(
             ctx, self.settings, self.metrics, response.status_code, headers + cookies, body
         )
         for name, _ in headers:
@@ -137,7 +137,7 @@ def use_policy(request: HttpRequest, policy: HttpPolicy) -> None:
 
 def add_tags(request: HttpRequest, *tags: str) -> None:
     """Tag this response for purging at the edge (sent only if it is shared)."""
-    _ctx(request).tags.extend(tags)
+    _ctx(request).add_tags(tags)
 
 
 def check_not_modified(

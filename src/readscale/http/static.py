@@ -168,9 +168,11 @@ class StaticAssets:
     async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Any]], send: Send) -> None:
         if scope["type"] != "http":
             raise ConfigurationError("StaticAssets serves HTTP only")
-        status, headers, body = self.respond(
-            scope["method"], scope.get("root_path", "") + scope["path"], _header_getter(scope)
-        )
+        # Starlette >= 0.33 keeps the full path under a Mount; older servers strip root_path.
+        path = scope["path"]
+        if not path.startswith(self.manifest.prefix):
+            path = scope.get("root_path", "") + path
+        status, headers, body = self.respond(scope["method"], path, _header_getter(scope))
         await send(
             {
                 "type": "http.response.start",

@@ -18,7 +18,7 @@ from typing import Any
 from readscale._core.http import HttpPolicy, HttpSettings, NotModified, Outcome, PreconditionFailed, parse_conditionals
 from readscale.errors import ConfigurationError, HeaderError
 from readscale.http._context import CONTEXT_KEY, HttpContext, HttpMetrics
-from readscale.http._engine import bad_request, finish
+from readscale.http._engine import bad_request, finish_str
 from readscale.http._tracker import TrackingEnviron
 
 StartResponse = Callable[..., Callable[[bytes], object]]
@@ -111,7 +111,7 @@ class HttpCacheMiddleware:
             raise RuntimeError("the WSGI app returned without calling start_response")
         code = int(captured["status"].split(" ", 1)[0])
         body = b"".join(chunks)
-        status, headers, drop = finish(
+        status, headers, drop = finish_str(
             ctx,
             self.settings,
             self.metrics,
@@ -168,7 +168,7 @@ def use_policy(environ: dict[str, Any], policy: HttpPolicy) -> None:
 
 
 def add_tags(environ: dict[str, Any], *tags: str) -> None:
-    context_of(environ).tags.extend(tags)
+    context_of(environ).add_tags(tags)
 
 
 def evaluate_validators(environ: dict[str, Any], etag_from: object, last_modified_from: object) -> Outcome:

@@ -20,7 +20,15 @@ from readscale._core.http.conditional import (
     parse_conditionals,
 )
 from readscale._core.http.dates import format_http_date, parse_http_date
-from readscale._core.http.etag import ANY, EntityTag, parse_entity_tag, parse_tag_list, strong_etag, version_etag
+from readscale._core.http.etag import (
+    ANY,
+    EntityTag,
+    parse_entity_tag,
+    parse_tag_list,
+    strong_etag,
+    strong_etag_opaque,
+    version_etag,
+)
 from readscale._core.http.policy import (
     DEFAULT_POLICY,
     ONE_YEAR,
@@ -68,6 +76,7 @@ __all__ = [
     "parse_tag_list",
     "render_tags",
     "strong_etag",
+    "strong_etag_opaque",
     "version_etag",
     "wire_tag",
 ]

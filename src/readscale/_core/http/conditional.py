@@ -196,6 +196,14 @@ def not_modified_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, 
     return [(name, value) for name, value in headers if name not in _DROP_ON_304]
 
 
+_DROP_ON_304_BYTES: Final = frozenset(n.encode("ascii") for n in _DROP_ON_304)
+
+
+def is_dropped_on_304(name: bytes) -> bool:
+    """True for fields a 304 must not carry (``name`` lower-case, as bytes)."""
+    return name in _DROP_ON_304_BYTES
+
+
 def is_kept_on_304(name: str) -> bool:
     """True for the fields RFC 9110 §15.4.5 requires a 304 to carry (and cache guidance)."""
     return name in _KEEP_ON_304

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -26,6 +27,7 @@ from typing import Final
 from readscale._core.http._grammar import check_field_value
 from readscale.errors import ConfigurationError, HeaderError
 
+_ETAGC_RE = re.compile("[\x21\x23-\x7e\x80-\xff]*")
 _ETAGC = frozenset(chr(0x21) + "".join(chr(c) for c in range(0x23, 0x7F)) + "".join(chr(c) for c in range(0x80, 0x100)))
 
 
@@ -37,7 +39,7 @@ class EntityTag:
     weak: bool = False
 
     def __post_init__(self) -> None:
-        if not all(ch in _ETAGC for ch in self.opaque):
+        if _ETAGC_RE.fullmatch(self.opaque) is None:
             raise ConfigurationError(f"entity-tag {self.opaque!r} holds a character outside etagc")
 
     def render(self) -> str:
@@ -119,10 +121,14 @@ def parse_tag_list(value: str, *, header: str = "If-None-Match") -> TagList:
     return tuple(_parse_one(header, value, item) for item in items)
 
 
+def strong_etag_opaque(body: bytes) -> str:
+    """The opaque part of :func:`strong_etag` (22 base64url characters)."""
+    return base64.urlsafe_b64encode(hashlib.blake2b(body, digest_size=16).digest())[:22].decode("ascii")
+
+
 def strong_etag(body: bytes, *, coding: str | None = None) -> EntityTag:
     """The strong ETag of exactly these bytes (already content-coded, if they are)."""
-    digest = hashlib.blake2b(body, digest_size=16).digest()
-    return EntityTag(base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")).with_coding(coding)
+    return EntityTag(strong_etag_opaque(body)).with_coding(coding)
 
 
 def canonical_version(version: object) -> bytes:

@@ -81,6 +81,10 @@ class HttpPolicy:
     vary: tuple[str, ...] = ()
     etag: bool = True
     shared_auth: bool = False
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def __post_init__(self) -> None:
         if self.visibility not in ("public", "private", "no-store"):
@@ -111,6 +115,27 @@ class HttpPolicy:
             or self.immutable
         ):
             raise ConfigurationError("a no-store policy cannot set freshness or stale windows")
+        # Hashed once: decide() is memoised on the policy, on every request.
+        object.__setattr__(
+            self,
+            "_hash",
+            hash(
+                (
+                    self.visibility,
+                    self.max_age,
+                    self.edge_max_age,
+                    self.stale_while_revalidate,
+                    self.stale_if_error,
+                    self.immutable,
+                    self.no_cache,
+                    self.must_revalidate,
+                    self.tags,
+                    self.vary,
+                    self.etag,
+                    self.shared_auth,
+                )
+            ),
+        )
 
     # -- presets -------------------------------------------------------------------------
 
@@ -205,6 +230,10 @@ class HttpSettings:
     etag_max_bytes: int = 1 << 20
     trusted_proxies: frozenset[str] = field(default_factory=frozenset)
     cache_status: str | None = None
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "identity_fields", frozenset(f.lower() for f in self.identity_fields))
@@ -217,6 +246,23 @@ class HttpSettings:
             raise ConfigurationError(f"unlisted_reads must be vary or private, got {self.unlisted_reads!r}")
         if self.max_vary < 0 or self.etag_max_bytes < 0:
             raise ConfigurationError("max_vary and etag_max_bytes must be >= 0")
+        object.__setattr__(
+            self,
+            "_hash",
+            hash(
+                (
+                    self.default_policy,
+                    self.edge,
+                    self.edge_ttl_header,
+                    self.identity_fields,
+                    self.max_vary,
+                    self.unlisted_reads,
+                    self.etag_max_bytes,
+                    self.trusted_proxies,
+                    self.cache_status,
+                )
+            ),
+        )
 
 
 @dataclass(frozen=True, slots=True)
