@@ -240,3 +240,20 @@ def test_django_same_rules() -> None:
     v = client.get("/v")
     again = client.get("/v", headers={"if-none-match": v["ETag"]})
     assert again.status_code == 304 and again.content == b"" and again["ETag"] == v["ETag"]
+
+
+@pytest.mark.anyio
+async def test_asgi_a_304_on_a_stream_discards_the_rest_of_the_body() -> None:
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"etag", b'"fixed"')]})
+        for _ in range(5):
+            await send({"type": "http.response.body", "body": b"y" * 1000, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    wrapped = HttpCacheMiddleware(app, settings=HttpSettings(etag_max_bytes=100))
+    transport = httpx.ASGITransport(app=wrapped)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        full = await client.get("/")
+        cached = await client.get("/", headers={"if-none-match": '"fixed"'})
+    assert full.status_code == 200 and len(full.content) == 5000 and full.headers["etag"] == '"fixed"'
+    assert cached.status_code == 304 and cached.content == b""

@@ -165,3 +165,20 @@ def test_cdn_cache_control_governs_over_a_browser_no_cache(edge: Edge) -> None:
     assert first.headers["cache-control"] == "public, no-cache"
     assert second.headers["x-cache"] == "HIT"
     assert edge.backend_hits("/html") == 1
+
+
+def test_after_commit_sends_on_success_and_forgets_on_error() -> None:
+    recorder = RecordingPurger()
+    queue = PurgeQueue(recorder)
+
+    def failing_transaction() -> None:
+        with queue.after_commit():
+            queue.add_tags("rolled-back")
+            raise RuntimeError("the transaction failed")
+
+    with pytest.raises(RuntimeError):
+        failing_transaction()
+    assert recorder.tag_purges == [] and queue.pending == ([], [])
+    with queue.after_commit():
+        queue.add_tags("committed")
+    assert recorder.tags == ["committed"]

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 from urllib.parse import quote, urlsplit
@@ -332,6 +333,24 @@ class AsyncPurgeQueue:
     def discard(self) -> None:
         self._tags.clear()
         self._urls.clear()
+
+    @asynccontextmanager
+    async def after_commit(self) -> AsyncGenerator[AsyncPurgeQueue, None]:
+        """Collect inside the block, send when it exits cleanly, forget if it raises.
+
+        Put the database transaction *inside*: it commits first, then the purge goes::
+
+            async with queue.after_commit():
+                async with db.transaction():
+                    await save(product)
+                    queue.add_tags(f"product:{product.id}")
+        """
+        try:
+            yield self
+        except BaseException:
+            self.discard()
+            raise
+        await self.flush()
 
     async def flush(self) -> PurgeResult:
         """Send what was collected. Raises PurgeError if any purger failed after retries

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 from urllib.parse import quote, urlsplit
@@ -333,6 +334,24 @@ class PurgeQueue:
     def discard(self) -> None:
         self._tags.clear()
         self._urls.clear()
+
+    @contextmanager
+    def after_commit(self) -> Generator[PurgeQueue, None]:
+        """Collect inside the block, send when it exits cleanly, forget if it raises.
+
+        Put the database transaction *inside*: it commits first, then the purge goes::
+
+            with queue.after_commit():
+                with db.transaction():
+                    save(product)
+                    queue.add_tags(f"product:{product.id}")
+        """
+        try:
+            yield self
+        except BaseException:
+            self.discard()
+            raise
+        self.flush()
 
     def flush(self) -> PurgeResult:
         """Send what was collected. Raises PurgeError if any purger failed after retries

@@ -23,8 +23,10 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from readscale.bench.harness import BenchReport, ratio, round_robin
 from readscale.errors import MissingBinaryError, StackError
@@ -53,6 +55,44 @@ def wrk(url: str, *, seconds: int, threads: int, connections: int) -> float:
     if found is None:
         raise StackError(f"could not read wrk's output:\n{out}")
     return float(found.group(1))
+
+
+def in_process_overhead_us(calls: int, rounds: int) -> tuple[float, float]:
+    """(bare, managed) microseconds per request calling the ASGI apps directly (best round).
+
+    No server, no sockets: the steadiest view of what the middleware itself costs.
+    """
+    import asyncio
+
+    from readscale.bench._http_apps import bare, managed
+
+    headers = [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk"), (b"accept", b"*/*")]
+    template = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+        "path": "/item/1", "raw_path": b"/item/1", "query_string": b"", "root_path": "",
+        "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000),
+    }  # fmt: skip
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: object) -> None:
+        return None
+
+    async def per_call(app: Any) -> float:
+        began = time.perf_counter()
+        for _ in range(calls):
+            await app({**template, "headers": list(headers)}, receive, send)
+        return (time.perf_counter() - began) / calls * 1e6
+
+    async def main() -> tuple[float, float]:
+        best = [float("inf"), float("inf")]
+        for _ in range(rounds + 1):
+            best[0] = min(best[0], await per_call(bare))
+            best[1] = min(best[1], await per_call(managed))
+        return best[0], best[1]
+
+    return asyncio.run(main())
 
 
 def run(*, rounds: int, quick: bool, progress: Callable[[str], None]) -> BenchReport:
@@ -128,6 +168,14 @@ def run(*, rounds: int, quick: bool, progress: Callable[[str], None]) -> BenchRe
         round(ratio(results["bare_app_rps"].median, results["app_rps"].median), 3),
         "ratio",
         "bare_app_rps / app_rps: cost per request with readscale's middleware (target <= 1.10)",
+    )
+    progress("in-process middleware cost")
+    bare_us, managed_us = in_process_overhead_us(2000 if quick else 10000, rounds)
+    report.add(
+        "middleware_overhead_us",
+        round(managed_us - bare_us, 2),
+        "us/request",
+        f"in process, best of {rounds + 1} rounds: managed {managed_us:.2f} us vs bare {bare_us:.2f} us",
     )
     report.add("edge_to_app_speedup", round(ratio(edge_hit, results["app_rps"].median), 2), "x", "edge_hit / app")
     report.add(

@@ -40,6 +40,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _FORWARDED_PREFIX = b"x-forwarded-"
 _CONDITIONAL = frozenset({b"if-none-match", b"if-match", b"if-modified-since", b"if-unmodified-since"})
 _CONDITIONAL_KIND = object()
+# What the send wrapper does with the app's messages.
+_HOLDING = object()  # buffering the start and the body until the ETag can be derived
+_STREAMING = object()  # fields sent; pass the rest of the body through
+_DISCARDING = object()  # a 304/412 ended the response; drop what the app still sends
 _IDENTITY_KIND = object()
 
 
@@ -103,31 +107,41 @@ class HttpCacheMiddleware:
         start: Message | None = None
         chunks: list[bytes] = []
         size = 0
-        passthrough = False
+        mode = _HOLDING
         limit = settings.etag_max_bytes
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal start, size, passthrough
+            nonlocal start, size, mode
             kind = message["type"]
-            if kind == "http.response.start":
-                start = message
+            if mode is _HOLDING:
+                if kind == "http.response.start":
+                    start = message
+                    return
+                if start is None:
+                    await send(message)
+                    return
+                if kind != "http.response.body":
+                    # pathsend, trailers, ...: the body is not ours to see; send the fields first.
+                    mode = await self._emit(scope, ctx, send, start, None, more=True)
+                    if mode is _STREAMING:
+                        await send(message)
+                    return
+                body = message.get("body", b"")
+                more = message.get("more_body", False)
+                if not more and not chunks:
+                    await self._emit(scope, ctx, send, start, body, more=False)
+                    return
+                chunks.append(body)
+                size += len(body)
+                if more and size <= limit:
+                    return
+                whole = b"".join(chunks)
+                chunks.clear()
+                mode = await self._emit(scope, ctx, send, start, whole, more=more)
                 return
-            if kind != "http.response.body" or passthrough or start is None:
+            if mode is _STREAMING:
                 await send(message)
-                return
-            body = message.get("body", b"")
-            more = message.get("more_body", False)
-            if not more and not chunks:
-                await self._emit(scope, ctx, send, start, body, complete=True, more=False)
-                return
-            chunks.append(body)
-            size += len(body)
-            if more and size <= limit:
-                return
-            whole = b"".join(chunks)
-            chunks.clear()
-            passthrough = more
-            await self._emit(scope, ctx, send, start, whole, complete=not more, more=more)
+            # _DISCARDING: a 304 or 412 already ended the response; drop the rest of the body.
 
         token = track_reads(ctx.reads)
         try:
@@ -136,8 +150,12 @@ class HttpCacheMiddleware:
             stop_tracking(token)
 
     async def _emit(
-        self, scope: Scope, ctx: HttpContext, send: Send, start: Message, body: bytes, *, complete: bool, more: bool
-    ) -> None:
+        self, scope: Scope, ctx: HttpContext, send: Send, start: Message, body: bytes | None, *, more: bool
+    ) -> object:
+        """Send the final fields (and ``body`` unless None); returns the mode for the rest.
+
+        ``more``: the app has more body to send after this (then no ETag is derived).
+        """
         if ctx.policy is None:
             # The router stored the matched endpoint in the (shared) scope.
             ctx.policy = policy_of(scope.get("endpoint"))
@@ -147,10 +165,15 @@ class HttpCacheMiddleware:
             self.metrics,
             start["status"],
             [pair if pair[0].islower() else (pair[0].lower(), pair[1]) for pair in start.get("headers", ())],
-            body if complete else None,
+            None if more else body,
         )
         await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": b"" if drop else body, "more_body": more and not drop})
+        if drop:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return _DISCARDING
+        if body is not None:
+            await send({"type": "http.response.body", "body": body, "more_body": more})
+        return _STREAMING
 
 
 async def _send_whole(send: Send, status: int, headers: list[tuple[str, str]], body: bytes) -> None:

@@ -5,6 +5,11 @@ The async classes (``AsyncVarnishPurger``, ...) are written once in
 them. An invalidation source that knows tags calls ``purge_tags(tags)`` on any of them.
 """
 
+try:
+    import httpx  # noqa: F401 (the purgers speak HTTP through httpx)
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError("readscale.http.purge needs httpx: pip install 'readscale[starlette]' (or httpx)") from exc
+
 from readscale._async.purge import (
     AsyncCloudflarePurger,
     AsyncFastlyPurger,
