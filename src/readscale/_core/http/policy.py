@@ -218,7 +218,6 @@ class HttpSettings:
     - ``etag_max_bytes``: bodies up to this size are buffered to derive a strong ETag.
     - ``trusted_proxies``: client addresses allowed to send X-Forwarded-* fields; from
       anyone else they are removed before the application sees them (P1).
-    - ``cache_status``: the name this origin uses in Cache-Status, or ``None``.
     """
 
     default_policy: HttpPolicy = DEFAULT_POLICY
@@ -229,7 +228,6 @@ class HttpSettings:
     unlisted_reads: UnlistedReads = "vary"
     etag_max_bytes: int = 1 << 20
     trusted_proxies: frozenset[str] = field(default_factory=frozenset)
-    cache_status: str | None = None
     _hash: int = field(default=0, init=False, repr=False, compare=False)
 
     def __hash__(self) -> int:
@@ -259,7 +257,6 @@ class HttpSettings:
                     self.unlisted_reads,
                     self.etag_max_bytes,
                     self.trusted_proxies,
-                    self.cache_status,
                 )
             ),
         )
