@@ -96,6 +96,8 @@ async def test_asgi_tracks_reads_into_vary_and_identity_into_private() -> None:
 async def test_asgi_forwarding_fields_only_from_trusted_proxies() -> None:
     async with make_app() as client:
         assert (await client.get("/forwarded", headers={"x-forwarded-host": "evil"})).text == "none"
+        plain = await client.get("/everything")
+        assert (await client.get("/everything", headers={"forwarded": "host=evil"})).text == plain.text
     async with make_app(HttpSettings(trusted_proxies=frozenset({"10.0.0.9"}))) as client:
         r = await client.get("/forwarded", headers={"x-forwarded-host": "cdn.example"})
         assert r.text == "cdn.example" and "X-Forwarded-Host" in r.headers["vary"]

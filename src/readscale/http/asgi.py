@@ -87,7 +87,7 @@ class HttpCacheMiddleware:
                     identity = [name.decode("latin-1")]
                 else:
                     identity.append(name.decode("latin-1"))
-            elif not trusted and name.startswith(_FORWARDED_PREFIX):
+            elif not trusted and (name.startswith(_FORWARDED_PREFIX) or name == b"forwarded"):
                 continue  # P1: forwarding fields only from trusted proxies
             new_headers.append((names.get(name) or tracked(name), pair[1]))
         ctx = HttpContext(scope["method"])

@@ -46,7 +46,7 @@ def prepare_environ(environ: dict[str, Any], settings: HttpSettings) -> tuple[Ht
     ctx = HttpContext(environ.get("REQUEST_METHOD", "GET"))
     ctx.conditionals = parse_conditionals(lambda name: _get_conditional(environ, name))
     if environ.get("REMOTE_ADDR", "") not in settings.trusted_proxies:
-        for key in [k for k in environ if k.startswith("HTTP_X_FORWARDED_")]:
+        for key in [k for k in environ if k.startswith("HTTP_X_FORWARDED_") or k == "HTTP_FORWARDED"]:
             del environ[key]
     present = {k[5:].lower().replace("_", "-") for k in environ if k.startswith("HTTP_")}
     ctx.identity_present = frozenset(present & settings.identity_fields)
