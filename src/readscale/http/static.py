@@ -25,7 +25,6 @@ from typing import Any
 from readscale._core.http import (
     ONE_YEAR,
     EntityTag,
-    HeaderPlan,
     NotModified,
     Validators,
     evaluate,
@@ -192,8 +191,7 @@ class StaticAssets:
         if found is None:
             return 404, [("cache-control", "no-store"), ("content-length", "0")], b""
         asset, is_hashed = found
-        plan = HeaderPlan(IMMUTABLE if is_hashed else REVALIDATE, shared=True)
-        headers = [("cache-control", plan.cache_control), ("etag", asset.etag.render())]
+        headers = [("cache-control", IMMUTABLE if is_hashed else REVALIDATE), ("etag", asset.etag.render())]
         try:
             cond = parse_conditionals(get)
         except HeaderError as exc:
