@@ -19,6 +19,7 @@ The application cache::
 from readscale._async.cache import AsyncCache
 from readscale._async.cached import AsyncCachedFunction
 from readscale._core.breaker import BreakerSettings
+from readscale._core.http import HttpPolicy, HttpSettings
 from readscale._core.policy import (
     BALANCE,
     CATALOG,
@@ -75,6 +76,8 @@ __all__ = [
     "ConfigurationError",
     "CorruptValueError",
     "HeaderError",
+    "HttpPolicy",
+    "HttpSettings",
     "InvalidKeyError",
     "JsonCodec",
     "LeaseError",

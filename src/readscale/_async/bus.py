@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-import redis.asyncio as redis_asyncio
-from redis.exceptions import RedisClusterException, RedisError
 
 from readscale._primitives import AsyncDaemon, AsyncEvent, async_maybe_await, async_sleep
 from readscale.errors import CacheUnavailableError, ConfigurationError
@@ -36,7 +34,14 @@ log = logging.getLogger("readscale.bus")
 
 BUS_CHANNEL = "readscale:bus"
 INVALIDATE = "readscale.invalidate"
-_ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
+try:  # the bus needs redis-py; the cache imports this module without it
+    import redis.asyncio as redis_asyncio
+    from redis.exceptions import RedisClusterException, RedisError
+
+    _ERRORS: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError, TimeoutError)
+except ImportError:  # pragma: no cover - depends on the installed extras
+    redis_asyncio = None  # type: ignore[assignment]
+    _ERRORS = (OSError, TimeoutError)
 
 Handler = Callable[[str, Any], Any]
 
@@ -98,6 +103,8 @@ class AsyncInvalidationBus:
         self._decoder = msgspec.json.Decoder(BusMessage)
 
     def _make_client(self) -> Any:
+        if redis_asyncio is None:  # pragma: no cover - depends on the installed extras
+            raise ConfigurationError("the invalidation bus needs redis-py: pip install 'readscale[redis]'")
         kwargs = {k: v for k, v in self.settings.client_kwargs().items() if k != "max_connections"}
         return redis_asyncio.Redis.from_url(self.settings.url, **kwargs)
 

@@ -4,20 +4,22 @@ vcl 4.1;
 #
 # What it does, and why:
 # - Caches only what the origin marks shareable. CDN-Cache-Control (RFC 9213) targets
-#   this edge and wins over Cache-Control; s-maxage is honoured natively. A response
-#   without any caching header is not cached (no heuristic 120 s TTL), and the builtin
-#   rules still refuse Set-Cookie, private, no-store and Vary: *.
+#   this edge and governs over Cache-Control (a page may tell browsers `no-cache` and
+#   the edge `max-age=300`); `private` in Cache-Control, Set-Cookie and `Vary: *` still
+#   refuse. s-maxage is honoured natively. A response without any caching field is not
+#   cached (no heuristic 120 s TTL).
 # - Requests carrying Cookie or Authorization pass (builtin vcl_recv), so a personalised
 #   response is never stored or served from the shared cache.
-# - stale-while-revalidate becomes grace (Varnish 7.1 does this natively for
-#   Cache-Control; CDN-Cache-Control is parsed here): one background fetch refreshes the
-#   object while everybody else gets the stale copy. Concurrent misses are coalesced.
-# - stale-if-error: the object's grace covers its stale-if-error window too; while the
-#   backend's health probe passes, a copy past its stale-while-revalidate window is
-#   refetched (restart with no grace), so the extra window is used only when the backend
-#   is sick.
-# - PURGE (a URL), and xkey tag purges (hard and soft) are accepted only from loopback.
-# - Forwarding headers a client could use to poison the cache are dropped.
+# - stale-while-revalidate becomes grace (native for Cache-Control; parsed here for
+#   CDN-Cache-Control): one background fetch refreshes the object while everybody else
+#   gets the stale copy. Concurrent misses are coalesced (native).
+# - stale-if-error: the object's grace covers its stale-if-error window too. A request
+#   for a copy past its stale-while-revalidate window refetches (restart with no grace);
+#   if that fetch fails or answers 5xx, the request restarts once more and is served
+#   the stale copy. With a health probe configured, a sick backend skips the refetch.
+#   A failed background refresh never replaces the stale object (abandon).
+# - PURGE (a URL) and xkey tag purges (hard and soft) are accepted only from loopback.
+# - Forwarding fields a client could use to poison the cache are dropped.
 # - X-Cache and Cache-Status (RFC 9211) tell a client what the edge did.
 
 import std;
@@ -38,22 +40,31 @@ acl purgers {
 }
 
 sub vcl_recv {
-    # Unkeyed inputs an origin might reflect into a cached page (cache poisoning).
-    unset req.http.X-Forwarded-Host;
-    unset req.http.X-Forwarded-Server;
-    unset req.http.X-Forwarded-Scheme;
-    unset req.http.X-Original-URL;
-    unset req.http.X-Rewrite-URL;
-    unset req.http.X-HTTP-Method-Override;
-    unset req.http.X-Host;
-    set req.http.X-Forwarded-Proto = "http";
-
     if (req.restarts == 0) {
+        # Internal markers are never accepted from a client.
         unset req.http.X-RS-Refetch;
+        unset req.http.X-RS-SIE;
         unset req.http.X-RS-State;
+        unset req.http.X-RS-TTL;
+        # Unkeyed inputs an origin might reflect into a cached page (cache poisoning).
+        unset req.http.X-Forwarded-Host;
+        unset req.http.X-Forwarded-Server;
+        unset req.http.X-Forwarded-Scheme;
+        unset req.http.X-Forwarded-Port;
+        unset req.http.X-Forwarded-Prefix;
+        unset req.http.X-Original-URL;
+        unset req.http.X-Rewrite-URL;
+        unset req.http.X-HTTP-Method-Override;
+        unset req.http.X-HTTP-Method;
+        unset req.http.X-Method-Override;
+        unset req.http.X-Host;
+        unset req.http.Forwarded;
+        set req.http.X-Forwarded-Proto = "http";
     }
     if (req.http.X-RS-Refetch) {
         set req.grace = 0s;
+    } elsif (req.http.X-RS-SIE) {
+        set req.grace = 3650d;  # req.grace survives a restart: give the object its whole grace back
     }
 
     if (req.method == "PURGE") {
@@ -77,18 +88,26 @@ sub vcl_hash {
 }
 
 sub vcl_hit {
-    if (obj.ttl <= 0s && std.healthy(req.backend_hint)
-        && obj.ttl + std.duration(obj.http.X-RS-SWR + "s", 0s) <= 0s) {
-        # Past stale-while-revalidate: only stale-if-error may serve this copy, and the
-        # backend is healthy, so fetch a fresh one instead.
+    set req.http.X-RS-TTL = std.integer(duration=obj.ttl, fallback=0);
+    if (obj.ttl > 0s) {
+        set req.http.X-RS-State = "HIT";
+        return (deliver);
+    }
+    if (req.http.X-RS-SIE) {
+        # The refetch failed: stale-if-error.
+        set req.http.X-RS-State = "HIT-STALE-IF-ERROR";
+        return (deliver);
+    }
+    if (obj.ttl + std.duration(obj.http.X-RS-SWR + "s", 0s) <= 0s) {
+        # Past stale-while-revalidate: only stale-if-error may serve this copy.
+        if (!std.healthy(req.backend_hint)) {
+            set req.http.X-RS-State = "HIT-STALE-IF-ERROR";
+            return (deliver);
+        }
         set req.http.X-RS-Refetch = "1";
         return (restart);
     }
-    if (obj.ttl <= 0s) {
-        set req.http.X-RS-State = "HIT-STALE";
-    } else {
-        set req.http.X-RS-State = "HIT";
-    }
+    set req.http.X-RS-State = "HIT-STALE";
 }
 
 sub vcl_miss {
@@ -100,52 +119,81 @@ sub vcl_pass {
 }
 
 sub vcl_backend_response {
+    if (beresp.status >= 500) {
+        if (bereq.is_bgfetch || bereq.http.X-RS-Refetch) {
+            # Keep serving the stale object rather than an error (stale-if-error).
+            return (abandon);
+        }
+        # Never store an error page (CPDoS).
+        set beresp.ttl = 0s;
+        set beresp.uncacheable = true;
+        return (deliver);
+    }
+
     set beresp.http.X-RS-SWR = "0";
-    if (beresp.http.Cache-Control ~ "stale-while-revalidate=\d+") {
-        set beresp.http.X-RS-SWR = regsub(beresp.http.Cache-Control, "^.*stale-while-revalidate=(\d+).*$", "\1");
+    if (beresp.http.Cache-Control ~ "(?i)stale-while-revalidate=\d+") {
+        set beresp.http.X-RS-SWR = regsub(beresp.http.Cache-Control, "^.*(?i)stale-while-revalidate=(\d+).*$", "\1");
     }
     set beresp.http.X-RS-SIE = "0";
-    if (beresp.http.Cache-Control ~ "stale-if-error=\d+") {
-        set beresp.http.X-RS-SIE = regsub(beresp.http.Cache-Control, "^.*stale-if-error=(\d+).*$", "\1");
+    if (beresp.http.Cache-Control ~ "(?i)stale-if-error=\d+") {
+        set beresp.http.X-RS-SIE = regsub(beresp.http.Cache-Control, "^.*(?i)stale-if-error=(\d+).*$", "\1");
     }
 
     if (beresp.http.CDN-Cache-Control) {
-        if (beresp.http.CDN-Cache-Control ~ "(^|[ ,])(private|no-store|no-cache)([ ,=]|$)") {
-            set beresp.ttl = 0s;
-        } elsif (beresp.http.CDN-Cache-Control ~ "(^|[ ,])max-age=\d+") {
-            set beresp.ttl = std.duration(regsub(beresp.http.CDN-Cache-Control, "^(.*[ ,])?max-age=(\d+).*$", "\2") + "s", 0s);
+        # RFC 9213: the field targeted at this edge governs; Cache-Control is for others.
+        if (beresp.http.CDN-Cache-Control ~ "(?i)(^|[ ,])(private|no-store|no-cache)([ ,=]|$)") {
+            call vcl_beresp_hitmiss;
         }
-        if (beresp.http.CDN-Cache-Control ~ "stale-while-revalidate=\d+") {
-            set beresp.http.X-RS-SWR = regsub(beresp.http.CDN-Cache-Control, "^.*stale-while-revalidate=(\d+).*$", "\1");
+        if (beresp.http.CDN-Cache-Control ~ "(?i)(^|[ ,])max-age=\d+") {
+            set beresp.ttl = std.duration(
+                regsub(beresp.http.CDN-Cache-Control, "^(.*[ ,])?(?i)max-age=(\d+).*$", "\2") + "s", 0s);
         }
-        if (beresp.http.CDN-Cache-Control ~ "stale-if-error=\d+") {
-            set beresp.http.X-RS-SIE = regsub(beresp.http.CDN-Cache-Control, "^.*stale-if-error=(\d+).*$", "\1");
+        set beresp.http.X-RS-SWR = "0";
+        if (beresp.http.CDN-Cache-Control ~ "(?i)stale-while-revalidate=\d+") {
+            set beresp.http.X-RS-SWR = regsub(beresp.http.CDN-Cache-Control, "^.*(?i)stale-while-revalidate=(\d+).*$", "\1");
+        }
+        set beresp.http.X-RS-SIE = "0";
+        if (beresp.http.CDN-Cache-Control ~ "(?i)stale-if-error=\d+") {
+            set beresp.http.X-RS-SIE = regsub(beresp.http.CDN-Cache-Control, "^.*(?i)stale-if-error=(\d+).*$", "\1");
+        }
+        # Defence in depth: a private response is never shared, whatever the edge field says.
+        if (beresp.http.Cache-Control ~ "(?i)(^|[ ,])private([ ,=]|$)") {
+            call vcl_beresp_hitmiss;
         }
     } elsif (!beresp.http.Cache-Control && !beresp.http.Expires) {
         # No heuristic freshness at a shared cache: the origin must opt in.
         set beresp.ttl = 0s;
     }
 
-    # Grace covers both stale windows; vcl_hit narrows it to SWR while the backend is healthy.
+    # Grace covers both stale windows; vcl_hit narrows it to SWR while the backend answers.
     if (std.integer(beresp.http.X-RS-SIE, 0) > std.integer(beresp.http.X-RS-SWR, 0)) {
         set beresp.grace = std.duration(beresp.http.X-RS-SIE + "s", 0s);
     } else {
         set beresp.grace = std.duration(beresp.http.X-RS-SWR + "s", 0s);
     }
 
-    # Never store an error page for longer than the origin asked (CPDoS).
-    if (beresp.status >= 500) {
-        set beresp.ttl = 0s;
-        set beresp.uncacheable = true;
+    if (beresp.http.CDN-Cache-Control) {
+        # The builtin rules minus vcl_beresp_control, which would obey Cache-Control.
+        call vcl_beresp_stale;
+        call vcl_beresp_cookie;
+        call vcl_beresp_vary;
         return (deliver);
     }
-    set beresp.http.X-RS-URL = bereq.url;
 }
 
 sub vcl_backend_error {
-    # A background refresh that fails keeps the stale object instead of replacing it.
-    if (bereq.is_bgfetch) {
+    if (bereq.is_bgfetch || bereq.http.X-RS-Refetch) {
+        # A failed refresh keeps the stale object (and vcl_synth serves it to the client).
         return (abandon);
+    }
+}
+
+sub vcl_synth {
+    if (resp.status == 503 && req.http.X-RS-Refetch && req.restarts < 3) {
+        # The refetch of a copy past stale-while-revalidate failed: serve it stale.
+        unset req.http.X-RS-Refetch;
+        set req.http.X-RS-SIE = "1";
+        return (restart);
     }
 }
 
@@ -157,16 +205,21 @@ sub vcl_deliver {
         set req.http.X-RS-State = "MISS-UNCACHEABLE";
     }
     set resp.http.X-Cache = req.http.X-RS-State;
-    if (req.http.X-RS-State ~ "^HIT") {
-        set resp.http.Cache-Status = "readscale-edge; hit";
+    if (req.http.X-RS-State == "HIT") {
+        set resp.http.Cache-Status = "readscale-edge; hit; ttl=" + req.http.X-RS-TTL;
+    } elsif (req.http.X-RS-State == "HIT-STALE") {
+        set resp.http.Cache-Status = "readscale-edge; hit; ttl=" + req.http.X-RS-TTL + "; detail=stale-while-revalidate";
+    } elsif (req.http.X-RS-State == "HIT-STALE-IF-ERROR") {
+        set resp.http.Cache-Status = "readscale-edge; hit; ttl=" + req.http.X-RS-TTL + "; detail=stale-if-error";
     } elsif (req.http.X-RS-State == "PASS") {
         set resp.http.Cache-Status = "readscale-edge; fwd=bypass";
+    } elsif (obj.uncacheable) {
+        set resp.http.Cache-Status = "readscale-edge; fwd=uri-miss";
     } else {
-        set resp.http.Cache-Status = "readscale-edge; fwd=miss";
+        set resp.http.Cache-Status = "readscale-edge; fwd=uri-miss; stored";
     }
-    # Internal headers never leave the edge.
+    # Internal fields never leave the edge (P16).
     unset resp.http.xkey;
-    unset resp.http.X-RS-URL;
     unset resp.http.X-RS-SWR;
     unset resp.http.X-RS-SIE;
     unset resp.http.Via;

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from readscale.stack import Stack, StackConfig
+from readscale.testing.http import readscale_app_server_factory  # noqa: F401 (a fixture)
 from readscale.testing.shared import SharedStack, new_stack_root
 
 if TYPE_CHECKING:

@@ -1,0 +1,421 @@
+"""Per-route HTTP caching policy and the safe-default decision (RFC 9111, RFC 9213).
+
+Theory of operation: a route declares an :class:`HttpPolicy` (or none). After the
+handler ran, the driver describes what happened in an :class:`Exchange` (status, the
+request fields the handler read, whether it set a cookie, what Cache-Control and Vary
+it set itself) and :func:`decide` returns a :class:`HeaderPlan`: the exact fields to
+send. The driver only writes them.
+
+Invariants (each one a rule the tests check):
+- No policy and no handler Cache-Control → ``private, no-cache`` (P11: a shared cache
+  never applies heuristic freshness to a readscale response).
+- ``public`` is refused (downgraded to ``private, no-cache``, with a reason the driver
+  logs and counts) when the response sets a cookie, when the handler read an identity
+  field (Authorization, Cookie, configured API-key fields) or when the request carried
+  Authorization; only ``shared_auth=True`` lifts the identity rules, never the cookie
+  rule (P4).
+- Request fields the handler read go into ``Vary`` (P1); more than ``max_vary`` of
+  them, or any read in ``unlisted_reads="private"`` mode, makes the response private.
+- ``Vary: *`` is never emitted (P5); a handler's ``*`` makes the response private.
+- A private or no-store response never carries CDN-Cache-Control, Surrogate-Control,
+  s-maxage or surrogate keys (P9).
+- Edge freshness and stale windows go in CDN-Cache-Control by default (P10: s-maxage
+  implies proxy-revalidate, which contradicts serving stale); ``s-maxage`` is the
+  compatibility mode for shared caches that do not read RFC 9213.
+- Error responses (4xx, 5xx) are ``no-store`` (P2, cache-poisoned DoS).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Final, Literal
+
+from readscale._core.http._grammar import is_token
+from readscale._core.http.cache_control import parse_cache_control
+from readscale._core.http.surrogate import OverBudget, Vendor, render_tags
+from readscale.errors import ConfigurationError, HeaderError
+
+Visibility = Literal["public", "private", "no-store"]
+EdgeTtlHeader = Literal["cdn-cache-control", "s-maxage"]
+UnlistedReads = Literal["vary", "private"]
+
+ONE_YEAR: Final = 31_536_000
+_SHAREABLE_STATUS: Final = frozenset({200, 203, 204, 300, 301, 308})
+
+
+def _check_seconds(name: str, value: int | None) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        raise ConfigurationError(f"HttpPolicy.{name} must be a non-negative int of seconds, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class HttpPolicy:
+    """How one route's responses may be cached, by browsers and by the edge.
+
+    - ``visibility``: ``public`` (browsers and shared caches), ``private`` (the user's
+      browser only) or ``no-store``.
+    - ``max_age``: browser freshness; ``None`` with ``private`` means ``no-cache``.
+    - ``edge_max_age``: freshness at the edge (CDN-Cache-Control, or s-maxage in the
+      compatibility mode); ``None`` lets the edge use ``max_age``.
+    - ``stale_while_revalidate``, ``stale_if_error``: stale windows (RFC 5861).
+    - ``immutable``: the representation never changes at this URL (hashed assets).
+    - ``no_cache``: browsers revalidate every time (the edge may still hold it).
+    - ``tags``: surrogate keys for purging at the edge (public only).
+    - ``vary``: request fields the representation depends on, besides those the
+      handler is seen to read.
+    - ``etag``: derive a strong ETag from the body when the handler sets none.
+    - ``shared_auth``: allow ``public`` even when the request carried or the handler
+      read identity (a response that is truly the same for everybody).
+    """
+
+    visibility: Visibility = "private"
+    max_age: int | None = None
+    edge_max_age: int | None = None
+    stale_while_revalidate: int | None = None
+    stale_if_error: int | None = None
+    immutable: bool = False
+    no_cache: bool = False
+    must_revalidate: bool = False
+    tags: tuple[str, ...] = ()
+    vary: tuple[str, ...] = ()
+    etag: bool = True
+    shared_auth: bool = False
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __post_init__(self) -> None:
+        if self.visibility not in ("public", "private", "no-store"):
+            raise ConfigurationError(
+                f"HttpPolicy.visibility must be public, private or no-store, got {self.visibility!r}"
+            )
+        for name in ("max_age", "edge_max_age", "stale_while_revalidate", "stale_if_error"):
+            _check_seconds(name, getattr(self, name))
+        if isinstance(self.tags, str) or isinstance(self.vary, str):  # type: ignore[unreachable]
+            raise ConfigurationError("HttpPolicy.tags and .vary are tuples of strings, not one string")
+        object.__setattr__(self, "tags", tuple(self.tags))
+        vary = tuple(dict.fromkeys(v.strip().lower() for v in self.vary))
+        for name in vary:
+            if name == "*":
+                raise ConfigurationError("HttpPolicy.vary cannot hold '*': use visibility='private' or 'no-store'")
+            if not is_token(name):
+                raise ConfigurationError(f"HttpPolicy.vary: {name!r} is not a field name")
+        object.__setattr__(self, "vary", vary)
+        if self.visibility != "public" and (self.edge_max_age is not None or self.tags or self.shared_auth):
+            raise ConfigurationError(
+                f"a {self.visibility} policy cannot set edge_max_age, tags or shared_auth: they only apply to "
+                "shared caches"
+            )
+        if self.visibility == "no-store" and (
+            self.max_age is not None
+            or self.stale_while_revalidate is not None
+            or self.stale_if_error is not None
+            or self.immutable
+        ):
+            raise ConfigurationError("a no-store policy cannot set freshness or stale windows")
+        # Hashed once: decide() is memoised on the policy, on every request.
+        object.__setattr__(
+            self,
+            "_hash",
+            hash(
+                (
+                    self.visibility,
+                    self.max_age,
+                    self.edge_max_age,
+                    self.stale_while_revalidate,
+                    self.stale_if_error,
+                    self.immutable,
+                    self.no_cache,
+                    self.must_revalidate,
+                    self.tags,
+                    self.vary,
+                    self.etag,
+                    self.shared_auth,
+                )
+            ),
+        )
+
+    # -- presets -------------------------------------------------------------------------
+
+    @classmethod
+    def public(
+        cls,
+        max_age: int = 0,
+        *,
+        edge_max_age: int | None = None,
+        stale_while_revalidate: int | None = None,
+        stale_if_error: int | None = None,
+        tags: tuple[str, ...] = (),
+        vary: tuple[str, ...] = (),
+        immutable: bool = False,
+        no_cache: bool = False,
+        shared_auth: bool = False,
+    ) -> HttpPolicy:
+        return cls(
+            "public",
+            max_age=max_age,
+            edge_max_age=edge_max_age,
+            stale_while_revalidate=stale_while_revalidate,
+            stale_if_error=stale_if_error,
+            tags=tags,
+            vary=vary,
+            immutable=immutable,
+            no_cache=no_cache,
+            shared_auth=shared_auth,
+        )
+
+    @classmethod
+    def private(cls, max_age: int | None = None, *, vary: tuple[str, ...] = ()) -> HttpPolicy:
+        return cls("private", max_age=max_age, no_cache=max_age is None, vary=vary)
+
+    @classmethod
+    def no_store(cls) -> HttpPolicy:
+        return cls("no-store", etag=False)
+
+    @classmethod
+    def immutable_asset(cls, max_age: int = ONE_YEAR) -> HttpPolicy:
+        """Fingerprinted static files: cached for a year, never revalidated."""
+        return cls("public", max_age=max_age, immutable=True)
+
+
+DEFAULT_POLICY: Final = HttpPolicy("private", no_cache=True)
+IDENTITY_FIELDS: Final = frozenset({"authorization", "cookie", "proxy-authorization"})
+# Fields that never need Vary: part of every cache key (host), handled by the cache
+# itself (conditionals), or framing.
+UNVARIED_FIELDS: Final = frozenset(
+    {
+        "host",
+        ":authority",
+        "if-none-match",
+        "if-match",
+        "if-modified-since",
+        "if-unmodified-since",
+        "if-range",
+        "cache-control",
+        "pragma",
+        "content-length",
+        "content-type",
+        "transfer-encoding",
+        "connection",
+        "te",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """Application-wide settings of the HTTP layer (one per middleware).
+
+    - ``default_policy``: for routes that declare none (``private, no-cache``).
+    - ``edge``: which vendor's tag header to emit (``None``: no tags, P16).
+    - ``edge_ttl_header``: CDN-Cache-Control (default) or s-maxage (compatibility).
+    - ``identity_fields``: request fields that identify a user (extend with API keys).
+    - ``max_vary``: above this many varying request fields, go private.
+    - ``unlisted_reads``: ``vary`` adds fields the handler read to Vary; ``private``
+      refuses to share any response whose handler read a field the policy did not list.
+    - ``etag_max_bytes``: bodies up to this size are buffered to derive a strong ETag.
+    - ``trusted_proxies``: client addresses allowed to send X-Forwarded-* fields; from
+      anyone else they are removed before the application sees them (P1).
+    """
+
+    default_policy: HttpPolicy = DEFAULT_POLICY
+    edge: Vendor | None = "varnish"
+    edge_ttl_header: EdgeTtlHeader = "cdn-cache-control"
+    identity_fields: frozenset[str] = IDENTITY_FIELDS
+    max_vary: int = 6
+    unlisted_reads: UnlistedReads = "vary"
+    etag_max_bytes: int = 1 << 20
+    trusted_proxies: frozenset[str] = field(default_factory=frozenset)
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "identity_fields", frozenset(f.lower() for f in self.identity_fields))
+        object.__setattr__(self, "trusted_proxies", frozenset(self.trusted_proxies))
+        if self.edge_ttl_header not in ("cdn-cache-control", "s-maxage"):
+            raise ConfigurationError(
+                f"edge_ttl_header must be cdn-cache-control or s-maxage, got {self.edge_ttl_header!r}"
+            )
+        if self.unlisted_reads not in ("vary", "private"):
+            raise ConfigurationError(f"unlisted_reads must be vary or private, got {self.unlisted_reads!r}")
+        if self.max_vary < 0 or self.etag_max_bytes < 0:
+            raise ConfigurationError("max_vary and etag_max_bytes must be >= 0")
+        object.__setattr__(
+            self,
+            "_hash",
+            hash(
+                (
+                    self.default_policy,
+                    self.edge,
+                    self.edge_ttl_header,
+                    self.identity_fields,
+                    self.max_vary,
+                    self.unlisted_reads,
+                    self.etag_max_bytes,
+                    self.trusted_proxies,
+                )
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """What the driver observed of one request and its response.
+
+    ``reads``: request fields (lower-case) the handler looked up, present or not;
+    ``identity_read``: identity fields it looked up *and* the request carried (an
+    anonymous request whose cookie was looked for is shareable, with ``Vary: Cookie``).
+    """
+
+    status: int
+    reads: frozenset[str] = frozenset()
+    identity_read: frozenset[str] = frozenset()
+    request_authorization: bool = False
+    sets_cookie: bool = False
+    handler_cache_control: str | None = None
+    handler_vary: str | None = None
+    extra_tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderPlan:
+    """The caching fields to send. ``None`` values are not sent (and removed if present)."""
+
+    cache_control: str
+    cdn_cache_control: str | None = None
+    vary: str | None = None
+    tag_lines: tuple[tuple[str, str], ...] = ()
+    shared: bool = False
+    etag: bool = False
+    downgrade: str | None = None
+
+
+_NO_STORE_PLAN: Final = HeaderPlan("no-store")
+_PRIVATE_NO_CACHE: Final = "private, no-cache"
+
+
+def _field_title(name: str) -> str:
+    return "-".join(part[:1].upper() + part[1:] for part in name.split("-"))
+
+
+def _render_vary(names: frozenset[str] | tuple[str, ...]) -> str | None:
+    return ", ".join(_field_title(n) for n in sorted(names)) if names else None
+
+
+@lru_cache(maxsize=512)
+def _render(policy: HttpPolicy, mode: EdgeTtlHeader) -> tuple[str, str | None]:
+    """(Cache-Control, CDN-Cache-Control) of a policy as declared, before downgrades."""
+    if policy.visibility == "no-store":
+        return "no-store", None
+    stale = []
+    if policy.stale_while_revalidate is not None:
+        stale.append(f"stale-while-revalidate={policy.stale_while_revalidate}")
+    if policy.stale_if_error is not None:
+        stale.append(f"stale-if-error={policy.stale_if_error}")
+    cc: list[str] = [policy.visibility]
+    if policy.no_cache or (policy.visibility == "private" and policy.max_age is None):
+        cc.append("no-cache")
+    if policy.max_age is not None and not (policy.no_cache and policy.max_age == 0):
+        cc.append(f"max-age={policy.max_age}")
+    elif policy.visibility == "public" and not policy.no_cache:
+        cc.append("max-age=0")
+    cdn = None
+    if policy.visibility == "public" and policy.edge_max_age is not None:
+        if mode == "s-maxage":
+            cc.append(f"s-maxage={policy.edge_max_age}")
+        else:
+            cdn = ", ".join([f"max-age={policy.edge_max_age}", *stale])
+    if policy.must_revalidate:
+        cc.append("must-revalidate")
+    if policy.immutable:
+        cc.append("immutable")
+    cc.extend(stale)
+    return ", ".join(cc), cdn
+
+
+def _handler_plan(value: str) -> tuple[str, bool]:
+    """A handler's own Cache-Control: (value to send, shareable?). Malformed → no-store."""
+    try:
+        parsed = parse_cache_control(value)
+    except HeaderError:
+        return "no-store", False
+    shareable = parsed.shareable and (parsed.public or parsed.s_maxage is not None)
+    return parsed.render(), shareable
+
+
+def _vary_names(value: str | None) -> tuple[frozenset[str], bool]:
+    """Names in a handler's Vary, and whether it held '*'."""
+    if not value:
+        return frozenset(), False
+    names = frozenset(n.strip(" \t").lower() for n in value.split(",") if n.strip(" \t"))
+    return names - {"*"}, "*" in names
+
+
+@lru_cache(maxsize=4096)
+def decide(policy: HttpPolicy | None, exchange: Exchange, settings: HttpSettings) -> HeaderPlan:
+    """The caching fields for one response (see the module's invariants)."""
+    if exchange.status >= 400 or exchange.status < 200:
+        return _NO_STORE_PLAN
+    chosen = policy
+    if chosen is None and exchange.handler_cache_control is None:
+        chosen = settings.default_policy
+    if chosen is not None and chosen.visibility == "no-store":
+        return _NO_STORE_PLAN
+
+    handler_vary, star = _vary_names(exchange.handler_vary)
+    declared = frozenset(chosen.vary) if chosen is not None else frozenset()
+    read = exchange.reads - UNVARIED_FIELDS
+    identity_read = exchange.identity_read & settings.identity_fields
+    unlisted = read - declared - settings.identity_fields
+    vary = declared | read | handler_vary
+
+    if chosen is not None:
+        cache_control, cdn = _render(chosen, settings.edge_ttl_header)
+        shared = chosen.visibility == "public"
+        shared_auth = chosen.shared_auth
+        want_etag = chosen.etag
+        tags = chosen.tags + exchange.extra_tags
+    else:
+        assert exchange.handler_cache_control is not None
+        cache_control, shared = _handler_plan(exchange.handler_cache_control)
+        cdn, shared_auth, want_etag, tags = None, False, True, exchange.extra_tags
+
+    reason = None
+    if shared:
+        if exchange.sets_cookie:
+            reason = "the response sets a cookie"
+        elif identity_read and not shared_auth:
+            reason = "the handler read " + ", ".join(sorted(identity_read))
+        elif exchange.request_authorization and not shared_auth:
+            reason = "the request carried Authorization"
+        elif star:
+            reason = "the handler set Vary: *"
+        elif unlisted and settings.unlisted_reads == "private":
+            reason = "the handler read unlisted fields " + ", ".join(sorted(unlisted))
+        elif len(vary) > settings.max_vary:
+            reason = f"the response varies on {len(vary)} fields, over max_vary={settings.max_vary}"
+        elif exchange.status not in _SHAREABLE_STATUS:
+            reason = f"status {exchange.status} is not shared"
+    tag_lines: tuple[tuple[str, str], ...] = ()
+    if shared and reason is None and tags and settings.edge is not None:
+        rendered = render_tags(tags, settings.edge)
+        if isinstance(rendered, OverBudget):
+            reason = rendered.reason
+        else:
+            tag_lines = rendered.lines
+    if reason is not None:
+        return HeaderPlan(_PRIVATE_NO_CACHE, vary=_render_vary(vary), etag=want_etag, downgrade=reason)
+    if star and not shared:
+        cache_control = cache_control if "no-store" in cache_control else _PRIVATE_NO_CACHE
+    return HeaderPlan(
+        cache_control,
+        cdn_cache_control=cdn if shared else None,
+        vary=_render_vary(vary),
+        tag_lines=tag_lines,
+        shared=shared,
+        etag=want_etag,
+    )

@@ -1,0 +1,138 @@
+"""Per-request state shared by the middleware and the helpers a handler calls.
+
+The middleware creates one :class:`HttpContext` per request and stores it where the
+framework keeps request state (the ASGI scope, the WSGI environ, the Django request).
+Handlers reach it through the framework helpers (``use_policy``, ``add_tags``,
+``check_not_modified``) and never need to import this module.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+from readscale._core.http import (
+    NO_CONDITIONALS,
+    Conditionals,
+    EntityTag,
+    HeaderPlan,
+    HttpPolicy,
+    Outcome,
+    Validators,
+    evaluate,
+    held_variant,
+    version_etag,
+)
+from readscale.errors import ConfigurationError
+
+log = logging.getLogger("readscale.http")
+
+CONTEXT_KEY = "readscale.http"
+POLICY_ATTR = "__readscale_http_policy__"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class HttpContext:
+    """What one request's handler declared and read. Mutable, one per request."""
+
+    # Class-level defaults: a request that declares nothing costs one small instance dict.
+    policy: HttpPolicy | None = None
+    tags: tuple[str, ...] = ()
+    identity_present: frozenset[str] = frozenset()
+    request_authorization: bool = False
+    etag: EntityTag | None = None
+    last_modified: int | None = None
+    conditionals: Conditionals = NO_CONDITIONALS
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.reads: set[str] = set()
+
+    def add_tags(self, tags: tuple[str, ...]) -> None:
+        self.tags = self.tags + tags
+
+    def use_validators(self, identity: str, etag_from: object | None, last_modified_from: object | None) -> Outcome:
+        """Record cheap validators and evaluate the request's preconditions against them."""
+        if etag_from is not None:
+            base = version_etag(identity, etag_from)
+            self.etag = held_variant(base, self.conditionals.if_none_match)
+        if last_modified_from is not None:
+            self.last_modified = to_epoch(last_modified_from)
+        return evaluate(self.method, self.conditionals, Validators(self.etag, self.last_modified))
+
+
+def to_epoch(value: object) -> int:
+    """Whole seconds since the epoch from an aware datetime or a number."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ConfigurationError("last_modified_from must be timezone-aware (naive times are ambiguous)")
+        return int(value.timestamp())
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return int(value)
+    raise ConfigurationError(f"last_modified_from takes an aware datetime or epoch seconds, not {type(value).__name__}")
+
+
+def http_policy(policy: HttpPolicy | None = None, /, **kwargs: Any) -> Callable[[F], F]:
+    """Declare the caching policy of an endpoint (Starlette, FastAPI, Django views).
+
+    ``@http_policy(HttpPolicy.public(60, edge_max_age=300, tags=("catalog",)))`` or
+    ``@http_policy(visibility="public", max_age=60)``. The function is returned
+    unchanged (its signature stays intact for FastAPI); the middleware finds the
+    policy on the endpoint the router matched. For Flask views use
+    :func:`readscale.http.flask.http_policy`, which also works without routing hooks.
+    """
+    if policy is not None and kwargs:
+        raise ConfigurationError("pass an HttpPolicy or keyword arguments, not both")
+    chosen = policy if policy is not None else HttpPolicy(**kwargs)
+
+    def mark(fn: F) -> F:
+        setattr(fn, POLICY_ATTR, chosen)
+        return fn
+
+    return mark
+
+
+def policy_of(endpoint: object) -> HttpPolicy | None:
+    policy = getattr(endpoint, POLICY_ATTR, None)
+    return policy if isinstance(policy, HttpPolicy) else None
+
+
+class HttpMetrics:
+    """Counters of the HTTP layer (one per middleware). Read them with :meth:`snapshot`.
+
+    Increments are plain integer updates (no lock on the hot path): exact under asyncio,
+    and under threads exact except in the rare case two threads interleave one update.
+    """
+
+    __slots__ = (
+        "downgraded",
+        "header_errors",
+        "not_modified",
+        "precondition_failed",
+        "responses",
+        "shared",
+    )
+
+    def __init__(self) -> None:
+        self.responses = 0
+        self.shared = 0
+        self.downgraded = 0
+        self.not_modified = 0
+        self.precondition_failed = 0
+        self.header_errors = 0
+
+    def count(self, plan: HeaderPlan) -> None:
+        self.responses += 1
+        if plan.downgrade is not None:
+            self.downgraded += 1
+        elif plan.shared:
+            self.shared += 1
+
+    def bump(self, name: str) -> None:
+        setattr(self, name, getattr(self, name) + 1)
+
+    def snapshot(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}

@@ -1,0 +1,206 @@
+"""Apply the core's decisions to one response: the step every integration shares.
+
+``finish`` takes the handler's status, its fields as ``(lower-case name, value)`` byte
+pairs (the ASGI form; WSGI and Django convert) and, when the body is complete and small
+enough, its bytes; it returns the status and fields to send and whether to drop the
+body (304, 412). Every decision comes from the core: :func:`decide` for the caching
+fields, :func:`strong_etag` for the validator, :func:`evaluate` for preconditions.
+
+This runs on every response, so it is written for speed: one pass over the fields,
+values decoded only when the core needs them, and each plan's fields encoded once.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from readscale._core.http import (
+    EntityTag,
+    Exchange,
+    HeaderPlan,
+    HttpSettings,
+    NotModified,
+    PreconditionFailed,
+    Validators,
+    decide,
+    evaluate,
+    parse_entity_tag,
+    parse_http_date,
+    strong_etag_opaque,
+)
+from readscale._core.http.conditional import is_dropped_on_304
+from readscale.errors import HeaderError
+from readscale.http._context import HttpContext, HttpMetrics, log
+
+RawHeaders = list[tuple[bytes, bytes]]
+
+# Fields the plan owns: whatever the handler set is replaced by the plan's value.
+_OWNED: Final = frozenset(
+    {
+        b"cache-control",
+        b"cdn-cache-control",
+        b"surrogate-control",
+        b"vary",
+        b"xkey",
+        b"surrogate-key",
+        b"cache-tag",
+        b"edge-cache-tag",
+    }
+)
+_PLAN_FIELDS: dict[int, tuple[HeaderPlan, RawHeaders]] = {}
+_EMPTY: Final[frozenset[str]] = frozenset()
+# A memo of decide() keyed by a plain tuple: building the frozen Exchange costs more than
+# the whole lookup, so it is built only on a miss.
+_DECISIONS: dict[tuple[object, ...], HeaderPlan] = {}
+
+
+def _plan_fields(plan: HeaderPlan) -> RawHeaders:
+    """The plan's fields, encoded once per plan (plans are memoised by ``decide``)."""
+    cached = _PLAN_FIELDS.get(id(plan))
+    if cached is not None and cached[0] is plan:
+        return cached[1]
+    fields = [(b"cache-control", plan.cache_control.encode("latin-1"))]
+    if plan.cdn_cache_control is not None:
+        fields.append((b"cdn-cache-control", plan.cdn_cache_control.encode("latin-1")))
+    if plan.vary is not None:
+        fields.append((b"vary", plan.vary.encode("latin-1")))
+    fields.extend((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in plan.tag_lines)
+    if len(_PLAN_FIELDS) > 8192:
+        _PLAN_FIELDS.clear()
+    _PLAN_FIELDS[id(plan)] = (plan, fields)
+    return fields
+
+
+def finish(
+    ctx: HttpContext,
+    settings: HttpSettings,
+    metrics: HttpMetrics,
+    status: int,
+    headers: RawHeaders,
+    body: bytes | None,
+) -> tuple[int, RawHeaders, bool]:
+    """(status, fields, drop_body) for the response the handler produced."""
+    handler_cc: str | None = None
+    handler_vary: str | None = None
+    sets_cookie = False
+    etag_raw: bytes | None = None
+    last_modified_raw: bytes | None = None
+    coding: str | None = None
+    kept: RawHeaders = []
+    for pair in headers:
+        name = pair[0]
+        if name in _OWNED:
+            if name == b"cache-control":
+                value = pair[1].decode("latin-1")
+                handler_cc = value if handler_cc is None else f"{handler_cc}, {value}"
+            elif name == b"vary":
+                value = pair[1].decode("latin-1")
+                handler_vary = value if handler_vary is None else f"{handler_vary}, {value}"
+            continue
+        if name == b"set-cookie":
+            sets_cookie = True
+        elif name == b"etag":
+            etag_raw = pair[1]
+        elif name == b"last-modified":
+            last_modified_raw = pair[1]
+        elif name == b"content-encoding":
+            coding = pair[1].decode("latin-1")
+        kept.append(pair)
+
+    app_304 = status == 304
+    reads = frozenset(ctx.reads) if ctx.reads else _EMPTY
+    identity = ctx.identity_present & reads if ctx.identity_present else _EMPTY
+    key = (
+        ctx.policy,
+        status,
+        reads,
+        identity,
+        ctx.request_authorization,
+        sets_cookie,
+        handler_cc,
+        handler_vary,
+        ctx.tags,
+    )
+    plan = _DECISIONS.get(key)
+    if plan is None:
+        exchange = Exchange(
+            200 if app_304 else status,
+            reads,
+            identity,
+            ctx.request_authorization,
+            sets_cookie,
+            handler_cc,
+            handler_vary,
+            ctx.tags,
+        )
+        plan = decide(ctx.policy, exchange, settings)
+        if len(_DECISIONS) >= 4096:
+            _DECISIONS.clear()
+        _DECISIONS[key] = plan
+    metrics.count(plan)
+    if plan.downgrade is not None:
+        log.warning("readscale.http: public refused for a %s response (%s); sent private", status, plan.downgrade)
+
+    # Validators: the handler's own, then the cheap one, then a hash of the final bytes.
+    etag: EntityTag | None = None
+    if etag_raw is not None:
+        try:
+            etag = parse_entity_tag(etag_raw.decode("latin-1"))
+        except HeaderError:
+            etag = None  # the handler's malformed ETag is sent as is, never compared
+    elif ctx.etag is not None:
+        etag = ctx.etag if app_304 else ctx.etag.with_coding(coding)
+        kept.append((b"etag", etag.render().encode("latin-1")))
+    elif plan.etag and body is not None and 200 <= status < 300 and status != 204:
+        opaque = strong_etag_opaque(body)
+        kept.append((b"etag", b'"' + opaque.encode("ascii") + b'"'))
+        if ctx.conditionals.any:
+            etag = EntityTag(opaque)
+    last_modified = ctx.last_modified
+    if last_modified_raw is not None:
+        try:
+            last_modified = parse_http_date(last_modified_raw.decode("latin-1"), header="Last-Modified")
+        except HeaderError:
+            last_modified = None
+
+    kept.extend(_plan_fields(plan))
+    if app_304:
+        metrics.bump("not_modified")
+        return 304, [pair for pair in kept if not is_dropped_on_304(pair[0])], True
+    if ctx.conditionals.any and 200 <= status < 300:
+        outcome = evaluate(ctx.method, ctx.conditionals, Validators(etag, last_modified))
+        if isinstance(outcome, NotModified):
+            metrics.bump("not_modified")
+            return 304, [pair for pair in kept if not is_dropped_on_304(pair[0])], True
+        if isinstance(outcome, PreconditionFailed):
+            metrics.bump("precondition_failed")
+            return 412, [(b"cache-control", b"no-store"), (b"content-length", b"0")], True
+    return status, kept, False
+
+
+def finish_str(
+    ctx: HttpContext,
+    settings: HttpSettings,
+    metrics: HttpMetrics,
+    status: int,
+    headers: list[tuple[str, str]],
+    body: bytes | None,
+) -> tuple[int, list[tuple[str, str]], bool]:
+    """:func:`finish` for frameworks with ``str`` fields (WSGI, Django)."""
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+    status, out, drop = finish(ctx, settings, metrics, status, raw, body)
+    return status, [(k.decode("latin-1"), v.decode("latin-1")) for k, v in out], drop
+
+
+def bad_request(exc: HeaderError) -> tuple[int, list[tuple[str, str]], bytes]:
+    """The 400 for a malformed request field: says which field and why; never cached."""
+    body = f"400 Bad Request: {exc}\n".encode("latin-1", "replace")
+    return (
+        400,
+        [
+            ("content-type", "text/plain; charset=utf-8"),
+            ("content-length", str(len(body))),
+            ("cache-control", "no-store"),
+        ],
+        body,
+    )

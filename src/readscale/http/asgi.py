@@ -1,0 +1,228 @@
+"""ASGI middleware (Starlette, FastAPI) and the helpers a handler calls.
+
+Put :class:`HttpCacheMiddleware` outermost (``app.add_middleware`` last, or wrap the
+app), outside any compressor, so it hashes the final bytes::
+
+    app = Starlette(routes=[...])
+    app.add_middleware(HttpCacheMiddleware, settings=HttpSettings(edge="varnish"))
+
+    @http_policy(HttpPolicy.public(60, edge_max_age=600, stale_while_revalidate=30))
+    async def product(request):
+        p = await repo.get(request.path_params["id"])
+        add_tags(request, f"product:{p.id}")
+        check_not_modified(request, etag_from=p.version)   # a 304 before rendering
+        return JSONResponse(p.as_dict())
+
+Every response leaves with a Cache-Control (``private, no-cache`` when the route
+declared nothing); ``public`` is refused when the response sets a cookie or the handler
+read an identity field; fields the handler read go into Vary; a malformed If-None-Match
+gets a 400, never a 500.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from readscale._core.http import HttpPolicy, HttpSettings, NotModified, PreconditionFailed, parse_conditionals
+from readscale.errors import ConfigurationError, HeaderError
+from readscale.http._context import CONTEXT_KEY, HttpContext, HttpMetrics, policy_of
+from readscale.http._engine import bad_request, finish
+from readscale.http._tracker import _NAMES as _tracked_names
+from readscale.http._tracker import stop_tracking, track_reads, tracked
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_FORWARDED_PREFIX = b"x-forwarded-"
+_CONDITIONAL = frozenset({b"if-none-match", b"if-match", b"if-modified-since", b"if-unmodified-since"})
+_CONDITIONAL_KIND = object()
+# What the send wrapper does with the app's messages.
+_HOLDING = object()  # buffering the start and the body until the ETag can be derived
+_STREAMING = object()  # fields sent; pass the rest of the body through
+_DISCARDING = object()  # a 304/412 ended the response; drop what the app still sends
+_IDENTITY_KIND = object()
+
+
+class HttpCacheMiddleware:
+    """Caching fields, validators and 304s for every HTTP response of an ASGI app."""
+
+    def __init__(
+        self, app: ASGIApp, *, settings: HttpSettings | None = None, metrics: HttpMetrics | None = None
+    ) -> None:
+        self.app = app
+        self.settings = settings or HttpSettings()
+        self.metrics = metrics or HttpMetrics()
+        # One dict lookup per request field tells whether the middleware cares about it.
+        self._special: dict[bytes, object] = dict.fromkeys(_CONDITIONAL, _CONDITIONAL_KIND)
+        self._special.update({f.encode("latin-1"): _IDENTITY_KIND for f in self.settings.identity_fields})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        settings = self.settings
+        trusted = False
+        if settings.trusted_proxies:
+            client = scope.get("client") or ("", 0)
+            trusted = client[0] in settings.trusted_proxies
+        conditional: dict[str, str] | None = None
+        identity: list[str] | None = None
+        new_headers: list[tuple[bytes, bytes]] = []
+        names = _tracked_names
+        for pair in scope["headers"]:
+            name = pair[0]
+            kind = self._special.get(name)
+            if kind is not None:
+                if kind is _CONDITIONAL_KIND:
+                    if conditional is None:
+                        conditional = {}
+                    key = name.decode("latin-1")
+                    text = pair[1].decode("latin-1")
+                    conditional[key] = f"{conditional[key]}, {text}" if key in conditional else text
+                elif identity is None:
+                    identity = [name.decode("latin-1")]
+                else:
+                    identity.append(name.decode("latin-1"))
+            elif not trusted and (name.startswith(_FORWARDED_PREFIX) or name == b"forwarded"):
+                continue  # P1: forwarding fields only from trusted proxies
+            new_headers.append((names.get(name) or tracked(name), pair[1]))
+        ctx = HttpContext(scope["method"])
+        if conditional is not None:
+            try:
+                ctx.conditionals = parse_conditionals(conditional.get)
+            except HeaderError as exc:
+                self.metrics.bump("header_errors")
+                await _send_whole(send, *bad_request(exc))
+                return
+        if identity is not None:
+            ctx.identity_present = frozenset(identity)
+            ctx.request_authorization = "authorization" in identity
+        scope["headers"] = new_headers
+        scope[CONTEXT_KEY] = ctx
+
+        start: Message | None = None
+        chunks: list[bytes] = []
+        size = 0
+        mode = _HOLDING
+        limit = settings.etag_max_bytes
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal start, size, mode
+            kind = message["type"]
+            if mode is _HOLDING:
+                if kind == "http.response.start":
+                    start = message
+                    return
+                if start is None:
+                    await send(message)
+                    return
+                if kind != "http.response.body":
+                    # pathsend, trailers, ...: the body is not ours to see; send the fields first.
+                    mode = await self._emit(scope, ctx, send, start, None, more=True)
+                    if mode is _STREAMING:
+                        await send(message)
+                    return
+                body = message.get("body", b"")
+                more = message.get("more_body", False)
+                if not more and not chunks:
+                    await self._emit(scope, ctx, send, start, body, more=False)
+                    return
+                chunks.append(body)
+                size += len(body)
+                if more and size <= limit:
+                    return
+                whole = b"".join(chunks)
+                chunks.clear()
+                mode = await self._emit(scope, ctx, send, start, whole, more=more)
+                return
+            if mode is _STREAMING:
+                await send(message)
+            # _DISCARDING: a 304 or 412 already ended the response; drop the rest of the body.
+
+        token = track_reads(ctx.reads)
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            stop_tracking(token)
+
+    async def _emit(
+        self, scope: Scope, ctx: HttpContext, send: Send, start: Message, body: bytes | None, *, more: bool
+    ) -> object:
+        """Send the final fields (and ``body`` unless None); returns the mode for the rest.
+
+        ``more``: the app has more body to send after this (then no ETag is derived).
+        """
+        if ctx.policy is None:
+            # The router stored the matched endpoint in the (shared) scope.
+            ctx.policy = policy_of(scope.get("endpoint"))
+        status, headers, drop = finish(
+            ctx,
+            self.settings,
+            self.metrics,
+            start["status"],
+            [pair if pair[0].islower() else (pair[0].lower(), pair[1]) for pair in start.get("headers", ())],
+            None if more else body,
+        )
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        if drop:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return _DISCARDING
+        if body is not None:
+            await send({"type": "http.response.body", "body": body, "more_body": more})
+        return _STREAMING
+
+
+async def _send_whole(send: Send, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+    raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+# -- helpers for handlers ---------------------------------------------------------------
+
+
+def _context(request: Any) -> HttpContext:
+    scope = getattr(request, "scope", request)
+    ctx = scope.get(CONTEXT_KEY) if isinstance(scope, MutableMapping) else None
+    if not isinstance(ctx, HttpContext):
+        raise ConfigurationError("no readscale HTTP context on this request: add HttpCacheMiddleware to the app")
+    return ctx
+
+
+def use_policy(request: Any, policy: HttpPolicy) -> None:
+    """Set this response's policy from inside the handler (wins over the decorator)."""
+    _context(request).policy = policy
+
+
+def add_tags(request: Any, *tags: str) -> None:
+    """Tag this response for purging at the edge (sent only if it is shared)."""
+    _context(request).add_tags(tags)
+
+
+def check_not_modified(request: Any, *, etag_from: object = None, last_modified_from: object = None) -> None:
+    """Answer 304 (or 412) before rendering, from cheap validators.
+
+    ``etag_from`` is a version (an int, a str, an aware datetime, ...): the ETag is
+    derived from it and the request's path and query, so it differs per resource.
+    ``last_modified_from`` is an aware datetime or epoch seconds. The final response
+    carries the same validators, so the next request can be answered here again.
+
+    Raises Starlette's ``HTTPException(304)`` (or 412), which Starlette and FastAPI turn
+    into an empty response; the middleware completes its fields.
+    """
+    ctx = _context(request)
+    scope = getattr(request, "scope", request)
+    identity = scope.get("path", "")
+    if scope.get("query_string"):
+        identity += "?" + scope["query_string"].decode("latin-1")
+    outcome = ctx.use_validators(identity, etag_from, last_modified_from)
+    if isinstance(outcome, NotModified | PreconditionFailed):
+        try:
+            from starlette.exceptions import HTTPException
+        except ImportError as exc:  # pragma: no cover - starlette is the ASGI integration's extra
+            raise ImportError("check_not_modified needs Starlette: pip install 'readscale[starlette]'") from exc
+        raise HTTPException(304 if isinstance(outcome, NotModified) else 412)

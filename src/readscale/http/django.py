@@ -1,0 +1,153 @@
+"""Django: middleware, view decorator and helpers.
+
+Put the middleware first in ``MIDDLEWARE`` (outermost, outside GZipMiddleware)::
+
+    MIDDLEWARE = ["readscale.http.django.HttpCacheMiddleware", ...]
+    READSCALE_HTTP = HttpSettings(edge="varnish")     # optional
+
+    @http_policy(HttpPolicy.public(60, edge_max_age=600))
+    def product(request, pid):
+        add_tags(request, f"product:{pid}")
+        check_not_modified(request, etag_from=Product.objects.values_list("version", flat=True).get(pk=pid))
+        ...
+
+``request.META`` and ``request.headers`` record what the view reads (Vary; identity
+makes a response private). Django's session middleware reads the session cookie for
+every request: a request that carries one is therefore private, which is the safe
+reading. The middleware is synchronous.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from readscale._core.http import HttpPolicy, HttpSettings
+from readscale.errors import ConfigurationError, HeaderError
+from readscale.http import wsgi
+from readscale.http._context import HttpContext, HttpMetrics, http_policy, policy_of
+from readscale.http._engine import bad_request, finish_str
+
+try:
+    from django.conf import settings as django_settings
+    from django.http import HttpRequest, HttpResponse, HttpResponseBase
+    from django.http.request import HttpHeaders
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError("readscale.http.django needs Django: pip install 'readscale[django]'") from exc
+
+__all__ = ["HttpCacheMiddleware", "add_tags", "check_not_modified", "http_policy", "use_policy"]
+
+
+class _TrackingHeaders(HttpHeaders):  # type: ignore[misc]
+    """``request.headers`` that records lookups (built from the untracked META)."""
+
+    def __init__(self, meta: dict[str, Any], reads: set[str]) -> None:
+        super().__init__(meta)
+        self._reads = reads
+
+    def __getitem__(self, key: str) -> str:
+        self._reads.add(key.lower())
+        value: str = super().__getitem__(key)
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        if isinstance(key, str):
+            self._reads.add(key.lower())
+        return bool(super().__contains__(key))
+
+    def __iter__(self) -> Iterator[str]:
+        self._reads.update(k.lower() for k in self._store)
+        return iter(list(super().__iter__()))
+
+
+class HttpCacheMiddleware:
+    """Caching fields, validators and 304s for every Django response."""
+
+    sync_capable = True
+    async_capable = False
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+        configured = getattr(django_settings, "READSCALE_HTTP", None)
+        if configured is not None and not isinstance(configured, HttpSettings):
+            raise ConfigurationError("settings.READSCALE_HTTP must be a readscale.http.HttpSettings")
+        self.settings: HttpSettings = configured or HttpSettings()
+        self.metrics = HttpMetrics()
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        try:
+            ctx, tracked = wsgi.prepare_environ(request.META, self.settings)
+        except HeaderError as exc:
+            self.metrics.bump("header_errors")
+            status, headers, body = bad_request(exc)
+            response = HttpResponse(body, status=status)
+            for name, value in headers:
+                response[name] = value
+            return response
+        plain_meta = dict(request.META)
+        request.META = tracked
+        if hasattr(request, "environ"):
+            request.environ = tracked  # WSGIRequest reads COOKIES from environ, not META
+        request.headers = _TrackingHeaders(plain_meta, ctx.reads)
+        request.readscale_http = ctx
+        response = self.get_response(request)
+        return self._finish(ctx, response)
+
+    def process_view(self, request: HttpRequest, view_func: Callable[..., Any], args: Any, kwargs: Any) -> None:
+        ctx = getattr(request, "readscale_http", None)
+        if isinstance(ctx, HttpContext) and ctx.policy is None:
+            ctx.policy = policy_of(view_func)
+
+    def _finish(self, ctx: HttpContext, response: HttpResponseBase) -> HttpResponseBase:
+        streaming = getattr(response, "streaming", False)
+        body = None if streaming else bytes(response.content)
+        headers = [(k.lower(), v) for k, v in response.items()]
+        cookies = [("set-cookie", c.output(header="").strip()) for c in response.cookies.values()]
+        status, new_headers, drop = finish_str(
+            ctx, self.settings, self.metrics, response.status_code, headers + cookies, body
+        )
+        for name, _ in headers:
+            del response[name]
+        for name, value in new_headers:
+            if name == "set-cookie":
+                continue  # Django renders response.cookies itself
+            response[name] = value
+        response.status_code = status
+        if drop:
+            if streaming:
+                response.streaming_content = []
+            else:
+                response.content = b""
+            if "content-length" in response:
+                del response["content-length"]
+        return response
+
+
+def _ctx(request: HttpRequest) -> HttpContext:
+    ctx = getattr(request, "readscale_http", None)
+    if not isinstance(ctx, HttpContext):
+        raise ConfigurationError("no readscale HTTP context: add readscale.http.django.HttpCacheMiddleware")
+    return ctx
+
+
+def use_policy(request: HttpRequest, policy: HttpPolicy) -> None:
+    """Set this response's policy from inside the view (wins over the decorator)."""
+    _ctx(request).policy = policy
+
+
+def add_tags(request: HttpRequest, *tags: str) -> None:
+    """Tag this response for purging at the edge (sent only if it is shared)."""
+    _ctx(request).add_tags(tags)
+
+
+def check_not_modified(
+    request: HttpRequest, *, etag_from: object = None, last_modified_from: object = None
+) -> HttpResponse | None:
+    """An empty 304/412 response to return at once, or ``None`` to go on rendering.
+
+    ``if (r := check_not_modified(request, etag_from=obj.version)): return r``
+    """
+    _ctx(request)
+    outcome = wsgi.evaluate_validators(request.META, etag_from, last_modified_from)
+    status = wsgi.outcome_status(outcome)
+    return HttpResponse(status=status) if status is not None else None

@@ -1,0 +1,55 @@
+"""Edge purgers, the after-commit purge queue and prewarming, async and sync.
+
+The async classes (``AsyncVarnishPurger``, ...) are written once in
+``readscale._async.purge``; the sync ones (``VarnishPurger``, ...) are generated from
+them. An invalidation source that knows tags calls ``purge_tags(tags)`` on any of them.
+"""
+
+try:
+    import httpx  # noqa: F401 (the purgers speak HTTP through httpx)
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError("readscale.http.purge needs httpx: pip install 'readscale[starlette]' (or httpx)") from exc
+
+from readscale._async.purge import (
+    AsyncCloudflarePurger,
+    AsyncFastlyPurger,
+    AsyncPurgeQueue,
+    AsyncPurger,
+    AsyncRecordingPurger,
+    AsyncVarnishPurger,
+    PrewarmResult,
+    PurgeResult,
+    PurgeStats,
+    RetryPolicy,
+)
+from readscale._async.purge import prewarm as async_prewarm
+from readscale._sync.purge import (
+    CloudflarePurger,
+    FastlyPurger,
+    PurgeQueue,
+    Purger,
+    RecordingPurger,
+    VarnishPurger,
+    prewarm,
+)
+
+__all__ = [
+    "AsyncCloudflarePurger",
+    "AsyncFastlyPurger",
+    "AsyncPurgeQueue",
+    "AsyncPurger",
+    "AsyncRecordingPurger",
+    "AsyncVarnishPurger",
+    "CloudflarePurger",
+    "FastlyPurger",
+    "PrewarmResult",
+    "PurgeQueue",
+    "PurgeResult",
+    "PurgeStats",
+    "Purger",
+    "RecordingPurger",
+    "RetryPolicy",
+    "VarnishPurger",
+    "async_prewarm",
+    "prewarm",
+]

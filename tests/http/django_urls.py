@@ -1,0 +1,36 @@
+"""URLs of the Django app the integration tests drive."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+from django.urls import path
+
+from readscale.http import HttpPolicy
+from readscale.http.django import add_tags, check_not_modified, http_policy
+
+PUBLIC = HttpPolicy.public(60, edge_max_age=300)
+
+
+@http_policy(PUBLIC)
+def lang(request: HttpRequest) -> HttpResponse:
+    add_tags(request, "lang")
+    return HttpResponse(request.headers.get("accept-language", "en"))
+
+
+@http_policy(PUBLIC)
+def me(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(request.COOKIES.get("sessionid", "anonymous"))
+
+
+def plain(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("plain")
+
+
+@http_policy(PUBLIC)
+def versioned(request: HttpRequest) -> HttpResponse:
+    if (early := check_not_modified(request, etag_from=11)) is not None:
+        return early
+    return HttpResponse("rendered")
+
+
+urlpatterns = [path("lang", lang), path("me", me), path("plain", plain), path("v", versioned)]

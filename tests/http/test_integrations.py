@@ -1,0 +1,261 @@
+"""The ASGI, WSGI (Flask) and Django integrations, in process: same rules, three frameworks."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from readscale.http import HttpMetrics, HttpPolicy, HttpSettings, http_policy
+from readscale.http.asgi import HttpCacheMiddleware, add_tags, check_not_modified, use_policy
+
+PUBLIC = HttpPolicy.public(60, edge_max_age=300)
+
+
+@http_policy(PUBLIC)
+async def lang(request: Request) -> Response:
+    return PlainTextResponse(request.headers.get("accept-language", "en"))
+
+
+@http_policy(PUBLIC)
+async def everything(request: Request) -> Response:
+    return PlainTextResponse(str(len(dict(request.headers))))
+
+
+@http_policy(PUBLIC)
+async def forwarded(request: Request) -> Response:
+    return PlainTextResponse(request.headers.get("x-forwarded-host", "none"))
+
+
+async def dynamic(request: Request) -> Response:
+    use_policy(request, HttpPolicy.public(5, tags=("a",)))
+    add_tags(request, "b")
+    return PlainTextResponse("dynamic")
+
+
+@http_policy(PUBLIC)
+async def streamed(request: Request) -> Response:
+    async def chunks():  # type: ignore[no-untyped-def]
+        for _ in range(4):
+            yield b"x" * 1000
+
+    return StreamingResponse(chunks())
+
+
+@http_policy(PUBLIC)
+async def versioned(request: Request) -> Response:
+    check_not_modified(request, etag_from=7, last_modified_from=1_700_000_000)
+    return PlainTextResponse("rendered")
+
+
+@http_policy(PUBLIC)
+async def user(request: Request) -> Response:
+    return PlainTextResponse(request.headers.get("authorization", "-"))
+
+
+def make_app(settings: HttpSettings | None = None, metrics: HttpMetrics | None = None) -> httpx.AsyncClient:
+    app = Starlette(
+        routes=[
+            Route("/lang", lang),
+            Route("/everything", everything),
+            Route("/forwarded", forwarded),
+            Route("/dynamic", dynamic),
+            Route("/streamed", streamed),
+            Route("/versioned", versioned),
+            Route("/user", user),
+        ]
+    )
+    app.add_middleware(HttpCacheMiddleware, settings=settings or HttpSettings(etag_max_bytes=2500), metrics=metrics)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=("10.0.0.9", 1234)), base_url="http://t")
+
+
+@pytest.mark.anyio
+async def test_asgi_tracks_reads_into_vary_and_identity_into_private() -> None:
+    metrics = HttpMetrics()
+    async with make_app(metrics=metrics) as client:
+        r = await client.get("/lang", headers={"accept-language": "fr"})
+        assert (
+            r.text == "fr"
+            and r.headers["vary"] == "Accept-Language"
+            and r.headers["cdn-cache-control"] == "max-age=300"
+        )
+        r = await client.get("/lang")  # absent but looked up: still varies
+        assert r.headers["vary"] == "Accept-Language"
+        r = await client.get("/everything", headers={"cookie": "s=1"})
+        assert r.headers["cache-control"] == "private, no-cache"  # enumerating fields reads the cookie
+        r = await client.get("/user", headers={"authorization": "Bearer x"})
+        assert r.headers["cache-control"] == "private, no-cache"
+        assert "cdn-cache-control" not in r.headers
+    assert metrics.snapshot()["downgraded"] == 2
+
+
+@pytest.mark.anyio
+async def test_asgi_forwarding_fields_only_from_trusted_proxies() -> None:
+    async with make_app() as client:
+        assert (await client.get("/forwarded", headers={"x-forwarded-host": "evil"})).text == "none"
+        plain = await client.get("/everything")
+        assert (await client.get("/everything", headers={"forwarded": "host=evil"})).text == plain.text
+    async with make_app(HttpSettings(trusted_proxies=frozenset({"10.0.0.9"}))) as client:
+        r = await client.get("/forwarded", headers={"x-forwarded-host": "cdn.example"})
+        assert r.text == "cdn.example" and "X-Forwarded-Host" in r.headers["vary"]
+
+
+@pytest.mark.anyio
+async def test_asgi_dynamic_policy_and_tags() -> None:
+    async with make_app() as client:
+        r = await client.get("/dynamic")
+    assert r.headers["cache-control"] == "public, max-age=5"
+    assert r.headers["xkey"] == "a b"
+
+
+@pytest.mark.anyio
+async def test_asgi_malformed_if_none_match_is_a_400_not_a_500() -> None:
+    metrics = HttpMetrics()
+    async with make_app(metrics=metrics) as client:
+        r = await client.get("/lang", headers={"if-none-match": 'W/"a", garbage'})
+    assert r.status_code == 400
+    assert "If-None-Match" in r.text and r.headers["cache-control"] == "no-store"
+    assert metrics.header_errors == 1
+
+
+@pytest.mark.anyio
+async def test_asgi_large_streams_pass_without_etag_small_ones_get_one() -> None:
+    async with make_app() as client:
+        big = await client.get("/streamed")
+        small = await client.get("/lang")
+    assert big.content == b"x" * 4000 and "etag" not in big.headers
+    assert big.headers["cache-control"] == "public, max-age=60"
+    assert small.headers["etag"].startswith('"')
+
+
+@pytest.mark.anyio
+async def test_asgi_preconditions() -> None:
+    async with make_app() as client:
+        first = await client.get("/lang")
+        etag = first.headers["etag"]
+        assert (await client.get("/lang", headers={"if-none-match": etag})).status_code == 304
+        assert (await client.get("/lang", headers={"if-match": '"other"'})).status_code == 412
+        assert (await client.get("/lang", headers={"if-match": etag})).status_code == 200
+        head = await client.head("/lang", headers={"if-none-match": etag})
+        assert head.status_code == 304
+        v = await client.get("/versioned")
+        assert v.text == "rendered" and v.headers["etag"].startswith('"v')
+        ims = await client.get("/versioned", headers={"if-modified-since": "Wed, 15 Nov 2023 00:00:00 GMT"})
+        assert ims.status_code == 304 and ims.content == b""
+
+
+# -- WSGI / Flask -------------------------------------------------------------------------
+
+
+def flask_client():  # type: ignore[no-untyped-def]
+    from flask import Flask, request
+
+    from readscale.http import flask as rs_flask
+    from readscale.http.wsgi import HttpCacheMiddleware as WsgiMiddleware
+
+    app = Flask("readscale-test")
+
+    @app.get("/lang")
+    @rs_flask.http_policy(PUBLIC)
+    def flask_lang() -> str:
+        return request.headers.get("Accept-Language", "en")
+
+    @app.get("/login")
+    @rs_flask.http_policy(PUBLIC)
+    def flask_login():  # type: ignore[no-untyped-def]
+        from flask import make_response
+
+        response = make_response("hi")
+        response.set_cookie("session", "x")
+        return response
+
+    @app.get("/none")
+    def flask_none() -> str:
+        return "no policy"
+
+    @app.get("/v")
+    @rs_flask.http_policy(PUBLIC)
+    def flask_versioned() -> str:
+        rs_flask.add_tags("v")
+        rs_flask.check_not_modified(etag_from=3)
+        return "rendered"
+
+    app.wsgi_app = WsgiMiddleware(app.wsgi_app)  # type: ignore[method-assign]
+    return app.test_client()
+
+
+def test_flask_same_rules() -> None:
+    client = flask_client()
+    r = client.get("/lang", headers={"Accept-Language": "de"})
+    assert r.text == "de" and r.headers["Vary"] == "Accept-Language"
+    assert r.headers["Cache-Control"] == "public, max-age=60" and r.headers["CDN-Cache-Control"] == "max-age=300"
+    assert client.get("/lang", headers={"If-None-Match": r.headers["ETag"], "Accept-Language": "de"}).status_code == 304
+    login = client.get("/login")
+    assert login.headers["Cache-Control"] == "private, no-cache" and "Set-Cookie" in login.headers
+    assert client.get("/none").headers["Cache-Control"] == "private, no-cache"
+    assert client.get("/lang", headers={"If-None-Match": "nope"}).status_code == 400
+    v = client.get("/v")
+    assert v.text == "rendered" and v.headers["xkey"] == "v"
+    again = client.get("/v", headers={"If-None-Match": v.headers["ETag"]})
+    assert again.status_code == 304 and again.data == b"" and again.headers["ETag"] == v.headers["ETag"]
+
+
+# -- Django ------------------------------------------------------------------------------
+
+
+def django_client():  # type: ignore[no-untyped-def]
+    import django
+    from django.conf import settings
+
+    if not settings.configured:
+        settings.configure(
+            DEBUG=False,
+            ROOT_URLCONF="tests.http.django_urls",
+            MIDDLEWARE=["readscale.http.django.HttpCacheMiddleware"],
+            ALLOWED_HOSTS=["testserver"],
+            SECRET_KEY="test-only",
+            INSTALLED_APPS=[],
+            DATABASES={},
+        )
+        django.setup()
+    from django.test import Client
+
+    return Client()
+
+
+def test_django_same_rules() -> None:
+    client = django_client()
+    r = client.get("/lang", headers={"accept-language": "it"})
+    assert r.content == b"it"
+    assert r["Cache-Control"] == "public, max-age=60" and r["Vary"] == "Accept-Language"
+    assert r["xkey"] == "lang"
+    assert client.get("/lang", headers={"if-none-match": r["ETag"], "accept-language": "it"}).status_code == 304
+    assert client.get("/lang", headers={"if-none-match": "bad"}).status_code == 400
+    cookie = client.get("/lang", headers={"cookie": "sessionid=1"})  # looked up by headers[...]? no
+    assert cookie["Cache-Control"] == "public, max-age=60"
+    me = client.get("/me", headers={"cookie": "sessionid=abc"})
+    assert me["Cache-Control"] == "private, no-cache" and "Cookie" in me["Vary"]
+    assert client.get("/plain")["Cache-Control"] == "private, no-cache"
+    v = client.get("/v")
+    again = client.get("/v", headers={"if-none-match": v["ETag"]})
+    assert again.status_code == 304 and again.content == b"" and again["ETag"] == v["ETag"]
+
+
+@pytest.mark.anyio
+async def test_asgi_a_304_on_a_stream_discards_the_rest_of_the_body() -> None:
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"etag", b'"fixed"')]})
+        for _ in range(5):
+            await send({"type": "http.response.body", "body": b"y" * 1000, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    wrapped = HttpCacheMiddleware(app, settings=HttpSettings(etag_max_bytes=100))
+    transport = httpx.ASGITransport(app=wrapped)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        full = await client.get("/")
+        cached = await client.get("/", headers={"if-none-match": '"fixed"'})
+    assert full.status_code == 200 and len(full.content) == 5000 and full.headers["etag"] == '"fixed"'
+    assert cached.status_code == 304 and cached.content == b""
