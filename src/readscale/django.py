@@ -4,4 +4,12 @@
 from readscale.http import HttpPolicy, HttpSettings
 from readscale.http.django import HttpCacheMiddleware, add_tags, check_not_modified, http_policy, use_policy
 
-__all__ = ["HttpCacheMiddleware", "HttpPolicy", "HttpSettings", "add_tags", "check_not_modified", "http_policy", "use_policy"]
+__all__ = [
+    "HttpCacheMiddleware",
+    "HttpPolicy",
+    "HttpSettings",
+    "add_tags",
+    "check_not_modified",
+    "http_policy",
+    "use_policy",
+]

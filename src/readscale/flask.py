@@ -4,4 +4,12 @@ from readscale.http import HttpPolicy, HttpSettings
 from readscale.http.flask import add_tags, check_not_modified, http_policy, use_policy
 from readscale.http.wsgi import HttpCacheMiddleware
 
-__all__ = ["HttpCacheMiddleware", "HttpPolicy", "HttpSettings", "add_tags", "check_not_modified", "http_policy", "use_policy"]
+__all__ = [
+    "HttpCacheMiddleware",
+    "HttpPolicy",
+    "HttpSettings",
+    "add_tags",
+    "check_not_modified",
+    "http_policy",
+    "use_policy",
+]
