@@ -205,16 +205,17 @@ class AsyncInvalidationBus:
         if message.origin == self.origin:
             self.stats.own_skipped += 1
             return
-        self.stats.received += 1
         delay = max(self._clock() - message.sent_at, 0.0)
-        self.stats.delay_count += 1
-        self.stats.delay_sum += delay
-        self.stats.delay_last = delay
-        self.stats.delay_max = max(self.stats.delay_max, delay)
         with self._lock:
             handlers = list(self._handlers.get(message.event, ()))
         for handler in handlers:
             await self._call(handler, message.event, message.payload)
+        # Counted once handled: a reader that sees the count knows the handlers ran.
+        self.stats.delay_count += 1
+        self.stats.delay_sum += delay
+        self.stats.delay_last = delay
+        self.stats.delay_max = max(self.stats.delay_max, delay)
+        self.stats.received += 1
 
     async def _call(self, handler: Callable[..., Any], *args: Any) -> None:
         try:

@@ -1,0 +1,201 @@
+"""Invalidation against real servers: keys, tags and versioned namespaces on Redis and
+Redis Cluster alike, the bus between two caches, and the bus's reconnect flush."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from readscale._async.backends.redis import AsyncRedisBackend, AsyncRedisClusterBackend
+from readscale._async.bus import AsyncInvalidationBus
+from readscale._async.cache import AsyncCache
+from readscale._core.policy import CachePolicy
+from readscale._primitives import async_sleep
+from readscale.memory import MemoryStore
+from readscale.settings import RedisSettings
+from readscale.stack import Stack, StackConfig
+
+pytestmark = pytest.mark.stack
+
+POLICY = CachePolicy(name="inv", ttl=300.0, jitter=0.0, early_refresh=0.0, l1_ttl=300.0)
+
+
+class Source:
+    """A stand-in database table: a dict with a load counter."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, Any] = {}
+        self.loads = 0
+
+    def loader(self, key: str) -> Callable[[], Any]:
+        async def load() -> Any:
+            self.loads += 1
+            return self.rows.get(key)
+
+        return load
+
+
+@pytest.fixture(params=["redis", "cluster"])
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_url")
+        backend: Any = AsyncRedisBackend(RedisSettings(url=url))
+    else:
+        nodes = request.getfixturevalue("redis_cluster_nodes")
+        backend = AsyncRedisClusterBackend(RedisSettings(url=f"redis://{nodes[0]}/0"))
+    yield backend
+    await backend.close()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"inv{uuid.uuid4().hex[:8]}:"
+
+
+@pytest.mark.anyio
+async def test_invalidate_removes_the_entry(backend: Any, prefix: str) -> None:
+    cache = AsyncCache(backend, l1=MemoryStore(100), policy=POLICY, prefix=prefix)
+    source = Source()
+    source.rows["p:1"] = "v1"
+    assert await cache.get_or_load("p:1", source.loader("p:1")) == "v1"
+    source.rows["p:1"] = "v2"
+    assert await cache.get_or_load("p:1", source.loader("p:1")) == "v1"  # cached
+    assert await cache.invalidate("p:1") == 1
+    assert await cache.get_or_load("p:1", source.loader("p:1")) == "v2"
+    assert source.loads == 2
+
+
+@pytest.mark.anyio
+async def test_tags_make_tagged_entries_stale_and_leave_others(backend: Any, prefix: str) -> None:
+    cache = AsyncCache(backend, l1=MemoryStore(100), policy=POLICY, prefix=prefix)
+    source = Source()
+    for i in range(5):
+        source.rows[f"page:{i}"] = f"page {i} v1"
+    tags = {i: (["category:a"] if i < 3 else ["category:b"]) for i in range(5)}
+    for i in range(5):
+        await cache.get_or_load(f"page:{i}", source.loader(f"page:{i}"), tags=tags[i])
+    for i in range(5):
+        source.rows[f"page:{i}"] = f"page {i} v2"
+    versions = await cache.invalidate_tags("category:a")
+    assert versions == {"category:a": 1}
+    values = [await cache.get_or_load(f"page:{i}", source.loader(f"page:{i}"), tags=tags[i]) for i in range(5)]
+    assert values == ["page 0 v2", "page 1 v2", "page 2 v2", "page 3 v1", "page 4 v1"]
+    assert source.loads == 5 + 3
+    # The refilled entries carry the new version: no more loads.
+    for i in range(5):
+        await cache.get_or_load(f"page:{i}", source.loader(f"page:{i}"), tags=tags[i])
+    assert source.loads == 8
+
+
+@pytest.mark.anyio
+async def test_a_tag_bumped_during_a_fill_leaves_that_fill_stale(backend: Any, prefix: str) -> None:
+    cache = AsyncCache(backend, policy=POLICY, prefix=prefix)
+    bumped = False
+
+    async def slow_load() -> str:
+        nonlocal bumped
+        if not bumped:
+            bumped = True
+            await cache.invalidate_tags("t")  # the data changes while we read it
+            return "read before the change"
+        return "read after the change"
+
+    assert await cache.get_or_load("k", slow_load, tags=["t"]) == "read before the change"
+    assert await cache.get_or_load("k", slow_load, tags=["t"]) == "read after the change"
+
+
+@pytest.mark.anyio
+async def test_versioned_namespace_makes_every_old_key_unreachable(backend: Any, prefix: str) -> None:
+    policy = POLICY.with_(namespace="catalog", versioned=True)
+    cache = AsyncCache(backend, l1=MemoryStore(100), policy=policy, prefix=prefix)
+    source = Source()
+    for i in range(10):
+        source.rows[f"item:{i}"] = "old"
+        await cache.get_or_load(f"item:{i}", source.loader(f"item:{i}"))
+    old_key = cache.key("item:0")
+    for i in range(10):
+        source.rows[f"item:{i}"] = "new"
+    assert await cache.invalidate_namespace("catalog") == 1
+    assert cache.key("item:0") != old_key
+    assert [await cache.get_or_load(f"item:{i}", source.loader(f"item:{i}")) for i in range(10)] == ["new"] * 10
+    assert source.loads == 20
+    assert await backend.get(old_key) is not None  # the old entry is unreachable, left to its TTL
+
+
+@pytest.mark.anyio
+async def test_another_process_drops_its_l1_copy_when_the_bus_delivers(redis_url: str, prefix: str) -> None:
+    settings = RedisSettings(url=redis_url)
+    writer_bus, reader_bus = AsyncInvalidationBus(settings), AsyncInvalidationBus(settings)
+    writer = AsyncCache(AsyncRedisBackend(settings), l1=MemoryStore(100), bus=writer_bus, policy=POLICY, prefix=prefix)
+    reader = AsyncCache(AsyncRedisBackend(settings), l1=MemoryStore(100), bus=reader_bus, policy=POLICY, prefix=prefix)
+    source = Source()
+    source.rows["k"] = "v1"
+    assert await reader.get_or_load("k", source.loader("k")) == "v1"  # now in the reader's L1
+    source.rows["k"] = "v2"
+    await writer.invalidate("k")
+    for _ in range(200):
+        if reader_bus.stats.received:
+            break
+        await async_sleep(0.005)
+    assert reader_bus.stats.received == 1
+    assert reader_bus.stats.delay_max < 1.0
+    assert await reader.get_or_load("k", source.loader("k")) == "v2"
+    # Tags too: the bump reaches the reader's version cache.
+    assert await reader.get_or_load("t", source.loader("t"), tags=["x"]) is None
+    source.rows["t"] = "tagged v2"
+    await writer.invalidate_tags("x")
+    for _ in range(200):
+        if reader_bus.stats.received >= 2:
+            break
+        await async_sleep(0.005)
+    assert await reader.get_or_load("t", source.loader("t"), tags=["x"]) == "tagged v2"
+    await writer.aclose()
+    await reader.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_bus_gap_flushes_every_local_copy(readscale_stack_factory: Callable[..., Stack]) -> None:
+    stack = readscale_stack_factory(StackConfig(postgres=False))
+    settings = RedisSettings(url=stack.redis.url, socket_timeout_ms=200, connect_timeout_ms=200)
+    bus = AsyncInvalidationBus(settings)
+    cache = AsyncCache(AsyncRedisBackend(settings), l1=MemoryStore(100), bus=bus, policy=POLICY)
+    source = Source()
+    source.rows["k"] = "before the gap"
+    assert await cache.get_or_load("k", source.loader("k")) == "before the gap"
+    assert cache.l1 is not None and len(cache.l1) == 1
+    stack.kill("redis")
+    await async_sleep(0.3)
+    stack.start("redis")  # comes back empty; an invalidation sent meanwhile would be lost
+    source.rows["k"] = "after the gap"
+    for _ in range(400):
+        if bus.stats.reconnects:
+            break
+        await async_sleep(0.01)
+    assert bus.stats.reconnects >= 1
+    assert cache.stats.l1.flushes >= 1
+    assert len(cache.l1) == 0
+    assert await cache.get_or_load("k", source.loader("k")) == "after the gap"
+    await cache.aclose()
+
+
+@pytest.mark.anyio
+async def test_application_events_on_the_bus(redis_url: str) -> None:
+    settings = RedisSettings(url=redis_url)
+    channel = f"app-events-{uuid.uuid4().hex[:6]}"
+    sender, receiver = AsyncInvalidationBus(settings, channel=channel), AsyncInvalidationBus(settings, channel=channel)
+    seen: list[tuple[str, Any]] = []
+    receiver.subscribe("product.updated", lambda event, payload: seen.append((event, payload)))
+    await receiver.start()
+    await sender.start()
+    assert await sender.publish("product.updated", {"id": 7, "price": 9.5}) >= 1
+    await sender.publish("other.event", {"ignored": True})
+    for _ in range(200):
+        if seen:
+            break
+        await async_sleep(0.005)
+    assert seen == [("product.updated", {"id": 7, "price": 9.5})]
+    await sender.close()
+    await receiver.close()
