@@ -46,7 +46,8 @@ def test_the_other_process_serves_no_stale_read_after_delivery(redis_url: str) -
             time.sleep(0.01)
         time.sleep(0.5)  # the reader serves v1 from its L1 for a while
         settings = RedisSettings(url=redis_url)
-        writer = Cache(RedisBackend(settings), bus=InvalidationBus(settings, channel=opts["channel"]), prefix=opts["prefix"])
+        bus = InvalidationBus(settings, channel=opts["channel"])
+        writer = Cache(RedisBackend(settings), bus=bus, prefix=opts["prefix"])
         source.set(opts["source_key"], "v2")  # the database changes...
         writer.invalidate("k")  # ...and the writer invalidates after commit
         out, err = reader.communicate(timeout=30)
