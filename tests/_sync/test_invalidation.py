@@ -15,7 +15,7 @@ from readscale._primitives import sync_sleep
 from readscale._sync.backends.redis import RedisBackend, RedisClusterBackend
 from readscale._sync.bus import InvalidationBus
 from readscale._sync.cache import Cache
-from readscale.memory import NO_VALUE, MemoryStore
+from readscale.memory import MemoryStore
 from readscale.settings import RedisSettings
 from readscale.stack import Stack, StackConfig
 
