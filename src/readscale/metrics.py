@@ -7,7 +7,7 @@ Prometheus collector reads them only when scraped, so exporting costs nothing pe
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -111,3 +111,17 @@ class PrometheusCollector:
         yield events
         yield loads
         yield load_seconds
+
+
+@dataclass(slots=True)
+class CdcStats:
+    batches: int = 0
+    transactions: int = 0
+    changes: int = 0
+    keys_invalidated: int = 0
+    tags_invalidated: int = 0
+    slot_resets: int = 0
+    errors: int = 0
+    unmapped_tables: set[str] = field(default_factory=set)
+    last_commit_lsn: int = 0
+    lag_bytes: int = 0

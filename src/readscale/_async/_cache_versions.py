@@ -167,6 +167,9 @@ class AsyncVersionAccess:
             log.warning("cache %s: invalidation not announced on the bus: %s", self.stats.name, exc)
 
     def _on_invalidation(self, event: str, payload: Any) -> None:
+        if isinstance(payload, dict) and payload.get("flush"):
+            self.flush_local()
+            return
         keys = payload.get("keys", []) if isinstance(payload, dict) else []
         versions = payload.get("versions", {}) if isinstance(payload, dict) else {}
         if self.l1 is not None and keys:
@@ -174,6 +177,17 @@ class AsyncVersionAccess:
         now = self._monotonic()
         for counter, value in versions.items():
             self._remember_version(counter, int(value), now)
+
+    async def flush_everywhere(self) -> None:
+        """Drop every process's L1 copies and cached versions (this one now, the others
+        when the bus delivers). L2 entries are not touched."""
+        self.flush_local()
+        if self.bus is not None:
+            await self._ensure_bus()
+            try:
+                await self.bus.publish(INVALIDATE, {"flush": True})
+            except CacheUnavailableError as exc:
+                log.warning("cache %s: flush not announced on the bus: %s", self.stats.name, exc)
 
     def flush_local(self) -> None:
         """Drop every L1 copy and cached version of this process (after a bus gap)."""

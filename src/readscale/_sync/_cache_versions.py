@@ -168,6 +168,9 @@ class VersionAccess:
             log.warning("cache %s: invalidation not announced on the bus: %s", self.stats.name, exc)
 
     def _on_invalidation(self, event: str, payload: Any) -> None:
+        if isinstance(payload, dict) and payload.get("flush"):
+            self.flush_local()
+            return
         keys = payload.get("keys", []) if isinstance(payload, dict) else []
         versions = payload.get("versions", {}) if isinstance(payload, dict) else {}
         if self.l1 is not None and keys:
@@ -175,6 +178,17 @@ class VersionAccess:
         now = self._monotonic()
         for counter, value in versions.items():
             self._remember_version(counter, int(value), now)
+
+    def flush_everywhere(self) -> None:
+        """Drop every process's L1 copies and cached versions (this one now, the others
+        when the bus delivers). L2 entries are not touched."""
+        self.flush_local()
+        if self.bus is not None:
+            self._ensure_bus()
+            try:
+                self.bus.publish(INVALIDATE, {"flush": True})
+            except CacheUnavailableError as exc:
+                log.warning("cache %s: flush not announced on the bus: %s", self.stats.name, exc)
 
     def flush_local(self) -> None:
         """Drop every L1 copy and cached version of this process (after a bus gap)."""

@@ -186,10 +186,16 @@ def init_primary(node: PostgresNode, *, fsync: bool) -> None:
         ],
         user=user, cwd=node.dir, timeout=120,
     )  # fmt: skip
+    settings = base_settings(fsync=fsync)
+    described = _proc.run([_proc.find_binary("postgres"), "--describe-config"], user=user, cwd=node.dir).stdout
+    if "output_plugin_libraries" in described:
+        # Recent minor releases only let listed libraries be logical decoding plugins;
+        # the CDC worker uses wal2json.
+        settings["output_plugin_libraries"] = "'pgoutput, test_decoding, wal2json'"
     conf = node.data_dir / "postgresql.conf"
     with open(conf, "a", encoding="utf-8") as fh:
         fh.write("\n# readscale local stack\n")
-        for key, value in base_settings(fsync=fsync).items():
+        for key, value in settings.items():
             fh.write(f"{key} = {value}\n")
 
 

@@ -1,0 +1,77 @@
+"""``readscale cdc run``: the change-data-capture worker as a process."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from readscale.cli._output import console, errors_to_exit, terminate_as_interrupt
+
+app = typer.Typer(help="Change-data-capture: invalidate the cache from PostgreSQL's WAL.", no_args_is_help=True)
+
+
+def _table(stats: object, started: float) -> Table:
+    table = Table(title=f"readscale cdc ({time.monotonic() - started:.0f}s)")
+    for column in ("transactions", "changes", "keys", "tags", "lag (bytes)", "slot resets", "errors"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        *(
+            str(getattr(stats, name))
+            for name in (
+                "transactions", "changes", "keys_invalidated", "tags_invalidated", "lag_bytes", "slot_resets", "errors"
+            )
+        )
+    )  # fmt: skip
+    return table
+
+
+@app.command()
+def run(
+    dsn: Annotated[str, typer.Option(help="PostgreSQL primary DSN (logical slots live on the primary).")],
+    rules: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="TOML file of \\[\\[rule]] tables.")],
+    redis_url: Annotated[str, typer.Option(help="The cache's Redis.")] = "redis://127.0.0.1:6379/0",
+    slot: Annotated[str, typer.Option(help="Replication slot name (created if missing).")] = "readscale_cdc",
+    prefix: Annotated[str, typer.Option(help="The cache's key prefix.")] = "rs:",
+    tombstones: Annotated[bool, typer.Option(help="Leave LSN tombstones (needs LSN-aware fills).")] = True,
+    epoch_tag: Annotated[str | None, typer.Option(help="Tag bumped if the slot is lost.")] = None,
+    bus: Annotated[bool, typer.Option(help="Announce invalidations on the bus (other processes' L1).")] = True,
+    once: Annotated[bool, typer.Option("--once", help="Apply what is pending and exit.")] = False,
+) -> None:
+    """Apply invalidations from the WAL until stopped (Ctrl-C or SIGTERM)."""
+    from readscale._primitives import Event
+    from readscale._sync.backends.redis import RedisBackend
+    from readscale._sync.bus import InvalidationBus
+    from readscale._sync.cache import Cache
+    from readscale.cdc import CdcSettings, CdcWorker, load_rules
+    from readscale.settings import RedisSettings
+
+    with errors_to_exit(), terminate_as_interrupt():
+        settings = RedisSettings(url=redis_url)
+        cache = Cache(RedisBackend(settings), bus=InvalidationBus(settings) if bus else None, prefix=prefix)
+        worker = CdcWorker(
+            cache, load_rules(rules), CdcSettings(dsn=dsn, slot=slot, tombstones=tombstones, epoch_tag=epoch_tag)
+        )
+        started = time.monotonic()
+        try:
+            if once:
+                while worker.run_once():
+                    pass
+                console.print(_table(worker.stats, started))
+                return
+            stop = Event()
+            with Live(_table(worker.stats, started), console=console, refresh_per_second=2) as live:
+                try:
+                    while not stop.is_set():
+                        if not worker.run_once():
+                            stop.wait(worker.settings.poll_interval)
+                        live.update(_table(worker.stats, started))
+                except KeyboardInterrupt:
+                    console.print("stopping: the last batch is either confirmed or will be delivered again")
+        finally:
+            worker.close()
+            cache.close()

@@ -1,0 +1,55 @@
+"""`readscale cdc run --once` with a TOML rules file, end to end."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from readscale._sync.backends.redis import RedisBackend
+from readscale._sync.cache import Cache
+from readscale.cdc import load_rules
+from readscale.errors import ConfigurationError
+from readscale.memory import NO_VALUE
+from readscale.settings import RedisSettings
+from tests.helpers import cli
+
+pytestmark = pytest.mark.stack
+
+
+def test_cdc_run_once_applies_pending_changes(tmp_path: Path, pg_primary_dsn: str, redis_url: str) -> None:
+    table = f"cli_{uuid.uuid4().hex[:8]}"
+    slot = f"s_{uuid.uuid4().hex[:10]}"
+    prefix = f"cli{uuid.uuid4().hex[:6]}:"
+    rules = tmp_path / "rules.toml"
+    rules.write_text(f'[[rule]]\ntable = "{table}"\nkeys = ["item:{{id}}"]\n')
+    with psycopg.connect(pg_primary_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v text)")
+        conn.execute(f"INSERT INTO {table} VALUES (1, 'a')")
+    args = ["cdc", "run", "--dsn", pg_primary_dsn, "--rules", str(rules), "--redis-url", redis_url,
+            "--slot", slot, "--prefix", prefix, "--once", "--no-tombstones", "--no-bus"]  # fmt: skip
+    cli(*args)  # creates the slot
+    cache = Cache(RedisBackend(RedisSettings(url=redis_url)), prefix=prefix)
+    cache.set("item:1", "a")
+    with psycopg.connect(pg_primary_dsn, autocommit=True) as conn:
+        conn.execute(f"UPDATE {table} SET v = 'b' WHERE id = 1")
+    out = cli(*args).stdout
+    assert "transactions" in out
+    assert cache.get("item:1") is NO_VALUE
+    with psycopg.connect(pg_primary_dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+    cache.close()
+
+
+def test_bad_rules_files_are_named(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[rule]]\ntable = 't'\nkeyz = ['x:{id}']\n")
+    with pytest.raises(ConfigurationError, match="unknown fields"):
+        load_rules(bad)
+    bad.write_text("not = [valid")
+    with pytest.raises(ConfigurationError, match="not valid TOML"):
+        load_rules(bad)
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        load_rules(tmp_path / "missing.toml")
