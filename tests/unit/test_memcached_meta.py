@@ -28,25 +28,27 @@ from readscale._core.memcached_items import (
 from readscale._core.memcached_meta import (
     MAX_BASE64_KEY_BYTES,
     MAX_KEY_BYTES,
-    AnyReply,
-    ErrorKind,
-    ErrorReply,
     MetaArithmetic,
     MetaDelete,
     MetaGet,
     MetaNoop,
+    MetaSet,
+    SetMode,
+    Stats,
+    encode_key,
+    wire_ttl,
+)
+from readscale._core.memcached_replies import (
+    AnyReply,
+    ErrorKind,
+    ErrorReply,
     MetaParser,
     MetaProtocolError,
-    MetaSet,
     Reply,
     ReturnFlags,
-    SetMode,
     StatReply,
-    Stats,
     Status,
-    encode_key,
     encode_reply,
-    wire_ttl,
 )
 from readscale.errors import CacheUnavailableError, ConfigurationError, InvalidKeyError
 

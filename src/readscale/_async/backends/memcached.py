@@ -38,21 +38,16 @@ from readscale._core.memcached_items import (
     next_poll_delay,
     parse_token,
 )
-from readscale._core.memcached_meta import (
+from readscale._core.memcached_meta import MetaDelete, MetaGet, MetaNoop, MetaSet, Stats, wire_ttl
+from readscale._core.memcached_replies import (
     AnyReply,
     ErrorKind,
     ErrorReply,
-    MetaDelete,
-    MetaGet,
-    MetaNoop,
     MetaParser,
     MetaProtocolError,
-    MetaSet,
     Reply,
     StatReply,
-    Stats,
     Status,
-    wire_ttl,
 )
 from readscale._primitives import async_sleep
 from readscale._transport import AsyncStreamPool, AsyncTcpStream, Endpoint
