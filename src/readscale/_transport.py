@@ -46,18 +46,23 @@ class Endpoint:
         return f"{self.host}:{self.port}"
 
 
+def unavailable(endpoint: Endpoint, action: str, timeout: float, exc: OSError | EOFError) -> CacheUnavailableError:
+    """The CacheUnavailableError for a socket or asyncio error (``raise ... from exc``)."""
+    if isinstance(exc, TimeoutError):  # socket.timeout and asyncio's timeout are both TimeoutError
+        message = f"{endpoint.backend} {endpoint.address}: {action} did not complete within {timeout * 1000:g} ms"
+    else:
+        message = f"{endpoint.backend} {endpoint.address}: {action} failed: {exc or type(exc).__name__}"
+    return CacheUnavailableError(message, backend=endpoint.backend)
+
+
 @contextlib.contextmanager
-def map_exceptions(endpoint: Endpoint, action: str, timeout: float | None = None) -> Iterator[None]:
-    """Turn socket and asyncio errors into CacheUnavailableError naming ``action``."""
+def map_exceptions(endpoint: Endpoint, action: str, timeout: float) -> Iterator[None]:
+    """Turn socket and asyncio errors into CacheUnavailableError naming ``action``. (The
+    hot read and write paths inline it: a generator context manager costs a microsecond.)"""
     try:
         yield
-    except TimeoutError as exc:  # socket.timeout and asyncio's timeout are both TimeoutError
-        limit = f" within {timeout * 1000:g} ms" if timeout is not None else ""
-        message = f"{endpoint.backend} {endpoint.address}: {action} did not complete{limit}"
-        raise CacheUnavailableError(message, backend=endpoint.backend) from exc
     except (OSError, EOFError) as exc:
-        message = f"{endpoint.backend} {endpoint.address}: {action} failed: {exc or type(exc).__name__}"
-        raise CacheUnavailableError(message, backend=endpoint.backend) from exc
+        raise unavailable(endpoint, action, timeout, exc) from exc
 
 
 def _closed_by_peer(endpoint: Endpoint) -> CacheUnavailableError:
@@ -89,17 +94,21 @@ class AsyncTcpStream:
         return not (self._writer.is_closing() or self._reader.at_eof())
 
     async def write(self, data: bytes) -> None:
-        with map_exceptions(self.endpoint, "write", self.endpoint.read_timeout):
+        try:
             self._writer.write(data)
             if self._writer.transport.get_write_buffer_size():
                 async with asyncio.timeout(self.endpoint.read_timeout):
                     await self._writer.drain()
+        except (OSError, EOFError) as exc:
+            raise unavailable(self.endpoint, "write", self.endpoint.read_timeout, exc) from exc
 
     async def read(self) -> bytes:
         """Some bytes (at least one) within the read timeout."""
-        with map_exceptions(self.endpoint, "read", self.endpoint.read_timeout):
+        try:
             async with asyncio.timeout(self.endpoint.read_timeout):
                 data = await self._reader.read(READ_SIZE)
+        except (OSError, EOFError) as exc:
+            raise unavailable(self.endpoint, "read", self.endpoint.read_timeout, exc) from exc
         if not data:
             raise _closed_by_peer(self.endpoint)
         return data
@@ -115,6 +124,8 @@ class TcpStream:
     def __init__(self, endpoint: Endpoint, sock: socket.socket) -> None:
         self.endpoint = endpoint
         self._sock = sock
+        self._poller = select.poll()
+        self._poller.register(sock, select.POLLIN)
 
     @classmethod
     def connect(cls, endpoint: Endpoint) -> TcpStream:
@@ -131,20 +142,22 @@ class TcpStream:
     def alive(self) -> bool:
         """False once the peer closed the connection or sent bytes nobody asked for."""
         try:
-            poller = select.poll()
-            poller.register(self._sock, select.POLLIN)
-            return not poller.poll(0)
-        except (OSError, ValueError):
+            return not self._poller.poll(0)
+        except OSError:
             return False
 
     def write(self, data: bytes) -> None:
-        with map_exceptions(self.endpoint, "write", self.endpoint.read_timeout):
+        try:
             self._sock.sendall(data)
+        except OSError as exc:
+            raise unavailable(self.endpoint, "write", self.endpoint.read_timeout, exc) from exc
 
     def read(self) -> bytes:
         """Some bytes (at least one) within the read timeout."""
-        with map_exceptions(self.endpoint, "read", self.endpoint.read_timeout):
+        try:
             data = self._sock.recv(READ_SIZE)
+        except OSError as exc:
+            raise unavailable(self.endpoint, "read", self.endpoint.read_timeout, exc) from exc
         if not data:
             raise _closed_by_peer(self.endpoint)
         return data
@@ -235,7 +248,8 @@ class AsyncStreamPool:
 
 class StreamPool:
     """At most ``max_size`` streams to one endpoint; callers beyond wait ``acquire_timeout``.
-    Thread-safe."""
+    Thread-safe: one lock guards the count and the idle streams (a condition wakes a waiter
+    when a stream comes back)."""
 
     def __init__(
         self,
@@ -249,20 +263,22 @@ class StreamPool:
         self.max_size = max_size
         self._connect = connect
         self._acquire_timeout = acquire_timeout
-        self._slots = threading.BoundedSemaphore(max_size)
+        self._in_use = 0
         self._idle: deque[TcpStream] = deque()
-        self._lock = threading.Lock()
+        self._freed = threading.Condition(threading.Lock())
         self._closed = False
 
-    def _pop_idle(self) -> TcpStream | None:
-        with self._lock:
-            return self._idle.pop() if self._idle else None
-
     def acquire(self) -> TcpStream:
-        if self._closed:
-            raise _closed(self.endpoint)
-        if not self._slots.acquire(timeout=self._acquire_timeout):
-            raise _exhausted(self.endpoint, self.max_size, self._acquire_timeout)
+        with self._freed:
+            if self._closed:
+                raise _closed(self.endpoint)
+            if self._in_use >= self.max_size and not self._freed.wait_for(
+                lambda: self._in_use < self.max_size or self._closed, self._acquire_timeout
+            ):
+                raise _exhausted(self.endpoint, self.max_size, self._acquire_timeout)
+            if self._closed:
+                raise _closed(self.endpoint)
+            self._in_use += 1
         try:
             while (stream := self._pop_idle()) is not None:
                 if stream.alive():
@@ -270,29 +286,40 @@ class StreamPool:
                 stream.close()
             return self._connect()
         except BaseException:
-            self._slots.release()
+            self._free()
             raise
+
+    def _pop_idle(self) -> TcpStream | None:
+        with self._freed:
+            return self._idle.pop() if self._idle else None
+
+    def _free(self) -> None:
+        with self._freed:
+            self._in_use -= 1
+            self._freed.notify()
 
     def release(self, stream: TcpStream) -> None:
         """Give back a stream that is in step (every reply read)."""
-        with self._lock:
+        with self._freed:
             keep = not self._closed
             if keep:
                 self._idle.append(stream)
+            self._in_use -= 1
+            self._freed.notify()
         if not keep:
             stream.close()
-        self._slots.release()
 
     def discard(self, stream: TcpStream) -> None:
         """Close a stream whose state is unknown and free its slot."""
         stream.close()
-        self._slots.release()
+        self._free()
 
     def drop_idle(self) -> None:
         while (stream := self._pop_idle()) is not None:
             stream.close()
 
     def close(self) -> None:
-        with self._lock:
+        with self._freed:
             self._closed = True
+            self._freed.notify_all()
         self.drop_idle()

@@ -187,6 +187,15 @@ def test_requests_encode_as_protocol_txt_says(request_: MetaGet, wire: bytes) ->
     assert request_.encode() == wire
 
 
+def test_a_pipeline_body_is_each_request_tagged_with_its_position() -> None:
+    keys = ["a", "ключ", "c", "d"]
+    template = MetaGet("", client_flags=True, cas=True, quiet=True, vivify=5)
+    expected = b"".join(template._replace(key=keys[i], opaque=i).encode() for i in (0, 1, 3))
+    assert template.encode_each(keys, [0, 1, 3]) == expected
+    with pytest.raises(InvalidKeyError):
+        template.encode_each(["ok", "not ok"], [0, 1])
+
+
 @pytest.mark.parametrize(
     "request_",
     [
@@ -382,7 +391,7 @@ flag_values = st.builds(
 )
 meta_replies = st.one_of(
     st.builds(Reply, st.just(Status.VA), flag_values, st.binary(max_size=200)),
-    st.builds(Reply, st.sampled_from([Status.HD, Status.EN, Status.NF, Status.NS, Status.EX]), flag_values),
+    st.builds(Reply, st.sampled_from([Status.HD, Status.EN, Status.NF, Status.NS, Status.EX]), flag_values, st.none()),
     st.just(Reply(Status.MN)),
     st.just(Reply(Status.END)),
     st.builds(StatReply, st.from_regex(r"\A[a-z_]{1,20}\Z"), st.from_regex(r"\A[\x21-\x7e]{1,20}\Z")),

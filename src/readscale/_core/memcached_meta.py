@@ -33,7 +33,8 @@ import base64
 import enum
 import math
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 from readscale.errors import ConfigurationError, InvalidKeyError
 
@@ -108,40 +109,39 @@ def wire_ttl(ttl: float, now: float) -> int:
 
 
 _U32 = 2**32 - 1
-_LIMITS = {"N": _U32, "R": _U32, "T": _U32, "F": _U32, "O": MAX_OPAQUE}
+_U64 = 2**64 - 1
 
 
-def _encode(
-    command: bytes, key: str, flags: tuple[tuple[str, bool | int | None], ...], size: int | None = None
-) -> bytes:
-    """One request line: the command, the key (and ``b`` when it is base64), the size
-    (``ms``), then each flag in order: True sends the letters alone, a number sends
-    letter and number, None or False leaves the flag out."""
+def _head(command: bytes, key: str, size: int | None = None) -> list[bytes]:
+    """The command, the key, the size (``ms``) and ``b`` when the key is base64."""
     wire, b64 = encode_key(key)
-    parts = [command, wire]
-    if size is not None:
-        parts.append(b"%d" % size)
+    parts = [command, wire] if size is None else [command, wire, b"%d" % size]
     if b64:
         parts.append(b"b")
-    for letter, arg in flags:
-        if arg is None or arg is False:
-            continue
-        if arg is True:
-            parts.append(letter.encode())
-            continue
-        limit = _LIMITS.get(letter, 2**64 - 1)
-        if not 0 <= arg <= limit:
-            raise ConfigurationError(f"memcached meta flag {letter} must be in 0..{limit}, got {arg}")
-        parts.append(b"%s%d" % (letter.encode(), arg))
-    return b" ".join(parts) + b"\r\n"
+    return parts
+
+
+def _number(letter: bytes, value: int, limit: int = _U64) -> bytes:
+    if not 0 <= value <= limit:
+        raise ConfigurationError(f"memcached meta flag {letter.decode()} must be in 0..{limit}, got {value}")
+    return b"%s%d" % (letter, value)
+
+
+def _check_opaque(opaque: int) -> int:
+    if not 0 <= opaque <= MAX_OPAQUE:
+        raise ConfigurationError(f"memcached meta flag O must be in 0..{MAX_OPAQUE}, got {opaque}")
+    return opaque
 
 
 # -- requests --------------------------------------------------------------------------------
+#
+# Requests are named tuples (immutable, typed, and cheaper to build than frozen
+# dataclasses: a batch builds a hundred of them). Each field is one flag of protocol.txt,
+# its letter in brackets; ``encode()`` sends the flags in field order.
 
 
-@dataclass(frozen=True, slots=True)
-class MetaGet:
-    """``mg``: read an item. Each field is one flag of protocol.txt (letter in brackets)."""
+class MetaGet(NamedTuple):
+    """``mg``: read an item."""
 
     key: str
     value: bool = True  # [v] return the value
@@ -150,50 +150,65 @@ class MetaGet:
     ttl: bool = False  # [t] return the remaining TTL (-1: never expires)
     size: bool = False  # [s] return the value's size
     return_key: bool = False  # [k] return the key
+    quiet: bool = False  # [q] no reply on a miss (EN)
     vivify: int | None = None  # [N] on a miss, create an empty item with this TTL; the caller wins (W)
     recache: int | None = None  # [R] win (W) a refill when the remaining TTL is below this
     touch: int | None = None  # [T] update the TTL
-    quiet: bool = False  # [q] no reply on a miss (EN)
     opaque: int | None = None  # [O] echoed in the reply
 
     def encode(self) -> bytes:
-        return _encode(
-            b"mg",
-            self.key,
-            (
-                ("v", self.value),
-                ("f", self.client_flags),
-                ("c", self.cas),
-                ("t", self.ttl),
-                ("s", self.size),
-                ("k", self.return_key),
-                ("q", self.quiet),
-                ("N", self.vivify),
-                ("R", self.recache),
-                ("T", self.touch),
-                ("O", self.opaque),
-            ),
-        )
+        return b" ".join(_head(b"mg", self.key) + self._flags()) + b"\r\n"
+
+    def encode_each(self, keys: Sequence[str], positions: Iterable[int]) -> bytes:
+        """This request for ``keys[i]``, each tagged ``O<i>``, for ``i`` in ``positions``:
+        the body of a pipeline, built in one pass (the flags are encoded once)."""
+        tail = b" ".join([b"", *self._replace(opaque=None)._flags()])
+        return b"".join(b"%s%s O%d\r\n" % (b" ".join(_head(b"mg", keys[i])), tail, _check_opaque(i)) for i in positions)
+
+    def _flags(self) -> list[bytes]:
+        parts = []
+        if self.value:
+            parts.append(b"v")
+        if self.client_flags:
+            parts.append(b"f")
+        if self.cas:
+            parts.append(b"c")
+        if self.ttl:
+            parts.append(b"t")
+        if self.size:
+            parts.append(b"s")
+        if self.return_key:
+            parts.append(b"k")
+        if self.quiet:
+            parts.append(b"q")
+        if self.vivify is not None:
+            parts.append(_number(b"N", self.vivify, _U32))
+        if self.recache is not None:
+            parts.append(_number(b"R", self.recache, _U32))
+        if self.touch is not None:
+            parts.append(_number(b"T", self.touch, _U32))
+        if self.opaque is not None:
+            parts.append(_number(b"O", self.opaque, MAX_OPAQUE))
+        return parts
 
 
 class SetMode(enum.Enum):
     """``ms`` mode (the ``M`` flag)."""
 
-    SET = "S"
-    ADD = "E"  # only if absent (NS otherwise)
-    REPLACE = "R"  # only if present (NS otherwise)
-    APPEND = "A"
-    PREPEND = "P"
+    SET = b"MS"
+    ADD = b"ME"  # only if absent (NS otherwise)
+    REPLACE = b"MR"  # only if present (NS otherwise)
+    APPEND = b"MA"
+    PREPEND = b"MP"
 
 
-@dataclass(frozen=True, slots=True)
-class MetaSet:
+class MetaSet(NamedTuple):
     """``ms``: store an item."""
 
     key: str
     value: bytes
     ttl: int = 0  # [T] seconds (see wire_ttl); 0: never expires
-    client_flags: int = 0  # [F] 32-bit opaque number kept with the item
+    client_flags: int = 0  # [F] 32-bit number kept with the item
     compare_cas: int | None = None  # [C] store only if the item's CAS matches (EX / NF otherwise)
     mode: SetMode = SetMode.SET  # [M]
     invalidate: bool = False  # [I] with C: a lower CAS marks the stored item stale
@@ -203,22 +218,29 @@ class MetaSet:
     opaque: int | None = None  # [O]
 
     def encode(self) -> bytes:
-        flags = (
-            ("T", self.ttl or None),
-            ("F", self.client_flags or None),
-            ("C", self.compare_cas),
-            ("M" + self.mode.value, self.mode is not SetMode.SET),
-            ("I", self.invalidate),
-            ("c", self.return_cas),
-            ("k", self.return_key),
-            ("q", self.quiet),
-            ("O", self.opaque),
-        )
-        return _encode(b"ms", self.key, flags, len(self.value)) + self.value + b"\r\n"
+        parts = _head(b"ms", self.key, len(self.value))
+        if self.ttl:
+            parts.append(_number(b"T", self.ttl, _U32))
+        if self.client_flags:
+            parts.append(_number(b"F", self.client_flags, _U32))
+        if self.compare_cas is not None:
+            parts.append(_number(b"C", self.compare_cas))
+        if self.mode is not SetMode.SET:
+            parts.append(self.mode.value)
+        if self.invalidate:
+            parts.append(b"I")
+        if self.return_cas:
+            parts.append(b"c")
+        if self.return_key:
+            parts.append(b"k")
+        if self.quiet:
+            parts.append(b"q")
+        if self.opaque is not None:
+            parts.append(_number(b"O", self.opaque, MAX_OPAQUE))
+        return b" ".join(parts) + b"\r\n" + self.value + b"\r\n"
 
 
-@dataclass(frozen=True, slots=True)
-class MetaDelete:
+class MetaDelete(NamedTuple):
     """``md``: delete an item, or with ``invalidate`` mark it stale (the next reader wins
     the refill). Quiet mode hides HD but not NF (verified), so NF counts misses."""
 
@@ -231,19 +253,23 @@ class MetaDelete:
     opaque: int | None = None  # [O]
 
     def encode(self) -> bytes:
-        flags = (
-            ("C", self.compare_cas),
-            ("I", self.invalidate),
-            ("T", self.ttl),
-            ("k", self.return_key),
-            ("q", self.quiet),
-            ("O", self.opaque),
-        )
-        return _encode(b"md", self.key, flags)
+        parts = _head(b"md", self.key)
+        if self.compare_cas is not None:
+            parts.append(_number(b"C", self.compare_cas))
+        if self.invalidate:
+            parts.append(b"I")
+        if self.ttl is not None:
+            parts.append(_number(b"T", self.ttl, _U32))
+        if self.return_key:
+            parts.append(b"k")
+        if self.quiet:
+            parts.append(b"q")
+        if self.opaque is not None:
+            parts.append(_number(b"O", self.opaque, MAX_OPAQUE))
+        return b" ".join(parts) + b"\r\n"
 
 
-@dataclass(frozen=True, slots=True)
-class MetaArithmetic:
+class MetaArithmetic(NamedTuple):
     """``ma``: increment or decrement a counter stored as decimal text."""
 
     key: str
@@ -257,29 +283,34 @@ class MetaArithmetic:
     opaque: int | None = None  # [O]
 
     def encode(self) -> bytes:
-        flags = (
-            ("D", None if self.delta == 1 else self.delta),
-            ("MD", self.decrement),
-            ("N", self.vivify),
-            ("J", self.initial),
-            ("v", self.value),
-            ("c", self.cas),
-            ("q", self.quiet),
-            ("O", self.opaque),
-        )
-        return _encode(b"ma", self.key, flags)
+        parts = _head(b"ma", self.key)
+        if self.delta != 1:
+            parts.append(_number(b"D", self.delta))
+        if self.decrement:
+            parts.append(b"MD")
+        if self.vivify is not None:
+            parts.append(_number(b"N", self.vivify, _U32))
+        if self.initial is not None:
+            parts.append(_number(b"J", self.initial))
+        if self.value:
+            parts.append(b"v")
+        if self.cas:
+            parts.append(b"c")
+        if self.quiet:
+            parts.append(b"q")
+        if self.opaque is not None:
+            parts.append(_number(b"O", self.opaque, MAX_OPAQUE))
+        return b" ".join(parts) + b"\r\n"
 
 
-@dataclass(frozen=True, slots=True)
-class MetaNoop:
+class MetaNoop(NamedTuple):
     """``mn``: answered ``MN`` after every earlier request; ends a quiet pipeline."""
 
     def encode(self) -> bytes:
         return b"mn\r\n"
 
 
-@dataclass(frozen=True, slots=True)
-class Stats:
+class Stats(NamedTuple):
     """``stats [group]``: answered by ``STAT name value`` lines and ``END``."""
 
     group: str = ""

@@ -61,6 +61,7 @@ __all__ = ["AsyncMemcachedBackend"]
 
 NAME = "memcached"
 _NOOP = MetaNoop().encode()
+_QUIET_GET = MetaGet("", client_flags=True, cas=True, quiet=True)
 
 
 def _parse_address(address: str) -> tuple[str, int]:
@@ -267,11 +268,7 @@ class AsyncMemcachedBackend:
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         results: list[bytes | None] = [None] * len(keys)
         payloads = {  # every key is checked before anything is sent
-            index: b"".join(
-                MetaGet(keys[i], client_flags=True, cas=True, quiet=True, opaque=i).encode() for i in positions
-            )
-            + _NOOP
-            for index, positions in self._group(keys).items()
+            index: _QUIET_GET.encode_each(keys, positions) + _NOOP for index, positions in self._group(keys).items()
         }
         for index, payload in payloads.items():
             server = self._servers[index]

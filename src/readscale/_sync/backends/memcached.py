@@ -62,6 +62,7 @@ __all__ = ["MemcachedBackend"]
 
 NAME = "memcached"
 _NOOP = MetaNoop().encode()
+_QUIET_GET = MetaGet("", client_flags=True, cas=True, quiet=True)
 
 
 def _parse_address(address: str) -> tuple[str, int]:
@@ -268,11 +269,7 @@ class MemcachedBackend:
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         results: list[bytes | None] = [None] * len(keys)
         payloads = {  # every key is checked before anything is sent
-            index: b"".join(
-                MetaGet(keys[i], client_flags=True, cas=True, quiet=True, opaque=i).encode() for i in positions
-            )
-            + _NOOP
-            for index, positions in self._group(keys).items()
+            index: _QUIET_GET.encode_each(keys, positions) + _NOOP for index, positions in self._group(keys).items()
         }
         for index, payload in payloads.items():
             server = self._servers[index]
