@@ -225,8 +225,11 @@ class MetaParser:
             return None
         if buf[end : end + 2] != b"\r\n":
             raise MetaProtocolError("value not terminated by CRLF")
-        with memoryview(buf) as view:
-            value = bytes(view[pos:end])
+        if size < 65536:
+            value = bytes(buf[pos:end])
+        else:  # one copy instead of two
+            with memoryview(buf) as view:
+                value = bytes(view[pos:end])
         self._pos = end + 2
         self._pending = None
         return Reply(_VA, flags, value)
