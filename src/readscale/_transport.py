@@ -184,7 +184,8 @@ def _closed(endpoint: Endpoint) -> CacheUnavailableError:
 
 
 class AsyncStreamPool:
-    """At most ``max_size`` streams to one endpoint; callers beyond wait ``acquire_timeout``."""
+    """At most ``max_size`` streams to one endpoint; callers beyond wait ``acquire_timeout``.
+    For one event loop (asyncio's semaphore and streams belong to the loop they run on)."""
 
     def __init__(
         self,
@@ -214,6 +215,8 @@ class AsyncStreamPool:
         else:
             await self._slots.acquire()
         try:
+            if self._closed:  # closed while this caller waited
+                raise _closed(self.endpoint)
             while self._idle:
                 stream = self._idle.pop()
                 if stream.alive():

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 
 from readscale._async.backends.memcached import AsyncMemcachedBackend
-from readscale._core.memcached_meta import MetaDelete, Stats
+from readscale._core.memcached_meta import MetaDelete, MetaGet, Stats
 from readscale._core.memcached_replies import AnyReply, MetaParser, Reply, StatReply, Status
 from readscale._transport import AsyncTcpStream
 from readscale.errors import CacheUnavailableError, InvalidKeyError, ValueTooLargeError
@@ -43,6 +43,10 @@ def raw(address: str, payload: bytes, until: Status | None = None) -> list[AnyRe
                 return [*replies, reply] if until is None else replies
             else:
                 replies.append(reply)
+
+
+def raw_gets(address: str, keys: list[str]) -> list[AnyReply]:
+    return [raw(address, MetaGet(key).encode())[0] for key in keys]
 
 
 def server_stats(address: str) -> dict[str, int]:
@@ -240,6 +244,29 @@ async def test_concurrent_callers_share_a_bounded_pool(memcached_address: str, c
         results = await async_gather([lambda k=k: backend.get(k) for k in keys])  # type: ignore[misc]
         assert results == [k.encode() for k in keys]
         assert 1 <= len(connects) <= 3
+    finally:
+        await backend.close()
+
+
+@pytest.mark.stack
+@pytest.mark.anyio
+async def test_keys_spread_over_servers_with_one_round_trip_per_server(
+    memcached_address: str, readscale_stack_factory: Callable[..., Stack], writes: list[bytes]
+) -> None:
+    other = readscale_stack_factory(StackConfig(postgres=False, redis=False, memcached=True)).memcached.address
+    backend = AsyncMemcachedBackend(addresses=[memcached_address, other])
+    try:
+        await backend.ping()
+        sent = len(writes)
+        keys = fresh(100)
+        await backend.set_many([(k, k.encode(), 60) for k in keys])
+        assert await backend.get_many(keys) == [k.encode() for k in keys]
+        assert await backend.delete_many(keys[:10]) == 10
+        assert len(writes) - sent == 6  # three batches, two servers each
+        on_first = [isinstance(r, Reply) and r.status is Status.VA for r in raw_gets(memcached_address, keys[10:])]
+        on_other = [isinstance(r, Reply) and r.status is Status.VA for r in raw_gets(other, keys[10:])]
+        assert [a != b for a, b in zip(on_first, on_other, strict=True)] == [True] * 90  # each key on one server
+        assert 20 < sum(on_first) < 70
     finally:
         await backend.close()
 

@@ -340,6 +340,9 @@ class MemcachedBackend:
         return existed
 
     def lease(self, key: str, ttl: float) -> LeaseResult:
+        """``mg <key> v f c N<ttl>``: a hit, a won lease (the token is the placeholder's
+        CAS), or a lease held elsewhere. A stale item (``md <key> I``) is a miss: the
+        first taker wins its refill."""
         request = MetaGet(key, client_flags=True, cas=True, vivify=wire_ttl(ttl, time.time()))
         (reply,) = self._exchange(self._server_for(key), request.encode())
         match self._state(reply):
@@ -354,6 +357,9 @@ class MemcachedBackend:
                 assert_never(unreachable)
 
     def fill(self, key: str, value: bytes, ttl: float, token: str) -> bool:
+        """``ms ... C<token>``: refused (False) once the placeholder was overwritten,
+        deleted or expired. A value over ``max_value_size`` raises ValueTooLargeError and
+        leaves the lease held: release it."""
         self._check_size(key, value)
         cas = parse_token(token)
         request = MetaSet(key, value, ttl=wire_ttl(ttl, time.time()), client_flags=VALUE_FLAGS, compare_cas=cas)
@@ -366,6 +372,7 @@ class MemcachedBackend:
         raise self._failure(reply, "ms", key, len(value))
 
     def release(self, key: str, token: str) -> None:
+        """``md <key> C<token>``: removes the placeholder only if it is still ours."""
         cas = parse_token(token)
         payload = MetaDelete(key, compare_cas=cas).encode()
         if cas is None:
