@@ -382,6 +382,35 @@ async def test_callers_beyond_the_pool_give_up_after_the_pool_timeout(silent_add
         await backend.close()
 
 
+class Interrupted(BaseException):
+    """Stands for a cancellation (async) or a KeyboardInterrupt (sync) mid-exchange."""
+
+
+@pytest.mark.stack
+@pytest.mark.anyio
+async def test_a_call_interrupted_mid_exchange_frees_its_slot_and_drops_its_connection(
+    memcached_address: str, connects: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = AsyncMemcachedBackend(memcached_address, pool_size=1, pool_timeout_ms=50)
+    try:
+        (key,) = fresh(1)
+        await backend.set(key, b"v", 60)
+        assert len(connects) == 1
+        original = AsyncTcpStream.read
+
+        async def interrupted_read(self: AsyncTcpStream) -> bytes:
+            raise Interrupted
+
+        monkeypatch.setattr(AsyncTcpStream, "read", interrupted_read)
+        with pytest.raises(Interrupted):
+            await backend.get(key)
+        monkeypatch.setattr(AsyncTcpStream, "read", original)
+        assert await backend.get(key) == b"v"  # the only slot is free again...
+        assert len(connects) == 2  # ...on a new connection: the old one's reply was never read
+    finally:
+        await backend.close()
+
+
 @pytest.mark.anyio
 async def test_a_closed_backend_refuses_calls(silent_address: str) -> None:
     backend = AsyncMemcachedBackend(silent_address)

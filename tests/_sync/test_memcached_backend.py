@@ -367,6 +367,34 @@ def test_callers_beyond_the_pool_give_up_after_the_pool_timeout(silent_address: 
         backend.close()
 
 
+class Interrupted(BaseException):
+    """Stands for a cancellation (async) or a KeyboardInterrupt (sync) mid-exchange."""
+
+
+@pytest.mark.stack
+def test_a_call_interrupted_mid_exchange_frees_its_slot_and_drops_its_connection(
+    memcached_address: str, connects: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = MemcachedBackend(memcached_address, pool_size=1, pool_timeout_ms=50)
+    try:
+        (key,) = fresh(1)
+        backend.set(key, b"v", 60)
+        assert len(connects) == 1
+        original = TcpStream.read
+
+        def interrupted_read(self: TcpStream) -> bytes:
+            raise Interrupted
+
+        monkeypatch.setattr(TcpStream, "read", interrupted_read)
+        with pytest.raises(Interrupted):
+            backend.get(key)
+        monkeypatch.setattr(TcpStream, "read", original)
+        assert backend.get(key) == b"v"  # the only slot is free again...
+        assert len(connects) == 2  # ...on a new connection: the old one's reply was never read
+    finally:
+        backend.close()
+
+
 def test_a_closed_backend_refuses_calls(silent_address: str) -> None:
     backend = MemcachedBackend(silent_address)
     backend.close()
