@@ -124,6 +124,7 @@ def test_a_bad_key_fails_before_any_request_bytes_exist() -> None:
             request.encode()
 
 
+@settings(deadline=None)  # a shared machine: assert behaviour, never time
 @given(st.text(max_size=300))
 def test_every_key_is_refused_or_goes_as_safe_wire_bytes(key: str) -> None:
     try:
@@ -236,6 +237,7 @@ small = st.integers(0, 2**32 - 1)
 maybe = st.none() | small
 
 
+@settings(deadline=None)  # a shared machine: assert behaviour, never time
 @given(key=keys, v=st.booleans(), f=st.booleans(), c=st.booleans(), q=st.booleans(), n=maybe, o=maybe)
 def test_get_requests_carry_exactly_the_flags_asked(
     key: str, v: bool, f: bool, c: bool, q: bool, n: int | None, o: int | None
@@ -249,6 +251,7 @@ def test_get_requests_carry_exactly_the_flags_asked(
     assert (command, decoded, flags) == ("mg", key, expected)
 
 
+@settings(deadline=None)  # a shared machine: assert behaviour, never time
 @given(key=keys, value=st.binary(max_size=300), ttl=small, cas=maybe, q=st.booleans(), o=maybe)
 def test_set_requests_carry_the_value_verbatim(
     key: str, value: bytes, ttl: int, cas: int | None, q: bool, o: int | None
@@ -360,14 +363,14 @@ def test_a_large_value_in_many_pieces() -> None:
     assert parse_all(wire, [65536] * 17) == [Reply(Status.VA, ReturnFlags(client_flags=1), value), Reply(Status.MN)]
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=400), st.lists(st.integers(0, 50), max_size=10))
 def test_the_parser_raises_only_the_protocol_error_on_arbitrary_bytes(data: bytes, cuts: list[int]) -> None:
     with contextlib.suppress(MetaProtocolError):
         drain(MetaParser(), data, cuts)
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.lists(st.sampled_from([b"VA ", b"HD", b"EN", b"MN", b"\r\n", b" c1", b" W", b"3", b"abc", b"STAT a b"])))
 def test_the_parser_raises_only_the_protocol_error_on_reply_like_bytes(parts: list[bytes]) -> None:
     with contextlib.suppress(MetaProtocolError):
@@ -399,7 +402,7 @@ meta_replies = st.one_of(
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.lists(meta_replies, max_size=8), st.lists(st.integers(0, 40), max_size=12))
 def test_replies_round_trip_through_bytes_split_anywhere(replies: list[AnyReply], cuts: list[int]) -> None:
     wire = b"".join(encode_reply(reply) for reply in replies)
