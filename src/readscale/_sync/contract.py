@@ -126,8 +126,10 @@ class BackendContract:
         (key,) = _keys(1)
         first = backend.lease(key, 5)
         second = backend.lease(key, 5)
-        assert first.won and first.value is None
-        assert not second.won and second.value is None
+        assert first.won
+        assert first.value is None
+        assert not second.won
+        assert second.value is None
         assert first.token is not None
         assert backend.fill(key, b"filled", 60, first.token) is True
         assert backend.get(key) == b"filled"
@@ -160,7 +162,8 @@ class BackendContract:
         sync_sleep(self.expiry_wait)
         successor = backend.lease(key, 5)
         assert successor.won
-        assert successor.token is not None and successor.token != dead.token
+        assert successor.token is not None
+        assert successor.token != dead.token
         assert backend.fill(key, b"from the successor", 60, successor.token) is True
 
     def test_one_refresh_lease_per_stale_key(self, backend: Backend) -> None:
@@ -213,7 +216,8 @@ class BackendContract:
         a, b, c = _keys(3)
         backend.set_many([(a, b"1", 60), (b, b"2", 60)])
         token = (backend.lease(c, 5)).token if backend.supports_leases else None
-        assert backend.invalidate([a, b, c]) == 2
+        # Two values existed; a backend may also count c's lease placeholder (memcached).
+        assert backend.invalidate([a, b, c]) in (2, 3)
         assert backend.get_many([a, b, c]) == [None, None, None]
         if token is not None:
             # The reader that took its lease before the invalidation cannot store.
