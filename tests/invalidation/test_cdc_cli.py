@@ -53,3 +53,31 @@ def test_bad_rules_files_are_named(tmp_path: Path) -> None:
         load_rules(bad)
     with pytest.raises(ConfigurationError, match="does not exist"):
         load_rules(tmp_path / "missing.toml")
+
+
+def test_consistency_check_cli_reports_stale_keys(tmp_path: Path, redis_url: str) -> None:
+    import json
+
+    import redis
+
+    prefix = f"cc{uuid.uuid4().hex[:6]}:"
+    truth_hash = f"truth-{uuid.uuid4().hex[:6]}"
+    cache = Cache(RedisBackend(RedisSettings(url=redis_url)), prefix=prefix)
+    client = redis.Redis.from_url(redis_url, protocol=2)
+    for i in range(50):
+        cache.set(f"k{i}", f"v{i}")
+        client.hset(truth_hash, f"k{i}", f"v{i}")
+    client.hset(truth_hash, "k7", "changed")
+    keys = tmp_path / "keys.txt"
+    keys.write_text("\n".join(f"k{i}" for i in range(50)))
+    out = cli(
+        "consistency", "check", "--truth", "tests.invalidation.truth_fixture:truth", "--keys", str(keys),
+        "--redis-url", redis_url, "--prefix", prefix, "--json",
+        env={"TRUTH_REDIS_URL": redis_url, "TRUTH_HASH": truth_hash},
+    ).stdout  # fmt: skip
+    report = json.loads(out)
+    assert report["checked"] == 50
+    assert report["stale"] == 1
+    assert report["stale_keys"] == ["k7"]
+    cache.close()
+    client.close()

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import typer
 
-from readscale.cli import bench, cdc, stack
+from readscale.cli import bench, cdc, consistency, stack
 
 app = typer.Typer(
     name="readscale",
@@ -13,4 +13,5 @@ app = typer.Typer(
 )
 app.add_typer(stack.app, name="stack")
 app.add_typer(cdc.app, name="cdc")
+app.add_typer(consistency.app, name="consistency")
 app.command("bench")(bench.bench)
