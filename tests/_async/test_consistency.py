@@ -21,9 +21,8 @@ pytestmark = pytest.mark.stack
 @pytest.fixture
 async def cache(redis_url: str) -> AsyncIterator[AsyncCache]:
     backend = AsyncRedisBackend(RedisSettings(url=redis_url))
-    cache = AsyncCache(
-        backend, policy=CachePolicy(name="c", ttl=300.0, tiers=frozenset({Tier.L2})), prefix=f"cc{uuid.uuid4().hex[:6]}:"
-    )
+    policy = CachePolicy(name="c", ttl=300.0, tiers=frozenset({Tier.L2}))
+    cache = AsyncCache(backend, policy=policy, prefix=f"cc{uuid.uuid4().hex[:6]}:")
     yield cache
     await cache.aclose()
 

@@ -22,11 +22,8 @@ pytestmark = pytest.mark.stack
 @pytest.fixture
 def cache(redis_url: str) -> Iterator[Cache]:
     backend = RedisBackend(RedisSettings(url=redis_url))
-    cache = Cache(
-        backend,
-        policy=CachePolicy(name="c", ttl=300.0, tiers=frozenset({Tier.L2})),
-        prefix=f"cc{uuid.uuid4().hex[:6]}:",
-    )
+    policy = CachePolicy(name="c", ttl=300.0, tiers=frozenset({Tier.L2}))
+    cache = Cache(backend, policy=policy, prefix=f"cc{uuid.uuid4().hex[:6]}:")
     yield cache
     cache.close()
 

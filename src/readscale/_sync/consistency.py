@@ -121,13 +121,10 @@ class ConsistencyChecker:
                 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
                 report = checker.report()
-                checked = CounterMetricFamily(
-                    "readscale_consistency_checked", "Sampled reads checked", labels=["cache"]
-                )
+                labels = ["cache"]
+                checked = CounterMetricFamily("readscale_consistency_checked", "Sampled reads checked", labels=labels)
                 checked.add_metric([checker.name], report.checked)
-                stale = CounterMetricFamily(
-                    "readscale_consistency_stale", "Sampled reads found stale", labels=["cache"]
-                )
+                stale = CounterMetricFamily("readscale_consistency_stale", "Sampled reads found stale", labels=labels)
                 stale.add_metric([checker.name], report.stale)
                 nines = GaugeMetricFamily("readscale_cache_consistency_nines", "Consistency in nines", labels=["cache"])
                 nines.add_metric([checker.name], report.nines)
