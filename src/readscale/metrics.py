@@ -44,6 +44,7 @@ class LoaderStats:
     lease_timeouts: int = 0
     fills_refused: int = 0
     not_cached: int = 0
+    purge_errors: int = 0
 
 
 class CacheStats:

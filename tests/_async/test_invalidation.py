@@ -199,3 +199,13 @@ async def test_application_events_on_the_bus(redis_url: str) -> None:
     assert seen == [("product.updated", {"id": 7, "price": 9.5})]
     await sender.close()
     await receiver.close()
+
+
+@pytest.mark.anyio
+async def test_tag_invalidation_purges_the_same_tags_at_the_edge(backend: Any, prefix: str) -> None:
+    from readscale._async.purge import AsyncRecordingPurger
+
+    purger = AsyncRecordingPurger()
+    cache = AsyncCache(backend, policy=POLICY, prefix=prefix, purger=purger)
+    await cache.invalidate_tags("product:5", "category:3")
+    assert purger.tags == ["product:5", "category:3"]

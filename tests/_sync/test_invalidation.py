@@ -193,3 +193,12 @@ def test_application_events_on_the_bus(redis_url: str) -> None:
     assert seen == [("product.updated", {"id": 7, "price": 9.5})]
     sender.close()
     receiver.close()
+
+
+def test_tag_invalidation_purges_the_same_tags_at_the_edge(backend: Any, prefix: str) -> None:
+    from readscale._sync.purge import RecordingPurger
+
+    purger = RecordingPurger()
+    cache = Cache(backend, policy=POLICY, prefix=prefix, purger=purger)
+    cache.invalidate_tags("product:5", "category:3")
+    assert purger.tags == ["product:5", "category:3"]

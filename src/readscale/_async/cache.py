@@ -34,7 +34,7 @@ from readscale._core.keys import DEFAULT_PREFIX, template_fields
 from readscale._core.policy import DEFAULT, CachePolicy
 from readscale._primitives import AsyncBackground, AsyncSingleFlight
 from readscale.codecs import Codec, JsonCodec
-from readscale.errors import ConfigurationError, CorruptValueError, SerializationError
+from readscale.errors import ConfigurationError, CorruptValueError, ReadscaleError, SerializationError
 from readscale.memory import NO_VALUE, MemoryStore
 from readscale.metrics import CacheStats
 
@@ -60,6 +60,8 @@ class AsyncCache(AsyncFillMixin):
             at least the longest replica lag you want to be safe from.
         version_ttl: how long a tag or namespace version read from L2 is trusted locally
             (the bus updates it sooner). Default: 60 s with a bus, 0 without.
+        purger: an edge purger (``readscale.http.purge``); ``invalidate_tags`` purges the
+            same tags at the edge after the cache, so a tag names one thing everywhere.
         clock: wall-clock seconds (entries cross processes); monotonic: for durations;
         rng: uniform in [0, 1) for TTL jitter and XFetch. Inject them in tests.
     """
@@ -77,6 +79,7 @@ class AsyncCache(AsyncFillMixin):
         breaker: circuit.BreakerSettings | None = None,
         tombstone_ttl: float = 5.0,
         version_ttl: float | None = None,
+        purger: Any | None = None,
         name: str = "cache",
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
@@ -103,6 +106,7 @@ class AsyncCache(AsyncFillMixin):
         self._flight: AsyncSingleFlight[str, Any] = AsyncSingleFlight()
         self._background: AsyncBackground[str] = AsyncBackground(on_error=self._refresh_failed)
         self._versions: dict[str, tuple[int, float]] = {}
+        self.purger = purger
         self._attach_bus(bus)
 
     # -- keys ------------------------------------------------------------------------------
@@ -241,6 +245,12 @@ class AsyncCache(AsyncFillMixin):
             raise ConfigurationError("tags need an L2 backend to hold their versions")
         bumped = await self._bump([self._tag_counter(t) for t in tags], [])
         self.stats.invalidations += len(tags)
+        if self.purger is not None:
+            try:
+                await self.purger.purge_tags(list(tags))
+            except ReadscaleError as exc:  # the cache is right; the edge expires by its TTL
+                self.stats.loader.purge_errors += 1
+                log.warning("cache %s: edge purge of %s failed: %s", self.stats.name, ", ".join(tags), exc)
         return {tag: bumped[self._tag_counter(tag)] for tag in tags}
 
     async def invalidate_namespace(self, namespace: str) -> int:

@@ -35,7 +35,7 @@ from readscale._sync.backends.base import Backend
 from readscale._sync.bus import InvalidationBus
 from readscale._sync.cached import CachedFunction
 from readscale.codecs import Codec, JsonCodec
-from readscale.errors import ConfigurationError, CorruptValueError, SerializationError
+from readscale.errors import ConfigurationError, CorruptValueError, ReadscaleError, SerializationError
 from readscale.memory import NO_VALUE, MemoryStore
 from readscale.metrics import CacheStats
 
@@ -61,6 +61,8 @@ class Cache(FillMixin):
             at least the longest replica lag you want to be safe from.
         version_ttl: how long a tag or namespace version read from L2 is trusted locally
             (the bus updates it sooner). Default: 60 s with a bus, 0 without.
+        purger: an edge purger (``readscale.http.purge``); ``invalidate_tags`` purges the
+            same tags at the edge after the cache, so a tag names one thing everywhere.
         clock: wall-clock seconds (entries cross processes); monotonic: for durations;
         rng: uniform in [0, 1) for TTL jitter and XFetch. Inject them in tests.
     """
@@ -78,6 +80,7 @@ class Cache(FillMixin):
         breaker: circuit.BreakerSettings | None = None,
         tombstone_ttl: float = 5.0,
         version_ttl: float | None = None,
+        purger: Any | None = None,
         name: str = "cache",
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
@@ -104,6 +107,7 @@ class Cache(FillMixin):
         self._flight: SingleFlight[str, Any] = SingleFlight()
         self._background: Background[str] = Background(on_error=self._refresh_failed)
         self._versions: dict[str, tuple[int, float]] = {}
+        self.purger = purger
         self._attach_bus(bus)
 
     # -- keys ------------------------------------------------------------------------------
@@ -242,6 +246,12 @@ class Cache(FillMixin):
             raise ConfigurationError("tags need an L2 backend to hold their versions")
         bumped = self._bump([self._tag_counter(t) for t in tags], [])
         self.stats.invalidations += len(tags)
+        if self.purger is not None:
+            try:
+                self.purger.purge_tags(list(tags))
+            except ReadscaleError as exc:  # the cache is right; the edge expires by its TTL
+                self.stats.loader.purge_errors += 1
+                log.warning("cache %s: edge purge of %s failed: %s", self.stats.name, ", ".join(tags), exc)
         return {tag: bumped[self._tag_counter(tag)] for tag in tags}
 
     def invalidate_namespace(self, namespace: str) -> int:
