@@ -1,0 +1,204 @@
+"""The demo's load: browser-like clients with Zipf popularity, about 100 reads per write.
+
+Each client is a closed loop (one request at a time, as a browser tab) with its own
+private HTTP cache, a user of its own, and a session cookie it sends only under
+``/users`` (the cookie's path), as a browser would: catalog pages stay cookie-free, so
+the edge can share them. Reads pick products and categories by Zipf popularity; writes
+are profile updates and deposits by the client's user, price changes by an "admin"
+(which the CDC worker turns into invalidations and purges) and product views counted
+behind. Everything is bounded: by a duration and by a request count, loopback only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import accumulate
+from urllib.parse import urlsplit
+
+import httpx
+
+from readscale.demo.browser import MemoryStorage, browser_client, served_by
+from readscale.errors import ConfigurationError
+
+ACTIONS = (
+    ("product", 0.60),
+    ("category", 0.18),
+    ("trending", 0.05),
+    ("profile", 0.06),
+    ("balance", 0.05),
+    ("asset", 0.06),
+)
+WRITES = (("view", 0.5), ("profile_update", 0.2), ("deposit", 0.2), ("price", 0.1))
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    base_url: str
+    clients: int = 64
+    duration_s: float = 60.0
+    max_requests: int | None = None
+    products: int = 5_000
+    categories: int = 50
+    users: int = 2_000
+    zipf_alpha: float = 0.9
+    reads_per_write: float = 100.0
+    seed: int = 7
+    asset_paths: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        host = urlsplit(self.base_url).hostname
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise ConfigurationError(f"the demo's load only targets loopback, got {self.base_url!r}")
+        if self.clients < 1 or self.duration_s <= 0 or self.reads_per_write <= 0 or self.zipf_alpha <= 0:
+            raise ConfigurationError("clients >= 1, duration_s > 0, reads_per_write > 0 and zipf_alpha > 0 are required")
+
+
+@dataclass
+class LoadResult:
+    """What the clients saw. ``layers`` counts responses by the layer that answered."""
+
+    requests: int = 0
+    reads: int = 0
+    writes: int = 0
+    failed: int = 0
+    layers: Counter[str] = field(default_factory=Counter)
+    latency_ms: dict[str, list[float]] = field(default_factory=dict)
+    timeline: list[tuple[float, str]] = field(default_factory=list)  # (seconds since start, layer)
+    browser_hits: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+    duration_s: float = 0.0
+
+
+class Zipf:
+    """Draws ranks 1..n with probability proportional to rank^-alpha (inverse CDF)."""
+
+    def __init__(self, n: int, alpha: float) -> None:
+        weights = [rank**-alpha for rank in range(1, n + 1)]
+        self._cdf = list(accumulate(weights))
+        self._total = self._cdf[-1]
+
+    def draw(self, rng: random.Random) -> int:
+        return bisect.bisect_left(self._cdf, rng.random() * self._total) + 1
+
+
+def _choose(rng: random.Random, table: tuple[tuple[str, float], ...]) -> str:
+    u = rng.random() * sum(w for _, w in table)
+    for name, weight in table:
+        u -= weight
+        if u <= 0:
+            return name
+    return table[-1][0]
+
+
+async def run_load(config: LoadConfig, *, progress: Callable[[LoadResult], None] | None = None) -> LoadResult:
+    """Run every client until the duration or the request budget is spent."""
+    result = LoadResult()
+    products = Zipf(config.products, config.zipf_alpha)
+    categories = Zipf(config.categories, config.zipf_alpha)
+    started = time.monotonic()
+    deadline = started + config.duration_s
+    budget = config.max_requests
+    write_probability = 1.0 / (1.0 + config.reads_per_write)
+    limits = httpx.Limits(max_connections=4, max_keepalive_connections=4)
+
+    def spend() -> bool:
+        nonlocal budget
+        if time.monotonic() >= deadline:
+            return False
+        if budget is not None:
+            if budget <= 0:
+                return False
+            budget -= 1
+        return True
+
+    async def client(index: int) -> None:
+        rng = random.Random(config.seed * 1_000_003 + index)
+        user = 1 + (index * 7919) % config.users
+        session = f"session=user-{user}"
+        storage = MemoryStorage()
+        async with browser_client(config.base_url, storage=storage, limits=limits) as http:
+            while spend():
+                write = rng.random() < write_probability
+                method, path, body, cookie = _request(rng, write, user, session, products, categories, config)
+                began = time.perf_counter()
+                try:
+                    headers = {"cookie": cookie} if cookie else {}
+                    if method == "GET":
+                        response = await http.get(path, headers=headers)
+                    else:
+                        response = await http.post(path, headers=headers, json=body)
+                    await response.aread()
+                    layer = served_by(response) if response.status_code < 400 else "error"
+                    if response.status_code >= 400:
+                        result.failures[f"{response.status_code} {path.split('/')[1]}"] += 1
+                except httpx.HTTPError as exc:
+                    layer = "error"
+                    result.failures[type(exc).__name__] += 1
+                elapsed = (time.perf_counter() - began) * 1000
+                result.requests += 1
+                if write:
+                    result.writes += 1
+                else:
+                    result.reads += 1
+                if layer == "error":
+                    result.failed += 1
+                result.layers[layer] += 1
+                result.latency_ms.setdefault(layer, []).append(elapsed)
+                result.timeline.append((time.monotonic() - started, layer))
+
+    async def reporter() -> None:
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            if progress is not None:
+                result.duration_s = time.monotonic() - started
+                progress(result)
+
+    report = asyncio.ensure_future(reporter())
+    try:
+        await asyncio.gather(*(client(i) for i in range(config.clients)))
+    finally:
+        report.cancel()
+    result.duration_s = time.monotonic() - started
+    result.browser_hits = result.layers["browser"]
+    return result
+
+
+def _request(
+    rng: random.Random,
+    write: bool,
+    user: int,
+    session: str,
+    products: Zipf,
+    categories: Zipf,
+    config: LoadConfig,
+) -> tuple[str, str, dict[str, object] | None, str | None]:
+    """(method, path, json body, cookie) of one request."""
+    if write:
+        kind = _choose(rng, WRITES)
+        if kind == "view":
+            return "POST", f"/products/{products.draw(rng)}/views", None, None
+        if kind == "profile_update":
+            return "POST", f"/users/{user}/profile", {"bio": f"bio {rng.randrange(10**6)}"}, session
+        if kind == "deposit":
+            return "POST", f"/users/{user}/balance", {"amount_cents": rng.randrange(1, 500)}, session
+        return "POST", f"/admin/products/{products.draw(rng)}/price", {"price_cents": rng.randrange(100, 20000)}, None
+    kind = _choose(rng, ACTIONS)
+    if kind == "product":
+        return "GET", f"/products/{products.draw(rng)}", None, None
+    if kind == "category":
+        return "GET", f"/categories/{categories.draw(rng)}", None, None
+    if kind == "trending":
+        return "GET", "/trending", None, None
+    if kind == "profile":
+        return "GET", f"/users/{user}/profile", None, session
+    if kind == "balance":
+        return "GET", f"/users/{user}/balance", None, session
+    if config.asset_paths:
+        return "GET", config.asset_paths[rng.randrange(len(config.asset_paths))], None, None
+    return "GET", f"/products/{products.draw(rng)}", None, None
