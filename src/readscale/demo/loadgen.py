@@ -56,7 +56,7 @@ class LoadConfig:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ConfigurationError(f"the demo's load only targets loopback, got {self.base_url!r}")
         if self.clients < 1 or self.duration_s <= 0 or self.reads_per_write <= 0 or self.zipf_alpha <= 0:
-            raise ConfigurationError("clients >= 1, duration_s > 0, reads_per_write > 0 and zipf_alpha > 0 are required")
+            raise ConfigurationError("need clients >= 1, duration_s > 0, reads_per_write > 0 and zipf_alpha > 0")
 
 
 @dataclass
