@@ -49,6 +49,9 @@ def base_settings(*, fsync: bool) -> dict[str, str]:
         "fsync": "on" if fsync else "off",
         "synchronous_commit": "on",
         "track_commit_timestamp": "on",
+        # Per-statement counts on every node: the demo measures what each node served.
+        "shared_preload_libraries": "'pg_stat_statements'",
+        "pg_stat_statements.track": "top",
         "logging_collector": "off",
         "log_min_messages": "warning",
         "log_line_prefix": "'%m [%p] '",
