@@ -23,7 +23,7 @@ def _env_bool(value: str, name: str) -> bool:
     raise ConfigurationError(f"{name} must be a boolean (true/false), got {value!r}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class RedisSettings:
     """How to reach Redis (or one node of a Redis Cluster).
 
@@ -55,6 +55,14 @@ class RedisSettings:
             raise ConfigurationError("pool_timeout_ms must be > 0 milliseconds")
         if self.max_connections < 1:
             raise ConfigurationError(f"max_connections must be >= 1, got {self.max_connections}")
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{f.name}={self.safe_url if f.name == 'url' else getattr(self, f.name)!r}"
+            for f in fields(self)
+            if f.repr
+        )
+        return f"RedisSettings({shown})"
 
     @property
     def safe_url(self) -> str:

@@ -73,6 +73,8 @@ def up(
         bool,
         typer.Option("--redis-aof", help="Run the standalone Redis with AOF (appendfsync everysec)."),
     ] = False,
+    redis_password: Annotated[str | None, typer.Option(help="Require this password on the standalone Redis.")] = None,
+    redis_tls: Annotated[bool, typer.Option("--redis-tls", help="The standalone Redis speaks TLS only.")] = False,
     directory: DirOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -86,6 +88,8 @@ def up(
             mode=mode,
             redis=not no_redis,
             redis_aof=redis_aof,
+            redis_password=redis_password,
+            redis_tls=redis_tls,
             cluster=cluster,
             memcached=memcached,
             varnish=varnish,

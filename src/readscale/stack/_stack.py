@@ -40,6 +40,7 @@ from readscale.stack.postgres import (
     wait_streaming,
 )
 from readscale.stack.redis import RedisNode, create_cluster, new_redis
+from readscale.stack.tls import make_tls
 from readscale.stack.varnish import VarnishNode, check_xkey, new_varnish, render_vcl
 
 STATE_FILE = "state.json"
@@ -68,6 +69,9 @@ class StackConfig:
     redis: bool = True
     redis_aof: bool = False
     redis_password: str | None = None
+    redis_acl_user: str | None = None
+    redis_acl_password: str | None = None
+    redis_tls: bool = False
     cluster: bool = False
     memcached: bool = False
     varnish: bool = False
@@ -259,7 +263,12 @@ class Stack:
             if config.postgres:
                 self.start_postgres(replicas=config.replicas, mode=config.mode, fsync=config.fsync)
             if config.redis:
-                self.start_redis(aof=config.redis_aof, password=config.redis_password)
+                self.start_redis(
+                    aof=config.redis_aof,
+                    password=config.redis_password,
+                    acl_user=(config.redis_acl_user, config.redis_acl_password) if config.redis_acl_user else None,
+                    tls=config.redis_tls,
+                )
             if config.cluster:
                 self.start_cluster(password=config.redis_password)
             if config.memcached:
@@ -337,15 +346,34 @@ class Stack:
             set_replication_mode(primary, mode, names)
         return primary
 
-    def start_redis(self, *, aof: bool = False, password: str | None = None) -> RedisNode:
-        if "redis" in self.nodes:
-            return self.redis
+    def start_redis(
+        self,
+        *,
+        aof: bool = False,
+        password: str | None = None,
+        acl_user: tuple[str, str | None] | None = None,
+        tls: bool = False,
+        name: str = "redis",
+    ) -> RedisNode:
+        """A standalone Redis; optionally with AOF, a password, an ACL user and TLS only."""
+        if name in self.nodes:
+            node = self.nodes[name]
+            assert isinstance(node, RedisNode)
+            return node
         (port,) = _proc.pick_ports(1)
         extra: dict[str, Any] = {"aof": aof}
         if password:
             extra["password"] = password
-        self._report("Redis: starting")
-        node = new_redis("redis", self.root, port, **extra)
+        if acl_user:
+            user, secret = acl_user
+            if not secret:
+                raise ConfigurationError(f"the Redis ACL user {user!r} needs a password")
+            extra["acl_user"], extra["acl_password"] = user, secret
+        if tls:
+            files = make_tls(self.root / f"{name}-tls")
+            extra["tls"] = {"ca": str(files.ca), "cert": str(files.cert), "key": str(files.key)}
+        self._report(f"Redis {name}: starting")
+        node = new_redis(name, self.root, port, **extra)
         self._register(node)
         node.start(may_move=True)
         assert isinstance(node, RedisNode)
@@ -427,6 +455,8 @@ class Stack:
             }
         if "redis" in self.nodes:
             out["redis"] = self.redis.endpoint()
+            if self.redis.ca_file:
+                out["redis"]["ca_file"] = self.redis.ca_file
         if any(name.startswith("cluster") for name in self.nodes):
             nodes = self.cluster_nodes
             out["redis_cluster"] = {

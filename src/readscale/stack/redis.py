@@ -10,6 +10,7 @@ one write per primary is made before the cluster is declared ready.
 from __future__ import annotations
 
 import socket
+import ssl
 from typing import Any
 
 from readscale.errors import StackError
@@ -17,16 +18,21 @@ from readscale.stack import _proc
 from readscale.stack._node import Node, NodeSpec
 
 
-def resp_ping(port: int, password: str | None = None, timeout: float = 0.5) -> bool:
-    """One PING over a raw socket: true once the server answers and has loaded its data."""
+def resp_ping(port: int, password: str | None = None, timeout: float = 0.5, *, cafile: str | None = None) -> bool:
+    """One PING over a raw socket (TLS with ``cafile``): true once the server answers and
+    has loaded its data."""
+    commands = (_encode("AUTH", password) if password else b"") + _encode("PING")
+    expected = 2 if password else 1
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-            if password:
-                sock.sendall(_encode("AUTH", password) + _encode("PING"))
-                reply = _read_lines(sock, 2)
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+            if cafile:
+                context = ssl.create_default_context(cafile=cafile)
+                with context.wrap_socket(raw, server_hostname="127.0.0.1") as secure:
+                    secure.sendall(commands)
+                    reply = _read_lines(secure, expected)
             else:
-                sock.sendall(_encode("PING"))
-                reply = _read_lines(sock, 1)
+                raw.sendall(commands)
+                reply = _read_lines(raw, expected)
     except OSError:
         return False
     return reply[-1:] == [b"+PONG"]
@@ -51,7 +57,9 @@ def _read_lines(sock: socket.socket, count: int) -> list[bytes]:
 
 
 class RedisNode(Node):
-    """A redis-server. ``extra``: ``cluster_port`` (cluster mode), ``aof``, ``password``."""
+    """A redis-server. ``extra``: ``cluster_port`` (cluster mode), ``aof``, ``password``,
+    ``acl_user``/``acl_password`` (an ACL user besides the default one), ``tls`` (a dict
+    with ``ca``, ``cert``, ``key``: the port then speaks TLS only)."""
 
     kind = "redis"
 
@@ -78,6 +86,18 @@ class RedisNode(Node):
             args += ["--appendonly", "no"]
         if extra.get("password"):
             args += ["--requirepass", str(extra["password"])]
+        if extra.get("acl_user"):
+            args += ["--user", str(extra["acl_user"]), "on", f">{extra['acl_password']}", "~*", "&*", "+@all"]
+        tls = extra.get("tls")
+        if tls:
+            args[args.index("--port") + 1] = "0"
+            args += [
+                "--tls-port", str(self.port),
+                "--tls-cert-file", str(tls["cert"]),
+                "--tls-key-file", str(tls["key"]),
+                "--tls-ca-cert-file", str(tls["ca"]),
+                "--tls-auth-clients", "no",
+            ]  # fmt: skip
         if extra.get("cluster_port"):
             args += [
                 "--cluster-enabled", "yes",
@@ -98,13 +118,20 @@ class RedisNode(Node):
             self.spec.extra["cluster_port"] = cport
 
     def probe(self) -> bool:
-        return resp_ping(self.port, self.spec.extra.get("password"))
+        tls = self.spec.extra.get("tls")
+        return resp_ping(self.port, self.spec.extra.get("password"), cafile=str(tls["ca"]) if tls else None)
 
     @property
     def url(self) -> str:
         password = self.spec.extra.get("password")
         auth = f":{password}@" if password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        scheme = "rediss" if self.spec.extra.get("tls") else "redis"
+        return f"{scheme}://{auth}127.0.0.1:{self.port}/0"
+
+    @property
+    def ca_file(self) -> str | None:
+        tls = self.spec.extra.get("tls")
+        return str(tls["ca"]) if tls else None
 
     def endpoint(self) -> dict[str, Any]:
         return {"name": self.name, "port": self.port, "url": self.url}
@@ -115,6 +142,8 @@ class RedisNode(Node):
         password = self.spec.extra.get("password")
         if password:
             argv += ["--no-auth-warning", "-a", str(password)]
+        if self.ca_file:
+            argv += ["--tls", "--cacert", self.ca_file]
         return _proc.run([*argv, *args], timeout=timeout).stdout
 
 

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     import redis.asyncio
     import redis.cluster
 
+    from readscale.settings import RedisSettings
+
 
 @pytest.fixture(scope="session")
 def readscale_stack() -> Iterator[SharedStack]:
@@ -44,6 +46,21 @@ def pg_replica_dsns(pg_stack: Stack) -> list[str]:
 @pytest.fixture(scope="session")
 def redis_url(readscale_stack: SharedStack) -> str:
     return readscale_stack.redis().url
+
+
+@pytest.fixture(scope="session")
+def secure_redis_settings(readscale_stack: SharedStack) -> RedisSettings:
+    """Settings for a Redis reachable only over TLS, as the ACL user ``readscale``."""
+    from readscale.settings import RedisSettings
+    from readscale.testing.shared import SECURE_USER, SECURE_USER_PASSWORD
+
+    node = readscale_stack.secure_redis()
+    return RedisSettings(
+        url=f"rediss://127.0.0.1:{node.port}/0",
+        username=SECURE_USER,
+        password=SECURE_USER_PASSWORD,
+        ssl_ca_certs=node.ca_file,
+    )
 
 
 @pytest.fixture

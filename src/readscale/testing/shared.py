@@ -9,6 +9,12 @@ from pathlib import Path
 
 from readscale.stack import MemcachedNode, RedisNode, Stack
 
+# Test-only credentials of the secured Redis (generated per session would hide nothing:
+# the stack lives on loopback and dies with the session).
+SECURE_PASSWORD = "default-user-secret"  # noqa: S105 - a throwaway test server
+SECURE_USER = "readscale"
+SECURE_USER_PASSWORD = "acl-user-secret"  # noqa: S105 - a throwaway test server
+
 
 def new_stack_root(prefix: str = "readscale-test-") -> Path:
     """A fresh folder for a test stack, reachable by the unprivileged server account."""
@@ -49,6 +55,17 @@ class SharedStack:
         with self._lock:
             self._prepare()
             return self.stack.start_cluster()
+
+    def secure_redis(self) -> RedisNode:
+        """A Redis that accepts only TLS, with a password and an ACL user ``readscale``."""
+        with self._lock:
+            self._prepare()
+            return self.stack.start_redis(
+                name="redis-secure",
+                password=SECURE_PASSWORD,
+                acl_user=(SECURE_USER, SECURE_USER_PASSWORD),
+                tls=True,
+            )
 
     def memcached(self) -> MemcachedNode:
         with self._lock:
