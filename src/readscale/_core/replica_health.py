@@ -122,6 +122,7 @@ class ReplicaSample:
     receive_lsn: int | None
     replay_lsn: int | None
     receiver_status: str | None  # pg_stat_wal_receiver.status, None with no WAL receiver
+    timeline: int | None  # of the replica's last restartpoint (pg_control_checkpoint)
     replay_timestamp_age: float | None  # now() - pg_last_xact_replay_timestamp(); exported, never routed on
 
 
