@@ -35,7 +35,19 @@ from readscale._core.causal import (
 )
 from readscale._core.replica_settings import ReadMode
 
-__all__ = ["CausalContext", "causal_context", "current_context", "current_mode", "use_mode"]
+__all__ = [
+    "TOKEN_HEADER",
+    "CausalContext",
+    "causal_context",
+    "current_context",
+    "current_mode",
+    "dump_token",
+    "load_token",
+    "use_mode",
+]
+
+# The header that carries a signed causal token between services (and API clients).
+TOKEN_HEADER = "Readscale-Token"  # noqa: S105 - a header name, not a secret
 
 
 class CausalContext:
@@ -147,3 +159,17 @@ def use_mode(mode: ReadMode) -> Iterator[None]:
         yield
     finally:
         _mode.reset(reset)
+
+
+def dump_token(signer: TokenSigner, context: CausalContext | None = None) -> str | None:
+    """The active (or given) context's token, signed, for a job message or an outgoing
+    request's ``Readscale-Token`` header; None if the context has no token yet."""
+    context = context or current_context()
+    return None if context is None else context.dumps(signer)
+
+
+def load_token(signer: TokenSigner, text: str | None) -> CarriedToken | None:
+    """Verify a signed token from a message or a header; None (a new session) if it is
+    missing, malformed, forged, tampered or expired. Never raises. Open it with
+    ``with causal_context(load_token(signer, text)):``."""
+    return signer.loads(text, now=time.time())

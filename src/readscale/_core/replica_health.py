@@ -68,6 +68,10 @@ class PrimaryHistory:
         primary's history restarted (a failover or a rebuilt cluster): start over."""
         if self.lsns and (lsn < self.lsns[-1] or t < self.times[-1]):
             return PrimaryHistory((t,), (lsn,))
+        if self.lsns and t == self.times[-1]:
+            # Two positions at one clock reading: keep the later one, so the earlier
+            # never claims to show the primary as it was at that time.
+            return PrimaryHistory(self.times, (*self.lsns[:-1], lsn))
         if self.lsns and lsn == self.lsns[-1] and len(self.lsns) >= 2 and self.lsns[-2] == lsn:
             # A flat stretch (idle primary) keeps its first and last samples only.
             return PrimaryHistory((*self.times[:-1], t), self.lsns)

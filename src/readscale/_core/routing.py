@@ -117,13 +117,13 @@ def _load(view: ReplicaView) -> float:
 
 
 def _better(a: ReplicaView, b: ReplicaView) -> ReplicaView:
+    """The less loaded of two draws; on a tie the one further ahead, then the first drawn
+    (a fixed tie-break by name would herd all reads onto one replica when idle)."""
     la, lb = _load(a), _load(b)
     if la != lb:
         return a if la < lb else b
     ra, rb = a.replay_lsn or 0, b.replay_lsn or 0
-    if ra != rb:
-        return a if ra > rb else b
-    return a if a.name <= b.name else b
+    return b if rb > ra else a
 
 
 def choose_replica(
