@@ -35,7 +35,17 @@ from readscale._core.replica_settings import (
     Session,
     TimeWindow,
 )
-from readscale._core.routing import FallBack, ReadRequest, Refuse, TryReplica, UsePrimary, Wait, plan_read
+from readscale._core.routing import (
+    FallBack,
+    ReadRequest,
+    Refuse,
+    ReplicaView,
+    TryReplica,
+    UsePrimary,
+    Wait,
+    eligible,
+    plan_read,
+)
 from readscale._primitives import AsyncBackground, AsyncEvent, AsyncSingleFlight, async_sleep
 from readscale._replica_state import RouterStats, Topology
 from readscale.errors import ConfigurationError, ReplicaUnavailableError
@@ -48,6 +58,8 @@ Row = tuple[Any, ...]
 # shutdowns), and the hot-standby conflict a replica raises while replaying (retryable).
 _NODE_FAILURE_STATES = ("08", "57P01", "57P02", "57P03")
 _RECOVERY_CONFLICT = "40001"
+# At most one background refresh of replay positions per this many seconds.
+REFRESH_INTERVAL = 0.005
 
 
 @dataclass
@@ -97,6 +109,8 @@ class AsyncReplicaRouter:
         self._rng = random.Random(settings.seed)
         self._positions: AsyncSingleFlight[str, None] = AsyncSingleFlight()
         self._observer: AsyncBackground[str] = AsyncBackground()
+        self._background: AsyncBackground[str] = AsyncBackground()
+        self._last_refresh = -REFRESH_INTERVAL
         self._stop = AsyncEvent()
         self._open = False
         self.default_context = CausalContext()
@@ -116,6 +130,7 @@ class AsyncReplicaRouter:
     async def close(self) -> None:
         self._stop.set()
         await self._observer.close()
+        await self._background.close()
         self._open = False
         for node in self._nodes():
             await node.close()
@@ -165,6 +180,18 @@ class AsyncReplicaRouter:
 
     async def _refresh_positions(self) -> None:
         await self._positions.run("positions", self._poll_positions)
+
+    def _refresh_if_unsure(self, views: list[ReplicaView], request: ReadRequest, now: float) -> None:
+        """Refresh replay positions in the background when a routable replica is not known
+        to be fresh enough. Known positions only lag the truth, and the replica a session
+        read last is the only one known to be at its token; without this, a session would
+        stick to it (even to the more lagged of two replicas) until the next poll."""
+        if now - self._last_refresh < REFRESH_INTERVAL:
+            return
+        if all(eligible(v, request) for v in views if v.routable):
+            return
+        self._last_refresh = now
+        self._background.spawn("positions", self._refresh_positions)
 
     async def _poll_positions(self) -> None:
         for name in self._topology.routable_replicas():
@@ -228,6 +255,7 @@ class AsyncReplicaRouter:
             )  # fmt: skip
             match step:
                 case TryReplica(name=name):
+                    self._refresh_if_unsure(views, plan.request, now)
                     return name
                 case Wait(seconds=seconds):
                     if not plan.waited:

@@ -34,7 +34,17 @@ from readscale._core.replica_settings import (
     Session,
     TimeWindow,
 )
-from readscale._core.routing import FallBack, ReadRequest, Refuse, TryReplica, UsePrimary, Wait, plan_read
+from readscale._core.routing import (
+    FallBack,
+    ReadRequest,
+    Refuse,
+    ReplicaView,
+    TryReplica,
+    UsePrimary,
+    Wait,
+    eligible,
+    plan_read,
+)
 from readscale._primitives import Background, Event, SingleFlight, sync_sleep
 from readscale._replica_state import RouterStats, Topology
 from readscale._sync.replica_nodes import GUARD_SQL, Node, position_sql
@@ -49,6 +59,8 @@ Row = tuple[Any, ...]
 # shutdowns), and the hot-standby conflict a replica raises while replaying (retryable).
 _NODE_FAILURE_STATES = ("08", "57P01", "57P02", "57P03")
 _RECOVERY_CONFLICT = "40001"
+# At most one background refresh of replay positions per this many seconds.
+REFRESH_INTERVAL = 0.005
 
 
 @dataclass
@@ -98,6 +110,8 @@ class ReplicaRouter:
         self._rng = random.Random(settings.seed)
         self._positions: SingleFlight[str, None] = SingleFlight()
         self._observer: Background[str] = Background()
+        self._background: Background[str] = Background()
+        self._last_refresh = -REFRESH_INTERVAL
         self._stop = Event()
         self._open = False
         self.default_context = CausalContext()
@@ -117,6 +131,7 @@ class ReplicaRouter:
     def close(self) -> None:
         self._stop.set()
         self._observer.close()
+        self._background.close()
         self._open = False
         for node in self._nodes():
             node.close()
@@ -166,6 +181,18 @@ class ReplicaRouter:
 
     def _refresh_positions(self) -> None:
         self._positions.run("positions", self._poll_positions)
+
+    def _refresh_if_unsure(self, views: list[ReplicaView], request: ReadRequest, now: float) -> None:
+        """Refresh replay positions in the background when a routable replica is not known
+        to be fresh enough. Known positions only lag the truth, and the replica a session
+        read last is the only one known to be at its token; without this, a session would
+        stick to it (even to the more lagged of two replicas) until the next poll."""
+        if now - self._last_refresh < REFRESH_INTERVAL:
+            return
+        if all(eligible(v, request) for v in views if v.routable):
+            return
+        self._last_refresh = now
+        self._background.spawn("positions", self._refresh_positions)
 
     def _poll_positions(self) -> None:
         for name in self._topology.routable_replicas():
@@ -229,6 +256,7 @@ class ReplicaRouter:
             )  # fmt: skip
             match step:
                 case TryReplica(name=name):
+                    self._refresh_if_unsure(views, plan.request, now)
                     return name
                 case Wait(seconds=seconds):
                     if not plan.waited:
