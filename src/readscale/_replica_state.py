@@ -31,8 +31,6 @@ from readscale._core.routing import Refuse, ReplicaView, TokenBucket, UsePrimary
 
 __all__ = ["RouterStats", "Topology"]
 
-# Weight of the newest sample in the smoothed round-trip time.
-LATENCY_ALPHA = 0.2
 Transition = Literal["none", "out", "back"]
 
 
@@ -60,7 +58,6 @@ class _Replica:
     lag_seconds: float | None = None
     replay_timestamp_age: float | None = None
     inflight: int = 0
-    latency: float = 0.0
     reads: int = 0
 
 
@@ -100,7 +97,6 @@ class Topology:
                     replay_lsn=r.replay_lsn,
                     staleness=None if r.replay_lsn is None else history.staleness(r.replay_lsn, now),
                     inflight=r.inflight,
-                    latency=r.latency,
                 )
                 for r in self._replicas.values()
             ]
@@ -165,25 +161,27 @@ class Topology:
             if latest is not None:
                 replica.lag_bytes = max(0, latest[1] - replay_lsn)
 
-    def record_primary(self, sample: PrimarySample | None, now: float) -> None:
-        """One poll of the primary (``None``: it failed)."""
+    def record_primary(self, sample: PrimarySample | None, now: float) -> Transition:
+        """One poll of the primary (``None``: it failed); says whether it just went down or came back."""
         with self._lock:
             primary = self._primary
-            if sample is None or sample.in_recovery or sample.current_lsn is None:
-                if sample is None:
-                    primary.health = next_health(
-                        primary.health, "unreachable", others_out=0, total=1, policy=self.settings.health
-                    )
-                else:
-                    primary.health = NodeHealth("down", primary.health.bad + 1, 0, "in recovery: not a primary")
-                return
-            primary.health = next_health(primary.health, "ok", others_out=0, total=1, policy=self.settings.health)
-            if sample.timeline is not None:
-                identity = ClusterIdentity(sample.system_identifier, sample.timeline)
-                if identity != self.identity:
-                    self.identity = identity
-                    self.history = PrimaryHistory()
-            self.history = self.history.add(now, sample.current_lsn)
+            before = primary.health.status != "down"
+            if sample is None:
+                primary.health = next_health(
+                    primary.health, "unreachable", others_out=0, total=1, policy=self.settings.health
+                )
+            elif sample.in_recovery or sample.current_lsn is None:
+                primary.health = NodeHealth("down", primary.health.bad + 1, 0, "in recovery: not a primary")
+            else:
+                primary.health = next_health(primary.health, "ok", others_out=0, total=1, policy=self.settings.health)
+                if sample.timeline is not None:
+                    identity = ClusterIdentity(sample.system_identifier, sample.timeline)
+                    if identity != self.identity:
+                        self.identity = identity
+                        self.history = PrimaryHistory()
+                self.history = self.history.add(now, sample.current_lsn)
+            after = primary.health.status != "down"
+            return "out" if before and not after else "back" if after and not before else "none"
 
     def record_replica(self, name: str, sample: ReplicaSample | None) -> Transition:
         """One poll of a replica; says whether it just left or rejoined the rotation."""
@@ -248,22 +246,12 @@ class Topology:
             node = self._primary if name == PRIMARY else self._replicas[name]
             node.inflight += 1
 
-    def end_read(self, name: str, *, served: bool, latency: float | None = None) -> None:
+    def end_read(self, name: str, *, served: bool) -> None:
         with self._lock:
             node = self._primary if name == PRIMARY else self._replicas[name]
             node.inflight -= 1
             if served:
                 node.reads += 1
-            if latency is not None:
-                self._smooth(node, latency)
-
-    def record_latency(self, name: str, latency: float) -> None:
-        with self._lock:
-            self._smooth(self._primary if name == PRIMARY else self._replicas[name], latency)
-
-    @staticmethod
-    def _smooth(node: _Replica, latency: float) -> None:
-        node.latency = latency if node.latency == 0 else (1 - LATENCY_ALPHA) * node.latency + LATENCY_ALPHA * latency
 
     # -- primary protection ------------------------------------------------------------
 

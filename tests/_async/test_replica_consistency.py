@@ -37,6 +37,20 @@ async def setup_table(router: AsyncReplicaRouter, table: str, rows: int) -> None
         await conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (id int PRIMARY KEY, n bigint NOT NULL)")
         await conn.execute(f"TRUNCATE {table}")
         await conn.execute(f"INSERT INTO {table} SELECT g, 0 FROM generate_series(0, {rows - 1}) g")
+    await replayed_everywhere(router)
+
+
+async def replayed_everywhere(router: AsyncReplicaRouter) -> None:
+    """Wait until every replica has replayed the setup's writes (the router's own context)."""
+    token = router.context.token
+    assert token is not None
+    for _ in range(1000):
+        await router.poll()
+        positions = [s.replay_lsn for s in router.status() if s.role == "replica"]
+        if all(p is not None and p >= token.lsn for p in positions):
+            return
+        await async_sleep(0.01)
+    raise AssertionError(f"replicas never replayed {token}: {router.status()}")
 
 
 async def increment(router: AsyncReplicaRouter, table: str, row: int) -> int:
@@ -143,7 +157,6 @@ async def test_latest_sees_another_sessions_write_and_session_mode_may_not(laggi
     settings = router_settings(lagging_stack, wait_budget=0.05)
     async with AsyncReplicaRouter(settings) as router:
         await setup_table(router, "latest_probe", 1)
-        await router.fetch_one("SELECT 1")  # both replicas have the table
         lagging_stack.pause_replay("r1")
         lagging_stack.pause_replay("r2")
         with causal_context():
@@ -194,7 +207,6 @@ async def test_the_time_window_rule_reads_stale_data_where_the_token_does_not(la
     settings = router_settings(lagging_stack, wait_budget=0.05)
     async with AsyncReplicaRouter(settings) as router:
         await setup_table(router, "window_probe", 1)
-        await router.fetch_one("SELECT 1")
         lagging_stack.pause_replay("r1")
         lagging_stack.pause_replay("r2")
         with causal_context():

@@ -38,6 +38,20 @@ def setup_table(router: ReplicaRouter, table: str, rows: int) -> None:
         conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (id int PRIMARY KEY, n bigint NOT NULL)")
         conn.execute(f"TRUNCATE {table}")
         conn.execute(f"INSERT INTO {table} SELECT g, 0 FROM generate_series(0, {rows - 1}) g")
+    replayed_everywhere(router)
+
+
+def replayed_everywhere(router: ReplicaRouter) -> None:
+    """Wait until every replica has replayed the setup's writes (the router's own context)."""
+    token = router.context.token
+    assert token is not None
+    for _ in range(1000):
+        router.poll()
+        positions = [s.replay_lsn for s in router.status() if s.role == "replica"]
+        if all(p is not None and p >= token.lsn for p in positions):
+            return
+        sync_sleep(0.01)
+    raise AssertionError(f"replicas never replayed {token}: {router.status()}")
 
 
 def increment(router: ReplicaRouter, table: str, row: int) -> int:
@@ -141,7 +155,6 @@ def test_latest_sees_another_sessions_write_and_session_mode_may_not(lagging_sta
     settings = router_settings(lagging_stack, wait_budget=0.05)
     with ReplicaRouter(settings) as router:
         setup_table(router, "latest_probe", 1)
-        router.fetch_one("SELECT 1")  # both replicas have the table
         lagging_stack.pause_replay("r1")
         lagging_stack.pause_replay("r2")
         with causal_context():
@@ -190,7 +203,6 @@ def test_the_time_window_rule_reads_stale_data_where_the_token_does_not(lagging_
     settings = router_settings(lagging_stack, wait_budget=0.05)
     with ReplicaRouter(settings) as router:
         setup_table(router, "window_probe", 1)
-        router.fetch_one("SELECT 1")
         lagging_stack.pause_replay("r1")
         lagging_stack.pause_replay("r2")
         with causal_context():

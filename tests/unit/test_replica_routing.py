@@ -38,7 +38,7 @@ from readscale.errors import ConfigurationError
 def view(
     name: str, lsn: int | None = 100, *, routable: bool = True, stale: float | None = 0.0, **kw: float
 ) -> ReplicaView:
-    return ReplicaView(name, routable, lsn, stale, int(kw.get("inflight", 0)), kw.get("latency", 0.001))
+    return ReplicaView(name, routable, lsn, stale, int(kw.get("inflight", 0)))
 
 
 @pytest.mark.parametrize(
@@ -68,7 +68,6 @@ replica_views = st.lists(
         replay_lsn=st.one_of(st.none(), st.integers(0, 1000)),
         staleness=st.one_of(st.none(), st.floats(0, 10)),
         inflight=st.integers(0, 20),
-        latency=st.floats(0, 0.01),
     ),
     max_size=5,
     unique_by=lambda v: v.name,
@@ -100,11 +99,10 @@ def test_power_of_two_choices_prefers_the_less_loaded_and_spreads_load() -> None
     counts = {v.name: 0 for v in equal}
     for _ in range(4000):
         counts[choose_replica(equal, ReadRequest(), rng) or ""] += 1
-    # Equal load, latency and position: the first draw wins ties, so reads spread evenly.
+    # Equal load and position: the first draw wins ties, so reads spread evenly.
     assert all(800 < n < 1200 for n in counts.values()), counts
-    slow = view("slow", latency=0.01)
-    fast = view("fast", latency=0.001)
-    assert {choose_replica([slow, fast], ReadRequest(), rng) for _ in range(50)} == {"fast"}
+    ahead, behind = view("ahead", 200), view("behind", 100)
+    assert {choose_replica([behind, ahead], ReadRequest(), rng) for _ in range(50)} == {"ahead"}, "tie: fresher"
 
 
 def test_plan_read_steps() -> None:

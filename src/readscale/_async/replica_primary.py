@@ -75,15 +75,8 @@ class AsyncPrimary:
     @asynccontextmanager
     async def transaction(self, context: CausalContext) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """BEGIN; the block; COMMIT with the position in the same round trip."""
-        conn = await self.connection("write")
+        conn = await self._begin()
         try:
-            try:
-                await conn.execute("BEGIN")
-            except psycopg.OperationalError as exc:
-                self._failed(conn)
-                raise PrimaryUnavailableError(
-                    f"the primary failed at BEGIN: {exc}", retry_after=self.retry_hint()
-                ) from exc
             try:
                 yield conn
             except BaseException:
@@ -93,6 +86,24 @@ class AsyncPrimary:
             self._topology.count("writes")
         finally:
             await self.release(conn)
+
+    async def _begin(self) -> psycopg.AsyncConnection[Any]:
+        """A primary connection inside BEGIN. A pooled connection found dead at BEGIN (the
+        primary restarted since it was made) is replaced once: nothing of the caller's ran."""
+        for attempt in (1, 2):
+            conn = await self.connection("write")
+            try:
+                await conn.execute("BEGIN")
+            except psycopg.OperationalError as exc:
+                await self.release(conn)
+                if conn.broken and attempt == 1:
+                    continue
+                self._failed(conn)
+                raise PrimaryUnavailableError(
+                    f"the primary failed at BEGIN: {exc}", retry_after=self.retry_hint()
+                ) from exc
+            return conn
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _rollback(self, conn: psycopg.AsyncConnection[Any]) -> None:
         if conn.broken or conn.info.transaction_status == TransactionStatus.IDLE:

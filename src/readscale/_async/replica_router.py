@@ -172,7 +172,8 @@ class AsyncReplicaRouter:
     async def poll(self) -> None:
         """Poll every node once: positions, lag, health (the observer does this on its own)."""
         now = self._clock()
-        self._topology.record_primary(await self._primary.probe_primary(), now)
+        if self._topology.record_primary(await self._primary.probe_primary(), now) == "back":
+            await self._primary.pool.check()
         for name, node in self._replicas.items():
             if self._topology.record_replica(name, await node.probe_replica()) == "back":
                 # Connections made before the replica went down are dead: drop them now.
@@ -219,7 +220,11 @@ class AsyncReplicaRouter:
                 request = ReadRequest(min_lsn=None if token is None else token.lsn)
                 return _Plan(request, True, False, wait_until, give_up_at)
             case Latest():
-                latest = await self._writer.latest()
+                try:
+                    latest = await self._writer.latest()
+                except ReplicaUnavailableError:
+                    self._topology.count("refusals")
+                    raise
                 token = self._reconcile(context)
                 target = latest.lsn if token is None else max(latest.lsn, token.lsn)
                 return _Plan(ReadRequest(min_lsn=target), True, False, wait_until, give_up_at)
@@ -311,10 +316,8 @@ class AsyncReplicaRouter:
         self._topology.begin_read(name)
         return conn
 
-    async def _release(
-        self, name: str, conn: psycopg.AsyncConnection[Any], *, served: bool, latency: float | None = None
-    ) -> None:
-        self._topology.end_read(name, served=served, latency=latency)
+    async def _release(self, name: str, conn: psycopg.AsyncConnection[Any], *, served: bool) -> None:
+        self._topology.end_read(name, served=served)
         await self._node(name).pool.putconn(conn)
 
     def _node_failed(self, conn: psycopg.AsyncConnection[Any], exc: BaseException) -> bool:
@@ -366,7 +369,6 @@ class AsyncReplicaRouter:
                 continue
             if name == PRIMARY or not plan.guard:
                 return name, conn
-            started = self._clock()
             try:
                 row = await (await conn.execute(GUARD_SQL)).fetchone()
             except psycopg.Error as exc:
@@ -375,11 +377,9 @@ class AsyncReplicaRouter:
                     self._mark_failed(name)
                 plan.exclude.add(name)
                 continue
-            latency = self._clock() - started
             if self._accept(name, None if row is None or row[0] is None else parse_lsn(row[0]), plan, context):
-                self._topology.record_latency(name, latency)
                 return name, conn
-            await self._release(name, conn, served=False, latency=latency)
+            await self._release(name, conn, served=False)
 
     @asynccontextmanager
     async def read(self, mode: ReadMode | None = None) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
@@ -427,8 +427,6 @@ class AsyncReplicaRouter:
             if conn is None:
                 continue
             served = False
-            latency = None
-            started = self._clock()
             try:
                 try:
                     lsn, rows = await self._fetch_on(name, conn, plan, context, query, params)
@@ -449,14 +447,13 @@ class AsyncReplicaRouter:
                     self._topology.count("retries")
                     plan.exclude.add(name)
                     continue
-                latency = self._clock() - started
                 if name != PRIMARY and plan.guard and not self._accept(name, lsn, plan, context):
                     continue
                 served = True
                 self._count_read(name, plan)
                 return rows
             finally:
-                await self._release(name, conn, served=served, latency=latency)
+                await self._release(name, conn, served=served)
 
     async def fetch_one(self, query: Any, params: Any = None, *, mode: ReadMode | None = None) -> Row | None:
         """:meth:`fetch`, first row only (None if there is none)."""

@@ -8,8 +8,10 @@ The driver runs a small loop and this module decides each step (:func:`plan_read
    come from the lag observer and from every guard, so they are never newer than the
    truth: a candidate may turn out fresher than believed, never staler.
 2. **Pick** one by the power of two choices: two candidates drawn at random, the one
-   with fewer reads in flight (weighted by its recent round-trip time) wins. This
-   spreads load nearly as well as least-loaded without herding on one replica.
+   with fewer reads in flight wins (on a tie, the one further ahead, then the first
+   drawn). This spreads load nearly as well as least-loaded without herding, and a slow
+   replica loses draws by itself as its reads pile up. No latency estimate is kept: a
+   replica with one slow sample would never get the traffic to correct it.
 3. The driver then runs the **guard** (``SELECT pg_last_wal_replay_lsn()``) in a
    statement *before* the one that takes the read's snapshot (verified: a guard inside
    the snapshot's own statement misses writes ~1% of the time under load). A guard
@@ -49,8 +51,6 @@ __all__ = [
 # Waits poll replay positions every 1, 2, 4, 8, 10, 10, ... ms.
 FIRST_WAIT_STEP = 0.001
 MAX_WAIT_STEP = 0.010
-# Round-trip times below this count as equal, so noise does not decide.
-LATENCY_FLOOR = 0.0005
 
 
 class Rng(Protocol):
@@ -66,7 +66,6 @@ class ReplicaView:
     replay_lsn: int | None
     staleness: float | None = None  # seconds, upper bound; None = unknown
     inflight: int = 0
-    latency: float = 0.0  # smoothed guard round trip, seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,16 +111,11 @@ def eligible(view: ReplicaView, request: ReadRequest) -> bool:
     return request.max_staleness is None or (view.staleness is not None and view.staleness <= request.max_staleness)
 
 
-def _load(view: ReplicaView) -> float:
-    return (view.inflight + 1) * max(view.latency, LATENCY_FLOOR)
-
-
 def _better(a: ReplicaView, b: ReplicaView) -> ReplicaView:
     """The less loaded of two draws; on a tie the one further ahead, then the first drawn
     (a fixed tie-break by name would herd all reads onto one replica when idle)."""
-    la, lb = _load(a), _load(b)
-    if la != lb:
-        return a if la < lb else b
+    if a.inflight != b.inflight:
+        return a if a.inflight < b.inflight else b
     ra, rb = a.replay_lsn or 0, b.replay_lsn or 0
     return b if rb > ra else a
 

@@ -76,15 +76,8 @@ class Primary:
     @contextmanager
     def transaction(self, context: CausalContext) -> Iterator[psycopg.Connection[Any]]:
         """BEGIN; the block; COMMIT with the position in the same round trip."""
-        conn = self.connection("write")
+        conn = self._begin()
         try:
-            try:
-                conn.execute("BEGIN")
-            except psycopg.OperationalError as exc:
-                self._failed(conn)
-                raise PrimaryUnavailableError(
-                    f"the primary failed at BEGIN: {exc}", retry_after=self.retry_hint()
-                ) from exc
             try:
                 yield conn
             except BaseException:
@@ -94,6 +87,24 @@ class Primary:
             self._topology.count("writes")
         finally:
             self.release(conn)
+
+    def _begin(self) -> psycopg.Connection[Any]:
+        """A primary connection inside BEGIN. A pooled connection found dead at BEGIN (the
+        primary restarted since it was made) is replaced once: nothing of the caller's ran."""
+        for attempt in (1, 2):
+            conn = self.connection("write")
+            try:
+                conn.execute("BEGIN")
+            except psycopg.OperationalError as exc:
+                self.release(conn)
+                if conn.broken and attempt == 1:
+                    continue
+                self._failed(conn)
+                raise PrimaryUnavailableError(
+                    f"the primary failed at BEGIN: {exc}", retry_after=self.retry_hint()
+                ) from exc
+            return conn
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _rollback(self, conn: psycopg.Connection[Any]) -> None:
         if conn.broken or conn.info.transaction_status == TransactionStatus.IDLE:

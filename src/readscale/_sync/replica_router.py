@@ -173,7 +173,8 @@ class ReplicaRouter:
     def poll(self) -> None:
         """Poll every node once: positions, lag, health (the observer does this on its own)."""
         now = self._clock()
-        self._topology.record_primary(self._primary.probe_primary(), now)
+        if self._topology.record_primary(self._primary.probe_primary(), now) == "back":
+            self._primary.pool.check()
         for name, node in self._replicas.items():
             if self._topology.record_replica(name, node.probe_replica()) == "back":
                 # Connections made before the replica went down are dead: drop them now.
@@ -220,7 +221,11 @@ class ReplicaRouter:
                 request = ReadRequest(min_lsn=None if token is None else token.lsn)
                 return _Plan(request, True, False, wait_until, give_up_at)
             case Latest():
-                latest = self._writer.latest()
+                try:
+                    latest = self._writer.latest()
+                except ReplicaUnavailableError:
+                    self._topology.count("refusals")
+                    raise
                 token = self._reconcile(context)
                 target = latest.lsn if token is None else max(latest.lsn, token.lsn)
                 return _Plan(ReadRequest(min_lsn=target), True, False, wait_until, give_up_at)
@@ -310,8 +315,8 @@ class ReplicaRouter:
         self._topology.begin_read(name)
         return conn
 
-    def _release(self, name: str, conn: psycopg.Connection[Any], *, served: bool, latency: float | None = None) -> None:
-        self._topology.end_read(name, served=served, latency=latency)
+    def _release(self, name: str, conn: psycopg.Connection[Any], *, served: bool) -> None:
+        self._topology.end_read(name, served=served)
         self._node(name).pool.putconn(conn)
 
     def _node_failed(self, conn: psycopg.Connection[Any], exc: BaseException) -> bool:
@@ -363,7 +368,6 @@ class ReplicaRouter:
                 continue
             if name == PRIMARY or not plan.guard:
                 return name, conn
-            started = self._clock()
             try:
                 row = (conn.execute(GUARD_SQL)).fetchone()
             except psycopg.Error as exc:
@@ -372,11 +376,9 @@ class ReplicaRouter:
                     self._mark_failed(name)
                 plan.exclude.add(name)
                 continue
-            latency = self._clock() - started
             if self._accept(name, None if row is None or row[0] is None else parse_lsn(row[0]), plan, context):
-                self._topology.record_latency(name, latency)
                 return name, conn
-            self._release(name, conn, served=False, latency=latency)
+            self._release(name, conn, served=False)
 
     @contextmanager
     def read(self, mode: ReadMode | None = None) -> Iterator[psycopg.Connection[Any]]:
@@ -424,8 +426,6 @@ class ReplicaRouter:
             if conn is None:
                 continue
             served = False
-            latency = None
-            started = self._clock()
             try:
                 try:
                     lsn, rows = self._fetch_on(name, conn, plan, context, query, params)
@@ -446,14 +446,13 @@ class ReplicaRouter:
                     self._topology.count("retries")
                     plan.exclude.add(name)
                     continue
-                latency = self._clock() - started
                 if name != PRIMARY and plan.guard and not self._accept(name, lsn, plan, context):
                     continue
                 served = True
                 self._count_read(name, plan)
                 return rows
             finally:
-                self._release(name, conn, served=served, latency=latency)
+                self._release(name, conn, served=served)
 
     def fetch_one(self, query: Any, params: Any = None, *, mode: ReadMode | None = None) -> Row | None:
         """:meth:`fetch`, first row only (None if there is none)."""
