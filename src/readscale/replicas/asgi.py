@@ -24,9 +24,10 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Literal
 
-from readscale._causal import TOKEN_HEADER, CausalContext, causal_context
-from readscale._core.causal import CarriedToken, TokenSigner, merge
+from readscale._causal import TOKEN_HEADER, causal_context
+from readscale._core.causal import TokenSigner
 from readscale.errors import ConfigurationError
+from readscale.replicas._carry import Persist, TokenUpdate, restore, update
 
 __all__ = ["DEFAULT_COOKIE", "CausalTokenMiddleware"]
 
@@ -73,7 +74,7 @@ class CausalTokenMiddleware:
         cookie_domain: str | None = None,
         secure: bool = True,
         samesite: Literal["lax", "strict", "none"] = "lax",
-        persist: Literal["advance", "write"] = "advance",
+        persist: Persist = "advance",
     ) -> None:
         if not cookie_name or not set(cookie_name) <= _COOKIE_NAME_CHARS:
             raise ConfigurationError(f"invalid cookie name {cookie_name!r}")
@@ -94,54 +95,32 @@ class CausalTokenMiddleware:
         self._attributes = "; ".join(attributes)
         self.persist = persist
 
-    def _restore(self, raw_headers: list[tuple[bytes, bytes]], now: float) -> tuple[CarriedToken | None, bool, bool]:
-        """The carried token, whether the header carried one, whether a bad cookie came."""
-        header_text = _header(raw_headers, self.header_name)
-        cookie_text = _cookie(raw_headers, self.cookie_name)
-        from_header = self.signer.loads(header_text, now=now)
-        from_cookie = self.signer.loads(cookie_text, now=now)
-        carried = from_cookie
-        if from_header is not None:
-            token = merge(None if from_cookie is None else from_cookie.token, from_header.token)
-            assert token is not None
-            written = max((c.written_at for c in (from_header, from_cookie) if c and c.written_at), default=None)
-            carried = CarriedToken(token, written, from_header.issued_at)
-        return carried, header_text is not None, cookie_text is not None and from_cookie is None
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         raw_headers: list[tuple[bytes, bytes]] = list(scope.get("headers") or [])
-        carried, via_header, bad_cookie = self._restore(raw_headers, time.time())
-        context = CausalContext.restore(carried)
-        written_before = context.written_at
+        restored = restore(
+            self.signer, _cookie(raw_headers, self.cookie_name), _header(raw_headers, self.header_name), now=time.time()
+        )
 
         async def send_with_token(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers") or [])
-                headers += self._token_headers(context, written_before, via_header, bad_cookie)
+                headers += self._token_headers(update(restored, self.signer, persist=self.persist, now=time.time()))
                 message["headers"] = headers
             await send(message)
 
-        with causal_context(context):
+        with causal_context(restored.context):
             await self.app(scope, receive, send_with_token)
 
-    def _token_headers(
-        self, context: CausalContext, written_before: float | None, via_header: bool, bad_cookie: bool
-    ) -> list[tuple[bytes, bytes]]:
-        wrote = context.written_at != written_before
-        store = context.changed and (wrote or self.persist == "advance")
+    def _token_headers(self, change: TokenUpdate) -> list[tuple[bytes, bytes]]:
         out: list[tuple[bytes, bytes]] = []
-        signed = context.dumps(self.signer) if store else None
-        if signed is not None:
-            max_age = int(self.signer.max_age)
-            cookie = f"{self.cookie_name}={signed}; Max-Age={max_age}; {self._attributes}"
+        if change.cookie is not None:
+            cookie = f"{self.cookie_name}={change.cookie}; Max-Age={int(self.signer.max_age)}; {self._attributes}"
             out.append((b"set-cookie", cookie.encode("latin-1")))
-        elif bad_cookie:
+        elif change.clear_cookie:
             out.append((b"set-cookie", f"{self.cookie_name}=; Max-Age=0; {self._attributes}".encode("latin-1")))
-        if via_header and context.token is not None:
-            current = signed or context.dumps(self.signer)
-            if current is not None:
-                out.append((self._response_header, current.encode("latin-1")))
+        if change.header is not None:
+            out.append((self._response_header, change.header.encode("latin-1")))
         return out
