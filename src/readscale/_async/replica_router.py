@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Any, assert_never
 
 import psycopg
+from psycopg import sql
 
 from readscale._async.replica_nodes import GUARD_SQL, AsyncNode, position_sql
 from readscale._async.replica_primary import AsyncPrimary
@@ -76,6 +77,14 @@ class _Plan:
     exclude: set[str] = field(default_factory=set)
 
 
+def _statements(first: Any, second: Any) -> Any:
+    """Two statements as one query text (``str`` or ``psycopg.sql`` objects)."""
+    if isinstance(first, str) and isinstance(second, str):
+        return f"{first}; {second}"
+    parts = [sql.SQL(p) if isinstance(p, str) else p for p in (first, second)]
+    return sql.SQL("; ").join(parts)
+
+
 class AsyncReplicaRouter:
     """Read/write splitting over one primary and its streaming replicas.
 
@@ -106,6 +115,7 @@ class AsyncReplicaRouter:
         self._replicas = {name: AsyncNode(name, dsn, settings, replica=True) for name, dsn in settings.replica_dsns}
         self._topology = Topology(settings, clock())
         self._writer = AsyncPrimary(self._primary, self._topology, settings, wall_clock)
+        self._position_sql = position_sql(settings.token_source)
         self._rng = random.Random(settings.seed)
         self._positions: AsyncSingleFlight[str, None] = AsyncSingleFlight()
         self._observer: AsyncBackground[str] = AsyncBackground()
@@ -469,19 +479,26 @@ class AsyncReplicaRouter:
         query: Any,
         params: Any,
     ) -> tuple[int | None, list[Row]]:
-        if name == PRIMARY and plan.guard:
-            async with conn.pipeline():
-                cur = await conn.execute(query, params)
-                pos = await conn.execute(position_sql(self.settings.token_source))
-            rows = await cur.fetchall()
-            await self._writer.stamp(conn, await pos.fetchone(), context, write=False)
-            return None, rows
-        if name == PRIMARY or not plan.guard:
+        """Run the read on ``conn``; on a replica, after the guard, in the same round trip.
+
+        Guard and query go as two statements of one simple-protocol query (parameters
+        bound client-side): each statement takes its own snapshot under READ COMMITTED,
+        which replica connections are set to, so the guard finishes before the read's
+        snapshot is taken (verified-postgres.md section 4), and it costs one round trip.
+        A fallback read on the primary is followed by the position the same way.
+        """
+        if not plan.guard:  # the time-window rule: no guard, no position
             return None, await (await conn.execute(query, params)).fetchall()
-        async with conn.pipeline():
-            guard = await conn.execute(GUARD_SQL)
-            cur = await conn.execute(query, params)
-        row = await guard.fetchone()
+        cur = psycopg.AsyncClientCursor(conn)
+        if name == PRIMARY:
+            await cur.execute(_statements(query, self._position_sql), params)
+            rows = await cur.fetchall()
+            cur.nextset()
+            await self._writer.stamp(conn, await cur.fetchone(), context, write=False)
+            return None, rows
+        await cur.execute(_statements(GUARD_SQL, query), params)
+        row = await cur.fetchone()
+        cur.nextset()
         rows = await cur.fetchall()
         return (None if row is None or row[0] is None else parse_lsn(row[0])), rows
 

@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any, assert_never
 
 import psycopg
+from psycopg import sql
 
 from readscale._causal import CausalContext, current_context, current_mode
 from readscale._core.causal import CausalToken
@@ -77,6 +78,14 @@ class _Plan:
     exclude: set[str] = field(default_factory=set)
 
 
+def _statements(first: Any, second: Any) -> Any:
+    """Two statements as one query text (``str`` or ``psycopg.sql`` objects)."""
+    if isinstance(first, str) and isinstance(second, str):
+        return f"{first}; {second}"
+    parts = [sql.SQL(p) if isinstance(p, str) else p for p in (first, second)]
+    return sql.SQL("; ").join(parts)
+
+
 class ReplicaRouter:
     """Read/write splitting over one primary and its streaming replicas.
 
@@ -107,6 +116,7 @@ class ReplicaRouter:
         self._replicas = {name: Node(name, dsn, settings, replica=True) for name, dsn in settings.replica_dsns}
         self._topology = Topology(settings, clock())
         self._writer = Primary(self._primary, self._topology, settings, wall_clock)
+        self._position_sql = position_sql(settings.token_source)
         self._rng = random.Random(settings.seed)
         self._positions: SingleFlight[str, None] = SingleFlight()
         self._observer: Background[str] = Background()
@@ -468,19 +478,26 @@ class ReplicaRouter:
         query: Any,
         params: Any,
     ) -> tuple[int | None, list[Row]]:
-        if name == PRIMARY and plan.guard:
-            with conn.pipeline():
-                cur = conn.execute(query, params)
-                pos = conn.execute(position_sql(self.settings.token_source))
-            rows = cur.fetchall()
-            self._writer.stamp(conn, pos.fetchone(), context, write=False)
-            return None, rows
-        if name == PRIMARY or not plan.guard:
+        """Run the read on ``conn``; on a replica, after the guard, in the same round trip.
+
+        Guard and query go as two statements of one simple-protocol query (parameters
+        bound client-side): each statement takes its own snapshot under READ COMMITTED,
+        which replica connections are set to, so the guard finishes before the read's
+        snapshot is taken (verified-postgres.md section 4), and it costs one round trip.
+        A fallback read on the primary is followed by the position the same way.
+        """
+        if not plan.guard:  # the time-window rule: no guard, no position
             return None, (conn.execute(query, params)).fetchall()
-        with conn.pipeline():
-            guard = conn.execute(GUARD_SQL)
-            cur = conn.execute(query, params)
-        row = guard.fetchone()
+        cur = psycopg.ClientCursor(conn)
+        if name == PRIMARY:
+            cur.execute(_statements(query, self._position_sql), params)
+            rows = cur.fetchall()
+            cur.nextset()
+            self._writer.stamp(conn, cur.fetchone(), context, write=False)
+            return None, rows
+        cur.execute(_statements(GUARD_SQL, query), params)
+        row = cur.fetchone()
+        cur.nextset()
         rows = cur.fetchall()
         return (None if row is None or row[0] is None else parse_lsn(row[0])), rows
 
