@@ -3,7 +3,7 @@ on the primary with the causal token learned in the commit's own round trip.
 
 A thin loop around ``readscale._core.routing``: build the read's target from its mode
 and the causal context, ask the core for a step (try a replica, wait, fall back), run
-the guard, and act. The lag observer (:meth:`AsyncReplicaRouter.poll`, run in the
+the guard, and act. The lag observer (``readscale._async.replica_observer``, run in the
 background every ``poll_interval``) keeps each replica's position and health current.
 """
 
@@ -22,6 +22,7 @@ import psycopg
 from psycopg import sql
 
 from readscale._async.replica_nodes import GUARD_SQL, AsyncNode, position_sql
+from readscale._async.replica_observer import AsyncLagObserver
 from readscale._async.replica_primary import AsyncPrimary
 from readscale._causal import CausalContext, current_context, current_mode
 from readscale._core.causal import CausalToken
@@ -40,14 +41,12 @@ from readscale._core.routing import (
     FallBack,
     ReadRequest,
     Refuse,
-    ReplicaView,
     TryReplica,
     UsePrimary,
     Wait,
-    eligible,
     plan_read,
 )
-from readscale._primitives import AsyncBackground, AsyncEvent, AsyncSingleFlight, async_sleep
+from readscale._primitives import async_sleep
 from readscale._replica_state import RouterStats, Topology
 from readscale.errors import ConfigurationError, ReplicaUnavailableError
 
@@ -59,8 +58,6 @@ Row = tuple[Any, ...]
 # shutdowns), and the hot-standby conflict a replica raises while replaying (retryable).
 _NODE_FAILURE_STATES = ("08", "57P01", "57P02", "57P03")
 _RECOVERY_CONFLICT = "40001"
-# At most one background refresh of replay positions per this many seconds.
-REFRESH_INTERVAL = 0.005
 
 
 @dataclass
@@ -117,11 +114,7 @@ class AsyncReplicaRouter:
         self._writer = AsyncPrimary(self._primary, self._topology, settings, wall_clock)
         self._position_sql = position_sql(settings.token_source)
         self._rng = random.Random(settings.seed)
-        self._positions: AsyncSingleFlight[str, None] = AsyncSingleFlight()
-        self._observer: AsyncBackground[str] = AsyncBackground()
-        self._background: AsyncBackground[str] = AsyncBackground()
-        self._last_refresh = -REFRESH_INTERVAL
-        self._stop = AsyncEvent()
+        self._observer = AsyncLagObserver(self._primary, self._replicas, self._topology, settings, clock)
         self._open = False
         self.default_context = CausalContext()
 
@@ -134,13 +127,11 @@ class AsyncReplicaRouter:
         for node in self._nodes():
             await node.open()
         self._open = True
-        await self.poll()
-        self._observer.spawn("observer", self._observe)
+        await self._observer.start()
 
     async def close(self) -> None:
-        self._stop.set()
-        await self._observer.close()
-        await self._background.close()
+        """Stop the observer and close every pool (a closed router cannot be reopened)."""
+        await self._observer.stop()
         self._open = False
         for node in self._nodes():
             await node.close()
@@ -171,44 +162,9 @@ class AsyncReplicaRouter:
 
     # -- the lag observer ----------------------------------------------------------------
 
-    async def _observe(self) -> None:
-        while not self._stop.is_set():
-            try:
-                await self.poll()
-            except Exception as exc:  # the observer must outlive any one bad poll
-                log.warning("readscale: lag observer poll failed: %s", exc, exc_info=exc)
-            await self._stop.wait(self.settings.poll_interval)
-
     async def poll(self) -> None:
         """Poll every node once: positions, lag, health (the observer does this on its own)."""
-        now = self._clock()
-        if self._topology.record_primary(await self._primary.probe_primary(), now) == "back":
-            await self._primary.pool.check()
-        for name, node in self._replicas.items():
-            if self._topology.record_replica(name, await node.probe_replica()) == "back":
-                # Connections made before the replica went down are dead: drop them now.
-                await node.pool.check()
-
-    async def _refresh_positions(self) -> None:
-        await self._positions.run("positions", self._poll_positions)
-
-    def _refresh_if_unsure(self, views: list[ReplicaView], request: ReadRequest, now: float) -> None:
-        """Refresh replay positions in the background when a routable replica is not known
-        to be fresh enough. Known positions only lag the truth, and the replica a session
-        read last is the only one known to be at its token; without this, a session would
-        stick to it (even to the more lagged of two replicas) until the next poll."""
-        if now - self._last_refresh < REFRESH_INTERVAL:
-            return
-        if all(eligible(v, request) for v in views if v.routable):
-            return
-        self._last_refresh = now
-        self._background.spawn("positions", self._refresh_positions)
-
-    async def _poll_positions(self) -> None:
-        for name in self._topology.routable_replicas():
-            lsn = await self._replicas[name].probe_position()
-            if lsn is not None:
-                self._topology.note_position(name, lsn)
+        await self._observer.poll()
 
     def status(self) -> list[ReplicaStatus]:
         """Every node's health, position, lag (bytes and seconds), reads in flight and served."""
@@ -270,7 +226,7 @@ class AsyncReplicaRouter:
             )  # fmt: skip
             match step:
                 case TryReplica(name=name):
-                    self._refresh_if_unsure(views, plan.request, now)
+                    self._observer.refresh_if_unsure(views, plan.request, now)
                     return name
                 case Wait(seconds=seconds):
                     if not plan.waited:
@@ -278,7 +234,7 @@ class AsyncReplicaRouter:
                         self._topology.count("waits")
                     plan.attempt += 1
                     await async_sleep(seconds)
-                    await self._refresh_positions()
+                    await self._observer.refresh_positions()
                 case FallBack(reason=reason):
                     fallback = self._topology.plan_fallback(
                         now=now, give_up_at=plan.give_up_at, attempt=plan.attempt, retry_hint=self._retry_hint()
@@ -289,7 +245,7 @@ class AsyncReplicaRouter:
                         case Wait(seconds=seconds):
                             plan.attempt += 1
                             await async_sleep(seconds)
-                            await self._refresh_positions()
+                            await self._observer.refresh_positions()
                         case Refuse(reason=refusal, retry_after=retry_after):
                             self._topology.count("refusals")
                             raise ReplicaUnavailableError(
