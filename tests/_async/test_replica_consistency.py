@@ -7,7 +7,6 @@ Faults (a paused replay, an apply delay) go to the shared stack and are undone b
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -17,19 +16,11 @@ from readscale._async.replica_router import AsyncReplicaRouter
 from readscale._primitives import async_sleep
 from readscale.replicas import LATEST, BoundedStaleness, ReplicaSettings, TimeWindow, causal_context
 from readscale.stack import Stack
+from tests._async.replica_support import replayed_everywhere
 from tests.concurrency import async_gather
-from tests.replica_helpers import restore_replicas, router_settings
+from tests.replica_helpers import router_settings
 
 pytestmark = [pytest.mark.stack, pytest.mark.chaos]
-
-
-@pytest.fixture
-def lagging_stack(pg_stack: Stack) -> Iterator[Stack]:
-    restore_replicas(pg_stack)
-    try:
-        yield pg_stack
-    finally:
-        restore_replicas(pg_stack)
 
 
 async def setup_table(router: AsyncReplicaRouter, table: str, rows: int) -> None:
@@ -38,19 +29,6 @@ async def setup_table(router: AsyncReplicaRouter, table: str, rows: int) -> None
         await conn.execute(f"TRUNCATE {table}")
         await conn.execute(f"INSERT INTO {table} SELECT g, 0 FROM generate_series(0, {rows - 1}) g")
     await replayed_everywhere(router)
-
-
-async def replayed_everywhere(router: AsyncReplicaRouter) -> None:
-    """Wait until every replica has replayed the setup's writes (the router's own context)."""
-    token = router.context.token
-    assert token is not None
-    for _ in range(1000):
-        await router.poll()
-        positions = [s.replay_lsn for s in router.status() if s.role == "replica"]
-        if all(p is not None and p >= token.lsn for p in positions):
-            return
-        await async_sleep(0.01)
-    raise AssertionError(f"replicas never replayed {token}: {router.status()}")
 
 
 async def increment(router: AsyncReplicaRouter, table: str, row: int) -> int:

@@ -8,7 +8,6 @@ Faults (a paused replay, an apply delay) go to the shared stack and are undone b
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -18,19 +17,11 @@ from readscale._primitives import sync_sleep
 from readscale._sync.replica_router import ReplicaRouter
 from readscale.replicas import LATEST, BoundedStaleness, ReplicaSettings, TimeWindow, causal_context
 from readscale.stack import Stack
+from tests._sync.replica_support import replayed_everywhere
 from tests.concurrency import sync_gather
-from tests.replica_helpers import restore_replicas, router_settings
+from tests.replica_helpers import router_settings
 
 pytestmark = [pytest.mark.stack, pytest.mark.chaos]
-
-
-@pytest.fixture
-def lagging_stack(pg_stack: Stack) -> Iterator[Stack]:
-    restore_replicas(pg_stack)
-    try:
-        yield pg_stack
-    finally:
-        restore_replicas(pg_stack)
 
 
 def setup_table(router: ReplicaRouter, table: str, rows: int) -> None:
@@ -39,19 +30,6 @@ def setup_table(router: ReplicaRouter, table: str, rows: int) -> None:
         conn.execute(f"TRUNCATE {table}")
         conn.execute(f"INSERT INTO {table} SELECT g, 0 FROM generate_series(0, {rows - 1}) g")
     replayed_everywhere(router)
-
-
-def replayed_everywhere(router: ReplicaRouter) -> None:
-    """Wait until every replica has replayed the setup's writes (the router's own context)."""
-    token = router.context.token
-    assert token is not None
-    for _ in range(1000):
-        router.poll()
-        positions = [s.replay_lsn for s in router.status() if s.role == "replica"]
-        if all(p is not None and p >= token.lsn for p in positions):
-            return
-        sync_sleep(0.01)
-    raise AssertionError(f"replicas never replayed {token}: {router.status()}")
 
 
 def increment(router: ReplicaRouter, table: str, row: int) -> int:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -12,8 +12,9 @@ from readscale._sync.replica_router import ReplicaRouter
 from readscale.errors import PrimaryUnavailableError, ReplicaUnavailableError
 from readscale.replicas import LATEST, BoundedStaleness, HealthPolicy, causal_context
 from readscale.stack import Stack, StackConfig
+from tests._sync.replica_support import replayed_everywhere
 from tests.concurrency import sync_gather
-from tests.replica_helpers import restore_replicas, router_settings
+from tests.replica_helpers import router_settings
 
 pytestmark = [pytest.mark.stack, pytest.mark.chaos, pytest.mark.slow]
 
@@ -23,15 +24,6 @@ FAST_HEALTH = HealthPolicy(eject_after=2, readmit_after=2)
 @pytest.fixture
 def private_stack(readscale_stack_factory: Callable[[StackConfig], Stack]) -> Stack:
     return readscale_stack_factory(StackConfig(redis=False))
-
-
-@pytest.fixture
-def lagging_stack(pg_stack: Stack) -> Iterator[Stack]:
-    restore_replicas(pg_stack)
-    try:
-        yield pg_stack
-    finally:
-        restore_replicas(pg_stack)
 
 
 def health_of(router: ReplicaRouter) -> dict[str, str]:
@@ -44,19 +36,6 @@ def wait_for_status(router: ReplicaRouter, name: str, status: str, limit: float 
         assert waited < limit, f"{name} never became {status}: {router.status()}"
         sync_sleep(0.05)
         waited += 0.05
-
-
-def replayed_everywhere(router: ReplicaRouter) -> None:
-    """Wait until every replica has replayed the setup's writes (the router's own context)."""
-    token = router.context.token
-    assert token is not None
-    for _ in range(1000):
-        router.poll()
-        positions = [s.replay_lsn for s in router.status() if s.role == "replica"]
-        if all(p is not None and p >= token.lsn for p in positions):
-            return
-        sync_sleep(0.01)
-    raise AssertionError(f"replicas never replayed {token}: {router.status()}")
 
 
 def fill(router: ReplicaRouter, table: str, rows: int = 100) -> None:
