@@ -42,6 +42,7 @@ from readscale.errors import (
     HeaderError,
     InvalidKeyError,
     LeaseError,
+    PrimaryUnavailableError,
     PurgeError,
     ReadscaleError,
     ReplicaUnavailableError,
@@ -51,6 +52,17 @@ from readscale.errors import (
 )
 from readscale.memory import NO_VALUE, MemoryStore
 from readscale.metrics import CacheStats, PrometheusCollector
+from readscale.replicas import (
+    LATEST,
+    SESSION,
+    BoundedStaleness,
+    ReplicaSettings,
+    TimeWindow,
+    TokenSigner,
+    causal_context,
+    dump_token,
+    load_token,
+)
 from readscale.settings import RedisSettings
 
 __version__ = "0.1.0"
@@ -58,13 +70,16 @@ __version__ = "0.1.0"
 __all__ = [
     "BALANCE",
     "CATALOG",
+    "LATEST",
     "NO_VALUE",
     "PROFILE",
+    "SESSION",
     "STATIC_ASSETS",
     "TRENDING",
     "AsyncCache",
     "AsyncCachedFunction",
     "BackendError",
+    "BoundedStaleness",
     "BreakerSettings",
     "BytesCodec",
     "Cache",
@@ -84,16 +99,32 @@ __all__ = [
     "MemoryStore",
     "MsgpackCodec",
     "OnMiss",
+    "PrimaryUnavailableError",
     "PrometheusCollector",
     "PurgeError",
     "ReadscaleError",
     "RedisSettings",
+    "ReplicaSettings",
     "ReplicaUnavailableError",
     "SerializationError",
     "SignedPickleCodec",
     "Strategy",
     "Tier",
+    "TimeWindow",
+    "TokenSigner",
     "UnserializableValueError",
     "ValueTooLargeError",
     "__version__",
+    "causal_context",
+    "dump_token",
+    "load_token",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The routers need psycopg: load them only when asked for.
+    if name in ("AsyncReplicaRouter", "ReplicaRouter"):
+        import readscale.replicas
+
+        return getattr(readscale.replicas, name)
+    raise AttributeError(f"module 'readscale' has no attribute {name!r}")

@@ -21,6 +21,7 @@ __all__ = [
     "InvalidKeyError",
     "LeaseError",
     "MissingBinaryError",
+    "PrimaryUnavailableError",
     "PurgeError",
     "ReadscaleError",
     "ReplicaUnavailableError",
@@ -120,6 +121,17 @@ class ReplicaUnavailableError(BackendError):
     """No database node could serve a read within its budget; retrying later may succeed."""
 
     def __init__(self, message: str, *, backend: str | None = None, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, backend=backend)
+
+
+class PrimaryUnavailableError(BackendError):
+    """The primary cannot take a write now (down, unreachable, or its pool is exhausted).
+
+    Reads keep flowing to replicas meanwhile; ``retry_after`` suggests when to try again.
+    """
+
+    def __init__(self, message: str, *, backend: str | None = "primary", retry_after: float | None = None) -> None:
         self.retry_after = retry_after
         super().__init__(message, backend=backend)
 

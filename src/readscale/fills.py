@@ -57,4 +57,13 @@ def report_read_lsn(lsn: int) -> None:
         scope.read_lsns.append(lsn)
 
 
-__all__ = ["FillScope", "fill_floor_lsn", "fill_scope", "report_read_lsn"]
+#: What a read on the primary reports: it sees every committed change, so it is at or past
+#: any tombstone (a fill that started before an invalidation is refused by its lease).
+PRIMARY_READ_LSN = 2**64 - 1
+
+
+def report_primary_read() -> None:
+    report_read_lsn(PRIMARY_READ_LSN)
+
+
+__all__ = ["PRIMARY_READ_LSN", "FillScope", "fill_floor_lsn", "fill_scope", "report_primary_read", "report_read_lsn"]

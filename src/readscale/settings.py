@@ -58,9 +58,7 @@ class RedisSettings:
 
     def __repr__(self) -> str:
         shown = ", ".join(
-            f"{f.name}={self.safe_url if f.name == 'url' else getattr(self, f.name)!r}"
-            for f in fields(self)
-            if f.repr
+            f"{f.name}={self.safe_url if f.name == 'url' else getattr(self, f.name)!r}" for f in fields(self) if f.repr
         )
         return f"RedisSettings({shown})"
 

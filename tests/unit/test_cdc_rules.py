@@ -30,7 +30,7 @@ def test_lsn_round_trip() -> None:
     assert parse_lsn("0/58E7DC8") == 0x58E7DC8
     assert parse_lsn("16/B374D848") == (0x16 << 32) | 0xB374D848
     assert format_lsn(parse_lsn("16/B374D848")) == "16/B374D848"
-    with pytest.raises(ValueError, match="not an LSN"):
+    with pytest.raises(ValueError, match="not a PostgreSQL LSN"):
         parse_lsn("nonsense")
 
 

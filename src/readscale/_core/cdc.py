@@ -28,22 +28,10 @@ from typing import Any
 
 import msgspec
 
+from readscale._core.lsn import format_lsn, parse_lsn
 from readscale.errors import ConfigurationError
 
 _FORMATTER = string.Formatter()
-
-
-def parse_lsn(text: str) -> int:
-    """``'16/B374D848'`` -> the 64-bit WAL position."""
-    try:
-        high, low = text.split("/")
-        return (int(high, 16) << 32) | int(low, 16)
-    except ValueError:
-        raise ValueError(f"not an LSN: {text!r}") from None
-
-
-def format_lsn(lsn: int) -> str:
-    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ BENCHES: dict[str, str] = {
     "stack": "readscale.bench.stack:run",
     "cache": "readscale.bench.cache:run",
     "http": "readscale.bench.http:run",
+    "replicas": "readscale.bench.replicas:run",
 }
 
 

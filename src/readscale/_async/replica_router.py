@@ -1,0 +1,513 @@
+"""The replica router: reads on replicas that have replayed the session's writes, writes
+on the primary with the causal token learned in the commit's own round trip.
+
+A thin loop around ``readscale._core.routing``: build the read's target from its mode
+and the causal context, ask the core for a step (try a replica, wait, fall back), run
+the guard, and act. The lag observer (``readscale._async.replica_observer``, run in the
+background every ``poll_interval``) keeps each replica's position and health current.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, assert_never
+
+import psycopg
+from psycopg import sql
+
+from readscale._async.replica_nodes import GUARD_SQL, AsyncNode, position_sql
+from readscale._async.replica_observer import AsyncLagObserver
+from readscale._async.replica_primary import AsyncPrimary
+from readscale._causal import CausalContext, current_context, current_mode
+from readscale._core.causal import CausalToken
+from readscale._core.lsn import parse_lsn
+from readscale._core.replica_health import ReplicaStatus
+from readscale._core.replica_settings import (
+    PRIMARY,
+    BoundedStaleness,
+    Latest,
+    ReadMode,
+    ReplicaSettings,
+    Session,
+    TimeWindow,
+)
+from readscale._core.routing import (
+    FallBack,
+    ReadRequest,
+    Refuse,
+    TryReplica,
+    UsePrimary,
+    Wait,
+    plan_read,
+)
+from readscale._primitives import async_sleep
+from readscale._replica_state import RouterStats, Topology
+from readscale.errors import ConfigurationError, ReplicaUnavailableError
+from readscale.fills import fill_floor_lsn, report_primary_read, report_read_lsn
+
+__all__ = ["AsyncReplicaRouter"]
+
+log = logging.getLogger("readscale")
+Row = tuple[Any, ...]
+# SQLSTATEs after which the node, not the query, is at fault (connection exceptions and
+# shutdowns), and the hot-standby conflict a replica raises while replaying (retryable).
+_NODE_FAILURE_STATES = ("08", "57P01", "57P02", "57P03")
+_RECOVERY_CONFLICT = "40001"
+
+
+@dataclass
+class _Plan:
+    """One read's target and progress through the routing loop."""
+
+    request: ReadRequest
+    guard: bool  # run the guard and merge the position (every mode but the time window)
+    primary: bool  # the time-window rule sends this read to the primary
+    wait_until: float
+    give_up_at: float
+    attempt: int = 0
+    waited: bool = False
+    exclude: set[str] = field(default_factory=set)
+
+
+def _statements(first: Any, second: Any) -> Any:
+    """Two statements as one query text (``str`` or ``psycopg.sql`` objects)."""
+    if isinstance(first, str) and isinstance(second, str):
+        return f"{first}; {second}"
+    parts = [sql.SQL(p) if isinstance(p, str) else p for p in (first, second)]
+    return sql.SQL("; ").join(parts)
+
+
+def _at_least(lsn: int | None, floor: int | None) -> int | None:
+    """The later of a session's token and a cache fill's floor (the key's tombstone)."""
+    if floor is None:
+        return lsn
+    return floor if lsn is None else max(lsn, floor)
+
+
+class AsyncReplicaRouter:
+    """Read/write splitting over one primary and its streaming replicas.
+
+    ``async with router.write() as conn``: one transaction on the primary; at its end
+    the router commits and learns the primary's WAL position in the same round trip,
+    merging it into the causal context. ``async with router.read() as conn``: a
+    connection to one node (a replica that has replayed the context's token, or the
+    primary as a rate-limited fallback) for the whole block. ``await router.fetch(sql)``:
+    an idempotent autocommit read in one round trip (guard and query pipelined), retried
+    once on another node if its node fails mid-read.
+
+    The causal context is the active :func:`~readscale.replicas.causal_context`, or
+    the router's own ``default_context`` (one for the whole process: always correct,
+    but every reader then waits for every writer's position).
+    """
+
+    def __init__(
+        self,
+        settings: ReplicaSettings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._primary = AsyncNode(PRIMARY, settings.primary, settings, replica=False)
+        self._replicas = {name: AsyncNode(name, dsn, settings, replica=True) for name, dsn in settings.replica_dsns}
+        self._topology = Topology(settings, clock())
+        self._writer = AsyncPrimary(self._primary, self._topology, settings, wall_clock)
+        self._position_sql = position_sql(settings.token_source)
+        self._rng = random.Random(settings.seed)
+        self._observer = AsyncLagObserver(self._primary, self._replicas, self._topology, settings, clock)
+        self._open = False
+        self.default_context = CausalContext()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the pools, poll every node once, start the lag observer."""
+        if self._open:
+            return
+        for node in self._nodes():
+            await node.open()
+        self._open = True
+        await self._observer.start()
+
+    async def close(self) -> None:
+        """Stop the observer and close every pool (a closed router cannot be reopened)."""
+        await self._observer.stop()
+        self._open = False
+        for node in self._nodes():
+            await node.close()
+
+    async def __aenter__(self) -> AsyncReplicaRouter:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def _nodes(self) -> list[AsyncNode]:
+        return [self._primary, *self._replicas.values()]
+
+    def _node(self, name: str) -> AsyncNode:
+        return self._primary if name == PRIMARY else self._replicas[name]
+
+    def _check_open(self) -> None:
+        if not self._open:
+            raise ConfigurationError("the replica router is not open: use `async with router` or call open() first")
+
+    @property
+    def context(self) -> CausalContext:
+        """The causal context reads and writes use here."""
+        return current_context() or self.default_context
+
+    # -- the lag observer ----------------------------------------------------------------
+
+    async def poll(self) -> None:
+        """Poll every node once: positions, lag, health (the observer does this on its own)."""
+        await self._observer.poll()
+
+    def status(self) -> list[ReplicaStatus]:
+        """Every node's health, position, lag (bytes and seconds), reads in flight and served."""
+        return self._topology.status()
+
+    def stats(self) -> RouterStats:
+        return self._topology.stats()
+
+    # -- planning a read -----------------------------------------------------------------
+
+    async def _plan(self, mode: ReadMode | None, context: CausalContext) -> _Plan:
+        mode = mode or current_mode() or self.settings.default_mode
+        now = self._clock()
+        wait_until = now + self.settings.wait_budget
+        give_up_at = wait_until + self.settings.protection.max_wait
+        match mode:
+            case Session():
+                token = self._reconcile(context)
+                request = ReadRequest(min_lsn=_at_least(None if token is None else token.lsn, fill_floor_lsn()))
+                return _Plan(request, True, False, wait_until, give_up_at)
+            case Latest():
+                try:
+                    latest = await self._writer.latest()
+                except ReplicaUnavailableError:
+                    self._topology.count("refusals")
+                    raise
+                token = self._reconcile(context)
+                target = latest.lsn if token is None else max(latest.lsn, token.lsn)
+                request = ReadRequest(min_lsn=_at_least(target, fill_floor_lsn()))
+                return _Plan(request, True, False, wait_until, give_up_at)
+            case BoundedStaleness(max_staleness=bound):
+                request = ReadRequest(min_lsn=fill_floor_lsn(), max_staleness=bound)
+                return _Plan(request, True, False, wait_until, give_up_at)
+            case TimeWindow(window=window):
+                written = context.written_at
+                within = written is not None and self._wall_clock() - written < window
+                return _Plan(ReadRequest(), False, within and self._topology.primary_up, wait_until, give_up_at)
+            case _:
+                assert_never(mode)
+
+    def _reconcile(self, context: CausalContext) -> CausalToken | None:
+        resets = context.resets
+        token = context.reconcile(self._topology.identity)
+        if context.resets != resets:
+            self._topology.count("tokens_reset")
+        return token
+
+    def _retry_hint(self) -> float:
+        return self._writer.retry_hint()
+
+    async def _choose(self, plan: _Plan) -> str:
+        """The node for the read's next attempt: a replica to guard, or the primary."""
+        if plan.primary:
+            return PRIMARY
+        while True:
+            now = self._clock()
+            views = self._topology.views(now)
+            step = plan_read(
+                views, plan.request, now=now, wait_until=plan.wait_until, attempt=plan.attempt, rng=self._rng,
+                exclude=plan.exclude,
+            )  # fmt: skip
+            match step:
+                case TryReplica(name=name):
+                    self._observer.refresh_if_unsure(views, plan.request, now)
+                    return name
+                case Wait(seconds=seconds):
+                    if not plan.waited:
+                        plan.waited = True
+                        self._topology.count("waits")
+                    plan.attempt += 1
+                    await async_sleep(seconds)
+                    await self._observer.refresh_positions()
+                case FallBack(reason=reason):
+                    fallback = self._topology.plan_fallback(
+                        now=now, give_up_at=plan.give_up_at, attempt=plan.attempt, retry_hint=self._retry_hint()
+                    )
+                    match fallback:
+                        case UsePrimary():
+                            return PRIMARY
+                        case Wait(seconds=seconds):
+                            plan.attempt += 1
+                            await async_sleep(seconds)
+                            await self._observer.refresh_positions()
+                        case Refuse(reason=refusal, retry_after=retry_after):
+                            self._topology.count("refusals")
+                            raise ReplicaUnavailableError(
+                                f"{reason}, and {refusal}; retry in {retry_after:.3g} s",
+                                backend="postgresql",
+                                retry_after=retry_after,
+                            )
+                        case _:
+                            assert_never(fallback)
+                case _:
+                    assert_never(step)
+
+    async def _checkout(self, name: str, plan: _Plan) -> psycopg.AsyncConnection[Any] | None:
+        """A pooled connection to ``name``; None (and ``name`` skipped) if a replica's pool is exhausted."""
+        node = self._node(name)
+        if name == PRIMARY:
+            try:
+                conn = await node.pool.getconn()
+            except psycopg.OperationalError as exc:
+                self._topology.count("refusals")
+                raise ReplicaUnavailableError(
+                    f"no connection to the primary within {self.settings.acquire_timeout} s for a fallback read",
+                    backend="postgresql",
+                    retry_after=self._retry_hint(),
+                ) from exc
+        else:
+            try:
+                conn = await node.pool.getconn(
+                    timeout=min(self.settings.acquire_timeout, self.settings.connect_timeout)
+                )
+            except psycopg.OperationalError:
+                plan.exclude.add(name)
+                return None
+        self._topology.begin_read(name)
+        return conn
+
+    async def _release(self, name: str, conn: psycopg.AsyncConnection[Any], *, served: bool) -> None:
+        self._topology.end_read(name, served=served)
+        await self._node(name).pool.putconn(conn)
+
+    def _node_failed(self, conn: psycopg.AsyncConnection[Any], exc: BaseException) -> bool:
+        if conn.broken:
+            return True
+        state = getattr(exc, "sqlstate", None) or ""
+        return isinstance(exc, psycopg.OperationalError) and state.startswith(_NODE_FAILURE_STATES)
+
+    def _mark_failed(self, name: str) -> None:
+        if self._topology.record_failure(name) == "out":
+            log.warning("readscale: %s taken out of rotation after failed reads", name)
+
+    def _accept(self, name: str, lsn: int | None, plan: _Plan, context: CausalContext) -> bool:
+        """Judge a guard's result; merge the replica's position into the context if it passes."""
+        if lsn is None:  # pg_last_wal_replay_lsn() is NULL: this node is not a replica
+            self._topology.record_not_replica(name)
+            plan.exclude.add(name)
+            return False
+        self._topology.note_position(name, lsn)
+        request = plan.request
+        stale = request.min_lsn is not None and lsn < request.min_lsn
+        if not stale and request.max_staleness is not None:
+            staleness = self._topology.staleness(lsn, self._clock())
+            stale = staleness is None or staleness > request.max_staleness
+        if stale:
+            self._topology.count("guard_misses")
+            return False
+        identity = self._topology.identity
+        if identity is not None:
+            context.observe(identity.at(lsn))
+        report_read_lsn(lsn)  # a cache fill in progress learns how fresh its source is
+        return True
+
+    def _count_read(self, name: str, plan: _Plan) -> None:
+        if name == PRIMARY:
+            report_primary_read()
+        if name != PRIMARY:
+            self._topology.count("replica_reads")
+        elif plan.primary:
+            self._topology.count("time_window_primary_reads")
+        else:
+            self._topology.count("primary_reads")
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def _open_read(self, plan: _Plan, context: CausalContext) -> tuple[str, psycopg.AsyncConnection[Any]]:
+        """Route and guard: a node that may serve the read, with a connection to it."""
+        while True:
+            name = await self._choose(plan)
+            conn = await self._checkout(name, plan)
+            if conn is None:
+                continue
+            if name == PRIMARY or not plan.guard:
+                return name, conn
+            try:
+                row = await (await conn.execute(GUARD_SQL)).fetchone()
+            except psycopg.Error as exc:
+                await self._release(name, conn, served=False)
+                if self._node_failed(conn, exc):
+                    self._mark_failed(name)
+                plan.exclude.add(name)
+                continue
+            if self._accept(name, None if row is None or row[0] is None else parse_lsn(row[0]), plan, context):
+                return name, conn
+            await self._release(name, conn, served=False)
+
+    @asynccontextmanager
+    async def read(self, mode: ReadMode | None = None) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A connection to one node for the block, fresh enough for ``mode``.
+
+        Raises ReplicaUnavailableError when no replica is fresh within the wait budget and
+        the primary's fallback limit is spent. A failure inside the block is not retried
+        (your code ran); use :meth:`fetch` for reads that may be.
+        """
+        self._check_open()
+        context = self.context
+        plan = await self._plan(mode, context)
+        name, conn = await self._open_read(plan, context)
+        served = False
+        try:
+            yield conn
+            if name == PRIMARY and plan.guard:
+                # Carry what the primary showed, so the next replica read cannot go back in time.
+                await self._writer.observe(conn, context, write=False)
+            served = True
+        except BaseException as exc:
+            if self._node_failed(conn, exc):
+                self._mark_failed(name)
+            raise
+        finally:
+            if served:
+                self._count_read(name, plan)
+            await self._release(name, conn, served=served)
+
+    async def fetch(self, query: Any, params: Any = None, *, mode: ReadMode | None = None) -> list[Row]:
+        """Run one idempotent read in autocommit and return its rows.
+
+        On a replica the guard and the query travel in one pipeline (one round trip). If
+        the node fails mid-read (connection lost, shut down, a recovery conflict), the
+        read runs once more on another node; a second failure raises
+        ReplicaUnavailableError. Errors of the query itself propagate unchanged.
+        """
+        self._check_open()
+        context = self.context
+        plan = await self._plan(mode, context)
+        retried = False
+        while True:
+            name = await self._choose(plan)
+            conn = await self._checkout(name, plan)
+            if conn is None:
+                continue
+            served = False
+            try:
+                try:
+                    lsn, rows = await self._fetch_on(name, conn, plan, context, query, params)
+                except psycopg.Error as exc:
+                    failed = self._node_failed(conn, exc)
+                    if not (failed or (name != PRIMARY and exc.sqlstate == _RECOVERY_CONFLICT)):
+                        raise
+                    if failed:
+                        self._mark_failed(name)
+                    if retried:
+                        self._topology.count("refusals")
+                        raise ReplicaUnavailableError(
+                            f"the read failed on {name} after a retry: {exc}",
+                            backend=name,
+                            retry_after=self._retry_hint(),
+                        ) from exc
+                    retried = True
+                    self._topology.count("retries")
+                    plan.exclude.add(name)
+                    continue
+                if name != PRIMARY and plan.guard and not self._accept(name, lsn, plan, context):
+                    continue
+                served = True
+                self._count_read(name, plan)
+                return rows
+            finally:
+                await self._release(name, conn, served=served)
+
+    async def fetch_one(self, query: Any, params: Any = None, *, mode: ReadMode | None = None) -> Row | None:
+        """:meth:`fetch`, first row only (None if there is none)."""
+        rows = await self.fetch(query, params, mode=mode)
+        return rows[0] if rows else None
+
+    async def _fetch_on(
+        self,
+        name: str,
+        conn: psycopg.AsyncConnection[Any],
+        plan: _Plan,
+        context: CausalContext,
+        query: Any,
+        params: Any,
+    ) -> tuple[int | None, list[Row]]:
+        """Run the read on ``conn``; on a replica, after the guard, in the same round trip.
+
+        Guard and query go as two statements of one simple-protocol query (parameters
+        bound client-side): each statement takes its own snapshot under READ COMMITTED,
+        which replica connections are set to, so the guard finishes before the read's
+        snapshot is taken (verified-postgres.md section 4), and it costs one round trip.
+        A fallback read on the primary is followed by the position the same way.
+        """
+        if not plan.guard:  # the time-window rule: no guard, no position
+            return None, await (await conn.execute(query, params)).fetchall()
+        cur = psycopg.AsyncClientCursor(conn)
+        if name == PRIMARY:
+            await cur.execute(_statements(query, self._position_sql), params)
+            rows = await cur.fetchall()
+            cur.nextset()
+            await self._writer.stamp(conn, await cur.fetchone(), context, write=False)
+            return None, rows
+        await cur.execute(_statements(GUARD_SQL, query), params)
+        row = await cur.fetchone()
+        cur.nextset()
+        rows = await cur.fetchall()
+        return (None if row is None or row[0] is None else parse_lsn(row[0])), rows
+
+    async def route_read(self, mode: ReadMode | None = None) -> str:
+        """Choose and guard a node for a read that another library will run (Django, SQLAlchemy).
+
+        Returns the replica's name, or ``"primary"``. The guard ran on a connection of
+        the chosen server before this returns, so any statement started afterwards on
+        that server sees the context's token.
+        """
+        self._check_open()
+        context = self.context
+        plan = await self._plan(mode, context)
+        name, conn = await self._open_read(plan, context)
+        try:
+            if name == PRIMARY and plan.guard:
+                await self._writer.observe(conn, context, write=False)
+        finally:
+            self._count_read(name, plan)
+            await self._release(name, conn, served=True)
+        return name
+
+    # -- writes ----------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """One transaction on the primary, committed at the end of the block.
+
+        The commit and the read of the primary's WAL position go in one round trip
+        (``COMMIT; SELECT pg_current_wal_lsn()``; never read inside the transaction), and
+        the position is merged into the causal context. An exception in the block rolls
+        back. Raises PrimaryUnavailableError if the primary cannot be reached; if the
+        connection breaks during COMMIT, the error says the outcome is unknown.
+        """
+        self._check_open()
+        async with self._writer.transaction(self.context) as conn:
+            yield conn
+
+    async def observe_commit(self) -> CausalToken:
+        """Learn the primary's position after a commit made on another connection (an
+        ORM's own) and merge it into the causal context as a write. One round trip."""
+        self._check_open()
+        return await self._writer.observe_commit(self.context)

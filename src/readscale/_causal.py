@@ -1,0 +1,175 @@
+"""The causal context: where a request, web session or job keeps its causal token.
+
+A :class:`CausalContext` holds the token of one causal scope and only moves it forward
+(see ``readscale._core.causal``). The active context lives in a contextvar, so each
+asyncio task and each thread has its own; :func:`causal_context` opens one for a block
+(a request, a job, a test session) and restores the previous one afterwards. The
+context object itself is shared by reference inside the block, so a write made in a
+child task still advances the request's token. Its own lock makes merges from several
+threads safe.
+
+Carrying it further is a matter of strings: :meth:`CausalContext.dumps` signs the token
+for a cookie, a header or a job message, and :func:`causal_context` accepts what
+:meth:`TokenSigner.loads` returns on the other side. A context opened from ``None``
+(no token, or one that failed verification) is simply a new session.
+
+``use_mode`` sets a default read mode for the block, for integrations (Django's
+database router, SQLAlchemy sessions) whose queries carry no routing arguments.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+from readscale._core.causal import (
+    CarriedToken,
+    CausalToken,
+    ClusterIdentity,
+    TokenSigner,
+    advance,
+    reconcile,
+)
+from readscale._core.replica_settings import ReadMode
+
+__all__ = [
+    "TOKEN_HEADER",
+    "CausalContext",
+    "causal_context",
+    "current_context",
+    "current_mode",
+    "dump_token",
+    "load_token",
+    "use_mode",
+]
+
+# The header that carries a signed causal token between services (and API clients).
+TOKEN_HEADER = "Readscale-Token"  # noqa: S105 - a header name, not a secret
+
+
+class CausalContext:
+    """The causal token of one scope (request, web session, job) and when it last wrote."""
+
+    __slots__ = ("_lock", "_token", "_written_at", "changed", "resets")
+
+    def __init__(self, token: CausalToken | None = None, *, written_at: float | None = None) -> None:
+        self._lock = threading.Lock()
+        self._token = token
+        self._written_at = written_at
+        self.changed = False  # the token moved since the context was opened (store it again)
+        self.resets = 0  # tokens dropped for belonging to another cluster history
+
+    def __repr__(self) -> str:
+        return f"CausalContext(token={self._token!r}, written_at={self._written_at!r})"
+
+    @property
+    def token(self) -> CausalToken | None:
+        return self._token
+
+    @property
+    def written_at(self) -> float | None:
+        """Wall-clock seconds of the last write in this scope (for the time-window rule)."""
+        return self._written_at
+
+    def observe(self, position: CausalToken) -> None:
+        """Merge a position seen on the live cluster (a replica read, a primary read)."""
+        with self._lock:
+            merged = advance(self._token, position)
+            if merged != self._token:
+                self._token = merged
+                self.changed = True
+
+    def record_write(self, position: CausalToken, at: float) -> None:
+        """Merge the primary's position after a commit made in this scope."""
+        with self._lock:
+            self._token = advance(self._token, position)
+            self._written_at = at if self._written_at is None else max(self._written_at, at)
+            self.changed = True
+
+    def reconcile(self, identity: ClusterIdentity | None) -> CausalToken | None:
+        """The token, dropped first if it belongs to another cluster or timeline."""
+        with self._lock:
+            kept = reconcile(self._token, identity)
+            if kept is None and self._token is not None:
+                self._token = None
+                self._written_at = None
+                self.resets += 1
+                self.changed = True
+            return kept
+
+    def dumps(self, signer: TokenSigner, *, now: float | None = None) -> str | None:
+        """The signed token to carry to the next request or job; None if there is none yet."""
+        token = self._token
+        if token is None:
+            return None
+        return signer.dumps(token, now=time.time() if now is None else now, written_at=self._written_at)
+
+    @classmethod
+    def restore(cls, carried: CarriedToken | None) -> CausalContext:
+        """A context continuing a carried token (None: a new session)."""
+        if carried is None:
+            return cls()
+        return cls(carried.token, written_at=carried.written_at)
+
+
+_current: ContextVar[CausalContext | None] = ContextVar("readscale_causal_context", default=None)
+_mode: ContextVar[ReadMode | None] = ContextVar("readscale_read_mode", default=None)
+
+
+def current_context() -> CausalContext | None:
+    """The causal context active here, if any."""
+    return _current.get()
+
+
+@contextmanager
+def causal_context(
+    start: CausalContext | CarriedToken | CausalToken | None = None,
+) -> Iterator[CausalContext]:
+    """Open a causal scope for a block: a request, a job, a session in a test.
+
+    ``start``: nothing (a new session), a token restored with ``TokenSigner.loads``, a
+    bare token, or an existing context to re-enter. Yields the active context.
+    """
+    if isinstance(start, CausalContext):
+        context = start
+    elif isinstance(start, CausalToken):
+        context = CausalContext(start)
+    else:
+        context = CausalContext.restore(start)
+    reset = _current.set(context)
+    try:
+        yield context
+    finally:
+        _current.reset(reset)
+
+
+def current_mode() -> ReadMode | None:
+    """The read mode set by :func:`use_mode` here, if any."""
+    return _mode.get()
+
+
+@contextmanager
+def use_mode(mode: ReadMode) -> Iterator[None]:
+    """Route the block's reads with ``mode`` unless a read names its own."""
+    reset = _mode.set(mode)
+    try:
+        yield
+    finally:
+        _mode.reset(reset)
+
+
+def dump_token(signer: TokenSigner, context: CausalContext | None = None) -> str | None:
+    """The active (or given) context's token, signed, for a job message or an outgoing
+    request's ``Readscale-Token`` header; None if the context has no token yet."""
+    context = context or current_context()
+    return None if context is None else context.dumps(signer)
+
+
+def load_token(signer: TokenSigner, text: str | None) -> CarriedToken | None:
+    """Verify a signed token from a message or a header; None (a new session) if it is
+    missing, malformed, forged, tampered or expired. Never raises. Open it with
+    ``with causal_context(load_token(signer, text)):``."""
+    return signer.loads(text, now=time.time())

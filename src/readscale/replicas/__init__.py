@@ -1,0 +1,113 @@
+"""Read replicas with read-your-writes by WAL position.
+
+    from readscale.replicas import AsyncReplicaRouter, ReplicaSettings, causal_context
+
+    router = AsyncReplicaRouter(ReplicaSettings(primary=PRIMARY_DSN, replicas=[R1_DSN, R2_DSN]))
+    async with router:
+        with causal_context():                      # one per request, job or session
+            async with router.write() as conn:      # primary; token learned at COMMIT
+                await conn.execute("UPDATE items SET price = %s WHERE id = %s", (9, 1))
+            rows = await router.fetch("SELECT price FROM items WHERE id = %s", (1,))  # sees 9
+
+Reads go to a replica only once it has replayed the session's causal token (checked by
+a guard before the read's snapshot), wait a little for one to catch up, and fall back
+to the primary behind a rate limit. Per read: ``SESSION`` (default), ``LATEST``,
+``BoundedStaleness(seconds)``, or the classic ``TimeWindow(2.0)``. Carry the token
+across requests with :mod:`readscale.replicas.asgi` (or the Django middleware), and
+across jobs and services with :func:`dump_token` / :func:`load_token`.
+
+The routers need psycopg (``pip install 'readscale[postgres]'``); the tokens, the
+context and the middleware do not.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from readscale._causal import (
+    TOKEN_HEADER,
+    CausalContext,
+    causal_context,
+    current_context,
+    dump_token,
+    load_token,
+    use_mode,
+)
+from readscale._core.causal import CarriedToken, CausalToken, ClusterIdentity, TokenSigner
+from readscale._core.lsn import format_lsn, parse_lsn
+from readscale._core.replica_health import ReplicaStatus
+from readscale._core.replica_settings import (
+    LATEST,
+    PRIMARY,
+    SESSION,
+    BoundedStaleness,
+    HealthPolicy,
+    Latest,
+    PrimaryProtection,
+    ReadMode,
+    ReplicaSettings,
+    Session,
+    TimeWindow,
+)
+from readscale._replica_state import RouterStats
+
+if TYPE_CHECKING:
+    from readscale._async.replica_router import AsyncReplicaRouter
+    from readscale._sync.replica_router import ReplicaRouter
+
+__all__ = [
+    "LATEST",
+    "PRIMARY",
+    "SESSION",
+    "TOKEN_HEADER",
+    "AsyncReplicaRouter",
+    "BoundedStaleness",
+    "CarriedToken",
+    "CausalContext",
+    "CausalToken",
+    "ClusterIdentity",
+    "HealthPolicy",
+    "Latest",
+    "PrimaryProtection",
+    "ReadMode",
+    "ReplicaRouter",
+    "ReplicaSettings",
+    "ReplicaStatus",
+    "RouterStats",
+    "Session",
+    "TimeWindow",
+    "TokenSigner",
+    "causal_context",
+    "current_context",
+    "dump_token",
+    "format_lsn",
+    "load_token",
+    "parse_lsn",
+    "use_mode",
+]
+
+_ROUTERS = {
+    "AsyncReplicaRouter": "readscale._async.replica_router",
+    "ReplicaRouter": "readscale._sync.replica_router",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The routers import psycopg only when first asked for, with an install hint."""
+    module_name = _ROUTERS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'readscale.replicas' has no attribute {name!r}")
+    import importlib
+
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        if exc.name not in ("psycopg", "psycopg_pool"):
+            raise
+        raise ImportError(
+            f"readscale.replicas.{name} needs psycopg 3 and psycopg_pool: pip install 'readscale[postgres]'",
+            name=exc.name,
+        ) from exc
+    value = getattr(module, name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,247 @@
+"""Django: a database router that reads from replicas by WAL position, and the middleware
+that carries the causal token from one request of a session to the next.
+
+    # settings.py
+    from readscale.replicas.django import replica_settings
+    DATABASES = {"default": {...primary...}, "r1": {...}, "r2": {...}}
+    DATABASE_ROUTERS = ["readscale.replicas.django.ReplicaDatabaseRouter"]
+    READSCALE_REPLICA_SETTINGS = replica_settings(DATABASES, primary="default", replicas=["r1", "r2"])
+    READSCALE_TOKEN_SECRET = env("READSCALE_TOKEN_SECRET")     # for the middleware
+    MIDDLEWARE = [..., "readscale.replicas.django.CausalTokenMiddleware", ...]
+
+Rules of :class:`ReplicaDatabaseRouter`:
+
+- Writes go to the primary alias. Every statement that is not plainly a read on the
+  primary alias marks a write: outside ``atomic()`` the primary's WAL position is read
+  at once (its own autocommit already committed), inside it once after the outermost
+  block commits (``on_commit``); either way one extra round trip, and the position is
+  merged into the causal context. Django owns the COMMIT, so it cannot share its round
+  trip as ``router.write()`` does.
+- Reads inside an ``atomic()`` block on the primary stay on the primary (a transaction
+  stays on one node). Other reads ask the replica router (``route_read``): a replica
+  that replayed the context's token, checked by a guard on that server just before, or
+  the primary as a rate-limited fallback. Replica aliases are named as in the settings.
+- Migrations run on the primary only; replicas get them by replication.
+
+One sync :class:`~readscale.replicas.ReplicaRouter` serves the process; Django's async
+ORM runs queries in threads, so async views use it too.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+try:
+    from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+    from django.conf import settings as django_settings
+    from django.db import connections, transaction
+    from django.db.backends.signals import connection_created
+    from django.http import HttpRequest, HttpResponseBase
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError("readscale.replicas.django needs Django: pip install 'readscale[django]'") from exc
+
+from psycopg.conninfo import make_conninfo
+
+from readscale._causal import TOKEN_HEADER, causal_context
+from readscale._core.causal import TokenSigner
+from readscale._core.replica_settings import PRIMARY, ReplicaSettings
+from readscale._sync.replica_router import ReplicaRouter
+from readscale.errors import ConfigurationError
+from readscale.replicas._carry import Persist, Restored, restore, update
+from readscale.replicas._sql import is_read_sql, is_transaction_control
+
+__all__ = ["CausalTokenMiddleware", "ReplicaDatabaseRouter", "replica_settings", "shared_router"]
+
+
+def _dsn(database: Mapping[str, Any]) -> str:
+    options = {
+        "dbname": database.get("NAME") or None,
+        "user": database.get("USER") or None,
+        "password": database.get("PASSWORD") or None,
+        "host": database.get("HOST") or None,
+        "port": str(database["PORT"]) if database.get("PORT") else None,
+    }
+    return make_conninfo("", **{k: v for k, v in options.items() if v is not None})
+
+
+def replica_settings(
+    databases: Mapping[str, Mapping[str, Any]],
+    *,
+    primary: str = "default",
+    replicas: Sequence[str] = (),
+    **kwargs: Any,
+) -> ReplicaSettings:
+    """Replica router settings from Django's ``DATABASES``: replica names are the aliases.
+
+    ``kwargs`` are any other :class:`~readscale.replicas.ReplicaSettings` fields.
+    """
+    for alias in (primary, *replicas):
+        if alias not in databases:
+            raise ConfigurationError(f"DATABASES has no alias {alias!r}")
+    if primary in replicas:
+        raise ConfigurationError(f"the primary alias {primary!r} cannot also be a replica")
+    return ReplicaSettings(
+        primary=_dsn(databases[primary]),
+        replicas={alias: _dsn(databases[alias]) for alias in replicas},
+        **kwargs,
+    )
+
+
+_lock = threading.Lock()
+_shared: list[ReplicaRouter] = []  # at most one: the process's router
+
+
+def shared_router() -> ReplicaRouter:
+    """The process's replica router, opened on first use from ``READSCALE_REPLICA_SETTINGS``."""
+    if not _shared:
+        with _lock:
+            if not _shared:
+                configured = getattr(django_settings, "READSCALE_REPLICA_SETTINGS", None)
+                if not isinstance(configured, ReplicaSettings):
+                    raise ConfigurationError(
+                        "set READSCALE_REPLICA_SETTINGS = readscale.replicas.django.replica_settings(DATABASES, ...)"
+                    )
+                router = ReplicaRouter(configured)
+                router.open()
+                _shared.append(router)
+    return _shared[0]
+
+
+class _WriteTracker:
+    """An execute wrapper on the primary alias: a statement that may write makes the
+    router learn the primary's position after it commits."""
+
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+        self.learn = self._learn  # one object, so on_commit can tell it is queued already
+
+    def _learn(self) -> None:
+        shared_router().observe_commit()
+
+    def __call__(self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
+        result = execute(sql, params, many, context)
+        if is_read_sql(sql) or is_transaction_control(sql):
+            return result
+        connection = context["connection"]
+        if not connection.in_atomic_block:
+            self.learn()
+        elif not any(entry[1] is self.learn for entry in connection.run_on_commit):
+            transaction.on_commit(self.learn, using=self.alias)
+        return result
+
+
+class ReplicaDatabaseRouter:
+    """``DATABASE_ROUTERS = ["readscale.replicas.django.ReplicaDatabaseRouter"]``."""
+
+    def __init__(self) -> None:
+        self.primary: str = getattr(django_settings, "READSCALE_PRIMARY_ALIAS", "default")
+        self._tracker = _WriteTracker(self.primary)
+        connection_created.connect(self._connected, weak=False, dispatch_uid="readscale-replicas")
+
+    @property
+    def replicas(self) -> set[str]:
+        configured = getattr(django_settings, "READSCALE_REPLICA_SETTINGS", None)
+        if not isinstance(configured, ReplicaSettings):
+            return set()
+        return {name for name, _ in configured.replica_dsns}
+
+    def _connected(self, sender: Any, connection: Any, **kwargs: Any) -> None:
+        self._track(connection)
+
+    def _track(self, connection: Any) -> None:
+        if connection.alias == self.primary and self._tracker not in connection.execute_wrappers:
+            connection.execute_wrappers.append(self._tracker)
+
+    def db_for_write(self, model: Any, **hints: Any) -> str:
+        self._track(connections[self.primary])
+        return self.primary
+
+    def db_for_read(self, model: Any, **hints: Any) -> str:
+        primary = connections[self.primary]
+        self._track(primary)
+        if primary.in_atomic_block:
+            return self.primary
+        name = shared_router().route_read()
+        return self.primary if name == PRIMARY else name
+
+    def allow_relation(self, obj1: Any, obj2: Any, **hints: Any) -> bool | None:
+        ours = {self.primary, *self.replicas}
+        if obj1._state.db in ours and obj2._state.db in ours:
+            return True
+        return None
+
+    def allow_migrate(self, db: str, app_label: str, model_name: str | None = None, **hints: Any) -> bool | None:
+        if db in self.replicas:
+            return False
+        return None
+
+
+class CausalTokenMiddleware:
+    """Restore the causal token per request (cookie or ``Readscale-Token`` header) and
+    store it again when the request moved it; a bad token is a new session, never a 500.
+
+    Settings: ``READSCALE_TOKEN_SECRET`` (one secret or a list, for rotation),
+    ``READSCALE_TOKEN_COOKIE`` (name), ``READSCALE_TOKEN_SECURE`` (default True),
+    ``READSCALE_TOKEN_PERSIST`` (``"advance"`` or ``"write"``).
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        secret = getattr(django_settings, "READSCALE_TOKEN_SECRET", None)
+        if not secret:
+            raise ConfigurationError("CausalTokenMiddleware needs READSCALE_TOKEN_SECRET in the Django settings")
+        self.get_response = get_response
+        self.signer = TokenSigner(secret)
+        self.cookie_name: str = getattr(django_settings, "READSCALE_TOKEN_COOKIE", "readscale_token")
+        self.secure: bool = getattr(django_settings, "READSCALE_TOKEN_SECURE", True)
+        persist = getattr(django_settings, "READSCALE_TOKEN_PERSIST", "advance")
+        if persist not in ("advance", "write"):
+            raise ConfigurationError(f"READSCALE_TOKEN_PERSIST must be 'advance' or 'write', got {persist!r}")
+        self.persist: Persist = "write" if persist == "write" else "advance"
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.is_async:
+            return self.__acall__(request)
+        restored = self._restore(request)
+        with causal_context(restored.context):
+            response = self.get_response(request)
+        self._store(restored, response)
+        return response
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        restored = self._restore(request)
+        with causal_context(restored.context):
+            pending = self.get_response(request)
+            assert isinstance(pending, Awaitable)
+            response: HttpResponseBase = await pending
+        self._store(restored, response)
+        return response
+
+    def _restore(self, request: HttpRequest) -> Restored:
+        return restore(
+            self.signer, request.COOKIES.get(self.cookie_name), request.headers.get(TOKEN_HEADER), now=time.time()
+        )
+
+    def _store(self, restored: Restored, response: HttpResponseBase) -> None:
+        change = update(restored, self.signer, persist=self.persist, now=time.time())
+        if change.cookie is not None:
+            response.set_cookie(
+                self.cookie_name,
+                change.cookie,
+                max_age=int(self.signer.max_age),
+                httponly=True,
+                samesite="Lax",
+                secure=self.secure,
+            )
+        elif change.clear_cookie:
+            response.delete_cookie(self.cookie_name, samesite="Lax")
+        if change.header is not None:
+            response[TOKEN_HEADER] = change.header

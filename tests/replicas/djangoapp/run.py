@@ -1,0 +1,135 @@
+"""Run inside a fresh interpreter (Django settings are process-wide): python -m tests.replicas.djangoapp.run.
+
+Reads the stack's ports from RS_PORTS (JSON: alias -> port) and prints one JSON object of
+observations for tests/replicas/test_django.py to assert on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import django
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import path
+
+from readscale.replicas.django import replica_settings
+
+PORTS: dict[str, int] = json.loads(os.environ["RS_PORTS"])
+DATABASES = {
+    alias: {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": "postgres",
+        "USER": "postgres",
+        "HOST": "127.0.0.1",
+        "PORT": port,
+    }
+    for alias, port in PORTS.items()
+}
+
+
+def write(request: HttpRequest, value: str) -> HttpResponse:
+    from tests.replicas.djangoapp.models import Item
+
+    Item.objects.filter(id=1).update(value=value)
+    return JsonResponse({"wrote": value})
+
+
+def read(request: HttpRequest) -> HttpResponse:
+    from tests.replicas.djangoapp.models import Item
+
+    item = Item.objects.filter(id=1).first()
+    return JsonResponse({"value": None if item is None else item.value})
+
+
+urlpatterns = [path("write/<str:value>", write), path("read", read)]
+
+settings.configure(
+    DEBUG=False,
+    ALLOWED_HOSTS=["*"],
+    USE_TZ=True,
+    INSTALLED_APPS=["tests.replicas.djangoapp"],
+    DATABASES=DATABASES,
+    DATABASE_ROUTERS=["readscale.replicas.django.ReplicaDatabaseRouter"],
+    READSCALE_REPLICA_SETTINGS=replica_settings(DATABASES, replicas=["r1", "r2"], wait_budget=0.05, seed=1),
+    READSCALE_TOKEN_SECRET="a django test secret, long enough",
+    READSCALE_TOKEN_SECURE=False,
+    MIDDLEWARE=["readscale.replicas.django.CausalTokenMiddleware"],
+    ROOT_URLCONF=__name__,
+)
+django.setup()
+
+from django.db import connections, router, transaction  # noqa: E402
+from django.test import Client  # noqa: E402
+
+from readscale.replicas import causal_context  # noqa: E402
+from readscale.replicas.django import shared_router  # noqa: E402
+from tests.replicas.djangoapp.models import Item  # noqa: E402
+
+
+def replay(alias: str, paused: bool) -> None:
+    with connections[alias].cursor() as cur:
+        cur.execute("SELECT pg_wal_replay_pause()" if paused else "SELECT pg_wal_replay_resume()")
+
+
+def caught_up() -> None:
+    token = shared_router().default_context.token
+    for _ in range(500):
+        shared_router().poll()
+        if all(s.replay_lsn is not None and token and s.replay_lsn >= token.lsn for s in shared_router().status()[1:]):
+            return
+    raise SystemExit("replicas never caught up")
+
+
+def main() -> None:
+    out: dict[str, object] = {}
+    with connections["default"].schema_editor() as editor:
+        editor.execute("DROP TABLE IF EXISTS django_probe")
+        editor.create_model(Item)
+    Item.objects.create(id=1, value="initial")
+    caught_up()
+    replay("r1", True)
+    replay("r2", True)
+    try:
+        with causal_context() as ctx:
+            Item.objects.filter(id=1).update(value="autocommit")
+            out["token_after_autocommit_write"] = ctx.token is not None
+            out["read_after_autocommit_write"] = Item.objects.get(id=1).value
+            before = ctx.token
+            with transaction.atomic():
+                Item.objects.filter(id=1).update(value="atomic")
+                out["read_inside_atomic"] = Item.objects.get(id=1).value
+                out["token_moved_before_commit"] = ctx.token != before
+            out["token_moved_after_commit"] = ctx.token != before
+            out["read_after_atomic"] = Item.objects.get(id=1).value
+        with causal_context():
+            out["stranger_reads"] = Item.objects.get(id=1).value
+        out["migrate_on_replica"] = router.allow_migrate("r1", "djangoapp")
+        out["migrate_on_primary"] = router.allow_migrate("default", "djangoapp")
+
+        client = Client()
+        client.get("/write/browser")
+        out["browser_read"] = client.get("/read").json()["value"]
+        out["stranger_http_read"] = Client().get("/read").json()["value"]
+        forged = Client()
+        bad = "rs1.1.1.ffff.-.1800000000.AAAAAAAAAAAAAAAAAAAAAA"
+        forged.cookies["readscale_token"] = bad
+        response = forged.get("/read")
+        out["forged_status"] = response.status_code
+        out["forged_value_read"] = response.json()["value"]
+        replaced = response.cookies["readscale_token"].value
+        out["forged_cookie_replaced"] = replaced not in ("", bad) and replaced.startswith("rs1.")
+        stats = shared_router().stats()
+        out["primary_reads"] = stats.primary_reads
+        out["replica_reads"] = stats.replica_reads
+    finally:
+        replay("r1", False)
+        replay("r2", False)
+        shared_router().close()
+    json.dump(out, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""The ASGI middleware carries the causal token across requests; a bad token is a new session."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from readscale._core.causal import CausalToken
+from readscale.replicas import AsyncReplicaRouter, TokenSigner, current_context
+from readscale.replicas.asgi import DEFAULT_COOKIE, CausalTokenMiddleware
+from readscale.stack import Stack
+from tests.replica_helpers import restore_replicas, router_settings
+
+SIGNER = TokenSigner(b"test secret for the asgi middleware")
+HEADER = "readscale-token"
+
+
+def build_app(router: AsyncReplicaRouter | None, **options: Any) -> CausalTokenMiddleware:
+    async def write(request: Request) -> JSONResponse:
+        assert router is not None
+        value = request.path_params["value"]
+        async with router.write() as conn:
+            await conn.execute("UPDATE asgi_probe SET v = %s WHERE id = 1", (value,))
+        return JSONResponse({"wrote": value})
+
+    async def read(request: Request) -> JSONResponse:
+        assert router is not None
+        row = await router.fetch_one("SELECT v FROM asgi_probe WHERE id = 1")
+        return JSONResponse({"v": row[0] if row else None})
+
+    async def whoami(request: Request) -> JSONResponse:
+        context = current_context()
+        assert context is not None, "every request runs in its own causal context"
+        token = context.token
+        return JSONResponse({"lsn": None if token is None else token.lsn})
+
+    app = Starlette(
+        routes=[
+            Route("/write/{value}", write, methods=["POST"]),
+            Route("/read", read),
+            Route("/whoami", whoami),
+        ]
+    )
+    return CausalTokenMiddleware(app, signer=SIGNER, secure=False, **options)
+
+
+def client(app: CausalTokenMiddleware) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+
+
+@pytest.fixture
+def paused_stack(pg_stack: Stack) -> Iterator[Stack]:
+    restore_replicas(pg_stack)
+    try:
+        yield pg_stack
+    finally:
+        restore_replicas(pg_stack)
+
+
+@pytest.fixture
+async def router(paused_stack: Stack) -> AsyncIterator[AsyncReplicaRouter]:
+    async with AsyncReplicaRouter(router_settings(paused_stack, wait_budget=0.05)) as router:
+        async with router.write() as conn:
+            await conn.execute("CREATE TABLE IF NOT EXISTS asgi_probe (id int PRIMARY KEY, v text)")
+            await conn.execute(
+                "INSERT INTO asgi_probe VALUES (1, 'initial') ON CONFLICT (id) DO UPDATE SET v = 'initial'"
+            )
+        restore_replicas(paused_stack)  # both replicas have the table before a test pauses them
+        yield router
+
+
+@pytest.mark.stack
+@pytest.mark.anyio
+async def test_a_browser_session_reads_its_own_write_on_the_next_request(
+    paused_stack: Stack, router: AsyncReplicaRouter
+) -> None:
+    paused_stack.pause_replay("r1")
+    paused_stack.pause_replay("r2")
+    async with client(build_app(router)) as browser:
+        response = await browser.post("/write/mine")
+        assert response.status_code == 200
+        cookie = response.cookies.get(DEFAULT_COOKIE)
+        assert cookie is not None
+        assert "HttpOnly" in response.headers["set-cookie"]
+        assert "SameSite=Lax" in response.headers["set-cookie"]
+        assert (await browser.get("/read")).json() == {"v": "mine"}, "the cookie brought the token back"
+    async with client(build_app(router)) as stranger:
+        assert (await stranger.get("/read")).json() == {"v": "initial"}, "no token: any replica, even paused"
+
+
+@pytest.mark.stack
+@pytest.mark.anyio
+async def test_another_service_carries_the_token_in_a_header(paused_stack: Stack, router: AsyncReplicaRouter) -> None:
+    paused_stack.pause_replay("r1")
+    paused_stack.pause_replay("r2")
+    async with client(build_app(router)) as service:
+        written = await service.post("/write/from-upstream", headers={HEADER: ""})
+        token = written.headers.get(HEADER)
+        assert token is not None, "a caller that speaks the header gets the token back in it"
+        service.cookies.clear()
+        assert (await service.get("/read", headers={HEADER: token})).json() == {"v": "from-upstream"}
+
+
+@pytest.mark.anyio
+async def test_forged_tampered_expired_and_foreign_tokens_make_a_new_session() -> None:
+    genuine = SIGNER.dumps(CausalToken(1, 1, 5000), now=2_000_000_000)
+    other_key = TokenSigner(b"someone else's secret key here").dumps(CausalToken(1, 1, 5000), now=2_000_000_000)
+    expired = SIGNER.dumps(CausalToken(1, 1, 5000), now=1_000_000_000)
+    tampered = genuine.replace(".1388.", ".1389.") if ".1388." in genuine else genuine[:-2] + "AA"
+    async with client(build_app(None)) as browser:
+        for bad in [tampered, other_key, expired, "rs1.garbage", "x" * 5000, '"quoted', "a=b; c"]:
+            browser.cookies.clear()
+            browser.cookies.set(DEFAULT_COOKIE, bad)
+            response = await browser.get("/whoami")
+            assert response.status_code == 200, bad
+            assert response.json() == {"lsn": None}, bad
+            assert response.headers.get("set-cookie", "").startswith(f"{DEFAULT_COOKIE}=; Max-Age=0"), bad
+            response = await browser.get("/whoami", headers={HEADER: bad})
+            assert response.status_code == 200
+            assert response.json() == {"lsn": None}
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+@given(st.text(max_size=400), st.binary(max_size=200))
+@pytest.mark.anyio
+async def test_any_cookie_or_header_is_a_200_never_a_500(cookie: str, header: bytes) -> None:
+    app = build_app(None)
+    sent: list[dict[str, Any]] = []
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/whoami",
+        "raw_path": b"/whoami",
+        "query_string": b"",
+        "headers": [
+            (b"cookie", f"{DEFAULT_COOKIE}={cookie}".encode("utf-8", "surrogateescape")),
+            (b"readscale-token", header),
+        ],
+        "scheme": "http",
+        "server": ("testserver", 80),
+        "client": ("127.0.0.1", 1),
+        "root_path": "",
+        "http_version": "1.1",
+        "asgi": {"version": "3.0"},
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    assert sent[0]["status"] == 200
+
+
+@pytest.mark.anyio
+async def test_a_genuine_token_is_restored_and_persist_write_skips_read_only_requests() -> None:
+    genuine = SIGNER.dumps(CausalToken(1, 1, 5000), now=__import__("time").time())
+    async with client(build_app(None, persist="write")) as browser:
+        browser.cookies.set(DEFAULT_COOKIE, genuine)
+        response = await browser.get("/whoami")
+        assert response.json() == {"lsn": 5000}
+        assert "set-cookie" not in response.headers, "nothing moved, nothing to store"
+
+
+def test_middleware_refuses_unsafe_cookie_settings() -> None:
+    from readscale.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="Secure"):
+        CausalTokenMiddleware(build_app(None), signer=SIGNER, samesite="none", secure=False)
+    with pytest.raises(ConfigurationError, match="cookie name"):
+        CausalTokenMiddleware(build_app(None), signer=SIGNER, cookie_name="bad name")

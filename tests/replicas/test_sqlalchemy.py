@@ -1,0 +1,121 @@
+"""The SQLAlchemy routing session, sync and async, on the stack's real replicas."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Integer, String, create_engine, select, text, update
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from readscale.replicas import AsyncReplicaRouter, ReplicaRouter, causal_context
+from readscale.replicas.sqlalchemy import RoutingSession, async_routing_sessionmaker, routing_sessionmaker
+from readscale.stack import Stack
+from tests.replica_helpers import restore_replicas, router_settings
+
+pytestmark = pytest.mark.stack
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Item(Base):
+    __tablename__ = "sa_probe"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[str] = mapped_column(String)
+
+
+def url(dsn: str, driver: str = "psycopg") -> str:
+    return dsn.replace("postgresql://", f"postgresql+{driver}://", 1)
+
+
+@pytest.fixture
+def stack(pg_stack: Stack) -> Iterator[Stack]:
+    engine = create_engine(url(pg_stack.primary.dsn))
+    Base.metadata.drop_all(engine)
+    Base.metadata.create_all(engine)
+    engine.dispose()
+    restore_replicas(pg_stack)
+    try:
+        yield pg_stack
+    finally:
+        restore_replicas(pg_stack)
+
+
+def test_reads_see_the_sessions_commits_and_a_transaction_stays_on_one_node(stack: Stack) -> None:
+    primary = create_engine(url(stack.primary.dsn))
+    replicas = {r.name: create_engine(url(r.dsn)) for r in stack.replicas}
+    with ReplicaRouter(router_settings(stack, wait_budget=0.05)) as router:
+        make_session = routing_sessionmaker(router, primary=primary, replicas=replicas)
+        with causal_context() as ctx:
+            with make_session() as session:
+                session.add(Item(id=1, value="first"))
+                session.commit()
+            assert ctx.token is not None, "the commit's position was learned"
+            stack.pause_replay("r1")
+            stack.pause_replay("r2")
+            with make_session() as session:
+                session.execute(update(Item).where(Item.id == 1).values(value="second"))
+                session.commit()
+            with make_session() as session:
+                assert session.get(Item, 1).value == "second", "read-your-writes: replicas paused, so the primary"
+            stack.resume_replay("r1")
+            stack.resume_replay("r2")
+            before = router.stats()
+            with make_session() as session:
+                for _ in range(5):
+                    assert session.scalar(select(Item.value).where(Item.id == 1)) == "second"
+                assert session.scalar(text("SELECT count(*) FROM sa_probe")) == 1
+            after = router.stats()
+            assert after.replica_reads + after.primary_reads - before.replica_reads - before.primary_reads == 1, (
+                "one routing decision per transaction"
+            )
+            with make_session() as session:
+                session.add(Item(id=2, value="in flight"))
+                session.flush()
+                # After a write the transaction stays on the primary: it sees its own row.
+                assert session.scalar(select(Item.value).where(Item.id == 2)) == "in flight"
+                session.rollback()
+            with make_session() as session:
+                assert session.get(Item, 2) is None
+                assert session.scalar(select(Item.id).where(Item.id == 1).with_for_update()) == 1
+    primary.dispose()
+    for engine in replicas.values():
+        engine.dispose()
+
+
+def test_a_session_needs_an_engine_for_every_replica(stack: Stack) -> None:
+    from readscale.errors import ConfigurationError
+
+    primary = create_engine(url(stack.primary.dsn))
+    router = ReplicaRouter(router_settings(stack))
+    with pytest.raises(ConfigurationError, match="missing"):
+        RoutingSession(router=router, primary=primary, replicas={})
+    primary.dispose()
+
+
+@pytest.mark.anyio
+async def test_the_async_session_routes_through_the_async_router(stack: Stack) -> None:
+    primary = create_async_engine(url(stack.primary.dsn))
+    replicas = {r.name: create_async_engine(url(r.dsn)) for r in stack.replicas}
+    async with AsyncReplicaRouter(router_settings(stack, wait_budget=0.05)) as router:
+        make_session = async_routing_sessionmaker(router, primary=primary, replicas=replicas)
+        with causal_context() as ctx:
+            async with make_session() as session:
+                session.add(Item(id=10, value="async"))
+                await session.commit()
+            assert ctx.token is not None
+            stack.pause_replay("r1")
+            stack.pause_replay("r2")
+            async with make_session() as session:
+                await session.execute(update(Item).where(Item.id == 10).values(value="async 2"))
+                await session.commit()
+            async with make_session() as session:
+                assert await session.scalar(select(Item.value).where(Item.id == 10)) == "async 2"
+        stats = router.stats()
+    assert stats.primary_reads >= 1, "paused replicas: the fallback served the read-your-write"
+    await primary.dispose()
+    for engine in replicas.values():
+        await engine.dispose()
