@@ -17,6 +17,7 @@ async name here has a sync twin with the same behaviour. One behavioural suite
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import threading
@@ -341,7 +342,9 @@ class AsyncBackground(Generic[K]):
             finally:
                 self._tasks.pop(key, None)
 
-        self._tasks[key] = asyncio.ensure_future(job())
+        # A fresh context: the job is nobody's request (no request-scoped contextvars leak
+        # into it, and it does not count against the request that happened to start it).
+        self._tasks[key] = asyncio.get_running_loop().create_task(job(), context=contextvars.Context())
         return True
 
     def _failed(self, key: K, exc: BaseException) -> None:

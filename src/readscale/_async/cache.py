@@ -34,7 +34,13 @@ from readscale._core.keys import DEFAULT_PREFIX, template_fields
 from readscale._core.policy import DEFAULT, CachePolicy
 from readscale._primitives import AsyncBackground, AsyncSingleFlight
 from readscale.codecs import Codec, JsonCodec
-from readscale.errors import ConfigurationError, CorruptValueError, ReadscaleError, SerializationError
+from readscale.errors import (
+    CacheUnavailableError,
+    ConfigurationError,
+    CorruptValueError,
+    ReadscaleError,
+    SerializationError,
+)
 from readscale.memory import NO_VALUE, MemoryStore
 from readscale.metrics import CacheStats
 
@@ -188,8 +194,12 @@ class AsyncCache(AsyncFillMixin):
             policy = policy.with_(ttl=ttl)
         if not policy.cacheable:
             return
-        pkey = await self._pkey(key, policy)
-        tag_versions = await self._tag_versions((*policy.tags, *tags))
+        try:
+            pkey = await self._pkey(key, policy)
+            tag_versions = await self._tag_versions((*policy.tags, *tags))
+        except CacheUnavailableError as exc:  # nothing stored: a later read loads it
+            self._l2_failed(exc)
+            return
         meta = self._meta(value, policy, 0.0, tag_versions)
         raw = self._encode(pkey, value, meta, codec or self.codec)
         await self._store(pkey, value, meta, raw, policy, token=None)
@@ -290,7 +300,15 @@ class AsyncCache(AsyncFillMixin):
         if self._bus_pending:
             await self._ensure_bus()
         codec = codec or self.codec
-        pkey = self._physical(key, policy) if not policy.versioned else await self._pkey(key, policy)
+        if policy.versioned:
+            try:
+                pkey = await self._pkey(key, policy)
+            except CacheUnavailableError as exc:  # the namespace's version is unknown: no cache
+                self._l2_failed(exc)
+                self.stats.loader.fail_open += 1
+                return await self._call_loader(loader)
+        else:
+            pkey = self._physical(key, policy)
         all_tags = (*policy.tags, *tags) if tags else policy.tags
         found = self._l1_get(pkey, policy)
         if found is not None:
@@ -377,8 +395,20 @@ class AsyncCache(AsyncFillMixin):
         policy = policy or self.policy
         if not policy.cacheable:
             return value
-        pkey = await self._pkey(key, policy)
-        tag_versions = await self._tag_versions((*policy.tags, *tags))
+        try:
+            pkey = await self._pkey(key, policy)
+            tag_versions = await self._tag_versions((*policy.tags, *tags))
+        except CacheUnavailableError as exc:
+            # The write happened; the cache cannot be updated now. Its old entry (if any)
+            # lives until its TTL: logged and counted, not raised into the writer.
+            self._l2_failed(exc)
+            self.stats.loader.not_cached += 1
+            if self.l1 is not None:
+                if policy.versioned:
+                    self.l1.clear()  # the key's name is unknown without its version
+                else:
+                    self.l1.delete(self._physical(key, policy))
+            return value
         meta = self._meta(value, policy, 0.0, tag_versions)
         try:
             raw = self._encode(pkey, value, meta, codec or self.codec)

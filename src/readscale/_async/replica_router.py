@@ -101,6 +101,9 @@ class AsyncReplicaRouter:
     an idempotent autocommit read in one round trip (guard and query pipelined), retried
     once on another node if its node fails mid-read.
 
+    ``on_read(node)`` is called once per served read with the node's name (``primary``,
+    ``r1``...), in the reader's own task: per-request accounting, metrics.
+
     The causal context is the active :func:`~readscale.replicas.causal_context`, or
     the router's own ``default_context`` (one for the whole process: always correct,
     but every reader then waits for every writer's position).
@@ -112,8 +115,10 @@ class AsyncReplicaRouter:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        on_read: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
+        self._on_read = on_read
         self._clock = clock
         self._wall_clock = wall_clock
         self._primary = AsyncNode(PRIMARY, settings.primary, settings, replica=False)
@@ -328,6 +333,8 @@ class AsyncReplicaRouter:
         return True
 
     def _count_read(self, name: str, plan: _Plan) -> None:
+        if self._on_read is not None:
+            self._on_read(name)  # runs in the reader's own task: contextvars see the request
         if name == PRIMARY:
             report_primary_read()
         if name != PRIMARY:

@@ -35,7 +35,13 @@ from readscale._sync.backends.base import Backend
 from readscale._sync.bus import InvalidationBus
 from readscale._sync.cached import CachedFunction
 from readscale.codecs import Codec, JsonCodec
-from readscale.errors import ConfigurationError, CorruptValueError, ReadscaleError, SerializationError
+from readscale.errors import (
+    CacheUnavailableError,
+    ConfigurationError,
+    CorruptValueError,
+    ReadscaleError,
+    SerializationError,
+)
 from readscale.memory import NO_VALUE, MemoryStore
 from readscale.metrics import CacheStats
 
@@ -189,8 +195,12 @@ class Cache(FillMixin):
             policy = policy.with_(ttl=ttl)
         if not policy.cacheable:
             return
-        pkey = self._pkey(key, policy)
-        tag_versions = self._tag_versions((*policy.tags, *tags))
+        try:
+            pkey = self._pkey(key, policy)
+            tag_versions = self._tag_versions((*policy.tags, *tags))
+        except CacheUnavailableError as exc:  # nothing stored: a later read loads it
+            self._l2_failed(exc)
+            return
         meta = self._meta(value, policy, 0.0, tag_versions)
         raw = self._encode(pkey, value, meta, codec or self.codec)
         self._store(pkey, value, meta, raw, policy, token=None)
@@ -291,7 +301,15 @@ class Cache(FillMixin):
         if self._bus_pending:
             self._ensure_bus()
         codec = codec or self.codec
-        pkey = self._physical(key, policy) if not policy.versioned else self._pkey(key, policy)
+        if policy.versioned:
+            try:
+                pkey = self._pkey(key, policy)
+            except CacheUnavailableError as exc:  # the namespace's version is unknown: no cache
+                self._l2_failed(exc)
+                self.stats.loader.fail_open += 1
+                return self._call_loader(loader)
+        else:
+            pkey = self._physical(key, policy)
         all_tags = (*policy.tags, *tags) if tags else policy.tags
         found = self._l1_get(pkey, policy)
         if found is not None:
@@ -378,8 +396,20 @@ class Cache(FillMixin):
         policy = policy or self.policy
         if not policy.cacheable:
             return value
-        pkey = self._pkey(key, policy)
-        tag_versions = self._tag_versions((*policy.tags, *tags))
+        try:
+            pkey = self._pkey(key, policy)
+            tag_versions = self._tag_versions((*policy.tags, *tags))
+        except CacheUnavailableError as exc:
+            # The write happened; the cache cannot be updated now. Its old entry (if any)
+            # lives until its TTL: logged and counted, not raised into the writer.
+            self._l2_failed(exc)
+            self.stats.loader.not_cached += 1
+            if self.l1 is not None:
+                if policy.versioned:
+                    self.l1.clear()  # the key's name is unknown without its version
+                else:
+                    self.l1.delete(self._physical(key, policy))
+            return value
         meta = self._meta(value, policy, 0.0, tag_versions)
         try:
             raw = self._encode(pkey, value, meta, codec or self.codec)
