@@ -40,6 +40,9 @@ def run(
     tombstones: Annotated[bool, typer.Option(help="Leave LSN tombstones (needs LSN-aware fills).")] = True,
     epoch_tag: Annotated[str | None, typer.Option(help="Tag bumped if the slot is lost.")] = None,
     bus: Annotated[bool, typer.Option(help="Announce invalidations on the bus (other processes' L1).")] = True,
+    purge_varnish: Annotated[
+        str | None, typer.Option(help="Also purge the same keys and tags at this Varnish (readscale's VCL).")
+    ] = None,
     once: Annotated[bool, typer.Option("--once", help="Apply what is pending and exit.")] = False,
 ) -> None:
     """Apply invalidations from the WAL until stopped (Ctrl-C or SIGTERM)."""
@@ -53,8 +56,16 @@ def run(
     with errors_to_exit(), terminate_as_interrupt():
         settings = RedisSettings(url=redis_url)
         cache = Cache(RedisBackend(settings), bus=InvalidationBus(settings) if bus else None, prefix=prefix)
+        purger = None
+        if purge_varnish:
+            from readscale._sync.purge import VarnishPurger
+
+            purger = VarnishPurger(purge_varnish)
         worker = CdcWorker(
-            cache, load_rules(rules), CdcSettings(dsn=dsn, slot=slot, tombstones=tombstones, epoch_tag=epoch_tag)
+            cache,
+            load_rules(rules),
+            CdcSettings(dsn=dsn, slot=slot, tombstones=tombstones, epoch_tag=epoch_tag),
+            purger=purger,
         )
         started = time.monotonic()
         try:

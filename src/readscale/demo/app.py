@@ -94,6 +94,9 @@ class Counters:
     writes: int = 0
     not_modified: int = 0
     errors: int = 0
+    static: int = 0  # assets served from memory
+    background_requests: int = 0  # the edge's background refreshes (grace), not clients'
+    background_app_cache: int = 0  # of which answered by the cache
 
 
 class Shop:
@@ -188,7 +191,7 @@ class Shop:
         async def write() -> dict[str, Any] | None:
             async with self.router.write() as conn:
                 await conn.execute(schema.UPDATE_PROFILE, (bio, user_id))
-                row = await (await conn.execute(schema.PROFILE, (user_id,))).fetchone()
+                row = await (await conn.execute(schema.PROFILE_IN_WRITE, (user_id,))).fetchone()
             return None if row is None else _profile(row)
 
         self.counters.writes += 1
@@ -214,11 +217,18 @@ class Shop:
         payload = {
             "requests": c.requests, "app_cache": c.app_cache, "loads": c.loads, "refresh_loads": c.refresh_loads,
             "writes": c.writes, "not_modified": c.not_modified, "errors": c.errors, "cache": stats,
+            "static": c.static, "background_requests": c.background_requests,
+            "background_app_cache": c.background_app_cache,
             "router": {k: v for k, v in vars(self.router.stats()).items() if isinstance(v, int)}
             if hasattr(self.router.stats(), "__dict__") else {},
         }  # fmt: skip
         client = self.cache.backend.client  # type: ignore[union-attr]
         await client.hset(self.settings.stats_key, str(os.getpid()), json.dumps(payload))
+
+
+def _cache_hits(shop: Shop) -> int:
+    stats = shop.cache.stats
+    return stats.l1.hits + stats.l2.hits + stats.l2.stale_serves + stats.l2.coalesced
 
 
 def _profile(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -237,8 +247,12 @@ def create_app(settings: DemoSettings | None = None) -> Any:
     settings = settings or DemoSettings.from_env()
     shop = Shop(settings)
 
-    def served(response: Response, nodes: list[str]) -> Response:
-        if nodes:
+    def served(response: Response, nodes: list[str] | None, write: bool) -> Response:
+        if nodes is None:  # a background refresh by the edge
+            return response
+        if write:
+            response.headers["x-readscale-served"] = "primary"
+        elif nodes:
             node = nodes[-1]
             response.headers["x-readscale-served"] = "primary" if node == "primary" else f"replica:{node}"
         else:
@@ -246,13 +260,23 @@ def create_app(settings: DemoSettings | None = None) -> Any:
             response.headers["x-readscale-served"] = "app_cache"
         return response
 
-    def endpoint(fn: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    def endpoint(
+        fn: Callable[[Request], Awaitable[Response]], *, write: bool = False
+    ) -> Callable[[Request], Awaitable[Response]]:
         async def handle(request: Request) -> Response:
-            shop.counters.requests += 1
-            nodes: list[str] = []
+            background = request.headers.get("x-readscale-bgfetch") == "1"
+            nodes: list[str] | None = None if background else []
+            if background:
+                shop.counters.background_requests += 1
+                hits_before = _cache_hits(shop)
+            else:
+                shop.counters.requests += 1
             token = _SERVED_BY.set(nodes)
             try:
-                return served(await fn(request), nodes)
+                response = await fn(request)
+                if background and _cache_hits(shop) > hits_before:
+                    shop.counters.background_app_cache += 1
+                return served(response, nodes, write)
             except Exception:
                 shop.counters.errors += 1
                 raise
@@ -337,14 +361,25 @@ def create_app(settings: DemoSettings | None = None) -> Any:
         Route("/categories/{id:int}", endpoint(category)),
         Route("/trending", endpoint(trending)),
         Route("/users/{id:int}/profile", endpoint(profile), methods=["GET"]),
-        Route("/users/{id:int}/profile", endpoint(update_profile), methods=["POST"]),
+        Route("/users/{id:int}/profile", endpoint(update_profile, write=True), methods=["POST"]),
         Route("/users/{id:int}/balance", endpoint(balance), methods=["GET"]),
-        Route("/users/{id:int}/balance", endpoint(deposit), methods=["POST"]),
-        Route("/admin/products/{id:int}/price", endpoint(change_price), methods=["POST"]),
+        Route("/users/{id:int}/balance", endpoint(deposit, write=True), methods=["POST"]),
+        Route("/admin/products/{id:int}/price", endpoint(change_price, write=True), methods=["POST"]),
     ]
     if settings.static_dir:
-        manifest = AssetManifest.build(Path(settings.static_dir))
-        routes.append(Mount("/static", app=StaticAssets(manifest)))
+        assets = StaticAssets(AssetManifest.build(Path(settings.static_dir)))
+
+        async def static(scope: Any, receive: Any, send: Any) -> None:
+            shop.counters.static += 1  # served from the process's memory: the app tier
+
+            async def tagged(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    message["headers"] = [*message.get("headers", []), (b"x-readscale-served", b"app_cache")]
+                await send(message)
+
+            await assets(scope, receive, tagged)
+
+        routes.append(Mount("/static", app=static))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

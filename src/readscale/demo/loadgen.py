@@ -34,7 +34,7 @@ ACTIONS = (
     ("balance", 0.05),
     ("asset", 0.06),
 )
-WRITES = (("view", 0.5), ("profile_update", 0.2), ("deposit", 0.2), ("price", 0.1))
+WRITES = (("profile_update", 0.4), ("deposit", 0.4), ("price", 0.2))
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,9 @@ class LoadConfig:
     reads_per_write: float = 100.0
     seed: int = 7
     asset_paths: tuple[str, ...] = ()
+    #: Pause between a client's requests (a user reading the page). Without it the
+    #: clients saturate this small machine and every layer's latency is mostly queueing.
+    think_s: float = 0.03
 
     def __post_init__(self) -> None:
         host = urlsplit(self.base_url).hostname
@@ -151,6 +154,8 @@ async def run_load(config: LoadConfig, *, progress: Callable[[LoadResult], None]
                 result.layers[layer] += 1
                 result.latency_ms.setdefault(layer, []).append(elapsed)
                 result.timeline.append((time.monotonic() - started, layer))
+                if config.think_s:
+                    await asyncio.sleep(config.think_s * (0.5 + rng.random()))
 
     async def reporter() -> None:
         while time.monotonic() < deadline:

@@ -126,6 +126,10 @@ WHERE u.id = %s
 GROUP BY u.id
 """
 
+#: The profile read back inside a profile update (part of the write; a different statement
+#: so PostgreSQL's own statistics keep it apart from cache-miss reads).
+PROFILE_IN_WRITE = PROFILE.replace("WHERE u.id = %s", "WHERE u.id = %s AND u.id > 0")
+
 BALANCE = "SELECT balance_cents FROM accounts WHERE user_id = %s"
 
 TRENDING = """

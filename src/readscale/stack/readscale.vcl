@@ -118,6 +118,16 @@ sub vcl_pass {
     set req.http.X-RS-State = "PASS";
 }
 
+sub vcl_backend_fetch {
+    # Tell the origin when a fetch is a background refresh (grace), not a client's
+    # request: it can count it apart (the demo's funnel does).
+    if (bereq.is_bgfetch) {
+        set bereq.http.X-Readscale-Bgfetch = "1";
+    } else {
+        unset bereq.http.X-Readscale-Bgfetch;
+    }
+}
+
 sub vcl_backend_response {
     if (beresp.status >= 500) {
         if (bereq.is_bgfetch || bereq.http.X-RS-Refetch) {

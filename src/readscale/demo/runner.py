@@ -1,0 +1,332 @@
+"""``readscale demo``: the whole read path on one machine, measured layer by layer.
+
+Starts the stack (PostgreSQL with two streaming replicas, Redis, Varnish), seeds the
+shop, starts the service under uvicorn (several worker processes, each with its own L1)
+and the CDC worker, runs browser-like clients against the edge, optionally breaks
+something halfway (``chaos``), then collects every layer's own counters, prints the
+funnel and writes the JSON and the HTML report. Everything it starts, it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+import psycopg
+
+from readscale.demo import schema
+from readscale.demo.funnel import Funnel, LayerCounts, latency_summary, timeline_shares
+from readscale.demo.loadgen import LoadConfig, LoadResult, run_load
+from readscale.errors import ConfigurationError, StackError
+from readscale.stack import Stack, StackConfig
+from readscale.stack._proc import pick_ports
+
+Chaos = Literal["none", "redis", "replica"]
+
+READ_MARKERS = {
+    "product": "LEFT JOIN LATERAL (SELECT avg(stars)",
+    "category": "WHERE p.category_id =",
+    "profile": "coalesce(sum(o.quantity * p.price_cents), 0) AS spent_cents",
+    "balance": "SELECT balance_cents FROM accounts",
+    "trending": "interval '30 days'",
+}
+WRITE_MARKERS = ("UPDATE users SET bio", "UPDATE accounts SET balance_cents", "UPDATE products SET price_cents")
+IN_WRITE_MARKER = "AND u.id > 0"  # the profile read inside a profile update (part of the write)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    duration_s: float = 60.0
+    clients: int = 48
+    workers: int = 2
+    chaos: Chaos = "none"
+    seed: int = 7
+    size: schema.ShopSize = field(default_factory=schema.ShopSize)
+    reads_per_write: float = 100.0
+    zipf_alpha: float = 0.9
+    report: Path | None = Path("readscale-report.html")
+    replica_delay_s: float = 0.0
+    think_s: float = 0.03
+
+    def __post_init__(self) -> None:
+        if self.duration_s <= 0 or self.clients < 1 or self.workers < 1:
+            raise ConfigurationError("duration_s > 0, clients >= 1 and workers >= 1 are required")
+        if self.chaos not in ("none", "redis", "replica"):
+            raise ConfigurationError(f"chaos must be none, redis or replica, got {self.chaos!r}")
+
+
+@dataclass
+class _Processes:
+    app: subprocess.Popen[bytes] | None = None
+    cdc: subprocess.Popen[bytes] | None = None
+    logs: list[Path] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for proc in (self.app, self.cdc):
+            if proc is not None and proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        for proc in (self.app, self.cdc):
+            if proc is None:
+                continue
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+
+
+def _launch(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    out = open(log, "ab")  # noqa: SIM115 - the child holds it; closed with the process
+    return subprocess.Popen(argv, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise StackError(f"the demo service exited ({proc.returncode}); log {log}:\n{log.read_text()[-2000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise StackError(f"the demo service did not answer {url} within {timeout:.0f}s")
+
+
+def _statement_counts(dsn: str) -> dict[str, int]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute("SELECT query, calls FROM pg_stat_statements").fetchall()
+    counts = {"reads": 0, "writes": 0, "in_write": 0}
+    for query, calls in rows:
+        text = str(query)
+        if IN_WRITE_MARKER in text:
+            counts["in_write"] += int(calls)
+        elif any(marker in text for marker in READ_MARKERS.values()):
+            counts["reads"] += int(calls)
+        elif any(marker in text for marker in WRITE_MARKERS):
+            counts["writes"] += int(calls)
+    return counts
+
+
+def _reset_statements(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_statements_reset()")
+
+
+def _app_counters(redis_url: str, key: str) -> dict[str, Any]:
+    import redis
+
+    client = redis.Redis.from_url(redis_url, protocol=2)
+    try:
+        raw = client.hgetall(key)
+    finally:
+        client.close()
+    names = ("requests", "app_cache", "writes", "errors", "static", "background_requests", "background_app_cache")
+    total: dict[str, Any] = dict.fromkeys(names, 0)
+    total.update({"loads": {}, "refresh_loads": {}, "cache_hits": 0, "processes": len(raw)})
+    for value in raw.values():
+        data = json.loads(value)
+        for name in names:
+            total[name] += int(data.get(name, 0))
+        for bucket in ("loads", "refresh_loads"):
+            for node, count in data.get(bucket, {}).items():
+                total[bucket][node] = total[bucket].get(node, 0) + int(count)
+        cache = data.get("cache", {})
+        total["cache_hits"] += sum(int(cache.get(t, {}).get(k, 0)) for t in ("l1", "l2") for k in ("hits", "stale_serves"))
+        total["cache_hits"] += int(cache.get("l2", {}).get("coalesced", 0))
+    return total
+
+
+def run_demo(
+    config: DemoConfig,
+    *,
+    progress: Callable[[str], None] = lambda message: None,
+    on_load: Callable[[LoadResult], None] | None = None,
+) -> dict[str, Any]:
+    """Run the demo and return its JSON (the funnel, shares, latencies, the timeline)."""
+    base = Path(tempfile.mkdtemp(prefix="readscale-demo-"))
+    base.chmod(0o755)
+    stack = Stack(base / "stack", progress=progress)
+    procs = _Processes()
+    try:
+        (app_port,) = pick_ports(1)
+        stack.up(
+            StackConfig(
+                replicas=2, redis=True, varnish=True,
+                varnish_backend=f"http://127.0.0.1:{app_port}", varnish_probe="/healthz",
+            )
+        )  # fmt: skip
+        if config.replica_delay_s:
+            stack.set_apply_delay("r2", config.replica_delay_s)
+        progress("seeding the shop")
+        with psycopg.connect(stack.primary.dsn, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            conn.execute(schema.DDL)
+            for statement in schema.seed_sql(config.size):
+                conn.execute(statement)
+        static_dir = base / "static"
+        from readscale.demo.app import write_static
+
+        write_static(static_dir)
+        rules = base / "cdc-rules.toml"
+        rules.write_text('[[rule]]\ntable = "products"\nkeys = ["product:{id}"]\ntags = ["category:{category_id}"]\n')
+        env = {
+            "READSCALE_DEMO_PRIMARY": stack.primary.dsn,
+            "READSCALE_DEMO_REPLICAS": ",".join(r.dsn for r in stack.replicas),
+            "READSCALE_DEMO_REDIS": stack.redis.url,
+            "READSCALE_DEMO_SECRET": os.urandom(16).hex(),
+            "READSCALE_DEMO_STATS_KEY": "demo:stats",
+            "READSCALE_DEMO_STATIC": str(static_dir),
+        }
+        progress(f"starting the service ({config.workers} uvicorn workers) and the CDC worker")
+        app_log, cdc_log = base / "app.log", base / "cdc.log"
+        procs.logs += [app_log, cdc_log]
+        procs.app = _launch(
+            [sys.executable, "-m", "uvicorn", "readscale.demo.app:app_from_env", "--factory", "--host", "127.0.0.1",
+             "--port", str(app_port), "--workers", str(config.workers), "--log-level", "warning", "--no-access-log"],
+            env, app_log,
+        )  # fmt: skip
+        _wait_http(f"http://127.0.0.1:{app_port}/healthz", 30, procs.app, app_log)
+        readscale_cli = str(Path(sys.executable).with_name("readscale"))
+        procs.cdc = _launch(
+            [readscale_cli, "cdc", "run", "--dsn", stack.primary.dsn, "--rules", str(rules), "--redis-url",
+             stack.redis.url, "--slot", "demo_cdc", "--purge-varnish", stack.varnish.url],
+            {}, cdc_log,
+        )  # fmt: skip
+        _wait_http(f"{stack.varnish.url}/healthz", 30, procs.app, app_log)
+        time.sleep(1.0)  # the CDC slot exists before the first change
+        for node in [stack.primary, *stack.replicas]:
+            _reset_statements(node.dsn)
+        varnish_before = stack.varnish.counters()
+        app_before = _app_counters(stack.redis.url, "demo:stats")
+        asset_paths = tuple(sorted(_static_urls(static_dir)))
+        load_config = LoadConfig(
+            base_url=stack.varnish.url, clients=config.clients, duration_s=config.duration_s,
+            products=config.size.products, categories=config.size.categories, users=config.size.users,
+            zipf_alpha=config.zipf_alpha, reads_per_write=config.reads_per_write, seed=config.seed,
+            asset_paths=asset_paths, think_s=config.think_s,
+        )  # fmt: skip
+        progress(f"load: {config.clients} clients for {config.duration_s:.0f}s (chaos: {config.chaos})")
+        result = asyncio.run(_load_with_chaos(load_config, stack, config, on_load))
+        time.sleep(1.0)  # the service publishes its counters every 0.25 s
+        counts = _collect(stack, result, varnish_before, app_before)
+        funnel = Funnel(counts, latency_summary(result.latency_ms), timeline_shares(result.timeline))
+        data = _to_json(funnel, result, config)
+        if config.report is not None:
+            from readscale.demo.report import write_report
+
+            write_report(config.report, data)
+            progress(f"report written to {config.report}")
+        return data
+    finally:
+        procs.stop()
+        stack.down()
+        for path in base.glob("*"):
+            if path.is_file():
+                path.unlink()
+            elif path.is_dir():
+                import shutil
+
+                shutil.rmtree(path, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            base.rmdir()
+
+
+def _static_urls(folder: Path) -> list[str]:
+    from readscale.http.static import AssetManifest
+
+    manifest = AssetManifest.build(folder)
+    return [manifest.url(name) for name in ("app.css", "app.js")]
+
+
+async def _load_with_chaos(
+    load: LoadConfig, stack: Stack, config: DemoConfig, on_load: Callable[[LoadResult], None] | None
+) -> LoadResult:
+    async def chaos() -> None:
+        if config.chaos == "none":
+            return
+        node = "redis" if config.chaos == "redis" else "r1"
+        await asyncio.sleep(config.duration_s / 2)
+        await asyncio.to_thread(stack.kill, node)
+        await asyncio.sleep(config.duration_s / 4)
+        await asyncio.to_thread(stack.start, node)
+
+    task = asyncio.ensure_future(chaos())
+    try:
+        return await run_load(load, progress=on_load)
+    finally:
+        await task
+
+
+def _collect(stack: Stack, result: LoadResult, varnish_before: dict[str, int], app_before: dict[str, Any]) -> LayerCounts:
+    after = stack.varnish.counters()
+
+    def delta(name: str) -> int:
+        return after.get(name, 0) - varnish_before.get(name, 0)
+
+    app = _app_counters(stack.redis.url, "demo:stats")
+    primary = _statement_counts(stack.primary.dsn)
+    replica_reads = sum(_statement_counts(r.dsn)["reads"] for r in stack.replicas)
+    refresh = app["refresh_loads"]
+    background_primary = int(refresh.get("primary", 0))
+    background_replica = sum(int(v) for k, v in refresh.items() if k != "primary")
+    return LayerCounts(
+        requests=result.requests,
+        failed=result.failed,
+        browser=result.layers["browser"],
+        edge=delta("MAIN.cache_hit"),
+        # The cache's own hits, less those that served the edge's background refreshes,
+        # plus static assets served from the process's memory.
+        app_cache=(app["cache_hits"] - app_before["cache_hits"])
+        - (app["background_app_cache"] - app_before["background_app_cache"])
+        + (app["static"] - app_before["static"]),
+        replica_reads=replica_reads,
+        primary_reads=primary["reads"],
+        primary_writes=primary["writes"],
+        background_replica=background_replica,
+        background_primary=background_primary,
+        edge_requests=delta("MAIN.client_req"),
+        app_requests=app["requests"] - app_before["requests"],
+        reads=result.reads,
+        writes=result.writes,
+    )
+
+
+def _to_json(funnel: Funnel, result: LoadResult, config: DemoConfig) -> dict[str, Any]:
+    c = funnel.counts
+    shares = c.shares()
+    return {
+        "requests": c.requests,
+        "duration_s": round(result.duration_s, 2),
+        "failed_requests": c.failed,
+        "stale_reads_beyond_bound": funnel.stale_reads_beyond_bound,
+        **{f"share_{name}": round(value, 5) for name, value in shares.items()},
+        "primary_read_share": round(c.primary_read_share, 5),
+        "counts": {**c.by_layer(), "accounted": c.accounted, "discrepancy": round(c.discrepancy, 5)},
+        "layers_raw": asdict(c),
+        "latency_ms": {name: stats["p50"] for name, stats in funnel.latency_ms.items()},
+        "latency": funnel.latency_ms,
+        "timeline": funnel.timeline,
+        "summary": funnel.summary_line(),
+        "failures": dict(result.failures),
+        "config": {
+            "clients": config.clients, "keys": config.size.products, "zipf_alpha": config.zipf_alpha,
+            "reads_per_write": config.reads_per_write, "browser_max_age_s": 60, "edge_ttl_s": 3600,
+            "cache_ttl_s": 3600, "l1_entries": 5000, "replicas": 2, "replica_lag_ms": config.replica_delay_s * 1000,
+            "rps": round(c.requests / max(result.duration_s, 0.001), 1), "chaos": config.chaos,
+            "workers": config.workers,
+        },
+    }  # fmt: skip
