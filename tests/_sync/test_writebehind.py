@@ -522,3 +522,22 @@ def test_postgres_writer_reports_a_missing_table_as_transient(pg_primary_dsn: st
         PostgresWriter(table="t")
     with pytest.raises(ConfigurationError):
         PostgresWriter(pg_primary_dsn, table="t", value_column="value", columns=["a"])
+
+
+def test_a_writer_that_cannot_classify_its_error_is_retried_not_dead_lettered(
+    wb: WriteBehind, writer: ScriptedWriter, redis_url: str, names: dict[str, str], pg_primary_dsn: str, table: str
+) -> None:
+    class Confused(ScriptedWriter):
+        def failure_kind(self, exc: Exception) -> FailureKind:
+            raise RuntimeError("no idea")
+
+    confused = Confused(writer.inner)
+    confused.transient_failures = 2
+    wb.write_behind("item:1", {"qty": 1})
+    flusher = Flusher(confused, redis_url, settings=settings_for(names))
+    try:
+        assert flusher.drain()
+    finally:
+        flusher.close()
+    assert (flusher.stats.retries, flusher.stats.dead_letters, flusher.stats.transactions) == (2, 0, 1)
+    assert list(rows(pg_primary_dsn, table)) == ["item:1"]

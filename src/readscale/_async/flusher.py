@@ -363,8 +363,18 @@ class AsyncFlusher:
         self.stats.flush_lag = lag
         self.stats.lags.observe(lag)
 
+    def _classify(self, exc: Exception) -> FailureKind:
+        """The writer's verdict on ``exc``; a classifier that fails says "transient" (a
+        retry loses nothing, a wrong dead letter would need an operator)."""
+        try:
+            return self.writer.failure_kind(exc)
+        except Exception as classify_exc:
+            log.error("flusher %s: the writer could not classify %s (%s); treating it as transient", self.consumer,
+                      type(exc).__name__, classify_exc, exc_info=classify_exc)  # fmt: skip
+            return FailureKind.TRANSIENT
+
     async def _failed(self, plan: FlushPlan, index: int, coalesced: Coalesced, exc: Exception) -> FlushPlan:
-        kind = self.writer.failure_kind(exc)
+        kind = self._classify(exc)
         size = len(plan.chunks[index].records)
         plan, step = after_failure(plan, index, kind, self.settings, self._rng(), self._monotonic())
         if kind is FailureKind.TRANSIENT:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import typer
 
-from readscale.cli import bench, stack
+from readscale.cli import bench, stack, writebehind
 
 app = typer.Typer(
     name="readscale",
@@ -12,4 +12,5 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(stack.app, name="stack")
+app.add_typer(writebehind.app, name="writebehind")
 app.command("bench")(bench.bench)
