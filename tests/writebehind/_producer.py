@@ -1,7 +1,8 @@
 """One producer process of the write-behind crash test (run as a script).
 
 Writes through the sync ``WriteBehind`` until it has ``--writes`` acknowledged writes,
-each a value naming its producer and sequence number on a random key of ``--keys``.
+each a value naming its producer and sequence number on a random key of ``--keys``,
+spread over at least ``--seconds`` (so the flusher can be killed many times meanwhile).
 It records every acknowledged ``(key, version, seq)`` and every attempt that raised
 (``(key, seq)``: not acknowledged, though it may still have been applied), and writes
 both as JSON to ``--out`` when done.
@@ -33,6 +34,7 @@ def main() -> None:
     parser.add_argument("--writes", type=int, required=True)
     parser.add_argument("--keys", type=int, required=True)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--seconds", type=float, default=0.0, help="spread the writes over at least this long")
     args = parser.parse_args()
 
     policy = CachePolicy(name="crash", ttl=3600.0, jitter=0.0, early_refresh=0.0, tiers=frozenset({Tier.L2}))
@@ -53,6 +55,9 @@ def main() -> None:
             time.sleep(0.02)
             continue
         acked.append((key, version, seq))
+        ahead = started + args.seconds * len(acked) / args.writes - time.monotonic()
+        if ahead > 0.01:
+            time.sleep(ahead)
     elapsed = time.monotonic() - started
     cache.close()
     Path(args.out).write_text(json.dumps({"acked": acked, "unacked": unacked, "seconds": elapsed}))

@@ -248,9 +248,9 @@ class AsyncFlusher:
             return entries
         first_seen = self._monotonic()
         while (wait := read_more(len(entries), first_seen, self._monotonic(), s)) is not None:
-            more = await self.queue.read_new(group, self.consumer, s.batch_size - len(entries), wait)
-            if not more:
+            if await self._stop.wait(wait):
                 break
+            more = await self.queue.read_new(group, self.consumer, s.batch_size - len(entries), None)
             entries.extend(more)
         return entries
 

@@ -19,10 +19,11 @@ Errors of redis-py become :class:`CacheUnavailableError` here. A missing consume
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from redis.exceptions import RedisClusterException, RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
 from readscale._core.writebehind import ConsumerInfo, QueueKeys, queue_keys
 from readscale.errors import CacheUnavailableError, ConfigurationError
@@ -121,7 +122,7 @@ class AsyncWriteQueue:
         self.client = client
         self.keys = keys
         self.where = where
-        self._enqueue = client.register_script(_ENQUEUE)
+        self._enqueue_sha = hashlib.sha1(_ENQUEUE.encode(), usedforsecurity=False).hexdigest()
         self._dead_letter = client.register_script(_DEAD_LETTER)
         self._requeue = client.register_script(_REQUEUE)
 
@@ -146,11 +147,15 @@ class AsyncWriteQueue:
     ) -> tuple[bool, int, str]:
         """``(True, version, entry id)`` once stored and queued; ``(False, queue length, "")``
         when the queue is full (nothing stored)."""
+        args = (self._enqueue_sha, 3, pkey, self.keys.stream, self.keys.clock, envelope, _ms(ttl), key, namespace,
+                limit)  # fmt: skip
         try:
-            reply = await self._enqueue(
-                keys=[pkey, self.keys.stream, self.keys.clock],
-                args=[envelope, _ms(ttl), key, namespace, limit],
-            )
+            try:
+                # EVALSHA straight away: redis-py's Script wrapper costs a tenth of the call.
+                reply = await self.client.execute_command("EVALSHA", *args)
+            except NoScriptError:  # a restarted Redis has forgotten its scripts
+                await self.client.script_load(_ENQUEUE)
+                reply = await self.client.execute_command("EVALSHA", *args)
         except _ERRORS as exc:
             raise self._unavailable("queueing a write", exc) from exc
         if int(reply[0]) == 1:

@@ -316,7 +316,11 @@ def batch_closes_at(first_seen: float, settings: FlusherSettings) -> float:
 
 
 def read_more(have: int, first_seen: float, now: float, settings: FlusherSettings) -> float | None:
-    """How long the next read may block to grow the batch, or None: write it now."""
+    """How long to wait before reading more records into the batch, or None: write it now.
+
+    The flusher waits out the rest of the window and then reads whatever arrived in one
+    go, rather than blocking on the stream (which would wake it, and cost a round trip,
+    for every single record that trickles in)."""
     if have >= settings.batch_size:
         return None
     remaining = batch_closes_at(first_seen, settings) - now

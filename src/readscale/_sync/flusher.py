@@ -249,9 +249,9 @@ class Flusher:
             return entries
         first_seen = self._monotonic()
         while (wait := read_more(len(entries), first_seen, self._monotonic(), s)) is not None:
-            more = self.queue.read_new(group, self.consumer, s.batch_size - len(entries), wait)
-            if not more:
+            if self._stop.wait(wait):
                 break
+            more = self.queue.read_new(group, self.consumer, s.batch_size - len(entries), None)
             entries.extend(more)
         return entries
 

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 BENCHES: dict[str, str] = {
     "stack": "readscale.bench.stack:run",
     "cache": "readscale.bench.cache:run",
+    "writes": "readscale.bench.writes:run",
 }
 
 

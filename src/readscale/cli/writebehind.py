@@ -96,7 +96,7 @@ def _summary(stats: Any) -> str:
     )
 
 
-async def _run_flusher(flusher: Any, report_every: float, writer: Any) -> bool:
+async def _run_flusher(flusher: Any, report_every: float, writer: Any, where: str) -> bool:
     """Run until SIGTERM/SIGINT; true when the last batch was finished, false when a
     second signal abandoned it (its records stay pending for the next flusher)."""
     from rich.live import Live
@@ -116,6 +116,7 @@ async def _run_flusher(flusher: Any, report_every: float, writer: Any) -> bool:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
+    log.info("flusher %s running: %s", flusher.consumer, where)  # from here on, SIGTERM stops it cleanly
     started = time.monotonic()
     settings = flusher.settings
     clean = True
@@ -220,8 +221,8 @@ def run(
         )
         redis = RedisSettings(url=redis_url)
         flusher = AsyncFlusher(batch_writer, redis, settings=settings)
-        log.info("flusher %s running: queue %r on %s -> %s", flusher.consumer, queue, redis.safe_url, target)
-        clean = asyncio.run(_run_flusher(flusher, report_every, batch_writer))
+        where = f"queue {queue!r} on {redis.safe_url} -> {target}"
+        clean = asyncio.run(_run_flusher(flusher, report_every, batch_writer, where))
         log.info("flusher %s stopped: %s", flusher.consumer, _summary(flusher.stats))
         if not clean:
             log.warning("the batch in hand was left pending; the next flusher writes it")
