@@ -7,14 +7,14 @@
   database upsert (its own transaction), then the cache set.
 - ``direct``: the database upsert alone (one autocommit transaction per write).
 
-Latencies are per call, sequential, from one client; each contender runs ``calls``
-writes per round, rounds interleaved, and the median of the rounds' p50 and p99 is
-reported. Then, in phases of their own, the database transactions per 1,000 writes are
+The headline figures are the async flavour's. Latencies are per call, sequential, from
+one client; each contender runs ``calls`` writes per round, rounds interleaved, and the
+median of the rounds' p50 and p99 is reported. Then, in phases of their own, the database transactions per 1,000 writes are
 counted from PostgreSQL's own statistics (``pg_stat_database.xact_commit`` deltas, read
 once every backend involved has exited, since a backend reports its counts lazily), for
-write-behind (until its flusher drained the queue) and for direct writes. Finally the
+write-behind (until its flusher drained the queue) and for direct writes. Then the
 write-behind latency is measured again with ``appendfsync always``, to show what that
-durability costs.
+durability costs, and the three contenders again through the sync flavour (``_sync``).
 
 PostgreSQL runs with ``fsync`` and ``synchronous_commit`` on. Keys are drawn uniformly
 from 10,000, so the transaction saving comes from batching, not from coalescing.
@@ -223,6 +223,80 @@ async def _bench(url: str, dsn: str, admin_dsn: str, calls: int, rounds: int, wb
     return out
 
 
+def _bench_sync(url: str, dsn: str, calls: int, rounds: int, progress: Callable[[str], None]) -> dict[str, Any]:
+    """The same three contenders through the sync flavour (Django/Flask services)."""
+    import psycopg
+    from psycopg.types.json import Jsonb
+
+    from readscale._core.policy import CachePolicy, Tier
+    from readscale._core.writebehind import FlusherSettings, WriteBehindSettings
+    from readscale._sync.backends.redis import RedisBackend
+    from readscale._sync.cache import Cache
+    from readscale._sync.writebehind import WriteBehind
+    from readscale.settings import RedisSettings
+
+    rng = random.Random(11)
+    policy = CachePolicy(name="bench", ttl=3600.0, jitter=0.0, early_refresh=0.0, tiers=frozenset({Tier.L2}))
+    cache = Cache(RedisBackend(RedisSettings(url=url)), policy=policy, prefix=PREFIX)
+    wb = WriteBehind(cache, WriteBehindSettings(queue=QUEUE, max_queue_length=0))
+    conn = psycopg.connect(dsn, autocommit=True)
+    upsert = (
+        "INSERT INTO bench_direct (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+    )
+
+    def direct_write(key: str, value: dict[str, Any]) -> dict[str, Any]:
+        conn.execute(upsert, (key, Jsonb(value)))
+        return value
+
+    def writethrough(key: str, value: dict[str, Any]) -> None:
+        cache.write_through(key, lambda: direct_write(key, value))
+
+    def writebehind(key: str, value: dict[str, Any]) -> None:
+        wb.write_behind(key, value)
+
+    def direct(key: str, value: dict[str, Any]) -> None:
+        direct_write(key, value)
+
+    contenders: dict[str, Callable[[str, dict[str, Any]], None]] = {
+        "writebehind": writebehind,
+        "writethrough": writethrough,
+        "direct": direct,
+    }
+
+    def one_round(fn: Callable[[str, dict[str, Any]], None]) -> tuple[float, float]:
+        samples = []
+        for _ in range(calls):
+            i = rng.randrange(KEYS)
+            started = time.perf_counter()
+            fn(f"item:{i}", _doc(i))
+            samples.append(time.perf_counter() - started)
+        return percentile(samples, 50) * 1000, percentile(samples, 99) * 1000
+
+    out: dict[str, Any] = {}
+    flusher = _FlusherProcess(url, dsn)
+    try:
+        for fn in contenders.values():
+            one_round(fn)
+        per: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
+        for r in range(rounds):
+            progress(f"sync latency round {r + 1}/{rounds}")
+            for name, fn in contenders.items():
+                per[name].append(one_round(fn))
+        group = FlusherSettings().group
+        deadline = time.monotonic() + 120
+        while (wb.queue.length() or wb.queue.pending(group)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        flusher.stop()
+        conn.close()
+        cache.close()
+    for name, values in per.items():
+        out[f"p50_{name}"] = statistics.median(v[0] for v in values)
+        out[f"p99_{name}"] = statistics.median(v[1] for v in values)
+        out[f"rounds_{name}"] = [round(v[0], 3) for v in values]
+    return out
+
+
 async def _drain(wb: Any, timeout: float = 120.0) -> None:
     from readscale._core.writebehind import FlusherSettings
 
@@ -279,6 +353,7 @@ def run(*, rounds: int, quick: bool, progress: Callable[[str], None]) -> BenchRe
         admin_dsn = stack.primary.dsn
         dsn = _create_database(admin_dsn)
         got = asyncio.run(_bench(url, dsn, admin_dsn, calls, rounds, wb_writes, quick, progress))
+        got_sync = _bench_sync(url, dsn, calls, rounds, progress)
     finally:
         stack.down()
         base.rmdir()
@@ -298,4 +373,10 @@ def run(*, rounds: int, quick: bool, progress: Callable[[str], None]) -> BenchRe
     report.add("write_p50_ms_writebehind_fsync_always", round(got["p50_writebehind_always"], 3), "ms",
                "the same with appendfsync always")  # fmt: skip
     report.add("write_p99_ms_writebehind_fsync_always", round(got["p99_writebehind_always"], 3), "ms")
+    for name in ("writebehind", "writethrough", "direct"):
+        spread = "p50 rounds: " + ", ".join(f"{v:.3g}" for v in got_sync[f"rounds_{name}"])
+        report.add(f"write_p50_ms_{name}_sync", round(got_sync[f"p50_{name}"], 3), "ms", spread)
+        report.add(f"write_p99_ms_{name}_sync", round(got_sync[f"p99_{name}"], 3), "ms")
+    value = ratio(got_sync["p50_direct"], got_sync["p50_writebehind"])
+    report.add("write_p50_ratio_direct_to_writebehind_sync", round(value, 2), "ratio", "target >= 3")
     return report
