@@ -350,12 +350,13 @@ class AsyncFlusher:
             self.stats.queue_length = await self.queue.ack(s.group, ids)
             plan = after_success(plan, action.index)
 
-    def _committed(self, batch: list[WriteRecord], applied: int) -> None:
+    def _committed(self, batch: list[WriteRecord], applied: object) -> None:
         self.stats.transactions += 1
         self.stats.batch_sizes.observe(len(batch))
-        applied = max(0, min(int(applied), len(batch)))
-        self.stats.rows_applied += applied
-        self.stats.rows_skipped += len(batch) - applied
+        # A writer that returns no count (None) is taken to have applied everything.
+        count = max(0, min(applied, len(batch))) if isinstance(applied, int) else len(batch)
+        self.stats.rows_applied += count
+        self.stats.rows_skipped += len(batch) - count
 
     def _observe_lag(self, ids: list[str]) -> None:
         oldest = min(enqueued_at(i) for i in ids)

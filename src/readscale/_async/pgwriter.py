@@ -131,6 +131,8 @@ class AsyncPostgresWriter:
     def _params(self, records: Sequence[WriteRecord]) -> tuple[list[Any], list[int], list[Any]]:
         keys: list[Any] = []
         docs: list[Any] = []
+        # In key order, so concurrent flushers lock rows in one order and do not deadlock.
+        records = sorted(records, key=lambda r: r.key)
         for record in records:
             try:
                 keys.append(self._key_from(record.key) if self._key_from is not None else record.key)

@@ -272,7 +272,7 @@ class WriteQueue:
         try:
             summary = self.client.xpending(self.keys.stream, group)
         except ResponseError as exc:
-            if "NOGROUP" in str(exc):
+            if "NOGROUP" in str(exc) or "no such key" in str(exc):
                 return 0
             raise self._unavailable("XPENDING", exc) from exc
         except _ERRORS as exc:

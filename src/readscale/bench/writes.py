@@ -9,12 +9,13 @@
 
 The headline figures are the async flavour's. Latencies are per call, sequential, from
 one client; each contender runs ``calls`` writes per round, rounds interleaved, and the
-median of the rounds' p50 and p99 is reported. Then, in phases of their own, the database transactions per 1,000 writes are
-counted from PostgreSQL's own statistics (``pg_stat_database.xact_commit`` deltas, read
-once every backend involved has exited, since a backend reports its counts lazily), for
-write-behind (until its flusher drained the queue) and for direct writes. Then the
-write-behind latency is measured again with ``appendfsync always``, to show what that
-durability costs, and the three contenders again through the sync flavour (``_sync``).
+median of the rounds' p50 and p99 is reported. Then, in phases of their own, database
+transactions per 1,000 writes are counted from PostgreSQL's own statistics
+(``pg_stat_database.xact_commit`` deltas, read once every backend involved has exited,
+since a backend reports its counts lazily), for write-behind (until its flusher drained
+the queue) and for direct writes. Then the write-behind latency is measured again with
+``appendfsync always``, to show what that durability costs, and the three contenders
+again through the sync flavour (``_sync``).
 
 PostgreSQL runs with ``fsync`` and ``synchronous_commit`` on. Keys are drawn uniformly
 from 10,000, so the transaction saving comes from batching, not from coalescing.
