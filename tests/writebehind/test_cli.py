@@ -107,6 +107,9 @@ def test_the_flusher_service_writes_stops_on_sigterm_and_reports(
         assert [c["name"] for c in status["consumers"]] == ["cli-test"]
         (dead,) = status["oldest_dead_letters"]
         assert (dead["key"], dead["error_type"], dead["attempts"]) == ("user:bad", "CheckViolation", 2)
+        shown = cli("writebehind", "status", *common).stdout
+        assert "0 records, 0 pending, 1 dead letters" in shown
+        assert "user:bad" in shown and "CheckViolation" in shown
         assert "requeued 1 dead letter" in cli("writebehind", "requeue", *common, "--all").stdout
         assert cli_json("writebehind", "status", *common)["length"] == 1
     finally:

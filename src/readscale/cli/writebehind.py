@@ -276,7 +276,8 @@ def status(
         return
     console.print(
         f"queue [bold]{queue}[/] ({info['stream']}): {info['length']} records, {info['pending']} pending, "
-        f"{info['dead_letters']} dead letters"
+        f"{info['dead_letters']} dead letters",
+        soft_wrap=True,
     )
     if info["consumers"]:
         table = Table(title="flushers")
@@ -290,7 +291,8 @@ def status(
         for column in ("id", "key", "version", "error"):
             table.add_column(column)
         for d in info["oldest_dead_letters"]:
-            table.add_row(d["id"], d["key"], str(d["version"]), f"{d['error_type']}: {d['error'].splitlines()[0]}")
+            first_line = (d["error"].splitlines() or [""])[0]
+            table.add_row(d["id"], d["key"], str(d["version"]), f"{d['error_type']}: {first_line}")
         console.print(table)
 
 
