@@ -29,6 +29,7 @@ __all__ = [
     "StackError",
     "UnserializableValueError",
     "ValueTooLargeError",
+    "WriteQueueFullError",
 ]
 
 
@@ -147,6 +148,28 @@ class LeaseError(ReadscaleError):
         self.key = key
         self.reason = reason
         super().__init__(f"lease for key {key!r}: {reason}")
+
+
+# -- write-behind ----------------------------------------------------------------------
+
+
+class WriteQueueFullError(ReadscaleError):
+    """A write-behind write was refused because its queue is full: nothing was stored.
+
+    The flusher is behind (or stopped, or its database is down). Retry later, slow the
+    writers down, or raise ``max_queue_length``; the write was not acknowledged.
+    """
+
+    def __init__(self, queue: str, length: int, limit: int, waited: float) -> None:
+        self.queue = queue
+        self.length = length
+        self.limit = limit
+        self.waited = waited
+        waited_text = f" after waiting {waited:.2f}s" if waited > 0 else ""
+        super().__init__(
+            f"write-behind queue {queue!r} is full ({length} records, limit {limit}){waited_text}; "
+            "the write was not stored: check that a flusher runs and its database answers"
+        )
 
 
 # -- HTTP ------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ BENCHES: dict[str, str] = {
     "cache": "readscale.bench.cache:run",
     "http": "readscale.bench.http:run",
     "replicas": "readscale.bench.replicas:run",
+    "writes": "readscale.bench.writes:run",
 }
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import typer
 
-from readscale.cli import bench, cdc, consistency, demo, stack
+from readscale.cli import bench, cdc, consistency, demo, stack, writebehind
 
 app = typer.Typer(
     name="readscale",
@@ -14,5 +14,6 @@ app = typer.Typer(
 app.add_typer(stack.app, name="stack")
 app.add_typer(cdc.app, name="cdc")
 app.add_typer(consistency.app, name="consistency")
+app.add_typer(writebehind.app, name="writebehind")
 app.command("bench")(bench.bench)
 app.command("demo")(demo.demo)

@@ -29,11 +29,9 @@ def _live_view(result: Any, started: float, duration: float) -> Group:
     for name in ("browser", "edge", "app_cache", "replica", "primary", "error"):
         table.add_column(name, justify="right")
     total = max(result.requests, 1)
-    table.add_row(
-        f"{result.requests:,}",
-        *(f"{result.layers.get(name, 0) / total:.1%}" for name in ("browser", "edge", "app_cache", "replica", "primary")),
-        str(result.failed),
-    )
+    layers = ("browser", "edge", "app_cache", "replica", "primary")
+    shares = [f"{result.layers.get(n, 0) / total:.1%}" for n in layers]
+    table.add_row(f"{result.requests:,}", *shares, str(result.failed))
     return Group(table)
 
 

@@ -1,0 +1,345 @@
+"""The write-behind queue on Redis: one stream, its version clock and its dead-letter
+stream, with every command the producer and the flusher send.
+
+Scripts keep each step atomic:
+
+- ``enqueue``: refuse when the queue is full; else take the next version from the
+  clock, store the cache entry and append the record (``readscale._core.writebehind``,
+  invariant 1). Redis writes the AOF before it replies, so an acknowledged write
+  survives a crash of the Redis process; see the docs for ``appendfsync``.
+- acknowledge: ``XACK`` + ``XDEL`` (+ ``XLEN``) in one ``MULTI``, so the stream's length is
+  the number of records not yet flushed, which is what backpressure measures.
+- dead-letter: append to the dead-letter stream, acknowledge and delete the record, and
+  drop the cache entry if it still holds the refused value, in one script.
+
+Errors of redis-py become :class:`CacheUnavailableError` here. A missing consumer group
+(a Redis that lost its data) is created again, from the start of the stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
+
+from readscale._core.writebehind import ConsumerInfo, QueueKeys, queue_keys
+from readscale.errors import CacheUnavailableError, ConfigurationError
+from readscale.settings import RedisSettings
+from readscale.writebehind_common import DeadLetterRecord
+
+_ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
+
+Entry = tuple[str, dict[bytes, bytes]]
+
+# KEYS: entry, stream, clock. ARGV: envelope, ttl ms, key, namespace, max length (0: none).
+# Reply: {1, version, id} when queued; {0, length} when the queue is full (nothing stored).
+_ENQUEUE = """
+local limit = tonumber(ARGV[5])
+if limit > 0 then
+  local length = redis.call('XLEN', KEYS[2])
+  if length >= limit then return {0, length} end
+end
+local t = redis.call('TIME')
+local version = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local last = tonumber(redis.call('GET', KEYS[3]) or '0')
+if version <= last then version = last + 1 end
+local v = string.format('%.0f', version)
+redis.call('SET', KEYS[3], v)
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local id = redis.call('XADD', KEYS[2], '*', 'k', ARGV[3], 'n', ARGV[4], 'v', v, 'e', ARGV[1])
+return {1, v, id}
+"""
+
+# KEYS: stream, dead stream, cache entry. ARGV: group, envelope ('' : keep the entry),
+# number of ids, the ids, then the dead-letter record's field/value pairs.
+_DEAD_LETTER = """
+local nids = tonumber(ARGV[3])
+local fields = {}
+for i = 4 + nids, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('XADD', KEYS[2], '*', unpack(fields))
+local i = 4
+while i <= 3 + nids do
+  local last = math.min(i + 499, 3 + nids)
+  redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, i, last))
+  redis.call('XDEL', KEYS[1], unpack(ARGV, i, last))
+  i = last + 1
+end
+local dropped = 0
+if ARGV[2] ~= '' and redis.call('GET', KEYS[3]) == ARGV[2] then
+  redis.call('DEL', KEYS[3])
+  dropped = 1
+end
+return {redis.call('XLEN', KEYS[1]), dropped}
+"""
+
+# KEYS: stream, dead stream. ARGV: dead-letter ids. Moves each back to the queue as it
+# was (same key, namespace, version and entry); returns how many were moved.
+_REQUEUE = """
+local moved = 0
+for i = 1, #ARGV do
+  local found = redis.call('XRANGE', KEYS[2], ARGV[i], ARGV[i])
+  if #found == 1 then
+    local f = found[1][2]
+    local rec = {}
+    for j = 1, #f, 2 do rec[f[j]] = f[j + 1] end
+    if rec['k'] and rec['v'] and rec['e'] then
+      redis.call('XADD', KEYS[1], '*', 'k', rec['k'], 'n', rec['n'] or '', 'v', rec['v'], 'e', rec['e'])
+      redis.call('XDEL', KEYS[2], ARGV[i])
+      moved = moved + 1
+    end
+  end
+end
+return moved
+"""
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000 + 0.999))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class AsyncWriteQueue:
+    """One write-behind queue on a standalone Redis (see the module docstring).
+
+    ``client`` is a redis-py asyncio client; ``keys`` come from
+    :func:`readscale._core.writebehind.queue_keys`. Use :meth:`from_url` for tools
+    (status, dead letters) that have no cache at hand.
+    """
+
+    def __init__(self, client: Any, keys: QueueKeys, *, where: str = "redis") -> None:
+        if type(client).__name__ == "RedisCluster":
+            raise ConfigurationError(
+                "write-behind needs a standalone Redis: the entry, the version clock and the queue record are "
+                "written by one script, which Redis Cluster allows only within one hash slot, and an entry's slot "
+                "is its key's. Run the write-behind cache on a standalone Redis with AOF (or Sentinel)."
+            )
+        self.client = client
+        self.keys = keys
+        self.where = where
+        self._enqueue_sha = hashlib.sha1(_ENQUEUE.encode(), usedforsecurity=False).hexdigest()
+        self._dead_letter = client.register_script(_DEAD_LETTER)
+        self._requeue = client.register_script(_REQUEUE)
+
+    @classmethod
+    def from_url(cls, url: str | RedisSettings, *, prefix: str = "rs:", queue: str = "default") -> AsyncWriteQueue:
+        import redis.asyncio as redis_asyncio
+
+        settings = url if isinstance(url, RedisSettings) else RedisSettings(url=url, socket_timeout_ms=5000.0)
+        client = redis_asyncio.Redis.from_url(settings.url, **settings.client_kwargs())
+        return cls(client, queue_keys(prefix, queue), where=settings.safe_url)
+
+    def _unavailable(self, action: str, exc: BaseException) -> CacheUnavailableError:
+        return CacheUnavailableError(
+            f"write-behind queue {self.keys.stream}: {action} failed on {self.where}: {type(exc).__name__}: {exc}",
+            backend="redis",
+        )
+
+    # -- producer ----------------------------------------------------------------------------
+
+    async def enqueue(
+        self, pkey: str, envelope: bytes, ttl: float, key: str, namespace: str, limit: int
+    ) -> tuple[bool, int, str]:
+        """``(True, version, entry id)`` once stored and queued; ``(False, queue length, "")``
+        when the queue is full (nothing stored)."""
+        args = (self._enqueue_sha, 3, pkey, self.keys.stream, self.keys.clock, envelope, _ms(ttl), key, namespace,
+                limit)  # fmt: skip
+        try:
+            try:
+                # EVALSHA straight away: redis-py's Script wrapper costs a tenth of the call.
+                reply = await self.client.execute_command("EVALSHA", *args)
+            except NoScriptError:  # a restarted Redis has forgotten its scripts
+                await self.client.script_load(_ENQUEUE)
+                reply = await self.client.execute_command("EVALSHA", *args)
+        except _ERRORS as exc:
+            raise self._unavailable("queueing a write", exc) from exc
+        if int(reply[0]) == 1:
+            return True, int(reply[1]), _text(reply[2])
+        return False, int(reply[1]), ""
+
+    # -- flusher -----------------------------------------------------------------------------
+
+    async def ensure_group(self, group: str) -> None:
+        """Create the consumer group from the stream's start (records queued before any
+        flusher ran are flushed too); an existing group is left as it is."""
+        try:
+            await self.client.xgroup_create(self.keys.stream, group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise self._unavailable("XGROUP CREATE", exc) from exc
+        except _ERRORS as exc:
+            raise self._unavailable("XGROUP CREATE", exc) from exc
+
+    async def _xreadgroup(self, group: str, consumer: str, start: str, count: int, block: int | None) -> list[Entry]:
+        for attempt in (1, 2):
+            try:
+                reply = await self.client.xreadgroup(group, consumer, {self.keys.stream: start}, count, block)
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc) and attempt == 1:
+                    await self.ensure_group(group)
+                    continue
+                raise self._unavailable("XREADGROUP", exc) from exc
+            except _ERRORS as exc:
+                raise self._unavailable("XREADGROUP", exc) from exc
+            if not reply:
+                return []
+            return [(_text(entry_id), fields or {}) for entry_id, fields in reply[0][1]]
+        return []  # pragma: no cover - the loop returns or raises
+
+    async def read_new(self, group: str, consumer: str, count: int, block: float | None) -> list[Entry]:
+        """Up to ``count`` records never delivered to this group, waiting up to ``block``
+        seconds for the first (None: do not wait)."""
+        return await self._xreadgroup(group, consumer, ">", count, None if block is None else _ms(block))
+
+    async def read_own_pending(self, group: str, consumer: str, after: str, count: int) -> list[Entry]:
+        """This consumer's pending records after id ``after`` (its work before a restart).
+        A record deleted meanwhile comes back with no fields."""
+        return await self._xreadgroup(group, consumer, after, count, None)
+
+    async def claim(
+        self, group: str, consumer: str, min_idle: float, start: str, count: int
+    ) -> tuple[str, list[Entry], list[str]]:
+        """XAUTOCLAIM: ``(next start, claimed records, ids of records deleted meanwhile)``."""
+        try:
+            reply = await self.client.xautoclaim(
+                self.keys.stream, group, consumer, _ms(min_idle), start_id=start, count=count
+            )
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                await self.ensure_group(group)
+                return "0-0", [], []
+            raise self._unavailable("XAUTOCLAIM", exc) from exc
+        except _ERRORS as exc:
+            raise self._unavailable("XAUTOCLAIM", exc) from exc
+        next_start = _text(reply[0])
+        claimed = [(_text(entry_id), fields or {}) for entry_id, fields in reply[1]]
+        deleted = [_text(i) for i in reply[2]] if len(reply) > 2 else []
+        return next_start, claimed, deleted
+
+    async def keep_claimed(self, group: str, consumer: str, ids: Sequence[str]) -> None:
+        """Reset the idle time of records this flusher still works on (a long retry), so
+        no other flusher claims them meanwhile."""
+        if not ids:
+            return
+        try:
+            await self.client.xclaim(self.keys.stream, group, consumer, 0, list(ids), justid=True)
+        except _ERRORS as exc:
+            raise self._unavailable("XCLAIM", exc) from exc
+
+    async def ack(self, group: str, ids: Sequence[str]) -> int:
+        """Acknowledge and delete ``ids`` in one MULTI; the queue's length after it."""
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                if ids:
+                    pipe.xack(self.keys.stream, group, *ids)
+                    pipe.xdel(self.keys.stream, *ids)
+                pipe.xlen(self.keys.stream)
+                replies = await pipe.execute()
+        except _ERRORS as exc:
+            raise self._unavailable("XACK", exc) from exc
+        return int(replies[-1])
+
+    async def dead_letter(
+        self, group: str, ids: Sequence[str], fields: dict[str, str | bytes], entry: str, envelope: bytes
+    ) -> tuple[int, bool]:
+        """Move a record to the dead-letter stream (see the module docstring); returns the
+        queue's length and whether the cache entry (still holding ``envelope``) was dropped."""
+        args: list[Any] = [group, envelope, len(ids), *ids]
+        for name, value in fields.items():
+            args += [name, value]
+        try:
+            reply = await self._dead_letter(keys=[self.keys.stream, self.keys.dead, entry], args=args)
+        except _ERRORS as exc:
+            raise self._unavailable("dead-lettering a record", exc) from exc
+        return int(reply[0]), bool(int(reply[1]))
+
+    # -- inspection ----------------------------------------------------------------------------
+
+    async def length(self) -> int:
+        try:
+            return int(await self.client.xlen(self.keys.stream))
+        except _ERRORS as exc:
+            raise self._unavailable("XLEN", exc) from exc
+
+    async def pending(self, group: str) -> int:
+        """Records delivered to the group's flushers and not yet acknowledged."""
+        try:
+            summary = await self.client.xpending(self.keys.stream, group)
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc) or "no such key" in str(exc):
+                return 0
+            raise self._unavailable("XPENDING", exc) from exc
+        except _ERRORS as exc:
+            raise self._unavailable("XPENDING", exc) from exc
+        return int(summary["pending"])
+
+    async def consumers(self, group: str) -> list[ConsumerInfo]:
+        try:
+            rows = await self.client.xinfo_consumers(self.keys.stream, group)
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc) or "no such key" in str(exc):
+                return []
+            raise self._unavailable("XINFO CONSUMERS", exc) from exc
+        except _ERRORS as exc:
+            raise self._unavailable("XINFO CONSUMERS", exc) from exc
+        return [ConsumerInfo(_text(r["name"]), int(r["pending"]), int(r["idle"]) / 1000.0) for r in rows]
+
+    async def forget_consumer(self, group: str, consumer: str) -> None:
+        try:
+            await self.client.xgroup_delconsumer(self.keys.stream, group, consumer)
+        except _ERRORS as exc:
+            raise self._unavailable("XGROUP DELCONSUMER", exc) from exc
+
+    async def dead_letter_count(self) -> int:
+        try:
+            return int(await self.client.xlen(self.keys.dead))
+        except _ERRORS as exc:
+            raise self._unavailable("XLEN", exc) from exc
+
+    async def dead_letters(self, count: int = 100, after: str = "-") -> list[DeadLetterRecord]:
+        """The oldest ``count`` dead letters (after id ``after``), with their errors."""
+        try:
+            rows = await self.client.xrange(self.keys.dead, min=after, max="+", count=count)
+        except _ERRORS as exc:
+            raise self._unavailable("XRANGE", exc) from exc
+        out = []
+        for entry_id, f in rows:
+            version = f.get(b"v", b"")
+            out.append(
+                DeadLetterRecord(
+                    id=_text(entry_id),
+                    original_id=_text(f.get(b"id", b"")),
+                    key=_text(f.get(b"k", b"")),
+                    namespace=_text(f.get(b"n", b"")),
+                    version=int(version) if version.isdigit() else None,
+                    error=_text(f.get(b"error", b"")),
+                    error_type=_text(f.get(b"type", b"")),
+                    attempts=int(f.get(b"attempts", b"0") or 0),
+                    failed_at=int(f.get(b"at", b"0") or 0) / 1000.0,
+                    consumer=_text(f.get(b"consumer", b"")),
+                    envelope=bytes(f.get(b"e", b"")),
+                )
+            )
+        return out
+
+    async def requeue_dead_letters(self, ids: Sequence[str]) -> int:
+        """Put dead letters back on the queue as they were (same version: the database's
+        version rule still holds). Returns how many moved."""
+        if not ids:
+            return 0
+        try:
+            return int(await self._requeue(keys=[self.keys.stream, self.keys.dead], args=list(ids)))
+        except _ERRORS as exc:
+            raise self._unavailable("requeueing dead letters", exc) from exc
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(*_ERRORS):
+            await self.client.aclose()
+
+
+__all__ = ["AsyncWriteQueue"]

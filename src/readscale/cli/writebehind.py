@@ -1,0 +1,327 @@
+"""``readscale writebehind``: run the flusher, look at the queue, requeue dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import logging
+import signal
+import sys
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.logging import RichHandler
+from rich.table import Table
+
+from readscale.cli._output import console, err_console, errors_to_exit, fail, print_json
+from readscale.settings import RedisSettings
+
+log = logging.getLogger("readscale.cli.writebehind")
+
+app = typer.Typer(
+    help="Write-behind: run the flusher that applies queued writes to the database, inspect the queue.",
+    no_args_is_help=True,
+)
+
+RedisOption = Annotated[
+    str,
+    typer.Option("--redis-url", envvar="READSCALE_REDIS_URL", help="The Redis holding the queue (the cache's Redis)."),
+]
+QueueOption = Annotated[str, typer.Option(help="The queue's name (WriteBehindSettings.queue).")]
+PrefixOption = Annotated[str, typer.Option(help="The cache's key prefix (AsyncCache.prefix).")]
+GroupOption = Annotated[str, typer.Option(help="The flushers' consumer group.")]
+
+
+def _configure_logging(verbose: bool) -> None:
+    """Rich on a terminal; plain one-line records otherwise (a service's log)."""
+    handler: logging.Handler
+    if err_console.is_terminal:
+        handler = RichHandler(console=err_console, show_path=False, markup=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
+
+
+def _load_writer(spec: str) -> Any:
+    """``module:attribute``: a batch writer, or a callable returning one."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        fail(f"--writer takes module:attribute, got {spec!r}")
+    try:
+        target = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        fail(f"cannot load the writer {spec!r}: {exc}")
+    writer = target
+    if inspect.isclass(target) or (callable(target) and not hasattr(target, "write_batch")):
+        try:
+            writer = target()
+        except Exception as exc:
+            fail(f"the writer factory {spec!r} failed: {type(exc).__name__}: {exc}")
+    if not inspect.iscoroutinefunction(getattr(writer, "write_batch", None)) or not hasattr(writer, "failure_kind"):
+        fail(f"{spec!r} is not an async batch writer (async write_batch(records) and failure_kind(exc))")
+    return writer
+
+
+def _stats_table(stats: Any, consumer: str, queue: str, started: float) -> Table:
+    table = Table(title=f"flusher {consumer} · queue {queue} · up {time.monotonic() - started:.0f}s", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    rows = [
+        ("queue length", stats.queue_length),
+        ("flush lag", f"{stats.flush_lag * 1000:.0f} ms"),
+        ("records read", stats.records_read),
+        ("rows applied / skipped", f"{stats.rows_applied} / {stats.rows_skipped}"),
+        ("coalesced", stats.coalesced),
+        ("transactions", stats.transactions),
+        ("mean batch", f"{stats.batch_sizes.sum / stats.batch_sizes.count:.1f}" if stats.batch_sizes.count else "-"),
+        ("reclaimed", stats.reclaimed),
+        ("retries", stats.retries),
+        ("dead letters", stats.dead_letters),
+        ("redis errors", stats.redis_errors),
+    ]
+    for name, value in rows:
+        table.add_row(name, str(value))
+    return table
+
+
+def _summary(stats: Any) -> str:
+    return (
+        f"queue {stats.queue_length}, read {stats.records_read}, applied {stats.rows_applied}, "
+        f"skipped {stats.rows_skipped}, transactions {stats.transactions}, retries {stats.retries}, "
+        f"dead letters {stats.dead_letters}, lag {stats.flush_lag * 1000:.0f} ms"
+    )
+
+
+async def _run_flusher(flusher: Any, report_every: float, writer: Any, where: str) -> bool:
+    """Run until SIGTERM/SIGINT; true when the last batch was finished, false when a
+    second signal abandoned it (its records stay pending for the next flusher)."""
+    from rich.live import Live
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(flusher.run())
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            log.info("stopping: finishing the batch in hand (signal again to leave it pending)")
+            flusher.stop()
+        else:
+            task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    log.info("flusher %s running: %s", flusher.consumer, where)  # from here on, SIGTERM stops it cleanly
+    started = time.monotonic()
+    settings = flusher.settings
+    clean = True
+    try:
+        if err_console.is_terminal:
+            with Live(console=err_console, refresh_per_second=2, transient=False) as live:
+                while not task.done():
+                    await asyncio.wait([task], timeout=0.5)
+                    live.update(_stats_table(flusher.stats, flusher.consumer, settings.queue, started))
+        else:
+            next_report = time.monotonic() + report_every
+            while not task.done():
+                await asyncio.wait([task], timeout=min(0.5, report_every))
+                if report_every and time.monotonic() >= next_report:
+                    log.info("%s", _summary(flusher.stats))
+                    next_report = time.monotonic() + report_every
+        try:
+            await task
+        except asyncio.CancelledError:
+            clean = False
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await flusher.aclose()
+        close = getattr(writer, "aclose", None)
+        if close is not None:
+            await close()
+    return clean
+
+
+@app.command()
+def run(
+    redis_url: RedisOption,
+    dsn: Annotated[
+        str | None, typer.Option("--dsn", envvar="READSCALE_PG_DSN", help="PostgreSQL primary (with --table).")
+    ] = None,
+    table: Annotated[str | None, typer.Option(help="Table to upsert into (schema-qualified allowed).")] = None,
+    key_column: Annotated[str, typer.Option(help="Its key column (primary key or unique).")] = "key",
+    version_column: Annotated[str, typer.Option(help="Its version column (bigint).")] = "version",
+    value_column: Annotated[str, typer.Option(help="The column holding the whole value (jsonb, json, bytea...).")] = (
+        "value"
+    ),
+    columns: Annotated[
+        str | None,
+        typer.Option(help="Instead of one value column: comma-separated columns filled from the value's fields."),
+    ] = None,
+    writer: Annotated[
+        str | None,
+        typer.Option(help="module:attribute of your own async batch writer (or a factory), instead of --dsn/--table."),
+    ] = None,
+    queue: QueueOption = "default",
+    prefix: PrefixOption = "rs:",
+    group: GroupOption = "readscale-flusher",
+    consumer: Annotated[
+        str | None, typer.Option(help="This flusher's name (default: the host name); keep it across restarts.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Most records per batch (and transaction).")] = 500,
+    batch_wait_ms: Annotated[float, typer.Option(min=0, help="A batch closes this long after its first record.")] = 50,
+    claim_idle: Annotated[
+        float, typer.Option(min=0.001, help="Seconds before another flusher's pending records are claimed.")
+    ] = 30.0,
+    max_attempts: Annotated[int, typer.Option(min=1, help="Failures alone before a record is dead-lettered.")] = 5,
+    report_every: Annotated[float, typer.Option(min=0, help="Seconds between status lines (not on a terminal).")] = 5,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every batch decision.")] = False,
+) -> None:
+    """Run the flusher until SIGTERM or Ctrl-C (the batch in hand is committed and
+    acknowledged first; a second signal leaves it pending for the next flusher)."""
+    from readscale._async.flusher import AsyncFlusher
+    from readscale._core.writebehind import FlusherSettings
+
+    _configure_logging(verbose)
+    with errors_to_exit():
+        if writer is not None:
+            if dsn or table:
+                fail("give either --writer or --dsn with --table")
+            batch_writer = _load_writer(writer)
+            target = writer
+        else:
+            if not dsn or not table:
+                fail("the flusher needs --dsn and --table (or --writer module:attribute)")
+            from readscale._async.pgwriter import AsyncPostgresWriter
+
+            column_list = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+            batch_writer = AsyncPostgresWriter(
+                dsn,
+                table=table,
+                key_column=key_column,
+                version_column=version_column,
+                value_column=None if column_list else value_column,
+                columns=column_list,
+            )
+            target = f"table {table}"
+        settings = FlusherSettings(
+            queue=queue,
+            prefix=prefix,
+            group=group,
+            consumer=consumer,
+            batch_size=batch_size,
+            batch_wait=batch_wait_ms / 1000,
+            claim_idle=claim_idle,
+            max_attempts=max_attempts,
+        )
+        redis = RedisSettings(url=redis_url)
+        flusher = AsyncFlusher(batch_writer, redis, settings=settings)
+        where = f"queue {queue!r} on {redis.safe_url} -> {target}"
+        clean = asyncio.run(_run_flusher(flusher, report_every, batch_writer, where))
+        log.info("flusher %s stopped: %s", flusher.consumer, _summary(flusher.stats))
+        if not clean:
+            log.warning("the batch in hand was left pending; the next flusher writes it")
+            raise typer.Exit(130)
+
+
+async def _status(redis_url: str, prefix: str, queue: str, group: str, count: int) -> dict[str, Any]:
+    from readscale._async.wbqueue import AsyncWriteQueue
+
+    wq = AsyncWriteQueue.from_url(redis_url, prefix=prefix, queue=queue)
+    try:
+        consumers = await wq.consumers(group)
+        dead = await wq.dead_letters(count)
+        return {
+            "queue": queue,
+            "stream": wq.keys.stream,
+            "length": await wq.length(),
+            "pending": await wq.pending(group),
+            "consumers": [{"name": c.name, "pending": c.pending, "idle_s": c.idle} for c in consumers],
+            "dead_letters": await wq.dead_letter_count(),
+            "oldest_dead_letters": [
+                {
+                    "id": d.id,
+                    "key": d.key,
+                    "version": d.version,
+                    "error_type": d.error_type,
+                    "error": d.error,
+                    "attempts": d.attempts,
+                }
+                for d in dead
+            ],
+        }
+    finally:
+        await wq.aclose()
+
+
+@app.command()
+def status(
+    redis_url: RedisOption,
+    queue: QueueOption = "default",
+    prefix: PrefixOption = "rs:",
+    group: GroupOption = "readscale-flusher",
+    dead: Annotated[int, typer.Option(min=0, help="How many dead letters to show.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Show the queue: its length, what is pending in which flusher, the dead letters."""
+    with errors_to_exit():
+        info = asyncio.run(_status(redis_url, prefix, queue, group, dead))
+    if as_json:
+        print_json(info)
+        return
+    console.print(
+        f"queue [bold]{queue}[/] ({info['stream']}): {info['length']} records, {info['pending']} pending, "
+        f"{info['dead_letters']} dead letters",
+        soft_wrap=True,
+    )
+    if info["consumers"]:
+        table = Table(title="flushers")
+        for column in ("name", "pending", "idle"):
+            table.add_column(column)
+        for c in info["consumers"]:
+            table.add_row(c["name"], str(c["pending"]), f"{c['idle_s']:.1f}s")
+        console.print(table)
+    if info["oldest_dead_letters"]:
+        table = Table(title="oldest dead letters")
+        for column in ("id", "key", "version", "error"):
+            table.add_column(column)
+        for d in info["oldest_dead_letters"]:
+            first_line = (d["error"].splitlines() or [""])[0]
+            table.add_row(d["id"], d["key"], str(d["version"]), f"{d['error_type']}: {first_line}")
+        console.print(table)
+
+
+async def _requeue(redis_url: str, prefix: str, queue: str, ids: list[str]) -> int:
+    from readscale._async.wbqueue import AsyncWriteQueue
+
+    wq = AsyncWriteQueue.from_url(redis_url, prefix=prefix, queue=queue)
+    try:
+        if not ids:
+            moved = 0
+            while batch := await wq.dead_letters(500):
+                moved += await wq.requeue_dead_letters([d.id for d in batch])
+            return moved
+        return await wq.requeue_dead_letters(ids)
+    finally:
+        await wq.aclose()
+
+
+@app.command()
+def requeue(
+    redis_url: RedisOption,
+    ids: Annotated[list[str] | None, typer.Argument(help="Dead-letter ids (as `status` shows them).")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Requeue every dead letter.")] = False,
+    queue: QueueOption = "default",
+    prefix: PrefixOption = "rs:",
+) -> None:
+    """Put dead letters back on the queue (once their cause is fixed), same versions."""
+    if not ids and not all_:
+        fail("name the dead letters to requeue, or pass --all")
+    with errors_to_exit():
+        moved = asyncio.run(_requeue(redis_url, prefix, queue, [] if all_ else list(ids or [])))
+    console.print(f"requeued {moved} dead letter(s)")

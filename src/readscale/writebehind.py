@@ -1,0 +1,91 @@
+"""Write-behind that loses no acknowledged write.
+
+``write_behind(key, value)`` stores the value in the cache and appends the write to a
+durable queue (a Redis Stream, on a Redis with AOF) in one atomic script, then returns
+its version. A flusher applies the queue to the database in batches, one transaction
+each, newest version wins, acknowledging only after the commit; a crashed flusher's work
+is claimed by another; a record that keeps failing goes to a dead-letter stream with its
+error. Past ``max_queue_length`` writers wait or get :class:`WriteQueueFullError`.
+
+    from readscale import AsyncCache
+    from readscale.backends import AsyncRedisBackend
+    from readscale.writebehind import AsyncFlusher, AsyncPostgresWriter, AsyncWriteBehind
+
+    cache = AsyncCache(AsyncRedisBackend.from_url(REDIS_URL))
+    wb = AsyncWriteBehind(cache)
+    version = await wb.write_behind("user:42", {"name": "Ada"})   # reads see it at once
+
+    # elsewhere (or `readscale writebehind run`):
+    flusher = AsyncFlusher(AsyncPostgresWriter(DSN, table="users"), REDIS_URL)
+    await flusher.run()
+
+Sync twins: :class:`WriteBehind`, :class:`Flusher`, :class:`PostgresWriter`. The
+PostgreSQL writers need the ``postgres`` extra and are imported on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from readscale._async.flusher import AsyncBatchWriter, AsyncFlusher, default_codecs
+from readscale._async.wbqueue import AsyncWriteQueue
+from readscale._async.writebehind import AsyncWriteBehind
+from readscale._core.writebehind import FailureKind, FlusherSettings, WhenFull, WriteBehindSettings
+from readscale._sync.flusher import BatchWriter, Flusher
+from readscale._sync.wbqueue import WriteQueue
+from readscale._sync.writebehind import WriteBehind
+from readscale.errors import WriteQueueFullError
+from readscale.writebehind_common import (
+    DeadLetterRecord,
+    FlusherStats,
+    RecordRejected,
+    WriteBehindCollector,
+    WriteBehindStats,
+    WriteRecord,
+)
+
+if TYPE_CHECKING:
+    from readscale._async.pgwriter import AsyncPostgresWriter
+    from readscale._sync.pgwriter import PostgresWriter
+
+_LAZY = {
+    "AsyncPostgresWriter": "readscale._async.pgwriter",
+    "PostgresWriter": "readscale._sync.pgwriter",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'readscale.writebehind' has no attribute {name!r}")
+    try:
+        imported = __import__(module, fromlist=[name])
+    except ImportError as exc:  # pragma: no cover - depends on the installed extras
+        raise ImportError(f"{name} needs psycopg; install it with: pip install 'readscale[postgres]'") from exc
+    return getattr(imported, name)
+
+
+__all__ = [
+    "AsyncBatchWriter",
+    "AsyncFlusher",
+    "AsyncPostgresWriter",
+    "AsyncWriteBehind",
+    "AsyncWriteQueue",
+    "BatchWriter",
+    "DeadLetterRecord",
+    "FailureKind",
+    "Flusher",
+    "FlusherSettings",
+    "FlusherStats",
+    "PostgresWriter",
+    "RecordRejected",
+    "WhenFull",
+    "WriteBehind",
+    "WriteBehindCollector",
+    "WriteBehindSettings",
+    "WriteBehindStats",
+    "WriteQueue",
+    "WriteQueueFullError",
+    "WriteRecord",
+    "default_codecs",
+]

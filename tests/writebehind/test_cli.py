@@ -1,0 +1,159 @@
+"""``readscale writebehind``: run the flusher as a service, stop it with SIGTERM, look at
+the queue and requeue its dead letters."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from readscale._core.policy import CachePolicy
+from readscale._core.writebehind import WriteBehindSettings
+from readscale._sync.backends.redis import RedisBackend
+from readscale._sync.cache import Cache
+from readscale._sync.writebehind import WriteBehind
+from readscale.settings import RedisSettings
+from tests.helpers import READSCALE, cli, cli_json
+
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def names() -> dict[str, str]:
+    tag = uuid.uuid4().hex[:8]
+    return {"prefix": f"cli{tag}:", "queue": f"cli{tag}", "table": f"cli_{tag}"}
+
+
+@pytest.fixture
+def producer(redis_url: str, names: dict[str, str]) -> Iterator[WriteBehind]:
+    cache = Cache(RedisBackend(RedisSettings(url=redis_url)), policy=CachePolicy(ttl=600.0), prefix=names["prefix"])
+    yield WriteBehind(cache, WriteBehindSettings(queue=names["queue"]))
+    cache.close()
+
+
+def wait_for(condition: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the flusher exited ({proc.returncode}):\n{log.read_text()}"
+        assert time.monotonic() < deadline, f"timed out; the flusher said:\n{log.read_text()}"
+        time.sleep(0.05)
+
+
+def drained(redis_url: str, producer: WriteBehind) -> Callable[[], bool]:
+    client = redis.Redis.from_url(redis_url, protocol=2)
+
+    def check() -> bool:
+        if client.xlen(producer.keys.stream):
+            return False
+        groups = client.xinfo_groups(producer.keys.stream)
+        return all(g["pending"] == 0 for g in groups)
+
+    return check
+
+
+def start_flusher(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen([READSCALE, "writebehind", "run", *args], stdout=out, stderr=subprocess.STDOUT,
+                                env=env)  # fmt: skip
+
+
+def test_the_flusher_service_writes_stops_on_sigterm_and_reports(
+    redis_url: str, pg_primary_dsn: str, names: dict[str, str], producer: WriteBehind, tmp_path: Path
+) -> None:
+    table = names["table"]
+    with psycopg.connect(pg_primary_dsn, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE TABLE {table} (key text PRIMARY KEY, version bigint NOT NULL, value jsonb NOT NULL "
+            "CHECK (value ? 'name'))"
+        )
+    try:
+        versions = {f"user:{i}": producer.write_behind(f"user:{i}", {"name": f"u{i}"}) for i in range(50)}
+        producer.write_behind("user:bad", {"nom": "no name"})
+        log = tmp_path / "flusher.log"
+        proc = start_flusher(
+            ["--redis-url", redis_url, "--dsn", pg_primary_dsn, "--table", table, "--queue", names["queue"],
+             "--prefix", names["prefix"], "--consumer", "cli-test", "--max-attempts", "2", "--report-every", "0.2"],
+            log,
+        )  # fmt: skip
+        try:
+            wait_for(drained(redis_url, producer), proc, log)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        text = log.read_text()
+        assert "flusher cli-test running" in text
+        assert "stopping: finishing the batch in hand" in text
+        assert "flusher cli-test stopped: queue 0" in text
+        assert "dead letters 1" in text
+        with psycopg.connect(pg_primary_dsn) as conn:
+            stored = dict(conn.execute(f"SELECT key, version FROM {table}").fetchall())
+        assert stored == versions
+
+        common = ["--redis-url", redis_url, "--queue", names["queue"], "--prefix", names["prefix"]]
+        status = cli_json("writebehind", "status", *common)
+        assert (status["length"], status["pending"], status["dead_letters"]) == (0, 0, 1)
+        assert [c["name"] for c in status["consumers"]] == ["cli-test"]
+        (dead,) = status["oldest_dead_letters"]
+        assert (dead["key"], dead["error_type"], dead["attempts"]) == ("user:bad", "CheckViolation", 2)
+        shown = cli("writebehind", "status", *common).stdout
+        assert "0 records, 0 pending, 1 dead letters" in shown
+        assert "user:bad" in shown and "CheckViolation" in shown
+        assert "requeued 1 dead letter" in cli("writebehind", "requeue", *common, "--all").stdout
+        assert cli_json("writebehind", "status", *common)["length"] == 1
+    finally:
+        with psycopg.connect(pg_primary_dsn, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+def test_the_flusher_runs_a_writer_of_your_own(
+    redis_url: str, names: dict[str, str], producer: WriteBehind, tmp_path: Path
+) -> None:
+    for i in range(10):
+        producer.write_behind(f"k{i % 3}", {"n": i})
+    out = tmp_path / "batches.jsonl"
+    env = {"PYTHONPATH": str(ROOT), "READSCALE_TEST_WRITER_OUT": str(out), "PATH": "/usr/bin:/bin"}
+    log = tmp_path / "flusher.log"
+    proc = start_flusher(
+        ["--redis-url", redis_url, "--writer", "tests.writebehind._filewriter:FileWriter", "--queue", names["queue"],
+         "--prefix", names["prefix"], "--consumer", "own-writer"],
+        log, env=env,
+    )  # fmt: skip
+    try:
+        wait_for(drained(redis_url, producer), proc, log)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    batches = [json.loads(line) for line in out.read_text().splitlines()]
+    written = {key: value for batch in batches for key, _, value in batch}
+    assert written == {"k0": {"n": 9}, "k1": {"n": 7}, "k2": {"n": 8}}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "needs --dsn and --table"),
+        (["--writer", "nocolon"], "module:attribute"),
+        (["--writer", "json:dumps"], "the writer factory"),
+        (["--writer", "json:JSONDecoder"], "not an async batch writer"),
+        (["--writer", "json:loads", "--table", "t"], "either --writer or --dsn"),
+    ],
+)
+def test_bad_flusher_arguments_are_one_clear_error(args: list[str], message: str) -> None:
+    proc = cli("writebehind", "run", "--redis-url", "redis://127.0.0.1:1/0", *args, check=False)
+    assert proc.returncode == 1
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
