@@ -42,15 +42,15 @@ class Bin:
 def _power_sum(a: int, b: int, alpha: float) -> float:
     """``sum(i**-alpha for i in range(a, b + 1))``: exact for short ranges, else Euler-Maclaurin."""
     if b - a < 64 or a < EXACT_RANKS:
-        return math.fsum(float(i) ** -alpha for i in range(a, b + 1))
+        return math.fsum(math.pow(i, -alpha) for i in range(a, b + 1))
     fa, fb = float(a), float(b)
     if alpha == 1.0:
         integral = math.log(fb / fa)
     else:
         # a**(1-alpha) * (exp((1-alpha) ln(b/a)) - 1) / (1-alpha), stable near alpha = 1.
         one_minus = 1.0 - alpha
-        integral = fa**one_minus * math.expm1(one_minus * math.log(fb / fa)) / one_minus
-    return integral + (fa**-alpha + fb**-alpha) / 2.0
+        integral = math.pow(fa, one_minus) * math.expm1(one_minus * math.log(fb / fa)) / one_minus
+    return integral + (math.pow(fa, -alpha) + math.pow(fb, -alpha)) / 2.0
 
 
 def _edges(keys: int) -> list[tuple[int, int]]:
