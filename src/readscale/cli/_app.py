@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import typer
 
-from readscale.cli import bench, cdc, consistency, stack
+from readscale.cli import bench, cdc, consistency, sim, stack
 
 app = typer.Typer(
     name="readscale",
@@ -15,3 +15,4 @@ app.add_typer(stack.app, name="stack")
 app.add_typer(cdc.app, name="cdc")
 app.add_typer(consistency.app, name="consistency")
 app.command("bench")(bench.bench)
+app.command("sim")(sim.sim)

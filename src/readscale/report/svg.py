@@ -1,6 +1,6 @@
 """Small, dependency-free SVG charts for readscale's reports: no JavaScript, no CSS.
 
-Three functions, each returning one ``<svg>`` element as text, ready to write to a
+Four functions, each returning one ``<svg>`` element as text, ready to write to a
 ``.svg`` file or to paste inside an HTML page::
 
     from readscale.report.svg import bar_chart, funnel_chart, line_chart
@@ -9,6 +9,7 @@ Three functions, each returning one ``<svg>`` element as text, ready to write to
                   ("replicas", 8_400), ("primary", 800)], title="Who serves 100,000 requests", unit="req/s")
     bar_chart({"browser": 0.0, "edge": 0.07, "app cache": 0.28}, title="Latency per layer", unit="ms")
     line_chart({"hit ratio": [(0, 0.2), (10, 0.6), (20, 0.8)]}, title="Hit ratio", x_label="s", y_label="ratio")
+    stacked_bar_chart({"measured": {"edge": 0.4, "primary": 0.6}, "predicted": {"edge": 0.5, "primary": 0.5}})
 
 Guarantees:
 
@@ -31,7 +32,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from readscale.errors import ConfigurationError
 
-__all__ = ["PALETTE", "bar_chart", "funnel_chart", "line_chart"]
+__all__ = ["PALETTE", "bar_chart", "escape", "funnel_chart", "line_chart", "stacked_bar_chart"]
 
 # Okabe & Ito's palette: distinguishable with the common colour-vision deficiencies.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442", "#000000")
@@ -44,12 +45,18 @@ _FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 Series = Mapping[str, float] | Sequence[tuple[str, float]]
 
 
-def _esc(text: object) -> str:
-    """Text safe inside an element or a double- or single-quoted attribute."""
+def escape(text: object) -> str:
+    """``text`` made safe inside an XML/HTML element or a quoted attribute.
+
+    Escapes ``& < > " '`` and drops the characters XML 1.0 forbids (most C0 controls).
+    """
     s = _FORBIDDEN.sub("", str(text))
     return (
         s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;").replace("'", "&#39;")
     )
+
+
+_esc = escape
 
 
 def _n(x: float) -> str:
@@ -59,13 +66,13 @@ def _n(x: float) -> str:
 
 
 def _human(v: float) -> str:
-    """A compact number for axes and labels: 1,234 / 12.3k / 4.5M / 0.07."""
+    """A compact number for axes and tooltips: 120 / 1.23k / 4.5M / 0.07."""
     a = abs(v)
     if a >= 1e9:
         return f"{v / 1e9:.3g}G"
     if a >= 1e6:
         return f"{v / 1e6:.3g}M"
-    if a >= 1e4:
+    if a >= 1e3:
         return f"{v / 1e3:.3g}k"
     if a >= 100 or v == int(v):
         return f"{v:,.0f}"
@@ -253,6 +260,64 @@ def funnel_chart(
         body.append(f'<text x="{_n(lx + 18)}" y="{_n(ly)}" fill="{INK}">{_esc(text)}</text>')
     height = legend_y + ((len(items) + 1) // 2) * 20
     return _svg(width, height, title, body)
+
+
+def stacked_bar_chart(
+    rows: Mapping[str, Series],
+    *,
+    title: str = "",
+    unit: str = "",
+    width: int = 640,
+    colors: Sequence[str] = PALETTE,
+) -> str:
+    """Several funnels side by side: one stacked bar per row (e.g. measured, predicted).
+
+    ``rows``: row label -> ``(part, amount)`` pairs (amounts >= 0). Every row is scaled
+    to 100 %; parts keep one colour across rows (by first appearance) and the legend
+    names them. Segment tooltips give the amount, ``unit`` and share.
+    """
+    parsed = [(label, _items(parts, f"stacked_bar_chart row {label!r}")) for label, parts in rows.items()]
+    names: list[str] = []
+    for _, parts in parsed:
+        names.extend(n for n, _ in parts if n not in names)
+    color_of = {n: colors[i % len(colors)] for i, n in enumerate(names)}
+    top = 36 if title else 12
+    row_h, bar_h = 40, 28
+    label_w = min(max((_text_width(lbl, 12) for lbl, _ in parsed), default=0.0) + 16, width * 0.3)
+    span = width - label_w - 12
+    body: list[str] = []
+    for r, (label, parts) in enumerate(parsed):
+        y = top + r * row_h
+        total = math.fsum(v for _, v in parts)
+        body.append(
+            f'<text x="{_n(label_w - 8)}" y="{_n(y + 19)}" text-anchor="end" fill="{INK}">'
+            f"{_esc(_fit(label, label_w - 16, 12))}</text>"
+        )
+        if total <= 0:
+            body.append(f'<rect x="{_n(label_w)}" y="{_n(y)}" width="{_n(span)}" height="{bar_h}" fill="{GRID}"/>')
+            continue
+        x = label_w
+        for name, v in parts:
+            w = span * v / total
+            body.append(
+                f'<rect x="{_n(x)}" y="{_n(y)}" width="{_n(w)}" height="{bar_h}" fill="{color_of[name]}">'
+                f"<title>{_esc(label)}, {_esc(name)}: {_esc(_label(v, unit, None))} ({v / total:.1%})</title></rect>"
+            )
+            pct = f"{v / total:.0%}" if v / total >= 0.01 else f"{v / total:.1%}"
+            if w >= _text_width(pct, 11) + 6:
+                body.append(
+                    f'<text x="{_n(x + w / 2)}" y="{_n(y + 18)}" text-anchor="middle" fill="#ffffff" '
+                    f'font-size="11" font-weight="600">{pct}</text>'
+                )
+            x += w
+    legend_y = top + len(parsed) * row_h + 14
+    col_w = (width - 24) / 3
+    for i, name in enumerate(names):
+        lx = 12 + (i % 3) * col_w
+        ly = legend_y + (i // 3) * 20
+        body.append(f'<rect x="{_n(lx)}" y="{_n(ly - 10)}" width="12" height="12" fill="{color_of[name]}"/>')
+        body.append(f'<text x="{_n(lx + 18)}" y="{_n(ly)}" fill="{INK}">{_esc(name)}</text>')
+    return _svg(width, legend_y + ((len(names) + 2) // 3) * 20, title, body)
 
 
 def line_chart(

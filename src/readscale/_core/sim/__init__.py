@@ -11,7 +11,9 @@ Invariants
   primary, so the five shares are in [0, 1] and sum to 1.
 - Monotone: a longer TTL or max-age, a bigger cache or a higher locality of one layer
   never lowers that layer's hit ratio nor raises the load it passes on; more replicas
-  never raise the load per replica.
+  never raise the load per replica. Exact in steady state; in a cold run (see 8) a
+  longer TTL on a full cache may cost up to 1e-4 of a layer's load, because Che's
+  steady-state ``t_c`` is applied to a run shorter than the TTL.
 - The same :class:`Scenario` always gives the same :class:`Prediction`.
 
 Assumptions (each one a place where reality can differ; calibration absorbs the rest)

@@ -39,14 +39,23 @@ EXACT_CYCLES = 24
 _EXP_OVERFLOW = 700.0
 
 
+def _survival_integral(rate: float, span: float) -> float:
+    """``integral of exp(-rate * s) ds over [0, span]``, stable for tiny rates and infinite spans."""
+    if math.isinf(span):
+        return INF if rate == 0.0 else 1.0 / rate
+    x = rate * span
+    if x < 1e-6:
+        return span * (1.0 - x / 2.0 + x * x / 6.0)
+    return -math.expm1(-x) / rate
+
+
 def entry_lifetime(lam: float, ttl: float = INF, t_c: float = INF, mu: float = 0.0) -> float:
     """Expected lifetime of an entry after its fill (seconds; may be infinite).
 
     ``lam`` > 0 is the key's request rate, ``ttl`` the TTL from the fill, ``t_c`` the LRU
     characteristic time and ``mu`` >= 0 the rate of invalidations.
     """
-    s0 = min(ttl, t_c)
-    head = s0 if mu == 0.0 else (-math.expm1(-mu * s0) / mu if math.isfinite(s0) else 1.0 / mu)
+    head = _survival_integral(mu, min(ttl, t_c))
     if ttl <= t_c:
         return head
     # t_c < ttl: past t_c the entry survives only if the requests kept coming.
@@ -62,12 +71,7 @@ def entry_lifetime(lam: float, ttl: float = INF, t_c: float = INF, mu: float = 0
         frac = c / 2.0 - c * c / 12.0 if c < 1e-4 else 1.0 - c / math.expm1(c)
         m_c = frac / lam
         zeta_inv = 1.0 / (m_c * math.exp(c))
-    decay = zeta_inv + mu
-    span = ttl - t_c
-    if decay == 0.0:
-        return head + q * span
-    tail = -math.expm1(-span * decay) if math.isfinite(span) else 1.0
-    return head + q * math.exp(-mu * t_c) * tail / decay
+    return head + q * math.exp(-mu * t_c) * _survival_integral(zeta_inv + mu, ttl - t_c)
 
 
 def hit_ratio(lam: float, lifetime: float) -> float:

@@ -50,6 +50,22 @@ SHARES_SUM_TOLERANCE = 0.01
 LOCALITY_BOUNDS = (1e-4, 1e4)
 
 
+REQUIRED = ("requests", "duration_s", "config", *(f"share_{layer}" for layer in LAYERS))
+REQUIRED_CONFIG = (
+    "clients",
+    "keys",
+    "zipf_alpha",
+    "reads_per_write",
+    "browser_max_age_s",
+    "edge_ttl_s",
+    "cache_ttl_s",
+    "l1_entries",
+    "replicas",
+    "replica_lag_ms",
+    "rps",
+)
+
+
 def _field(data: Mapping[str, Any], name: str, path: str, kind: type[int] | type[float]) -> Any:
     """``data[name]`` as ``kind`` (an int, or any finite number for float), or a clear error."""
     where = f"{path}.{name}" if path else name
@@ -94,13 +110,20 @@ def parse_demo_run(data: Any) -> DemoRun:
     """
     if not isinstance(data, Mapping):
         raise ConfigurationError(f"demo run: expected a JSON object, got {type(data).__name__}")
+    config = data.get("config")
+    missing = [name for name in REQUIRED if name not in data]
+    if isinstance(config, Mapping):
+        missing += [f"config.{name}" for name in REQUIRED_CONFIG if name not in config]
+    if missing:
+        raise ConfigurationError(
+            f"demo run: missing field{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}"
+        )
     requests = _field(data, "requests", "", int)
     duration = _field(data, "duration_s", "", float)
     if requests <= 0 or duration <= 0:
         raise ConfigurationError(f"demo run: requests and duration_s must be > 0, got {requests} and {duration}")
-    config = data.get("config")
     if not isinstance(config, Mapping):
-        raise ConfigurationError("demo run: missing field 'config' (an object with the run's settings)")
+        raise ConfigurationError("demo run: field 'config' must be an object with the run's settings")
 
     def cfg(name: str, kind: type) -> Any:
         return _field(config, name, "config", kind)

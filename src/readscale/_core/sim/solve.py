@@ -154,7 +154,11 @@ def solve_cache_size(scenario: Scenario, targets: Targets, progress: Callable[[s
     largest = at(keys)
     if targets.unmet(largest):
         missed = "; ".join(targets.unmet(largest))
-        reason = f"even a cache holding all {keys:,} keys misses the targets: {missed}{_writes_note(scenario, targets)}"
+        reason = (
+            f"even a cache holding all {keys:,} keys misses the targets: {missed}{_writes_note(scenario, targets)}; "
+            f"past what its TTL ({scenario.layers.cache_ttl_s:g} s) and the writes let it keep, a bigger cache "
+            "does not help: a longer cache TTL, a longer edge TTL or more replicas might"
+        )
         curve = tuple((size, at(size)) for size in _grid(keys))
         return Solution("cache-size", None, targets, largest, curve, reason)
     lo, hi = -1, keys  # at(lo) misses (or lo = -1), at(hi) meets
