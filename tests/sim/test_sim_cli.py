@@ -147,3 +147,32 @@ def test_a_calibration_file_that_is_not_json(tmp_path: Path) -> None:
     path.write_text("{not json")
     proc = cli("sim", "--calibrate", str(path), check=False)
     assert proc.returncode != 0 and "is not JSON" in proc.stderr
+
+
+def test_check_predicts_a_held_out_run(tmp_path: Path) -> None:
+    fitted = cli_json("sim", "--calibrate", str(SAMPLE))
+    other = json.loads(SAMPLE.read_text())
+    other["config"].update(clients=80, keys=8_000)
+    other["duration_s"], other["requests"] = 180.0, 96_000
+    # What a run of that configuration would measure if the fitted parameters held.
+    scenario = cli_json(
+        "sim", "--calibrate", str(SAMPLE), "--clients", "80", "--keys", "8000", "--duration", "180",
+        "--rps", str(96_000 / 180),
+    )["prediction"]  # fmt: skip
+    other.update({f"share_{k}": v for k, v in scenario["shares"].items()})
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps(other))
+    data = cli_json("sim", "--calibrate", str(SAMPLE), "--check", str(path))
+    assert data["locality"] == fitted["locality"]
+    assert data["check"]["ok"] is True
+    assert all(layer["error"] < 1e-3 for layer in data["check"]["layers"])
+
+
+def test_check_needs_calibrate(tmp_path: Path) -> None:
+    proc = cli("sim", "--rps", "10", "--check", str(SAMPLE), check=False)
+    assert proc.returncode != 0 and "give --calibrate too" in proc.stderr
+
+
+def test_duration_zero_extrapolates_to_steady_state() -> None:
+    data = cli_json("sim", "--calibrate", str(SAMPLE), "--duration", "0", "--rps", "100000", "--clients", "50000")
+    assert data["prediction"]["scenario"]["traffic"]["duration_s"] is None

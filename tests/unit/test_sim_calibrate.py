@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from readscale._core.sim import LAYERS, Locality, predict
-from readscale._core.sim.calibrate import SHARE_FLOOR, LayerError, calibrate, parse_demo_run
+from readscale._core.sim.calibrate import SHARE_FLOOR, LayerError, calibrate, check, parse_demo_run
 from readscale.errors import ConfigurationError
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sim" / "demo_sample.json"
@@ -143,3 +143,17 @@ def test_error_definition(measured: float, predicted: float, error: float, ok: b
     e = LayerError("edge", measured, predicted)
     assert e.error == pytest.approx(error)
     assert e.ok is ok
+
+
+def test_parameters_fitted_on_one_run_predict_another() -> None:
+    truth = Locality(browser=0.6, edge=0.3, app_cache=1.3, ryw_effective_s=0.7)
+    run_a = parse_demo_run(sample())
+    run_a = replace(run_a, shares=predict(replace(run_a.scenario, locality=truth)).shares)
+    data = sample()
+    data["config"].update(clients=120, keys=20_000, zipf_alpha=0.8)
+    data["duration_s"], data["requests"] = 300.0, 150_000
+    run_b = parse_demo_run(data)
+    run_b = replace(run_b, shares=predict(replace(run_b.scenario, locality=truth)).shares)
+    held_out = check(calibrate(run_a).locality, run_b)
+    assert held_out.ok
+    assert max(e.error for e in held_out.errors) < 1e-3

@@ -10,7 +10,7 @@ from typing import Any
 from rich.table import Table
 
 from readscale._core.sim import Prediction, Scenario
-from readscale._core.sim.calibrate import SHARE_FLOOR, TOLERANCE, Calibration
+from readscale._core.sim.calibrate import SHARE_FLOOR, TOLERANCE, Calibration, Check
 from readscale._core.sim.examples import textbook_figures
 from readscale._core.sim.solve import Solution
 from readscale.cli._output import console, err_console, fail, print_json
@@ -198,6 +198,8 @@ def show_calibration(
     chart: Path | None,
     html: Path | None,
     source: Path | None,
+    checked: Check | None = None,
+    check_source: Path | None = None,
 ) -> None:
     def shares(p: Prediction) -> list[tuple[str, float]]:
         return [(NAMES[x.layer], x.share) for x in p.layers]
@@ -230,6 +232,17 @@ def show_calibration(
     )
     blocks = ["".join(f'<p class="note">{escape(x)}</p>' for x in describe(c.calibrated.scenario)), svg]
     blocks += [html_table(headers, rows), f'<p class="note">{escape(definition)}</p>']
+    check_rows = []
+    if checked is not None:
+        check_rows = [
+            [NAMES[e.layer], f"{e.measured:.2%}", f"{e.predicted:.2%}", f"{e.error:.1%}", "yes" if e.ok else "NO"]
+            for e in checked.errors
+        ]
+        name = check_source.name if check_source else "another run"
+        blocks += [
+            f"<h2>Hold-out: {escape(name)} predicted with these parameters</h2>",
+            html_table(["layer", "measured", "predicted", "error", f"within {TOLERANCE:.0%}"], check_rows),
+        ]
     if extrapolated is not None:
         blocks += ["<h2>Prediction with the fitted parameters</h2>", *_prediction_blocks(extrapolated, "Prediction")]
     _write(html, html_page("readscale sim: calibration", blocks), "HTML page")
@@ -237,6 +250,8 @@ def show_calibration(
         data: dict[str, Any] = {"mode": "calibrate", "source": str(source) if source else None, **c.to_json()}
         if extrapolated is not None:
             data["prediction"] = extrapolated.to_json()
+        if checked is not None:
+            data["check"] = {"source": str(check_source) if check_source else None, **checked.to_json()}
         print_json(data)
         return
     for line in describe(c.calibrated.scenario):
@@ -251,6 +266,14 @@ def show_calibration(
         )
     verdict = "[green]every layer within 20 %[/]" if c.ok else "[red]some layers off by more than 20 %[/]"
     console.print(verdict, highlight=False)
+    if checked is not None:
+        name = check_source.name if check_source else "another run"
+        for note in checked.run.notes:
+            console.print(f"[yellow]note ({name}):[/] {note}", highlight=False)
+        headers = ["layer", "measured", "predicted", "error", f"within {TOLERANCE:.0%}"]
+        console.print(_table(f"hold-out: {name} with the parameters fitted above", headers, check_rows))
+        verdict = "[green]every layer within 20 %[/]" if checked.ok else "[red]some layers off by more than 20 %[/]"
+        console.print(f"hold-out: {verdict}", highlight=False)
     if extrapolated is not None:
         console.print("[bold]with the fitted parameters, for the configuration given:[/]", highlight=False)
         for line in describe(extrapolated.scenario):

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from readscale._core.sim import Scenario, Traffic, predict
-from readscale._core.sim.calibrate import calibrate, parse_demo_run
+from readscale._core.sim.calibrate import calibrate, check, parse_demo_run
 from readscale._core.sim.examples import READING, TEXTBOOK
 from readscale._core.sim.model import RYW_RULES, Latencies
 from readscale._core.sim.solve import SETTINGS, Targets, solve
@@ -47,6 +47,8 @@ def _latencies(base: Latencies, specs: list[str]) -> Latencies:
 def _override(base: Scenario, traffic: dict[str, Any], layers: dict[str, Any], latency: list[str]) -> Scenario:
     """``base`` with every option the user gave (None means not given)."""
     given_traffic = {k: v for k, v in traffic.items() if v is not None}
+    if given_traffic.get("duration_s") == 0:
+        given_traffic["duration_s"] = None  # --duration 0: steady state
     given_layers = {k: v for k, v in layers.items() if v is not None}
     return replace(
         base,
@@ -73,6 +75,10 @@ def sim(
         Path | None,
         typer.Option("--calibrate", help="A demo run's JSON (readscale demo --json): fit the model to it."),
     ] = None,
+    check_run: Annotated[
+        Path | None,
+        typer.Option("--check", help="Another demo run's JSON: predict it with the fitted parameters, compare."),
+    ] = None,
     solve_for: Annotated[
         str | None,
         typer.Option("--solve", help="Find the smallest setting meeting the targets: replicas or cache-size."),
@@ -95,7 +101,7 @@ def sim(
     reads_per_write: Annotated[float | None, typer.Option(help="Reads per write (inf: read-only).")] = None,
     clients: Annotated[int | None, typer.Option(help="Browsers, each with its private cache.")] = None,
     duration: Annotated[
-        float | None, typer.Option(help="Seconds of a run from cold caches (default: steady state).")
+        float | None, typer.Option(help="Seconds of a run from cold caches (0 or unset: steady state).")
     ] = None,
     browser_max_age: Annotated[float | None, typer.Option(help="Browser max-age, seconds.")] = None,
     edge_ttl: Annotated[float | None, typer.Option(help="Edge (CDN) TTL, seconds.")] = None,
@@ -121,6 +127,8 @@ def sim(
         fail(f"--example must be one of {', '.join(EXAMPLES)}, got {example!r}")
     if example is not None and calibrate_from is not None:
         fail("--example and --calibrate both choose the base scenario: give one")
+    if check_run is not None and calibrate_from is None:
+        fail("--check compares a run with parameters fitted by --calibrate: give --calibrate too")
     if solve_for is not None and solve_for not in SETTINGS:
         fail(f"--solve must be one of {', '.join(SETTINGS)}, got {solve_for!r}")
     if ryw is not None and ryw not in RYW_RULES:
@@ -148,11 +156,15 @@ def sim(
 
     with errors_to_exit(), progress_line(not as_json, "readscale sim") as progress:
         calibration = None
+        checked = None
         if calibrate_from is not None:
             run = parse_demo_run(_read_run(calibrate_from))
             progress(f"calibrating on {calibrate_from.name}: {run.requests:,} requests in {run.duration_s:g} s")
             calibration = calibrate(run, progress)
             base = calibration.calibrated.scenario
+            if check_run is not None:
+                progress(f"predicting {check_run.name} with the fitted parameters")
+                checked = check(calibration.locality, parse_demo_run(_read_run(check_run)))
         elif example == "textbook":
             base = TEXTBOOK
         else:
@@ -181,6 +193,8 @@ def sim(
             chart=chart,
             html=html,
             source=calibrate_from,
+            checked=checked,
+            check_source=check_run,
         )
         return
     out.show_prediction(

@@ -307,3 +307,34 @@ def calibrate(run: DemoRun, progress: Callable[[str], None] | None = None) -> Ca
         loc = replace(loc, ryw_effective_s=-math.log1p(-fraction) / per_client)
         fitted = predict(replace(base, locality=loc))
     return Calibration(run, loc, uncalibrated, fitted, tuple(clamped))
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """A run the fit never saw, predicted with fitted parameters: the hold-out test."""
+
+    run: DemoRun
+    prediction: Prediction
+
+    @property
+    def errors(self) -> tuple[LayerError, ...]:
+        return compare(self.prediction, self.run.shares)
+
+    @property
+    def ok(self) -> bool:
+        return all(e.ok for e in self.errors)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "layers": [
+                {"layer": e.layer, "measured": e.measured, "predicted": e.predicted, "error": e.error, "ok": e.ok}
+                for e in self.errors
+            ],
+            "ok": self.ok,
+            "notes": list(self.run.notes),
+        }
+
+
+def check(locality: Locality, run: DemoRun) -> Check:
+    """Predict ``run``'s configuration with ``locality`` (fitted on another run) and compare."""
+    return Check(run, predict(replace(run.scenario, locality=locality)))
