@@ -29,6 +29,7 @@ from readscale._core.entry import fresh_payload
 from readscale._core.freshness import Freshness, assess, storage_ttl
 from readscale._core.keys import DEFAULT_PREFIX, template_fields
 from readscale._core.policy import DEFAULT, CachePolicy
+from readscale._core.writebehind import WriteBehindSettings
 from readscale._primitives import Background, SingleFlight
 from readscale._sync._cache_fills import FillMixin, log
 from readscale._sync.backends.base import Backend
@@ -69,6 +70,7 @@ class Cache(FillMixin):
             (the bus updates it sooner). Default: 60 s with a bus, 0 without.
         purger: an edge purger (``readscale.http.purge``); ``invalidate_tags`` purges the
             same tags at the edge after the cache, so a tag names one thing everywhere.
+        write_behind: the queue of :meth:`write_behind` (its name and backpressure).
         clock: wall-clock seconds (entries cross processes); monotonic: for durations;
         rng: uniform in [0, 1) for TTL jitter and XFetch. Inject them in tests.
     """
@@ -87,6 +89,7 @@ class Cache(FillMixin):
         tombstone_ttl: float = 5.0,
         version_ttl: float | None = None,
         purger: Any | None = None,
+        write_behind: WriteBehindSettings | None = None,
         name: str = "cache",
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
@@ -114,6 +117,8 @@ class Cache(FillMixin):
         self._background: Background[str] = Background(on_error=self._refresh_failed)
         self._versions: dict[str, tuple[int, float]] = {}
         self.purger = purger
+        self._write_behind_settings = write_behind
+        self._write_behind: Any = None
         self._attach_bus(bus)
 
     # -- keys ------------------------------------------------------------------------------
@@ -422,6 +427,22 @@ class Cache(FillMixin):
         self._store(pkey, value, meta, raw, policy, token=None)
         self._announce([pkey], {})
         return value
+
+    def write_behind(
+        self, key: str, value: Any, *, policy: CachePolicy | None = None, codec: Codec | None = None
+    ) -> int:
+        """Cache ``value`` and queue its database write, in one atomic step, and return its
+        version once both are durable in Redis (the flusher applies it to the database
+        later, newest version wins). Reads of ``key`` see the value at once. Raises
+        :class:`WriteQueueFullError` past the queue's limit (never drops a write) and
+        :class:`CacheUnavailableError` when Redis is down: the write was not acknowledged.
+        """
+        if self._write_behind is None:
+            from readscale._sync.writebehind import WriteBehind  # needs redis-py
+
+            self._write_behind = WriteBehind(self, self._write_behind_settings)
+        version: int = self._write_behind.write_behind(key, value, policy=policy, codec=codec)
+        return version
 
     # -- batches ---------------------------------------------------------------------------
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import typer
 
-from readscale.cli import bench, cdc, consistency, demo, stack, writebehind
+from readscale.cli import bench, cdc, consistency, demo, sim, stack, writebehind
 
 app = typer.Typer(
     name="readscale",
@@ -17,3 +17,4 @@ app.add_typer(consistency.app, name="consistency")
 app.add_typer(writebehind.app, name="writebehind")
 app.command("bench")(bench.bench)
 app.command("demo")(demo.demo)
+app.command("sim")(sim.sim)

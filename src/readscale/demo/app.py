@@ -37,7 +37,8 @@ from readscale._async.backends.redis import AsyncRedisBackend
 from readscale._async.bus import AsyncInvalidationBus
 from readscale._async.cache import AsyncCache
 from readscale._async.replica_router import AsyncReplicaRouter
-from readscale._core.policy import BALANCE, CATALOG, PROFILE, TRENDING
+from readscale._core.policy import BALANCE, CATALOG, PROFILE, TRENDING, CachePolicy, Strategy, Tier
+from readscale._core.writebehind import WriteBehindSettings
 from readscale.demo import schema
 from readscale.http import HttpPolicy, HttpSettings, http_policy
 from readscale.http._context import POLICY_ATTR
@@ -55,6 +56,9 @@ CATALOG_HTTP = HttpPolicy.public(60, edge_max_age=3600, stale_while_revalidate=6
 TRENDING_HTTP = HttpPolicy.public(10, edge_max_age=30, stale_while_revalidate=30, stale_if_error=300)
 PROFILE_HTTP = HttpPolicy(visibility="private", max_age=30)
 NO_STORE = HttpPolicy(visibility="no-store")
+
+#: View counters: kept in the cache for a day, their database rows written behind.
+VIEWS = CachePolicy(name="views", ttl=86_400.0, tiers=frozenset({Tier.L2}), strategy=Strategy.WRITE_BEHIND)
 
 STATIC_CSS = "body { font-family: system-ui; } .price { font-weight: bold; }\n"
 
@@ -95,6 +99,7 @@ class Counters:
     not_modified: int = 0
     errors: int = 0
     static: int = 0  # assets served from memory
+    absorbed_writes: int = 0  # view counts acknowledged by Redis, written to the database behind
     background_requests: int = 0  # the edge's background refreshes (grace), not clients'
     background_app_cache: int = 0  # of which answered by the cache
 
@@ -110,7 +115,12 @@ class Shop:
         )
         self.bus = AsyncInvalidationBus(redis)
         self.cache = AsyncCache(
-            AsyncRedisBackend(redis), l1=MemoryStore(settings.l1_entries), bus=self.bus, policy=CATALOG, name="demo"
+            AsyncRedisBackend(redis),
+            l1=MemoryStore(settings.l1_entries),
+            bus=self.bus,
+            policy=CATALOG,
+            write_behind=WriteBehindSettings(queue="views"),
+            name="demo",
         )
         self.counters = Counters()
 
@@ -211,13 +221,21 @@ class Shop:
         async with self.router.write() as conn:
             await conn.execute(schema.UPDATE_PRICE, (price_cents, product_id))
 
+    async def count_view(self, product_id: int) -> int:
+        """A product view: counted in Redis now, written to the database behind (batched)."""
+        client = self.cache.backend.client  # type: ignore[union-attr]
+        views = int(await client.incr(f"demo:views:{product_id}"))
+        await self.cache.write_behind(f"views:{product_id}", {"product_id": product_id, "views": views}, policy=VIEWS)
+        self.counters.absorbed_writes += 1
+        return views
+
     async def publish_counters(self) -> None:
         c = self.counters
         stats = self.cache.stats.snapshot()
         payload = {
             "requests": c.requests, "app_cache": c.app_cache, "loads": c.loads, "refresh_loads": c.refresh_loads,
             "writes": c.writes, "not_modified": c.not_modified, "errors": c.errors, "cache": stats,
-            "static": c.static, "background_requests": c.background_requests,
+            "static": c.static, "background_requests": c.background_requests, "absorbed_writes": c.absorbed_writes,
             "background_app_cache": c.background_app_cache,
             "router": {k: v for k, v in vars(self.router.stats()).items() if isinstance(v, int)}
             if hasattr(self.router.stats(), "__dict__") else {},
@@ -352,6 +370,11 @@ def create_app(settings: DemoSettings | None = None) -> Any:
         return JSONResponse({"ok": True})
 
     @http_policy(NO_STORE)
+    async def view(request: Request) -> Response:
+        views = await shop.count_view(int(request.path_params["id"]))
+        return JSONResponse({"views": views}, status_code=202)
+
+    @http_policy(NO_STORE)
     async def healthz(request: Request) -> Response:
         return Response("ok", media_type="text/plain")
 
@@ -365,6 +388,7 @@ def create_app(settings: DemoSettings | None = None) -> Any:
         Route("/users/{id:int}/balance", endpoint(balance), methods=["GET"]),
         Route("/users/{id:int}/balance", endpoint(deposit, write=True), methods=["POST"]),
         Route("/admin/products/{id:int}/price", endpoint(change_price, write=True), methods=["POST"]),
+        Route("/products/{id:int}/views", endpoint(view), methods=["POST"]),
     ]
     if settings.static_dir:
         assets = StaticAssets(AssetManifest.build(Path(settings.static_dir)))

@@ -113,8 +113,15 @@ def timeline_shares(events: list[tuple[float, str]], bucket_s: float = 2.0) -> l
     for at, layer in events:
         bucket = buckets.setdefault(int(at // bucket_s), {})
         bucket[layer] = bucket.get(layer, 0) + 1
+    # The last bucket is usually a sliver (clients finishing): drop it when it is small,
+    # or its few requests draw a spike that means nothing.
+    ordered = sorted(buckets)
+    if len(ordered) > 2:
+        sizes = sorted(sum(buckets[i].values()) for i in ordered)
+        if sum(buckets[ordered[-1]].values()) < sizes[len(sizes) // 2] / 4:
+            ordered = ordered[:-1]
     rows = []
-    for index in sorted(buckets):
+    for index in ordered:
         counts = buckets[index]
         total = sum(counts.values())
         row: dict[str, float] = {"t": index * bucket_s, "requests": float(total)}

@@ -34,7 +34,7 @@ ACTIONS = (
     ("balance", 0.05),
     ("asset", 0.06),
 )
-WRITES = (("profile_update", 0.4), ("deposit", 0.4), ("price", 0.2))
+WRITES = (("view", 0.5), ("profile_update", 0.2), ("deposit", 0.2), ("price", 0.1))
 
 
 @dataclass(frozen=True)

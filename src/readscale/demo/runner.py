@@ -71,14 +71,15 @@ class DemoConfig:
 class _Processes:
     app: subprocess.Popen[bytes] | None = None
     cdc: subprocess.Popen[bytes] | None = None
+    flusher: subprocess.Popen[bytes] | None = None
     logs: list[Path] = field(default_factory=list)
 
     def stop(self) -> None:
-        for proc in (self.app, self.cdc):
+        for proc in (self.app, self.cdc, self.flusher):
             if proc is not None and proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGTERM)
-        for proc in (self.app, self.cdc):
+        for proc in (self.app, self.cdc, self.flusher):
             if proc is None:
                 continue
             try:
@@ -90,8 +91,10 @@ class _Processes:
 
 
 def _launch(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    out = open(log, "ab")  # noqa: SIM115 - the child holds it; closed with the process
-    return subprocess.Popen(argv, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            argv, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -109,10 +112,12 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes], log: Pat
 def _statement_counts(dsn: str) -> dict[str, int]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         rows = conn.execute("SELECT query, calls FROM pg_stat_statements").fetchall()
-    counts = {"reads": 0, "writes": 0, "in_write": 0}
+    counts = {"reads": 0, "writes": 0, "in_write": 0, "behind": 0}
     for query, calls in rows:
         text = str(query)
-        if IN_WRITE_MARKER in text:
+        if "product_views" in text:
+            counts["behind"] += int(calls)
+        elif IN_WRITE_MARKER in text:
             counts["in_write"] += int(calls)
         elif any(marker in text for marker in READ_MARKERS.values()):
             counts["reads"] += int(calls)
@@ -134,7 +139,10 @@ def _app_counters(redis_url: str, key: str) -> dict[str, Any]:
         raw = client.hgetall(key)
     finally:
         client.close()
-    names = ("requests", "app_cache", "writes", "errors", "static", "background_requests", "background_app_cache")
+    names = (
+        "requests", "app_cache", "writes", "errors", "static", "background_requests", "background_app_cache",
+        "absorbed_writes",
+    )  # fmt: skip
     total: dict[str, Any] = dict.fromkeys(names, 0)
     total.update({"loads": {}, "refresh_loads": {}, "cache_hits": 0, "processes": len(raw)})
     for value in raw.values():
@@ -145,7 +153,8 @@ def _app_counters(redis_url: str, key: str) -> dict[str, Any]:
             for node, count in data.get(bucket, {}).items():
                 total[bucket][node] = total[bucket].get(node, 0) + int(count)
         cache = data.get("cache", {})
-        total["cache_hits"] += sum(int(cache.get(t, {}).get(k, 0)) for t in ("l1", "l2") for k in ("hits", "stale_serves"))
+        tiers = [cache.get(tier, {}) for tier in ("l1", "l2")]
+        total["cache_hits"] += sum(int(t.get(k, 0)) for t in tiers for k in ("hits", "stale_serves"))
         total["cache_hits"] += int(cache.get("l2", {}).get("coalesced", 0))
     return total
 
@@ -205,6 +214,14 @@ def run_demo(
             [readscale_cli, "cdc", "run", "--dsn", stack.primary.dsn, "--rules", str(rules), "--redis-url",
              stack.redis.url, "--slot", "demo_cdc", "--purge-varnish", stack.varnish.url],
             {}, cdc_log,
+        )  # fmt: skip
+        flusher_log = base / "flusher.log"
+        procs.logs.append(flusher_log)
+        procs.flusher = _launch(
+            [readscale_cli, "writebehind", "run", "--redis-url", stack.redis.url, "--dsn", stack.primary.dsn,
+             "--table", "product_views", "--key-column", "key", "--version-column", "version",
+             "--value-column", "value", "--queue", "views"],
+            {}, flusher_log,
         )  # fmt: skip
         _wait_http(f"{stack.varnish.url}/healthz", 30, procs.app, app_log)
         time.sleep(1.0)  # the CDC slot exists before the first change
@@ -271,7 +288,9 @@ async def _load_with_chaos(
         await task
 
 
-def _collect(stack: Stack, result: LoadResult, varnish_before: dict[str, int], app_before: dict[str, Any]) -> LayerCounts:
+def _collect(
+    stack: Stack, result: LoadResult, varnish_before: dict[str, int], app_before: dict[str, Any]
+) -> LayerCounts:
     after = stack.varnish.counters()
 
     def delta(name: str) -> int:
@@ -292,7 +311,8 @@ def _collect(stack: Stack, result: LoadResult, varnish_before: dict[str, int], a
         # plus static assets served from the process's memory.
         app_cache=(app["cache_hits"] - app_before["cache_hits"])
         - (app["background_app_cache"] - app_before["background_app_cache"])
-        + (app["static"] - app_before["static"]),
+        + (app["static"] - app_before["static"])
+        + (app["absorbed_writes"] - app_before["absorbed_writes"]),
         replica_reads=replica_reads,
         primary_reads=primary["reads"],
         primary_writes=primary["writes"],
