@@ -337,7 +337,11 @@ def _to_json(funnel: Funnel, result: LoadResult, config: DemoConfig) -> dict[str
         "primary_read_share": round(c.primary_read_share, 5),
         "counts": {**c.by_layer(), "accounted": c.accounted, "discrepancy": round(c.discrepancy, 5)},
         "layers_raw": asdict(c),
-        "latency_ms": {name: stats["p50"] for name, stats in funnel.latency_ms.items()},
+        "latency_ms": {
+            layer: funnel.latency_ms.get(client, {}).get("p50", 0.0)
+            for layer, client in (("browser", "browser"), ("edge", "edge"), ("app_cache", "app_cache"),
+                                  ("replicas", "replica"), ("primary", "primary"))
+        },  # fmt: skip
         "latency": funnel.latency_ms,
         "timeline": funnel.timeline,
         "summary": funnel.summary_line(),
