@@ -133,8 +133,10 @@ class AsyncBackendContract:
         (key,) = _keys(1)
         first = await backend.lease(key, 5)
         second = await backend.lease(key, 5)
-        assert first.won and first.value is None
-        assert not second.won and second.value is None
+        assert first.won
+        assert first.value is None
+        assert not second.won
+        assert second.value is None
         assert first.token is not None
         assert await backend.fill(key, b"filled", 60, first.token) is True
         assert await backend.get(key) == b"filled"
@@ -169,7 +171,8 @@ class AsyncBackendContract:
         await async_sleep(self.expiry_wait)
         successor = await backend.lease(key, 5)
         assert successor.won
-        assert successor.token is not None and successor.token != dead.token
+        assert successor.token is not None
+        assert successor.token != dead.token
         assert await backend.fill(key, b"from the successor", 60, successor.token) is True
 
     @pytest.mark.anyio

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from readscale._sync.backends.base import Backend
 from readscale._primitives import sync_sleep
+from readscale._sync.backends.base import Backend
 from readscale.errors import ValueTooLargeError
 
 
@@ -123,8 +123,10 @@ class BackendContract:
         (key,) = _keys(1)
         first = backend.lease(key, 5)
         second = backend.lease(key, 5)
-        assert first.won and first.value is None
-        assert not second.won and second.value is None
+        assert first.won
+        assert first.value is None
+        assert not second.won
+        assert second.value is None
         assert first.token is not None
         assert backend.fill(key, b"filled", 60, first.token) is True
         assert backend.get(key) == b"filled"
@@ -157,7 +159,8 @@ class BackendContract:
         sync_sleep(self.expiry_wait)
         successor = backend.lease(key, 5)
         assert successor.won
-        assert successor.token is not None and successor.token != dead.token
+        assert successor.token is not None
+        assert successor.token != dead.token
         assert backend.fill(key, b"from the successor", 60, successor.token) is True
 
     def test_waiters_are_woken_by_the_fill(self, backend: Backend) -> None:

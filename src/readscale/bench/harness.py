@@ -21,6 +21,7 @@ from typing import Any, Protocol
 # whose peer libraries are missing does not break the others.
 BENCHES: dict[str, str] = {
     "stack": "readscale.bench.stack:run",
+    "hitratio": "readscale.bench.hitratio:run",
 }
 
 

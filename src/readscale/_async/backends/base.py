@@ -76,7 +76,7 @@ class AsyncBackend(Protocol):
         """Give up a lease without filling (the load failed); waiters may take over."""
         ...
 
-    async def wait_for_fill(self, key: str, timeout: float) -> bool:
+    async def wait_for_fill(self, key: str, timeout: float) -> bool:  # noqa: ASYNC109 - the protocol takes a timeout
         """Wait until a fill of ``key`` lands or ``timeout`` passes (true if woken by a fill).
 
         It is woken by a notification (Redis pub/sub), not by a fixed sleep loop; backends
