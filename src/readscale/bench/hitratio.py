@@ -30,7 +30,7 @@ import heapq
 import random
 import statistics
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -135,16 +135,14 @@ def lru_hits(trace: Sequence[int], capacity: int) -> int:
 def next_uses(trace: Sequence[int]) -> list[int]:
     """For each position, the position of the next request of the same key (len(trace)
     when there is none)."""
-    np = _numpy()
-    keys = np.asarray(trace, dtype=np.int64)
-    n = len(keys)
-    order = np.argsort(keys, kind="stable")
-    ordered = keys[order]
-    same = ordered[:-1] == ordered[1:]
-    nxt = np.full(n, n, dtype=np.int64)
-    nxt[order[:-1][same]] = order[1:][same]
-    result: list[int] = nxt.tolist()
-    return result
+    n = len(trace)
+    nxt = [n] * n
+    last: dict[int, int] = {}
+    for i in range(n - 1, -1, -1):
+        key = trace[i]
+        nxt[i] = last.get(key, n)
+        last[key] = i
+    return nxt
 
 
 def opt_hits(trace: Sequence[int], capacity: int) -> int:
@@ -175,9 +173,7 @@ def opt_hits(trace: Sequence[int], capacity: int) -> int:
 
 def static_hits(trace: Sequence[int], capacity: int) -> int:
     """Hits of an oracle pinning the ``capacity`` most requested keys of the trace."""
-    np = _numpy()
-    counts = np.bincount(np.asarray(trace, dtype=np.int64))
-    return int(np.sort(counts)[::-1][:capacity].sum())
+    return sum(sorted(Counter(trace).values(), reverse=True)[:capacity])
 
 
 def store_hits(
