@@ -98,6 +98,7 @@ class MemoryStore(Generic[K, V]):
         "_evictions",
         "_expirations",
         "_heap",
+        "_hits_reported",
         "_lock",
         "_max_bytes",
         "_misses",
@@ -140,6 +141,7 @@ class MemoryStore(Generic[K, V]):
         self._reads = 0  # hits so far; also the ring's write position
         self._drained = 0  # hits replayed into the policy so far
         self._misses = 0
+        self._hits_reported = 0
         self._misses_reported = 0
         self._evictions = 0
         self._rejections = 0
@@ -271,8 +273,7 @@ class MemoryStore(Generic[K, V]):
         """Replay buffered hits into the policy, then let it adapt its window."""
         end = self._reads
         start = self._drained
-        hits = end - start
-        if hits:
+        if end != start:
             self._drained = end
             ring = self._ring
             mask = self._ring_mask
@@ -283,9 +284,13 @@ class MemoryStore(Generic[K, V]):
                 key = ring[i & mask]
                 if key in data:
                     record(key)
-        misses = self._misses
-        self._policy.climb(hits, misses - self._misses_reported)
-        self._misses_reported = misses
+        # The climber samples over thousands of requests: report to it in batches.
+        hits = end - self._hits_reported
+        misses = self._misses - self._misses_reported
+        if hits + misses >= 256:
+            self._policy.climb(hits, misses)
+            self._hits_reported = end
+            self._misses_reported += misses
 
     def _on_evict(self, key: K, rejected: bool) -> None:
         del self._data[key]

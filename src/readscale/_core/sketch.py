@@ -101,13 +101,13 @@ class FrequencySketch:
         self._additions = 0
         self.resets = 0
 
-    def _hash(self, key: Hashable) -> int:
-        h = ((hash(key) ^ self._seed) * _GOLDEN) & _M64
-        return h ^ (h >> 29)
+    # The hash is inlined in both methods below: they run on every write and replayed
+    # read, and a Python call costs as much as the arithmetic.
 
     def frequency(self, key: Hashable) -> int:
         """The estimated number of times ``key`` was added in the recent past."""
-        h = self._hash(key)
+        h = ((hash(key) ^ self._seed) * _GOLDEN) & _M64
+        h ^= h >> 29
         a = h & _M32
         b = (h >> 32) | 1
         m = self._mask
@@ -123,7 +123,8 @@ class FrequencySketch:
 
     def increment(self, key: Hashable) -> None:
         """Record one access of ``key`` (and halve everything when a sample period ends)."""
-        h = self._hash(key)
+        h = ((hash(key) ^ self._seed) * _GOLDEN) & _M64
+        h ^= h >> 29
         if self._doorkeeper:
             door = self._door
             dm = self._door_mask
@@ -144,32 +145,34 @@ class FrequencySketch:
         i1 = w + ((a + b) & m)
         i2 = 2 * w + ((a + 2 * b) & m)
         i3 = 3 * w + ((a + 3 * b) & m)
+        c0 = c[i0]
+        c1 = c[i1]
+        c2 = c[i2]
+        c3 = c[i3]
         if self._conservative:
             # Conservative update: raise only the counters at the minimum, which keeps
             # collisions from inflating a key's estimate (Estan and Varghese, 2002).
-            low = min(c[i0], c[i1], c[i2], c[i3])
+            low = min(c0, c1, c2, c3)
             if low >= cap:
                 return
-            for i in (i0, i1, i2, i3):
-                if c[i] == low:
-                    c[i] = low + 1
-            self._added()
+            if c0 == low:
+                c[i0] = low + 1
+            if c1 == low:
+                c[i1] = low + 1
+            if c2 == low:
+                c[i2] = low + 1
+            if c3 == low:
+                c[i3] = low + 1
+        elif c0 < cap or c1 < cap or c2 < cap or c3 < cap:
+            c[i0] = min(c0 + 1, cap)
+            c[i1] = min(c1 + 1, cap)
+            c[i2] = min(c2 + 1, cap)
+            c[i3] = min(c3 + 1, cap)
+        else:
             return
-        added = False
-        if c[i0] < cap:
-            c[i0] += 1
-            added = True
-        if c[i1] < cap:
-            c[i1] += 1
-            added = True
-        if c[i2] < cap:
-            c[i2] += 1
-            added = True
-        if c[i3] < cap:
-            c[i3] += 1
-            added = True
-        if added:
-            self._added()
+        self._additions += 1
+        if self._additions >= self.sample_size:
+            self.reset()
 
     def _added(self) -> None:
         self._additions += 1

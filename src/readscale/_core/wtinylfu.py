@@ -254,12 +254,18 @@ class WTinyLfu(Generic[K]):
             moved.append(key)
         return moved
 
+    def _over(self) -> bool:
+        return (
+            len(self.window) + len(self.probation) + len(self.protected) > self.max_entries
+            or self.window_bytes + self.probation_bytes + self.protected_bytes > self.max_bytes
+        )
+
     def _evict_to_bounds(self) -> None:
         candidates = self._window_to_probation()
         probation = self.probation
         # Candidates are compared newest first, as Caffeine walks probation backwards;
         # one that wins faces the next victim too: it must outrank all it displaces.
-        while self.entries > self.max_entries or self.weight > self.max_bytes:
+        while self._over():
             candidate = None
             while candidates:
                 key = candidates.pop()
