@@ -21,11 +21,18 @@ Threads (why the hit path takes no lock)
     ``(value, deadline)`` tuple replaced as a whole by ``set``, and the policy's own
     structures are only touched by writers. A reader therefore sees an entry either
     before or after a concurrent write, never a torn one. Two benign races remain: two
-    readers may bump the hit counter at once and lose one increment (a statistic), and
-    the replay may see a ring slot just overwritten by a newer read (a frequency sample).
-    Free-threaded CPython (PEP 703) keeps dict and list operations atomic, but the
-    counter races become frequent and the lock-free reads of ``_reads`` would need to
-    move to per-thread counters; that build is out of scope here.
+    readers may bump the hit counter at once and lose increments (the counter is read
+    and written back in separate bytecodes; a switch between them is rare but possible,
+    e.g. when the new int triggers a garbage collection), so ``stats.hits`` is exact in
+    one thread and a lower bound under threads, and the replay may see a ring slot just
+    overwritten by a newer read (a lost frequency sample).
+    Free-threaded CPython (PEP 703) is out of scope. There, values would stay correct
+    (dict and list operations stay atomic per object, entries are immutable, writers
+    keep the lock), but what relies on the GIL's rare switching would degrade: lost
+    updates of the hit and miss counters become common (statistics and the climber's
+    hit ratio drift low) and concurrent readers overwrite each other's ring slots
+    (frequency samples are lost under contention). Per-thread counters and rings, as
+    Caffeine's striped read buffer, would be the fix.
 
 Values are stored as they are given, never copied: callers must treat what ``get``
 returns as read-only (mutating it changes the cached value for every reader). The
@@ -273,7 +280,7 @@ class MemoryStore(Generic[K, V]):
         """Replay buffered hits into the policy, then let it adapt its window."""
         end = self._reads
         start = self._drained
-        if end != start:
+        if end > start:  # a lost update between reader threads can even move it back
             self._drained = end
             ring = self._ring
             mask = self._ring_mask
@@ -285,7 +292,7 @@ class MemoryStore(Generic[K, V]):
                 if key in data:
                     record(key)
         # The climber samples over thousands of requests: report to it in batches.
-        hits = end - self._hits_reported
+        hits = max(0, end - self._hits_reported)
         misses = self._misses - self._misses_reported
         if hits + misses >= 256:
             self._policy.climb(hits, misses)

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from readscale.bench.hitratio import lru_hits, next_uses, opt_hits, static_hits, store_hits
+from readscale.bench.hitratio import lfu_hits, lru_hits, next_uses, opt_hits, static_hits, store_hits
 
 
 def brute_force_max_hits(trace: tuple[int, ...], capacity: int) -> int:
@@ -46,6 +46,7 @@ def test_belady_min_bounds_every_online_policy() -> None:
     best = opt_hits(trace, 30)
     assert lru_hits(trace, 30) <= best
     assert store_hits(trace, 30) <= best
+    assert lfu_hits(trace, 30) <= best
 
 
 def test_next_uses() -> None:
@@ -59,6 +60,7 @@ def test_lru_and_static_on_a_loop() -> None:
     assert lru_hits(loop, 3) == 9
     assert static_hits(loop, 2) == 8  # pins two of the three keys, 4 requests each
     assert opt_hits(loop, 2) >= 5
+    assert lfu_hits(loop, 2) == 6  # keys 0 and 1 get in first and are never outcounted
 
 
 def test_trace_generators_are_deterministic_and_shaped() -> None:

@@ -12,6 +12,8 @@ Reference policies
   evict whichever cached key is next requested farthest in the future, or skip the
   incoming key when it is itself the farthest. Checked against a brute-force search in
   ``tests/unit/test_hitratio.py``.
+- perfect LFU: exact counts of every key ever requested; the ceiling of an online
+  frequency policy (W-TinyLFU approximates it with a sketch and a bounded memory).
 - static top-C: an oracle that pins the C most requested keys of the trace from the
   start. On an i.i.d. (IRM) trace such as Zipf no online policy can beat it in
   expectation: its contents maximise the probability of the next request, whatever the
@@ -171,6 +173,41 @@ def opt_hits(trace: Sequence[int], capacity: int) -> int:
     return hits
 
 
+def lfu_hits(trace: Sequence[int], capacity: int) -> int:
+    """Hits of a perfect LFU: exact counts of every key ever seen (cached or not), a
+    miss admitted only if it is now more frequent than the least frequent cached key.
+
+    The best an online frequency policy can do without the future: on the Zipf traces
+    it is the practical ceiling W-TinyLFU approaches, a little below the static oracle
+    (which also skips the cold start and knows the final counts from the first request).
+    """
+    counts: dict[int, int] = {}
+    cache: set[int] = set()
+    heap: list[tuple[int, int]] = []  # (count, key) of cached keys; stale items skipped
+    hits = 0
+    push = heapq.heappush
+    for key in trace:
+        count = counts.get(key, 0) + 1
+        counts[key] = count
+        if key in cache:
+            hits += 1
+            push(heap, (count, key))
+            continue
+        if len(cache) >= capacity:
+            while True:
+                least, victim = heap[0]
+                if victim in cache and counts[victim] == least:
+                    break
+                heapq.heappop(heap)
+            if count <= least:
+                continue
+            heapq.heappop(heap)
+            cache.discard(victim)
+        cache.add(key)
+        push(heap, (count, key))
+    return hits
+
+
 def static_hits(trace: Sequence[int], capacity: int) -> int:
     """Hits of an oracle pinning the ``capacity`` most requested keys of the trace."""
     return sum(sorted(Counter(trace).values(), reverse=True)[:capacity])
@@ -247,6 +284,7 @@ def hit_ratios(scenario: Scenario, seed: int, *, with_theine: bool = False) -> d
     }
     if scenario.static:
         out["_static"] = static_hits(trace, scenario.capacity) / n
+        out["_lfu"] = lfu_hits(trace, scenario.capacity) / n
     if with_theine:
         out["_theine"] = theine_hits(trace, scenario.capacity) / n
     return out
