@@ -28,9 +28,20 @@ __all__ = ["WindowClimber"]
 class WindowClimber:
     """Propose changes of the window share (see the module docstring)."""
 
-    __slots__ = ("_decay", "_hits", "_misses", "_previous", "_restart", "_step", "_step_size", "_tolerance")
+    __slots__ = (
+        "_decay",
+        "_hits",
+        "_misses",
+        "_previous",
+        "_restart",
+        "_step",
+        "_step_size",
+        "_tolerance",
+        "last_change",
+    )
 
     def __init__(self, *, step: float, decay: float, restart: float, tolerance: float) -> None:
+        self.last_change = 0.0  # the hit ratio change measured by the last full sample
         self._step_size = step
         self._decay = decay
         self._restart = restart
@@ -51,6 +62,7 @@ class WindowClimber:
             return 0.0
         hit_rate = self._hits / requests
         change = hit_rate - self._previous
+        self.last_change = change
         self._previous = hit_rate
         self._hits = self._misses = 0
         noise = (2 * hit_rate * (1 - hit_rate) / requests) ** 0.5
