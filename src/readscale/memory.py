@@ -12,7 +12,10 @@ How a hit stays cheap (Caffeine's trick, in Python)
     LRU move, promotion) for buffered reads is *replayed* later, under the write lock, on
     the next write. The ring is lossy: when more reads than its size happen between two
     writes only the latest are replayed, which costs a little frequency information on
-    read-only stretches and nothing on correctness (the bench reports the cost).
+    read-only stretches and nothing on correctness. Measured (``bench hitratio``, Zipf
+    1.2 at 10 %, 93 % hits): 128 slots lose nothing against replaying every hit, 8
+    slots lose 0.0015 of hit ratio. The replay is paid on writes: a cache-aside loop
+    costs about 2.5 µs per request on Zipf 0.99 at 1 % (cachetools' TTLCache 1.9 µs).
 
 Threads (why the hit path takes no lock)
     Writers (``set``, ``delete``, ``clear``, expiry, replay) hold one ``threading.Lock``.
