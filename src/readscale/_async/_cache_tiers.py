@@ -24,7 +24,7 @@ Found = tuple[Any, EntryMeta]
 
 class AsyncTierAccess:
     backend: AsyncBackend | None
-    l1: MemoryStore | None
+    l1: MemoryStore[str, Any] | None
     stats: CacheStats
     max_value_size: int
     _breaker: circuit.BreakerState

@@ -34,7 +34,7 @@ log = logging.getLogger("readscale.cache")
 class AsyncVersionAccess:
     backend: AsyncBackend | None
     bus: AsyncInvalidationBus | None
-    l1: MemoryStore | None
+    l1: MemoryStore[str, Any] | None
     prefix: str
     stats: CacheStats
     version_ttl: float

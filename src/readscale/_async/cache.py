@@ -78,7 +78,7 @@ class AsyncCache(AsyncFillMixin):
         self,
         backend: AsyncBackend | None = None,
         *,
-        l1: MemoryStore | None = None,
+        l1: MemoryStore[str, Any] | None = None,
         bus: AsyncInvalidationBus | None = None,
         codec: Codec | None = None,
         policy: CachePolicy = DEFAULT,

@@ -25,7 +25,7 @@ Found = tuple[Any, EntryMeta]
 
 class TierAccess:
     backend: Backend | None
-    l1: MemoryStore | None
+    l1: MemoryStore[str, Any] | None
     stats: CacheStats
     max_value_size: int
     _breaker: circuit.BreakerState

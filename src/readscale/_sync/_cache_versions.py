@@ -35,7 +35,7 @@ log = logging.getLogger("readscale.cache")
 class VersionAccess:
     backend: Backend | None
     bus: InvalidationBus | None
-    l1: MemoryStore | None
+    l1: MemoryStore[str, Any] | None
     prefix: str
     stats: CacheStats
     version_ttl: float

@@ -79,7 +79,7 @@ class Cache(FillMixin):
         self,
         backend: Backend | None = None,
         *,
-        l1: MemoryStore | None = None,
+        l1: MemoryStore[str, Any] | None = None,
         bus: InvalidationBus | None = None,
         codec: Codec | None = None,
         policy: CachePolicy = DEFAULT,

@@ -17,7 +17,6 @@ Contenders run in interleaved rounds (see the harness) and the medians are repor
 from __future__ import annotations
 
 import asyncio
-import importlib
 import socket
 import tempfile
 import time
@@ -246,56 +245,6 @@ def _get_many(url: str, rounds: int) -> tuple[Rounds, Rounds]:
     return result["raw"], result["readscale"]
 
 
-# -- in-process tier --------------------------------------------------------------------------
-
-
-def _l1(rounds: int) -> dict[str, Rounds]:
-    import random
-
-    from readscale.memory import MemoryStore
-
-    keys = [f"item:{i}" for i in range(10_000)]
-    order = keys * 20
-    random.Random(7).shuffle(order)
-    store = MemoryStore(20_000)
-    for key in keys:
-        store.set(key, DOC, 3600.0)
-    contenders: dict[str, Callable[[], float]] = {}
-
-    def empty() -> float:
-        started = time.perf_counter()
-        for _ in order:
-            pass
-        return (time.perf_counter() - started) / len(order)
-
-    def readscale() -> float:
-        get = store.get
-        started = time.perf_counter()
-        for key in order:
-            get(key)
-        return (time.perf_counter() - started) / len(order)
-
-    contenders = {"empty": empty, "readscale": readscale}
-    try:
-        import cachetools
-
-        ttl_cache: Any = cachetools.TTLCache(20_000, ttl=3600)
-        for key in keys:
-            ttl_cache[key] = DOC
-
-        def cachetools_ttl() -> float:
-            get = ttl_cache.__getitem__
-            started = time.perf_counter()
-            for key in order:
-                get(key)
-            return (time.perf_counter() - started) / len(order)
-
-        contenders["cachetools_ttl"] = cachetools_ttl
-    except ImportError:
-        pass
-    return round_robin(contenders, rounds)
-
-
 # -- stampede -------------------------------------------------------------------------------
 
 
@@ -357,15 +306,13 @@ def run(*, rounds: int, quick: bool, progress: Callable[[str], None]) -> BenchRe
         report.add("get_many_100_us", round(rs_many.median * us, 1), "us")
         report.add("get_many_100_ratio_mget", round(ratio(rs_many.median, raw_many.median), 3), "ratio")
         progress("in-process tier")
-        l1 = _l1(rounds)
-        empty = l1["empty"].median
-        report.add("l1_get_ns", round((l1["readscale"].median - empty) * 1e9, 1), "ns", "net of the empty loop")
-        if "cachetools_ttl" in l1:
-            report.add(
-                "l1_get_ratio_cachetools_ttl",
-                round(ratio(l1["readscale"].median - empty, l1["cachetools_ttl"].median - empty), 3),
-                "ratio",
-            )
+        from readscale.bench import hitratio
+
+        l1 = hitratio.hit_path_ns(rounds)
+        note = "net of the empty loop; " + l1["store"].spread("{:.0f}")
+        report.add("l1_get_ns", round(l1["store"].median, 1), "ns", note)
+        report.add("l1_get_ns_cachetools_ttl", round(l1["ttl"].median, 1), "ns")
+        report.add("l1_get_ratio_cachetools_ttl", round(ratio(l1["store"].median, l1["ttl"].median), 3), "ratio")
         _hit_ratios(report, quick, progress)
         stampede = _stampede(url, progress, repeats=1 if quick else 3)
         report.add("stampede_loader_calls", stampede["readscale"][0], "calls")
@@ -381,14 +328,22 @@ def run(*, rounds: int, quick: bool, progress: Callable[[str], None]) -> BenchRe
 
 
 def _hit_ratios(report: BenchReport, quick: bool, progress: Callable[[str], None]) -> None:
-    try:
-        hitratio = importlib.import_module("readscale.bench.hitratio")
-    except ImportError:
-        progress("hit-ratio simulation not available: skipped")
-        return
-    hook = getattr(hitratio, "add_hit_ratios", None)
-    if hook is not None:
-        hook(report, quick=quick, progress=progress)
+    """The L1's hit ratio on the Zipf traces of shared/notes/baselines.md, with LRU and
+    the offline optimum (Belady MIN) from the same traces (``bench hitratio`` has more)."""
+    import statistics
+
+    from readscale.bench import hitratio
+
+    seeds = [0] if quick else [0, 1, 2]
+    for scenario in hitratio.scenarios(200_000 if quick else hitratio.REQUESTS)[:4]:
+        per: dict[str, list[float]] = {}
+        for seed in seeds:
+            progress(f"hit ratio {scenario.name}, seed {seed}")
+            for suffix, value in hitratio.hit_ratios(scenario, seed).items():
+                per.setdefault(suffix, []).append(value)
+        for suffix in ("", "_lru", "_opt", "_static"):
+            if suffix in per:
+                report.add(f"hit_ratio_{scenario.name}{suffix}", round(statistics.median(per[suffix]), 4), "ratio")
 
 
 __all__ = ["run"]

@@ -26,6 +26,7 @@ BENCHES: dict[str, str] = {
     "http": "readscale.bench.http:run",
     "replicas": "readscale.bench.replicas:run",
     "writes": "readscale.bench.writes:run",
+    "hitratio": "readscale.bench.hitratio:run",
 }
 
 

@@ -89,8 +89,8 @@ def _print_funnel(data: dict[str, Any]) -> None:
     table.add_column("share", justify="right")
     table.add_column("p50 ms", justify="right")
     table.add_column("p99 ms", justify="right")
-    client_layer = {"browser": "browser", "edge": "edge", "app_cache": "app_cache", "replicas": "replica",
-                    "primary": "primary"}  # fmt: skip
+    from readscale.demo.funnel import CLIENT_LAYER as client_layer
+
     for name, label in LABELS.items():
         latency = data["latency"].get(client_layer[name], {})
         table.add_row(

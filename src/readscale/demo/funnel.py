@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 LAYERS = ("browser", "edge", "app_cache", "replicas", "primary")
+#: Funnel layer -> how the clients label the responses it answered.
+CLIENT_LAYER = {layer: "replica" if layer == "replicas" else layer for layer in LAYERS}
 
 
 @dataclass(frozen=True)

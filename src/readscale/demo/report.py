@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from readscale.demo.funnel import CLIENT_LAYER
 from readscale.report import bar_chart, escape, funnel_chart, html_page, html_table, line_chart, stacked_bar_chart
 
 LABELS = {
@@ -16,13 +17,6 @@ LABELS = {
     "edge": "edge (Varnish)",
     "app_cache": "app cache",
     "replicas": "read replicas",
-    "primary": "primary",
-}
-CLIENT_LAYER = {
-    "browser": "browser",
-    "edge": "edge",
-    "app_cache": "app_cache",
-    "replicas": "replica",
     "primary": "primary",
 }
 

@@ -27,7 +27,7 @@ import httpx
 import psycopg
 
 from readscale.demo import schema
-from readscale.demo.funnel import Funnel, LayerCounts, latency_summary, timeline_shares
+from readscale.demo.funnel import CLIENT_LAYER, Funnel, LayerCounts, latency_summary, timeline_shares
 from readscale.demo.loadgen import LoadConfig, LoadResult, run_load
 from readscale.errors import ConfigurationError, StackError
 from readscale.stack import Stack, StackConfig
@@ -338,10 +338,8 @@ def _to_json(funnel: Funnel, result: LoadResult, config: DemoConfig) -> dict[str
         "counts": {**c.by_layer(), "accounted": c.accounted, "discrepancy": round(c.discrepancy, 5)},
         "layers_raw": asdict(c),
         "latency_ms": {
-            layer: funnel.latency_ms.get(client, {}).get("p50", 0.0)
-            for layer, client in (("browser", "browser"), ("edge", "edge"), ("app_cache", "app_cache"),
-                                  ("replicas", "replica"), ("primary", "primary"))
-        },  # fmt: skip
+            layer: funnel.latency_ms.get(CLIENT_LAYER[layer], {}).get("p50", 0.0) for layer in CLIENT_LAYER
+        },
         "latency": funnel.latency_ms,
         "timeline": funnel.timeline,
         "summary": funnel.summary_line(),

@@ -1,0 +1,195 @@
+"""A count-min sketch of access frequency with periodic halving: TinyLFU's memory.
+
+TinyLFU (Einziger, Friedman, Manes: "TinyLFU: A Highly Efficient Cache Admission
+Policy", ACM ToS 2017) decides whether a new entry may replace an old one by comparing
+how often each was requested *recently*. "How often" comes from this sketch; "recently"
+comes from the reset: after ``sample_size`` recorded additions every counter is halved,
+so old popularity decays geometrically and a key that stops being requested loses its
+advantage. Caffeine's ``FrequencySketch`` is the production model.
+
+Invariants
+- Four counters per key, one in each of four rows (count-min): ``frequency(key)`` is the
+  minimum of them, so it never under-counts between two resets (collisions only add).
+- Every counter stays in ``0..counter_max``; a saturated counter stops growing. The cap
+  is the "counter width" (15 is Caffeine's 4 bits); admission only compares keys near
+  the boundary of the cache, so a cap just above their counts is enough.
+- ``additions`` counts increments since the last reset; when it reaches ``sample_size``
+  all counters are halved (integer shift) and ``additions`` is reduced the same way,
+  minus the truncation of odd counters (Caffeine's correction).
+- With the doorkeeper on, a key's first sighting in a sample period only sets a bit in a
+  small Bloom filter; the counters start from the second one and ``frequency`` adds the
+  bit back. One-hit wonders thus never reach the counters (the paper's §3.4.2). The
+  reset clears the doorkeeper.
+- Pure: no clock, no random module. The hash seed is an argument, so a test can pin it.
+  Keys are hashed with ``hash()``; for str that is randomised per process unless
+  PYTHONHASHSEED is set, so exact counts are reproducible only for int keys (the
+  simulator's) or a fixed PYTHONHASHSEED.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Final
+
+__all__ = ["FrequencySketch"]
+
+_M64: Final = (1 << 64) - 1
+_M32: Final = (1 << 32) - 1
+_GOLDEN: Final = 0x9E3779B97F4A7C15  # 2**64 / golden ratio: a good multiplicative mix
+_HALF: Final = bytes(i >> 1 for i in range(256))
+_ODD: Final = bytes(i & 1 for i in range(256))
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(n - 1, 1).bit_length()
+
+
+class FrequencySketch:
+    """Approximate recent access counts of keys, in a fixed amount of memory.
+
+    ``capacity`` is the number of entries the cache holds; the table has
+    ``width_factor * capacity`` counters per row (rounded up to a power of two) and the
+    sample period is ``sample_factor * capacity`` additions.
+    """
+
+    __slots__ = (
+        "_additions",
+        "_conservative",
+        "_counters",
+        "_door",
+        "_door_mask",
+        "_doorkeeper",
+        "_mask",
+        "_max",
+        "_seed",
+        "_width",
+        "capacity",
+        "resets",
+        "sample_size",
+    )
+
+    def __init__(
+        self,
+        capacity: int,
+        *,
+        width_factor: int = 4,
+        counter_max: int = 15,
+        sample_factor: int = 10,
+        doorkeeper: bool = False,
+        conservative: bool = False,
+        seed: int = 0,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, not {capacity}")
+        if not 1 <= counter_max <= 255:
+            raise ValueError(f"counter_max must be in 1..255, not {counter_max}")
+        if sample_factor < 1 or width_factor < 1:
+            raise ValueError("sample_factor and width_factor must be >= 1")
+        self.capacity = capacity
+        self._width = _next_pow2(max(capacity * width_factor, 16))
+        self._mask = self._width - 1
+        self._counters = bytearray(4 * self._width)
+        self._max = counter_max
+        self.sample_size = sample_factor * capacity
+        self._doorkeeper = doorkeeper
+        self._conservative = conservative
+        # About one bit per addition of a sample period keeps false positives low.
+        door = _next_pow2(max(self.sample_size, 64)) if doorkeeper else 1
+        self._door = bytearray(door)
+        self._door_mask = door - 1
+        self._seed = seed & _M64
+        self._additions = 0
+        self.resets = 0
+
+    # The hash is inlined in both methods below: they run on every write and replayed
+    # read, and a Python call costs as much as the arithmetic.
+
+    def frequency(self, key: Hashable) -> int:
+        """The estimated number of times ``key`` was added in the recent past."""
+        h = ((hash(key) ^ self._seed) * _GOLDEN) & _M64
+        h ^= h >> 29
+        a = h & _M32
+        b = (h >> 32) | 1
+        m = self._mask
+        w = self._width
+        c = self._counters
+        f = min(c[a & m], c[w + ((a + b) & m)], c[2 * w + ((a + 2 * b) & m)], c[3 * w + ((a + 3 * b) & m)])
+        if self._doorkeeper and f < self._max:
+            door = self._door
+            dm = self._door_mask
+            if door[h & dm] and door[(h >> 24) & dm]:
+                f += 1
+        return f
+
+    def increment(self, key: Hashable) -> None:
+        """Record one access of ``key`` (and halve everything when a sample period ends)."""
+        h = ((hash(key) ^ self._seed) * _GOLDEN) & _M64
+        h ^= h >> 29
+        if self._doorkeeper:
+            door = self._door
+            dm = self._door_mask
+            i = h & dm
+            j = (h >> 24) & dm
+            if not (door[i] and door[j]):
+                door[i] = 1
+                door[j] = 1
+                self._added()
+                return
+        a = h & _M32
+        b = (h >> 32) | 1
+        m = self._mask
+        w = self._width
+        c = self._counters
+        cap = self._max
+        i0 = a & m
+        i1 = w + ((a + b) & m)
+        i2 = 2 * w + ((a + 2 * b) & m)
+        i3 = 3 * w + ((a + 3 * b) & m)
+        c0 = c[i0]
+        c1 = c[i1]
+        c2 = c[i2]
+        c3 = c[i3]
+        if self._conservative:
+            # Conservative update: raise only the counters at the minimum, which keeps
+            # collisions from inflating a key's estimate (Estan and Varghese, 2002).
+            low = min(c0, c1, c2, c3)
+            if low >= cap:
+                return
+            if c0 == low:
+                c[i0] = low + 1
+            if c1 == low:
+                c[i1] = low + 1
+            if c2 == low:
+                c[i2] = low + 1
+            if c3 == low:
+                c[i3] = low + 1
+        elif c0 < cap or c1 < cap or c2 < cap or c3 < cap:
+            c[i0] = min(c0 + 1, cap)
+            c[i1] = min(c1 + 1, cap)
+            c[i2] = min(c2 + 1, cap)
+            c[i3] = min(c3 + 1, cap)
+        else:
+            return
+        self._additions += 1
+        if self._additions >= self.sample_size:
+            self.reset()
+
+    def _added(self) -> None:
+        self._additions += 1
+        if self._additions >= self.sample_size:
+            self.reset()
+
+    def reset(self) -> None:
+        """Halve every counter (the aging step) and clear the doorkeeper."""
+        odd = self._counters.translate(_ODD).count(1)
+        self._counters = self._counters.translate(_HALF)
+        self._additions = max(0, (self._additions - (odd >> 2)) >> 1)
+        if self._doorkeeper:
+            self._door = bytearray(len(self._door))
+        self.resets += 1
+
+    def clear(self) -> None:
+        """Forget everything (used when the sketch is resized)."""
+        self._counters = bytearray(len(self._counters))
+        self._door = bytearray(len(self._door))
+        self._additions = 0
