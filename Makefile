@@ -4,15 +4,19 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.readscale-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format unasync bench setup clean
+.PHONY: demo smoke test lint format unasync bench setup clean
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh
 	bash scripts/bootstrap.sh
 
 setup: $(STAMP)
 
-## The main job: start the whole stack, show it works, stop it.
+## The main job: the whole read path under load, and what each layer absorbed.
 demo: setup
+	$(BIN)/readscale demo
+
+## A quick look at the local stack: start every server, write and read back, stop.
+smoke: setup
 	$(BIN)/readscale stack up --cluster --memcached --varnish
 	$(BIN)/readscale stack smoke || ($(BIN)/readscale stack down; exit 1)
 	$(BIN)/readscale stack down

@@ -17,6 +17,7 @@ command -v memcached >/dev/null || need+=(memcached)
 command -v varnishd >/dev/null || need+=(varnish)
 compgen -G "/usr/lib/*/varnish/vmods/libvmod_xkey.so" >/dev/null || compgen -G "/usr/lib/varnish/vmods/libvmod_xkey.so" >/dev/null || need+=(varnish-modules)
 command -v wrk >/dev/null || need+=(wrk)
+command -v chromium >/dev/null || need+=(chromium)  # renders the demo's report in a test
 if [ -n "$pg_bin" ]; then
   pg_major=$(basename "$(dirname "$pg_bin")")
   [ -e "/usr/lib/postgresql/$pg_major/lib/wal2json.so" ] || need+=("postgresql-$pg_major-wal2json")

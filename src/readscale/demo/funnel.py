@@ -84,6 +84,7 @@ class Funnel:
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # layer -> p50/p99/mean/count
     timeline: list[dict[str, float]] = field(default_factory=list)  # per bucket: shares by layer
     stale_reads_beyond_bound: int = 0
+    stale_checks: int = 0
 
     def summary_line(self) -> str:
         c = self.counts

@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import accumulate
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -76,6 +77,34 @@ class LoadResult:
     browser_hits: int = 0
     failures: Counter[str] = field(default_factory=Counter)
     duration_s: float = 0.0
+    stale_checks: int = 0  # reads whose freshness the clients could check
+    stale_reads: int = 0  # of which older than allowed (see Freshness below)
+    stale_examples: list[str] = field(default_factory=list)
+
+
+#: How stale a response may be, in seconds, by the layer that served it. A browser may
+#: keep a catalog page for its max-age (60 s, it cannot be purged); any other layer must
+#: show a price change within the CDC worker's reach (it purges the edge and the cache).
+BROWSER_BOUND = 62.0
+SHARED_BOUND = 2.0
+
+
+@dataclass
+class _Truth:
+    """What the clients know they wrote: prices (everyone's) and their own accounts."""
+
+    prices: dict[int, list[tuple[float, int]]] = field(default_factory=dict)
+
+    def price_stale(self, product: int, price: int, started: float, bound: float) -> bool:
+        newest = None
+        for at, value in self.prices.get(product, ()):
+            if at < started - bound:
+                newest = value
+        if newest is None:
+            return False
+        return price != newest and not any(
+            value == price for at, value in self.prices.get(product, ()) if at >= started - bound
+        )
 
 
 class Zipf:
@@ -120,16 +149,28 @@ async def run_load(config: LoadConfig, *, progress: Callable[[LoadResult], None]
             budget -= 1
         return True
 
+    truth = _Truth()
+
+    def check(result_: LoadResult, problem: str | None) -> None:
+        result_.stale_checks += 1
+        if problem is not None:
+            result_.stale_reads += 1
+            if len(result_.stale_examples) < 10:
+                result_.stale_examples.append(problem)
+
     async def client(index: int) -> None:
         rng = random.Random(config.seed * 1_000_003 + index)
         user = 1 + (index * 7919) % config.users
         session = f"session=user-{user}"
         storage = MemoryStorage()
+        own_balance: int | None = None  # read-your-writes: never below what a deposit returned
+        own_bio: str | None = None
         async with browser_client(config.base_url, storage=storage, limits=limits) as http:
             while spend():
                 write = rng.random() < write_probability
                 method, path, body, cookie = _request(rng, write, user, session, products, categories, config)
                 began = time.perf_counter()
+                sent_at = time.monotonic()
                 try:
                     headers = {"cookie": cookie} if cookie else {}
                     if method == "GET":
@@ -140,6 +181,31 @@ async def run_load(config: LoadConfig, *, progress: Callable[[LoadResult], None]
                     layer = served_by(response) if response.status_code < 400 else "error"
                     if response.status_code >= 400:
                         result.failures[f"{response.status_code} {path.split('/')[1]}"] += 1
+                    elif response.status_code == 200:
+                        body_out = response.json() if response.headers.get("content-type", "").startswith(
+                            "application/json"
+                        ) else None
+                        kind = path.split("/")
+                        if method == "POST" and kind[1] == "admin" and body is not None:
+                            truth.prices.setdefault(int(kind[3]), []).append((time.monotonic(), int(body["price_cents"])))
+                        elif method == "POST" and path.endswith("/balance") and isinstance(body_out, dict):
+                            own_balance = int(body_out["balance_cents"])
+                        elif method == "POST" and path.endswith("/profile") and isinstance(body_out, dict):
+                            own_bio = str(body_out.get("bio"))
+                        elif method == "GET" and path.endswith("/balance") and isinstance(body_out, dict):
+                            seen = int(body_out["balance_cents"])
+                            check(result, None if own_balance is None or seen >= own_balance else
+                                  f"balance {seen} < own deposit result {own_balance} (user {user})")
+                        elif method == "GET" and path.endswith("/profile") and isinstance(body_out, dict):
+                            check(result, None if own_bio is None or body_out.get("bio") == own_bio else
+                                  f"profile bio {body_out.get('bio')!r} != own update {own_bio!r} (user {user})")
+                        elif method == "GET" and kind[1] == "products" and isinstance(body_out, dict):
+                            bound = BROWSER_BOUND if layer == "browser" else SHARED_BOUND
+                            price = int(body_out["price_cents"])
+                            product = int(kind[2])
+                            if truth.prices.get(product):
+                                stale = truth.price_stale(product, price, sent_at, bound)
+                                check(result, f"product {product} price {price} via {layer}" if stale else None)
                 except httpx.HTTPError as exc:
                     layer = "error"
                     result.failures[type(exc).__name__] += 1
@@ -182,7 +248,7 @@ def _request(
     products: Zipf,
     categories: Zipf,
     config: LoadConfig,
-) -> tuple[str, str, dict[str, object] | None, str | None]:
+) -> tuple[str, str, dict[str, Any] | None, str | None]:
     """(method, path, json body, cookie) of one request."""
     if write:
         kind = _choose(rng, WRITES)

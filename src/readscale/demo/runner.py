@@ -240,7 +240,13 @@ def run_demo(
         result = asyncio.run(_load_with_chaos(load_config, stack, config, on_load))
         time.sleep(1.0)  # the service publishes its counters every 0.25 s
         counts = _collect(stack, result, varnish_before, app_before)
-        funnel = Funnel(counts, latency_summary(result.latency_ms), timeline_shares(result.timeline))
+        funnel = Funnel(
+            counts,
+            latency_summary(result.latency_ms),
+            timeline_shares(result.timeline),
+            stale_reads_beyond_bound=result.stale_reads,
+            stale_checks=result.stale_checks,
+        )
         data = _to_json(funnel, result, config)
         if config.report is not None:
             from readscale.demo.report import write_report
@@ -333,6 +339,8 @@ def _to_json(funnel: Funnel, result: LoadResult, config: DemoConfig) -> dict[str
         "duration_s": round(result.duration_s, 2),
         "failed_requests": c.failed,
         "stale_reads_beyond_bound": funnel.stale_reads_beyond_bound,
+        "stale_checks": funnel.stale_checks,
+        "stale_examples": result.stale_examples,
         **{f"share_{name}": round(value, 5) for name, value in shares.items()},
         "primary_read_share": round(c.primary_read_share, 5),
         "counts": {**c.by_layer(), "accounted": c.accounted, "discrepancy": round(c.discrepancy, 5)},

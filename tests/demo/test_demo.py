@@ -1,0 +1,86 @@
+"""The demo end to end, short: the funnel adds up, the primary serves almost no reads,
+nothing fails (also with Redis killed halfway), and the report renders in Chromium."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from readscale.demo.runner import DemoConfig, run_demo
+
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    report = tmp_path_factory.mktemp("demo") / "report.html"
+    data = run_demo(DemoConfig(duration_s=10, clients=24, report=report))
+    return data, report
+
+
+def test_the_layers_add_up_to_the_requests(demo_run: tuple[dict[str, Any], Path]) -> None:
+    data, _ = demo_run
+    assert data["requests"] > 1000
+    assert data["failed_requests"] == 0
+    for key in ("share_browser", "share_edge", "share_app_cache", "share_replicas", "share_primary"):
+        assert 0 <= data[key] <= 1
+    assert abs(data["counts"]["discrepancy"]) <= 0.005, data["layers_raw"]
+    assert data["primary_read_share"] <= 0.02
+    assert data["stale_reads_beyond_bound"] == 0
+    # Every layer took a part of the load.
+    assert all(data["counts"][layer] > 0 for layer in ("browser", "edge", "app_cache", "replicas", "primary"))
+    raw = data["layers_raw"]
+    # Cross-checks between layers: what the clients sent past their caches reached Varnish.
+    assert raw["edge_requests"] >= data["requests"] - data["counts"]["browser"]
+
+
+def test_the_report_renders_in_headless_chromium(demo_run: tuple[dict[str, Any], Path]) -> None:
+    _, report = demo_run
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.fail("chromium is not installed: scripts/bootstrap.sh installs it (Debian package chromium)")
+    profile = Path(tempfile.mkdtemp(prefix="readscale-chromium-"))
+    screenshot = report.with_suffix(".png")
+    flags = [
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", "--window-size=1000,2400",
+    ]  # fmt: skip
+    try:
+        shot = subprocess.run(
+            [chromium, *flags, f"--screenshot={screenshot}", report.as_uri()],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        dom = subprocess.run(
+            [chromium, *flags, "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120, check=False
+        )
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    console = [line for line in shot.stderr.splitlines() + dom.stderr.splitlines() if "CONSOLE" in line]
+    assert console == []  # no console message at all, errors included
+    assert screenshot.exists() and screenshot.stat().st_size > 20_000
+    assert dom.stdout.count("<svg") >= 4  # the funnel, latency, timeline and reconciliation charts
+    assert "Requests answered by each layer" in dom.stdout
+
+
+def test_redis_killed_halfway_fails_no_request(tmp_path: Path) -> None:
+    data = run_demo(DemoConfig(duration_s=12, clients=16, chaos="redis", report=None))
+    assert data["failed_requests"] == 0, data["failures"]
+    assert abs(data["counts"]["discrepancy"]) <= 0.01
+    timeline = data["timeline"]
+    before = [row for row in timeline if row["t"] < 5]
+    outage = [row for row in timeline if 6.5 <= row["t"] < 8.5]
+    assert before and outage
+
+    def replica_share(rows: list[dict[str, float]]) -> float:
+        return sum(row["replica"] * row["requests"] for row in rows) / sum(row["requests"] for row in rows)
+
+    # With the application cache gone, its reads move to the replicas.
+    assert replica_share(outage) > replica_share(before)
+    (tmp_path / "chaos.json").write_text(json.dumps(data))
