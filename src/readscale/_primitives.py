@@ -99,13 +99,27 @@ class Lock:
 
 
 class AsyncSemaphore:
-    """Bounds concurrency: callers queue instead of failing when a pool would be exhausted."""
+    """Bounds concurrency: callers queue instead of failing when a pool would be exhausted.
 
-    def __init__(self, value: int) -> None:
+    With a ``timeout``, a caller that waits longer gets :class:`TimeoutError` whose message
+    says no connection was available (what a blocking pool would say), so a wedged server
+    cannot make callers queue forever. The uncontended path never suspends.
+    """
+
+    def __init__(self, value: int, timeout: float | None = None) -> None:
         self._sem = asyncio.Semaphore(value)
+        self._value = value
+        self._timeout = timeout
 
     async def __aenter__(self) -> AsyncSemaphore:
-        await self._sem.acquire()
+        sem = self._sem
+        if self._timeout is None or not sem.locked():
+            await sem.acquire()
+            return self
+        try:
+            await asyncio.wait_for(sem.acquire(), self._timeout)
+        except TimeoutError:
+            raise TimeoutError(f"No connection available within {self._timeout:g} s ({self._value} in use)") from None
         return self
 
     async def __aexit__(
@@ -115,13 +129,17 @@ class AsyncSemaphore:
 
 
 class Semaphore:
-    """Bounds concurrency: callers queue instead of failing when a pool would be exhausted."""
+    """Bounds concurrency: callers queue instead of failing when a pool would be exhausted
+    (see :class:`AsyncSemaphore`)."""
 
-    def __init__(self, value: int) -> None:
+    def __init__(self, value: int, timeout: float | None = None) -> None:
         self._sem = threading.BoundedSemaphore(value)
+        self._value = value
+        self._timeout = timeout
 
     def __enter__(self) -> Semaphore:
-        self._sem.acquire()
+        if not self._sem.acquire(timeout=self._timeout):
+            raise TimeoutError(f"No connection available within {self._timeout:g} s ({self._value} in use)")
         return self
 
     def __exit__(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -82,15 +82,6 @@ def connects(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(AsyncTcpStream, "connect", classmethod(counting_connect))
     return made
-
-
-@pytest.fixture
-def silent_address() -> Iterator[str]:
-    """A port that accepts connections (the kernel's backlog) and never answers."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
-        yield f"127.0.0.1:{listener.getsockname()[1]}"
 
 
 @pytest.mark.stack

@@ -85,15 +85,6 @@ def connects(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return made
 
 
-@pytest.fixture
-def silent_address() -> Iterator[str]:
-    """A port that accepts connections (the kernel's backlog) and never answers."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
-        yield f"127.0.0.1:{listener.getsockname()[1]}"
-
-
 @pytest.mark.stack
 class TestMemcached(BackendContract):
     @pytest.fixture

@@ -8,7 +8,9 @@ from collections.abc import Iterator
 import pytest
 
 from readscale._sync.backends.redis import RedisBackend, RedisClusterBackend
+from readscale.errors import CacheUnavailableError
 from readscale.settings import RedisSettings
+from readscale.testing.concurrency import sync_gather
 from readscale.testing.contract import BackendContract
 
 pytestmark = pytest.mark.stack
@@ -35,4 +37,35 @@ class TestRedisCluster(BackendContract):
             RedisSettings(url=f"redis://{redis_cluster_nodes[0]}/0"), max_value_size=64 * 1024
         )
         yield backend
+        backend.close()
+
+
+def test_a_burst_queues_at_the_gate_instead_of_opening_connections(redis_url: str) -> None:
+    backend = RedisBackend(RedisSettings(url=redis_url, max_connections=2))
+    try:
+        backend.set("burst", b"v", 60)
+        results = sync_gather([lambda: backend.get("burst") for _ in range(50)])
+        assert results == [b"v"] * 50
+        pool = backend.client.connection_pool
+        assert len(pool._available_connections) + len(pool._in_use_connections) <= 2
+    finally:
+        backend.close()
+
+
+def test_callers_beyond_max_connections_give_up_after_the_pool_timeout(silent_address: str) -> None:
+    settings = RedisSettings(
+        url=f"redis://{silent_address}/0",
+        max_connections=1,
+        pool_timeout_ms=20,
+        socket_timeout_ms=500,
+        connect_timeout_ms=500,
+    )
+    backend = RedisBackend(settings)
+    try:
+        results = sync_gather([lambda: backend.get("a"), lambda: backend.get("b")], return_exceptions=True)
+        assert all(isinstance(result, CacheUnavailableError) for result in results)
+        busy = [result for result in results if isinstance(result, CacheUnavailableError) and result.busy]
+        assert len(busy) == 1
+        assert "No connection available within 0.02 s" in str(busy[0])
+    finally:
         backend.close()

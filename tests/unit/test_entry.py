@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from readscale._core.entry import HEADER_SIZE, EntryMeta, EnvelopeError, decode_envelope, encode_envelope, fresh_payload
+from readscale._core.entry import (
+    HEADER_SIZE,
+    EntryMeta,
+    EnvelopeError,
+    decode_envelope,
+    encode_envelope,
+    fresh_payloads,
+)
 
 finite = st.floats(min_value=0, max_value=1e12, allow_nan=False, allow_infinity=False)
 metas = st.builds(
@@ -64,7 +71,7 @@ def test_reasons() -> None:
     want_schema=st.integers(0, 2),
     want_codec=st.integers(0, 3),
 )
-def test_fresh_payload_agrees_with_the_full_path(
+def test_fresh_payloads_agree_with_the_full_path(
     meta: EntryMeta, codec_id: int, payload: bytes, offset: float, want_schema: int, want_codec: int
 ) -> None:
     from readscale._core.freshness import Freshness, assess
@@ -72,7 +79,8 @@ def test_fresh_payload_agrees_with_the_full_path(
     meta = meta._replace(schema=meta.schema % 3)
     raw = encode_envelope(meta, codec_id, payload)
     now = meta.created_at + offset
-    fast = fresh_payload(raw, now, want_schema, want_codec)
+    fast, missing = fresh_payloads([raw, None], now, want_schema, want_codec)
+    assert missing is None
     decoded, cid, body = decode_envelope(raw)
     full = (
         not decoded.tags

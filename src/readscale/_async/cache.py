@@ -28,9 +28,9 @@ from readscale._async.backends.base import AsyncBackend
 from readscale._async.bus import AsyncInvalidationBus
 from readscale._async.cached import AsyncCachedFunction
 from readscale._core import breaker as circuit
-from readscale._core.entry import fresh_payload
+from readscale._core.entry import fresh_payloads
 from readscale._core.freshness import Freshness, assess, storage_ttl
-from readscale._core.keys import DEFAULT_PREFIX, template_fields
+from readscale._core.keys import DEFAULT_PREFIX, physical_keys, template_fields
 from readscale._core.policy import DEFAULT, CachePolicy
 from readscale._core.writebehind import WriteBehindSettings
 from readscale._primitives import AsyncBackground, AsyncSingleFlight
@@ -455,28 +455,32 @@ class AsyncCache(AsyncFillMixin):
         if self._bus_pending:
             await self._ensure_bus()
         codec = codec or self.codec
+        if policy.versioned:
+            pkeys = [await self._pkey(key, policy) for key in keys]
+        else:
+            pkeys = physical_keys(self.prefix, policy.namespace, keys)
+        use_l1 = self.l1 is not None and policy.uses_l1
         result: dict[str, Any] = {}
-        remote: list[tuple[str, str]] = []
-        versioned = policy.versioned
-        for key in keys:
-            pkey = self._physical(key, policy) if not versioned else await self._pkey(key, policy)
-            found = self._l1_get(pkey, policy)
-            if found is not None and (not found[1].tags or self._tags_current_locally(found[1].tags)):
-                result[key] = found[0]
-            else:
-                remote.append((key, pkey))
+        remote_keys: Sequence[str] = keys
+        remote: list[str] = pkeys
+        if use_l1:
+            remote_keys, remote = [], []
+            for key, pkey in zip(keys, pkeys, strict=True):
+                found = self._l1_get(pkey, policy)
+                if found is not None and (not found[1].tags or self._tags_current_locally(found[1].tags)):
+                    result[key] = found[0]
+                else:
+                    remote_keys.append(key)
+                    remote.append(pkey)
         if not remote or self.backend is None or not policy.uses_l2:
             return result
-        raws = await self._l2_call_many([p for _, p in remote])
+        raws = await self._l2_call_many(remote)
         now = self._clock()
-        schema, codec_id, decode = policy.schema, codec.id, codec.decode
-        use_l1 = self.l1 is not None and policy.uses_l1
+        # The fast path: fresh entries without tags or LSN, no L1 copy to make.
+        payloads = fresh_payloads(raws, now, policy.schema, codec.id) if not use_l1 else [None] * len(raws)
+        decode = codec.decode
         hits = stale = 0
-        for (key, pkey), raw in zip(remote, raws, strict=True):
-            if raw is None:
-                continue
-            # The fast path: a fresh entry without tags or LSN, no L1 copy to make.
-            payload = None if use_l1 else fresh_payload(raw, now, schema, codec_id)
+        for key, pkey, raw, payload in zip(remote_keys, remote, raws, payloads, strict=True):
             if payload is not None:
                 try:
                     result[key] = decode(payload)
@@ -484,6 +488,8 @@ class AsyncCache(AsyncFillMixin):
                     continue
                 except CorruptValueError:
                     pass
+            if raw is None:
+                continue
             found = self._decode(pkey, raw, policy, codec)
             if found is None:
                 continue

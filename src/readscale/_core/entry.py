@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Sequence
 from typing import NamedTuple
 
 MAGIC = 0xA5
 ENVELOPE_FORMAT = 1
 _HEADER = struct.Struct("<BBBBIddddd")
 HEADER_SIZE = _HEADER.size
+_HEAD = struct.Struct("<BBBBI")  # the fixed fields, then created_at and fresh_ttl
+_TIMES = struct.Struct("<dd")
 _LSN = struct.Struct("<Q")
 _U16 = struct.Struct("<H")
 _FLAG_LSN = 1
@@ -142,18 +145,25 @@ def decode_envelope(data: bytes) -> tuple[EntryMeta, int, memoryview]:
     return meta, codec_id, memoryview(data)[offset:]
 
 
-def fresh_payload(data: bytes, now: float, schema: int, codec_id: int) -> memoryview | None:
-    """The payload of an envelope that is fresh at ``now`` with this schema and codec, or
-    None for anything else (stale, expired, another schema or codec, unreadable).
+def fresh_payloads(raws: Sequence[bytes | None], now: float, schema: int, codec_id: int) -> list[memoryview | None]:
+    """For each envelope, its payload if it is fresh at ``now`` with this schema and codec,
+    else None (missing, stale, expired, another schema or codec, unreadable).
 
-    The batch read's fast path: no EntryMeta is built; whatever returns None goes through
-    :func:`decode_envelope` and the full freshness rules instead.
+    The batch read's fast path: no EntryMeta is built, and the loop runs in one call;
+    whatever comes back None goes through :func:`decode_envelope` and the full freshness
+    rules instead.
     """
-    if len(data) < HEADER_SIZE:
-        return None
-    magic, fmt, cid, flags, sch, created, ttl, _, _, _ = _HEADER.unpack_from(data)
-    if magic != MAGIC or fmt != ENVELOPE_FORMAT or flags or cid != codec_id or sch != schema:
-        return None
-    if not created <= now < created + ttl:
-        return None
-    return memoryview(data)[HEADER_SIZE:]
+    # The first 8 header bytes (magic, format, codec, no flags, schema) must match exactly:
+    # one startswith instead of unpacking and comparing five fields.
+    want = _HEAD.pack(MAGIC, ENVELOPE_FORMAT, codec_id, 0, schema)
+    unpack, size = _TIMES.unpack_from, HEADER_SIZE
+    out: list[memoryview | None] = []
+    append = out.append
+    for data in raws:
+        if data is not None and len(data) >= size and data.startswith(want):
+            created, ttl = unpack(data, _HEAD.size)
+            if created <= now < created + ttl:
+                append(memoryview(data)[size:])
+                continue
+        append(None)
+    return out

@@ -14,7 +14,7 @@ and is refused.
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from readscale.errors import ConfigurationError, InvalidKeyError
@@ -53,6 +53,31 @@ def hash_tag(key: str) -> str | None:
 
 def physical_key(prefix: str, namespace: str, key: str) -> str:
     return f"{prefix}{namespace}:{key}" if namespace else f"{prefix}{key}"
+
+
+def physical_keys(prefix: str, namespace: str, keys: Sequence[str]) -> list[str]:
+    """The stored keys of many user keys, each validated as by :func:`validate_key`.
+
+    Batch reads spend more time naming keys than decoding them, so the common case (short,
+    printable keys without braces) is checked once over the joined text, in C; anything
+    else goes key by key, which also names the offending key.
+    """
+    if not keys:
+        return []
+    head = f"{prefix}{namespace}:" if namespace else prefix
+    try:
+        joined = "".join(keys)
+    except TypeError:
+        joined = None
+    if (
+        joined is not None
+        and joined.isprintable()
+        and "}" not in joined
+        and all(keys)
+        and max(map(len, keys)) <= MAX_KEY_BYTES // 4
+    ):
+        return [head + key for key in keys]
+    return [head + validate_key(key) for key in keys]
 
 
 def companion_key(key: str, suffix: str) -> str:

@@ -182,23 +182,34 @@ async def run_load(config: LoadConfig, *, progress: Callable[[LoadResult], None]
                     if response.status_code >= 400:
                         result.failures[f"{response.status_code} {path.split('/')[1]}"] += 1
                     elif response.status_code == 200:
-                        body_out = response.json() if response.headers.get("content-type", "").startswith(
-                            "application/json"
-                        ) else None
+                        body_out = (
+                            response.json()
+                            if response.headers.get("content-type", "").startswith("application/json")
+                            else None
+                        )
                         kind = path.split("/")
                         if method == "POST" and kind[1] == "admin" and body is not None:
-                            truth.prices.setdefault(int(kind[3]), []).append((time.monotonic(), int(body["price_cents"])))
+                            change = (time.monotonic(), int(body["price_cents"]))
+                            truth.prices.setdefault(int(kind[3]), []).append(change)
                         elif method == "POST" and path.endswith("/balance") and isinstance(body_out, dict):
                             own_balance = int(body_out["balance_cents"])
                         elif method == "POST" and path.endswith("/profile") and isinstance(body_out, dict):
                             own_bio = str(body_out.get("bio"))
                         elif method == "GET" and path.endswith("/balance") and isinstance(body_out, dict):
                             seen = int(body_out["balance_cents"])
-                            check(result, None if own_balance is None or seen >= own_balance else
-                                  f"balance {seen} < own deposit result {own_balance} (user {user})")
+                            check(
+                                result,
+                                None
+                                if own_balance is None or seen >= own_balance
+                                else f"balance {seen} < own deposit result {own_balance} (user {user})",
+                            )
                         elif method == "GET" and path.endswith("/profile") and isinstance(body_out, dict):
-                            check(result, None if own_bio is None or body_out.get("bio") == own_bio else
-                                  f"profile bio {body_out.get('bio')!r} != own update {own_bio!r} (user {user})")
+                            check(
+                                result,
+                                None
+                                if own_bio is None or body_out.get("bio") == own_bio
+                                else f"profile bio {body_out.get('bio')!r} != own update {own_bio!r} (user {user})",
+                            )
                         elif method == "GET" and kind[1] == "products" and isinstance(body_out, dict):
                             bound = BROWSER_BOUND if layer == "browser" else SHARED_BOUND
                             price = int(body_out["price_cents"])
