@@ -121,3 +121,23 @@ async def test_tombstones_refuse_fills_read_before_the_change(
     assert await cache.get("product:2") == "ripe pear"
     await worker.drop_slot()
     await worker.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("soft", [False, True])
+async def test_changed_rows_are_purged_at_the_edge_hard_unless_soft_is_asked(
+    cache: AsyncCache, table: str, pg_primary_dsn: str, soft: bool
+) -> None:
+    from readscale._async.purge import AsyncRecordingPurger
+
+    purger = AsyncRecordingPurger()
+    rules = [CdcRule(table, keys=("product:{id}",), tags=(f"{table}:category:{{category_id}}",))]
+    settings = CdcSettings(dsn=pg_primary_dsn, slot=f"s_{uuid.uuid4().hex[:10]}", tombstones=False, soft_purge=soft)
+    worker = AsyncCdcWorker(cache, rules, settings, purger=purger)
+    await worker.ensure_slot()
+    with psycopg.connect(pg_primary_dsn, autocommit=True) as conn:
+        conn.execute(f"UPDATE {table} SET name = 'green apple' WHERE id = 1")
+    assert await worker.run_once() == 1
+    assert purger.tag_purges == [(tuple(sorted([f"{table}:category:7", "product:1"])), soft)]
+    await worker.drop_slot()
+    await worker.close()

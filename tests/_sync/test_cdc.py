@@ -116,3 +116,22 @@ def test_tombstones_refuse_fills_read_before_the_change(cache: Cache, table: str
     assert cache.get("product:2") == "ripe pear"
     worker.drop_slot()
     worker.close()
+
+
+@pytest.mark.parametrize("soft", [False, True])
+def test_changed_rows_are_purged_at_the_edge_hard_unless_soft_is_asked(
+    cache: Cache, table: str, pg_primary_dsn: str, soft: bool
+) -> None:
+    from readscale._sync.purge import RecordingPurger
+
+    purger = RecordingPurger()
+    rules = [CdcRule(table, keys=("product:{id}",), tags=(f"{table}:category:{{category_id}}",))]
+    settings = CdcSettings(dsn=pg_primary_dsn, slot=f"s_{uuid.uuid4().hex[:10]}", tombstones=False, soft_purge=soft)
+    worker = CdcWorker(cache, rules, settings, purger=purger)
+    worker.ensure_slot()
+    with psycopg.connect(pg_primary_dsn, autocommit=True) as conn:
+        conn.execute(f"UPDATE {table} SET name = 'green apple' WHERE id = 1")
+    assert worker.run_once() == 1
+    assert purger.tag_purges == [(tuple(sorted([f"{table}:category:7", "product:1"])), soft)]
+    worker.drop_slot()
+    worker.close()

@@ -32,7 +32,7 @@ def test_the_layers_add_up_to_the_requests(demo_run: tuple[dict[str, Any], Path]
         assert 0 <= data[key] <= 1
     assert abs(data["counts"]["discrepancy"]) <= 0.005, data["layers_raw"]
     assert data["primary_read_share"] <= 0.02
-    assert data["stale_reads_beyond_bound"] == 0
+    assert data["stale_reads_beyond_bound"] == 0, data["stale_examples"]
     # Every layer took a part of the load.
     assert all(data["counts"][layer] > 0 for layer in ("browser", "edge", "app_cache", "replicas", "primary"))
     raw = data["layers_raw"]
@@ -74,13 +74,13 @@ def test_redis_killed_halfway_fails_no_request(tmp_path: Path) -> None:
     assert data["failed_requests"] == 0, data["failures"]
     assert abs(data["counts"]["discrepancy"]) <= 0.01
     timeline = data["timeline"]
-    before = [row for row in timeline if row["t"] < 5]
-    outage = [row for row in timeline if 6.5 <= row["t"] < 8.5]
+    before = [row for row in timeline if 2 <= row["t"] < 6]  # warm, Redis up
+    outage = [row for row in timeline if 6.5 <= row["t"] < 8.5]  # Redis dead (6 s to 9 s)
     assert before and outage
 
-    def replica_share(rows: list[dict[str, float]]) -> float:
-        return sum(row["replica"] * row["requests"] for row in rows) / sum(row["requests"] for row in rows)
+    def rate(rows: list[dict[str, float]]) -> float:
+        return sum(row["requests"] for row in rows) / len(rows)
 
-    # With the application cache gone, its reads move to the replicas.
-    assert replica_share(outage) > replica_share(before)
+    # The service kept answering at (most of) its pace while Redis was dead.
+    assert rate(outage) >= 0.5 * rate(before)
     (tmp_path / "chaos.json").write_text(json.dumps(data))

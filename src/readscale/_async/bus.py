@@ -160,7 +160,7 @@ class AsyncInvalidationBus:
 
     async def _listen(self, stop: AsyncEvent) -> None:
         pubsub: Any = None
-        seen_subscription = False
+        seen_subscription = failing = False
         while not stop.is_set():
             try:
                 if pubsub is None:
@@ -172,12 +172,16 @@ class AsyncInvalidationBus:
                 if message["type"] == "subscribe":
                     if seen_subscription:
                         await self._reconnected()
-                    seen_subscription = True
+                    seen_subscription, failing = True, False
                     self._subscribed.set()
                 elif message["type"] == "message":
                     await self._deliver(message["data"])
             except _ERRORS as exc:
-                log.warning("bus: subscription on %s lost (%s); retrying", self.settings.safe_url, exc)
+                # Once per outage at warning level (the resubscription is logged too);
+                # each retry after that at debug, so a dead Redis does not flood the log.
+                level = logging.DEBUG if failing else logging.WARNING
+                failing = True
+                log.log(level, "bus: subscription on %s lost (%s); retrying", self.settings.safe_url, exc)
                 self._subscribed = AsyncEvent()
                 if pubsub is not None:
                     with contextlib.suppress(*_ERRORS):

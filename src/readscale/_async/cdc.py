@@ -200,7 +200,7 @@ class AsyncCdcWorker:
                 log.warning("cdc: a TRUNCATE hit namespace %r, which is not versioned: keys stay until TTL", namespace)
         if self._purger is not None and (tags or by_namespace):
             surrogate = sorted(tags | {k for keys in by_namespace.values() for k in keys})
-            await self._purger.purge_tags(surrogate)
+            await self._purger.purge_tags(surrogate, soft=self.settings.soft_purge)
 
     async def _measure_lag(self) -> None:
         conn = await self._connection()

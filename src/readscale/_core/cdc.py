@@ -80,6 +80,11 @@ class CdcSettings:
     ``tombstones``: invalidate with the commit LSN (needs LSN-aware fills: the replica
     router); off, keys are only deleted.
     ``epoch_tag``: a tag every CDC-managed entry carries; bumped when the slot is lost.
+    ``soft_purge``: how the edge purger drops changed pages. Off (the default), a hard
+    purge: the next request fetches the new page. On, a soft purge keeps the old page
+    inside its stale-while-revalidate window, so the first request after the change still
+    gets it (while one background fetch refreshes): gentler on the origin, but a stale
+    read for as long as nobody asks.
     """
 
     dsn: str
@@ -88,6 +93,7 @@ class CdcSettings:
     poll_interval: float = 0.1
     tombstones: bool = True
     epoch_tag: str | None = None
+    soft_purge: bool = False
 
     def __post_init__(self) -> None:
         if not self.slot.replace("_", "").isalnum() or not self.slot.islower():

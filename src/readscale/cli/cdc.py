@@ -43,6 +43,9 @@ def run(
     purge_varnish: Annotated[
         str | None, typer.Option(help="Also purge the same keys and tags at this Varnish (readscale's VCL).")
     ] = None,
+    soft_purge: Annotated[
+        bool, typer.Option(help="Soft-purge at the edge (the old page is served once more while it refetches).")
+    ] = False,
     once: Annotated[bool, typer.Option("--once", help="Apply what is pending and exit.")] = False,
 ) -> None:
     """Apply invalidations from the WAL until stopped (Ctrl-C or SIGTERM)."""
@@ -64,7 +67,7 @@ def run(
         worker = CdcWorker(
             cache,
             load_rules(rules),
-            CdcSettings(dsn=dsn, slot=slot, tombstones=tombstones, epoch_tag=epoch_tag),
+            CdcSettings(dsn=dsn, slot=slot, tombstones=tombstones, epoch_tag=epoch_tag, soft_purge=soft_purge),
             purger=purger,
         )
         started = time.monotonic()

@@ -44,6 +44,7 @@ def demo(
     no_report: Annotated[bool, typer.Option("--no-report", help="Write no HTML report.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the clients' choices.")] = 7,
+    logs: Annotated[Path | None, typer.Option(help="Keep the service's logs in this folder.")] = None,
 ) -> None:
     """Start the stack and the reference service, drive it with browser-like clients, and
     show what each layer of the read path absorbed."""
@@ -59,6 +60,7 @@ def demo(
             chaos=chaos,  # type: ignore[arg-type]
             report=None if no_report else report,
             seed=seed,
+            logs=logs,
         )
         started = [0.0]
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -40,6 +42,7 @@ from readscale._async.replica_router import AsyncReplicaRouter
 from readscale._core.policy import BALANCE, CATALOG, PROFILE, TRENDING, CachePolicy, Strategy, Tier
 from readscale._core.writebehind import WriteBehindSettings
 from readscale.demo import schema
+from readscale.errors import CacheUnavailableError
 from readscale.http import HttpPolicy, HttpSettings, http_policy
 from readscale.http._context import POLICY_ATTR
 from readscale.http.asgi import HttpCacheMiddleware, add_tags
@@ -59,6 +62,8 @@ NO_STORE = HttpPolicy(visibility="no-store")
 
 #: View counters: kept in the cache for a day, their database rows written behind.
 VIEWS = CachePolicy(name="views", ttl=86_400.0, tiers=frozenset({Tier.L2}), strategy=Strategy.WRITE_BEHIND)
+
+log = logging.getLogger("readscale.demo")
 
 STATIC_CSS = "body { font-family: system-ui; } .price { font-weight: bold; }\n"
 
@@ -222,10 +227,26 @@ class Shop:
             await conn.execute(schema.UPDATE_PRICE, (price_cents, product_id))
 
     async def count_view(self, product_id: int) -> int:
-        """A product view: counted in Redis now, written to the database behind (batched)."""
+        """A product view: counted in Redis now, written to the database behind (batched).
+
+        With Redis down the view goes straight to the database (fail open for the user,
+        a warning for the operator): a write nobody acknowledged durably is never
+        dropped. If Redis failed between the INCR and the queue write, that one view is
+        counted twice; never lost.
+        """
         client = self.cache.backend.client  # type: ignore[union-attr]
-        views = int(await client.incr(f"demo:views:{product_id}"))
-        await self.cache.write_behind(f"views:{product_id}", {"product_id": product_id, "views": views}, policy=VIEWS)
+        try:
+            views = int(await client.incr(f"demo:views:{product_id}"))
+            await self.cache.write_behind(
+                f"views:{product_id}", {"product_id": product_id, "views": views}, policy=VIEWS
+            )
+        except (CacheUnavailableError, RedisError, OSError) as exc:
+            log.warning("views: Redis unavailable (%s); view of product %s written to the database", exc, product_id)
+            self.counters.writes += 1
+            async with self.router.write() as conn:
+                cur = await conn.execute(schema.COUNT_VIEW_DIRECT, {"key": f"views:{product_id}", "id": product_id})
+                row = await cur.fetchone()
+            return int(row[0]) if row is not None else 0
         self.counters.absorbed_writes += 1
         return views
 
@@ -427,7 +448,9 @@ def create_app(settings: DemoSettings | None = None) -> Any:
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.shop = shop
     signer = TokenSigner(settings.secret.encode())
-    wrapped = CausalTokenMiddleware(app, signer=signer, cookie_path="/users", secure=False)
+    # persist="write": a public page whose miss read a replica must not set a cookie (the
+    # edge could not share it); read-your-writes only needs the token after a write.
+    wrapped = CausalTokenMiddleware(app, signer=signer, cookie_path="/users", secure=False, persist="write")
     return HttpCacheMiddleware(wrapped, settings=HttpSettings(edge="varnish"))
 
 

@@ -64,8 +64,17 @@ CREATE INDEX IF NOT EXISTS reviews_product ON reviews (product_id);
 CREATE TABLE IF NOT EXISTS product_views (
     key text PRIMARY KEY,
     value jsonb NOT NULL,
-    version bigint NOT NULL
+    version bigint NOT NULL,
+    direct_views bigint NOT NULL DEFAULT 0
 );
+"""
+# Views counted while Redis is down: straight into their own column, which the
+# write-behind flusher (it sets value and version) never touches, so none is lost.
+COUNT_VIEW_DIRECT = """
+INSERT INTO product_views (key, value, version, direct_views)
+VALUES (%(key)s, jsonb_build_object('product_id', %(id)s::int, 'views', 0), 0, 1)
+ON CONFLICT (key) DO UPDATE SET direct_views = product_views.direct_views + 1
+RETURNING coalesce((value->>'views')::bigint, 0) + direct_views
 """
 
 
