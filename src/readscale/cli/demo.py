@@ -92,6 +92,7 @@ def _print_funnel(data: dict[str, Any]) -> None:
     table.add_column("p50 ms", justify="right")
     table.add_column("p99 ms", justify="right")
     from readscale.demo.funnel import CLIENT_LAYER as client_layer
+    from readscale.demo.loadgen import BROWSER_BOUND, SHARED_BOUND
 
     for name, label in LABELS.items():
         latency = data["latency"].get(client_layer[name], {})
@@ -107,4 +108,9 @@ def _print_funnel(data: dict[str, Any]) -> None:
         f"layers add up to {counts['accounted']:,} of {data['requests']:,} requests "
         f"({counts['discrepancy']:+.2%}); primary share of reads {data['primary_read_share']:.2%}; "
         f"failed requests {data['failed_requests']}; {data['config']['rps']:.0f} requests/s"
+    )
+    console.print(
+        f"stale reads beyond their bound: {data['stale_reads_beyond_bound']} of {data['stale_checks']:,} checked "
+        f"(balance and profile: read-your-writes; prices: browser {BROWSER_BOUND:g} s, "
+        f"shared layers {SHARED_BOUND:g} s after a change)"
     )

@@ -56,8 +56,8 @@ def render_report(data: dict[str, Any]) -> str:
     )
     reconcile = stacked_bar_chart(
         {
-            "the layers' own counters": [(LABELS[k], counts[k]) for k in LABELS],
-            "what the clients saw": [
+            "layers' counters": [(LABELS[k], counts[k]) for k in LABELS],
+            "clients' view": [
                 (LABELS[k], int(data["latency"].get(CLIENT_LAYER[k], {}).get("count", 0))) for k in LABELS
             ],
         },
@@ -76,6 +76,10 @@ def render_report(data: dict[str, Any]) -> str:
             ["reads on the primary / writes on the primary", f"{raw['primary_reads']:,} / {raw['primary_writes']:,}"],
             ["primary's share of reads", f"{data['primary_read_share']:.2%}"],
             ["failed requests", f"{data['failed_requests']:,}"],
+            [
+                "stale reads beyond their bound (reads checked)",
+                f"{data['stale_reads_beyond_bound']:,} ({data['stale_checks']:,})",
+            ],
             ["requests per second", f"{data['config']['rps']:,.0f}"],
             ["chaos", str(data["config"]["chaos"])],
         ],
