@@ -132,3 +132,15 @@ def timeline_shares(events: list[tuple[float, str]], bucket_s: float = 2.0) -> l
             row[layer] = counts.get(layer, 0) / total
         rows.append(row)
     return rows
+
+
+def service_shares(rows: list[dict[str, float]]) -> list[dict[str, float]]:
+    """Per time bucket, of the requests that reached the service (past the browser and
+    the edge), the share the app cache, the replicas and the primary answered: where
+    an outage of one tier shows as load moving to the next."""
+    out = []
+    for row in rows:
+        total = row["app_cache"] + row["replica"] + row["primary"]
+        if total > 0:
+            out.append({"t": row["t"], **{k: row[k] / total for k in ("app_cache", "replica", "primary")}})
+    return out

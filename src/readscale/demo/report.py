@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from readscale.demo.funnel import CLIENT_LAYER
+from readscale.demo.funnel import CLIENT_LAYER, service_shares
 from readscale.report import bar_chart, escape, funnel_chart, html_page, html_table, line_chart, stacked_bar_chart
 
 LABELS = {
@@ -54,6 +54,27 @@ def render_report(data: dict[str, Any]) -> str:
         if timeline
         else "<p>No timeline.</p>"
     )
+    behind = service_shares(timeline)
+    window = data.get("chaos_window_s") or []
+    chaos_note = (
+        f" ({data['config']['chaos']} killed at {window[0]:.0f} s, back at {window[1]:.0f} s)"
+        if len(window) == 2
+        else ""
+    )
+    behind_chart = (
+        line_chart(
+            {
+                LABELS[name]: [(row["t"], row[CLIENT_LAYER[name]]) for row in behind]
+                for name in LABELS
+                if name in ("app_cache", "replicas", "primary")
+            },
+            title=f"Requests that reached the service: who answered them{chaos_note}",
+            x_label="seconds",
+            y_label="share of the service's answers",
+        )
+        if behind
+        else ""
+    )
     reconcile = stacked_bar_chart(
         {
             "layers' counters": [(LABELS[k], counts[k]) for k in LABELS],
@@ -95,6 +116,7 @@ def render_report(data: dict[str, Any]) -> str:
             latency_chart,
             "<h2>Over time</h2>",
             over_time,
+            behind_chart,
             "<h2>Do the counts add up?</h2>",
             reconcile,
             checks,

@@ -181,7 +181,9 @@ def run_demo(
         (app_port,) = pick_ports(1)
         stack.up(
             StackConfig(
-                replicas=2, redis=True, varnish=True,
+                # AOF: Redis holds the write-behind queue, whose acknowledged writes must
+                # survive a kill (Redis writes the AOF before it replies).
+                replicas=2, redis=True, redis_aof=True, varnish=True,
                 varnish_backend=f"http://127.0.0.1:{app_port}", varnish_probe="/healthz",
             )
         )  # fmt: skip
@@ -244,7 +246,7 @@ def run_demo(
             asset_paths=asset_paths, think_s=config.think_s,
         )  # fmt: skip
         progress(f"load: {config.clients} clients for {config.duration_s:.0f}s (chaos: {config.chaos})")
-        result = asyncio.run(_load_with_chaos(load_config, stack, config, on_load))
+        result, chaos_window = asyncio.run(_load_with_chaos(load_config, stack, config, on_load))
         time.sleep(1.0)  # the service publishes its counters every 0.25 s
         counts = _collect(stack, result, varnish_before, app_before)
         funnel = Funnel(
@@ -255,6 +257,7 @@ def run_demo(
             stale_checks=result.stale_checks,
         )
         data = _to_json(funnel, result, config)
+        data["chaos_window_s"] = chaos_window
         if config.report is not None:
             from readscale.demo.report import write_report
 
@@ -287,21 +290,30 @@ def _static_urls(folder: Path) -> list[str]:
 
 async def _load_with_chaos(
     load: LoadConfig, stack: Stack, config: DemoConfig, on_load: Callable[[LoadResult], None] | None
-) -> LoadResult:
+) -> tuple[LoadResult, list[float]]:
+    """Run the load; with chaos, kill the node halfway and start it again at three
+    quarters. Returns the result and when (seconds into the load) the node died and
+    answered again."""
+    began = time.monotonic()
+    window: list[float] = []
+
     async def chaos() -> None:
         if config.chaos == "none":
             return
         node = "redis" if config.chaos == "redis" else "r1"
         await asyncio.sleep(config.duration_s / 2)
         await asyncio.to_thread(stack.kill, node)
+        window.append(round(time.monotonic() - began, 2))
         await asyncio.sleep(config.duration_s / 4)
         await asyncio.to_thread(stack.start, node)
+        window.append(round(time.monotonic() - began, 2))
 
     task = asyncio.ensure_future(chaos())
     try:
-        return await run_load(load, progress=on_load)
+        result = await run_load(load, progress=on_load)
     finally:
         await task
+    return result, window
 
 
 def _collect(
