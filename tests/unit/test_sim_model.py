@@ -62,6 +62,17 @@ def test_off_caches_pass_everything() -> None:
     assert p.layer("replicas").per_node_rps == pytest.approx(p.reads_rps * (1 - p.ryw_fraction) / 2)
 
 
+def test_write_behind_moves_writes_from_the_primary_to_the_app_cache() -> None:
+    plain = predict(TEXTBOOK)
+    behind = predict(replace(TEXTBOOK, layers=replace(TEXTBOOK.layers, write_behind_share=0.5)))
+    moved = 0.5 * TEXTBOOK.traffic.writes_rps
+    assert behind.writes_rps == pytest.approx(plain.writes_rps - moved)
+    assert behind.layer("app_cache").absorbed_rps == pytest.approx(plain.layer("app_cache").absorbed_rps + moved)
+    # Fewer writes to the primary: fewer clients inside their read-your-writes window.
+    assert behind.ryw_fraction < plain.ryw_fraction
+    assert math.fsum(behind.shares.values()) == pytest.approx(1.0)
+
+
 def test_private_routes_skip_the_edge() -> None:
     private = predict(Scenario(Traffic(rps=1_000, keys=500, clients=10), Layers(public_share=0.0)))
     assert private.layer("edge").absorbed_rps == 0
@@ -98,6 +109,7 @@ def test_json_has_every_layer_and_no_infinity() -> None:
         (lambda: Layers(replicas=-1), "replicas"),
         (lambda: Layers(l2_entries=-3), "l2_entries"),
         (lambda: Layers(read_your_writes="sometimes"), "read_your_writes"),  # type: ignore[arg-type]
+        (lambda: Layers(write_behind_share=1.2), "write_behind_share"),
         (lambda: Latencies(edge=-0.1), "latency_ms.edge"),
         (lambda: Locality(browser=0), "locality.browser"),
     ],
@@ -134,6 +146,7 @@ layer_settings = st.builds(
     replica_lag_ms=st.floats(min_value=0.0, max_value=10_000.0),
     read_your_writes=st.sampled_from(["lsn", "window", "none"]),
     ryw_window_s=st.floats(min_value=0.0, max_value=60.0),
+    write_behind_share=st.floats(min_value=0.0, max_value=1.0),
 )
 scenarios = st.builds(Scenario, traffic=traffics, layers=layer_settings)
 FEW = settings(max_examples=60, deadline=None)

@@ -117,6 +117,9 @@ def sim(
     replica_lag_ms: Annotated[float | None, typer.Option(help="Replica lag, milliseconds.")] = None,
     ryw: Annotated[str | None, typer.Option(help="Read-your-writes rule: lsn, window or none.")] = None,
     ryw_window: Annotated[float | None, typer.Option(help="The time-window rule's window, seconds.")] = None,
+    write_behind_share: Annotated[
+        float | None, typer.Option(help="Share of writes acknowledged by write-behind (batched to the database).")
+    ] = None,
     latency: Annotated[list[str] | None, typer.Option(help="LAYER=MS latency of a layer's hits (repeatable).")] = None,
     chart: Annotated[Path | None, typer.Option(help="Write the chart to this .svg file.")] = None,
     html: Annotated[Path | None, typer.Option(help="Write an HTML page with the table and charts.")] = None,
@@ -151,6 +154,7 @@ def sim(
         "replica_lag_ms": replica_lag_ms,
         "read_your_writes": ryw,
         "ryw_window_s": ryw_window,
+        "write_behind_share": write_behind_share,
     }
     overrides = any(v is not None for v in (*traffic_opts.values(), *layer_opts.values())) or bool(latency)
 

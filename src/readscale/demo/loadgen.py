@@ -38,6 +38,11 @@ ACTIONS = (
 WRITES = (("view", 0.5), ("profile_update", 0.2), ("deposit", 0.2), ("price", 0.1))
 
 
+def write_behind_share() -> float:
+    """Share of the clients' writes the service acknowledges through write-behind (views)."""
+    return dict(WRITES)["view"] / sum(weight for _, weight in WRITES)
+
+
 @dataclass(frozen=True)
 class LoadConfig:
     base_url: str

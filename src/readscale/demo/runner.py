@@ -29,7 +29,7 @@ import psycopg
 
 from readscale.demo import schema
 from readscale.demo.funnel import CLIENT_LAYER, Funnel, LayerCounts, latency_summary, timeline_shares
-from readscale.demo.loadgen import LoadConfig, LoadResult, run_load
+from readscale.demo.loadgen import LoadConfig, LoadResult, run_load, write_behind_share
 from readscale.errors import ConfigurationError, StackError
 from readscale.stack import Stack, StackConfig
 from readscale.stack._proc import pick_ports
@@ -379,6 +379,7 @@ def _to_json(funnel: Funnel, result: LoadResult, config: DemoConfig) -> dict[str
             "reads_per_write": config.reads_per_write, "browser_max_age_s": 60, "edge_ttl_s": 3600,
             "cache_ttl_s": 3600, "l1_entries": 5000, "replicas": 2, "replica_lag_ms": config.replica_delay_s * 1000,
             "rps": round(c.requests / max(result.duration_s, 0.001), 1), "chaos": config.chaos,
-            "workers": config.workers,
+            "workers": config.workers, "app_processes": config.workers,
+            "write_behind_share": round(write_behind_share(), 4),
         },
     }  # fmt: skip

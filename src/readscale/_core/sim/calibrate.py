@@ -41,6 +41,7 @@ from readscale._core.sim.model import (
     Scenario,
     Traffic,
     predict,
+    primary_writes_rps,
 )
 from readscale.errors import ConfigurationError
 
@@ -103,7 +104,7 @@ def parse_demo_run(data: Any) -> DemoRun:
     ``cache_ttl_s``, ``l1_entries``, ``replicas``, ``replica_lag_ms``, ``rps``) and the
     five ``share_*``. Optional: ``latency_ms`` per layer (defaults otherwise) and, in
     ``config``, ``public_share``, ``l2_entries``, ``app_processes``, ``write_alpha``,
-    ``read_your_writes``, ``ryw_window_s``. Other fields are ignored.
+    ``read_your_writes``, ``ryw_window_s``, ``write_behind_share``. Other fields are ignored.
 
     Raises :class:`ConfigurationError` naming the missing or malformed field, or the
     shares when they are outside [0, 1] or do not add up to 1 (within 0.01).
@@ -149,7 +150,13 @@ def parse_demo_run(data: Any) -> DemoRun:
         raise ConfigurationError(f"demo run: config.read_your_writes must be one of {RYW_RULES}, got {ryw!r}")
     rule: ReadYourWrites = ryw
     optional: dict[str, Any] = {}
-    for name, kind in (("public_share", float), ("ryw_window_s", float), ("app_processes", int), ("l2_entries", int)):
+    for name, kind in (
+        ("public_share", float),
+        ("ryw_window_s", float),
+        ("app_processes", int),
+        ("l2_entries", int),
+        ("write_behind_share", float),
+    ):
         if name in config and config[name] is not None:
             optional[name] = _field(config, name, "config", kind)
     write_alpha = _field(config, "write_alpha", "config", float) if config.get("write_alpha") is not None else None
@@ -296,14 +303,15 @@ def calibrate(run: DemoRun, progress: Callable[[str], None] | None = None) -> Ca
     say("fitting read-your-writes")
     fitted = predict(replace(base, locality=loc))
     traffic = base.traffic
-    if base.layers.replicas > 0 and traffic.writes_rps > 0:
+    writes = primary_writes_rps(base)
+    if base.layers.replicas > 0 and writes > 0:
         db_reads = fitted.primary_reads_rps + fitted.layer("replicas").absorbed_rps
-        needed = run.shares["primary"] * traffic.rps - traffic.writes_rps
+        needed = run.shares["primary"] * traffic.rps - writes
         fraction = needed / db_reads if db_reads > 0 else 0.0
         if not 0.0 <= fraction < 1.0:
             clamped.append("primary")
         fraction = min(max(fraction, 0.0), 1.0 - 1e-9)
-        per_client = traffic.writes_rps / traffic.clients
+        per_client = writes / traffic.clients
         loc = replace(loc, ryw_effective_s=-math.log1p(-fraction) / per_client)
         fitted = predict(replace(base, locality=loc))
     return Calibration(run, loc, uncalibrated, fitted, tuple(clamped))

@@ -97,6 +97,8 @@ class Layers:
     ``l1_entries`` per app process (0: no L1), ``l2_entries`` None: Redis is unbounded.
     ``read_your_writes``: after a client writes, its reads go to the primary while the
     replicas may lag (``"lsn"``: for the replica lag; ``"window"``: for ``ryw_window_s``).
+    ``write_behind_share``: share of writes the app cache acknowledges (write-behind) and
+    the database receives later in batches: they count at the app cache, not the primary.
     """
 
     browser_max_age_s: float = 60.0
@@ -112,6 +114,7 @@ class Layers:
     replica_lag_ms: float = 10.0
     read_your_writes: ReadYourWrites = "lsn"
     ryw_window_s: float = 2.0
+    write_behind_share: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("browser_max_age_s", "edge_ttl_s", "cache_ttl_s"):
@@ -127,6 +130,12 @@ class Layers:
         _non_negative("replica_lag_ms", self.replica_lag_ms)
         _need(self.read_your_writes in RYW_RULES, "read_your_writes", " or ".join(RYW_RULES), self.read_your_writes)
         _non_negative("ryw_window_s", self.ryw_window_s)
+        _need(
+            0.0 <= self.write_behind_share <= 1.0,
+            "write_behind_share",
+            "a share between 0 and 1",
+            self.write_behind_share,
+        )
 
     @property
     def ryw_duration_s(self) -> float:
@@ -270,7 +279,8 @@ class Prediction:
 
     @property
     def writes_rps(self) -> float:
-        return self.scenario.traffic.writes_rps
+        """Writes reaching the primary one by one (write-behind ones are batched later)."""
+        return primary_writes_rps(self.scenario)
 
     def layer(self, name: str) -> LayerLoad:
         for load in self.layers:
@@ -400,21 +410,30 @@ def funnel(scenario: Scenario) -> Funnel:
     return Funnel(*(_total(bins, x) for x in (at_edge, at_app, at_l2, at_db)))
 
 
+def primary_writes_rps(scenario: Scenario) -> float:
+    """Writes the primary takes one by one: all but the write-behind share."""
+    return scenario.traffic.writes_rps * (1.0 - scenario.layers.write_behind_share)
+
+
 def ryw_fraction(scenario: Scenario) -> float:
-    """Share of the reads reaching the database that must go to the primary."""
+    """Share of the reads reaching the database that must go to the primary (after a
+    client's own write to the primary; a write-behind write moves no WAL position)."""
     traffic, layers, loc = scenario.traffic, scenario.layers, scenario.locality
     if layers.replicas == 0:
         return 1.0
     ryw_s = layers.ryw_duration_s if loc.ryw_effective_s is None else loc.ryw_effective_s
-    if ryw_s == 0.0 or traffic.writes_rps == 0.0:
+    writes = primary_writes_rps(scenario)
+    if ryw_s == 0.0 or writes == 0.0:
         return 0.0
-    return -math.expm1(-traffic.writes_rps / traffic.clients * ryw_s)
+    return -math.expm1(-writes / traffic.clients * ryw_s)
 
 
 def assemble(scenario: Scenario, flows: Funnel) -> Prediction:
     """The prediction from the caches' funnel: the database split and every share."""
     traffic, layers, lat = scenario.traffic, scenario.layers, scenario.latencies
-    reads, writes, total = traffic.reads_rps, traffic.writes_rps, traffic.rps
+    reads, total = traffic.reads_rps, traffic.rps
+    writes = primary_writes_rps(scenario)
+    behind = traffic.writes_rps - writes  # acknowledged by the app cache's write-behind
     ryw = ryw_fraction(scenario)
     primary_reads = flows.db_in * ryw
     replica_reads = flows.db_in - primary_reads
@@ -427,7 +446,7 @@ def assemble(scenario: Scenario, flows: Funnel) -> Prediction:
         layers=(
             load("browser", reads, reads - flows.edge_in, traffic.clients),
             load("edge", flows.edge_in, flows.edge_in - flows.app_in),
-            load("app_cache", flows.app_in, flows.app_in - flows.db_in, layers.app_processes),
+            load("app_cache", flows.app_in + behind, flows.app_in - flows.db_in + behind, layers.app_processes),
             load("replicas", replica_reads, replica_reads, layers.replicas),
             load("primary", primary_reads + writes, primary_reads + writes),
         ),

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from readscale._core.sim.model import Prediction, Scenario, assemble, funnel, predict
+from readscale._core.sim.model import Prediction, Scenario, assemble, funnel, predict, primary_writes_rps
 from readscale.errors import ConfigurationError
 
 Setting = Literal["replicas", "cache-size"]
@@ -105,7 +105,7 @@ def _grid(top: int, points: int = CURVE_POINTS) -> list[int]:
 
 
 def _writes_note(scenario: Scenario, targets: Targets) -> str:
-    writes = scenario.traffic.writes_rps
+    writes = primary_writes_rps(scenario)
     if targets.primary_rps is not None and writes > targets.primary_rps:
         return (
             f"; writes alone put {writes:,.0f}/s on the primary, over the target of {targets.primary_rps:,.0f}/s: "
