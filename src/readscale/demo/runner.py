@@ -10,29 +10,21 @@ funnel and writes the JSON and the HTML report. Everything it starts, it stops.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import httpx
 import psycopg
 
 from readscale.demo import schema
+from readscale.demo.environment import STATS_KEY, DemoEnvironment, EnvironmentConfig
 from readscale.demo.funnel import CLIENT_LAYER, Funnel, LayerCounts, latency_summary, timeline_shares
 from readscale.demo.loadgen import LoadConfig, LoadResult, run_load, write_behind_share
-from readscale.errors import ConfigurationError, StackError
-from readscale.stack import Stack, StackConfig
-from readscale.stack._proc import pick_ports
+from readscale.errors import ConfigurationError
+from readscale.stack import Stack
 
 Chaos = Literal["none", "redis", "replica"]
 
@@ -72,48 +64,6 @@ class DemoConfig:
             raise ConfigurationError("duration_s > 0, clients >= 1 and workers >= 1 are required")
         if self.chaos not in ("none", "redis", "replica"):
             raise ConfigurationError(f"chaos must be none, redis or replica, got {self.chaos!r}")
-
-
-@dataclass
-class _Processes:
-    app: subprocess.Popen[bytes] | None = None
-    cdc: subprocess.Popen[bytes] | None = None
-    flusher: subprocess.Popen[bytes] | None = None
-    logs: list[Path] = field(default_factory=list)
-
-    def stop(self) -> None:
-        for proc in (self.app, self.cdc, self.flusher):
-            if proc is not None and proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-        for proc in (self.app, self.cdc, self.flusher):
-            if proc is None:
-                continue
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
-
-
-def _launch(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(
-            argv, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise StackError(f"the demo service exited ({proc.returncode}); log {log}:\n{log.read_text()[-2000:]}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise StackError(f"the demo service did not answer {url} within {timeout:.0f}s")
 
 
 def _statement_counts(dsn: str) -> dict[str, int]:
@@ -173,77 +123,21 @@ def run_demo(
     on_load: Callable[[LoadResult], None] | None = None,
 ) -> dict[str, Any]:
     """Run the demo and return its JSON (the funnel, shares, latencies, the timeline)."""
-    base = Path(tempfile.mkdtemp(prefix="readscale-demo-"))
-    base.chmod(0o755)
-    stack = Stack(base / "stack", progress=progress)
-    procs = _Processes()
+    env = DemoEnvironment(
+        EnvironmentConfig(size=config.size, workers=config.workers, replica_delay_s=config.replica_delay_s), progress
+    )
     try:
-        (app_port,) = pick_ports(1)
-        stack.up(
-            StackConfig(
-                # AOF: Redis holds the write-behind queue, whose acknowledged writes must
-                # survive a kill (Redis writes the AOF before it replies).
-                replicas=2, redis=True, redis_aof=True, varnish=True,
-                varnish_backend=f"http://127.0.0.1:{app_port}", varnish_probe="/healthz",
-            )
-        )  # fmt: skip
-        if config.replica_delay_s:
-            stack.set_apply_delay("r2", config.replica_delay_s)
-        progress("seeding the shop")
-        with psycopg.connect(stack.primary.dsn, autocommit=True) as conn:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-            conn.execute(schema.DDL)
-            for statement in schema.seed_sql(config.size):
-                conn.execute(statement)
-        static_dir = base / "static"
-        from readscale.demo.app import write_static
-
-        write_static(static_dir)
-        rules = base / "cdc-rules.toml"
-        rules.write_text('[[rule]]\ntable = "products"\nkeys = ["product:{id}"]\ntags = ["category:{category_id}"]\n')
-        env = {
-            "READSCALE_DEMO_PRIMARY": stack.primary.dsn,
-            "READSCALE_DEMO_REPLICAS": ",".join(r.dsn for r in stack.replicas),
-            "READSCALE_DEMO_REDIS": stack.redis.url,
-            "READSCALE_DEMO_SECRET": os.urandom(16).hex(),
-            "READSCALE_DEMO_STATS_KEY": "demo:stats",
-            "READSCALE_DEMO_STATIC": str(static_dir),
-        }
-        progress(f"starting the service ({config.workers} uvicorn workers) and the CDC worker")
-        app_log, cdc_log = base / "app.log", base / "cdc.log"
-        procs.logs += [app_log, cdc_log]
-        procs.app = _launch(
-            [sys.executable, "-m", "uvicorn", "readscale.demo.app:app_from_env", "--factory", "--host", "127.0.0.1",
-             "--port", str(app_port), "--workers", str(config.workers), "--log-level", "warning", "--no-access-log"],
-            env, app_log,
-        )  # fmt: skip
-        _wait_http(f"http://127.0.0.1:{app_port}/healthz", 30, procs.app, app_log)
-        readscale_cli = str(Path(sys.executable).with_name("readscale"))
-        procs.cdc = _launch(
-            [readscale_cli, "cdc", "run", "--dsn", stack.primary.dsn, "--rules", str(rules), "--redis-url",
-             stack.redis.url, "--slot", "demo_cdc", "--purge-varnish", stack.varnish.url],
-            {}, cdc_log,
-        )  # fmt: skip
-        flusher_log = base / "flusher.log"
-        procs.logs.append(flusher_log)
-        procs.flusher = _launch(
-            [readscale_cli, "writebehind", "run", "--redis-url", stack.redis.url, "--dsn", stack.primary.dsn,
-             "--table", "product_views", "--key-column", "key", "--version-column", "version",
-             "--value-column", "value", "--queue", "views"],
-            {}, flusher_log,
-        )  # fmt: skip
-        _wait_http(f"{stack.varnish.url}/healthz", 30, procs.app, app_log)
-        time.sleep(1.0)  # the CDC slot exists before the first change
+        env.start()
+        stack = env.stack
         for node in [stack.primary, *stack.replicas]:
             _reset_statements(node.dsn)
         varnish_before = stack.varnish.counters()
-        app_before = _app_counters(stack.redis.url, "demo:stats")
-        asset_paths = tuple(sorted(_static_urls(static_dir)))
+        app_before = _app_counters(stack.redis.url, STATS_KEY)
         load_config = LoadConfig(
-            base_url=stack.varnish.url, clients=config.clients, duration_s=config.duration_s,
+            base_url=env.edge_url, clients=config.clients, duration_s=config.duration_s,
             products=config.size.products, categories=config.size.categories, users=config.size.users,
             zipf_alpha=config.zipf_alpha, reads_per_write=config.reads_per_write, seed=config.seed,
-            asset_paths=asset_paths, think_s=config.think_s,
+            asset_paths=env.static_urls(), think_s=config.think_s,
         )  # fmt: skip
         progress(f"load: {config.clients} clients for {config.duration_s:.0f}s (chaos: {config.chaos})")
         result, chaos_window = asyncio.run(_load_with_chaos(load_config, stack, config, on_load))
@@ -265,27 +159,7 @@ def run_demo(
             progress(f"report written to {config.report}")
         return data
     finally:
-        procs.stop()
-        if config.logs is not None:
-            config.logs.mkdir(parents=True, exist_ok=True)
-            for log in procs.logs:
-                if log.exists():
-                    shutil.copy2(log, config.logs / log.name)
-        stack.down()
-        for path in base.glob("*"):
-            if path.is_file():
-                path.unlink()
-            elif path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            base.rmdir()
-
-
-def _static_urls(folder: Path) -> list[str]:
-    from readscale.http.static import AssetManifest
-
-    manifest = AssetManifest.build(folder)
-    return [manifest.url(name) for name in ("app.css", "app.js")]
+        env.close(keep_logs=config.logs)
 
 
 async def _load_with_chaos(
@@ -324,7 +198,7 @@ def _collect(
     def delta(name: str) -> int:
         return after.get(name, 0) - varnish_before.get(name, 0)
 
-    app = _app_counters(stack.redis.url, "demo:stats")
+    app = _app_counters(stack.redis.url, STATS_KEY)
     primary = _statement_counts(stack.primary.dsn)
     replica_reads = sum(_statement_counts(r.dsn)["reads"] for r in stack.replicas)
     refresh = app["refresh_loads"]
