@@ -27,6 +27,9 @@ class TierStats:
     coalesced: int = 0
     tag_stale: int = 0
     flushes: int = 0
+    unsynced: int = 0  # writes that could not reach the tier: their keys are removed later
+    resynced: int = 0  # of those, removed once the tier answered again
+    unsynced_dropped: int = 0  # past the limit: left to their TTL (logged as errors)
 
 
 @dataclass(slots=True)

@@ -85,3 +85,35 @@ def test_deletes_are_loud_when_redis_is_down(readscale_stack_factory: Callable[.
         cache.delete("k")
     assert info.value.backend == "redis"
     cache.close()
+
+
+def test_a_value_written_while_redis_was_unreachable_never_comes_back_stale(
+    readscale_stack_factory: Callable[..., Stack],
+) -> None:
+    stack = readscale_stack_factory(StackConfig(postgres=False))
+    cache = make_cache(stack)
+    db = {"price": 1}
+
+    def load() -> int:
+        return db["price"]
+
+    def write() -> int:
+        db["price"] = 2
+        return 2
+
+    assert cache.get_or_load("price", load) == 1  # Redis holds 1
+    stack.freeze("redis")  # hung, its data intact
+    try:
+        for _ in range(2):  # two timeouts open the breaker: Redis is skipped from now on
+            cache.get("other")
+        assert cache.stats.breaker_opens == 1
+        assert cache.write_through("price", write) == 2  # the database has 2; Redis never hears it
+        assert cache.get_or_load("price", load) == 2  # the breaker: straight to the loader
+    finally:
+        stack.thaw("redis")
+    sync_sleep(0.3)  # past the breaker's cooldown
+    assert cache.get_or_load("price", load) == 2  # not Redis' old 1
+    assert cache.stats.l2.unsynced >= 1
+    assert cache.stats.l2.resynced >= 1
+    assert cache.get("price") == 2  # and the fresh value is cached again
+    cache.close()

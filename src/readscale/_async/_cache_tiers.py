@@ -20,6 +20,8 @@ from readscale.metrics import CacheStats
 log = logging.getLogger("readscale.cache")
 
 Found = tuple[Any, EntryMeta]
+#: How many keys written during an L2 outage one process remembers for removal.
+MAX_UNSYNCED = 100_000
 
 
 class AsyncTierAccess:
@@ -32,6 +34,11 @@ class AsyncTierAccess:
     _clock: Callable[[], float]
     _monotonic: Callable[[], float]
     _rng: Callable[[], float]
+    #: Keys written while the L2 could not be reached (or was skipped by the breaker):
+    #: their L2 copy may be older than the database, so they are removed from it before
+    #: the next L2 call. Without this a value written during an outage comes back, stale,
+    #: for the rest of its TTL once Redis answers again.
+    _unsynced: set[str]
 
     # -- L1 -------------------------------------------------------------------------------
 
@@ -96,6 +103,8 @@ class AsyncTierAccess:
         backend = self.backend
         if backend is None or not policy.uses_l2 or not self._l2_allowed():
             return None
+        if self._unsynced and not await self._resync():
+            return None
         try:
             raw = await backend.get(pkey)
         except CacheUnavailableError as exc:
@@ -108,7 +117,7 @@ class AsyncTierAccess:
 
     async def _l2_call_many(self, pkeys: list[str]) -> list[bytes | None]:
         assert self.backend is not None
-        if not self._l2_allowed():
+        if not self._l2_allowed() or (self._unsynced and not await self._resync()):
             return [None] * len(pkeys)
         try:
             raws = await self.backend.get_many(pkeys)
@@ -173,7 +182,13 @@ class AsyncTierAccess:
         """Write an encoded entry to L2 (under ``token``'s lease if given) and to L1.
         False when the fill was refused (lease lost, or older than an invalidation)."""
         backend = self.backend
-        if backend is not None and policy.uses_l2 and self._l2_allowed():
+        reachable = backend is not None and policy.uses_l2 and self._l2_allowed()
+        if reachable and self._unsynced:
+            reachable = await self._resync()
+        if not reachable:
+            if backend is not None and policy.uses_l2 and token is None:
+                self._mark_unsynced(pkey)
+        elif backend is not None:
             ttl = storage_ttl(meta, self._clock())
             try:
                 if token is None:
@@ -188,6 +203,8 @@ class AsyncTierAccess:
                 self._l2_ok()
             except CacheUnavailableError as exc:
                 self._l2_failed(exc)
+                if token is None:
+                    self._mark_unsynced(pkey)
             except ValueTooLargeError as exc:
                 self.stats.loader.not_cached += 1
                 log.warning("cache %s: %s", self.stats.name, exc)
@@ -226,3 +243,44 @@ class AsyncTierAccess:
                 await self.backend.delete(pkey)
             except CacheUnavailableError as exc:
                 self._l2_failed(exc)
+                self._mark_unsynced(pkey)
+
+    # -- writes the L2 missed ------------------------------------------------------------
+
+    def _mark_unsynced(self, pkey: str) -> None:
+        if pkey in self._unsynced:
+            return
+        if len(self._unsynced) >= MAX_UNSYNCED:
+            self.stats.l2.unsynced_dropped += 1
+            log.error(
+                "cache %s: %s was written while %s was unreachable and %d keys already wait to be "
+                "removed from it: its old copy stays until its TTL",
+                self.stats.name,
+                pkey,
+                self._backend_name,
+                MAX_UNSYNCED,
+            )
+            return
+        self._unsynced.add(pkey)
+        self.stats.l2.unsynced += 1
+
+    async def _resync(self) -> bool:
+        """Remove from the L2 every key written while it was unreachable; False (keys kept
+        for the next try) if it still cannot be reached."""
+        assert self.backend is not None
+        keys = sorted(self._unsynced)
+        self._unsynced.difference_update(keys)
+        try:
+            await self.backend.delete_many(keys)
+        except CacheUnavailableError as exc:
+            self._unsynced.update(keys)
+            self._l2_failed(exc)
+            return False
+        self.stats.l2.resynced += len(keys)
+        log.warning(
+            "cache %s: removed %d entries from %s that were written while it was unreachable",
+            self.stats.name,
+            len(keys),
+            self._backend_name,
+        )
+        return True

@@ -115,10 +115,17 @@ class AsyncCache(AsyncFillMixin):
         self._flight: AsyncSingleFlight[str, Any] = AsyncSingleFlight()
         self._background: AsyncBackground[str] = AsyncBackground(on_error=self._refresh_failed)
         self._versions: dict[str, tuple[int, float]] = {}
+        self._unsynced: set[str] = set()
         self.purger = purger
         self._write_behind_settings = write_behind
         self._write_behind: Any = None
         self._attach_bus(bus)
+
+    @property
+    def l2_available(self) -> bool:
+        """False while the circuit breaker skips the L2 after failures (reads go to the
+        loader); a health check can report it. True without an L2."""
+        return self._breaker is circuit.CLOSED
 
     # -- keys ------------------------------------------------------------------------------
 
@@ -246,7 +253,12 @@ class AsyncCache(AsyncFillMixin):
             self.l1.delete_many(pkeys)
         removed = len(pkeys)
         if self.backend is not None:
-            removed = await self.backend.invalidate(pkeys, lsn=lsn, tombstone_ttl=self.tombstone_ttl)
+            try:
+                removed = await self.backend.invalidate(pkeys, lsn=lsn, tombstone_ttl=self.tombstone_ttl)
+            except CacheUnavailableError:
+                for pkey in pkeys:  # removed as soon as the L2 answers, and raised now
+                    self._mark_unsynced(pkey)
+                raise
         self.stats.invalidations += len(pkeys)
         await self._announce(pkeys, {})
         return removed
@@ -408,11 +420,14 @@ class AsyncCache(AsyncFillMixin):
             # lives until its TTL: logged and counted, not raised into the writer.
             self._l2_failed(exc)
             self.stats.loader.not_cached += 1
-            if self.l1 is not None:
-                if policy.versioned:
+            if policy.versioned:
+                if self.l1 is not None:
                     self.l1.clear()  # the key's name is unknown without its version
-                else:
-                    self.l1.delete(self._physical(key, policy))
+            else:
+                pkey = self._physical(key, policy)
+                if self.l1 is not None:
+                    self.l1.delete(pkey)
+                self._mark_unsynced(pkey)
             return value
         meta = self._meta(value, policy, 0.0, tag_versions)
         try:

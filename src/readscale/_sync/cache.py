@@ -116,10 +116,17 @@ class Cache(FillMixin):
         self._flight: SingleFlight[str, Any] = SingleFlight()
         self._background: Background[str] = Background(on_error=self._refresh_failed)
         self._versions: dict[str, tuple[int, float]] = {}
+        self._unsynced: set[str] = set()
         self.purger = purger
         self._write_behind_settings = write_behind
         self._write_behind: Any = None
         self._attach_bus(bus)
+
+    @property
+    def l2_available(self) -> bool:
+        """False while the circuit breaker skips the L2 after failures (reads go to the
+        loader); a health check can report it. True without an L2."""
+        return self._breaker is circuit.CLOSED
 
     # -- keys ------------------------------------------------------------------------------
 
@@ -247,7 +254,12 @@ class Cache(FillMixin):
             self.l1.delete_many(pkeys)
         removed = len(pkeys)
         if self.backend is not None:
-            removed = self.backend.invalidate(pkeys, lsn=lsn, tombstone_ttl=self.tombstone_ttl)
+            try:
+                removed = self.backend.invalidate(pkeys, lsn=lsn, tombstone_ttl=self.tombstone_ttl)
+            except CacheUnavailableError:
+                for pkey in pkeys:  # removed as soon as the L2 answers, and raised now
+                    self._mark_unsynced(pkey)
+                raise
         self.stats.invalidations += len(pkeys)
         self._announce(pkeys, {})
         return removed
@@ -409,11 +421,14 @@ class Cache(FillMixin):
             # lives until its TTL: logged and counted, not raised into the writer.
             self._l2_failed(exc)
             self.stats.loader.not_cached += 1
-            if self.l1 is not None:
-                if policy.versioned:
+            if policy.versioned:
+                if self.l1 is not None:
                     self.l1.clear()  # the key's name is unknown without its version
-                else:
-                    self.l1.delete(self._physical(key, policy))
+            else:
+                pkey = self._physical(key, policy)
+                if self.l1 is not None:
+                    self.l1.delete(pkey)
+                self._mark_unsynced(pkey)
             return value
         meta = self._meta(value, policy, 0.0, tag_versions)
         try:

@@ -27,6 +27,7 @@ BENCHES: dict[str, str] = {
     "replicas": "readscale.bench.replicas:run",
     "writes": "readscale.bench.writes:run",
     "hitratio": "readscale.bench.hitratio:run",
+    "chaos": "readscale.bench.chaos:run",
 }
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -42,7 +43,7 @@ from readscale._async.replica_router import AsyncReplicaRouter
 from readscale._core.policy import BALANCE, CATALOG, PROFILE, TRENDING, CachePolicy, Strategy, Tier
 from readscale._core.writebehind import WriteBehindSettings
 from readscale.demo import schema
-from readscale.errors import CacheUnavailableError
+from readscale.errors import CacheUnavailableError, PrimaryUnavailableError
 from readscale.http import HttpPolicy, HttpSettings, http_policy
 from readscale.http._context import POLICY_ATTR
 from readscale.http.asgi import HttpCacheMiddleware, add_tags
@@ -235,11 +236,21 @@ class Shop:
         counted twice; never lost.
         """
         client = self.cache.backend.client  # type: ignore[union-attr]
+        counter = f"demo:views:{product_id}"
         try:
-            views = int(await client.incr(f"demo:views:{product_id}"))
-            await self.cache.write_behind(
-                f"views:{product_id}", {"product_id": product_id, "views": views}, policy=VIEWS
-            )
+            views = int(await client.incr(counter))
+            queued = 0
+            # Two views of one product can queue their counts out of order (newest
+            # version wins, so 5 could overwrite 6). Whoever queues last looks at the
+            # counter afterwards and queues again until what it queued is current, so
+            # the last record of every product carries its final count.
+            while queued != views:
+                queued = views
+                await self.cache.write_behind(
+                    f"views:{product_id}", {"product_id": product_id, "views": queued}, policy=VIEWS
+                )
+                views = int(await client.get(counter) or queued)
+            views = queued
         except (CacheUnavailableError, RedisError, OSError) as exc:
             log.warning("views: Redis unavailable (%s); view of product %s written to the database", exc, product_id)
             self.counters.writes += 1
@@ -399,8 +410,15 @@ def create_app(settings: DemoSettings | None = None) -> Any:
     async def healthz(request: Request) -> Response:
         return Response("ok", media_type="text/plain")
 
+    @http_policy(NO_STORE)
+    async def cache_health(request: Request) -> Response:
+        # The process's view of its Redis tier: 503 while its breaker skips Redis.
+        ok = shop.cache.l2_available
+        return Response("ok" if ok else "cache tier unavailable", status_code=200 if ok else 503)
+
     routes: list[Any] = [
         Route("/healthz", healthz),
+        Route("/healthz/cache", cache_health),
         Route("/products/{id:int}", endpoint(product)),
         Route("/categories/{id:int}", endpoint(category)),
         Route("/trending", endpoint(trending)),
@@ -445,7 +463,18 @@ def create_app(settings: DemoSettings | None = None) -> Any:
                 await shop.publish_counters()
             await shop.close()
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    async def unavailable(request: Request, exc: Exception) -> Response:
+        # The primary (or every node) is unreachable: a write cannot be acknowledged.
+        # Say so, and when to try again, instead of a 500; never cache it.
+        log.warning("%s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+        return JSONResponse(
+            {"error": "the database is unavailable; try again"},
+            status_code=503,
+            headers={"retry-after": "1", "cache-control": "no-store"},
+        )
+
+    handlers: dict[Any, Any] = {PrimaryUnavailableError: unavailable, psycopg.OperationalError: unavailable}
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.state.shop = shop
     signer = TokenSigner(settings.secret.encode())
     # persist="write": a public page whose miss read a replica must not set a cookie (the

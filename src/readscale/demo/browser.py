@@ -127,8 +127,8 @@ def browser_client(
     storage: MemoryStorage | None = None,
     limits: httpx.Limits | None = None,
 ) -> httpx.AsyncClient:
-    """An httpx client with a private, RFC 9111 cache of its own (no cookie jar: cookies
-    are sent per request, scoped as a browser would)."""
+    """An httpx client with a private, RFC 9111 cache of its own and a cookie jar (which
+    scopes cookies by path, as a browser does)."""
     network = httpx.AsyncHTTPTransport(limits=limits or httpx.Limits(max_connections=4))
     transport = AsyncCacheTransport(network, storage=storage or MemoryStorage(), rfc=CacheOptions(shared=False))
     return httpx.AsyncClient(base_url=base_url, transport=transport, timeout=timeout, cookies=None)

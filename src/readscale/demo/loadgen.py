@@ -59,6 +59,10 @@ class LoadConfig:
     #: Pause between a client's requests (a user reading the page). Without it the
     #: clients saturate this small machine and every layer's latency is mostly queueing.
     think_s: float = 0.03
+    #: How long a client keeps retrying a request that never reached the server
+    #: (connection refused, as while the edge restarts) or a GET whose connection broke,
+    #: as a browser retries an idempotent request. 0: no retry.
+    retry_s: float = 5.0
 
     def __post_init__(self) -> None:
         host = urlsplit(self.base_url).hostname
@@ -66,6 +70,36 @@ class LoadConfig:
             raise ConfigurationError(f"the demo's load only targets loopback, got {self.base_url!r}")
         if self.clients < 1 or self.duration_s <= 0 or self.reads_per_write <= 0 or self.zipf_alpha <= 0:
             raise ConfigurationError("need clients >= 1, duration_s > 0, reads_per_write > 0 and zipf_alpha > 0")
+
+
+@dataclass
+class WriteLedger:
+    """The writes the service acknowledged (a 2xx), and those it may have applied without
+    acknowledging them (sent, then an error): what the database must reflect at the end.
+
+    Deposits add up per user; views count per product; a user's profile must show the
+    last acknowledged bio or one sent after it (a client writes its own user in order).
+    """
+
+    deposits_acked: Counter[int] = field(default_factory=Counter)  # user -> cents
+    deposits_unsure: Counter[int] = field(default_factory=Counter)  # user -> cents
+    views_acked: Counter[int] = field(default_factory=Counter)  # product -> views
+    bio_acked: dict[int, str] = field(default_factory=dict)  # user -> last acknowledged bio
+    bio_unsure: dict[int, list[str]] = field(default_factory=dict)  # user -> bios sent after it
+
+    def record(self, path: str, body: dict[str, Any] | None, user: int, acked: bool) -> None:
+        """Note one write (``acked``: a 2xx; else sent and maybe applied)."""
+        parts = path.split("/")
+        if path.endswith("/balance") and body is not None:
+            (self.deposits_acked if acked else self.deposits_unsure)[user] += int(body["amount_cents"])
+        elif path.endswith("/views") and acked:
+            self.views_acked[int(parts[2])] += 1
+        elif path.endswith("/profile") and body is not None:
+            if acked:
+                self.bio_acked[user] = str(body["bio"])
+                self.bio_unsure.pop(user, None)
+            else:
+                self.bio_unsure.setdefault(user, []).append(str(body["bio"]))
 
 
 @dataclass
@@ -85,7 +119,17 @@ class LoadResult:
     stale_checks: int = 0  # reads whose freshness the clients could check
     stale_reads: int = 0  # of which older than allowed (see Freshness below)
     stale_examples: list[str] = field(default_factory=list)
+    failed_reads: int = 0
+    failed_writes: int = 0
+    retries: int = 0  # requests sent again after a connection error (see LoadConfig.retry_s)
+    acked_writes: int = 0
+    ledger: WriteLedger = field(default_factory=WriteLedger)
 
+
+#: Errors where the request never reached the server: safe to send again, whatever it is.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
+#: Errors after the request may have been received: only an idempotent GET is sent again.
+_BROKEN = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 
 #: How stale a response may be, in seconds, by the layer that served it. A browser may
 #: keep a catalog page for its max-age (60 s, it cannot be purged); any other layer must
@@ -133,9 +177,15 @@ def _choose(rng: random.Random, table: tuple[tuple[str, float], ...]) -> str:
     return table[-1][0]
 
 
-async def run_load(config: LoadConfig, *, progress: Callable[[LoadResult], None] | None = None) -> LoadResult:
-    """Run every client until the duration or the request budget is spent."""
-    result = LoadResult()
+async def run_load(
+    config: LoadConfig,
+    *,
+    progress: Callable[[LoadResult], None] | None = None,
+    result: LoadResult | None = None,
+) -> LoadResult:
+    """Run every client until the duration or the request budget is spent. ``result``
+    (filled as the clients go) lets a caller watch the run while it happens."""
+    result = result if result is not None else LoadResult()
     products = Zipf(config.products, config.zipf_alpha)
     categories = Zipf(config.categories, config.zipf_alpha)
     started = time.monotonic()
@@ -156,6 +206,28 @@ async def run_load(config: LoadConfig, *, progress: Callable[[LoadResult], None]
 
     truth = _Truth()
 
+    async def send(http: httpx.AsyncClient, method: str, path: str, body: dict[str, Any] | None) -> httpx.Response:
+        """One request, retried as a browser would while the server cannot be reached."""
+        give_up = time.monotonic() + config.retry_s
+        pause = 0.05
+        while True:
+            try:
+                if method == "GET":
+                    response = await http.get(path)
+                else:
+                    response = await http.post(path, json=body)
+                await response.aread()
+                return response
+            except _NOT_SENT:
+                if time.monotonic() + pause > give_up:
+                    raise
+            except _BROKEN:
+                if method != "GET" or time.monotonic() + pause > give_up:
+                    raise
+            result.retries += 1
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.5)
+
     def check(result_: LoadResult, problem: str | None) -> None:
         result_.stale_checks += 1
         if problem is not None:
@@ -166,24 +238,25 @@ async def run_load(config: LoadConfig, *, progress: Callable[[LoadResult], None]
     async def client(index: int) -> None:
         rng = random.Random(config.seed * 1_000_003 + index)
         user = 1 + (index * 7919) % config.users
-        session = f"session=user-{user}"
         storage = MemoryStorage()
         own_balance: int | None = None  # read-your-writes: never below what a deposit returned
         own_bio: str | None = None
         async with browser_client(config.base_url, storage=storage, limits=limits) as http:
+            # The session and the causal token live in the cookie jar, scoped to /users
+            # as a browser scopes them: catalog requests carry no cookie.
+            host = urlsplit(config.base_url).hostname or "127.0.0.1"
+            http.cookies.set("session", f"user-{user}", domain=host, path="/users")
             while spend():
                 write = rng.random() < write_probability
-                method, path, body, cookie = _request(rng, write, user, session, products, categories, config)
+                method, path, body = _request(rng, write, user, products, categories, config)
                 began = time.perf_counter()
                 sent_at = time.monotonic()
                 try:
-                    headers = {"cookie": cookie} if cookie else {}
-                    if method == "GET":
-                        response = await http.get(path, headers=headers)
-                    else:
-                        response = await http.post(path, headers=headers, json=body)
-                    await response.aread()
+                    response = await send(http, method, path, body)
                     layer = served_by(response) if response.status_code < 400 else "error"
+                    if write and (response.status_code < 300 or response.status_code >= 500):
+                        result.ledger.record(path, body, user, acked=response.status_code < 300)
+                        result.acked_writes += response.status_code < 300
                     if response.status_code >= 400:
                         result.failures[f"{response.status_code} {path.split('/')[1]}"] += 1
                     elif response.status_code == 200:
@@ -225,6 +298,8 @@ async def run_load(config: LoadConfig, *, progress: Callable[[LoadResult], None]
                 except httpx.HTTPError as exc:
                     layer = "error"
                     result.failures[type(exc).__name__] += 1
+                    if write and not isinstance(exc, _NOT_SENT):
+                        result.ledger.record(path, body, user, acked=False)
                 elapsed = (time.perf_counter() - began) * 1000
                 result.requests += 1
                 if write:
@@ -233,6 +308,10 @@ async def run_load(config: LoadConfig, *, progress: Callable[[LoadResult], None]
                     result.reads += 1
                 if layer == "error":
                     result.failed += 1
+                    if write:
+                        result.failed_writes += 1
+                    else:
+                        result.failed_reads += 1
                 result.layers[layer] += 1
                 result.latency_ms.setdefault(layer, []).append(elapsed)
                 result.timeline.append((time.monotonic() - started, layer))
@@ -260,32 +339,31 @@ def _request(
     rng: random.Random,
     write: bool,
     user: int,
-    session: str,
     products: Zipf,
     categories: Zipf,
     config: LoadConfig,
-) -> tuple[str, str, dict[str, Any] | None, str | None]:
-    """(method, path, json body, cookie) of one request."""
+) -> tuple[str, str, dict[str, Any] | None]:
+    """(method, path, json body) of one request."""
     if write:
         kind = _choose(rng, WRITES)
         if kind == "view":
-            return "POST", f"/products/{products.draw(rng)}/views", None, None
+            return "POST", f"/products/{products.draw(rng)}/views", None
         if kind == "profile_update":
-            return "POST", f"/users/{user}/profile", {"bio": f"bio {rng.randrange(10**6)}"}, session
+            return "POST", f"/users/{user}/profile", {"bio": f"bio {rng.randrange(10**6)}"}
         if kind == "deposit":
-            return "POST", f"/users/{user}/balance", {"amount_cents": rng.randrange(1, 500)}, session
-        return "POST", f"/admin/products/{products.draw(rng)}/price", {"price_cents": rng.randrange(100, 20000)}, None
+            return "POST", f"/users/{user}/balance", {"amount_cents": rng.randrange(1, 500)}
+        return "POST", f"/admin/products/{products.draw(rng)}/price", {"price_cents": rng.randrange(100, 20000)}
     kind = _choose(rng, ACTIONS)
     if kind == "product":
-        return "GET", f"/products/{products.draw(rng)}", None, None
+        return "GET", f"/products/{products.draw(rng)}", None
     if kind == "category":
-        return "GET", f"/categories/{categories.draw(rng)}", None, None
+        return "GET", f"/categories/{categories.draw(rng)}", None
     if kind == "trending":
-        return "GET", "/trending", None, None
+        return "GET", "/trending", None
     if kind == "profile":
-        return "GET", f"/users/{user}/profile", None, session
+        return "GET", f"/users/{user}/profile", None
     if kind == "balance":
-        return "GET", f"/users/{user}/balance", None, session
+        return "GET", f"/users/{user}/balance", None
     if config.asset_paths:
-        return "GET", config.asset_paths[rng.randrange(len(config.asset_paths))], None, None
-    return "GET", f"/products/{products.draw(rng)}", None, None
+        return "GET", config.asset_paths[rng.randrange(len(config.asset_paths))], None
+    return "GET", f"/products/{products.draw(rng)}", None
