@@ -1,0 +1,32 @@
+"""The chaos suite, small: each fault of ``readscale bench chaos`` once, under load, with
+the acceptance rules asserted on counts (failed requests, lost writes), never on time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from readscale.bench.chaos import ALL_FAULTS, run_faults
+
+pytestmark = [pytest.mark.stack, pytest.mark.chaos, pytest.mark.slow]
+
+#: Faults users must never notice: no failed request at all.
+INVISIBLE = {"redis", "cluster_primary", "replica", "replica_pause", "varnish", "cdc", "flusher"}
+
+
+@pytest.mark.parametrize("fault", ALL_FAULTS)
+def test_one_fault_under_load(fault: str) -> None:
+    (row,) = run_faults((fault,), quick=True)
+    summary: dict[str, Any] = {k: row.get(k) for k in ("failures", "lost_examples", "stale_examples", "window_s")}
+    assert row["requests"] > 1000, summary
+    assert row["acked_writes"] > 0, summary
+    assert row["lost_writes"] == 0, summary  # every fault: nothing acknowledged is lost
+    if fault != "cdc":
+        # With the CDC worker down, nothing invalidates a price changed in SQL until it
+        # is back: stale reads past the 2 s bound are the expected (reported) cost there.
+        assert row["stale_reads"] == 0, summary
+    assert row["failed_reads"] == 0, summary  # reads continue, even with the primary down
+    if fault in INVISIBLE:
+        assert row["failed"] == 0, summary
+    assert row["recovery_s"] is not None, summary  # back in use within 60 s of the repair
