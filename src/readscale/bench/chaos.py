@@ -25,6 +25,7 @@ import asyncio
 import random
 import tempfile
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -309,6 +310,7 @@ async def _cluster_load(
     ledger = _ClusterLedger()
     failed = stale = requests = 0
     failures: Counter[str] = Counter()
+    examples: list[str] = []
     began = time.monotonic()
     marks: dict[str, float] = {}
 
@@ -346,9 +348,11 @@ async def _cluster_load(
                     acked = ledger.last_acked.get(key)
                     if acked is not None and acked[0] < started - bound_s and value < acked[1]:
                         stale += 1
-            except Exception as exc:
+            except Exception as exc:  # every failure is a failed request, counted by kind
                 failed += 1
                 failures[type(exc).__name__] += 1
+                if failures[type(exc).__name__] == 1:
+                    examples.append("".join(traceback.format_exception(exc))[-1500:])
             await asyncio.sleep(0.002)
 
     async def chaos() -> None:
@@ -377,7 +381,8 @@ async def _cluster_load(
         "requests": requests, "failed": failed, "failed_reads": failed, "failed_writes": 0,
         "stale_reads": stale, "acked_writes": sum(ledger.acked.values()), "lost_writes": lost,
         "recovery_s": None if recovered is None else round(recovered - marks["repaired"], 2),
-        "failures": dict(failures), "window_s": [round(marks.get("injected", 0.0), 2)],
+        "failures": dict(failures), "failure_examples": examples,
+        "window_s": [round(marks.get("injected", 0.0), 2)],
     }  # fmt: skip
 
 
@@ -478,7 +483,8 @@ def run(*, rounds: int, quick: bool, progress: Callable[[str], None]) -> BenchRe
         report.add(f"failed_requests_{name}", row["failed"], "requests", note)
         report.add(f"failed_reads_{name}", row["failed_reads"], "requests")
         report.add(f"failed_writes_{name}", row["failed_writes"], "requests")
-        report.add(f"stale_reads_{name}", row["stale_reads"], "reads")
+        examples = "; ".join(row.get("stale_examples") or [])
+        report.add(f"stale_reads_{name}", row["stale_reads"], "reads", f"e.g. {examples}" if examples else "")
         report.add(f"lost_writes_{name}", row["lost_writes"], "writes", f"of {row['acked_writes']} acknowledged")
         if row["recovery_s"] is not None:
             report.add(f"recovery_s_{name}", row["recovery_s"], "s")

@@ -28,7 +28,7 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from readscale._core.keys import companion_key
 from readscale._primitives import AsyncDaemon, AsyncEvent, AsyncSemaphore, async_sleep
-from readscale.backends_common import LEASE_HELD_ELSEWHERE, LeaseResult, lsn_text, parse_lsn_text
+from readscale.backends_common import LEASE_HELD_ELSEWHERE, LeaseResult, closed_transport_race, lsn_text, parse_lsn_text
 from readscale.errors import CacheUnavailableError, ValueTooLargeError
 from readscale.settings import RedisSettings
 
@@ -36,6 +36,9 @@ FILL_CHANNEL = "readscale:fill"
 #: Redis refuses strings over 512 MB; far below that, proto-max-bulk-len is the limit.
 REDIS_MAX_VALUE = 512 * 1024 * 1024
 _ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
+# Commands also catch the errors of a connection closed mid-write (see
+# closed_transport_race); _unavailable re-raises any other AttributeError/TypeError.
+_COMMAND_ERRORS = (*_ERRORS, AttributeError, TypeError)
 
 # KEYS: value, lease, tombstone. ARGV: token, lease ms.
 _LEASE = """
@@ -183,6 +186,8 @@ class AsyncRedisBackend:
         return self._client
 
     def _unavailable(self, action: str, exc: BaseException) -> CacheUnavailableError:
+        if isinstance(exc, AttributeError | TypeError) and not closed_transport_race(exc):
+            raise exc  # a bug, not an outage: never disguised as one
         busy = "No connection available" in str(exc) or "Too many connections" in str(exc)
         return CacheUnavailableError(
             f"{self.name} {action} failed on {self.settings.safe_url}: {type(exc).__name__}: {exc}",
@@ -201,7 +206,7 @@ class AsyncRedisBackend:
         try:
             async with self._limit:
                 value: bytes | None = await self._client.get(key)
-        except _ERRORS as exc:
+        except _COMMAND_ERRORS as exc:
             raise self._unavailable("GET", exc) from exc
         return value
 
@@ -211,7 +216,7 @@ class AsyncRedisBackend:
         try:
             async with self._limit:
                 values: list[bytes | None] = await self._client.mget(keys)
-        except _ERRORS as exc:
+        except _COMMAND_ERRORS as exc:
             raise self._unavailable("MGET", exc) from exc
         return values
 
@@ -220,7 +225,7 @@ class AsyncRedisBackend:
         try:
             async with self._limit:
                 await self._client.set(key, value, px=_ms(ttl))
-        except _ERRORS as exc:
+        except _COMMAND_ERRORS as exc:
             raise self._unavailable("SET", exc) from exc
 
     async def set_many(self, items: Sequence[tuple[str, bytes, float]]) -> None:
@@ -233,14 +238,14 @@ class AsyncRedisBackend:
                 for key, value, ttl in items:
                     pipe.set(key, value, px=_ms(ttl))
                 await pipe.execute()
-        except _ERRORS as exc:
+        except _COMMAND_ERRORS as exc:
             raise self._unavailable("SET (pipeline)", exc) from exc
 
     async def delete(self, key: str) -> bool:
         try:
             async with self._limit:
                 return bool(await self._client.delete(key))
-        except _ERRORS as exc:
+        except _COMMAND_ERRORS as exc:
             raise self._unavailable("DEL", exc) from exc
 
     async def delete_many(self, keys: Sequence[str]) -> int:
@@ -249,14 +254,14 @@ class AsyncRedisBackend:
         try:
             async with self._limit:
                 return int(await self._client.delete(*keys))
-        except _ERRORS as exc:
+        except _COMMAND_ERRORS as exc:
             raise self._unavailable("DEL", exc) from exc
 
     async def ping(self) -> None:
         try:
             async with self._limit:
                 await self._client.ping()
-        except _ERRORS as exc:
+        except _COMMAND_ERRORS as exc:
             raise self._unavailable("PING", exc) from exc
 
     # -- leases --------------------------------------------------------------------------
@@ -266,7 +271,7 @@ class AsyncRedisBackend:
         try:
             async with self._limit:
                 reply = await self._lease_script(keys=_lease_keys(key), args=[token, _ms(ttl)])
-        except _ERRORS as exc:
+        except _COMMAND_ERRORS as exc:
             raise self._unavailable("lease script", exc) from exc
         code = int(reply[0])
         if code == 1:
@@ -282,7 +287,7 @@ class AsyncRedisBackend:
         try:
             async with self._limit:
                 won = await self._client.set(companion_key(key, "lease"), token, nx=True, px=_ms(ttl))
-        except _ERRORS as exc:
+        except _COMMAND_ERRORS as exc:
             raise self._unavailable("SET NX (refresh lease)", exc) from exc
         return token if won else None
 
@@ -293,7 +298,7 @@ class AsyncRedisBackend:
             async with self._limit:
                 args = [token, value, _ms(ttl), self._channel, source]
                 stored = await self._fill_script(keys=_lease_keys(key), args=args)
-        except _ERRORS as exc:
+        except _COMMAND_ERRORS as exc:
             raise self._unavailable("fill script", exc) from exc
         return int(stored) == 1
 
@@ -304,7 +309,7 @@ class AsyncRedisBackend:
         try:
             async with self._limit:
                 results = [await self._invalidate_script(keys=_lease_keys(key), args=args) for key in keys]
-        except _ERRORS as exc:
+        except _COMMAND_ERRORS as exc:
             raise self._unavailable("invalidate script", exc) from exc
         return sum(int(r) for r in results)
 
@@ -320,14 +325,14 @@ class AsyncRedisBackend:
                 for key in keys:
                     pipe.incr(key)
                 return [int(v) for v in await pipe.execute()]
-        except _ERRORS as exc:
+        except _COMMAND_ERRORS as exc:
             raise self._unavailable("INCR (pipeline)", exc) from exc
 
     async def release(self, key: str, token: str) -> None:
         try:
             async with self._limit:
                 await self._release_script(keys=_lease_keys(key), args=[token, self._channel])
-        except _ERRORS as exc:
+        except _COMMAND_ERRORS as exc:
             raise self._unavailable("release script", exc) from exc
 
     async def wait_for_fill(self, key: str, timeout: float) -> bool:
@@ -348,7 +353,7 @@ class AsyncRedisBackend:
                 pipe.exists(key)
                 pipe.exists(companion_key(key, "lease"))
                 has_value, has_lease = await pipe.execute()
-        except _ERRORS as exc:
+        except _COMMAND_ERRORS as exc:
             raise self._unavailable("EXISTS", exc) from exc
         return bool(has_value) or not has_lease
 
@@ -422,7 +427,7 @@ class AsyncRedisClusterBackend(AsyncRedisBackend):
         try:
             async with self._limit:
                 values: list[bytes | None] = await self._client.mget_nonatomic(keys)
-        except _ERRORS as exc:
+        except _COMMAND_ERRORS as exc:
             raise self._unavailable("MGET", exc) from exc
         return values
 
@@ -434,7 +439,7 @@ class AsyncRedisClusterBackend(AsyncRedisBackend):
                 for key in keys:
                     pipe.delete(key)
                 results = await pipe.execute()
-        except _ERRORS as exc:
+        except _COMMAND_ERRORS as exc:
             raise self._unavailable("DEL (pipeline)", exc) from exc
         return sum(int(r) for r in results)
 

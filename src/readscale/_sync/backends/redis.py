@@ -29,7 +29,7 @@ from redis.retry import Retry
 
 from readscale._core.keys import companion_key
 from readscale._primitives import Daemon, Event, Semaphore, sync_sleep
-from readscale.backends_common import LEASE_HELD_ELSEWHERE, LeaseResult, lsn_text, parse_lsn_text
+from readscale.backends_common import LEASE_HELD_ELSEWHERE, LeaseResult, closed_transport_race, lsn_text, parse_lsn_text
 from readscale.errors import CacheUnavailableError, ValueTooLargeError
 from readscale.settings import RedisSettings
 
@@ -37,6 +37,9 @@ FILL_CHANNEL = "readscale:fill"
 #: Redis refuses strings over 512 MB; far below that, proto-max-bulk-len is the limit.
 REDIS_MAX_VALUE = 512 * 1024 * 1024
 _ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
+# Commands also catch the errors of a connection closed mid-write (see
+# closed_transport_race); _unavailable re-raises any other AttributeError/TypeError.
+_COMMAND_ERRORS = (*_ERRORS, AttributeError, TypeError)
 
 # KEYS: value, lease, tombstone. ARGV: token, lease ms.
 _LEASE = """
@@ -184,6 +187,8 @@ class RedisBackend:
         return self._client
 
     def _unavailable(self, action: str, exc: BaseException) -> CacheUnavailableError:
+        if isinstance(exc, AttributeError | TypeError) and not closed_transport_race(exc):
+            raise exc  # a bug, not an outage: never disguised as one
         busy = "No connection available" in str(exc) or "Too many connections" in str(exc)
         return CacheUnavailableError(
             f"{self.name} {action} failed on {self.settings.safe_url}: {type(exc).__name__}: {exc}",
@@ -202,7 +207,7 @@ class RedisBackend:
         try:
             with self._limit:
                 value: bytes | None = self._client.get(key)
-        except _ERRORS as exc:
+        except _COMMAND_ERRORS as exc:
             raise self._unavailable("GET", exc) from exc
         return value
 
@@ -212,7 +217,7 @@ class RedisBackend:
         try:
             with self._limit:
                 values: list[bytes | None] = self._client.mget(keys)
-        except _ERRORS as exc:
+        except _COMMAND_ERRORS as exc:
             raise self._unavailable("MGET", exc) from exc
         return values
 
@@ -221,7 +226,7 @@ class RedisBackend:
         try:
             with self._limit:
                 self._client.set(key, value, px=_ms(ttl))
-        except _ERRORS as exc:
+        except _COMMAND_ERRORS as exc:
             raise self._unavailable("SET", exc) from exc
 
     def set_many(self, items: Sequence[tuple[str, bytes, float]]) -> None:
@@ -234,14 +239,14 @@ class RedisBackend:
                 for key, value, ttl in items:
                     pipe.set(key, value, px=_ms(ttl))
                 pipe.execute()
-        except _ERRORS as exc:
+        except _COMMAND_ERRORS as exc:
             raise self._unavailable("SET (pipeline)", exc) from exc
 
     def delete(self, key: str) -> bool:
         try:
             with self._limit:
                 return bool(self._client.delete(key))
-        except _ERRORS as exc:
+        except _COMMAND_ERRORS as exc:
             raise self._unavailable("DEL", exc) from exc
 
     def delete_many(self, keys: Sequence[str]) -> int:
@@ -250,14 +255,14 @@ class RedisBackend:
         try:
             with self._limit:
                 return int(self._client.delete(*keys))
-        except _ERRORS as exc:
+        except _COMMAND_ERRORS as exc:
             raise self._unavailable("DEL", exc) from exc
 
     def ping(self) -> None:
         try:
             with self._limit:
                 self._client.ping()
-        except _ERRORS as exc:
+        except _COMMAND_ERRORS as exc:
             raise self._unavailable("PING", exc) from exc
 
     # -- leases --------------------------------------------------------------------------
@@ -267,7 +272,7 @@ class RedisBackend:
         try:
             with self._limit:
                 reply = self._lease_script(keys=_lease_keys(key), args=[token, _ms(ttl)])
-        except _ERRORS as exc:
+        except _COMMAND_ERRORS as exc:
             raise self._unavailable("lease script", exc) from exc
         code = int(reply[0])
         if code == 1:
@@ -283,7 +288,7 @@ class RedisBackend:
         try:
             with self._limit:
                 won = self._client.set(companion_key(key, "lease"), token, nx=True, px=_ms(ttl))
-        except _ERRORS as exc:
+        except _COMMAND_ERRORS as exc:
             raise self._unavailable("SET NX (refresh lease)", exc) from exc
         return token if won else None
 
@@ -294,7 +299,7 @@ class RedisBackend:
             with self._limit:
                 args = [token, value, _ms(ttl), self._channel, source]
                 stored = self._fill_script(keys=_lease_keys(key), args=args)
-        except _ERRORS as exc:
+        except _COMMAND_ERRORS as exc:
             raise self._unavailable("fill script", exc) from exc
         return int(stored) == 1
 
@@ -305,7 +310,7 @@ class RedisBackend:
         try:
             with self._limit:
                 results = [self._invalidate_script(keys=_lease_keys(key), args=args) for key in keys]
-        except _ERRORS as exc:
+        except _COMMAND_ERRORS as exc:
             raise self._unavailable("invalidate script", exc) from exc
         return sum(int(r) for r in results)
 
@@ -321,14 +326,14 @@ class RedisBackend:
                 for key in keys:
                     pipe.incr(key)
                 return [int(v) for v in pipe.execute()]
-        except _ERRORS as exc:
+        except _COMMAND_ERRORS as exc:
             raise self._unavailable("INCR (pipeline)", exc) from exc
 
     def release(self, key: str, token: str) -> None:
         try:
             with self._limit:
                 self._release_script(keys=_lease_keys(key), args=[token, self._channel])
-        except _ERRORS as exc:
+        except _COMMAND_ERRORS as exc:
             raise self._unavailable("release script", exc) from exc
 
     def wait_for_fill(self, key: str, timeout: float) -> bool:
@@ -349,7 +354,7 @@ class RedisBackend:
                 pipe.exists(key)
                 pipe.exists(companion_key(key, "lease"))
                 has_value, has_lease = pipe.execute()
-        except _ERRORS as exc:
+        except _COMMAND_ERRORS as exc:
             raise self._unavailable("EXISTS", exc) from exc
         return bool(has_value) or not has_lease
 
@@ -423,7 +428,7 @@ class RedisClusterBackend(RedisBackend):
         try:
             with self._limit:
                 values: list[bytes | None] = self._client.mget_nonatomic(keys)
-        except _ERRORS as exc:
+        except _COMMAND_ERRORS as exc:
             raise self._unavailable("MGET", exc) from exc
         return values
 
@@ -435,7 +440,7 @@ class RedisClusterBackend(RedisBackend):
                 for key in keys:
                     pipe.delete(key)
                 results = pipe.execute()
-        except _ERRORS as exc:
+        except _COMMAND_ERRORS as exc:
             raise self._unavailable("DEL (pipeline)", exc) from exc
         return sum(int(r) for r in results)
 
