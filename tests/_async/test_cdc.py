@@ -141,3 +141,36 @@ async def test_changed_rows_are_purged_at_the_edge_hard_unless_soft_is_asked(
     assert purger.tag_purges == [(tuple(sorted([f"{table}:category:7", "product:1"])), soft)]
     await worker.drop_slot()
     await worker.close()
+
+
+@pytest.mark.anyio
+async def test_the_edge_is_purged_while_the_cache_is_down_and_the_batch_retried(
+    table: str, pg_primary_dsn: str
+) -> None:
+    import socket
+
+    from readscale._async.purge import AsyncRecordingPurger
+    from readscale.errors import CacheUnavailableError
+
+    with socket.socket() as s:  # a port nobody listens on: Redis is down
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    down = AsyncCache(
+        AsyncRedisBackend(RedisSettings(url=f"redis://127.0.0.1:{dead}/0", connect_timeout_ms=100)), policy=POLICY
+    )
+    purger = AsyncRecordingPurger()
+    rules = [CdcRule(table, keys=("product:{id}",))]
+    settings = CdcSettings(dsn=pg_primary_dsn, slot=f"s_{uuid.uuid4().hex[:10]}", tombstones=False)
+    worker = AsyncCdcWorker(down, rules, settings, purger=purger)
+    await worker.ensure_slot()
+    with psycopg.connect(pg_primary_dsn, autocommit=True) as conn:
+        conn.execute(f"UPDATE {table} SET name = 'green apple' WHERE id = 1")
+    with pytest.raises(CacheUnavailableError):
+        await worker.run_once()
+    assert purger.tags == ["product:1"]  # the edge heard it at once
+    with pytest.raises(CacheUnavailableError):
+        await worker.run_once()  # not acknowledged: the change comes back until the cache hears it
+    assert purger.tags == ["product:1", "product:1"]
+    await worker.drop_slot()
+    await worker.close()
+    await down.aclose()

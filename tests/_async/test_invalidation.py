@@ -209,3 +209,35 @@ async def test_tag_invalidation_purges_the_same_tags_at_the_edge(backend: Any, p
     cache = AsyncCache(backend, policy=POLICY, prefix=prefix, purger=purger)
     await cache.invalidate_tags("product:5", "category:3")
     assert purger.tags == ["product:5", "category:3"]
+
+
+@pytest.mark.anyio
+async def test_a_lost_bus_sets_the_l1_aside_until_it_is_back(readscale_stack_factory: Callable[..., Stack]) -> None:
+    stack = readscale_stack_factory(StackConfig(postgres=False))
+    settings = RedisSettings(url=stack.redis.url, socket_timeout_ms=100, connect_timeout_ms=100)
+    bus = AsyncInvalidationBus(settings)
+    cache = AsyncCache(AsyncRedisBackend(settings), l1=MemoryStore(100), bus=bus, policy=POLICY)
+    source = Source()
+    source.rows["k"] = 1
+    assert await cache.get_or_load("k", source.loader("k")) == 1
+    assert await cache.get_or_load("k", source.loader("k")) == 1
+    assert source.loads == 1 and cache.stats.l1.hits == 1
+
+    stack.kill("redis")
+    for _ in range(100):  # the listener notices within its poll (0.5 s)
+        if bus.stats.disconnects:
+            break
+        await async_sleep(0.05)
+    assert bus.stats.disconnects == 1
+    assert cache.l1 is None  # set aside: no process could tell this one about a change
+    source.rows["k"] = 2  # another process writes; its invalidation cannot arrive
+    assert await cache.get_or_load("k", source.loader("k")) == 2  # not the L1's old 1
+
+    stack.start("redis")
+    for _ in range(100):
+        if cache.l1 is not None:
+            break
+        await async_sleep(0.05)
+    assert cache.l1 is not None and bus.stats.reconnects == 1
+    assert await cache.get_or_load("k", source.loader("k")) == 2
+    await cache.aclose()  # and the bus

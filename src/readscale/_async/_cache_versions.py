@@ -35,6 +35,7 @@ class AsyncVersionAccess:
     backend: AsyncBackend | None
     bus: AsyncInvalidationBus | None
     l1: MemoryStore[str, Any] | None
+    _l1_suspended: MemoryStore[str, Any] | None
     prefix: str
     stats: CacheStats
     version_ttl: float
@@ -145,6 +146,7 @@ class AsyncVersionAccess:
         self._bus_pending = bus is not None
         if bus is not None:
             bus.subscribe(INVALIDATE, self._on_invalidation)
+            bus.on_disconnect(self._suspend_l1)
             bus.on_reconnect(self.flush_local)
 
     async def _ensure_bus(self) -> None:
@@ -190,8 +192,23 @@ class AsyncVersionAccess:
                 log.warning("cache %s: flush not announced on the bus: %s", self.stats.name, exc)
 
     def flush_local(self) -> None:
-        """Drop every L1 copy and cached version of this process (after a bus gap)."""
+        """Drop every L1 copy and cached version of this process (after a bus gap), and
+        use the L1 again if a lost subscription had set it aside."""
+        if self._l1_suspended is not None:
+            self.l1, self._l1_suspended = self._l1_suspended, None
+            log.warning("cache %s: the invalidation bus is back: the in-process tier is used again", self.stats.name)
         if self.l1 is not None:
             self.l1.clear()
         self._versions.clear()
         self.stats.l1.flushes += 1
+
+    def _suspend_l1(self) -> None:
+        """The bus is lost: this process would not hear another's invalidation, so an L1
+        copy could stay stale for its whole L1 TTL. Until the bus is back the cache runs
+        without its L1 (``cache.l1`` is None meanwhile) and reads go to the L2 or loader."""
+        if self.l1 is None:
+            return
+        self.l1.clear()
+        self._l1_suspended, self.l1 = self.l1, None
+        self.stats.l1.flushes += 1
+        log.warning("cache %s: the invalidation bus is lost: the in-process tier is set aside", self.stats.name)

@@ -60,6 +60,7 @@ class BusStats:
     own_skipped: int = 0
     handler_errors: int = 0
     reconnects: int = 0
+    disconnects: int = 0
     undecodable: int = 0
     delay_count: int = 0
     delay_sum: float = 0.0
@@ -96,6 +97,7 @@ class AsyncInvalidationBus:
         self._clock = clock
         self._handlers: dict[str, list[Handler]] = {}
         self._reconnect_handlers: list[Callable[[], Any]] = []
+        self._disconnect_handlers: list[Callable[[], Any]] = []
         self._lock = threading.Lock()
         self._listener: AsyncDaemon | None = None
         self._subscribed = AsyncEvent()
@@ -125,6 +127,12 @@ class AsyncInvalidationBus:
         """Call ``handler()`` each time the subscription comes back after a gap."""
         with self._lock:
             self._reconnect_handlers.append(handler)
+
+    def on_disconnect(self, handler: Callable[[], Any]) -> None:
+        """Call ``handler()`` when the subscription is lost (once per gap): from then on
+        this process hears no invalidation until ``on_reconnect``'s handlers run."""
+        with self._lock:
+            self._disconnect_handlers.append(handler)
 
     async def start(self, timeout: float = 5.0) -> None:
         """Start listening (idempotent) and wait until subscribed, up to ``timeout`` seconds."""
@@ -180,8 +188,10 @@ class AsyncInvalidationBus:
                 # Once per outage at warning level (the resubscription is logged too);
                 # each retry after that at debug, so a dead Redis does not flood the log.
                 level = logging.DEBUG if failing else logging.WARNING
-                failing = True
                 log.log(level, "bus: subscription on %s lost (%s); retrying", self.settings.safe_url, exc)
+                if seen_subscription and not failing:
+                    await self._disconnected()
+                failing = True
                 self._subscribed = AsyncEvent()
                 if pubsub is not None:
                     with contextlib.suppress(*_ERRORS):
@@ -191,6 +201,13 @@ class AsyncInvalidationBus:
         if pubsub is not None:
             with contextlib.suppress(*_ERRORS):
                 await pubsub.aclose()
+
+    async def _disconnected(self) -> None:
+        self.stats.disconnects += 1
+        with self._lock:
+            handlers = list(self._disconnect_handlers)
+        for handler in handlers:
+            await self._call(handler)
 
     async def _reconnected(self) -> None:
         self.stats.reconnects += 1

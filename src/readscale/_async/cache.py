@@ -116,6 +116,7 @@ class AsyncCache(AsyncFillMixin):
         self._background: AsyncBackground[str] = AsyncBackground(on_error=self._refresh_failed)
         self._versions: dict[str, tuple[int, float]] = {}
         self._unsynced: set[str] = set()
+        self._l1_suspended: MemoryStore[str, Any] | None = None  # the L1 while the bus is down
         self.purger = purger
         self._write_behind_settings = write_behind
         self._write_behind: Any = None

@@ -25,7 +25,7 @@ from readscale._async.cache import AsyncCache
 from readscale._core.cdc import CdcRule, CdcSettings, Invalidation, format_lsn, group_transactions, invalidations_for
 from readscale._core.policy import CachePolicy
 from readscale._primitives import AsyncEvent, async_maybe_await, async_sleep
-from readscale.errors import BackendError, ConfigurationError
+from readscale.errors import BackendError, CacheUnavailableError, ConfigurationError, ReadscaleError
 from readscale.metrics import CdcStats
 
 log = logging.getLogger("readscale.cdc")
@@ -187,19 +187,34 @@ class AsyncCdcWorker:
             tags |= inv.tags
             truncated |= inv.truncated_namespaces
             self.stats.unmapped_tables |= inv.unmapped_tables
-        for namespace, keys in by_namespace.items():
-            await self.cache.invalidate(*sorted(keys), policy=self._policy(namespace), lsn=lsn)
-            self.stats.keys_invalidated += len(keys)
-        if tags:
-            await self.cache.invalidate_tags(*sorted(tags))
-            self.stats.tags_invalidated += len(tags)
-        for namespace in truncated:
-            if self._policy(namespace).versioned:
-                await self.cache.invalidate_namespace(namespace)
-            else:
-                log.warning("cdc: a TRUNCATE hit namespace %r, which is not versioned: keys stay until TTL", namespace)
-        if self._purger is not None and (tags or by_namespace):
-            surrogate = sorted(tags | {k for keys in by_namespace.values() for k in keys})
+        surrogate = sorted(tags | {k for keys in by_namespace.values() for k in keys})
+        try:
+            for namespace, keys in by_namespace.items():
+                await self.cache.invalidate(*sorted(keys), policy=self._policy(namespace), lsn=lsn)
+                self.stats.keys_invalidated += len(keys)
+            if tags:
+                await self.cache.invalidate_tags(*sorted(tags))
+                self.stats.tags_invalidated += len(tags)
+            for namespace in truncated:
+                if self._policy(namespace).versioned:
+                    await self.cache.invalidate_namespace(namespace)
+                else:
+                    log.warning(
+                        "cdc: a TRUNCATE hit namespace %r, which is not versioned: keys stay until TTL", namespace
+                    )
+        except CacheUnavailableError:
+            # The cache cannot hear it now; the batch is not acknowledged and comes back
+            # once it can. The edge can: purge it now so its copies do not outlive the
+            # outage (the service reads the database meanwhile), and again on the retry.
+            if surrogate:
+                with contextlib.suppress(ReadscaleError):
+                    await self._purge(surrogate)
+            raise
+        if surrogate:
+            await self._purge(surrogate)
+
+    async def _purge(self, surrogate: list[str]) -> None:
+        if self._purger is not None:
             await self._purger.purge_tags(surrogate, soft=self.settings.soft_purge)
 
     async def _measure_lag(self) -> None:

@@ -61,6 +61,7 @@ class BusStats:
     own_skipped: int = 0
     handler_errors: int = 0
     reconnects: int = 0
+    disconnects: int = 0
     undecodable: int = 0
     delay_count: int = 0
     delay_sum: float = 0.0
@@ -97,6 +98,7 @@ class InvalidationBus:
         self._clock = clock
         self._handlers: dict[str, list[Handler]] = {}
         self._reconnect_handlers: list[Callable[[], Any]] = []
+        self._disconnect_handlers: list[Callable[[], Any]] = []
         self._lock = threading.Lock()
         self._listener: Daemon | None = None
         self._subscribed = Event()
@@ -126,6 +128,12 @@ class InvalidationBus:
         """Call ``handler()`` each time the subscription comes back after a gap."""
         with self._lock:
             self._reconnect_handlers.append(handler)
+
+    def on_disconnect(self, handler: Callable[[], Any]) -> None:
+        """Call ``handler()`` when the subscription is lost (once per gap): from then on
+        this process hears no invalidation until ``on_reconnect``'s handlers run."""
+        with self._lock:
+            self._disconnect_handlers.append(handler)
 
     def start(self, timeout: float = 5.0) -> None:
         """Start listening (idempotent) and wait until subscribed, up to ``timeout`` seconds."""
@@ -181,8 +189,10 @@ class InvalidationBus:
                 # Once per outage at warning level (the resubscription is logged too);
                 # each retry after that at debug, so a dead Redis does not flood the log.
                 level = logging.DEBUG if failing else logging.WARNING
-                failing = True
                 log.log(level, "bus: subscription on %s lost (%s); retrying", self.settings.safe_url, exc)
+                if seen_subscription and not failing:
+                    self._disconnected()
+                failing = True
                 self._subscribed = Event()
                 if pubsub is not None:
                     with contextlib.suppress(*_ERRORS):
@@ -192,6 +202,13 @@ class InvalidationBus:
         if pubsub is not None:
             with contextlib.suppress(*_ERRORS):
                 pubsub.close()
+
+    def _disconnected(self) -> None:
+        self.stats.disconnects += 1
+        with self._lock:
+            handlers = list(self._disconnect_handlers)
+        for handler in handlers:
+            self._call(handler)
 
     def _reconnected(self) -> None:
         self.stats.reconnects += 1

@@ -26,7 +26,7 @@ from readscale._core.cdc import CdcRule, CdcSettings, Invalidation, format_lsn, 
 from readscale._core.policy import CachePolicy
 from readscale._primitives import Event, sync_maybe_await, sync_sleep
 from readscale._sync.cache import Cache
-from readscale.errors import BackendError, ConfigurationError
+from readscale.errors import BackendError, CacheUnavailableError, ConfigurationError, ReadscaleError
 from readscale.metrics import CdcStats
 
 log = logging.getLogger("readscale.cdc")
@@ -188,19 +188,34 @@ class CdcWorker:
             tags |= inv.tags
             truncated |= inv.truncated_namespaces
             self.stats.unmapped_tables |= inv.unmapped_tables
-        for namespace, keys in by_namespace.items():
-            self.cache.invalidate(*sorted(keys), policy=self._policy(namespace), lsn=lsn)
-            self.stats.keys_invalidated += len(keys)
-        if tags:
-            self.cache.invalidate_tags(*sorted(tags))
-            self.stats.tags_invalidated += len(tags)
-        for namespace in truncated:
-            if self._policy(namespace).versioned:
-                self.cache.invalidate_namespace(namespace)
-            else:
-                log.warning("cdc: a TRUNCATE hit namespace %r, which is not versioned: keys stay until TTL", namespace)
-        if self._purger is not None and (tags or by_namespace):
-            surrogate = sorted(tags | {k for keys in by_namespace.values() for k in keys})
+        surrogate = sorted(tags | {k for keys in by_namespace.values() for k in keys})
+        try:
+            for namespace, keys in by_namespace.items():
+                self.cache.invalidate(*sorted(keys), policy=self._policy(namespace), lsn=lsn)
+                self.stats.keys_invalidated += len(keys)
+            if tags:
+                self.cache.invalidate_tags(*sorted(tags))
+                self.stats.tags_invalidated += len(tags)
+            for namespace in truncated:
+                if self._policy(namespace).versioned:
+                    self.cache.invalidate_namespace(namespace)
+                else:
+                    log.warning(
+                        "cdc: a TRUNCATE hit namespace %r, which is not versioned: keys stay until TTL", namespace
+                    )
+        except CacheUnavailableError:
+            # The cache cannot hear it now; the batch is not acknowledged and comes back
+            # once it can. The edge can: purge it now so its copies do not outlive the
+            # outage (the service reads the database meanwhile), and again on the retry.
+            if surrogate:
+                with contextlib.suppress(ReadscaleError):
+                    self._purge(surrogate)
+            raise
+        if surrogate:
+            self._purge(surrogate)
+
+    def _purge(self, surrogate: list[str]) -> None:
+        if self._purger is not None:
             self._purger.purge_tags(surrogate, soft=self.settings.soft_purge)
 
     def _measure_lag(self) -> None:

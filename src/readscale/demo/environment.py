@@ -34,7 +34,20 @@ PROCESSES: tuple[Process, ...] = ("app", "cdc", "flusher")
 STATS_KEY = "demo:stats"
 WRITE_BEHIND_QUEUE = "views"
 CDC_SLOT = "demo_cdc"
-CDC_RULES = '[[rule]]\ntable = "products"\nkeys = ["product:{id}"]\ntags = ["category:{category_id}"]\n'
+# The CDC worker is the backstop for every cached row: products (changed in SQL by the
+# admin, nobody invalidates them in code) and profiles (written through, but a write
+# made while Redis was down leaves Redis' old copy, which another process could read
+# once Redis is back: the worker deletes it as soon as Redis answers).
+CDC_RULES = """\
+[[rule]]
+table = "products"
+keys = ["product:{id}"]
+tags = ["category:{category_id}"]
+
+[[rule]]
+table = "users"
+keys = ["user:{id}:profile"]
+"""
 
 
 @dataclass(frozen=True)
