@@ -43,6 +43,7 @@ __all__ = [
     "current_mode",
     "dump_token",
     "load_token",
+    "own_write_floor",
     "use_mode",
 ]
 
@@ -122,6 +123,16 @@ _mode: ContextVar[ReadMode | None] = ContextVar("readscale_read_mode", default=N
 def current_context() -> CausalContext | None:
     """The causal context active here, if any."""
     return _current.get()
+
+
+def own_write_floor() -> int | None:
+    """The WAL position the active session has written up to (at least), or None when
+    it has not written: what a read-your-writes cache entry must have been read at."""
+    context = _current.get()
+    if context is None or context.written_at is None:
+        return None
+    token = context.token
+    return token.lsn if token is not None else None
 
 
 @contextmanager

@@ -30,6 +30,7 @@ class TierStats:
     unsynced: int = 0  # writes that could not reach the tier: their keys are removed later
     resynced: int = 0  # of those, removed once the tier answered again
     unsynced_dropped: int = 0  # past the limit: left to their TTL (logged as errors)
+    older_than_own_write: int = 0  # entries refused to a session that wrote after they were read
 
 
 @dataclass(slots=True)

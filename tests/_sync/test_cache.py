@@ -427,3 +427,34 @@ def test_other_codecs_round_trip(cache: Cache) -> None:
     forged = SignedPickleCodec(b"another-secret-of-16-bytes")
     cache.l1.clear()  # type: ignore[union-attr]
     assert cache.get("pk", codec=forged) is NO_VALUE
+
+
+def test_a_read_your_writes_entry_read_before_the_sessions_write_is_loaded_again(cache: Cache) -> None:
+    from readscale._causal import CausalContext, causal_context
+    from readscale._core.causal import CausalToken
+    from readscale.fills import report_read_lsn
+
+    policy = dataclasses.replace(POLICY, read_your_writes=True)
+    loads: list[int] = []
+
+    def loader(value: str, read_at: int) -> Any:
+        def load() -> str:
+            loads.append(read_at)
+            report_read_lsn(read_at)  # what the replica router reports for the read
+            return value
+
+        return load
+
+    assert cache.get_or_load("profile", loader("old bio", 100), policy=policy) == "old bio"
+    assert cache.get_or_load("profile", loader("unused", 0), policy=policy) == "old bio"  # a hit
+    wrote = CausalContext()
+    wrote.record_write(CausalToken(1, 1, 200), at=1.0)  # this session wrote at LSN 200
+    with causal_context(wrote):
+        # Both tiers hold the entry read at 100: too old for this session.
+        assert cache.get("profile", policy=policy) is NO_VALUE
+        assert cache.get_or_load("profile", loader("new bio", 250), policy=policy) == "new bio"
+        assert cache.get_or_load("profile", loader("unused", 0), policy=policy) == "new bio"  # read at 250
+    assert loads == [100, 250]
+    assert cache.stats.l1.older_than_own_write + cache.stats.l2.older_than_own_write >= 2
+    with causal_context(CausalContext()):  # a session that has not written: no floor
+        assert cache.get_or_load("profile", loader("unused", 0), policy=policy) == "new bio"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -81,3 +82,52 @@ def test_consistency_check_cli_reports_stale_keys(tmp_path: Path, redis_url: str
     assert report["stale_keys"] == ["k7"]
     cache.close()
     client.close()
+
+
+def test_cdc_run_outlives_a_redis_outage(tmp_path: Path, pg_primary_dsn: str, readscale_stack_factory: Any) -> None:
+    """The worker keeps retrying while Redis is dead and applies the change once it is back."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from readscale.stack import StackConfig
+
+    stack = readscale_stack_factory(StackConfig(postgres=False, redis_aof=True))
+    table = f"cli_{uuid.uuid4().hex[:8]}"
+    slot = f"s_{uuid.uuid4().hex[:10]}"
+    rules = tmp_path / "rules.toml"
+    rules.write_text(f'[[rule]]\ntable = "{table}"\nkeys = ["item:{{id}}"]\n')
+    with psycopg.connect(pg_primary_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v text)")
+        conn.execute(f"INSERT INTO {table} VALUES (1, 'a')")
+    cache = Cache(RedisBackend(RedisSettings(url=stack.redis.url)))
+    cache.set("item:1", "a")
+    readscale = str(Path(sys.executable).with_name("readscale"))
+    log = tmp_path / "cdc.log"
+    with open(log, "wb") as out:
+        worker = subprocess.Popen(
+            [readscale, "cdc", "run", "--dsn", pg_primary_dsn, "--rules", str(rules), "--redis-url", stack.redis.url,
+             "--slot", slot, "--no-tombstones", "--no-bus"],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        time.sleep(2.0)  # the slot exists
+        stack.kill("redis")
+        with psycopg.connect(pg_primary_dsn, autocommit=True) as conn:
+            conn.execute(f"UPDATE {table} SET v = 'b' WHERE id = 1")
+        time.sleep(2.0)  # several failed rounds
+        assert worker.poll() is None, log.read_text()
+        stack.start("redis")  # its AOF brings the old entry back
+        for _ in range(100):
+            if cache.get("item:1") is NO_VALUE:
+                break
+            time.sleep(0.1)
+        assert cache.get("item:1") is NO_VALUE, log.read_text()
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(10)
+        cache.close()
+        with psycopg.connect(pg_primary_dsn, autocommit=True) as conn:
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))

@@ -8,7 +8,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from readscale._async.backends.base import AsyncBackend
+from readscale._causal import own_write_floor
 from readscale._core import breaker as circuit
+from readscale._core.causal import read_before_own_write
 from readscale._core.entry import EntryMeta, EnvelopeError, decode_envelope, encode_envelope
 from readscale._core.freshness import jittered_ttl, l1_ttl, storage_ttl
 from readscale._core.policy import CachePolicy
@@ -48,6 +50,9 @@ class AsyncTierAccess:
         item = self.l1.get(pkey)
         if item is NO_VALUE:
             self.stats.l1.misses += 1
+            return None
+        if policy.read_your_writes and read_before_own_write(item[1].lsn, own_write_floor()):
+            self.stats.l1.older_than_own_write += 1
             return None
         self.stats.l1.hits += 1
         return item  # type: ignore[no-any-return]
@@ -139,6 +144,9 @@ class AsyncTierAccess:
             return None
         if meta.schema != policy.schema or codec_id != codec.id:
             self.stats.l2.corrupt += count
+            return None
+        if policy.read_your_writes and read_before_own_write(meta.lsn, own_write_floor()):
+            self.stats.l2.older_than_own_write += 1
             return None
         try:
             return codec.decode(payload), meta

@@ -27,6 +27,7 @@ from readscale._async._cache_fills import AsyncFillMixin, log
 from readscale._async.backends.base import AsyncBackend
 from readscale._async.bus import AsyncInvalidationBus
 from readscale._async.cached import AsyncCachedFunction
+from readscale._causal import current_context
 from readscale._core import breaker as circuit
 from readscale._core.entry import fresh_payloads
 from readscale._core.freshness import Freshness, assess, storage_ttl
@@ -409,10 +410,18 @@ class AsyncCache(AsyncFillMixin):
         possible, and the event is logged and counted: the write itself has happened and is
         not undone.
         """
+        context = current_context()
+        wrote_before = context.written_at if context is not None else None
         value = await writer()
         policy = policy or self.policy
         if not policy.cacheable:
             return value
+        # The value is what the write committed: if it went through the replica router in
+        # a causal scope, the entry carries that position (read-your-writes entries
+        # older than a session's write are refused; this one is not).
+        written_lsn = None
+        if context is not None and context.written_at != wrote_before and context.token is not None:
+            written_lsn = context.token.lsn
         try:
             pkey = await self._pkey(key, policy)
             tag_versions = await self._tag_versions((*policy.tags, *tags))
@@ -430,7 +439,7 @@ class AsyncCache(AsyncFillMixin):
                     self.l1.delete(pkey)
                 self._mark_unsynced(pkey)
             return value
-        meta = self._meta(value, policy, 0.0, tag_versions)
+        meta = self._meta(value, policy, 0.0, tag_versions, written_lsn)
         try:
             raw = self._encode(pkey, value, meta, codec or self.codec)
         except SerializationError as exc:

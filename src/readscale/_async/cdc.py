@@ -227,8 +227,10 @@ class AsyncCdcWorker:
         row = await cur.fetchone()
         self.stats.lag_bytes = int(row[0]) if row and row[0] is not None else 0
 
-    async def run(self, stop: AsyncEvent | None = None) -> None:
-        """Apply batches until ``stop`` is set; errors are logged, counted and retried."""
+    async def run(self, stop: AsyncEvent | None = None, *, tick: Callable[[], Any] | None = None) -> None:
+        """Apply batches until ``stop`` is set; errors (PostgreSQL or the cache down) are
+        logged, counted and retried: the unconfirmed batch comes back. ``tick`` is
+        called after every round (a live display)."""
         stop = stop or AsyncEvent()
         while not stop.is_set():
             try:
@@ -238,7 +240,9 @@ class AsyncCdcWorker:
                 log.warning("cdc: %s; retrying", exc)
                 await self._reset()
                 await async_sleep(min(1.0, self.settings.poll_interval * 5))
-                continue
+                applied = -1
+            if tick is not None:
+                tick()
             if applied == 0:
                 await stop.wait(self.settings.poll_interval)
 

@@ -44,6 +44,7 @@ __all__ = [
     "TokenSigner",
     "advance",
     "merge",
+    "read_before_own_write",
     "reconcile",
 ]
 
@@ -205,3 +206,10 @@ class TokenSigner:
             return None
         written = None if match["written"] == "-" else int(match["written"]) / 1000
         return CarriedToken(CausalToken(system, timeline, lsn), written, float(issued))
+
+
+def read_before_own_write(entry_lsn: int | None, floor: int | None) -> bool:
+    """True when a cache entry was read from the database before the session's own last
+    write (``floor``): serving it would hide that write from its author. An entry with
+    no read position (filled outside the replica router) cannot be judged: False."""
+    return floor is not None and entry_lsn is not None and entry_lsn < floor

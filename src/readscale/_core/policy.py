@@ -45,7 +45,14 @@ BOTH_TIERS = frozenset({Tier.L1, Tier.L2})
 
 @dataclass(frozen=True, slots=True)
 class CachePolicy:
-    """How one kind of data is cached. Durations are in seconds."""
+    """How one kind of data is cached. Durations are in seconds.
+
+    ``read_your_writes``: inside a causal scope that has written (a request carrying the
+    token of its session's write), an entry read from the database before that write's
+    WAL position is treated as a miss for this session and loaded again, wherever it
+    sits (another process's L1, a Redis that missed the write-through during an outage).
+    It needs entries filled through the replica router (they carry their read position).
+    """
 
     name: str = "default"
     ttl: float = 300.0
@@ -66,6 +73,7 @@ class CachePolicy:
     lease_ttl: float = 5.0
     lease_wait: float | None = None
     versioned: bool = False
+    read_your_writes: bool = False
 
     def __post_init__(self) -> None:
         def bad(message: str) -> ConfigurationError:
@@ -133,7 +141,15 @@ STATIC_ASSETS = CachePolicy(name="static_assets", ttl=86_400.0, swr=3_600.0, sie
 CATALOG = CachePolicy(name="catalog", ttl=3_600.0, swr=300.0, sie=3_600.0, l1_ttl=60.0)
 
 #: User profiles: five minutes; write-through on update keeps them right.
-PROFILE = CachePolicy(name="profile", ttl=300.0, swr=30.0, sie=300.0, l1_ttl=10.0, strategy=Strategy.WRITE_THROUGH)
+PROFILE = CachePolicy(
+    name="profile",
+    ttl=300.0,
+    swr=30.0,
+    sie=300.0,
+    l1_ttl=10.0,
+    strategy=Strategy.WRITE_THROUGH,
+    read_your_writes=True,
+)
 
 #: Account balances: never cached; every read goes to the database (read-your-writes).
 BALANCE = CachePolicy(name="balance", cacheable=False, tiers=frozenset(), strategy=Strategy.ASIDE)

@@ -24,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar, assert_never
 
+from readscale._causal import current_context
 from readscale._core import breaker as circuit
 from readscale._core.entry import fresh_payloads
 from readscale._core.freshness import Freshness, assess, storage_ttl
@@ -410,10 +411,18 @@ class Cache(FillMixin):
         possible, and the event is logged and counted: the write itself has happened and is
         not undone.
         """
+        context = current_context()
+        wrote_before = context.written_at if context is not None else None
         value = writer()
         policy = policy or self.policy
         if not policy.cacheable:
             return value
+        # The value is what the write committed: if it went through the replica router in
+        # a causal scope, the entry carries that position (read-your-writes entries
+        # older than a session's write are refused; this one is not).
+        written_lsn = None
+        if context is not None and context.written_at != wrote_before and context.token is not None:
+            written_lsn = context.token.lsn
         try:
             pkey = self._pkey(key, policy)
             tag_versions = self._tag_versions((*policy.tags, *tags))
@@ -431,7 +440,7 @@ class Cache(FillMixin):
                     self.l1.delete(pkey)
                 self._mark_unsynced(pkey)
             return value
-        meta = self._meta(value, policy, 0.0, tag_versions)
+        meta = self._meta(value, policy, 0.0, tag_versions, written_lsn)
         try:
             raw = self._encode(pkey, value, meta, codec or self.codec)
         except SerializationError as exc:

@@ -228,8 +228,10 @@ class CdcWorker:
         row = cur.fetchone()
         self.stats.lag_bytes = int(row[0]) if row and row[0] is not None else 0
 
-    def run(self, stop: Event | None = None) -> None:
-        """Apply batches until ``stop`` is set; errors are logged, counted and retried."""
+    def run(self, stop: Event | None = None, *, tick: Callable[[], Any] | None = None) -> None:
+        """Apply batches until ``stop`` is set; errors (PostgreSQL or the cache down) are
+        logged, counted and retried: the unconfirmed batch comes back. ``tick`` is
+        called after every round (a live display)."""
         stop = stop or Event()
         while not stop.is_set():
             try:
@@ -239,7 +241,9 @@ class CdcWorker:
                 log.warning("cdc: %s; retrying", exc)
                 self._reset()
                 sync_sleep(min(1.0, self.settings.poll_interval * 5))
-                continue
+                applied = -1
+            if tick is not None:
+                tick()
             if applied == 0:
                 stop.wait(self.settings.poll_interval)
 

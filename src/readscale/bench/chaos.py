@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shutil
 import tempfile
 import time
 import traceback
@@ -250,7 +251,14 @@ async def _drive(env: DemoEnvironment, fault: Fault, load: LoadConfig, warm_s: f
 
 
 def _service_fault(
-    fault: Fault, *, clients: int, warm_s: float, tail_s: float, seed: int, progress: Callable[[str], None]
+    fault: Fault,
+    *,
+    clients: int,
+    warm_s: float,
+    tail_s: float,
+    seed: int,
+    progress: Callable[[str], None],
+    logs: Path | None = None,
 ) -> dict[str, Any]:
     env = DemoEnvironment(EnvironmentConfig(workers=2), progress=lambda message: None)
     try:
@@ -281,7 +289,7 @@ def _service_fault(
             "window_s": [round(run.injected_at, 2), round(run.repaired_at, 2)],
         }  # fmt: skip
     finally:
-        env.close()
+        env.close(keep_logs=None if logs is None else logs / fault.name)
 
 
 # -- Redis Cluster, driving the cache directly ------------------------------------------------------
@@ -423,6 +431,7 @@ def _cluster_fault(*, workers: int, warm_s: float, tail_s: float, progress: Call
         )  # fmt: skip
     finally:
         stack.down()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def _key_on(port: int, nodes: list[Any]) -> str:
@@ -445,8 +454,13 @@ def _key_on(port: int, nodes: list[Any]) -> str:
 
 
 def run_faults(
-    names: tuple[str, ...], *, quick: bool, progress: Callable[[str], None] = lambda message: None
+    names: tuple[str, ...],
+    *,
+    quick: bool,
+    progress: Callable[[str], None] = lambda message: None,
+    logs: Path | None = None,
 ) -> list[dict[str, Any]]:
+    """Run each fault in turn; ``logs``: keep the service's logs there, per fault."""
     clients = 12 if quick else 24
     warm_s, tail_s = (4.0, 6.0) if quick else (6.0, 10.0)
     out = []
@@ -455,7 +469,9 @@ def run_faults(
             out.append(_cluster_fault(workers=clients, warm_s=warm_s, tail_s=tail_s, progress=progress))
         else:
             out.append(
-                _service_fault(FAULTS[name], clients=clients, warm_s=warm_s, tail_s=tail_s, seed=7, progress=progress)
+                _service_fault(
+                    FAULTS[name], clients=clients, warm_s=warm_s, tail_s=tail_s, seed=7, progress=progress, logs=logs
+                )
             )
         row = out[-1]
         progress(

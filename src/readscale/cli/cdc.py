@@ -80,10 +80,7 @@ def run(
             stop = Event()
             with Live(_table(worker.stats, started), console=console, refresh_per_second=2) as live:
                 try:
-                    while not stop.is_set():
-                        if not worker.run_once():
-                            stop.wait(worker.settings.poll_interval)
-                        live.update(_table(worker.stats, started))
+                    worker.run(stop, tick=lambda: live.update(_table(worker.stats, started)))
                 except KeyboardInterrupt:
                     console.print("stopping: the last batch is either confirmed or will be delivered again")
         finally:

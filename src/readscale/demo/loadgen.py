@@ -294,7 +294,12 @@ async def run_load(
                             product = int(kind[2])
                             if truth.prices.get(product):
                                 stale = truth.price_stale(product, price, sent_at, bound)
-                                check(result, f"product {product} price {price} via {layer}" if stale else None)
+                                changes = [(round(at - started, 2), value) for at, value in truth.prices[product][-3:]]
+                                problem = (
+                                    f"product {product} price {price} via {layer} at {sent_at - started:.2f} s "
+                                    f"(changes: {changes}; Age {response.headers.get('age')})"
+                                )
+                                check(result, problem if stale else None)
                 except httpx.HTTPError as exc:
                     layer = "error"
                     result.failures[type(exc).__name__] += 1
