@@ -29,10 +29,14 @@ __all__ = ["MASK", "DsnOptions", "mask_dsn", "scrub", "secrets_of"]
 MASK = "***"
 _SECRET_KEYS = r"(?:ssl)?password"  # noqa: S105 - the names of the secret options, not a secret
 # key = value, the value quoted ('...' with \' and \\ escapes, possibly unterminated) or
-# bare. Bare words after a bare value (``password=two words``) are taken with it: libpq
-# refuses such a DSN and quotes the words in its error, and they are the password's.
+# bare (backslash escapes allowed there too). Bare words after a bare value
+# (``password=two words``) are taken with it: libpq refuses such a DSN and quotes the
+# words in its error, and they are the password's.
+_BARE = r"(?:\\.|[^\s'\\])*"
+_BARE_WORD = r"(?:\\.|[^\s='\\])+"
 _KEY_VALUE = re.compile(
-    rf"(?P<key>\b{_SECRET_KEYS})(?P<eq>\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'?|[^\s'\"]*(?:\s+[^\s='\"]+(?=\s|$))*)", re.I
+    rf"(?P<key>\b{_SECRET_KEYS})(?P<eq>\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'?|{_BARE}(?:\s+{_BARE_WORD}(?=\s|$))*)",
+    re.I,
 )
 # A URI anywhere in a text: scheme, then everything up to whitespace or a quote.
 _URI = re.compile(r"postgres(?:ql)?://[^\s\"'<>]*", re.I)
@@ -70,6 +74,10 @@ def _mask_pairs(text: str) -> str:
     return _KEY_VALUE.sub(lambda m: f"{m['key']}{m['eq']}{MASK}", text)
 
 
+def _unescape(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text)
+
+
 def _is_uri(text: str) -> bool:
     return _URI.match(text.lstrip()) is not None
 
@@ -100,9 +108,9 @@ def secrets_of(dsn: object) -> list[str]:
         for match in _KEY_VALUE.finditer(dsn):
             value = match["value"]
             if value.startswith("'"):
-                found.append(re.sub(r"\\(.)", r"\1", value[1:].removesuffix("'")))
+                found.append(_unescape(value[1:].removesuffix("'")))
             else:
-                found += value.split()
+                found += [_unescape(word) for word in value.split()]
     return [s for s in found if s]
 
 
