@@ -62,11 +62,13 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=["redis", "cluster", "memcached"])
+@pytest.fixture(params=["redis", "redis-tls-acl", "cluster", "memcached"])
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[AsyncCountingBackend]:
     inner: Any
     if request.param == "redis":
         inner = AsyncRedisBackend(RedisSettings(url=request.getfixturevalue("redis_url")))
+    elif request.param == "redis-tls-acl":
+        inner = AsyncRedisBackend(request.getfixturevalue("secure_redis_settings"))
     elif request.param == "cluster":
         nodes = request.getfixturevalue("redis_cluster_nodes")
         inner = AsyncRedisClusterBackend(RedisSettings(url=f"redis://{nodes[0]}/0"))
@@ -249,7 +251,7 @@ async def test_stale_while_revalidate_serves_stale_and_refreshes_once(cache: Asy
 
 @pytest.mark.anyio
 async def test_two_processes_in_the_swr_window_refresh_once_in_total(
-    cache: AsyncCache, backend: AsyncCountingBackend, clock: FakeClock, redis_url: str
+    cache: AsyncCache, backend: AsyncCountingBackend, clock: FakeClock
 ) -> None:
     if backend.name != "redis":
         pytest.skip("the second process is built on Redis here")
@@ -257,7 +259,7 @@ async def test_two_processes_in_the_swr_window_refresh_once_in_total(
     loader = Loader("v1")
     await cache.get_or_load("swr2", loader, policy=policy)
     # A second "process": its own connections, single-flight and background jobs.
-    other_backend = AsyncRedisBackend(RedisSettings(url=redis_url))
+    other_backend = AsyncRedisBackend(backend.proxied.settings)  # type: ignore[attr-defined]
     other = AsyncCache(other_backend, policy=policy, prefix=cache.prefix, clock=clock, monotonic=clock)
     loader.value = "v2"
     loader.delay = 0.1

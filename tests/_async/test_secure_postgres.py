@@ -12,10 +12,19 @@ from typing import Any
 import psycopg
 import pytest
 
+from readscale._async.backends.redis import AsyncRedisBackend
+from readscale._async.cache import AsyncCache
+from readscale._async.cdc import AsyncCdcWorker, CdcRule, CdcSettings
+from readscale._async.flusher import AsyncFlusher
+from readscale._async.pgwriter import AsyncPostgresWriter
 from readscale._async.replica_router import AsyncReplicaRouter
+from readscale._async.writebehind import AsyncWriteBehind
+from readscale._core.policy import CachePolicy
+from readscale._core.writebehind import FlusherSettings, WriteBehindSettings
 from readscale.errors import PrimaryUnavailableError
+from readscale.memory import NO_VALUE
 from readscale.replicas import ReplicaSettings, causal_context
-from readscale.settings import PostgresSettings
+from readscale.settings import PostgresSettings, RedisSettings
 from readscale.stack import Stack
 from readscale.stack.tls import make_tls
 
@@ -121,3 +130,49 @@ async def test_a_router_with_a_wrong_password_says_why_and_never_shows_a_passwor
     assert "password authentication failed" in caplog.text, "the operator is told why"
     assert "wrong-secret-9c1" not in shown
     assert str(secure_pg_settings.password) not in shown
+
+
+@pytest.mark.anyio
+async def test_write_behind_and_cdc_run_over_tls_with_credentials_end_to_end(
+    secure_pg_stack: Stack, secure_pg_settings: PostgresSettings, secure_redis_settings: RedisSettings
+) -> None:
+    """The queue on the TLS Redis (ACL user), the flusher's writer and the CDC worker on
+    the TLS PostgreSQL (the app role): an acknowledged write lands in the table, and
+    its change comes back through the WAL as an invalidation."""
+    tag = uuid.uuid4().hex[:8]
+    table, queue, prefix, slot = f"wb_tls_{tag}", f"q{tag}", f"tls{tag}:", f"s_tls_{tag}"
+    app_dsn = secure_pg_settings.apply(secure_pg_stack.primary.dsn)
+    async with await psycopg.AsyncConnection.connect(app_dsn, autocommit=True) as conn:
+        await conn.execute(
+            f"CREATE TABLE {table} (key text PRIMARY KEY, version bigint NOT NULL, value jsonb NOT NULL)"
+        )
+    cache = AsyncCache(
+        AsyncRedisBackend(secure_redis_settings), policy=CachePolicy(name="tls", ttl=600.0), prefix=prefix
+    )
+    writer = AsyncPostgresWriter(secure_pg_stack.primary.dsn, table=table, postgres=secure_pg_settings)
+    flusher = AsyncFlusher(
+        writer, secure_redis_settings, settings=FlusherSettings(queue=queue, prefix=prefix, block=0.05, batch_wait=0.01)
+    )
+    worker = AsyncCdcWorker(
+        cache,
+        [CdcRule(table, keys=("{key}",))],
+        CdcSettings(dsn=secure_pg_stack.primary.dsn, slot=slot, tombstones=False, postgres=secure_pg_settings),
+    )
+    try:
+        assert await worker.ensure_slot() is True
+        version = await AsyncWriteBehind(cache, WriteBehindSettings(queue=queue)).write_behind("item:1", {"qty": 3})
+        assert await cache.get("item:1") == {"qty": 3}
+        assert await flusher.drain()
+        async with await psycopg.AsyncConnection.connect(app_dsn) as conn:
+            rows = await (await conn.execute(f"SELECT key, version, value FROM {table}")).fetchall()
+        assert rows == [("item:1", version, {"qty": 3})]
+        assert await worker.run_once() >= 1, "the flusher's upsert came back through the slot"
+        assert await cache.get("item:1") is NO_VALUE
+    finally:
+        await worker.close()
+        await flusher.aclose()
+        await writer.aclose()
+        await cache.aclose()
+        async with await psycopg.AsyncConnection.connect(app_dsn, autocommit=True) as conn:
+            await conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+            await conn.execute(f"DROP TABLE {table}")

@@ -63,11 +63,13 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=["redis", "cluster", "memcached"])
+@pytest.fixture(params=["redis", "redis-tls-acl", "cluster", "memcached"])
 def backend(request: pytest.FixtureRequest) -> Iterator[CountingBackend]:
     inner: Any
     if request.param == "redis":
         inner = RedisBackend(RedisSettings(url=request.getfixturevalue("redis_url")))
+    elif request.param == "redis-tls-acl":
+        inner = RedisBackend(request.getfixturevalue("secure_redis_settings"))
     elif request.param == "cluster":
         nodes = request.getfixturevalue("redis_cluster_nodes")
         inner = RedisClusterBackend(RedisSettings(url=f"redis://{nodes[0]}/0"))
@@ -233,7 +235,7 @@ def test_stale_while_revalidate_serves_stale_and_refreshes_once(cache: Cache, cl
 
 
 def test_two_processes_in_the_swr_window_refresh_once_in_total(
-    cache: Cache, backend: CountingBackend, clock: FakeClock, redis_url: str
+    cache: Cache, backend: CountingBackend, clock: FakeClock
 ) -> None:
     if backend.name != "redis":
         pytest.skip("the second process is built on Redis here")
@@ -241,7 +243,7 @@ def test_two_processes_in_the_swr_window_refresh_once_in_total(
     loader = Loader("v1")
     cache.get_or_load("swr2", loader, policy=policy)
     # A second "process": its own connections, single-flight and background jobs.
-    other_backend = RedisBackend(RedisSettings(url=redis_url))
+    other_backend = RedisBackend(backend.proxied.settings)  # type: ignore[attr-defined]
     other = Cache(other_backend, policy=policy, prefix=cache.prefix, clock=clock, monotonic=clock)
     loader.value = "v2"
     loader.delay = 0.1

@@ -13,10 +13,19 @@ from typing import Any
 import psycopg
 import pytest
 
+from readscale._core.policy import CachePolicy
+from readscale._core.writebehind import FlusherSettings, WriteBehindSettings
+from readscale._sync.backends.redis import RedisBackend
+from readscale._sync.cache import Cache
+from readscale._sync.cdc import CdcRule, CdcSettings, CdcWorker
+from readscale._sync.flusher import Flusher
+from readscale._sync.pgwriter import PostgresWriter
 from readscale._sync.replica_router import ReplicaRouter
+from readscale._sync.writebehind import WriteBehind
 from readscale.errors import PrimaryUnavailableError
+from readscale.memory import NO_VALUE
 from readscale.replicas import ReplicaSettings, causal_context
-from readscale.settings import PostgresSettings
+from readscale.settings import PostgresSettings, RedisSettings
 from readscale.stack import Stack
 from readscale.stack.tls import make_tls
 
@@ -118,3 +127,44 @@ def test_a_router_with_a_wrong_password_says_why_and_never_shows_a_password(
     assert "password authentication failed" in caplog.text, "the operator is told why"
     assert "wrong-secret-9c1" not in shown
     assert str(secure_pg_settings.password) not in shown
+
+
+def test_write_behind_and_cdc_run_over_tls_with_credentials_end_to_end(
+    secure_pg_stack: Stack, secure_pg_settings: PostgresSettings, secure_redis_settings: RedisSettings
+) -> None:
+    """The queue on the TLS Redis (ACL user), the flusher's writer and the CDC worker on
+    the TLS PostgreSQL (the app role): an acknowledged write lands in the table, and
+    its change comes back through the WAL as an invalidation."""
+    tag = uuid.uuid4().hex[:8]
+    table, queue, prefix, slot = f"wb_tls_{tag}", f"q{tag}", f"tls{tag}:", f"s_tls_{tag}"
+    app_dsn = secure_pg_settings.apply(secure_pg_stack.primary.dsn)
+    with psycopg.Connection.connect(app_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table} (key text PRIMARY KEY, version bigint NOT NULL, value jsonb NOT NULL)")
+    cache = Cache(RedisBackend(secure_redis_settings), policy=CachePolicy(name="tls", ttl=600.0), prefix=prefix)
+    writer = PostgresWriter(secure_pg_stack.primary.dsn, table=table, postgres=secure_pg_settings)
+    flusher = Flusher(
+        writer, secure_redis_settings, settings=FlusherSettings(queue=queue, prefix=prefix, block=0.05, batch_wait=0.01)
+    )
+    worker = CdcWorker(
+        cache,
+        [CdcRule(table, keys=("{key}",))],
+        CdcSettings(dsn=secure_pg_stack.primary.dsn, slot=slot, tombstones=False, postgres=secure_pg_settings),
+    )
+    try:
+        assert worker.ensure_slot() is True
+        version = WriteBehind(cache, WriteBehindSettings(queue=queue)).write_behind("item:1", {"qty": 3})
+        assert cache.get("item:1") == {"qty": 3}
+        assert flusher.drain()
+        with psycopg.Connection.connect(app_dsn) as conn:
+            rows = (conn.execute(f"SELECT key, version, value FROM {table}")).fetchall()
+        assert rows == [("item:1", version, {"qty": 3})]
+        assert worker.run_once() >= 1, "the flusher's upsert came back through the slot"
+        assert cache.get("item:1") is NO_VALUE
+    finally:
+        worker.close()
+        flusher.close()
+        writer.close()
+        cache.close()
+        with psycopg.Connection.connect(app_dsn, autocommit=True) as conn:
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+            conn.execute(f"DROP TABLE {table}")

@@ -290,16 +290,17 @@ def hba_lines(user: str, *, tls: bool) -> str:
 def create_app_role(primary: PostgresNode, user: str, password: str) -> None:
     """Create the application role on a running primary (replicas get it by replication).
 
-    It may create tables in ``public`` and, through ``pg_monitor``, read the WAL
-    positions and replication status the replica router probes. The statement goes to
-    psql on its standard input, so the password is never on a command line.
+    It may create tables in ``public``; through ``pg_monitor``, read the WAL positions
+    and replication status the replica router probes; and, with ``REPLICATION``, use
+    the logical slot functions the CDC worker reads. The statement goes to psql on its
+    standard input, so the password is never on a command line.
     """
     check_role_name(user)
     if not password or "\x00" in password:
         raise ConfigurationError(f"the application role {user!r} needs a non-empty password without NUL")
     literal = "'" + password.replace("'", "''") + "'"
     script = (
-        f"CREATE ROLE {user} LOGIN PASSWORD {literal};\n"
+        f"CREATE ROLE {user} LOGIN REPLICATION PASSWORD {literal};\n"
         f"GRANT pg_monitor TO {user};\n"
         f"GRANT CREATE, USAGE ON SCHEMA public TO {user};\n"
     )
