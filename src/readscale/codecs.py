@@ -95,7 +95,8 @@ class JsonCodec:
     def decode(self, data: bytes | memoryview) -> Any:
         try:
             return self._decoder.decode(data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError, OverflowError) as exc:
+            # ValueError: a msgpack string that is not UTF-8 (UnicodeDecodeError), found by fuzzing.
             raise CorruptValueError(None, f"{self.name}: {exc}") from exc
         except RecursionError:
             raise CorruptValueError(None, f"{self.name}: nested too deeply to decode") from None
