@@ -267,3 +267,42 @@ def test_django_databases_carry_their_credentials_and_tls_options_to_the_router(
     }
     assert conninfo_to_dict(dict(settings.replica_dsns)["r1"])["sslmode"] == "verify-full"
     assert SECRET not in repr(settings)
+
+
+# -- pickle: off by default, signed when on -----------------------------------------------
+
+EXECUTED: list[str] = []
+
+
+def _record(what: str) -> None:
+    EXECUTED.append(what)
+
+
+class _Payload:
+    """What someone who can write to Redis would plant: code run by unpickling."""
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return _record, ("unpickled an attacker's bytes",)
+
+
+def test_pickle_is_off_by_default_and_never_runs_unsigned_or_foreign_bytes() -> None:
+    import hashlib
+    import hmac
+    import pickle  # noqa: TID251 - building the attacker's payload
+
+    from readscale import AsyncCache, MemoryStore
+    from readscale._async.flusher import default_codecs
+    from readscale.codecs import JsonCodec, SignedPickleCodec
+    from readscale.errors import CorruptValueError
+
+    assert isinstance(AsyncCache(None, l1=MemoryStore(1)).codec, JsonCodec), "JSON unless pickle is named"
+    assert "pickle" not in {codec.name for codec in default_codecs()}, "the flusher never unpickles unasked"
+    planted = pickle.dumps(_Payload())
+    codec = SignedPickleCodec(b"the application's own secret")
+    signed_elsewhere = hmac.new(b"another secret, not ours", planted, hashlib.sha256).digest() + planted
+    for forged in (planted, b"\x00" * 32 + planted, signed_elsewhere, b"", b"short"):
+        with pytest.raises(CorruptValueError):
+            codec.decode(forged)
+    assert EXECUTED == []
+    with pytest.raises(ConfigurationError, match="16 bytes"):
+        SignedPickleCodec(b"too short")
