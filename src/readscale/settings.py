@@ -1,5 +1,10 @@
 """Typed connection settings, readable from the environment, never logged in clear.
 
+- :class:`RedisSettings`: URL, ACL user, password, TLS (``READSCALE_REDIS_*``).
+- :class:`PostgresSettings`: user, password, ``sslmode`` and certificates applied to
+  every PostgreSQL DSN readscale connects with (``READSCALE_PG_*``).
+- :func:`check_dsn` and :func:`mask_dsn`: a DSN checked before use, shown masked.
+
 Secrets (passwords) are kept out of ``repr`` and error messages, so a settings object
 can be logged or shown in a traceback without leaking them.
 """
