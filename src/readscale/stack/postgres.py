@@ -300,10 +300,11 @@ def create_app_role(primary: PostgresNode, user: str, password: str) -> None:
     if not password or "\x00" in password:
         raise ConfigurationError(f"the application role {user!r} needs a non-empty password without NUL")
     literal = "'" + password.replace("'", "''") + "'"
-    script = (
-        f"CREATE ROLE {user} LOGIN REPLICATION PASSWORD {literal};\n"
-        f"GRANT CREATE, USAGE ON SCHEMA public TO {user};\n"
-    )
+    statements = [
+        f"CREATE ROLE {user} LOGIN REPLICATION PASSWORD {literal};",
+        f"GRANT CREATE, USAGE ON SCHEMA public TO {user};",
+    ]
+    script = "\n".join(statements) + "\n"
     argv = [
         _proc.find_binary("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
         "-h", "127.0.0.1", "-p", str(primary.port), "-U", SUPERUSER, "-d", "postgres",
