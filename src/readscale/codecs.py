@@ -4,7 +4,15 @@ Safe by default: JSON (msgspec) unless you choose otherwise; msgpack (msgspec) f
 smaller, faster payloads; pickle only when named, and then always HMAC-signed, so a
 writer without the secret (someone who reached Redis) cannot make the application
 unpickle their bytes. A payload that fails to decode or verify raises
-:class:`~readscale.errors.CorruptValueError`, which the cache counts as a miss.
+:class:`~readscale.errors.CorruptValueError`, which the cache counts as a miss; that
+includes a payload nested too deeply to decode (a crafted value cannot crash a read).
+
+What cannot be stored faithfully is refused with
+:class:`~readscale.errors.UnserializableValueError`, never changed on the way: a type
+the codec lacks, a value nested deeper than the interpreter's recursion limit, and
+under JSON a NaN or an infinity (JSON has none: msgspec would write ``null``, and the
+value read back from Redis would differ from the one in the process's L1; msgpack and
+signed pickle keep them).
 
 Typed decoding: ``codec.typed(SomeType)`` decodes straight into that type (dataclasses,
 ``msgspec.Struct``, TypedDict, datetime, ...), so ``@cached`` functions return what
@@ -15,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import pickle  # noqa: TID251 - the one place pickle is allowed: SignedPickleCodec, opt-in by name
 from typing import Any, Protocol, runtime_checkable
 
@@ -38,11 +47,30 @@ class Codec(Protocol):
         ...
 
 
+def _has_non_finite(value: Any) -> bool:
+    """Whether a builtins tree (``msgspec.to_builtins``) holds a NaN or an infinity."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+            stack.extend(k for k in item if isinstance(k, float))
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return False
+
+
 class JsonCodec:
-    """JSON through msgspec: the default. Handles dataclasses, datetimes, UUIDs, enums."""
+    """JSON through msgspec: the default. Handles dataclasses, datetimes, UUIDs, enums.
+
+    NaN and infinities are refused (JSON cannot hold them); use msgpack for those."""
 
     id = 1
     name = "json"
+    _checks_floats = True
 
     def __init__(self, type_: Any = Any) -> None:
         self._type = type_
@@ -51,15 +79,27 @@ class JsonCodec:
 
     def encode(self, value: Any) -> bytes:
         try:
-            return self._encoder.encode(value)
+            payload: bytes = self._encoder.encode(value)
+        except RecursionError as exc:
+            raise UnserializableValueError(None, type(value).__name__, self.name, "nested too deeply") from exc
         except (TypeError, msgspec.EncodeError, OverflowError, ValueError) as exc:
             raise UnserializableValueError(None, type(value).__name__, self.name, str(exc)) from exc
+        # msgspec writes NaN and infinities as null. Only a payload with a null can hold
+        # one, so the check costs nothing on the others.
+        if self._checks_floats and b"null" in payload and _has_non_finite(msgspec.to_builtins(value)):
+            raise UnserializableValueError(
+                None, type(value).__name__, self.name, "NaN and infinity have no JSON form (use the msgpack codec)"
+            )
+        return payload
 
     def decode(self, data: bytes | memoryview) -> Any:
         try:
             return self._decoder.decode(data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError, OverflowError) as exc:
+            # ValueError: a msgpack string that is not UTF-8 (UnicodeDecodeError), found by fuzzing.
             raise CorruptValueError(None, f"{self.name}: {exc}") from exc
+        except RecursionError:
+            raise CorruptValueError(None, f"{self.name}: nested too deeply to decode") from None
 
     def typed(self, type_: Any) -> JsonCodec:
         return self if type_ is self._type else JsonCodec(type_)
@@ -70,6 +110,7 @@ class MsgpackCodec(JsonCodec):
 
     id = 2
     name = "msgpack"
+    _checks_floats = False  # msgpack keeps NaN and infinities
 
     def __init__(self, type_: Any = Any) -> None:
         self._type = type_
@@ -101,6 +142,8 @@ class SignedPickleCodec:
     def encode(self, value: Any) -> bytes:
         try:
             payload = pickle.dumps(value, protocol=self._protocol)
+        except RecursionError as exc:
+            raise UnserializableValueError(None, type(value).__name__, self.name, "nested too deeply") from exc
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
             raise UnserializableValueError(None, type(value).__name__, self.name, str(exc)) from exc
         return self._sign(payload) + payload

@@ -82,6 +82,7 @@ class UnserializableValueError(SerializationError, TypeError):
         self.key = key
         self.type_name = type_name
         self.codec = codec
+        self.detail = detail
         extra = f": {detail}" if detail else ""
         super().__init__(f"cannot encode value of type {type_name} for key {key!r} with the {codec} codec{extra}")
 

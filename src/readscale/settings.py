@@ -1,5 +1,10 @@
 """Typed connection settings, readable from the environment, never logged in clear.
 
+- :class:`RedisSettings`: URL, ACL user, password, TLS (``READSCALE_REDIS_*``).
+- :class:`PostgresSettings`: user, password, ``sslmode`` and certificates applied to
+  every PostgreSQL DSN readscale connects with (``READSCALE_PG_*``).
+- :func:`check_dsn` and :func:`mask_dsn`: a DSN checked before use, shown masked.
+
 Secrets (passwords) are kept out of ``repr`` and error messages, so a settings object
 can be logged or shown in a traceback without leaking them.
 """
@@ -7,11 +12,23 @@ can be logged or shown in a traceback without leaking them.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from readscale._core.dsn import MASK, DsnOptions, mask_dsn, scrub, secrets_of
 from readscale.errors import ConfigurationError
+
+__all__ = [
+    "SSL_MODES",
+    "PostgresSettings",
+    "RedisSettings",
+    "SslMode",
+    "check_dsn",
+    "connection_string",
+    "mask_dsn",
+]
 
 
 def _env_bool(value: str, name: str) -> bool:
@@ -121,6 +138,186 @@ class RedisSettings:
                     values[f.name] = int(raw)
                 except ValueError:
                     raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
+            else:
+                values[f.name] = raw
+        values.update(overrides)
+        return cls(**values)
+
+
+# -- PostgreSQL ------------------------------------------------------------------------
+
+SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+SSL_MODES: tuple[SslMode, ...] = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+# Options whose values libpq reads as integers: a bad one is refused before connecting.
+_INT_OPTIONS = ("port", "connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count")
+
+
+def _psycopg_conninfo() -> Any:
+    try:
+        from psycopg import conninfo
+    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+        raise ImportError(
+            "PostgreSQL connection strings need psycopg 3: pip install 'readscale[postgres]'", name=exc.name
+        ) from exc
+    return conninfo
+
+
+def _parse_dsn(dsn: str, name: str, secrets: tuple[str | None, ...] = ()) -> dict[str, Any]:
+    """``dsn`` parsed by libpq, or a ConfigurationError that shows it masked."""
+    shown = mask_dsn(dsn)
+    if not isinstance(dsn, str):
+        raise ConfigurationError(f"{name} must be a string (a PostgreSQL DSN), got {type(dsn).__name__}")
+    if "\x00" in dsn:
+        raise ConfigurationError(f"{name} holds a NUL character: {scrub(shown)!r}")
+    import psycopg
+
+    try:
+        options: dict[str, Any] = _psycopg_conninfo().conninfo_to_dict(dsn)
+    except psycopg.Error as exc:
+        reason = scrub(str(exc).strip(), (*secrets_of(dsn), *secrets))
+        raise ConfigurationError(f"{name} is not a valid PostgreSQL DSN ({reason}): {shown}") from None
+    for key in _INT_OPTIONS:
+        value = options.get(key)
+        if value is None:
+            continue
+        parts = str(value).split(",") if key == "port" else [str(value)]
+        if not all(part.strip().lstrip("-").isdigit() or (key == "port" and not part) for part in parts):
+            raise ConfigurationError(f"{name}: {key} must be an integer, got {value!r}: {shown}")
+    sslmode = options.get("sslmode")
+    if sslmode is not None and sslmode not in SSL_MODES:
+        raise ConfigurationError(f"{name}: sslmode must be one of {', '.join(SSL_MODES)}, got {sslmode!r}: {shown}")
+    return options
+
+
+def check_dsn(dsn: str, *, name: str = "dsn") -> str:
+    """Return ``dsn`` if libpq can parse it, else raise :class:`ConfigurationError`.
+
+    The error names ``name`` (``--dsn``, ``ReplicaSettings.primary``...) and shows the
+    DSN with its password masked; libpq's own message is scrubbed of it too.
+    """
+    _parse_dsn(dsn, name)
+    return dsn
+
+
+def connection_string(dsn: str, options: DsnOptions | None, *, name: str = "dsn") -> str:
+    """``dsn`` checked, with ``options`` (a :class:`PostgresSettings`) applied if given."""
+    if options is None:
+        return check_dsn(dsn, name=name)
+    return options.apply(dsn)
+
+
+@dataclass(frozen=True, repr=False)
+class PostgresSettings:
+    """Credentials and TLS for every PostgreSQL connection readscale opens.
+
+    One object, applied to each DSN (the primary's, each replica's, the CDC worker's,
+    the write-behind writer's), so that a password, a certificate or ``sslmode`` is set
+    once for the whole cluster. A field left ``None`` keeps what the DSN (or libpq's
+    defaults and environment) says; a field set wins over the DSN.
+
+    ``sslmode``: one of ``disable``, ``allow``, ``prefer``, ``require``, ``verify-ca``,
+    ``verify-full``. Use ``verify-full`` (with ``sslrootcert``, the CA that signed the
+    server's certificate) whenever the network between the application and the
+    database is not trusted: ``require`` encrypts but does not check whom it talks to.
+    ``connect_timeout``: whole seconds (libpq's unit), at least 1.
+
+    The password never appears in ``repr``, ``str``, :meth:`safe_dsn` or the messages
+    of the errors raised here.
+    """
+
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    sslmode: SslMode | None = None
+    sslrootcert: str | None = None
+    sslcert: str | None = None
+    sslkey: str | None = None
+    connect_timeout: int | None = None
+    application_name: str | None = None
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "connect_timeout" or value is None:
+                continue
+            if not isinstance(value, str):
+                raise ConfigurationError(f"PostgresSettings.{f.name} must be a string, got {type(value).__name__}")
+            if "\x00" in value:
+                raise ConfigurationError(f"PostgresSettings.{f.name} holds a NUL character")
+        if self.sslmode is not None and self.sslmode not in SSL_MODES:
+            raise ConfigurationError(
+                f"PostgresSettings.sslmode must be one of {', '.join(SSL_MODES)}, got {self.sslmode!r}"
+            )
+        timeout = self.connect_timeout
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1):
+            raise ConfigurationError(
+                f"PostgresSettings.connect_timeout must be an int of seconds >= 1, got {timeout!r}"
+            )
+        if self.sslmode in ("disable", "allow", "prefer") and (self.sslrootcert or self.sslcert or self.sslkey):
+            raise ConfigurationError(
+                f"sslmode={self.sslmode} does not check certificates: use verify-full (or verify-ca, require) "
+                "with sslrootcert, sslcert or sslkey"
+            )
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "password":
+                shown.append(f"password={None if value is None else MASK!r}")
+            else:
+                shown.append(f"{f.name}={value!r}")
+        return f"PostgresSettings({', '.join(shown)})"
+
+    __str__ = __repr__
+
+    def options(self) -> dict[str, str]:
+        """The libpq options this object sets (``password`` included: never log this)."""
+        out: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                out[f.name] = str(value)
+        return out
+
+    def apply(self, dsn: str) -> str:
+        """``dsn`` with these options merged in, as a libpq connection string.
+
+        Raises :class:`ConfigurationError` (with the DSN masked) if ``dsn`` is not a
+        valid connection string.
+        """
+        _parse_dsn(dsn, "dsn", (self.password,))
+        merged: str = _psycopg_conninfo().make_conninfo(dsn, **self.options())
+        return merged
+
+    def safe_dsn(self, dsn: str) -> str:
+        """What :meth:`apply` makes of ``dsn``, password masked: for logs and errors. Never raises."""
+        try:
+            return mask_dsn(self.apply(dsn))
+        except (ConfigurationError, ImportError):
+            return scrub(mask_dsn(dsn), (self.password,))
+
+    @classmethod
+    def from_env(
+        cls, prefix: str = "READSCALE_PG_", *, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> PostgresSettings:
+        """Read ``<prefix>USER``, ``<prefix>PASSWORD``, ``<prefix>SSLMODE``,
+        ``<prefix>SSLROOTCERT``, ``<prefix>SSLCERT``, ``<prefix>SSLKEY``,
+        ``<prefix>CONNECT_TIMEOUT`` and ``<prefix>APPLICATION_NAME``; ``overrides`` win.
+        An empty variable counts as unset."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = prefix + f.name.upper()
+            raw = env.get(name)
+            if raw is None or raw == "":
+                continue
+            if f.name == "connect_timeout":
+                try:
+                    values[f.name] = int(raw)
+                except ValueError:
+                    raise ConfigurationError(f"{name} must be an integer of seconds, got {raw!r}") from None
+            elif f.name == "sslmode" and raw not in SSL_MODES:
+                raise ConfigurationError(f"{name} must be one of {', '.join(SSL_MODES)}, got {raw!r}")
             else:
                 values[f.name] = raw
         values.update(overrides)

@@ -62,11 +62,13 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=["redis", "cluster", "memcached"])
+@pytest.fixture(params=["redis", "redis-tls-acl", "cluster", "memcached"])
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[AsyncCountingBackend]:
     inner: Any
     if request.param == "redis":
         inner = AsyncRedisBackend(RedisSettings(url=request.getfixturevalue("redis_url")))
+    elif request.param == "redis-tls-acl":
+        inner = AsyncRedisBackend(request.getfixturevalue("secure_redis_settings"))
     elif request.param == "cluster":
         nodes = request.getfixturevalue("redis_cluster_nodes")
         inner = AsyncRedisClusterBackend(RedisSettings(url=f"redis://{nodes[0]}/0"))
@@ -249,7 +251,7 @@ async def test_stale_while_revalidate_serves_stale_and_refreshes_once(cache: Asy
 
 @pytest.mark.anyio
 async def test_two_processes_in_the_swr_window_refresh_once_in_total(
-    cache: AsyncCache, backend: AsyncCountingBackend, clock: FakeClock, redis_url: str
+    cache: AsyncCache, backend: AsyncCountingBackend, clock: FakeClock
 ) -> None:
     if backend.name != "redis":
         pytest.skip("the second process is built on Redis here")
@@ -257,7 +259,7 @@ async def test_two_processes_in_the_swr_window_refresh_once_in_total(
     loader = Loader("v1")
     await cache.get_or_load("swr2", loader, policy=policy)
     # A second "process": its own connections, single-flight and background jobs.
-    other_backend = AsyncRedisBackend(RedisSettings(url=redis_url))
+    other_backend = AsyncRedisBackend(backend.proxied.settings)  # type: ignore[attr-defined]
     other = AsyncCache(other_backend, policy=policy, prefix=cache.prefix, clock=clock, monotonic=clock)
     loader.value = "v2"
     loader.delay = 0.1
@@ -418,11 +420,122 @@ async def test_unserializable_value_gets_a_clear_error(cache: AsyncCache) -> Non
     assert cache.stats.loader.not_cached == 1
 
 
+BAD_KEYS: list[Any] = [
+    "",
+    "line\nbreak",
+    "nul\x00",
+    "tab\there",
+    "del\x7f",
+    "a}b",
+    "zero\u200bwidth",
+    "lone \ud800 surrogate",
+    "\u2028",
+    "k" * 2000,
+    "é" * 600,  # 1,200 UTF-8 bytes
+    5,
+    b"bytes",
+    None,
+    ("tu", "ple"),
+]
+
+
 @pytest.mark.anyio
-async def test_bad_keys_are_refused(cache: AsyncCache) -> None:
-    for key in ("", "line\nbreak", "nul\x00", "tab\there", "a}b"):
-        with pytest.raises(InvalidKeyError):
+async def test_bad_keys_are_refused_before_anything_reaches_a_server(
+    cache: AsyncCache, backend: AsyncCountingBackend
+) -> None:
+    loader = Loader("never")
+    for key in BAD_KEYS:
+        with pytest.raises(InvalidKeyError) as info:
             await cache.get(key)
+        assert "\x00" not in str(info.value), "the message shows the key escaped"
+        with pytest.raises(InvalidKeyError):
+            await cache.set(key, "v")
+        with pytest.raises(InvalidKeyError):
+            await cache.get_or_load(key, loader)
+        with pytest.raises(InvalidKeyError):
+            await cache.delete(key)
+        with pytest.raises(InvalidKeyError):
+            await cache.invalidate(key)
+        with pytest.raises(InvalidKeyError):
+            await cache.get_many(["fine", key])
+    assert loader.calls == 0
+    assert sum(backend.calls.values()) == 0
+
+
+@pytest.mark.anyio
+async def test_keys_at_the_limits_round_trip_or_are_refused_by_the_backend_by_name(
+    cache: AsyncCache, backend: AsyncCountingBackend
+) -> None:
+    for key in ["k" * 1024, "ключ:鍵:" + "é" * 500, "with spaces", "{user:1}:profile", "emoji 🙂"]:
+        refused: InvalidKeyError | None = None
+        try:
+            await cache.set(key, key)
+        except InvalidKeyError as exc:
+            refused = exc
+        if refused is not None:
+            assert (backend.name, refused.backend) == ("memcached", "memcached"), key
+            continue
+        cache.l1.clear()  # type: ignore[union-attr]
+        assert await cache.get(key) == key
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.anyio
+async def test_a_refused_value_names_its_key_and_leaves_the_previous_value_intact(
+    cache: AsyncCache, backend: AsyncCountingBackend
+) -> None:
+    cache.max_value_size = 1000
+    await cache.set("item", "v1")
+    refused: list[tuple[Any, type[Exception]]] = [
+        ("x" * 5000, ValueTooLargeError),
+        (object(), UnserializableValueError),
+        ({1, object()}, UnserializableValueError),
+        (float("nan"), UnserializableValueError),
+        ({"price": [1.0, float("inf")]}, UnserializableValueError),
+        (Profile(1, "x" * 5000), ValueTooLargeError),
+        (_nested(5000), UnserializableValueError),
+    ]
+    for value, error in refused:
+        sets = backend.calls["set"]
+        with pytest.raises(error) as info:
+            await cache.set("item", value)
+        assert info.value.key == cache.key("item"), "the error names the key"  # type: ignore[attr-defined]
+        assert "'" + cache.key("item") + "'" in str(info.value)
+        assert backend.calls["set"] == sets, "nothing was sent"
+        assert await cache.get("item") == "v1", "L1 kept the previous value"
+        cache.l1.clear()  # type: ignore[union-attr]
+        assert await cache.get("item") == "v1", "and so did the server"
+    with pytest.raises(UnserializableValueError, match="msgpack"):
+        await cache.set("item", float("nan"))
+    await cache.set("nan", [float("nan"), float("-inf")], codec=MsgpackCodec())
+    cache.l1.clear()  # type: ignore[union-attr]
+    stored = await cache.get("nan", codec=MsgpackCodec())
+    assert math.isnan(stored[0]) and stored[1] == float("-inf")
+    await cache.set("nested", _nested(200))
+    cache.l1.clear()  # type: ignore[union-attr]
+    assert await cache.get("nested") == _nested(200)
+
+
+@pytest.mark.anyio
+async def test_a_value_nested_too_deeply_to_decode_is_a_counted_miss(
+    cache: AsyncCache, backend: AsyncCountingBackend
+) -> None:
+    from readscale._core.entry import encode_envelope
+
+    meta = cache._meta("x", POLICY, 0.0)
+    for codec_id, payload in ((1, b"[" * 100_000 + b"]" * 100_000), (2, b"\x91" * 100_000 + b"\xc0")):
+        codec = cache.codec if codec_id == 1 else MsgpackCodec()
+        await backend.proxied.set(cache.key(f"deep{codec_id}"), encode_envelope(meta, codec_id, payload), 60)
+        loader = Loader("reloaded")
+        assert await cache.get_or_load(f"deep{codec_id}", loader, codec=codec) == "reloaded"
+        assert loader.calls == 1
+    assert cache.stats.l2.corrupt == 2
 
 
 @pytest.mark.anyio

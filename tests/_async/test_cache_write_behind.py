@@ -15,10 +15,10 @@ pytestmark = pytest.mark.stack
 
 
 @pytest.mark.anyio
-async def test_write_behind_through_the_cache(redis_url: str) -> None:
+async def test_write_behind_through_the_cache(redis_settings: RedisSettings) -> None:
     queue = f"q{uuid.uuid4().hex[:8]}"
     cache = AsyncCache(
-        AsyncRedisBackend(RedisSettings(url=redis_url)),
+        AsyncRedisBackend(redis_settings),
         prefix=f"wb{uuid.uuid4().hex[:6]}:",
         write_behind=WriteBehindSettings(queue=queue),
     )

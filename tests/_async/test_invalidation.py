@@ -38,11 +38,13 @@ class Source:
         return load
 
 
-@pytest.fixture(params=["redis", "cluster"])
+@pytest.fixture(params=["redis", "redis-tls-acl", "cluster"])
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
     if request.param == "redis":
         url = request.getfixturevalue("redis_url")
         backend: Any = AsyncRedisBackend(RedisSettings(url=url))
+    elif request.param == "redis-tls-acl":
+        backend = AsyncRedisBackend(request.getfixturevalue("secure_redis_settings"))
     else:
         nodes = request.getfixturevalue("redis_cluster_nodes")
         backend = AsyncRedisClusterBackend(RedisSettings(url=f"redis://{nodes[0]}/0"))
@@ -126,8 +128,10 @@ async def test_versioned_namespace_makes_every_old_key_unreachable(backend: Any,
 
 
 @pytest.mark.anyio
-async def test_another_process_drops_its_l1_copy_when_the_bus_delivers(redis_url: str, prefix: str) -> None:
-    settings = RedisSettings(url=redis_url)
+async def test_another_process_drops_its_l1_copy_when_the_bus_delivers(
+    redis_settings: RedisSettings, prefix: str
+) -> None:
+    settings = redis_settings
     writer_bus, reader_bus = AsyncInvalidationBus(settings), AsyncInvalidationBus(settings)
     writer = AsyncCache(AsyncRedisBackend(settings), l1=MemoryStore(100), bus=writer_bus, policy=POLICY, prefix=prefix)
     reader = AsyncCache(AsyncRedisBackend(settings), l1=MemoryStore(100), bus=reader_bus, policy=POLICY, prefix=prefix)
@@ -182,8 +186,8 @@ async def test_a_bus_gap_flushes_every_local_copy(readscale_stack_factory: Calla
 
 
 @pytest.mark.anyio
-async def test_application_events_on_the_bus(redis_url: str) -> None:
-    settings = RedisSettings(url=redis_url)
+async def test_application_events_on_the_bus(redis_settings: RedisSettings) -> None:
+    settings = redis_settings
     channel = f"app-events-{uuid.uuid4().hex[:6]}"
     sender, receiver = AsyncInvalidationBus(settings, channel=channel), AsyncInvalidationBus(settings, channel=channel)
     seen: list[tuple[str, Any]] = []

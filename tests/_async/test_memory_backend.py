@@ -88,3 +88,24 @@ async def test_set_many_refuses_everything_when_one_value_is_too_large() -> None
     with pytest.raises(ValueTooLargeError):
         await backend.set_many([("a", b"ok", 60), ("b", b"x" * 1_001, 60)])
     assert await backend.get_many(["a", "b"]) == [None, None]
+
+
+@pytest.mark.anyio
+async def test_a_value_over_the_backends_own_limit_is_refused_by_set_and_never_left_stale() -> None:
+    from readscale._async.cache import AsyncCache
+    from readscale.memory import NO_VALUE, MemoryStore
+
+    backend = AsyncMemoryBackend(max_entries=100, max_value_size=300)  # below the cache's own limit
+    cache = AsyncCache(backend, l1=MemoryStore(100))
+    await cache.set("k", "small")
+    with pytest.raises(ValueTooLargeError) as info:
+        await cache.set("k", "x" * 1000)
+    assert info.value.key == cache.key("k")
+    assert await cache.get("k") == "small", "a refused set changes nothing"
+
+    async def save() -> str:
+        return "y" * 1000  # the database took the write; the cache cannot hold its value
+
+    assert await cache.write_through("k", save) == "y" * 1000
+    assert await cache.get("k") is NO_VALUE, "the old value is gone from both tiers, not left stale"
+    assert await backend.get(cache.key("k")) is None

@@ -63,11 +63,13 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=["redis", "cluster", "memcached"])
+@pytest.fixture(params=["redis", "redis-tls-acl", "cluster", "memcached"])
 def backend(request: pytest.FixtureRequest) -> Iterator[CountingBackend]:
     inner: Any
     if request.param == "redis":
         inner = RedisBackend(RedisSettings(url=request.getfixturevalue("redis_url")))
+    elif request.param == "redis-tls-acl":
+        inner = RedisBackend(request.getfixturevalue("secure_redis_settings"))
     elif request.param == "cluster":
         nodes = request.getfixturevalue("redis_cluster_nodes")
         inner = RedisClusterBackend(RedisSettings(url=f"redis://{nodes[0]}/0"))
@@ -233,7 +235,7 @@ def test_stale_while_revalidate_serves_stale_and_refreshes_once(cache: Cache, cl
 
 
 def test_two_processes_in_the_swr_window_refresh_once_in_total(
-    cache: Cache, backend: CountingBackend, clock: FakeClock, redis_url: str
+    cache: Cache, backend: CountingBackend, clock: FakeClock
 ) -> None:
     if backend.name != "redis":
         pytest.skip("the second process is built on Redis here")
@@ -241,7 +243,7 @@ def test_two_processes_in_the_swr_window_refresh_once_in_total(
     loader = Loader("v1")
     cache.get_or_load("swr2", loader, policy=policy)
     # A second "process": its own connections, single-flight and background jobs.
-    other_backend = RedisBackend(RedisSettings(url=redis_url))
+    other_backend = RedisBackend(backend.proxied.settings)  # type: ignore[attr-defined]
     other = Cache(other_backend, policy=policy, prefix=cache.prefix, clock=clock, monotonic=clock)
     loader.value = "v2"
     loader.delay = 0.1
@@ -391,10 +393,114 @@ def test_unserializable_value_gets_a_clear_error(cache: Cache) -> None:
     assert cache.stats.loader.not_cached == 1
 
 
-def test_bad_keys_are_refused(cache: Cache) -> None:
-    for key in ("", "line\nbreak", "nul\x00", "tab\there", "a}b"):
-        with pytest.raises(InvalidKeyError):
+BAD_KEYS: list[Any] = [
+    "",
+    "line\nbreak",
+    "nul\x00",
+    "tab\there",
+    "del\x7f",
+    "a}b",
+    "zero\u200bwidth",
+    "lone \ud800 surrogate",
+    "\u2028",
+    "k" * 2000,
+    "é" * 600,  # 1,200 UTF-8 bytes
+    5,
+    b"bytes",
+    None,
+    ("tu", "ple"),
+]
+
+
+def test_bad_keys_are_refused_before_anything_reaches_a_server(cache: Cache, backend: CountingBackend) -> None:
+    loader = Loader("never")
+    for key in BAD_KEYS:
+        with pytest.raises(InvalidKeyError) as info:
             cache.get(key)
+        assert "\x00" not in str(info.value), "the message shows the key escaped"
+        with pytest.raises(InvalidKeyError):
+            cache.set(key, "v")
+        with pytest.raises(InvalidKeyError):
+            cache.get_or_load(key, loader)
+        with pytest.raises(InvalidKeyError):
+            cache.delete(key)
+        with pytest.raises(InvalidKeyError):
+            cache.invalidate(key)
+        with pytest.raises(InvalidKeyError):
+            cache.get_many(["fine", key])
+    assert loader.calls == 0
+    assert sum(backend.calls.values()) == 0
+
+
+def test_keys_at_the_limits_round_trip_or_are_refused_by_the_backend_by_name(
+    cache: Cache, backend: CountingBackend
+) -> None:
+    for key in ["k" * 1024, "ключ:鍵:" + "é" * 500, "with spaces", "{user:1}:profile", "emoji 🙂"]:
+        refused: InvalidKeyError | None = None
+        try:
+            cache.set(key, key)
+        except InvalidKeyError as exc:
+            refused = exc
+        if refused is not None:
+            assert (backend.name, refused.backend) == ("memcached", "memcached"), key
+            continue
+        cache.l1.clear()  # type: ignore[union-attr]
+        assert cache.get(key) == key
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_a_refused_value_names_its_key_and_leaves_the_previous_value_intact(
+    cache: Cache, backend: CountingBackend
+) -> None:
+    cache.max_value_size = 1000
+    cache.set("item", "v1")
+    refused: list[tuple[Any, type[Exception]]] = [
+        ("x" * 5000, ValueTooLargeError),
+        (object(), UnserializableValueError),
+        ({1, object()}, UnserializableValueError),
+        (float("nan"), UnserializableValueError),
+        ({"price": [1.0, float("inf")]}, UnserializableValueError),
+        (Profile(1, "x" * 5000), ValueTooLargeError),
+        (_nested(5000), UnserializableValueError),
+    ]
+    for value, error in refused:
+        sets = backend.calls["set"]
+        with pytest.raises(error) as info:
+            cache.set("item", value)
+        assert info.value.key == cache.key("item"), "the error names the key"  # type: ignore[attr-defined]
+        assert "'" + cache.key("item") + "'" in str(info.value)
+        assert backend.calls["set"] == sets, "nothing was sent"
+        assert cache.get("item") == "v1", "L1 kept the previous value"
+        cache.l1.clear()  # type: ignore[union-attr]
+        assert cache.get("item") == "v1", "and so did the server"
+    with pytest.raises(UnserializableValueError, match="msgpack"):
+        cache.set("item", float("nan"))
+    cache.set("nan", [float("nan"), float("-inf")], codec=MsgpackCodec())
+    cache.l1.clear()  # type: ignore[union-attr]
+    stored = cache.get("nan", codec=MsgpackCodec())
+    assert math.isnan(stored[0]) and stored[1] == float("-inf")
+    cache.set("nested", _nested(200))
+    cache.l1.clear()  # type: ignore[union-attr]
+    assert cache.get("nested") == _nested(200)
+
+
+def test_a_value_nested_too_deeply_to_decode_is_a_counted_miss(cache: Cache, backend: CountingBackend) -> None:
+    from readscale._core.entry import encode_envelope
+
+    meta = cache._meta("x", POLICY, 0.0)
+    for codec_id, payload in ((1, b"[" * 100_000 + b"]" * 100_000), (2, b"\x91" * 100_000 + b"\xc0")):
+        codec = cache.codec if codec_id == 1 else MsgpackCodec()
+        backend.proxied.set(cache.key(f"deep{codec_id}"), encode_envelope(meta, codec_id, payload), 60)
+        loader = Loader("reloaded")
+        assert cache.get_or_load(f"deep{codec_id}", loader, codec=codec) == "reloaded"
+        assert loader.calls == 1
+    assert cache.stats.l2.corrupt == 2
 
 
 def test_corrupt_payload_is_a_counted_miss_and_nothing_else_is_lost(cache: Cache, backend: CountingBackend) -> None:

@@ -15,10 +15,10 @@ from readscale.settings import RedisSettings
 pytestmark = pytest.mark.stack
 
 
-def test_write_behind_through_the_cache(redis_url: str) -> None:
+def test_write_behind_through_the_cache(redis_settings: RedisSettings) -> None:
     queue = f"q{uuid.uuid4().hex[:8]}"
     cache = Cache(
-        RedisBackend(RedisSettings(url=redis_url)),
+        RedisBackend(redis_settings),
         prefix=f"wb{uuid.uuid4().hex[:6]}:",
         write_behind=WriteBehindSettings(queue=queue),
     )

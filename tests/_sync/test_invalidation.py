@@ -39,11 +39,13 @@ class Source:
         return load
 
 
-@pytest.fixture(params=["redis", "cluster"])
+@pytest.fixture(params=["redis", "redis-tls-acl", "cluster"])
 def backend(request: pytest.FixtureRequest) -> Iterator[Any]:
     if request.param == "redis":
         url = request.getfixturevalue("redis_url")
         backend: Any = RedisBackend(RedisSettings(url=url))
+    elif request.param == "redis-tls-acl":
+        backend = RedisBackend(request.getfixturevalue("secure_redis_settings"))
     else:
         nodes = request.getfixturevalue("redis_cluster_nodes")
         backend = RedisClusterBackend(RedisSettings(url=f"redis://{nodes[0]}/0"))
@@ -122,8 +124,8 @@ def test_versioned_namespace_makes_every_old_key_unreachable(backend: Any, prefi
     assert backend.get(old_key) is not None  # the old entry is unreachable, left to its TTL
 
 
-def test_another_process_drops_its_l1_copy_when_the_bus_delivers(redis_url: str, prefix: str) -> None:
-    settings = RedisSettings(url=redis_url)
+def test_another_process_drops_its_l1_copy_when_the_bus_delivers(redis_settings: RedisSettings, prefix: str) -> None:
+    settings = redis_settings
     writer_bus, reader_bus = InvalidationBus(settings), InvalidationBus(settings)
     writer = Cache(RedisBackend(settings), l1=MemoryStore(100), bus=writer_bus, policy=POLICY, prefix=prefix)
     reader = Cache(RedisBackend(settings), l1=MemoryStore(100), bus=reader_bus, policy=POLICY, prefix=prefix)
@@ -176,8 +178,8 @@ def test_a_bus_gap_flushes_every_local_copy(readscale_stack_factory: Callable[..
     cache.close()
 
 
-def test_application_events_on_the_bus(redis_url: str) -> None:
-    settings = RedisSettings(url=redis_url)
+def test_application_events_on_the_bus(redis_settings: RedisSettings) -> None:
+    settings = redis_settings
     channel = f"app-events-{uuid.uuid4().hex[:6]}"
     sender, receiver = InvalidationBus(settings, channel=channel), InvalidationBus(settings, channel=channel)
     seen: list[tuple[str, Any]] = []

@@ -84,3 +84,23 @@ def test_set_many_refuses_everything_when_one_value_is_too_large() -> None:
     with pytest.raises(ValueTooLargeError):
         backend.set_many([("a", b"ok", 60), ("b", b"x" * 1_001, 60)])
     assert backend.get_many(["a", "b"]) == [None, None]
+
+
+def test_a_value_over_the_backends_own_limit_is_refused_by_set_and_never_left_stale() -> None:
+    from readscale._sync.cache import Cache
+    from readscale.memory import NO_VALUE, MemoryStore
+
+    backend = MemoryBackend(max_entries=100, max_value_size=300)  # below the cache's own limit
+    cache = Cache(backend, l1=MemoryStore(100))
+    cache.set("k", "small")
+    with pytest.raises(ValueTooLargeError) as info:
+        cache.set("k", "x" * 1000)
+    assert info.value.key == cache.key("k")
+    assert cache.get("k") == "small", "a refused set changes nothing"
+
+    def save() -> str:
+        return "y" * 1000  # the database took the write; the cache cannot hold its value
+
+    assert cache.write_through("k", save) == "y" * 1000
+    assert cache.get("k") is NO_VALUE, "the old value is gone from both tiers, not left stale"
+    assert backend.get(cache.key("k")) is None

@@ -6,6 +6,7 @@ duration. Sleeps only let a TTL run out.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import subprocess
 import time
@@ -207,27 +208,61 @@ def test_cache_poisoning_attempts_poison_nobody(edge: Edge) -> None:
 
 
 def _non_loopback_ip() -> str | None:
-    out = subprocess.run(
+    """One of this machine's own IPv4 addresses outside 127.0.0.0/8 (from ``ip``, or
+    ``hostname -I``), or None if it has none."""
+    found: list[str] = []
+    ip = subprocess.run(
         ["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True, text=True, check=False
     )
-    for line in out.stdout.splitlines():
+    for line in ip.stdout.splitlines():
         fields = line.split()
         if "inet" in fields:
-            return fields[fields.index("inet") + 1].split("/")[0]
+            found.append(fields[fields.index("inet") + 1].split("/")[0])
+    if not found:
+        hostname = subprocess.run(["hostname", "-I"], capture_output=True, text=True, check=False)
+        found = hostname.stdout.split()
+    for address in found:
+        try:
+            parsed = ipaddress.ip_address(address)
+        except ValueError:
+            continue
+        if parsed.version == 4 and not parsed.is_loopback:
+            return address
     return None
+
+
+def _raw_purge(port: int, source: str, headers: str) -> tuple[bytes, str]:
+    """Send PURGE to the stack's Varnish on 127.0.0.1 from ``source``; return the reply
+    and the source address the connection really had."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0)) as sock:
+        bound = sock.getsockname()[0]
+        sock.sendall(f"PURGE /page/1 HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n".encode())
+        reply = b""
+        while chunk := sock.recv(4096):
+            reply += chunk
+    return reply, bound
 
 
 def test_purge_from_a_non_loopback_address_is_refused(edge: Edge) -> None:
     ip = _non_loopback_ip()
     if ip is None:
-        pytest.skip("this machine has no non-loopback IPv4 address")
+        pytest.skip("this machine has no non-loopback IPv4 address to send from (ip -4 addr, hostname -I)")
     with edge.client() as client:
         client.get("/page/1")
-        with socket.create_connection(("127.0.0.1", edge.varnish.port), timeout=10, source_address=(ip, 0)) as sock:
-            sock.sendall(b"PURGE / HTTP/1.1\r\nHost: x\r\nxkey-purge: group-a page-1\r\nConnection: close\r\n\r\n")
-            reply = b""
-            while chunk := sock.recv(4096):
-                reply += chunk
-        still = client.get("/page/1")
-    assert reply.startswith(b"HTTP/1.1 403")
-    assert still.headers["x-cache"] == "HIT"
+        client.get("/page/2")
+        assert client.get("/page/1").headers["x-cache"] == "HIT"
+        # The same purges from the machine's own non-loopback address: refused, nothing purged.
+        attempts = ["xkey-purge: group-a page-1\r\n", "xkey-softpurge: page-1\r\n", ""]
+        for headers in attempts:
+            reply, bound = _raw_purge(edge.varnish.port, ip, headers)
+            assert bound == ip, "the request really left from the non-loopback address"
+            assert reply.startswith(b"HTTP/1.1 403"), reply[:200]
+            assert f"Purge not allowed from {ip}".encode() in reply, "Varnish saw that address as client.ip"
+        still = [client.get(f"/page/{n}") for n in (1, 2)]
+        assert [r.headers["x-cache"] for r in still] == ["HIT", "HIT"]
+        # The control: from loopback the very same purge is accepted and takes effect.
+        reply, bound = _raw_purge(edge.varnish.port, "127.0.0.1", attempts[0])
+        assert bound == "127.0.0.1"
+        assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+        assert client.get("/page/1").headers["x-cache"] == "MISS"
+    assert edge.backend_hits("/page/1") == 2

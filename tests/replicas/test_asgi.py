@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -110,6 +111,40 @@ async def test_another_service_carries_the_token_in_a_header(paused_stack: Stack
         assert (await service.get("/read", headers={HEADER: token})).json() == {"v": "from-upstream"}
 
 
+@pytest.mark.stack
+@pytest.mark.anyio
+async def test_a_genuine_token_of_another_cluster_or_timeline_is_a_new_session(
+    paused_stack: Stack, router: AsyncReplicaRouter
+) -> None:
+    """Signed with our key but naming another history: never compared with this
+    cluster's positions (no wait, no fallback to the primary), replaced by a live token."""
+    paused_stack.pause_replay("r1")
+    paused_stack.pause_replay("r2")
+    live = int(paused_stack.primary.sql("SELECT system_identifier FROM pg_control_system()")) % (1 << 64)
+    now = time.time()
+    foreign = {
+        "other cluster": SIGNER.dumps(CausalToken(42, 1, 0xFFFFFFFF), now=now),
+        "other timeline": SIGNER.dumps(CausalToken(live, 9, 0xFFFFFFFF), now=now),
+    }
+    for why, token in foreign.items():
+        before = router.stats()
+        async with client(build_app(router)) as browser:
+            browser.cookies.set(DEFAULT_COOKIE, token)
+            by_cookie = await browser.get("/read")
+            browser.cookies.clear()
+            by_header = await browser.get("/read", headers={HEADER: token})
+        after = router.stats()
+        assert [by_cookie.status_code, by_header.status_code] == [200, 200], why
+        assert by_cookie.json() == by_header.json() == {"v": "initial"}, why
+        assert after.tokens_reset - before.tokens_reset == 2, why
+        assert after.primary_reads == before.primary_reads, f"{why}: no fallback for a position it never had"
+        assert after.replica_reads - before.replica_reads == 2, why
+        for stored in (by_cookie.cookies.get(DEFAULT_COOKIE), by_header.headers.get(HEADER)):
+            carried = SIGNER.loads(stored, now=time.time())
+            assert carried is not None, why
+            assert (carried.token.system_identifier, carried.token.timeline) == (live, 1), why
+
+
 @pytest.mark.anyio
 async def test_forged_tampered_expired_and_foreign_tokens_make_a_new_session() -> None:
     genuine = SIGNER.dumps(CausalToken(1, 1, 5000), now=2_000_000_000)
@@ -165,7 +200,7 @@ async def test_any_cookie_or_header_is_a_200_never_a_500(cookie: str, header: by
 
 @pytest.mark.anyio
 async def test_a_genuine_token_is_restored_and_persist_write_skips_read_only_requests() -> None:
-    genuine = SIGNER.dumps(CausalToken(1, 1, 5000), now=__import__("time").time())
+    genuine = SIGNER.dumps(CausalToken(1, 1, 5000), now=time.time())
     async with client(build_app(None, persist="write")) as browser:
         browser.cookies.set(DEFAULT_COOKIE, genuine)
         response = await browser.get("/whoami")

@@ -47,5 +47,12 @@ def test_django_reads_its_writes_through_the_router_and_the_middleware(pg_stack:
     assert out["forged_status"] == 200
     assert out["forged_value_read"] == "initial", "a forged token is a new session"
     assert out["forged_cookie_replaced"] is True, "with a genuine token of its own"
+    assert set(out["bad_tokens"]) == {
+        "tampered", "expired", "other_secret", "other_cluster", "other_timeline", "garbage"
+    }  # fmt: skip
+    for name, seen in out["bad_tokens"].items():
+        assert seen["statuses"] == [200, 200], name
+        assert seen["values"] == ["initial", "initial"], f"{name}: a new session reads any (paused) replica"
+        assert seen["replaced_with_live"] == [True, True], f"{name}: the response carries this cluster's token"
     assert out["primary_reads"] >= 3
     assert out["replica_reads"] >= 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 
 import psycopg
@@ -9,6 +10,8 @@ import pytest
 import redis
 import redis.asyncio
 from redis.cluster import RedisCluster
+
+from readscale.stack import Stack
 
 pytestmark = pytest.mark.stack
 
@@ -49,3 +52,18 @@ def test_memcached_address(memcached_address: str) -> None:
     with socket.create_connection((host, int(port)), timeout=2) as sock:
         sock.sendall(b"version\r\n")
         assert sock.recv(64).startswith(b"VERSION 1.6")
+
+
+def test_the_secured_postgres_shows_its_ca_and_role_never_a_password(secure_pg_stack: Stack) -> None:
+    from readscale.testing.shared import SECURE_PG_PASSWORD
+
+    endpoints = secure_pg_stack.endpoints()
+    primary = endpoints["postgres"]["primary"]
+    assert primary["ca_file"] == secure_pg_stack.primary.ca_file
+    assert primary["app_dsn"].startswith("postgresql://readscale_app@127.0.0.1:")
+    assert "sslmode=verify-full" in primary["app_dsn"]
+    assert SECURE_PG_PASSWORD not in json.dumps(endpoints)
+    assert SECURE_PG_PASSWORD not in secure_pg_stack.state_path.read_text()
+    assert secure_pg_stack.state_path.stat().st_mode & 0o077 == 0, "the state file is its owner's alone"
+    with psycopg.connect(secure_pg_stack.primary.dsn) as conn:  # the superuser, for the stack's own tools
+        assert conn.execute("SHOW ssl").fetchone() == ("on",)

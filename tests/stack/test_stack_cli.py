@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -35,7 +36,8 @@ def memcached_roundtrip(address: str) -> bytes:
 def test_up_status_down_with_every_server() -> None:
     base = new_stack_root()
     root = base / "stack"
-    env = {"READSCALE_STACK_DIR": str(root)}
+    password = "cli-pg-secret-7d2"
+    env = {"READSCALE_STACK_DIR": str(root), "READSCALE_STACK_PG_PASSWORD": password}
     origin = Origin()
     origin.cache_control["/cacheable"] = "public, max-age=0, s-maxage=60"
     with origin.running():
@@ -48,9 +50,18 @@ def test_up_status_down_with_every_server() -> None:
                 "--varnish",
                 "--varnish-backend",
                 origin.url,
+                "--pg-tls",
+                "--pg-user",
+                "app",
                 env=env,
             )
             status = cli_json("stack", "status", env=env)
+            assert password not in json.dumps([endpoints, status])
+            # The application role: over TLS (verify-full against the stack's CA) with its password.
+            for node in [endpoints["postgres"]["primary"], *endpoints["postgres"]["replicas"]]:
+                with psycopg.connect(node["app_dsn"], password=password) as conn:
+                    ssl_row = "SELECT current_user::text, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+                    assert conn.execute(ssl_row).fetchone() == ("app", True)
             assert {n["name"] for n in status["nodes"]} == {
                 "primary", "r1", "r2", "redis", "memcached", "varnish", *(f"cluster{i}" for i in range(1, 7))
             }  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from readscale._core.http import (
@@ -28,6 +28,8 @@ from readscale.errors import HeaderError
 latin1 = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=255), max_size=80)
 header_ish = st.text(alphabet=st.sampled_from(list('abcdefmnorstvxW/*"=,; \t-0123456789\\\x00\x7f\xe9')), max_size=60)
 anything = st.one_of(latin1, header_ish, st.text(max_size=40))
+# The fuzz tests' bound: enough examples to matter, no deadline (a shared CI machine).
+FUZZ = settings(max_examples=300, deadline=None)
 
 
 @pytest.mark.parametrize(
@@ -99,6 +101,7 @@ def test_cache_control_round_trips(cc: CacheControl) -> None:
     assert parse_cache_control(cc.render()) == cc
 
 
+@FUZZ
 @given(anything)
 def test_cache_control_fuzz(value: str) -> None:
     with contextlib.suppress(HeaderError):
@@ -151,6 +154,7 @@ def test_http_date_round_trips(epoch: int) -> None:
     assert parse_http_date(format_http_date(epoch)) == epoch
 
 
+@FUZZ
 @given(anything)
 def test_http_date_fuzz(value: str) -> None:
     with contextlib.suppress(HeaderError):
@@ -179,6 +183,7 @@ def test_tag_lists_refuse(value: str) -> None:
     assert info.value.header == "If-None-Match"
 
 
+@FUZZ
 @given(anything)
 def test_tag_list_and_etag_fuzz(value: str) -> None:
     for parse in (parse_tag_list, parse_entity_tag):
@@ -198,6 +203,7 @@ def test_tag_list_round_trips(tags: list[tuple[str, bool]]) -> None:
     assert parse_tag_list(", ".join(t.render() for t in entity_tags)) == entity_tags
 
 
+@FUZZ
 @given(
     st.dictionaries(
         st.sampled_from(["if-match", "if-none-match", "if-modified-since", "if-unmodified-since"]), anything
@@ -238,6 +244,7 @@ def test_cache_status(value: str, expected: list[CacheStatus]) -> None:
     assert parse_cache_status(", ".join(m.render() for m in expected)) == expected
 
 
+@FUZZ
 @given(anything)
 def test_cache_status_fuzz(value: str) -> None:
     with contextlib.suppress(HeaderError):

@@ -81,3 +81,21 @@ def test_missing_binary_error_names_the_package() -> None:
     assert err.binary == "varnishd"
     assert err.package == "varnish"
     assert "apt-get install -y varnish" in str(err)
+
+
+def test_the_secured_postgres_admits_its_role_over_tls_only_and_checks_its_settings() -> None:
+    from readscale.stack.postgres import hba_lines
+
+    lines = [line.split() for line in hba_lines("app", tls=True).splitlines() if not line.startswith("#")]
+    assert ["hostssl", "all", "app", "127.0.0.1/32", "scram-sha-256"] in lines
+    assert ["hostnossl", "all", "app", "0.0.0.0/0", "reject"] in lines
+    assert all(line[-1] in ("scram-sha-256", "reject") for line in lines), "never trust, never md5"
+    assert all(line[0] == "host" for line in (x.split() for x in hba_lines("app", tls=False).splitlines()[1:]))
+    for bad in ("App", "a b", "postgres", "x;drop", ""):
+        with pytest.raises(ConfigurationError, match="application role"):
+            hba_lines(bad, tls=True)
+    with pytest.raises(ConfigurationError, match="go together"):
+        StackConfig(postgres_user="app")
+    with pytest.raises(ConfigurationError, match="go together"):
+        StackConfig(postgres_password="secret")
+    StackConfig(postgres_tls=True, postgres_user="app", postgres_password="secret")

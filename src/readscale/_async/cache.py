@@ -216,7 +216,7 @@ class AsyncCache(AsyncFillMixin):
             return
         meta = self._meta(value, policy, 0.0, tag_versions)
         raw = self._encode(pkey, value, meta, codec or self.codec)
-        await self._store(pkey, value, meta, raw, policy, token=None)
+        await self._store(pkey, value, meta, raw, policy, token=None, raise_too_large=True)
 
     async def delete(self, key: str, *, policy: CachePolicy | None = None) -> bool:
         """Remove ``key`` from both tiers (this process's L1 only; see :meth:`invalidate`).
@@ -442,13 +442,15 @@ class AsyncCache(AsyncFillMixin):
         meta = self._meta(value, policy, 0.0, tag_versions, written_lsn)
         try:
             raw = self._encode(pkey, value, meta, codec or self.codec)
+            await self._store(pkey, value, meta, raw, policy, token=None, raise_too_large=True)
         except SerializationError as exc:
+            # The write happened but its value cannot be cached: the old entry would be
+            # stale, so it goes (here and, through the bus, in every process's L1).
             self.stats.loader.not_cached += 1
             log.warning("cache %s: write-through of %s not cached: %s", self.stats.name, pkey, exc)
             await self._forget(pkey)
             await self._announce([pkey], {})
             return value
-        await self._store(pkey, value, meta, raw, policy, token=None)
         await self._announce([pkey], {})
         return value
 

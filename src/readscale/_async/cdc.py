@@ -27,6 +27,7 @@ from readscale._core.policy import CachePolicy
 from readscale._primitives import AsyncEvent, async_maybe_await, async_sleep
 from readscale.errors import BackendError, CacheUnavailableError, ConfigurationError, ReadscaleError
 from readscale.metrics import CdcStats
+from readscale.settings import connection_string
 
 log = logging.getLogger("readscale.cdc")
 
@@ -57,6 +58,8 @@ class AsyncCdcWorker:
         self.cache = cache
         self.rules = tuple(rules)
         self.settings = settings
+        # Checked (and credentials/TLS applied) now: a bad DSN fails here, masked.
+        self._conninfo = connection_string(settings.dsn, settings.postgres, name="CdcSettings.dsn")
         self.stats = CdcStats()
         self._policies = dict(policies or {})
         self._purger = purger
@@ -68,7 +71,7 @@ class AsyncCdcWorker:
     async def _connection(self) -> Any:
         if self._conn is None or self._conn.closed:
             try:
-                self._conn = await psycopg.AsyncConnection.connect(self.settings.dsn, autocommit=True)
+                self._conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
             except psycopg.Error as exc:
                 raise BackendError(f"CDC cannot connect to PostgreSQL: {exc}", backend="postgres") from exc
         return self._conn

@@ -18,10 +18,12 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
+from readscale._core.dsn import scrub, secrets_of
 from readscale._core.lsn import parse_lsn
 from readscale._core.replica_health import PrimarySample, ReplicaSample
-from readscale._core.replica_settings import ReplicaSettings
+from readscale._core.replica_settings import PRIMARY, ReplicaSettings
 from readscale._primitives import AsyncLock
+from readscale.settings import connection_string
 
 __all__ = ["GUARD_SQL", "AsyncNode", "position_sql"]
 
@@ -62,7 +64,11 @@ def _lsn(text: str | None) -> int | None:
     return None if text is None else parse_lsn(text)
 
 
-def node_conninfo(dsn: str, settings: ReplicaSettings, *, replica: bool) -> str:
+def node_conninfo(dsn: str, settings: ReplicaSettings, *, replica: bool, name: str = PRIMARY) -> str:
+    """The node's connection string: ``dsn`` checked, the router's options added, and
+    ``settings.postgres`` (credentials, TLS) applied last so that it wins."""
+    where = f"ReplicaSettings.replicas[{name!r}]" if replica else "ReplicaSettings.primary"
+    dsn = connection_string(dsn, None, name=where)
     extra: dict[str, Any] = {
         "connect_timeout": max(1, round(settings.connect_timeout)),
         "fallback_application_name": "readscale",
@@ -70,7 +76,7 @@ def node_conninfo(dsn: str, settings: ReplicaSettings, *, replica: bool) -> str:
     if replica:
         options = str(conninfo_to_dict(dsn).get("options") or "")
         extra["options"] = f"{options} {_READ_COMMITTED}".strip()
-    return make_conninfo(dsn, **extra)
+    return connection_string(make_conninfo(dsn, **extra), settings.postgres, name=where)
 
 
 class AsyncNode:
@@ -79,7 +85,7 @@ class AsyncNode:
     def __init__(self, name: str, dsn: str, settings: ReplicaSettings, *, replica: bool) -> None:
         self.name = name
         self.replica = replica
-        self.conninfo = node_conninfo(dsn, settings, replica=replica)
+        self.conninfo = node_conninfo(dsn, settings, replica=replica, name=name)
         self._settings = settings
         self.pool = AsyncConnectionPool(
             self.conninfo,
@@ -92,6 +98,7 @@ class AsyncNode:
         )
         self._probe: psycopg.AsyncConnection[Any] | None = None
         self._probe_lock = AsyncLock()
+        self._connect_error: str | None = None  # the last connection failure logged
         self.wal_layout: tuple[int, int] | None = None  # (block size, segment size), primary only
 
     async def open(self) -> None:
@@ -103,10 +110,28 @@ class AsyncNode:
         if probe is not None:
             await probe.close()
 
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        """A new probe connection. A failure is logged once until it changes or the node
+        answers again: a wrong password or a refused TLS handshake must be visible, not
+        only a node that seems down. The message names no secret (libpq's never quote
+        the password; scrubbed anyway)."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+        except psycopg.OperationalError as exc:
+            message = scrub(" ".join(str(exc).split()), secrets_of(self.conninfo))
+            if message != self._connect_error:
+                self._connect_error = message
+                log.warning("readscale: cannot connect to %s: %s", self.name, message)
+            raise
+        if self._connect_error is not None:
+            log.warning("readscale: %s accepts connections again", self.name)
+            self._connect_error = None
+        return conn
+
     async def _probe_conn(self) -> psycopg.AsyncConnection[Any]:
         async with self._probe_lock:
             if self._probe is None or self._probe.closed or self._probe.broken:
-                self._probe = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+                self._probe = await self._connect()
                 if not self.replica and self.wal_layout is None:
                     row = await (await self._probe.execute(_WAL_LAYOUT)).fetchone()
                     assert row is not None

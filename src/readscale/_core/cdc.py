@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import string
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import msgspec
 
+from readscale._core.dsn import DsnOptions, mask_dsn
 from readscale._core.lsn import format_lsn, parse_lsn
 from readscale.errors import ConfigurationError
 
@@ -71,11 +72,14 @@ class CdcRule:
         return names
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class CdcSettings:
     """How the worker reads PostgreSQL.
 
-    ``dsn``: the primary (logical slots live on the primary in PostgreSQL 15).
+    ``dsn``: the primary (logical slots live on the primary in PostgreSQL 15); shown
+    with its password masked in ``repr``.
+    ``postgres``: credentials and TLS applied to ``dsn``
+    (:class:`readscale.settings.PostgresSettings`).
     ``batch_changes``: roughly how many changes one peek returns (whole transactions).
     ``tombstones``: invalidate with the commit LSN (needs LSN-aware fills: the replica
     router); off, keys are only deleted.
@@ -94,12 +98,21 @@ class CdcSettings:
     tombstones: bool = True
     epoch_tag: str | None = None
     soft_purge: bool = False
+    postgres: DsnOptions | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.dsn, str) or not self.dsn.strip():
+            raise ConfigurationError("CdcSettings.dsn is empty")
         if not self.slot.replace("_", "").isalnum() or not self.slot.islower():
             raise ConfigurationError(f"slot names are lower-case letters, digits and _, got {self.slot!r}")
         if self.batch_changes < 1:
             raise ConfigurationError("batch_changes must be >= 1")
+        if self.postgres is not None and not isinstance(self.postgres, DsnOptions):
+            raise ConfigurationError(f"postgres must be a PostgresSettings, got {type(self.postgres).__name__}")
+
+    def __repr__(self) -> str:
+        shown = [f"{f.name}={mask_dsn(self.dsn) if f.name == 'dsn' else getattr(self, f.name)!r}" for f in fields(self)]
+        return f"CdcSettings({', '.join(shown)})"
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,10 @@ Read modes (one per read, or a default for the router):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
+from readscale._core.dsn import DsnOptions, mask_dsn
 from readscale.errors import ConfigurationError
 
 __all__ = [
@@ -158,13 +159,18 @@ def _named_replicas(replicas: Mapping[str, str] | Sequence[str]) -> tuple[tuple[
     return pairs
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class ReplicaSettings:
     """Everything a replica router needs: where the nodes are and how to route.
 
     ``replicas``: a list of DSNs (named r1, r2, ... in order) or a mapping of name to
     DSN. Each DSN must reach exactly one server (not a load balancer), because a
     replica's replay position is checked on that server before a read.
+
+    ``postgres``: credentials and TLS applied to every node's DSN
+    (:class:`readscale.settings.PostgresSettings`, e.g. ``PostgresSettings.from_env()``),
+    so the password and ``sslmode=verify-full`` are set once for the whole cluster. The
+    ``repr`` of these settings shows every DSN with its password masked.
 
     ``wait_budget``: how long a read waits for a replica to replay its target before it
     falls back to the primary. ``poll_interval``: how often the lag observer polls every
@@ -186,11 +192,16 @@ class ReplicaSettings:
     acquire_timeout: float = 5.0
     connect_timeout: float = 2.0
     seed: int | None = None
+    postgres: DsnOptions | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.primary, str) or not self.primary.strip():
             raise ConfigurationError("the primary DSN is empty")
         object.__setattr__(self, "replicas", _named_replicas(self.replicas))
+        if self.postgres is not None and not isinstance(self.postgres, DsnOptions):
+            raise ConfigurationError(
+                f"postgres must be a PostgresSettings (anything with apply(dsn)), got {type(self.postgres).__name__}"
+            )
         if not isinstance(self.default_mode, Session | Latest | BoundedStaleness | TimeWindow):
             raise ConfigurationError(f"default_mode must be a read mode, got {self.default_mode!r}")
         for name in ("wait_budget", "acquire_timeout"):
@@ -205,6 +216,18 @@ class ReplicaSettings:
             raise ConfigurationError(
                 f"pool sizes must satisfy 0 <= min <= max and max >= 1, got {self.min_pool_size}..{self.max_pool_size}"
             )
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "primary":
+                shown.append(f"primary={mask_dsn(value)!r}")
+            elif f.name == "replicas":
+                shown.append(f"replicas={tuple((name, mask_dsn(dsn)) for name, dsn in value)!r}")
+            else:
+                shown.append(f"{f.name}={value!r}")
+        return f"ReplicaSettings({', '.join(shown)})"
 
     @property
     def replica_dsns(self) -> tuple[tuple[str, str], ...]:

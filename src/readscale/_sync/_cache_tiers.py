@@ -16,7 +16,13 @@ from readscale._core.freshness import jittered_ttl, l1_ttl, storage_ttl
 from readscale._core.policy import CachePolicy
 from readscale._sync.backends.base import Backend
 from readscale.codecs import Codec
-from readscale.errors import CacheUnavailableError, CorruptValueError, SerializationError, ValueTooLargeError
+from readscale.errors import (
+    CacheUnavailableError,
+    CorruptValueError,
+    SerializationError,
+    UnserializableValueError,
+    ValueTooLargeError,
+)
 from readscale.memory import NO_VALUE, MemoryStore
 from readscale.metrics import CacheStats
 
@@ -168,8 +174,13 @@ class TierAccess:
         return EntryMeta(self._clock(), ttl, policy.swr, policy.sie, load_time, policy.schema, lsn, tags)
 
     def _encode(self, pkey: str, value: Any, meta: EntryMeta, codec: Codec) -> bytes:
+        """The stored bytes of ``value``; the errors name the key (nothing is stored)."""
         try:
             payload = codec.encode(value)
+        except UnserializableValueError as exc:
+            if exc.key is not None:
+                raise
+            raise UnserializableValueError(pkey, exc.type_name, exc.codec, exc.detail) from exc
         except SerializationError as exc:
             exc.key = pkey  # type: ignore[attr-defined]
             raise
@@ -187,9 +198,13 @@ class TierAccess:
         policy: CachePolicy,
         token: str | None,
         source_lsn: int | None = None,
+        *,
+        raise_too_large: bool = False,
     ) -> bool:
         """Write an encoded entry to L2 (under ``token``'s lease if given) and to L1.
-        False when the fill was refused (lease lost, or older than an invalidation)."""
+        False when the fill was refused (lease lost, or older than an invalidation) or
+        the backend's own size limit refused it (raised instead with ``raise_too_large``:
+        a caller's explicit write must hear it). A refused entry changes neither tier."""
         backend = self.backend
         reachable = backend is not None and policy.uses_l2 and self._l2_allowed()
         if reachable and self._unsynced:
@@ -215,6 +230,8 @@ class TierAccess:
                 if token is None:
                     self._mark_unsynced(pkey)
             except ValueTooLargeError as exc:
+                if raise_too_large:
+                    raise
                 self.stats.loader.not_cached += 1
                 log.warning("cache %s: %s", self.stats.name, exc)
                 return False

@@ -217,7 +217,7 @@ class Cache(FillMixin):
             return
         meta = self._meta(value, policy, 0.0, tag_versions)
         raw = self._encode(pkey, value, meta, codec or self.codec)
-        self._store(pkey, value, meta, raw, policy, token=None)
+        self._store(pkey, value, meta, raw, policy, token=None, raise_too_large=True)
 
     def delete(self, key: str, *, policy: CachePolicy | None = None) -> bool:
         """Remove ``key`` from both tiers (this process's L1 only; see :meth:`invalidate`).
@@ -443,13 +443,15 @@ class Cache(FillMixin):
         meta = self._meta(value, policy, 0.0, tag_versions, written_lsn)
         try:
             raw = self._encode(pkey, value, meta, codec or self.codec)
+            self._store(pkey, value, meta, raw, policy, token=None, raise_too_large=True)
         except SerializationError as exc:
+            # The write happened but its value cannot be cached: the old entry would be
+            # stale, so it goes (here and, through the bus, in every process's L1).
             self.stats.loader.not_cached += 1
             log.warning("cache %s: write-through of %s not cached: %s", self.stats.name, pkey, exc)
             self._forget(pkey)
             self._announce([pkey], {})
             return value
-        self._store(pkey, value, meta, raw, policy, token=None)
         self._announce([pkey], {})
         return value
 

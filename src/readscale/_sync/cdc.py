@@ -28,6 +28,7 @@ from readscale._primitives import Event, sync_maybe_await, sync_sleep
 from readscale._sync.cache import Cache
 from readscale.errors import BackendError, CacheUnavailableError, ConfigurationError, ReadscaleError
 from readscale.metrics import CdcStats
+from readscale.settings import connection_string
 
 log = logging.getLogger("readscale.cdc")
 
@@ -58,6 +59,8 @@ class CdcWorker:
         self.cache = cache
         self.rules = tuple(rules)
         self.settings = settings
+        # Checked (and credentials/TLS applied) now: a bad DSN fails here, masked.
+        self._conninfo = connection_string(settings.dsn, settings.postgres, name="CdcSettings.dsn")
         self.stats = CdcStats()
         self._policies = dict(policies or {})
         self._purger = purger
@@ -69,7 +72,7 @@ class CdcWorker:
     def _connection(self) -> Any:
         if self._conn is None or self._conn.closed:
             try:
-                self._conn = psycopg.Connection.connect(self.settings.dsn, autocommit=True)
+                self._conn = psycopg.Connection.connect(self._conninfo, autocommit=True)
             except psycopg.Error as exc:
                 raise BackendError(f"CDC cannot connect to PostgreSQL: {exc}", backend="postgres") from exc
         return self._conn

@@ -37,8 +37,10 @@ import msgspec
 import psycopg
 from psycopg import sql
 
+from readscale._core.dsn import DsnOptions
 from readscale._core.writebehind import FailureKind
 from readscale.errors import ConfigurationError
+from readscale.settings import connection_string
 from readscale.writebehind_common import RecordRejected, WriteRecord
 
 RECORD_SQLSTATE_CLASSES = ("22", "23")
@@ -66,6 +68,8 @@ class PostgresWriter:
         key_from: turns a cache key into the key column's value (``"user:42"`` -> ``42``);
             default: the key as text (PostgreSQL casts it to the column's type).
         connect: an async function returning a new autocommit connection, instead of ``dsn``.
+        postgres: credentials and TLS applied to ``dsn``
+            (:class:`readscale.settings.PostgresSettings`).
     """
 
     def __init__(
@@ -80,9 +84,12 @@ class PostgresWriter:
         key_from: Callable[[str], Any] | None = None,
         connect: Callable[[], psycopg.Connection[Any]] | None = None,
         application_name: str = "readscale-writebehind",
+        postgres: DsnOptions | None = None,
     ) -> None:
         if dsn is None and connect is None:
             raise ConfigurationError("PostgresWriter needs a dsn or a connect function")
+        # Checked (and credentials/TLS applied) now: a bad DSN fails here, masked.
+        self._conninfo = None if dsn is None else connection_string(dsn, postgres, name="PostgresWriter dsn")
         if value_column is not None and columns:
             raise ConfigurationError("give value_column (one column holds the value) or columns, not both")
         self.dsn = dsn
@@ -157,8 +164,8 @@ class PostgresWriter:
         if self._connect is not None:
             conn = self._connect()
         else:
-            assert self.dsn is not None
-            conn = psycopg.Connection.connect(self.dsn, autocommit=True, application_name=self._application_name)
+            assert self._conninfo is not None
+            conn = psycopg.Connection.connect(self._conninfo, autocommit=True, application_name=self._application_name)
         if not conn.autocommit:
             conn.set_autocommit(True)
         try:

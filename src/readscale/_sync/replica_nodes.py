@@ -19,10 +19,12 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
+from readscale._core.dsn import scrub, secrets_of
 from readscale._core.lsn import parse_lsn
 from readscale._core.replica_health import PrimarySample, ReplicaSample
-from readscale._core.replica_settings import ReplicaSettings
+from readscale._core.replica_settings import PRIMARY, ReplicaSettings
 from readscale._primitives import Lock
+from readscale.settings import connection_string
 
 __all__ = ["GUARD_SQL", "Node", "position_sql"]
 
@@ -63,7 +65,11 @@ def _lsn(text: str | None) -> int | None:
     return None if text is None else parse_lsn(text)
 
 
-def node_conninfo(dsn: str, settings: ReplicaSettings, *, replica: bool) -> str:
+def node_conninfo(dsn: str, settings: ReplicaSettings, *, replica: bool, name: str = PRIMARY) -> str:
+    """The node's connection string: ``dsn`` checked, the router's options added, and
+    ``settings.postgres`` (credentials, TLS) applied last so that it wins."""
+    where = f"ReplicaSettings.replicas[{name!r}]" if replica else "ReplicaSettings.primary"
+    dsn = connection_string(dsn, None, name=where)
     extra: dict[str, Any] = {
         "connect_timeout": max(1, round(settings.connect_timeout)),
         "fallback_application_name": "readscale",
@@ -71,7 +77,7 @@ def node_conninfo(dsn: str, settings: ReplicaSettings, *, replica: bool) -> str:
     if replica:
         options = str(conninfo_to_dict(dsn).get("options") or "")
         extra["options"] = f"{options} {_READ_COMMITTED}".strip()
-    return make_conninfo(dsn, **extra)
+    return connection_string(make_conninfo(dsn, **extra), settings.postgres, name=where)
 
 
 class Node:
@@ -80,7 +86,7 @@ class Node:
     def __init__(self, name: str, dsn: str, settings: ReplicaSettings, *, replica: bool) -> None:
         self.name = name
         self.replica = replica
-        self.conninfo = node_conninfo(dsn, settings, replica=replica)
+        self.conninfo = node_conninfo(dsn, settings, replica=replica, name=name)
         self._settings = settings
         self.pool = ConnectionPool(
             self.conninfo,
@@ -93,6 +99,7 @@ class Node:
         )
         self._probe: psycopg.Connection[Any] | None = None
         self._probe_lock = Lock()
+        self._connect_error: str | None = None  # the last connection failure logged
         self.wal_layout: tuple[int, int] | None = None  # (block size, segment size), primary only
 
     def open(self) -> None:
@@ -104,10 +111,28 @@ class Node:
         if probe is not None:
             probe.close()
 
+    def _connect(self) -> psycopg.Connection[Any]:
+        """A new probe connection. A failure is logged once until it changes or the node
+        answers again: a wrong password or a refused TLS handshake must be visible, not
+        only a node that seems down. The message names no secret (libpq's never quote
+        the password; scrubbed anyway)."""
+        try:
+            conn = psycopg.Connection.connect(self.conninfo, autocommit=True)
+        except psycopg.OperationalError as exc:
+            message = scrub(" ".join(str(exc).split()), secrets_of(self.conninfo))
+            if message != self._connect_error:
+                self._connect_error = message
+                log.warning("readscale: cannot connect to %s: %s", self.name, message)
+            raise
+        if self._connect_error is not None:
+            log.warning("readscale: %s accepts connections again", self.name)
+            self._connect_error = None
+        return conn
+
     def _probe_conn(self) -> psycopg.Connection[Any]:
         with self._probe_lock:
             if self._probe is None or self._probe.closed or self._probe.broken:
-                self._probe = psycopg.Connection.connect(self.conninfo, autocommit=True)
+                self._probe = self._connect()
                 if not self.replica and self.wal_layout is None:
                     row = (self._probe.execute(_WAL_LAYOUT)).fetchone()
                     assert row is not None

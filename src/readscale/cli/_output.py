@@ -11,8 +11,14 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from readscale.errors import ReadscaleError
+from readscale.errors import ConfigurationError, ReadscaleError
+
+#: Exit codes: 1 when something failed at run time (a server, a fault), 2 when the
+#: command line or the configuration is wrong (as click does for a bad option).
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
 
 console = Console()
 err_console = Console(stderr=True, log_path=False)
@@ -22,16 +28,25 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
+    # The message may quote user input (a DSN, a file's text): never read it as markup.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def usage_error(message: str) -> NoReturn:
+    """A bad argument, option or setting: one line on stderr and exit code 2."""
+    fail(message, EXIT_USAGE)
 
 
 @contextmanager
 def errors_to_exit() -> Iterator[None]:
-    """Turn readscale's errors into one clear line and a non-zero exit, never a traceback."""
+    """Turn readscale's errors into one clear line and a non-zero exit, never a traceback:
+    2 for a configuration error (a bad argument, setting or file), 1 for the rest."""
     try:
         yield
+    except ConfigurationError as exc:
+        fail(str(exc), EXIT_USAGE)
     except ReadscaleError as exc:
         fail(str(exc))
     except KeyboardInterrupt:

@@ -32,9 +32,23 @@ def _table(stats: object, started: float) -> Table:
 
 @app.command()
 def run(
-    dsn: Annotated[str, typer.Option(help="PostgreSQL primary DSN (logical slots live on the primary).")],
+    dsn: Annotated[
+        str,
+        typer.Option(
+            envvar="READSCALE_PG_DSN",
+            help="PostgreSQL primary DSN (logical slots live on the primary). Credentials and TLS may also come "
+            "from READSCALE_PG_USER, _PASSWORD, _SSLMODE, _SSLROOTCERT, _SSLCERT, _SSLKEY.",
+        ),
+    ],
     rules: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="TOML file of \\[\\[rule]] tables.")],
-    redis_url: Annotated[str, typer.Option(help="The cache's Redis.")] = "redis://127.0.0.1:6379/0",
+    redis_url: Annotated[
+        str,
+        typer.Option(
+            envvar="READSCALE_REDIS_URL",
+            help="The cache's Redis (password, ACL user and TLS also from READSCALE_REDIS_PASSWORD, _USERNAME, "
+            "_SSL_CA_CERTS...).",
+        ),
+    ] = "redis://127.0.0.1:6379/0",
     slot: Annotated[str, typer.Option(help="Replication slot name (created if missing).")] = "readscale_cdc",
     prefix: Annotated[str, typer.Option(help="The cache's key prefix.")] = "rs:",
     tombstones: Annotated[bool, typer.Option(help="Leave LSN tombstones (needs LSN-aware fills).")] = True,
@@ -54,10 +68,13 @@ def run(
     from readscale._sync.bus import InvalidationBus
     from readscale._sync.cache import Cache
     from readscale.cdc import CdcSettings, CdcWorker, load_rules
-    from readscale.settings import RedisSettings
+    from readscale.settings import PostgresSettings, RedisSettings, check_dsn
 
     with errors_to_exit(), terminate_as_interrupt():
-        settings = RedisSettings(url=redis_url)
+        check_dsn(dsn, name="--dsn")
+        postgres = PostgresSettings.from_env()
+        rule_list = load_rules(rules)
+        settings = RedisSettings.from_env(url=redis_url)
         cache = Cache(RedisBackend(settings), bus=InvalidationBus(settings) if bus else None, prefix=prefix)
         purger = None
         if purge_varnish:
@@ -66,8 +83,10 @@ def run(
             purger = VarnishPurger(purge_varnish)
         worker = CdcWorker(
             cache,
-            load_rules(rules),
-            CdcSettings(dsn=dsn, slot=slot, tombstones=tombstones, epoch_tag=epoch_tag, soft_purge=soft_purge),
+            rule_list,
+            CdcSettings(
+                dsn=dsn, slot=slot, tombstones=tombstones, epoch_tag=epoch_tag, soft_purge=soft_purge, postgres=postgres
+            ),
             purger=purger,
         )
         started = time.monotonic()

@@ -12,23 +12,23 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from readscale.cli._output import console, errors_to_exit, fail, print_json
+from readscale.cli._output import console, errors_to_exit, print_json, usage_error
 
 app = typer.Typer(help="Measure how often the cache disagrees with the database.", no_args_is_help=True)
 
 
 def _load_truth(spec: str) -> Any:
     module_name, _, attr = spec.partition(":")
-    if not attr:
-        fail(f"--truth must look like 'package.module:function', got {spec!r}")
+    if not module_name or not attr:
+        usage_error(f"--truth must look like 'package.module:function', got {spec!r}")
     if "" not in sys.path and "." not in sys.path:
         sys.path.insert(0, "")  # like uvicorn: your modules are importable from where you run it
     try:
         fn = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
-        fail(f"cannot load --truth {spec!r}: {exc}")
+        usage_error(f"cannot load --truth {spec!r}: {exc}")
     if inspect.iscoroutinefunction(fn):
-        fail(f"--truth {spec!r} is async; this command runs sync code: give it a plain function")
+        usage_error(f"--truth {spec!r} is async; this command runs sync code: give it a plain function")
     return fn
 
 
@@ -36,7 +36,9 @@ def _load_truth(spec: str) -> Any:
 def check(
     truth: Annotated[str, typer.Option(help="'module:function' returning the database's value for a key.")],
     keys: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="File with one cache key per line.")],
-    redis_url: Annotated[str, typer.Option(help="The cache's Redis.")] = "redis://127.0.0.1:6379/0",
+    redis_url: Annotated[
+        str, typer.Option(envvar="READSCALE_REDIS_URL", help="The cache's Redis (credentials, TLS: READSCALE_REDIS_*).")
+    ] = "redis://127.0.0.1:6379/0",
     prefix: Annotated[str, typer.Option(help="The cache's key prefix.")] = "rs:",
     namespace: Annotated[str, typer.Option(help="The keys' namespace.")] = "",
     samples: Annotated[int, typer.Option(min=1, help="How many keys to check (a random sample).")] = 1000,
@@ -53,11 +55,12 @@ def check(
     with errors_to_exit():
         all_keys = [line.strip() for line in keys.read_text().splitlines() if line.strip()]
         if not all_keys:
-            fail(f"{keys} holds no keys")
+            usage_error(f"--keys: {keys} holds no keys")
         chosen = random.Random(seed).sample(all_keys, min(samples, len(all_keys)))
-        cache = Cache(RedisBackend(RedisSettings(url=redis_url)), prefix=prefix)
+        truth_fn = _load_truth(truth)
+        cache = Cache(RedisBackend(RedisSettings.from_env(url=redis_url)), prefix=prefix)
         policy = CachePolicy(name="check", namespace=namespace)
-        checker = ConsistencyChecker(cache, _load_truth(truth))
+        checker = ConsistencyChecker(cache, truth_fn)
         for key in chosen:
             checker.check(key, policy=policy)
         report = checker.report()

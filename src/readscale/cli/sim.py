@@ -20,7 +20,7 @@ from readscale._core.sim.examples import READING, TEXTBOOK
 from readscale._core.sim.model import RYW_RULES, Latencies
 from readscale._core.sim.solve import SETTINGS, Targets, solve
 from readscale.cli import _sim_output as out
-from readscale.cli._output import errors_to_exit, fail, progress_line
+from readscale.cli._output import errors_to_exit, progress_line, usage_error
 from readscale.errors import ConfigurationError
 
 EXAMPLES = ("textbook",)
@@ -127,17 +127,17 @@ def sim(
 ) -> None:
     """Model the layered read path: each layer's load, share and latency, from traffic and settings."""
     if example is not None and example not in EXAMPLES:
-        fail(f"--example must be one of {', '.join(EXAMPLES)}, got {example!r}")
+        usage_error(f"--example must be one of {', '.join(EXAMPLES)}, got {example!r}")
     if example is not None and calibrate_from is not None:
-        fail("--example and --calibrate both choose the base scenario: give one")
+        usage_error("--example and --calibrate both choose the base scenario: give one")
     if check_run is not None and calibrate_from is None:
-        fail("--check compares a run with parameters fitted by --calibrate: give --calibrate too")
+        usage_error("--check compares a run with parameters fitted by --calibrate: give --calibrate too")
     if solve_for is not None and solve_for not in SETTINGS:
-        fail(f"--solve must be one of {', '.join(SETTINGS)}, got {solve_for!r}")
+        usage_error(f"--solve must be one of {', '.join(SETTINGS)}, got {solve_for!r}")
     if ryw is not None and ryw not in RYW_RULES:
-        fail(f"--ryw must be one of {', '.join(RYW_RULES)}, got {ryw!r}")
+        usage_error(f"--ryw must be one of {', '.join(RYW_RULES)}, got {ryw!r}")
     if solve_for is None and any(t is not None for t in (target_primary_rps, replica_capacity_rps, target_db_rps)):
-        fail("targets need --solve replicas or --solve cache-size")
+        usage_error("targets need --solve replicas or --solve cache-size")
     traffic_opts = dict(
         zip(_TRAFFIC_FIELDS, (rps, keys, zipf_alpha, write_alpha, reads_per_write, clients, duration), strict=True)
     )
@@ -173,7 +173,7 @@ def sim(
             base = TEXTBOOK
         else:
             if rps is None:
-                fail("give --rps (or --example textbook, or --calibrate DEMO.json)")
+                usage_error("give --rps (or --example textbook, or --calibrate DEMO.json)")
             base = Scenario(Traffic(rps=rps))
         scenario = _override(base, traffic_opts, layer_opts, latency or [])
         if solve_for is not None:

@@ -40,6 +40,8 @@ def _endpoint_rows(endpoints: dict[str, Any]) -> list[tuple[str, str, str]]:
     if pg:
         rows.append(("primary", "PostgreSQL primary", pg["primary"]["dsn"]))
         rows += [(r["name"], f"PostgreSQL replica ({pg['mode']})", r["dsn"]) for r in pg["replicas"]]
+        if pg["primary"].get("app_dsn"):
+            rows.append(("app role", "PostgreSQL application role (password not shown)", pg["primary"]["app_dsn"]))
     if "redis" in endpoints:
         rows.append(("redis", "Redis", endpoints["redis"]["url"]))
     if "redis_cluster" in endpoints:
@@ -73,8 +75,23 @@ def up(
         bool,
         typer.Option("--redis-aof", help="Run the standalone Redis with AOF (appendfsync everysec)."),
     ] = False,
-    redis_password: Annotated[str | None, typer.Option(help="Require this password on the standalone Redis.")] = None,
+    redis_password: Annotated[
+        str | None,
+        typer.Option(
+            envvar="READSCALE_STACK_REDIS_PASSWORD",
+            help="Require this password on the standalone Redis (better from the environment than the command line).",
+        ),
+    ] = None,
     redis_tls: Annotated[bool, typer.Option("--redis-tls", help="The standalone Redis speaks TLS only.")] = False,
+    pg_tls: Annotated[
+        bool, typer.Option("--pg-tls", help="PostgreSQL with SSL on (a certificate signed by the stack's own CA).")
+    ] = False,
+    pg_user: Annotated[
+        str | None, typer.Option(help="Also create this login role (SCRAM password; TLS only with --pg-tls).")
+    ] = None,
+    pg_password: Annotated[
+        str | None, typer.Option(envvar="READSCALE_STACK_PG_PASSWORD", help="The --pg-user role's password.")
+    ] = None,
     directory: DirOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -86,6 +103,9 @@ def up(
             postgres=not no_postgres,
             replicas=replicas,
             mode=mode,
+            postgres_tls=pg_tls,
+            postgres_user=pg_user,
+            postgres_password=pg_password,
             redis=not no_redis,
             redis_aof=redis_aof,
             redis_password=redis_password,

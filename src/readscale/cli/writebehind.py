@@ -15,8 +15,8 @@ import typer
 from rich.logging import RichHandler
 from rich.table import Table
 
-from readscale.cli._output import console, err_console, errors_to_exit, fail, print_json
-from readscale.settings import RedisSettings
+from readscale.cli._output import console, err_console, errors_to_exit, fail, print_json, usage_error
+from readscale.settings import PostgresSettings, RedisSettings, check_dsn
 
 log = logging.getLogger("readscale.cli.writebehind")
 
@@ -27,7 +27,12 @@ app = typer.Typer(
 
 RedisOption = Annotated[
     str,
-    typer.Option("--redis-url", envvar="READSCALE_REDIS_URL", help="The Redis holding the queue (the cache's Redis)."),
+    typer.Option(
+        "--redis-url",
+        envvar="READSCALE_REDIS_URL",
+        help="The Redis holding the queue (the cache's Redis); password, ACL user and TLS also from "
+        "READSCALE_REDIS_PASSWORD, _USERNAME, _SSL_CA_CERTS...",
+    ),
 ]
 QueueOption = Annotated[str, typer.Option(help="The queue's name (WriteBehindSettings.queue).")]
 PrefixOption = Annotated[str, typer.Option(help="The cache's key prefix (AsyncCache.prefix).")]
@@ -50,11 +55,11 @@ def _load_writer(spec: str) -> Any:
     """``module:attribute``: a batch writer, or a callable returning one."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        fail(f"--writer takes module:attribute, got {spec!r}")
+        usage_error(f"--writer takes module:attribute, got {spec!r}")
     try:
         target = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
-        fail(f"cannot load the writer {spec!r}: {exc}")
+        usage_error(f"cannot load the writer {spec!r}: {exc}")
     writer = target
     if inspect.isclass(target) or (callable(target) and not hasattr(target, "write_batch")):
         try:
@@ -62,7 +67,7 @@ def _load_writer(spec: str) -> Any:
         except Exception as exc:
             fail(f"the writer factory {spec!r} failed: {type(exc).__name__}: {exc}")
     if not inspect.iscoroutinefunction(getattr(writer, "write_batch", None)) or not hasattr(writer, "failure_kind"):
-        fail(f"{spec!r} is not an async batch writer (async write_batch(records) and failure_kind(exc))")
+        usage_error(f"{spec!r} is not an async batch writer (async write_batch(records) and failure_kind(exc))")
     return writer
 
 
@@ -151,7 +156,13 @@ async def _run_flusher(flusher: Any, report_every: float, writer: Any, where: st
 def run(
     redis_url: RedisOption,
     dsn: Annotated[
-        str | None, typer.Option("--dsn", envvar="READSCALE_PG_DSN", help="PostgreSQL primary (with --table).")
+        str | None,
+        typer.Option(
+            "--dsn",
+            envvar="READSCALE_PG_DSN",
+            help="PostgreSQL primary (with --table); credentials and TLS also from READSCALE_PG_USER, _PASSWORD, "
+            "_SSLMODE, _SSLROOTCERT...",
+        ),
     ] = None,
     table: Annotated[str | None, typer.Option(help="Table to upsert into (schema-qualified allowed).")] = None,
     key_column: Annotated[str, typer.Option(help="Its key column (primary key or unique).")] = "key",
@@ -191,14 +202,15 @@ def run(
     with errors_to_exit():
         if writer is not None:
             if dsn or table:
-                fail("give either --writer or --dsn with --table")
+                usage_error("give either --writer or --dsn with --table")
             batch_writer = _load_writer(writer)
             target = writer
         else:
             if not dsn or not table:
-                fail("the flusher needs --dsn and --table (or --writer module:attribute)")
+                usage_error("the flusher needs --dsn and --table (or --writer module:attribute)")
             from readscale._async.pgwriter import AsyncPostgresWriter
 
+            check_dsn(dsn, name="--dsn")
             column_list = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
             batch_writer = AsyncPostgresWriter(
                 dsn,
@@ -207,6 +219,7 @@ def run(
                 version_column=version_column,
                 value_column=None if column_list else value_column,
                 columns=column_list,
+                postgres=PostgresSettings.from_env(),
             )
             target = f"table {table}"
         settings = FlusherSettings(
@@ -219,7 +232,7 @@ def run(
             claim_idle=claim_idle,
             max_attempts=max_attempts,
         )
-        redis = RedisSettings(url=redis_url)
+        redis = RedisSettings.from_env(url=redis_url)
         flusher = AsyncFlusher(batch_writer, redis, settings=settings)
         where = f"queue {queue!r} on {redis.safe_url} -> {target}"
         clean = asyncio.run(_run_flusher(flusher, report_every, batch_writer, where))
@@ -232,7 +245,9 @@ def run(
 async def _status(redis_url: str, prefix: str, queue: str, group: str, count: int) -> dict[str, Any]:
     from readscale._async.wbqueue import AsyncWriteQueue
 
-    wq = AsyncWriteQueue.from_url(redis_url, prefix=prefix, queue=queue)
+    wq = AsyncWriteQueue.from_url(
+        RedisSettings.from_env(url=redis_url, socket_timeout_ms=5000.0), prefix=prefix, queue=queue
+    )
     try:
         consumers = await wq.consumers(group)
         dead = await wq.dead_letters(count)
@@ -299,7 +314,9 @@ def status(
 async def _requeue(redis_url: str, prefix: str, queue: str, ids: list[str]) -> int:
     from readscale._async.wbqueue import AsyncWriteQueue
 
-    wq = AsyncWriteQueue.from_url(redis_url, prefix=prefix, queue=queue)
+    wq = AsyncWriteQueue.from_url(
+        RedisSettings.from_env(url=redis_url, socket_timeout_ms=5000.0), prefix=prefix, queue=queue
+    )
     try:
         if not ids:
             moved = 0
@@ -321,7 +338,7 @@ def requeue(
 ) -> None:
     """Put dead letters back on the queue (once their cause is fixed), same versions."""
     if not ids and not all_:
-        fail("name the dead letters to requeue, or pass --all")
+        usage_error("name the dead letters to requeue, or pass --all")
     with errors_to_exit():
         moved = asyncio.run(_requeue(redis_url, prefix, queue, [] if all_ else list(ids or [])))
     console.print(f"requeued {moved} dead letter(s)")

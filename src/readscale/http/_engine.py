@@ -193,14 +193,18 @@ def finish_str(
 
 
 def bad_request(exc: HeaderError) -> tuple[int, list[tuple[str, str]], bytes]:
-    """The 400 for a malformed request field: says which field and why; never cached."""
-    body = f"400 Bad Request: {exc}\n".encode("latin-1", "replace")
+    """The 400 for a malformed request field: says which field and why; never cached.
+
+    The value is quoted escaped (``repr``, cut at 80 characters) in plain text that a
+    browser must not sniff as anything else."""
+    body = f"400 Bad Request: {exc}\n".encode("utf-8", "replace")
     return (
         400,
         [
             ("content-type", "text/plain; charset=utf-8"),
             ("content-length", str(len(body))),
             ("cache-control", "no-store"),
+            ("x-content-type-options", "nosniff"),
         ],
         body,
     )

@@ -56,14 +56,30 @@ from readscale.replicas._sql import is_read_sql, is_transaction_control
 __all__ = ["CausalTokenMiddleware", "ReplicaDatabaseRouter", "replica_settings", "shared_router"]
 
 
+def _libpq_keywords() -> frozenset[str]:
+    import psycopg
+
+    return frozenset(option.keyword.decode() for option in psycopg.pq.Conninfo.get_defaults())
+
+
 def _dsn(database: Mapping[str, Any]) -> str:
-    options = {
+    """A libpq connection string for one ``DATABASES`` entry, with the connection
+    options of its ``OPTIONS`` (``sslmode``, ``sslrootcert``, ``sslcert``, ``sslkey``,
+    ``connect_timeout``, ``options``, ``target_session_attrs``...) so that the router
+    connects exactly as Django does. Django's own keys (``isolation_level``, ``pool``...)
+    are left out."""
+    options: dict[str, Any] = {
         "dbname": database.get("NAME") or None,
         "user": database.get("USER") or None,
         "password": database.get("PASSWORD") or None,
         "host": database.get("HOST") or None,
         "port": str(database["PORT"]) if database.get("PORT") else None,
     }
+    extra = database.get("OPTIONS") or {}
+    keywords = _libpq_keywords()
+    for key, value in extra.items():
+        if key in keywords and options.get(key) is None and isinstance(value, str | int | float):
+            options[key] = str(int(value)) if isinstance(value, bool) else str(value)
     return make_conninfo("", **{k: v for k, v in options.items() if v is not None})
 
 
@@ -76,7 +92,9 @@ def replica_settings(
 ) -> ReplicaSettings:
     """Replica router settings from Django's ``DATABASES``: replica names are the aliases.
 
-    ``kwargs`` are any other :class:`~readscale.replicas.ReplicaSettings` fields.
+    Each alias's credentials and ``OPTIONS`` (``sslmode``, certificates...) carry over.
+    ``kwargs`` are any other :class:`~readscale.replicas.ReplicaSettings` fields, e.g.
+    ``postgres=PostgresSettings.from_env()`` to apply credentials and TLS to every node.
     """
     for alias in (primary, *replicas):
         if alias not in databases:

@@ -33,7 +33,9 @@ from readscale.stack.postgres import (
     REPLICATION_MODES,
     PostgresNode,
     ReplicationMode,
+    check_role_name,
     clone_replica,
+    create_app_role,
     init_primary,
     new_postgres,
     set_replication_mode,
@@ -66,6 +68,9 @@ class StackConfig:
     replicas: int = 2
     mode: ReplicationMode = "async"
     fsync: bool = True
+    postgres_tls: bool = False
+    postgres_user: str | None = None
+    postgres_password: str | None = None
     redis: bool = True
     redis_aof: bool = False
     redis_password: str | None = None
@@ -85,6 +90,10 @@ class StackConfig:
             raise ConfigurationError(f"mode must be one of {', '.join(REPLICATION_MODES)}, got {self.mode!r}")
         if self.mode != "async" and (not self.postgres or self.replicas == 0):
             raise ConfigurationError(f"replication mode {self.mode!r} needs PostgreSQL with at least one replica")
+        if bool(self.postgres_user) != bool(self.postgres_password):
+            raise ConfigurationError("postgres_user and postgres_password go together (a role needs its password)")
+        if self.postgres_user:
+            check_role_name(self.postgres_user)
         if self.varnish:
             render_vcl(self.varnish_backend, probe_path=self.varnish_probe)  # validates both
 
@@ -147,6 +156,9 @@ class Stack:
                 "nodes": [node.spec.to_dict() for node in self.nodes.values()],
             }
             tmp = self.state_path.with_suffix(".tmp")
+            # The configuration may hold the stack's passwords: readable by its owner only.
+            tmp.touch(mode=0o600)
+            tmp.chmod(0o600)
             tmp.write_text(json.dumps(state, indent=2))
             tmp.replace(self.state_path)
 
@@ -261,7 +273,16 @@ class Stack:
         self.config = config
         try:
             if config.postgres:
-                self.start_postgres(replicas=config.replicas, mode=config.mode, fsync=config.fsync)
+                app_user = None
+                if config.postgres_user and config.postgres_password:
+                    app_user = (config.postgres_user, config.postgres_password)
+                self.start_postgres(
+                    replicas=config.replicas,
+                    mode=config.mode,
+                    fsync=config.fsync,
+                    tls=config.postgres_tls,
+                    app_user=app_user,
+                )
             if config.redis:
                 self.start_redis(
                     aof=config.redis_aof,
@@ -317,22 +338,43 @@ class Stack:
                     "choose a stack folder outside it with READSCALE_STACK_DIR (for example under /tmp)"
                 )
 
-    def start_postgres(self, *, replicas: int = 2, mode: ReplicationMode = "async", fsync: bool = True) -> PostgresNode:
-        """A primary and ``replicas`` streaming replicas named r1, r2, ..."""
+    def start_postgres(
+        self,
+        *,
+        replicas: int = 2,
+        mode: ReplicationMode = "async",
+        fsync: bool = True,
+        tls: bool = False,
+        app_user: tuple[str, str] | None = None,
+    ) -> PostgresNode:
+        """A primary and ``replicas`` streaming replicas named r1, r2, ...
+
+        ``tls``: SSL on, with a certificate for 127.0.0.1 signed by the stack's own CA
+        (``node.ca_file``). ``app_user``: ``(role, password)`` of a login role admitted
+        with SCRAM only (and only over TLS when ``tls``); ``node.app_dsn`` names it.
+        """
         if "primary" in self.nodes:
             return self.primary
         self._ensure_reachable()
+        files = None
+        if tls:
+            files = make_tls(self.root / "postgres-tls")
+            _proc.chown_tree(self.root / "postgres-tls", self.user)  # the key must be the server's, 0600
         ports = _proc.pick_ports(replicas + 1)
         self._report("PostgreSQL primary: initdb")
         primary = new_postgres("primary", self.root, ports[0], "primary", self.user)
         self._register(primary)
-        init_primary(primary, fsync=fsync)
+        init_primary(primary, fsync=fsync, tls=files, app_user=app_user)
+        self._save()
         self._report("PostgreSQL primary: starting")
         primary.start(may_move=True)
+        if app_user is not None:
+            create_app_role(primary, *app_user)
         names = [f"r{i + 1}" for i in range(replicas)]
         nodes = []
         for name, port in zip(names, ports[1:], strict=True):
-            replica = new_postgres(name, self.root, port, "replica", self.user, application_name=name)
+            secured = {k: primary.spec.extra[k] for k in ("tls", "app_user") if k in primary.spec.extra}
+            replica = new_postgres(name, self.root, port, "replica", self.user, application_name=name, **secured)
             self._register(replica)
             self._report(f"PostgreSQL replica {name}: pg_basebackup")
             clone_replica(primary, replica)

@@ -12,11 +12,18 @@ Facts this relies on (shared/notes/verified-postgres.md, measured on PostgreSQL 
   itself never waits on a standby.
 - PostgreSQL refuses to run as root: the servers and their tools run as the stack's
   server user (see ``_proc.server_user``).
+- Secured on request (``tls=True``, an application role): ``ssl = on`` with a server
+  certificate from ``readscale.stack.tls`` (for 127.0.0.1, signed by the stack's CA),
+  and a login role with a SCRAM password that ``pg_hba.conf`` admits over TLS only
+  (``hostssl ... scram-sha-256``, ``hostnossl ... reject``). The superuser keeps its
+  local ``trust`` entry: the stack's own tools and the replicas' streaming use it.
+  Replicas are cloned with the primary's configuration, so they are secured alike.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 from pathlib import Path
 from typing import Any, Literal
@@ -25,10 +32,12 @@ from readscale.errors import ConfigurationError, StackError
 from readscale.stack import _proc
 from readscale.stack._node import Node, NodeSpec
 from readscale.stack._proc import ServerUser
+from readscale.stack.tls import TlsFiles
 
 ReplicationMode = Literal["async", "sync", "semi-sync"]
 REPLICATION_MODES: tuple[ReplicationMode, ...] = ("async", "sync", "semi-sync")
 SUPERUSER = "postgres"
+_ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
 def base_settings(*, fsync: bool) -> dict[str, str]:
@@ -87,7 +96,31 @@ class PostgresNode(Node):
 
     @property
     def dsn(self) -> str:
+        """The superuser's DSN (no password: ``trust`` on loopback, for the stack's tools and tests)."""
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/postgres"
+
+    @property
+    def ca_file(self) -> str | None:
+        """The CA that signed the server certificate, when the node runs with TLS."""
+        tls = self.spec.extra.get("tls")
+        return str(tls["ca"]) if tls else None
+
+    @property
+    def app_user(self) -> str | None:
+        """The password-protected application role, if the stack made one."""
+        user = self.spec.extra.get("app_user")
+        return str(user) if user else None
+
+    @property
+    def app_dsn(self) -> str | None:
+        """The application role's DSN without its password (give that separately, e.g.
+        through ``PostgresSettings``): ``sslmode=verify-full`` with the stack's CA under TLS."""
+        if not self.app_user:
+            return None
+        dsn = f"postgresql://{self.app_user}@127.0.0.1:{self.port}/postgres"
+        if self.ca_file:
+            dsn += f"?sslmode=verify-full&sslrootcert={self.ca_file}"
+        return dsn
 
     def argv(self) -> list[str]:
         return [_proc.find_binary("postgres"), "-D", str(self.data_dir), "-p", str(self.port)]
@@ -120,6 +153,10 @@ class PostgresNode(Node):
         }
         if self.role == "replica":
             info["application_name"] = self.spec.extra.get("application_name", self.name)
+        if self.ca_file:
+            info["ca_file"] = self.ca_file
+        if self.app_dsn:
+            info["app_dsn"] = self.app_dsn
         return info
 
     def sql(self, *statements: str, timeout: float = 30.0) -> str:
@@ -178,8 +215,15 @@ def new_postgres(name: str, root: Path, port: int, role: str, user: ServerUser, 
     return PostgresNode(spec, user)
 
 
-def init_primary(node: PostgresNode, *, fsync: bool) -> None:
-    """initdb a fresh data folder and write the stack's settings into it."""
+def init_primary(
+    node: PostgresNode, *, fsync: bool, tls: TlsFiles | None = None, app_user: tuple[str, str] | None = None
+) -> None:
+    """initdb a fresh data folder and write the stack's settings into it.
+
+    ``tls``: turn SSL on with these files. ``app_user``: ``(role, password)`` of a login
+    role that ``pg_hba.conf`` admits only with SCRAM (and only over TLS when ``tls``);
+    the role itself is created once the server runs (:func:`create_app_role`).
+    """
     user = node.user
     assert user is not None
     _proc.run(
@@ -195,11 +239,77 @@ def init_primary(node: PostgresNode, *, fsync: bool) -> None:
         # Recent minor releases only let listed libraries be logical decoding plugins;
         # the CDC worker uses wal2json.
         settings["output_plugin_libraries"] = "'pgoutput, test_decoding, wal2json'"
+    if tls is not None:
+        settings.update(
+            ssl="on",
+            ssl_cert_file=f"'{tls.cert}'",
+            ssl_key_file=f"'{tls.key}'",
+            ssl_ca_file=f"'{tls.ca}'",
+            ssl_min_protocol_version="'TLSv1.2'",
+            password_encryption="'scram-sha-256'",  # noqa: S106 - the hashing scheme, not a password
+        )
     conf = node.data_dir / "postgresql.conf"
     with open(conf, "a", encoding="utf-8") as fh:
         fh.write("\n# readscale local stack\n")
         for key, value in settings.items():
             fh.write(f"{key} = {value}\n")
+    if app_user is not None:
+        hba = node.data_dir / "pg_hba.conf"
+        hba.write_text(hba_lines(app_user[0], tls=tls is not None) + hba.read_text())
+        node.spec.extra["app_user"] = app_user[0]
+    if tls is not None:
+        node.spec.extra["tls"] = {"ca": str(tls.ca), "cert": str(tls.cert), "key": str(tls.key)}
+
+
+def check_role_name(name: str) -> str:
+    if not _ROLE_NAME.fullmatch(name) or name == SUPERUSER:
+        raise ConfigurationError(
+            f"the application role must be a lower-case SQL identifier other than {SUPERUSER!r}, got {name!r}"
+        )
+    return name
+
+
+def hba_lines(user: str, *, tls: bool) -> str:
+    """pg_hba.conf entries (first match wins, so they go on top) for the application role."""
+    check_role_name(user)
+    if not tls:
+        return (
+            "# readscale stack: the application role, with its password\n"
+            f"host all {user} 127.0.0.1/32 scram-sha-256\n"
+            f"host all {user} ::1/128 scram-sha-256\n"
+        )
+    return (
+        "# readscale stack: the application role over TLS only, with its password\n"
+        f"hostssl all {user} 127.0.0.1/32 scram-sha-256\n"
+        f"hostssl all {user} ::1/128 scram-sha-256\n"
+        f"hostnossl all {user} 0.0.0.0/0 reject\n"
+        f"hostnossl all {user} ::/0 reject\n"
+    )
+
+
+def create_app_role(primary: PostgresNode, user: str, password: str) -> None:
+    """Create the application role on a running primary (replicas get it by replication).
+
+    It may create tables in ``public`` and, with ``REPLICATION``, use the logical slot
+    functions the CDC worker reads. Nothing more: the replica router's probes (WAL
+    positions, system identifier, timeline) are open to every role, and the tests show
+    it works with this one. The statement goes to psql on its standard input, so the
+    password is never on a command line.
+    """
+    check_role_name(user)
+    if not password or "\x00" in password:
+        raise ConfigurationError(f"the application role {user!r} needs a non-empty password without NUL")
+    literal = "'" + password.replace("'", "''") + "'"
+    statements = [
+        f"CREATE ROLE {user} LOGIN REPLICATION PASSWORD {literal};",
+        f"GRANT CREATE, USAGE ON SCHEMA public TO {user};",
+    ]
+    script = "\n".join(statements) + "\n"
+    argv = [
+        _proc.find_binary("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
+        "-h", "127.0.0.1", "-p", str(primary.port), "-U", SUPERUSER, "-d", "postgres",
+    ]  # fmt: skip
+    _proc.run(argv, input_text=script, timeout=30)
 
 
 def clone_replica(primary: PostgresNode, replica: PostgresNode) -> None:

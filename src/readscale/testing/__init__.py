@@ -12,6 +12,12 @@ Fixtures (session scope unless noted):
 - ``pg_stack``: the shared stack with PostgreSQL up (primary + replicas r1, r2).
 - ``pg_primary_dsn``, ``pg_replica_dsns``.
 - ``redis_url``; ``redis_client`` and ``async_redis_client`` (function scope, flushed).
+- ``secure_redis_settings``: ``RedisSettings`` for a Redis that speaks TLS only and
+  needs the ACL user ``readscale`` and its password.
+- ``secure_pg_stack``: a second PostgreSQL (primary + r1) with SSL on; its role
+  ``readscale_app`` logs in over TLS only, with a SCRAM password.
+  ``secure_pg_settings``: the matching ``PostgresSettings`` (``sslmode=verify-full``
+  and the stack's CA), to apply to its nodes' DSNs.
 - ``redis_cluster_nodes`` (``host:port`` strings); ``redis_cluster_client`` (function).
 - ``memcached_address``.
 - ``readscale_stack_factory`` (function scope): ``factory(StackConfig(...))`` returns a

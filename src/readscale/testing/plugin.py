@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import redis.asyncio
     import redis.cluster
 
-    from readscale.settings import RedisSettings
+    from readscale.settings import PostgresSettings, RedisSettings
 
 
 @pytest.fixture(scope="session")
@@ -60,6 +60,32 @@ def secure_redis_settings(readscale_stack: SharedStack) -> RedisSettings:
         username=SECURE_USER,
         password=SECURE_USER_PASSWORD,
         ssl_ca_certs=node.ca_file,
+    )
+
+
+@pytest.fixture(scope="session")
+def secure_pg_stack(readscale_stack: SharedStack) -> Stack:
+    """A PostgreSQL primary and one replica (r1) with SSL on, apart from ``pg_stack``.
+
+    The role ``readscale_app`` may log in only over TLS with its password (SCRAM);
+    the superuser DSNs (``node.dsn``) still work for setting up and inspecting.
+    """
+    return readscale_stack.secure_postgres()
+
+
+@pytest.fixture(scope="session")
+def secure_pg_settings(secure_pg_stack: Stack) -> PostgresSettings:
+    """Credentials and TLS for ``secure_pg_stack``: apply them to its nodes' DSNs
+    (``ReplicaSettings(..., postgres=secure_pg_settings)``, ``settings.apply(node.dsn)``)."""
+    from readscale.settings import PostgresSettings
+    from readscale.testing.shared import SECURE_PG_PASSWORD, SECURE_PG_USER
+
+    return PostgresSettings(
+        user=SECURE_PG_USER,
+        password=SECURE_PG_PASSWORD,
+        sslmode="verify-full",
+        sslrootcert=secure_pg_stack.primary.ca_file,
+        connect_timeout=5,
     )
 
 

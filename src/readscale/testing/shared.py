@@ -14,6 +14,9 @@ from readscale.stack import MemcachedNode, RedisNode, Stack
 SECURE_PASSWORD = "default-user-secret"  # noqa: S105 - a throwaway test server
 SECURE_USER = "readscale"
 SECURE_USER_PASSWORD = "acl-user-secret"  # noqa: S105 - a throwaway test server
+# The secured PostgreSQL's application role (TLS only, SCRAM password).
+SECURE_PG_USER = "readscale_app"
+SECURE_PG_PASSWORD = "pg-app-secret-8f3a"  # noqa: S105 - a throwaway test server
 
 
 def new_stack_root(prefix: str = "readscale-test-") -> Path:
@@ -34,6 +37,7 @@ class SharedStack:
         self.stack = Stack(self.root / "stack")
         self._lock = threading.Lock()
         self._prepared = False
+        self._secure_pg: Stack | None = None
 
     def _prepare(self) -> None:
         if not self._prepared:
@@ -67,6 +71,18 @@ class SharedStack:
                 tls=True,
             )
 
+    def secure_postgres(self) -> Stack:
+        """A second PostgreSQL (primary + replica r1, in its own stack): SSL on, and the
+        role ``readscale_app`` admitted only over TLS with its SCRAM password."""
+        with self._lock:
+            self._prepare()
+            if self._secure_pg is None:
+                stack = Stack(self.root / "secure-pg")
+                stack.prepare()
+                self._secure_pg = stack
+                stack.start_postgres(replicas=1, tls=True, app_user=(SECURE_PG_USER, SECURE_PG_PASSWORD))
+            return self._secure_pg
+
     def memcached(self) -> MemcachedNode:
         with self._lock:
             self._prepare()
@@ -74,6 +90,8 @@ class SharedStack:
 
     def close(self) -> None:
         with self._lock:
+            if self._secure_pg is not None:
+                self._secure_pg.down()
             if self._prepared:
                 self.stack.down()
             if self.root.exists():

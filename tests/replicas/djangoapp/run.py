@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 
 import django
 from django.conf import settings
@@ -64,7 +65,7 @@ django.setup()
 from django.db import connections, router, transaction  # noqa: E402
 from django.test import Client  # noqa: E402
 
-from readscale.replicas import causal_context  # noqa: E402
+from readscale.replicas import CausalToken, TokenSigner, causal_context  # noqa: E402
 from readscale.replicas.django import shared_router  # noqa: E402
 from tests.replicas.djangoapp.models import Item  # noqa: E402
 
@@ -81,6 +82,39 @@ def caught_up() -> None:
         if all(s.replay_lsn is not None and token and s.replay_lsn >= token.lsn for s in shared_router().status()[1:]):
             return
     raise SystemExit("replicas never caught up")
+
+
+def bad_tokens() -> dict[str, dict[str, object]]:
+    """Every kind of bad token, as a cookie and as a header: what the response was."""
+    signer = TokenSigner(settings.READSCALE_TOKEN_SECRET)
+    with connections["default"].cursor() as cur:
+        cur.execute("SELECT system_identifier FROM pg_control_system()")
+        live = int(cur.fetchone()[0]) % (1 << 64)
+    now = time.time()
+    genuine = signer.dumps(CausalToken(live, 1, 0x5000), now=now)
+    cases = {
+        "tampered": genuine.replace(".5000.", ".5001."),
+        "expired": signer.dumps(CausalToken(live, 1, 0x5000), now=now - 30 * 86400),
+        "other_secret": TokenSigner("another secret, just as long!!").dumps(CausalToken(live, 1, 0x5000), now=now),
+        "other_cluster": signer.dumps(CausalToken(42, 1, 0xFFFFFFFF), now=now),
+        "other_timeline": signer.dumps(CausalToken(live, 7, 0xFFFFFFFF), now=now),
+        "garbage": "rs1.\u00e9;\\x" * 30,
+    }
+    seen: dict[str, dict[str, object]] = {}
+    for name, token in cases.items():
+        browser = Client()
+        browser.cookies["readscale_token"] = token
+        by_cookie = browser.get("/read")
+        by_header = Client().get("/read", headers={"Readscale-Token": token})
+        stored = by_cookie.cookies["readscale_token"].value if "readscale_token" in by_cookie.cookies else None
+        answered = by_header.get("Readscale-Token")
+        carried = [signer.loads(t, now=time.time()) for t in (stored, answered)]
+        seen[name] = {
+            "statuses": [by_cookie.status_code, by_header.status_code],
+            "values": [by_cookie.json()["value"], by_header.json()["value"]],
+            "replaced_with_live": [c is not None and c.token.system_identifier == live for c in carried],
+        }
+    return seen
 
 
 def main() -> None:
@@ -121,6 +155,7 @@ def main() -> None:
         out["forged_value_read"] = response.json()["value"]
         replaced = response.cookies["readscale_token"].value
         out["forged_cookie_replaced"] = replaced not in ("", bad) and replaced.startswith("rs1.")
+        out["bad_tokens"] = bad_tokens()
         stats = shared_router().stats()
         out["primary_reads"] = stats.primary_reads
         out["replica_reads"] = stats.replica_reads

@@ -348,11 +348,13 @@ def _handler_plan(value: str) -> tuple[str, bool]:
 
 
 def _vary_names(value: str | None) -> tuple[frozenset[str], bool]:
-    """Names in a handler's Vary, and whether it held '*'."""
+    """Names in a handler's Vary, and whether it held '*'. What is not a field name
+    (a token) is dropped: it could not be a request field, and sent back it could
+    break the response's framing."""
     if not value:
         return frozenset(), False
     names = frozenset(n.strip(" \t").lower() for n in value.split(",") if n.strip(" \t"))
-    return names - {"*"}, "*" in names
+    return frozenset(n for n in names if n != "*" and is_token(n)), "*" in names
 
 
 @lru_cache(maxsize=4096)
@@ -368,7 +370,7 @@ def decide(policy: HttpPolicy | None, exchange: Exchange, settings: HttpSettings
 
     handler_vary, star = _vary_names(exchange.handler_vary)
     declared = frozenset(chosen.vary) if chosen is not None else frozenset()
-    read = exchange.reads - UNVARIED_FIELDS
+    read = frozenset(n for n in exchange.reads - UNVARIED_FIELDS if is_token(n))
     identity_read = exchange.identity_read & settings.identity_fields
     unlisted = read - declared - settings.identity_fields
     vary = declared | read | handler_vary
