@@ -11,6 +11,7 @@ coverage guidance.
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Any
 
 from hypothesis import given, settings
@@ -38,7 +39,8 @@ from readscale._core.keys import MAX_KEY_BYTES, format_key, physical_keys, valid
 from readscale.codecs import JsonCodec, MsgpackCodec, SignedPickleCodec
 from readscale.errors import CorruptValueError, HeaderError, InvalidKeyError
 
-FUZZ = settings(max_examples=300, deadline=None)
+# READSCALE_FUZZ_EXAMPLES=20000 for a long hunt; CI runs the bounded default.
+FUZZ = settings(max_examples=int(os.environ.get("READSCALE_FUZZ_EXAMPLES", "300")), deadline=None)
 NOW = 1_800_000_000.0
 SIGNER = TokenSigner(b"fuzzing secret, 32 bytes long...")
 

@@ -97,6 +97,12 @@ def test_read_fields_go_into_vary_but_not_host_or_conditionals() -> None:
     assert plan.vary == "Accept-Language, X-Lang"
 
 
+def test_a_read_of_a_field_named_star_never_renders_vary_star() -> None:
+    # Found by the fuzzer: '*' is a token, so it passed the field-name check.
+    plan = decide(None, Exchange(200, reads=frozenset({"*", "x-lang"})), HttpSettings(edge="varnish"))
+    assert plan.vary == "X-Lang"
+
+
 def test_unlisted_reads_private_mode() -> None:
     strict = HttpSettings(unlisted_reads="private")
     listed = HttpPolicy.public(60, vary=("accept-language",))

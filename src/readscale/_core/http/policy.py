@@ -370,7 +370,8 @@ def decide(policy: HttpPolicy | None, exchange: Exchange, settings: HttpSettings
 
     handler_vary, star = _vary_names(exchange.handler_vary)
     declared = frozenset(chosen.vary) if chosen is not None else frozenset()
-    read = frozenset(n for n in exchange.reads - UNVARIED_FIELDS if is_token(n))
+    # '*' is a token but no field name: in Vary it would mean "never reusable".
+    read = frozenset(n for n in exchange.reads - UNVARIED_FIELDS if n != "*" and is_token(n))
     identity_read = exchange.identity_read & settings.identity_fields
     unlisted = read - declared - settings.identity_fields
     vary = declared | read | handler_vary
