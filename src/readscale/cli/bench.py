@@ -25,7 +25,9 @@ def bench(
         bool,
         typer.Option("--quick", help="Fewer, shorter rounds (a smoke run, not a measurement)."),
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of a table (progress stays on stderr).")
+    ] = False,
 ) -> None:
     """Run a benchmark against real servers and report medians of repeated rounds."""
     try:
@@ -37,7 +39,7 @@ def bench(
     with (
         errors_to_exit(),
         terminate_as_interrupt(),
-        progress_line(not as_json, f"bench {name}") as progress,
+        progress_line(True, f"bench {name}") as progress,  # on stderr: --json keeps stdout clean
     ):
         report = fn(rounds=rounds, quick=quick, progress=progress)
     if as_json:
