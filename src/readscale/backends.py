@@ -10,10 +10,12 @@ suite in ``readscale.testing.contract`` against a real server.
 from readscale._async.backends.base import AsyncBackend
 from readscale._async.backends.counting import AsyncCountingBackend
 from readscale._async.backends.memcached import AsyncMemcachedBackend
+from readscale._async.backends.memory import AsyncMemoryBackend
 from readscale._async.backends.redis import AsyncRedisBackend, AsyncRedisClusterBackend
 from readscale._sync.backends.base import Backend
 from readscale._sync.backends.counting import CountingBackend
 from readscale._sync.backends.memcached import MemcachedBackend
+from readscale._sync.backends.memory import MemoryBackend
 from readscale._sync.backends.redis import RedisBackend, RedisClusterBackend
 from readscale.backends_common import LeaseResult
 
@@ -21,12 +23,14 @@ __all__ = [
     "AsyncBackend",
     "AsyncCountingBackend",
     "AsyncMemcachedBackend",
+    "AsyncMemoryBackend",
     "AsyncRedisBackend",
     "AsyncRedisClusterBackend",
     "Backend",
     "CountingBackend",
     "LeaseResult",
     "MemcachedBackend",
+    "MemoryBackend",
     "RedisBackend",
     "RedisClusterBackend",
 ]

@@ -29,3 +29,18 @@ def test_import_needs_no_optional_dependency() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_every_public_module_exports_what_the_readme_names() -> None:
+    # Names the README's examples import: each from a public module, never from _async/_sync.
+    import importlib
+
+    public = {
+        "readscale.backends": ("AsyncRedisBackend", "AsyncMemoryBackend", "MemoryBackend", "MemcachedBackend"),
+        "readscale.bus": ("AsyncInvalidationBus", "InvalidationBus"),
+        "readscale.consistency": ("AsyncConsistencyChecker", "ConsistencyChecker"),
+    }
+    for module_name, names in public.items():
+        module = importlib.import_module(module_name)
+        for name in names:
+            assert name in module.__all__ and getattr(module, name) is not None, f"{module_name}.{name}"
