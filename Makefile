@@ -1,7 +1,9 @@
 # One target per habit. Each installs what it needs first (scripts/bootstrap.sh).
 VENV ?= .venv
+export VENV
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.readscale-installed
+DEMO_STAMP := $(VENV)/.readscale-demo-installed
 PYTEST_ARGS ?=
 
 .PHONY: demo smoke test lint format unasync bench setup clean
@@ -9,10 +11,15 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml scripts/bootstrap.sh
 	bash scripts/bootstrap.sh
 
+# The demo installs only what it needs (no browser, no test tools): a newcomer's first
+# command should not wait for them.
+$(DEMO_STAMP): pyproject.toml scripts/bootstrap.sh
+	bash scripts/bootstrap.sh --demo
+
 setup: $(STAMP)
 
 ## The main job: the whole read path under load, and what each layer absorbed.
-demo: setup
+demo: $(DEMO_STAMP)
 	$(BIN)/readscale demo
 
 ## A quick look at the local stack: start every server, write and read back, stop.

@@ -1,23 +1,34 @@
 #!/usr/bin/env bash
 # Install what readscale's demo, tests and benchmarks need on a fresh Debian machine:
 # the server packages (when missing) and a virtualenv with readscale and its extras.
-# Idempotent: a second run installs nothing new. Usage: bash scripts/bootstrap.sh
+# Idempotent: a second run installs nothing new.
+# Usage: bash scripts/bootstrap.sh          everything: demo, tests, lint, benchmarks
+#        bash scripts/bootstrap.sh --demo   only what `readscale demo` needs (a newcomer's
+#                                           first command: no browser, no test tools)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV="${VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
+demo_only=false
+case "${1:-}" in
+  "") ;;
+  --demo) demo_only=true ;;
+  *) echo "bootstrap: unknown argument ${1} (use --demo or nothing)" >&2; exit 2 ;;
+esac
 
 # Debian packages: binary -> package. PostgreSQL's server binaries live off PATH.
 need=()
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
 [ -n "$pg_bin" ] && [ -x "$pg_bin/initdb" ] || need+=(postgresql)
 command -v redis-server >/dev/null || need+=(redis-server)
-command -v memcached >/dev/null || need+=(memcached)
 command -v varnishd >/dev/null || need+=(varnish)
 compgen -G "/usr/lib/*/varnish/vmods/libvmod_xkey.so" >/dev/null || compgen -G "/usr/lib/varnish/vmods/libvmod_xkey.so" >/dev/null || need+=(varnish-modules)
-command -v wrk >/dev/null || need+=(wrk)
-command -v chromium >/dev/null || need+=(chromium)  # renders the demo's report in a test
+if ! $demo_only; then
+  command -v memcached >/dev/null || need+=(memcached)
+  command -v wrk >/dev/null || need+=(wrk)
+  command -v chromium >/dev/null || need+=(chromium)  # renders the demo's report in a test
+fi
 if [ -n "$pg_bin" ]; then
   pg_major=$(basename "$(dirname "$pg_bin")")
   [ -e "/usr/lib/postgresql/$pg_major/lib/wal2json.so" ] || need+=("postgresql-$pg_major-wal2json")
@@ -43,15 +54,25 @@ if sys.version_info < (3, 11):
     sys.exit(f"readscale needs Python 3.11 or newer, found {sys.version.split()[0]}")
 PY
 
-stamp="$VENV/.readscale-installed"
+full_stamp="$VENV/.readscale-installed"
+demo_stamp="$VENV/.readscale-demo-installed"
 if [ ! -x "$VENV/bin/python" ]; then
   echo "bootstrap: creating $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+current() { [ -f "$1" ] && ! [ pyproject.toml -nt "$1" ]; }
+if $demo_only; then
+  # A full install holds the demo's extras too.
+  if ! current "$full_stamp" && ! current "$demo_stamp"; then
+    echo "bootstrap: installing readscale with the demo's extras into $VENV"
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    "$VENV/bin/python" -m pip install -q -e '.[demo]'
+  fi
+  touch "$demo_stamp"
+elif ! current "$full_stamp"; then
   echo "bootstrap: installing readscale and its extras into $VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q -e '.[dev,bench]'
-  touch "$stamp"
+  touch "$full_stamp"
 fi
 echo "bootstrap: ready"
