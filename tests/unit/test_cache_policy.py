@@ -113,6 +113,22 @@ def test_breaker_opens_probes_and_closes() -> None:
     assert breaker.on_success(breaker.CLOSED) is breaker.CLOSED
 
 
+def test_by_default_a_cache_back_after_a_long_outage_is_used_within_two_seconds() -> None:
+    # Calls arrive every 10 ms; the server is down for 60 s, then answers again.
+    settings = breaker.BreakerSettings()
+    state, back_at, now = breaker.CLOSED, 60.0, 0.0
+    while True:
+        allowed, state = breaker.allow(state, now)
+        if allowed:
+            if now >= back_at:
+                state = breaker.on_success(state)
+                break
+            state = breaker.on_failure(state, now, settings)
+        now += 0.01
+    assert state is breaker.CLOSED
+    assert now - back_at <= settings.max_cooldown == 2.0
+
+
 @given(st.lists(st.sampled_from(["ok", "fail", "tick"]), max_size=60))
 def test_breaker_never_allows_calls_while_open_inside_its_cooldown(events: list[str]) -> None:
     settings = breaker.BreakerSettings(failure_threshold=3, cooldown=1.0, max_cooldown=8.0)

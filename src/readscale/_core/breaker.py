@@ -25,9 +25,14 @@ class Circuit(Enum):
 
 @dataclass(frozen=True, slots=True)
 class BreakerSettings:
+    """``max_cooldown`` is short on purpose: while the breaker is open the database
+    carries every read the cache would have absorbed, so a cache that is back should be
+    used again within seconds. A probe costs one call (at most the connect timeout, 250
+    ms by default, when the host is black-holed) per ``max_cooldown`` of an outage."""
+
     failure_threshold: int = 3
     cooldown: float = 0.5
-    max_cooldown: float = 10.0
+    max_cooldown: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
