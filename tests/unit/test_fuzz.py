@@ -71,8 +71,14 @@ def mutated(draw: st.DrawFn, base: list[str] = VALID_HEADERS) -> str:
 
 
 latin1 = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=255), max_size=80)
+# Short strings of the characters header grammars turn on: quotes, separators, W/, NUL.
+header_ish = st.text(alphabet=st.sampled_from(list('abcdefmnorstvxW/*"=,; \t-0123456789\\\x00\x7f\xe9')), max_size=60)
 field_values = st.one_of(
-    mutated(), latin1, st.text(max_size=60), st.binary(max_size=60).map(lambda b: b.decode("latin-1"))
+    mutated(),
+    latin1,
+    header_ish,
+    st.text(max_size=60),
+    st.binary(max_size=60).map(lambda b: b.decode("latin-1")),
 )
 
 
