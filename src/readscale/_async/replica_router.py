@@ -49,7 +49,7 @@ from readscale._core.routing import (
 from readscale._primitives import async_sleep
 from readscale._replica_state import RouterStats, Topology
 from readscale.errors import ConfigurationError, ReplicaUnavailableError
-from readscale.fills import fill_floor_lsn, report_primary_read, report_read_lsn
+from readscale.fills import current_fill, fill_requirements, report_primary_read, report_read_lsn
 
 __all__ = ["AsyncReplicaRouter"]
 
@@ -67,7 +67,7 @@ class _Plan:
 
     request: ReadRequest
     guard: bool  # run the guard and merge the position (every mode but the time window)
-    primary: bool  # the time-window rule sends this read to the primary
+    primary: bool  # straight to the primary: the time-window rule, or a fill that must read it
     wait_until: float
     give_up_at: float
     attempt: int = 0
@@ -88,6 +88,18 @@ def _at_least(lsn: int | None, floor: int | None) -> int | None:
     if floor is None:
         return lsn
     return floor if lsn is None else max(lsn, floor)
+
+
+def _within_fill(request: ReadRequest) -> ReadRequest:
+    """``request`` tightened by the cache fill it runs in, if any (readscale.fills): at or
+    past the fill's floor, and no staler than its bound."""
+    floor, bound = fill_requirements()
+    if floor is None and bound is None:
+        return request
+    staleness = request.max_staleness
+    if bound is not None:
+        staleness = bound if staleness is None else min(staleness, bound)
+    return ReadRequest(min_lsn=_at_least(request.min_lsn, floor), max_staleness=staleness)
 
 
 class AsyncReplicaRouter:
@@ -193,10 +205,16 @@ class AsyncReplicaRouter:
         now = self._clock()
         wait_until = now + self.settings.wait_budget
         give_up_at = wait_until + self.settings.protection.max_wait
+        fill = current_fill()
+        if fill is not None and fill.primary_only and not isinstance(mode, TimeWindow):
+            # A cache fill after an invalidation of unknown position: only the primary
+            # is known to hold the change (readscale.fills). No wait for a replica.
+            self._reconcile(context)
+            return _Plan(ReadRequest(), True, True, wait_until, give_up_at)
         match mode:
             case Session():
                 token = self._reconcile(context)
-                request = ReadRequest(min_lsn=_at_least(None if token is None else token.lsn, fill_floor_lsn()))
+                request = _within_fill(ReadRequest(min_lsn=None if token is None else token.lsn))
                 return _Plan(request, True, False, wait_until, give_up_at)
             case Latest():
                 try:
@@ -206,14 +224,17 @@ class AsyncReplicaRouter:
                     raise
                 token = self._reconcile(context)
                 target = latest.lsn if token is None else max(latest.lsn, token.lsn)
-                request = ReadRequest(min_lsn=_at_least(target, fill_floor_lsn()))
+                request = _within_fill(ReadRequest(min_lsn=target))
                 return _Plan(request, True, False, wait_until, give_up_at)
             case BoundedStaleness(max_staleness=bound):
-                request = ReadRequest(min_lsn=fill_floor_lsn(), max_staleness=bound)
+                request = _within_fill(ReadRequest(max_staleness=bound))
                 return _Plan(request, True, False, wait_until, give_up_at)
             case TimeWindow(window=window):
                 written = context.written_at
                 within = written is not None and self._wall_clock() - written < window
+                if fill is not None and not (within and self._topology.primary_up):
+                    # A cache fill needs a guarded read that meets its floor and bound.
+                    return _Plan(_within_fill(ReadRequest()), True, False, wait_until, give_up_at)
                 return _Plan(ReadRequest(), False, within and self._topology.primary_up, wait_until, give_up_at)
             case _:
                 assert_never(mode)
@@ -329,7 +350,8 @@ class AsyncReplicaRouter:
         identity = self._topology.identity
         if identity is not None:
             context.observe(identity.at(lsn))
-        report_read_lsn(lsn)  # a cache fill in progress learns how fresh its source is
+        if current_fill() is not None:  # a cache fill in progress learns how fresh its source is
+            report_read_lsn(lsn, staleness=self._topology.staleness(lsn, self._clock()))
         return True
 
     def _count_read(self, name: str, plan: _Plan) -> None:
@@ -339,7 +361,7 @@ class AsyncReplicaRouter:
             report_primary_read()
         if name != PRIMARY:
             self._topology.count("replica_reads")
-        elif plan.primary:
+        elif plan.primary and not plan.guard:
             self._topology.count("time_window_primary_reads")
         else:
             self._topology.count("primary_reads")

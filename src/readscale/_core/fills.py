@@ -1,0 +1,128 @@
+"""When a loaded value may be stored: the rules of a cache fill, pure.
+
+A fill (the cache loading a missing or stale value and storing it) must never put back
+data an invalidation removed. Three facts make that hold, whatever the lag, the event
+order or the defaults:
+
+1. **A fill right taken before the read.** Every fill holds a lease (one loader across
+   processes) or a ticket (any number of loaders) taken *before* its loader runs, and
+   every invalidation deletes both. An invalidation that lands after the fill started
+   makes the fill's store fail: whatever the loader read, even on the primary, may
+   predate that change.
+2. **A floor for invalidations that came before.** An invalidation leaves a tombstone
+   holding the change's WAL position (LSN); tags and versioned namespaces keep the same
+   floor beside their counters. The fill learns the floor with its right and every read
+   of the fill must be at or past it. An invalidation whose LSN is unknown leaves the
+   highest position (:data:`PRIMARY_ONLY`): only a read on the primary passes it.
+3. **A staleness bound for invalidations older than any tombstone.** A tombstone lives
+   ``tombstone_ttl`` seconds, and its expiry only ever grows. A fill that finds none may
+   still race a change older than that, on a replica lagging even further behind; so
+   every read of a fill must be at most :func:`max_fill_staleness` seconds stale, a
+   bound below the tombstone's life (the replica router enforces it, measuring
+   staleness conservatively from the primary's position history, and falls back to a
+   fresher replica or the primary). A change visible before the tombstone appeared
+   is then visible to the read.
+
+A read is declared by the replica router (its replay position and staleness, or "the
+primary"), by an integration, or by the loader itself through ``readscale.fills``. A
+loader whose reads nobody declared is trusted only while no tombstone or tag floor
+stands (it may be reading the primary, or a lagging replica readscale cannot see), and
+refused otherwise: :class:`Refusal` says why, for a metric and a log line.
+
+No I/O, no clock: every time is an argument.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+__all__ = [
+    "FILL_MARGIN",
+    "MIN_TOMBSTONE_TTL",
+    "PRIMARY_ONLY",
+    "PRIMARY_READ_LSN",
+    "ReadReport",
+    "Refusal",
+    "fill_refusal",
+    "max_fill_staleness",
+    "merge_floor",
+]
+
+#: What a read on the primary reports: it sees every committed change. A fill holding a
+#: right taken before its read is then as fresh as the database at that moment.
+PRIMARY_READ_LSN = 2**64 - 1
+#: The floor an invalidation with an unknown LSN leaves: no replica position reaches it,
+#: so fills read the primary while it stands.
+PRIMARY_ONLY = PRIMARY_READ_LSN
+#: How much shorter than the tombstone's life a fill's staleness bound is: clocks of the
+#: cache server and the application run at slightly different rates, the primary's
+#: position is sampled (not continuous), and with ``synchronous_commit = off`` a commit
+#: is visible up to three WAL-writer delays (0.6 s by default) before its WAL is written.
+FILL_MARGIN = 1.0
+#: The shortest tombstone life that leaves a positive staleness bound.
+MIN_TOMBSTONE_TTL = 2 * FILL_MARGIN
+
+
+def max_fill_staleness(tombstone_ttl: float) -> float:
+    """The staleness bound (seconds) of a fill's reads when tombstones live
+    ``tombstone_ttl`` seconds: the life less a margin (and a tenth of it, for long lives)."""
+    return max(0.0, tombstone_ttl - FILL_MARGIN - 0.05 * tombstone_ttl)
+
+
+def merge_floor(a: int | None, b: int | None) -> int | None:
+    """The stricter of two floors (None: no floor)."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return max(a, b)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadReport:
+    """One read of a fill: the position it read at (``PRIMARY_READ_LSN`` for the
+    primary) and an upper bound on its staleness in seconds (None: unknown)."""
+
+    lsn: int
+    staleness: float | None
+
+    @property
+    def primary(self) -> bool:
+        return self.lsn == PRIMARY_READ_LSN
+
+
+class Refusal(Enum):
+    """Why a fill was not stored (the label of its metric and log line)."""
+
+    #: An invalidation (or the lease's expiry) took the fill's lease or ticket while it
+    #: loaded: what it read may predate that change.
+    LEASE_LOST = "lease_lost"
+    #: A read was older than the last invalidation's LSN (a lagging replica).
+    OLDER_THAN_INVALIDATION = "older_than_invalidation"
+    #: A read was staler than the fill's bound, or its staleness is unknown.
+    TOO_STALE = "too_stale"
+    #: The loader's reads were not declared and a tombstone or tag floor stands.
+    UNDECLARED_SOURCE = "undeclared_source"
+    #: The fill could not learn its floor (the cache server failed before the load).
+    NO_FLOOR = "no_floor"
+
+
+def fill_refusal(
+    reads: tuple[ReadReport, ...] | list[ReadReport], floor_lsn: int | None, max_staleness: float | None
+) -> Refusal | None:
+    """Whether a fill whose loader made ``reads`` may be stored (None) or why not.
+
+    ``floor_lsn``: the highest floor the fill learned (the key's tombstone, its tags'
+    and namespace's floors); ``max_staleness``: the fill's staleness bound (None: none).
+    """
+    if not reads:
+        return Refusal.UNDECLARED_SOURCE if floor_lsn is not None else None
+    for read in reads:
+        if read.primary:
+            continue
+        if floor_lsn is not None and read.lsn < floor_lsn:
+            return Refusal.OLDER_THAN_INVALIDATION
+        if max_staleness is not None and (read.staleness is None or read.staleness > max_staleness):
+            return Refusal.TOO_STALE
+    return None
