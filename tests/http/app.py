@@ -102,6 +102,26 @@ async def versioned(request: Request) -> Response:
     return JSONResponse({"key": key, "version": VERSIONS.get(key, 1)})
 
 
+@http_policy(HttpPolicy.public(0, edge_max_age=1))
+async def revalidated(request: Request) -> Response:
+    """Like ``versioned``, but the edge's copy expires after a second: the edge revalidates."""
+    key = request.path_params["key"]
+    check_not_modified(request, etag_from=VERSIONS.get(key, 1))
+    count(request)  # counted only when rendered
+    return JSONResponse({"key": key, "version": VERSIONS.get(key, 1)})
+
+
+@http_policy(HttpPolicy.public(0, edge_max_age=300))
+async def bumped(request: Request) -> Response:
+    """GET shows a version the edge may keep 300 s; POST to the same URL changes it."""
+    key = request.path_params["key"]
+    if request.method == "POST":
+        VERSIONS[key] = VERSIONS.get(key, 1) + 1
+        return PlainTextResponse("ok")
+    count(request)
+    return JSONResponse({"key": key, "version": VERSIONS.get(key, 1)})
+
+
 async def bump(request: Request) -> Response:
     key = request.path_params["key"]
     VERSIONS[key] = VERSIONS.get(key, 1) + 1
@@ -134,7 +154,9 @@ routes = [
     Route("/document", document),
     Route("/reflect", reflect),
     Route("/versioned/{key}", versioned),
+    Route("/revalidated/{key}", revalidated),
     Route("/bump/{key}", bump, methods=["POST"]),
+    Route("/bumped/{key}", bumped, methods=["GET", "POST"]),
     Route("/html", html),
     Route("/__stats", stats),
     Route("/healthz", healthz),

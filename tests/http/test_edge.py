@@ -186,6 +186,37 @@ def test_cheap_validator_answers_304_before_rendering(edge: Edge) -> None:
     assert other.status_code == 200  # a tag from another resource never validates this one
 
 
+def test_the_edge_revalidates_an_expired_copy_with_the_apps_validator(edge: Edge) -> None:
+    """Past its edge max-age the copy is revalidated (If-None-Match from the edge), so the
+    app's check_not_modified answers 304 without rendering, and the copy is fresh again."""
+    with edge.client() as client:
+        first = client.get("/revalidated/r")
+        assert client.get("/revalidated/r").headers["x-cache"] == "HIT"
+        time.sleep(1.3)  # past edge_max_age=1; no stale window
+        revalidated = client.get("/revalidated/r")
+        fresh_again = client.get("/revalidated/r")
+        httpx.post(edge.app.url + "/bump/r")
+        time.sleep(1.3)
+        changed = client.get("/revalidated/r")
+    assert revalidated.status_code == 200
+    assert revalidated.json() == first.json() == {"key": "r", "version": 1}
+    assert revalidated.headers["etag"] == first.headers["etag"]
+    assert "fwd-status=304" in revalidated.headers["cache-status"]
+    assert fresh_again.headers["x-cache"] == "HIT"
+    assert changed.json() == {"key": "r", "version": 2}
+    assert changed.headers["etag"] != first.headers["etag"]
+    assert edge.backend_hits("/revalidated/r") == 2  # rendered for version 1 and version 2 only
+
+
+def test_a_write_through_the_edge_invalidates_the_page(edge: Edge) -> None:
+    with edge.client() as client:
+        assert [client.get("/bumped/w").headers["x-cache"] for _ in range(2)] == ["MISS", "HIT"]
+        assert client.post("/bumped/w").status_code == 200
+        after = client.get("/bumped/w")
+    assert after.headers["x-cache"] == "MISS"
+    assert after.json() == {"key": "w", "version": 2}
+
+
 def test_cache_poisoning_attempts_poison_nobody(edge: Edge) -> None:
     with edge.client() as client:
         attacks = [
