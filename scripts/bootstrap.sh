@@ -28,6 +28,8 @@ if ! $demo_only; then
   command -v memcached >/dev/null || need+=(memcached)
   command -v wrk >/dev/null || need+=(wrk)
   command -v chromium >/dev/null || need+=(chromium)  # renders the demo's report in a test
+  command -v node >/dev/null || need+=(nodejs)         # runs the HTTP caching conformance suite
+  command -v npm >/dev/null || need+=(npm)
 fi
 if [ -n "$pg_bin" ]; then
   pg_major=$(basename "$(dirname "$pg_bin")")
@@ -74,5 +76,9 @@ elif ! current "$full_stamp"; then
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q -e '.[dev,bench]'
   touch "$full_stamp"
+fi
+if ! $demo_only; then
+  # The HTTP caching conformance suite, from the npm registry into the virtualenv (pinned).
+  bash tests/conformance/install.sh "$VENV/share/readscale-conformance"
 fi
 echo "bootstrap: ready"
