@@ -8,6 +8,10 @@ written by hand, as twins, in ``readscale/_primitives``.
 
     python scripts/unasync.py          # rewrite the generated files
     python scripts/unasync.py --check  # fail if a generated file is out of date (CI)
+
+``--check`` also fails when a rule of :data:`SUBS` rewrites nothing in any source: a rule
+left over from code that is gone hides what the rewrite really does (and would silently
+apply to new code). Remove it; add a rule back when code needs it.
 """
 
 from __future__ import annotations
@@ -33,8 +37,6 @@ SUBS = [
     (r"\bAsync(Iterator|Iterable|Generator|ContextManager)\b", r"\1"),
     (r"\basynccontextmanager\b", "contextmanager"),
     (r"\b__a(enter|exit|iter)__\b", r"__\1__"),
-    (r"\b__anext__\b", "__next__"),
-    (r"\bStopAsyncIteration\b", "StopIteration"),
     (r"\basync (def|with|for)\b", r"\1"),
     (r"\bawait ", ""),
     (r"\bAwaitable\[((?:[^\[\]]|\[(?:[^\[\]]|\[[^\[\]]*\])*\])*)\]", r"\1"),
@@ -44,8 +46,6 @@ SUBS = [
     (r"\bAsync(?=[A-Z_])", ""),
     (r"(?<=Test)Async(?=[A-Z])", ""),
     (r"\basync_", "sync_"),
-    (r"\bASYNC\b", "SYNC"),
-    (r"  # noqa: ASYNC\d+\b.*$", ""),  # the flake8-async rules have no sync counterpart
 ]
 
 COMPILED = [(re.compile(a, re.MULTILINE), b) for a, b in SUBS]
@@ -56,6 +56,22 @@ def unasync_line(line: str) -> str:
     for pattern, repl in COMPILED:
         line = pattern.sub(repl, line)
     return line
+
+
+def source_files() -> list[Path]:
+    return [src for src_dir, _ in FOLDERS if src_dir.exists() for src in sorted(src_dir.rglob("*.py"))]
+
+
+def unused_rules(files: list[Path] | None = None) -> list[str]:
+    """The patterns of :data:`SUBS` that rewrite nothing in any source file."""
+    uses = [0] * len(COMPILED)
+    for src in source_files() if files is None else files:
+        for source_line in src.read_text().splitlines(keepends=True):
+            line = source_line
+            for i, (pattern, repl) in enumerate(COMPILED):
+                line, n = pattern.subn(repl, line)
+                uses[i] += n
+    return [SUBS[i][0] for i, n in enumerate(uses) if n == 0]
 
 
 def unasync_text(text: str, source: str) -> str:
@@ -109,9 +125,12 @@ def generated_files() -> set[Path]:
 
 def main(argv: list[str]) -> int:
     check = "--check" in argv
+    problems = 0
+    for rule in unused_rules():
+        problems += 1
+        print(f"scripts/unasync.py: the rule {rule!r} rewrites nothing in any source: remove it")
     expected = expected_files()
     stale = sorted(generated_files() - set(expected))
-    problems = 0
     for path, text in expected.items():
         current = path.read_text() if path.exists() else None
         if current == text:
@@ -139,7 +158,7 @@ def main(argv: list[str]) -> int:
             path.unlink()
             print(f"removed {path.relative_to(ROOT)}")
     if check and problems:
-        print(f"{problems} generated file(s) out of date: run `python scripts/unasync.py`")
+        print(f"unasync: {problems} problem(s): unused rules, or generated files out of date (`make unasync`)")
         return 1
     if check:
         print(f"unasync: {len(expected)} generated file(s) up to date")

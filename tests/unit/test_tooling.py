@@ -1,10 +1,12 @@
-"""The repository's own tooling: the layer check and the unasync rewrite."""
+"""The repository's own tooling: the unasync rewrite (the layer check: test_layers.py)."""
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
 from types import ModuleType
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -15,19 +17,6 @@ def load_script(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def test_core_is_pure_and_layers_point_one_way() -> None:
-    assert load_script("check_layers").check() == []
-
-
-def test_layer_check_catches_an_impure_core(tmp_path: Path) -> None:
-    checker = load_script("check_layers")
-    import ast
-
-    tree = ast.parse("import time\nfrom redis import Redis\nx = datetime.now()\n")
-    found = [m for _, m in checker.imports(tree) if checker.forbidden(m, checker.CORE_FORBIDDEN)]
-    assert found == ["time", "redis"]
 
 
 def test_unasync_rewrites_async_code() -> None:
@@ -50,3 +39,18 @@ def test_unasync_rewrites_async_code() -> None:
 
 def test_generated_sync_code_is_up_to_date() -> None:
     assert load_script("unasync").main(["--check"]) == 0
+
+
+def test_unasync_check_fails_on_a_rule_that_rewrites_nothing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    unasync = load_script("unasync")
+    assert unasync.unused_rules() == []
+    rule = (r"\bStopAsyncIteration\b", "StopIteration")
+    monkeypatch.setattr(unasync, "SUBS", [*unasync.SUBS, rule])
+    monkeypatch.setattr(unasync, "COMPILED", [*unasync.COMPILED, (unasync.re.compile(rule[0]), rule[1])])
+    assert unasync.unused_rules() == [rule[0]]
+    monkeypatch.setattr(unasync, "expected_files", dict)  # the generated files are checked above
+    monkeypatch.setattr(unasync, "generated_files", set)
+    assert unasync.main(["--check"]) == 1
+    assert "rewrites nothing in any source: remove it" in capsys.readouterr().out
