@@ -159,3 +159,10 @@ def test_html_page_escapes_text_and_embeds_blocks() -> None:
     assert "<th>&lt;h&gt;</th>" in page and "<td>&lt;c&gt;</td>" in page
     assert page.count("<svg") == 1
     assert "<script" not in page
+
+
+def test_a_span_too_small_for_floats_gives_ticks() -> None:
+    # Found by Hypothesis: a span of one subnormal over 5 ticks underflows to 0 (log10 failed).
+    for values in ([0.0, 5e-324], [0.0, 1e-323], [1.0, 1.0]):
+        parse(line_chart({"a": list(enumerate(values))}))
+        parse(bar_chart([(str(i), v) for i, v in enumerate(values)], horizontal=False))

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from readscale.errors import ConfigurationError
@@ -103,7 +104,7 @@ def _items(series: Series, what: str, *, non_negative: bool = True) -> list[tupl
 
 def _ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     """Round tick values (1, 2, 5 times a power of ten) covering [lo, hi]."""
-    if hi <= lo:
+    if not (hi - lo) / count >= sys.float_info.min:  # flat, or a span floats cannot divide
         hi = lo + 1.0
     raw = (hi - lo) / count
     power = 10 ** math.floor(math.log10(raw))
