@@ -4,9 +4,10 @@ export VENV
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.readscale-installed
 DEMO_STAMP := $(VENV)/.readscale-demo-installed
+DOCS_STAMP := $(VENV)/.readscale-docs-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo smoke test lint format unasync bench setup clean
+.PHONY: demo smoke test lint format unasync bench docs setup clean
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh
 	bash scripts/bootstrap.sh
@@ -15,6 +16,10 @@ $(STAMP): pyproject.toml scripts/bootstrap.sh
 # command should not wait for them.
 $(DEMO_STAMP): pyproject.toml scripts/bootstrap.sh
 	bash scripts/bootstrap.sh --demo
+
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[docs]'
+	touch $@
 
 setup: $(STAMP)
 
@@ -50,6 +55,10 @@ unasync: setup
 bench: setup
 	$(BIN)/readscale bench stack
 
+## The documentation site from docs/ and the docstrings, into site/ (a warning fails it).
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
 	-$(BIN)/readscale stack down 2>/dev/null
-	rm -rf $(VENV) .readscale .mypy_cache .ruff_cache
+	rm -rf $(VENV) .readscale .mypy_cache .ruff_cache site
