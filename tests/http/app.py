@@ -85,9 +85,11 @@ async def document(request: Request) -> Response:
     return Response(orjson.dumps(data, option=orjson.OPT_SORT_KEYS), media_type="application/json")
 
 
-@http_policy(HttpPolicy.public(0, edge_max_age=300))
+@http_policy(HttpPolicy.public(0, edge_max_age=300, vary=("x-lang",)))
 async def reflect(request: Request) -> Response:
-    """Reflects request fields into the page: the classic poisoning target."""
+    """Reflects request fields into the page: the classic poisoning target. X-Lang is
+    declared (the page varies on it); X-Forwarded-Host never reaches it (dropped by the
+    edge, and by readscale from untrusted clients)."""
     count(request)
     host = request.headers.get("x-forwarded-host", "example.test")
     lang = request.headers.get("x-lang", "en")

@@ -9,15 +9,16 @@ from readscale.http import HttpPolicy
 from readscale.http.django import add_tags, check_not_modified, http_policy
 
 PUBLIC = HttpPolicy.public(60, edge_max_age=300)
+LANG = HttpPolicy.public(60, edge_max_age=300, vary=("accept-language",))
 
 
-@http_policy(PUBLIC)
+@http_policy(LANG)
 def lang(request: HttpRequest) -> HttpResponse:
     add_tags(request, "lang")
     return HttpResponse(request.headers.get("accept-language", "en"))
 
 
-@http_policy(PUBLIC)
+@http_policy(HttpPolicy.private(0))
 def me(request: HttpRequest) -> HttpResponse:
     return HttpResponse(request.COOKIES.get("sessionid", "anonymous"))
 

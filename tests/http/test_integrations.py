@@ -13,9 +13,10 @@ from readscale.http import HttpMetrics, HttpPolicy, HttpSettings, http_policy
 from readscale.http.asgi import HttpCacheMiddleware, add_tags, check_not_modified, use_policy
 
 PUBLIC = HttpPolicy.public(60, edge_max_age=300)
+LANG = HttpPolicy.public(60, edge_max_age=300, vary=("accept-language",))
 
 
-@http_policy(PUBLIC)
+@http_policy(LANG)
 async def lang(request: Request) -> Response:
     return PlainTextResponse(request.headers.get("accept-language", "en"))
 
@@ -73,7 +74,7 @@ def make_app(settings: HttpSettings | None = None, metrics: HttpMetrics | None =
 
 
 @pytest.mark.anyio
-async def test_asgi_tracks_reads_into_vary_and_identity_into_private() -> None:
+async def test_asgi_declared_variance_and_identity(caplog: pytest.LogCaptureFixture) -> None:
     metrics = HttpMetrics()
     async with make_app(metrics=metrics) as client:
         r = await client.get("/lang", headers={"accept-language": "fr"})
@@ -82,14 +83,29 @@ async def test_asgi_tracks_reads_into_vary_and_identity_into_private() -> None:
             and r.headers["vary"] == "Accept-Language"
             and r.headers["cdn-cache-control"] == "max-age=300"
         )
-        r = await client.get("/lang")  # absent but looked up: still varies
+        r = await client.get("/lang")  # declared: varies whether or not the field came
         assert r.headers["vary"] == "Accept-Language"
         r = await client.get("/everything", headers={"cookie": "s=1"})
-        assert r.headers["cache-control"] == "private, no-cache"  # enumerating fields reads the cookie
+        assert r.headers["cache-control"] == "public, max-age=60", "declared variance decides"
         r = await client.get("/user", headers={"authorization": "Bearer x"})
         assert r.headers["cache-control"] == "private, no-cache"
         assert "cdn-cache-control" not in r.headers
-    assert metrics.snapshot()["downgraded"] == 2
+        assert r.headers["vary"] == "Authorization, Cookie"
+        r = await client.get("/user")  # read Authorization undeclared: warned, counted
+        assert r.headers["cache-control"] == "public, max-age=60"
+    assert metrics.snapshot()["downgraded"] == 1
+    assert metrics.snapshot()["undeclared_reads"] == 2, "dict(request.headers) reads every field: warned too"
+    warned = {(rec.route, rec.field) for rec in caplog.records if getattr(rec, "event", None) == "undeclared_read"}  # type: ignore[attr-defined]
+    assert ("GET user", "authorization") in warned and ("GET everything", "cookie") in warned
+
+
+@pytest.mark.anyio
+async def test_asgi_strict_mode_varies_on_every_read() -> None:
+    async with make_app(HttpSettings(unlisted_reads="vary", etag_max_bytes=2500)) as client:
+        r = await client.get("/everything", headers={"cookie": "s=1"})
+        assert r.headers["cache-control"] == "private, no-cache"  # enumerating fields reads the cookie
+        r = await client.get("/user")
+        assert r.headers["vary"] == "Authorization"
 
 
 @pytest.mark.anyio
@@ -98,9 +114,10 @@ async def test_asgi_forwarding_fields_only_from_trusted_proxies() -> None:
         assert (await client.get("/forwarded", headers={"x-forwarded-host": "evil"})).text == "none"
         plain = await client.get("/everything")
         assert (await client.get("/everything", headers={"forwarded": "host=evil"})).text == plain.text
-    async with make_app(HttpSettings(trusted_proxies=frozenset({"10.0.0.9"}))) as client:
+    metrics = HttpMetrics()
+    async with make_app(HttpSettings(trusted_proxies=frozenset({"10.0.0.9"})), metrics) as client:
         r = await client.get("/forwarded", headers={"x-forwarded-host": "cdn.example"})
-        assert r.text == "cdn.example" and "X-Forwarded-Host" in r.headers["vary"]
+        assert r.text == "cdn.example" and metrics.undeclared_reads == 1, "an undeclared reflected field is reported"
 
 
 @pytest.mark.anyio
@@ -159,7 +176,7 @@ def flask_client():  # type: ignore[no-untyped-def]
     app = Flask("readscale-test")
 
     @app.get("/lang")
-    @rs_flask.http_policy(PUBLIC)
+    @rs_flask.http_policy(LANG)
     def flask_lang() -> str:
         return request.headers.get("Accept-Language", "en")
 
@@ -207,20 +224,9 @@ def test_flask_same_rules() -> None:
 
 
 def django_client():  # type: ignore[no-untyped-def]
-    import django
-    from django.conf import settings
+    from tests.http.stacks.django_app import configure
 
-    if not settings.configured:
-        settings.configure(
-            DEBUG=False,
-            ROOT_URLCONF="tests.http.django_urls",
-            MIDDLEWARE=["readscale.http.django.HttpCacheMiddleware"],
-            ALLOWED_HOSTS=["testserver"],
-            SECRET_KEY="test-only",
-            INSTALLED_APPS=[],
-            DATABASES={},
-        )
-        django.setup()
+    configure()  # the recommended stack, sessions on (Django's settings are process-wide)
     from django.test import Client
 
     return Client()
@@ -234,10 +240,10 @@ def test_django_same_rules() -> None:
     assert r["xkey"] == "lang"
     assert client.get("/lang", headers={"if-none-match": r["ETag"], "accept-language": "it"}).status_code == 304
     assert client.get("/lang", headers={"if-none-match": "bad"}).status_code == 400
-    cookie = client.get("/lang", headers={"cookie": "sessionid=1"})  # looked up by headers[...]? no
-    assert cookie["Cache-Control"] == "public, max-age=60"
+    cookie = client.get("/lang", headers={"cookie": "csrftoken=abcdefghijklmnopqrstuvwxyz012345; _ga=GA1.1"})
+    assert cookie["Cache-Control"] == "public, max-age=60", "sessions on, an anonymous reader's page stays public"
     me = client.get("/me", headers={"cookie": "sessionid=abc"})
-    assert me["Cache-Control"] == "private, no-cache" and "Cookie" in me["Vary"]
+    assert me["Cache-Control"] == "private, max-age=0" and "Cookie" in me["Vary"]
     assert client.get("/plain")["Cache-Control"] == "private, no-cache"
     v = client.get("/v")
     again = client.get("/v", headers={"if-none-match": v["ETag"]})

@@ -23,6 +23,7 @@ from readscale._core.http import (
     Exchange,
     HttpPolicy,
     HttpSettings,
+    carried_identity,
     decide,
     format_http_date,
     parse_cache_control,
@@ -32,6 +33,9 @@ from readscale._core.http import (
     parse_http_date,
     parse_tag_list,
     render_tags,
+    variant_etag,
+    variant_key,
+    version_etag,
     wire_tag,
 )
 from readscale._core.http.surrogate import OverBudget, TagHeaders
@@ -150,7 +154,10 @@ exchanges = st.builds(
     Exchange,
     status=st.integers(100, 599),
     reads=st.frozensets(st.one_of(st.sampled_from(["cookie", "accept-language", "x-api-key"]), latin1), max_size=5),
-    identity_read=st.frozensets(st.sampled_from(["cookie", "authorization"])),
+    identity_present=st.frozensets(st.sampled_from(["cookie", "authorization"])),
+    walked=st.frozensets(st.sampled_from(["user-agent", "cookie", "x-forwarded-host"])),
+    sets_token=st.booleans(),
+    forwarded=st.none() | st.sampled_from(["x-forwarded-proto", "forwarded"]),
     request_authorization=st.booleans(),
     sets_cookie=st.booleans(),
     handler_cache_control=st.none() | field_values,
@@ -186,6 +193,33 @@ def test_tags_render_as_visible_ascii_or_are_refused_as_over_budget(tags: list[s
             assert value and all(0x20 <= ord(ch) < 0x7F for ch in value)
     for tag in tags:
         assert wire_tag(tag, vendor) == wire_tag(tag, vendor), "tagging and purging agree"
+
+
+@FUZZ
+@given(field_values)
+def test_what_cache_status_accepts_renders_back_canonically(value: str) -> None:
+    try:
+        members = parse_cache_status(value)
+    except HeaderError:
+        return
+    rendered = ", ".join(m.render() for m in members)
+    assert parse_cache_status(rendered) == members
+    assert ", ".join(m.render() for m in parse_cache_status(rendered)) == rendered, "canonical: a fixed point"
+
+
+@FUZZ
+@given(
+    st.dictionaries(st.sampled_from(["cookie", "accept-language", "authorization", "x-forwarded-proto"]), field_values),
+    st.frozensets(st.sampled_from(["cookie", "accept-language", "authorization", "x-forwarded-proto", "accept"])),
+)
+def test_every_request_yields_a_well_formed_validator_of_its_variant(
+    values: dict[str, str], fields: frozenset[str]
+) -> None:
+    base = version_etag("/p", 1)
+    tag = variant_etag(base, variant_key(tuple(sorted(fields)), values.get, frozenset({"readscale_token"})))
+    assert parse_entity_tag(tag.render()) == tag, "an ETag that any client can send back"
+    present = frozenset(values)
+    assert carried_identity(HttpSettings(), present, values.get("cookie")) <= present
 
 
 # -- causal tokens ----------------------------------------------------------------------------

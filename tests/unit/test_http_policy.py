@@ -63,14 +63,15 @@ def test_s_maxage_compatibility_mode() -> None:
     ("exchange", "reason"),
     [
         (Exchange(200, sets_cookie=True), "sets a cookie"),
-        (Exchange(200, reads=frozenset({"cookie"}), identity_read=frozenset({"cookie"})), "read cookie"),
+        (Exchange(200, sets_token=True), "causal token"),
+        (Exchange(200, handler_vary="Cookie", identity_present=frozenset({"cookie"})), "varies on cookie"),
         (
-            Exchange(200, reads=frozenset({"authorization"}), identity_read=frozenset({"authorization"})),
-            "read authorization",
+            Exchange(200, handler_vary="authorization", identity_present=frozenset({"authorization"})),
+            "varies on authorization",
         ),
         (Exchange(200, request_authorization=True), "carried Authorization"),
         (Exchange(200, handler_vary="*"), "Vary: *"),
-        (Exchange(200, reads=frozenset(f"x-h{i}" for i in range(7))), "max_vary"),
+        (Exchange(200, handler_vary=", ".join(f"x-h{i}" for i in range(7))), "max_vary"),
     ],
 )
 def test_public_is_refused_when_unsafe(exchange: Exchange, reason: str) -> None:
@@ -87,20 +88,49 @@ def test_shared_auth_lifts_identity_rules_but_never_the_cookie_rule() -> None:
     assert decide(shared, Exchange(200, sets_cookie=True), S).downgrade == "the response sets a cookie"
 
 
-def test_an_anonymous_request_whose_cookie_was_looked_for_stays_shared_with_vary_cookie() -> None:
-    plan = decide(PUBLIC, Exchange(200, reads=frozenset({"cookie"})), S)
+def test_an_anonymous_request_to_a_page_varying_on_cookie_stays_shared_with_vary_cookie() -> None:
+    plan = decide(PUBLIC, Exchange(200, handler_vary="Cookie"), S)
     assert plan.shared and plan.vary == "Cookie"
 
 
-def test_read_fields_go_into_vary_but_not_host_or_conditionals() -> None:
-    plan = decide(PUBLIC, Exchange(200, reads=frozenset({"accept-language", "host", "if-none-match", "x-lang"})), S)
+def test_declared_variance_decides_and_undeclared_reads_are_only_reported() -> None:
+    lang = HttpPolicy.public(60, vary=("accept-language",))
+    reads = frozenset({"accept-language", "host", "if-none-match", "x-lang", "cookie"})
+    plan = decide(lang, Exchange(200, reads=reads, identity_present=frozenset({"cookie"})), S)
+    assert plan.shared and plan.vary == "Accept-Language"
+    assert plan.undeclared == {"x-lang", "cookie"}, "a public page that read Cookie is warned about"
+    walked = decide(lang, Exchange(200, walked=frozenset({"user-agent", "cookie"})), S)
+    assert walked.shared and walked.vary == "Accept-Language" and walked.undeclared == frozenset()
+    quiet = decide(lang, Exchange(200, reads=frozenset({"cookie"})), HttpSettings(framework_reads={"cookie"}))
+    assert quiet.undeclared == frozenset()
+
+
+def test_the_strict_vary_mode_keeps_the_old_rules() -> None:
+    strict = HttpSettings(unlisted_reads="vary")
+    reads = frozenset({"accept-language", "host", "if-none-match", "x-lang"})
+    plan = decide(PUBLIC, Exchange(200, reads=reads), strict)
     assert plan.vary == "Accept-Language, X-Lang"
+    assert decide(PUBLIC, Exchange(200, walked=frozenset({"user-agent"})), strict).vary == "User-Agent"
+    carried = Exchange(200, reads=frozenset({"cookie"}), identity_present=frozenset({"cookie"}))
+    assert decide(PUBLIC, carried, strict).downgrade is not None
+    assert decide(PUBLIC, Exchange(200, reads=frozenset({"cookie"})), strict).vary == "Cookie"
+
+
+def test_a_private_response_varies_on_identity() -> None:
+    plan = decide(HttpPolicy.private(60), Exchange(200), S)
+    assert plan.cache_control == "private, max-age=60" and plan.vary == "Authorization, Cookie"
+    assert decide(HttpPolicy.no_store(), Exchange(200), S).vary is None
+
+
+def test_a_forwarded_scheme_is_varied_on() -> None:
+    plan = decide(PUBLIC, Exchange(200, forwarded="x-forwarded-proto"), S)
+    assert plan.shared and plan.vary == "X-Forwarded-Proto"
 
 
 def test_a_read_of_a_field_named_star_never_renders_vary_star() -> None:
     # Found by the fuzzer: '*' is a token, so it passed the field-name check.
-    plan = decide(None, Exchange(200, reads=frozenset({"*", "x-lang"})), HttpSettings(edge="varnish"))
-    assert plan.vary == "X-Lang"
+    plan = decide(None, Exchange(200, reads=frozenset({"*", "x-lang"})), HttpSettings(unlisted_reads="vary"))
+    assert plan.vary is not None and "*" not in plan.vary and "X-Lang" in plan.vary
 
 
 def test_unlisted_reads_private_mode() -> None:
@@ -165,10 +195,11 @@ exchanges = st.builds(
     Exchange,
     status=st.sampled_from([200, 204, 301, 304, 404, 500]),
     reads=st.frozensets(st.sampled_from(["cookie", "authorization", "x-lang", "accept", "host"])),
-    identity_read=st.frozensets(st.sampled_from(["cookie", "authorization"])),
+    identity_present=st.frozensets(st.sampled_from(["cookie", "authorization"])),
     request_authorization=st.booleans(),
     sets_cookie=st.booleans(),
-    handler_vary=st.none() | st.sampled_from(["*", "Origin", "Accept-Encoding, *"]),
+    handler_vary=st.none() | st.sampled_from(["*", "Origin", "Accept-Encoding, *", "Cookie"]),
+    sets_token=st.booleans(),
 )
 
 
@@ -180,10 +211,13 @@ def test_invariants_hold_for_every_policy_and_exchange(policy: HttpPolicy | None
     if not plan.shared:
         assert plan.cdn_cache_control is None and plan.tag_lines == ()
         assert not cc.public and cc.s_maxage is None
-    if exchange.sets_cookie or exchange.status >= 400:
+    if exchange.sets_cookie or exchange.sets_token or exchange.status >= 400:
         assert not plan.shared
-    if exchange.identity_read and not (policy is not None and policy.shared_auth):
-        assert not plan.shared
+    varied = set(plan.vary_names)
+    if varied & exchange.identity_present and not (policy is not None and policy.shared_auth):
+        assert not plan.shared, "a shared response never varies on identity the request carried"
+    if not plan.shared and "no-store" not in plan.cache_control:
+        assert {"authorization", "cookie"} <= varied, "a private response varies on identity"
 
 
 def test_strong_etag_is_stable_across_processes_and_hash_seeds() -> None:
@@ -293,3 +327,38 @@ def test_tags_wire_form_and_budgets() -> None:
     assert all(len(v) <= 6000 and name == "xkey" for name, v in many.lines)
     assert isinstance(render_tags([f"t{i}" for i in range(129)], "akamai"), OverBudget)
     assert render_tags(["a", "b", "a"], "cloudflare") == TagHeaders((("Cache-Tag", "a,b"),))
+
+
+def test_variant_etags_differ_per_variant_and_ignore_the_causal_cookie() -> None:
+    from readscale._core.http import variant_etag, variant_key
+
+    base = version_etag("/p", 1)
+    fields = ("accept-language", "cookie")
+
+    def tag(**values: str | None) -> EntityTag:
+        return variant_etag(base, variant_key(fields, values.get, frozenset({"readscale_token"})))
+
+    fr = tag(**{"accept-language": "fr"})
+    assert fr != tag(**{"accept-language": "de"}) and fr == tag(**{"accept-language": " fr "})
+    assert tag(cookie="s=a") != tag(cookie="s=b") != tag()
+    assert tag(cookie="s=a; readscale_token=x") == tag(cookie="readscale_token=y; s=a")
+    assert tag(cookie="") != tag(), "absent and empty differ"
+    assert variant_etag(base, variant_key(("accept-encoding",), {"accept-encoding": "gzip"}.get)) == base
+    assert fr.opaque.startswith(base.opaque + ".")
+
+
+def test_expected_vary_is_what_decide_renders_without_handler_fields() -> None:
+    from readscale._core.http import expected_vary
+
+    for policy in (PUBLIC, HttpPolicy.public(5, vary=("accept-language",)), HttpPolicy.private(60), None):
+        for forwarded in (None, "x-forwarded-proto"):
+            plan = decide(policy, Exchange(200, forwarded=forwarded), S)
+            assert expected_vary(policy, S, forwarded) == plan.vary_names
+
+
+def test_carried_identity_ignores_a_cookie_holding_only_the_causal_token() -> None:
+    from readscale._core.http import carried_identity
+
+    present = frozenset({"cookie", "accept"})
+    assert carried_identity(S, present, "readscale_token=abc") == frozenset()
+    assert carried_identity(S, present, "readscale_token=abc; sessionid=1") == {"cookie"}

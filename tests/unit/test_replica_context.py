@@ -95,7 +95,7 @@ def test_carry_rules_for_web_integrations() -> None:
     assert not merged.bad_cookie
     quiet = update(merged, SIGNER, persist="advance", now=now)
     assert quiet.cookie is None, "nothing moved: nothing to store"
-    assert quiet.header is not None, "a header caller is answered in kind"
+    assert quiet.header is None, "an unchanged token is not sent back: the response stays shareable"
     bad = restore(SIGNER, "tampered", None, now=now)
     assert bad.bad_cookie
     assert update(bad, SIGNER, persist="advance", now=now).clear_cookie
@@ -103,5 +103,11 @@ def test_carry_rules_for_web_integrations() -> None:
     read_only.context.observe(LIVE.at(60))
     assert update(read_only, SIGNER, persist="write", now=now).cookie is None
     assert update(read_only, SIGNER, persist="advance", now=now).cookie is not None
+    assert update(read_only, SIGNER, persist="session", now=now).cookie is not None, "a session with a token"
+    anonymous = restore(SIGNER, None, None, now=now)
+    anonymous.context.observe(LIVE.at(60))
+    assert update(anonymous, SIGNER, persist="session", now=now) == update(anonymous, SIGNER, persist="write", now=now)
+    assert update(anonymous, SIGNER, persist="session", now=now).cookie is None, "no cookie for an anonymous read"
     read_only.context.record_write(LIVE.at(70), at=now)
-    assert update(read_only, SIGNER, persist="write", now=now).cookie is not None
+    wrote = update(read_only, SIGNER, persist="write", now=now)
+    assert wrote.cookie is not None and wrote.header == wrote.cookie, "a write answers in the header too"

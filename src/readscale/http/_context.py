@@ -19,10 +19,14 @@ from readscale._core.http import (
     EntityTag,
     HeaderPlan,
     HttpPolicy,
+    HttpSettings,
     Outcome,
     Validators,
     evaluate,
+    expected_vary,
     held_variant,
+    variant_etag,
+    variant_key,
     version_etag,
 )
 from readscale.errors import ConfigurationError
@@ -35,30 +39,58 @@ POLICY_ATTR = "__readscale_http_policy__"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _no_field(name: str) -> str | None:
+    return None
+
+
 class HttpContext:
-    """What one request's handler declared and read. Mutable, one per request."""
+    """What one request's handler declared and read. Mutable, one per request.
+
+    ``reads`` / ``walked``: fields the tracker saw looked up by name / seen while
+    something walked every field. ``field(name)``: the request's combined value of a
+    field, read without tracking (for validators). ``route``: names the route in
+    warnings."""
 
     # Class-level defaults: a request that declares nothing costs one small instance dict.
     policy: HttpPolicy | None = None
     tags: tuple[str, ...] = ()
     identity_present: frozenset[str] = frozenset()
     request_authorization: bool = False
+    forwarded: str | None = None
     etag: EntityTag | None = None
+    etag_base: EntityTag | None = None  # a cheap validator before its variant is folded in
+    etag_fields: tuple[str, ...] = ()  # the fields folded into ``etag``
     last_modified: int | None = None
     conditionals: Conditionals = NO_CONDITIONALS
+    route: str | None = None
 
-    def __init__(self, method: str) -> None:
+    def __init__(self, method: str, settings: HttpSettings, field: Callable[[str], str | None] = _no_field) -> None:
         self.method = method
+        self.settings = settings
+        self.field = field
         self.reads: set[str] = set()
+        self.walked: set[str] = set()
 
     def add_tags(self, tags: tuple[str, ...]) -> None:
         self.tags = self.tags + tags
 
+    def variant(self, base: EntityTag, fields: tuple[str, ...]) -> EntityTag:
+        """``base`` with the request's values of ``fields`` folded in (one tag per variant)."""
+        return variant_etag(base, variant_key(fields, self.field, self.settings.ignored_cookies))
+
     def use_validators(self, identity: str, etag_from: object | None, last_modified_from: object | None) -> Outcome:
-        """Record cheap validators and evaluate the request's preconditions against them."""
+        """Record cheap validators and evaluate the request's preconditions against them.
+
+        The version ETag names the resource (``identity``: path and query) and folds in
+        the request's values of what the response will vary on (the policy's fields,
+        identity when private): the same version in French and in German, or for two
+        users of a private page, gets two tags, so one never validates the other.
+        """
         if etag_from is not None:
             base = version_etag(identity, etag_from)
-            self.etag = held_variant(base, self.conditionals.if_none_match)
+            self.etag_base = base
+            self.etag_fields = expected_vary(self.policy, self.settings, self.forwarded)
+            self.etag = held_variant(self.variant(base, self.etag_fields), self.conditionals.if_none_match)
         if last_modified_from is not None:
             self.last_modified = to_epoch(last_modified_from)
         return evaluate(self.method, self.conditionals, Validators(self.etag, self.last_modified))
@@ -114,6 +146,7 @@ class HttpMetrics:
         "precondition_failed",
         "responses",
         "shared",
+        "undeclared_reads",
     )
 
     def __init__(self) -> None:
@@ -123,6 +156,7 @@ class HttpMetrics:
         self.not_modified = 0
         self.precondition_failed = 0
         self.header_errors = 0
+        self.undeclared_reads = 0  # responses whose handler read a field its policy did not declare
 
     def count(self, plan: HeaderPlan) -> None:
         self.responses += 1

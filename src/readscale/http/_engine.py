@@ -71,6 +71,33 @@ def _plan_fields(plan: HeaderPlan) -> RawHeaders:
     return fields
 
 
+_SAFE_METHODS: Final = frozenset({"GET", "HEAD"})
+_TOKEN_FIELD: Final = b"readscale-token"
+# (route, field) pairs already warned about: once per process each, bounded.
+_WARNED: set[tuple[str, str]] = set()
+_WARNED_MAX: Final = 4096
+
+
+def _warn_undeclared(ctx: HttpContext, metrics: HttpMetrics, fields: frozenset[str]) -> None:
+    """Tracking is the safety net of declared variance: a read the policy did not
+    declare is logged once per route and field, and counted."""
+    metrics.bump("undeclared_reads")
+    route = ctx.route or "?"
+    for name in sorted(fields):
+        if (route, name) in _WARNED or len(_WARNED) >= _WARNED_MAX:
+            continue
+        _WARNED.add((route, name))
+        log.warning(
+            "readscale.http: %s read the request field %s, which its policy does not declare; if the response "
+            "depends on it, declare it (HttpPolicy(..., vary=(%r,)) or a private policy); if your framework reads "
+            "it for every request, list it in HttpSettings(framework_reads=...)",
+            route,
+            name,
+            name,
+            extra={"route": route, "field": name, "event": "undeclared_read"},
+        )
+
+
 def finish(
     ctx: HttpContext,
     settings: HttpSettings,
@@ -83,6 +110,7 @@ def finish(
     handler_cc: str | None = None
     handler_vary: str | None = None
     sets_cookie = False
+    sets_token = False
     etag_raw: bytes | None = None
     last_modified_raw: bytes | None = None
     coding: str | None = None
@@ -99,6 +127,8 @@ def finish(
             continue
         if name == b"set-cookie":
             sets_cookie = True
+        elif name == _TOKEN_FIELD:
+            sets_token = True
         elif name == b"etag":
             etag_raw = pair[1]
         elif name == b"last-modified":
@@ -109,29 +139,36 @@ def finish(
 
     app_304 = status == 304
     reads = frozenset(ctx.reads) if ctx.reads else _EMPTY
-    identity = ctx.identity_present & reads if ctx.identity_present else _EMPTY
+    walked = frozenset(ctx.walked) if ctx.walked else _EMPTY
     key = (
+        settings,  # two apps in one process may differ
         ctx.policy,
         status,
         reads,
-        identity,
+        walked,
+        ctx.identity_present,
         ctx.request_authorization,
         sets_cookie,
+        sets_token,
         handler_cc,
         handler_vary,
         ctx.tags,
+        ctx.forwarded,
     )
     plan = _DECISIONS.get(key)
     if plan is None:
         exchange = Exchange(
             200 if app_304 else status,
             reads,
-            identity,
+            ctx.identity_present,
             ctx.request_authorization,
             sets_cookie,
             handler_cc,
             handler_vary,
             ctx.tags,
+            walked,
+            sets_token,
+            ctx.forwarded,
         )
         plan = decide(ctx.policy, exchange, settings)
         if len(_DECISIONS) >= 4096:
@@ -140,22 +177,29 @@ def finish(
     metrics.count(plan)
     if plan.downgrade is not None:
         log.warning("readscale.http: public refused for a %s response (%s); sent private", status, plan.downgrade)
+    if plan.undeclared:
+        _warn_undeclared(ctx, metrics, plan.undeclared)
 
-    # Validators: the handler's own, then the cheap one, then a hash of the final bytes.
+    # Validators: the handler's own, then the cheap one, then a hash of the final bytes;
+    # derived ones only for GET and HEAD (RFC 9110 §9.3.4: not on a PUT's response), each
+    # with the request's values of what the response varies on folded in (§8.8.3).
     etag: EntityTag | None = None
     if etag_raw is not None:
         try:
             etag = parse_entity_tag(etag_raw.decode("latin-1"))
         except HeaderError:
             etag = None  # the handler's malformed ETag is sent as is, never compared
-    elif ctx.etag is not None:
-        etag = ctx.etag if app_304 else ctx.etag.with_coding(coding)
+    elif ctx.method not in _SAFE_METHODS:
+        pass  # no validator sent; an unsafe method's preconditions were checked before it acted
+    elif ctx.etag is not None and ctx.etag_base is not None:
+        if app_304 or plan.vary_names == ctx.etag_fields:
+            etag = ctx.etag if app_304 else ctx.etag.with_coding(coding)
+        else:  # the response varies on more than the check foresaw: its own tag
+            etag = ctx.variant(ctx.etag_base, plan.vary_names).with_coding(coding)
         kept.append((b"etag", etag.render().encode("latin-1")))
     elif plan.etag and body is not None and 200 <= status < 300 and status != 204:
-        opaque = strong_etag_opaque(body)
-        kept.append((b"etag", b'"' + opaque.encode("ascii") + b'"'))
-        if ctx.conditionals.any:
-            etag = EntityTag(opaque)
+        etag = ctx.variant(EntityTag(strong_etag_opaque(body)), plan.vary_names)
+        kept.append((b"etag", etag.render().encode("latin-1")))
     last_modified = ctx.last_modified
     if last_modified_raw is not None:
         try:
@@ -167,7 +211,9 @@ def finish(
     if app_304:
         metrics.bump("not_modified")
         return 304, [pair for pair in kept if not is_dropped_on_304(pair[0])], True
-    if ctx.conditionals.any and 200 <= status < 300:
+    # Preconditions of an unsafe method are evaluated by check_not_modified before the
+    # handler acts; evaluating them here, after the change was made, would mean nothing.
+    if ctx.conditionals.any and 200 <= status < 300 and ctx.method in _SAFE_METHODS:
         outcome = evaluate(ctx.method, ctx.conditionals, Validators(etag, last_modified))
         if isinstance(outcome, NotModified):
             metrics.bump("not_modified")

@@ -1,18 +1,23 @@
-"""Record which request fields a handler reads, so Vary can name them (pitfall P1).
+"""Detect which request fields a handler reads: the safety net of declared variance (P1).
 
 Web cache poisoning works through request fields the origin reflects but the cache does
-not key on. readscale does not trust a list of "dangerous" fields: it watches what the
-handler actually reads and varies on it (or refuses to share, see ``unlisted_reads``).
+not key on. A route declares what its response varies on (``HttpPolicy.vary``); this
+module watches what is actually read, so that a read the route did not declare is
+reported (``unlisted_reads="warn"``, the default) or, in the strict modes, varied on or
+refused. A tracker cannot tell a handler's read from its framework's (FastAPI reads
+Cookie on every request, Werkzeug walks every field to parse cookies), which is why
+detection warns and declaration decides.
 
 - ASGI: the scope's header names are replaced by :class:`TrackedName`, a ``bytes``
   subclass that is equal and hashes equal to the plain name, and whose ``__eq__``
   records the name it is compared with. Starlette (and every ASGI framework) finds a
   field by comparing names, so a lookup of ``x-lang`` records ``x-lang`` whether or not
-  the request carries it; enumerating the fields (``dict(request.headers)``) decodes
-  every name and records them all. The recording goes to a context variable set by
-  the middleware for the request's task (copied into threads and child tasks).
-- WSGI: :class:`TrackingEnviron` is a ``dict`` whose ``HTTP_*`` lookups are recorded,
-  and whose enumeration records every field.
+  the request carries it (a *read*); enumerating the fields (``dict(request.headers)``)
+  decodes every name, recorded apart as *walked*. The recording goes to a context
+  variable set by the middleware for the request's task (copied into threads and child
+  tasks).
+- WSGI: :class:`TrackingEnviron` is a ``dict`` whose ``HTTP_*`` lookups are reads, and
+  whose enumeration walks every field.
 
 Limits (said in the docs): code that walks ``scope["headers"]`` comparing names with
 ``startswith`` or by position is not seen; reads before the middleware runs (outer
@@ -25,7 +30,7 @@ from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
-_READS: ContextVar[set[str] | None] = ContextVar("readscale_http_reads", default=None)
+_READS: ContextVar[tuple[set[str], set[str]] | None] = ContextVar("readscale_http_reads", default=None)
 _NAMES: dict[bytes, TrackedName] = {}
 _NAMES_MAX = 1024
 
@@ -37,9 +42,9 @@ class TrackedName(bytes):
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, bytes):
-            reads = _READS.get()
-            if reads is not None:
-                reads.add(bytes(other).decode("latin-1").lower())
+            sets = _READS.get()
+            if sets is not None:
+                sets[0].add(bytes(other).decode("latin-1").lower())
             return bytes.__eq__(self, other)
         return NotImplemented
 
@@ -51,9 +56,9 @@ class TrackedName(bytes):
 
     def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
         text = bytes.decode(self, encoding, errors)
-        reads = _READS.get()
-        if reads is not None:
-            reads.add(text.lower())
+        sets = _READS.get()
+        if sets is not None:
+            sets[1].add(text.lower())
         return text
 
 
@@ -67,9 +72,9 @@ def tracked(name: bytes) -> bytes:
     return found
 
 
-def track_reads(reads: set[str]) -> Any:
-    """Start recording into ``reads`` for the current context; returns a reset token."""
-    return _READS.set(reads)
+def track_reads(reads: set[str], walked: set[str]) -> Any:
+    """Start recording into ``reads`` and ``walked`` for the current context; returns a reset token."""
+    return _READS.set((reads, walked))
 
 
 def stop_tracking(token: Any) -> None:
@@ -85,11 +90,12 @@ def _field_of(key: object) -> str | None:
 class TrackingEnviron(dict[str, Any]):
     """A WSGI environ that records the ``HTTP_*`` keys read into ``reads``."""
 
-    __slots__ = ("_reads",)
+    __slots__ = ("_reads", "_walked")
 
-    def __init__(self, environ: dict[str, Any], reads: set[str]) -> None:
+    def __init__(self, environ: dict[str, Any], reads: set[str], walked: set[str]) -> None:
         super().__init__(environ)
         self._reads = reads
+        self._walked = walked
 
     def _note(self, key: object) -> None:
         name = _field_of(key)
@@ -98,7 +104,9 @@ class TrackingEnviron(dict[str, Any]):
 
     def _note_all(self) -> None:
         for key in dict.keys(self):
-            self._note(key)
+            name = _field_of(key)
+            if name is not None:
+                self._walked.add(name)
 
     def __getitem__(self, key: str) -> Any:
         self._note(key)

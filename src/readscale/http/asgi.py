@@ -14,9 +14,11 @@ app), outside any compressor, so it hashes the final bytes::
         return JSONResponse(p.as_dict())
 
 Every response leaves with a Cache-Control (``private, no-cache`` when the route
-declared nothing); ``public`` is refused when the response sets a cookie or the handler
-read an identity field; fields the handler read go into Vary; a malformed If-None-Match
-gets a 400, never a 500.
+declared nothing); ``public`` is refused when the response sets a cookie or a session
+token, when the request carried Authorization, or when the response varies on an
+identity field the request carried; Vary holds what the route declared (see
+:mod:`readscale._core.http.policy`), and a read it did not declare is logged once and
+counted; a malformed If-None-Match gets a 400, never a 500.
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from readscale._core.http import HttpPolicy, HttpSettings, NotModified, PreconditionFailed, parse_conditionals
+from readscale._core.http import (
+    HttpPolicy,
+    HttpSettings,
+    NotModified,
+    PreconditionFailed,
+    carried_identity,
+    parse_conditionals,
+)
 from readscale.errors import ConfigurationError, HeaderError
 from readscale.http._context import CONTEXT_KEY, HttpContext, HttpMetrics, policy_of
 from readscale.http._engine import bad_request, finish
@@ -45,6 +54,21 @@ _HOLDING = object()  # buffering the start and the body until the ETag can be de
 _STREAMING = object()  # fields sent; pass the rest of the body through
 _DISCARDING = object()  # a 304/412 ended the response; drop what the app still sends
 _IDENTITY_KIND = object()
+_FORWARDED_KIND = object()
+_SCHEME_FIELDS = (b"x-forwarded-proto", b"forwarded")
+
+
+def _field_reader(raw: list[tuple[bytes, bytes]]) -> Any:
+    """``get(name)``: the request's combined value of a field, read without tracking."""
+
+    def get(name: str) -> str | None:
+        wanted = name.encode("latin-1")
+        values = [bytes(v).decode("latin-1") for k, v in raw if bytes.lower(k) == wanted]
+        if not values:
+            return None
+        return ("; " if name == "cookie" else ", ").join(values)
+
+    return get
 
 
 class HttpCacheMiddleware:
@@ -58,6 +82,7 @@ class HttpCacheMiddleware:
         self.metrics = metrics or HttpMetrics()
         # One dict lookup per request field tells whether the middleware cares about it.
         self._special: dict[bytes, object] = dict.fromkeys(_CONDITIONAL, _CONDITIONAL_KIND)
+        self._special.update(dict.fromkeys(_SCHEME_FIELDS, _FORWARDED_KIND))
         self._special.update({f.encode("latin-1"): _IDENTITY_KIND for f in self.settings.identity_fields})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -71,9 +96,11 @@ class HttpCacheMiddleware:
             trusted = client[0] in settings.trusted_proxies
         conditional: dict[str, str] | None = None
         identity: list[str] | None = None
+        forwarded: str | None = None
         new_headers: list[tuple[bytes, bytes]] = []
         names = _tracked_names
-        for pair in scope["headers"]:
+        original = list(scope["headers"])
+        for pair in original:
             name = pair[0]
             kind = self._special.get(name)
             if kind is not None:
@@ -83,6 +110,13 @@ class HttpCacheMiddleware:
                     key = name.decode("latin-1")
                     text = pair[1].decode("latin-1")
                     conditional[key] = f"{conditional[key]}, {text}" if key in conditional else text
+                elif kind is _FORWARDED_KIND:
+                    # The server (uvicorn's proxy headers) may have taken the scheme from
+                    # it before any middleware ran: a response then varies on it.
+                    if forwarded is None or name == b"x-forwarded-proto":
+                        forwarded = name.decode("latin-1")
+                    if not trusted:
+                        continue
                 elif identity is None:
                     identity = [name.decode("latin-1")]
                 else:
@@ -90,7 +124,8 @@ class HttpCacheMiddleware:
             elif not trusted and (name.startswith(_FORWARDED_PREFIX) or name == b"forwarded"):
                 continue  # P1: forwarding fields only from trusted proxies
             new_headers.append((names.get(name) or tracked(name), pair[1]))
-        ctx = HttpContext(scope["method"])
+        ctx = HttpContext(scope["method"], settings, _field_reader(original))
+        ctx.forwarded = forwarded
         if conditional is not None:
             try:
                 ctx.conditionals = parse_conditionals(conditional.get)
@@ -99,7 +134,8 @@ class HttpCacheMiddleware:
                 await _send_whole(send, *bad_request(exc))
                 return
         if identity is not None:
-            ctx.identity_present = frozenset(identity)
+            cookie = ctx.field("cookie") if "cookie" in identity else None
+            ctx.identity_present = carried_identity(settings, frozenset(identity), cookie)
             ctx.request_authorization = "authorization" in identity
         scope["headers"] = new_headers
         scope[CONTEXT_KEY] = ctx
@@ -143,7 +179,7 @@ class HttpCacheMiddleware:
                 await send(message)
             # _DISCARDING: a 304 or 412 already ended the response; drop the rest of the body.
 
-        token = track_reads(ctx.reads)
+        token = track_reads(ctx.reads, ctx.walked)
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
@@ -156,9 +192,13 @@ class HttpCacheMiddleware:
 
         ``more``: the app has more body to send after this (then no ETag is derived).
         """
+        endpoint = scope.get("endpoint")
         if ctx.policy is None:
             # The router stored the matched endpoint in the (shared) scope.
-            ctx.policy = policy_of(scope.get("endpoint"))
+            ctx.policy = policy_of(endpoint)
+        if ctx.route is None:
+            name = getattr(endpoint, "__qualname__", None)
+            ctx.route = f"{scope['method']} {name or scope.get('path', '?')}"
         status, headers, drop = finish(
             ctx,
             self.settings,
@@ -219,6 +259,8 @@ def check_not_modified(request: Any, *, etag_from: object = None, last_modified_
     identity = scope.get("path", "")
     if scope.get("query_string"):
         identity += "?" + scope["query_string"].decode("latin-1")
+    if ctx.policy is None:  # the validator folds in what the route's policy varies on
+        ctx.policy = policy_of(scope.get("endpoint"))
     outcome = ctx.use_validators(identity, etag_from, last_modified_from)
     if isinstance(outcome, NotModified | PreconditionFailed):
         try:

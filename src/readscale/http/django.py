@@ -11,10 +11,12 @@ Put the middleware first in ``MIDDLEWARE`` (outermost, outside GZipMiddleware)::
         check_not_modified(request, etag_from=Product.objects.values_list("version", flat=True).get(pk=pid))
         ...
 
-``request.META`` and ``request.headers`` record what the view reads (Vary; identity
-makes a response private). Django's session middleware reads the session cookie for
-every request: a request that carries one is therefore private, which is the safe
-reading. The middleware is synchronous.
+``request.META`` and ``request.headers`` record what the view reads: a read its policy
+did not declare is logged once and counted (declared variance decides, see
+:mod:`readscale._core.http.policy`). Django's session and CSRF middleware read Cookie
+on every request (list it in ``HttpSettings(framework_reads=...)``); when a view
+touches the session, Django itself adds ``Vary: Cookie``, and a public response that
+varies on a cookie the request carried is sent private. The middleware is synchronous.
 """
 
 from __future__ import annotations
@@ -41,9 +43,10 @@ __all__ = ["HttpCacheMiddleware", "add_tags", "check_not_modified", "http_policy
 class _TrackingHeaders(HttpHeaders):  # type: ignore[misc]
     """``request.headers`` that records lookups (built from the untracked META)."""
 
-    def __init__(self, meta: dict[str, Any], reads: set[str]) -> None:
+    def __init__(self, meta: dict[str, Any], reads: set[str], walked: set[str]) -> None:
         super().__init__(meta)
         self._reads = reads
+        self._walked = walked
 
     def __getitem__(self, key: str) -> str:
         self._reads.add(key.lower())
@@ -56,7 +59,7 @@ class _TrackingHeaders(HttpHeaders):  # type: ignore[misc]
         return bool(super().__contains__(key))
 
     def __iter__(self) -> Iterator[str]:
-        self._reads.update(k.lower() for k in self._store)
+        self._walked.update(k.lower() for k in self._store)
         return iter(list(super().__iter__()))
 
 
@@ -88,15 +91,17 @@ class HttpCacheMiddleware:
         request.META = tracked
         if hasattr(request, "environ"):
             request.environ = tracked  # WSGIRequest reads COOKIES from environ, not META
-        request.headers = _TrackingHeaders(plain_meta, ctx.reads)
+        request.headers = _TrackingHeaders(plain_meta, ctx.reads, ctx.walked)
         request.readscale_http = ctx
         response = self.get_response(request)
         return self._finish(ctx, response)
 
     def process_view(self, request: HttpRequest, view_func: Callable[..., Any], args: Any, kwargs: Any) -> None:
         ctx = getattr(request, "readscale_http", None)
-        if isinstance(ctx, HttpContext) and ctx.policy is None:
-            ctx.policy = policy_of(view_func)
+        if isinstance(ctx, HttpContext):
+            if ctx.policy is None:
+                ctx.policy = policy_of(view_func)
+            ctx.route = f"{ctx.method} {getattr(view_func, '__qualname__', request.path)}"
 
     def _finish(self, ctx: HttpContext, response: HttpResponseBase) -> HttpResponseBase:
         streaming = getattr(response, "streaming", False)

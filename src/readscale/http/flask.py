@@ -46,6 +46,7 @@ def http_policy(policy: HttpPolicy | None = None, /, **kwargs: Any) -> Callable[
             ctx = wsgi.context_of(flask.request.environ)
             if ctx.policy is None:
                 ctx.policy = chosen
+            ctx.route = f"{ctx.method} {view.__qualname__}"
             return view(*args, **kw)
 
         setattr(wrapper, POLICY_ATTR, chosen)

@@ -15,7 +15,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from readscale._core.http import HttpPolicy, HttpSettings, NotModified, Outcome, PreconditionFailed, parse_conditionals
+from readscale._core.http import (
+    HttpPolicy,
+    HttpSettings,
+    NotModified,
+    Outcome,
+    PreconditionFailed,
+    carried_identity,
+    parse_conditionals,
+)
 from readscale.errors import ConfigurationError, HeaderError
 from readscale.http._context import CONTEXT_KEY, HttpContext, HttpMetrics
 from readscale.http._engine import bad_request, finish_str
@@ -43,15 +51,28 @@ def _status_line(status: int) -> str:
 
 def prepare_environ(environ: dict[str, Any], settings: HttpSettings) -> tuple[HttpContext, TrackingEnviron]:
     """Parse preconditions (raises HeaderError), drop untrusted forwarding fields, track reads."""
-    ctx = HttpContext(environ.get("REQUEST_METHOD", "GET"))
+    original = {k: v for k, v in environ.items() if k.startswith("HTTP_") and isinstance(v, str)}
+
+    def field(name: str) -> str | None:
+        value = original.get("HTTP_" + name.upper().replace("-", "_"))
+        return value if isinstance(value, str) else None
+
+    ctx = HttpContext(environ.get("REQUEST_METHOD", "GET"), settings, field)
+    ctx.route = f"{ctx.method} {environ.get('PATH_INFO', '/')}"
     ctx.conditionals = parse_conditionals(lambda name: _get_conditional(environ, name))
+    # A WSGI server or an outer middleware (werkzeug's ProxyFix) may have taken the
+    # scheme from these before we run: a response then varies on the one carried.
+    if "HTTP_X_FORWARDED_PROTO" in original:
+        ctx.forwarded = "x-forwarded-proto"
+    elif "HTTP_FORWARDED" in original:
+        ctx.forwarded = "forwarded"
     if environ.get("REMOTE_ADDR", "") not in settings.trusted_proxies:
         for key in [k for k in environ if k.startswith("HTTP_X_FORWARDED_") or k == "HTTP_FORWARDED"]:
             del environ[key]
-    present = {k[5:].lower().replace("_", "-") for k in environ if k.startswith("HTTP_")}
-    ctx.identity_present = frozenset(present & settings.identity_fields)
+    present = frozenset(k[5:].lower().replace("_", "-") for k in original)
+    ctx.identity_present = carried_identity(settings, present, original.get("HTTP_COOKIE"))
     ctx.request_authorization = "authorization" in present
-    tracked = TrackingEnviron(environ, ctx.reads)
+    tracked = TrackingEnviron(environ, ctx.reads, ctx.walked)
     dict.__setitem__(tracked, CONTEXT_KEY, ctx)
     return ctx, tracked
 

@@ -6,16 +6,21 @@ Works with any ASGI framework (Starlette, FastAPI, Quart...) and needs no extra 
 
 Each request runs inside its own :func:`~readscale.replicas.causal_context`, restored
 from the signed cookie (browsers) or the ``Readscale-Token`` header (other services,
-API clients); when both come, they merge. When the request moved the token forward,
-the response stores it again: a ``Set-Cookie`` (HttpOnly, SameSite, Secure by default)
-and, for a request that came with the header, the header too. A token that fails
-verification (forged, tampered, expired, malformed) is ignored: the request is a new
-session and its bad cookie is cleared. It never turns into an error response.
+API clients); when both come, they merge. A request that wrote stores the token: a
+``Set-Cookie`` (HttpOnly, SameSite=Lax, Secure when the request came over https) and
+the ``Readscale-Token`` response header, so an API client needs nothing to start with.
+A token that fails verification (forged, tampered, expired, malformed) is ignored: the
+request is a new session and its bad cookie is cleared. It never turns into an error
+response.
 
-``persist="write"`` stores the cookie only after requests that wrote, not after reads
-that merely advanced it (fewer ``Set-Cookie`` responses, at the price of monotonic
-reads across requests that only read). The token is stored when the response starts,
-so a streaming body's later reads cannot move it.
+``persist`` says when a request that only read stores the token it moved (a replica
+read merges the replica's position): ``"session"`` (default) for a session that already
+has a token, so anonymous readers get no cookie and their public pages stay shareable;
+``"advance"`` always; ``"write"`` never. ``secure="auto"`` (default) marks the cookie
+Secure over https only: a Secure cookie set over http is dropped by every client.
+The token is stored when the response starts, so a streaming body's later reads cannot
+move it. Put :class:`~readscale.http.asgi.HttpCacheMiddleware` outside this one: it
+sees the Set-Cookie and never lets a shared cache keep that response.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import Any, Literal
 from readscale._causal import TOKEN_HEADER, causal_context
 from readscale._core.causal import TokenSigner
 from readscale.errors import ConfigurationError
-from readscale.replicas._carry import Persist, TokenUpdate, restore, update
+from readscale.replicas._carry import Persist, Secure, TokenUpdate, check_options, restore, secure_for, update
 
 __all__ = ["DEFAULT_COOKIE", "CausalTokenMiddleware"]
 
@@ -72,16 +77,13 @@ class CausalTokenMiddleware:
         header_name: str = TOKEN_HEADER,
         cookie_path: str = "/",
         cookie_domain: str | None = None,
-        secure: bool = True,
+        secure: Secure = "auto",
         samesite: Literal["lax", "strict", "none"] = "lax",
-        persist: Persist = "advance",
+        persist: Persist = "session",
     ) -> None:
         if not cookie_name or not set(cookie_name) <= _COOKIE_NAME_CHARS:
             raise ConfigurationError(f"invalid cookie name {cookie_name!r}")
-        if samesite == "none" and not secure:
-            raise ConfigurationError("SameSite=None cookies must be Secure (browsers drop them otherwise)")
-        if persist not in ("advance", "write"):
-            raise ConfigurationError(f"persist must be 'advance' or 'write', got {persist!r}")
+        check_options(persist, secure, samesite)
         self.app = app
         self.signer = signer
         self.cookie_name = cookie_name
@@ -90,9 +92,8 @@ class CausalTokenMiddleware:
         attributes = [f"Path={cookie_path}", "HttpOnly", f"SameSite={samesite.capitalize()}"]
         if cookie_domain:
             attributes.append(f"Domain={cookie_domain}")
-        if secure:
-            attributes.append("Secure")
         self._attributes = "; ".join(attributes)
+        self.secure = secure
         self.persist = persist
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -106,21 +107,24 @@ class CausalTokenMiddleware:
 
         async def send_with_token(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers") or [])
-                headers += self._token_headers(update(restored, self.signer, persist=self.persist, now=time.time()))
-                message["headers"] = headers
+                change = update(restored, self.signer, persist=self.persist, now=time.time())
+                if change.cookie is not None or change.clear_cookie or change.header is not None:
+                    https = scope.get("scheme") == "https"
+                    secure = secure_for(self.secure, https, "CausalTokenMiddleware")
+                    message["headers"] = [*(message.get("headers") or []), *self._token_headers(change, secure)]
             await send(message)
 
         with causal_context(restored.context):
             await self.app(scope, receive, send_with_token)
 
-    def _token_headers(self, change: TokenUpdate) -> list[tuple[bytes, bytes]]:
+    def _token_headers(self, change: TokenUpdate, secure: bool) -> list[tuple[bytes, bytes]]:
         out: list[tuple[bytes, bytes]] = []
+        attributes = f"{self._attributes}; Secure" if secure else self._attributes
         if change.cookie is not None:
-            cookie = f"{self.cookie_name}={change.cookie}; Max-Age={int(self.signer.max_age)}; {self._attributes}"
+            cookie = f"{self.cookie_name}={change.cookie}; Max-Age={int(self.signer.max_age)}; {attributes}"
             out.append((b"set-cookie", cookie.encode("latin-1")))
         elif change.clear_cookie:
-            out.append((b"set-cookie", f"{self.cookie_name}=; Max-Age=0; {self._attributes}".encode("latin-1")))
+            out.append((b"set-cookie", f"{self.cookie_name}=; Max-Age=0; {attributes}".encode("latin-1")))
         if change.header is not None:
             out.append((self._response_header, change.header.encode("latin-1")))
         return out

@@ -50,7 +50,17 @@ from readscale._core.causal import TokenSigner
 from readscale._core.replica_settings import PRIMARY, ReplicaSettings
 from readscale._sync.replica_router import ReplicaRouter
 from readscale.errors import ConfigurationError
-from readscale.replicas._carry import Persist, Restored, restore, update
+from readscale.replicas._carry import (
+    Persist,
+    Restored,
+    Secure,
+    check_options,
+    cookie_value,
+    log,
+    restore,
+    secure_for,
+    update,
+)
 from readscale.replicas._sql import is_read_sql, is_transaction_control
 
 __all__ = ["CausalTokenMiddleware", "ReplicaDatabaseRouter", "replica_settings", "shared_router"]
@@ -202,8 +212,11 @@ class CausalTokenMiddleware:
     store it again when the request moved it; a bad token is a new session, never a 500.
 
     Settings: ``READSCALE_TOKEN_SECRET`` (one secret or a list, for rotation),
-    ``READSCALE_TOKEN_COOKIE`` (name), ``READSCALE_TOKEN_SECURE`` (default True),
-    ``READSCALE_TOKEN_PERSIST`` (``"advance"`` or ``"write"``).
+    ``READSCALE_TOKEN_COOKIE`` (name), ``READSCALE_TOKEN_SECURE`` (``"auto"`` by default:
+    Secure exactly when ``request.is_secure()``; ``True`` with ``DEBUG`` is warned about
+    at startup, since the development server speaks plain http and clients drop a Secure
+    cookie there), ``READSCALE_TOKEN_PERSIST`` (``"session"`` by default, ``"advance"``
+    or ``"write"``: see :mod:`readscale.replicas.asgi`).
     """
 
     sync_capable = True
@@ -216,11 +229,19 @@ class CausalTokenMiddleware:
         self.get_response = get_response
         self.signer = TokenSigner(secret)
         self.cookie_name: str = getattr(django_settings, "READSCALE_TOKEN_COOKIE", "readscale_token")
-        self.secure: bool = getattr(django_settings, "READSCALE_TOKEN_SECURE", True)
-        persist = getattr(django_settings, "READSCALE_TOKEN_PERSIST", "advance")
-        if persist not in ("advance", "write"):
-            raise ConfigurationError(f"READSCALE_TOKEN_PERSIST must be 'advance' or 'write', got {persist!r}")
-        self.persist: Persist = "write" if persist == "write" else "advance"
+        self.secure: Secure = getattr(django_settings, "READSCALE_TOKEN_SECURE", "auto")
+        persist = getattr(django_settings, "READSCALE_TOKEN_PERSIST", "session")
+        try:
+            check_options(persist, self.secure, "lax")
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"READSCALE_TOKEN_*: {exc}") from None
+        self.persist: Persist = persist  # type: ignore[assignment]  # checked just above
+        if self.secure is True and getattr(django_settings, "DEBUG", False):
+            log.warning(
+                "readscale: READSCALE_TOKEN_SECURE=True with DEBUG on: the development server speaks plain http, "
+                "where clients drop Secure cookies, so sessions lose read-your-writes. Leave it unset ('auto')",
+                extra={"event": "secure_cookie_over_http"},
+            )
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
             markcoroutinefunction(self)
@@ -231,7 +252,7 @@ class CausalTokenMiddleware:
         restored = self._restore(request)
         with causal_context(restored.context):
             response = self.get_response(request)
-        self._store(restored, response)
+        self._store(request, restored, response)
         return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
@@ -240,16 +261,21 @@ class CausalTokenMiddleware:
             pending = self.get_response(request)
             assert isinstance(pending, Awaitable)
             response: HttpResponseBase = await pending
-        self._store(restored, response)
+        self._store(request, restored, response)
         return response
 
     def _restore(self, request: HttpRequest) -> Restored:
-        return restore(
-            self.signer, request.COOKIES.get(self.cookie_name), request.headers.get(TOKEN_HEADER), now=time.time()
-        )
+        # Read from the plain META dict: readscale's HTTP layer must not count this
+        # plumbing as the view's read.
+        meta: dict[str, Any] = request.META
+        cookie = cookie_value(dict.get(meta, "HTTP_COOKIE"), self.cookie_name)
+        return restore(self.signer, cookie, dict.get(meta, "HTTP_READSCALE_TOKEN"), now=time.time())
 
-    def _store(self, restored: Restored, response: HttpResponseBase) -> None:
+    def _store(self, request: HttpRequest, restored: Restored, response: HttpResponseBase) -> None:
         change = update(restored, self.signer, persist=self.persist, now=time.time())
+        if change.cookie is None and not change.clear_cookie and change.header is None:
+            return
+        secure = secure_for(self.secure, request.is_secure(), "Django's CausalTokenMiddleware")
         if change.cookie is not None:
             response.set_cookie(
                 self.cookie_name,
@@ -257,7 +283,7 @@ class CausalTokenMiddleware:
                 max_age=int(self.signer.max_age),
                 httponly=True,
                 samesite="Lax",
-                secure=self.secure,
+                secure=secure,
             )
         elif change.clear_cookie:
             response.delete_cookie(self.cookie_name, samesite="Lax")

@@ -57,6 +57,9 @@ settings.configure(
     READSCALE_REPLICA_SETTINGS=replica_settings(DATABASES, replicas=["r1", "r2"], wait_budget=0.05, seed=1),
     READSCALE_TOKEN_SECRET="a django test secret, long enough",
     READSCALE_TOKEN_SECURE=False,
+    # Replacing a bad token with a live one after a read is what "advance" stores; the
+    # default ("session") only clears it (tests/http/test_stacks.py covers the default).
+    READSCALE_TOKEN_PERSIST="advance",
     MIDDLEWARE=["readscale.replicas.django.CausalTokenMiddleware"],
     ROOT_URLCONF=__name__,
 )

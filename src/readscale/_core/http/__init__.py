@@ -27,6 +27,8 @@ from readscale._core.http.etag import (
     parse_tag_list,
     strong_etag,
     strong_etag_opaque,
+    variant_etag,
+    variant_key,
     version_etag,
 )
 from readscale._core.http.policy import (
@@ -36,7 +38,9 @@ from readscale._core.http.policy import (
     HeaderPlan,
     HttpPolicy,
     HttpSettings,
+    carried_identity,
     decide,
+    expected_vary,
 )
 from readscale._core.http.surrogate import BUDGETS, OverBudget, TagHeaders, Vendor, render_tags, wire_tag
 
@@ -63,8 +67,10 @@ __all__ = [
     "Validators",
     "Vendor",
     "append_cache_status",
+    "carried_identity",
     "decide",
     "evaluate",
+    "expected_vary",
     "format_http_date",
     "held_variant",
     "not_modified_headers",
@@ -77,6 +83,8 @@ __all__ = [
     "render_tags",
     "strong_etag",
     "strong_etag_opaque",
+    "variant_etag",
+    "variant_key",
     "version_etag",
     "wire_tag",
 ]

@@ -1,49 +1,44 @@
 """Cache-Status (RFC 9211): what each cache on the path did with a request.
 
+The field is a Structured Field List (RFC 9651). Parsing and serialising are done by
+``http-sf``, the RFC's editor's implementation, rather than by hand: a hand-written
+reader here once refused the valid ``hit=?0``, accepted whitespace the grammar forbids
+and dropped unknown parameters.
+
 Invariants:
-- The field is an RFC 8941 List; each member is a cache's name (sf-token or
-  sf-string) with parameters ``hit``, ``fwd``, ``fwd-status``, ``ttl``, ``stored``,
-  ``collapsed``, ``key``, ``detail``. Members are in path order: the origin side first,
-  the cache nearest the client last, so a cache appends its member.
-- ``fwd`` is one of the RFC's tokens; ``hit`` and ``fwd`` are not both set.
-- Parsing is for tests and clients reading what the edge did; it is strict on the
-  parameters it knows and keeps unknown ones as text.
+- Each member is a cache's name (sf-token or sf-string) with parameters; the RFC's
+  parameters (``hit``, ``fwd``, ``fwd-status``, ``ttl``, ``stored``, ``collapsed``,
+  ``key``, ``detail``) are typed fields, any other parameter is kept in ``params`` in
+  field order and rendered back.
+- Members are in path order: the origin side first, the cache nearest the client last,
+  so a cache appends its member.
+- ``fwd`` is one of the RFC's tokens; ``hit`` and ``fwd`` are not both set; a boolean
+  parameter may be false (``hit=?0``: not a hit).
+- Rendering is canonical RFC 9651 (``a;hit;ttl=5``): what http-sf reads back unchanged.
+- Parsing is for tests and clients reading what the edge did; anything http-sf refuses,
+  or an RFC parameter of the wrong type, is a :class:`HeaderError`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final, Literal
+from decimal import Decimal
+from typing import Any, Final, Literal
 
-from readscale._core.http._grammar import read_quoted, split_list
+import http_sf
+
 from readscale.errors import ConfigurationError, HeaderError
 
 Forward = Literal["bypass", "method", "uri-miss", "vary-miss", "miss", "request", "stale", "partial"]
 FORWARD_REASONS: Final = frozenset({"bypass", "method", "uri-miss", "vary-miss", "miss", "request", "stale", "partial"})
-
-
-def _sf_key_ok(text: str) -> bool:
-    first = text[:1]
-    return (
-        bool(first)
-        and (first.islower() or first == "*")
-        and all(ch.islower() or ch.isdigit() or ch in "_-.*" for ch in text)
-        and text.isascii()
-    )
-
-
-def _sf_token_ok(text: str) -> bool:
-    return (
-        bool(text)
-        and text.isascii()
-        and (text[0].isalpha() or text[0] == "*")
-        and all(ch.isalnum() or ch in "!#$%&'*+-.^_`|~:/" for ch in text)
-    )
+_HEADER: Final = "Cache-Status"
+_KNOWN: Final = frozenset({"hit", "fwd", "fwd-status", "ttl", "stored", "collapsed", "key", "detail"})
+ParamValue = bool | int | Decimal | str | bytes
 
 
 @dataclass(frozen=True, slots=True)
 class CacheStatus:
-    """One member of a Cache-Status field."""
+    """One member of a Cache-Status field. ``params``: other parameters, in order."""
 
     cache: str
     hit: bool = False
@@ -54,39 +49,56 @@ class CacheStatus:
     collapsed: bool = False
     key: str | None = None
     detail: str | None = None
+    params: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         if self.hit and self.fwd is not None:
             raise ConfigurationError("Cache-Status: a member is a hit or forwarded, not both")
         if self.fwd is not None and self.fwd not in FORWARD_REASONS:
             raise ConfigurationError(f"Cache-Status: unknown fwd reason {self.fwd!r}")
+        for name, _ in self.params:
+            if name in _KNOWN:
+                raise ConfigurationError(f"Cache-Status: {name} is a field of CacheStatus, not an extra parameter")
+
+    def parameters(self) -> dict[str, Any]:
+        """Every parameter as http-sf values (tokens as ``http_sf.Token``), in render order."""
+        out: dict[str, Any] = {}
+        if self.hit:
+            out["hit"] = True
+        if self.fwd is not None:
+            out["fwd"] = http_sf.Token(self.fwd)
+        if self.fwd_status is not None:
+            out["fwd-status"] = self.fwd_status
+        if self.ttl is not None:
+            out["ttl"] = self.ttl
+        if self.stored:
+            out["stored"] = True
+        if self.collapsed:
+            out["collapsed"] = True
+        if self.key is not None:
+            out["key"] = self.key
+        if self.detail is not None:
+            out["detail"] = self.detail
+        out.update(self.params)
+        return out
 
     def render(self) -> str:
-        name = self.cache if _sf_token_ok(self.cache) else _sf_string(self.cache)
-        parts = [name]
-        if self.hit:
-            parts.append("hit")
-        if self.fwd is not None:
-            parts.append(f"fwd={self.fwd}")
-        if self.fwd_status is not None:
-            parts.append(f"fwd-status={self.fwd_status}")
-        if self.ttl is not None:
-            parts.append(f"ttl={self.ttl}")
-        if self.stored:
-            parts.append("stored")
-        if self.collapsed:
-            parts.append("collapsed")
-        if self.key is not None:
-            parts.append(f"key={_sf_string(self.key)}")
-        if self.detail is not None:
-            parts.append(f"detail={_sf_string(self.detail)}")
-        return "; ".join(parts)
+        return _serialise([self])
 
 
-def _sf_string(text: str) -> str:
-    if not all(0x20 <= ord(ch) < 0x7F for ch in text):
-        raise ConfigurationError(f"Cache-Status: {text!r} is not printable ASCII")
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def _name(cache: str) -> Any:
+    try:
+        http_sf.ser([(http_sf.Token(cache), {})])
+    except Exception:
+        return cache  # not a token: an sf-string (http-sf refuses what cannot be one)
+    return http_sf.Token(cache)
+
+
+def _serialise(members: list[CacheStatus]) -> str:
+    try:
+        return str(http_sf.ser([(_name(m.cache), m.parameters()) for m in members]))
+    except Exception as exc:  # http-sf refuses values outside the grammar (non-ASCII strings, ...)
+        raise ConfigurationError(f"Cache-Status: cannot serialise {members!r}: {exc}") from None
 
 
 def append_cache_status(existing: str | None, member: CacheStatus) -> str:
@@ -94,62 +106,46 @@ def append_cache_status(existing: str | None, member: CacheStatus) -> str:
     return member.render() if not existing else f"{existing}, {member.render()}"
 
 
-def _bare_or_string(header: str, value: str, text: str) -> str:
-    if text.startswith('"'):
-        inner, end = read_quoted(header, text, 0)
-        if end != len(text):
-            raise HeaderError(header, value, "junk after a string")
-        return inner
-    return text
+def _typed(value: str, key: str, raw: object, kind: type | tuple[type, ...]) -> Any:
+    if isinstance(raw, bool) and kind is not bool:
+        raise HeaderError(_HEADER, value, f"{key} must not be a boolean")
+    if not isinstance(raw, kind):
+        raise HeaderError(_HEADER, value, f"{key} has the wrong type ({type(raw).__name__})")
+    return raw
 
 
 def parse_cache_status(value: str) -> list[CacheStatus]:
     """Parse a Cache-Status field into its members, in path order."""
-    header = "Cache-Status"
+    try:
+        data = value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise HeaderError(_HEADER, value, "characters beyond latin-1") from None
+    try:
+        parsed: Any = http_sf.parse(data, tltype="list")
+    except Exception as exc:
+        raise HeaderError(_HEADER, value, f"not a structured-field list: {exc}") from None
     out: list[CacheStatus] = []
-    for member in split_list(header, value):
-        pieces = [p.strip(" ") for p in _split_params(header, value, member)]
-        name = _bare_or_string(header, value, pieces[0])
-        if not name or (not pieces[0].startswith('"') and not _sf_token_ok(name)):
-            raise HeaderError(header, value, f"cache name {pieces[0]!r} is neither a token nor a string")
-        fields: dict[str, object] = {}
-        for param in pieces[1:]:
-            key, eq, raw = param.partition("=")
-            if not _sf_key_ok(key):
-                raise HeaderError(header, value, f"parameter name {key!r} is not an sf-key")
+    for item, raw_params in parsed:
+        if isinstance(item, list) or not isinstance(item, http_sf.Token | str):
+            raise HeaderError(_HEADER, value, f"a cache name is a token or a string, not {item!r}")
+        fields: dict[str, Any] = {}
+        extra: list[tuple[str, Any]] = []
+        params: dict[str, Any] = raw_params
+        for key, raw in params.items():
             if key in ("hit", "stored", "collapsed"):
-                if eq and raw != "?1":
-                    raise HeaderError(header, value, f"{key} is a boolean")
-                fields[key] = True
+                fields[key] = _typed(value, key, raw, bool)
             elif key in ("ttl", "fwd-status"):
-                text = raw.lstrip("-")
-                if not eq or not text.isascii() or not text.isdigit() or len(text) > 15:
-                    raise HeaderError(header, value, f"{key} needs an integer")
-                fields[key.replace("-", "_")] = int(raw)
+                fields[key.replace("-", "_")] = _typed(value, key, raw, int)
             elif key == "fwd":
-                if raw not in FORWARD_REASONS:
-                    raise HeaderError(header, value, f"unknown fwd reason {raw!r}")
-                fields["fwd"] = raw
+                if not isinstance(raw, http_sf.Token) or str(raw) not in FORWARD_REASONS:
+                    raise HeaderError(_HEADER, value, f"unknown fwd reason {raw!r}")
+                fields["fwd"] = str(raw)
             elif key in ("key", "detail"):
-                fields[key] = _bare_or_string(header, value, raw) if eq else ""
+                fields[key] = str(_typed(value, key, raw, (http_sf.Token, str)))
+            else:
+                extra.append((key, raw))
         try:
-            out.append(CacheStatus(name, **fields))  # type: ignore[arg-type]
+            out.append(CacheStatus(str(item), params=tuple(extra), **fields))
         except ConfigurationError as exc:
-            raise HeaderError(header, value, str(exc)) from None
+            raise HeaderError(_HEADER, value, str(exc)) from None
     return out
-
-
-def _split_params(header: str, value: str, member: str) -> list[str]:
-    parts: list[str] = []
-    start = 0
-    i = 0
-    while i < len(member):
-        if member[i] == '"':
-            _, i = read_quoted(header, member, i)
-            continue
-        if member[i] == ";":
-            parts.append(member[start:i])
-            start = i + 1
-        i += 1
-    parts.append(member[start:])
-    return parts

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -167,3 +168,51 @@ def version_etag(identity: str, version: object) -> EntityTag:
     h.update(b"\0")
     h.update(canonical_version(version))
     return EntityTag("v" + base64.urlsafe_b64encode(h.digest()).rstrip(b"=").decode("ascii"))
+
+
+# Accept-Encoding is not folded in: the content coding a response got is, as a suffix
+# (``with_coding``), so a gzip body and an identity body never share a tag while two
+# requests that both accept gzip share one.
+_CODED_BY_SUFFIX: Final = frozenset({"accept-encoding"})
+
+
+def _without_cookies(value: str, ignored: frozenset[str]) -> str:
+    """A Cookie value without the ignored cookies (sorted: order carries no identity)."""
+    kept = []
+    for part in value.split(";"):
+        name, _, _ = part.strip().partition("=")
+        if part.strip() and name.strip() not in ignored:
+            kept.append(part.strip())
+    return "; ".join(sorted(kept))
+
+
+def variant_key(
+    fields: tuple[str, ...], value_of: Callable[[str], str | None], ignored_cookies: frozenset[str] = frozenset()
+) -> bytes | None:
+    """The canonical bytes of the request fields a response varies on (``fields``:
+    lower-case names; ``value_of``: the request's combined value or None when absent),
+    or None when it varies on nothing a validator must fold in. Absent and empty differ;
+    surrounding whitespace does not."""
+    parts: list[bytes] = []
+    for name in fields:
+        if name in _CODED_BY_SUFFIX:
+            continue
+        value = value_of(name)
+        if value is not None:
+            value = value.strip(" \t")
+            if name == "cookie" and ignored_cookies:
+                value = _without_cookies(value, ignored_cookies)
+        tail = b"\0" if value is None else b"=" + value.encode("utf-8", "surrogatepass")
+        encoded = name.encode("latin-1", "replace") + tail
+        parts.append(len(encoded).to_bytes(4, "big") + encoded)
+    return b"".join(parts) if parts else None
+
+
+def variant_etag(base: EntityTag, key: bytes | None) -> EntityTag:
+    """The tag of the variant of ``base`` selected by the request fields in ``key`` (from
+    :func:`variant_key`): a validator identifies one representation (RFC 9110 §8.8.3),
+    so each language, each user of a private page, each scheme gets its own tag."""
+    if key is None:
+        return base
+    digest = hashlib.blake2b(key, digest_size=9, person=b"readscale-vary").digest()
+    return EntityTag(f"{base.opaque}.{base64.urlsafe_b64encode(digest).decode('ascii')}", base.weak)

@@ -1,21 +1,37 @@
 """Per-route HTTP caching policy and the safe-default decision (RFC 9111, RFC 9213).
 
 Theory of operation: a route declares an :class:`HttpPolicy` (or none). After the
-handler ran, the driver describes what happened in an :class:`Exchange` (status, the
-request fields the handler read, whether it set a cookie, what Cache-Control and Vary
-it set itself) and :func:`decide` returns a :class:`HeaderPlan`: the exact fields to
-send. The driver only writes them.
+handler ran, the driver describes what happened in an :class:`Exchange` (status, which
+identity fields the request carried, whether the response sets a cookie or a session
+token, what Cache-Control and Vary the handler and its framework set, which request
+fields were seen being read) and :func:`decide` returns a :class:`HeaderPlan`: the
+exact fields to send. The driver only writes them.
+
+**Declared variance, detected reads.** What a response varies on is *declared*: the
+policy's ``vary`` fields, the Vary the handler or its framework sets (Django and Flask
+add ``Vary: Cookie`` when a view touched the session), the identity fields of a private
+response, and X-Forwarded-Proto / Forwarded when the request carried them (a server may
+have taken the scheme from them before any middleware ran). Reads of request fields
+are *detected* by a tracker, but a tracker cannot tell a handler's read from its
+framework's plumbing (FastAPI's dependency solver reads Cookie on every request;
+Werkzeug walks every field to parse cookies; session middleware reads Cookie), so by
+default (``unlisted_reads="warn"``) an undeclared read changes nothing and is reported
+in :attr:`HeaderPlan.undeclared` for the driver to warn about once and count. The
+strict modes restore the old rules: ``"vary"`` adds every read to Vary (and an identity
+field read and carried makes the response private), ``"private"`` refuses to share a
+response whose handler read anything undeclared.
 
 Invariants (each one a rule the tests check):
 - No policy and no handler Cache-Control → ``private, no-cache`` (P11: a shared cache
   never applies heuristic freshness to a readscale response).
 - ``public`` is refused (downgraded to ``private, no-cache``, with a reason the driver
-  logs and counts) when the response sets a cookie, when the handler read an identity
-  field (Authorization, Cookie, configured API-key fields) or when the request carried
-  Authorization; only ``shared_auth=True`` lifts the identity rules, never the cookie
-  rule (P4).
-- Request fields the handler read go into ``Vary`` (P1); more than ``max_vary`` of
-  them, or any read in ``unlisted_reads="private"`` mode, makes the response private.
+  logs and counts) when the response sets a cookie or carries a session's causal token,
+  when the request carried Authorization, or when the response varies on an identity
+  field the request carried; only ``shared_auth=True`` lifts the identity rules, never
+  the cookie rule (P4).
+- A private response varies on the identity fields (Authorization, Cookie and the
+  configured API-key fields): a browser reuses it without asking only for the same
+  user, and its validator folds the identity in (see ``etag.variant_etag``).
 - ``Vary: *`` is never emitted (P5); a handler's ``*`` makes the response private.
 - A private or no-store response never carries CDN-Cache-Control, Surrogate-Control,
   s-maxage or surrogate keys (P9).
@@ -38,7 +54,7 @@ from readscale.errors import ConfigurationError, HeaderError
 
 Visibility = Literal["public", "private", "no-store"]
 EdgeTtlHeader = Literal["cdn-cache-control", "s-maxage"]
-UnlistedReads = Literal["vary", "private"]
+UnlistedReads = Literal["warn", "vary", "private"]
 
 ONE_YEAR: Final = 31_536_000
 _SHAREABLE_STATUS: Final = frozenset({200, 203, 204, 300, 301, 308})
@@ -62,8 +78,8 @@ class HttpPolicy:
     - ``immutable``: the representation never changes at this URL (hashed assets).
     - ``no_cache``: browsers revalidate every time (the edge may still hold it).
     - ``tags``: surrogate keys for purging at the edge (public only).
-    - ``vary``: request fields the representation depends on, besides those the
-      handler is seen to read.
+    - ``vary``: request fields the representation depends on (declared variance: they
+      go into Vary and into the validator of each variant).
     - ``etag``: derive a strong ETag from the body when the handler sets none.
     - ``shared_auth``: allow ``public`` even when the request carried or the handler
       read identity (a response that is truly the same for everybody).
@@ -213,8 +229,15 @@ class HttpSettings:
     - ``edge_ttl_header``: CDN-Cache-Control (default) or s-maxage (compatibility).
     - ``identity_fields``: request fields that identify a user (extend with API keys).
     - ``max_vary``: above this many varying request fields, go private.
-    - ``unlisted_reads``: ``vary`` adds fields the handler read to Vary; ``private``
-      refuses to share any response whose handler read a field the policy did not list.
+    - ``unlisted_reads``: what a detected read of a field the policy did not declare
+      does. ``warn`` (default): nothing to the response; logged once per route and
+      field, and counted. ``vary``: added to Vary (an identity field read and carried
+      makes the response private). ``private``: the response is not shared.
+    - ``framework_reads``: fields your framework reads on every request (FastAPI and
+      Django's session middleware read Cookie): their reads are never warned about nor
+      varied on. A public route whose page depends on one must declare it.
+    - ``ignored_cookies``: cookies that carry no identity (the causal token's): a
+      request with only these is anonymous, and they are left out of validators.
     - ``etag_max_bytes``: bodies up to this size are buffered to derive a strong ETag.
     - ``trusted_proxies``: client addresses allowed to send X-Forwarded-* fields; from
       anyone else they are removed before the application sees them (P1).
@@ -225,7 +248,9 @@ class HttpSettings:
     edge_ttl_header: EdgeTtlHeader = "cdn-cache-control"
     identity_fields: frozenset[str] = IDENTITY_FIELDS
     max_vary: int = 6
-    unlisted_reads: UnlistedReads = "vary"
+    unlisted_reads: UnlistedReads = "warn"
+    framework_reads: frozenset[str] = frozenset()
+    ignored_cookies: frozenset[str] = frozenset({"readscale_token"})
     etag_max_bytes: int = 1 << 20
     trusted_proxies: frozenset[str] = field(default_factory=frozenset)
     _hash: int = field(default=0, init=False, repr=False, compare=False)
@@ -236,12 +261,14 @@ class HttpSettings:
     def __post_init__(self) -> None:
         object.__setattr__(self, "identity_fields", frozenset(f.lower() for f in self.identity_fields))
         object.__setattr__(self, "trusted_proxies", frozenset(self.trusted_proxies))
+        object.__setattr__(self, "framework_reads", frozenset(f.lower() for f in self.framework_reads))
+        object.__setattr__(self, "ignored_cookies", frozenset(self.ignored_cookies))
         if self.edge_ttl_header not in ("cdn-cache-control", "s-maxage"):
             raise ConfigurationError(
                 f"edge_ttl_header must be cdn-cache-control or s-maxage, got {self.edge_ttl_header!r}"
             )
-        if self.unlisted_reads not in ("vary", "private"):
-            raise ConfigurationError(f"unlisted_reads must be vary or private, got {self.unlisted_reads!r}")
+        if self.unlisted_reads not in ("warn", "vary", "private"):
+            raise ConfigurationError(f"unlisted_reads must be warn, vary or private, got {self.unlisted_reads!r}")
         if self.max_vary < 0 or self.etag_max_bytes < 0:
             raise ConfigurationError("max_vary and etag_max_bytes must be >= 0")
         object.__setattr__(
@@ -255,6 +282,8 @@ class HttpSettings:
                     self.identity_fields,
                     self.max_vary,
                     self.unlisted_reads,
+                    self.framework_reads,
+                    self.ignored_cookies,
                     self.etag_max_bytes,
                     self.trusted_proxies,
                 )
@@ -266,24 +295,37 @@ class HttpSettings:
 class Exchange:
     """What the driver observed of one request and its response.
 
-    ``reads``: request fields (lower-case) the handler looked up, present or not;
-    ``identity_read``: identity fields it looked up *and* the request carried (an
-    anonymous request whose cookie was looked for is shareable, with ``Vary: Cookie``).
+    - ``reads``: request fields (lower-case) seen looked up by name, present or not;
+      ``walked``: fields seen only while something walked every field (Werkzeug's
+      cookie parsing does). Both are detections, see the module's doc.
+    - ``identity_present``: identity fields the request carried (a Cookie holding only
+      ``ignored_cookies`` is not identity).
+    - ``sets_cookie`` / ``sets_token``: the response sets a cookie / carries a
+      session's causal token (``Readscale-Token``).
+    - ``forwarded``: the forwarding field the request carried that a server may have
+      taken the scheme from (``x-forwarded-proto`` or ``forwarded``), or None.
     """
 
     status: int
     reads: frozenset[str] = frozenset()
-    identity_read: frozenset[str] = frozenset()
+    identity_present: frozenset[str] = frozenset()
     request_authorization: bool = False
     sets_cookie: bool = False
     handler_cache_control: str | None = None
     handler_vary: str | None = None
     extra_tags: tuple[str, ...] = ()
+    walked: frozenset[str] = frozenset()
+    sets_token: bool = False
+    forwarded: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class HeaderPlan:
-    """The caching fields to send. ``None`` values are not sent (and removed if present)."""
+    """The caching fields to send. ``None`` values are not sent (and removed if present).
+
+    ``vary_names``: the lower-case names in ``vary``, sorted (what a validator folds in);
+    ``undeclared``: detected reads the route did not declare (the driver warns).
+    """
 
     cache_control: str
     cdn_cache_control: str | None = None
@@ -292,6 +334,8 @@ class HeaderPlan:
     shared: bool = False
     etag: bool = False
     downgrade: str | None = None
+    vary_names: tuple[str, ...] = ()
+    undeclared: frozenset[str] = frozenset()
 
 
 _NO_STORE_PLAN: Final = HeaderPlan("no-store")
@@ -304,6 +348,31 @@ def _field_title(name: str) -> str:
 
 def _render_vary(names: frozenset[str] | tuple[str, ...]) -> str | None:
     return ", ".join(_field_title(n) for n in sorted(names)) if names else None
+
+
+# Identity fields a private response varies on: Proxy-Authorization is consumed by the
+# proxy it names and never identifies the user to the origin.
+_HOP_IDENTITY: Final = frozenset({"proxy-authorization"})
+
+
+def private_vary(settings: HttpSettings) -> frozenset[str]:
+    """The identity fields every private response varies on."""
+    return settings.identity_fields - _HOP_IDENTITY
+
+
+@lru_cache(maxsize=1024)
+def expected_vary(policy: HttpPolicy | None, settings: HttpSettings, forwarded: str | None) -> tuple[str, ...]:
+    """What a response of ``policy`` varies on before its handler runs (sorted names):
+    the policy's declared fields, identity when private, the forwarding field carried.
+    A cheap validator (``check_not_modified``) folds in exactly these; :func:`decide`
+    renders at least these."""
+    chosen = policy if policy is not None else settings.default_policy
+    names = set(chosen.vary)
+    if chosen.visibility == "private":
+        names |= private_vary(settings)
+    if forwarded is not None and chosen.visibility != "no-store":
+        names.add(forwarded)
+    return tuple(sorted(names))
 
 
 @lru_cache(maxsize=512)
@@ -368,13 +437,20 @@ def decide(policy: HttpPolicy | None, exchange: Exchange, settings: HttpSettings
     if chosen is not None and chosen.visibility == "no-store":
         return _NO_STORE_PLAN
 
+    mode = settings.unlisted_reads
     handler_vary, star = _vary_names(exchange.handler_vary)
     declared = frozenset(chosen.vary) if chosen is not None else frozenset()
     # '*' is a token but no field name: in Vary it would mean "never reusable".
-    read = frozenset(n for n in exchange.reads - UNVARIED_FIELDS if n != "*" and is_token(n))
-    identity_read = exchange.identity_read & settings.identity_fields
-    unlisted = read - declared - settings.identity_fields
-    vary = declared | read | handler_vary
+    seen = exchange.reads if mode == "warn" else exchange.reads | exchange.walked
+    read = frozenset(n for n in seen - UNVARIED_FIELDS - settings.framework_reads if n != "*" and is_token(n))
+    unlisted = read - declared - handler_vary
+    vary = declared | handler_vary
+    if mode == "vary":
+        vary |= read
+    if exchange.forwarded is not None:
+        vary |= {exchange.forwarded}
+    # Identity the response depends on, by declaration (or, in "vary" mode, by a read).
+    identity_used = vary & exchange.identity_present & settings.identity_fields
 
     if chosen is not None:
         cache_control, cdn = _render(chosen, settings.edge_ttl_header)
@@ -391,13 +467,15 @@ def decide(policy: HttpPolicy | None, exchange: Exchange, settings: HttpSettings
     if shared:
         if exchange.sets_cookie:
             reason = "the response sets a cookie"
-        elif identity_read and not shared_auth:
-            reason = "the handler read " + ", ".join(sorted(identity_read))
+        elif exchange.sets_token:
+            reason = "the response carries a session's causal token"
+        elif identity_used and not shared_auth:
+            reason = "the response varies on " + ", ".join(sorted(identity_used)) + ", which the request carried"
         elif exchange.request_authorization and not shared_auth:
             reason = "the request carried Authorization"
         elif star:
             reason = "the handler set Vary: *"
-        elif unlisted and settings.unlisted_reads == "private":
+        elif unlisted and mode == "private":
             reason = "the handler read unlisted fields " + ", ".join(sorted(unlisted))
         elif len(vary) > settings.max_vary:
             reason = f"the response varies on {len(vary)} fields, over max_vary={settings.max_vary}"
@@ -410,15 +488,42 @@ def decide(policy: HttpPolicy | None, exchange: Exchange, settings: HttpSettings
             reason = rendered.reason
         else:
             tag_lines = rendered.lines
+    undeclared: frozenset[str] = frozenset()
+    if mode == "warn":  # a private response is expected to read identity: it varies on it
+        undeclared = unlisted if shared and reason is None else unlisted - settings.identity_fields
+    if reason is not None or (not shared and "no-store" not in cache_control):
+        vary |= private_vary(settings)
+    names = tuple(sorted(vary))
     if reason is not None:
-        return HeaderPlan(_PRIVATE_NO_CACHE, vary=_render_vary(vary), etag=want_etag, downgrade=reason)
+        return HeaderPlan(
+            _PRIVATE_NO_CACHE,
+            vary=_render_vary(names),
+            etag=want_etag,
+            downgrade=reason,
+            vary_names=names,
+            undeclared=undeclared,
+        )
     if star and not shared:
         cache_control = cache_control if "no-store" in cache_control else _PRIVATE_NO_CACHE
     return HeaderPlan(
         cache_control,
         cdn_cache_control=cdn if shared else None,
-        vary=_render_vary(vary),
+        vary=_render_vary(names),
         tag_lines=tag_lines,
         shared=shared,
         etag=want_etag,
+        vary_names=names,
+        undeclared=undeclared,
     )
+
+
+def carried_identity(settings: HttpSettings, present: frozenset[str], cookie: str | None) -> frozenset[str]:
+    """The identity fields a request carried (``present``: its field names, lower-case;
+    ``cookie``: its Cookie value). A Cookie holding only ``ignored_cookies`` (the causal
+    token's) is no identity: that reader is anonymous."""
+    found = present & settings.identity_fields
+    if "cookie" in found and cookie is not None:
+        names = {part.strip().partition("=")[0].strip() for part in cookie.split(";") if part.strip()}
+        if names <= settings.ignored_cookies:
+            found = found - {"cookie"}
+    return found
