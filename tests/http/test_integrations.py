@@ -75,6 +75,9 @@ def make_app(settings: HttpSettings | None = None, metrics: HttpMetrics | None =
 
 @pytest.mark.anyio
 async def test_asgi_declared_variance_and_identity(caplog: pytest.LogCaptureFixture) -> None:
+    from readscale.http import _engine
+
+    _engine._WARNED.clear()  # once per process: forget earlier tests' warnings
     metrics = HttpMetrics()
     async with make_app(metrics=metrics) as client:
         r = await client.get("/lang", headers={"accept-language": "fr"})

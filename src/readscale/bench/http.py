@@ -13,6 +13,14 @@ Derived: ``edge_hit_ratio_of_limit`` = edge_hit / varnish_static (target >= 0.9)
 ``middleware_overhead_ratio`` = bare_app / app (cost per request with the middleware
 over without it; target <= 1.10).
 
+``edge_share_<framework>``: the share of one fixed workload (browser-like requests over
+Zipf-popular pages, three languages, thirty User-Agents, no cookies) that Varnish answers
+from its cache (``Cache-Status: ...; hit``), through the same page served by each
+framework's recommended stack (FastAPI, Starlette, Flask, Django, sessions on, the
+causal-token middleware inside the HTTP one). ``edge_share_spread`` = max - min (target
+<= 0.05): a framework whose plumbing defeated the edge (Vary: User-Agent, private pages)
+shows here.
+
 The machine's cores are shared with wrk itself (and, on a shared host, with others):
 run it under ``flock /tmp/readscale-bench.lock`` so benches never overlap.
 """
@@ -95,6 +103,61 @@ def in_process_overhead_us(calls: int, rounds: int) -> tuple[float, float]:
     return asyncio.run(main())
 
 
+FRAMEWORK_PAGES = {
+    "fastapi": ("readscale.bench._http_apps:fastapi_page", ()),
+    "starlette": ("readscale.bench._http_apps:starlette_page", ()),
+    "flask": ("readscale.bench._http_apps:flask_page", ("--interface", "wsgi")),
+    "django": ("readscale.bench._http_apps:django_page", ()),
+}
+
+
+def edge_workload(requests: int, *, pages: int = 300, seed: int = 13) -> list[tuple[str, dict[str, str]]]:
+    """A fixed, seeded list of (path, headers): Zipf(1.1) pages, 3 languages, 30 agents."""
+    import random
+
+    rng = random.Random(seed)
+    weights = [1 / (rank**1.1) for rank in range(1, pages + 1)]
+    ids = rng.choices(range(pages), weights=weights, k=requests)
+    agents = [f"Mozilla/5.0 (bench {n}) Chrome/{100 + n}.0" for n in range(30)]
+    return [
+        (
+            f"/page/{item}",
+            {"user-agent": rng.choice(agents), "accept-language": rng.choice(["en", "fr", "de"]), "accept": "*/*"},
+        )
+        for item in ids
+    ]
+
+
+def edge_shares(*, requests: int, workdir: Path, progress: Callable[[str], None]) -> dict[str, float]:
+    """The share of :func:`edge_workload` Varnish answers from cache, per framework."""
+    import httpx
+
+    from readscale.http import parse_cache_status
+
+    workload = edge_workload(requests)
+    shares: dict[str, float] = {}
+    for name, (target, extra) in FRAMEWORK_PAGES.items():
+        progress(f"edge share through {name}")
+        app = AppServer(target, http="h11", loop="asyncio", log=workdir / f"uvicorn-{name}.log", extra_args=extra)
+        stack = Stack(workdir / f"stack-{name}")
+        try:
+            app.start()
+            stack.up(StackConfig(postgres=False, redis=False, varnish=True, varnish_backend=app.url))
+            hits = 0
+            with httpx.Client(base_url=stack.varnish.url, timeout=30) as client:
+                for path, headers in workload:
+                    response = client.get(path, headers=headers)
+                    if response.status_code != 200:
+                        raise StackError(f"{name}: {path} answered {response.status_code}")
+                    members = parse_cache_status(response.headers.get("cache-status", ""))
+                    hits += any(m.cache == "readscale-edge" and m.hit for m in members)
+            shares[name] = hits / len(workload)
+        finally:
+            stack.down()
+            app.stop()
+    return shares
+
+
 def run(*, rounds: int, quick: bool, progress: Callable[[str], None]) -> BenchReport:
     rounds = 1 if quick else rounds
     seconds = 1 if quick else 3
@@ -168,6 +231,21 @@ def run(*, rounds: int, quick: bool, progress: Callable[[str], None]) -> BenchRe
         round(ratio(results["bare_app_rps"].median, results["app_rps"].median), 3),
         "ratio",
         "bare_app_rps / app_rps: cost per request with readscale's middleware (target <= 1.10)",
+    )
+    share_dir = Path(tempfile.mkdtemp(prefix="readscale-bench-edge-share-"))
+    share_dir.chmod(0o755)
+    try:
+        shares = edge_shares(requests=600 if quick else 3000, workdir=share_dir, progress=progress)
+    finally:
+        shutil.rmtree(share_dir, ignore_errors=True)
+    for name, share in shares.items():
+        note = "requests Varnish answered from cache, same workload"
+        report.add(f"edge_share_{name}", round(share, 4), "ratio", note)
+    report.add(
+        "edge_share_spread",
+        round(max(shares.values()) - min(shares.values()), 4),
+        "ratio",
+        "max - min of the four frameworks' edge shares (target <= 0.05)",
     )
     progress("in-process middleware cost")
     bare_us, managed_us = in_process_overhead_us(2000 if quick else 10000, rounds)

@@ -20,6 +20,7 @@ import base64
 import hashlib
 import re
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -176,7 +177,7 @@ def version_etag(identity: str, version: object) -> EntityTag:
 _CODED_BY_SUFFIX: Final = frozenset({"accept-encoding"})
 
 
-def _without_cookies(value: str, ignored: frozenset[str]) -> str:
+def _without_cookies(value: str, ignored: AbstractSet[str]) -> str:
     """A Cookie value without the ignored cookies (sorted: order carries no identity)."""
     kept = []
     for part in value.split(";"):
@@ -187,7 +188,7 @@ def _without_cookies(value: str, ignored: frozenset[str]) -> str:
 
 
 def variant_key(
-    fields: tuple[str, ...], value_of: Callable[[str], str | None], ignored_cookies: frozenset[str] = frozenset()
+    fields: tuple[str, ...], value_of: Callable[[str], str | None], ignored_cookies: AbstractSet[str] = frozenset()
 ) -> bytes | None:
     """The canonical bytes of the request fields a response varies on (``fields``:
     lower-case names; ``value_of``: the request's combined value or None when absent),

@@ -43,6 +43,7 @@ Invariants (each one a rule the tests check):
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Final, Literal
@@ -249,8 +250,8 @@ class HttpSettings:
     identity_fields: frozenset[str] = IDENTITY_FIELDS
     max_vary: int = 6
     unlisted_reads: UnlistedReads = "warn"
-    framework_reads: frozenset[str] = frozenset()
-    ignored_cookies: frozenset[str] = frozenset({"readscale_token"})
+    framework_reads: AbstractSet[str] = frozenset()  # a set is fine: kept as a frozenset
+    ignored_cookies: AbstractSet[str] = frozenset({"readscale_token"})
     etag_max_bytes: int = 1 << 20
     trusted_proxies: frozenset[str] = field(default_factory=frozenset)
     _hash: int = field(default=0, init=False, repr=False, compare=False)
