@@ -17,7 +17,10 @@ and may import only modules of its own rank or below. What that says, rule by ru
    never calls ``now()``, ``time()``, ``monotonic()``...: ``now`` and ``rng`` are arguments.
 5. **A driver imports only its own flavour**: ``_async`` never imports ``_sync`` and the
    generated ``_sync`` never imports ``_async``.
-6. **Every module has a rank, and the table names only modules that exist**: a new
+6. **A package's ``__init__`` loads with its modules**: importing ``a.b.c`` runs
+   ``a.b``'s ``__init__`` first, so a module a lower rank imports must not sit in a
+   package of a higher rank (the root ``readscale`` excepted).
+7. **Every module has a rank, and the table names only modules that exist**: a new
    top-level module is unranked until it gets a line in :data:`TABLE` (a moved package
    leaves a line naming nothing), and the check says so.
 
@@ -233,6 +236,23 @@ def rank_problem(module: str, rank: str, target: str, target_rank: str) -> str |
     return f"{module} ({rank}) imports {target} ({target_rank}): {rank} may import only {allowed}"
 
 
+def package_problem(module: str, rank: str, target: str, table: dict[str, str]) -> str | None:
+    """Importing ``a.b.c`` runs ``a.b``'s ``__init__`` first: a package above the target
+    (but not the root, nor a package the importer is in already) counts as imported."""
+    parts = target.split(".")
+    for i in range(2, len(parts)):
+        package = ".".join(parts[:i])
+        if module == package or module.startswith(package + "."):
+            continue
+        package_rank = rank_of(package, table)
+        if package_rank is not None and RANKS.index(package_rank) > RANKS.index(rank):
+            return (
+                f"{module} ({rank}) imports {target}, which loads its package {package} ({package_rank}) "
+                "first: move the module out of that package"
+            )
+    return None
+
+
 def check(
     pkg: Path = PKG,
     table: dict[str, str] = TABLE,
@@ -267,6 +287,8 @@ def check(
             message = None
             if target_rank is not None:
                 message = rank_problem(module, rank, imp.module, target_rank)
+            if message is None:
+                message = package_problem(module, rank, imp.module, table)
             mine, theirs = flavour(module), flavour(imp.module)
             if message is None and mine and theirs and mine != theirs and target_rank == "drivers":
                 message = f"{module} imports {imp.module}: a driver imports only its own flavour ({mine})"

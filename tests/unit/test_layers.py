@@ -275,3 +275,22 @@ def test_ranks_resolve_by_longest_entry() -> None:
     assert checker.rank_of("readscale._async.contract") == "tools"
     assert checker.rank_of("readscale._core.http.etag") == "core"
     assert checker.rank_of("readscale.unknown") is None
+
+
+def test_a_package_above_the_target_counts_as_imported(pkg: Path) -> None:
+    # A shared module inside a face's package: importing it runs the face's __init__.
+    plant(pkg, "http/_counters.py", "COUNT = 0\n")
+    plant(pkg, "_async/cache.py", "from readscale.http._counters import COUNT\n")
+    table = {**checker.TABLE, "readscale.http._counters": "shared"}
+    problems = checker.check(pkg, table=table)
+    assert problems == [
+        "readscale/_async/cache.py:"
+        f"{len((pkg / '_async/cache.py').read_text().splitlines())}: readscale._async.cache (drivers) imports "
+        "readscale.http._counters, which loads its package readscale.http (integrations) first: move the module "
+        "out of that package"
+    ]
+    # Its own package is loaded already: a module of that package may import it.
+    (pkg / "_async/cache.py").unlink()
+    shutil.copy(ROOT / "src/readscale/_async/cache.py", pkg / "_async/cache.py")
+    plant(pkg, "http/asgi.py", "from readscale.http._counters import COUNT\n")
+    assert checker.check(pkg, table=table) == []

@@ -54,3 +54,18 @@ def test_unasync_check_fails_on_a_rule_that_rewrites_nothing(
     monkeypatch.setattr(unasync, "generated_files", set)
     assert unasync.main(["--check"]) == 1
     assert "rewrites nothing in any source: remove it" in capsys.readouterr().out
+
+
+def test_layout_plan_check_names_what_the_tables_miss(tmp_path: Path) -> None:
+    facts = load_script("layout_facts")
+    plan = tmp_path / "plan.md"
+    plan.write_text(
+        "| old | new |\n|---|---|\n| `errors.py` | `errors.py` |\n| `gone.py` | `x.py` |\n| `errors.py` | `y.py` |\n"
+        "\nnot a table\n| `codecs.py` | outside the tables: not counted |\n"
+    )
+    gaps = facts.plan_gaps(plan)
+    assert "not in the plan: codecs.py" in gaps
+    assert "not in the plan: tests/unit/test_tooling.py" in gaps
+    assert "in the plan, not in the tree: gone.py" in gaps
+    assert "listed 2 times: errors.py" in gaps
+    assert not any(g.endswith(": errors.py") and g.startswith("not in") for g in gaps)
