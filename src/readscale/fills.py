@@ -113,6 +113,14 @@ def report_primary_read() -> None:
         scope.reads.append(ReadReport(PRIMARY_READ_LSN, 0.0))
 
 
+def report_unknown_read() -> None:
+    """Declare a read of the current fill whose position and staleness are unknown (a
+    replica chosen before the fill began): the fill is then refused, visibly."""
+    scope = _SCOPE.get()
+    if scope is not None:
+        scope.reads.append(ReadReport(0, None))
+
+
 __all__ = [
     "PRIMARY_ONLY",
     "PRIMARY_READ_LSN",
@@ -124,4 +132,5 @@ __all__ = [
     "fill_scope",
     "report_primary_read",
     "report_read_lsn",
+    "report_unknown_read",
 ]

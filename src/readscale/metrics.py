@@ -31,6 +31,7 @@ class TierStats:
     resynced: int = 0  # of those, removed once the tier answered again
     unsynced_dropped: int = 0  # past the limit: left to their TTL (logged as errors)
     older_than_own_write: int = 0  # entries refused to a session that wrote after they were read
+    puts_skipped: int = 0  # L1 copies not put: the key was invalidated while they were read
 
 
 @dataclass(slots=True)
@@ -46,7 +47,12 @@ class LoaderStats:
     stale_if_error: int = 0
     fail_open: int = 0
     lease_timeouts: int = 0
-    fills_refused: int = 0
+    fills_refused: int = 0  # every refused fill; by cause below (readscale._core.fills.Refusal)
+    fills_refused_lease_lost: int = 0  # an invalidation came during the load
+    fills_refused_older_than_invalidation: int = 0  # a read behind the last invalidation's LSN
+    fills_refused_too_stale: int = 0  # a read staler than the fill's bound (or of unknown staleness)
+    fills_refused_undeclared_source: int = 0  # the loader's reads were not declared, under a tombstone
+    fills_refused_no_floor: int = 0  # the cache server failed before the load: floors unknown
     not_cached: int = 0
     purge_errors: int = 0
 

@@ -24,7 +24,10 @@ POLICY = CachePolicy(name="failopen", ttl=300.0, tiers=frozenset({Tier.L2}))
 
 def make_cache(stack: Stack) -> AsyncCache:
     backend = AsyncRedisBackend(RedisSettings(url=stack.redis.url, socket_timeout_ms=50, connect_timeout_ms=50))
-    return AsyncCache(backend, policy=POLICY, breaker=BreakerSettings(failure_threshold=2, cooldown=0.2))
+    # The loaders here read a dict that is always current, as a primary is.
+    return AsyncCache(
+        backend, policy=POLICY, breaker=BreakerSettings(failure_threshold=2, cooldown=0.2), loader_source="primary"
+    )
 
 
 async def read_all(cache: AsyncCache, loads: Counter[str]) -> None:

@@ -107,11 +107,11 @@ async def test_tombstones_refuse_fills_read_before_the_change(
     change_lsn = worker.stats.last_commit_lsn
 
     async def lagging_replica() -> str:
-        report_read_lsn(change_lsn - 1)  # this read's snapshot predates the change
+        report_read_lsn(change_lsn - 1, staleness=0.5)  # this read's snapshot predates the change
         return "pear"
 
     async def caught_up_replica() -> str:
-        report_read_lsn(change_lsn)
+        report_read_lsn(change_lsn, staleness=0.5)
         return "ripe pear"
 
     assert await cache.get_or_load("product:2", lagging_replica) == "pear"  # the caller gets its read...

@@ -12,8 +12,10 @@ import pytest
 from readscale._async.backends.redis import AsyncRedisBackend, AsyncRedisClusterBackend
 from readscale._async.bus import AsyncInvalidationBus
 from readscale._async.cache import AsyncCache
+from readscale._core.fills import PRIMARY_ONLY
 from readscale._core.policy import CachePolicy
 from readscale._primitives import async_sleep
+from readscale.fills import report_primary_read
 from readscale.memory import MemoryStore
 from readscale.settings import RedisSettings
 from readscale.stack import Stack, StackConfig
@@ -24,7 +26,8 @@ POLICY = CachePolicy(name="inv", ttl=300.0, jitter=0.0, early_refresh=0.0, l1_tt
 
 
 class Source:
-    """A stand-in database table: a dict with a load counter."""
+    """A stand-in database table: a dict with a load counter. It is always current, as a
+    primary is, and its loaders say so (readscale.fills)."""
 
     def __init__(self) -> None:
         self.rows: dict[str, Any] = {}
@@ -33,6 +36,7 @@ class Source:
     def loader(self, key: str) -> Callable[[], Any]:
         async def load() -> Any:
             self.loads += 1
+            report_primary_read()
             return self.rows.get(key)
 
         return load
@@ -245,3 +249,55 @@ async def test_a_lost_bus_sets_the_l1_aside_until_it_is_back(readscale_stack_fac
     assert cache.l1 is not None and bus.stats.reconnects == 1
     assert await cache.get_or_load("k", source.loader("k")) == 2
     await cache.aclose()  # and the bus
+
+
+@pytest.mark.anyio
+async def test_a_cached_functions_invalidate_means_what_the_caches_does(
+    redis_settings: RedisSettings, prefix: str
+) -> None:
+    """Issue 12, defect 6: ``@cached``'s ``invalidate`` used to delete the entry in this
+    process only: another process's L1 copy lived on, a fill already in flight stored the
+    old value, and no tombstone kept lagging reads out."""
+    settings = redis_settings
+    buses = AsyncInvalidationBus(settings), AsyncInvalidationBus(settings)
+    a, b = (
+        AsyncCache(AsyncRedisBackend(settings), l1=MemoryStore(100), bus=bus, policy=POLICY, prefix=prefix)
+        for bus in buses
+    )
+    source = Source()
+    for user in (1, 2, 3):
+        source.rows[f"user:{user}"] = "v1"
+
+    def cached_in(cache: AsyncCache) -> Any:
+        @cache.cached("user:{user_id}")
+        async def profile(user_id: int) -> str:
+            load = source.loader(f"user:{user_id}")
+            return str(await load())
+
+        return profile
+
+    in_a, in_b = cached_in(a), cached_in(b)
+    assert b.backend is not None
+    assert await in_b(1) == "v1"  # now in b's L1 (and the L2)
+    in_flight = await b.backend.lease(b.key("user:2"), 5)  # b starts a fill of user:2
+    assert in_flight.token is not None
+    for user in (1, 2):
+        source.rows[f"user:{user}"] = "v2"
+        await in_a.invalidate(user)  # in process a, after the change committed
+    for _ in range(200):
+        if buses[1].stats.received >= 2:
+            break
+        await async_sleep(0.005)
+    assert buses[1].stats.received >= 2, "the invalidations were announced on the bus"
+    assert await in_b(1) == "v2", "b's L1 copy was dropped"
+    stale = b._encode(b.key("user:2"), "v1", b._meta("v1", POLICY, 0.0), b.codec)
+    assert await b.backend.fill(b.key("user:2"), stale, 60, in_flight.token) is False, "the fill in flight was refused"
+    # The tombstones stand: without a position, fills read the primary; with one, at or past it.
+    await a.invalidate("user:1")
+    lease = await b.backend.lease(b.key("user:1"), 5)
+    assert lease.floor_lsn == PRIMARY_ONLY
+    await in_a.invalidate_at(1234, 3)
+    lease = await b.backend.lease(b.key("user:3"), 5)
+    assert lease.floor_lsn == 1234
+    await a.aclose()
+    await b.aclose()

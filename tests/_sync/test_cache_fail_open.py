@@ -25,7 +25,10 @@ POLICY = CachePolicy(name="failopen", ttl=300.0, tiers=frozenset({Tier.L2}))
 
 def make_cache(stack: Stack) -> Cache:
     backend = RedisBackend(RedisSettings(url=stack.redis.url, socket_timeout_ms=50, connect_timeout_ms=50))
-    return Cache(backend, policy=POLICY, breaker=BreakerSettings(failure_threshold=2, cooldown=0.2))
+    # The loaders here read a dict that is always current, as a primary is.
+    return Cache(
+        backend, policy=POLICY, breaker=BreakerSettings(failure_threshold=2, cooldown=0.2), loader_source="primary"
+    )
 
 
 def read_all(cache: Cache, loads: Counter[str]) -> None:

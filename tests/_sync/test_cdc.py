@@ -102,11 +102,11 @@ def test_tombstones_refuse_fills_read_before_the_change(cache: Cache, table: str
     change_lsn = worker.stats.last_commit_lsn
 
     def lagging_replica() -> str:
-        report_read_lsn(change_lsn - 1)  # this read's snapshot predates the change
+        report_read_lsn(change_lsn - 1, staleness=0.5)  # this read's snapshot predates the change
         return "pear"
 
     def caught_up_replica() -> str:
-        report_read_lsn(change_lsn)
+        report_read_lsn(change_lsn, staleness=0.5)
         return "ripe pear"
 
     assert cache.get_or_load("product:2", lagging_replica) == "pear"  # the caller gets its read...

@@ -10,11 +10,13 @@ from typing import Any
 
 import pytest
 
+from readscale._core.fills import PRIMARY_ONLY
 from readscale._core.policy import CachePolicy
 from readscale._primitives import sync_sleep
 from readscale._sync.backends.redis import RedisBackend, RedisClusterBackend
 from readscale._sync.bus import InvalidationBus
 from readscale._sync.cache import Cache
+from readscale.fills import report_primary_read
 from readscale.memory import MemoryStore
 from readscale.settings import RedisSettings
 from readscale.stack import Stack, StackConfig
@@ -25,7 +27,8 @@ POLICY = CachePolicy(name="inv", ttl=300.0, jitter=0.0, early_refresh=0.0, l1_tt
 
 
 class Source:
-    """A stand-in database table: a dict with a load counter."""
+    """A stand-in database table: a dict with a load counter. It is always current, as a
+    primary is, and its loaders say so (readscale.fills)."""
 
     def __init__(self) -> None:
         self.rows: dict[str, Any] = {}
@@ -34,6 +37,7 @@ class Source:
     def loader(self, key: str) -> Callable[[], Any]:
         def load() -> Any:
             self.loads += 1
+            report_primary_read()
             return self.rows.get(key)
 
         return load
@@ -235,3 +239,49 @@ def test_a_lost_bus_sets_the_l1_aside_until_it_is_back(readscale_stack_factory: 
     assert cache.l1 is not None and bus.stats.reconnects == 1
     assert cache.get_or_load("k", source.loader("k")) == 2
     cache.close()  # and the bus
+
+
+def test_a_cached_functions_invalidate_means_what_the_caches_does(redis_settings: RedisSettings, prefix: str) -> None:
+    """Issue 12, defect 6: ``@cached``'s ``invalidate`` used to delete the entry in this
+    process only: another process's L1 copy lived on, a fill already in flight stored the
+    old value, and no tombstone kept lagging reads out."""
+    settings = redis_settings
+    buses = InvalidationBus(settings), InvalidationBus(settings)
+    a, b = (Cache(RedisBackend(settings), l1=MemoryStore(100), bus=bus, policy=POLICY, prefix=prefix) for bus in buses)
+    source = Source()
+    for user in (1, 2, 3):
+        source.rows[f"user:{user}"] = "v1"
+
+    def cached_in(cache: Cache) -> Any:
+        @cache.cached("user:{user_id}")
+        def profile(user_id: int) -> str:
+            load = source.loader(f"user:{user_id}")
+            return str(load())
+
+        return profile
+
+    in_a, in_b = cached_in(a), cached_in(b)
+    assert b.backend is not None
+    assert in_b(1) == "v1"  # now in b's L1 (and the L2)
+    in_flight = b.backend.lease(b.key("user:2"), 5)  # b starts a fill of user:2
+    assert in_flight.token is not None
+    for user in (1, 2):
+        source.rows[f"user:{user}"] = "v2"
+        in_a.invalidate(user)  # in process a, after the change committed
+    for _ in range(200):
+        if buses[1].stats.received >= 2:
+            break
+        sync_sleep(0.005)
+    assert buses[1].stats.received >= 2, "the invalidations were announced on the bus"
+    assert in_b(1) == "v2", "b's L1 copy was dropped"
+    stale = b._encode(b.key("user:2"), "v1", b._meta("v1", POLICY, 0.0), b.codec)
+    assert b.backend.fill(b.key("user:2"), stale, 60, in_flight.token) is False, "the fill in flight was refused"
+    # The tombstones stand: without a position, fills read the primary; with one, at or past it.
+    a.invalidate("user:1")
+    lease = b.backend.lease(b.key("user:1"), 5)
+    assert lease.floor_lsn == PRIMARY_ONLY
+    in_a.invalidate_at(1234, 3)
+    lease = b.backend.lease(b.key("user:3"), 5)
+    assert lease.floor_lsn == 1234
+    a.close()
+    b.close()

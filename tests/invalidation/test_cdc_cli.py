@@ -131,3 +131,80 @@ def test_cdc_run_outlives_a_redis_outage(tmp_path: Path, pg_primary_dsn: str, re
         cache.close()
         with psycopg.connect(pg_primary_dsn, autocommit=True) as conn:
             conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+
+
+def _rules(tmp_path: Path, table: str, keys: str = "item:{id}") -> Path:
+    rules = tmp_path / f"rules_{uuid.uuid4().hex[:6]}.toml"
+    rules.write_text(f'[[rule]]\ntable = "{table}"\nkeys = ["{keys}"]\n')
+    return rules
+
+
+def _one_line_exit_2(proc: Any) -> str:
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    return str(lines[0])
+
+
+def test_the_cdc_worker_never_shortens_the_applications_tombstones(
+    tmp_path: Path, pg_primary_dsn: str, redis_url: str
+) -> None:
+    """Issue 12, defect 3: the worker's invalidate script reset a 35 s tombstone to its own
+    5 s, so turning the backstop on let lagging replicas refill old rows."""
+    import redis
+
+    from readscale._core.keys import companion_key
+    from readscale._core.lsn import parse_lsn
+
+    table = f"cli_{uuid.uuid4().hex[:8]}"
+    slot = f"s_{uuid.uuid4().hex[:10]}"
+    prefix = f"cli{uuid.uuid4().hex[:6]}:"
+    rules = _rules(tmp_path, table)
+    with psycopg.connect(pg_primary_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v text)")
+        conn.execute(f"INSERT INTO {table} VALUES (1, 'a')")
+    args = ["cdc", "run", "--dsn", pg_primary_dsn, "--rules", str(rules), "--redis-url", redis_url,
+            "--slot", slot, "--prefix", prefix, "--once", "--no-bus"]  # fmt: skip
+    cli(*args)  # creates the slot
+    app = Cache(RedisBackend(RedisSettings(url=redis_url)), prefix=prefix, tombstone_ttl=35.0)
+    with psycopg.connect(pg_primary_dsn, autocommit=True) as conn:
+        conn.execute(f"UPDATE {table} SET v = 'b' WHERE id = 1")
+        row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+    assert row is not None
+    app.invalidate("item:1", lsn=parse_lsn(row[0]))  # the application's own, after commit
+    cli(*args)  # the worker applies the same commit, with its defaults
+    client = redis.Redis.from_url(redis_url, protocol=2)
+    left = client.pttl(companion_key(app.key("item:1"), "tomb"))
+    assert left > 30_000, f"the tombstone has {left} ms left"
+    # A worker told to use another life than the application's is refused, in one line.
+    line = _one_line_exit_2(cli(*args, "--tombstone-ttl", "5", check=False))
+    assert "tombstone_ttl is 5 s here but 35 s" in line
+    with psycopg.connect(pg_primary_dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+    client.close()
+    app.close()
+
+
+def test_the_cdc_worker_names_a_missing_table_column_or_permission(
+    tmp_path: Path, pg_primary_dsn: str, redis_url: str
+) -> None:
+    table = f"cli_{uuid.uuid4().hex[:8]}"
+    role = f"norepl_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(pg_primary_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v text)")
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+    base = ["cdc", "run", "--dsn", pg_primary_dsn, "--redis-url", redis_url, "--once", "--no-bus",
+            "--slot", f"s_{uuid.uuid4().hex[:10]}"]  # fmt: skip
+    try:
+        line = _one_line_exit_2(cli(*base, "--rules", str(_rules(tmp_path, "no_such_table")), check=False))
+        assert "public.no_such_table does not exist" in line
+        line = _one_line_exit_2(cli(*base, "--rules", str(_rules(tmp_path, table, "item:{sku}")), check=False))
+        assert f"public.{table} has no column sku" in line
+        as_role = pg_primary_dsn.replace("postgres@", f"{role}@", 1)
+        args = ["cdc", "run", "--dsn", as_role, "--redis-url", redis_url, "--once", "--no-bus",
+                "--rules", str(_rules(tmp_path, table))]  # fmt: skip
+        line = _one_line_exit_2(cli(*args, check=False))
+        assert f"role '{role}' may not use replication slots" in line
+    finally:
+        with psycopg.connect(pg_primary_dsn, autocommit=True) as conn:
+            conn.execute(f"DROP ROLE {role}")

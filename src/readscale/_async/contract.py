@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from readscale._async.backends.base import AsyncBackend
+from readscale._core.fills import PRIMARY_ONLY, PRIMARY_READ_LSN
 from readscale._primitives import async_sleep
 from readscale.errors import ValueTooLargeError
 
@@ -266,3 +267,97 @@ class AsyncBackendContract:
         assert await backend.incr_counters([a]) == [1]
         assert await backend.incr_counters([a, b]) == [2, 1]
         assert await backend.get_counters([b, a]) == [1, 2]
+
+    # -- the rules that keep fills safe (readscale._core.fills) ------------------------------
+
+    @pytest.mark.anyio
+    async def test_a_tombstone_never_shortens(self, backend: AsyncBackend) -> None:
+        """A later invalidation with a shorter life (another process, the CDC worker)
+        keeps the longer expiry and the higher LSN."""
+        (key,) = _keys(1)
+        await backend.invalidate([key], lsn=1000, tombstone_ttl=30)
+        await backend.invalidate([key], lsn=900, tombstone_ttl=self.short_ttl)
+        await async_sleep(self.expiry_wait)
+        lease = await backend.lease(key, 5)
+        assert lease.token is not None
+        assert lease.floor_lsn == 1000, "the short-lived invalidation cut the tombstone's life"
+        assert await backend.fill(key, b"behind", 60, lease.token, lsn=999) is False
+
+    @pytest.mark.anyio
+    async def test_an_invalidation_of_unknown_position_admits_only_primary_reads(self, backend: AsyncBackend) -> None:
+        (key,) = _keys(1)
+        await backend.invalidate([key])
+        lease = await backend.lease(key, 5)
+        assert lease.token is not None
+        assert lease.floor_lsn == PRIMARY_ONLY
+        assert await backend.fill(key, b"a replica read", 60, lease.token, lsn=2**62) is False
+        lease = await backend.lease(key, 5)
+        assert lease.token is not None
+        assert await backend.fill(key, b"a primary read", 60, lease.token, lsn=PRIMARY_READ_LSN) is True
+        assert await backend.get(key) == b"a primary read"
+
+    @pytest.mark.anyio
+    async def test_tickets_are_voided_by_an_invalidation(self, backend: AsyncBackend) -> None:
+        a, b = _keys(2)
+        ticket = await backend.ticket(a, 5)
+        assert ticket.token is not None and ticket.floor_lsn is None
+        assert await backend.fill(a, b"loaded", 60, ticket.token) is True
+        assert await backend.get(a) == b"loaded"
+        ticket = await backend.ticket(a, 5)  # a refresh of the value
+        assert ticket.token is not None
+        await backend.invalidate([a], lsn=500)
+        assert await backend.fill(a, b"read before the change", 60, ticket.token, lsn=499) is False
+        assert await backend.get(a) is None
+        ticket = await backend.ticket(a, 5)
+        assert ticket.token is not None and ticket.floor_lsn == 500
+        assert await backend.fill(a, b"too old", 60, ticket.token, lsn=499) is False
+        ticket = await backend.ticket(a, 5)
+        assert ticket.token is not None
+        assert await backend.fill(a, b"fresh", 60, ticket.token, lsn=500) is True
+        assert await backend.get(a) == b"fresh"
+        # A ticket on an absent key, then an invalidation: the store is refused.
+        ticket = await backend.ticket(b, 5)
+        assert ticket.token is not None
+        await backend.invalidate([b], lsn=10)
+        assert await backend.fill(b, b"read before the change", 60, ticket.token, lsn=PRIMARY_READ_LSN) is False
+        assert await backend.fill(b, b"forged", 60, "t~forged") is False
+        await backend.release(b, ticket.token)  # harmless
+
+    @pytest.mark.anyio
+    async def test_a_lease_on_an_invalidated_key_is_exclusive(self, backend: AsyncBackend) -> None:
+        if not backend.supports_leases:
+            pytest.skip(f"{backend.name} has no leases")
+        (key,) = _keys(1)
+        await backend.set(key, b"old", 60)
+        await backend.invalidate([key], lsn=77)
+        first = await backend.lease(key, 5)
+        second = await backend.lease(key, 5)
+        assert first.token is not None and first.floor_lsn == 77
+        assert second.token is None and second.value is None
+        await backend.release(key, first.token)
+        third = await backend.lease(key, 5)  # given back: the next one wins
+        assert third.token is not None and third.floor_lsn == 77
+        assert await backend.fill(key, b"new", 60, third.token, lsn=77) is True
+        assert await backend.get(key) == b"new"
+        # The floor outlives the fill: a refresh reading behind it is still refused.
+        ticket = await backend.ticket(key, 5)
+        assert ticket.token is not None and ticket.floor_lsn == 77
+        assert await backend.fill(key, b"behind", 60, ticket.token, lsn=76) is False
+        assert await backend.get(key) == b"new"
+
+    @pytest.mark.anyio
+    async def test_counter_floors_grow_and_never_shorten(self, backend: AsyncBackend) -> None:
+        a, b, c = _keys(3)
+        assert await backend.counter_floors([a, b]) == [None, None]
+        assert await backend.bump_counters([a], lsn=100, floor_ttl=30) == [1]
+        assert await backend.bump_counters([a, b], lsn=90, floor_ttl=self.short_ttl) == [2, 1]
+        await backend.bump_counters([c], lsn=None, floor_ttl=30)
+        await async_sleep(self.expiry_wait)
+        assert await backend.counter_floors([a, b, c]) == [100, None, PRIMARY_ONLY]
+        assert await backend.get_counters([a, b, c]) == [2, 1, 1]
+
+    @pytest.mark.anyio
+    async def test_register_keeps_the_first_value(self, backend: AsyncBackend) -> None:
+        (key,) = _keys(1)
+        assert await backend.register(key, b"35") == b"35"
+        assert await backend.register(key, b"5") == b"35"

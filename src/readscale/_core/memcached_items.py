@@ -21,6 +21,13 @@ Invariants:
 - readscale stores every value with client flags ``VALUE_FLAGS`` (non-zero). A
   placeholder has client flags 0, no value, and ``W`` or ``Z``; that is the only item
   read as "lease held". So a stored empty value (``b""``) is a hit, never a lease.
+- An invalidated key holds a *fence* (client flags ``FENCE_FLAGS``) for the tombstone's
+  life: an item with a new CAS, so every fill right taken before the invalidation (a
+  placeholder's CAS, a value's CAS, or "the key is absent") fails its CAS-guarded store.
+  A fence reads as a miss; its value is empty, or the Unix time in milliseconds until
+  which one client holds the fill lease on it (taken by a CAS-guarded rewrite). The
+  tombstone's LSN lives beside it, in ``<key>:tomb`` on the same server, so it outlasts
+  the fence once a fill stores a value.
 - The item overhead is ``63 + len(key)`` bytes with non-zero client flags (verified:
   ``item_size_max - 66`` is the largest value under a 3-byte key, ``item_size_max - 313``
   under a 250-byte key). ``max_value_size`` is the worst case, so every value at or under
@@ -45,18 +52,21 @@ from readscale.errors import ConfigurationError
 __all__ = [
     "DEFAULT_ITEM_SIZE_MAX",
     "DEFAULT_MAX_VALUE_SIZE",
+    "FENCE_FLAGS",
     "ITEM_OVERHEAD",
     "LEASE_HELD",
     "MISSING",
     "POLL_FIRST_DELAY",
     "POLL_MAX_DELAY",
     "VALUE_FLAGS",
+    "Fence",
     "Found",
     "ItemState",
     "LeaseHeld",
     "LeaseWon",
     "Missing",
     "ServerRing",
+    "fence_value",
     "item_state",
     "max_value_size",
     "next_poll_delay",
@@ -64,6 +74,7 @@ __all__ = [
 ]
 
 VALUE_FLAGS = 1
+FENCE_FLAGS = 2
 ITEM_OVERHEAD = 63  # item header 48 + CAS 8 + key terminator 1 + value CRLF 2 + client flags 4
 DEFAULT_ITEM_SIZE_MAX = 1 << 20  # memcached's default -I 1m
 POLL_FIRST_DELAY = 0.001
@@ -110,7 +121,24 @@ class LeaseHeld:
     """Another client is filling (a placeholder, or a stale item being refilled)."""
 
 
-ItemState = Found | Missing | LeaseWon | LeaseHeld
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """An invalidated key (see the module docstring): ``cas`` to rewrite it, the lease's
+    end (Unix ms; None: no lease) and the remaining TTL (seconds, if asked)."""
+
+    cas: int
+    lease_until_ms: int | None = None
+    ttl: int | None = None
+
+    def leased(self, now_ms: int) -> bool:
+        return self.lease_until_ms is not None and self.lease_until_ms > now_ms
+
+
+def fence_value(lease_until_ms: int | None) -> bytes:
+    return b"" if lease_until_ms is None else b"%d" % lease_until_ms
+
+
+ItemState = Found | Missing | LeaseWon | LeaseHeld | Fence
 MISSING = Missing()
 LEASE_HELD = LeaseHeld()
 
@@ -120,6 +148,10 @@ def item_state(reply: Reply) -> ItemState:
     if reply.status is Status.EN:
         return MISSING
     flags = reply.flags
+    if flags.client_flags == FENCE_FLAGS and flags.cas is not None and not flags.stale:
+        raw = reply.value or b""
+        until = int(raw) if raw.isdigit() else None
+        return Fence(flags.cas, until, flags.ttl)
     if flags.stale:
         return LeaseWon(flags.cas, stale=True) if flags.won and flags.cas is not None else LEASE_HELD
     size = len(reply.value) if reply.value is not None else flags.size

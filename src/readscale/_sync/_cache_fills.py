@@ -2,12 +2,16 @@
 """Fills: loading a missing or stale value exactly once and storing it safely.
 A mixin of :class:`Cache` (internal).
 
-A fill takes the key's lease (one loader across processes; the others wait for the fill
-and are woken by it), records the versions of the entry's tags before loading, opens a
-fill scope carrying the key's tombstone LSN (the replica router reads at or past it),
-and stores the value only if the lease is still held and the value's source LSN is at
-or past the tombstone. A refused fill still returns the loaded value to its caller: it
-is just not cached.
+Every fill holds a right taken *before* its loader runs: the key's lease (one loader
+across processes; the others wait for the fill and are woken by it) or, when nobody
+waits (``OnMiss.LOAD``, a lease that timed out, a forced refresh), a ticket. Both come
+with the key's tombstone LSN, and an invalidation voids both. The fill then reads the
+floors of its tags and namespace, opens a fill scope with the highest floor and the
+staleness bound (``readscale.fills``: the replica router reads at or past the floor and
+no staler than the bound), and stores the value only if every read of the loader passed
+(``readscale._core.fills``) and its right is still intact on the server. A refused fill
+still returns the loaded value to its caller: it is just not cached, and it is counted
+and logged by cause.
 """
 
 from __future__ import annotations
@@ -16,15 +20,17 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from readscale._core.fills import PRIMARY_READ_LSN, ReadReport, Refusal, merge_floor
 from readscale._core.freshness import assess
 from readscale._core.policy import CachePolicy, OnMiss
 from readscale._primitives import Background
 from readscale._sync._cache_tiers import TierAccess
 from readscale._sync._cache_versions import VersionAccess
 from readscale._sync.backends.base import Backend
+from readscale.backends_common import LeaseResult
 from readscale.codecs import Codec
 from readscale.errors import CacheUnavailableError, SerializationError
-from readscale.fills import fill_scope
+from readscale.fills import FillScope, fill_scope
 from readscale.metrics import CacheStats
 
 T = TypeVar("T")
@@ -34,6 +40,9 @@ log = logging.getLogger("readscale.cache")
 class FillMixin(TierAccess, VersionAccess):
     backend: Backend | None
     stats: CacheStats
+    tombstone_ttl: float
+    loader_source: str
+    _fill_staleness: float
     _background: Background[str]
 
     def _call_loader(self, loader: Callable[[], T]) -> T:
@@ -56,19 +65,20 @@ class FillMixin(TierAccess, VersionAccess):
         tags: tuple[str, ...],
     ) -> Any:
         backend = self.backend
-        if backend is None or not policy.uses_l2 or policy.on_miss is not OnMiss.WAIT or not backend.supports_leases:
-            return self._load_and_store(pkey, loader, policy, codec, tags, token=None)
+        if backend is None or not policy.uses_l2:
+            return self._load_and_store(pkey, loader, policy, codec, tags, right=None)
+        if policy.on_miss is not OnMiss.WAIT or not backend.supports_leases:
+            return self._fill_with_ticket(pkey, loader, policy, codec, tags)
         deadline = self._monotonic() + policy.wait_budget
         while True:
             if not self._l2_allowed():
-                self.stats.loader.fail_open += 1
-                return self._load_and_store(pkey, loader, policy, codec, tags, token=None)
+                return self._load_unstored(pkey, loader)
+            since = self._local.seq
             try:
                 lease = backend.lease(pkey, policy.lease_ttl)
             except CacheUnavailableError as exc:
                 self._l2_failed(exc)
-                self.stats.loader.fail_open += 1
-                return self._load_and_store(pkey, loader, policy, codec, tags, token=None)
+                return self._load_unstored(pkey, loader)
             self._l2_ok()
             if lease.value is not None:
                 found = self._decode(pkey, lease.value, policy, codec, count=False)
@@ -78,27 +88,26 @@ class FillMixin(TierAccess, VersionAccess):
                     and self._tags_current(found[1].tags)
                 ):
                     self.stats.l2.hits += 1
-                    self._l1_put(pkey, found[0], found[1], policy, size=len(lease.value))
+                    self._l1_put(pkey, found[0], found[1], policy, size=len(lease.value), since=since)
                     return found[0]
                 # Unreadable, expired or tagged stale: replace it with a fresh load.
-                return self._load_and_store(pkey, loader, policy, codec, tags, token=None)
+                return self._fill_with_ticket(pkey, loader, policy, codec, tags)
             if lease.token is not None:
-                return self._load_and_store(
-                    pkey, loader, policy, codec, tags, token=lease.token, floor_lsn=lease.floor_lsn
-                )
+                return self._load_and_store(pkey, loader, policy, codec, tags, right=lease)
             # Someone else holds the lease: wait for their fill, then read it.
             remaining = deadline - self._monotonic()
             if remaining <= 0:
                 self.stats.loader.lease_timeouts += 1
                 waited = policy.wait_budget
                 log.warning("cache %s: waited %.1fs for the fill of %s; loading it here", self.stats.name, waited, pkey)
-                return self._load_and_store(pkey, loader, policy, codec, tags, token=None)
+                return self._fill_with_ticket(pkey, loader, policy, codec, tags)
             self.stats.l2.lease_waits += 1
             try:
                 backend.wait_for_fill(pkey, min(remaining, policy.lease_ttl))
             except CacheUnavailableError as exc:
                 self._l2_failed(exc)
                 continue
+            since = self._local.seq
             found = self._l2_get(pkey, policy, codec)
             if (
                 found is not None
@@ -106,8 +115,58 @@ class FillMixin(TierAccess, VersionAccess):
                 and self._tags_current(found[1].tags)
             ):
                 self.stats.l2.hits += 1
-                self._l1_put(pkey, found[0], found[1], policy, size=0)
+                self._l1_put(pkey, found[0], found[1], policy, size=0, since=since)
                 return found[0]
+
+    def _fill_with_ticket(
+        self,
+        pkey: str,
+        loader: Callable[[], Any],
+        policy: CachePolicy,
+        codec: Codec,
+        tags: tuple[str, ...],
+    ) -> Any:
+        """A fill that excludes nobody: its right is a ticket, voided by any invalidation."""
+        right = self._ticket(pkey, policy)
+        if right is None:
+            return self._load_unstored(pkey, loader)
+        return self._load_and_store(pkey, loader, policy, codec, tags, right=right)
+
+    def _ticket(self, pkey: str, policy: CachePolicy) -> LeaseResult | None:
+        backend = self.backend
+        if backend is None or not self._l2_allowed():
+            return None
+        try:
+            right = backend.ticket(pkey, policy.lease_ttl)
+        except CacheUnavailableError as exc:
+            self._l2_failed(exc)
+            return None
+        self._l2_ok()
+        return right
+
+    def _load_unstored(self, pkey: str, loader: Callable[[], Any]) -> Any:
+        """The cache server cannot be asked for the key's floors: load, serve, store nothing
+        (a value stored now could predate an invalidation this process cannot see)."""
+        self.stats.loader.fail_open += 1
+        value = self._call_loader(loader)
+        self._refused(pkey, Refusal.NO_FLOOR)
+        return value
+
+    def _fill_floors(
+        self, tags: tuple[str, ...], policy: CachePolicy
+    ) -> tuple[tuple[tuple[str, int], ...], int | None]:
+        """The versions of ``tags`` (recorded in the entry) and the highest floor of the
+        tags and of the policy's versioned namespace, read after the versions: a floor
+        read later is at least the one of the version read (raises CacheUnavailableError)."""
+        tag_versions = self._tag_versions(tags)
+        counters = [self._tag_counter(t) for t in tags]
+        if policy.versioned:
+            counters.append(self._namespace_counter(policy.namespace))
+        floor = None
+        if counters and self.backend is not None:
+            for found in self.backend.counter_floors(counters):
+                floor = merge_floor(floor, found)
+        return tag_versions, floor
 
     def _load_and_store(
         self,
@@ -116,29 +175,33 @@ class FillMixin(TierAccess, VersionAccess):
         policy: CachePolicy,
         codec: Codec,
         tags: tuple[str, ...],
-        token: str | None,
-        floor_lsn: int | None = None,
+        right: LeaseResult | None,
     ) -> Any:
+        """Load under ``right`` (None: no L2 for this key) and store if the fill may."""
+        token = right.token if right is not None else None
+        since = self._local.seq
+        # Without an L2, the invalidations this process heard are the tombstones.
+        floor = right.floor_lsn if right is not None else self._local.floor(pkey, self._monotonic())
         try:
             # Versions are read before loading: a tag bumped during the load leaves this
             # entry with the older version, so it is never served as current.
-            tag_versions = self._tag_versions(tags)
+            tag_versions, tag_floor = self._fill_floors(tags, policy)
         except CacheUnavailableError as exc:
             self._l2_failed(exc)
-            tag_versions = None
+            self._release(pkey, token)
+            return self._load_unstored(pkey, loader)
+        floor = merge_floor(floor, tag_floor)
         started = self._monotonic()
         try:
-            with fill_scope(floor_lsn) as scope:
+            with fill_scope(floor, self._fill_staleness) as scope:
                 value = self._call_loader(loader)
         except BaseException:
             self._release(pkey, token)
             raise
-        if tag_versions is None and tags:
-            self._release(pkey, token)
-            self.stats.loader.not_cached += 1
+        if not self._may_store(pkey, scope, token):
             return value
-        source_lsn = scope.source_lsn
-        meta = self._meta(value, policy, self._monotonic() - started, tag_versions or (), source_lsn)
+        source = _script_source(scope)
+        meta = self._meta(value, policy, self._monotonic() - started, tag_versions, _entry_lsn(scope))
         try:
             raw = self._encode(pkey, value, meta, codec)
         except SerializationError as exc:
@@ -146,8 +209,19 @@ class FillMixin(TierAccess, VersionAccess):
             log.warning("cache %s: loaded value of %s not cached: %s", self.stats.name, pkey, exc)
             self._release(pkey, token)
             return value
-        self._store(pkey, value, meta, raw, policy, token, source_lsn)
+        self._store(pkey, value, meta, raw, policy, token, source, since=since)
         return value
+
+    def _may_store(self, pkey: str, scope: FillScope, token: str | None) -> bool:
+        """Judge the loader's reads; a refused fill gives its right back."""
+        if not scope.reads and self.loader_source == "primary":
+            scope.reads.append(ReadReport(PRIMARY_READ_LSN, 0.0))
+        refusal = scope.refusal()
+        if refusal is None:
+            return True
+        self._release(pkey, token)
+        self._refused(pkey, refusal, floor_lsn=scope.floor_lsn, source_lsn=scope.source_lsn)
+        return False
 
     def _release(self, pkey: str, token: str | None) -> None:
         if token is None or self.backend is None:
@@ -181,18 +255,46 @@ class FillMixin(TierAccess, VersionAccess):
         tags: tuple[str, ...],
     ) -> None:
         """One background refresh; across processes, a refresh lease lets only one run."""
-        token: str | None = None
         backend = self.backend
-        if backend is not None and backend.supports_leases and policy.uses_l2 and self._l2_allowed():
+        if backend is None or not policy.uses_l2:
+            self.stats.loader.refreshes += 1
+            self._load_and_store(pkey, loader, policy, codec, tags, right=None)
+            return
+        if not self._l2_allowed():
+            return  # the stale value is served meanwhile; a refresh could not be stored
+        right: LeaseResult | None
+        if backend.supports_leases:
             try:
                 token = backend.refresh_lease(pkey, policy.lease_ttl)
             except CacheUnavailableError as exc:
                 self._l2_failed(exc)
-            else:
-                if token is None:
-                    return  # another process is refreshing it
+                return
+            if token is None:
+                return  # another process is refreshing it
+            # The refresh lease carries no floor: the fill's store still checks the
+            # tombstone, and the staleness bound covers older invalidations.
+            right = LeaseResult(token=token)
+        else:
+            right = self._ticket(pkey, policy)
+            if right is None:
+                return
         self.stats.loader.refreshes += 1
-        self._load_and_store(pkey, loader, policy, codec, tags, token)
+        self._load_and_store(pkey, loader, policy, codec, tags, right=right)
 
     def _refresh_failed(self, key: str, exc: BaseException) -> None:
         self.stats.loader.refresh_errors += 1
+
+
+def _script_source(scope: FillScope) -> int | None:
+    """The source position the server checks against the key's tombstone: the oldest read
+    (a primary read passes any tombstone), None when no read was declared."""
+    return scope.source_lsn
+
+
+def _entry_lsn(scope: FillScope) -> int | None:
+    """The read position recorded in the entry (read-your-writes judges it): the oldest
+    replica position, or None when a read was on the primary (its position before the
+    read is not known here) or undeclared."""
+    if not scope.reads or any(r.primary for r in scope.reads):
+        return None
+    return scope.source_lsn

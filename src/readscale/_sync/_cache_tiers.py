@@ -12,7 +12,10 @@ from readscale._causal import own_write_floor
 from readscale._core import breaker as circuit
 from readscale._core.causal import read_before_own_write
 from readscale._core.entry import EntryMeta, EnvelopeError, decode_envelope, encode_envelope
+from readscale._core.fills import Refusal
 from readscale._core.freshness import jittered_ttl, l1_ttl, storage_ttl
+from readscale._core.local_invalidations import LocalInvalidations
+from readscale._core.lsn import format_lsn
 from readscale._core.policy import CachePolicy
 from readscale._sync.backends.base import Backend
 from readscale.codecs import Codec
@@ -28,6 +31,18 @@ from readscale.metrics import CacheStats
 
 log = logging.getLogger("readscale.cache")
 
+_REFUSAL_HINTS = {
+    Refusal.LEASE_LOST: "the key was invalidated while it loaded (normal under concurrent writes)",
+    Refusal.OLDER_THAN_INVALIDATION: "a read was behind the key's last invalidation (a lagging replica)",
+    Refusal.TOO_STALE: "a read was staler than the fill's bound, or of unknown staleness",
+    Refusal.UNDECLARED_SOURCE: (
+        "the loader read outside the replica router and declared nothing while the key's tombstone "
+        "stands: call readscale.fills.report_primary_read() in a loader that reads the primary, or build "
+        "the cache with loader_source='primary' (docs/consistency.md)"
+    ),
+    Refusal.NO_FLOOR: "the cache server failed before the load, so the key's floors are unknown",
+}
+
 Found = tuple[Any, EntryMeta]
 #: How many keys written during an L2 outage one process remembers for removal.
 MAX_UNSYNCED = 100_000
@@ -38,6 +53,7 @@ class TierAccess:
     l1: MemoryStore[str, Any] | None
     stats: CacheStats
     max_value_size: int
+    tombstone_ttl: float
     _breaker: circuit.BreakerState
     _breaker_settings: circuit.BreakerSettings
     _clock: Callable[[], float]
@@ -48,6 +64,10 @@ class TierAccess:
     #: the next L2 call. Without this a value written during an outage comes back, stale,
     #: for the rest of its TTL once Redis answers again.
     _unsynced: set[str]
+    #: Invalidations this process has seen (its own and the bus's): an L1 copy of data
+    #: read before one of them is never put (see readscale._core.local_invalidations).
+    _local: LocalInvalidations
+    _refusals_logged: set[Refusal]
 
     # -- L1 -------------------------------------------------------------------------------
 
@@ -64,8 +84,13 @@ class TierAccess:
         self.stats.l1.hits += 1
         return item  # type: ignore[no-any-return]
 
-    def _l1_put(self, pkey: str, value: Any, meta: EntryMeta, policy: CachePolicy, size: int) -> None:
+    def _l1_put(self, pkey: str, value: Any, meta: EntryMeta, policy: CachePolicy, size: int, since: int) -> None:
+        """Put an L1 copy of what was read (or loaded) after local invalidation number
+        ``since``; not if the key was invalidated since (the copy may predate it)."""
         if self.l1 is None or not policy.uses_l1:
+            return
+        if self._local.invalidated_since(pkey, since):
+            self.stats.l1.puts_skipped += 1
             return
         ttl = l1_ttl(meta, self._clock(), policy.l1_ttl)
         if ttl > 0:
@@ -199,6 +224,7 @@ class TierAccess:
         token: str | None,
         source_lsn: int | None = None,
         *,
+        since: int,
         raise_too_large: bool = False,
     ) -> bool:
         """Write an encoded entry to L2 (under ``token``'s lease if given) and to L1.
@@ -221,7 +247,7 @@ class TierAccess:
                     # The lease was lost (expired, or an invalidation removed it) or the
                     # value was read before the key's last change: what we loaded may be
                     # older than the database now, so it is not cached anywhere.
-                    self.stats.loader.fills_refused += 1
+                    self._refused(pkey, Refusal.LEASE_LOST, source_lsn=source_lsn)
                     return False
                 self.stats.l2.fills += 1
                 self._l2_ok()
@@ -236,10 +262,12 @@ class TierAccess:
                 log.warning("cache %s: %s", self.stats.name, exc)
                 return False
         self.stats.l1.fills += 1
-        self._l1_put(pkey, value, meta, policy, size=len(raw))
+        self._l1_put(pkey, value, meta, policy, size=len(raw), since=since)
         return True
 
-    def _store_many(self, entries: Mapping[str, tuple[Any, EntryMeta]], policy: CachePolicy, codec: Codec) -> None:
+    def _store_many(
+        self, entries: Mapping[str, tuple[Any, EntryMeta]], policy: CachePolicy, codec: Codec, since: int
+    ) -> None:
         items: list[tuple[str, bytes, float]] = []
         now = self._clock()
         for pkey, (value, meta) in entries.items():
@@ -250,7 +278,7 @@ class TierAccess:
                 log.warning("cache %s: %s not cached: %s", self.stats.name, pkey, exc)
                 continue
             items.append((pkey, raw, storage_ttl(meta, now)))
-            self._l1_put(pkey, value, meta, policy, size=len(raw))
+            self._l1_put(pkey, value, meta, policy, size=len(raw), since=since)
         if items and self.backend is not None and policy.uses_l2 and self._l2_allowed():
             try:
                 self.backend.set_many(items)
@@ -268,6 +296,39 @@ class TierAccess:
             except CacheUnavailableError as exc:
                 self._l2_failed(exc)
                 self._mark_unsynced(pkey)
+
+    def _refused(
+        self, pkey: str, cause: Refusal, *, floor_lsn: int | None = None, source_lsn: int | None = None
+    ) -> None:
+        """Count a refused fill by cause, and log the first of each cause (the fill's value
+        went to its caller; it is just not cached)."""
+        loader = self.stats.loader
+        loader.fills_refused += 1
+        name = f"fills_refused_{cause.value}"
+        setattr(loader, name, getattr(loader, name) + 1)
+        logged = self._refusals_logged
+        level = logging.INFO if cause is Refusal.LEASE_LOST else logging.WARNING
+        if cause in logged:
+            level = logging.DEBUG
+        else:
+            logged.add(cause)
+        if log.isEnabledFor(level):
+            log.log(
+                level,
+                "cache %s: a fill of %s was not stored (%s): %s%s",
+                self.stats.name,
+                pkey,
+                cause.value,
+                _REFUSAL_HINTS[cause],
+                "" if level == logging.DEBUG else f"; further ones are counted in stats.loader.{name}",
+                extra={
+                    "cache": self.stats.name,
+                    "key": pkey,
+                    "cause": cause.value,
+                    "floor_lsn": None if floor_lsn is None else format_lsn(floor_lsn),
+                    "source_lsn": None if source_lsn is None else format_lsn(source_lsn),
+                },
+            )
 
     # -- writes the L2 missed ------------------------------------------------------------
 
@@ -295,7 +356,9 @@ class TierAccess:
         keys = sorted(self._unsynced)
         self._unsynced.difference_update(keys)
         try:
-            self.backend.delete_many(keys)
+            # An invalidation, not a plain delete: a fill in flight is refused, and the
+            # tombstone (position unknown) makes fills of these keys read the primary.
+            self.backend.invalidate(keys, lsn=None, tombstone_ttl=self.tombstone_ttl)
         except CacheUnavailableError as exc:
             self._unsynced.update(keys)
             self._l2_failed(exc)

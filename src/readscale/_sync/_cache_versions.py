@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from readscale._core.keys import physical_key, validate_key
+from readscale._core.local_invalidations import LocalInvalidations
 from readscale._core.policy import CachePolicy
 from readscale._sync.backends.base import Backend
 from readscale._sync.bus import INVALIDATE, InvalidationBus
@@ -40,6 +41,8 @@ class VersionAccess:
     prefix: str
     stats: CacheStats
     version_ttl: float
+    tombstone_ttl: float
+    _local: LocalInvalidations
     _monotonic: Callable[[], float]
     _versions: dict[str, tuple[int, float]]
     _bus_pending: bool
@@ -130,14 +133,16 @@ class VersionAccess:
             return False
         return all(c == v for c, (_, v) in zip(current, tags, strict=True))
 
-    def _bump(self, counters: list[str], invalidated_keys: list[str]) -> dict[str, int]:
+    def _bump(self, counters: list[str], lsn: int | None) -> dict[str, int]:
+        """Bump version counters and raise their floors to the change's ``lsn`` (None:
+        unknown), so a fill under them reads at or past it (readscale._core.fills)."""
         assert self.backend is not None
-        values = self.backend.incr_counters(counters)
+        values = self.backend.bump_counters(counters, lsn=lsn, floor_ttl=self.tombstone_ttl)
         now = self._monotonic()
         bumped = dict(zip(counters, values, strict=True))
         for counter, value in bumped.items():
             self._remember_version(counter, value, now)
-        self._announce(invalidated_keys, bumped)
+        self._announce([], bumped, lsn)
         return bumped
 
     # -- the bus -----------------------------------------------------------------------------
@@ -159,12 +164,18 @@ class VersionAccess:
                 self._bus_pending = True
                 log.warning("cache %s: the invalidation bus is not available yet: %s", self.stats.name, exc)
 
-    def _announce(self, keys: list[str], versions: dict[str, int]) -> None:
+    def _announce(self, keys: list[str], versions: dict[str, int], lsn: int | None = None) -> None:
+        """Tell every process: drop these keys' L1 copies (their change's ``lsn`` is the
+        floor of an L1-only cache's fills), take these versions."""
         if self.bus is None:
             return
         self._ensure_bus()
+        message: dict[str, Any] = {"keys": keys, "versions": versions}
+        if keys:
+            message["lsn"] = lsn
+            message["ttl"] = self.tombstone_ttl
         try:
-            self.bus.publish(INVALIDATE, {"keys": keys, "versions": versions})
+            self.bus.publish(INVALIDATE, message)
         except CacheUnavailableError as exc:
             # The L2 change happened; other processes' L1 copies live at most their l1_ttl.
             log.warning("cache %s: invalidation not announced on the bus: %s", self.stats.name, exc)
@@ -175,6 +186,12 @@ class VersionAccess:
             return
         keys = payload.get("keys", []) if isinstance(payload, dict) else []
         versions = payload.get("versions", {}) if isinstance(payload, dict) else {}
+        if keys:
+            lsn = payload.get("lsn")
+            ttl = payload.get("ttl")
+            now = self._monotonic()
+            until = now + (float(ttl) if isinstance(ttl, int | float) else self.tombstone_ttl)
+            self._local.mark(list(keys), lsn if isinstance(lsn, int) else None, until, now)
         if self.l1 is not None and keys:
             self.l1.delete_many(keys)
         now = self._monotonic()
@@ -198,6 +215,7 @@ class VersionAccess:
         if self._l1_suspended is not None:
             self.l1, self._l1_suspended = self._l1_suspended, None
             log.warning("cache %s: the invalidation bus is back: the in-process tier is used again", self.stats.name)
+        self._local.flush()
         if self.l1 is not None:
             self.l1.clear()
         self._versions.clear()
@@ -207,6 +225,7 @@ class VersionAccess:
         """The bus is lost: this process would not hear another's invalidation, so an L1
         copy could stay stale for its whole L1 TTL. Until the bus is back the cache runs
         without its L1 (``cache.l1`` is None meanwhile) and reads go to the L2 or loader."""
+        self._local.flush()
         if self.l1 is None:
             return
         self.l1.clear()

@@ -19,16 +19,19 @@ other process over the bus. The machinery lives in the ``_cache_*`` mixins.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, ParamSpec, TypeVar, assert_never
+from typing import Any, Literal, ParamSpec, TypeVar, assert_never
 
 from readscale._causal import current_context
 from readscale._core import breaker as circuit
 from readscale._core.entry import fresh_payloads
+from readscale._core.fills import PRIMARY_READ_LSN, Refusal, max_fill_staleness, merge_floor
 from readscale._core.freshness import Freshness, assess, storage_ttl
 from readscale._core.keys import DEFAULT_PREFIX, physical_keys, template_fields
+from readscale._core.local_invalidations import LocalInvalidations
 from readscale._core.policy import DEFAULT, CachePolicy
 from readscale._core.writebehind import WriteBehindSettings
 from readscale._primitives import Background, SingleFlight
@@ -36,6 +39,12 @@ from readscale._sync._cache_fills import FillMixin, log
 from readscale._sync.backends.base import Backend
 from readscale._sync.bus import InvalidationBus
 from readscale._sync.cached import CachedFunction
+from readscale.backends_common import (
+    TOMBSTONE_TTL_ENV,
+    LeaseResult,
+    check_tombstone_ttl,
+    default_tombstone_ttl,
+)
 from readscale.codecs import Codec, JsonCodec
 from readscale.errors import (
     CacheUnavailableError,
@@ -44,6 +53,7 @@ from readscale.errors import (
     ReadscaleError,
     SerializationError,
 )
+from readscale.fills import fill_scope
 from readscale.memory import NO_VALUE, MemoryStore
 from readscale.metrics import CacheStats
 
@@ -65,8 +75,16 @@ class Cache(FillMixin):
         policy: the default :class:`CachePolicy` for calls that give none.
         prefix: prepended to every key this cache stores (``rs:`` by default).
         max_value_size: encoded values larger than this are refused (bytes).
-        tombstone_ttl: how long an invalidation with an LSN keeps refusing older fills;
-            at least the longest replica lag you want to be safe from.
+        tombstone_ttl: how long an invalidation's tombstone (and a tag's or namespace's
+            floor) refuses fills that read before its change; fills read no staler than
+            a bound just below it (``readscale._core.fills``), so a longer life lets
+            more lagging replicas serve fills. Default: ``READSCALE_TOMBSTONE_TTL`` or
+            35 s. Every process of a cache (and its CDC worker) must use one value: the
+            first to reach the server records it, and a different one is refused.
+        loader_source: what a loader reads when it declares nothing (``readscale.fills``):
+            ``"declared"`` (default) trusts only reports (the replica router's, or the
+            loader's own), refusing an undeclared fill while a tombstone stands;
+            ``"primary"`` takes every undeclared loader to read the primary.
         version_ttl: how long a tag or namespace version read from L2 is trusted locally
             (the bus updates it sooner). Default: 60 s with a bus, 0 without.
         purger: an edge purger (``readscale.http.purge``); ``invalidate_tags`` purges the
@@ -87,7 +105,8 @@ class Cache(FillMixin):
         prefix: str = DEFAULT_PREFIX,
         max_value_size: int = DEFAULT_MAX_VALUE_SIZE,
         breaker: circuit.BreakerSettings | None = None,
-        tombstone_ttl: float = 5.0,
+        tombstone_ttl: float | None = None,
+        loader_source: Literal["declared", "primary"] = "declared",
         version_ttl: float | None = None,
         purger: Any | None = None,
         write_behind: WriteBehindSettings | None = None,
@@ -98,8 +117,16 @@ class Cache(FillMixin):
     ) -> None:
         if backend is None and l1 is None:
             raise ConfigurationError("a cache needs a backend, an l1 store, or both")
-        if tombstone_ttl <= 0:
-            raise ConfigurationError(f"tombstone_ttl must be > 0 seconds, got {tombstone_ttl}")
+        tombstone_ttl = default_tombstone_ttl() if tombstone_ttl is None else tombstone_ttl
+        check_tombstone_ttl(tombstone_ttl, "tombstone_ttl")
+        if loader_source not in ("declared", "primary"):
+            raise ConfigurationError(f"loader_source must be 'declared' or 'primary', got {loader_source!r}")
+        if backend is not None and not getattr(backend, "supports_tombstones", False):
+            raise ConfigurationError(
+                f"backend {getattr(backend, 'name', type(backend).__name__)!r} keeps no tombstones, so this "
+                "cache could not keep fills from storing data older than an invalidation: implement "
+                "ticket/invalidate/bump_counters/counter_floors with tombstones (readscale.testing.contract)"
+            )
         self.backend = backend
         self.l1 = l1
         self.codec: Codec = codec or JsonCodec()
@@ -107,6 +134,12 @@ class Cache(FillMixin):
         self.prefix = prefix
         self.max_value_size = max_value_size
         self.tombstone_ttl = tombstone_ttl
+        self.loader_source = loader_source
+        self._fill_staleness = max_fill_staleness(tombstone_ttl)
+        self._local = LocalInvalidations()
+        self._refusals_logged: set[Refusal] = set()
+        self._unchecked = backend is not None
+        self.eviction_risk: str | None = None
         self.version_ttl = version_ttl if version_ttl is not None else (60.0 if bus is not None else 0.0)
         self.stats = CacheStats(name)
         self._breaker_settings = breaker or circuit.BreakerSettings()
@@ -169,10 +202,13 @@ class Cache(FillMixin):
             return NO_VALUE
         if self._bus_pending:
             self._ensure_bus()
+        if self._unchecked:
+            self._check_once()
         pkey = self._physical(key, policy) if not policy.versioned else self._pkey(key, policy)
         found = self._l1_get(pkey, policy)
         if found is not None and (not found[1].tags or self._tags_current_locally(found[1].tags)):
             return found[0]
+        since = self._local.seq
         found = self._l2_get(pkey, policy, codec or self.codec)
         if found is None:
             self.stats.l2.misses += 1
@@ -184,7 +220,7 @@ class Cache(FillMixin):
         state = assess(meta, self._clock(), 1.0, 0.0)
         if state is Freshness.FRESH:
             self.stats.l2.hits += 1
-            self._l1_put(pkey, value, meta, policy, size=0)
+            self._l1_put(pkey, value, meta, policy, size=0, since=since)
             return value
         if state is Freshness.STALE:
             self.stats.l2.stale_serves += 1
@@ -209,6 +245,9 @@ class Cache(FillMixin):
             policy = policy.with_(ttl=ttl)
         if not policy.cacheable:
             return
+        if self._unchecked:
+            self._check_once()
+        since = self._local.seq
         try:
             pkey = self._pkey(key, policy)
             tag_versions = self._tag_versions((*policy.tags, *tags))
@@ -217,7 +256,7 @@ class Cache(FillMixin):
             return
         meta = self._meta(value, policy, 0.0, tag_versions)
         raw = self._encode(pkey, value, meta, codec or self.codec)
-        self._store(pkey, value, meta, raw, policy, token=None, raise_too_large=True)
+        self._store(pkey, value, meta, raw, policy, token=None, since=since, raise_too_large=True)
 
     def delete(self, key: str, *, policy: CachePolicy | None = None) -> bool:
         """Remove ``key`` from both tiers (this process's L1 only; see :meth:`invalidate`).
@@ -244,14 +283,21 @@ class Cache(FillMixin):
     def invalidate(self, *keys: str, policy: CachePolicy | None = None, lsn: int | None = None) -> int:
         """Invalidate ``keys`` after the change that made them stale has committed.
 
-        Removes the entries and any fill lease (a fill that started before this call is
-        refused), leaves a tombstone with ``lsn`` (the change's WAL position) so no fill
-        read before that position can store, drops every process's L1 copy over the bus,
-        and returns how many entries existed. Raises :class:`CacheUnavailableError` when
-        the L2 cannot be reached (a lost invalidation would leave stale data).
+        Removes the entries and any fill lease or ticket (a fill that started before this
+        call is refused), leaves a tombstone with ``lsn`` (the change's WAL position, e.g.
+        ``router.context.token.lsn`` after a ``router.write()``) so no fill read before
+        that position can store, drops every process's L1 copy over the bus, and returns
+        how many entries existed. Without ``lsn`` the position is unknown: fills of these
+        keys read the primary while the tombstone stands. Raises
+        :class:`CacheUnavailableError` when the L2 cannot be reached (a lost
+        invalidation would leave stale data).
         """
         policy = policy or self.policy
+        if self._unchecked:
+            self._check_once()
         pkeys = [self._pkey(k, policy) for k in keys]
+        now = self._monotonic()
+        self._local.mark(pkeys, lsn, now + self.tombstone_ttl, now)
         if self.l1 is not None:
             self.l1.delete_many(pkeys)
         removed = len(pkeys)
@@ -263,17 +309,23 @@ class Cache(FillMixin):
                     self._mark_unsynced(pkey)
                 raise
         self.stats.invalidations += len(pkeys)
-        self._announce(pkeys, {})
+        self._announce(pkeys, {}, lsn)
         return removed
 
-    def invalidate_tags(self, *tags: str) -> dict[str, int]:
+    def invalidate_tags(self, *tags: str, lsn: int | None = None) -> dict[str, int]:
         """Make every entry carrying one of ``tags`` stale, everywhere. Returns the tags'
-        new versions. No set of keys is kept per tag: each tag is one counter."""
+        new versions. No set of keys is kept per tag: each tag is one counter.
+
+        As with :meth:`invalidate`, ``lsn`` is the change's WAL position: a fill under
+        these tags must read at or past it (without it, fills under them read the
+        primary while the tags' floors stand)."""
         if not tags:
             return {}
         if self.backend is None:
             raise ConfigurationError("tags need an L2 backend to hold their versions")
-        bumped = self._bump([self._tag_counter(t) for t in tags], [])
+        if self._unchecked:
+            self._check_once()
+        bumped = self._bump([self._tag_counter(t) for t in tags], lsn)
         self.stats.invalidations += len(tags)
         if self.purger is not None:
             try:
@@ -283,13 +335,16 @@ class Cache(FillMixin):
                 log.warning("cache %s: edge purge of %s failed: %s", self.stats.name, ", ".join(tags), exc)
         return {tag: bumped[self._tag_counter(tag)] for tag in tags}
 
-    def invalidate_namespace(self, namespace: str) -> int:
+    def invalidate_namespace(self, namespace: str, *, lsn: int | None = None) -> int:
         """Make every key of a versioned namespace unreachable at once (old entries die by
-        their TTL). Returns the namespace's new version."""
+        their TTL). Returns the namespace's new version. ``lsn``: as for
+        :meth:`invalidate_tags`."""
         if self.backend is None:
             raise ConfigurationError("versioned namespaces need an L2 backend")
+        if self._unchecked:
+            self._check_once()
         counter = self._namespace_counter(namespace)
-        bumped = self._bump([counter], [])
+        bumped = self._bump([counter], lsn)
         if self.l1 is not None:
             self.l1.clear()  # cheaper than finding the namespace's keys; other namespaces refill
         return bumped[counter]
@@ -319,6 +374,8 @@ class Cache(FillMixin):
             return self._call_loader(loader)
         if self._bus_pending:
             self._ensure_bus()
+        if self._unchecked:
+            self._check_once()
         codec = codec or self.codec
         if policy.versioned:
             try:
@@ -358,6 +415,7 @@ class Cache(FillMixin):
         codec: Codec,
         tags: tuple[str, ...],
     ) -> Any:
+        since = self._local.seq
         found = self._l2_get(pkey, policy, codec)
         if found is None:
             self.stats.l2.misses += 1
@@ -370,7 +428,7 @@ class Cache(FillMixin):
         match state:
             case Freshness.FRESH:
                 self.stats.l2.hits += 1
-                self._l1_put(pkey, value, meta, policy, size=0)
+                self._l1_put(pkey, value, meta, policy, size=0, since=since)
                 return value
             case Freshness.EARLY_REFRESH:
                 self.stats.l2.hits += 1
@@ -406,6 +464,10 @@ class Cache(FillMixin):
     ) -> T:
         """Run ``writer`` (the database write, returning what was written), then cache its result.
 
+        The key is invalidated first (a fill that read before the write cannot store, and
+        its tombstone carries the write's position when it went through the replica
+        router in a causal scope; otherwise fills read the primary while it stands),
+        then the value is stored unless a newer write's invalidation came in between.
         Other processes' L1 copies are dropped over the bus. If the value cannot be cached
         (the L2 is down, or it cannot be encoded), the key is removed instead where
         possible, and the event is logged and counted: the write itself has happened and is
@@ -423,6 +485,8 @@ class Cache(FillMixin):
         written_lsn = None
         if context is not None and context.written_at != wrote_before and context.token is not None:
             written_lsn = context.token.lsn
+        if self._unchecked:
+            self._check_once()
         try:
             pkey = self._pkey(key, policy)
             tag_versions = self._tag_versions((*policy.tags, *tags))
@@ -443,17 +507,90 @@ class Cache(FillMixin):
         meta = self._meta(value, policy, 0.0, tag_versions, written_lsn)
         try:
             raw = self._encode(pkey, value, meta, codec or self.codec)
-            self._store(pkey, value, meta, raw, policy, token=None, raise_too_large=True)
         except SerializationError as exc:
             # The write happened but its value cannot be cached: the old entry would be
             # stale, so it goes (here and, through the bus, in every process's L1).
             self.stats.loader.not_cached += 1
             log.warning("cache %s: write-through of %s not cached: %s", self.stats.name, pkey, exc)
-            self._forget(pkey)
-            self._announce([pkey], {})
+            self._invalidate_written(pkey, written_lsn, policy)
+            self._announce([pkey], {}, written_lsn)
             return value
-        self._announce([pkey], {})
+        right = self._invalidate_written(pkey, written_lsn, policy)
+        since = self._local.seq
+        if right is not None and right.token is not None:
+            # Stored only if no newer write invalidated the key since (its ticket holds)
+            # and this write is not older than the key's tombstone.
+            source = PRIMARY_READ_LSN if written_lsn is None else written_lsn
+            try:
+                self._store(pkey, value, meta, raw, policy, right.token, source, since=since, raise_too_large=True)
+            except SerializationError as exc:  # over the server's own limit: the key stays invalidated
+                self._release(pkey, right.token)
+                self.stats.loader.not_cached += 1
+                log.warning("cache %s: write-through of %s not cached: %s", self.stats.name, pkey, exc)
+            except BaseException:
+                self._release(pkey, right.token)
+                raise
+        elif policy.uses_l1:
+            self.stats.l1.fills += 1
+            self._l1_put(pkey, value, meta, policy, size=len(raw), since=since)
+        self._announce([pkey], {}, written_lsn)
         return value
+
+    def _invalidate_written(self, pkey: str, lsn: int | None, policy: CachePolicy) -> LeaseResult | None:
+        """Invalidate a key just written (in-flight fills refused, a tombstone at the
+        write's position) and take a ticket to store the written value with. None when
+        the L2 is not used or cannot be reached (the key is then removed once it can)."""
+        now = self._monotonic()
+        self._local.mark([pkey], lsn, now + self.tombstone_ttl, now)
+        if self.l1 is not None:
+            self.l1.delete(pkey)
+        backend = self.backend
+        if backend is None or not policy.uses_l2:
+            return None
+        if not self._l2_allowed():
+            self._mark_unsynced(pkey)
+            return None
+        try:
+            backend.invalidate([pkey], lsn=lsn, tombstone_ttl=self.tombstone_ttl)
+            right = backend.ticket(pkey, policy.lease_ttl)
+        except CacheUnavailableError as exc:
+            self._l2_failed(exc)
+            self._mark_unsynced(pkey)
+            return None
+        self._l2_ok()
+        return right
+
+    def refill(
+        self,
+        key: str,
+        loader: Callable[[], T],
+        *,
+        policy: CachePolicy | None = None,
+        codec: Codec | None = None,
+        tags: Sequence[str] = (),
+    ) -> T:
+        """Load ``key`` now, whatever is cached, and store the value as a fill: under a
+        ticket taken before the load (an invalidation meanwhile refuses it), at or past
+        the key's floors and within the staleness bound (``readscale.fills``). Returns
+        the loaded value, stored or not (``@cached``'s ``refresh``)."""
+        policy = policy or self.policy
+        if not policy.cacheable:
+            return self._call_loader(loader)
+        if self._bus_pending:
+            self._ensure_bus()
+        if self._unchecked:
+            self._check_once()
+        codec = codec or self.codec
+        all_tags = (*policy.tags, *tags) if tags else policy.tags
+        try:
+            pkey = self._pkey(key, policy)
+        except CacheUnavailableError as exc:
+            self._l2_failed(exc)
+            self.stats.loader.fail_open += 1
+            return self._call_loader(loader)
+        if self.backend is None or not policy.uses_l2:
+            return self._load_and_store(pkey, loader, policy, codec, all_tags, right=None)  # type: ignore[no-any-return]
+        return self._fill_with_ticket(pkey, loader, policy, codec, all_tags)  # type: ignore[no-any-return]
 
     def write_behind(
         self, key: str, value: Any, *, policy: CachePolicy | None = None, codec: Codec | None = None
@@ -482,6 +619,8 @@ class Cache(FillMixin):
             return {}
         if self._bus_pending:
             self._ensure_bus()
+        if self._unchecked:
+            self._check_once()
         codec = codec or self.codec
         if policy.versioned:
             pkeys = [self._pkey(key, policy) for key in keys]
@@ -502,6 +641,7 @@ class Cache(FillMixin):
                     remote.append(pkey)
         if not remote or self.backend is None or not policy.uses_l2:
             return result
+        since = self._local.seq
         raws = self._l2_call_many(remote)
         now = self._clock()
         # The fast path: fresh entries without tags or LSN, no L1 copy to make.
@@ -527,7 +667,7 @@ class Cache(FillMixin):
             state = assess(found[1], now, 1.0, 0.0)
             if state is Freshness.FRESH:
                 hits += 1
-                self._l1_put(pkey, found[0], found[1], policy, size=len(raw))
+                self._l1_put(pkey, found[0], found[1], policy, size=len(raw), since=since)
                 result[key] = found[0]
             elif state is Freshness.STALE:
                 self.stats.l2.stale_serves += 1
@@ -546,23 +686,126 @@ class Cache(FillMixin):
         codec: Codec | None = None,
     ) -> dict[str, Any]:
         """Values of all ``keys``: cached ones from the cache, the rest from one call of
-        ``loader(missing_keys)``, which returns a mapping (keys it omits are not cached)."""
+        ``loader(missing_keys)``, which returns a mapping (keys it omits are not cached).
+
+        The missing keys are filled as one fill (``readscale.fills``): each holds a ticket
+        taken before the load, and the load reads at or past the highest of their floors."""
         policy = policy or self.policy
         found = self.get_many(keys, policy=policy, codec=codec)
         missing = [k for k in dict.fromkeys(keys) if k not in found]
         if not missing:
             return found
-        tag_versions = self._tag_versions(policy.tags) if policy.cacheable else ()
+        if not policy.cacheable:
+            found.update(self._call_loader(lambda: loader(missing)))
+            return found
+        codec = codec or self.codec
+        since = self._local.seq
+        pkeys = {k: self._pkey(k, policy) for k in missing}
+        rights: dict[str, LeaseResult] = {}
+        floor: int | None = None
+        stored_in_l2 = self.backend is not None and policy.uses_l2
+        try:
+            if stored_in_l2:
+                for k, pkey in pkeys.items():
+                    right = self._ticket(pkey, policy)
+                    if right is None:
+                        raise CacheUnavailableError("no ticket", backend=self._backend_name)
+                    rights[k] = right
+                    floor = merge_floor(floor, right.floor_lsn)
+            else:
+                now = self._monotonic()
+                for pkey in pkeys.values():
+                    floor = merge_floor(floor, self._local.floor(pkey, now))
+            tag_versions, tag_floor = self._fill_floors(policy.tags, policy)
+        except CacheUnavailableError as exc:
+            if str(exc) != "no ticket":
+                self._l2_failed(exc)
+            for k, right in rights.items():
+                self._release(pkeys[k], right.token)
+            self.stats.loader.fail_open += 1
+            loaded = self._call_loader(lambda: loader(missing))
+            for pkey in pkeys.values():
+                self._refused(pkey, Refusal.NO_FLOOR)
+            found.update({k: loaded[k] for k in missing if k in loaded})
+            return found
+        floor = merge_floor(floor, tag_floor)
         started = self._monotonic()
-        loaded = self._call_loader(lambda: loader(missing))
+        try:
+            with fill_scope(floor, self._fill_staleness) as scope:
+                loaded = self._call_loader(lambda: loader(missing))
+        except BaseException:
+            for k, right in rights.items():
+                self._release(pkeys[k], right.token)
+            raise
         elapsed = self._monotonic() - started
-        if policy.cacheable:
-            entries = {
-                self._pkey(k, policy): (v, self._meta(v, policy, elapsed, tag_versions)) for k, v in loaded.items()
-            }
-            self._store_many(entries, policy, codec or self.codec)
+        ok = True
+        for k in missing:
+            ok = self._may_store(pkeys[k], scope, rights[k].token if k in rights else None) and ok
+        if ok:
+            source = scope.source_lsn
+            entry_lsn = None if not scope.reads or any(r.primary for r in scope.reads) else source
+            for k in missing:
+                right = rights.get(k)
+                if k not in loaded:
+                    self._release(pkeys[k], right.token if right is not None else None)
+                    continue
+                value = loaded[k]
+                meta = self._meta(value, policy, elapsed, tag_versions, entry_lsn)
+                try:
+                    raw = self._encode(pkeys[k], value, meta, codec)
+                except SerializationError as exc:
+                    self.stats.loader.not_cached += 1
+                    log.warning("cache %s: %s not cached: %s", self.stats.name, pkeys[k], exc)
+                    self._release(pkeys[k], right.token if right is not None else None)
+                    continue
+                token = right.token if right is not None else None
+                self._store(pkeys[k], value, meta, raw, policy, token, source, since=since)
         found.update({k: loaded[k] for k in missing if k in loaded})
         return found
+
+    # -- checks ------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Check the cache server once, as the first call that reaches it does: every
+        process of this cache (prefix) must use one ``tombstone_ttl`` (a different one
+        is refused with ConfigurationError: fills read no staler than a bound derived
+        from it, and a shorter tombstone elsewhere would break that), and a server that
+        may evict tombstones (Redis with an eviction policy and maxmemory, memcached
+        without -M) is reported once, loudly (``cache.eviction_risk``).
+        Raises CacheUnavailableError when the server cannot be reached."""
+        backend = self.backend
+        if backend is None:
+            return
+        mine = f"{self.tombstone_ttl:g}".encode()
+        stored = backend.register(f"{self.prefix}cfg:tombstone_ttl", mine)
+        if stored != mine:
+            theirs = stored.decode(errors="replace")
+            raise ConfigurationError(
+                f"cache {self.stats.name}: tombstone_ttl is {self.tombstone_ttl:g} s here but {theirs} s in the "
+                f"other processes of prefix {self.prefix!r} ({backend.name} key {self.prefix}cfg:tombstone_ttl): "
+                f"use one value everywhere ({TOMBSTONE_TTL_ENV}, readscale cdc run --tombstone-ttl); to change "
+                "it, stop every process, delete that key, and start them with the new value"
+            )
+        self._unchecked = False
+        risk = backend.eviction_risk()
+        self.eviction_risk = risk
+        if risk is not None:
+            log.log(
+                logging.WARNING if "cannot be read" in risk else logging.ERROR,
+                "cache %s: %s %s: a tombstone evicted early lets a fill store data older than an "
+                "invalidation; run it without eviction (Redis: maxmemory-policy noeviction; memcached: -M) "
+                "or with room to spare (docs/consistency.md)",
+                self.stats.name,
+                backend.name,
+                risk,
+                extra={"cache": self.stats.name, "backend": backend.name, "eviction_risk": risk},
+            )
+
+    def _check_once(self) -> None:
+        try:
+            self.check()
+        except CacheUnavailableError as exc:
+            log.debug("cache %s: settings not checked yet (%s)", self.stats.name, exc)
 
     # -- decorator -------------------------------------------------------------------------
 

@@ -83,16 +83,28 @@ class CachedFunction(Generic[P, T]):
         return self._cache.get_or_load(key, load, policy=self._policy, codec=self._codec)
 
     def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
-        """Remove the cached result of a call with these arguments."""
-        return self._cache.delete(self.key(*args, **kwargs), policy=self._policy)
+        """Invalidate the cached result of a call with these arguments, as
+        :meth:`Cache.invalidate` does: entry and fill rights removed, a tombstone,
+        every process's L1 copy dropped over the bus. The change's position is unknown
+        here, so fills of this key read the primary while the tombstone stands: use
+        :meth:`invalidate_at` when you know it. True if an entry existed."""
+        return self._cache.invalidate(self.key(*args, **kwargs), policy=self._policy) > 0
+
+    def invalidate_at(self, lsn: int | None, /, *args: P.args, **kwargs: P.kwargs) -> bool:
+        """:meth:`invalidate` with the change's WAL position ``lsn`` (e.g.
+        ``router.context.token.lsn`` after ``router.write()``): fills then read any
+        replica that has replayed it."""
+        return self._cache.invalidate(self.key(*args, **kwargs), policy=self._policy, lsn=lsn) > 0
 
     def refresh(self, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Call the function now and cache its result (write-through of a recomputation)."""
+        """Call the function now and cache its result. This is a read, not a write: it runs
+        as a fill (a ticket taken before the call, the fill's floor and staleness bound),
+        so a recomputation from a lagging replica cannot replace a newer entry."""
 
         def load() -> T:
             return self._fn(*args, **kwargs)
 
-        return self._cache.write_through(self.key(*args, **kwargs), load, policy=self._policy, codec=self._codec)
+        return self._cache.refill(self.key(*args, **kwargs), load, policy=self._policy, codec=self._codec)
 
     def __get__(self, instance: object, owner: type | None = None) -> Any:
         if instance is None:

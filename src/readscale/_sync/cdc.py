@@ -11,6 +11,16 @@ re-delivers the batch: at-least-once, and duplicates are harmless.
 A slot that is missing or lost (``wal_status = 'lost'`` after ``max_slot_wal_keep_size``)
 means changes may have been missed: the worker recreates it and flushes what it guards
 (versioned namespaces, an epoch tag, every process's L1) instead of going on silently.
+
+Tombstones and tag floors carry the commit's LSN and live the cache's ``tombstone_ttl``,
+the one setting the worker shares with the application (``READSCALE_TOMBSTONE_TTL``;
+a cache server remembers the first value and refuses another): a tombstone's expiry only
+grows, so the worker never shortens one the application left.
+
+Before its first batch the worker checks what it needs (:meth:`CdcWorker.check`):
+``wal_level = logical``, a role allowed to use replication slots, every rule's table and
+the columns its templates name, and the cache's shared settings; a failure is a
+:class:`ConfigurationError` naming what is missing (``readscale cdc run`` exits 2).
 """
 
 from __future__ import annotations
@@ -66,6 +76,55 @@ class CdcWorker:
         self._purger = purger
         self._on_applied = on_applied
         self._conn: Any = None
+        self._database_checked = False
+
+    # -- startup checks --------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Check once what the worker needs, before it reads anything: raise
+        ConfigurationError naming the first thing missing (see the module docstring), or
+        CacheUnavailableError while the cache server cannot be asked (``run`` retries)."""
+        if not self._database_checked:
+            self.check_database()
+        self.cache.check()
+
+    def check_database(self) -> None:
+        """The PostgreSQL half of :meth:`check`: logical WAL, a role allowed to use
+        replication slots, every rule's table and the columns its templates name."""
+        conn = self._connection()
+        cur = conn.execute(
+            "SELECT current_user, current_setting('wal_level'), "
+            "(SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user)"
+        )
+        row = cur.fetchone()
+        assert row is not None
+        user, wal_level, may_replicate = row
+        if wal_level != "logical":
+            raise ConfigurationError(
+                f"CDC needs wal_level = logical on the primary, it is {wal_level}: set it and restart PostgreSQL"
+            )
+        if not may_replicate:
+            raise ConfigurationError(
+                f"PostgreSQL role {user!r} may not use replication slots: ALTER ROLE {user} REPLICATION "
+                "(or run the worker as a role that has it)"
+            )
+        for rule in self.rules:
+            cur = conn.execute("SELECT to_regclass(%s)::oid", (rule.qualified_table,))
+            found = cur.fetchone()
+            if found is None or found[0] is None:
+                raise ConfigurationError(f"CDC rule for {rule.table}: table {rule.qualified_table} does not exist")
+            cur = conn.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped",
+                (found[0],),
+            )
+            columns = {r[0] for r in cur.fetchall()}
+            missing = sorted(rule.fields() - columns)
+            if missing:
+                raise ConfigurationError(
+                    f"CDC rule for {rule.table}: {rule.qualified_table} has no column {', '.join(missing)} "
+                    f"(its templates use {', '.join(sorted(rule.fields()))})"
+                )
+        self._database_checked = True
 
     # -- connection and slot ---------------------------------------------------------------
 
@@ -144,7 +203,11 @@ class CdcWorker:
 
     def run_once(self) -> int:
         """Apply one batch; how many transactions it held (0: nothing new)."""
+        if not self._database_checked:
+            self.check_database()
         self.ensure_slot()
+        # The cache checks its own settings on its first call (a different tombstone_ttl
+        # is refused there); while it is down the batch still purges the edge.
         conn = self._connection()
         try:
             cur = conn.execute(
@@ -181,6 +244,8 @@ class CdcWorker:
             return
         # One call per namespace for the whole batch. The newest commit LSN of the batch is
         # the tombstone for every key in it: conservative (fills must be at least that fresh).
+        # Without tombstones (an old setting) the position is left unknown: fills then read
+        # the primary while the tombstones stand.
         lsn = max(inv.commit_lsn for inv in batch) if self.settings.tombstones else None
         by_namespace: dict[str, set[str]] = {}
         tags: set[str] = set()
@@ -197,11 +262,11 @@ class CdcWorker:
                 self.cache.invalidate(*sorted(keys), policy=self._policy(namespace), lsn=lsn)
                 self.stats.keys_invalidated += len(keys)
             if tags:
-                self.cache.invalidate_tags(*sorted(tags))
+                self.cache.invalidate_tags(*sorted(tags), lsn=lsn)
                 self.stats.tags_invalidated += len(tags)
             for namespace in truncated:
                 if self._policy(namespace).versioned:
-                    self.cache.invalidate_namespace(namespace)
+                    self.cache.invalidate_namespace(namespace, lsn=lsn)
                 else:
                     log.warning(
                         "cdc: a TRUNCATE hit namespace %r, which is not versioned: keys stay until TTL", namespace

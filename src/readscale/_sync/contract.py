@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from readscale._core.fills import PRIMARY_ONLY, PRIMARY_READ_LSN
 from readscale._primitives import sync_sleep
 from readscale._sync.backends.base import Backend
 from readscale.errors import ValueTooLargeError
@@ -248,3 +249,91 @@ class BackendContract:
         assert backend.incr_counters([a]) == [1]
         assert backend.incr_counters([a, b]) == [2, 1]
         assert backend.get_counters([b, a]) == [1, 2]
+
+    # -- the rules that keep fills safe (readscale._core.fills) ------------------------------
+
+    def test_a_tombstone_never_shortens(self, backend: Backend) -> None:
+        """A later invalidation with a shorter life (another process, the CDC worker)
+        keeps the longer expiry and the higher LSN."""
+        (key,) = _keys(1)
+        backend.invalidate([key], lsn=1000, tombstone_ttl=30)
+        backend.invalidate([key], lsn=900, tombstone_ttl=self.short_ttl)
+        sync_sleep(self.expiry_wait)
+        lease = backend.lease(key, 5)
+        assert lease.token is not None
+        assert lease.floor_lsn == 1000, "the short-lived invalidation cut the tombstone's life"
+        assert backend.fill(key, b"behind", 60, lease.token, lsn=999) is False
+
+    def test_an_invalidation_of_unknown_position_admits_only_primary_reads(self, backend: Backend) -> None:
+        (key,) = _keys(1)
+        backend.invalidate([key])
+        lease = backend.lease(key, 5)
+        assert lease.token is not None
+        assert lease.floor_lsn == PRIMARY_ONLY
+        assert backend.fill(key, b"a replica read", 60, lease.token, lsn=2**62) is False
+        lease = backend.lease(key, 5)
+        assert lease.token is not None
+        assert backend.fill(key, b"a primary read", 60, lease.token, lsn=PRIMARY_READ_LSN) is True
+        assert backend.get(key) == b"a primary read"
+
+    def test_tickets_are_voided_by_an_invalidation(self, backend: Backend) -> None:
+        a, b = _keys(2)
+        ticket = backend.ticket(a, 5)
+        assert ticket.token is not None and ticket.floor_lsn is None
+        assert backend.fill(a, b"loaded", 60, ticket.token) is True
+        assert backend.get(a) == b"loaded"
+        ticket = backend.ticket(a, 5)  # a refresh of the value
+        assert ticket.token is not None
+        backend.invalidate([a], lsn=500)
+        assert backend.fill(a, b"read before the change", 60, ticket.token, lsn=499) is False
+        assert backend.get(a) is None
+        ticket = backend.ticket(a, 5)
+        assert ticket.token is not None and ticket.floor_lsn == 500
+        assert backend.fill(a, b"too old", 60, ticket.token, lsn=499) is False
+        ticket = backend.ticket(a, 5)
+        assert ticket.token is not None
+        assert backend.fill(a, b"fresh", 60, ticket.token, lsn=500) is True
+        assert backend.get(a) == b"fresh"
+        # A ticket on an absent key, then an invalidation: the store is refused.
+        ticket = backend.ticket(b, 5)
+        assert ticket.token is not None
+        backend.invalidate([b], lsn=10)
+        assert backend.fill(b, b"read before the change", 60, ticket.token, lsn=PRIMARY_READ_LSN) is False
+        assert backend.fill(b, b"forged", 60, "t~forged") is False
+        backend.release(b, ticket.token)  # harmless
+
+    def test_a_lease_on_an_invalidated_key_is_exclusive(self, backend: Backend) -> None:
+        if not backend.supports_leases:
+            pytest.skip(f"{backend.name} has no leases")
+        (key,) = _keys(1)
+        backend.set(key, b"old", 60)
+        backend.invalidate([key], lsn=77)
+        first = backend.lease(key, 5)
+        second = backend.lease(key, 5)
+        assert first.token is not None and first.floor_lsn == 77
+        assert second.token is None and second.value is None
+        backend.release(key, first.token)
+        third = backend.lease(key, 5)  # given back: the next one wins
+        assert third.token is not None and third.floor_lsn == 77
+        assert backend.fill(key, b"new", 60, third.token, lsn=77) is True
+        assert backend.get(key) == b"new"
+        # The floor outlives the fill: a refresh reading behind it is still refused.
+        ticket = backend.ticket(key, 5)
+        assert ticket.token is not None and ticket.floor_lsn == 77
+        assert backend.fill(key, b"behind", 60, ticket.token, lsn=76) is False
+        assert backend.get(key) == b"new"
+
+    def test_counter_floors_grow_and_never_shorten(self, backend: Backend) -> None:
+        a, b, c = _keys(3)
+        assert backend.counter_floors([a, b]) == [None, None]
+        assert backend.bump_counters([a], lsn=100, floor_ttl=30) == [1]
+        assert backend.bump_counters([a, b], lsn=90, floor_ttl=self.short_ttl) == [2, 1]
+        backend.bump_counters([c], lsn=None, floor_ttl=30)
+        sync_sleep(self.expiry_wait)
+        assert backend.counter_floors([a, b, c]) == [100, None, PRIMARY_ONLY]
+        assert backend.get_counters([a, b, c]) == [2, 1, 1]
+
+    def test_register_keeps_the_first_value(self, backend: Backend) -> None:
+        (key,) = _keys(1)
+        assert backend.register(key, b"35") == b"35"
+        assert backend.register(key, b"5") == b"35"

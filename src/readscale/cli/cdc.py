@@ -51,7 +51,18 @@ def run(
     ] = "redis://127.0.0.1:6379/0",
     slot: Annotated[str, typer.Option(help="Replication slot name (created if missing).")] = "readscale_cdc",
     prefix: Annotated[str, typer.Option(help="The cache's key prefix.")] = "rs:",
-    tombstones: Annotated[bool, typer.Option(help="Leave LSN tombstones (needs LSN-aware fills).")] = True,
+    tombstones: Annotated[
+        bool,
+        typer.Option(help="Tombstones carry the commit's LSN (off: the position is unknown, fills read the primary)."),
+    ] = True,
+    tombstone_ttl: Annotated[
+        float | None,
+        typer.Option(
+            envvar="READSCALE_TOMBSTONE_TTL",
+            help="Seconds a tombstone refuses older fills: the application's caches must use the same value "
+            "(the cache server keeps the first one and refuses another). Default 35.",
+        ),
+    ] = None,
     epoch_tag: Annotated[str | None, typer.Option(help="Tag bumped if the slot is lost.")] = None,
     bus: Annotated[bool, typer.Option(help="Announce invalidations on the bus (other processes' L1).")] = True,
     purge_varnish: Annotated[
@@ -68,6 +79,7 @@ def run(
     from readscale._sync.bus import InvalidationBus
     from readscale._sync.cache import Cache
     from readscale.cdc import CdcSettings, CdcWorker, load_rules
+    from readscale.errors import CacheUnavailableError
     from readscale.settings import PostgresSettings, RedisSettings, check_dsn
 
     with errors_to_exit(), terminate_as_interrupt():
@@ -75,7 +87,12 @@ def run(
         postgres = PostgresSettings.from_env()
         rule_list = load_rules(rules)
         settings = RedisSettings.from_env(url=redis_url)
-        cache = Cache(RedisBackend(settings), bus=InvalidationBus(settings) if bus else None, prefix=prefix)
+        cache = Cache(
+            RedisBackend(settings),
+            bus=InvalidationBus(settings) if bus else None,
+            prefix=prefix,
+            tombstone_ttl=tombstone_ttl,
+        )
         purger = None
         if purge_varnish:
             from readscale._sync.purge import VarnishPurger
@@ -91,6 +108,11 @@ def run(
         )
         started = time.monotonic()
         try:
+            worker.check_database()  # a missing table, column or permission: one line and exit 2
+            try:
+                cache.check()  # another tombstone_ttl than the application's: one line and exit 2
+            except CacheUnavailableError as exc:  # checked on the cache's first call instead
+                console.print(f"[yellow]the cache is not reachable yet ({exc}); retrying[/]")
             if once:
                 while worker.run_once():
                     pass

@@ -50,6 +50,7 @@ from readscale._core.causal import TokenSigner
 from readscale._core.replica_settings import PRIMARY, ReplicaSettings
 from readscale._sync.replica_router import ReplicaRouter
 from readscale.errors import ConfigurationError
+from readscale.fills import report_primary_read
 from readscale.replicas._carry import (
     Persist,
     Restored,
@@ -191,6 +192,7 @@ class ReplicaDatabaseRouter:
         primary = connections[self.primary]
         self._track(primary)
         if primary.in_atomic_block:
+            report_primary_read()  # a cache fill running this read learns its source
             return self.primary
         name = shared_router().route_read()
         return self.primary if name == PRIMARY else name

@@ -48,6 +48,7 @@ from readscale._causal import current_mode
 from readscale._core.replica_settings import PRIMARY, ReadMode
 from readscale._sync.replica_router import ReplicaRouter
 from readscale.errors import ConfigurationError
+from readscale.fills import current_fill, report_primary_read, report_unknown_read
 from readscale.replicas._sql import is_read_sql
 
 __all__ = ["RoutingSession", "async_routing_sessionmaker", "routing_sessionmaker"]
@@ -90,6 +91,7 @@ class RoutingSession(Session):
         self._readscale_engines: dict[str, Engine] = {PRIMARY: primary, **replicas}
         self._readscale_mode = mode
         self._readscale_node: str | None = None
+        self._readscale_fill: object | None = None
         self._readscale_wrote = False
 
     def get_bind(self, mapper: Any = None, *, clause: Any = None, bind: Any = None, **kwargs: Any) -> Any:
@@ -97,9 +99,19 @@ class RoutingSession(Session):
             return bind
         if self._readscale_wrote or self._flushing or _writes(clause):
             self._readscale_wrote = True
+            report_primary_read()  # a cache fill running this read learns its source
             return self._readscale_engines[PRIMARY]
+        fill = current_fill()
         if self._readscale_node is None:
-            self._readscale_node = self._route()
+            self._readscale_node = self._route()  # routed for the fill, if any (readscale.fills)
+            self._readscale_fill = fill
+        elif fill is not None and fill is not self._readscale_fill:
+            # The node was chosen before this cache fill began: its freshness for the fill
+            # is unknown unless it is the primary (the fill is refused, visibly).
+            if self._readscale_node == PRIMARY:
+                report_primary_read()
+            else:
+                report_unknown_read()
         return self._readscale_engines[self._readscale_node]
 
     def _route(self) -> str:

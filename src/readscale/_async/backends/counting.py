@@ -58,7 +58,11 @@ class AsyncCountingBackend:
         self.calls["fill"] += 1
         return await self.proxied.fill(key, value, ttl, token, lsn)
 
-    async def invalidate(self, keys: Sequence[str], *, lsn: int | None = None, tombstone_ttl: float = 30.0) -> int:
+    async def ticket(self, key: str, ttl: float) -> LeaseResult:
+        self.calls["ticket"] += 1
+        return await self.proxied.ticket(key, ttl)
+
+    async def invalidate(self, keys: Sequence[str], *, lsn: int | None = None, tombstone_ttl: float = 35.0) -> int:
         self.calls["invalidate"] += 1
         return await self.proxied.invalidate(keys, lsn=lsn, tombstone_ttl=tombstone_ttl)
 
@@ -69,6 +73,22 @@ class AsyncCountingBackend:
     async def incr_counters(self, keys: Sequence[str]) -> list[int]:
         self.calls["incr_counters"] += 1
         return await self.proxied.incr_counters(keys)
+
+    async def bump_counters(self, keys: Sequence[str], *, lsn: int | None, floor_ttl: float) -> list[int]:
+        self.calls["bump_counters"] += 1
+        return await self.proxied.bump_counters(keys, lsn=lsn, floor_ttl=floor_ttl)
+
+    async def counter_floors(self, keys: Sequence[str]) -> list[int | None]:
+        self.calls["counter_floors"] += 1
+        return await self.proxied.counter_floors(keys)
+
+    async def register(self, key: str, value: bytes) -> bytes:
+        self.calls["register"] += 1
+        return await self.proxied.register(key, value)
+
+    async def eviction_risk(self) -> str | None:
+        self.calls["eviction_risk"] += 1
+        return await self.proxied.eviction_risk()
 
     async def release(self, key: str, token: str) -> None:
         self.calls["release"] += 1

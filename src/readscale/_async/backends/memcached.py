@@ -22,18 +22,22 @@ import functools
 import secrets
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, assert_never
+from typing import TYPE_CHECKING, NamedTuple, assert_never
 
+from readscale._core.fills import PRIMARY_ONLY
 from readscale._core.memcached_items import (
     DEFAULT_MAX_VALUE_SIZE,
+    FENCE_FLAGS,
     POLL_FIRST_DELAY,
     VALUE_FLAGS,
+    Fence,
     Found,
     ItemState,
     LeaseHeld,
     LeaseWon,
     Missing,
     ServerRing,
+    fence_value,
     item_state,
     max_value_size,
     next_poll_delay,
@@ -61,7 +65,7 @@ from readscale._core.memcached_replies import (
 )
 from readscale._primitives import async_sleep
 from readscale._transport import AsyncStreamPool, AsyncTcpStream, Endpoint
-from readscale.backends_common import LEASE_HELD_ELSEWHERE, LeaseResult
+from readscale.backends_common import LEASE_HELD_ELSEWHERE, TICKET_PREFIX, LeaseResult
 from readscale.errors import CacheUnavailableError, ConfigurationError, ValueTooLargeError
 
 if TYPE_CHECKING:
@@ -71,10 +75,77 @@ __all__ = ["AsyncMemcachedBackend"]
 
 NAME = "memcached"
 _REFRESH_PREFIX = "r:"
+_CAS_ATTEMPTS = 32
+_TOMB_GET = MetaGet("", ttl=False)
 
 
 def _refresh_key(key: str) -> str:
     return f"{key}:rl"
+
+
+def _tomb_key(key: str) -> str:
+    """A key's tombstone (its LSN), kept on the key's server."""
+    return f"{key}:tomb"
+
+
+def _floor_key(counter: str) -> str:
+    return f"{counter}:floor"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _hex(lsn: int | None) -> str:
+    return "-" if lsn is None else f"{lsn:016x}"
+
+
+def _parse_hex(raw: bytes | str | None) -> int | None:
+    if not raw or raw in ("-", b"-"):
+        return None
+    try:
+        return int(raw, 16)
+    except ValueError:
+        return None
+
+
+def _tomb_lsn(reply: AnyReply) -> int | None:
+    if isinstance(reply, Reply) and reply.status is Status.VA:
+        return _parse_hex(reply.value)
+    if isinstance(reply, Reply) and reply.status is Status.EN:
+        return None
+    raise _unexpected(reply, "mg (tombstone)")
+
+
+def _lease_token(cas: int, floor: int | None) -> str:
+    return f"{cas}.{_hex(floor)}"
+
+
+class _Right(NamedTuple):
+    cas: int | None  # None: the key was absent (a ticket's store only adds)
+    floor: int | None
+    deadline_ms: int | None = None  # tickets only
+    refresh: str | None = None  # refresh leases only
+
+
+def _parse_right(token: str) -> _Right | None:
+    """A token this backend issued, or None for anything else (a forged or foreign one)."""
+    try:
+        if token.startswith(TICKET_PREFIX):
+            cas_text, floor, deadline = token[len(TICKET_PREFIX) :].split(".")
+            cas = None if cas_text == "add" else parse_token(cas_text)
+            if cas is None and cas_text != "add":
+                return None
+            return _Right(cas, _parse_hex(floor), int(deadline))
+        if token.startswith(_REFRESH_PREFIX):
+            ident, cas_text, floor = token[len(_REFRESH_PREFIX) :].split(".")
+            cas = parse_token(cas_text)
+            return None if cas is None else _Right(cas, _parse_hex(floor), refresh=ident)
+        cas_text, floor = token.split(".")
+        cas = parse_token(cas_text)
+        return None if cas is None else _Right(cas, _parse_hex(floor))
+    except ValueError:
+        return None
 
 
 _NOOP = MetaNoop().encode()
@@ -146,9 +217,9 @@ class AsyncMemcachedBackend:
 
     name: str = NAME
     supports_leases: bool = True
-    #: memcached has no atomic compare for LSNs: invalidate() deletes values and lease
-    #: placeholders (so in-flight fills are refused) but records no tombstone.
-    supports_tombstones: bool = False
+    #: Tombstones as fences and ``<key>:tomb`` items (see memcached_items), compared
+    #: under the CAS of the fill's right: the meta protocol's ``C`` makes it atomic.
+    supports_tombstones: bool = True
 
     def __init__(
         self,
@@ -277,7 +348,7 @@ class AsyncMemcachedBackend:
         match self._state(reply):
             case Found(value=value):
                 return value
-            case Missing() | LeaseHeld():
+            case Missing() | LeaseHeld() | Fence():
                 return None
             case LeaseWon(cas=cas):
                 await self._give_back(server, [(key, cas)])
@@ -301,7 +372,7 @@ class AsyncMemcachedBackend:
                 match state:
                     case Found(value=value):
                         results[i] = value
-                    case Missing() | LeaseHeld():
+                    case Missing() | LeaseHeld() | Fence():
                         pass
                     case LeaseWon(cas=cas):
                         won.append((keys[i], cas))
@@ -358,64 +429,253 @@ class AsyncMemcachedBackend:
             existed += len(positions) - len(replies)
         return existed
 
+    # -- fill rights, tombstones and fences ------------------------------------------------
+    #
+    # Tokens: a lease on a placeholder or a fence is "<cas>.<floor>", a ticket is
+    # "t~<cas or add>.<floor>.<deadline>", a refresh lease "r:<id>.<cas>.<floor>"; <floor>
+    # is the tombstone's LSN in hex ("-": none) when the right was taken, <deadline> the
+    # ticket's end on this process's monotonic clock, in ms. The CAS makes the store
+    # atomic against any invalidation since (it rewrites the key's item), so the floor
+    # read with the right is the floor at the store.
+
+    async def _item_and_floor(self, key: str, request: MetaGet) -> tuple[ItemState, int | None]:
+        """``request`` for ``key`` and its tombstone, pipelined in that order on the key's
+        server: an invalidation writes the tombstone before the fence, so a fence seen
+        here comes with its tombstone."""
+        server = self._server_for(key)
+        payload = (
+            request._replace(opaque=0, quiet=False).encode() + _TOMB_GET._replace(key=_tomb_key(key), opaque=1).encode()
+        )
+        replies = await self._exchange_n(server, payload, 2)
+        return self._state(replies[0]), _tomb_lsn(replies[1])
+
+    async def _exchange_n(self, server: _Server, payload: bytes, n: int) -> list[AnyReply]:
+        stream = await server.pool.acquire()
+        try:
+            await stream.write(payload)
+            parser = MetaParser()
+            replies: list[AnyReply] = []
+            while len(replies) < n:
+                reply = parser.next_reply()
+                if reply is None:
+                    parser.feed(await stream.read())
+                    continue
+                if isinstance(reply, ErrorReply) and reply.kind is not ErrorKind.SERVER_ERROR:
+                    message = f"{NAME} {stream.endpoint.address} refused a command: {reply.kind.value} {reply.message}"
+                    raise CacheUnavailableError(message, backend=NAME)
+                replies.append(reply)
+            if parser.buffered:
+                raise MetaProtocolError(f"{parser.buffered} bytes beyond the expected replies")
+        except BaseException as exc:
+            await server.pool.discard(stream)
+            if isinstance(exc, CacheUnavailableError):
+                await server.pool.drop_idle()
+            raise
+        await server.pool.release(stream)
+        return replies
+
     async def lease(self, key: str, ttl: float) -> LeaseResult:
-        """``mg <key> v f c N<ttl>``: a hit, a won lease (the token is the placeholder's
-        CAS), or a lease held elsewhere. A stale item (``md <key> I``) is a miss: the
-        first taker wins its refill."""
-        request = MetaGet(key, client_flags=True, cas=True, vivify=wire_ttl(ttl, time.time()))
-        (reply,) = await self._exchange(self._server_for(key), request.encode())
-        match self._state(reply):
+        """``mg <key> v f c t N<ttl>``: a hit, a won lease (the token is the placeholder's
+        CAS), or a lease held elsewhere. On a fence (an invalidated key) the lease is taken
+        by rewriting the fence with the lease's end, CAS-guarded: one client wins."""
+        request = MetaGet(key, client_flags=True, cas=True, ttl=True, vivify=wire_ttl(ttl, time.time()))
+        state, floor = await self._item_and_floor(key, request)
+        match state:
             case Found(value=value):
                 assert value is not None  # asked with v
                 return LeaseResult(value=value)
-            case LeaseWon() as won:
-                return LeaseResult(token=won.token)
+            case LeaseWon(cas=cas):
+                return LeaseResult(token=_lease_token(cas, floor), floor_lsn=floor)
+            case Fence() as fence:
+                now_ms = _now_ms()
+                if fence.leased(now_ms):
+                    return LEASE_HELD_ELSEWHERE
+                taken = await self._rewrite_fence(key, fence, now_ms + int(ttl * 1000), ttl)
+                if taken is None:
+                    return LEASE_HELD_ELSEWHERE  # another client took it, or an invalidation came
+                return LeaseResult(token=_lease_token(taken, floor), floor_lsn=floor)
             case LeaseHeld() | Missing():
                 return LEASE_HELD_ELSEWHERE
             case unreachable:
                 assert_never(unreachable)
 
-    async def refresh_lease(self, key: str, ttl: float) -> str | None:
-        """``ms <key>:rl <token> ME``: an add-mode companion item; its holder refreshes."""
-        token = _REFRESH_PREFIX + secrets.token_hex(8)
-        lease_key = _refresh_key(key)
-        request = MetaSet(lease_key, token.encode(), ttl=wire_ttl(ttl, time.time()), mode=SetMode.ADD)
+    async def _rewrite_fence(self, key: str, fence: Fence, lease_until_ms: int | None, ttl: float) -> int | None:
+        """Rewrite a fence (taking or giving back its lease), CAS-guarded; its new CAS, or
+        None when the item changed meanwhile. The fence keeps at least its remaining life."""
+        left = fence.ttl if fence.ttl is not None and fence.ttl > 0 else 0
+        life = max(float(left), ttl, 1.0)
+        request = MetaSet(
+            key,
+            fence_value(lease_until_ms),
+            ttl=wire_ttl(life, time.time()),
+            client_flags=FENCE_FLAGS,
+            compare_cas=fence.cas,
+            return_cas=True,
+        )
         (reply,) = await self._exchange(self._server_for(key), request.encode())
-        if isinstance(reply, Reply) and reply.status in (Status.HD, Status.NS):
-            return token if reply.status is Status.HD else None
-        raise self._failure(reply, "ms (add)", lease_key)
+        if isinstance(reply, Reply) and reply.status is Status.HD:
+            return reply.flags.cas
+        if isinstance(reply, Reply) and reply.status in (Status.EX, Status.NF, Status.NS):
+            return None
+        raise self._failure(reply, "ms (fence)", key)
+
+    async def ticket(self, key: str, ttl: float) -> LeaseResult:
+        """A fill right that excludes nobody: the CAS of whatever the key holds now (or
+        "absent": the store then only adds), and the key's tombstone."""
+        state, floor = await self._item_and_floor(key, MetaGet(key, client_flags=True, cas=True))
+        match state:
+            case Missing():
+                cas: int | None = None
+            case Found() | LeaseHeld():
+                # A value being replaced, or someone's placeholder: the plain read that
+                # told us did not return its CAS for LeaseHeld, so read it again.
+                cas = await self._cas_of(key)
+            case LeaseWon(cas=won) | Fence(cas=won):
+                cas = won
+            case unreachable:
+                assert_never(unreachable)
+        deadline = int((time.monotonic() + ttl) * 1000)
+        return LeaseResult(
+            token=f"{TICKET_PREFIX}{'add' if cas is None else cas}.{_hex(floor)}.{deadline}", floor_lsn=floor
+        )
+
+    async def _cas_of(self, key: str) -> int | None:
+        (reply,) = await self._exchange(self._server_for(key), MetaGet(key, value=False, cas=True).encode())
+        if isinstance(reply, Reply) and reply.status is Status.EN:
+            return None
+        if isinstance(reply, Reply) and reply.flags.cas is not None:
+            return reply.flags.cas
+        raise _unexpected(reply, "mg c")
+
+    async def refresh_lease(self, key: str, ttl: float) -> str | None:
+        """``ms <key>:rl <id> ME``: one refresher per stale key; its store is guarded by
+        the CAS the value had when the refresh began."""
+        ident = secrets.token_hex(8)
+        lease_key = _refresh_key(key)
+        server = self._server_for(key)
+        request = MetaSet(lease_key, ident.encode(), ttl=wire_ttl(ttl, time.time()), mode=SetMode.ADD)
+        (reply,) = await self._exchange(server, request.encode())
+        if not (isinstance(reply, Reply) and reply.status in (Status.HD, Status.NS)):
+            raise self._failure(reply, "ms (add)", lease_key)
+        if reply.status is Status.NS:
+            return None
+        state, floor = await self._item_and_floor(key, MetaGet(key, value=False, client_flags=True, cas=True))
+        cas = await self._cas_of(key) if isinstance(state, Found) else None
+        if cas is None:  # no value to refresh any more (invalidated, expired): a miss fills it
+            await self._exchange(server, MetaDelete(lease_key).encode())
+            return None
+        return f"{_REFRESH_PREFIX}{ident}.{cas}.{_hex(floor)}"
 
     async def fill(self, key: str, value: bytes, ttl: float, token: str, lsn: int | None = None) -> bool:
-        """``ms ... C<token>``: refused (False) once the placeholder was overwritten,
-        deleted or expired. A value over ``max_value_size`` raises ValueTooLargeError and
-        leaves the lease held: release it. ``lsn`` is ignored (no tombstones here)."""
+        """``ms ... C<cas>`` (or add mode for a ticket on an absent key): refused (False)
+        once the key's item changed since the right was taken (an invalidation, another
+        fill), or when the source ``lsn`` is older than the tombstone the right came with
+        (the lease is then given back). A value over ``max_value_size`` raises
+        ValueTooLargeError and leaves the lease held: release it."""
         self._check_size(key, value)
-        if token.startswith(_REFRESH_PREFIX):
-            return await self._refresh_fill(key, value, ttl, token)
-        cas = parse_token(token)
-        request = MetaSet(key, value, ttl=wire_ttl(ttl, time.time()), client_flags=VALUE_FLAGS, compare_cas=cas)
-        payload = request.encode()  # validates the key even when the token is void
-        if cas is None:
+        right = _parse_right(token)
+        request = MetaSet(key, value, ttl=wire_ttl(ttl, time.time()), client_flags=VALUE_FLAGS)
+        request.encode()  # validates the key even when the token is void
+        if right is None:
             return False
-        (reply,) = await self._exchange(self._server_for(key), payload)
-        if isinstance(reply, Reply) and reply.status in (Status.HD, Status.EX, Status.NF, Status.NS):
-            return reply.status is Status.HD
-        raise self._failure(reply, "ms", key, len(value))
-
-    async def _refresh_fill(self, key: str, value: bytes, ttl: float, token: str) -> bool:
+        if right.deadline_ms is not None and time.monotonic() * 1000 > right.deadline_ms:
+            return False  # a ticket older than its life: a fence it should have hit may be gone
+        if right.floor is not None and (lsn is None or lsn < right.floor):
+            await self.release(key, token)
+            return False
+        # An absent key's ticket only adds: an invalidation since would have left a fence.
+        request = request._replace(mode=SetMode.ADD) if right.cas is None else request._replace(compare_cas=right.cas)
         server = self._server_for(key)
-        lease_key = _refresh_key(key)
-        (held,) = await self._exchange(server, MetaGet(lease_key).encode())
-        if not (isinstance(held, Reply) and held.status is Status.VA and held.value == token.encode()):
-            return False
-        await self.set(key, value, ttl)
-        await self._exchange(server, MetaDelete(lease_key).encode())
-        return True
+        (reply,) = await self._exchange(server, request.encode())
+        if not (isinstance(reply, Reply) and reply.status in (Status.HD, Status.EX, Status.NF, Status.NS)):
+            raise self._failure(reply, "ms", key, len(value))
+        if right.refresh is not None:
+            await self._exchange(server, MetaDelete(_refresh_key(key)).encode())
+        return reply.status is Status.HD
 
-    async def invalidate(self, keys: Sequence[str], *, lsn: int | None = None, tombstone_ttl: float = 30.0) -> int:
-        """Delete values and lease placeholders (a fill under an older lease is then
-        refused by its CAS). No tombstone: see ``supports_tombstones``."""
-        return await self.delete_many(keys)
+    async def release(self, key: str, token: str) -> None:
+        """Give a right back: a placeholder is deleted and a fence's lease cleared (both
+        only if still ours); a ticket holds nothing."""
+        right = _parse_right(token)
+        if right is None or right.deadline_ms is not None:
+            return
+        server = self._server_for(key)
+        if right.refresh is not None:
+            await self._exchange(server, MetaDelete(_refresh_key(key)).encode())
+            return
+        (reply,) = await self._exchange(server, MetaGet(key, client_flags=True, cas=True, ttl=True).encode())
+        state = self._state(reply)
+        if isinstance(state, Fence):
+            if state.cas == right.cas:
+                await self._rewrite_fence(key, state, None, 1.0)
+            return
+        if isinstance(state, LeaseWon | LeaseHeld) and right.cas is not None:
+            (reply,) = await self._exchange(server, MetaDelete(key, compare_cas=right.cas).encode())
+            if not (isinstance(reply, Reply) and reply.status in (Status.HD, Status.EX, Status.NF)):
+                raise self._failure(reply, "md")
+
+    async def invalidate(self, keys: Sequence[str], *, lsn: int | None = None, tombstone_ttl: float = 35.0) -> int:
+        """For each key: raise its tombstone (``<key>:tomb``: the LSN and the expiry only
+        grow), then replace whatever the key holds with a fence (a new CAS: every fill
+        right taken before is void). How many values existed."""
+        floor = PRIMARY_ONLY if lsn is None else lsn
+        existed = 0
+        for key in keys:
+            await self._raise_floor(_tomb_key(key), key, floor, tombstone_ttl)
+            existed += await self._fence(key, tombstone_ttl)
+        return existed
+
+    async def _raise_floor(self, floor_key: str, owner: str, lsn: int, life: float) -> None:
+        """Raise a floor item (a tombstone, a counter's floor) by CAS: LSN and expiry only grow."""
+        server = self._server_for(owner)
+        for _ in range(_CAS_ATTEMPTS):
+            (reply,) = await self._exchange(server, MetaGet(floor_key, cas=True, ttl=True).encode())
+            now = time.time()
+            if isinstance(reply, Reply) and reply.status is Status.EN:
+                request = MetaSet(floor_key, _hex(lsn).encode(), ttl=wire_ttl(life, now), mode=SetMode.ADD)
+            elif isinstance(reply, Reply) and reply.status is Status.VA and reply.flags.cas is not None:
+                old = _parse_hex(reply.value)
+                left = reply.flags.ttl if reply.flags.ttl is not None and reply.flags.ttl > 0 else 0
+                value = _hex(max(lsn, old if old is not None else 0)).encode()
+                request = MetaSet(
+                    floor_key, value, ttl=wire_ttl(max(life, float(left)), now), compare_cas=reply.flags.cas
+                )
+            else:
+                raise _unexpected(reply, "mg (floor)")
+            (stored,) = await self._exchange(server, request.encode())
+            if isinstance(stored, Reply) and stored.status is Status.HD:
+                return
+            if not (isinstance(stored, Reply) and stored.status in (Status.NS, Status.EX, Status.NF)):
+                raise self._failure(stored, "ms (floor)", floor_key)
+        raise CacheUnavailableError(f"{NAME}: {floor_key} kept changing; its floor was not raised", backend=NAME)
+
+    async def _fence(self, key: str, life: float) -> int:
+        """Replace the key's item with a fence for ``life`` seconds; 1 if it held a value."""
+        server = self._server_for(key)
+        for _ in range(_CAS_ATTEMPTS):
+            (reply,) = await self._exchange(server, MetaGet(key, client_flags=True, cas=True, ttl=True).encode())
+            state = self._state(reply)
+            now = time.time()
+            fence = MetaSet(key, b"", ttl=wire_ttl(life, now), client_flags=FENCE_FLAGS)
+            match state:
+                case Missing():
+                    request = fence._replace(mode=SetMode.ADD)
+                case Fence(cas=fence_cas, ttl=left):
+                    keep = float(left) if left is not None and left > 0 else 0.0
+                    request = fence._replace(ttl=wire_ttl(max(life, keep), now), compare_cas=fence_cas)
+                case Found() | LeaseWon() | LeaseHeld():
+                    cas = reply.flags.cas if isinstance(reply, Reply) else None
+                    if cas is None:
+                        raise _unexpected(reply, "mg c")
+                    request = fence._replace(compare_cas=cas)
+                case unreachable:
+                    assert_never(unreachable)
+            (stored,) = await self._exchange(server, request.encode())
+            if isinstance(stored, Reply) and stored.status is Status.HD:
+                return 1 if isinstance(state, Found) else 0
+            if not (isinstance(stored, Reply) and stored.status in (Status.NS, Status.EX, Status.NF)):
+                raise self._failure(stored, "ms (fence)", key)
+        raise CacheUnavailableError(f"{NAME}: {key} kept changing; it was not invalidated", backend=NAME)
 
     async def get_counters(self, keys: Sequence[str]) -> list[int]:
         return [await self._arith(key, 0) for key in keys]
@@ -423,31 +683,56 @@ class AsyncMemcachedBackend:
     async def incr_counters(self, keys: Sequence[str]) -> list[int]:
         return [await self._arith(key, 1) for key in keys]
 
+    async def bump_counters(self, keys: Sequence[str], *, lsn: int | None, floor_ttl: float) -> list[int]:
+        floor = PRIMARY_ONLY if lsn is None else lsn
+        out = []
+        for key in keys:
+            await self._raise_floor(_floor_key(key), key, floor, floor_ttl)
+            out.append(await self._arith(key, 1))
+        return out
+
+    async def counter_floors(self, keys: Sequence[str]) -> list[int | None]:
+        out = []
+        for key in keys:
+            (reply,) = await self._exchange(self._server_for(key), _TOMB_GET._replace(key=_floor_key(key)).encode())
+            out.append(_tomb_lsn(reply))
+        return out
+
+    async def register(self, key: str, value: bytes) -> bytes:
+        server = self._server_for(key)
+        (reply,) = await self._exchange(server, MetaSet(key, value, mode=SetMode.ADD).encode())
+        if not (isinstance(reply, Reply) and reply.status in (Status.HD, Status.NS)):
+            raise self._failure(reply, "ms (add)", key)
+        (reply,) = await self._exchange(server, MetaGet(key).encode())
+        if isinstance(reply, Reply) and reply.status is Status.VA and reply.value is not None:
+            return reply.value
+        return value
+
+    async def eviction_risk(self) -> str | None:
+        risky = []
+        for server in self._servers:
+            replies = await self._exchange(server, Stats("settings").encode(), Status.END)
+            for reply in replies:
+                if isinstance(reply, StatReply) and reply.name == "evictions" and reply.value != "off":
+                    risky.append(server.endpoint.address)
+        if not risky:
+            return None
+        return f"{', '.join(risky)} evicts items when full (evictions on)"
+
     async def _arith(self, key: str, delta: int) -> int:
-        request = MetaArithmetic(key, delta=delta, vivify=0, initial=0, value=True)
+        # A counter created by this call starts at ``delta`` (memcached returns the initial
+        # value on a vivifying miss): a bump of a counter nobody read yet is still a bump.
+        request = MetaArithmetic(key, delta=delta, vivify=0, initial=delta, value=True)
         (reply,) = await self._exchange(self._server_for(key), request.encode())
         if isinstance(reply, Reply) and reply.status is Status.VA and reply.value is not None:
             return int(reply.value)
         raise self._failure(reply, "ma", key)
 
-    async def release(self, key: str, token: str) -> None:
-        """``md <key> C<token>``: removes the placeholder only if it is still ours."""
-        if token.startswith(_REFRESH_PREFIX):
-            await self._exchange(self._server_for(key), MetaDelete(_refresh_key(key)).encode())
-            return
-        cas = parse_token(token)
-        payload = MetaDelete(key, compare_cas=cas).encode()
-        if cas is None:
-            return
-        (reply,) = await self._exchange(self._server_for(key), payload)
-        if not (isinstance(reply, Reply) and reply.status in (Status.HD, Status.EX, Status.NF)):
-            raise self._failure(reply, "md")
-
     async def wait_for_fill(self, key: str, timeout: float) -> bool:
         """Poll until the fill lands (True), or False when ``timeout`` passes or the lease
-        is gone with nothing stored (released, expired or deleted: the caller leases again)."""
+        is gone with nothing stored (released, expired or invalidated: lease again)."""
         server = self._server_for(key)
-        payload = MetaGet(key, value=False, client_flags=True, cas=True, size=True).encode()
+        payload = MetaGet(key, client_flags=True, cas=True).encode()
         deadline = time.monotonic() + timeout
         delay = POLL_FIRST_DELAY
         while True:
@@ -460,6 +745,9 @@ class AsyncMemcachedBackend:
                 case LeaseWon(cas=cas):
                     await self._give_back(server, [(key, cas)])
                     return False
+                case Fence() as fence:
+                    if not fence.leased(_now_ms()):
+                        return False
                 case LeaseHeld():
                     pass
                 case unreachable:

@@ -9,6 +9,12 @@ server (Redis Cluster: by slot, so a user never sees CROSSSLOT).
 Leases are an optional capability (``supports_leases``): on a miss, one caller wins the
 right to fill the key and every other caller waits for that fill, across processes.
 
+Tombstones (``supports_tombstones``) keep fills safe (``readscale._core.fills``): every
+fill holds a lease or a ticket taken before it loads, ``invalidate`` deletes both and
+leaves a tombstone with the change's LSN whose LSN and expiry only ever grow, and
+``fill`` stores only under an intact right and a source at or past the tombstone. Tags
+and namespaces keep the same floor beside their counters (``bump_counters``).
+
 Errors: a backend raises :class:`~readscale.errors.CacheUnavailableError` (with
 ``backend`` set) when its server is down, slow past its timeout or refuses a command, and
 never lets a foreign exception (redis-py, socket) escape. Bad keys raise
@@ -31,7 +37,9 @@ class Backend(Protocol):
     name: str
     #: True when lease(), fill(), release() and wait_for_fill() are available.
     supports_leases: bool
-    #: True when invalidate() records LSN tombstones that fill() enforces.
+    #: True when invalidate() records LSN tombstones that fill() enforces, and ticket(),
+    #: bump_counters() and counter_floors() are available. The cache refuses a backend
+    #: without them: its fills could not be kept from storing stale data.
     supports_tombstones: bool
     #: The largest value the server accepts, in bytes (None: no limit of its own).
     max_value_size: int | None
@@ -76,21 +84,28 @@ class Backend(Protocol):
         someone else holds the lease. ``fill`` with the token replaces the value."""
         ...
 
+    def ticket(self, key: str, ttl: float) -> LeaseResult:
+        """A fill right that excludes no one (``OnMiss.LOAD``, a lease that timed out, a
+        forced refresh): ``token`` (fill or release it within ``ttl`` seconds) and the
+        key's tombstone LSN as ``floor_lsn``. An invalidation voids it, as it does a lease."""
+        ...
+
     def fill(self, key: str, value: bytes, ttl: float, token: str, lsn: int | None = None) -> bool:
-        """Store ``value`` only if the lease ``token`` is still held and the value's source
-        ``lsn`` is at or past the key's tombstone (if any); release the lease and wake the
-        waiters. False when refused (lease lost, or a fill older than the last invalidation
-        of the key): nothing stored."""
+        """Store ``value`` only if the lease or ticket ``token`` is still held and the
+        value's source ``lsn`` is at or past the key's tombstone (if any); release the
+        right and wake the waiters. False when refused (right lost, or a fill older than
+        the last invalidation of the key): nothing stored."""
         ...
 
     def release(self, key: str, token: str) -> None:
         """Give up a lease without filling (the load failed); waiters may take over."""
         ...
 
-    def invalidate(self, keys: Sequence[str], *, lsn: int | None = None, tombstone_ttl: float = 30.0) -> int:
-        """Remove values and their leases (an in-flight fill is then refused) and, with an
-        ``lsn``, leave a tombstone for ``tombstone_ttl`` seconds so no fill from a source
-        older than that LSN can store. Returns how many values existed."""
+    def invalidate(self, keys: Sequence[str], *, lsn: int | None = None, tombstone_ttl: float = 35.0) -> int:
+        """Remove values, leases and tickets (an in-flight fill is then refused) and leave a
+        tombstone: the change's ``lsn`` (None: unknown, stored as ``PRIMARY_ONLY``) for at
+        least ``tombstone_ttl`` seconds. A tombstone's LSN and expiry only grow: a later
+        invalidation never shortens one. Returns how many values existed."""
         ...
 
     def get_counters(self, keys: Sequence[str]) -> list[int]:
@@ -99,6 +114,26 @@ class Backend(Protocol):
 
     def incr_counters(self, keys: Sequence[str]) -> list[int]:
         """Bump version counters; their new values."""
+        ...
+
+    def bump_counters(self, keys: Sequence[str], *, lsn: int | None, floor_ttl: float) -> list[int]:
+        """Bump version counters and raise each one's floor to ``lsn`` (None: unknown,
+        ``PRIMARY_ONLY``) for at least ``floor_ttl`` seconds (LSN and expiry only grow)."""
+        ...
+
+    def counter_floors(self, keys: Sequence[str]) -> list[int | None]:
+        """The floors of version counters (None where none stands). Read after the
+        versions themselves, a floor is at least the one of the version read."""
+        ...
+
+    def register(self, key: str, value: bytes) -> bytes:
+        """Store ``value`` under ``key`` unless a value is there (no expiry); return the
+        value stored. Processes sharing a cache agree on its settings through it."""
+        ...
+
+    def eviction_risk(self) -> str | None:
+        """Why the server may evict keys before their TTL (tombstones included), or None
+        when it cannot (or cannot tell: then a reason saying so)."""
         ...
 
     def wait_for_fill(self, key: str, timeout: float) -> bool:

@@ -59,7 +59,11 @@ class CountingBackend:
         self.calls["fill"] += 1
         return self.proxied.fill(key, value, ttl, token, lsn)
 
-    def invalidate(self, keys: Sequence[str], *, lsn: int | None = None, tombstone_ttl: float = 30.0) -> int:
+    def ticket(self, key: str, ttl: float) -> LeaseResult:
+        self.calls["ticket"] += 1
+        return self.proxied.ticket(key, ttl)
+
+    def invalidate(self, keys: Sequence[str], *, lsn: int | None = None, tombstone_ttl: float = 35.0) -> int:
         self.calls["invalidate"] += 1
         return self.proxied.invalidate(keys, lsn=lsn, tombstone_ttl=tombstone_ttl)
 
@@ -70,6 +74,22 @@ class CountingBackend:
     def incr_counters(self, keys: Sequence[str]) -> list[int]:
         self.calls["incr_counters"] += 1
         return self.proxied.incr_counters(keys)
+
+    def bump_counters(self, keys: Sequence[str], *, lsn: int | None, floor_ttl: float) -> list[int]:
+        self.calls["bump_counters"] += 1
+        return self.proxied.bump_counters(keys, lsn=lsn, floor_ttl=floor_ttl)
+
+    def counter_floors(self, keys: Sequence[str]) -> list[int | None]:
+        self.calls["counter_floors"] += 1
+        return self.proxied.counter_floors(keys)
+
+    def register(self, key: str, value: bytes) -> bytes:
+        self.calls["register"] += 1
+        return self.proxied.register(key, value)
+
+    def eviction_risk(self) -> str | None:
+        self.calls["eviction_risk"] += 1
+        return self.proxied.eviction_risk()
 
     def release(self, key: str, token: str) -> None:
         self.calls["release"] += 1

@@ -19,8 +19,9 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 
+from readscale._core.fills import PRIMARY_ONLY
 from readscale._primitives import Event
-from readscale.backends_common import LEASE_HELD_ELSEWHERE, LeaseResult
+from readscale.backends_common import LEASE_HELD_ELSEWHERE, TICKET_PREFIX, LeaseResult
 from readscale.errors import ValueTooLargeError
 from readscale.memory import NO_VALUE, MemoryStore
 
@@ -68,7 +69,10 @@ class MemoryBackend:
         self._leases: dict[str, tuple[str, float]] = {}
         self._waiters: dict[str, _Waiters] = {}
         self._tombstones: dict[str, tuple[int, float]] = {}  # key -> (LSN, deadline)
+        self._tickets: dict[str, dict[str, float]] = {}  # key -> {ticket: deadline}
         self._counters: dict[str, int] = {}
+        self._floors: dict[str, tuple[int, float]] = {}  # counter -> (LSN, deadline)
+        self._registry: dict[str, bytes] = {}
 
     # -- plain operations --------------------------------------------------------------
 
@@ -135,13 +139,41 @@ class MemoryBackend:
         return LeaseResult(token=token, floor_lsn=self._tombstone(key, now))
 
     def _tombstone(self, key: str, now: float) -> int | None:
-        found = self._tombstones.get(key)
+        return self._live(self._tombstones, key, now)
+
+    @staticmethod
+    def _live(table: dict[str, tuple[int, float]], key: str, now: float) -> int | None:
+        found = table.get(key)
         if found is None:
             return None
         if found[1] <= now:
-            self._tombstones.pop(key, None)
+            table.pop(key, None)
             return None
         return found[0]
+
+    @staticmethod
+    def _raise(table: dict[str, tuple[int, float]], key: str, lsn: int, deadline: float, now: float) -> None:
+        """Raise a floor: its LSN and its deadline only grow."""
+        old = table.get(key)
+        if old is not None and old[1] > now:
+            lsn, deadline = max(lsn, old[0]), max(deadline, old[1])
+        table[key] = (lsn, deadline)
+
+    def ticket(self, key: str, ttl: float) -> LeaseResult:
+        now = self._clock()
+        token = TICKET_PREFIX + uuid.uuid4().hex
+        with self._lock:
+            self._tickets.setdefault(key, {})[token] = now + ttl
+            return LeaseResult(token=token, floor_lsn=self._tombstone(key, now))
+
+    def _take_ticket(self, key: str, token: str, now: float) -> bool:
+        tickets = self._tickets.get(key)
+        if not tickets:
+            return False
+        deadline = tickets.pop(token, None)
+        if not tickets:
+            del self._tickets[key]
+        return deadline is not None and deadline > now
 
     def refresh_lease(self, key: str, ttl: float) -> str | None:
         now = self._clock()
@@ -157,10 +189,14 @@ class MemoryBackend:
         self._check_size(key, value)
         now = self._clock()
         with self._lock:
-            held = self._leases.get(key)
-            if held is None or held[0] != token or held[1] <= now:
-                return False
-            del self._leases[key]
+            if token.startswith(TICKET_PREFIX):
+                if not self._take_ticket(key, token, now):
+                    return False
+            else:
+                held = self._leases.get(key)
+                if held is None or held[0] != token or held[1] <= now:
+                    return False
+                del self._leases[key]
             tomb = self._tombstone(key, now)
             refused = tomb is not None and (lsn is None or lsn < tomb)
             if not refused:
@@ -171,16 +207,15 @@ class MemoryBackend:
             waiters.event.set()
         return not refused
 
-    def invalidate(self, keys: Sequence[str], *, lsn: int | None = None, tombstone_ttl: float = 30.0) -> int:
-        """Delete values and leases; with an LSN, keep a tombstone that refuses older fills."""
+    def invalidate(self, keys: Sequence[str], *, lsn: int | None = None, tombstone_ttl: float = 35.0) -> int:
+        """Delete values, leases and tickets; keep a tombstone that refuses older fills."""
         removed = 0
-        deadline = self._clock() + tombstone_ttl
+        now = self._clock()
+        floor = PRIMARY_ONLY if lsn is None else lsn
         for key in keys:
             removed += self.delete(key)
-            if lsn is not None:
-                with self._lock:
-                    old = self._tombstones.get(key)
-                    self._tombstones[key] = (max(lsn, old[0]) if old else lsn, deadline)
+            with self._lock:
+                self._raise(self._tombstones, key, floor, now + tombstone_ttl, now)
         return removed
 
     def get_counters(self, keys: Sequence[str]) -> list[int]:
@@ -195,7 +230,31 @@ class MemoryBackend:
                 out.append(self._counters[key])
             return out
 
+    def bump_counters(self, keys: Sequence[str], *, lsn: int | None, floor_ttl: float) -> list[int]:
+        now = self._clock()
+        floor = PRIMARY_ONLY if lsn is None else lsn
+        with self._lock:
+            for key in keys:
+                self._raise(self._floors, key, floor, now + floor_ttl, now)
+        return self.incr_counters(keys)
+
+    def counter_floors(self, keys: Sequence[str]) -> list[int | None]:
+        now = self._clock()
+        with self._lock:
+            return [self._live(self._floors, key, now) for key in keys]
+
+    def register(self, key: str, value: bytes) -> bytes:
+        with self._lock:
+            return self._registry.setdefault(key, value)
+
+    def eviction_risk(self) -> str | None:
+        return None  # tombstones and floors live beside the store, never evicted from it
+
     def release(self, key: str, token: str) -> None:
+        if token.startswith(TICKET_PREFIX):
+            with self._lock:
+                self._take_ticket(key, token, self._clock())
+            return
         with self._lock:
             held = self._leases.get(key)
             if held is None or held[0] != token:
@@ -231,6 +290,7 @@ class MemoryBackend:
     def _drop_lease(self, key: str) -> None:
         with self._lock:
             self._leases.pop(key, None)
+            self._tickets.pop(key, None)
             waiters = self._waiters.pop(key, None)
         if waiters is not None:
             waiters.event.set()

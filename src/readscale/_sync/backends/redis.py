@@ -27,9 +27,17 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 
+from readscale._core.fills import PRIMARY_ONLY
 from readscale._core.keys import companion_key
 from readscale._primitives import Daemon, Event, Semaphore, sync_sleep
-from readscale.backends_common import LEASE_HELD_ELSEWHERE, LeaseResult, closed_transport_race, lsn_text, parse_lsn_text
+from readscale.backends_common import (
+    LEASE_HELD_ELSEWHERE,
+    TICKET_PREFIX,
+    LeaseResult,
+    closed_transport_race,
+    lsn_text,
+    parse_lsn_text,
+)
 from readscale.errors import CacheUnavailableError, ValueTooLargeError
 from readscale.settings import RedisSettings
 
@@ -41,7 +49,7 @@ _ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
 # closed_transport_race); _unavailable re-raises any other AttributeError/TypeError.
 _COMMAND_ERRORS = (*_ERRORS, AttributeError, TypeError)
 
-# KEYS: value, lease, tombstone. ARGV: token, lease ms.
+# KEYS: value, lease, tombstone, tickets. ARGV: token, lease ms.
 _LEASE = """
 local v = redis.call('GET', KEYS[1])
 if v then return {1, v} end
@@ -50,40 +58,72 @@ if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
 end
 return {3}
 """
-# KEYS: value, lease, tombstone. ARGV: token, value, ms, channel, source LSN (hex or '').
-# The value is stored only if the lease still holds the token AND the source read is at
+# KEYS: value, lease, tombstone, tickets. ARGV: ticket, ticket ms.
+# A ticket is a field of the key's ticket hash; the hash lives as long as its youngest ticket.
+_TICKET = """
+redis.call('HSET', KEYS[4], ARGV[1], 1)
+if redis.call('PTTL', KEYS[4]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[4], ARGV[2])
+end
+return redis.call('GET', KEYS[3]) or ''
+"""
+# KEYS: value, lease, tombstone, tickets. ARGV: token, value, ms, channel, source LSN (hex or '').
+# The value is stored only if the lease (or ticket) still holds AND the source read is at
 # or past the tombstone's LSN: a fill from a lagging replica cannot store old data.
 _FILL = """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-local tomb = redis.call('GET', KEYS[3])
-if tomb and (ARGV[5] == '' or ARGV[5] < tomb) then
+local ticket = string.sub(ARGV[1], 1, 2) == 't~'
+if ticket then
+  if redis.call('HDEL', KEYS[4], ARGV[1]) == 0 then return 0 end
+elseif redis.call('GET', KEYS[2]) == ARGV[1] then
   redis.call('DEL', KEYS[2])
-  redis.call('PUBLISH', ARGV[4], KEYS[1])
-  return -1
+else
+  return 0
 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-redis.call('DEL', KEYS[2])
+local tomb = redis.call('GET', KEYS[3])
+local stored = 0
+if tomb and (ARGV[5] == '' or ARGV[5] < tomb) then
+  stored = -1
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  stored = 1
+end
 redis.call('PUBLISH', ARGV[4], KEYS[1])
-return 1
+return stored
 """
-# KEYS: value, lease, tombstone. ARGV: LSN (hex or ''), tombstone ms, channel.
-# Removes the value and any lease (so an in-flight fill is refused) and records the
-# change's LSN, never lowering one already recorded.
+# KEYS: value, lease, tombstone, tickets. ARGV: LSN (16 hex digits), tombstone ms, channel.
+# Removes the value, the lease and every ticket (so in-flight fills are refused) and
+# records the change's LSN. Neither the LSN nor the expiry of a tombstone ever goes down.
 _INVALIDATE = """
 local existed = redis.call('DEL', KEYS[1])
-redis.call('DEL', KEYS[2])
-if ARGV[1] ~= '' then
-  local tomb = redis.call('GET', KEYS[3])
-  if (not tomb) or tomb < ARGV[1] then
-    redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
-  else
-    redis.call('PEXPIRE', KEYS[3], ARGV[2])
-  end
-end
+redis.call('DEL', KEYS[2], KEYS[4])
+local lsn = ARGV[1]
+local tomb = redis.call('GET', KEYS[3])
+if tomb and tomb > lsn then lsn = tomb end
+local ms = tonumber(ARGV[2])
+local left = redis.call('PTTL', KEYS[3])
+if left > ms then ms = left end
+redis.call('SET', KEYS[3], lsn, 'PX', ms)
 redis.call('PUBLISH', ARGV[3], KEYS[1])
 return existed
 """
+# KEYS: counter, floor. ARGV: LSN (16 hex digits), floor ms. The floor grows as a tombstone does.
+_BUMP = """
+local v = redis.call('INCR', KEYS[1])
+local lsn = ARGV[1]
+local floor = redis.call('GET', KEYS[2])
+if floor and floor > lsn then lsn = floor end
+local ms = tonumber(ARGV[2])
+local left = redis.call('PTTL', KEYS[2])
+if left > ms then ms = left end
+redis.call('SET', KEYS[2], lsn, 'PX', ms)
+return v
+"""
+# KEYS: value, lease, tombstone, tickets. ARGV: token, channel.
 _RELEASE = """
+if string.sub(ARGV[1], 1, 2) == 't~' then
+  redis.call('HDEL', KEYS[4], ARGV[1])
+  return 1
+end
 if redis.call('GET', KEYS[2]) == ARGV[1] then
   redis.call('DEL', KEYS[2])
   redis.call('PUBLISH', ARGV[2], KEYS[1])
@@ -94,12 +134,39 @@ return 0
 
 
 def _lease_keys(key: str) -> list[str]:
-    """The entry and its companions (lease, tombstone), all in the entry's cluster slot."""
-    return [key, companion_key(key, "lease"), companion_key(key, "tomb")]
+    """The entry and its companions (lease, tombstone, tickets), all in the entry's cluster slot."""
+    return [key, companion_key(key, "lease"), companion_key(key, "tomb"), companion_key(key, "tickets")]
+
+
+def _floor_key(counter: str) -> str:
+    """The floor beside a version counter, in the counter's cluster slot."""
+    return companion_key(counter, "floor")
+
+
+def _floor_text(lsn: int | None) -> str:
+    return lsn_text(PRIMARY_ONLY if lsn is None else lsn)
 
 
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000 + 0.999))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _config_values(found: Any) -> list[tuple[str, str]]:
+    """``(maxmemory-policy, maxmemory)`` per server from CONFIG GET (one dict, or one per
+    cluster node)."""
+    if not isinstance(found, dict):
+        return []
+    nested = [v for v in found.values() if isinstance(v, dict)]
+    out = []
+    for one in nested or [found]:
+        plain = {_text(k): _text(v) for k, v in one.items()}
+        if "maxmemory-policy" in plain:
+            out.append((plain["maxmemory-policy"], plain.get("maxmemory", "")))
+    return out
 
 
 class _FillWaiters:
@@ -160,6 +227,8 @@ class RedisBackend:
         self._fill_script = self._client.register_script(_FILL)
         self._release_script = self._client.register_script(_RELEASE)
         self._invalidate_script = self._client.register_script(_INVALIDATE)
+        self._ticket_script = self._client.register_script(_TICKET)
+        self._bump_script = self._client.register_script(_BUMP)
         self._waiters = _FillWaiters()
         self._subscribed = Event()
         self._listener: Daemon | None = None
@@ -292,6 +361,15 @@ class RedisBackend:
             raise self._unavailable("SET NX (refresh lease)", exc) from exc
         return token if won else None
 
+    def ticket(self, key: str, ttl: float) -> LeaseResult:
+        token = TICKET_PREFIX + secrets.token_hex(12)
+        try:
+            with self._limit:
+                floor = self._ticket_script(keys=_lease_keys(key), args=[token, _ms(ttl)])
+        except _COMMAND_ERRORS as exc:
+            raise self._unavailable("ticket script", exc) from exc
+        return LeaseResult(token=token, floor_lsn=parse_lsn_text(floor))
+
     def fill(self, key: str, value: bytes, ttl: float, token: str, lsn: int | None = None) -> bool:
         self._check_size(key, value)
         source = lsn_text(lsn) if lsn is not None else ""
@@ -303,10 +381,10 @@ class RedisBackend:
             raise self._unavailable("fill script", exc) from exc
         return int(stored) == 1
 
-    def invalidate(self, keys: Sequence[str], *, lsn: int | None = None, tombstone_ttl: float = 30.0) -> int:
+    def invalidate(self, keys: Sequence[str], *, lsn: int | None = None, tombstone_ttl: float = 35.0) -> int:
         if not keys:
             return 0
-        args = [lsn_text(lsn) if lsn is not None else "", _ms(tombstone_ttl), self._channel]
+        args = [_floor_text(lsn), _ms(tombstone_ttl), self._channel]
         try:
             with self._limit:
                 results = [self._invalidate_script(keys=_lease_keys(key), args=args) for key in keys]
@@ -328,6 +406,40 @@ class RedisBackend:
                 return [int(v) for v in pipe.execute()]
         except _COMMAND_ERRORS as exc:
             raise self._unavailable("INCR (pipeline)", exc) from exc
+
+    def bump_counters(self, keys: Sequence[str], *, lsn: int | None, floor_ttl: float) -> list[int]:
+        args = [_floor_text(lsn), _ms(floor_ttl)]
+        try:
+            with self._limit:
+                return [int(self._bump_script(keys=[key, _floor_key(key)], args=args)) for key in keys]
+        except _COMMAND_ERRORS as exc:
+            raise self._unavailable("bump script", exc) from exc
+
+    def counter_floors(self, keys: Sequence[str]) -> list[int | None]:
+        return [parse_lsn_text(v) for v in self.get_many([_floor_key(key) for key in keys])]
+
+    def register(self, key: str, value: bytes) -> bytes:
+        try:
+            with self._limit:
+                self._client.set(key, value, nx=True)
+                stored: bytes | None = self._client.get(key)
+        except _COMMAND_ERRORS as exc:
+            raise self._unavailable("SET NX", exc) from exc
+        return value if stored is None else stored
+
+    def eviction_risk(self) -> str | None:
+        try:
+            with self._limit:
+                found = self._client.config_get("maxmemory*")
+        except _COMMAND_ERRORS as exc:
+            return f"its eviction settings cannot be read (CONFIG GET maxmemory*: {exc})"
+        settings = _config_values(found)
+        if not settings:
+            return "its eviction settings cannot be read (CONFIG GET maxmemory* answered nothing)"
+        risky = sorted({policy for policy, limit in settings if policy != "noeviction" and limit not in ("0", "")})
+        if not risky:
+            return None
+        return f"maxmemory is set with maxmemory-policy {', '.join(risky)}: at the limit it may evict tombstones"
 
     def release(self, key: str, token: str) -> None:
         try:
