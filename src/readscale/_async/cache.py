@@ -705,22 +705,27 @@ class AsyncCache(AsyncFillMixin):
         rights: dict[str, LeaseResult] = {}
         floor: int | None = None
         stored_in_l2 = self.backend is not None and policy.uses_l2
-        try:
-            if stored_in_l2:
-                for k, pkey in pkeys.items():
-                    right = await self._ticket(pkey, policy)
-                    if right is None:
-                        raise CacheUnavailableError("no ticket", backend=self._backend_name)
-                    rights[k] = right
-                    floor = merge_floor(floor, right.floor_lsn)
-            else:
-                now = self._monotonic()
-                for pkey in pkeys.values():
-                    floor = merge_floor(floor, self._local.floor(pkey, now))
-            tag_versions, tag_floor = await self._fill_floors(policy.tags, policy)
-        except CacheUnavailableError as exc:
-            if str(exc) != "no ticket":
+        floors_known = True
+        if stored_in_l2:
+            for k, pkey in pkeys.items():
+                right = await self._ticket(pkey, policy)  # None: the server failed (counted)
+                if right is None:
+                    floors_known = False
+                    break
+                rights[k] = right
+                floor = merge_floor(floor, right.floor_lsn)
+        else:
+            now = self._monotonic()
+            for pkey in pkeys.values():
+                floor = merge_floor(floor, self._local.floor(pkey, now))
+        tag_versions: tuple[tuple[str, int], ...] = ()
+        if floors_known:
+            try:
+                tag_versions, tag_floor = await self._fill_floors(policy.tags, policy)
+            except CacheUnavailableError as exc:
                 self._l2_failed(exc)
+                floors_known = False
+        if not floors_known:
             for k, right in rights.items():
                 await self._release(pkeys[k], right.token)
             self.stats.loader.fail_open += 1
