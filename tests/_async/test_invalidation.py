@@ -14,11 +14,12 @@ from readscale._async.bus import AsyncInvalidationBus
 from readscale._async.cache import AsyncCache
 from readscale._core.fills import PRIMARY_ONLY
 from readscale._core.policy import CachePolicy
-from readscale._primitives import async_sleep
+from readscale._primitives import AsyncEvent, async_sleep
 from readscale.fills import report_primary_read
 from readscale.memory import MemoryStore
 from readscale.settings import RedisSettings
 from readscale.stack import Stack, StackConfig
+from readscale.testing.concurrency import async_gather
 
 pytestmark = pytest.mark.stack
 
@@ -301,3 +302,58 @@ async def test_a_cached_functions_invalidate_means_what_the_caches_does(
     assert lease.floor_lsn == 1234
     await a.aclose()
     await b.aclose()
+
+
+class _PausedRedis(AsyncRedisBackend):
+    """A Redis backend whose reads can be held after the server answered."""
+
+    gate: AsyncEvent | None = None
+    reached = AsyncEvent()
+
+    async def get(self, key: str) -> bytes | None:
+        value = await super().get(key)
+        gate = self.gate
+        if gate is not None:
+            self.reached.set()
+            await gate.wait(10)
+        return value
+
+
+@pytest.mark.anyio
+async def test_an_l1_copy_read_before_an_invalidation_is_never_put(redis_settings: RedisSettings, prefix: str) -> None:
+    """A read of the L2 that answers just before another process's invalidation reaches
+    this one must not leave its old copy in the L1 for the L1's whole TTL."""
+    settings = redis_settings
+    buses = AsyncInvalidationBus(settings), AsyncInvalidationBus(settings)
+    paused = _PausedRedis(settings)
+    writer = AsyncCache(AsyncRedisBackend(settings), l1=MemoryStore(100), bus=buses[0], policy=POLICY, prefix=prefix)
+    reader = AsyncCache(paused, l1=MemoryStore(100), bus=buses[1], policy=POLICY, prefix=prefix)
+    source = Source()
+    source.rows["k"] = "v1"
+    assert await reader.get_or_load("k", source.loader("k")) == "v1"
+    reader.forget_local("k")  # its L1 copy expired: the next read goes to the L2
+    paused.reached = AsyncEvent()
+    paused.gate = AsyncEvent()
+
+    async def read() -> Any:
+        return await reader.get_or_load("k", source.loader("k"))
+
+    async def change() -> None:
+        assert await paused.reached.wait(10)
+        source.rows["k"] = "v2"
+        await writer.invalidate("k")
+        for _ in range(400):
+            if buses[1].stats.received:
+                break
+            await async_sleep(0.005)
+        assert buses[1].stats.received == 1
+        assert paused.gate is not None
+        paused.gate.set()
+
+    results = await async_gather([read, change])
+    assert results[0] == "v1"  # a read concurrent with the change may see the old value...
+    paused.gate = None
+    assert await reader.get_or_load("k", source.loader("k")) == "v2"  # ...but it is not kept
+    assert reader.stats.l1.puts_skipped == 1
+    await writer.aclose()
+    await reader.aclose()

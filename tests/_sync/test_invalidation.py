@@ -12,7 +12,7 @@ import pytest
 
 from readscale._core.fills import PRIMARY_ONLY
 from readscale._core.policy import CachePolicy
-from readscale._primitives import sync_sleep
+from readscale._primitives import Event, sync_sleep
 from readscale._sync.backends.redis import RedisBackend, RedisClusterBackend
 from readscale._sync.bus import InvalidationBus
 from readscale._sync.cache import Cache
@@ -20,6 +20,7 @@ from readscale.fills import report_primary_read
 from readscale.memory import MemoryStore
 from readscale.settings import RedisSettings
 from readscale.stack import Stack, StackConfig
+from readscale.testing.concurrency import sync_gather
 
 pytestmark = pytest.mark.stack
 
@@ -285,3 +286,57 @@ def test_a_cached_functions_invalidate_means_what_the_caches_does(redis_settings
     assert lease.floor_lsn == 1234
     a.close()
     b.close()
+
+
+class _PausedRedis(RedisBackend):
+    """A Redis backend whose reads can be held after the server answered."""
+
+    gate: Event | None = None
+    reached = Event()
+
+    def get(self, key: str) -> bytes | None:
+        value = super().get(key)
+        gate = self.gate
+        if gate is not None:
+            self.reached.set()
+            gate.wait(10)
+        return value
+
+
+def test_an_l1_copy_read_before_an_invalidation_is_never_put(redis_settings: RedisSettings, prefix: str) -> None:
+    """A read of the L2 that answers just before another process's invalidation reaches
+    this one must not leave its old copy in the L1 for the L1's whole TTL."""
+    settings = redis_settings
+    buses = InvalidationBus(settings), InvalidationBus(settings)
+    paused = _PausedRedis(settings)
+    writer = Cache(RedisBackend(settings), l1=MemoryStore(100), bus=buses[0], policy=POLICY, prefix=prefix)
+    reader = Cache(paused, l1=MemoryStore(100), bus=buses[1], policy=POLICY, prefix=prefix)
+    source = Source()
+    source.rows["k"] = "v1"
+    assert reader.get_or_load("k", source.loader("k")) == "v1"
+    reader.forget_local("k")  # its L1 copy expired: the next read goes to the L2
+    paused.reached = Event()
+    paused.gate = Event()
+
+    def read() -> Any:
+        return reader.get_or_load("k", source.loader("k"))
+
+    def change() -> None:
+        assert paused.reached.wait(10)
+        source.rows["k"] = "v2"
+        writer.invalidate("k")
+        for _ in range(400):
+            if buses[1].stats.received:
+                break
+            sync_sleep(0.005)
+        assert buses[1].stats.received == 1
+        assert paused.gate is not None
+        paused.gate.set()
+
+    results = sync_gather([read, change])
+    assert results[0] == "v1"  # a read concurrent with the change may see the old value...
+    paused.gate = None
+    assert reader.get_or_load("k", source.loader("k")) == "v2"  # ...but it is not kept
+    assert reader.stats.l1.puts_skipped == 1
+    writer.close()
+    reader.close()
