@@ -49,7 +49,8 @@ class Scenario:
 
     name: str
     backend: Callable[[], Any]
-    invalidate: str  # "key": cache.invalidate(lsn=...); "tag" / "tag-lsn": invalidate_tags; "cdc"
+    invalidate: str  # "key": cache.invalidate(lsn=...); "tag" / "tag-lsn": invalidate_tags; "cdc" (and
+    # the application's own) or "cdc-only" (the worker alone)
     tombstone_ttl: float | None = None  # None: the default
     read_at_once: bool = False  # tags: read right after the change (no tombstone to outlive)
     table: str = field(default_factory=lambda: f"lag_{uuid.uuid4().hex[:8]}")
@@ -141,7 +142,7 @@ def run(stack: Stack, scenarios: list[Scenario]) -> None:
                 f"CREATE TABLE {s.table} (id int PRIMARY KEY, category int NOT NULL, name text NOT NULL)",
                 f"INSERT INTO {s.table} SELECT g, 1, 'v1' FROM generate_series(1, {PRODUCTS}) g",
             )
-            if s.invalidate == "cdc":
+            if s.invalidate.startswith("cdc"):
                 # The CDC worker as users build it: a cache with the default settings.
                 cdc_cache = Cache(s.backend(), policy=POLICY, prefix=s.prefix)
                 workers[s.name] = CdcWorker(
@@ -206,6 +207,7 @@ def test_no_stale_fill_survives_a_lag_longer_than_the_tombstone(
         Scenario("redis, defaults", made["redis"], "key"),
         Scenario("redis, a 5 s tombstone", made["redis"], "key", tombstone_ttl=5.0),
         Scenario("redis, 35 s tombstones and the CDC worker", made["redis"], "cdc", tombstone_ttl=35.0),
+        Scenario("redis, the CDC worker alone", made["redis"], "cdc-only"),
         Scenario("cluster, defaults", made["cluster"], "key"),
         Scenario("memcached, defaults", made["memcached"], "key"),
         Scenario("redis, tags without a position", made["redis"], "tag", read_at_once=True),

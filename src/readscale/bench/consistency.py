@@ -6,7 +6,8 @@ replica whose replay is delayed ~100 ms, a fixed number of operations per mode:
 - ``naive``: cache-aside with a TTL; the writer deletes the key after committing;
   readers fill from the replica (the textbook pattern).
 - ``invalidate``: readscale's cache (leases, single-flight) with post-commit
-  ``invalidate``; fills still read the replica with no notion of its lag.
+  ``invalidate`` without a position; the loader reads the replica itself and declares
+  nothing, so its fills are refused while a tombstone stands (``readscale.fills``).
 - ``lease_cdc``: readscale with LSN tombstones (the writer invalidates with its commit's
   WAL position), fills through the replica router (which reads at or past the
   tombstone), and the CDC worker as backstop.
