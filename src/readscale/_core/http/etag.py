@@ -10,6 +10,11 @@ Invariants:
   types with one obvious canonical bytes form are accepted as versions.
 - When a representation is content-coded, the coding is part of the tag
   (``"<hash>-gzip"``), so a gzip body and an identity body never share a strong tag.
+- A tag identifies one representation (RFC 9110 §8.8.3): :func:`variant_etag` folds
+  in the request's values of every field the response varies on (``"<hash>.<variant>"``),
+  so the French and the German page of one version, or two users' private pages, never
+  share a tag; the causal-token cookie is left out of Cookie's value (it carries no
+  identity) and Accept-Encoding is covered by the coding suffix.
 - Comparison follows §8.8.3.2: strong comparison needs both tags strong and equal
   opaque values; weak comparison ignores the ``W/`` prefix.
 """
