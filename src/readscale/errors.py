@@ -17,6 +17,7 @@ __all__ = [
     "CacheUnavailableError",
     "ConfigurationError",
     "CorruptValueError",
+    "DurabilityError",
     "HeaderError",
     "InvalidKeyError",
     "LeaseError",
@@ -171,6 +172,19 @@ class WriteQueueFullError(ReadscaleError):
             f"write-behind queue {queue!r} is full ({length} records, limit {limit}){waited_text}; "
             "the write was not stored: check that a flusher runs and its database answers"
         )
+
+
+class DurabilityError(ConfigurationError):
+    """The Redis holding a write-behind queue cannot keep the chosen mode's promise (its
+    persistence settings are weaker): the producer or flusher refuses to start, or a
+    producer refuses further writes. ``setting`` names the server setting at fault."""
+
+    def __init__(self, message: str, *, mode: str, setting: str, found: str, needed: str) -> None:
+        self.mode = mode
+        self.setting = setting
+        self.found = found
+        self.needed = needed
+        super().__init__(message)
 
 
 # -- HTTP ------------------------------------------------------------------------------

@@ -2,9 +2,15 @@
 
 ``write_behind(key, value)`` stores the value in the cache and appends the write to a
 durable queue (a Redis Stream, on a Redis with AOF) in one atomic script, then returns
-its version. A flusher applies the queue to the database in batches, one transaction
-each, newest version wins, acknowledging only after the commit; a crashed flusher's work
-is claimed by another; a record that keeps failing goes to a dead-letter stream with its
+its version. How durable is a mode chosen by name (:class:`WriteBehindMode`:
+``durable``, the default, ``fast`` or ``volatile``), checked against the Redis's real
+settings before the first write and when a flusher starts; a Redis that cannot keep the
+promise is refused with :class:`DurabilityError`. ``increment(key, delta)`` queues a
+counter's delta, which the flusher applies exactly once.
+
+A flusher applies the queue to the database in batches, one transaction each, newest
+version wins, acknowledging only after the commit; a crashed flusher's work is claimed
+by another; a record that keeps failing goes to a dead-letter stream with its
 error. Past ``max_queue_length`` writers wait or get :class:`WriteQueueFullError`.
 
     from readscale import AsyncCache
@@ -31,14 +37,18 @@ from readscale._async.flusher import AsyncBatchWriter, AsyncFlusher, default_cod
 from readscale._async.wbqueue import AsyncWriteQueue
 from readscale._async.writebehind import AsyncWriteBehind
 from readscale._core.writebehind import FailureKind, FlusherSettings, WhenFull, WriteBehindSettings
+from readscale._core.writebehind_modes import FAST_LOSS_WINDOW, PROMISES, WriteBehindMode
 from readscale._sync.flusher import BatchWriter, Flusher
 from readscale._sync.wbqueue import WriteQueue
 from readscale._sync.writebehind import WriteBehind
-from readscale.errors import WriteQueueFullError
+from readscale.errors import DurabilityError, WriteQueueFullError
 from readscale.writebehind_common import (
+    CounterRecord,
     DeadLetterRecord,
     FlusherStats,
+    IncrementsApplied,
     RecordRejected,
+    RefusedIncrement,
     WriteBehindCollector,
     WriteBehindStats,
     WriteRecord,
@@ -66,22 +76,29 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "FAST_LOSS_WINDOW",
+    "PROMISES",
     "AsyncBatchWriter",
     "AsyncFlusher",
     "AsyncPostgresWriter",
     "AsyncWriteBehind",
     "AsyncWriteQueue",
     "BatchWriter",
+    "CounterRecord",
     "DeadLetterRecord",
+    "DurabilityError",
     "FailureKind",
     "Flusher",
     "FlusherSettings",
     "FlusherStats",
+    "IncrementsApplied",
     "PostgresWriter",
     "RecordRejected",
+    "RefusedIncrement",
     "WhenFull",
     "WriteBehind",
     "WriteBehindCollector",
+    "WriteBehindMode",
     "WriteBehindSettings",
     "WriteBehindStats",
     "WriteQueue",

@@ -7,7 +7,7 @@ when scraped, so exporting costs nothing per write.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -40,6 +40,40 @@ class WriteRecord:
     enqueued_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class CounterRecord:
+    """Counter increments for the database: one sums record of the queue.
+
+    ``deltas`` maps a cache key to the sum of its increments in this record. A batch
+    writer adds them and records ``entry_id`` in the same transaction, and skips a
+    record whose id it already recorded: that is what makes increments exactly once.
+    """
+
+    entry_id: str
+    deltas: Mapping[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedIncrement:
+    """A counter's delta the database refused (its key does not convert, a constraint):
+    dead-lettered with its error; the rest of its record is applied."""
+
+    key: str
+    delta: int
+    error: str
+    error_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class IncrementsApplied:
+    """What a batch writer did with sums records: ``applied`` now, ``duplicates`` it
+    had already applied (a redelivery), and the deltas it refused (now or then)."""
+
+    applied: int
+    duplicates: int
+    refused: tuple[RefusedIncrement, ...] = ()
+
+
 class RecordRejected(Exception):
     """Raised by a batch writer when a record's data cannot become a row (its key or
     value does not convert): the record's fault, so the flusher isolates it."""
@@ -60,6 +94,8 @@ class DeadLetterRecord:
     failed_at: float
     consumer: str
     envelope: bytes = field(repr=False, default=b"")
+    #: For a refused counter increment: its delta (``version`` and ``envelope`` are empty).
+    delta: int | None = None
 
 
 class Histogram:
@@ -99,13 +135,20 @@ LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30
 
 @dataclass(slots=True)
 class WriteBehindStats:
-    """Producer counters: writes queued, waits and refusals for room, failures."""
+    """Producer counters: writes and increments queued, waits and refusals for room,
+    failures, checks of the server's persistence settings (``durability_refusals``: the
+    checks that found a setting too weak for the mode) and, from the last check,
+    ``aof_delayed_fsync`` (INFO: fsyncs Redis postponed past its limit; -1: unknown)."""
 
     name: str = "default"
     writes: int = 0
+    increments: int = 0
     full_waits: int = 0
     full_rejections: int = 0
     errors: int = 0
+    durability_checks: int = 0
+    durability_refusals: int = 0
+    aof_delayed_fsync: int = -1
 
     def snapshot(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -122,7 +165,13 @@ class FlusherStats:
     committed batch transactions, ``retries`` failed writes tried again, ``splits`` batches
     halved to isolate a bad record, ``dead_letters`` records given up on.
     ``queue_length`` is the stream's length at the last look, ``flush_lag`` the age of
-    the oldest record of the last committed batch (seconds).
+    the oldest record of the last committed batch (seconds). Counters: ``seals`` moves of
+    the running sums into the stream, ``sums_applied`` sums records added to the
+    database, ``sums_duplicates`` those it already had (skipped: exactly once),
+    ``increments_refused`` deltas dead-lettered. Durability: ``durability_checks`` and
+    ``durability_refusals`` (checks that found the Redis too weak for the mode),
+    ``durability_ok`` (1 or 0 at the last check) and ``aof_delayed_fsync`` (INFO's
+    count of fsyncs Redis postponed past its limit, -1 unknown; logged when it grows).
     """
 
     name: str = "default"
@@ -139,8 +188,16 @@ class FlusherStats:
     splits: int = 0
     dead_letters: int = 0
     redis_errors: int = 0
+    seals: int = 0
+    sums_applied: int = 0
+    sums_duplicates: int = 0
+    increments_refused: int = 0
+    durability_checks: int = 0
+    durability_refusals: int = 0
     queue_length: int = 0
     flush_lag: float = 0.0
+    durability_ok: int = 1
+    aof_delayed_fsync: int = -1
     batch_sizes: Histogram = field(default_factory=lambda: Histogram(BATCH_SIZE_BUCKETS))
     lags: Histogram = field(default_factory=lambda: Histogram(LAG_BUCKETS))
 
@@ -169,8 +226,22 @@ _FLUSHER_COUNTERS = (
     "splits",
     "dead_letters",
     "redis_errors",
+    "seals",
+    "sums_applied",
+    "sums_duplicates",
+    "increments_refused",
+    "durability_checks",
+    "durability_refusals",
 )
-_PRODUCER_COUNTERS = ("writes", "full_waits", "full_rejections", "errors")
+_PRODUCER_COUNTERS = (
+    "writes",
+    "increments",
+    "full_waits",
+    "full_rejections",
+    "errors",
+    "durability_checks",
+    "durability_refusals",
+)
 
 
 class WriteBehindCollector:
@@ -199,6 +270,16 @@ class WriteBehindCollector:
             "Age of the oldest record of the last committed batch",
             labels=["queue"],
         )
+        delayed = GaugeMetricFamily(
+            "readscale_writebehind_aof_delayed_fsync",
+            "Redis INFO aof_delayed_fsync at the last check: fsyncs postponed past Redis's limit (-1: unknown)",
+            labels=["queue", "role"],
+        )
+        durable = GaugeMetricFamily(
+            "readscale_writebehind_durability_ok",
+            "1 when the queue's Redis kept the mode's settings at the flusher's last check, else 0",
+            labels=["queue"],
+        )
         sizes = HistogramMetricFamily("readscale_writebehind_batch_size", "Records per written batch", labels=["queue"])
         lags = HistogramMetricFamily(
             "readscale_writebehind_record_lag_seconds", "Queue-to-commit time of written batches", labels=["queue"]
@@ -207,22 +288,28 @@ class WriteBehindCollector:
             if isinstance(stats, WriteBehindStats):
                 for name in _PRODUCER_COUNTERS:
                     produced.add_metric([stats.name, name], getattr(stats, name))
+                delayed.add_metric([stats.name, "producer"], stats.aof_delayed_fsync)
                 continue
             for name in _FLUSHER_COUNTERS:
                 flushed.add_metric([stats.name, name], getattr(stats, name))
             length.add_metric([stats.name], stats.queue_length)
             lag.add_metric([stats.name], stats.flush_lag)
+            delayed.add_metric([stats.name, "flusher"], stats.aof_delayed_fsync)
+            durable.add_metric([stats.name], stats.durability_ok)
             sizes.add_metric([stats.name], stats.batch_sizes.cumulative(), stats.batch_sizes.sum)
             lags.add_metric([stats.name], stats.lags.cumulative(), stats.lags.sum)
-        yield from (produced, flushed, length, lag, sizes, lags)
+        yield from (produced, flushed, length, lag, delayed, durable, sizes, lags)
 
 
 __all__ = [
+    "CounterRecord",
     "DeadLetterRecord",
     "FailureKind",
     "FlusherStats",
     "Histogram",
+    "IncrementsApplied",
     "RecordRejected",
+    "RefusedIncrement",
     "WriteBehindCollector",
     "WriteBehindStats",
     "WriteRecord",

@@ -1,4 +1,5 @@
-"""The cache's write_behind delegates to the durable queue: read-your-writes at once."""
+"""The cache's write_behind delegates to the durable queue: read-your-writes at once (its
+refusal of a Redis that cannot keep the mode is in test_writebehind_modes.py)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ pytestmark = pytest.mark.stack
 
 
 @pytest.mark.anyio
-async def test_write_behind_through_the_cache(redis_settings: RedisSettings) -> None:
+async def test_write_behind_through_the_cache(durable_redis_url: str) -> None:
     queue = f"q{uuid.uuid4().hex[:8]}"
     cache = AsyncCache(
-        AsyncRedisBackend(redis_settings),
+        AsyncRedisBackend(RedisSettings(url=durable_redis_url)),
         prefix=f"wb{uuid.uuid4().hex[:6]}:",
         write_behind=WriteBehindSettings(queue=queue),
     )

@@ -35,8 +35,10 @@ def names() -> dict[str, str]:
 
 
 @pytest.fixture
-def producer(redis_url: str, names: dict[str, str]) -> Iterator[WriteBehind]:
-    cache = Cache(RedisBackend(RedisSettings(url=redis_url)), policy=CachePolicy(ttl=600.0), prefix=names["prefix"])
+def producer(durable_redis_url: str, names: dict[str, str]) -> Iterator[WriteBehind]:
+    cache = Cache(
+        RedisBackend(RedisSettings(url=durable_redis_url)), policy=CachePolicy(ttl=600.0), prefix=names["prefix"]
+    )
     yield WriteBehind(cache, WriteBehindSettings(queue=names["queue"]))
     cache.close()
 
@@ -49,8 +51,8 @@ def wait_for(condition: Callable[[], bool], proc: subprocess.Popen[bytes], log: 
         time.sleep(0.05)
 
 
-def drained(redis_url: str, producer: WriteBehind) -> Callable[[], bool]:
-    client = redis.Redis.from_url(redis_url, protocol=2)
+def drained(durable_redis_url: str, producer: WriteBehind) -> Callable[[], bool]:
+    client = redis.Redis.from_url(durable_redis_url, protocol=2)
 
     def check() -> bool:
         if client.xlen(producer.keys.stream):
@@ -68,7 +70,7 @@ def start_flusher(args: list[str], log: Path, env: dict[str, str] | None = None)
 
 
 def test_the_flusher_service_writes_stops_on_sigterm_and_reports(
-    redis_url: str, pg_primary_dsn: str, names: dict[str, str], producer: WriteBehind, tmp_path: Path
+    durable_redis_url: str, pg_primary_dsn: str, names: dict[str, str], producer: WriteBehind, tmp_path: Path
 ) -> None:
     table = names["table"]
     with psycopg.connect(pg_primary_dsn, autocommit=True) as conn:
@@ -81,12 +83,12 @@ def test_the_flusher_service_writes_stops_on_sigterm_and_reports(
         producer.write_behind("user:bad", {"nom": "no name"})
         log = tmp_path / "flusher.log"
         proc = start_flusher(
-            ["--redis-url", redis_url, "--dsn", pg_primary_dsn, "--table", table, "--queue", names["queue"],
+            ["--redis-url", durable_redis_url, "--dsn", pg_primary_dsn, "--table", table, "--queue", names["queue"],
              "--prefix", names["prefix"], "--consumer", "cli-test", "--max-attempts", "2", "--report-every", "0.2"],
             log,
         )  # fmt: skip
         try:
-            wait_for(drained(redis_url, producer), proc, log)
+            wait_for(drained(durable_redis_url, producer), proc, log)
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=30) == 0
         finally:
@@ -101,7 +103,7 @@ def test_the_flusher_service_writes_stops_on_sigterm_and_reports(
             stored = dict(conn.execute(f"SELECT key, version FROM {table}").fetchall())
         assert stored == versions
 
-        common = ["--redis-url", redis_url, "--queue", names["queue"], "--prefix", names["prefix"]]
+        common = ["--redis-url", durable_redis_url, "--queue", names["queue"], "--prefix", names["prefix"]]
         status = cli_json("writebehind", "status", *common)
         assert (status["length"], status["pending"], status["dead_letters"]) == (0, 0, 1)
         assert [c["name"] for c in status["consumers"]] == ["cli-test"]
@@ -118,7 +120,7 @@ def test_the_flusher_service_writes_stops_on_sigterm_and_reports(
 
 
 def test_the_flusher_runs_a_writer_of_your_own(
-    redis_url: str, names: dict[str, str], producer: WriteBehind, tmp_path: Path
+    durable_redis_url: str, names: dict[str, str], producer: WriteBehind, tmp_path: Path
 ) -> None:
     for i in range(10):
         producer.write_behind(f"k{i % 3}", {"n": i})
@@ -126,12 +128,12 @@ def test_the_flusher_runs_a_writer_of_your_own(
     env = {"PYTHONPATH": str(ROOT), "READSCALE_TEST_WRITER_OUT": str(out), "PATH": "/usr/bin:/bin"}
     log = tmp_path / "flusher.log"
     proc = start_flusher(
-        ["--redis-url", redis_url, "--writer", "tests.writebehind._filewriter:FileWriter", "--queue", names["queue"],
-         "--prefix", names["prefix"], "--consumer", "own-writer"],
+        ["--redis-url", durable_redis_url, "--writer", "tests.writebehind._filewriter:FileWriter",
+         "--queue", names["queue"], "--prefix", names["prefix"], "--consumer", "own-writer"],
         log, env=env,
     )  # fmt: skip
     try:
-        wait_for(drained(redis_url, producer), proc, log)
+        wait_for(drained(durable_redis_url, producer), proc, log)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
     finally:
@@ -157,3 +159,64 @@ def test_bad_flusher_arguments_are_one_clear_error(args: list[str], message: str
     assert proc.returncode == code
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--table", "no_such_table_here"], 'relation "no_such_table_here" does not exist'),
+        (
+            [
+                "--table",
+                "pg_class",
+                "--key-column",
+                "relname",
+                "--version-column",
+                "relpages",
+                "--value-column",
+                "nope",
+            ],
+            "has no column 'nope'",
+        ),
+        (["--counter-table", "no_such_counts", "--counter-column", "n"], 'relation "no_such_counts" does not exist'),
+    ],
+)
+def test_a_flusher_whose_table_cannot_work_exits_2_with_one_line(
+    durable_redis_url: str, pg_primary_dsn: str, args: list[str], message: str
+) -> None:
+    """Issue 12, defect 9: it used to retry forever, calling a missing table transient."""
+    proc = cli("writebehind", "run", "--redis-url", durable_redis_url, "--dsn", pg_primary_dsn, *args, check=False,
+               timeout=60)  # fmt: skip
+    assert proc.returncode == 2
+    assert message in one_error_line(proc.stderr)
+    assert "running" not in proc.stderr
+
+
+def test_a_flusher_on_a_redis_that_cannot_keep_the_mode_exits_2_with_one_line(
+    redis_url: str, durable_redis_url: str, pg_primary_dsn: str
+) -> None:
+    common = ["writebehind", "run", "--dsn", pg_primary_dsn, "--table", "t"]
+    proc = cli(*common, "--redis-url", redis_url, check=False, timeout=60)
+    assert proc.returncode == 2
+    line = one_error_line(proc.stderr)
+    assert "write-behind mode 'durable' refused on redis://" in line
+    assert "appendonly is no, it needs yes" in line
+    proc = cli(*common, "--redis-url", redis_url, "--mode", "fast", check=False, timeout=60)
+    assert proc.returncode == 2
+    assert "'fast' refused" in one_error_line(proc.stderr)
+    proc = cli(*common, "--redis-url", durable_redis_url, "--mode", "sometimes", check=False, timeout=60)
+    assert proc.returncode == 2
+    assert "durable, fast, volatile" in one_error_line(proc.stderr)
+    status = cli_json("writebehind", "status", "--redis-url", redis_url)
+    assert status["modes"]["volatile"] == "kept"
+    assert "appendonly is no" in status["modes"]["durable"]
+    status = cli_json("writebehind", "status", "--redis-url", durable_redis_url)
+    assert status["modes"] == {"durable": "kept", "fast": "kept", "volatile": "kept"}
+    assert status["aof_delayed_fsync"] == 0

@@ -15,6 +15,16 @@ is "read, ask the core, act" (``readscale._core.writebehind`` holds every rule):
 A flusher killed at any point loses nothing: whatever it had not acknowledged stays
 pending and is written again, and the writer's version rule makes that a no-op for rows
 that had already committed.
+
+Counters: the producers' increments add up in the queue's running-sum hash; a flusher
+moves them into the stream as a sums record (one atomic script, on a seal request or
+every ``seal_every``), and the writer adds each sums record to the database exactly
+once (it records the record's id in the same transaction and skips ids it holds).
+
+At start the flusher checks the Redis against the durability mode and the writer
+against its database (a missing table or column): either refusal ends :meth:`run` with
+a :class:`~readscale.errors.ConfigurationError` (the CLI exits 2 with one line) instead
+of retrying forever. Servers that are down at start are waited for.
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ from readscale._core.entry import EnvelopeError, decode_envelope
 from readscale._core.keys import physical_key
 from readscale._core.writebehind import (
     Coalesced,
+    CounterSums,
     DeadLetter,
     FailureKind,
     FlusherSettings,
@@ -43,6 +54,7 @@ from readscale._core.writebehind import (
     Malformed,
     QueuedWrite,
     RetryAfter,
+    SealRequest,
     Split,
     WaitFor,
     after_failure,
@@ -53,14 +65,21 @@ from readscale._core.writebehind import (
     enqueued_at,
     next_write,
     parse_record,
+    parse_stream_id,
     plan_flush,
     read_more,
 )
+from readscale._core.writebehind_modes import (
+    FAST_LOSS_WINDOW,
+    WriteBehindMode,
+    check_mode,
+    delayed_fsync_growth,
+)
 from readscale._primitives import AsyncEvent
 from readscale.codecs import BytesCodec, Codec, JsonCodec, MsgpackCodec
-from readscale.errors import CacheUnavailableError, CorruptValueError
+from readscale.errors import CacheUnavailableError, ConfigurationError, CorruptValueError, DurabilityError
 from readscale.settings import RedisSettings
-from readscale.writebehind_common import FlusherStats, WriteRecord
+from readscale.writebehind_common import CounterRecord, FlusherStats, IncrementsApplied, WriteRecord
 
 log = logging.getLogger("readscale.writebehind")
 
@@ -86,9 +105,42 @@ class AsyncBatchWriter(Protocol):
     def failure_kind(self, exc: Exception) -> FailureKind: ...
 
 
+class AsyncCounterWriter(Protocol):
+    """A batch writer that also applies counter increments (optional; the PostgreSQL
+    writer is one when given a ``counter_column``).
+
+    ``apply_increments`` adds every record's deltas in ONE transaction that also records
+    each record's ``entry_id`` under ``queue``, skipping records already recorded: so a
+    redelivered record is applied once. It returns what it did, including deltas it
+    refused (now, or when it first applied a redelivered record).
+    """
+
+    async def apply_increments(self, queue: str, records: Sequence[CounterRecord]) -> IncrementsApplied: ...
+
+
+class AsyncCheckedWriter(Protocol):
+    """A batch writer with a start check (optional): ``check`` raises
+    :class:`~readscale.errors.ConfigurationError` when its target cannot work (a missing
+    table or column, no privilege), anything else when the database is unreachable
+    (the flusher waits and tries again)."""
+
+    async def check(self) -> None: ...
+
+
+#: Seconds between prunes of the ids of applied sums records kept by the writer.
+PRUNE_EVERY = 600.0
+#: An applied sums record's id is kept at least this long (and while the stream still
+#: holds older records), so a redelivery is recognised.
+APPLIED_RETENTION = 86_400.0
+
+
 def default_codecs() -> tuple[Codec, ...]:
     """The codecs a flusher decodes without being told (pickle needs its secret)."""
     return (JsonCodec(), MsgpackCodec(), BytesCodec())
+
+
+class _WriterUnavailable(Exception):
+    """The writer's start check failed for a reason other than its configuration."""
 
 
 class _Undecodable(Exception):
@@ -154,6 +206,12 @@ class AsyncFlusher:
         self._claim_start = "0-0"
         self._next_claim = 0.0
         self._next_housekeeping = 0.0
+        self._started = False
+        self._next_durability_check = 0.0
+        self._refusal: str | None = None
+        self._next_seal = 0.0
+        self._next_prune = 0.0
+        self._applied_sums = False
 
     # -- running -----------------------------------------------------------------------------
 
@@ -166,12 +224,19 @@ class AsyncFlusher:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
-    async def run(self) -> None:
+    async def run(self, on_started: Callable[[], None] | None = None) -> None:
         """Flush until :meth:`stop`. Redis and database outages are waited out (logged
-        and counted); they never end the loop."""
+        and counted); they never end the loop. A configuration that cannot work (the
+        Redis too weak for the mode at start, a missing table or column, counters with
+        a writer that cannot apply them) raises :class:`ConfigurationError`.
+        ``on_started`` is called once the start checks passed."""
         failures = 0
         while not self._stop.is_set():
             try:
+                if not self._started:
+                    await self.start()
+                    if on_started is not None:
+                        on_started()
                 await self.run_once()
                 failures = 0
             except CacheUnavailableError as exc:
@@ -181,14 +246,76 @@ class AsyncFlusher:
                 delay = backoff(failures, self.settings, self._rng())
                 log.warning("flusher %s: %s; retrying in %.2fs", self.consumer, exc, delay)
                 await self._stop.wait(delay)
+            except _WriterUnavailable as exc:
+                failures += 1
+                self.stats.transient_failures += 1
+                delay = backoff(failures, self.settings, self._rng())
+                log.warning("flusher %s: the writer's start check failed (%s); retrying in %.2fs", self.consumer,
+                            exc, delay)  # fmt: skip
+                await self._stop.wait(delay)
+
+    async def start(self) -> None:
+        """The start checks (see the module docstring), once; :meth:`run` and
+        :meth:`run_once` call it. Raises :class:`DurabilityError` or another
+        :class:`ConfigurationError` for a configuration that cannot work."""
+        if self._started:
+            return
+        await self.check_durability(at_start=True)
+        check = getattr(self.writer, "check", None)
+        if check is not None:
+            try:
+                await check()
+            except ConfigurationError:
+                raise
+            except Exception as exc:
+                raise _WriterUnavailable(f"{type(exc).__name__}: {_first_line(exc)}") from exc
+        self._started = True
+
+    async def check_durability(self, *, at_start: bool = False) -> bool:
+        """Check the Redis against ``settings.mode``: at start a refusal raises
+        :class:`DurabilityError`; later it is logged (once per cause) and counted, and
+        flushing goes on (the queue is not less safe for being drained)."""
+        mode = self.settings.durability
+        self._next_durability_check = self._monotonic() + self.settings.recheck_every
+        if mode is WriteBehindMode.VOLATILE:
+            return True
+        facts = await self.queue.server_facts(dict(self.settings.assume_config))
+        self.stats.durability_checks += 1
+        delayed = facts.delayed_fsyncs
+        previous = None if self.stats.aof_delayed_fsync < 0 else self.stats.aof_delayed_fsync
+        grown = delayed_fsync_growth(previous, delayed)
+        if grown:
+            log.warning("flusher %s: Redis postponed %d more AOF fsyncs past its limit (aof_delayed_fsync=%d): its "
+                        "disk is slow; in fast mode writes acknowledged in the last %.0f s or more were at risk",
+                        self.consumer, grown, delayed, FAST_LOSS_WINDOW)  # fmt: skip
+        self.stats.aof_delayed_fsync = -1 if delayed is None else delayed
+        refusal = check_mode(mode, facts)
+        if refusal is None:
+            if self._refusal is not None:
+                log.info("flusher %s: %s keeps mode %r again", self.consumer, self.queue.where, mode.value)
+            self._refusal = None
+            self.stats.durability_ok = 1
+            return True
+        self.stats.durability_refusals += 1
+        self.stats.durability_ok = 0
+        error: DurabilityError = refusal.error(self.queue.where)
+        if at_start:
+            raise error
+        if self._refusal != str(error):
+            log.error("flusher %s: %s", self.consumer, error)
+        self._refusal = str(error)
+        return False
 
     async def run_once(self) -> int:
         """Read one batch (waiting up to ``block`` for it) and write it; the number of
         records taken from the queue (0: nothing to do)."""
+        await self.start()
         if not self._group_ready:
             await self.queue.ensure_group(self.settings.group)
             self._group_ready = True
         await self._housekeeping()
+        if self._monotonic() >= self._next_seal:
+            await self._seal()
         entries = await self._read_batch()
         if entries:
             await self._flush(entries)
@@ -205,7 +332,7 @@ class AsyncFlusher:
                 self._lost_track()
                 await self._stop.wait(self.settings.retry_base)
                 continue
-            if not handled and await self.queue.length() == 0:
+            if not handled and await self.queue.length() == 0 and await self.queue.pending_sums() == 0:
                 return True
         return False
 
@@ -256,6 +383,10 @@ class AsyncFlusher:
 
     async def _housekeeping(self) -> None:
         now = self._monotonic()
+        if now >= self._next_durability_check:
+            await self.check_durability()
+        if self._applied_sums and now >= self._next_prune:
+            await self._prune_applied()
         if now < self._next_housekeeping:
             return
         self._next_housekeeping = now + max(self.settings.claim_idle, 10.0)
@@ -269,8 +400,11 @@ class AsyncFlusher:
 
     async def _flush(self, entries: list[Entry]) -> None:
         self.stats.records_read += len(entries)
+        seen_at = self._monotonic()
         records: list[QueuedWrite] = []
+        sums: list[CounterSums] = []
         gone: list[str] = []
+        seal_requests: list[str] = []
         for entry_id, fields in entries:
             if not fields:  # deleted from the stream while pending: nothing to write
                 gone.append(entry_id)
@@ -278,10 +412,23 @@ class AsyncFlusher:
             parsed = parse_record(entry_id, fields)
             if isinstance(parsed, Malformed):
                 await self._dead_letter_malformed(parsed)
+            elif isinstance(parsed, SealRequest):
+                seal_requests.append(parsed.id)
+            elif isinstance(parsed, CounterSums):
+                sums.append(parsed)
             else:
                 records.append(parsed)
+        if seal_requests:
+            await self._seal()  # first: the requests are acknowledged only once their sums are in the stream
+            gone += seal_requests
         if gone:
             self.stats.queue_length = await self.queue.ack(self.settings.group, gone)
+        if records:
+            await self._flush_writes(records)
+        if sums:
+            await self._apply_sums(sums, seen_at)
+
+    async def _flush_writes(self, records: list[QueuedWrite]) -> None:
         coalesced = coalesce(records)
         self.stats.coalesced += coalesced.superseded_count
         decoded: dict[str, WriteRecord] = {}
@@ -294,6 +441,90 @@ class AsyncFlusher:
         if winners:
             self.stats.batches += 1
             await self._write(plan_flush(winners), coalesced, decoded)
+
+    # -- counters ------------------------------------------------------------------------------
+
+    async def _seal(self) -> None:
+        """Move the running sums into the stream (any flusher may; the script is atomic)."""
+        self._next_seal = self._monotonic() + self.settings.seal_every
+        ids = await self.queue.seal()
+        if ids:
+            self.stats.seals += 1
+
+    async def _apply_sums(self, sums: list[CounterSums], seen_at: float) -> None:
+        s = self.settings
+        apply = getattr(self.writer, "apply_increments", None)
+        if apply is None:
+            raise ConfigurationError(
+                f"queue {s.queue!r} holds counter increments, and the writer {type(self.writer).__name__} cannot "
+                "apply them (AsyncPostgresWriter needs counter_column=..., the CLI --counter-column); they stay "
+                "queued"
+            )
+        if s.durability is WriteBehindMode.FAST:
+            # A sums record Redis has not yet written to its AOF could vanish in a crash
+            # after the database added it, and its increments would come back unsealed
+            # and be added twice: wait out the mode's loss window first.
+            wait = seen_at + FAST_LOSS_WINDOW - self._monotonic()
+            if wait > 0 and await self._stop.wait(wait):
+                return
+        ids = [r.id for r in sums]
+        batch = [CounterRecord(r.id, r.deltas) for r in sums if r.deltas]
+        attempt = 0
+        held_at = self._monotonic()
+        while batch:
+            try:
+                outcome: IncrementsApplied = await apply(self.queue.keys.stream, batch)
+                break
+            except ConfigurationError:
+                raise
+            except Exception as exc:
+                attempt += 1
+                self.stats.transient_failures += 1
+                self.stats.retries += 1
+                delay = backoff(attempt, s, self._rng())
+                log.warning("flusher %s: applying %d counter sums records failed (%s: %s); retrying in %.2fs",
+                            self.consumer, len(batch), type(exc).__name__, _first_line(exc), delay)  # fmt: skip
+                if self._monotonic() - held_at > s.claim_idle / 2:
+                    await self.queue.keep_claimed(s.group, self.consumer, ids)
+                    held_at = self._monotonic()
+                if await self._stop.wait(delay):
+                    return
+        else:
+            outcome = IncrementsApplied(0, 0)
+        self._applied_sums = True
+        self.stats.transactions += 1 if batch else 0
+        self.stats.sums_applied += outcome.applied
+        self.stats.sums_duplicates += outcome.duplicates
+        self._observe_lag(ids)
+        if outcome.refused:
+            self.stats.increments_refused += len(outcome.refused)
+            refused = [(r.key, r.delta, r.error[:MAX_ERROR_TEXT], r.error_type) for r in outcome.refused]
+            length = await self.queue.dead_letter_increments(s.group, ids, refused, int(self._clock() * 1000),
+                                                             self.consumer)  # fmt: skip
+            self.stats.queue_length = length
+            for r in outcome.refused:
+                log.error("flusher %s: the database refused counter %s += %d (%s: %s); it is in the dead-letter "
+                          "stream %s", self.consumer, r.key, r.delta, r.error_type, r.error[:200],
+                          self.queue.keys.dead)  # fmt: skip
+            return
+        self.stats.queue_length = await self.queue.ack(s.group, ids)
+
+    async def _prune_applied(self) -> None:
+        """Let the writer forget ids of applied sums records older than the retention
+        and than every record still in the stream (none of those can come back)."""
+        self._next_prune = self._monotonic() + PRUNE_EVERY
+        prune = getattr(self.writer, "prune_applied", None)
+        if prune is None:
+            return
+        cutoff = int((self._clock() - APPLIED_RETENTION) * 1000)
+        first = await self.queue.first_id()
+        if first is not None:
+            cutoff = min(cutoff, parse_stream_id(first)[0])
+        try:
+            await prune(self.queue.keys.stream, cutoff)
+        except Exception as exc:
+            log.warning("flusher %s: pruning applied ids failed (%s); trying again later", self.consumer,
+                        _first_line(exc))  # fmt: skip
 
     def _decode(self, record: QueuedWrite) -> WriteRecord:
         try:
@@ -451,4 +682,4 @@ def _error_text(exc: BaseException) -> str:
     return str(exc).strip() or type(exc).__name__
 
 
-__all__ = ["AsyncBatchWriter", "AsyncFlusher", "default_codecs"]
+__all__ = ["AsyncBatchWriter", "AsyncCheckedWriter", "AsyncCounterWriter", "AsyncFlusher", "default_codecs"]

@@ -11,6 +11,11 @@ Scripts keep each step atomic:
   the number of records not yet flushed, which is what backpressure measures.
 - dead-letter: append to the dead-letter stream, acknowledge and delete the record, and
   drop the cache entry if it still holds the refused value, in one script.
+- ``increment``: add a counter's delta to the queue's running-sum hash (and, for the
+  first delta since the last move, append a seal request that wakes a flusher).
+- ``seal``: move the running sums into the stream as one record and empty the hash, in
+  one script, so each delta is in exactly one sums record.
+- ``server_facts``: the persistence settings the durability modes are checked against.
 
 Errors of redis-py become :class:`CacheUnavailableError` here. A missing consumer group
 (a Redis that lost its data) is created again, from the start of the stream.
@@ -26,6 +31,7 @@ from typing import Any
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
 from readscale._core.writebehind import ConsumerInfo, QueueKeys, queue_keys
+from readscale._core.writebehind_modes import CONFIG_SETTINGS, ServerFacts
 from readscale.errors import CacheUnavailableError, ConfigurationError
 from readscale.settings import RedisSettings
 from readscale.writebehind_common import DeadLetterRecord
@@ -53,6 +59,69 @@ local id = redis.call('XADD', KEYS[2], '*', 'k', ARGV[3], 'n', ARGV[4], 'v', v, 
 return {1, v, id}
 """
 
+# KEYS: acc, stream, clock. ARGV: key, delta, max length (0: none).
+# Reply: {1, version, running sum of key} when added; {0, length} when the queue is full.
+_INCREMENT = """
+local limit = tonumber(ARGV[3])
+local fields = redis.call('HLEN', KEYS[1])
+if limit > 0 then
+  local length = redis.call('XLEN', KEYS[2]) + fields
+  if length >= limit then return {0, length} end
+end
+local t = redis.call('TIME')
+local version = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local last = tonumber(redis.call('GET', KEYS[3]) or '0')
+if version <= last then version = last + 1 end
+local v = string.format('%.0f', version)
+redis.call('SET', KEYS[3], v)
+local sum = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+if fields == 0 then redis.call('XADD', KEYS[2], '*', 'o', 'seal') end
+return {1, v, sum}
+"""
+
+# KEYS: acc, stream. ARGV: keys per record. Moves the running sums into the stream as
+# records of at most that many keys ('o' = 'sum', '+key' = delta) and empties the hash.
+# Reply: the new records' ids.
+_SEAL = """
+if redis.call('HLEN', KEYS[1]) == 0 then return {} end
+local pairs = redis.call('HGETALL', KEYS[1])
+redis.call('DEL', KEYS[1])
+local per = tonumber(ARGV[1]) * 2
+local ids = {}
+local i = 1
+while i <= #pairs do
+  local fields = {'o', 'sum'}
+  local last = math.min(i + per - 1, #pairs)
+  for j = i, last, 2 do
+    if pairs[j + 1] ~= '0' then
+      fields[#fields + 1] = '+' .. pairs[j]
+      fields[#fields + 1] = pairs[j + 1]
+    end
+  end
+  if #fields > 2 then ids[#ids + 1] = redis.call('XADD', KEYS[2], '*', unpack(fields)) end
+  i = last + 1
+end
+return ids
+"""
+
+# KEYS: stream, dead stream. ARGV: group, number of ids, the ids, then six values per
+# refused increment: key, delta, error, type, time (ms), consumer. Dead-letters each
+# refused increment and acknowledges + deletes the sums records, in one step.
+_DEAD_INCREMENTS = """
+local nids = tonumber(ARGV[2])
+local i = 3 + nids
+while i + 5 <= #ARGV do
+  redis.call('XADD', KEYS[2], '*', 'k', ARGV[i], 'd', ARGV[i + 1], 'id', ARGV[3], 'error', ARGV[i + 2],
+    'type', ARGV[i + 3], 'attempts', '1', 'at', ARGV[i + 4], 'consumer', ARGV[i + 5])
+  i = i + 6
+end
+if nids > 0 then
+  redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 3, 2 + nids))
+  redis.call('XDEL', KEYS[1], unpack(ARGV, 3, 2 + nids))
+end
+return redis.call('XLEN', KEYS[1])
+"""
+
 # KEYS: stream, dead stream, cache entry. ARGV: group, envelope ('' : keep the entry),
 # number of ids, the ids, then the dead-letter record's field/value pairs.
 _DEAD_LETTER = """
@@ -75,8 +144,9 @@ end
 return {redis.call('XLEN', KEYS[1]), dropped}
 """
 
-# KEYS: stream, dead stream. ARGV: dead-letter ids. Moves each back to the queue as it
-# was (same key, namespace, version and entry); returns how many were moved.
+# KEYS: stream, dead stream, acc. ARGV: dead-letter ids. Moves each back to the queue as
+# it was (same key, namespace, version and entry; an increment back into the running
+# sums); returns how many were moved.
 _REQUEUE = """
 local moved = 0
 for i = 1, #ARGV do
@@ -85,7 +155,12 @@ for i = 1, #ARGV do
     local f = found[1][2]
     local rec = {}
     for j = 1, #f, 2 do rec[f[j]] = f[j + 1] end
-    if rec['k'] and rec['v'] and rec['e'] then
+    if rec['k'] and rec['d'] then
+      if redis.call('HLEN', KEYS[3]) == 0 then redis.call('XADD', KEYS[1], '*', 'o', 'seal') end
+      redis.call('HINCRBY', KEYS[3], rec['k'], rec['d'])
+      redis.call('XDEL', KEYS[2], ARGV[i])
+      moved = moved + 1
+    elseif rec['k'] and rec['v'] and rec['e'] then
       redis.call('XADD', KEYS[1], '*', 'k', rec['k'], 'n', rec['n'] or '', 'v', rec['v'], 'e', rec['e'])
       redis.call('XDEL', KEYS[2], ARGV[i])
       moved = moved + 1
@@ -123,7 +198,10 @@ class AsyncWriteQueue:
         self.keys = keys
         self.where = where
         self._enqueue_sha = hashlib.sha1(_ENQUEUE.encode(), usedforsecurity=False).hexdigest()
+        self._increment_sha = hashlib.sha1(_INCREMENT.encode(), usedforsecurity=False).hexdigest()
+        self._seal = client.register_script(_SEAL)
         self._dead_letter = client.register_script(_DEAD_LETTER)
+        self._dead_increments = client.register_script(_DEAD_INCREMENTS)
         self._requeue = client.register_script(_REQUEUE)
 
     @classmethod
@@ -161,6 +239,51 @@ class AsyncWriteQueue:
         if int(reply[0]) == 1:
             return True, int(reply[1]), _text(reply[2])
         return False, int(reply[1]), ""
+
+    async def increment(self, key: str, delta: int, limit: int) -> tuple[bool, int, int]:
+        """``(True, version, running sum)`` once the delta is added to the running sums;
+        ``(False, queue length, 0)`` when the queue is full (nothing added)."""
+        args = (self._increment_sha, 3, self.keys.acc, self.keys.stream, self.keys.clock, key, delta, limit)
+        try:
+            try:
+                reply = await self.client.execute_command("EVALSHA", *args)
+            except NoScriptError:
+                await self.client.script_load(_INCREMENT)
+                reply = await self.client.execute_command("EVALSHA", *args)
+        except ResponseError as exc:
+            if "overflow" in str(exc) or "not an integer" in str(exc):
+                raise ConfigurationError(f"counter {key!r}: its running sum cannot take {delta}: {exc}") from exc
+            raise self._unavailable("queueing an increment", exc) from exc
+        except _ERRORS as exc:
+            raise self._unavailable("queueing an increment", exc) from exc
+        if int(reply[0]) == 1:
+            return True, int(reply[1]), int(reply[2])
+        return False, int(reply[1]), 0
+
+    async def server_facts(self, assumed: dict[str, str] | None = None) -> ServerFacts:
+        """The Redis's persistence settings (``CONFIG GET``; where that is disabled or
+        renamed, its error and the operator's ``assumed`` values) and ``INFO persistence``."""
+        config: dict[str, str] = {}
+        error: str | None = None
+        try:
+            reply = await self.client.execute_command("CONFIG", "GET", *CONFIG_SETTINGS)
+        except ResponseError as exc:  # renamed, disabled, or refused by an ACL
+            error = f"{type(exc).__name__}: {exc}"
+        except _ERRORS as exc:
+            raise self._unavailable("CONFIG GET", exc) from exc
+        else:
+            items = reply.items() if isinstance(reply, dict) else zip(reply[::2], reply[1::2], strict=True)
+            config = {_text(k).lower(): _text(v) for k, v in items}
+        try:
+            info = await self.client.info("persistence")
+        except _ERRORS as exc:
+            raise self._unavailable("INFO persistence", exc) from exc
+        return ServerFacts(
+            config=config,
+            info={str(k): _text(v) if isinstance(v, bytes) else str(v) for k, v in info.items()},
+            config_error=error,
+            assumed=dict(assumed or {}),
+        )
 
     # -- flusher -----------------------------------------------------------------------------
 
@@ -221,6 +344,30 @@ class AsyncWriteQueue:
         deleted = [_text(i) for i in reply[2]] if len(reply) > 2 else []
         return next_start, claimed, deleted
 
+    async def seal(self, keys_per_record: int = 1000) -> list[str]:
+        """Move the counters' running sums into the stream (see the module docstring);
+        the ids of the sums records written (none when nothing was pending)."""
+        try:
+            reply = await self._seal(keys=[self.keys.acc, self.keys.stream], args=[keys_per_record])
+        except _ERRORS as exc:
+            raise self._unavailable("moving the counters' sums into the queue", exc) from exc
+        return [_text(i) for i in reply or []]
+
+    async def pending_sums(self) -> int:
+        """Counters with a running sum not yet moved into the stream."""
+        try:
+            return int(await self.client.hlen(self.keys.acc))
+        except _ERRORS as exc:
+            raise self._unavailable("HLEN", exc) from exc
+
+    async def first_id(self) -> str | None:
+        """The oldest record still in the stream (None: empty)."""
+        try:
+            rows = await self.client.xrange(self.keys.stream, min="-", max="+", count=1)
+        except _ERRORS as exc:
+            raise self._unavailable("XRANGE", exc) from exc
+        return _text(rows[0][0]) if rows else None
+
     async def keep_claimed(self, group: str, consumer: str, ids: Sequence[str]) -> None:
         """Reset the idle time of records this flusher still works on (a long retry), so
         no other flusher claims them meanwhile."""
@@ -257,6 +404,20 @@ class AsyncWriteQueue:
         except _ERRORS as exc:
             raise self._unavailable("dead-lettering a record", exc) from exc
         return int(reply[0]), bool(int(reply[1]))
+
+    async def dead_letter_increments(
+        self, group: str, ids: Sequence[str], refused: Sequence[tuple[str, int, str, str]], at_ms: int, consumer: str
+    ) -> int:
+        """Dead-letter refused increments ``(key, delta, error, error type)`` and
+        acknowledge the sums records ``ids`` that held them, in one script; the queue's
+        length after it."""
+        args: list[Any] = [group, len(ids), *ids]
+        for key, delta, error, error_type in refused:
+            args += [key, delta, error, error_type, at_ms, consumer]
+        try:
+            return int(await self._dead_increments(keys=[self.keys.stream, self.keys.dead], args=args))
+        except _ERRORS as exc:
+            raise self._unavailable("dead-lettering increments", exc) from exc
 
     # -- inspection ----------------------------------------------------------------------------
 
@@ -323,6 +484,7 @@ class AsyncWriteQueue:
                     failed_at=int(f.get(b"at", b"0") or 0) / 1000.0,
                     consumer=_text(f.get(b"consumer", b"")),
                     envelope=bytes(f.get(b"e", b"")),
+                    delta=int(f[b"d"]) if f.get(b"d", b"").lstrip(b"-").isdigit() else None,
                 )
             )
         return out
@@ -333,7 +495,7 @@ class AsyncWriteQueue:
         if not ids:
             return 0
         try:
-            return int(await self._requeue(keys=[self.keys.stream, self.keys.dead], args=list(ids)))
+            return int(await self._requeue(keys=[self.keys.stream, self.keys.dead, self.keys.acc], args=list(ids)))
         except _ERRORS as exc:
             raise self._unavailable("requeueing dead letters", exc) from exc
 

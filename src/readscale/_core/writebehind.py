@@ -47,6 +47,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
+from readscale._core.writebehind_modes import WriteBehindMode, coerce_mode, parse_assumed
 from readscale.errors import ConfigurationError
 
 #: Versions are microseconds since the epoch or above; Lua doubles are exact below 2**53.
@@ -58,11 +59,16 @@ MAX_VERSION = 2**53 - 1
 
 @dataclass(frozen=True, slots=True)
 class QueueKeys:
-    """The Redis keys of one write-behind queue. They share the hash tag ``{queue}``."""
+    """The Redis keys of one write-behind queue. They share the hash tag ``{queue}``.
+
+    ``acc`` is the hash where counter increments add up (key -> running delta) until a
+    flusher moves them into the stream as one record (see :class:`CounterSums`).
+    """
 
     stream: str
     clock: str
     dead: str
+    acc: str
 
 
 def validate_queue_name(name: str) -> str:
@@ -73,7 +79,7 @@ def validate_queue_name(name: str) -> str:
 
 def queue_keys(prefix: str, queue: str) -> QueueKeys:
     base = f"{prefix}wb:{{{validate_queue_name(queue)}}}"
-    return QueueKeys(stream=f"{base}:q", clock=f"{base}:clock", dead=f"{base}:dead")
+    return QueueKeys(stream=f"{base}:q", clock=f"{base}:clock", dead=f"{base}:dead", acc=f"{base}:acc")
 
 
 # -- settings --------------------------------------------------------------------------------
@@ -97,19 +103,38 @@ class WriteBehindSettings:
         max_queue_length: records the queue may hold (unflushed + in flight); 0: no limit.
         when_full: wait or raise once the queue is full (never drop).
         max_wait: the longest a write waits for room, in seconds (``WhenFull.WAIT``).
+        mode: the durability promise, by name (:class:`WriteBehindMode`): ``"durable"``
+            (the default), ``"fast"`` or ``"volatile"``. The Redis's settings are checked
+            before the first write and every ``recheck_every`` seconds; a Redis that
+            cannot keep the promise gets :class:`~readscale.errors.DurabilityError`.
+        assume_config: settings to take as given where ``CONFIG GET`` is disabled (a
+            managed Redis), e.g. ``{"appendfsync": "always"}``; never over what it reads.
+        recheck_every: seconds between checks of the server's settings while writing.
     """
 
     queue: str = "default"
     max_queue_length: int = 100_000
     when_full: WhenFull = WhenFull.WAIT
     max_wait: float = 5.0
+    mode: WriteBehindMode | str = WriteBehindMode.DURABLE
+    assume_config: Mapping[str, str] = field(default_factory=dict)
+    recheck_every: float = 30.0
 
     def __post_init__(self) -> None:
         validate_queue_name(self.queue)
+        object.__setattr__(self, "mode", coerce_mode(self.mode))
+        object.__setattr__(self, "assume_config", parse_assumed(self.assume_config))
+        if not self.recheck_every > 0:
+            raise ConfigurationError(f"recheck_every must be > 0 seconds, got {self.recheck_every}")
         if self.max_queue_length < 0:
             raise ConfigurationError(f"max_queue_length must be >= 0 (0: no limit), got {self.max_queue_length}")
         if not self.max_wait >= 0:
             raise ConfigurationError(f"max_wait must be >= 0 seconds, got {self.max_wait}")
+
+    @property
+    def durability(self) -> WriteBehindMode:
+        """``mode`` as a :class:`WriteBehindMode` (it may be given by name)."""
+        return coerce_mode(self.mode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +156,13 @@ class FlusherSettings:
         retry_base, retry_cap: the backoff between retries: ``retry_base * 2**n``, capped.
         forget_consumers_after: consumers idle this long with nothing pending are removed
             from the group (0: never).
+        mode, assume_config: the producers' durability mode (see
+            :class:`WriteBehindSettings`): checked against the server when the flusher
+            starts (it refuses to start if the Redis cannot keep it) and every
+            ``recheck_every`` seconds after (logged, counted). In ``fast`` mode counter
+            increments are applied only once older than the mode's loss window.
+        seal_every: seconds between two moves of the counters' running sums into the
+            queue (a first increment after a move also asks for one at once).
     """
 
     queue: str = "default"
@@ -145,9 +177,15 @@ class FlusherSettings:
     retry_base: float = 0.05
     retry_cap: float = 5.0
     forget_consumers_after: float = 3600.0
+    mode: WriteBehindMode | str = WriteBehindMode.DURABLE
+    assume_config: Mapping[str, str] = field(default_factory=dict)
+    recheck_every: float = 10.0
+    seal_every: float = 1.0
 
     def __post_init__(self) -> None:
         validate_queue_name(self.queue)
+        object.__setattr__(self, "mode", coerce_mode(self.mode))
+        object.__setattr__(self, "assume_config", parse_assumed(self.assume_config))
 
         def bad(message: str) -> ConfigurationError:
             return ConfigurationError(f"flusher settings: {message}")
@@ -170,10 +208,19 @@ class FlusherSettings:
             raise bad(f"need 0 < retry_base <= retry_cap, got {self.retry_base} and {self.retry_cap}")
         if not self.forget_consumers_after >= 0:
             raise bad(f"forget_consumers_after must be >= 0 seconds, got {self.forget_consumers_after}")
+        if not self.recheck_every > 0:
+            raise bad(f"recheck_every must be > 0 seconds, got {self.recheck_every}")
+        if not self.seal_every > 0:
+            raise bad(f"seal_every must be > 0 seconds, got {self.seal_every}")
 
     @property
     def keys(self) -> QueueKeys:
         return queue_keys(self.prefix, self.queue)
+
+    @property
+    def durability(self) -> WriteBehindMode:
+        """``mode`` as a :class:`WriteBehindMode` (it may be given by name)."""
+        return coerce_mode(self.mode)
 
 
 # -- versions and stream ids ----------------------------------------------------------------
@@ -234,9 +281,52 @@ class Malformed:
     fields: Mapping[bytes, bytes] = field(default_factory=dict)
 
 
-def parse_record(entry_id: str, fields: Mapping[bytes, bytes]) -> QueuedWrite | Malformed:
-    """Read the fields the producer's script writes: ``k`` key, ``n`` namespace, ``v``
-    version, ``e`` envelope. Anything else is :class:`Malformed` (dead-lettered as is)."""
+@dataclass(frozen=True, slots=True)
+class SealRequest:
+    """Written by the first increment after the running sums were last moved: asks a
+    flusher to move them into the stream now (see :func:`parse_record`)."""
+
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CounterSums:
+    """Counter increments, summed per key in the queue's running-sum hash and moved into
+    the stream as this one record by a flusher's atomic script.
+
+    Applied exactly once: the batch writer records ``id`` in the same transaction that
+    adds the sums, and skips a record whose id it already holds (a redelivery after a
+    flusher crash, a claim, a Redis restart that replays an acknowledgement away).
+    """
+
+    id: str
+    deltas: Mapping[str, int]
+
+
+#: A counter delta must stay exact through Lua (a double) and PostgreSQL (bigint).
+MAX_DELTA = 2**53 - 1
+
+#: Prefix of a counter's field in a sums record (``+views:42``), apart from ``o``.
+SUM_FIELD_PREFIX = b"+"
+
+
+def check_delta(delta: int) -> int:
+    """An increment's delta: a non-zero integer within +-2**53 (exact everywhere)."""
+    if isinstance(delta, bool) or not isinstance(delta, int):
+        raise ConfigurationError(f"a counter increment takes an int, got {type(delta).__name__}")
+    if not 0 < abs(delta) <= MAX_DELTA:
+        raise ConfigurationError(f"a counter increment must be non-zero and within +-2**53, got {delta}")
+    return delta
+
+
+def parse_record(entry_id: str, fields: Mapping[bytes, bytes]) -> QueuedWrite | CounterSums | SealRequest | Malformed:
+    """Read what the scripts write: a value write (``k`` key, ``n`` namespace, ``v``
+    version, ``e`` envelope), counter sums (``o`` = ``sum``, then ``+key`` = delta) or a
+    seal request (``o`` = ``seal``). Anything else is :class:`Malformed` (dead-lettered
+    as is)."""
+    op = fields.get(b"o")
+    if op is not None:
+        return _parse_op(entry_id, op, fields)
     try:
         key = fields[b"k"].decode()
         namespace = fields.get(b"n", b"").decode()
@@ -251,6 +341,27 @@ def parse_record(entry_id: str, fields: Mapping[bytes, bytes]) -> QueuedWrite | 
     if not key:
         return Malformed(entry_id, "empty key", fields)
     return QueuedWrite(entry_id, key, namespace, int(raw_version), bytes(data))
+
+
+def _parse_op(entry_id: str, op: bytes, fields: Mapping[bytes, bytes]) -> CounterSums | SealRequest | Malformed:
+    if op == b"seal":
+        return SealRequest(entry_id)
+    if op != b"sum":
+        return Malformed(entry_id, f"unknown operation {op[:32]!r}", fields)
+    deltas: dict[str, int] = {}
+    for name, raw in fields.items():
+        if name == b"o":
+            continue
+        if not name.startswith(SUM_FIELD_PREFIX) or len(name) == 1:
+            return Malformed(entry_id, f"unexpected field {name[:32]!r} in counter sums", fields)
+        try:
+            key = name[1:].decode()
+            delta = int(raw)
+        except (UnicodeDecodeError, ValueError):
+            return Malformed(entry_id, f"bad counter {name[:32]!r} = {raw[:32]!r}", fields)
+        if delta:
+            deltas[key] = delta
+    return CounterSums(entry_id, deltas)
 
 
 @dataclass(frozen=True, slots=True)

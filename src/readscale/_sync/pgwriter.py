@@ -21,15 +21,25 @@ Two table shapes:
   type); ``columns`` picks them (default: every column but the key, the version and
   generated ones).
 
+Counters (``counter_column``): each sums record of the queue is added to the counter
+table in one statement that also inserts the record's id into the applied table
+(``readscale_writebehind_applied``, created if missing), ``ON CONFLICT DO NOTHING``, and
+adds only the sums of the ids it inserted: a redelivered record adds nothing, and two
+flushers racing on one record serialise on its id. The counter table's other columns
+need defaults (a counter's first increment inserts its row).
+
 Errors: SQLSTATE classes 22 (data exception) and 23 (integrity constraint), and
 ``RAISE``/``ASSERT`` in a trigger (P0001, P0004), are the data's fault; everything else
-(connection lost, server restarting, deadlock, a missing table) is transient: the
-flusher retries it and dead-letters nothing.
+(connection lost, server restarting, deadlock) is transient: the flusher retries it and
+dead-letters nothing. :meth:`PostgresWriter.check` (the flusher's start check)
+turns a missing table or column, a missing unique key, or a missing privilege into a
+:class:`ConfigurationError` naming it, so a flusher that cannot work stops at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -38,20 +48,41 @@ import psycopg
 from psycopg import sql
 
 from readscale._core.dsn import DsnOptions
-from readscale._core.writebehind import FailureKind
+from readscale._core.writebehind import FailureKind, parse_stream_id
 from readscale.errors import ConfigurationError
 from readscale.settings import connection_string
-from readscale.writebehind_common import RecordRejected, WriteRecord
+from readscale.writebehind_common import (
+    CounterRecord,
+    IncrementsApplied,
+    RecordRejected,
+    RefusedIncrement,
+    WriteRecord,
+)
 
 RECORD_SQLSTATE_CLASSES = ("22", "23")
 RECORD_SQLSTATES = ("P0001", "P0004")
 
 _COLUMNS = """
-SELECT a.attname, format_type(a.atttypid, a.atttypmod), (a.attgenerated <> '' OR a.attidentity <> '')
+SELECT a.attname, format_type(a.atttypid, a.atttypmod), (a.attgenerated <> '' OR a.attidentity <> ''),
+       a.attnotnull AND NOT a.atthasdef
 FROM pg_attribute a
 WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
 """
+
+APPLIED_TABLE = "readscale_writebehind_applied"
+
+_APPLIED_DDL = (
+    "CREATE TABLE IF NOT EXISTS {} (queue text NOT NULL, id_ms bigint NOT NULL, id_seq bigint NOT NULL, "
+    "applied_at timestamptz NOT NULL DEFAULT now(), rejected jsonb, PRIMARY KEY (queue, id_ms, id_seq))"
+)
+
+_COUNTER_TYPES = ("smallint", "integer", "bigint", "numeric", "real", "double precision")
+
+# SQLSTATE class 42 (syntax error or access rule violation: an undefined table or column,
+# no unique key for ON CONFLICT, a missing privilege) and 3F (invalid schema): found by
+# the start check, they are the configuration's fault.
+_CONFIG_SQLSTATE_CLASSES = ("42", "3F")
 
 
 class PostgresWriter:
@@ -70,13 +101,20 @@ class PostgresWriter:
         connect: an async function returning a new autocommit connection, instead of ``dsn``.
         postgres: credentials and TLS applied to ``dsn``
             (:class:`readscale.settings.PostgresSettings`).
+        counter_column: the column counter increments add to (None: this writer takes
+            no increments); in ``counter_table`` (default: ``table``), keyed by
+            ``key_column``. Its other columns need defaults.
+        applied_table: where the ids of applied sums records are kept (exactly once);
+            created if missing when ``create_applied_table``.
+
+    ``table`` may be None for a writer of counters only.
     """
 
     def __init__(
         self,
         dsn: str | None = None,
         *,
-        table: str,
+        table: str | None,
         key_column: str = "key",
         version_column: str = "version",
         value_column: str | None = "value",
@@ -85,9 +123,17 @@ class PostgresWriter:
         connect: Callable[[], psycopg.Connection[Any]] | None = None,
         application_name: str = "readscale-writebehind",
         postgres: DsnOptions | None = None,
+        counter_column: str | None = None,
+        counter_table: str | None = None,
+        applied_table: str = APPLIED_TABLE,
+        create_applied_table: bool = True,
     ) -> None:
         if dsn is None and connect is None:
             raise ConfigurationError("PostgresWriter needs a dsn or a connect function")
+        if table is None and counter_column is None:
+            raise ConfigurationError("PostgresWriter needs table= (value writes), counter_column= (counters), or both")
+        if counter_column is not None and (counter_table or table) is None:
+            raise ConfigurationError("counter_column needs counter_table= (or table=) to name its table")
         # Checked (and credentials/TLS applied) now: a bad DSN fails here, masked.
         self._conninfo = None if dsn is None else connection_string(dsn, postgres, name="PostgresWriter dsn")
         if value_column is not None and columns:
@@ -101,15 +147,42 @@ class PostgresWriter:
         self._key_from = key_from
         self._connect = connect
         self._application_name = application_name
+        self.counter_column = counter_column
+        self.counter_table = counter_table or table
+        self.applied_table = applied_table
+        self.create_applied_table = create_applied_table
         self._conn: psycopg.Connection[Any] | None = None
         self._statement: sql.Composed | None = None
+        self._counters: sql.Composed | None = None
+        self._counter_one: sql.Composed | None = None
+        self._applied: sql.Composed | None = None
+        self._built = False
         self._doc_kind = "json"  # "json": JSON text; "bytes": the codec's bytes
         self._json = msgspec.json.Encoder()
 
     # -- the batch writer protocol ------------------------------------------------------------
 
+    def check(self) -> None:
+        """The flusher's start check: the tables and columns exist, the key column has a
+        unique key, this role may insert and update, and (for counters) the applied
+        table is there. Raises :class:`ConfigurationError` (one line naming what is
+        wrong); a database that cannot be reached raises psycopg's error (transient)."""
+        conn = self._connection()
+        try:
+            with conn.transaction(force_rollback=True):
+                if self._statement is not None:
+                    conn.execute(self._statement, ([], [], []))
+                if self._counters is not None:
+                    conn.execute(self._counters, self._counter_params("readscale-check", [], []))
+        except psycopg.Error as exc:
+            if exc.sqlstate and exc.sqlstate[:2] in _CONFIG_SQLSTATE_CLASSES:
+                raise ConfigurationError(f"{self._target()}: {_first_line(exc)}") from exc
+            raise
+
     def write_batch(self, records: Sequence[WriteRecord]) -> int:
         """Upsert ``records`` in one transaction; returns how many rows changed."""
+        if self.table is None:
+            raise ConfigurationError("this PostgresWriter has no table= for value writes, and the queue holds some")
         conn = self._connection()
         assert self._statement is not None
         params = self._params(records)
@@ -122,6 +195,53 @@ class PostgresWriter:
             raise
         return max(applied, 0)
 
+    def apply_increments(self, queue: str, records: Sequence[CounterRecord]) -> IncrementsApplied:
+        """Add each sums record's deltas once (see the module docstring), in one
+        transaction; a delta the database refuses is returned, the rest applied."""
+        if self.counter_column is None:
+            raise ConfigurationError(
+                "the queue holds counter increments, and this PostgresWriter has no counter_column= "
+                "(--counter-column) to add them to; they stay queued"
+            )
+        conn = self._connection()
+        assert self._counters is not None
+        unconverted: list[tuple[tuple[int, int], RefusedIncrement]] = []
+        ids: list[tuple[int, int]] = []
+        entries: list[tuple[int, int, Any, int]] = []
+        for record in records:
+            ms, seq = parse_stream_id(record.entry_id)
+            ids.append((ms, seq))
+            for key, delta in record.deltas.items():
+                try:
+                    entries.append((ms, seq, self._key_from(key) if self._key_from is not None else key, delta))
+                except Exception as exc:
+                    why = f"key_from refused key {key!r}: {exc}"
+                    unconverted.append(((ms, seq), RefusedIncrement(key, delta, why, "key_from")))
+        try:
+            try:
+                with conn.transaction():
+                    cur = conn.execute(self._counters, self._counter_params(queue, ids, entries))
+                    fresh = {(int(ms), int(seq)) for ms, seq in cur.fetchall()}
+                    refused = [r for at, r in unconverted if at in fresh]
+                    self._note_refused(conn, queue, fresh, refused)
+            except psycopg.Error as exc:
+                if self.failure_kind(exc) is not FailureKind.RECORD:
+                    raise
+                fresh, refused = self._apply_one_by_one(conn, queue, ids, entries, unconverted)
+            earlier = self._refused_before(conn, queue, [i for i in ids if i not in fresh])
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            self._drop_connection()
+            raise
+        return IncrementsApplied(len(fresh), len(ids) - len(fresh), tuple(refused + earlier))
+
+    def prune_applied(self, queue: str, before_ms: int) -> int:
+        """Forget the ids of applied sums records of ``queue`` older than ``before_ms``."""
+        conn = self._connection()
+        assert self._applied is not None
+        query = sql.SQL("DELETE FROM {} WHERE queue = %s AND id_ms < %s").format(self._applied)
+        cur = conn.execute(query, (queue, before_ms))
+        return max(cur.rowcount, 0)
+
     def failure_kind(self, exc: Exception) -> FailureKind:
         if isinstance(exc, RecordRejected):
             return FailureKind.RECORD
@@ -133,6 +253,99 @@ class PostgresWriter:
 
     def close(self) -> None:
         self._drop_connection()
+
+    # -- counters ------------------------------------------------------------------------------
+
+    def _counter_params(
+        self, queue: str, ids: Sequence[tuple[int, int]], entries: Sequence[tuple[int, int, Any, int]]
+    ) -> tuple[Any, ...]:
+        return (
+            [i[0] for i in ids],
+            [i[1] for i in ids],
+            queue,
+            [e[0] for e in entries],
+            [e[1] for e in entries],
+            [e[2] for e in entries],
+            [e[3] for e in entries],
+        )
+
+    def _note_refused(
+        self,
+        conn: psycopg.Connection[Any],
+        queue: str,
+        fresh: set[tuple[int, int]],
+        refused: list[RefusedIncrement],
+    ) -> None:
+        """Keep refused deltas with a record applied now, so a redelivery (after a crash
+        before they were dead-lettered) finds and dead-letters them too."""
+        if not refused or not fresh:
+            return
+        assert self._applied is not None
+        ms, seq = min(fresh)
+        text = json.dumps([[r.key, r.delta, r.error, r.error_type] for r in refused])
+        query = sql.SQL("UPDATE {} SET rejected = %s::jsonb WHERE queue = %s AND id_ms = %s AND id_seq = %s").format(
+            self._applied
+        )
+        conn.execute(query, (text, queue, ms, seq))
+
+    def _refused_before(
+        self, conn: psycopg.Connection[Any], queue: str, ids: list[tuple[int, int]]
+    ) -> list[RefusedIncrement]:
+        if not ids:
+            return []
+        assert self._applied is not None
+        query = sql.SQL(
+            "SELECT a.rejected FROM {} a JOIN unnest(%s::bigint[], %s::bigint[]) AS i(ms, seq) "
+            "ON a.id_ms = i.ms AND a.id_seq = i.seq WHERE a.queue = %s AND a.rejected IS NOT NULL"
+        ).format(self._applied)
+        cur = conn.execute(query, ([i[0] for i in ids], [i[1] for i in ids], queue))
+        out: list[RefusedIncrement] = []
+        for (rejected,) in cur.fetchall():
+            out += [RefusedIncrement(str(k), int(d), str(e), str(t)) for k, d, e, t in rejected]
+        return out
+
+    def _apply_one_by_one(
+        self,
+        conn: psycopg.Connection[Any],
+        queue: str,
+        ids: list[tuple[int, int]],
+        entries: list[tuple[int, int, Any, int]],
+        unconverted: list[tuple[tuple[int, int], RefusedIncrement]],
+    ) -> tuple[set[tuple[int, int]], list[RefusedIncrement]]:
+        """The batch was refused for its data: the same in one transaction, one key per
+        savepoint, keeping the keys the database refuses apart (with their errors)."""
+        assert self._applied is not None
+        assert self._counter_one is not None
+        with conn.transaction():
+            query = sql.SQL(
+                "INSERT INTO {} (queue, id_ms, id_seq) SELECT %s, ms, seq FROM unnest(%s::bigint[], %s::bigint[]) "
+                "AS i(ms, seq) ON CONFLICT DO NOTHING RETURNING id_ms, id_seq"
+            ).format(self._applied)
+            cur = conn.execute(query, (queue, [i[0] for i in ids], [i[1] for i in ids]))
+            fresh = {(int(ms), int(seq)) for ms, seq in cur.fetchall()}
+            refused = [r for at, r in unconverted if at in fresh]
+            sums: dict[Any, int] = {}
+            for ms, seq, key, delta in entries:
+                if (ms, seq) in fresh:
+                    sums[key] = sums.get(key, 0) + delta
+            for key in sorted(sums, key=str):
+                try:
+                    with conn.transaction():  # a savepoint
+                        conn.execute(self._counter_one, (key, sums[key]))
+                except psycopg.Error as exc:
+                    if self.failure_kind(exc) is not FailureKind.RECORD:
+                        raise
+                    refused.append(RefusedIncrement(str(key), sums[key], _first_line(exc), type(exc).__name__))
+            self._note_refused(conn, queue, fresh, refused)
+        return fresh, refused
+
+    def _target(self) -> str:
+        parts = []
+        if self.table is not None:
+            parts.append(f"table {self.table}")
+        if self.counter_column is not None:
+            parts.append(f"counter {self.counter_table}.{self.counter_column}")
+        return "write-behind writer (" + ", ".join(parts) + ")"
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -169,8 +382,12 @@ class PostgresWriter:
         if not conn.autocommit:
             conn.set_autocommit(True)
         try:
-            if self._statement is None:
-                self._statement = self._build(conn)
+            if not self._built:
+                if self.table is not None:
+                    self._statement = self._build(conn)
+                if self.counter_column is not None:
+                    self._build_counters(conn)
+                self._built = True
         except BaseException:
             conn.close()
             raise
@@ -183,18 +400,98 @@ class PostgresWriter:
             with contextlib.suppress(psycopg.Error):
                 conn.close()
 
-    def _build(self, conn: psycopg.Connection[Any]) -> sql.Composed:
-        """Read the table's columns and types once and compose the upsert."""
-        cur = conn.execute("SELECT %s::regclass::text", (self.table,))
+    def _table(self, conn: psycopg.Connection[Any], name: str) -> tuple[sql.SQL, dict[str, tuple[str, bool, bool]]]:
+        """The table's name as the server quotes it, and its columns: name -> (type,
+        generated, NOT NULL without a default). A missing table is a ConfigurationError."""
+        try:
+            cur = conn.execute("SELECT %s::regclass::text", (name,))
+        except psycopg.Error as exc:
+            if exc.sqlstate and exc.sqlstate[:2] in _CONFIG_SQLSTATE_CLASSES:
+                raise ConfigurationError(f"{self._target()}: table {name!r}: {_first_line(exc)}") from exc
+            raise
         row = cur.fetchone()
         assert row is not None
-        table = sql.SQL(row[0])  # the server's own quoting of the name
-        cur = conn.execute(_COLUMNS, (self.table,))
-        found = {name: (type_, bool(generated)) for name, type_, generated in cur.fetchall()}
+        cur = conn.execute(_COLUMNS, (name,))
+        found = {c: (str(t), bool(g), bool(required)) for c, t, g, required in cur.fetchall()}
+        return sql.SQL(row[0]), found  # the server's own quoting of the name
+
+    def _build_counters(self, conn: psycopg.Connection[Any]) -> None:
+        """Check the counter table and the applied table; compose the counter statements."""
+        assert self.counter_table is not None
+        assert self.counter_column is not None
+        table, found = self._table(conn, self.counter_table)
+        for column in (self.key_column, self.counter_column):
+            if column not in found:
+                raise ConfigurationError(
+                    f"{self._target()}: table {self.counter_table} has no column {column!r} (it has {', '.join(found)})"
+                )
+        counter_type = found[self.counter_column][0]
+        if counter_type.split("(")[0] not in _COUNTER_TYPES:
+            raise ConfigurationError(
+                f"{self._target()}: column {self.counter_column!r} is {counter_type}, not a number"
+            )
+        own = (self.key_column, self.counter_column)
+        required = [c for c, (_, gen, req) in found.items() if req and not gen and c not in own]
+        if required:
+            raise ConfigurationError(
+                f"{self._target()}: table {self.counter_table} has NOT NULL columns without a default "
+                f"({', '.join(required)}); a counter's first increment inserts a row with only its key and count"
+            )
+        applied = sql.Identifier(*self.applied_table.split(".", 1))
+        if self.create_applied_table:
+            try:
+                conn.execute(sql.SQL(_APPLIED_DDL).format(applied))
+            except psycopg.Error as exc:
+                if exc.sqlstate and exc.sqlstate[:2] in _CONFIG_SQLSTATE_CLASSES:
+                    ddl = _APPLIED_DDL.format(self.applied_table)
+                    raise ConfigurationError(
+                        f"{self._target()}: cannot create {self.applied_table} ({_first_line(exc)}); create it as "
+                        f"an owner: {ddl}"
+                    ) from exc
+                raise
+        key_type = sql.SQL(found[self.key_column][0])
+        ident = sql.Identifier
+        self._applied = sql.Composed([applied])
+        self._counters = sql.SQL(
+            "WITH ids AS (SELECT * FROM unnest(%s::bigint[], %s::bigint[]) AS i(ms, seq)), "
+            "fresh AS (INSERT INTO {applied} (queue, id_ms, id_seq) SELECT %s, ms, seq FROM ids "
+            "ON CONFLICT DO NOTHING RETURNING id_ms, id_seq), "
+            "sums AS (SELECT d.k, sum(d.d) AS d FROM unnest(%s::bigint[], %s::bigint[], %s::{key_type}[], "
+            "%s::bigint[]) AS d(ms, seq, k, d) JOIN fresh ON fresh.id_ms = d.ms AND fresh.id_seq = d.seq "
+            "GROUP BY d.k), "
+            "added AS (INSERT INTO {table} AS t ({key}, {counter}) SELECT k, d::{counter_type} FROM sums ORDER BY k "
+            "ON CONFLICT ({key}) DO UPDATE SET {counter} = coalesce(t.{counter}, 0) + EXCLUDED.{counter}) "
+            "SELECT id_ms, id_seq FROM fresh"
+        ).format(
+            applied=applied,
+            table=table,
+            key=ident(self.key_column),
+            counter=ident(self.counter_column),
+            key_type=key_type,
+            counter_type=sql.SQL(counter_type),
+        )
+        self._counter_one = sql.SQL(
+            "INSERT INTO {table} AS t ({key}, {counter}) VALUES (%s::{key_type}, %s::{counter_type}) "
+            "ON CONFLICT ({key}) DO UPDATE SET {counter} = coalesce(t.{counter}, 0) + EXCLUDED.{counter}"
+        ).format(
+            table=table,
+            key=ident(self.key_column),
+            counter=ident(self.counter_column),
+            key_type=key_type,
+            counter_type=sql.SQL(counter_type),
+        )
+
+    def _build(self, conn: psycopg.Connection[Any]) -> sql.Composed:
+        """Read the table's columns and types once and compose the upsert."""
+        assert self.table is not None
+        table, columns = self._table(conn, self.table)
+        found = {name: (type_, generated) for name, (type_, generated, _) in columns.items()}
 
         def type_of(column: str) -> str:
             if column not in found:
-                raise ConfigurationError(f"table {self.table} has no column {column!r} (it has {', '.join(found)})")
+                raise ConfigurationError(
+                    f"{self._target()}: table {self.table} has no column {column!r} (it has {', '.join(found)})"
+                )
             return str(found[column][0])
 
         key_type = type_of(self.key_column)
@@ -240,4 +537,9 @@ class PostgresWriter:
         )
 
 
-__all__ = ["PostgresWriter"]
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+__all__ = ["APPLIED_TABLE", "PostgresWriter"]

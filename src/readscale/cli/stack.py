@@ -73,8 +73,16 @@ def up(
     no_redis: Annotated[bool, typer.Option("--no-redis", help="Skip the standalone Redis.")] = False,
     redis_aof: Annotated[
         bool,
-        typer.Option("--redis-aof", help="Run the standalone Redis with AOF (appendfsync everysec)."),
+        typer.Option(
+            "--redis-aof",
+            help="Run the standalone Redis with AOF, appendfsync always: what write-behind's default mode "
+            "(durable) needs.",
+        ),
     ] = False,
+    redis_appendfsync: Annotated[
+        str,
+        typer.Option(help="With --redis-aof: always (write-behind mode durable) or everysec (mode fast)."),
+    ] = "always",
     redis_password: Annotated[
         str | None,
         typer.Option(
@@ -108,6 +116,7 @@ def up(
             postgres_password=pg_password,
             redis=not no_redis,
             redis_aof=redis_aof,
+            redis_appendfsync=redis_appendfsync,
             redis_password=redis_password,
             redis_tls=redis_tls,
             cluster=cluster,

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from readscale.cli._output import console, err_console, errors_to_exit, fail, print_json, usage_error
@@ -86,7 +87,10 @@ def _stats_table(stats: Any, consumer: str, queue: str, started: float) -> Table
         ("reclaimed", stats.reclaimed),
         ("retries", stats.retries),
         ("dead letters", stats.dead_letters),
+        ("counter sums applied / duplicates", f"{stats.sums_applied} / {stats.sums_duplicates}"),
         ("redis errors", stats.redis_errors),
+        ("durability", "ok" if stats.durability_ok else "REFUSED (see the log)"),
+        ("aof_delayed_fsync", "-" if stats.aof_delayed_fsync < 0 else stats.aof_delayed_fsync),
     ]
     for name, value in rows:
         table.add_row(name, str(value))
@@ -97,7 +101,7 @@ def _summary(stats: Any) -> str:
     return (
         f"queue {stats.queue_length}, read {stats.records_read}, applied {stats.rows_applied}, "
         f"skipped {stats.rows_skipped}, transactions {stats.transactions}, retries {stats.retries}, "
-        f"dead letters {stats.dead_letters}, lag {stats.flush_lag * 1000:.0f} ms"
+        f"dead letters {stats.dead_letters}, counter sums {stats.sums_applied}, lag {stats.flush_lag * 1000:.0f} ms"
     )
 
 
@@ -107,7 +111,10 @@ async def _run_flusher(flusher: Any, report_every: float, writer: Any, where: st
     from rich.live import Live
 
     loop = asyncio.get_running_loop()
-    task = asyncio.ensure_future(flusher.run())
+    task = asyncio.ensure_future(
+        # From "running" on, SIGTERM stops it cleanly; a refusal at start comes before it.
+        flusher.run(on_started=lambda: log.info("flusher %s running: %s", flusher.consumer, where))
+    )
     signals = 0
 
     def on_signal() -> None:
@@ -121,7 +128,6 @@ async def _run_flusher(flusher: Any, report_every: float, writer: Any, where: st
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
-    log.info("flusher %s running: %s", flusher.consumer, where)  # from here on, SIGTERM stops it cleanly
     started = time.monotonic()
     settings = flusher.settings
     clean = True
@@ -164,7 +170,9 @@ def run(
             "_SSLMODE, _SSLROOTCERT...",
         ),
     ] = None,
-    table: Annotated[str | None, typer.Option(help="Table to upsert into (schema-qualified allowed).")] = None,
+    table: Annotated[
+        str | None, typer.Option(help="Table to upsert value writes into (schema-qualified allowed).")
+    ] = None,
     key_column: Annotated[str, typer.Option(help="Its key column (primary key or unique).")] = "key",
     version_column: Annotated[str, typer.Option(help="Its version column (bigint).")] = "version",
     value_column: Annotated[str, typer.Option(help="The column holding the whole value (jsonb, json, bytea...).")] = (
@@ -174,9 +182,30 @@ def run(
         str | None,
         typer.Option(help="Instead of one value column: comma-separated columns filled from the value's fields."),
     ] = None,
+    counter_column: Annotated[
+        str | None,
+        typer.Option(help="The column counter increments add to (in --counter-table, default --table)."),
+    ] = None,
+    counter_table: Annotated[
+        str | None, typer.Option(help="The counters' table, keyed by --key-column (default: --table).")
+    ] = None,
     writer: Annotated[
         str | None,
         typer.Option(help="module:attribute of your own async batch writer (or a factory), instead of --dsn/--table."),
+    ] = None,
+    mode: Annotated[
+        str,
+        typer.Option(
+            help="The producers' durability mode, checked against the Redis at start: durable (appendfsync always), "
+            "fast (everysec) or volatile (no check). A Redis that cannot keep it: exit 2."
+        ),
+    ] = "durable",
+    assume_config: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="name=value of a Redis setting to take as given where CONFIG GET is disabled (managed Redis), e.g. "
+            "appendfsync=always. Repeatable."
+        ),
     ] = None,
     queue: QueueOption = "default",
     prefix: PrefixOption = "rs:",
@@ -200,14 +229,20 @@ def run(
 
     _configure_logging(verbose)
     with errors_to_exit():
+        assumed: dict[str, str] = {}
+        for item in assume_config or []:
+            name, sep, value = item.partition("=")
+            if not sep or not name.strip() or not value.strip():
+                usage_error(f"--assume-config takes name=value, got {item!r}")
+            assumed[name.strip()] = value.strip()
         if writer is not None:
-            if dsn or table:
-                usage_error("give either --writer or --dsn with --table")
+            if dsn or table or counter_column:
+                usage_error("give either --writer or --dsn with --table/--counter-column")
             batch_writer = _load_writer(writer)
             target = writer
         else:
-            if not dsn or not table:
-                usage_error("the flusher needs --dsn and --table (or --writer module:attribute)")
+            if not dsn or not (table or counter_column):
+                usage_error("the flusher needs --dsn and --table or --counter-column (or --writer module:attribute)")
             from readscale._async.pgwriter import AsyncPostgresWriter
 
             check_dsn(dsn, name="--dsn")
@@ -220,8 +255,13 @@ def run(
                 value_column=None if column_list else value_column,
                 columns=column_list,
                 postgres=PostgresSettings.from_env(),
+                counter_column=counter_column,
+                counter_table=counter_table,
             )
-            target = f"table {table}"
+            parts = [f"table {table}"] if table else []
+            if counter_column:
+                parts.append(f"counters {counter_table or table}.{counter_column}")
+            target = ", ".join(parts)
         settings = FlusherSettings(
             queue=queue,
             prefix=prefix,
@@ -231,10 +271,12 @@ def run(
             batch_wait=batch_wait_ms / 1000,
             claim_idle=claim_idle,
             max_attempts=max_attempts,
+            mode=mode,
+            assume_config=assumed,
         )
         redis = RedisSettings.from_env(url=redis_url)
         flusher = AsyncFlusher(batch_writer, redis, settings=settings)
-        where = f"queue {queue!r} on {redis.safe_url} -> {target}"
+        where = f"queue {queue!r} on {redis.safe_url} (mode {settings.durability.value}) -> {target}"
         clean = asyncio.run(_run_flusher(flusher, report_every, batch_writer, where))
         log.info("flusher %s stopped: %s", flusher.consumer, _summary(flusher.stats))
         if not clean:
@@ -248,14 +290,24 @@ async def _status(redis_url: str, prefix: str, queue: str, group: str, count: in
     wq = AsyncWriteQueue.from_url(
         RedisSettings.from_env(url=redis_url, socket_timeout_ms=5000.0), prefix=prefix, queue=queue
     )
+    from readscale._core.writebehind_modes import WriteBehindMode, check_mode
+
     try:
         consumers = await wq.consumers(group)
         dead = await wq.dead_letters(count)
+        facts = await wq.server_facts()
+        modes = {}
+        for mode in WriteBehindMode:
+            refusal = check_mode(mode, facts)
+            modes[mode.value] = "kept" if refusal is None else refusal.line(wq.where)
         return {
             "queue": queue,
             "stream": wq.keys.stream,
             "length": await wq.length(),
             "pending": await wq.pending(group),
+            "pending_counters": await wq.pending_sums(),
+            "modes": modes,
+            "aof_delayed_fsync": facts.delayed_fsyncs,
             "consumers": [{"name": c.name, "pending": c.pending, "idle_s": c.idle} for c in consumers],
             "dead_letters": await wq.dead_letter_count(),
             "oldest_dead_letters": [
@@ -291,9 +343,11 @@ def status(
         return
     console.print(
         f"queue [bold]{queue}[/] ({info['stream']}): {info['length']} records, {info['pending']} pending, "
-        f"{info['dead_letters']} dead letters",
+        f"{info['dead_letters']} dead letters, {info['pending_counters']} counters summing",
         soft_wrap=True,
     )
+    for mode, verdict in info["modes"].items():
+        console.print(f"mode {mode}: {escape(verdict)}", soft_wrap=True, highlight=False)
     if info["consumers"]:
         table = Table(title="flushers")
         for column in ("name", "pending", "idle"):

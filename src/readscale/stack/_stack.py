@@ -41,7 +41,7 @@ from readscale.stack.postgres import (
     set_replication_mode,
     wait_streaming,
 )
-from readscale.stack.redis import RedisNode, create_cluster, new_redis
+from readscale.stack.redis import APPENDFSYNC, RedisNode, create_cluster, new_redis
 from readscale.stack.tls import make_tls
 from readscale.stack.varnish import VarnishNode, check_xkey, new_varnish, render_vcl
 
@@ -73,6 +73,7 @@ class StackConfig:
     postgres_password: str | None = None
     redis: bool = True
     redis_aof: bool = False
+    redis_appendfsync: str = "always"
     redis_password: str | None = None
     redis_acl_user: str | None = None
     redis_acl_password: str | None = None
@@ -96,6 +97,10 @@ class StackConfig:
             check_role_name(self.postgres_user)
         if self.varnish:
             render_vcl(self.varnish_backend, probe_path=self.varnish_probe)  # validates both
+        if self.redis_appendfsync not in APPENDFSYNC:
+            raise ConfigurationError(
+                f"redis_appendfsync must be one of {', '.join(APPENDFSYNC)}, got {self.redis_appendfsync!r}"
+            )
 
     def binaries(self) -> list[str]:
         needed = []
@@ -286,6 +291,7 @@ class Stack:
             if config.redis:
                 self.start_redis(
                     aof=config.redis_aof,
+                    appendfsync=config.redis_appendfsync,
                     password=config.redis_password,
                     acl_user=(config.redis_acl_user, config.redis_acl_password) if config.redis_acl_user else None,
                     tls=config.redis_tls,
@@ -396,14 +402,20 @@ class Stack:
         acl_user: tuple[str, str | None] | None = None,
         tls: bool = False,
         name: str = "redis",
+        appendfsync: str = "always",
+        environment: dict[str, str] | None = None,
     ) -> RedisNode:
-        """A standalone Redis; optionally with AOF, a password, an ACL user and TLS only."""
+        """A standalone Redis; optionally with AOF (``appendfsync always`` unless told:
+        write-behind's default mode needs it), a password, an ACL user and TLS only.
+        ``environment``: variables for the server process (e.g. a test's LD_PRELOAD)."""
         if name in self.nodes:
             node = self.nodes[name]
             assert isinstance(node, RedisNode)
             return node
         (port,) = _proc.pick_ports(1)
-        extra: dict[str, Any] = {"aof": aof}
+        extra: dict[str, Any] = {"aof": aof, "appendfsync": appendfsync}
+        if environment:
+            extra["environment"] = dict(environment)
         if password:
             extra["password"] = password
         if acl_user:

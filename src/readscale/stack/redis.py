@@ -56,16 +56,26 @@ def _read_lines(sock: socket.socket, count: int) -> list[bytes]:
     return buf.split(b"\r\n")[:count]
 
 
+#: The fsync policies the stack runs an AOF Redis with: ``always`` keeps write-behind's
+#: ``durable`` promise, ``everysec`` its ``fast`` one.
+APPENDFSYNC = ("always", "everysec")
+
+
 class RedisNode(Node):
-    """A redis-server. ``extra``: ``cluster_port`` (cluster mode), ``aof``, ``password``,
-    ``acl_user``/``acl_password`` (an ACL user besides the default one), ``tls`` (a dict
-    with ``ca``, ``cert``, ``key``: the port then speaks TLS only)."""
+    """A redis-server. ``extra``: ``cluster_port`` (cluster mode), ``aof`` with
+    ``appendfsync`` (default ``always``), ``password``, ``acl_user``/``acl_password`` (an
+    ACL user besides the default one), ``tls`` (a dict with ``ca``, ``cert``, ``key``:
+    the port then speaks TLS only), ``environment`` (variables for the server process,
+    set through ``env``, which then becomes the server: its pid is the server's)."""
 
     kind = "redis"
 
     def argv(self) -> list[str]:
         extra = self.spec.extra
+        environment = extra.get("environment") or {}
+        prefix = ["/usr/bin/env", *(f"{k}={v}" for k, v in sorted(environment.items()))] if environment else []
         args = [
+            *prefix,
             _proc.find_binary("redis-server"),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
@@ -80,7 +90,7 @@ class RedisNode(Node):
                 "--appendonly",
                 "yes",
                 "--appendfsync",
-                str(extra.get("appendfsync", "everysec")),
+                str(extra.get("appendfsync", "always")),
             ]
         else:
             args += ["--appendonly", "no"]

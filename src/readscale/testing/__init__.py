@@ -12,6 +12,8 @@ Fixtures (session scope unless noted):
 - ``pg_stack``: the shared stack with PostgreSQL up (primary + replicas r1, r2).
 - ``pg_primary_dsn``, ``pg_replica_dsns``.
 - ``redis_url``; ``redis_client`` and ``async_redis_client`` (function scope, flushed).
+- ``durable_redis_url``: a Redis with AOF and ``appendfsync always``, for write-behind
+  in its default mode (``durable``), which refuses a Redis without them.
 - ``secure_redis_settings``: ``RedisSettings`` for a Redis that speaks TLS only and
   needs the ACL user ``readscale`` and its password.
 - ``secure_pg_stack``: a second PostgreSQL (primary + r1) with SSL on; its role

@@ -49,6 +49,12 @@ def redis_url(readscale_stack: SharedStack) -> str:
 
 
 @pytest.fixture(scope="session")
+def durable_redis_url(readscale_stack: SharedStack) -> str:
+    """A Redis with AOF and ``appendfsync always``, as write-behind's default mode needs."""
+    return readscale_stack.durable_redis().url
+
+
+@pytest.fixture(scope="session")
 def secure_redis_settings(readscale_stack: SharedStack) -> RedisSettings:
     """Settings for a Redis reachable only over TLS, as the ACL user ``readscale``."""
     from readscale.settings import RedisSettings

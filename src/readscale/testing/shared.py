@@ -55,17 +55,28 @@ class SharedStack:
             self._prepare()
             return self.stack.start_redis()
 
+    def durable_redis(self) -> RedisNode:
+        """A Redis with AOF and ``appendfsync always``: what write-behind's default mode
+        (``durable``) needs, apart from the plain one (whose writes need no fsync)."""
+        with self._lock:
+            self._prepare()
+            return self.stack.start_redis(name="redis-aof", aof=True, appendfsync="always")
+
     def cluster(self) -> list[RedisNode]:
         with self._lock:
             self._prepare()
             return self.stack.start_cluster()
 
     def secure_redis(self) -> RedisNode:
-        """A Redis that accepts only TLS, with a password and an ACL user ``readscale``."""
+        """A Redis that accepts only TLS, with a password and an ACL user ``readscale``;
+        it persists as production would (AOF, ``appendfsync always``: write-behind's
+        default mode accepts it)."""
         with self._lock:
             self._prepare()
             return self.stack.start_redis(
                 name="redis-secure",
+                aof=True,
+                appendfsync="always",
                 password=SECURE_PASSWORD,
                 acl_user=(SECURE_USER, SECURE_USER_PASSWORD),
                 tls=True,
