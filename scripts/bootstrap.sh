@@ -30,6 +30,7 @@ if ! $demo_only; then
   command -v chromium >/dev/null || need+=(chromium)  # renders the demo's report in a test
   command -v node >/dev/null || need+=(nodejs)         # runs the HTTP caching conformance suite
   command -v npm >/dev/null || need+=(npm)
+  command -v gcc >/dev/null || need+=(gcc libc6-dev)  # builds the slow-disk shim of the write-behind crash tests
 fi
 if [ -n "$pg_bin" ]; then
   pg_major=$(basename "$(dirname "$pg_bin")")

@@ -162,3 +162,13 @@ def test_a_delta_is_a_nonzero_exact_int(delta: object) -> None:
 def test_valid_deltas() -> None:
     assert check_delta(1) == 1
     assert check_delta(-(2**53) + 1) == -(2**53) + 1
+
+
+def test_a_loading_redis_is_not_judged() -> None:
+    """While it loads its AOF, Redis's INFO says aof_enabled:0 (seen on 7.0)."""
+    loading = ServerFacts(GOOD, {"loading": "1", "aof_enabled": "0"})
+    assert loading.loading
+    with pytest.raises(ValueError, match="loading"):
+        check_mode(DURABLE, loading)
+    assert check_mode(VOLATILE, loading) is None
+    assert not facts().loading

@@ -212,6 +212,8 @@ class AsyncFlusher:
         self._next_seal = 0.0
         self._next_prune = 0.0
         self._applied_sums = False
+        self._held_sums: list[tuple[CounterSums, float]] = []  # fast mode: (record, when it may be applied)
+        self._held_touched = 0.0
 
     # -- running -----------------------------------------------------------------------------
 
@@ -316,10 +318,11 @@ class AsyncFlusher:
         await self._housekeeping()
         if self._monotonic() >= self._next_seal:
             await self._seal()
+        await self._apply_held_sums()
         entries = await self._read_batch()
         if entries:
             await self._flush(entries)
-        return len(entries)
+        return len(entries) + len(self._held_sums)
 
     async def drain(self, timeout: float = 60.0) -> bool:
         """Flush until the queue is empty (true) or ``timeout`` seconds pass (false)."""
@@ -343,9 +346,11 @@ class AsyncFlusher:
 
     def _lost_track(self) -> None:
         """After a Redis error, start again from this consumer's own pending records (the
-        batch in hand was not acknowledged), and check the group exists."""
+        batch in hand was not acknowledged, held sums are read again), and check the
+        group exists."""
         self._history = "0"
         self._group_ready = False
+        self._held_sums = []
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -370,7 +375,10 @@ class AsyncFlusher:
                 self.stats.reclaimed += len(claimed)
                 log.info("flusher %s: claimed %d records of a stalled flusher", self.consumer, len(claimed))
                 return claimed
-        entries = await self.queue.read_new(group, self.consumer, s.batch_size, s.block)
+        block = s.block
+        if self._held_sums:  # wake up in time for the first held sums record
+            block = max(0.001, min(block, min(at for _, at in self._held_sums) - self._monotonic()))
+        entries = await self.queue.read_new(group, self.consumer, s.batch_size, block)
         if not entries:
             return entries
         first_seen = self._monotonic()
@@ -426,7 +434,15 @@ class AsyncFlusher:
         if records:
             await self._flush_writes(records)
         if sums:
-            await self._apply_sums(sums, seen_at)
+            if self.settings.durability is WriteBehindMode.FAST:
+                # A sums record Redis has not yet written to its AOF could vanish in a
+                # crash after the database added it, and its increments would come back
+                # unsealed and be added twice: it waits out the mode's loss window first,
+                # held (pending) while the loop goes on.
+                held = {r.id for r, _ in self._held_sums}
+                self._held_sums += [(r, seen_at + FAST_LOSS_WINDOW) for r in sums if r.id not in held]
+            else:
+                await self._apply_sums(sums)
 
     async def _flush_writes(self, records: list[QueuedWrite]) -> None:
         coalesced = coalesce(records)
@@ -451,7 +467,21 @@ class AsyncFlusher:
         if ids:
             self.stats.seals += 1
 
-    async def _apply_sums(self, sums: list[CounterSums], seen_at: float) -> None:
+    async def _apply_held_sums(self) -> None:
+        """Apply the held sums records that have waited out the loss window (fast mode);
+        keep the others claimed."""
+        if not self._held_sums:
+            return
+        now = self._monotonic()
+        ready = [r for r, at in self._held_sums if at <= now]
+        self._held_sums = [(r, at) for r, at in self._held_sums if at > now]
+        if self._held_sums and now - self._held_touched > self.settings.claim_idle / 2:
+            await self.queue.keep_claimed(self.settings.group, self.consumer, [r.id for r, _ in self._held_sums])
+            self._held_touched = now
+        if ready:
+            await self._apply_sums(ready)
+
+    async def _apply_sums(self, sums: list[CounterSums]) -> None:
         s = self.settings
         apply = getattr(self.writer, "apply_increments", None)
         if apply is None:
@@ -460,13 +490,6 @@ class AsyncFlusher:
                 "apply them (AsyncPostgresWriter needs counter_column=..., the CLI --counter-column); they stay "
                 "queued"
             )
-        if s.durability is WriteBehindMode.FAST:
-            # A sums record Redis has not yet written to its AOF could vanish in a crash
-            # after the database added it, and its increments would come back unsealed
-            # and be added twice: wait out the mode's loss window first.
-            wait = seen_at + FAST_LOSS_WINDOW - self._monotonic()
-            if wait > 0 and await self._stop.wait(wait):
-                return
         ids = [r.id for r in sums]
         batch = [CounterRecord(r.id, r.deltas) for r in sums if r.deltas]
         attempt = 0

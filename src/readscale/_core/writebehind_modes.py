@@ -119,6 +119,12 @@ class ServerFacts:
         return None, "unknown"
 
     @property
+    def loading(self) -> bool:
+        """Redis is still loading its data: INFO then says ``aof_enabled:0`` even with
+        the AOF on, so nothing can be judged yet (the drivers wait, as for an outage)."""
+        return self.info.get("loading") == "1" or self.info.get("async_loading") == "1"
+
+    @property
     def delayed_fsyncs(self) -> int | None:
         raw = self.info.get("aof_delayed_fsync")
         return int(raw) if raw is not None and raw.isdigit() else None
@@ -157,6 +163,8 @@ def check_mode(mode: WriteBehindMode, facts: ServerFacts) -> Refusal | None:
     """
     if mode is WriteBehindMode.VOLATILE:
         return None
+    if facts.loading:
+        raise ValueError("a Redis still loading its data cannot be judged (check ServerFacts.loading first)")
     other = "mode='fast' (a few seconds at risk)" if mode is WriteBehindMode.DURABLE else "mode='volatile'"
     aof = facts.info.get("aof_enabled")
     appendonly, _ = facts.setting("appendonly")

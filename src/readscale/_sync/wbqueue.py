@@ -263,7 +263,8 @@ class WriteQueue:
 
     def server_facts(self, assumed: dict[str, str] | None = None) -> ServerFacts:
         """The Redis's persistence settings (``CONFIG GET``; where that is disabled or
-        renamed, its error and the operator's ``assumed`` values) and ``INFO persistence``."""
+        renamed, its error and the operator's ``assumed`` values) and ``INFO persistence``.
+        A Redis still loading its data raises :class:`CacheUnavailableError`."""
         config: dict[str, str] = {}
         error: str | None = None
         try:
@@ -279,12 +280,17 @@ class WriteQueue:
             info = self.client.info("persistence")
         except _ERRORS as exc:
             raise self._unavailable("INFO persistence", exc) from exc
-        return ServerFacts(
+        facts = ServerFacts(
             config=config,
             info={str(k): _text(v) if isinstance(v, bytes) else str(v) for k, v in info.items()},
             config_error=error,
             assumed=dict(assumed or {}),
         )
+        if facts.loading:  # INFO says aof_enabled:0 until the AOF is loaded: wait, as for an outage
+            raise CacheUnavailableError(
+                f"write-behind queue {self.keys.stream}: {self.where} is still loading its data", backend="redis"
+            )
+        return facts
 
     # -- flusher -----------------------------------------------------------------------------
 

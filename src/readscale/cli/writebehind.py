@@ -101,7 +101,8 @@ def _summary(stats: Any) -> str:
     return (
         f"queue {stats.queue_length}, read {stats.records_read}, applied {stats.rows_applied}, "
         f"skipped {stats.rows_skipped}, transactions {stats.transactions}, retries {stats.retries}, "
-        f"dead letters {stats.dead_letters}, counter sums {stats.sums_applied}, lag {stats.flush_lag * 1000:.0f} ms"
+        f"dead letters {stats.dead_letters}, counter sums {stats.sums_applied}, lag {stats.flush_lag * 1000:.0f} ms, "
+        f"aof_delayed_fsync {stats.aof_delayed_fsync}"
     )
 
 
@@ -140,7 +141,8 @@ async def _run_flusher(flusher: Any, report_every: float, writer: Any, where: st
         else:
             next_report = time.monotonic() + report_every
             while not task.done():
-                await asyncio.wait([task], timeout=min(0.5, report_every))
+                # --report-every 0 means no status lines, not a busy loop
+                await asyncio.wait([task], timeout=min(0.5, report_every) if report_every else 0.5)
                 if report_every and time.monotonic() >= next_report:
                     log.info("%s", _summary(flusher.stats))
                     next_report = time.monotonic() + report_every
@@ -220,6 +222,12 @@ def run(
     ] = 30.0,
     max_attempts: Annotated[int, typer.Option(min=1, help="Failures alone before a record is dead-lettered.")] = 5,
     report_every: Annotated[float, typer.Option(min=0, help="Seconds between status lines (not on a terminal).")] = 5,
+    check_every: Annotated[
+        float,
+        typer.Option(
+            min=0.01, help="Seconds between checks of the Redis's persistence settings and aof_delayed_fsync."
+        ),
+    ] = 10.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every batch decision.")] = False,
 ) -> None:
     """Run the flusher until SIGTERM or Ctrl-C (the batch in hand is committed and
@@ -273,6 +281,7 @@ def run(
             max_attempts=max_attempts,
             mode=mode,
             assume_config=assumed,
+            recheck_every=check_every,
         )
         redis = RedisSettings.from_env(url=redis_url)
         flusher = AsyncFlusher(batch_writer, redis, settings=settings)

@@ -1,7 +1,8 @@
 /*
  * An LD_PRELOAD shim for redis-server that makes its disk slow and tells what it made durable.
  *
- * Built by tests/writebehind/faults.py with the system's gcc at test time; never shipped.
+ * Compiled with the system's gcc when a test or bench first asks for it
+ * (readscale.stack.slowdisk); only ever loaded into a server the stack started.
  *
  *   READSCALE_FSYNC_CONTROL  a file holding the delay in milliseconds added to every fsync()
  *                            and fdatasync() (read again at each call, so a test can change
