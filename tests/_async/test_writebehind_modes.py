@@ -61,12 +61,12 @@ def admin(private_redis: Stack) -> redis.Redis:
 
 @pytest.mark.anyio
 async def test_the_default_mode_refuses_a_redis_without_persistence_and_stores_nothing(
-    redis_settings: RedisSettings, caplog: pytest.LogCaptureFixture
+    redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The README's snippet as written (default settings) on the stack's default Redis
     (no AOF): refused, loudly, with one line naming the setting; nothing acknowledged."""
     prefix, queue = f"m{tag()}:", f"q{tag()}"
-    cache = await new_cache(redis_settings, prefix)
+    cache = await new_cache(redis_url, prefix)
     wb = AsyncWriteBehind(cache, WriteBehindSettings(queue=queue, max_queue_length=100_000))
     try:
         with caplog.at_level(logging.ERROR, logger="readscale.writebehind"):
