@@ -1,0 +1,100 @@
+"""The four example apps of tests/http/stacks (docs/http.md's recommended stacks, sessions
+on), as uvicorn serves them to the browser tests, plus one route: ``/news``, public for
+one second, so a test sees a client revalidate a page after its max-age without waiting
+a minute. Nothing else is changed: the snippets' routes and middleware are the apps'.
+
+Targets: ``tests.browser.apps:fastapi``, ``:starlette``, ``:flask`` (``--interface
+wsgi``), ``:django`` (Django's ASGI handler).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request  # FastAPI resolves a handler's annotations from this module
+
+from tests.http.stacks._repo import repo
+
+NEWS_MAX_AGE = 1
+
+
+def news_text() -> str:
+    return f"news v{repo.version}"
+
+
+def _fastapi() -> Any:
+    from fastapi.responses import PlainTextResponse
+
+    from readscale.starlette import HttpPolicy, check_not_modified, http_policy
+    from tests.http.stacks.fastapi_app import app
+
+    @app.get("/news", response_class=PlainTextResponse)
+    @http_policy(HttpPolicy.public(NEWS_MAX_AGE))
+    async def news(request: Request) -> str:
+        check_not_modified(request, etag_from=repo.version)
+        return news_text()
+
+    return app
+
+
+def _starlette() -> Any:
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from readscale.starlette import HttpPolicy, check_not_modified, http_policy
+    from tests.http.stacks.starlette_app import app
+
+    @http_policy(HttpPolicy.public(NEWS_MAX_AGE))
+    async def news(request: Request) -> PlainTextResponse:
+        check_not_modified(request, etag_from=repo.version)
+        return PlainTextResponse(news_text())
+
+    app.router.routes.append(Route("/news", news))
+    return app
+
+
+def _flask() -> Any:
+    from readscale.flask import HttpPolicy, check_not_modified, http_policy
+    from tests.http.stacks.flask_app import app
+
+    @app.get("/news")
+    @http_policy(HttpPolicy.public(NEWS_MAX_AGE))
+    def news() -> str:
+        check_not_modified(etag_from=repo.version)
+        return news_text()
+
+    return app
+
+
+def _django() -> Any:
+    from tests.http.stacks.django_app import application_factory, configure
+
+    configure()
+    from django.http import HttpRequest, HttpResponse
+    from django.urls import path
+
+    from readscale.django import HttpPolicy, check_not_modified, http_policy
+    from tests.http.stacks import django_urls
+
+    @http_policy(HttpPolicy.public(NEWS_MAX_AGE))
+    def news(request: HttpRequest) -> HttpResponse:
+        if (not_modified := check_not_modified(request, etag_from=repo.version)) is not None:
+            return not_modified
+        return HttpResponse(news_text())
+
+    django_urls.urlpatterns.append(path("news", news))
+    return application_factory()
+
+
+_BUILDERS = {"fastapi": _fastapi, "starlette": _starlette, "flask": _flask, "django": _django}
+_built: dict[str, Any] = {}
+
+
+def __getattr__(name: str) -> Any:
+    """Build only the app uvicorn asks for (each imports its framework; Django's settings
+    are process-wide)."""
+    if name not in _BUILDERS:
+        raise AttributeError(name)
+    if name not in _built:
+        _built[name] = _BUILDERS[name]()
+    return _built[name]
