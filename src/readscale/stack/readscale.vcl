@@ -18,8 +18,13 @@ vcl 4.1;
 # - Expired objects with a validator (ETag, Last-Modified) are kept (beresp.keep) and
 #   revalidated: the refetch carries If-None-Match / If-Modified-Since, and a 304 refreshes
 #   the stored copy. A response stale on arrival (`no-cache`, `max-age=0`) is not stored.
-# - Requests carrying Cookie or Authorization pass (builtin vcl_recv), so a personalised
-#   response is never stored or served from the shared cache.
+# - Requests carrying Authorization pass (builtin vcl_recv). A request carrying cookies is
+#   answered from a stored response when Vary allows it (a page that depends on a cookie
+#   says so with Vary: Cookie, and readscale's middleware sends every identity-dependent
+#   page private), but never fills the cache: on a miss it passes, so nothing fetched with
+#   someone's cookies is ever stored, even from a route that wrongly claims `public`.
+#   Anonymous readers with analytics or preference cookies get the edge; a session
+#   holding a causal token (readscale_token) passes, to read its own writes.
 # - Unsafe and unknown methods pass to the origin (never pipe); a non-error answer
 #   invalidates every stored response for that URL, and for its same-origin Location and
 #   Content-Location (§4.4), through an xkey secondary key (the X-HashTwo field is
@@ -62,6 +67,7 @@ sub vcl_recv {
         unset req.http.X-RS-TTL;
         unset req.http.X-RS-Keys;
         unset req.http.X-RS-Loc;
+        unset req.http.X-RS-Cookie;
         # Unkeyed inputs an origin might reflect into a cached page (cache poisoning).
         unset req.http.X-Forwarded-Host;
         unset req.http.X-Forwarded-Server;
@@ -106,6 +112,18 @@ sub vcl_recv {
     }
 }
 
+sub vcl_req_cookie {
+    # Runs in place of the builtin's (which passes every request with a Cookie).
+    if (req.http.Cookie) {
+        if (req.http.Cookie ~ "(^|;)[ \t]*readscale_token=") {
+            # A session that wrote: the origin routes its reads by its token.
+            return (pass);
+        }
+        set req.http.X-RS-Cookie = "1";
+        return (hash);
+    }
+}
+
 sub vcl_hash {
     # Host is part of the key (builtin); nothing else the client controls is.
 }
@@ -134,6 +152,10 @@ sub vcl_hit {
 }
 
 sub vcl_miss {
+    if (req.http.X-RS-Cookie) {
+        # A request with cookies never fills the cache: the origin answers it alone.
+        return (pass);
+    }
     set req.http.X-RS-State = "MISS";
 }
 
@@ -144,8 +166,12 @@ sub vcl_pass {
 sub vcl_backend_fetch {
     # Tell the origin when a fetch is a background refresh (grace), not a client's
     # request: it can count it apart (the demo's funnel does).
+    unset bereq.http.X-RS-Cookie;
     if (bereq.is_bgfetch) {
         set bereq.http.X-Readscale-Bgfetch = "1";
+        # A background refresh is for every reader of the stored page, not for the one
+        # whose request triggered it: it goes without that reader's cookies.
+        unset bereq.http.Cookie;
     } else {
         unset bereq.http.X-Readscale-Bgfetch;
     }
@@ -363,6 +389,7 @@ sub rs_location_key {
             }
         } else {
             unset req.http.X-RS-Loc;
+        unset req.http.X-RS-Cookie;
         }
     } elsif (req.http.X-RS-Loc ~ "^//" || req.http.X-RS-Loc ~ "^[A-Za-z][A-Za-z0-9+.-]*:") {
         unset req.http.X-RS-Loc;  # another authority or scheme
