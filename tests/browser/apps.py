@@ -1,7 +1,10 @@
 """The four example apps of tests/http/stacks (docs/http.md's recommended stacks, sessions
-on), as uvicorn serves them to the browser tests, plus one route: ``/news``, public for
+on), as uvicorn serves them to the browser tests, plus two routes: ``/news``, public for
 one second, so a test sees a client revalidate a page after its max-age without waiting
-a minute. Nothing else is changed: the snippets' routes and middleware are the apps'.
+a minute, and ``/orders``, a private page with a version validator
+(``check_not_modified(etag_from=...)``, as a user's data version would give), whose
+ETag, unlike one taken from the body, is the same for every user unless readscale folds
+the identity in. Nothing else is changed: the snippets' routes and middleware are the apps'.
 
 Targets: ``tests.browser.apps:fastapi``, ``:starlette``, ``:flask`` (``--interface
 wsgi``), ``:django`` (Django's ASGI handler).
@@ -22,6 +25,10 @@ def news_text() -> str:
     return f"news v{repo.version}"
 
 
+def orders_text(user: str | None) -> str:
+    return f"orders of {user or 'nobody'}"
+
+
 def _fastapi() -> Any:
     from fastapi.responses import PlainTextResponse
 
@@ -33,6 +40,12 @@ def _fastapi() -> Any:
     async def news(request: Request) -> str:
         check_not_modified(request, etag_from=repo.version)
         return news_text()
+
+    @app.get("/orders", response_class=PlainTextResponse)
+    @http_policy(HttpPolicy.private(0))
+    async def orders(request: Request) -> str:
+        check_not_modified(request, etag_from=repo.version)
+        return orders_text(request.session.get("user"))
 
     return app
 
@@ -49,11 +62,18 @@ def _starlette() -> Any:
         check_not_modified(request, etag_from=repo.version)
         return PlainTextResponse(news_text())
 
-    app.router.routes.append(Route("/news", news))
+    @http_policy(HttpPolicy.private(0))
+    async def orders(request: Request) -> PlainTextResponse:
+        check_not_modified(request, etag_from=repo.version)
+        return PlainTextResponse(orders_text(request.session.get("user")))
+
+    app.router.routes.extend([Route("/news", news), Route("/orders", orders)])
     return app
 
 
 def _flask() -> Any:
+    from flask import session
+
     from readscale.flask import HttpPolicy, check_not_modified, http_policy
     from tests.http.stacks.flask_app import app
 
@@ -62,6 +82,12 @@ def _flask() -> Any:
     def news() -> str:
         check_not_modified(etag_from=repo.version)
         return news_text()
+
+    @app.get("/orders")
+    @http_policy(HttpPolicy.private(0))
+    def orders() -> str:
+        check_not_modified(etag_from=repo.version)
+        return orders_text(session.get("user"))
 
     return app
 
@@ -82,7 +108,13 @@ def _django() -> Any:
             return not_modified
         return HttpResponse(news_text())
 
-    django_urls.urlpatterns.append(path("news", news))
+    @http_policy(HttpPolicy.private(0))
+    def orders(request: HttpRequest) -> HttpResponse:
+        if (not_modified := check_not_modified(request, etag_from=repo.version)) is not None:
+            return not_modified
+        return HttpResponse(orders_text(request.session.get("user")))
+
+    django_urls.urlpatterns.extend([path("news", news), path("orders", orders)])
     return application_factory()
 
 

@@ -123,49 +123,60 @@ def test_language_variants_never_cross(chrome: Chrome, site: Site, via: str) -> 
 # -- sign-out ---------------------------------------------------------------------------
 
 
+PRIVATE_PAGES = {"/account": "account of", "/orders": "orders of"}  # a body ETag, a version ETag
+
+
 def test_after_sign_out_the_previous_users_page_is_never_shown_from_memory(chrome: Chrome, site: Site) -> None:
-    """Incognito: the HTTP cache is in memory. Alice's page stays in it after she signs
-    out; the next load revalidates it with her ETag and must get the anonymous page."""
+    """Incognito: the HTTP cache is in memory. Alice's pages stay in it after she signs
+    out; the next load revalidates each with her ETag and must get the anonymous page,
+    then Bob's once he signs in."""
     page = chrome.page(incognito=True)
     origin = site.origin("http")
     sign_in(page, origin, "alice")
-    text, exchanges = page.open(origin + "/account")
-    assert text == "account of alice"
-    alice_etag = the(exchanges, "/account").headers["etag"]
-    text, exchanges = page.open(origin + "/account")
-    x = the(exchanges, "/account")
-    assert (text, x.sent_headers.get("if-none-match"), x.wire_status) == ("account of alice", alice_etag, 304)
+    alice_etag = {}
+    for path, title in PRIVATE_PAGES.items():
+        text, exchanges = page.open(origin + path)
+        assert text == f"{title} alice"
+        alice_etag[path] = the(exchanges, path).headers["etag"]
+        text, exchanges = page.open(origin + path)
+        x = the(exchanges, path)
+        assert (text, x.sent_headers.get("if-none-match"), x.wire_status) == (f"{title} alice", alice_etag[path], 304)
 
     sign_out(page)
-    text, exchanges = page.open(origin + "/account")
-    x = the(exchanges, "/account")
-    assert x.sent_headers.get("if-none-match") == alice_etag, "the browser still held Alice's page"
-    assert (text, x.wire_status) == ("account of nobody", 200)
+    for path, title in PRIVATE_PAGES.items():
+        text, exchanges = page.open(origin + path)
+        x = the(exchanges, path)
+        assert x.sent_headers.get("if-none-match") == alice_etag[path], "the browser still held Alice's page"
+        assert (text, x.wire_status) == (f"{title} nobody", 200)
 
     sign_in(page, origin, "bob")
-    text, exchanges = page.open(origin + "/account")
-    assert (text, the(exchanges, "/account").wire_status) == ("account of bob", 200)
+    for path, title in PRIVATE_PAGES.items():
+        text, exchanges = page.open(origin + path)
+        assert (text, the(exchanges, path).wire_status) == (f"{title} bob", 200)
     page.close()
 
 
 def test_after_sign_out_the_previous_users_page_is_never_shown_from_disk(chrome: Chrome, site: Site) -> None:
-    """The profile's disk cache: Alice signs in, views her page, signs out, the browser
-    is closed. A second browser process on the same profile holds her page on disk (it
-    offers her ETag) and must show the anonymous page."""
+    """The profile's disk cache: Alice signs in, views her pages, signs out, the browser
+    is closed. A second browser process on the same profile holds her pages on disk (it
+    offers her ETags) and must show the anonymous pages."""
     page = chrome.page()
     origin = site.origin("http")
     sign_in(page, origin, "alice")
-    text, exchanges = page.open(origin + "/account")
-    assert text == "account of alice"
-    alice_etag = the(exchanges, "/account").headers["etag"]
+    alice_etag = {}
+    for path, title in PRIVATE_PAGES.items():
+        text, exchanges = page.open(origin + path)
+        assert text == f"{title} alice"
+        alice_etag[path] = the(exchanges, path).headers["etag"]
     sign_out(page)
     page.close()
 
     page = chrome.restart().new_page()
-    text, exchanges = page.open(origin + "/account")
-    x = the(exchanges, "/account")
-    assert x.sent_headers.get("if-none-match") == alice_etag, "the second process found Alice's page on disk"
-    assert (text, x.wire_status) == ("account of nobody", 200)
+    for path, title in PRIVATE_PAGES.items():
+        text, exchanges = page.open(origin + path)
+        x = the(exchanges, path)
+        assert x.sent_headers.get("if-none-match") == alice_etag[path], "the second process found Alice's page on disk"
+        assert (text, x.wire_status) == (f"{title} nobody", 200)
     page.close()
 
 

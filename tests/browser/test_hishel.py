@@ -118,31 +118,39 @@ def test_language_variants_never_cross(site: Site, via: str) -> None:
         assert set(edge_states[1]) == {"HIT"}, f"the edge answered the second reader: {edge_states}"
 
 
+PRIVATE_PAGES = {"/account": "account of", "/orders": "orders of"}  # a body ETag, a version ETag
+
+
 @pytest.mark.parametrize("store", ["memory", "disk"])
 def test_after_sign_out_the_previous_users_page_is_never_shown(site: Site, store: str, tmp_path: Path) -> None:
-    """Alice signs in, reads her page twice (the second is a 304), signs out; the next
+    """Alice signs in, reads her pages twice (the second is a 304), signs out; the next
     load, by the same client or by a new one on the same disk, is the anonymous page."""
-    path = tmp_path / "hishel.db"
-    storage = memory() if store == "memory" else SqliteStorage(database_path=path)
+    path_db = tmp_path / "hishel.db"
+    storage = memory() if store == "memory" else SqliteStorage(database_path=path_db)
+    alice_etag = {}
     with hishel_client(site, "http", storage) as (client, wire):
         client.post("/login", params={"user": "alice"})
-        alice = client.get("/account")
-        assert alice.text == "account of alice"
-        assert client.get("/account").text == "account of alice"
-        again = wire.last("/account")
-        assert again is not None and again.status == 304, "the same user revalidates cheaply"
+        for path, title in PRIVATE_PAGES.items():
+            alice = client.get(path)
+            assert alice.text == f"{title} alice"
+            alice_etag[path] = alice.headers["etag"]
+            assert client.get(path).text == f"{title} alice"
+            again = wire.last(path)
+            assert again is not None and again.status == 304, "the same user revalidates cheaply"
         client.post("/logout")
         if store == "memory":
-            out = client.get("/account")
-            sent = wire.last("/account")
-            assert sent is not None and sent.sent.get("if-none-match") == alice.headers["etag"]
-            assert (out.text, sent.status) == ("account of nobody", 200)
+            for path, title in PRIVATE_PAGES.items():
+                out = client.get(path)
+                sent = wire.last(path)
+                assert sent is not None and sent.sent.get("if-none-match") == alice_etag[path]
+                assert (out.text, sent.status) == (f"{title} nobody", 200)
     if store == "disk":
-        with hishel_client(site, "http", SqliteStorage(database_path=path)) as (client, wire):
-            out = client.get("/account")
-            sent = wire.last("/account")
-            assert sent is not None and sent.sent.get("if-none-match") == alice.headers["etag"], "found on disk"
-            assert (out.text, sent.status) == ("account of nobody", 200)
+        with hishel_client(site, "http", SqliteStorage(database_path=path_db)) as (client, wire):
+            for path, title in PRIVATE_PAGES.items():
+                out = client.get(path)
+                sent = wire.last(path)
+                assert sent is not None and sent.sent.get("if-none-match") == alice_etag[path], "found on disk"
+                assert (out.text, sent.status) == (f"{title} nobody", 200)
 
 
 def test_anonymous_readers_with_cookies_get_public_pages_and_the_edge_answers(site: Site) -> None:
