@@ -467,3 +467,51 @@ def test_unknown_methods_are_passed_not_piped(vcl_edge: EdgeUnderTest) -> None:
         answer = client.request("M-SEARCH", path)
     assert answer.headers["x-cache"] == "PASS"  # went through vcl_deliver (a pipe never does)
     assert vcl_edge.origin.hits(path) == 1
+
+
+# -- requests with cookies (issue 13: anonymous readers carry analytics cookies) ---------------
+
+
+def test_a_request_with_cookies_is_answered_from_the_cache_but_never_fills_it(vcl_edge: EdgeUnderTest) -> None:
+    path = vcl_edge.origin.always(fresh_path("cookie-reader"), ("Cache-Control", "max-age=60"))
+    with vcl_edge.client() as client:
+        assert states(client, path, 2, headers={"cookie": "_ga=GA1.1.42"}) == ["PASS", "PASS"]
+        assert [s.headers.get("cookie") for s in vcl_edge.origin.seen[path]] == ["_ga=GA1.1.42"] * 2
+        assert states(client, path, 1) == ["MISS"], "a request without cookies fills"
+        assert states(client, path, 2, headers={"cookie": "theme=dark"}) == ["HIT", "HIT"]
+    assert vcl_edge.origin.hits(path) == 3
+
+
+def test_a_stored_page_that_varies_on_cookie_answers_only_requests_without_one(vcl_edge: EdgeUnderTest) -> None:
+    path = vcl_edge.origin.always(fresh_path("vary-cookie"), ("Cache-Control", "max-age=60"), ("Vary", "Cookie"))
+    with vcl_edge.client() as client:
+        assert states(client, path, 2) == ["MISS", "HIT"]
+        assert states(client, path, 2, headers={"cookie": "session=alice"}) == ["PASS", "PASS"]
+    assert [s.headers.get("cookie") for s in vcl_edge.origin.seen[path]] == [None, "session=alice", "session=alice"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"cookie": "_ga=GA1.1.42; readscale_token=rs1.x"}, {"cookie": "readscale_token=rs1.x"}, {"authorization": "Bearer x"}],
+)
+def test_a_causal_token_or_credentials_pass(vcl_edge: EdgeUnderTest, headers: dict[str, str]) -> None:
+    path = vcl_edge.origin.always(fresh_path("token"), ("Cache-Control", "max-age=60"))
+    with vcl_edge.client() as client:
+        assert states(client, path, 2) == ["MISS", "HIT"]
+        assert states(client, path, 2, headers=headers) == ["PASS", "PASS"], "a session that wrote reads the origin"
+    assert vcl_edge.origin.hits(path) == 3
+
+
+def test_a_background_refresh_goes_without_the_readers_cookies(vcl_edge: EdgeUnderTest) -> None:
+    path = vcl_edge.origin.always(fresh_path("bg-cookie"), ("Cache-Control", "max-age=1, stale-while-revalidate=60"))
+    with vcl_edge.client() as client:
+        assert states(client, path, 1) == ["MISS"]
+        time.sleep(1.2)  # let the TTL run out
+        assert states(client, path, 1, headers={"cookie": "session=alice"}) == ["HIT-STALE"]
+        for _ in range(100):  # the refresh runs in the background
+            if vcl_edge.origin.hits(path) == 2:
+                break
+            time.sleep(0.05)
+    refresh = vcl_edge.origin.seen[path][1]
+    assert refresh.headers.get("x-readscale-bgfetch") == "1"
+    assert "cookie" not in refresh.headers, "the refreshed copy is everybody's, not the reader's"
