@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request  # FastAPI resolves a handler's annotations from this module
-
 from tests.http.stacks._repo import repo
 
 NEWS_MAX_AGE = 1
@@ -31,9 +30,9 @@ def orders_text(user: str | None) -> str:
 
 def _fastapi() -> Any:
     from fastapi.responses import PlainTextResponse
+    from tests.http.stacks.fastapi_app import app
 
     from readscale.starlette import HttpPolicy, check_not_modified, http_policy
-    from tests.http.stacks.fastapi_app import app
 
     @app.get("/news", response_class=PlainTextResponse)
     @http_policy(HttpPolicy.public(NEWS_MAX_AGE))
@@ -53,9 +52,9 @@ def _fastapi() -> Any:
 def _starlette() -> Any:
     from starlette.responses import PlainTextResponse
     from starlette.routing import Route
+    from tests.http.stacks.starlette_app import app
 
     from readscale.starlette import HttpPolicy, check_not_modified, http_policy
-    from tests.http.stacks.starlette_app import app
 
     @http_policy(HttpPolicy.public(NEWS_MAX_AGE))
     async def news(request: Request) -> PlainTextResponse:
@@ -73,9 +72,9 @@ def _starlette() -> Any:
 
 def _flask() -> Any:
     from flask import session
+    from tests.http.stacks.flask_app import app
 
     from readscale.flask import HttpPolicy, check_not_modified, http_policy
-    from tests.http.stacks.flask_app import app
 
     @app.get("/news")
     @http_policy(HttpPolicy.public(NEWS_MAX_AGE))
@@ -98,9 +97,9 @@ def _django() -> Any:
     configure()
     from django.http import HttpRequest, HttpResponse
     from django.urls import path
+    from tests.http.stacks import django_urls
 
     from readscale.django import HttpPolicy, check_not_modified, http_policy
-    from tests.http.stacks import django_urls
 
     @http_policy(HttpPolicy.public(NEWS_MAX_AGE))
     def news(request: HttpRequest) -> HttpResponse:

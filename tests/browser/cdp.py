@@ -25,7 +25,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,10 +45,7 @@ FLAGS = (
     "--disable-extensions",
     "--disable-dev-shm-usage",
     "--mute-audio",
-    # The back/forward cache keeps whole pages alive in memory across navigations; the
-    # tests navigate forward only, and keep it out of the picture by saying so.
-    "--disable-features=BackForwardCache",
-)
+)  # Chromium's defaults otherwise: its back/forward cache (whole pages kept in memory) is on
 
 
 class CdpError(RuntimeError):
@@ -206,10 +203,8 @@ class Browser:
 
     def close(self) -> None:
         if self.process.poll() is None:
-            try:
+            with suppress(CdpError):
                 self.send("Browser.close")
-            except CdpError:
-                pass
             try:
                 self.process.wait(30)
             except subprocess.TimeoutExpired:
@@ -218,10 +213,8 @@ class Browser:
         self._log.close()
 
     def _kill(self) -> None:
-        try:
+        with suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.process.wait(10)
 
 
@@ -273,6 +266,25 @@ class Page:
         self.browser.take_events(self.session)
         self.send("Page.reload", {"ignoreCache": False})
         self.browser.wait_event(self.session, "Page.loadEventFired")
+        return str(self.evaluate("document.body.innerText")), self._exchanges()
+
+    def go(self, url: str) -> None:
+        """Follow a link to ``url`` (a new history entry after the current one)."""
+        self.browser.take_events(self.session)
+        self.send("Page.navigate", {"url": url})
+        self.browser.wait_event(self.session, "Page.loadEventFired")
+
+    def back(self) -> tuple[str, list[Exchange]]:
+        """The Back button: the previous history entry, restored from the back/forward
+        cache if the browser kept the page there, else loaded as history loads are."""
+        history = self.send("Page.getNavigationHistory")
+        entry = history["entries"][history["currentIndex"] - 1]
+        self.browser.take_events(self.session)
+        self.send("Page.navigateToHistoryEntry", {"entryId": entry["id"]})
+        self.browser.wait_event(self.session, "Page.frameNavigated")
+        self.evaluate(
+            "new Promise(r => document.readyState === 'complete' ? r() : addEventListener('load', () => r()))"
+        )
         return str(self.evaluate("document.body.innerText")), self._exchanges()
 
     def cookies(self, url: str) -> list[dict[str, Any]]:

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from tests.browser.apps import NEWS_MAX_AGE
 from tests.browser.cdp import Browser, Exchange, Page, find_chromium, spki_hash
 from tests.browser.conftest import Site, Sites
@@ -180,6 +179,29 @@ def test_after_sign_out_the_previous_users_page_is_never_shown_from_disk(chrome:
     page.close()
 
 
+def test_back_after_sign_out_never_shows_the_previous_users_page(chrome: Chrome, site: Site) -> None:
+    """Chromium's back/forward cache keeps whole pages in memory and restores them on
+    Back without asking the server, whatever `private` or `no-cache` say: Alice views her
+    pages, goes on, signs out, presses Back. The sign-out response clears the site's
+    caches (Clear-Site-Data, honoured over https and on localhost), so Back loads the
+    page again, as nobody."""
+    origin = site.origin("https")
+    shown_after_sign_out = []
+    for path, title in PRIVATE_PAGES.items():
+        page = chrome.page(incognito=True)
+        sign_in(page, origin, "alice")
+        page.go(origin + path)
+        assert page.evaluate("document.body.innerText") == f"{title} alice"
+        page.go(origin + "/greeting")
+        status, _ = page.fetch("POST", "/logout")
+        assert status == 200
+        text, exchanges = page.back()
+        shown_after_sign_out.append(text)
+        assert [x.wire_status for x in exchanges if x.url.endswith(path)] == [200], "Back asked the server"
+        page.close()
+    assert shown_after_sign_out == [f"{title} nobody" for title in PRIVATE_PAGES.values()]
+
+
 # -- public pages, anonymous readers with cookies, the edge -------------------------------
 
 
@@ -230,7 +252,7 @@ def test_revalidation_after_max_age_gets_304(chrome: Chrome, site: Site) -> None
         x = the(exchanges, "/news")
         assert x.headers["cache-control"] == f"public, max-age={NEWS_MAX_AGE}"
         first[via] = (text, x.headers["etag"])
-    results = {via: [] for via in pages}  # type: dict[str, list[tuple[str, str | None, int | None]]]
+    results: dict[str, list[tuple[str, str | None, int | None]]] = {via: [] for via in pages}
     for _ in range(2):
         time.sleep(NEWS_MAX_AGE + 0.2)  # let the stored pages expire (nothing is timed)
         for via, page in pages.items():

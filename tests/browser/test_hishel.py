@@ -19,7 +19,6 @@ import httpx
 import pytest
 from hishel import CacheOptions, SqliteStorage
 from hishel.httpx import CacheTransport
-
 from tests.browser.apps import NEWS_MAX_AGE
 from tests.browser.conftest import Site
 from tests.http.stacks._repo import GREETING

@@ -492,7 +492,11 @@ def test_a_stored_page_that_varies_on_cookie_answers_only_requests_without_one(v
 
 @pytest.mark.parametrize(
     "headers",
-    [{"cookie": "_ga=GA1.1.42; readscale_token=rs1.x"}, {"cookie": "readscale_token=rs1.x"}, {"authorization": "Bearer x"}],
+    [
+        {"cookie": "_ga=GA1.1.42; readscale_token=rs1.x"},
+        {"cookie": "readscale_token=rs1.x"},
+        {"authorization": "Bearer x"},
+    ],
 )
 def test_a_causal_token_or_credentials_pass(vcl_edge: EdgeUnderTest, headers: dict[str, str]) -> None:
     path = vcl_edge.origin.always(fresh_path("token"), ("Cache-Control", "max-age=60"))

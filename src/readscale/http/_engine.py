@@ -12,9 +12,11 @@ values decoded only when the core needs them, and each plan's fields encoded onc
 
 from __future__ import annotations
 
+import time
 from typing import Final
 
 from readscale._core.http import (
+    CLEAR_SITE_CACHE,
     EntityTag,
     Exchange,
     HeaderPlan,
@@ -26,6 +28,7 @@ from readscale._core.http import (
     evaluate,
     parse_entity_tag,
     parse_http_date,
+    removes_cookie,
     strong_etag_opaque,
 )
 from readscale._core.http.conditional import is_dropped_on_304
@@ -110,6 +113,8 @@ def finish(
     handler_cc: str | None = None
     handler_vary: str | None = None
     sets_cookie = False
+    signs_out = False
+    clears_site_data = False
     sets_token = False
     etag_raw: bytes | None = None
     last_modified_raw: bytes | None = None
@@ -127,6 +132,10 @@ def finish(
             continue
         if name == b"set-cookie":
             sets_cookie = True
+            if settings.clear_cache_on_sign_out and not signs_out:
+                signs_out = removes_cookie(pair[1].decode("latin-1"), settings.ignored_cookies, int(time.time()))
+        elif name == b"clear-site-data":
+            clears_site_data = True
         elif name == _TOKEN_FIELD:
             sets_token = True
         elif name == b"etag":
@@ -208,6 +217,9 @@ def finish(
             last_modified = None
 
     kept.extend(_plan_fields(plan))
+    if signs_out and not clears_site_data:
+        # Back would restore the signed-out user's pages from the back/forward cache.
+        kept.append((b"clear-site-data", CLEAR_SITE_CACHE.encode("latin-1")))
     if app_304:
         metrics.bump("not_modified")
         return 304, [pair for pair in kept if not is_dropped_on_304(pair[0])], True

@@ -19,6 +19,7 @@ from readscale._core.http.conditional import (
     not_modified_headers,
     parse_conditionals,
 )
+from readscale._core.http.cookies import CLEAR_SITE_CACHE, removes_cookie
 from readscale._core.http.dates import format_http_date, parse_http_date
 from readscale._core.http.etag import (
     ANY,
@@ -47,6 +48,7 @@ from readscale._core.http.surrogate import BUDGETS, OverBudget, TagHeaders, Vend
 __all__ = [
     "ANY",
     "BUDGETS",
+    "CLEAR_SITE_CACHE",
     "DEFAULT_POLICY",
     "NO_CONDITIONALS",
     "ONE_YEAR",
@@ -80,6 +82,7 @@ __all__ = [
     "parse_entity_tag",
     "parse_http_date",
     "parse_tag_list",
+    "removes_cookie",
     "render_tags",
     "strong_etag",
     "strong_etag_opaque",

@@ -242,6 +242,10 @@ class HttpSettings:
     - ``etag_max_bytes``: bodies up to this size are buffered to derive a strong ETag.
     - ``trusted_proxies``: client addresses allowed to send X-Forwarded-* fields; from
       anyone else they are removed before the application sees them (P1).
+    - ``clear_cache_on_sign_out``: a response that removes a cookie other than
+      ``ignored_cookies`` (a sign-out: the session cookie deleted) carries
+      ``Clear-Site-Data: "cache"``, so the browser drops the signed-out user's pages from
+      its HTTP cache and its back/forward cache, from which Back would show them.
     """
 
     default_policy: HttpPolicy = DEFAULT_POLICY
@@ -254,6 +258,7 @@ class HttpSettings:
     ignored_cookies: AbstractSet[str] = frozenset({"readscale_token"})
     etag_max_bytes: int = 1 << 20
     trusted_proxies: frozenset[str] = field(default_factory=frozenset)
+    clear_cache_on_sign_out: bool = True
     _hash: int = field(default=0, init=False, repr=False, compare=False)
 
     def __hash__(self) -> int:
@@ -287,6 +292,7 @@ class HttpSettings:
                     self.ignored_cookies,
                     self.etag_max_bytes,
                     self.trusted_proxies,
+                    self.clear_cache_on_sign_out,
                 )
             ),
         )
