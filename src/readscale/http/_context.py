@@ -71,8 +71,17 @@ class HttpContext:
         self.reads: set[str] = set()
         self.walked: set[str] = set()
 
+    endpoint: object = None  # named in warnings only: resolved lazily
+
     def add_tags(self, tags: tuple[str, ...]) -> None:
         self.tags = self.tags + tags
+
+    def route_name(self) -> str:
+        """``METHOD name`` of the route, for warnings (computed only when one is logged)."""
+        if self.route is None:
+            name = self.endpoint if isinstance(self.endpoint, str) else getattr(self.endpoint, "__qualname__", "?")
+            self.route = f"{self.method} {name}"
+        return self.route
 
     def variant(self, base: EntityTag, fields: tuple[str, ...]) -> EntityTag:
         """``base`` with the request's values of ``fields`` folded in (one tag per variant)."""

@@ -85,7 +85,7 @@ def _warn_undeclared(ctx: HttpContext, metrics: HttpMetrics, fields: frozenset[s
     """Tracking is the safety net of declared variance: a read the policy did not
     declare is logged once per route and field, and counted."""
     metrics.bump("undeclared_reads")
-    route = ctx.route or "?"
+    route = ctx.route_name()
     for name in sorted(fields):
         if (route, name) in _WARNED or len(_WARNED) >= _WARNED_MAX:
             continue
@@ -207,8 +207,14 @@ def finish(
             etag = ctx.variant(ctx.etag_base, plan.vary_names).with_coding(coding)
         kept.append((b"etag", etag.render().encode("latin-1")))
     elif plan.etag and body is not None and 200 <= status < 300 and status != 204:
-        etag = ctx.variant(EntityTag(strong_etag_opaque(body)), plan.vary_names)
-        kept.append((b"etag", etag.render().encode("latin-1")))
+        opaque = strong_etag_opaque(body)
+        if plan.vary_names:
+            etag = ctx.variant(EntityTag(opaque), plan.vary_names)
+            kept.append((b"etag", etag.render().encode("latin-1")))
+        else:  # the common public page: no variant to fold in, no object to build
+            kept.append((b"etag", b'"' + opaque.encode("ascii") + b'"'))
+            if ctx.conditionals.any:
+                etag = EntityTag(opaque)
     last_modified = ctx.last_modified
     if last_modified_raw is not None:
         try:

@@ -196,9 +196,7 @@ class HttpCacheMiddleware:
         if ctx.policy is None:
             # The router stored the matched endpoint in the (shared) scope.
             ctx.policy = policy_of(endpoint)
-        if ctx.route is None:
-            name = getattr(endpoint, "__qualname__", None)
-            ctx.route = f"{scope['method']} {name or scope.get('path', '?')}"
+        ctx.endpoint = endpoint if endpoint is not None else scope.get("path")
         status, headers, drop = finish(
             ctx,
             self.settings,

@@ -58,7 +58,7 @@ def prepare_environ(environ: dict[str, Any], settings: HttpSettings) -> tuple[Ht
         return value if isinstance(value, str) else None
 
     ctx = HttpContext(environ.get("REQUEST_METHOD", "GET"), settings, field)
-    ctx.route = f"{ctx.method} {environ.get('PATH_INFO', '/')}"
+    ctx.endpoint = environ.get("PATH_INFO", "/")
     ctx.conditionals = parse_conditionals(lambda name: _get_conditional(environ, name))
     # A WSGI server or an outer middleware (werkzeug's ProxyFix) may have taken the
     # scheme from these before we run: a response then varies on the one carried.
