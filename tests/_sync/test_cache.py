@@ -24,6 +24,7 @@ from readscale._sync.backends.redis import RedisBackend, RedisClusterBackend
 from readscale._sync.cache import Cache
 from readscale.codecs import MsgpackCodec, SignedPickleCodec
 from readscale.errors import ConfigurationError, InvalidKeyError, UnserializableValueError, ValueTooLargeError
+from readscale.fills import report_primary_read
 from readscale.memory import NO_VALUE, MemoryStore
 from readscale.settings import RedisSettings
 from readscale.testing.clock import FakeClock
@@ -205,6 +206,27 @@ def test_get_or_load_many_loads_only_the_missing_in_one_call(cache: Cache) -> No
     again = cache.get_or_load_many(["p2", "p3"], load_many)
     assert again == {"p2": "loaded-p2", "p3": "loaded-p3"}
     assert len(calls) == 1
+
+
+def test_get_or_load_many_fills_a_batch_safely_in_few_round_trips(cache: Cache, backend: CountingBackend) -> None:
+    """Each missing key holds a ticket taken before the load (an invalidation during it
+    refuses that key only); Redis takes the tickets and the fills in one pipeline each."""
+    keys = [f"b{i}" for i in range(50)]
+    cache.check()
+    backend.calls.clear()
+
+    def load_many(missing: list[str]) -> dict[str, str]:
+        report_primary_read()
+        cache.invalidate("b7")  # a change lands while the batch loads
+        return {k: f"v-{k}" for k in missing}
+
+    assert cache.get_or_load_many(keys, load_many) == {k: f"v-{k}" for k in keys}
+    if backend.name == "redis":
+        assert backend.calls["ticket_many"] == 1 and backend.calls["fill_many"] == 1
+        assert backend.calls["ticket"] == 0 and backend.calls["fill"] == 0
+    found = cache.get_many(keys)
+    assert found == {k: f"v-{k}" for k in keys if k != "b7"}, "the invalidated key alone is not stored"
+    assert cache.stats.loader.fills_refused_lease_lost == 1
 
 
 # -- stampede protection and freshness -----------------------------------------------------

@@ -143,6 +143,19 @@ class AsyncFillMixin(AsyncTierAccess, AsyncVersionAccess):
         self._l2_ok()
         return right
 
+    async def _tickets(self, pkeys: list[str], policy: CachePolicy) -> list[LeaseResult] | None:
+        """Tickets for several keys in one go, or None when the server cannot be asked."""
+        backend = self.backend
+        if backend is None or not self._l2_allowed():
+            return None
+        try:
+            rights = await backend.ticket_many(pkeys, policy.lease_ttl)
+        except CacheUnavailableError as exc:
+            self._l2_failed(exc)
+            return None
+        self._l2_ok()
+        return rights
+
     async def _load_unstored(self, pkey: str, loader: Callable[[], Awaitable[Any]]) -> Any:
         """The cache server cannot be asked for the key's floors: load, serve, store nothing
         (a value stored now could predate an invalidation this process cannot see)."""

@@ -144,6 +144,19 @@ class FillMixin(TierAccess, VersionAccess):
         self._l2_ok()
         return right
 
+    def _tickets(self, pkeys: list[str], policy: CachePolicy) -> list[LeaseResult] | None:
+        """Tickets for several keys in one go, or None when the server cannot be asked."""
+        backend = self.backend
+        if backend is None or not self._l2_allowed():
+            return None
+        try:
+            rights = backend.ticket_many(pkeys, policy.lease_ttl)
+        except CacheUnavailableError as exc:
+            self._l2_failed(exc)
+            return None
+        self._l2_ok()
+        return rights
+
     def _load_unstored(self, pkey: str, loader: Callable[[], Any]) -> Any:
         """The cache server cannot be asked for the key's floors: load, serve, store nothing
         (a value stored now could predate an invalidation this process cannot see)."""

@@ -5,7 +5,7 @@ entry envelope between them. A mixin of :class:`Cache` (internal)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from readscale._causal import own_write_floor
@@ -265,28 +265,6 @@ class TierAccess:
         self._l1_put(pkey, value, meta, policy, size=len(raw), since=since)
         return True
 
-    def _store_many(
-        self, entries: Mapping[str, tuple[Any, EntryMeta]], policy: CachePolicy, codec: Codec, since: int
-    ) -> None:
-        items: list[tuple[str, bytes, float]] = []
-        now = self._clock()
-        for pkey, (value, meta) in entries.items():
-            try:
-                raw = self._encode(pkey, value, meta, codec)
-            except SerializationError as exc:
-                self.stats.loader.not_cached += 1
-                log.warning("cache %s: %s not cached: %s", self.stats.name, pkey, exc)
-                continue
-            items.append((pkey, raw, storage_ttl(meta, now)))
-            self._l1_put(pkey, value, meta, policy, size=len(raw), since=since)
-        if items and self.backend is not None and policy.uses_l2 and self._l2_allowed():
-            try:
-                self.backend.set_many(items)
-                self.stats.l2.fills += len(items)
-                self._l2_ok()
-            except CacheUnavailableError as exc:
-                self._l2_failed(exc)
-
     def _forget(self, pkey: str) -> None:
         if self.l1 is not None:
             self.l1.delete(pkey)
@@ -296,6 +274,52 @@ class TierAccess:
             except CacheUnavailableError as exc:
                 self._l2_failed(exc)
                 self._mark_unsynced(pkey)
+
+    def _store_fills(
+        self,
+        entries: list[tuple[str, Any, EntryMeta, bytes, str | None]],
+        policy: CachePolicy,
+        source_lsn: int | None,
+        since: int,
+    ) -> None:
+        """Store several fills of one load (``(pkey, value, meta, raw, token)``), each under
+        its own right, in as few round trips as the server allows."""
+        backend = self.backend
+        with_rights = [e for e in entries if e[4] is not None]
+        if backend is None or not with_rights:
+            for pkey, value, meta, raw, token in entries:
+                self._store(pkey, value, meta, raw, policy, token, source_lsn, since=since)
+            return
+        reachable = policy.uses_l2 and self._l2_allowed()
+        if reachable and self._unsynced:
+            reachable = self._resync()
+        stored: list[bool]
+        if not reachable:
+            stored = [True] * len(with_rights)  # as one fill does: the L1 copy is kept
+        else:
+            now = self._clock()
+            items = [
+                (pkey, raw, storage_ttl(meta, now), token or "", source_lsn)
+                for pkey, _, meta, raw, token in with_rights
+            ]
+            try:
+                stored = backend.fill_many(items)
+                self._l2_ok()
+            except CacheUnavailableError as exc:
+                self._l2_failed(exc)
+                return
+            except ValueTooLargeError:  # one of them: store one by one, the others still land
+                for pkey, value, meta, raw, token in with_rights:
+                    self._store(pkey, value, meta, raw, policy, token, source_lsn, since=since)
+                return
+        for (pkey, value, meta, raw, _), ok in zip(with_rights, stored, strict=True):
+            if not ok:
+                self._refused(pkey, Refusal.LEASE_LOST, source_lsn=source_lsn)
+                continue
+            if reachable:
+                self.stats.l2.fills += 1
+            self.stats.l1.fills += 1
+            self._l1_put(pkey, value, meta, policy, size=len(raw), since=since)
 
     def _refused(
         self, pkey: str, cause: Refusal, *, floor_lsn: int | None = None, source_lsn: int | None = None

@@ -27,7 +27,7 @@ from typing import Any, Literal, ParamSpec, TypeVar, assert_never
 
 from readscale._causal import current_context
 from readscale._core import breaker as circuit
-from readscale._core.entry import fresh_payloads
+from readscale._core.entry import EntryMeta, fresh_payloads
 from readscale._core.fills import PRIMARY_READ_LSN, Refusal, max_fill_staleness, merge_floor
 from readscale._core.freshness import Freshness, assess, storage_ttl
 from readscale._core.keys import DEFAULT_PREFIX, physical_keys, template_fields
@@ -703,21 +703,21 @@ class Cache(FillMixin):
         pkeys = {k: self._pkey(k, policy) for k in missing}
         rights: dict[str, LeaseResult] = {}
         floor: int | None = None
-        stored_in_l2 = self.backend is not None and policy.uses_l2
         floors_known = True
-        if stored_in_l2:
-            for k, pkey in pkeys.items():
-                right = self._ticket(pkey, policy)  # None: the server failed (counted)
-                if right is None:
-                    floors_known = False
-                    break
-                rights[k] = right
-                floor = merge_floor(floor, right.floor_lsn)
+        if self.backend is not None and policy.uses_l2:
+            taken = self._tickets(list(pkeys.values()), policy)  # None: the server failed (counted)
+            if taken is None:
+                floors_known = False
+            else:
+                rights = dict(zip(pkeys, taken, strict=True))
+                for right in taken:
+                    floor = merge_floor(floor, right.floor_lsn)
         else:
             now = self._monotonic()
             for pkey in pkeys.values():
                 floor = merge_floor(floor, self._local.floor(pkey, now))
         tag_versions: tuple[tuple[str, int], ...] = ()
+        tag_floor: int | None = None
         if floors_known:
             try:
                 tag_versions, tag_floor = self._fill_floors(policy.tags, policy)
@@ -749,10 +749,11 @@ class Cache(FillMixin):
         if ok:
             source = scope.source_lsn
             entry_lsn = None if not scope.reads or any(r.primary for r in scope.reads) else source
+            entries: list[tuple[str, Any, EntryMeta, bytes, str | None]] = []
             for k in missing:
-                right = rights.get(k)
+                token = rights[k].token if k in rights else None
                 if k not in loaded:
-                    self._release(pkeys[k], right.token if right is not None else None)
+                    self._release(pkeys[k], token)
                     continue
                 value = loaded[k]
                 meta = self._meta(value, policy, elapsed, tag_versions, entry_lsn)
@@ -761,10 +762,10 @@ class Cache(FillMixin):
                 except SerializationError as exc:
                     self.stats.loader.not_cached += 1
                     log.warning("cache %s: %s not cached: %s", self.stats.name, pkeys[k], exc)
-                    self._release(pkeys[k], right.token if right is not None else None)
+                    self._release(pkeys[k], token)
                     continue
-                token = right.token if right is not None else None
-                self._store(pkeys[k], value, meta, raw, policy, token, source, since=since)
+                entries.append((pkeys[k], value, meta, raw, token))
+            self._store_fills(entries, policy, source, since)
         found.update({k: loaded[k] for k in missing if k in loaded})
         return found
 

@@ -184,6 +184,12 @@ class AsyncMemoryBackend:
             self._leases[key] = (token, now + ttl)
         return token
 
+    async def ticket_many(self, keys: Sequence[str], ttl: float) -> list[LeaseResult]:
+        return [await self.ticket(key, ttl) for key in keys]
+
+    async def fill_many(self, items: Sequence[tuple[str, bytes, float, str, int | None]]) -> list[bool]:
+        return [await self.fill(key, value, ttl, token, lsn) for key, value, ttl, token, lsn in items]
+
     async def fill(self, key: str, value: bytes, ttl: float, token: str, lsn: int | None = None) -> bool:
         self._check_size(key, value)
         now = self._clock()

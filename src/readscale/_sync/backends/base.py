@@ -90,6 +90,15 @@ class Backend(Protocol):
         key's tombstone LSN as ``floor_lsn``. An invalidation voids it, as it does a lease."""
         ...
 
+    def ticket_many(self, keys: Sequence[str], ttl: float) -> list[LeaseResult]:
+        """:meth:`ticket` for several keys, in as few round trips as the server allows."""
+        ...
+
+    def fill_many(self, items: Sequence[tuple[str, bytes, float, str, int | None]]) -> list[bool]:
+        """:meth:`fill` for several ``(key, value, ttl, token, lsn)``, in as few round trips
+        as the server allows; whether each was stored."""
+        ...
+
     def fill(self, key: str, value: bytes, ttl: float, token: str, lsn: int | None = None) -> bool:
         """Store ``value`` only if the lease or ticket ``token`` is still held and the
         value's source ``lsn`` is at or past the key's tombstone (if any); release the

@@ -63,6 +63,14 @@ class CountingBackend:
         self.calls["ticket"] += 1
         return self.proxied.ticket(key, ttl)
 
+    def ticket_many(self, keys: Sequence[str], ttl: float) -> list[LeaseResult]:
+        self.calls["ticket_many"] += 1
+        return self.proxied.ticket_many(keys, ttl)
+
+    def fill_many(self, items: Sequence[tuple[str, bytes, float, str, int | None]]) -> list[bool]:
+        self.calls["fill_many"] += 1
+        return self.proxied.fill_many(items)
+
     def invalidate(self, keys: Sequence[str], *, lsn: int | None = None, tombstone_ttl: float = 35.0) -> int:
         self.calls["invalidate"] += 1
         return self.proxied.invalidate(keys, lsn=lsn, tombstone_ttl=tombstone_ttl)

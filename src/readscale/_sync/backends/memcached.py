@@ -548,6 +548,12 @@ class MemcachedBackend:
             return reply.flags.cas
         raise _unexpected(reply, "mg c")
 
+    def ticket_many(self, keys: Sequence[str], ttl: float) -> list[LeaseResult]:
+        return [self.ticket(key, ttl) for key in keys]
+
+    def fill_many(self, items: Sequence[tuple[str, bytes, float, str, int | None]]) -> list[bool]:
+        return [self.fill(key, value, ttl, token, lsn) for key, value, ttl, token, lsn in items]
+
     def refresh_lease(self, key: str, ttl: float) -> str | None:
         """``ms <key>:rl <id> ME``: one refresher per stale key; its store is guarded by
         the CAS the value had when the refresh began."""

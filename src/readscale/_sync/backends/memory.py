@@ -185,6 +185,12 @@ class MemoryBackend:
             self._leases[key] = (token, now + ttl)
         return token
 
+    def ticket_many(self, keys: Sequence[str], ttl: float) -> list[LeaseResult]:
+        return [self.ticket(key, ttl) for key in keys]
+
+    def fill_many(self, items: Sequence[tuple[str, bytes, float, str, int | None]]) -> list[bool]:
+        return [self.fill(key, value, ttl, token, lsn) for key, value, ttl, token, lsn in items]
+
     def fill(self, key: str, value: bytes, ttl: float, token: str, lsn: int | None = None) -> bool:
         self._check_size(key, value)
         now = self._clock()

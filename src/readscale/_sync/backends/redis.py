@@ -207,6 +207,8 @@ class RedisBackend:
     """Redis (standalone) as a cache backend. Pass ``settings`` or a ready ``client``."""
 
     name = "redis"
+    #: Scripts can be pipelined (redis-py loads them first); a cluster pipeline cannot.
+    _pipelines_scripts = True
     supports_leases = True
     supports_tombstones = True
 
@@ -370,6 +372,38 @@ class RedisBackend:
             raise self._unavailable("ticket script", exc) from exc
         return LeaseResult(token=token, floor_lsn=parse_lsn_text(floor))
 
+    def ticket_many(self, keys: Sequence[str], ttl: float) -> list[LeaseResult]:
+        if not keys:
+            return []
+        if not self._pipelines_scripts:
+            return [self.ticket(key, ttl) for key in keys]
+        tokens = [TICKET_PREFIX + secrets.token_hex(12) for _ in keys]
+        try:
+            with self._limit, self._client.pipeline(transaction=False) as pipe:
+                for key, token in zip(keys, tokens, strict=True):
+                    self._ticket_script(keys=_lease_keys(key), args=[token, _ms(ttl)], client=pipe)
+                floors = pipe.execute()
+        except _COMMAND_ERRORS as exc:
+            raise self._unavailable("ticket script (pipeline)", exc) from exc
+        return [LeaseResult(token=t, floor_lsn=parse_lsn_text(f)) for t, f in zip(tokens, floors, strict=True)]
+
+    def fill_many(self, items: Sequence[tuple[str, bytes, float, str, int | None]]) -> list[bool]:
+        if not items:
+            return []
+        if not self._pipelines_scripts:
+            return [self.fill(key, value, ttl, token, lsn) for key, value, ttl, token, lsn in items]
+        for key, value, _, _, _ in items:
+            self._check_size(key, value)
+        try:
+            with self._limit, self._client.pipeline(transaction=False) as pipe:
+                for key, value, ttl, token, lsn in items:
+                    args = [token, value, _ms(ttl), self._channel, lsn_text(lsn) if lsn is not None else ""]
+                    self._fill_script(keys=_lease_keys(key), args=args, client=pipe)
+                stored = pipe.execute()
+        except _COMMAND_ERRORS as exc:
+            raise self._unavailable("fill script (pipeline)", exc) from exc
+        return [int(s) == 1 for s in stored]
+
     def fill(self, key: str, value: bytes, ttl: float, token: str, lsn: int | None = None) -> bool:
         self._check_size(key, value)
         source = lsn_text(lsn) if lsn is not None else ""
@@ -526,6 +560,7 @@ class RedisClusterBackend(RedisBackend):
     one pipeline per node, so a caller never sees CROSSSLOT."""
 
     name = "redis-cluster"
+    _pipelines_scripts = False
 
     def _make_client(self) -> Any:
         # The cluster client fails (instead of waiting) when a node's pool is exhausted;
