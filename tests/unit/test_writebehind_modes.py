@@ -172,3 +172,10 @@ def test_a_loading_redis_is_not_judged() -> None:
         check_mode(DURABLE, loading)
     assert check_mode(VOLATILE, loading) is None
     assert not facts().loading
+
+
+def test_settings_stay_hashable_values() -> None:
+    settings = WriteBehindSettings(assume_config={"appendfsync": "always"})
+    assert hash(settings) == hash(WriteBehindSettings(assume_config=(("appendfsync", "always"),)))
+    assert dict(settings.assume_config) == {"appendfsync": "always"}
+    assert hash(FlusherSettings(mode="fast")) == hash(FlusherSettings(mode=WriteBehindMode.FAST))

@@ -117,13 +117,13 @@ class WriteBehindSettings:
     when_full: WhenFull = WhenFull.WAIT
     max_wait: float = 5.0
     mode: WriteBehindMode | str = WriteBehindMode.DURABLE
-    assume_config: Mapping[str, str] = field(default_factory=dict)
+    assume_config: Mapping[str, str] | tuple[tuple[str, str], ...] = ()
     recheck_every: float = 30.0
 
     def __post_init__(self) -> None:
         validate_queue_name(self.queue)
         object.__setattr__(self, "mode", coerce_mode(self.mode))
-        object.__setattr__(self, "assume_config", parse_assumed(self.assume_config))
+        object.__setattr__(self, "assume_config", tuple(sorted(parse_assumed(dict(self.assume_config)).items())))
         if not self.recheck_every > 0:
             raise ConfigurationError(f"recheck_every must be > 0 seconds, got {self.recheck_every}")
         if self.max_queue_length < 0:
@@ -178,14 +178,14 @@ class FlusherSettings:
     retry_cap: float = 5.0
     forget_consumers_after: float = 3600.0
     mode: WriteBehindMode | str = WriteBehindMode.DURABLE
-    assume_config: Mapping[str, str] = field(default_factory=dict)
+    assume_config: Mapping[str, str] | tuple[tuple[str, str], ...] = ()
     recheck_every: float = 10.0
     seal_every: float = 1.0
 
     def __post_init__(self) -> None:
         validate_queue_name(self.queue)
         object.__setattr__(self, "mode", coerce_mode(self.mode))
-        object.__setattr__(self, "assume_config", parse_assumed(self.assume_config))
+        object.__setattr__(self, "assume_config", tuple(sorted(parse_assumed(dict(self.assume_config)).items())))
 
         def bad(message: str) -> ConfigurationError:
             return ConfigurationError(f"flusher settings: {message}")

@@ -213,8 +213,10 @@ class Flusher:
         self._next_seal = 0.0
         self._next_prune = 0.0
         self._applied_sums = False
-        self._held_sums: list[tuple[CounterSums, float]] = []  # fast mode: (record, when it may be applied)
+        # fast mode: (record, when it may be applied, the Redis run_id seen before it was read)
+        self._held: list[tuple[QueuedWrite | CounterSums, float, str]] = []
         self._held_touched = 0.0
+        self._read_run_id = ""
 
     # -- running -----------------------------------------------------------------------------
 
@@ -319,11 +321,11 @@ class Flusher:
         self._housekeeping()
         if self._monotonic() >= self._next_seal:
             self._seal()
-        self._apply_held_sums()
+        self._release_held()
         entries = self._read_batch()
         if entries:
             self._flush(entries)
-        return len(entries) + len(self._held_sums)
+        return len(entries) + len(self._held)
 
     def drain(self, timeout: float = 60.0) -> bool:
         """Flush until the queue is empty (true) or ``timeout`` seconds pass (false)."""
@@ -351,12 +353,14 @@ class Flusher:
         group exists."""
         self._history = "0"
         self._group_ready = False
-        self._held_sums = []
+        self._held = []
 
     # -- reading -------------------------------------------------------------------------------
 
     def _read_batch(self) -> list[Entry]:
         s, group = self.settings, self.settings.group
+        if s.durability is WriteBehindMode.FAST:  # before the read: a restart after it shows at release
+            self._read_run_id = self.queue.run_id()
         if self._history is not None:
             entries = self.queue.read_own_pending(group, self.consumer, self._history, s.batch_size)
             if entries:
@@ -377,8 +381,8 @@ class Flusher:
                 log.info("flusher %s: claimed %d records of a stalled flusher", self.consumer, len(claimed))
                 return claimed
         block = s.block
-        if self._held_sums:  # wake up in time for the first held sums record
-            block = max(0.001, min(block, min(at for _, at in self._held_sums) - self._monotonic()))
+        if self._held:  # wake up in time for the first held record
+            block = max(0.001, min(block, min(at for _, at, _ in self._held) - self._monotonic()))
         entries = self.queue.read_new(group, self.consumer, s.batch_size, block)
         if not entries:
             return entries
@@ -432,18 +436,21 @@ class Flusher:
             gone += seal_requests
         if gone:
             self.stats.queue_length = self.queue.ack(self.settings.group, gone)
+        if self.settings.durability is WriteBehindMode.FAST:
+            # In fast mode Redis may acknowledge a record it has not yet written to its AOF.
+            # Applied to the database and then lost in a crash, such a write would leave the
+            # cache older than the database, and such a sums record would come back
+            # unsealed and be counted twice. So records wait out the mode's loss window,
+            # held (pending) while the loop goes on, and are dropped if Redis restarted.
+            held = {r.id for r, _, _ in self._held}
+            ready_at = seen_at + FAST_LOSS_WINDOW
+            fresh: list[QueuedWrite | CounterSums] = [*records, *sums]
+            self._held += [(r, ready_at, self._read_run_id) for r in fresh if r.id not in held]
+            return
         if records:
             self._flush_writes(records)
         if sums:
-            if self.settings.durability is WriteBehindMode.FAST:
-                # A sums record Redis has not yet written to its AOF could vanish in a
-                # crash after the database added it, and its increments would come back
-                # unsealed and be added twice: it waits out the mode's loss window first,
-                # held (pending) while the loop goes on.
-                held = {r.id for r, _ in self._held_sums}
-                self._held_sums += [(r, seen_at + FAST_LOSS_WINDOW) for r in sums if r.id not in held]
-            else:
-                self._apply_sums(sums)
+            self._apply_sums(sums)
 
     def _flush_writes(self, records: list[QueuedWrite]) -> None:
         coalesced = coalesce(records)
@@ -468,19 +475,31 @@ class Flusher:
         if ids:
             self.stats.seals += 1
 
-    def _apply_held_sums(self) -> None:
-        """Apply the held sums records that have waited out the loss window (fast mode);
-        keep the others claimed."""
-        if not self._held_sums:
+    def _release_held(self) -> None:
+        """Write the held records (fast mode) that have waited out the loss window, if
+        Redis has not restarted since they were read; keep the others claimed."""
+        if not self._held:
             return
         now = self._monotonic()
-        ready = [r for r, at in self._held_sums if at <= now]
-        self._held_sums = [(r, at) for r, at in self._held_sums if at > now]
-        if self._held_sums and now - self._held_touched > self.settings.claim_idle / 2:
-            self.queue.keep_claimed(self.settings.group, self.consumer, [r.id for r, _ in self._held_sums])
+        if now - self._held_touched > self.settings.claim_idle / 2:
+            self.queue.keep_claimed(self.settings.group, self.consumer, [r.id for r, _, _ in self._held])
             self._held_touched = now
-        if ready:
-            self._apply_sums(ready)
+        ready = [(r, run) for r, at, run in self._held if at <= now]
+        if not ready:
+            return
+        run_id = self.queue.run_id()
+        if any(run != run_id for _, run in ready):
+            log.warning("flusher %s: Redis restarted while %d records waited out the fast mode's window; reading "
+                        "again those it kept", self.consumer, len(self._held))  # fmt: skip
+            self._lost_track()
+            return
+        self._held = [(r, at, run) for r, at, run in self._held if at > now]
+        writes = [r for r, _ in ready if isinstance(r, QueuedWrite)]
+        sums = [r for r, _ in ready if isinstance(r, CounterSums)]
+        if writes:
+            self._flush_writes(writes)
+        if sums:
+            self._apply_sums(sums)
 
     def _apply_sums(self, sums: list[CounterSums]) -> None:
         s = self.settings

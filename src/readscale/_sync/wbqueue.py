@@ -360,6 +360,14 @@ class WriteQueue:
             raise self._unavailable("moving the counters' sums into the queue", exc) from exc
         return [_text(i) for i in reply or []]
 
+    def run_id(self) -> str:
+        """The Redis process's run id (``INFO server``): another one means it restarted."""
+        try:
+            info = self.client.info("server")
+        except _ERRORS as exc:
+            raise self._unavailable("INFO server", exc) from exc
+        return _text(info.get("run_id", ""))
+
     def pending_sums(self) -> int:
         """Counters with a running sum not yet moved into the stream."""
         try:

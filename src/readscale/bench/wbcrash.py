@@ -395,7 +395,8 @@ def _check(
 
 def promise_kept(result: CrashResult) -> bool:
     """Did the run keep its mode's promise? ``durable``: nothing lost, nothing counted
-    twice, cache and database agree; ``fast``: losses only within the window."""
+    twice, cache and database agree; ``fast``: losses only within the window, and, unless
+    a host crashed (its window adds the disk's fsync time), cache and database agree."""
     mode = coerce_mode(result.plan["mode"])
     common = (
         result.version_regressions == 0
@@ -410,7 +411,8 @@ def promise_kept(result: CrashResult) -> bool:
             and result.counter_increments_lost == 0
             and result.cache_database_mismatches == 0
         )
-    return common and result.lost_outside_window == 0 and result.counter_lost_outside_window == 0
+    agree = result.cache_database_mismatches == 0 or "host" in result.plan["redis_kills"]
+    return common and agree and result.lost_outside_window == 0 and result.counter_lost_outside_window == 0
 
 
 __all__ = ["KILLS", "CrashPlan", "CrashResult", "promise_kept", "run_crash"]
