@@ -167,10 +167,15 @@ def test_after_sign_out_the_previous_users_page_is_never_shown_from_disk(chrome:
         text, exchanges = page.open(origin + path)
         assert text == f"{title} alice"
         alice_etag[path] = the(exchanges, path).headers["etag"]
+    public = f"/catalog?disk-test={next(_unique)}"
+    page.open(origin + public)
     sign_out(page)
     page.close()
 
     page = chrome.restart().new_page()
+    _, exchanges = page.open(origin + public)
+    x = the(exchanges, "/catalog")
+    assert (x.from_disk_cache, x.on_wire) == (True, False), "the second process reads the first one's disk cache"
     for path, title in PRIVATE_PAGES.items():
         text, exchanges = page.open(origin + path)
         x = the(exchanges, path)
