@@ -47,6 +47,8 @@ class RouterStats:
     retries: int = 0  # idempotent reads retried on another node after a failure
     refusals: int = 0  # reads refused with ReplicaUnavailableError
     tokens_reset: int = 0  # causal tokens dropped for another cluster history
+    settles: int = 0  # positions read to settle reads another library ran (before moving node, or at the end)
+    positions_unknown: int = 0  # unsettled reads whose position no node could tell: monotonic reads at risk
 
 
 @dataclass

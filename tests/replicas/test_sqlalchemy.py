@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
+from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import Integer, String, create_engine, select, text, update
 from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from readscale.replicas import AsyncReplicaRouter, ReplicaRouter, causal_context
 from readscale.replicas.sqlalchemy import RoutingSession, async_routing_sessionmaker, routing_sessionmaker
 from readscale.stack import Stack
-from tests.replica_helpers import restore_replicas, router_settings
+from tests.replica_helpers import (
+    GAP,
+    LATE,
+    READ_SQL,
+    MonotonicHistory,
+    monotonic_sessions_in_threads,
+    prepare_monotonic,
+    r2_delayed,
+    restore_replicas,
+    router_settings,
+    steady_writes,
+)
 
 pytestmark = pytest.mark.stack
 
@@ -119,3 +134,129 @@ async def test_the_async_session_routes_through_the_async_router(stack: Stack) -
     await primary.dispose()
     for engine in replicas.values():
         await engine.dispose()
+
+
+# -- monotonic reads (issue 12, defect 1) ---------------------------------------------------
+#
+# A session transaction is routed once, at its first statement, and stays on that node;
+# its later statements see commits the routing guard did not. The next transaction may
+# be routed elsewhere: it must not land on a replica behind what the last one saw.
+
+
+def late_transaction(session: Session) -> tuple[Any, Any]:
+    """A transaction whose last statement runs LATE seconds after the one that routed it."""
+    session.execute(text(READ_SQL)).one()
+    time.sleep(LATE)
+    value, port = session.execute(text(READ_SQL)).one()
+    return value, port
+
+
+def quick_transaction(session: Session) -> tuple[Any, Any]:
+    value, port = session.execute(text(READ_SQL)).one()
+    return value, port
+
+
+@pytest.fixture
+def monotonic_stack(stack: Stack) -> Iterator[Stack]:
+    prepare_monotonic(stack)
+    with r2_delayed(stack):
+        yield stack
+
+
+def test_a_session_never_reads_older_data_than_its_last_transaction_saw(monotonic_stack: Stack) -> None:
+    stack = monotonic_stack
+    primary = create_engine(url(stack.primary.dsn), pool_size=20)
+    replicas = {r.name: create_engine(url(r.dsn), pool_size=20) for r in stack.replicas}
+    settings = router_settings(stack, wait_budget=1.0, max_pool_size=20, poll_interval=0.05)
+    with ReplicaRouter(settings) as router:
+        make_session = routing_sessionmaker(router, primary=primary, replicas=replicas)
+
+        def first(i: int) -> tuple[Any, Any]:
+            with make_session() as session:
+                return late_transaction(session)
+
+        def second(i: int) -> tuple[Any, Any]:
+            with make_session() as session:
+                return quick_transaction(session)
+
+        history = monotonic_sessions_in_threads(stack, first, second, scope=causal_context)
+    primary.dispose()
+    for engine in replicas.values():
+        engine.dispose()
+    assert history.would_go_back() > 0, history.summary()
+    assert history.go_backs() == [], history.summary()
+
+
+@pytest.mark.anyio
+async def test_an_async_session_never_reads_older_data_than_its_last_transaction_saw(
+    monotonic_stack: Stack,
+) -> None:
+    stack = monotonic_stack
+    primary = create_async_engine(url(stack.primary.dsn), pool_size=20)
+    replicas = {r.name: create_async_engine(url(r.dsn), pool_size=20) for r in stack.replicas}
+    settings = router_settings(stack, wait_budget=1.0, max_pool_size=20, poll_interval=0.05)
+    history = MonotonicHistory.of(stack)
+    async with AsyncReplicaRouter(settings) as router:
+        make_session = async_routing_sessionmaker(router, primary=primary, replicas=replicas)
+
+        async def session(i: int) -> None:
+            control = await psycopg.AsyncConnection.connect(stack.replica("r2").dsn, autocommit=True)
+            try:
+                with causal_context():
+                    for pair in range(4):
+                        async with make_session() as s:
+                            await s.execute(text(READ_SQL))
+                            await asyncio.sleep(LATE)
+                            value, port = (await s.execute(text(READ_SQL))).one()
+                        history.record(i, 2 * pair, value, port)
+                        await asyncio.sleep(GAP)
+                        seen = await (await control.execute(READ_SQL)).fetchone()
+                        assert seen is not None
+                        history.control(int(value), seen[0])
+                        async with make_session() as s:
+                            value, port = (await s.execute(text(READ_SQL))).one()
+                        history.record(i, 2 * pair + 1, value, port)
+            finally:
+                await control.close()
+
+        with steady_writes(stack):
+            await asyncio.gather(*(session(i) for i in range(12)))
+    await primary.dispose()
+    for engine in replicas.values():
+        await engine.dispose()
+    assert history.would_go_back() > 0, history.summary()
+    assert history.go_backs() == [], history.summary()
+
+
+def test_a_statement_that_finishes_after_another_read_settled_its_node_is_still_merged(
+    monotonic_stack: Stack,
+) -> None:
+    """One session mixing the router and an ORM transaction: the router's read settles
+    the transaction's node mid-transaction; the transaction's next statement sees more,
+    and the engine's hook marks it again, so the read after it cannot go back."""
+    stack = monotonic_stack
+    primary = create_engine(url(stack.primary.dsn), pool_size=20)
+    replicas = {r.name: create_engine(url(r.dsn), pool_size=20) for r in stack.replicas}
+    settings = router_settings(stack, wait_budget=1.0, max_pool_size=20, poll_interval=0.05)
+    with ReplicaRouter(settings) as router:
+        make_session = routing_sessionmaker(router, primary=primary, replicas=replicas)
+
+        def first(i: int) -> tuple[Any, Any]:
+            with make_session() as session:
+                session.execute(text(READ_SQL)).one()
+                router.fetch_one(READ_SQL)  # stays on the transaction's node: settles it
+                time.sleep(LATE)
+                value, port = session.execute(text(READ_SQL)).one()
+            return value, port
+
+        def second(i: int) -> tuple[Any, Any]:
+            row = router.fetch_one(READ_SQL)
+            assert row is not None
+            return row[0], row[1]
+
+        history = monotonic_sessions_in_threads(stack, first, second, scope=causal_context)
+    primary.dispose()
+    for engine in replicas.values():
+        engine.dispose()
+    assert history.would_go_back() > 0, history.summary()
+    assert history.go_backs() == [], history.summary()

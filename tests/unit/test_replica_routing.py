@@ -22,6 +22,8 @@ from readscale._core.routing import (
     ReadRequest,
     Refuse,
     ReplicaView,
+    SettleFirst,
+    StayOn,
     TokenBucket,
     TryReplica,
     UsePrimary,
@@ -30,6 +32,7 @@ from readscale._core.routing import (
     eligible,
     plan_fallback,
     plan_read,
+    plan_unsettled,
     wait_step,
 )
 from readscale.errors import ConfigurationError
@@ -123,6 +126,26 @@ def test_plan_read_steps() -> None:
         plan_read([stale], ReadRequest(max_staleness=1), now=2, wait_until=1, attempt=0, rng=rng), FallBack
     )
     assert plan_read([], ReadRequest(), now=0, wait_until=1, attempt=0, rng=rng) == FallBack("no replica is available")
+
+
+@pytest.mark.parametrize(
+    ("unsettled", "sticky", "step"),
+    [
+        ((), True, None),
+        (("r1",), True, StayOn("r1")),
+        (("r1",), False, SettleFirst(frozenset({"r1"}))),  # a process-wide context: no herding
+        (("r2",), True, SettleFirst(frozenset({"r2"}))),  # behind the read's target
+        (("r3",), True, SettleFirst(frozenset({"r3"}))),  # out of rotation
+        (("r1", "r2"), True, SettleFirst(frozenset({"r1", "r2"}))),
+        (("primary",), True, SettleFirst(frozenset({"primary"}))),  # never stays on the primary
+        (("gone",), True, SettleFirst(frozenset({"gone"}))),  # a node routing does not know
+    ],
+)
+def test_a_session_stays_on_its_unsettled_node_only_when_that_node_may_serve_the_read(
+    unsettled: tuple[str, ...], sticky: bool, step: StayOn | SettleFirst | None
+) -> None:
+    views = [view("r1", 200), view("r2", 50), view("r3", 500, routable=False)]
+    assert plan_unsettled(unsettled, views, ReadRequest(min_lsn=100), sticky=sticky) == step
 
 
 def test_wait_steps_back_off_to_a_ceiling() -> None:

@@ -20,6 +20,18 @@ The driver runs a small loop and this module decides each step (:func:`plan_read
    the read's wait budget is spent, then **fall back** to the primary through a token
    bucket that protects it (:func:`plan_fallback`): over the limit, keep waiting for a
    replica or a token up to ``max_wait``, then refuse with a ``retry_after``.
+5. **Unsettled reads** (:func:`plan_unsettled`). A guard proves a replica replayed the
+   token *before* the read's snapshot; the snapshot may be taken later (a slow
+   statement, a long ``read()`` block, an ORM that runs its query after routing) and
+   see more. What a read saw is bounded by the node's position read *after* its
+   statements (replay only moves forward on a node; the primary's current position
+   bounds every replica's). Reads whose statements ran where the router could not read
+   that position at once (another library's connection) stay *unsettled* on their node
+   until it is read. The session's next read either stays on that node, whose guard then
+   reads the position (free: it runs anyway), or, if it may not stay (the node is not
+   eligible, several nodes are unsettled, or the context is shared by every session of
+   the process, where staying would herd all reads onto one replica), reads the
+   positions first and merges them before choosing.
 
 No I/O, clock or randomness here: ``now`` and ``rng`` are arguments.
 """
@@ -37,6 +49,8 @@ __all__ = [
     "Refuse",
     "ReplicaView",
     "Rng",
+    "SettleFirst",
+    "StayOn",
     "TokenBucket",
     "TryReplica",
     "UsePrimary",
@@ -45,6 +59,7 @@ __all__ = [
     "eligible",
     "plan_fallback",
     "plan_read",
+    "plan_unsettled",
     "wait_step",
 ]
 
@@ -164,6 +179,43 @@ def plan_read(
     if request.min_lsn is not None:
         return FallBack("no replica has replayed the read's position within the wait budget")
     return FallBack("no replica is fresh enough within the wait budget")
+
+
+@dataclass(frozen=True, slots=True)
+class StayOn:
+    """Read on ``name`` again: its guard reads the position that settles the earlier reads there."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class SettleFirst:
+    """Read the positions of ``nodes`` (and merge them) before choosing where the read goes."""
+
+    nodes: frozenset[str]
+
+
+def plan_unsettled(
+    unsettled: Collection[str],
+    views: Sequence[ReplicaView],
+    request: ReadRequest,
+    *,
+    sticky: bool,
+) -> StayOn | SettleFirst | None:
+    """What a session read does about the session's unsettled reads (see rule 5).
+
+    ``unsettled``: the nodes (replica names, or ``"primary"``) whose reads may have seen
+    past the token. ``sticky``: whether the read may stay on such a node (not for a
+    context every session of the process shares). None: nothing to settle.
+    """
+    if not unsettled:
+        return None
+    if sticky and len(unsettled) == 1:
+        (name,) = unsettled
+        view = next((v for v in views if v.name == name), None)
+        if view is not None and eligible(view, request):
+            return StayOn(name)
+    return SettleFirst(frozenset(unsettled))
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,15 @@ A thin loop around ``readscale._core.routing``: build the read's target from its
 and the causal context, ask the core for a step (try a replica, wait, fall back), run
 the guard, and act. The lag observer (``readscale._sync.replica_observer``, run in the
 background every ``poll_interval``) keeps each replica's position and health current.
+
+What each read merges into the causal context (monotonic reads): a position read on its
+node *after* its statements, never only the guard's, since a snapshot taken after the
+guard may see more. ``fetch`` sends ``guard; query; position`` in one round trip;
+``read()`` reads the position on its own connection when the block ends; reads another
+library runs (``route_read`` and the integrations' hooks) stay unsettled on their node
+until the session's next read stays there (its guard is that read) or reads the
+position before it moves (``readscale._core.routing.plan_unsettled``), or until
+:meth:`settle` (the middlewares call it before the token leaves).
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from typing import Any, assert_never
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 
 from readscale._causal import CausalContext, current_context, current_mode
 from readscale._core.causal import CausalToken
@@ -39,17 +49,20 @@ from readscale._core.routing import (
     FallBack,
     ReadRequest,
     Refuse,
+    SettleFirst,
+    StayOn,
     TryReplica,
     UsePrimary,
     Wait,
     plan_read,
+    plan_unsettled,
 )
 from readscale._primitives import sync_sleep
 from readscale._replica_state import RouterStats, Topology
 from readscale._sync.replica_nodes import GUARD_SQL, Node, position_sql
 from readscale._sync.replica_observer import LagObserver
 from readscale._sync.replica_primary import Primary
-from readscale.errors import ConfigurationError, ReplicaUnavailableError
+from readscale.errors import ConfigurationError, ReadscaleError, ReplicaUnavailableError
 from readscale.fills import current_fill, fill_requirements, report_primary_read, report_read_lsn
 
 __all__ = ["ReplicaRouter"]
@@ -66,6 +79,7 @@ _RECOVERY_CONFLICT = "40001"
 class _Plan:
     """One read's target and progress through the routing loop."""
 
+    mode: ReadMode
     request: ReadRequest
     guard: bool  # run the guard and merge the position (every mode but the time window)
     primary: bool  # straight to the primary: the time-window rule, or a fill that must read it
@@ -74,14 +88,22 @@ class _Plan:
     attempt: int = 0
     waited: bool = False
     exclude: set[str] = field(default_factory=set)
+    stay_on: str | None = None  # the unsettled node this read tries first (its guard settles it)
+    marks: dict[str, int] = field(default_factory=dict)  # the unsettled marks that attempt clears
 
 
-def _statements(first: Any, second: Any) -> Any:
-    """Two statements as one query text (``str`` or ``psycopg.sql`` objects)."""
-    if isinstance(first, str) and isinstance(second, str):
-        return f"{first}; {second}"
-    parts = [sql.SQL(p) if isinstance(p, str) else p for p in (first, second)]
-    return sql.SQL("; ").join(parts)
+def _statements(*parts: Any) -> Any:
+    """Statements as one query text (``str`` or ``psycopg.sql`` objects)."""
+    if all(isinstance(p, str) for p in parts):
+        return "; ".join(parts)
+    return sql.SQL("; ").join(sql.SQL(p) if isinstance(p, str) else p for p in parts)
+
+
+def _last_row(cur: psycopg.ClientCursor[Any]) -> Row | None:
+    """The first row of the last result of a multi-statement query (the position)."""
+    while cur.nextset():
+        pass
+    return cur.fetchone()
 
 
 def _at_least(lsn: int | None, floor: int | None) -> int | None:
@@ -201,8 +223,32 @@ class ReplicaRouter:
 
     # -- planning a read -----------------------------------------------------------------
 
-    def _plan(self, mode: ReadMode | None, context: CausalContext) -> _Plan:
+    def _prepare(self, mode: ReadMode | None, context: CausalContext) -> _Plan:
+        """The read's plan, after settling what the session's unsettled reads saw: either
+        the read stays on their node (its guard settles them) or their positions are read
+        and merged first, so the target covers them."""
         mode = mode or current_mode() or self.settings.default_mode
+        if not isinstance(mode, Session | Latest):  # these do not promise monotonic reads
+            return self._plan(mode, context)
+        marks = context.unsettled(self)
+        plan = self._plan(mode, context, settles=marks)
+        if not marks or isinstance(mode, Latest):
+            return plan
+        sticky = context is not self.default_context
+        step = plan_unsettled(marks.keys(), self._topology.views(self._clock()), plan.request, sticky=sticky)
+        match step:
+            case StayOn(name=name):
+                plan.stay_on, plan.marks = name, {name: marks[name]}
+                return plan
+            case SettleFirst(nodes=nodes):
+                self._settle_marks(context, {n: marks[n] for n in nodes})
+                return self._plan(mode, context)
+            case None:
+                return plan
+            case _:
+                assert_never(step)
+
+    def _plan(self, mode: ReadMode, context: CausalContext, *, settles: dict[str, int] | None = None) -> _Plan:
         now = self._clock()
         wait_until = now + self.settings.wait_budget
         give_up_at = wait_until + self.settings.protection.max_wait
@@ -211,34 +257,120 @@ class ReplicaRouter:
             # A cache fill after an invalidation of unknown position: only the primary
             # is known to hold the change (readscale.fills). No wait for a replica.
             self._reconcile(context)
-            return _Plan(ReadRequest(), True, True, wait_until, give_up_at)
+            return _Plan(mode, ReadRequest(), True, True, wait_until, give_up_at)
         match mode:
             case Session():
                 token = self._reconcile(context)
                 request = _within_fill(ReadRequest(min_lsn=None if token is None else token.lsn))
-                return _Plan(request, True, False, wait_until, give_up_at)
+                return _Plan(mode, request, True, False, wait_until, give_up_at)
             case Latest():
                 try:
                     latest = self._writer.latest()
                 except ReplicaUnavailableError:
                     self._topology.count("refusals")
                     raise
+                if settles:  # the primary's position now bounds what every earlier read saw
+                    context.observe(latest)
+                    context.settled(self, settles)
                 token = self._reconcile(context)
                 target = latest.lsn if token is None else max(latest.lsn, token.lsn)
                 request = _within_fill(ReadRequest(min_lsn=target))
-                return _Plan(request, True, False, wait_until, give_up_at)
+                return _Plan(mode, request, True, False, wait_until, give_up_at)
             case BoundedStaleness(max_staleness=bound):
                 request = _within_fill(ReadRequest(max_staleness=bound))
-                return _Plan(request, True, False, wait_until, give_up_at)
+                return _Plan(mode, request, True, False, wait_until, give_up_at)
             case TimeWindow(window=window):
                 written = context.written_at
                 within = written is not None and self._wall_clock() - written < window
                 if fill is not None and not (within and self._topology.primary_up):
                     # A cache fill needs a guarded read that meets its floor and bound.
-                    return _Plan(_within_fill(ReadRequest()), True, False, wait_until, give_up_at)
-                return _Plan(ReadRequest(), False, within and self._topology.primary_up, wait_until, give_up_at)
+                    return _Plan(mode, _within_fill(ReadRequest()), True, False, wait_until, give_up_at)
+                return _Plan(mode, ReadRequest(), False, within and self._topology.primary_up, wait_until, give_up_at)
             case _:
                 assert_never(mode)
+
+    def _leave(self, plan: _Plan, context: CausalContext) -> None:
+        """The read tried its unsettled node and could not read its position there (no
+        connection, the guard failed): read it another way before going elsewhere."""
+        name, marks = plan.stay_on, plan.marks
+        plan.stay_on, plan.marks = None, {}
+        if name is None:
+            return
+        self._settle_marks(context, marks)
+        token = self._reconcile(context)
+        if token is not None and (plan.request.min_lsn is None or token.lsn > plan.request.min_lsn):
+            plan.request = ReadRequest(min_lsn=token.lsn, max_staleness=plan.request.max_staleness)
+
+    def _settle_marks(self, context: CausalContext, marks: dict[str, int]) -> None:
+        """Read each marked node's position now and merge it; a node that cannot tell is
+        bounded by the primary's current position (no replica replays past it)."""
+        bound_by_primary = PRIMARY in marks
+        for name in sorted(set(marks) - {PRIMARY}):
+            self._topology.count("settles")
+            lsn = self._replay_position(name) if name in self._replicas else None
+            if lsn is None:
+                bound_by_primary = True
+            else:
+                self._observe(context, lsn)
+        if bound_by_primary:
+            self._topology.count("settles")
+            try:
+                context.observe(self._writer.latest())
+            except ReplicaUnavailableError as exc:
+                self._topology.count("positions_unknown")
+                log.warning(
+                    "readscale: could not learn how far earlier reads on %s saw (%s): the session's next read "
+                    "may see older data",
+                    ", ".join(sorted(marks)),
+                    exc,
+                    extra={"nodes": sorted(marks), "reason": str(exc)},
+                )
+        context.settled(self, marks)
+
+    def _replay_position(self, name: str) -> int | None:
+        """A replica's replay position now, on a pooled connection (None if it cannot tell)."""
+        node = self._replicas[name]
+        timeout = min(self.settings.acquire_timeout, self.settings.connect_timeout)
+        try:
+            conn = node.pool.getconn(timeout=timeout)
+        except psycopg.OperationalError:
+            return None
+        try:
+            row = (conn.execute(GUARD_SQL)).fetchone()
+        except psycopg.Error as exc:
+            if self._node_failed(conn, exc):
+                self._mark_failed(name)
+            return None
+        finally:
+            node.pool.putconn(conn)
+        if row is None or row[0] is None:
+            self._topology.record_not_replica(name)
+            return None
+        lsn = parse_lsn(row[0])
+        self._topology.note_position(name, lsn)
+        return lsn
+
+    def _observe(self, context: CausalContext, lsn: int) -> None:
+        identity = self._topology.identity
+        if identity is not None:
+            context.observe(identity.at(lsn))
+
+    def settle(self, context: CausalContext | None = None) -> None:
+        """Merge what the context's unsettled reads saw into its token: one position read
+        per node read through another library (``route_read``, the Django router, the
+        SQLAlchemy session) since the session's last read. The middlewares call this before
+        the token leaves; call it before :func:`~readscale.replicas.dump_token` in async
+        code. Costs nothing when there is nothing to settle."""
+        context = context or self.context
+        marks = context.unsettled(self)
+        if marks:
+            self._settle_marks(context, marks)
+
+    def note_read(self, node: str) -> None:
+        """Record that a statement another library ran on ``node`` (a replica's name or
+        ``"primary"``) just finished: what it saw is merged before the session's next read
+        moves to another node or its token leaves. For integrations' statement hooks."""
+        self.context.note_read(self, node)
 
     def _reconcile(self, context: CausalContext) -> CausalToken | None:
         resets = context.resets
@@ -254,6 +386,8 @@ class ReplicaRouter:
         """The node for the read's next attempt: a replica to guard, or the primary."""
         if plan.primary:
             return PRIMARY
+        if plan.stay_on is not None and plan.stay_on not in plan.exclude:
+            return plan.stay_on
         while True:
             now = self._clock()
             views = self._topology.views(now)
@@ -331,13 +465,21 @@ class ReplicaRouter:
         if self._topology.record_failure(name) == "out":
             log.warning("readscale: %s taken out of rotation after failed reads", name)
 
-    def _accept(self, name: str, lsn: int | None, plan: _Plan, context: CausalContext) -> bool:
-        """Judge a guard's result; merge the replica's position into the context if it passes."""
+    def _accept(self, name: str, lsn: int | None, plan: _Plan, context: CausalContext, seen: int | None = None) -> bool:
+        """Judge a guard's result; merge the replica's position into the context if it
+        passes (``seen``: the position read after the read's statement, when there is one).
+
+        A guard on the read's unsettled node settles it whatever it finds: it runs after
+        the session's earlier statements there, so it bounds what they saw."""
         if lsn is None:  # pg_last_wal_replay_lsn() is NULL: this node is not a replica
             self._topology.record_not_replica(name)
             plan.exclude.add(name)
             return False
         self._topology.note_position(name, lsn)
+        if name == plan.stay_on:
+            self._observe(context, lsn)
+            context.settled(self, plan.marks)
+            plan.stay_on, plan.marks = None, {}
         request = plan.request
         stale = request.min_lsn is not None and lsn < request.min_lsn
         if not stale and request.max_staleness is not None:
@@ -346,10 +488,13 @@ class ReplicaRouter:
         if stale:
             self._topology.count("guard_misses")
             return False
-        identity = self._topology.identity
-        if identity is not None:
-            context.observe(identity.at(lsn))
-        if current_fill() is not None:  # a cache fill in progress learns how fresh its source is
+        if seen is not None and seen > lsn:
+            self._topology.note_position(name, seen)
+            lsn_seen = seen
+        else:
+            lsn_seen = lsn
+        self._observe(context, lsn_seen)
+        if current_fill() is not None:  # a cache fill in progress learns how fresh its source is (at least)
             report_read_lsn(lsn, staleness=self._topology.staleness(lsn, self._clock()))
         return True
 
@@ -373,6 +518,7 @@ class ReplicaRouter:
             name = self._choose(plan)
             conn = self._checkout(name, plan)
             if conn is None:
+                self._leave(plan, context)
                 continue
             if name == PRIMARY or not plan.guard:
                 return name, conn
@@ -383,10 +529,12 @@ class ReplicaRouter:
                 if self._node_failed(conn, exc):
                     self._mark_failed(name)
                 plan.exclude.add(name)
+                self._leave(plan, context)
                 continue
             if self._accept(name, None if row is None or row[0] is None else parse_lsn(row[0]), plan, context):
                 return name, conn
             self._release(name, conn, served=False)
+            self._leave(plan, context)
 
     @contextmanager
     def read(self, mode: ReadMode | None = None) -> Iterator[psycopg.Connection[Any]]:
@@ -395,26 +543,65 @@ class ReplicaRouter:
         Raises ReplicaUnavailableError when no replica is fresh within the wait budget and
         the primary's fallback limit is spent. A failure inside the block is not retried
         (your code ran); use :meth:`fetch` for reads that may be.
+
+        When the block ends, the node's position is read on its connection (one round
+        trip; a transaction the block left failed is rolled back first) and merged, so
+        the session's next read sees at least what the block's statements saw. Reads in
+        the same session while the block is open stay on its node or read its position
+        first. If the block raises, or the position cannot be read on its connection, the
+        node stays unsettled and the next read settles it.
         """
         self._check_open()
         context = self.context
-        plan = self._plan(mode, context)
+        plan = self._prepare(mode, context)
         name, conn = self._open_read(plan, context)
-        served = False
+        if plan.guard:
+            context.open_read(self, name)
+        served = settled = False
         try:
             yield conn
-            if name == PRIMARY and plan.guard:
-                # Carry what the primary showed, so the next replica read cannot go back in time.
-                self._writer.observe(conn, context, write=False)
             served = True
+            if plan.guard:
+                settled = self._merge_seen(name, conn, context)
         except BaseException as exc:
             if self._node_failed(conn, exc):
                 self._mark_failed(name)
             raise
         finally:
+            if plan.guard:
+                context.close_read(self, name, settled=settled)
             if served:
                 self._count_read(name, plan)
             self._release(name, conn, served=served)
+
+    def _merge_seen(self, name: str, conn: psycopg.Connection[Any], context: CausalContext) -> bool:
+        """Read ``name``'s position on the block's connection and merge it: an upper bound
+        of what the block saw, whatever isolation level it used. False if it cannot be
+        read there (the connection is busy or broken): the caller leaves it unsettled."""
+        status = conn.info.transaction_status
+        if conn.closed or conn.broken or status in (TransactionStatus.ACTIVE, TransactionStatus.UNKNOWN):
+            return False
+        position = self._position_sql if name == PRIMARY else GUARD_SQL
+        try:
+            if status == TransactionStatus.INERROR:  # nothing else runs in it; the pool would roll back
+                cur = conn.execute(f"ROLLBACK; {position}")
+                cur.nextset()
+            else:  # the function reads shared memory, not the open transaction's snapshot
+                cur = conn.execute(position)
+            row = cur.fetchone()
+            if name == PRIMARY:
+                self._writer.stamp(conn, row, context, write=False)
+                return True
+        except (psycopg.Error, ReadscaleError) as exc:
+            if isinstance(exc, psycopg.Error) and self._node_failed(conn, exc):
+                self._mark_failed(name)
+            return False
+        if row is None or row[0] is None:
+            return False
+        lsn = parse_lsn(row[0])
+        self._topology.note_position(name, lsn)
+        self._observe(context, lsn)
+        return True
 
     def fetch(self, query: Any, params: Any = None, *, mode: ReadMode | None = None) -> list[Row]:
         """Run one idempotent read in autocommit and return its rows.
@@ -426,17 +613,18 @@ class ReplicaRouter:
         """
         self._check_open()
         context = self.context
-        plan = self._plan(mode, context)
+        plan = self._prepare(mode, context)
         retried = False
         while True:
             name = self._choose(plan)
             conn = self._checkout(name, plan)
             if conn is None:
+                self._leave(plan, context)
                 continue
             served = False
             try:
                 try:
-                    lsn, rows = self._fetch_on(name, conn, plan, context, query, params)
+                    lsn, seen, rows = self._fetch_on(name, conn, plan, context, query, params)
                 except psycopg.Error as exc:
                     failed = self._node_failed(conn, exc)
                     if not (failed or (name != PRIMARY and exc.sqlstate == _RECOVERY_CONFLICT)):
@@ -453,14 +641,14 @@ class ReplicaRouter:
                     retried = True
                     self._topology.count("retries")
                     plan.exclude.add(name)
-                    continue
-                if name != PRIMARY and plan.guard and not self._accept(name, lsn, plan, context):
-                    continue
-                served = True
-                self._count_read(name, plan)
-                return rows
+                else:
+                    if name == PRIMARY or not plan.guard or self._accept(name, lsn, plan, context, seen):
+                        served = True
+                        self._count_read(name, plan)
+                        return rows
             finally:
                 self._release(name, conn, served=served)
+            self._leave(plan, context)  # a failed or stale attempt: settle before moving on
 
     def fetch_one(self, query: Any, params: Any = None, *, mode: ReadMode | None = None) -> Row | None:
         """:meth:`fetch`, first row only (None if there is none)."""
@@ -475,47 +663,55 @@ class ReplicaRouter:
         context: CausalContext,
         query: Any,
         params: Any,
-    ) -> tuple[int | None, list[Row]]:
-        """Run the read on ``conn``; on a replica, after the guard, in the same round trip.
+    ) -> tuple[int | None, int | None, list[Row]]:
+        """Run the read on ``conn``; on a replica between the guard and the position, in
+        one round trip. Returns (the guard's position, the position after, the rows).
 
-        Guard and query go as two statements of one simple-protocol query (parameters
-        bound client-side): each statement takes its own snapshot under READ COMMITTED,
-        which replica connections are set to, so the guard finishes before the read's
-        snapshot is taken (verified-postgres.md section 4), and it costs one round trip.
-        A fallback read on the primary is followed by the position the same way.
+        Guard, query and position go as statements of one simple-protocol query
+        (parameters bound client-side): each statement takes its own snapshot under READ
+        COMMITTED, which replica connections are set to, so the guard finishes before the
+        read's snapshot is taken (verified-postgres.md section 4) and the position after
+        it bounds what the snapshot saw. A fallback read on the primary is followed by the
+        primary's position the same way.
         """
         if not plan.guard:  # the time-window rule: no guard, no position
-            return None, (conn.execute(query, params)).fetchall()
+            return None, None, (conn.execute(query, params)).fetchall()
         cur = psycopg.ClientCursor(conn)
         if name == PRIMARY:
             cur.execute(_statements(query, self._position_sql), params)
             rows = cur.fetchall()
-            cur.nextset()
-            self._writer.stamp(conn, cur.fetchone(), context, write=False)
-            return None, rows
-        cur.execute(_statements(GUARD_SQL, query), params)
+            self._writer.stamp(conn, _last_row(cur), context, write=False)
+            return None, None, rows
+        cur.execute(_statements(GUARD_SQL, query, GUARD_SQL), params)
         row = cur.fetchone()
         cur.nextset()
         rows = cur.fetchall()
-        return (None if row is None or row[0] is None else parse_lsn(row[0])), rows
+        after = _last_row(cur)
+        lsn = None if row is None or row[0] is None else parse_lsn(row[0])
+        seen = None if after is None or after[0] is None else parse_lsn(after[0])
+        return lsn, seen, rows
 
     def route_read(self, mode: ReadMode | None = None) -> str:
         """Choose and guard a node for a read that another library will run (Django, SQLAlchemy).
 
         Returns the replica's name, or ``"primary"``. The guard ran on a connection of
         the chosen server before this returns, so any statement started afterwards on
-        that server sees the context's token.
+        that server sees the context's token. What those statements see beyond it is
+        unsettled on that node: the session's next read stays there (its guard settles
+        it) or reads the node's position before going elsewhere, and the middlewares
+        settle it before the token leaves. Statements that finish after the session's
+        next read started should call :meth:`note_read` (the integrations' hooks do).
         """
         self._check_open()
         context = self.context
-        plan = self._plan(mode, context)
+        plan = self._prepare(mode, context)
         name, conn = self._open_read(plan, context)
         try:
-            if name == PRIMARY and plan.guard:
-                self._writer.observe(conn, context, write=False)
-        finally:
             self._count_read(name, plan)
+        finally:
             self._release(name, conn, served=True)
+        if plan.guard:
+            context.note_read(self, name)
         return name
 
     # -- writes ----------------------------------------------------------------------------
@@ -531,11 +727,21 @@ class ReplicaRouter:
         connection breaks during COMMIT, the error says the outcome is unknown.
         """
         self._check_open()
-        with self._writer.transaction(self.context) as conn:
+        context = self.context
+        marks = context.unsettled(self)  # the commit's position will bound what they saw
+        with self._writer.transaction(context) as conn:
             yield conn
+        if marks:
+            context.settled(self, marks)
 
     def observe_commit(self) -> CausalToken:
         """Learn the primary's position after a commit made on another connection (an
-        ORM's own) and merge it into the causal context as a write. One round trip."""
+        ORM's own) and merge it into the causal context as a write. One round trip. It
+        also settles the session's earlier reads: no replica replays past the primary."""
         self._check_open()
-        return self._writer.observe_commit(self.context)
+        context = self.context
+        marks = context.unsettled(self)
+        token = self._writer.observe_commit(context)
+        if marks:
+            context.settled(self, marks)
+        return token

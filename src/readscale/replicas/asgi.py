@@ -29,7 +29,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Literal
 
-from readscale._causal import TOKEN_HEADER, causal_context
+from readscale._causal import TOKEN_HEADER, causal_context, settle_context_async
 from readscale._core.causal import TokenSigner
 from readscale.errors import ConfigurationError
 from readscale.replicas._carry import Persist, Secure, TokenUpdate, check_options, restore, secure_for, update
@@ -107,6 +107,7 @@ class CausalTokenMiddleware:
 
         async def send_with_token(message: Message) -> None:
             if message["type"] == "http.response.start":
+                await settle_context_async(restored.context)  # what the request's reads saw
                 change = update(restored, self.signer, persist=self.persist, now=time.time())
                 if change.cookie is not None or change.clear_cookie or change.header is not None:
                     https = scope.get("scheme") == "https"

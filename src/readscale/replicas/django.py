@@ -21,6 +21,11 @@ Rules of :class:`ReplicaDatabaseRouter`:
   stays on one node). Other reads ask the replica router (``route_read``): a replica
   that replayed the context's token, checked by a guard on that server just before, or
   the primary as a rate-limited fallback. Replica aliases are named as in the settings.
+- Monotonic reads: a query's snapshot is taken after its guard and may see more. An
+  execute wrapper on every alias marks the node once each read statement finished (no
+  round trip); the session's next read stays on that node (its guard settles it) or
+  reads the node's position before it goes elsewhere, and the middleware settles what
+  is left before it stores the token (one position read per request that read).
 - Migrations run on the primary only; replicas get them by replication.
 
 One sync :class:`~readscale.replicas.ReplicaRouter` serves the process; Django's async
@@ -45,7 +50,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from psycopg.conninfo import make_conninfo
 
-from readscale._causal import TOKEN_HEADER, causal_context
+from readscale._causal import TOKEN_HEADER, causal_context, settle_context, settle_context_async
 from readscale._core.causal import TokenSigner
 from readscale._core.replica_settings import PRIMARY, ReplicaSettings
 from readscale._sync.replica_router import ReplicaRouter
@@ -141,7 +146,8 @@ def shared_router() -> ReplicaRouter:
 
 class _WriteTracker:
     """An execute wrapper on the primary alias: a statement that may write makes the
-    router learn the primary's position after it commits."""
+    router learn the primary's position after it commits; a read marks the primary as
+    read (what it saw is merged before the session's next replica read)."""
 
     def __init__(self, alias: str) -> None:
         self.alias = alias
@@ -152,7 +158,10 @@ class _WriteTracker:
 
     def __call__(self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
         result = execute(sql, params, many, context)
-        if is_read_sql(sql) or is_transaction_control(sql):
+        if is_transaction_control(sql):
+            return result
+        if is_read_sql(sql):
+            shared_router().note_read(PRIMARY)
             return result
         connection = context["connection"]
         if not connection.in_atomic_block:
@@ -162,12 +171,26 @@ class _WriteTracker:
         return result
 
 
+class _ReadTracker:
+    """An execute wrapper on a replica alias: each finished statement marks the replica
+    as read (a mark, no round trip; see the module docstring)."""
+
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+
+    def __call__(self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
+        result = execute(sql, params, many, context)
+        shared_router().note_read(self.alias)
+        return result
+
+
 class ReplicaDatabaseRouter:
     """``DATABASE_ROUTERS = ["readscale.replicas.django.ReplicaDatabaseRouter"]``."""
 
     def __init__(self) -> None:
         self.primary: str = getattr(django_settings, "READSCALE_PRIMARY_ALIAS", "default")
         self._tracker = _WriteTracker(self.primary)
+        self._readers: dict[str, _ReadTracker] = {}
         connection_created.connect(self._connected, weak=False, dispatch_uid="readscale-replicas")
 
     @property
@@ -181,8 +204,15 @@ class ReplicaDatabaseRouter:
         self._track(connection)
 
     def _track(self, connection: Any) -> None:
-        if connection.alias == self.primary and self._tracker not in connection.execute_wrappers:
-            connection.execute_wrappers.append(self._tracker)
+        alias = connection.alias
+        if alias == self.primary:
+            tracker: Any = self._tracker
+        elif alias in self.replicas:
+            tracker = self._readers.setdefault(alias, _ReadTracker(alias))
+        else:
+            return
+        if tracker not in connection.execute_wrappers:
+            connection.execute_wrappers.append(tracker)
 
     def db_for_write(self, model: Any, **hints: Any) -> str:
         self._track(connections[self.primary])
@@ -195,7 +225,10 @@ class ReplicaDatabaseRouter:
             report_primary_read()  # a cache fill running this read learns its source
             return self.primary
         name = shared_router().route_read()
-        return self.primary if name == PRIMARY else name
+        if name == PRIMARY:
+            return self.primary
+        self._track(connections[name])
+        return name
 
     def allow_relation(self, obj1: Any, obj2: Any, **hints: Any) -> bool | None:
         ours = {self.primary, *self.replicas}
@@ -254,6 +287,7 @@ class CausalTokenMiddleware:
         restored = self._restore(request)
         with causal_context(restored.context):
             response = self.get_response(request)
+        settle_context(restored.context)  # what the request's ORM reads saw, before it leaves
         self._store(request, restored, response)
         return response
 
@@ -263,6 +297,7 @@ class CausalTokenMiddleware:
             pending = self.get_response(request)
             assert isinstance(pending, Awaitable)
             response: HttpResponseBase = await pending
+        await settle_context_async(restored.context)
         self._store(request, restored, response)
         return response
 

@@ -18,6 +18,11 @@ One engine per node, named as in the router's settings. Rules of :class:`Routing
 - After a commit that wrote, the router reads the primary's WAL position (one extra
   round trip after COMMIT: SQLAlchemy owns the commit) and merges it into the causal
   context, as a write.
+- Monotonic reads: a transaction's statements run after its routing guard and may see
+  more. Each engine's ``after_cursor_execute`` event marks its node once a statement
+  finished (no round trip); the session's next transaction stays on that node (its
+  guard settles the mark) or reads the node's position before it goes elsewhere, and
+  the middlewares settle what is left before they store the token.
 
 For asyncio, :func:`async_routing_sessionmaker` takes an ``AsyncReplicaRouter`` and
 ``AsyncEngine`` objects (SQLAlchemy runs the session's sync code in a greenlet, from
@@ -27,6 +32,7 @@ or the session's ``mode``.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -69,6 +75,23 @@ def _writes(clause: Any) -> bool:
     return False
 
 
+_tracked: weakref.WeakKeyDictionary[Engine, dict[int, Any]] = weakref.WeakKeyDictionary()
+
+
+def _track(engine: Engine, router: ReplicaRouter | AsyncReplicaRouter, node: str) -> None:
+    """Mark ``node`` as read in the active causal context after each statement on
+    ``engine`` (once per engine and router)."""
+    listeners = _tracked.setdefault(engine, {})
+    if id(router) in listeners:
+        return
+
+    def after_cursor_execute(*args: Any) -> None:
+        router.note_read(node)
+
+    event.listen(engine, "after_cursor_execute", after_cursor_execute)
+    listeners[id(router)] = after_cursor_execute
+
+
 class RoutingSession(Session):
     """A :class:`~sqlalchemy.orm.Session` whose reads go where the replica router says."""
 
@@ -93,6 +116,8 @@ class RoutingSession(Session):
         self._readscale_node: str | None = None
         self._readscale_fill: object | None = None
         self._readscale_wrote = False
+        for name, engine in self._readscale_engines.items():
+            _track(engine, router, name)
 
     def get_bind(self, mapper: Any = None, *, clause: Any = None, bind: Any = None, **kwargs: Any) -> Any:
         if bind is not None:

@@ -9,3 +9,14 @@ class Item(models.Model):
     class Meta:
         app_label = "djangoapp"
         db_table = "django_probe"
+
+
+class Counter(models.Model):
+    """The counter of the monotonic-reads scenario (tests/replica_helpers.py creates it)."""
+
+    n = models.BigIntegerField()
+
+    class Meta:
+        app_label = "djangoapp"
+        db_table = "monotonic_probe"
+        managed = False
