@@ -21,7 +21,7 @@ from readscale.replicas import (
     load_token,
     use_mode,
 )
-from readscale.replicas._carry import restore, update
+from readscale.replicas._carry import restore, stores_token, update
 
 SIGNER = TokenSigner(b"context test secret, 32 bytes..")
 LIVE = ClusterIdentity(7, 1)
@@ -106,15 +106,20 @@ def test_carry_rules_for_web_integrations() -> None:
     read_only = restore(SIGNER, genuine, None, now=now)
     read_only.context.observe(LIVE.at(60))
     assert update(read_only, SIGNER, persist="write", now=now).cookie is None
+    assert not stores_token(read_only, persist="write"), "no token leaves: its reads need no settling"
     assert update(read_only, SIGNER, persist="advance", now=now).cookie is not None
+    assert stores_token(read_only, persist="advance")
     assert update(read_only, SIGNER, persist="session", now=now).cookie is not None, "a session with a token"
+    assert stores_token(read_only, persist="session")
     anonymous = restore(SIGNER, None, None, now=now)
     anonymous.context.observe(LIVE.at(60))
     assert update(anonymous, SIGNER, persist="session", now=now) == update(anonymous, SIGNER, persist="write", now=now)
     assert update(anonymous, SIGNER, persist="session", now=now).cookie is None, "no cookie for an anonymous read"
+    assert not stores_token(anonymous, persist="session"), "an anonymous reader's reads need no settling"
     read_only.context.record_write(LIVE.at(70), at=now)
     wrote = update(read_only, SIGNER, persist="write", now=now)
     assert wrote.cookie is not None and wrote.header == wrote.cookie, "a write answers in the header too"
+    assert stores_token(read_only, persist="write")
 
 
 # -- unsettled reads ---------------------------------------------------------------------------
@@ -125,7 +130,6 @@ def test_carry_rules_for_web_integrations() -> None:
 # every statement that finished is covered: the token is at or past what it saw, or its
 # node is still reported unsettled (the next read settles it).
 
-OWNER = object()
 NODES = ("r1", "r2", "primary")
 
 

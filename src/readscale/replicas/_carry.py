@@ -27,7 +27,17 @@ from readscale._causal import CausalContext
 from readscale._core.causal import CarriedToken, TokenSigner, merge
 from readscale.errors import ConfigurationError
 
-__all__ = ["PERSIST_MODES", "Persist", "Restored", "Secure", "TokenUpdate", "restore", "secure_for", "update"]
+__all__ = [
+    "PERSIST_MODES",
+    "Persist",
+    "Restored",
+    "Secure",
+    "TokenUpdate",
+    "restore",
+    "secure_for",
+    "stores_token",
+    "update",
+]
 
 Persist = Literal["session", "advance", "write"]
 PERSIST_MODES = ("session", "advance", "write")
@@ -115,6 +125,14 @@ def restore(signer: TokenSigner, cookie: str | None, header: str | None, *, now:
         context.written_at,
         carried is not None,
     )
+
+
+def stores_token(restored: Restored, *, persist: Persist) -> bool:
+    """Whether the response may store the token (so the request's reads must be settled
+    into it first, see ``readscale._causal``): after a write, or under ``"advance"``, or
+    for an established session under ``"session"``; never for an anonymous reader."""
+    wrote = restored.context.written_at != restored.written_before
+    return wrote or persist == "advance" or (persist == "session" and restored.had_token)
 
 
 def update(restored: Restored, signer: TokenSigner, *, persist: Persist, now: float) -> TokenUpdate:

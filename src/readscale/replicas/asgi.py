@@ -32,7 +32,16 @@ from typing import Any, Literal
 from readscale._causal import TOKEN_HEADER, causal_context, settle_context_async
 from readscale._core.causal import TokenSigner
 from readscale.errors import ConfigurationError
-from readscale.replicas._carry import Persist, Secure, TokenUpdate, check_options, restore, secure_for, update
+from readscale.replicas._carry import (
+    Persist,
+    Secure,
+    TokenUpdate,
+    check_options,
+    restore,
+    secure_for,
+    stores_token,
+    update,
+)
 
 __all__ = ["DEFAULT_COOKIE", "CausalTokenMiddleware"]
 
@@ -107,7 +116,8 @@ class CausalTokenMiddleware:
 
         async def send_with_token(message: Message) -> None:
             if message["type"] == "http.response.start":
-                await settle_context_async(restored.context)  # what the request's reads saw
+                if stores_token(restored, persist=self.persist):
+                    await settle_context_async(restored.context)  # what the request's reads saw
                 change = update(restored, self.signer, persist=self.persist, now=time.time())
                 if change.cookie is not None or change.clear_cookie or change.header is not None:
                     https = scope.get("scheme") == "https"

@@ -65,6 +65,7 @@ from readscale.replicas._carry import (
     log,
     restore,
     secure_for,
+    stores_token,
     update,
 )
 from readscale.replicas._sql import is_read_sql, is_transaction_control
@@ -287,7 +288,8 @@ class CausalTokenMiddleware:
         restored = self._restore(request)
         with causal_context(restored.context):
             response = self.get_response(request)
-        settle_context(restored.context)  # what the request's ORM reads saw, before it leaves
+        if stores_token(restored, persist=self.persist):
+            settle_context(restored.context)  # what the request's ORM reads saw, before it leaves
         self._store(request, restored, response)
         return response
 
@@ -297,7 +299,8 @@ class CausalTokenMiddleware:
             pending = self.get_response(request)
             assert isinstance(pending, Awaitable)
             response: HttpResponseBase = await pending
-        await settle_context_async(restored.context)
+        if stores_token(restored, persist=self.persist):
+            await settle_context_async(restored.context)
         self._store(request, restored, response)
         return response
 
