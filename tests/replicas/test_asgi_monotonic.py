@@ -20,12 +20,14 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from readscale.replicas import AsyncReplicaRouter, TokenSigner
+from readscale.replicas._carry import Persist
 from readscale.replicas.asgi import CausalTokenMiddleware
 from readscale.replicas.sqlalchemy import async_routing_sessionmaker
 from readscale.stack import Stack
 from tests.replica_helpers import (
     GAP,
     LATE,
+    MONOTONIC_TABLE,
     READ_SQL,
     MonotonicHistory,
     prepare_monotonic,
@@ -44,7 +46,9 @@ def url(dsn: str) -> str:
     return dsn.replace("postgresql://", "postgresql+psycopg://", 1)
 
 
-def build_app(router: AsyncReplicaRouter, primary: AsyncEngine, replicas: dict[str, AsyncEngine]) -> Any:
+def build_app(
+    router: AsyncReplicaRouter, primary: AsyncEngine, replicas: dict[str, AsyncEngine], persist: Persist
+) -> Any:
     make_session = async_routing_sessionmaker(router, primary=primary, replicas=replicas)
 
     async def late_block(request: Request) -> JSONResponse:
@@ -66,8 +70,20 @@ def build_app(router: AsyncReplicaRouter, primary: AsyncEngine, replicas: dict[s
         assert row is not None
         return JSONResponse({"n": row[0], "port": row[1]})
 
-    app = Starlette(routes=[Route("/late/block", late_block), Route("/late/orm", late_orm), Route("/read", read)])
-    return CausalTokenMiddleware(app, signer=SIGNER, secure=False)
+    async def sign_in(request: Request) -> JSONResponse:
+        async with router.write() as conn:  # any write starts a session that keeps a token
+            await conn.execute(f"UPDATE {MONOTONIC_TABLE} SET n = n WHERE id = -1")
+        return JSONResponse({})
+
+    app = Starlette(
+        routes=[
+            Route("/late/block", late_block),
+            Route("/late/orm", late_orm),
+            Route("/read", read),
+            Route("/sign-in", sign_in, methods=["POST"]),
+        ]
+    )
+    return CausalTokenMiddleware(app, signer=SIGNER, secure=False, persist=persist)
 
 
 @pytest.fixture
@@ -81,21 +97,30 @@ async def engines(pg_stack: Stack) -> AsyncIterator[tuple[AsyncEngine, dict[str,
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("first", ["block", "orm"])
+@pytest.mark.parametrize(
+    ("first", "persist"),
+    [
+        ("block", "session"),  # the default: a session that wrote keeps its token
+        ("orm", "session"),
+        ("orm", "advance"),  # every reader keeps a token, no write needed
+    ],
+)
 async def test_the_next_request_never_reads_older_data_than_the_last_one_saw(
-    pg_stack: Stack, engines: tuple[AsyncEngine, dict[str, AsyncEngine]], first: str
+    pg_stack: Stack, engines: tuple[AsyncEngine, dict[str, AsyncEngine]], first: str, persist: Persist
 ) -> None:
     prepare_monotonic(pg_stack)
     history = MonotonicHistory.of(pg_stack)
     settings = router_settings(pg_stack, wait_budget=1.0, max_pool_size=SESSIONS + 5, poll_interval=0.05)
     async with AsyncReplicaRouter(settings) as router:
-        app = build_app(router, *engines)
+        app = build_app(router, *engines, persist)
 
         async def browser(i: int) -> None:
             control = await psycopg.AsyncConnection.connect(pg_stack.replica("r2").dsn, autocommit=True)
             transport = httpx.ASGITransport(app=app)
             try:
                 async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+                    if persist == "session":
+                        assert (await client.post("/sign-in")).status_code == 200
                     for pair in range(PAIRS):
                         seen = (await client.get(f"/late/{first}")).json()
                         history.record(i, 2 * pair, seen["n"], seen["port"])

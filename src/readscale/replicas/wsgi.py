@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
-from readscale._causal import CausalContext
+from readscale._causal import CausalContext, settle_context
 from readscale._core.causal import TokenSigner
 from readscale.errors import ConfigurationError
 from readscale.replicas._carry import (
@@ -27,6 +27,7 @@ from readscale.replicas._carry import (
     cookie_value,
     restore,
     secure_for,
+    stores_token,
     update,
 )
 
@@ -77,6 +78,8 @@ class CausalTokenMiddleware:
         https = dict.get(environ, "wsgi.url_scheme") == "https"
 
         def start_with_token(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            if stores_token(restored, persist=self.persist):
+                settle_context(restored.context)  # what the request's ORM reads saw, before it leaves
             change = update(restored, self.signer, persist=self.persist, now=time.time())
             extra: list[tuple[str, str]] = []
             if change.cookie is not None or change.clear_cookie:

@@ -7,8 +7,9 @@ history's summary as one JSON object for tests/replicas/test_django_monotonic.py
 
 Scenarios:
 - ``router``: one causal context per thread; a late ORM read, then a plain one.
-- ``middleware``: a browser per thread (Django's test client, cookies kept); a request
-  whose ORM read is late, then a request that reads.
+- ``middleware``: a browser per thread (Django's test client, cookies kept) that signed
+  in (a write: its session keeps a token); a request whose ORM read is late, then a
+  request that reads.
 - ``atomic``: a read inside ``transaction.atomic()`` (it stays on the primary), then a
   plain read routed to a replica.
 - ``hooks``: which statements leave their node unsettled, and what settles it.
@@ -78,7 +79,15 @@ def read_view(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"n": n, "port": port})
 
 
-urlpatterns = [path("late", late_view), path("read", read_view)]
+def sign_in_view(request: HttpRequest) -> HttpResponse:
+    """Any write starts a session that keeps its token (the middleware's default persist)."""
+    from tests.replicas.djangoapp.models import Counter
+
+    Counter.objects.filter(id=-1).update(n=0)
+    return JsonResponse({})
+
+
+urlpatterns = [path("late", late_view), path("read", read_view), path("sign-in", sign_in_view)]
 
 settings.configure(
     DEBUG=False,
@@ -158,7 +167,10 @@ def scenario(name: str) -> dict[str, Any]:
     elif name == "middleware":
 
         def get(i: int, where: str) -> tuple[Any, Any]:
-            browser = clients.setdefault(i, Client())
+            browser = clients.get(i)
+            if browser is None:
+                browser = clients[i] = Client()
+                assert browser.get("/sign-in").status_code == 200
             body = browser.get(where).json()
             return body["n"], body["port"]
 
