@@ -182,7 +182,7 @@ def scenario(name: str) -> dict[str, Any]:
     )
     stats = shared_router().stats()
     return {
-        "settles": stats.settles,
+        "settles": getattr(stats, "settles", None),  # None before the counter existed
         "reads": len(history.reads),
         "go_backs": len(history.go_backs()),
         "would_go_back": history.would_go_back(),
