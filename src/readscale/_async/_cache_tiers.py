@@ -225,8 +225,11 @@ class AsyncTierAccess:
         *,
         since: int,
         raise_too_large: bool = False,
+        write: bool = False,
     ) -> bool:
         """Write an encoded entry to L2 (under ``token``'s lease if given) and to L1.
+        ``write``: the entry is a write's value (write-through), not a fill: if the L2
+        cannot be told, the key is removed from it once it answers.
         False when the fill was refused (lease lost, or older than an invalidation) or
         the backend's own size limit refused it (raised instead with ``raise_too_large``:
         a caller's explicit write must hear it). A refused entry changes neither tier."""
@@ -235,7 +238,7 @@ class AsyncTierAccess:
         if reachable and self._unsynced:
             reachable = await self._resync()
         if not reachable:
-            if backend is not None and policy.uses_l2 and token is None:
+            if backend is not None and policy.uses_l2 and (token is None or write):
                 self._mark_unsynced(pkey)
         elif backend is not None:
             ttl = storage_ttl(meta, self._clock())
@@ -252,7 +255,7 @@ class AsyncTierAccess:
                 self._l2_ok()
             except CacheUnavailableError as exc:
                 self._l2_failed(exc)
-                if token is None:
+                if token is None or write:  # a write the server may not have: remove the key later
                     self._mark_unsynced(pkey)
             except ValueTooLargeError as exc:
                 if raise_too_large:

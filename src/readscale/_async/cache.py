@@ -522,7 +522,7 @@ class AsyncCache(AsyncFillMixin):
             source = PRIMARY_READ_LSN if written_lsn is None else written_lsn
             try:
                 await self._store(
-                    pkey, value, meta, raw, policy, right.token, source, since=since, raise_too_large=True
+                    pkey, value, meta, raw, policy, right.token, source, since=since, raise_too_large=True, write=True
                 )
             except SerializationError as exc:  # over the server's own limit: the key stays invalidated
                 await self._release(pkey, right.token)

@@ -522,7 +522,9 @@ class Cache(FillMixin):
             # and this write is not older than the key's tombstone.
             source = PRIMARY_READ_LSN if written_lsn is None else written_lsn
             try:
-                self._store(pkey, value, meta, raw, policy, right.token, source, since=since, raise_too_large=True)
+                self._store(
+                    pkey, value, meta, raw, policy, right.token, source, since=since, raise_too_large=True, write=True
+                )
             except SerializationError as exc:  # over the server's own limit: the key stays invalidated
                 self._release(pkey, right.token)
                 self.stats.loader.not_cached += 1
