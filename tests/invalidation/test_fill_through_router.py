@@ -42,24 +42,26 @@ async def test_a_lagging_replica_cannot_refill_old_data(readscale_stack_factory:
         assert row is not None
         return str(row[0])
 
-    async with router:
-        await router.poll()
-        assert await cache.get_or_load("item:1", load) == "old"
-        stack.pause_replay("r1")  # from now on r1 serves the old row
-        try:
-            with psycopg.connect(stack.primary.dsn, autocommit=True) as conn:
-                conn.execute(f"UPDATE {table} SET v = 'new' WHERE id = 1")
-                lsn_text = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]  # type: ignore[index]
-            from readscale._core.lsn import parse_lsn
+    try:
+        async with router:
+            await router.poll()
+            assert await cache.get_or_load("item:1", load) == "old"
+            stack.pause_replay("r1")  # from now on r1 serves the old row
+            try:
+                with psycopg.connect(stack.primary.dsn, autocommit=True) as conn:
+                    conn.execute(f"UPDATE {table} SET v = 'new' WHERE id = 1")
+                    lsn_text = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]  # type: ignore[index]
+                from readscale._core.lsn import parse_lsn
 
-            await cache.invalidate("item:1", lsn=parse_lsn(lsn_text))
-            served.append(await cache.get_or_load("item:1", load))
-            # The replica still has 'old': reading it directly proves the fill avoided it.
-            with psycopg.connect(stack.replicas[0].dsn, autocommit=True) as conn:
-                assert conn.execute(f"SELECT v FROM {table} WHERE id = 1").fetchone() == ("old",)
-        finally:
-            stack.resume_replay("r1")
-    assert served == ["new"]
-    assert cache.stats.loader.fills_refused == 0  # the fill read at the floor: stored
-    assert await cache.get("item:1") == "new"
-    await cache.aclose()
+                await cache.invalidate("item:1", lsn=parse_lsn(lsn_text))
+                served.append(await cache.get_or_load("item:1", load))
+                # The replica still has 'old': reading it directly proves the fill avoided it.
+                with psycopg.connect(stack.replicas[0].dsn, autocommit=True) as conn:
+                    assert conn.execute(f"SELECT v FROM {table} WHERE id = 1").fetchone() == ("old",)
+            finally:
+                stack.resume_replay("r1")
+        assert served == ["new"]
+        assert cache.stats.loader.fills_refused == 0  # the fill read at the floor: stored
+        assert await cache.get("item:1") == "new"
+    finally:
+        await cache.aclose()  # closed even when an assertion fails, so nothing leaks into later tests
