@@ -131,7 +131,7 @@ def _write_acknowledged(env: DemoEnvironment, run: FaultRun) -> bool:
     if result is None:
         return False
     since = run.repaired_at
-    return any(t >= since and layer == "primary" for t, layer in reversed(result.timeline[-2000:]))
+    return any(t >= since and layer == "primary" for t, layer, _, _ in reversed(result.timeline[-2000:]))
 
 
 # -- faults -----------------------------------------------------------------------------------

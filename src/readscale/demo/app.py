@@ -10,10 +10,12 @@
   cookie); catalog changes made straight in SQL reach the cache and the edge through the
   CDC worker, which invalidates keys and purges tags.
 
-Each response says which layer served it (``X-Readscale-Served``: ``app_cache``,
-``replica:<name>`` or ``primary``), and each process publishes its counters to Redis
-so the demo can add up what every layer absorbed. Configuration comes from the
-environment (``READSCALE_DEMO_*``), because uvicorn starts one app per worker process.
+Each response says which layer served it (``X-Readscale-Served``: ``app_cache:l1`` or
+``app_cache:l2`` for a read the cache answered from memory or Redis, ``app_cache`` for a
+view absorbed by Redis or a static asset, ``replica:<name>`` or ``primary``), and each
+process publishes its counters to Redis so the demo can add up what every layer
+absorbed. Configuration comes from the environment (``READSCALE_DEMO_*``), because
+uvicorn starts one app per worker process.
 """
 
 from __future__ import annotations
@@ -48,13 +50,15 @@ from readscale.http import HttpPolicy, HttpSettings, http_policy
 from readscale.http._context import POLICY_ATTR
 from readscale.http.asgi import HttpCacheMiddleware, add_tags
 from readscale.http.static import AssetManifest, StaticAssets
-from readscale.memory import MemoryStore
+from readscale.memory import NO_VALUE, MemoryStore
 from readscale.replicas import ReplicaSettings, TokenSigner
 from readscale.replicas.asgi import CausalTokenMiddleware
 from readscale.settings import RedisSettings
 
 #: Which node served the database read of the current request (None: no read).
 _SERVED_BY: ContextVar[list[str] | None] = ContextVar("readscale_demo_served", default=None)
+#: Set when the process's in-process tier (L1) answered a cache read of the current request.
+_L1_ANSWERED: ContextVar[bool] = ContextVar("readscale_demo_l1_answered", default=False)
 
 CATALOG_HTTP = HttpPolicy.public(60, edge_max_age=3600, stale_while_revalidate=60, stale_if_error=600)
 TRENDING_HTTP = HttpPolicy.public(10, edge_max_age=30, stale_while_revalidate=30, stale_if_error=300)
@@ -93,6 +97,18 @@ class DemoSettings:
         )
 
 
+class _TellingL1(MemoryStore[str, Any]):
+    """The L1, noting in the request's context when it answers: a read the cache answered
+    without it came from Redis (``X-Readscale-Served: app_cache:l2``), one with it from
+    the process's memory (``app_cache:l1``)."""
+
+    def get(self, key: str) -> Any:
+        found = super().get(key)
+        if found is not NO_VALUE:
+            _L1_ANSWERED.set(True)
+        return found
+
+
 @dataclass
 class Counters:
     """What this process did, published to Redis for the demo's funnel."""
@@ -122,7 +138,7 @@ class Shop:
         self.bus = AsyncInvalidationBus(redis)
         self.cache = AsyncCache(
             AsyncRedisBackend(redis),
-            l1=MemoryStore(settings.l1_entries),
+            l1=_TellingL1(settings.l1_entries),
             bus=self.bus,
             policy=CATALOG,
             write_behind=WriteBehindSettings(queue="views"),
@@ -254,6 +270,9 @@ class Shop:
         except (CacheUnavailableError, RedisError, OSError) as exc:
             log.warning("views: Redis unavailable (%s); view of product %s written to the database", exc, product_id)
             self.counters.writes += 1
+            served = _SERVED_BY.get()
+            if served is not None:
+                served.append("primary")  # the response says the primary took it, not the cache
             async with self.router.write() as conn:
                 cur = await conn.execute(schema.COUNT_VIEW_DIRECT, {"key": f"views:{product_id}", "id": product_id})
                 row = await cur.fetchone()
@@ -297,7 +316,7 @@ def create_app(settings: DemoSettings | None = None) -> Any:
     settings = settings or DemoSettings.from_env()
     shop = Shop(settings)
 
-    def served(response: Response, nodes: list[str] | None, write: bool) -> Response:
+    def served(response: Response, nodes: list[str] | None, write: bool, read: bool) -> Response:
         if nodes is None:  # a background refresh by the edge
             return response
         if write:
@@ -307,7 +326,9 @@ def create_app(settings: DemoSettings | None = None) -> Any:
             response.headers["x-readscale-served"] = "primary" if node == "primary" else f"replica:{node}"
         else:
             shop.counters.app_cache += 1
-            response.headers["x-readscale-served"] = "app_cache"
+            # A read says which tier answered; a view absorbed by Redis is no cache read.
+            tier = (":l1" if _L1_ANSWERED.get() else ":l2") if read else ""
+            response.headers["x-readscale-served"] = f"app_cache{tier}"
         return response
 
     def endpoint(
@@ -322,15 +343,17 @@ def create_app(settings: DemoSettings | None = None) -> Any:
             else:
                 shop.counters.requests += 1
             token = _SERVED_BY.set(nodes)
+            l1_token = _L1_ANSWERED.set(False)
             try:
                 response = await fn(request)
                 if background and _cache_hits(shop) > hits_before:
                     shop.counters.background_app_cache += 1
-                return served(response, nodes, write)
+                return served(response, nodes, write, read=request.method == "GET")
             except Exception:
                 shop.counters.errors += 1
                 raise
             finally:
+                _L1_ANSWERED.reset(l1_token)
                 _SERVED_BY.reset(token)
 
         handle.__name__ = fn.__name__

@@ -115,8 +115,8 @@ def served_by(response: httpx.Response) -> str:
     app = str(response.headers.get("x-readscale-served", ""))
     if app.startswith("replica"):
         return "replica"
-    if app in ("primary", "app_cache"):
-        return app
+    if app == "primary" or app.startswith("app_cache"):
+        return app.partition(":")[0]
     return "app_cache" if response.status_code == 304 else "unknown"
 
 

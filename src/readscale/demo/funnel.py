@@ -17,6 +17,7 @@ The report then checks that the five layers add up to the requests the clients i
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -108,12 +109,12 @@ def latency_summary(samples: Mapping[str, list[float]]) -> dict[str, dict[str, f
     return out
 
 
-def timeline_shares(events: list[tuple[float, str]], bucket_s: float = 2.0) -> list[dict[str, float]]:
+def timeline_shares(events: list[tuple[float, str, str, str]], bucket_s: float = 2.0) -> list[dict[str, float]]:
     """Per time bucket, the share of responses each layer answered (from the clients)."""
     if not events:
         return []
     buckets: dict[int, dict[str, int]] = {}
-    for at, layer in events:
+    for at, layer, _, _ in events:
         bucket = buckets.setdefault(int(at // bucket_s), {})
         bucket[layer] = bucket.get(layer, 0) + 1
     # The last bucket is usually a sliver (clients finishing): drop it when it is small,
@@ -132,6 +133,24 @@ def timeline_shares(events: list[tuple[float, str]], bucket_s: float = 2.0) -> l
             row[layer] = counts.get(layer, 0) / total
         rows.append(row)
     return rows
+
+
+def phase_counts(
+    events: list[tuple[float, str, str, str]], bounds: list[float], names: tuple[str, ...]
+) -> dict[str, dict[str, dict[str, int]]]:
+    """Responses by phase, kind (read, asset, write) and layer, the app cache's reads by
+    tier (``app_cache:l1``, ``app_cache:l2``): what answered before a fault, during it
+    and after the repair. ``bounds`` are where each phase after the first begins
+    (seconds into the load); ``names`` has one more entry."""
+    if len(names) != len(bounds) + 1:
+        raise ValueError(f"{len(bounds)} bounds make {len(bounds) + 1} phases, got {len(names)} names")
+    out: dict[str, dict[str, dict[str, int]]] = {name: {} for name in names}
+    for at, layer, kind, tier in events:
+        phase = names[bisect.bisect_right(bounds, at)]
+        by_layer = out[phase].setdefault(kind, {})
+        name = f"{layer}:{tier}" if tier else layer
+        by_layer[name] = by_layer.get(name, 0) + 1
+    return out
 
 
 def service_shares(rows: list[dict[str, float]]) -> list[dict[str, float]]:

@@ -112,7 +112,10 @@ class LoadResult:
     failed: int = 0
     layers: Counter[str] = field(default_factory=Counter)
     latency_ms: dict[str, list[float]] = field(default_factory=dict)
-    timeline: list[tuple[float, str]] = field(default_factory=list)  # (seconds since start, layer)
+    #: (seconds since start, layer, kind, tier): kind is "read" (a page or an API read),
+    #: "asset" (a static file, served from the process's memory) or "write"; tier, for a
+    #: read the app cache answered, "l1" (the process's memory) or "l2" (Redis), else "".
+    timeline: list[tuple[float, str, str, str]] = field(default_factory=list)
     browser_hits: int = 0
     failures: Counter[str] = field(default_factory=Counter)
     duration_s: float = 0.0
@@ -182,9 +185,11 @@ async def run_load(
     *,
     progress: Callable[[LoadResult], None] | None = None,
     result: LoadResult | None = None,
+    stop: asyncio.Event | None = None,
 ) -> LoadResult:
-    """Run every client until the duration or the request budget is spent. ``result``
-    (filled as the clients go) lets a caller watch the run while it happens."""
+    """Run every client until the duration or the request budget is spent, or ``stop``
+    is set (each client finishes the request it is on). ``result`` (filled as the
+    clients go) lets a caller watch the run while it happens."""
     result = result if result is not None else LoadResult()
     products = Zipf(config.products, config.zipf_alpha)
     categories = Zipf(config.categories, config.zipf_alpha)
@@ -196,7 +201,7 @@ async def run_load(
 
     def spend() -> bool:
         nonlocal budget
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
             return False
         if budget is not None:
             if budget <= 0:
@@ -251,9 +256,12 @@ async def run_load(
                 method, path, body = _request(rng, write, user, products, categories, config)
                 began = time.perf_counter()
                 sent_at = time.monotonic()
+                tier = ""
                 try:
                     response = await send(http, method, path, body)
                     layer = served_by(response) if response.status_code < 400 else "error"
+                    if layer == "app_cache":
+                        tier = response.headers.get("x-readscale-served", "").partition(":")[2]
                     if write and (response.status_code < 300 or response.status_code >= 500):
                         result.ledger.record(path, body, user, acked=response.status_code < 300)
                         result.acked_writes += response.status_code < 300
@@ -319,7 +327,8 @@ async def run_load(
                         result.failed_reads += 1
                 result.layers[layer] += 1
                 result.latency_ms.setdefault(layer, []).append(elapsed)
-                result.timeline.append((time.monotonic() - started, layer))
+                what = "write" if write else "asset" if path.startswith("/static/") else "read"
+                result.timeline.append((time.monotonic() - started, layer, what, tier))
                 if config.think_s:
                     await asyncio.sleep(config.think_s * (0.5 + rng.random()))
 

@@ -21,7 +21,14 @@ import psycopg
 
 from readscale.demo import schema
 from readscale.demo.environment import STATS_KEY, DemoEnvironment, EnvironmentConfig
-from readscale.demo.funnel import CLIENT_LAYER, Funnel, LayerCounts, latency_summary, timeline_shares
+from readscale.demo.funnel import (
+    CLIENT_LAYER,
+    Funnel,
+    LayerCounts,
+    latency_summary,
+    phase_counts,
+    timeline_shares,
+)
 from readscale.demo.loadgen import LoadConfig, LoadResult, run_load, write_behind_share
 from readscale.errors import ConfigurationError
 from readscale.stack import Stack
@@ -142,7 +149,7 @@ def run_demo(
             asset_paths=env.static_urls(), think_s=config.think_s,
         )  # fmt: skip
         progress(f"load: {config.clients} clients for {config.duration_s:.0f}s (chaos: {config.chaos})")
-        result, chaos_window = asyncio.run(_load_with_chaos(load_config, stack, config, on_load))
+        result, chaos_window, restart_began = asyncio.run(_load_with_chaos(load_config, stack, config, on_load))
         time.sleep(1.0)  # the service publishes its counters every 0.25 s
         counts = _collect(stack, result, varnish_before, app_before)
         funnel = Funnel(
@@ -154,6 +161,7 @@ def run_demo(
         )
         data = _to_json(funnel, result, config)
         data["chaos_window_s"] = chaos_window
+        data["phases"] = _phases(result, chaos_window, restart_began)
         if config.report is not None:
             from readscale.demo.report import write_report
 
@@ -164,14 +172,34 @@ def run_demo(
         env.close(keep_logs=config.logs)
 
 
+#: Responses a client reads within this long after the kill may have been sent before it.
+KILL_GRACE_S = 1.0
+
+
+def _phases(
+    result: LoadResult, window: list[float], restart_began: float | None
+) -> dict[str, dict[str, dict[str, int]]] | None:
+    """Responses by phase, kind (read, asset, write) and the layer that answered: where
+    the broken node's work went, as counts. Phases: ``before`` the kill; ``killed``, the
+    first KILL_GRACE_S after it (responses sent before it still arrive); ``down``, until
+    the restart begins; ``restarting``, until the start returns (the node may answer
+    already); ``after``."""
+    if len(window) != 2 or restart_began is None:
+        return None
+    killed, back = window
+    bounds = [killed, min(killed + KILL_GRACE_S, restart_began), restart_began, back]
+    return phase_counts(result.timeline, bounds, ("before", "killed", "down", "restarting", "after"))
+
+
 async def _load_with_chaos(
     load: LoadConfig, stack: Stack, config: DemoConfig, on_load: Callable[[LoadResult], None] | None
-) -> tuple[LoadResult, list[float]]:
+) -> tuple[LoadResult, list[float], float | None]:
     """Run the load; with chaos, kill the node halfway and start it again at three
-    quarters. Returns the result and when (seconds into the load) the node died and
-    answered again."""
+    quarters. Returns the result, when (seconds into the load) the node died and
+    answered again, and when its restart began."""
     began = time.monotonic()
     window: list[float] = []
+    restart_began: list[float] = []
 
     async def chaos() -> None:
         if config.chaos == "none":
@@ -181,6 +209,7 @@ async def _load_with_chaos(
         await asyncio.to_thread(stack.kill, node)
         window.append(round(time.monotonic() - began, 2))
         await asyncio.sleep(config.duration_s / 4)
+        restart_began.append(round(time.monotonic() - began, 2))
         await asyncio.to_thread(stack.start, node)
         window.append(round(time.monotonic() - began, 2))
 
@@ -189,7 +218,7 @@ async def _load_with_chaos(
         result = await run_load(load, progress=on_load)
     finally:
         await task
-    return result, window
+    return result, window, restart_began[0] if restart_began else None
 
 
 def _collect(
