@@ -41,6 +41,9 @@ from readscale.demo.loadgen import LoadConfig, LoadResult, WriteLedger, run_load
 
 Probe = Callable[[DemoEnvironment, "FaultRun"], bool]
 
+#: The longest a phase waits past its time for its share of requests (see _phase).
+PHASE_CAP_S = 60.0
+
 
 @dataclass
 class FaultRun:
@@ -52,6 +55,8 @@ class FaultRun:
     recovered_at: float | None = None
     result: LoadResult | None = None
     marks: dict[str, Any] = field(default_factory=dict)  # a probe's reference values
+    #: Requests done before the fault, while it held (injection to repair), after it.
+    phase_requests: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -220,34 +225,65 @@ def lost_writes(ledger: WriteLedger, before: dict[int, int], dsn: str) -> tuple[
     return lost, examples[:5]
 
 
-async def _drive(env: DemoEnvironment, fault: Fault, load: LoadConfig, warm_s: float, run: FaultRun) -> None:
+async def _phase(done: Callable[[], int], since: int, requests: int, until: float, clock: Callable[[], float]) -> None:
+    """Wait until ``clock()`` reaches ``until`` and ``requests`` more requests than
+    ``since`` are done: a phase holds under load however slow the machine is. Gives up
+    after PHASE_CAP_S more seconds (the row's per-phase counts then tell)."""
+    give_up = max(until, clock()) + PHASE_CAP_S
+    while True:
+        if clock() >= until and (done() - since >= requests or clock() >= give_up):
+            return
+        await asyncio.sleep(0.05)  # the clients count as they go: nothing to wait on
+
+
+async def _drive(
+    env: DemoEnvironment, fault: Fault, load: LoadConfig, warm_s: float, tail_s: float, requests: int, run: FaultRun
+) -> None:
+    """The load, and the fault in it, by phase: a warm-up, the fault held, the repair and
+    a tail until the part is back in use. Each phase lasts its time and at least
+    ``requests`` requests (the fault's own phase too, if it is held), so what is at risk
+    is always under load; the load stops once the tail is done."""
     run.began = time.monotonic()
+    live = LoadResult()  # the probe for the primary looks at the clients' timeline
+    run.result = live
+    stop = asyncio.Event()
 
     def now() -> float:
         return time.monotonic() - run.began
 
+    def done() -> int:
+        return live.requests
+
     async def chaos() -> None:
-        await asyncio.sleep(warm_s)
-        run.injected_at = now()
-        await asyncio.to_thread(fault.inject, env, run)
-        await asyncio.sleep(max(0.0, warm_s + fault.hold_s - now()))
-        await asyncio.to_thread(fault.repair, env, run)
-        run.repaired_at = now()
-        deadline = time.monotonic() + 60.0
-        while time.monotonic() < deadline:
-            if await asyncio.to_thread(fault.recovered, env, run):
-                run.recovered_at = now()
-                return
-            await asyncio.sleep(0.05)
+        try:
+            await _phase(done, 0, requests, warm_s, now)
+            before = done()
+            run.injected_at = now()
+            await asyncio.to_thread(fault.inject, env, run)
+            await _phase(done, before, requests if fault.hold_s > 0 else 0, run.injected_at + fault.hold_s, now)
+            await asyncio.to_thread(fault.repair, env, run)
+            run.repaired_at = now()
+            during = done()
+            run.phase_requests = [before, during - before]
+            tail = asyncio.ensure_future(_phase(done, during, requests, run.repaired_at + tail_s, now))
+            deadline = time.monotonic() + 60.0
+            while time.monotonic() < deadline:
+                if await asyncio.to_thread(fault.recovered, env, run):
+                    run.recovered_at = now()
+                    break
+                await asyncio.sleep(0.05)
+            await tail
+        finally:
+            stop.set()
 
     task = asyncio.ensure_future(chaos())
-    live = LoadResult()  # the probe for the primary looks at the clients' timeline
-    run.result = live
     try:
-        result = await run_load(load, result=live)
+        result = await run_load(load, result=live, stop=stop)
     finally:
         await task
     run.result = result
+    if len(run.phase_requests) == 2:
+        run.phase_requests.append(result.requests - sum(run.phase_requests))
 
 
 def _service_fault(
@@ -256,6 +292,7 @@ def _service_fault(
     clients: int,
     warm_s: float,
     tail_s: float,
+    requests: int,
     seed: int,
     progress: Callable[[str], None],
     logs: Path | None = None,
@@ -265,13 +302,14 @@ def _service_fault(
         progress(f"{fault.name}: starting the service and its stack")
         env.start()
         before = _balances(env.stack.primary.dsn)
+        # The phases end the load (see _drive); the duration is only a backstop.
         load = LoadConfig(
-            base_url=env.edge_url, clients=clients, duration_s=warm_s + fault.hold_s + tail_s,
+            base_url=env.edge_url, clients=clients, duration_s=warm_s + fault.hold_s + tail_s + 4 * PHASE_CAP_S,
             seed=seed, asset_paths=env.static_urls(),
         )  # fmt: skip
         progress(f"{fault.name}: {fault.what}, under {clients} clients")
         run = FaultRun()
-        asyncio.run(_drive(env, fault, load, warm_s, run))
+        asyncio.run(_drive(env, fault, load, warm_s, tail_s, requests, run))
         assert run.result is not None
         deadline = time.monotonic() + 60.0
         while _queue_length(env) and time.monotonic() < deadline:
@@ -287,6 +325,7 @@ def _service_fault(
             "retries": result.retries, "failures": dict(result.failures), "lost_examples": examples,
             "stale_examples": result.stale_examples[:3],
             "window_s": [round(run.injected_at, 2), round(run.repaired_at, 2)],
+            "phase_requests": run.phase_requests,
         }  # fmt: skip
     finally:
         env.close(keep_logs=None if logs is None else logs / fault.name)
@@ -303,8 +342,8 @@ class _ClusterLedger:
 
 
 async def _cluster_load(
-    url: str, dsn: str, *, workers: int, duration_s: float, kill: Callable[[], None], repair_probe: Callable[[], bool],
-    warm_s: float, keys: int = 200, bound_s: float = 2.0, seed: int = 7,
+    url: str, dsn: str, *, workers: int, kill: Callable[[], None], repair_probe: Callable[[], bool],
+    warm_s: float, tail_s: float, requests_per_phase: int, keys: int = 200, bound_s: float = 2.0, seed: int = 7,
 ) -> dict[str, Any]:  # fmt: skip
     from readscale._async.backends.redis import AsyncRedisClusterBackend
     from readscale._async.cache import AsyncCache
@@ -321,6 +360,8 @@ async def _cluster_load(
     examples: list[str] = []
     began = time.monotonic()
     marks: dict[str, float] = {}
+    phases: list[int] = []  # requests before the kill, until the failover served again, after
+    stop = asyncio.Event()
 
     async def read_db(key: str) -> int:
         async with lock:
@@ -330,7 +371,7 @@ async def _cluster_load(
     async def worker(index: int) -> None:
         nonlocal failed, stale, requests
         rng = random.Random(seed * 1000 + index)
-        while time.monotonic() - began < duration_s:
+        while not stop.is_set():
             key = f"k{min(int(rng.paretovariate(1.2)), keys)}"
             requests += 1
             started = time.monotonic()
@@ -363,19 +404,36 @@ async def _cluster_load(
                     examples.append("".join(traceback.format_exception(exc))[-1500:])
             await asyncio.sleep(0.002)
 
+    def now() -> float:
+        return time.monotonic() - began
+
+    def done() -> int:
+        return requests
+
     async def chaos() -> None:
-        await asyncio.sleep(warm_s)
-        marks["injected"] = time.monotonic() - began
-        await asyncio.to_thread(kill)
-        marks["repaired"] = time.monotonic() - began  # a cluster repairs itself: from the kill
-        while time.monotonic() - began < duration_s + 60:
-            if await asyncio.to_thread(repair_probe):
-                marks["recovered"] = time.monotonic() - began
-                return
-            await asyncio.sleep(0.05)
+        # Phases as in _drive: a warm-up and a tail of their time and at least
+        # requests_per_phase requests each; the failover in between takes what it takes.
+        try:
+            await _phase(done, 0, requests_per_phase, warm_s, now)
+            phases.append(done())
+            marks["injected"] = now()
+            await asyncio.to_thread(kill)
+            marks["repaired"] = now()  # a cluster repairs itself: from the kill
+            deadline = time.monotonic() + 60.0
+            while time.monotonic() < deadline:
+                if await asyncio.to_thread(repair_probe):
+                    marks["recovered"] = now()
+                    break
+                await asyncio.sleep(0.05)
+            phases.append(done() - phases[0])
+            await _phase(done, done(), requests_per_phase, now() + tail_s, now)
+        finally:
+            stop.set()
 
     try:
         await asyncio.gather(chaos(), *(worker(i) for i in range(workers)))
+        if len(phases) == 2:
+            phases.append(requests - sum(phases))
         async with lock:
             rows = await (await pool.execute("SELECT key, value FROM chaos_kv")).fetchall()
         stored = {str(k): int(v) for k, v in rows}
@@ -390,11 +448,13 @@ async def _cluster_load(
         "stale_reads": stale, "acked_writes": sum(ledger.acked.values()), "lost_writes": lost,
         "recovery_s": None if recovered is None else round(recovered - marks["repaired"], 2),
         "failures": dict(failures), "failure_examples": examples,
-        "window_s": [round(marks.get("injected", 0.0), 2)],
+        "window_s": [round(marks.get("injected", 0.0), 2)], "phase_requests": phases,
     }  # fmt: skip
 
 
-def _cluster_fault(*, workers: int, warm_s: float, tail_s: float, progress: Callable[[str], None]) -> dict[str, Any]:
+def _cluster_fault(
+    *, workers: int, warm_s: float, tail_s: float, requests: int, progress: Callable[[str], None]
+) -> dict[str, Any]:
     import redis
 
     from readscale.stack import Stack, StackConfig
@@ -425,8 +485,8 @@ def _cluster_fault(*, workers: int, warm_s: float, tail_s: float, progress: Call
         progress(f"cluster_primary: killing {victim.name} (a primary) under {workers} workers")
         return asyncio.run(
             _cluster_load(
-                url, stack.primary.dsn, workers=workers, duration_s=warm_s + 4.0 + tail_s,
-                kill=lambda: stack.kill(victim.name), repair_probe=served_again, warm_s=warm_s,
+                url, stack.primary.dsn, workers=workers, kill=lambda: stack.kill(victim.name),
+                repair_probe=served_again, warm_s=warm_s, tail_s=tail_s, requests_per_phase=requests,
             )
         )  # fmt: skip
     finally:
@@ -459,18 +519,34 @@ def run_faults(
     quick: bool,
     progress: Callable[[str], None] = lambda message: None,
     logs: Path | None = None,
+    requests_per_phase: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Run each fault in turn; ``logs``: keep the service's logs there, per fault."""
+    """Run each fault in turn; ``logs``: keep the service's logs there, per fault.
+
+    Each phase (before the fault, while it holds, after the repair) lasts its time and
+    at least ``requests_per_phase`` requests (500 quick, 1,000 otherwise): a slow
+    machine runs longer instead of testing less. Each row's ``phase_requests`` says how
+    many each phase had."""
     clients = 12 if quick else 24
     warm_s, tail_s = (4.0, 6.0) if quick else (6.0, 10.0)
+    requests = requests_per_phase if requests_per_phase is not None else (500 if quick else 1000)
     out = []
     for name in names:
         if name == "cluster_primary":
-            out.append(_cluster_fault(workers=clients, warm_s=warm_s, tail_s=tail_s, progress=progress))
+            out.append(
+                _cluster_fault(workers=clients, warm_s=warm_s, tail_s=tail_s, requests=requests, progress=progress)
+            )
         else:
             out.append(
                 _service_fault(
-                    FAULTS[name], clients=clients, warm_s=warm_s, tail_s=tail_s, seed=7, progress=progress, logs=logs
+                    FAULTS[name],
+                    clients=clients,
+                    warm_s=warm_s,
+                    tail_s=tail_s,
+                    requests=requests,
+                    seed=7,
+                    progress=progress,
+                    logs=logs,
                 )
             )
         row = out[-1]
@@ -489,6 +565,7 @@ def run(*, rounds: int, quick: bool, progress: Callable[[str], None]) -> BenchRe
                        for name in ALL_FAULTS},
             "rounds": 1,
             "clients": 12 if quick else 24,
+            "requests_per_phase": 500 if quick else 1000,
             "note": "one fault per fresh environment; failed requests counted after browser-like retries "
             "of requests that never reached the server and of GETs whose connection broke",
         },
