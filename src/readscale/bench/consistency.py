@@ -16,6 +16,12 @@ A read is *stale beyond the bound* when it returned a version older than one com
 more than ``bound`` seconds before the read started (a read racing a commit by less than
 the bound is not counted). Versions are recorded by the writers as they commit, so the
 check is exact.
+
+``readscale bench consistency --soak SECONDS`` runs the consistency harness instead
+(``readscale.bench.consistency_harness``): randomized schedules of reads through every
+read API, writes and faults, against two or more service processes, each history checked
+for read-your-writes, monotonic reads, bounded staleness and the invalidation bound
+(:func:`soak`). ``--seed N --duration D`` replays one run.
 """
 
 from __future__ import annotations
@@ -266,3 +272,79 @@ def run(*, rounds: int, quick: bool, progress: Callable[[str], None]) -> BenchRe
         stack.down()
         base.rmdir()
     return report
+
+
+# -- the consistency harness, for as long as asked -------------------------------------------
+
+
+def soak_duration(seed: int) -> float:
+    """How long the soak's run of ``seed`` lasts: long enough for a 40 s delay to play out."""
+    return random.Random(f"soak-duration:{seed}").choice((15.0, 30.0, 45.0, 60.0, 90.0))
+
+
+def soak(
+    *,
+    seconds: float | None,
+    seed: int | None,
+    duration: float | None,
+    sabotage: tuple[str, ...] = (),
+    bound: float | None = None,
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
+    """Run the consistency harness on a private stack: one run of ``seed`` (``seconds``
+    None: a replay), or runs of seeds ``seed``, ``seed + 1``... until ``seconds`` are
+    spent. Returns operations checked and violations per property, failing seeds with
+    the command that replays each, and the first violations explained."""
+    from readscale.bench.consistency_harness import RunResult, prepare_stack, replay_command, run, totals
+    from readscale.bench.consistency_scenario import SABOTAGES, draw_scenario
+    from readscale.errors import ConfigurationError
+    from readscale.stack import StackConfig
+
+    unknown = [name for name in sabotage if name not in SABOTAGES]
+    if unknown:
+        raise ConfigurationError(f"--sabotage must be one of {', '.join(SABOTAGES)}, got {', '.join(unknown)}")
+    if seconds is not None and seconds <= 0:
+        raise ConfigurationError(f"--soak must be > 0 seconds, got {seconds:g}")
+    first = seed if seed is not None else random.SystemRandom().randrange(1, 10**6)
+    base = Path(tempfile.mkdtemp(prefix="readscale-bench-consistency-"))
+    base.chmod(0o755)
+    stack = Stack(base / "stack")
+    results: list[RunResult] = []
+    started = time.monotonic()
+    try:
+        progress("starting PostgreSQL (a primary, 2 replicas) and two Redis servers")
+        stack.up(StackConfig(replicas=2, redis=False))
+        prepare_stack(stack)
+        current = first
+        while True:
+            length = duration if duration is not None else (10.0 if seconds is None else soak_duration(current))
+            scenario = draw_scenario(current, length)
+            if sabotage:
+                scenario = scenario.with_(sabotage=sabotage)
+            if bound is not None:
+                scenario = scenario.with_(bound=bound)
+            result = run(stack, scenario, progress=progress)
+            results.append(result)
+            counts = result.verdict.summary()
+            progress(
+                f"run {len(results)} (seed {current}, {length:g}s): {len(result.ops)} operations, "
+                + ", ".join(f"{name} {c['violations']}" for name, c in counts.items())
+                + (f"  VIOLATIONS: replay with {replay_command(scenario)}" if not result.verdict.ok else "")
+            )
+            current += 1
+            if seconds is None:
+                break
+            spent = time.monotonic() - started
+            upcoming = duration if duration is not None else soak_duration(current)
+            if spent + upcoming * 1.3 > seconds:
+                break
+    finally:
+        stack.down()
+        base.rmdir()
+    out = totals(results)
+    out["seconds"] = round(time.monotonic() - started, 1)
+    out["first_seed"] = first
+    out["replay"] = [replay_command(r.scenario) for r in results if not r.verdict.ok]
+    out["runs_detail"] = [r.to_json(violations=5) for r in results]
+    out["reports"] = [r.report(violations=5) for r in results if not r.verdict.ok]
+    return out

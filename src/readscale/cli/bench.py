@@ -15,6 +15,7 @@ from readscale.cli._output import (
     print_json,
     progress_line,
     terminate_as_interrupt,
+    usage_error,
 )
 
 
@@ -28,8 +29,39 @@ def bench(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object instead of a table (progress stays on stderr).")
     ] = False,
+    soak: Annotated[
+        float | None,
+        typer.Option(help="consistency only: run the consistency harness for this many seconds (many seeds)."),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="consistency only: the harness's (first) seed; alone, replays that run.")
+    ] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="consistency only: seconds of load per run (default: 10, or drawn per seed)")
+    ] = None,
+    sabotage: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="consistency only: switch a guarantee off to see the checker fail "
+            "(guard, merge, staleness, tombstone, bus)."
+        ),
+    ] = None,
+    bound: Annotated[
+        float | None, typer.Option(help="consistency only: the invalidation bound B in seconds (default 1).")
+    ] = None,
 ) -> None:
-    """Run a benchmark against real servers and report medians of repeated rounds."""
+    """Run a benchmark against real servers and report medians of repeated rounds.
+
+    ``readscale bench consistency --soak SECONDS`` runs the consistency harness instead:
+    randomized reads, writes and faults, every history checked; it prints operations
+    checked and violations per property and exits 1 if any guarantee was violated.
+    """
+    harness = soak is not None or seed is not None or duration is not None or sabotage or bound is not None
+    if harness:
+        if name != "consistency":
+            usage_error("--soak, --seed, --duration, --sabotage and --bound apply to `bench consistency` only")
+        _consistency_harness(soak, seed, duration, tuple(sabotage or ()), bound, as_json)
+        return
     try:
         fn = load_bench(name)
     except KeyError as exc:
@@ -53,3 +85,38 @@ def bench(
     console.print(table)
     machine = report.machine
     console.print(f"{machine['cpu']} x{machine['cores']}, Python {machine['python']}, load {machine['load_avg_1m']}")
+
+
+def _consistency_harness(
+    soak: float | None,
+    seed: int | None,
+    duration: float | None,
+    sabotage: tuple[str, ...],
+    bound: float | None,
+    as_json: bool,
+) -> None:
+    from readscale.bench.consistency import soak as run_soak
+
+    with (
+        errors_to_exit(),
+        terminate_as_interrupt(),
+        progress_line(True, "bench consistency") as progress,
+    ):
+        out = run_soak(seconds=soak, seed=seed, duration=duration, sabotage=sabotage, bound=bound, progress=progress)
+    if as_json:
+        print_json({k: v for k, v in out.items() if k != "reports"})
+    else:
+        table = Table(title=f"readscale bench consistency: {out['runs']} runs, {out['operations']:,} operations")
+        for column in ("property", "reads checked", "could fail", "violations"):
+            table.add_column(column, justify="left" if column == "property" else "right")
+        for prop, count in out["properties"].items():
+            table.add_row(prop, f"{count['checked']:,}", f"{count['exercised']:,}", str(count["violations"]))
+        console.print(table)
+        console.print(
+            f"{out['reads']:,} reads and {out['writes']:,} writes checked ({out['failed']:,} failed operations "
+            f"are not checked) in {out['seconds']:g}s, seeds {out['first_seed']}..{out['first_seed'] + out['runs'] - 1}"
+        )
+        for report in out["reports"]:
+            console.print(report, highlight=False, markup=False)
+    if out["violations"]:
+        raise typer.Exit(1)

@@ -1,0 +1,655 @@
+"""The consistency harness: run a :class:`Scenario` against real servers, record every
+operation, and check the history (``readscale._core.history``).
+
+One run:
+
+1. a fresh table of rows ``(id, version)``; every write increments a row's version on the
+   primary in its own transaction and returns it, so versions per key are exact;
+2. two or more service processes (``readscale.bench.consistency_service``), each with its
+   own router, L1, bus subscription, SQLAlchemy engines and Django ORM;
+3. the CDC worker, when the scenario has it, embedded here as a user may embed it, with a
+   witness that notes when each (key, version)'s invalidation was applied;
+4. sessions (one HTTP client each, with its cookie jar) send reads and writes to any of
+   the processes, recording invocation and completion times on one monotonic clock;
+5. faults at their scheduled times: replica apply delays (0 to 40 s), paused replay,
+   killed replicas, the bus's connections killed or its Redis down, the cache's Redis
+   killed (it restarts empty, without persistence);
+6. everything undone, the history checked, and the result returned with enough context
+   (the scenario, per-property counts, each violation with the session's operations
+   around it) to reproduce and explain a failure: ``readscale bench consistency --seed N``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from readscale._core.history import PROPERTIES, ReadOp, Verdict, WriteOp, check_history
+from readscale.bench.consistency_scenario import CACHE_APIS, Fault, Scenario, claims_for, mode_for
+from readscale.bench.consistency_service import CONFIG_ENV, ServiceConfig
+from readscale.stack import Stack
+
+L2_NODE = "consistency-redis"
+BUS_NODE = "consistency-bus"
+WITNESS = "cons-witness:"
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Op:
+    """One operation as the client saw it."""
+
+    id: int
+    session: str
+    kind: str  # read | write
+    key: int
+    api: str
+    mode: str
+    proc: int
+    invoked: float
+    completed: float | None = None
+    ok: bool = False
+    version: int | None = None
+    loaded: bool = False
+    nodes: tuple[str, ...] = ()
+    pos: int | None = None
+    invalidated: bool = False
+    error: str | None = None
+
+    def describe(self, start: float) -> str:
+        done = "?" if self.completed is None else f"{self.completed - start:.3f}"
+        what = f"{self.kind} k={self.key} via {self.api}" + (f" [{self.mode}]" if self.mode != "session" else "")
+        if not self.ok:
+            result = f"failed: {(self.error or '')[:80]}"
+        else:
+            result = f"v{self.version}"
+            if self.kind == "read":
+                source = ",".join(self.nodes) or ("cache" if self.api in CACHE_APIS and not self.loaded else "?")
+                result += f" from {source}"
+                result += " (loaded)" if self.loaded else ""
+            elif not self.invalidated:
+                result += " (no app invalidation)"
+        pos = "" if self.pos is None else f" pos={self.pos:X}"
+        return f"  #{self.id} {self.session} p{self.proc} +{self.invoked - start:.3f}..{done} {what} -> {result}{pos}"
+
+
+@dataclass
+class RunResult:
+    scenario: Scenario
+    verdict: Verdict
+    ops: list[Op]
+    start: float
+    cdc_applied: dict[tuple[int, int], float]
+    faults_done: list[str]
+    service_stats: list[dict[str, Any]]
+    seconds: float
+    logs: dict[str, str] = field(default_factory=dict)
+    #: Where the services' and the coordinator's logs are kept (None once removed).
+    workdir: Path | None = None
+
+    @property
+    def reads(self) -> int:
+        return sum(1 for op in self.ops if op.kind == "read" and op.ok)
+
+    @property
+    def writes(self) -> int:
+        return sum(1 for op in self.ops if op.kind == "write" and op.ok)
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for op in self.ops if not op.ok)
+
+    def api_counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for op in self.ops:
+            if op.ok:
+                out[op.api] = out.get(op.api, 0) + 1
+        return dict(sorted(out.items()))
+
+    def excerpt(self, read_id: int, cause: int | None = None, *, before: float = 2.0, limit: int = 40) -> list[str]:
+        """The operation that set the floor, the writes of the key since, and the violating
+        read's session shortly before it."""
+        by_id = {op.id: op for op in self.ops}
+        read = by_id[read_id]
+        end = read.completed or read.invoked
+        origin = by_id.get(cause) if cause is not None else None
+        since = min(read.invoked - before, origin.invoked if origin is not None else end)
+        lines = []
+        for op in sorted(self.ops, key=lambda o: o.invoked):
+            if op.invoked > end:
+                break
+            mark = "   <== violation" if op.id == read_id else ("   <== floor set here" if op.id == cause else "")
+            near = op.invoked >= read.invoked - before and op.session == read.session
+            key_write = op.invoked >= since and op.kind == "write" and op.key == read.key
+            if mark or near or key_write:
+                lines.append(op.describe(self.start) + mark)
+        return lines[-limit:]
+
+    def report(self, *, violations: int = 5) -> str:
+        s = self.scenario
+        lines = [s.describe(), "faults: " + ("; ".join(self.faults_done) or "none")]
+        lines.append(
+            f"{len(self.ops)} operations ({self.reads} reads, {self.writes} writes, {self.failed} failed) "
+            f"in {self.seconds:.1f}s; by API: {self.api_counts()}"
+        )
+        for name, count in self.verdict.counts.items():
+            lines.append(
+                f"  {name}: {count.checked} checked, {count.exercised} exercised, {count.violations} violations"
+            )
+        for v in self.verdict.violations[:violations]:
+            lines.append(v.describe())
+            if v.read is not None:
+                lines += self.excerpt(v.read.id, v.cause)
+        if self.verdict.violations:
+            lines.append(f"replay: {replay_command(s)}")
+        if self.workdir is not None:
+            lines.append(f"logs: {self.workdir}")
+        return "\n".join(lines)
+
+    def to_json(self, *, violations: int = 20) -> dict[str, Any]:
+        return {
+            "seed": self.scenario.seed,
+            "scenario": self.scenario.describe(),
+            "faults": self.faults_done,
+            "operations": len(self.ops),
+            "reads": self.reads,
+            "writes": self.writes,
+            "failed": self.failed,
+            "seconds": round(self.seconds, 2),
+            "apis": self.api_counts(),
+            "properties": self.verdict.summary(),
+            "violations": [
+                {
+                    "property": v.property,
+                    "detail": v.describe(),
+                    "history": self.excerpt(v.read.id, v.cause) if v.read is not None else [],
+                }
+                for v in self.verdict.violations[:violations]
+            ],
+        }
+
+
+def replay_command(scenario: Scenario) -> str:
+    extra = "".join(f" --sabotage {name}" for name in scenario.sabotage)
+    return f"readscale bench consistency --seed {scenario.seed} --duration {scenario.duration:g}{extra}"
+
+
+# -- the servers ---------------------------------------------------------------------------------
+
+
+def prepare_stack(stack: Stack) -> None:
+    """Make sure the stack has what the harness drives: a primary with two replicas, the
+    cache's Redis and a second Redis for a separate bus (both without persistence)."""
+    if "primary" not in stack.nodes or len(stack.replicas) < 2:
+        raise RuntimeError("the consistency harness needs a stack with a primary and two replicas")
+    stack.start_redis(name=L2_NODE)
+    stack.start_redis(name=BUS_NODE)
+
+
+def restore(stack: Stack) -> None:
+    """Undo every fault: replicas running, replaying, without delay, caught up; both
+    Redis servers running."""
+    for name in (L2_NODE, BUS_NODE):
+        node = stack.node(name)
+        node.thaw()
+        if not node.is_running():
+            _start(stack, name)
+    for replica in stack.replicas:
+        if not replica.is_running():
+            _start(stack, replica.name)
+        if replica.is_replay_paused():
+            replica.resume_replay()
+        replica.set_apply_delay(0)
+    deadline = time.monotonic() + 60
+    for replica in stack.replicas:
+        while stack.replay_lag_bytes(replica.name) != 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{replica.name} did not catch up within 60 s")
+            time.sleep(0.05)
+
+
+def _start(stack: Stack, name: str, *, within: float = 20.0) -> None:
+    """Start a killed node again, as an operator would: retried while the dead one's
+    children still hold its lock file or port."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            stack.start(name)
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _apply(stack: Stack, fault: Fault, bus: str) -> None:
+    match fault.action:
+        case "delay":
+            stack.set_apply_delay(fault.target, fault.value)
+        case "pause":
+            stack.pause_replay(fault.target)
+        case "resume":
+            stack.resume_replay(fault.target)
+        case "kill":
+            stack.kill(fault.target)
+        case "start":
+            _start(stack, fault.target)
+        case "bus_kill":
+            if bus == "separate":
+                stack.kill(BUS_NODE)
+            else:  # the bus shares the cache's Redis: cut every subscription instead
+                import redis
+
+                client = redis.Redis.from_url(stack.node(L2_NODE).url)  # type: ignore[attr-defined]
+                try:
+                    client.client_kill_filter(_type="pubsub")
+                finally:
+                    client.close()
+        case "bus_start":
+            if bus == "separate":
+                _start(stack, BUS_NODE)
+        case "redis_kill":
+            stack.kill(L2_NODE)
+        case "redis_start":
+            _start(stack, L2_NODE)
+        case _:
+            raise ValueError(f"unknown fault {fault.action!r}")
+
+
+class _Services:
+    """The service processes of one run."""
+
+    def __init__(self, configs: Sequence[ServiceConfig], workdir: Path) -> None:
+        self.configs = list(configs)
+        self.workdir = workdir
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.logs: list[Path] = []
+
+    def start(self) -> None:
+        root = Path(__file__).resolve().parents[2]
+        for config in self.configs:
+            log = self.workdir / f"{config.name}.log"
+            self.logs.append(log)
+            env = {**os.environ, CONFIG_ENV: config.to_json(), "PYTHONPATH": str(root)}
+            with log.open("wb") as out:
+                self.procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "readscale.bench.consistency_service"],
+                        env=env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
+
+    async def ready(self, client: Any, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        for proc, config, log in zip(self.procs, self.configs, self.logs, strict=True):
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"service {config.name} exited: {log.read_text()[-3000:]}")
+                with contextlib.suppress(Exception):
+                    response = await client.get(f"http://127.0.0.1:{config.port}/health", timeout=1.0)
+                    if response.status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"service {config.name} not ready in {timeout:g}s: {log.read_text()[-3000:]}")
+                await asyncio.sleep(0.1)
+
+    async def stats(self, client: Any) -> list[dict[str, Any]]:
+        out = []
+        for config in self.configs:
+            try:
+                response = await client.get(f"http://127.0.0.1:{config.port}/stats", timeout=5.0)
+                out.append({"proc": config.name, **response.json()})
+            except Exception as exc:  # a stats call is diagnostics, never the verdict
+                out.append({"proc": config.name, "error": str(exc)})
+        return out
+
+    def stop(self) -> dict[str, str]:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return {log.stem: log.read_text(errors="replace")[-20000:] for log in self.logs if log.exists()}
+
+
+# -- the CDC worker and its witness --------------------------------------------------------------
+
+
+def _witness_cache(base: Any, applied: dict[tuple[int, int], float]) -> Any:
+    """The CDC worker's cache, noting when each row version's invalidation was applied.
+
+    The worker invalidates a batch's keys, then its tags; a witness tag per row version
+    (``cons-witness:{id}:{version}``, rendered by the CDC rule from the new row) arrives
+    with the tags, after the keys, so its time is when that version's invalidation had
+    completed. Witness tags are noted, never bumped."""
+
+    class WitnessCache(base):  # type: ignore[misc]
+        async def invalidate_tags(self, *tags: str) -> dict[str, int]:
+            real = [t for t in tags if not t.startswith(WITNESS)]
+            result: dict[str, int] = await super().invalidate_tags(*real) if real else {}
+            now = time.monotonic()
+            for tag in tags:
+                if tag.startswith(WITNESS):
+                    key, version = tag[len(WITNESS) :].split(":")
+                    applied.setdefault((int(key), int(version)), now)
+            return result
+
+    return WitnessCache
+
+
+# -- a run -----------------------------------------------------------------------------------------
+
+
+def _rows_sql(table: str, keys: int) -> list[str]:
+    return [
+        f"CREATE TABLE {table} (id int PRIMARY KEY, version bigint NOT NULL)",
+        f"INSERT INTO {table} SELECT g, 0 FROM generate_series(0, {keys - 1}) g",
+    ]
+
+
+async def run_scenario(
+    stack: Stack, scenario: Scenario, *, progress: Progress | None = None, workdir: Path | None = None
+) -> RunResult:
+    """Run ``scenario`` on ``stack`` (see :func:`prepare_stack`) and check its history.
+    The services' and the coordinator's logs are kept in ``workdir``."""
+    say = progress or (lambda message: None)
+    began = time.monotonic()
+    own = workdir is None
+    folder = workdir or Path(tempfile.mkdtemp(prefix="readscale-consistency-"))
+    with _captured_logs(folder / "coordinator.log"):
+        result = await _run(stack, scenario, say, folder, began)
+    if own and result.verdict.ok:
+        shutil.rmtree(folder, ignore_errors=True)
+    else:
+        result.workdir = folder
+    return result
+
+
+@contextlib.contextmanager
+def _captured_logs(path: Path) -> Iterator[None]:
+    """The CDC worker's and the faults' log lines (a bus going down is logged loudly, as
+    it should be) go to the run's folder, not into the progress output."""
+    logger = logging.getLogger("readscale")
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+        handler.close()
+
+
+async def _run(stack: Stack, scenario: Scenario, say: Progress, workdir: Path, began: float) -> RunResult:
+    import httpx
+
+    from readscale import CATALOG
+    from readscale._async.backends.redis import AsyncRedisBackend
+    from readscale._async.bus import AsyncInvalidationBus
+    from readscale._async.cache import AsyncCache
+    from readscale._async.cdc import AsyncCdcWorker
+    from readscale._core.cdc import CdcRule, CdcSettings
+    from readscale._primitives import AsyncEvent
+    from readscale.stack._proc import pick_ports
+
+    run_id = uuid.uuid4().hex[:8]
+    table = f"cons_{run_id}"
+    l2 = stack.node(L2_NODE).url  # type: ignore[attr-defined]
+    bus_url = l2 if scenario.bus == "shared" else stack.node(BUS_NODE).url  # type: ignore[attr-defined]
+    await asyncio.to_thread(restore, stack)
+    with psycopg.connect(stack.primary.dsn, autocommit=True) as conn:
+        for statement in _rows_sql(table, scenario.keys):
+            conn.execute(statement)
+    await asyncio.to_thread(restore, stack)
+
+    applied: dict[tuple[int, int], float] = {}
+    cdc_task: asyncio.Task[None] | None = None
+    stop_cdc = AsyncEvent()
+    worker: Any = None
+    prefix = f"cons:{run_id}:"
+    channel = f"cons-bus-{run_id}"
+    if scenario.cdc:
+        from readscale.settings import RedisSettings
+
+        cache_cls = _witness_cache(AsyncCache, applied)
+        cdc_cache = cache_cls(
+            AsyncRedisBackend(RedisSettings(url=l2)),
+            bus=AsyncInvalidationBus(RedisSettings(url=bus_url), channel=channel),
+            policy=CATALOG,
+            prefix=prefix,
+        )
+        rule = CdcRule(
+            table,
+            keys=("item:{id}", "pitem:{id}", "citem:{id}"),
+            tags=("t:{id}", WITNESS + "{id}:{version}"),
+        )
+        worker = AsyncCdcWorker(cdc_cache, [rule], CdcSettings(dsn=stack.primary.dsn, slot=f"cons_{run_id}"))
+        await worker.ensure_slot()
+
+        async def cdc_loop() -> None:
+            await worker.run(stop_cdc)
+
+        cdc_task = asyncio.ensure_future(cdc_loop())
+
+    ports = await asyncio.to_thread(pick_ports, scenario.processes)
+    configs = [
+        ServiceConfig(
+            name=f"p{i + 1}",
+            port=port,
+            primary=stack.primary.dsn,
+            replicas={r.name: r.dsn for r in stack.replicas},
+            table=table,
+            prefix=prefix,
+            secret=f"consistency harness secret {run_id}",
+            redis_url=l2,
+            bus_url=bus_url,
+            channel=channel,
+            tombstone_ttl=scenario.tombstone_ttl,
+            read_block_delay=scenario.read_block_delay,
+            sabotage=scenario.sabotage,
+            seed=scenario.seed * 10 + i,
+        )
+        for i, port in enumerate(ports)
+    ]
+    services = _Services(configs, workdir)
+    say(f"seed {scenario.seed}: starting {scenario.processes} service process(es)")
+    services.start()
+    ops: list[Op] = []
+    faults_done: list[str] = []
+    logs: dict[str, str] = {}
+    stats: list[dict[str, Any]] = []
+    start = 0.0
+    try:
+        async with httpx.AsyncClient() as probe:
+            await services.ready(probe)
+        start = time.monotonic()
+        deadline = start + scenario.duration
+        say(f"seed {scenario.seed}: {scenario.describe()}")
+
+        async def faults() -> None:
+            for fault in scenario.faults:
+                await asyncio.sleep(max(0.0, start + fault.at - time.monotonic()))
+                try:
+                    await asyncio.to_thread(_apply, stack, fault, scenario.bus)
+                    faults_done.append(fault.describe())
+                except Exception as exc:  # a fault that could not be injected is reported, not fatal
+                    faults_done.append(f"{fault.describe()} FAILED: {exc}")
+
+        next_id = iter(range(1, 10**9))
+
+        async def session(index: int) -> None:
+            rng = random.Random(f"{scenario.seed}:{index}")
+            anonymous = index < scenario.anonymous
+            name = f"s{index}"
+            favourites = rng.sample(range(scenario.keys), min(2, scenario.keys))
+            async with httpx.AsyncClient(timeout=30.0) as client:
+                while time.monotonic() < deadline:
+                    key = rng.choice(favourites) if rng.random() < 0.6 else rng.randrange(scenario.keys)
+                    proc = rng.randrange(len(configs))
+                    base = f"http://127.0.0.1:{configs[proc].port}"
+                    if anonymous:  # no cookie: every request is a new session
+                        client.cookies.clear()
+                        name = f"a{index}.{len(ops)}"
+                    if not anonymous and rng.random() < scenario.write_ratio:
+                        django = rng.random() < 0.25
+                        invalidate = not (scenario.cdc and rng.random() < scenario.cdc_only)
+                        orm = django and rng.random() < 0.5
+                        api = ("django_orm" if orm else "django_sql") if django else "asgi"
+                        op = Op(next(next_id), name, "write", key, api, "session", proc + 1, time.monotonic())
+                        url = f"{base}/dj/w" if django else f"{base}/w"
+                        params = {"k": key, "inv": "app" if invalidate else "cdc", "orm": int(orm)}
+                        method = "POST"
+                    else:
+                        api = rng.choice(scenario.apis)
+                        mode = mode_for(rng, api)
+                        op = Op(next(next_id), name, "read", key, api, mode, proc + 1, time.monotonic())
+                        django = api in ("django", "dj_cache")
+                        url = f"{base}/dj/r" if django else f"{base}/r"
+                        params = {"k": key, "api": api, "mode": mode}
+                        method = "GET"
+                    ops.append(op)
+                    op.invoked = time.monotonic()
+                    try:
+                        response = await client.request(method, url, params=params)
+                        op.completed = time.monotonic()
+                        body = response.json()
+                    except Exception as exc:
+                        op.error = f"{type(exc).__name__}: {exc}"
+                        if op.kind == "read":
+                            op.completed = time.monotonic()
+                        continue  # a write without an answer has an unknown outcome
+                    if response.status_code == 200 and body.get("v") is not None:
+                        op.ok = True
+                        op.version = int(body["v"])
+                        op.loaded = bool(body.get("loaded"))
+                        op.nodes = tuple(body.get("nodes") or ())
+                        op.pos = body.get("pos")
+                        op.invalidated = bool(body.get("inv"))
+                    else:
+                        op.error = f"HTTP {response.status_code}: {body.get('error', body)}"
+                        if op.kind == "write":
+                            op.completed = None  # the commit may or may not have happened
+                    if scenario.think:
+                        await asyncio.sleep(rng.uniform(0, scenario.think))
+
+        fault_task = asyncio.ensure_future(faults())
+        try:
+            await asyncio.gather(*(session(i) for i in range(scenario.sessions)))
+        finally:
+            fault_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await fault_task
+        say(f"seed {scenario.seed}: {len(ops)} operations; collecting")
+        async with httpx.AsyncClient() as probe:
+            stats = await services.stats(probe)
+    finally:
+        logs = await asyncio.to_thread(services.stop)
+        if cdc_task is not None:
+            await asyncio.sleep(0.5)  # late CDC applications are recorded but bound nothing
+            stop_cdc.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(cdc_task, 30)
+            with contextlib.suppress(Exception):
+                await worker.drop_slot()
+            await worker.close()
+            await worker.cache.aclose()
+        await asyncio.to_thread(restore, stack)
+        with psycopg.connect(stack.primary.dsn, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
+
+    verdict = check(ops, applied, scenario)
+    return RunResult(scenario, verdict, ops, start, applied, faults_done, stats, time.monotonic() - began, logs)
+
+
+def history_of(
+    ops: Sequence[Op], applied: dict[tuple[int, int], float], scenario: Scenario
+) -> tuple[list[WriteOp], list[ReadOp]]:
+    """The client's record as the checker's operations, with each read's claims."""
+    writes: list[WriteOp] = []
+    reads: list[ReadOp] = []
+    for op in ops:
+        key = str(op.key)
+        if op.kind == "write":
+            version = op.version if op.ok else None
+            invalidated = op.completed if (op.ok and op.invalidated) else None
+            if version is not None and (op.key, version) in applied:
+                cdc = applied[(op.key, version)]
+                invalidated = cdc if invalidated is None else min(invalidated, cdc)
+            writes.append(WriteOp(op.id, op.session, key, op.invoked, op.completed if op.ok else None,
+                                  version, invalidated))  # fmt: skip
+        elif op.ok and op.completed is not None and op.version is not None:
+            claims, observes = claims_for(op.api, op.mode, op.loaded, scenario.bound)
+            reads.append(ReadOp(op.id, op.session, key, op.invoked, op.completed, op.version, claims, observes,
+                                op.api))  # fmt: skip
+    # A write whose answer was lost but whose version the CDC worker saw: learn it.
+    seen = {(w.key, w.version) for w in writes if w.version is not None}
+    extra = {(str(k), v): t for (k, v), t in applied.items() if (str(k), v) not in seen}
+    if extra:
+        # Versions are per key; an unknown write of that key gets the CDC's version
+        # only when exactly one unknown write could have made it.
+        for i, w in enumerate(writes):
+            if w.version is None:
+                candidates = [(k, v) for (k, v) in extra if k == w.key]
+                if len(candidates) == 1:
+                    k, v = candidates[0]
+                    writes[i] = WriteOp(w.id, w.session, w.key, w.invoked, None, v, extra.pop((k, v)))
+    return writes, reads
+
+
+def check(ops: Sequence[Op], applied: dict[tuple[int, int], float], scenario: Scenario) -> Verdict:
+    writes, reads = history_of(ops, applied, scenario)
+    return check_history(writes, reads)
+
+
+def run(stack: Stack, scenario: Scenario, *, progress: Progress | None = None) -> RunResult:
+    """:func:`run_scenario` from synchronous code."""
+    return asyncio.run(run_scenario(stack, scenario, progress=progress))
+
+
+def totals(results: Sequence[RunResult]) -> dict[str, Any]:
+    """Operations checked and violations per property over several runs."""
+    per: dict[str, dict[str, int]] = {name: {"checked": 0, "exercised": 0, "violations": 0} for name in PROPERTIES}
+    for result in results:
+        for name, count in result.verdict.counts.items():
+            per[name]["checked"] += count.checked
+            per[name]["exercised"] += count.exercised
+            per[name]["violations"] += count.violations
+    return {
+        "runs": len(results),
+        "operations": sum(len(r.ops) for r in results),
+        "reads": sum(r.reads for r in results),
+        "writes": sum(r.writes for r in results),
+        "failed": sum(r.failed for r in results),
+        "violations": sum(len(r.verdict.violations) for r in results),
+        "properties": per,
+        "failing_seeds": [r.scenario.seed for r in results if not r.verdict.ok],
+    }
+
+
+__all__ = ["CACHE_APIS", "Op", "RunResult", "check", "history_of", "prepare_stack", "restore", "run", "run_scenario",
+           "totals"]  # fmt: skip
