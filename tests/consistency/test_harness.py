@@ -81,3 +81,80 @@ def test_the_checker_sees_a_guarantee_switched_off(
     scenario = sabotaged(101, sabotage, LAGGING, cdc=False, cdc_only=0.0, **changes)
     result = run(stack, scenario)
     assert result.verdict.counts[prop].violations > 0, explain(result)
+
+
+# -- each defect issue 12 names, in the scenario that shows it ------------------------------------
+
+
+def focused(**fields: object) -> Scenario:
+    """A scenario aimed at one guarantee: one process, no CDC, no faults unless given."""
+    base = {
+        "seed": 500, "duration": 8.0, "processes": 1, "sessions": 10, "anonymous": 0, "keys": 4,
+        "write_ratio": 0.25, "cdc": False, "cdc_only": 0.0, "tombstone_ttl": None, "backend": "redis",
+        "bus": "shared", "read_block_delay": 0.0, "apis": ("fetch",), "faults": (),
+    }  # fmt: skip
+    return Scenario(**{**base, **fields})  # type: ignore[arg-type]
+
+
+BOTH_BEHIND = (Fault(0.0, "delay", "r1", 8.0), Fault(0.0, "delay", "r2", 8.0))
+
+DEFECTS = {
+    # issue 12 defect 1: a read() block merges the position its guard saw, not what its
+    # statement saw later; the session's next read may go back in time.
+    "read_block_monotonic": focused(
+        apis=("read",), read_block_delay=0.3, sessions=16, faults=(Fault(0.0, "delay", "r2", 0.5),)
+    ),
+    # defect 2: the default tombstone (5 s) is shorter than the lag the router accepts; a
+    # reader without a token refills the old row from a replica 8 s behind.
+    "tombstone_outlives_lag": focused(
+        apis=("cache_key",), keys=60, anonymous=5, write_ratio=0.4, duration=12.0, faults=BOTH_BEHIND
+    ),
+    # defect 3: the CDC worker cuts a long tombstone to its own 5 s.
+    "cdc_keeps_tombstones": focused(
+        apis=("cache_key",),
+        keys=60,
+        anonymous=5,
+        write_ratio=0.4,
+        duration=12.0,
+        faults=BOTH_BEHIND,
+        tombstone_ttl=45.0,
+        cdc=True,
+    ),
+    # defect 4: tag invalidation has no LSN protection.
+    "tags_protected": focused(
+        apis=("cache_tag",),
+        keys=60,
+        anonymous=5,
+        write_ratio=0.4,
+        faults=(Fault(0.0, "delay", "r1", 3.0), Fault(0.0, "delay", "r2", 3.0)),
+    ),
+    # defect 6: CachedFunction.invalidate only deletes: no bus, no tombstone.
+    "cached_invalidate": focused(apis=("cached",), processes=2, anonymous=2, faults=(Fault(0.0, "delay", "r1", 3.0),)),
+    # Found by this harness: a Django write in raw SQL made before the process's ORM has
+    # routed anything does not learn the primary's position (its tracker is attached by
+    # the database router, which Django builds on first use).
+    "django_raw_write": focused(
+        apis=("fetch", "fetch_one"),
+        processes=2,
+        django_writes=1.0,
+        orm_writes=0.0,
+        faults=(Fault(0.0, "delay", "r1", 1.0), Fault(0.0, "delay", "r2", 1.0)),
+    ),
+}
+OPEN = {
+    "read_block_monotonic": "issue 12 defect 1 (h1): router.read() merges the guard's position",
+    "tombstone_outlives_lag": "issue 12 defect 2 (h2): the default tombstone is shorter than the accepted lag",
+    "cdc_keeps_tombstones": "issue 12 defect 3 (h2): the CDC worker shortens tombstones",
+    "tags_protected": "issue 12 defect 4 (h2): tags have no LSN protection",
+    "cached_invalidate": "issue 12 defect 6 (h2): CachedFunction.invalidate only deletes",
+    "django_raw_write": "found here: Django raw-SQL writes before the router is built learn no position",
+}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=OPEN[n])) if n in OPEN else n for n in DEFECTS],
+)
+def test_each_defect_named_in_issue_12_stays_fixed(stack: Stack, name: str) -> None:
+    result = run(stack, DEFECTS[name])
+    assert result.verdict.ok, explain(result)

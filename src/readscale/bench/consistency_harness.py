@@ -516,9 +516,9 @@ async def _run(stack: Stack, scenario: Scenario, say: Progress, workdir: Path, b
                         client.cookies.clear()
                         name = f"a{index}.{len(ops)}"
                     if not anonymous and rng.random() < scenario.write_ratio:
-                        django = rng.random() < 0.25
+                        django = rng.random() < scenario.django_writes
                         invalidate = not (scenario.cdc and rng.random() < scenario.cdc_only)
-                        orm = django and rng.random() < 0.5
+                        orm = django and rng.random() < scenario.orm_writes
                         api = ("django_orm" if orm else "django_sql") if django else "asgi"
                         op = Op(next(next_id), name, "write", key, api, "session", proc + 1, time.monotonic())
                         url = f"{base}/dj/w" if django else f"{base}/w"

@@ -67,6 +67,10 @@ class Scenario:
     faults: tuple[Fault, ...]
     bound: float = DEFAULT_BOUND
     sabotage: tuple[str, ...] = ()
+    #: Share of writes made by the Django app (the rest by the Starlette app's router.write()),
+    #: and of those, the share made with the ORM in atomic() (the rest: raw SQL, autocommit).
+    django_writes: float = 0.25
+    orm_writes: float = 0.5
     think: float = 0.01
     extras: dict[str, Any] = field(default_factory=dict)
 
