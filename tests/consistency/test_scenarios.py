@@ -25,6 +25,7 @@ def features(s: Scenario) -> set[str]:
     if s.anonymous:
         out.add("anonymous readers")
     out.add("many cold keys" if s.keys >= 40 else "few hot keys")
+    out.add(f"backend {s.backend}")
     for fault in s.faults:
         out.add(fault.action)
         if fault.action == "delay":
@@ -56,7 +57,7 @@ def test_the_ci_seeds_cover_every_dimension() -> None:
         *READ_APIS, "1 processes", "2 processes", "3 processes", "CDC on", "CDC off", "CDC-only writes",
         "bus shared", "bus separate", "default tombstone", "long tombstone", "slow read() blocks",
         "anonymous readers", "delay >= 25s", "delay 4-24s", "delay < 4s", "pause", "kill", "bus_kill",
-        "redis_kill", "many cold keys", "few hot keys",
+        "redis_kill", "many cold keys", "few hot keys", "backend redis", "backend memcached", "backend cluster",
     }  # fmt: skip
     assert wanted - covered == set()
 

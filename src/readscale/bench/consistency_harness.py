@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -42,11 +43,13 @@ import psycopg
 from readscale._core.history import PROPERTIES, ReadOp, Verdict, WriteOp, check_history
 from readscale.bench.consistency_scenario import CACHE_APIS, Fault, Scenario, claims_for, mode_for
 from readscale.bench.consistency_service import CONFIG_ENV, ServiceConfig
+from readscale.replicas.asgi import DEFAULT_COOKIE
 from readscale.stack import Stack
 
 L2_NODE = "consistency-redis"
 BUS_NODE = "consistency-bus"
 WITNESS = "cons-witness:"
+TOKEN_COOKIE = DEFAULT_COOKIE  # the middlewares' cookie
 Progress = Callable[[str], None]
 
 
@@ -70,6 +73,10 @@ class Op:
     pos: int | None = None
     invalidated: bool = False
     error: str | None = None
+    #: The request carried the session's causal token (its cookie). A request without
+    #: one is a new session as far as the service knows: what it sees is not carried on
+    #: (the middlewares store a token after a write, or for a session that has one).
+    token_sent: bool = False
 
     def describe(self, start: float) -> str:
         done = "?" if self.completed is None else f"{self.completed - start:.3f}"
@@ -201,10 +208,20 @@ def prepare_stack(stack: Stack) -> None:
     stack.start_redis(name=BUS_NODE)
 
 
+def _ensure_backend(stack: Stack, backend: str) -> None:
+    """Start the scenario's cache server if the stack lacks it (once per stack)."""
+    if backend == "memcached" and "memcached" not in stack.nodes:
+        stack.start_memcached()
+    elif backend == "cluster" and not any(name.startswith("cluster") for name in stack.nodes):
+        stack.start_cluster()
+
+
 def restore(stack: Stack) -> None:
     """Undo every fault: replicas running, replaying, without delay, caught up; both
     Redis servers running."""
-    for name in (L2_NODE, BUS_NODE):
+    for name in (L2_NODE, BUS_NODE, "memcached"):
+        if name not in stack.nodes:
+            continue
         node = stack.node(name)
         node.thaw()
         if not node.is_running():
@@ -212,15 +229,32 @@ def restore(stack: Stack) -> None:
     for replica in stack.replicas:
         if not replica.is_running():
             _start(stack, replica.name)
-        if replica.is_replay_paused():
-            replica.resume_replay()
-        replica.set_apply_delay(0)
+        _retried(functools.partial(_resume, replica))
+        _retried(functools.partial(replica.set_apply_delay, 0))
     deadline = time.monotonic() + 60
     for replica in stack.replicas:
         while stack.replay_lag_bytes(replica.name) != 0:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{replica.name} did not catch up within 60 s")
             time.sleep(0.05)
+
+
+def _resume(replica: Any) -> None:
+    if replica.is_replay_paused():
+        replica.resume_replay()
+
+
+def _retried(action: Callable[[], object], *, within: float = 30.0) -> None:
+    """A statement on a replica that is still starting up (after a kill) is retried."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            action()
+            return
+        except Exception as exc:
+            if "starting up" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def _start(stack: Stack, name: str, *, within: float = 20.0) -> None:
@@ -237,7 +271,7 @@ def _start(stack: Stack, name: str, *, within: float = 20.0) -> None:
             time.sleep(0.5)
 
 
-def _apply(stack: Stack, fault: Fault, bus: str) -> None:
+def _apply(stack: Stack, fault: Fault, bus: str, backend: str) -> None:
     match fault.action:
         case "delay":
             stack.set_apply_delay(fault.target, fault.value)
@@ -263,10 +297,12 @@ def _apply(stack: Stack, fault: Fault, bus: str) -> None:
         case "bus_start":
             if bus == "separate":
                 _start(stack, BUS_NODE)
-        case "redis_kill":
-            stack.kill(L2_NODE)
+        case "redis_kill":  # the cache's server dies (and comes back empty: no persistence)
+            if backend != "cluster":  # a cluster fails over instead: not this fault
+                stack.kill(L2_NODE if backend == "redis" else "memcached")
         case "redis_start":
-            _start(stack, L2_NODE)
+            if backend != "cluster":
+                _start(stack, L2_NODE if backend == "redis" else "memcached")
         case _:
             raise ValueError(f"unknown fault {fault.action!r}")
 
@@ -332,6 +368,18 @@ class _Services:
                 proc.kill()
                 proc.wait()
         return {log.stem: log.read_text(errors="replace")[-20000:] for log in self.logs if log.exists()}
+
+
+def _backend(stack: Stack, kind: str, redis_url: str) -> Any:
+    """An async cache backend of ``kind`` on the stack (the CDC worker's)."""
+    from readscale.backends import AsyncMemcachedBackend, AsyncRedisBackend, AsyncRedisClusterBackend
+    from readscale.settings import RedisSettings
+
+    if kind == "memcached":
+        return AsyncMemcachedBackend(stack.memcached.address)
+    if kind == "cluster":
+        return AsyncRedisClusterBackend(RedisSettings(url=stack.cluster_nodes[0].url))
+    return AsyncRedisBackend(RedisSettings(url=redis_url))
 
 
 # -- the CDC worker and its witness --------------------------------------------------------------
@@ -409,7 +457,6 @@ async def _run(stack: Stack, scenario: Scenario, say: Progress, workdir: Path, b
     import httpx
 
     from readscale import CATALOG
-    from readscale._async.backends.redis import AsyncRedisBackend
     from readscale._async.bus import AsyncInvalidationBus
     from readscale._async.cache import AsyncCache
     from readscale._async.cdc import AsyncCdcWorker
@@ -421,41 +468,13 @@ async def _run(stack: Stack, scenario: Scenario, say: Progress, workdir: Path, b
     table = f"cons_{run_id}"
     l2 = stack.node(L2_NODE).url  # type: ignore[attr-defined]
     bus_url = l2 if scenario.bus == "shared" else stack.node(BUS_NODE).url  # type: ignore[attr-defined]
-    await asyncio.to_thread(restore, stack)
-    with psycopg.connect(stack.primary.dsn, autocommit=True) as conn:
-        for statement in _rows_sql(table, scenario.keys):
-            conn.execute(statement)
-    await asyncio.to_thread(restore, stack)
-
+    await asyncio.to_thread(_ensure_backend, stack, scenario.backend)
+    prefix = f"cons:{run_id}:"
+    channel = f"cons-bus-{run_id}"
     applied: dict[tuple[int, int], float] = {}
     cdc_task: asyncio.Task[None] | None = None
     stop_cdc = AsyncEvent()
     worker: Any = None
-    prefix = f"cons:{run_id}:"
-    channel = f"cons-bus-{run_id}"
-    if scenario.cdc:
-        from readscale.settings import RedisSettings
-
-        cache_cls = _witness_cache(AsyncCache, applied)
-        cdc_cache = cache_cls(
-            AsyncRedisBackend(RedisSettings(url=l2)),
-            bus=AsyncInvalidationBus(RedisSettings(url=bus_url), channel=channel),
-            policy=CATALOG,
-            prefix=prefix,
-        )
-        rule = CdcRule(
-            table,
-            keys=("item:{id}", "pitem:{id}", "citem:{id}"),
-            tags=("t:{id}", WITNESS + "{id}:{version}"),
-        )
-        worker = AsyncCdcWorker(cdc_cache, [rule], CdcSettings(dsn=stack.primary.dsn, slot=f"cons_{run_id}"))
-        await worker.ensure_slot()
-
-        async def cdc_loop() -> None:
-            await worker.run(stop_cdc)
-
-        cdc_task = asyncio.ensure_future(cdc_loop())
-
     ports = await asyncio.to_thread(pick_ports, scenario.processes)
     configs = [
         ServiceConfig(
@@ -469,6 +488,11 @@ async def _run(stack: Stack, scenario: Scenario, say: Progress, workdir: Path, b
             redis_url=l2,
             bus_url=bus_url,
             channel=channel,
+            backend=scenario.backend,
+            memcached=stack.memcached.address if scenario.backend == "memcached" else None,
+            cluster_nodes=tuple(f"127.0.0.1:{n.port}" for n in stack.cluster_nodes)
+            if scenario.backend == "cluster"
+            else (),
             tombstone_ttl=scenario.tombstone_ttl,
             read_block_delay=scenario.read_block_delay,
             sabotage=scenario.sabotage,
@@ -478,13 +502,42 @@ async def _run(stack: Stack, scenario: Scenario, say: Progress, workdir: Path, b
     ]
     services = _Services(configs, workdir)
     say(f"seed {scenario.seed}: starting {scenario.processes} service process(es)")
-    services.start()
+    services.start()  # they import while the table is made
     ops: list[Op] = []
     faults_done: list[str] = []
     logs: dict[str, str] = {}
     stats: list[dict[str, Any]] = []
     start = 0.0
     try:
+        await asyncio.to_thread(restore, stack)
+        with psycopg.connect(stack.primary.dsn, autocommit=True) as conn:
+            for statement in _rows_sql(table, scenario.keys):
+                conn.execute(statement)
+        await asyncio.to_thread(restore, stack)
+
+        if scenario.cdc:
+            from readscale.settings import RedisSettings
+
+            cache_cls = _witness_cache(AsyncCache, applied)
+            cdc_cache = cache_cls(
+                _backend(stack, scenario.backend, l2),
+                bus=AsyncInvalidationBus(RedisSettings(url=bus_url), channel=channel),
+                policy=CATALOG,
+                prefix=prefix,
+            )
+            rule = CdcRule(
+                table,
+                keys=("item:{id}", "pitem:{id}", "citem:{id}"),
+                tags=("t:{id}", WITNESS + "{id}:{version}"),
+            )
+            worker = AsyncCdcWorker(cdc_cache, [rule], CdcSettings(dsn=stack.primary.dsn, slot=f"cons_{run_id}"))
+            await worker.ensure_slot()
+
+            async def cdc_loop() -> None:
+                await worker.run(stop_cdc)
+
+            cdc_task = asyncio.ensure_future(cdc_loop())
+
         async with httpx.AsyncClient() as probe:
             await services.ready(probe)
         start = time.monotonic()
@@ -495,7 +548,7 @@ async def _run(stack: Stack, scenario: Scenario, say: Progress, workdir: Path, b
             for fault in scenario.faults:
                 await asyncio.sleep(max(0.0, start + fault.at - time.monotonic()))
                 try:
-                    await asyncio.to_thread(_apply, stack, fault, scenario.bus)
+                    await asyncio.to_thread(_apply, stack, fault, scenario.bus, scenario.backend)
                     faults_done.append(fault.describe())
                 except Exception as exc:  # a fault that could not be injected is reported, not fatal
                     faults_done.append(f"{fault.describe()} FAILED: {exc}")
@@ -526,13 +579,14 @@ async def _run(stack: Stack, scenario: Scenario, say: Progress, workdir: Path, b
                         method = "POST"
                     else:
                         api = rng.choice(scenario.apis)
-                        mode = mode_for(rng, api)
+                        mode = mode_for(rng, api, varied=scenario.modes)
                         op = Op(next(next_id), name, "read", key, api, mode, proc + 1, time.monotonic())
                         django = api in ("django", "dj_cache")
                         url = f"{base}/dj/r" if django else f"{base}/r"
                         params = {"k": key, "api": api, "mode": mode}
                         method = "GET"
                     ops.append(op)
+                    op.token_sent = TOKEN_COOKIE in client.cookies
                     op.invoked = time.monotonic()
                     try:
                         response = await client.request(method, url, params=params)
@@ -569,7 +623,7 @@ async def _run(stack: Stack, scenario: Scenario, say: Progress, workdir: Path, b
             stats = await services.stats(probe)
     finally:
         logs = await asyncio.to_thread(services.stop)
-        if cdc_task is not None:
+        if worker is not None and cdc_task is not None:
             await asyncio.sleep(0.5)  # late CDC applications are recorded but bound nothing
             stop_cdc.set()
             with contextlib.suppress(Exception):
@@ -604,6 +658,8 @@ def history_of(
                                   version, invalidated))  # fmt: skip
         elif op.ok and op.completed is not None and op.version is not None:
             claims, observes = claims_for(op.api, op.mode, op.loaded, scenario.bound)
+            # What a request without the session's token saw is not carried to the next one.
+            observes = observes and op.token_sent
             reads.append(ReadOp(op.id, op.session, key, op.invoked, op.completed, op.version, claims, observes,
                                 op.api))  # fmt: skip
     # A write whose answer was lost but whose version the CDC worker saw: learn it.

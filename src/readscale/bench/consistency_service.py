@@ -519,14 +519,6 @@ def _django_views(service: Service, item: Any) -> list[Any]:
         except ReadscaleError as exc:
             return JsonResponse({"error": f"{type(exc).__name__}: {exc}"}, status=503)
         out: dict[str, Any] = {"v": version, "inv": False, "pos": position(), "proc": config.name}
-        import sys as _s
-
-        from django.db import router as _r
-        from django.db.backends.signals import connection_created as _cc
-
-        print(
-            "DJW", connections["default"].execute_wrappers, len(_cc.receivers), _r.routers, file=_s.stderr, flush=True
-        )
         if invalidate:
             lsn = None if "tombstone" in config.sabotage else position()
             try:
