@@ -591,3 +591,35 @@ def test_a_read_your_writes_entry_read_before_the_sessions_write_is_loaded_again
     assert cache.stats.l1.older_than_own_write + cache.stats.l2.older_than_own_write >= 2
     with causal_context(CausalContext()):  # a session that has not written: no floor
         assert cache.get_or_load("profile", loader("unused", 0), policy=policy) == "new bio"
+
+
+def test_a_read_your_writes_entry_read_on_the_primary_is_loaded_again_for_a_session_that_wrote(
+    cache: Cache,
+) -> None:
+    """Its position before the read is unknown, so it cannot be shown to be newer than the
+    session's write: an old copy (another process's L1 the bus has not reached yet) must
+    not be served to the session that changed it. Found by tests/consistency."""
+    from readscale._causal import CausalContext, causal_context
+    from readscale._core.causal import CausalToken
+    from readscale.fills import report_primary_read
+
+    policy = dataclasses.replace(POLICY, read_your_writes=True)
+    loads: list[str] = []
+
+    def loader(value: str) -> Any:
+        def load() -> str:
+            loads.append(value)
+            report_primary_read()  # what the replica router reports for a read on the primary
+            return value
+
+        return load
+
+    assert cache.get_or_load("profile", loader("old bio"), policy=policy) == "old bio"
+    wrote = CausalContext()
+    wrote.record_write(CausalToken(1, 1, 200), at=1.0)
+    with causal_context(wrote):
+        assert cache.get("profile", policy=policy) is NO_VALUE
+        assert cache.get_or_load("profile", loader("new bio"), policy=policy) == "new bio"
+    with causal_context(CausalContext()):  # a session that has not written takes the entry
+        assert cache.get_or_load("profile", loader("unused"), policy=policy) == "new bio"
+    assert loads == ["old bio", "new bio"]
