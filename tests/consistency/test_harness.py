@@ -76,8 +76,8 @@ SABOTAGED = {
     ),
     # Bounded-staleness reads with no bound: a replica 3 s behind serves a 0.5 s bound.
     "staleness": (BOUNDED_STALENESS, {"apis": ("fetch",), "faults": (Fault(0.0, "delay", "r1", 3.0),)}),
-    # Invalidations without an LSN: a reader without a token refills a cold key from a
-    # replica 2 s behind (the default tombstone would cover that lag).
+    # Writes delete instead of invalidating: a reader without a token refills a cold key
+    # from a replica 2 s behind (a tombstone would send it to a fresh node).
     "tombstone": (
         INVALIDATION_BOUND,
         {
@@ -150,10 +150,10 @@ DEFECTS = {
         faults=(Fault(0.0, "delay", "r1", 0.3), Fault(0.0, "delay", "r2", 0.3)),
     ),
     # Found by this harness: PROFILE promises read-your-writes for its entries "wherever
-    # they sit", with or without the bus; an entry filled by a read on the primary carries
-    # no usable position, so another process's L1 copy of the old value is served to the
-    # session that just changed it. (Without a bus the invalidation bound fails too, as it
-    # must: only read-your-writes is judged here.)
+    # they sit", with or without the bus; an entry filled by a read on the primary carried
+    # no position and was served, so another process's L1 copy of the old value reached
+    # the session that had just changed it. (Without a bus the invalidation bound fails
+    # too, as it must: only read-your-writes is judged here.)
     "profile_without_bus": focused(
         apis=("cache_profile", "fetch"),
         processes=2,
@@ -165,12 +165,7 @@ DEFECTS = {
 JUDGED = {"profile_without_bus": (READ_YOUR_WRITES,)}
 OPEN = {
     "read_block_monotonic": "issue 12 defect 1 (h1): router.read() merges the guard's position",
-    "tombstone_outlives_lag": "issue 12 defect 2 (h2): the default tombstone is shorter than the accepted lag",
-    "cdc_keeps_tombstones": "issue 12 defect 3 (h2): the CDC worker shortens tombstones",
-    "tags_protected": "issue 12 defect 4 (h2): tags have no LSN protection",
-    "cached_invalidate": "issue 12 defect 6 (h2): CachedFunction.invalidate only deletes",
     "django_raw_write": "found here: Django raw-SQL writes before the router is built learn no position",
-    "profile_without_bus": "found here: a PROFILE entry filled from the primary records no usable position",
 }
 
 

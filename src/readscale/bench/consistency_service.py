@@ -96,7 +96,7 @@ def _note_loaded() -> None:
 # - guard: reads run without the session's causal token (a fresh context per read);
 # - merge: reads use the token but what they see is not merged back into the session;
 # - staleness: a bounded-staleness read asks the router for no bound at all;
-# - tombstone: invalidations carry no LSN;
+# - tombstone: writes delete the keys (the textbook cache-aside delete) instead of invalidating;
 # - bus: no invalidation bus.
 
 
@@ -340,13 +340,16 @@ class Service:
         version = int(got[0])
         context = current_context()
         token = context.token if context is not None else None
-        lsn = None if token is None or "tombstone" in self.config.sabotage else token.lsn
-        out: dict[str, Any] = {"v": version, "inv": False, "lsn": None if token is None else token.lsn}
+        lsn = None if token is None else token.lsn
+        out: dict[str, Any] = {"v": version, "inv": False, "lsn": lsn}
         if invalidate:
             try:
-                await self.cache.invalidate(f"item:{key}", f"pitem:{key}", lsn=lsn)
+                if "tombstone" in self.config.sabotage:  # the textbook delete: no lease, no tombstone
+                    await self.cache.delete_many([f"item:{key}", f"pitem:{key}", f"citem:{key}"])
+                else:
+                    await self.cache.invalidate(f"item:{key}", f"pitem:{key}", lsn=lsn)
+                    await self.load_item.invalidate(key)
                 await self.cache.invalidate_tags(f"t:{key}")
-                await self.load_item.invalidate(key)
                 out["inv"] = True
             except CacheUnavailableError as exc:
                 out["error"] = str(exc)
@@ -520,9 +523,12 @@ def _django_views(service: Service, item: Any) -> list[Any]:
             return JsonResponse({"error": f"{type(exc).__name__}: {exc}"}, status=503)
         out: dict[str, Any] = {"v": version, "inv": False, "pos": position(), "proc": config.name}
         if invalidate:
-            lsn = None if "tombstone" in config.sabotage else position()
+            keys = (f"item:{key}", f"pitem:{key}", f"citem:{key}")
             try:
-                service.sync_cache.invalidate(f"item:{key}", f"pitem:{key}", f"citem:{key}", lsn=lsn)
+                if "tombstone" in config.sabotage:  # the textbook delete: no lease, no tombstone
+                    service.sync_cache.delete_many(keys)
+                else:
+                    service.sync_cache.invalidate(*keys, lsn=position())
                 service.sync_cache.invalidate_tags(f"t:{key}")
                 out["inv"] = True
             except CacheUnavailableError as exc:
