@@ -20,7 +20,7 @@ from readscale._async.backends.memcached import AsyncMemcachedBackend
 from readscale._async.backends.redis import AsyncRedisBackend, AsyncRedisClusterBackend
 from readscale._async.cache import AsyncCache
 from readscale._core.policy import BALANCE, CachePolicy, OnMiss, Tier
-from readscale._primitives import async_sleep
+from readscale._primitives import AsyncEvent, async_sleep
 from readscale.codecs import MsgpackCodec, SignedPickleCodec
 from readscale.errors import ConfigurationError, InvalidKeyError, UnserializableValueError, ValueTooLargeError
 from readscale.fills import report_primary_read
@@ -254,6 +254,42 @@ async def test_concurrent_misses_share_one_load(cache: AsyncCache) -> None:
     results = await async_gather([lambda: cache.get_or_load("hot", loader) for _ in range(200)])
     assert results == ["hot"] * 200
     assert loader.calls == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("by_tag", [False, True])
+async def test_a_reader_after_an_invalidation_does_not_share_a_load_begun_before_it(
+    cache: AsyncCache, by_tag: bool
+) -> None:
+    """Found by tests/consistency: a load slower than the invalidation bound handed the old
+    value to readers that arrived after the invalidation had completed (single-flight)."""
+    started = AsyncEvent()
+    loads: list[str] = []
+    tags = ["slow-tag"] if by_tag else []
+
+    async def old_value() -> str:
+        loads.append("old")
+        started.set()
+        await async_sleep(0.3)
+        return "old"
+
+    async def new_value() -> str:
+        loads.append("new")
+        return "new"
+
+    async def first() -> Any:
+        return await cache.get_or_load("slow", old_value, tags=tags)
+
+    async def later() -> Any:
+        assert await started.wait(5.0)
+        if by_tag:
+            await cache.invalidate_tags("slow-tag")
+        else:
+            await cache.invalidate("slow")
+        return await cache.get_or_load("slow", new_value, tags=tags)
+
+    assert await async_gather([first, later]) == ["old", "new"]
+    assert loads == ["old", "new"]
 
 
 @pytest.mark.anyio

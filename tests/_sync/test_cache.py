@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from readscale._core.policy import BALANCE, CachePolicy, OnMiss, Tier
-from readscale._primitives import sync_sleep
+from readscale._primitives import Event, sync_sleep
 from readscale._sync.backends.counting import CountingBackend
 from readscale._sync.backends.memcached import MemcachedBackend
 from readscale._sync.backends.redis import RedisBackend, RedisClusterBackend
@@ -237,6 +237,39 @@ def test_concurrent_misses_share_one_load(cache: Cache) -> None:
     results = sync_gather([lambda: cache.get_or_load("hot", loader) for _ in range(200)])
     assert results == ["hot"] * 200
     assert loader.calls == 1
+
+
+@pytest.mark.parametrize("by_tag", [False, True])
+def test_a_reader_after_an_invalidation_does_not_share_a_load_begun_before_it(cache: Cache, by_tag: bool) -> None:
+    """Found by tests/consistency: a load slower than the invalidation bound handed the old
+    value to readers that arrived after the invalidation had completed (single-flight)."""
+    started = Event()
+    loads: list[str] = []
+    tags = ["slow-tag"] if by_tag else []
+
+    def old_value() -> str:
+        loads.append("old")
+        started.set()
+        sync_sleep(0.3)
+        return "old"
+
+    def new_value() -> str:
+        loads.append("new")
+        return "new"
+
+    def first() -> Any:
+        return cache.get_or_load("slow", old_value, tags=tags)
+
+    def later() -> Any:
+        assert started.wait(5.0)
+        if by_tag:
+            cache.invalidate_tags("slow-tag")
+        else:
+            cache.invalidate("slow")
+        return cache.get_or_load("slow", new_value, tags=tags)
+
+    assert sync_gather([first, later]) == ["old", "new"]
+    assert loads == ["old", "new"]
 
 
 def test_stale_while_revalidate_serves_stale_and_refreshes_once(cache: Cache, clock: FakeClock) -> None:

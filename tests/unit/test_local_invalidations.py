@@ -57,3 +57,20 @@ def test_a_bounded_table_never_forgets_unsafely(marks: list[tuple[str, int]], li
         if exact is not None:
             bounded = seen.floor(key, 1.0)
             assert bounded is not None and bounded >= exact
+
+
+def test_a_generation_changes_with_every_invalidation_that_may_touch_the_key() -> None:
+    """Readers share a load in flight only within one generation (found by tests/consistency:
+    a slow load begun before an invalidation served its old value to later readers)."""
+    seen = LocalInvalidations()
+    a, b = seen.generation("a"), seen.generation("b")
+    seen.mark(["a"], 10, until=5.0, now=0.0)
+    assert seen.generation("a") != a
+    assert seen.generation("b") == b, "another key's invalidation leaves b's loads shared"
+    untagged, tagged = seen.generation("b"), seen.generation("b", tagged=True)
+    seen.tags_bumped()
+    assert seen.generation("b") == untagged
+    assert seen.generation("b", tagged=True) != tagged, "a tag bump may make any tagged entry stale"
+    before = seen.generation("b")
+    seen.flush()
+    assert seen.generation("b") != before

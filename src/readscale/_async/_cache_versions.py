@@ -141,6 +141,7 @@ class AsyncVersionAccess:
         bumped = dict(zip(counters, values, strict=True))
         for counter, value in bumped.items():
             self._remember_version(counter, value, now)
+        self._local.tags_bumped()
         await self._announce([], bumped, lsn)
         return bumped
 
@@ -196,6 +197,8 @@ class AsyncVersionAccess:
         now = self._monotonic()
         for counter, value in versions.items():
             self._remember_version(counter, int(value), now)
+        if versions:
+            self._local.tags_bumped()
 
     async def flush_everywhere(self) -> None:
         """Drop every process's L1 copies and cached versions (this one now, the others

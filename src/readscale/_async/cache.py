@@ -146,7 +146,7 @@ class AsyncCache(AsyncFillMixin):
         self._clock = clock
         self._monotonic = monotonic
         self._rng = rng
-        self._flight: AsyncSingleFlight[str, Any] = AsyncSingleFlight()
+        self._flight: AsyncSingleFlight[tuple[str, int], Any] = AsyncSingleFlight()
         self._background: AsyncBackground[str] = AsyncBackground(on_error=self._refresh_failed)
         self._versions: dict[str, tuple[int, float]] = {}
         self._unsynced: set[str] = set()
@@ -401,7 +401,10 @@ class AsyncCache(AsyncFillMixin):
         async def read() -> Any:
             return await self._read_through(pkey, loader, policy, codec, all_tags)
 
-        value, leader = await self._flight.run(pkey, read)
+        # Readers share a load only within the key's generation: one begun before an
+        # invalidation (or a tag bump) heard here is not joined by later readers.
+        flight = (pkey, self._local.generation(pkey, tagged=bool(all_tags)))
+        value, leader = await self._flight.run(flight, read)
         if not leader:
             self.stats.l2.coalesced += 1
         return value  # type: ignore[no-any-return]

@@ -8,6 +8,9 @@ Two questions need them, and neither can ask the cache server:
   invalidation (this process's own and the bus's) gets a sequence number; a reader
   takes the number before it reads and puts its copy only if the key was not
   invalidated since (:meth:`LocalInvalidations.invalidated_since`).
+- **May this reader join a load in flight?** Only one begun after the key's last
+  invalidation here (:meth:`LocalInvalidations.generation`): a slow load begun before it
+  would hand the old value to readers that arrive after it completed.
 - **What floor does a fill have without an L2?** An L1-only cache keeps no tombstones
   on a server, so the invalidations it hears are its tombstones: each keeps the change's
   LSN for the tombstone's life (:meth:`LocalInvalidations.floor`).
@@ -27,13 +30,14 @@ __all__ = ["LocalInvalidations"]
 class LocalInvalidations:
     """Sequence numbers and floors of recent invalidations, per key."""
 
-    __slots__ = ("_dropped_floor", "_dropped_seq", "_flushed_seq", "_keys", "limit", "seq")
+    __slots__ = ("_dropped_floor", "_dropped_seq", "_flushed_seq", "_keys", "_tags_seq", "limit", "seq")
 
     def __init__(self, limit: int = 100_000) -> None:
         self.limit = limit
         self.seq = 0
         self._keys: dict[str, tuple[int, int, float]] = {}  # key -> (seq, floor LSN, deadline)
         self._flushed_seq = 0
+        self._tags_seq = 0
         self._dropped_seq = 0
         self._dropped_floor: tuple[int, float] | None = None
 
@@ -64,6 +68,20 @@ class LocalInvalidations:
         """Everything local was dropped (a bus gap, a flush): no earlier read may be put."""
         self.seq += 1
         self._flushed_seq = self.seq
+
+    def tags_bumped(self) -> None:
+        """Tag or namespace versions moved (bumped here or heard on the bus)."""
+        self.seq += 1
+        self._tags_seq = self.seq
+
+    def generation(self, key: str, *, tagged: bool = False) -> int:
+        """A number that changes whenever ``key`` may have been invalidated here (with
+        ``tagged``, whenever any tag version moved too). Readers that share one load
+        (single-flight) share it only within a generation: a reader that arrives after an
+        invalidation never gets a value loaded before it."""
+        found = self._keys.get(key)
+        own = found[0] if found is not None else 0
+        return max(own, self._flushed_seq, self._dropped_seq, self._tags_seq if tagged else 0)
 
     def invalidated_since(self, key: str, seq: int) -> bool:
         """True when ``key`` may have been invalidated after sequence number ``seq``."""

@@ -142,6 +142,7 @@ class VersionAccess:
         bumped = dict(zip(counters, values, strict=True))
         for counter, value in bumped.items():
             self._remember_version(counter, value, now)
+        self._local.tags_bumped()
         self._announce([], bumped, lsn)
         return bumped
 
@@ -197,6 +198,8 @@ class VersionAccess:
         now = self._monotonic()
         for counter, value in versions.items():
             self._remember_version(counter, int(value), now)
+        if versions:
+            self._local.tags_bumped()
 
     def flush_everywhere(self) -> None:
         """Drop every process's L1 copies and cached versions (this one now, the others

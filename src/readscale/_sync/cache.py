@@ -147,7 +147,7 @@ class Cache(FillMixin):
         self._clock = clock
         self._monotonic = monotonic
         self._rng = rng
-        self._flight: SingleFlight[str, Any] = SingleFlight()
+        self._flight: SingleFlight[tuple[str, int], Any] = SingleFlight()
         self._background: Background[str] = Background(on_error=self._refresh_failed)
         self._versions: dict[str, tuple[int, float]] = {}
         self._unsynced: set[str] = set()
@@ -402,7 +402,10 @@ class Cache(FillMixin):
         def read() -> Any:
             return self._read_through(pkey, loader, policy, codec, all_tags)
 
-        value, leader = self._flight.run(pkey, read)
+        # Readers share a load only within the key's generation: one begun before an
+        # invalidation (or a tag bump) heard here is not joined by later readers.
+        flight = (pkey, self._local.generation(pkey, tagged=bool(all_tags)))
+        value, leader = self._flight.run(flight, read)
         if not leader:
             self.stats.l2.coalesced += 1
         return value  # type: ignore[no-any-return]
