@@ -42,9 +42,21 @@ def explain(result: RunResult) -> str:
     return "\n" + result.report(violations=8)
 
 
+def avoiding_open_defects(scenario: Scenario) -> Scenario:
+    """The scenario without the paths of defects still open on main (see ``OPEN``): each
+    is shown by its focused test below, which fails strictly until its fix lands, and its
+    line here goes with the fix."""
+    if "read_block_monotonic" in OPEN:  # route_read (SQLAlchemy, Django) merges the guard's position too
+        apis = tuple(a for a in scenario.apis if a not in ("read", "sqlalchemy", "django", "dj_cache"))
+        scenario = scenario.with_(apis=apis or ("fetch",), read_block_delay=0.0)
+    if "django_raw_write" in OPEN:
+        scenario = scenario.with_(orm_writes=1.0)
+    return scenario
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_a_random_schedule_keeps_every_guarantee(stack: Stack, seed: int) -> None:
-    result = run(stack, draw_scenario(seed, DURATION))
+    result = run(stack, avoiding_open_defects(draw_scenario(seed, DURATION)))
     assert result.verdict.ok, explain(result)
     assert result.reads > 100, explain(result)
     counts = result.verdict.counts
@@ -160,6 +172,12 @@ DEFECTS = {
         keys=2,
         sabotage=("bus",),
         faults=(Fault(0.0, "delay", "r1", 0.5), Fault(0.0, "delay", "r2", 0.5)),
+    ),
+    # Found by this harness: a loader slower than the bound. Readers that join a load in
+    # flight (single-flight) get its value; a load begun before an invalidation still hands
+    # the old value to readers that arrive after the invalidation completed.
+    "slow_loader_flight": focused(
+        apis=("cache_key",), keys=2, sessions=16, write_ratio=0.1, load_work=2.5, duration=8.0
     ),
 }
 JUDGED = {"profile_without_bus": (READ_YOUR_WRITES,)}

@@ -495,6 +495,7 @@ async def _run(stack: Stack, scenario: Scenario, say: Progress, workdir: Path, b
             else (),
             tombstone_ttl=scenario.tombstone_ttl,
             read_block_delay=scenario.read_block_delay,
+            load_work=scenario.load_work,
             sabotage=scenario.sabotage,
             seed=scenario.seed * 10 + i,
         )

@@ -75,6 +75,8 @@ class Scenario:
     orm_writes: float = 0.5
     #: Router reads use LATEST and bounded staleness now and then (else the session's mode only).
     modes: bool = True
+    #: A loader's own work after its read: half to all of this many seconds (a slow render).
+    load_work: float = 0.0
     think: float = 0.01
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -89,6 +91,8 @@ class Scenario:
         ]
         if self.read_block_delay:
             parts.append(f"read() blocks work up to {self.read_block_delay:g}s")
+        if self.load_work:
+            parts.append(f"loaders work up to {self.load_work:g}s")
         if self.sabotage:
             parts.append(f"SABOTAGE {'+'.join(self.sabotage)}")
         return ", ".join(parts)

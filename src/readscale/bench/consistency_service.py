@@ -58,6 +58,7 @@ class ServiceConfig:
     cluster_nodes: tuple[str, ...] = ()
     tombstone_ttl: float | None = None  # None: the library's default
     read_block_delay: float = 0.0
+    load_work: float = 0.0  # a loader's own work after its read (rendering, computing), up to this
     wait_budget: float = 0.2
     sabotage: tuple[str, ...] = ()
     seed: int = 0
@@ -248,8 +249,7 @@ class Service:
 
         @self.cache.cached("citem:{key}")
         async def load_item(key: int) -> int:
-            _note_loaded()
-            return await self.version_of(key)
+            return await self.load(key)
 
         self.load_item = load_item
         table = Table(config.table, MetaData(), Column("id", Integer, primary_key=True), Column("version", BigInteger))
@@ -281,7 +281,10 @@ class Service:
 
     async def load(self, key: int) -> int:
         _note_loaded()
-        return await self.version_of(key)
+        version = await self.version_of(key)
+        if self.config.load_work:
+            await asyncio.sleep(self.rng.uniform(self.config.load_work / 2, self.config.load_work))
+        return version
 
     async def read(self, api: str, key: int, mode: Any) -> int:
         from readscale.replicas import BoundedStaleness
