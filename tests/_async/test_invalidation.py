@@ -76,6 +76,26 @@ async def test_invalidate_removes_the_entry(backend: Any, prefix: str) -> None:
 
 
 @pytest.mark.anyio
+async def test_a_tag_counter_the_server_lost_does_not_keep_old_entries_current(backend: Any, prefix: str) -> None:
+    """The cache's Redis restarts without its data: its tag counters start again from 0,
+    below the versions this process knows. Found by tests/consistency: an L1 copy
+    invalidated by a later bump of that tag was still served (the local version never
+    steps back, so the bump looked like no change)."""
+    # Versions trusted locally for a minute, as with a bus (whose messages update them).
+    cache = AsyncCache(backend, l1=MemoryStore(100), policy=POLICY, prefix=prefix, version_ttl=60.0)
+    source = Source()
+    source.rows["page"] = "v1"
+    await cache.invalidate_tags("category")
+    await cache.invalidate_tags("category")  # this process knows version 2
+    assert await cache.get_or_load("page", source.loader("page"), tags=["category"]) == "v1"
+    await backend.delete_many([cache._tag_counter("category")])  # the server lost it
+    source.rows["page"] = "v2"
+    assert await cache.invalidate_tags("category") == {"category": 1}
+    assert await cache.get_or_load("page", source.loader("page"), tags=["category"]) == "v2"
+    assert source.loads == 2
+
+
+@pytest.mark.anyio
 async def test_tags_make_tagged_entries_stale_and_leave_others(backend: Any, prefix: str) -> None:
     cache = AsyncCache(backend, l1=MemoryStore(100), policy=POLICY, prefix=prefix)
     source = Source()

@@ -136,14 +136,37 @@ class AsyncVersionAccess:
         """Bump version counters and raise their floors to the change's ``lsn`` (None:
         unknown), so a fill under them reads at or past it (readscale._core.fills)."""
         assert self.backend is not None
+        before = {c: self._versions[c][0] for c in counters if c in self._versions}
         values = await self.backend.bump_counters(counters, lsn=lsn, floor_ttl=self.tombstone_ttl)
         now = self._monotonic()
         bumped = dict(zip(counters, values, strict=True))
+        self._heard_bumps(bumped, now, before)
+        await self._announce([], bumped, lsn)
+        return bumped
+
+    def _heard_bumps(self, bumped: dict[str, int], now: float, before: dict[str, int] | None = None) -> None:
+        """New values of bumped counters (this process's bump, or one heard on the bus).
+
+        A bump yields a value above every earlier one, unless the server lost the counter
+        (a restart without persistence, an eviction): then the versions known here are
+        ahead of the server's, a "never step back" version would hide every later bump,
+        and entries judged by it would stay current. So the local state goes, as after a
+        bus gap (found by the consistency harness: a tag-invalidated entry was served
+        after the cache's Redis restarted empty). ``before``: what this process knew when
+        it sent its own bump (a bump heard on the bus meanwhile is not a loss); a bump
+        heard from another process that is not above the known version is taken as one
+        (two processes' bumps crossing on the bus cost a flush, never a stale read)."""
+        known = before if before is not None else {c: v for c, (v, _) in self._versions.items() if c in bumped}
+        if any(c in known and value <= known[c] for c, value in bumped.items()):
+            log.warning(
+                "cache %s: a version counter went back (%s): the cache server lost it; local copies flushed",
+                self.stats.name,
+                ", ".join(sorted(bumped)),
+            )
+            self.flush_local()  # counted in stats.l1.flushes
         for counter, value in bumped.items():
             self._remember_version(counter, value, now)
         self._local.tags_bumped()
-        await self._announce([], bumped, lsn)
-        return bumped
 
     # -- the bus -----------------------------------------------------------------------------
 
@@ -194,11 +217,8 @@ class AsyncVersionAccess:
             self._local.mark(list(keys), lsn if isinstance(lsn, int) else None, until, now)
         if self.l1 is not None and keys:
             self.l1.delete_many(keys)
-        now = self._monotonic()
-        for counter, value in versions.items():
-            self._remember_version(counter, int(value), now)
         if versions:
-            self._local.tags_bumped()
+            self._heard_bumps({str(c): int(v) for c, v in versions.items()}, self._monotonic())
 
     async def flush_everywhere(self) -> None:
         """Drop every process's L1 copies and cached versions (this one now, the others
