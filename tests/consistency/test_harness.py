@@ -42,21 +42,9 @@ def explain(result: RunResult) -> str:
     return "\n" + result.report(violations=8)
 
 
-def avoiding_open_defects(scenario: Scenario) -> Scenario:
-    """The scenario without the paths of defects still open on main (see ``OPEN``): each
-    is shown by its focused test below, which fails strictly until its fix lands, and its
-    line here goes with the fix."""
-    if "read_block_monotonic" in OPEN:  # route_read (SQLAlchemy, Django) merges the guard's position too
-        apis = tuple(a for a in scenario.apis if a not in ("read", "sqlalchemy", "django", "dj_cache"))
-        scenario = scenario.with_(apis=apis or ("fetch",), read_block_delay=0.0)
-    if "django_raw_write" in OPEN:
-        scenario = scenario.with_(orm_writes=1.0)
-    return scenario
-
-
 @pytest.mark.parametrize("seed", SEEDS)
 def test_a_random_schedule_keeps_every_guarantee(stack: Stack, seed: int) -> None:
-    result = run(stack, avoiding_open_defects(draw_scenario(seed, DURATION)))
+    result = run(stack, draw_scenario(seed, DURATION))
     assert result.verdict.ok, explain(result)
     assert result.reads > 100, explain(result)
     counts = result.verdict.counts
@@ -181,10 +169,9 @@ DEFECTS = {
     ),
 }
 JUDGED = {"profile_without_bus": (READ_YOUR_WRITES,)}
-OPEN = {
-    "read_block_monotonic": "issue 12 defect 1 (h1): router.read() merges the guard's position",
-    "django_raw_write": "found here: Django raw-SQL writes before the router is built learn no position",
-}
+#: Defects still open, by name: their focused test is expected to fail (strictly) until
+#: the fix lands; then the line goes. All of issue 12's and those found here are fixed.
+OPEN: dict[str, str] = {}
 
 
 @pytest.mark.parametrize(

@@ -243,6 +243,22 @@ class ReplicaDatabaseRouter:
         return None
 
 
+def _track_from_the_first_connection(sender: Any, connection: Any, **kwargs: Any) -> None:
+    """Django builds ``DATABASE_ROUTERS`` on the first query it routes; a raw cursor on
+    the primary alias before that wrote without the router learning the primary's
+    position, and the session then read a replica that had not replayed its write. Every
+    connection Django opens goes to the routers here, building them if need be (found by
+    the consistency harness, docs/consistency-testing.md)."""
+    from django.db import router as database_router
+
+    for candidate in database_router.routers:
+        if isinstance(candidate, ReplicaDatabaseRouter):
+            candidate._track(connection)
+
+
+connection_created.connect(_track_from_the_first_connection, weak=False, dispatch_uid="readscale-replicas-first")
+
+
 class CausalTokenMiddleware:
     """Restore the causal token per request (cookie or ``Readscale-Token`` header) and
     store it again when the request moved it; a bad token is a new session, never a 500.
