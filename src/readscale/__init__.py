@@ -18,9 +18,8 @@ The application cache::
 
 from readscale._async.cache import AsyncCache
 from readscale._async.cached import AsyncCachedFunction
-from readscale._core.breaker import BreakerSettings
-from readscale._core.http import HttpPolicy, HttpSettings
-from readscale._core.policy import (
+from readscale._core.cache.breaker import BreakerSettings
+from readscale._core.cache.policy import (
     BALANCE,
     CATALOG,
     PROFILE,
@@ -31,6 +30,7 @@ from readscale._core.policy import (
     Strategy,
     Tier,
 )
+from readscale._core.http import HttpPolicy, HttpSettings
 from readscale._sync.cache import Cache
 from readscale._sync.cached import CachedFunction
 from readscale.codecs import BytesCodec, Codec, JsonCodec, MsgpackCodec, SignedPickleCodec

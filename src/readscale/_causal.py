@@ -1,7 +1,7 @@
 """The causal context: where a request, web session or job keeps its causal token.
 
 A :class:`CausalContext` holds the token of one causal scope and only moves it forward
-(see ``readscale._core.causal``). The active context lives in a contextvar, so each
+(see ``readscale._core.replicas.causal``). The active context lives in a contextvar, so each
 asyncio task and each thread has its own; :func:`causal_context` opens one for a block
 (a request, a job, a test session) and restores the previous one afterwards. The
 context object itself is shared by reference inside the block, so a write made in a
@@ -20,7 +20,7 @@ database router, SQLAlchemy sessions) whose queries carry no routing arguments.
 node's position right after them (an ORM's own connection, a ``read()`` block still
 open) leaves a mark on its node (``note_read``, ``open_read``). The token does not
 cover what such a read saw until the node's position is read and merged: the router
-does that before the session's next read (``readscale._core.routing.plan_unsettled``),
+does that before the session's next read (``readscale._core.replicas.routing.plan_unsettled``),
 and :func:`settle_context` / :func:`settle_context_async` do it before a token leaves
 (the web middlewares, :func:`dump_token`). A mark is cleared only by a position read
 that started after the mark was made, so reads running at the same time in one context
@@ -39,15 +39,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Protocol
 
-from readscale._core.causal import (
-    CarriedToken,
-    CausalToken,
-    ClusterIdentity,
-    TokenSigner,
-    advance,
-    reconcile,
-)
-from readscale._core.replica_settings import ReadMode
+from readscale._core.replicas.causal import CarriedToken, CausalToken, ClusterIdentity, TokenSigner, advance, reconcile
+from readscale._core.replicas.settings import ReadMode
 
 __all__ = [
     "TOKEN_HEADER",

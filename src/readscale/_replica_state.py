@@ -14,9 +14,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Literal
 
-from readscale._core.causal import ClusterIdentity
-from readscale._core.lsn import timeline_from_walfile
-from readscale._core.replica_health import (
+from readscale._core.postgres.lsn import timeline_from_walfile
+from readscale._core.replicas.causal import ClusterIdentity
+from readscale._core.replicas.health import (
     CheckKind,
     NodeHealth,
     PrimaryHistory,
@@ -26,8 +26,8 @@ from readscale._core.replica_health import (
     assess_replica,
     next_health,
 )
-from readscale._core.replica_settings import PRIMARY, ReplicaSettings
-from readscale._core.routing import Refuse, ReplicaView, TokenBucket, UsePrimary, Wait, plan_fallback
+from readscale._core.replicas.routing import Refuse, ReplicaView, TokenBucket, UsePrimary, Wait, plan_fallback
+from readscale._core.replicas.settings import PRIMARY, ReplicaSettings
 
 __all__ = ["RouterStats", "Topology"]
 

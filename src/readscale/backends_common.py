@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from readscale._core.fills import MIN_TOMBSTONE_TTL
+from readscale._core.cache.fill import MIN_TOMBSTONE_TTL
 from readscale.errors import ConfigurationError
 
 #: The tombstone life when nothing says otherwise: longer than the replica router's

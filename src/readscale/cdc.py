@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 
 from readscale._async.cdc import AsyncCdcWorker
-from readscale._core.cdc import CdcRule, CdcSettings
+from readscale._core.cdc.rules import CdcRule, CdcSettings
 from readscale._sync.cdc import CdcWorker
 from readscale.errors import ConfigurationError
 from readscale.metrics import CdcStats

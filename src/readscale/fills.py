@@ -3,7 +3,7 @@
 When the cache loads a value (a miss, a stale entry, ``@cached``), it opens a *fill
 scope* around the loader. The scope carries what every read of the fill must satisfy,
 and collects what each read actually saw; the cache stores the value only if every read
-passed (see ``readscale._core.fills`` for why this makes a stale fill impossible):
+passed (see ``readscale._core.cache.fill`` for why this makes a stale fill impossible):
 
 - ``floor_lsn``: the WAL position of the last invalidation of the key, its tags and its
   namespace (:data:`PRIMARY_ONLY` when that position is unknown: only the primary
@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-from readscale._core.fills import PRIMARY_ONLY, PRIMARY_READ_LSN, ReadReport, Refusal, fill_refusal
+from readscale._core.cache.fill import PRIMARY_ONLY, PRIMARY_READ_LSN, ReadReport, Refusal, fill_refusal
 
 
 @dataclass

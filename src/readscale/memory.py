@@ -2,7 +2,7 @@
 
 :class:`MemoryStore` keeps Python objects under hashable keys, bounded by a number of
 entries and by a total size, each with its own deadline. Its eviction and admission
-policy is W-TinyLFU (``readscale._core.wtinylfu``), chosen and tuned on the hit-ratio
+policy is W-TinyLFU (``readscale._core.l1.wtinylfu``), chosen and tuned on the hit-ratio
 bench (``readscale bench hitratio``); it is synchronous, O(1) per call apart from a heap
 push for an entry with a TTL, and never waits, so async code calls it directly.
 
@@ -52,8 +52,8 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
 
-from readscale._core.novalue import NO_VALUE, NoValue
-from readscale._core.wtinylfu import TinyLfuConfig, WTinyLfu
+from readscale._core.cache.novalue import NO_VALUE, NoValue
+from readscale._core.l1.wtinylfu import TinyLfuConfig, WTinyLfu
 from readscale.errors import ConfigurationError
 
 __all__ = ["NO_VALUE", "MemoryStats", "MemoryStore", "NoValue", "TinyLfuConfig"]

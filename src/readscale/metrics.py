@@ -47,7 +47,7 @@ class LoaderStats:
     stale_if_error: int = 0
     fail_open: int = 0
     lease_timeouts: int = 0
-    fills_refused: int = 0  # every refused fill; by cause below (readscale._core.fills.Refusal)
+    fills_refused: int = 0  # every refused fill; by cause below (readscale._core.cache.fill.Refusal)
     fills_refused_lease_lost: int = 0  # an invalidation came during the load
     fills_refused_older_than_invalidation: int = 0  # a read behind the last invalidation's LSN
     fills_refused_too_stale: int = 0  # a read staler than the fill's bound (or of unknown staleness)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from readscale._core.dsn import MASK, DsnOptions, mask_dsn, scrub, secrets_of
+from readscale._core.postgres.dsn import MASK, DsnOptions, mask_dsn, scrub, secrets_of
 from readscale.errors import ConfigurationError
 
 __all__ = [

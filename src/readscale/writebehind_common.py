@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from readscale._core.writebehind import FailureKind
+from readscale._core.writebehind.flush import FailureKind
 
 
 @dataclass(frozen=True, slots=True)

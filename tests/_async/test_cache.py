@@ -19,7 +19,7 @@ from readscale._async.backends.counting import AsyncCountingBackend
 from readscale._async.backends.memcached import AsyncMemcachedBackend
 from readscale._async.backends.redis import AsyncRedisBackend, AsyncRedisClusterBackend
 from readscale._async.cache import AsyncCache
-from readscale._core.policy import BALANCE, CachePolicy, OnMiss, Tier
+from readscale._core.cache.policy import BALANCE, CachePolicy, OnMiss, Tier
 from readscale._primitives import AsyncEvent, async_sleep
 from readscale.codecs import MsgpackCodec, SignedPickleCodec
 from readscale.errors import ConfigurationError, InvalidKeyError, UnserializableValueError, ValueTooLargeError
@@ -592,7 +592,7 @@ async def test_a_refused_value_names_its_key_and_leaves_the_previous_value_intac
 async def test_a_value_nested_too_deeply_to_decode_is_a_counted_miss(
     cache: AsyncCache, backend: AsyncCountingBackend
 ) -> None:
-    from readscale._core.entry import encode_envelope
+    from readscale._core.cache.entry import encode_envelope
 
     meta = cache._meta("x", POLICY, 0.0)
     for codec_id, payload in ((1, b"[" * 100_000 + b"]" * 100_000), (2, b"\x91" * 100_000 + b"\xc0")):
@@ -644,7 +644,7 @@ async def test_other_codecs_round_trip(cache: AsyncCache) -> None:
 @pytest.mark.anyio
 async def test_a_read_your_writes_entry_read_before_the_sessions_write_is_loaded_again(cache: AsyncCache) -> None:
     from readscale._causal import CausalContext, causal_context
-    from readscale._core.causal import CausalToken
+    from readscale._core.replicas.causal import CausalToken
     from readscale.fills import report_read_lsn
 
     policy = dataclasses.replace(POLICY, read_your_writes=True)
@@ -681,7 +681,7 @@ async def test_a_read_your_writes_entry_read_on_the_primary_is_loaded_again_for_
     session's write: an old copy (another process's L1 the bus has not reached yet) must
     not be served to the session that changed it. Found by tests/consistency."""
     from readscale._causal import CausalContext, causal_context
-    from readscale._core.causal import CausalToken
+    from readscale._core.replicas.causal import CausalToken
     from readscale.fills import report_primary_read
 
     policy = dataclasses.replace(POLICY, read_your_writes=True)

@@ -13,7 +13,7 @@ import pytest
 from readscale._async.backends.redis import AsyncRedisBackend
 from readscale._async.cache import AsyncCache
 from readscale._async.cdc import AsyncCdcWorker, CdcRule, CdcSettings
-from readscale._core.policy import CachePolicy, Tier
+from readscale._core.cache.policy import CachePolicy, Tier
 from readscale.fills import report_read_lsn
 from readscale.memory import NO_VALUE
 from readscale.settings import RedisSettings

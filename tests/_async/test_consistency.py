@@ -12,7 +12,7 @@ import pytest
 from readscale._async.backends.redis import AsyncRedisBackend
 from readscale._async.cache import AsyncCache
 from readscale._async.consistency import AsyncConsistencyChecker
-from readscale._core.policy import CachePolicy, Tier
+from readscale._core.cache.policy import CachePolicy, Tier
 from readscale.settings import RedisSettings
 
 pytestmark = pytest.mark.stack

@@ -26,7 +26,7 @@ from readscale._async.backends.redis import AsyncRedisBackend, AsyncRedisCluster
 from readscale._async.cache import AsyncCache
 from readscale._async.cdc import AsyncCdcWorker
 from readscale._async.replica_router import AsyncReplicaRouter
-from readscale._core.policy import CachePolicy, Tier
+from readscale._core.cache.policy import CachePolicy, Tier
 from readscale._primitives import async_sleep
 from readscale.cdc import CdcRule, CdcSettings
 from readscale.replicas import ReplicaSettings, causal_context
@@ -84,7 +84,7 @@ async def caught_up(router: AsyncReplicaRouter, dsn: str) -> None:
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         row = await (await conn.execute("SELECT pg_current_wal_lsn()::text")).fetchone()
     assert row is not None
-    from readscale._core.lsn import parse_lsn
+    from readscale._core.postgres.lsn import parse_lsn
 
     target = parse_lsn(row[0])
     for _ in range(3000):

@@ -12,8 +12,8 @@ import pytest
 from readscale._async.backends.redis import AsyncRedisBackend, AsyncRedisClusterBackend
 from readscale._async.bus import AsyncInvalidationBus
 from readscale._async.cache import AsyncCache
-from readscale._core.fills import PRIMARY_ONLY
-from readscale._core.policy import CachePolicy
+from readscale._core.cache.fill import PRIMARY_ONLY
+from readscale._core.cache.policy import CachePolicy
 from readscale._primitives import AsyncEvent, async_sleep
 from readscale.fills import report_primary_read
 from readscale.memory import MemoryStore

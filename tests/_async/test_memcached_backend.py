@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from readscale._async.backends.memcached import AsyncMemcachedBackend
-from readscale._core.memcached_meta import MetaDelete, MetaGet, Stats
-from readscale._core.memcached_replies import AnyReply, MetaParser, Reply, StatReply, Status
+from readscale._core.memcached.replies import AnyReply, MetaParser, Reply, StatReply, Status
+from readscale._core.memcached.requests import MetaDelete, MetaGet, Stats
 from readscale._transport import AsyncTcpStream
 from readscale.errors import CacheUnavailableError, InvalidKeyError, ValueTooLargeError
 from readscale.stack import Stack, StackConfig

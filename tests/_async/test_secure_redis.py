@@ -11,7 +11,7 @@ import pytest
 from readscale._async.backends.redis import AsyncRedisBackend
 from readscale._async.bus import AsyncInvalidationBus
 from readscale._async.cache import AsyncCache
-from readscale._core.policy import CachePolicy
+from readscale._core.cache.policy import CachePolicy
 from readscale._primitives import async_sleep
 from readscale.errors import CacheUnavailableError
 from readscale.memory import MemoryStore

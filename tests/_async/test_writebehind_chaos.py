@@ -14,8 +14,8 @@ from readscale._async.cache import AsyncCache
 from readscale._async.flusher import AsyncFlusher
 from readscale._async.pgwriter import AsyncPostgresWriter
 from readscale._async.writebehind import AsyncWriteBehind
-from readscale._core.policy import CachePolicy, Tier
-from readscale._core.writebehind import FlusherSettings, WriteBehindSettings
+from readscale._core.cache.policy import CachePolicy, Tier
+from readscale._core.writebehind.flush import FlusherSettings, WriteBehindSettings
 from readscale._primitives import async_sleep
 from readscale.errors import CacheUnavailableError
 from readscale.settings import RedisSettings

@@ -22,8 +22,8 @@ from readscale._async.cache import AsyncCache
 from readscale._async.flusher import AsyncFlusher
 from readscale._async.pgwriter import AsyncPostgresWriter
 from readscale._async.writebehind import AsyncWriteBehind
-from readscale._core.policy import CachePolicy
-from readscale._core.writebehind import FlusherSettings, WriteBehindSettings, queue_keys
+from readscale._core.cache.policy import CachePolicy
+from readscale._core.writebehind.flush import FlusherSettings, WriteBehindSettings, queue_keys
 from readscale.errors import CacheUnavailableError, ConfigurationError, DurabilityError
 from readscale.memory import NO_VALUE
 from readscale.settings import RedisSettings

@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from readscale._core.breaker import BreakerSettings
-from readscale._core.policy import CachePolicy, Tier
+from readscale._core.cache.breaker import BreakerSettings
+from readscale._core.cache.policy import CachePolicy, Tier
 from readscale._primitives import sync_sleep
 from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.cache import Cache

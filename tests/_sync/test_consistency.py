@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from readscale._core.policy import CachePolicy, Tier
+from readscale._core.cache.policy import CachePolicy, Tier
 from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.cache import Cache
 from readscale._sync.consistency import ConsistencyChecker

@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from readscale._core.policy import CachePolicy, Tier
+from readscale._core.cache.policy import CachePolicy, Tier
 from readscale._primitives import sync_sleep
 from readscale._sync.backends.memcached import MemcachedBackend
 from readscale._sync.backends.redis import RedisBackend, RedisClusterBackend
@@ -85,7 +85,7 @@ def caught_up(router: ReplicaRouter, dsn: str) -> None:
     with psycopg.Connection.connect(dsn, autocommit=True) as conn:
         row = (conn.execute("SELECT pg_current_wal_lsn()::text")).fetchone()
     assert row is not None
-    from readscale._core.lsn import parse_lsn
+    from readscale._core.postgres.lsn import parse_lsn
 
     target = parse_lsn(row[0])
     for _ in range(3000):

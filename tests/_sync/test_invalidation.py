@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from readscale._core.fills import PRIMARY_ONLY
-from readscale._core.policy import CachePolicy
+from readscale._core.cache.fill import PRIMARY_ONLY
+from readscale._core.cache.policy import CachePolicy
 from readscale._primitives import Event, sync_sleep
 from readscale._sync.backends.redis import RedisBackend, RedisClusterBackend
 from readscale._sync.bus import InvalidationBus

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from readscale._core.memcached_meta import MetaDelete, MetaGet, Stats
-from readscale._core.memcached_replies import AnyReply, MetaParser, Reply, StatReply, Status
+from readscale._core.memcached.replies import AnyReply, MetaParser, Reply, StatReply, Status
+from readscale._core.memcached.requests import MetaDelete, MetaGet, Stats
 from readscale._sync.backends.memcached import MemcachedBackend
 from readscale._transport import TcpStream
 from readscale.errors import CacheUnavailableError, InvalidKeyError, ValueTooLargeError

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from readscale._core.policy import CachePolicy
+from readscale._core.cache.policy import CachePolicy
 from readscale._primitives import sync_sleep
 from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.bus import InvalidationBus

@@ -10,8 +10,8 @@ from collections.abc import Callable
 import psycopg
 import pytest
 
-from readscale._core.policy import CachePolicy, Tier
-from readscale._core.writebehind import FlusherSettings, WriteBehindSettings
+from readscale._core.cache.policy import CachePolicy, Tier
+from readscale._core.writebehind.flush import FlusherSettings, WriteBehindSettings
 from readscale._primitives import sync_sleep
 from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.cache import Cache

@@ -18,8 +18,8 @@ import psycopg
 import pytest
 import redis
 
-from readscale._core.policy import CachePolicy
-from readscale._core.writebehind import FlusherSettings, WriteBehindSettings, queue_keys
+from readscale._core.cache.policy import CachePolicy
+from readscale._core.writebehind.flush import FlusherSettings, WriteBehindSettings, queue_keys
 from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.cache import Cache
 from readscale._sync.flusher import Flusher

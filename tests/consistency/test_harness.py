@@ -13,12 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from readscale._core.history import (
-    BOUNDED_STALENESS,
-    INVALIDATION_BOUND,
-    MONOTONIC_READS,
-    READ_YOUR_WRITES,
-)
+from readscale._core.consistency.history import BOUNDED_STALENESS, INVALIDATION_BOUND, MONOTONIC_READS, READ_YOUR_WRITES
 from readscale.bench.consistency_harness import RunResult, prepare_stack, run
 from readscale.bench.consistency_scenario import Fault, Scenario, draw_scenario
 from readscale.stack import Stack

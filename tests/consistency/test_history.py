@@ -1,4 +1,4 @@
-"""The history checker (``readscale._core.history``): hand-made histories that break each
+"""The history checker (``readscale._core.consistency.history``): hand-made histories that break each
 guarantee, the same histories a hair's breadth inside it, and agreement with a brute-force
 reference written straight from the definitions on random histories."""
 
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from readscale._core.history import (
+from readscale._core.consistency.history import (
     BOUNDED_STALENESS,
     INVALIDATION_BOUND,
     MONOTONIC_READS,

@@ -3,7 +3,7 @@ runs cover every dimension the acceptance names."""
 
 from __future__ import annotations
 
-from readscale._core.history import Claims
+from readscale._core.consistency.history import Claims
 from readscale.bench.consistency_scenario import (
     CACHE_APIS,
     READ_APIS,

@@ -11,9 +11,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 
-from readscale._core.causal import TokenSigner
-from readscale._core.dsn import mask_dsn, scrub, secrets_of
-from readscale._core.entry import EnvelopeError, decode_envelope
+from readscale._core.cache.entry import EnvelopeError, decode_envelope
+from readscale._core.cache.keys import validate_key
 from readscale._core.http import (
     parse_cache_control,
     parse_cache_status,
@@ -23,7 +22,8 @@ from readscale._core.http import (
     parse_tag_list,
     render_tags,
 )
-from readscale._core.keys import validate_key
+from readscale._core.postgres.dsn import mask_dsn, scrub, secrets_of
+from readscale._core.replicas.causal import TokenSigner
 from readscale.codecs import JsonCodec, MsgpackCodec
 from readscale.errors import CorruptValueError, HeaderError, InvalidKeyError
 

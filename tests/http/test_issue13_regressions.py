@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from readscale._core.causal import CausalToken
+from readscale._core.replicas.causal import CausalToken
 from readscale.demo.browser import MemoryStorage
 from readscale.http import HttpPolicy, HttpSettings, http_policy
 from readscale.http.asgi import HttpCacheMiddleware, check_not_modified

@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 
-from readscale._core.policy import CachePolicy, Tier
+from readscale._core.cache.policy import CachePolicy, Tier
 from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.cache import Cache
 from readscale._sync.cdc import CdcRule, CdcSettings, CdcWorker

@@ -12,7 +12,7 @@ import time
 
 import redis
 
-from readscale._core.policy import CachePolicy
+from readscale._core.cache.policy import CachePolicy
 from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.bus import InvalidationBus
 from readscale._sync.cache import Cache

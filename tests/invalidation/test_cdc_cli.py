@@ -153,8 +153,8 @@ def test_the_cdc_worker_never_shortens_the_applications_tombstones(
     5 s, so turning the backstop on let lagging replicas refill old rows."""
     import redis
 
-    from readscale._core.keys import companion_key
-    from readscale._core.lsn import parse_lsn
+    from readscale._core.cache.keys import companion_key
+    from readscale._core.postgres.lsn import parse_lsn
 
     table = f"cli_{uuid.uuid4().hex[:8]}"
     slot = f"s_{uuid.uuid4().hex[:10]}"

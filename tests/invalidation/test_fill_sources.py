@@ -19,8 +19,8 @@ import pytest
 from sqlalchemy import Integer, String, create_engine, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from readscale._core.lsn import parse_lsn
-from readscale._core.policy import CachePolicy, Tier
+from readscale._core.cache.policy import CachePolicy, Tier
+from readscale._core.postgres.lsn import parse_lsn
 from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.cache import Cache
 from readscale.fills import report_primary_read

@@ -12,7 +12,7 @@ import pytest
 from readscale._async.backends.redis import AsyncRedisBackend
 from readscale._async.cache import AsyncCache
 from readscale._async.replica_router import AsyncReplicaRouter
-from readscale._core.policy import CachePolicy, Tier
+from readscale._core.cache.policy import CachePolicy, Tier
 from readscale.replicas import ReplicaSettings
 from readscale.settings import RedisSettings
 from readscale.stack import Stack, StackConfig
@@ -51,7 +51,7 @@ async def test_a_lagging_replica_cannot_refill_old_data(readscale_stack_factory:
                 with psycopg.connect(stack.primary.dsn, autocommit=True) as conn:
                     conn.execute(f"UPDATE {table} SET v = 'new' WHERE id = 1")
                     lsn_text = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]  # type: ignore[index]
-                from readscale._core.lsn import parse_lsn
+                from readscale._core.postgres.lsn import parse_lsn
 
                 await cache.invalidate("item:1", lsn=parse_lsn(lsn_text))
                 served.append(await cache.get_or_load("item:1", load))

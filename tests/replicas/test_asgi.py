@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from readscale._core.causal import CausalToken
+from readscale._core.replicas.causal import CausalToken
 from readscale.replicas import AsyncReplicaRouter, TokenSigner, current_context
 from readscale.replicas.asgi import DEFAULT_COOKIE, CausalTokenMiddleware
 from readscale.stack import Stack

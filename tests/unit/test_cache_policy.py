@@ -10,9 +10,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from readscale._core import breaker
-from readscale._core.keys import companion_key, format_key, hash_tag, physical_key, template_fields, validate_key
-from readscale._core.policy import BALANCE, CATALOG, PRESETS, PROFILE, STATIC_ASSETS, TRENDING, CachePolicy, Strategy
+from readscale._core.cache import breaker
+from readscale._core.cache.keys import companion_key, format_key, hash_tag, physical_key, template_fields, validate_key
+from readscale._core.cache.policy import (
+    BALANCE,
+    CATALOG,
+    PRESETS,
+    PROFILE,
+    STATIC_ASSETS,
+    TRENDING,
+    CachePolicy,
+    Strategy,
+)
 from readscale.codecs import BytesCodec, JsonCodec, MsgpackCodec, SignedPickleCodec
 from readscale.errors import ConfigurationError, CorruptValueError, InvalidKeyError, UnserializableValueError
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from readscale._core.cdc import CdcRule, format_lsn, group_transactions, invalidations_for, parse_lsn
+from readscale._core.cdc.rules import CdcRule, format_lsn, group_transactions, invalidations_for, parse_lsn
 from readscale.errors import ConfigurationError
 
 

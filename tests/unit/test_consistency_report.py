@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from readscale._core.consistency import ConsistencyReport, sampled
+from readscale._core.consistency.sampled import ConsistencyReport, sampled
 
 
 def test_nines() -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from readscale._core.entry import (
+from readscale._core.cache.entry import (
     HEADER_SIZE,
     EntryMeta,
     EnvelopeError,
@@ -74,7 +74,7 @@ def test_reasons() -> None:
 def test_fresh_payloads_agree_with_the_full_path(
     meta: EntryMeta, codec_id: int, payload: bytes, offset: float, want_schema: int, want_codec: int
 ) -> None:
-    from readscale._core.freshness import Freshness, assess
+    from readscale._core.cache.freshness import Freshness, assess
 
     meta = meta._replace(schema=meta.schema % 3)
     raw = encode_envelope(meta, codec_id, payload)

@@ -1,10 +1,10 @@
-"""The rules of a cache fill (readscale._core.fills), exhaustively, without I/O."""
+"""The rules of a cache fill (readscale._core.cache.fill), exhaustively, without I/O."""
 
 from __future__ import annotations
 
 import pytest
 
-from readscale._core.fills import (
+from readscale._core.cache.fill import (
     FILL_MARGIN,
     PRIMARY_ONLY,
     PRIMARY_READ_LSN,

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from readscale._core.entry import EntryMeta
-from readscale._core.freshness import Freshness, assess, jittered_ttl, l1_ttl, storage_ttl, xfetch_fires
+from readscale._core.cache.entry import EntryMeta
+from readscale._core.cache.freshness import Freshness, assess, jittered_ttl, l1_ttl, storage_ttl, xfetch_fires
 
 durations = st.floats(min_value=0, max_value=1e6, allow_nan=False, allow_infinity=False)
 positive = st.floats(min_value=1e-3, max_value=1e6, allow_nan=False, allow_infinity=False)

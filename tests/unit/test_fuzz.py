@@ -17,7 +17,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from readscale._core.causal import CausalToken, TokenSigner
+from readscale._core.cache.keys import MAX_KEY_BYTES, format_key, physical_keys, validate_key
 from readscale._core.http import (
     CacheControl,
     Exchange,
@@ -39,7 +39,7 @@ from readscale._core.http import (
     wire_tag,
 )
 from readscale._core.http.surrogate import OverBudget, TagHeaders
-from readscale._core.keys import MAX_KEY_BYTES, format_key, physical_keys, validate_key
+from readscale._core.replicas.causal import CausalToken, TokenSigner
 from readscale.codecs import JsonCodec, MsgpackCodec, SignedPickleCodec
 from readscale.errors import CorruptValueError, HeaderError, InvalidKeyError
 

@@ -74,7 +74,7 @@ def test_the_command_runs_clean_and_lists_ranks() -> None:
         text=True,
         check=True,
     ).stdout.split("\n")
-    assert "core          readscale._core.routing" in ranks
+    assert "core          readscale._core.replicas.routing" in ranks
     assert "tools         readscale._async.contract" in ranks
     assert not any(line.startswith("(none)") for line in ranks)
 
@@ -82,9 +82,9 @@ def test_the_command_runs_clean_and_lists_ranks() -> None:
 # (file to plant in, code appended to it, text the one reported problem contains)
 CASES = {
     # rule 4: _core is pure
-    "core imports I/O": ("_core/freshness.py", "import os\n", "_core must stay pure but imports os"),
+    "core imports I/O": ("_core/cache/freshness.py", "import os\n", "_core must stay pure but imports os"),
     "core imports a client in a function": (
-        "_core/keys.py",
+        "_core/cache/keys.py",
         "def f():\n    from redis import Redis\n",
         "_core must stay pure but imports redis",
     ),
@@ -93,13 +93,13 @@ CASES = {
         "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import starlette.requests\n",
         "_core must stay pure but imports starlette.requests",
     ),
-    "core reads the wall clock": ("_core/entry.py", "x = datetime.now()\n", "_core reads the clock (now())"),
-    "core reads the monotonic clock": ("_core/routing.py", "y = time.monotonic()\n", "_core reads the clock"),
+    "core reads the wall clock": ("_core/cache/entry.py", "x = datetime.now()\n", "_core reads the clock (now())"),
+    "core reads the monotonic clock": ("_core/replicas/routing.py", "y = time.monotonic()\n", "_core reads the clock"),
     # rule 1: ranks point one way, absolute and relative
     "core imports shared, relative": (
-        "_core/keys.py",
-        "from ..memory import MemoryStore\n",
-        "readscale._core.keys (core) imports readscale.memory (shared)",
+        "_core/cache/keys.py",
+        "from ...memory import MemoryStore\n",
+        "readscale._core.cache.keys (core) imports readscale.memory (shared)",
     ),
     "core imports a driver, from-package": (
         "_core/sim/model.py",

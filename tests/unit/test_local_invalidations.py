@@ -1,12 +1,12 @@
-"""The invalidations one process has seen (readscale._core.local_invalidations), no I/O."""
+"""The invalidations one process has seen (readscale._core.cache.local_invalidations), no I/O."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from readscale._core.fills import PRIMARY_ONLY
-from readscale._core.local_invalidations import LocalInvalidations
+from readscale._core.cache.fill import PRIMARY_ONLY
+from readscale._core.cache.local_invalidations import LocalInvalidations
 
 
 def test_a_read_before_an_invalidation_is_not_put() -> None:

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from readscale._core.memcached_items import (
+from readscale._core.memcached.items import (
     DEFAULT_MAX_VALUE_SIZE,
     LEASE_HELD,
     MISSING,
@@ -25,7 +25,19 @@ from readscale._core.memcached_items import (
     next_poll_delay,
     parse_token,
 )
-from readscale._core.memcached_meta import (
+from readscale._core.memcached.replies import (
+    AnyReply,
+    ErrorKind,
+    ErrorReply,
+    MetaParser,
+    MetaProtocolError,
+    Reply,
+    ReturnFlags,
+    StatReply,
+    Status,
+    encode_reply,
+)
+from readscale._core.memcached.requests import (
     MAX_BASE64_KEY_BYTES,
     MAX_KEY_BYTES,
     MetaArithmetic,
@@ -37,18 +49,6 @@ from readscale._core.memcached_meta import (
     Stats,
     encode_key,
     wire_ttl,
-)
-from readscale._core.memcached_replies import (
-    AnyReply,
-    ErrorKind,
-    ErrorReply,
-    MetaParser,
-    MetaProtocolError,
-    Reply,
-    ReturnFlags,
-    StatReply,
-    Status,
-    encode_reply,
 )
 from readscale.errors import CacheUnavailableError, ConfigurationError, InvalidKeyError
 

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from readscale._core.causal import ClusterIdentity
-from readscale._core.replica_health import (
+from readscale._core.replicas.causal import ClusterIdentity
+from readscale._core.replicas.health import (
     NodeHealth,
     PrimaryHistory,
     ReplicaSample,
@@ -16,7 +16,7 @@ from readscale._core.replica_health import (
     ejection_allowance,
     next_health,
 )
-from readscale._core.replica_settings import HealthPolicy
+from readscale._core.replicas.settings import HealthPolicy
 
 IDENTITY = ClusterIdentity(99, 1)
 POLICY = HealthPolicy(eject_after=3, readmit_after=2, max_lag=5.0, max_ejected_fraction=0.5)

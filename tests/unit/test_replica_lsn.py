@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from readscale._core.lsn import (
+from readscale._core.postgres.lsn import (
     LONG_PAGE_HEADER,
     MAX_LSN,
     SHORT_PAGE_HEADER,

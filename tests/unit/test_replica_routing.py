@@ -9,14 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from readscale._core.replica_settings import (
-    BoundedStaleness,
-    HealthPolicy,
-    PrimaryProtection,
-    ReplicaSettings,
-    TimeWindow,
-)
-from readscale._core.routing import (
+from readscale._core.replicas.routing import (
     MAX_WAIT_STEP,
     FallBack,
     ReadRequest,
@@ -34,6 +27,13 @@ from readscale._core.routing import (
     plan_read,
     plan_unsettled,
     wait_step,
+)
+from readscale._core.replicas.settings import (
+    BoundedStaleness,
+    HealthPolicy,
+    PrimaryProtection,
+    ReplicaSettings,
+    TimeWindow,
 )
 from readscale.errors import ConfigurationError
 

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from readscale._core.causal import (
+from readscale._core.postgres.lsn import MAX_LSN
+from readscale._core.replicas.causal import (
     MAX_TOKEN_LENGTH,
     CausalToken,
     ClusterIdentity,
@@ -15,7 +16,6 @@ from readscale._core.causal import (
     merge,
     reconcile,
 )
-from readscale._core.lsn import MAX_LSN
 from readscale.errors import ConfigurationError
 
 SECRET = b"0123456789abcdef0123456789abcdef"

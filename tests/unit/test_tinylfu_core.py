@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from readscale._core.climber import WindowClimber
-from readscale._core.sketch import FrequencySketch
-from readscale._core.wtinylfu import TinyLfuConfig, WTinyLfu
+from readscale._core.l1.climber import WindowClimber
+from readscale._core.l1.sketch import FrequencySketch
+from readscale._core.l1.wtinylfu import TinyLfuConfig, WTinyLfu
 
 # -- sketch ------------------------------------------------------------------------------
 

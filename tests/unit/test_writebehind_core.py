@@ -1,11 +1,11 @@
 """Write-behind bookkeeping, table-driven: names, settings, versions, records, coalescing,
-the failure steps, backoff and backpressure (readscale._core.writebehind)."""
+the failure steps, backoff and backpressure (readscale._core.writebehind.flush)."""
 
 from __future__ import annotations
 
 import pytest
 
-from readscale._core.writebehind import (
+from readscale._core.writebehind.flush import (
     MAX_VERSION,
     Chunk,
     ConsumerInfo,

@@ -16,7 +16,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from readscale._core.writebehind import (
+from readscale._core.writebehind.flush import (
     DeadLetter,
     FailureKind,
     FlusherSettings,

@@ -1,11 +1,11 @@
-"""The durability modes' check against a server's settings (readscale._core.writebehind_modes),
-table-driven, and the parsing of counter records (readscale._core.writebehind)."""
+"""The durability modes' check against a server's settings (readscale._core.writebehind.modes),
+table-driven, and the parsing of counter records (readscale._core.writebehind.flush)."""
 
 from __future__ import annotations
 
 import pytest
 
-from readscale._core.writebehind import (
+from readscale._core.writebehind.flush import (
     CounterSums,
     FlusherSettings,
     Malformed,
@@ -15,7 +15,7 @@ from readscale._core.writebehind import (
     parse_record,
     queue_keys,
 )
-from readscale._core.writebehind_modes import (
+from readscale._core.writebehind.modes import (
     PROMISES,
     ServerFacts,
     WriteBehindMode,

@@ -28,9 +28,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from readscale._core.policy import CachePolicy, Tier
-from readscale._core.writebehind import FlusherSettings, WriteBehindSettings
-from readscale._core.writebehind_modes import FAST_LOSS_WINDOW
+from readscale._core.cache.policy import CachePolicy, Tier
+from readscale._core.writebehind.flush import FlusherSettings, WriteBehindSettings
+from readscale._core.writebehind.modes import FAST_LOSS_WINDOW
 from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.cache import Cache
 from readscale._sync.flusher import Flusher

@@ -22,9 +22,9 @@ from typing import Any
 
 from readscale._async.backends.base import AsyncBackend
 from readscale._async.bus import INVALIDATE, AsyncInvalidationBus
-from readscale._core.keys import physical_key, validate_key
-from readscale._core.local_invalidations import LocalInvalidations
-from readscale._core.policy import CachePolicy
+from readscale._core.cache.keys import physical_key, validate_key
+from readscale._core.cache.local_invalidations import LocalInvalidations
+from readscale._core.cache.policy import CachePolicy
 from readscale.errors import CacheUnavailableError, ConfigurationError
 from readscale.memory import MemoryStore
 from readscale.metrics import CacheStats
@@ -134,7 +134,7 @@ class AsyncVersionAccess:
 
     async def _bump(self, counters: list[str], lsn: int | None) -> dict[str, int]:
         """Bump version counters and raise their floors to the change's ``lsn`` (None:
-        unknown), so a fill under them reads at or past it (readscale._core.fills)."""
+        unknown), so a fill under them reads at or past it (readscale._core.cache.fill)."""
         assert self.backend is not None
         before = {c: self._versions[c][0] for c in counters if c in self._versions}
         values = await self.backend.bump_counters(counters, lsn=lsn, floor_ttl=self.tombstone_ttl)

@@ -2,7 +2,7 @@
 protection, invalidation and fail-open reads. Written once, async;
 ``readscale._sync.cache.Cache`` is generated from this file.
 
-A read asks ``readscale._core.freshness.assess`` what the entry it found is worth and
+A read asks ``readscale._core.cache.freshness.assess`` what the entry it found is worth and
 carries the answer out (fresh: serve; early refresh or stale: serve and refresh once in
 the background; stale-if-error: load and fall back to the stale value; expired, tagged
 stale or missing: fill). Concurrent readers of one key in a process share one L2 read
@@ -29,14 +29,14 @@ from readscale._async.backends.base import AsyncBackend
 from readscale._async.bus import AsyncInvalidationBus
 from readscale._async.cached import AsyncCachedFunction
 from readscale._causal import current_context
-from readscale._core import breaker as circuit
-from readscale._core.entry import EntryMeta, fresh_payloads
-from readscale._core.fills import PRIMARY_READ_LSN, Refusal, max_fill_staleness, merge_floor
-from readscale._core.freshness import Freshness, assess, storage_ttl
-from readscale._core.keys import DEFAULT_PREFIX, physical_keys, template_fields
-from readscale._core.local_invalidations import LocalInvalidations
-from readscale._core.policy import DEFAULT, CachePolicy
-from readscale._core.writebehind import WriteBehindSettings
+from readscale._core.cache import breaker as circuit
+from readscale._core.cache.entry import EntryMeta, fresh_payloads
+from readscale._core.cache.fill import PRIMARY_READ_LSN, Refusal, max_fill_staleness, merge_floor
+from readscale._core.cache.freshness import Freshness, assess, storage_ttl
+from readscale._core.cache.keys import DEFAULT_PREFIX, physical_keys, template_fields
+from readscale._core.cache.local_invalidations import LocalInvalidations
+from readscale._core.cache.policy import DEFAULT, CachePolicy
+from readscale._core.writebehind.flush import WriteBehindSettings
 from readscale._primitives import AsyncBackground, AsyncSingleFlight
 from readscale.backends_common import (
     TOMBSTONE_TTL_ENV,
@@ -76,7 +76,7 @@ class AsyncCache(AsyncFillMixin):
         max_value_size: encoded values larger than this are refused (bytes).
         tombstone_ttl: how long an invalidation's tombstone (and a tag's or namespace's
             floor) refuses fills that read before its change; fills read no staler than
-            a bound just below it (``readscale._core.fills``), so a longer life lets
+            a bound just below it (``readscale._core.cache.fill``), so a longer life lets
             more lagging replicas serve fills. Default: ``READSCALE_TOMBSTONE_TTL`` or
             35 s. Every process of a cache (and its CDC worker) must use one value: the
             first to reach the server records it, and a different one is refused.

@@ -17,8 +17,8 @@ import typing
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
-from readscale._core.keys import format_key, template_fields
-from readscale._core.policy import CachePolicy
+from readscale._core.cache.keys import format_key, template_fields
+from readscale._core.cache.policy import CachePolicy
 from readscale.codecs import Codec
 from readscale.errors import ConfigurationError
 

@@ -32,8 +32,15 @@ from typing import Any
 import psycopg
 
 from readscale._async.cache import AsyncCache
-from readscale._core.cdc import CdcRule, CdcSettings, Invalidation, format_lsn, group_transactions, invalidations_for
-from readscale._core.policy import CachePolicy
+from readscale._core.cache.policy import CachePolicy
+from readscale._core.cdc.rules import (
+    CdcRule,
+    CdcSettings,
+    Invalidation,
+    format_lsn,
+    group_transactions,
+    invalidations_for,
+)
 from readscale._primitives import AsyncEvent, async_maybe_await, async_sleep
 from readscale.errors import BackendError, CacheUnavailableError, ConfigurationError, ReadscaleError
 from readscale.metrics import CdcStats

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from readscale._async.cache import AsyncCache
-from readscale._core.consistency import ConsistencyReport, sampled
-from readscale._core.policy import CachePolicy
+from readscale._core.cache.policy import CachePolicy
+from readscale._core.consistency.sampled import ConsistencyReport, sampled
 from readscale._primitives import async_sleep
 from readscale.fills import fill_scope
 from readscale.memory import NO_VALUE

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from readscale._async.backends.base import AsyncBackend
-from readscale._core.fills import PRIMARY_ONLY, PRIMARY_READ_LSN
+from readscale._core.cache.fill import PRIMARY_ONLY, PRIMARY_READ_LSN
 from readscale._primitives import async_sleep
 from readscale.errors import ValueTooLargeError
 
@@ -268,7 +268,7 @@ class AsyncBackendContract:
         assert await backend.incr_counters([a, b]) == [2, 1]
         assert await backend.get_counters([b, a]) == [1, 2]
 
-    # -- the rules that keep fills safe (readscale._core.fills) ------------------------------
+    # -- the rules that keep fills safe (readscale._core.cache.fill) ------------------------------
 
     @pytest.mark.anyio
     async def test_a_tombstone_never_shortens(self, backend: AsyncBackend) -> None:

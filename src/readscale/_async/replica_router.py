@@ -1,7 +1,7 @@
 """The replica router: reads on replicas that have replayed the session's writes, writes
 on the primary with the causal token learned in the commit's own round trip.
 
-A thin loop around ``readscale._core.routing``: build the read's target from its mode
+A thin loop around ``readscale._core.replicas.routing``: build the read's target from its mode
 and the causal context, ask the core for a step (try a replica, wait, fall back), run
 the guard, and act. The lag observer (``readscale._async.replica_observer``, run in the
 background every ``poll_interval``) keeps each replica's position and health current.
@@ -12,7 +12,7 @@ guard may see more. ``fetch`` sends ``guard; query; position`` in one round trip
 ``read()`` reads the position on its own connection when the block ends; reads another
 library runs (``route_read`` and the integrations' hooks) stay unsettled on their node
 until the session's next read stays there (its guard is that read) or reads the
-position before it moves (``readscale._core.routing.plan_unsettled``), or until
+position before it moves (``readscale._core.replicas.routing.plan_unsettled``), or until
 :meth:`settle` (the middlewares call it before the token leaves).
 """
 
@@ -35,19 +35,10 @@ from readscale._async.replica_nodes import GUARD_SQL, AsyncNode, position_sql
 from readscale._async.replica_observer import AsyncLagObserver
 from readscale._async.replica_primary import AsyncPrimary
 from readscale._causal import CausalContext, current_context, current_mode
-from readscale._core.causal import CausalToken
-from readscale._core.lsn import parse_lsn
-from readscale._core.replica_health import ReplicaStatus
-from readscale._core.replica_settings import (
-    PRIMARY,
-    BoundedStaleness,
-    Latest,
-    ReadMode,
-    ReplicaSettings,
-    Session,
-    TimeWindow,
-)
-from readscale._core.routing import (
+from readscale._core.postgres.lsn import parse_lsn
+from readscale._core.replicas.causal import CausalToken
+from readscale._core.replicas.health import ReplicaStatus
+from readscale._core.replicas.routing import (
     FallBack,
     ReadRequest,
     Refuse,
@@ -58,6 +49,15 @@ from readscale._core.routing import (
     Wait,
     plan_read,
     plan_unsettled,
+)
+from readscale._core.replicas.settings import (
+    PRIMARY,
+    BoundedStaleness,
+    Latest,
+    ReadMode,
+    ReplicaSettings,
+    Session,
+    TimeWindow,
 )
 from readscale._primitives import async_sleep
 from readscale._replica_state import RouterStats, Topology

@@ -5,8 +5,8 @@ is generated from this file.
 The database is written later by a flusher (``readscale._async.flusher``). Until then,
 reads through the same cache see the new value: the entry is stored under the key the
 cache reads (read-your-writes), and this process's L1 copy is dropped. The rules (versions,
-backpressure) live in ``readscale._core.writebehind``; the durability modes and the
-check of the server's settings in ``readscale._core.writebehind_modes``.
+backpressure) live in ``readscale._core.writebehind.flush``; the durability modes and the
+check of the server's settings in ``readscale._core.writebehind.modes``.
 
 Counters are merge operations: ``increment(key, delta)`` adds to a running sum in the
 queue, which the flusher applies to the database exactly once.
@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from readscale._async.backends.redis import AsyncRedisBackend, AsyncRedisClusterBackend
 from readscale._async.wbqueue import AsyncWriteQueue
-from readscale._core.writebehind import WriteBehindSettings, check_delta, queue_keys, when_queue_full
-from readscale._core.writebehind_modes import (
+from readscale._core.writebehind.flush import WriteBehindSettings, check_delta, queue_keys, when_queue_full
+from readscale._core.writebehind.modes import (
     FAST_LOSS_WINDOW,
     ServerFacts,
     WriteBehindMode,
@@ -41,7 +41,7 @@ REFUSAL_RECHECK = 5.0
 
 if TYPE_CHECKING:
     from readscale._async.cache import AsyncCache
-    from readscale._core.policy import CachePolicy
+    from readscale._core.cache.policy import CachePolicy
 
 
 class AsyncWriteBehind:

@@ -9,7 +9,7 @@ with the key's tombstone LSN, and an invalidation voids both. The fill then read
 floors of its tags and namespace, opens a fill scope with the highest floor and the
 staleness bound (``readscale.fills``: the replica router reads at or past the floor and
 no staler than the bound), and stores the value only if every read of the loader passed
-(``readscale._core.fills``) and its right is still intact on the server. A refused fill
+(``readscale._core.cache.fill``) and its right is still intact on the server. A refused fill
 still returns the loaded value to its caller: it is just not cached, and it is counted
 and logged by cause.
 """
@@ -20,9 +20,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from readscale._core.fills import PRIMARY_READ_LSN, ReadReport, Refusal, merge_floor
-from readscale._core.freshness import assess
-from readscale._core.policy import CachePolicy, OnMiss
+from readscale._core.cache.fill import PRIMARY_READ_LSN, ReadReport, Refusal, merge_floor
+from readscale._core.cache.freshness import assess
+from readscale._core.cache.policy import CachePolicy, OnMiss
 from readscale._primitives import Background
 from readscale._sync._cache_tiers import TierAccess
 from readscale._sync._cache_versions import VersionAccess

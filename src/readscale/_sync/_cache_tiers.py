@@ -9,14 +9,14 @@ from collections.abc import Callable
 from typing import Any
 
 from readscale._causal import own_write_floor
-from readscale._core import breaker as circuit
-from readscale._core.causal import read_before_own_write
-from readscale._core.entry import EntryMeta, EnvelopeError, decode_envelope, encode_envelope
-from readscale._core.fills import Refusal
-from readscale._core.freshness import jittered_ttl, l1_ttl, storage_ttl
-from readscale._core.local_invalidations import LocalInvalidations
-from readscale._core.lsn import format_lsn
-from readscale._core.policy import CachePolicy
+from readscale._core.cache import breaker as circuit
+from readscale._core.cache.entry import EntryMeta, EnvelopeError, decode_envelope, encode_envelope
+from readscale._core.cache.fill import Refusal
+from readscale._core.cache.freshness import jittered_ttl, l1_ttl, storage_ttl
+from readscale._core.cache.local_invalidations import LocalInvalidations
+from readscale._core.cache.policy import CachePolicy
+from readscale._core.postgres.lsn import format_lsn
+from readscale._core.replicas.causal import read_before_own_write
 from readscale._sync.backends.base import Backend
 from readscale.codecs import Codec
 from readscale.errors import (
@@ -65,7 +65,7 @@ class TierAccess:
     #: for the rest of its TTL once Redis answers again.
     _unsynced: set[str]
     #: Invalidations this process has seen (its own and the bus's): an L1 copy of data
-    #: read before one of them is never put (see readscale._core.local_invalidations).
+    #: read before one of them is never put (see readscale._core.cache.local_invalidations).
     _local: LocalInvalidations
     _refusals_logged: set[Refusal]
 

@@ -32,8 +32,15 @@ from typing import Any
 
 import psycopg
 
-from readscale._core.cdc import CdcRule, CdcSettings, Invalidation, format_lsn, group_transactions, invalidations_for
-from readscale._core.policy import CachePolicy
+from readscale._core.cache.policy import CachePolicy
+from readscale._core.cdc.rules import (
+    CdcRule,
+    CdcSettings,
+    Invalidation,
+    format_lsn,
+    group_transactions,
+    invalidations_for,
+)
 from readscale._primitives import Event, sync_maybe_await, sync_sleep
 from readscale._sync.cache import Cache
 from readscale.errors import BackendError, CacheUnavailableError, ConfigurationError, ReadscaleError

@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from readscale._core.consistency import ConsistencyReport, sampled
-from readscale._core.policy import CachePolicy
+from readscale._core.cache.policy import CachePolicy
+from readscale._core.consistency.sampled import ConsistencyReport, sampled
 from readscale._primitives import sync_sleep
 from readscale._sync.cache import Cache
 from readscale.fills import fill_scope

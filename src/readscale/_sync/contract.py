@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from readscale._core.fills import PRIMARY_ONLY, PRIMARY_READ_LSN
+from readscale._core.cache.fill import PRIMARY_ONLY, PRIMARY_READ_LSN
 from readscale._primitives import sync_sleep
 from readscale._sync.backends.base import Backend
 from readscale.errors import ValueTooLargeError
@@ -250,7 +250,7 @@ class BackendContract:
         assert backend.incr_counters([a, b]) == [2, 1]
         assert backend.get_counters([b, a]) == [1, 2]
 
-    # -- the rules that keep fills safe (readscale._core.fills) ------------------------------
+    # -- the rules that keep fills safe (readscale._core.cache.fill) ------------------------------
 
     def test_a_tombstone_never_shortens(self, backend: Backend) -> None:
         """A later invalidation with a shorter life (another process, the CDC worker)

@@ -2,7 +2,7 @@
 """Write-behind, the flusher: apply the queued writes to the database in batches.
 
 Written once, async; ``readscale._sync.flusher`` is generated from this file. The loop
-is "read, ask the core, act" (``readscale._core.writebehind`` holds every rule):
+is "read, ask the core, act" (``readscale._core.writebehind.flush`` holds every rule):
 
 1. Read a batch: this flusher's own pending records first (its work before a restart),
    then records idle in other consumers past ``claim_idle`` (XAUTOCLAIM: a dead
@@ -42,9 +42,9 @@ import redis as redis_asyncio
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from readscale._core.entry import EnvelopeError, decode_envelope
-from readscale._core.keys import physical_key
-from readscale._core.writebehind import (
+from readscale._core.cache.entry import EnvelopeError, decode_envelope
+from readscale._core.cache.keys import physical_key
+from readscale._core.writebehind.flush import (
     Coalesced,
     CounterSums,
     DeadLetter,
@@ -69,12 +69,7 @@ from readscale._core.writebehind import (
     plan_flush,
     read_more,
 )
-from readscale._core.writebehind_modes import (
-    FAST_LOSS_WINDOW,
-    WriteBehindMode,
-    check_mode,
-    delayed_fsync_growth,
-)
+from readscale._core.writebehind.modes import FAST_LOSS_WINDOW, WriteBehindMode, check_mode, delayed_fsync_growth
 from readscale._primitives import Event
 from readscale._sync.wbqueue import Entry, WriteQueue
 from readscale.codecs import BytesCodec, Codec, JsonCodec, MsgpackCodec

@@ -19,10 +19,10 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
-from readscale._core.dsn import scrub, secrets_of
-from readscale._core.lsn import parse_lsn
-from readscale._core.replica_health import PrimarySample, ReplicaSample
-from readscale._core.replica_settings import PRIMARY, ReplicaSettings
+from readscale._core.postgres.dsn import scrub, secrets_of
+from readscale._core.postgres.lsn import parse_lsn
+from readscale._core.replicas.health import PrimarySample, ReplicaSample
+from readscale._core.replicas.settings import PRIMARY, ReplicaSettings
 from readscale._primitives import Lock
 from readscale.settings import connection_string
 

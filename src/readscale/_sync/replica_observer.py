@@ -3,7 +3,7 @@
 on demand for reads that wait.
 
 Each poll reads the primary's current WAL position (kept as a short history, from which
-lag in seconds is derived: see ``readscale._core.replica_health``), each replica's
+lag in seconds is derived: see ``readscale._core.replicas.health``), each replica's
 receive and replay positions, and judges health with hysteresis. A node that comes back
 gets its pool checked, because the connections made before it went down are dead.
 
@@ -17,8 +17,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 
-from readscale._core.replica_settings import ReplicaSettings
-from readscale._core.routing import ReadRequest, ReplicaView, eligible
+from readscale._core.replicas.routing import ReadRequest, ReplicaView, eligible
+from readscale._core.replicas.settings import ReplicaSettings
 from readscale._primitives import Background, Event, SingleFlight
 from readscale._replica_state import Topology
 from readscale._sync.replica_nodes import Node

@@ -23,9 +23,9 @@ import psycopg
 from psycopg.pq import TransactionStatus
 
 from readscale._causal import CausalContext
-from readscale._core.causal import CausalToken
-from readscale._core.lsn import normalize_insert_lsn, parse_lsn
-from readscale._core.replica_settings import PRIMARY, ReplicaSettings
+from readscale._core.postgres.lsn import normalize_insert_lsn, parse_lsn
+from readscale._core.replicas.causal import CausalToken
+from readscale._core.replicas.settings import PRIMARY, ReplicaSettings
 from readscale._replica_state import Topology
 from readscale._sync.replica_nodes import Node, position_sql, unsigned
 from readscale.errors import PrimaryUnavailableError, ReadscaleError, ReplicaUnavailableError

@@ -6,8 +6,8 @@ is generated from this file.
 The database is written later by a flusher (``readscale._sync.flusher``). Until then,
 reads through the same cache see the new value: the entry is stored under the key the
 cache reads (read-your-writes), and this process's L1 copy is dropped. The rules (versions,
-backpressure) live in ``readscale._core.writebehind``; the durability modes and the
-check of the server's settings in ``readscale._core.writebehind_modes``.
+backpressure) live in ``readscale._core.writebehind.flush``; the durability modes and the
+check of the server's settings in ``readscale._core.writebehind.modes``.
 
 Counters are merge operations: ``increment(key, delta)`` adds to a running sum in the
 queue, which the flusher applies to the database exactly once.
@@ -20,8 +20,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from readscale._core.writebehind import WriteBehindSettings, check_delta, queue_keys, when_queue_full
-from readscale._core.writebehind_modes import (
+from readscale._core.writebehind.flush import WriteBehindSettings, check_delta, queue_keys, when_queue_full
+from readscale._core.writebehind.modes import (
     FAST_LOSS_WINDOW,
     ServerFacts,
     WriteBehindMode,
@@ -41,7 +41,7 @@ log = logging.getLogger("readscale.writebehind")
 REFUSAL_RECHECK = 5.0
 
 if TYPE_CHECKING:
-    from readscale._core.policy import CachePolicy
+    from readscale._core.cache.policy import CachePolicy
     from readscale._sync.cache import Cache
 
 

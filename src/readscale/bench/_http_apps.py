@@ -63,7 +63,7 @@ _GREETING = {"en": "hello", "fr": "bonjour", "de": "hallo"}
 
 
 def _page_text(item_id: str, accept_language: str | None) -> str:
-    from readscale._core.causal import CausalToken
+    from readscale._core.replicas.causal import CausalToken
     from readscale.replicas import current_context
 
     context = current_context()

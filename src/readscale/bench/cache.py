@@ -54,7 +54,7 @@ async def _async_contenders(url: str, calls: int, progress: Callable[[str], None
 
     from readscale._async.backends.redis import AsyncRedisBackend
     from readscale._async.cache import AsyncCache
-    from readscale._core.policy import CachePolicy, Tier
+    from readscale._core.cache.policy import CachePolicy, Tier
     from readscale.settings import RedisSettings
 
     decoder = msgspec.json.Decoder()
@@ -164,7 +164,7 @@ def _floor_get(url: str, calls: int) -> Callable[[], float]:
 def _sync_contenders(url: str, calls: int, progress: Callable[[str], None]) -> dict[str, Callable[[], float]]:
     import redis
 
-    from readscale._core.policy import CachePolicy, Tier
+    from readscale._core.cache.policy import CachePolicy, Tier
     from readscale._sync.backends.redis import RedisBackend
     from readscale._sync.cache import Cache
     from readscale.settings import RedisSettings
@@ -212,7 +212,7 @@ def _sync_contenders(url: str, calls: int, progress: Callable[[str], None]) -> d
 def _get_many(url: str, rounds: int) -> tuple[Rounds, Rounds]:
     import redis
 
-    from readscale._core.policy import CachePolicy, Tier
+    from readscale._core.cache.policy import CachePolicy, Tier
     from readscale._sync.backends.redis import RedisBackend
     from readscale._sync.cache import Cache
     from readscale.settings import RedisSettings

@@ -347,7 +347,7 @@ async def _cluster_load(
 ) -> dict[str, Any]:  # fmt: skip
     from readscale._async.backends.redis import AsyncRedisClusterBackend
     from readscale._async.cache import AsyncCache
-    from readscale._core.policy import CachePolicy, Tier
+    from readscale._core.cache.policy import CachePolicy, Tier
     from readscale.settings import RedisSettings
 
     policy = CachePolicy(name="chaos", ttl=300.0, tiers=frozenset({Tier.L2}))

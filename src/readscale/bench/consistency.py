@@ -83,8 +83,8 @@ async def _run_mode(
     from readscale._async.cache import AsyncCache
     from readscale._async.cdc import AsyncCdcWorker
     from readscale._async.replica_router import AsyncReplicaRouter
-    from readscale._core.cdc import CdcRule, CdcSettings
-    from readscale._core.policy import CachePolicy, Tier
+    from readscale._core.cache.policy import CachePolicy, Tier
+    from readscale._core.cdc.rules import CdcRule, CdcSettings
     from readscale._primitives import AsyncEvent
     from readscale.replicas import ReplicaSettings, causal_context
     from readscale.settings import RedisSettings

@@ -1,5 +1,5 @@
 """The consistency harness: run a :class:`Scenario` against real servers, record every
-operation, and check the history (``readscale._core.history``).
+operation, and check the history (``readscale._core.consistency.history``).
 
 One run:
 
@@ -40,7 +40,7 @@ from typing import Any
 
 import psycopg
 
-from readscale._core.history import PROPERTIES, ReadOp, Verdict, WriteOp, check_history
+from readscale._core.consistency.history import PROPERTIES, ReadOp, Verdict, WriteOp, check_history
 from readscale.bench.consistency_scenario import CACHE_APIS, Fault, Scenario, claims_for, mode_for
 from readscale.bench.consistency_service import CONFIG_ENV, ServiceConfig
 from readscale.replicas.asgi import DEFAULT_COOKIE
@@ -460,7 +460,7 @@ async def _run(stack: Stack, scenario: Scenario, say: Progress, workdir: Path, b
     from readscale._async.bus import AsyncInvalidationBus
     from readscale._async.cache import AsyncCache
     from readscale._async.cdc import AsyncCdcWorker
-    from readscale._core.cdc import CdcRule, CdcSettings
+    from readscale._core.cdc.rules import CdcRule, CdcSettings
     from readscale._primitives import AsyncEvent
     from readscale.stack._proc import pick_ports
 

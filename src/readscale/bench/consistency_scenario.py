@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from readscale._core.history import Claims
+from readscale._core.consistency.history import Claims
 
 #: Reads through the replica router: the session guarantees (or the mode's bound).
 ROUTER_APIS = ("fetch", "fetch_one", "read", "sqlalchemy", "django")

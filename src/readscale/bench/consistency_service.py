@@ -555,7 +555,7 @@ def build(config: ServiceConfig) -> Any:
     urlpatterns.extend(_django_views(service, item))
     from django.core.asgi import get_asgi_application
 
-    from readscale._core.causal import TokenSigner
+    from readscale._core.replicas.causal import TokenSigner
     from readscale.replicas.asgi import CausalTokenMiddleware
 
     django_app = get_asgi_application()

@@ -34,7 +34,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from readscale._async.replica_router import AsyncReplicaRouter
 from readscale._causal import causal_context
-from readscale._core.replica_settings import SESSION, ReadMode, ReplicaSettings, TimeWindow
+from readscale._core.replicas.settings import SESSION, ReadMode, ReplicaSettings, TimeWindow
 from readscale.bench.harness import BenchReport, Rounds
 from readscale.stack import Stack, StackConfig
 

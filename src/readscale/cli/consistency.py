@@ -46,7 +46,7 @@ def check(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Check a random sample of keys now and print the stale rate in nines."""
-    from readscale._core.policy import CachePolicy
+    from readscale._core.cache.policy import CachePolicy
     from readscale._sync.backends.redis import RedisBackend
     from readscale._sync.cache import Cache
     from readscale._sync.consistency import ConsistencyChecker

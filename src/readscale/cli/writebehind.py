@@ -233,7 +233,7 @@ def run(
     """Run the flusher until SIGTERM or Ctrl-C (the batch in hand is committed and
     acknowledged first; a second signal leaves it pending for the next flusher)."""
     from readscale._async.flusher import AsyncFlusher
-    from readscale._core.writebehind import FlusherSettings
+    from readscale._core.writebehind.flush import FlusherSettings
 
     _configure_logging(verbose)
     with errors_to_exit():
@@ -299,7 +299,7 @@ async def _status(redis_url: str, prefix: str, queue: str, group: str, count: in
     wq = AsyncWriteQueue.from_url(
         RedisSettings.from_env(url=redis_url, socket_timeout_ms=5000.0), prefix=prefix, queue=queue
     )
-    from readscale._core.writebehind_modes import WriteBehindMode, check_mode
+    from readscale._core.writebehind.modes import WriteBehindMode, check_mode
 
     try:
         consumers = await wq.consumers(group)

@@ -33,10 +33,10 @@ from readscale._causal import (
     load_token,
     use_mode,
 )
-from readscale._core.causal import CarriedToken, CausalToken, ClusterIdentity, TokenSigner
-from readscale._core.lsn import format_lsn, parse_lsn
-from readscale._core.replica_health import ReplicaStatus
-from readscale._core.replica_settings import (
+from readscale._core.postgres.lsn import format_lsn, parse_lsn
+from readscale._core.replicas.causal import CarriedToken, CausalToken, ClusterIdentity, TokenSigner
+from readscale._core.replicas.health import ReplicaStatus
+from readscale._core.replicas.settings import (
     LATEST,
     PRIMARY,
     SESSION,

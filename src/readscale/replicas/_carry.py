@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from readscale._causal import CausalContext
-from readscale._core.causal import CarriedToken, TokenSigner, merge
+from readscale._core.replicas.causal import CarriedToken, TokenSigner, merge
 from readscale.errors import ConfigurationError
 
 __all__ = [

@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Literal
 
 from readscale._causal import TOKEN_HEADER, causal_context, settle_context_async
-from readscale._core.causal import TokenSigner
+from readscale._core.replicas.causal import TokenSigner
 from readscale.errors import ConfigurationError
 from readscale.replicas._carry import (
     Persist,

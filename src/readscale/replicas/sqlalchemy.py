@@ -51,7 +51,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from readscale._async.replica_router import AsyncReplicaRouter
 from readscale._causal import current_mode
-from readscale._core.replica_settings import PRIMARY, ReadMode
+from readscale._core.replicas.settings import PRIMARY, ReadMode
 from readscale._sync.replica_router import ReplicaRouter
 from readscale.errors import ConfigurationError
 from readscale.fills import current_fill, report_primary_read, report_unknown_read

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 from readscale._causal import CausalContext, settle_context
-from readscale._core.causal import TokenSigner
+from readscale._core.replicas.causal import TokenSigner
 from readscale.errors import ConfigurationError
 from readscale.replicas._carry import (
     Persist,

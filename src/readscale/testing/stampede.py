@@ -54,7 +54,7 @@ async def _worker(opts: StampedeOptions) -> dict[str, Any]:
 
     from readscale._async.backends.redis import AsyncRedisBackend
     from readscale._async.cache import AsyncCache
-    from readscale._core.policy import CachePolicy, Tier
+    from readscale._core.cache.policy import CachePolicy, Tier
     from readscale.settings import RedisSettings
 
     prefix = f"stampede:{opts.run_id}"

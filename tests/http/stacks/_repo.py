@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 
-from readscale._core.causal import CausalToken
+from readscale._core.replicas.causal import CausalToken
 from readscale.replicas import TokenSigner, current_context
 
 SECRET = os.environ.get("READSCALE_TOKEN_SECRET", "example apps' token secret: tests only")

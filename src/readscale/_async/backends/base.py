@@ -8,7 +8,7 @@ server (Redis Cluster: by slot, so a user never sees CROSSSLOT).
 Leases are an optional capability (``supports_leases``): on a miss, one caller wins the
 right to fill the key and every other caller waits for that fill, across processes.
 
-Tombstones (``supports_tombstones``) keep fills safe (``readscale._core.fills``): every
+Tombstones (``supports_tombstones``) keep fills safe (``readscale._core.cache.fill``): every
 fill holds a lease or a ticket taken before it loads, ``invalidate`` deletes both and
 leaves a tombstone with the change's LSN whose LSN and expiry only ever grow, and
 ``fill`` stores only under an intact right and a source at or past the tombstone. Tags

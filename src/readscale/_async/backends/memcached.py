@@ -4,8 +4,8 @@ No Python client offers the meta protocol with values (pymemcache has no meta AP
 ``raw_command`` drops the value line; aiomcache has none), and leases need it: ``mg`` with
 ``N`` (vivify) hands one client the fill (``W``) and tells the others (``Z``), and a
 CAS-guarded ``ms`` refuses a fill once the lease is gone. The protocol lives in
-``readscale._core.memcached_meta`` (sans-IO) and the meaning of items and leases in
-``readscale._core.memcached_items``; this module only moves bytes.
+``readscale._core.memcached.requests`` (sans-IO) and the meaning of items and leases in
+``readscale._core.memcached.items``; this module only moves bytes.
 
 Multi-key calls are pipelined: one write and one read sequence per server, each request
 quiet (``q``: no reply for a miss, a stored value or a deleted key) and tagged with its
@@ -24,8 +24,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple, assert_never
 
-from readscale._core.fills import PRIMARY_ONLY
-from readscale._core.memcached_items import (
+from readscale._core.cache.fill import PRIMARY_ONLY
+from readscale._core.memcached.items import (
     DEFAULT_MAX_VALUE_SIZE,
     FENCE_FLAGS,
     POLL_FIRST_DELAY,
@@ -43,17 +43,7 @@ from readscale._core.memcached_items import (
     next_poll_delay,
     parse_token,
 )
-from readscale._core.memcached_meta import (
-    MetaArithmetic,
-    MetaDelete,
-    MetaGet,
-    MetaNoop,
-    MetaSet,
-    SetMode,
-    Stats,
-    wire_ttl,
-)
-from readscale._core.memcached_replies import (
+from readscale._core.memcached.replies import (
     AnyReply,
     ErrorKind,
     ErrorReply,
@@ -62,6 +52,16 @@ from readscale._core.memcached_replies import (
     Reply,
     StatReply,
     Status,
+)
+from readscale._core.memcached.requests import (
+    MetaArithmetic,
+    MetaDelete,
+    MetaGet,
+    MetaNoop,
+    MetaSet,
+    SetMode,
+    Stats,
+    wire_ttl,
 )
 from readscale._primitives import async_sleep
 from readscale._transport import AsyncStreamPool, AsyncTcpStream, Endpoint
@@ -211,7 +211,7 @@ class AsyncMemcachedBackend:
 
     Raises ``CacheUnavailableError`` when a server is down, slow past a timeout or refuses a
     command; ``InvalidKeyError`` for a key memcached cannot hold (see
-    ``readscale._core.memcached_meta.encode_key``); ``ValueTooLargeError`` before sending a
+    ``readscale._core.memcached.requests.encode_key``); ``ValueTooLargeError`` before sending a
     value over ``max_value_size``. A batch with one bad key or value sends nothing.
     """
 

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 
-from readscale._core.fills import PRIMARY_ONLY
+from readscale._core.cache.fill import PRIMARY_ONLY
 from readscale._primitives import AsyncEvent
 from readscale.backends_common import LEASE_HELD_ELSEWHERE, TICKET_PREFIX, LeaseResult
 from readscale.errors import ValueTooLargeError

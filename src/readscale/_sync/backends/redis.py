@@ -6,7 +6,7 @@ the value if present or sets ``{key}:lease`` with ``SET NX PX`` and a random tok
 winner's fill is another script: store the value only if the lease still holds its
 token, delete the lease, and ``PUBLISH`` the key on the fill channel. Every process keeps
 one subscription to that channel, so waiters are woken by the fill itself, not by a sleep
-loop. The lease key shares the entry's cluster slot (``readscale._core.keys``), so the
+loop. The lease key shares the entry's cluster slot (``readscale._core.cache.keys``), so the
 scripts work on Redis Cluster; there, ``PUBLISH`` reaches subscribers on every node.
 
 Errors of redis-py (including ``RedisClusterException``, which is not a ``RedisError``)
@@ -27,8 +27,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 
-from readscale._core.fills import PRIMARY_ONLY
-from readscale._core.keys import companion_key
+from readscale._core.cache.fill import PRIMARY_ONLY
+from readscale._core.cache.keys import companion_key
 from readscale._primitives import Daemon, Event, Semaphore, sync_sleep
 from readscale.backends_common import (
     LEASE_HELD_ELSEWHERE,

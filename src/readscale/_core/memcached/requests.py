@@ -7,7 +7,7 @@ tests/_async/test_memcached_backend.py).
 
 Theory of operation. A driver builds a request (``MetaGet``, ``MetaSet``, ...), calls
 ``encode()`` and writes the bytes; it feeds whatever the socket returns to a
-``MetaParser`` (``readscale._core.memcached_replies``, the incoming half) and pulls
+``MetaParser`` (``readscale._core.memcached.replies``, the incoming half) and pulls
 replies until it has what it asked for. Pipelines are quiet requests (``q``: no reply
 for a miss, a store, a delete) tagged with opaque tokens (``O``) and closed by ``mn``,
 whose ``MN`` reply comes after every earlier reply. Nothing here touches a socket, a

@@ -14,7 +14,7 @@ the victim *evicted*). A hit in probation promotes to protected; protected overf
 demotes its LRU back to probation. The window absorbs bursts of new keys (recency); the
 sketch keeps one-hit wonders from flushing the popular keys (frequency).
 
-Adaptation (``readscale._core.climber``): the window's share of the capacity is hill
+Adaptation (``readscale._core.l1.climber``): the window's share of the capacity is hill
 climbed on the hit ratio, as in Caffeine. Two additions of ours tie the sketch's memory
 to what the climber sees, because the best memory differs by workload: on a stationary
 Zipf trace a long one measures popularity best (α=0.99 at 1 %: 0.583 with Caffeine's
@@ -46,8 +46,8 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from readscale._core.climber import WindowClimber
-from readscale._core.sketch import FrequencySketch
+from readscale._core.l1.climber import WindowClimber
+from readscale._core.l1.sketch import FrequencySketch
 
 __all__ = ["TinyLfuConfig", "WTinyLfu"]
 

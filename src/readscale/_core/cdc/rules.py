@@ -28,8 +28,8 @@ from typing import Any
 
 import msgspec
 
-from readscale._core.dsn import DsnOptions, mask_dsn
-from readscale._core.lsn import format_lsn, parse_lsn
+from readscale._core.postgres.dsn import DsnOptions, mask_dsn
+from readscale._core.postgres.lsn import format_lsn, parse_lsn
 from readscale.errors import ConfigurationError
 
 _FORMATTER = string.Formatter()

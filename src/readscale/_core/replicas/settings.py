@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Literal
 
-from readscale._core.dsn import DsnOptions, mask_dsn
+from readscale._core.postgres.dsn import DsnOptions, mask_dsn
 from readscale.errors import ConfigurationError
 
 __all__ = [

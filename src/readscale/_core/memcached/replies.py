@@ -1,6 +1,6 @@
 """Memcached's meta protocol, sans-IO, incoming half: bytes to typed replies.
 
-The outgoing half (keys and requests) is ``readscale._core.memcached_meta``, whose
+The outgoing half (keys and requests) is ``readscale._core.memcached.requests``, whose
 docstring states the protocol's references. Invariants of this half:
 
 - Feeding the parser any split of a byte stream yields the same replies as feeding it
@@ -22,7 +22,7 @@ import enum
 import re
 from typing import NamedTuple
 
-from readscale._core.memcached_meta import BACKEND
+from readscale._core.memcached.requests import BACKEND
 from readscale.errors import CacheUnavailableError
 
 __all__ = [

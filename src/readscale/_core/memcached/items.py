@@ -45,8 +45,8 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from readscale._core.memcached_meta import MAX_KEY_BYTES
-from readscale._core.memcached_replies import Reply, Status
+from readscale._core.memcached.replies import Reply, Status
+from readscale._core.memcached.requests import MAX_KEY_BYTES
 from readscale.errors import ConfigurationError
 
 __all__ = [

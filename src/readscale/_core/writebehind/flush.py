@@ -47,7 +47,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
-from readscale._core.writebehind_modes import WriteBehindMode, coerce_mode, parse_assumed
+from readscale._core.writebehind.modes import WriteBehindMode, coerce_mode, parse_assumed
 from readscale.errors import ConfigurationError
 
 #: Versions are microseconds since the epoch or above; Lua doubles are exact below 2**53.

@@ -22,7 +22,7 @@ clock: ``now`` is an argument.
 
 from __future__ import annotations
 
-from readscale._core.fills import PRIMARY_ONLY, merge_floor
+from readscale._core.cache.fill import PRIMARY_ONLY, merge_floor
 
 __all__ = ["LocalInvalidations"]
 

@@ -34,7 +34,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from readscale._core.lsn import MAX_LSN
+from readscale._core.postgres.lsn import MAX_LSN
 from readscale.errors import ConfigurationError
 
 __all__ = [

@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from enum import Enum
 
-from readscale._core.entry import EntryMeta
+from readscale._core.cache.entry import EntryMeta
 
 
 class Freshness(Enum):

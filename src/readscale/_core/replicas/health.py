@@ -32,8 +32,8 @@ import bisect
 from dataclasses import dataclass
 from typing import Literal
 
-from readscale._core.causal import ClusterIdentity
-from readscale._core.replica_settings import HealthPolicy
+from readscale._core.replicas.causal import ClusterIdentity
+from readscale._core.replicas.settings import HealthPolicy
 
 __all__ = [
     "CheckKind",

@@ -1,0 +1,1 @@
+"""PostgreSQL facts every feature shares: WAL positions (LSNs) and connection strings."""
