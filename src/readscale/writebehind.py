@@ -36,8 +36,9 @@ from typing import TYPE_CHECKING, Any
 from readscale._async.flusher import AsyncBatchWriter, AsyncFlusher, default_codecs
 from readscale._async.wbqueue import AsyncWriteQueue
 from readscale._async.writebehind import AsyncWriteBehind
-from readscale._core.writebehind.flush import FailureKind, FlusherSettings, WhenFull, WriteBehindSettings
+from readscale._core.writebehind.flush import FailureKind
 from readscale._core.writebehind.modes import FAST_LOSS_WINDOW, PROMISES, WriteBehindMode
+from readscale._core.writebehind.settings import FlusherSettings, WhenFull, WriteBehindSettings
 from readscale._sync.flusher import BatchWriter, Flusher
 from readscale._sync.wbqueue import WriteQueue
 from readscale._sync.writebehind import WriteBehind

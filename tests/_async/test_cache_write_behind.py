@@ -9,7 +9,7 @@ import pytest
 
 from readscale._async.backends.redis import AsyncRedisBackend
 from readscale._async.cache import AsyncCache
-from readscale._core.writebehind.flush import WriteBehindSettings, queue_keys
+from readscale._core.writebehind.settings import WriteBehindSettings, queue_keys
 from readscale.settings import RedisSettings
 
 pytestmark = pytest.mark.stack

@@ -20,7 +20,7 @@ from readscale._async.pgwriter import AsyncPostgresWriter
 from readscale._async.replica_router import AsyncReplicaRouter
 from readscale._async.writebehind import AsyncWriteBehind
 from readscale._core.cache.policy import CachePolicy
-from readscale._core.writebehind.flush import FlusherSettings, WriteBehindSettings
+from readscale._core.writebehind.settings import FlusherSettings, WriteBehindSettings
 from readscale.errors import PrimaryUnavailableError
 from readscale.memory import NO_VALUE
 from readscale.replicas import ReplicaSettings, causal_context

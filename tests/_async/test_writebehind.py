@@ -23,7 +23,8 @@ from readscale._async.flusher import AsyncFlusher
 from readscale._async.pgwriter import AsyncPostgresWriter
 from readscale._async.writebehind import AsyncWriteBehind
 from readscale._core.cache.policy import BALANCE, CachePolicy, Tier
-from readscale._core.writebehind.flush import FailureKind, FlusherSettings, WhenFull, WriteBehindSettings
+from readscale._core.writebehind.flush import FailureKind
+from readscale._core.writebehind.settings import FlusherSettings, WhenFull, WriteBehindSettings
 from readscale._primitives import async_sleep
 from readscale.codecs import MsgpackCodec
 from readscale.errors import ConfigurationError, WriteQueueFullError

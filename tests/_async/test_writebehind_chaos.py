@@ -15,7 +15,7 @@ from readscale._async.flusher import AsyncFlusher
 from readscale._async.pgwriter import AsyncPostgresWriter
 from readscale._async.writebehind import AsyncWriteBehind
 from readscale._core.cache.policy import CachePolicy, Tier
-from readscale._core.writebehind.flush import FlusherSettings, WriteBehindSettings
+from readscale._core.writebehind.settings import FlusherSettings, WriteBehindSettings
 from readscale._primitives import async_sleep
 from readscale.errors import CacheUnavailableError
 from readscale.settings import RedisSettings

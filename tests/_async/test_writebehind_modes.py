@@ -23,7 +23,7 @@ from readscale._async.flusher import AsyncFlusher
 from readscale._async.pgwriter import AsyncPostgresWriter
 from readscale._async.writebehind import AsyncWriteBehind
 from readscale._core.cache.policy import CachePolicy
-from readscale._core.writebehind.flush import FlusherSettings, WriteBehindSettings, queue_keys
+from readscale._core.writebehind.settings import FlusherSettings, WriteBehindSettings, queue_keys
 from readscale.errors import CacheUnavailableError, ConfigurationError, DurabilityError
 from readscale.memory import NO_VALUE
 from readscale.settings import RedisSettings

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from readscale._core.writebehind.flush import WriteBehindSettings, queue_keys
+from readscale._core.writebehind.settings import WriteBehindSettings, queue_keys
 from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.cache import Cache
 from readscale.settings import RedisSettings

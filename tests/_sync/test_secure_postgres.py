@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from readscale._core.cache.policy import CachePolicy
-from readscale._core.writebehind.flush import FlusherSettings, WriteBehindSettings
+from readscale._core.writebehind.settings import FlusherSettings, WriteBehindSettings
 from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.cache import Cache
 from readscale._sync.cdc import CdcRule, CdcSettings, CdcWorker

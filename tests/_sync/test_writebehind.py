@@ -19,7 +19,8 @@ import psycopg
 import pytest
 
 from readscale._core.cache.policy import BALANCE, CachePolicy, Tier
-from readscale._core.writebehind.flush import FailureKind, FlusherSettings, WhenFull, WriteBehindSettings
+from readscale._core.writebehind.flush import FailureKind
+from readscale._core.writebehind.settings import FlusherSettings, WhenFull, WriteBehindSettings
 from readscale._primitives import sync_sleep
 from readscale._sync.backends.redis import RedisBackend, RedisClusterBackend
 from readscale._sync.cache import Cache

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from readscale._core.cache.policy import CachePolicy, Tier
-from readscale._core.writebehind.flush import FlusherSettings, WriteBehindSettings
+from readscale._core.writebehind.settings import FlusherSettings, WriteBehindSettings
 from readscale._primitives import sync_sleep
 from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.cache import Cache

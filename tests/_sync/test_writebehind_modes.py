@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from readscale._core.cache.policy import CachePolicy
-from readscale._core.writebehind.flush import FlusherSettings, WriteBehindSettings, queue_keys
+from readscale._core.writebehind.settings import FlusherSettings, WriteBehindSettings, queue_keys
 from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.cache import Cache
 from readscale._sync.flusher import Flusher

@@ -1,42 +1,41 @@
 """Write-behind bookkeeping, table-driven: names, settings, versions, records, coalescing,
-the failure steps, backoff and backpressure (readscale._core.writebehind.flush)."""
+the failure steps, backoff and backpressure (readscale._core.writebehind)."""
 
 from __future__ import annotations
 
 import pytest
 
 from readscale._core.writebehind.flush import (
-    MAX_VERSION,
     Chunk,
     ConsumerInfo,
     DeadLetter,
     FailureKind,
-    FlusherSettings,
     FlushPlan,
-    Malformed,
-    QueuedWrite,
     RetryAfter,
     Split,
     WaitFor,
-    WhenFull,
-    WriteBehindSettings,
     WriteChunk,
     after_failure,
     after_success,
     backoff,
     coalesce,
     consumers_to_forget,
-    enqueued_at,
-    next_version,
     next_write,
-    parse_record,
-    parse_stream_id,
     plan_flush,
-    queue_keys,
     read_more,
-    version_wins,
     when_queue_full,
 )
+from readscale._core.writebehind.records import (
+    MAX_VERSION,
+    Malformed,
+    QueuedWrite,
+    enqueued_at,
+    next_version,
+    parse_record,
+    parse_stream_id,
+    version_wins,
+)
+from readscale._core.writebehind.settings import FlusherSettings, WhenFull, WriteBehindSettings, queue_keys
 from readscale.errors import ConfigurationError
 
 FAST = FlusherSettings(retry_base=0.1, retry_cap=1.0, max_attempts=3, batch_size=10, batch_wait=0.05)

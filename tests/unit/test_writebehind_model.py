@@ -19,25 +19,20 @@ from hypothesis import strategies as st
 from readscale._core.writebehind.flush import (
     DeadLetter,
     FailureKind,
-    FlusherSettings,
-    QueuedWrite,
     RetryAfter,
     Split,
     WaitFor,
-    WhenFull,
-    WriteBehindSettings,
     WriteChunk,
     after_failure,
     after_success,
     backoff,
     coalesce,
-    next_version,
     next_write,
-    parse_stream_id,
     plan_flush,
-    version_wins,
     when_queue_full,
 )
+from readscale._core.writebehind.records import QueuedWrite, next_version, parse_stream_id, version_wins
+from readscale._core.writebehind.settings import FlusherSettings, WhenFull, WriteBehindSettings
 
 keys = st.sampled_from(["a", "b", "c", "d", "e"])
 

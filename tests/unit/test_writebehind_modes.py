@@ -1,20 +1,10 @@
 """The durability modes' check against a server's settings (readscale._core.writebehind.modes),
-table-driven, and the parsing of counter records (readscale._core.writebehind.flush)."""
+table-driven, and the parsing of counter records (readscale._core.writebehind)."""
 
 from __future__ import annotations
 
 import pytest
 
-from readscale._core.writebehind.flush import (
-    CounterSums,
-    FlusherSettings,
-    Malformed,
-    SealRequest,
-    WriteBehindSettings,
-    check_delta,
-    parse_record,
-    queue_keys,
-)
 from readscale._core.writebehind.modes import (
     PROMISES,
     ServerFacts,
@@ -25,6 +15,8 @@ from readscale._core.writebehind.modes import (
     parse_assumed,
     parse_info,
 )
+from readscale._core.writebehind.records import CounterSums, Malformed, SealRequest, check_delta, parse_record
+from readscale._core.writebehind.settings import FlusherSettings, WriteBehindSettings, queue_keys
 from readscale.errors import ConfigurationError, DurabilityError
 
 DURABLE, FAST, VOLATILE = WriteBehindMode.DURABLE, WriteBehindMode.FAST, WriteBehindMode.VOLATILE

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from readscale._core.cache.policy import CachePolicy
-from readscale._core.writebehind.flush import WriteBehindSettings
+from readscale._core.writebehind.settings import WriteBehindSettings
 from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.cache import Cache
 from readscale._sync.writebehind import WriteBehind

@@ -29,8 +29,8 @@ import pytest
 import redis
 
 from readscale._core.cache.policy import CachePolicy, Tier
-from readscale._core.writebehind.flush import FlusherSettings, WriteBehindSettings
 from readscale._core.writebehind.modes import FAST_LOSS_WINDOW
+from readscale._core.writebehind.settings import FlusherSettings, WriteBehindSettings
 from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.cache import Cache
 from readscale._sync.flusher import Flusher

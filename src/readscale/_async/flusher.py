@@ -1,7 +1,7 @@
 """Write-behind, the flusher: apply the queued writes to the database in batches.
 
 Written once, async; ``readscale._sync.flusher`` is generated from this file. The loop
-is "read, ask the core, act" (``readscale._core.writebehind.flush`` holds every rule):
+is "read, ask the core, act" (``readscale._core.writebehind`` holds every rule):
 
 1. Read a batch: this flusher's own pending records first (its work before a restart),
    then records idle in other consumers past ``claim_idle`` (XAUTOCLAIM: a dead
@@ -46,15 +46,10 @@ from readscale._core.cache.entry import EnvelopeError, decode_envelope
 from readscale._core.cache.keys import physical_key
 from readscale._core.writebehind.flush import (
     Coalesced,
-    CounterSums,
     DeadLetter,
     FailureKind,
-    FlusherSettings,
     FlushPlan,
-    Malformed,
-    QueuedWrite,
     RetryAfter,
-    SealRequest,
     Split,
     WaitFor,
     after_failure,
@@ -62,14 +57,21 @@ from readscale._core.writebehind.flush import (
     backoff,
     coalesce,
     consumers_to_forget,
-    enqueued_at,
     next_write,
-    parse_record,
-    parse_stream_id,
     plan_flush,
     read_more,
 )
 from readscale._core.writebehind.modes import FAST_LOSS_WINDOW, WriteBehindMode, check_mode, delayed_fsync_growth
+from readscale._core.writebehind.records import (
+    CounterSums,
+    Malformed,
+    QueuedWrite,
+    SealRequest,
+    enqueued_at,
+    parse_record,
+    parse_stream_id,
+)
+from readscale._core.writebehind.settings import FlusherSettings
 from readscale._primitives import AsyncEvent
 from readscale.codecs import BytesCodec, Codec, JsonCodec, MsgpackCodec
 from readscale.errors import CacheUnavailableError, ConfigurationError, CorruptValueError, DurabilityError

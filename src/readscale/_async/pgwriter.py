@@ -47,7 +47,8 @@ import psycopg
 from psycopg import sql
 
 from readscale._core.postgres.dsn import DsnOptions
-from readscale._core.writebehind.flush import FailureKind, parse_stream_id
+from readscale._core.writebehind.flush import FailureKind
+from readscale._core.writebehind.records import parse_stream_id
 from readscale.errors import ConfigurationError
 from readscale.settings import connection_string
 from readscale.writebehind_common import (

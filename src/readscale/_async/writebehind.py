@@ -5,7 +5,7 @@ is generated from this file.
 The database is written later by a flusher (``readscale._async.flusher``). Until then,
 reads through the same cache see the new value: the entry is stored under the key the
 cache reads (read-your-writes), and this process's L1 copy is dropped. The rules (versions,
-backpressure) live in ``readscale._core.writebehind.flush``; the durability modes and the
+backpressure) live in ``readscale._core.writebehind``; the durability modes and the
 check of the server's settings in ``readscale._core.writebehind.modes``.
 
 Counters are merge operations: ``increment(key, delta)`` adds to a running sum in the
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from readscale._async.backends.redis import AsyncRedisBackend, AsyncRedisClusterBackend
 from readscale._async.wbqueue import AsyncWriteQueue
-from readscale._core.writebehind.flush import WriteBehindSettings, check_delta, queue_keys, when_queue_full
+from readscale._core.writebehind.flush import when_queue_full
 from readscale._core.writebehind.modes import (
     FAST_LOSS_WINDOW,
     ServerFacts,
@@ -29,6 +29,8 @@ from readscale._core.writebehind.modes import (
     check_mode,
     delayed_fsync_growth,
 )
+from readscale._core.writebehind.records import check_delta
+from readscale._core.writebehind.settings import WriteBehindSettings, queue_keys
 from readscale._primitives import async_sleep
 from readscale.codecs import Codec
 from readscale.errors import CacheUnavailableError, ConfigurationError, DurabilityError, WriteQueueFullError

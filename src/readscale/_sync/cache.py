@@ -33,7 +33,7 @@ from readscale._core.cache.freshness import Freshness, assess, storage_ttl
 from readscale._core.cache.keys import DEFAULT_PREFIX, physical_keys, template_fields
 from readscale._core.cache.local_invalidations import LocalInvalidations
 from readscale._core.cache.policy import DEFAULT, CachePolicy
-from readscale._core.writebehind.flush import WriteBehindSettings
+from readscale._core.writebehind.settings import WriteBehindSettings
 from readscale._primitives import Background, SingleFlight
 from readscale._sync._cache_fills import FillMixin, log
 from readscale._sync.backends.base import Backend

@@ -5,7 +5,7 @@ stream, with every command the producer and the flusher send.
 Scripts keep each step atomic:
 
 - ``enqueue``: refuse when the queue is full; else take the next version from the
-  clock, store the cache entry and append the record (``readscale._core.writebehind.flush``,
+  clock, store the cache entry and append the record (``readscale._core.writebehind``,
   invariant 1). Redis writes the AOF before it replies, so an acknowledged write
   survives a crash of the Redis process; see the docs for ``appendfsync``.
 - acknowledge: ``XACK`` + ``XDEL`` (+ ``XLEN``) in one ``MULTI``, so the stream's length is
@@ -31,8 +31,9 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
-from readscale._core.writebehind.flush import ConsumerInfo, QueueKeys, queue_keys
+from readscale._core.writebehind.flush import ConsumerInfo
 from readscale._core.writebehind.modes import CONFIG_SETTINGS, ServerFacts
+from readscale._core.writebehind.settings import QueueKeys, queue_keys
 from readscale.errors import CacheUnavailableError, ConfigurationError
 from readscale.settings import RedisSettings
 from readscale.writebehind_common import DeadLetterRecord
@@ -184,7 +185,7 @@ class WriteQueue:
     """One write-behind queue on a standalone Redis (see the module docstring).
 
     ``client`` is a redis-py asyncio client; ``keys`` come from
-    :func:`readscale._core.writebehind.flush.queue_keys`. Use :meth:`from_url` for tools
+    :func:`readscale._core.writebehind.settings.queue_keys`. Use :meth:`from_url` for tools
     (status, dead letters) that have no cache at hand.
     """
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from readscale._core.cache.policy import CachePolicy, Tier
-from readscale._core.writebehind.flush import WriteBehindSettings
+from readscale._core.writebehind.settings import WriteBehindSettings
 from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.cache import Cache
 from readscale._sync.writebehind import WriteBehind

@@ -36,8 +36,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from readscale._core.writebehind.flush import FlusherSettings, queue_keys
 from readscale._core.writebehind.modes import FAST_LOSS_WINDOW, WriteBehindMode, coerce_mode
+from readscale._core.writebehind.settings import FlusherSettings, queue_keys
 from readscale.stack import Stack
 from readscale.stack.slowdisk import SlowDisk
 

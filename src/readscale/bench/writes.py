@@ -63,7 +63,7 @@ def _doc(i: int) -> dict[str, Any]:
 
 def _flusher_main(url: str, dsn: str, ready: Any, mode: str = "durable") -> None:
     """The flusher process: runs until SIGTERM, then exits (its backend's stats with it)."""
-    from readscale._core.writebehind.flush import FlusherSettings
+    from readscale._core.writebehind.settings import FlusherSettings
     from readscale._sync.flusher import Flusher
     from readscale._sync.pgwriter import PostgresWriter
 
@@ -134,7 +134,7 @@ async def _bench(urls: dict[str, str], dsn: str, admin_dsn: str, calls: int, rou
     from readscale._async.cache import AsyncCache
     from readscale._async.writebehind import AsyncWriteBehind
     from readscale._core.cache.policy import CachePolicy, Tier
-    from readscale._core.writebehind.flush import WriteBehindSettings
+    from readscale._core.writebehind.settings import WriteBehindSettings
     from readscale.settings import RedisSettings
 
     rng = random.Random(7)
@@ -253,7 +253,7 @@ async def _fsync_sharing(url: str, disk: Any, writes: int, progress: Callable[[s
     from readscale._async.cache import AsyncCache
     from readscale._async.writebehind import AsyncWriteBehind
     from readscale._core.cache.policy import CachePolicy, Tier
-    from readscale._core.writebehind.flush import WriteBehindSettings
+    from readscale._core.writebehind.settings import WriteBehindSettings
     from readscale.settings import RedisSettings
 
     policy = CachePolicy(name="bench", ttl=3600.0, jitter=0.0, early_refresh=0.0, tiers=frozenset({Tier.L2}))
@@ -289,7 +289,7 @@ def _bench_sync(url: str, dsn: str, calls: int, rounds: int, progress: Callable[
     from psycopg.types.json import Jsonb
 
     from readscale._core.cache.policy import CachePolicy, Tier
-    from readscale._core.writebehind.flush import WriteBehindSettings
+    from readscale._core.writebehind.settings import WriteBehindSettings
     from readscale._sync.backends.redis import RedisBackend
     from readscale._sync.cache import Cache
     from readscale._sync.writebehind import WriteBehind
@@ -350,7 +350,7 @@ def _bench_sync(url: str, dsn: str, calls: int, rounds: int, progress: Callable[
 
 
 async def _drain(wb: Any, timeout: float = 120.0) -> None:
-    from readscale._core.writebehind.flush import FlusherSettings
+    from readscale._core.writebehind.settings import FlusherSettings
 
     group = FlusherSettings().group
     deadline = time.monotonic() + timeout

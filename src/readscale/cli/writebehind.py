@@ -233,7 +233,7 @@ def run(
     """Run the flusher until SIGTERM or Ctrl-C (the batch in hand is committed and
     acknowledged first; a second signal leaves it pending for the next flusher)."""
     from readscale._async.flusher import AsyncFlusher
-    from readscale._core.writebehind.flush import FlusherSettings
+    from readscale._core.writebehind.settings import FlusherSettings
 
     _configure_logging(verbose)
     with errors_to_exit():

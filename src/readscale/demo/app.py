@@ -43,7 +43,7 @@ from readscale._async.bus import AsyncInvalidationBus
 from readscale._async.cache import AsyncCache
 from readscale._async.replica_router import AsyncReplicaRouter
 from readscale._core.cache.policy import BALANCE, CATALOG, PROFILE, TRENDING, CachePolicy, Strategy, Tier
-from readscale._core.writebehind.flush import WriteBehindSettings
+from readscale._core.writebehind.settings import WriteBehindSettings
 from readscale.demo import schema
 from readscale.errors import CacheUnavailableError, PrimaryUnavailableError
 from readscale.http import HttpPolicy, HttpSettings, http_policy
