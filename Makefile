@@ -37,12 +37,14 @@ smoke: setup
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: setup
+## Lint includes the documentation site: a broken link or a mkdocs warning fails it.
+lint: setup $(DOCS_STAMP)
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
 	$(BIN)/mypy
 	$(BIN)/python scripts/check_layers.py
 	$(BIN)/python scripts/unasync.py --check
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 format: setup
 	$(BIN)/ruff check --fix src tests scripts

@@ -2,7 +2,7 @@
 # Install what readscale's demo, tests and benchmarks need on a fresh Debian machine:
 # the server packages (when missing) and a virtualenv with readscale and its extras.
 # Idempotent: a second run installs nothing new.
-# Usage: bash scripts/bootstrap.sh          everything: demo, tests, lint, benchmarks
+# Usage: bash scripts/bootstrap.sh          everything: demo, tests, lint (docs site included), benchmarks
 #        bash scripts/bootstrap.sh --demo   only what `readscale demo` needs (a newcomer's
 #                                           first command: no browser, no test tools)
 set -euo pipefail
@@ -75,8 +75,8 @@ if $demo_only; then
 elif ! current "$full_stamp"; then
   echo "bootstrap: installing readscale and its extras into $VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e '.[dev,bench]'
-  touch "$full_stamp"
+  "$VENV/bin/python" -m pip install -q -e '.[dev,bench,docs]'
+  touch "$full_stamp" "$VENV/.readscale-docs-installed"  # `make lint` builds the docs site
 fi
 if ! $demo_only; then
   # The HTTP caching conformance suite, from the npm registry into the virtualenv (pinned).
