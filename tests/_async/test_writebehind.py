@@ -22,10 +22,10 @@ from readscale._async.cache import AsyncCache
 from readscale._async.flusher import AsyncFlusher
 from readscale._async.pgwriter import AsyncPostgresWriter
 from readscale._async.writebehind import AsyncWriteBehind
-from readscale._core.cache.policy import BALANCE, CachePolicy, Tier
+from readscale._core.cache.policy import BALANCE, CachePolicy, OnMiss, Tier
 from readscale._core.writebehind.flush import FailureKind
 from readscale._core.writebehind.settings import FlusherSettings, WhenFull, WriteBehindSettings
-from readscale._primitives import async_sleep
+from readscale._primitives import AsyncEvent, async_sleep
 from readscale.codecs import MsgpackCodec
 from readscale.errors import ConfigurationError, WriteQueueFullError
 from readscale.memory import NO_VALUE, MemoryStore
@@ -169,6 +169,47 @@ async def test_a_queued_write_is_read_back_through_the_cache(cache: AsyncCache, 
     assert await cache.get_or_load("item:1", old) == {"qty": 2}
     assert await wb.queue_length() == 1
     assert wb.stats.writes == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("on_miss", [OnMiss.WAIT, OnMiss.LOAD])
+async def test_a_fill_loaded_before_a_queued_write_cannot_store_over_it(
+    cache: AsyncCache, wb: AsyncWriteBehind, on_miss: OnMiss
+) -> None:
+    """A loader that read the database before a write-behind write finishes after it: its
+    fill (under a lease, or a ticket with OnMiss.LOAD) must not replace the queued value,
+    which the database does not have yet (the enqueue voids the key's fill rights, as an
+    invalidation does), and a reader of this process that comes after the write must not
+    share that load."""
+    policy = POLICY.with_(on_miss=on_miss)
+    loading = AsyncEvent()
+    done = AsyncEvent()
+
+    async def slow_old() -> dict[str, int]:
+        loading.set()  # the database was read: the old row
+        await done.wait(5.0)  # without the fix, the later reader waits on this load
+        return {"qty": 1}
+
+    async def new() -> dict[str, int]:
+        return {"qty": 3}  # never called: the queued value is cached
+
+    async def read() -> Any:
+        return await cache.get_or_load("item:7", slow_old, policy=policy)
+
+    async def write_then_read() -> Any:
+        assert await loading.wait(5.0)
+        await wb.write_behind("item:7", {"qty": 2}, policy=policy)
+        try:
+            return await cache.get_or_load("item:7", new, policy=policy)
+        finally:
+            done.set()
+
+    loaded, later = await async_gather([read, write_then_read])
+    assert loaded == {"qty": 1}  # the loader's caller gets what it loaded, not cached
+    assert later == {"qty": 2}
+    cache.forget_local("item:7", policy=policy)
+    assert await cache.get("item:7", policy=policy) == {"qty": 2}
+    assert cache.stats.l2.fills == 0
 
 
 @pytest.mark.anyio

@@ -18,10 +18,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from readscale._core.cache.policy import BALANCE, CachePolicy, Tier
+from readscale._core.cache.policy import BALANCE, CachePolicy, OnMiss, Tier
 from readscale._core.writebehind.flush import FailureKind
 from readscale._core.writebehind.settings import FlusherSettings, WhenFull, WriteBehindSettings
-from readscale._primitives import sync_sleep
+from readscale._primitives import Event, sync_sleep
 from readscale._sync.backends.redis import RedisBackend, RedisClusterBackend
 from readscale._sync.cache import Cache
 from readscale._sync.flusher import Flusher
@@ -169,6 +169,46 @@ def test_a_queued_write_is_read_back_through_the_cache(cache: Cache, wb: WriteBe
     assert cache.get_or_load("item:1", old) == {"qty": 2}
     assert wb.queue_length() == 1
     assert wb.stats.writes == 1
+
+
+@pytest.mark.parametrize("on_miss", [OnMiss.WAIT, OnMiss.LOAD])
+def test_a_fill_loaded_before_a_queued_write_cannot_store_over_it(
+    cache: Cache, wb: WriteBehind, on_miss: OnMiss
+) -> None:
+    """A loader that read the database before a write-behind write finishes after it: its
+    fill (under a lease, or a ticket with OnMiss.LOAD) must not replace the queued value,
+    which the database does not have yet (the enqueue voids the key's fill rights, as an
+    invalidation does), and a reader of this process that comes after the write must not
+    share that load."""
+    policy = POLICY.with_(on_miss=on_miss)
+    loading = Event()
+    done = Event()
+
+    def slow_old() -> dict[str, int]:
+        loading.set()  # the database was read: the old row
+        done.wait(5.0)  # without the fix, the later reader waits on this load
+        return {"qty": 1}
+
+    def new() -> dict[str, int]:
+        return {"qty": 3}  # never called: the queued value is cached
+
+    def read() -> Any:
+        return cache.get_or_load("item:7", slow_old, policy=policy)
+
+    def write_then_read() -> Any:
+        assert loading.wait(5.0)
+        wb.write_behind("item:7", {"qty": 2}, policy=policy)
+        try:
+            return cache.get_or_load("item:7", new, policy=policy)
+        finally:
+            done.set()
+
+    loaded, later = sync_gather([read, write_then_read])
+    assert loaded == {"qty": 1}  # the loader's caller gets what it loaded, not cached
+    assert later == {"qty": 2}
+    cache.forget_local("item:7", policy=policy)
+    assert cache.get("item:7", policy=policy) == {"qty": 2}
+    assert cache.stats.l2.fills == 0
 
 
 def test_versions_grow_per_key_and_across_keys(wb: WriteBehind) -> None:

@@ -82,7 +82,9 @@ class AsyncWriteBehind:
         self.cache = cache
         self.settings = settings or WriteBehindSettings()
         self.keys = queue_keys(cache.prefix, self.settings.queue)
-        self.queue = AsyncWriteQueue(backend.client, self.keys, where=backend.settings.safe_url)
+        self.queue = AsyncWriteQueue(
+            backend.client, self.keys, where=backend.settings.safe_url, fill_channel=backend.fill_channel
+        )
         self.stats = WriteBehindStats(self.settings.queue)
         self._monotonic = monotonic
         self._where = backend.settings.safe_url

@@ -185,9 +185,17 @@ class Cache(FillMixin):
         return pkey, raw, storage_ttl(meta, self._clock())
 
     def forget_local(self, key: str, *, policy: CachePolicy | None = None) -> None:
-        """Drop ``key`` from this process's L1 only (after another writer changed it)."""
+        """Drop ``key`` from this process's L1 only (after another writer changed it).
+
+        Like an invalidation heard here, it starts a new generation of the key: a read
+        begun before it does not put its copy in the L1, and a reader after it does not
+        share a load begun before it (which may return the old value). It sets no floor.
+        """
+        pkey = self.key(key, policy)
+        now = self._monotonic()
+        self._local.mark([pkey], None, now, now)  # expired at once: a new generation, no floor
         if self.l1 is not None:
-            self.l1.delete(self.key(key, policy))
+            self.l1.delete(pkey)
 
     # -- cache-aside -----------------------------------------------------------------------
 

@@ -5,9 +5,11 @@ stream, with every command the producer and the flusher send.
 Scripts keep each step atomic:
 
 - ``enqueue``: refuse when the queue is full; else take the next version from the
-  clock, store the cache entry and append the record (``readscale._core.writebehind``,
-  invariant 1). Redis writes the AOF before it replies, so an acknowledged write
-  survives a crash of the Redis process; see the docs for ``appendfsync``.
+  clock, store the cache entry, void the entry's fill rights (lease, tickets: a fill
+  that read the database before the write is refused, as after an invalidation) and
+  append the record (``readscale._core.writebehind``, invariant 1). Redis writes the AOF
+  before it replies, so an acknowledged write survives a crash of the Redis process;
+  see the docs for ``appendfsync``.
 - acknowledge: ``XACK`` + ``XDEL`` (+ ``XLEN``) in one ``MULTI``, so the stream's length is
   the number of records not yet flushed, which is what backpressure measures.
 - dead-letter: append to the dead-letter stream, acknowledge and delete the record, and
@@ -31,6 +33,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
+from readscale._core.cache.keys import companion_key
 from readscale._core.writebehind.flush import ConsumerInfo
 from readscale._core.writebehind.modes import CONFIG_SETTINGS, ServerFacts
 from readscale._core.writebehind.settings import QueueKeys, queue_keys
@@ -42,8 +45,12 @@ _ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
 
 Entry = tuple[str, dict[bytes, bytes]]
 
-# KEYS: entry, stream, clock. ARGV: envelope, ttl ms, key, namespace, max length (0: none).
+# KEYS: entry, stream, clock, the entry's lease, its tickets. ARGV: envelope, ttl ms, key,
+# namespace, max length (0: none), fill channel ('': none).
 # Reply: {1, version, id} when queued; {0, length} when the queue is full (nothing stored).
+# The entry's fill rights go with the old value, as an invalidation removes them: a fill
+# that read the database before this write (which the database does not have yet) would
+# otherwise store the old value over the queued one. Its lease's waiters are woken.
 _ENQUEUE = """
 local limit = tonumber(ARGV[5])
 if limit > 0 then
@@ -57,7 +64,9 @@ if version <= last then version = last + 1 end
 local v = string.format('%.0f', version)
 redis.call('SET', KEYS[3], v)
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('DEL', KEYS[4], KEYS[5])
 local id = redis.call('XADD', KEYS[2], '*', 'k', ARGV[3], 'n', ARGV[4], 'v', v, 'e', ARGV[1])
+if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], KEYS[1]) end
 return {1, v, id}
 """
 
@@ -189,7 +198,7 @@ class WriteQueue:
     (status, dead letters) that have no cache at hand.
     """
 
-    def __init__(self, client: Any, keys: QueueKeys, *, where: str = "redis") -> None:
+    def __init__(self, client: Any, keys: QueueKeys, *, where: str = "redis", fill_channel: str = "") -> None:
         if type(client).__name__ == "RedisCluster":
             raise ConfigurationError(
                 "write-behind needs a standalone Redis: the entry, the version clock and the queue record are "
@@ -199,6 +208,7 @@ class WriteQueue:
         self.client = client
         self.keys = keys
         self.where = where
+        self.fill_channel = fill_channel  # where the cache's lease waiters listen ('': nobody)
         self._enqueue_sha = hashlib.sha1(_ENQUEUE.encode(), usedforsecurity=False).hexdigest()
         self._increment_sha = hashlib.sha1(_INCREMENT.encode(), usedforsecurity=False).hexdigest()
         self._seal = client.register_script(_SEAL)
@@ -227,8 +237,9 @@ class WriteQueue:
     ) -> tuple[bool, int, str]:
         """``(True, version, entry id)`` once stored and queued; ``(False, queue length, "")``
         when the queue is full (nothing stored)."""
-        args = (self._enqueue_sha, 3, pkey, self.keys.stream, self.keys.clock, envelope, _ms(ttl), key, namespace,
-                limit)  # fmt: skip
+        args = (self._enqueue_sha, 5, pkey, self.keys.stream, self.keys.clock, companion_key(pkey, "lease"),
+                companion_key(pkey, "tickets"), envelope, _ms(ttl), key, namespace, limit,
+                self.fill_channel)  # fmt: skip
         try:
             try:
                 # EVALSHA straight away: redis-py's Script wrapper costs a tenth of the call.

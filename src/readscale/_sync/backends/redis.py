@@ -253,6 +253,11 @@ class RedisBackend:
         return redis_asyncio.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 1))
 
     @property
+    def fill_channel(self) -> str:
+        """The channel fills (and anything else that settles a lease) are published on."""
+        return self._channel
+
+    @property
     def client(self) -> Any:
         """The underlying redis-py client (for commands readscale does not wrap)."""
         return self._client
