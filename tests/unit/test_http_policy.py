@@ -98,7 +98,16 @@ def test_declared_variance_decides_and_undeclared_reads_are_only_reported() -> N
     reads = frozenset({"accept-language", "host", "if-none-match", "x-lang", "cookie"})
     plan = decide(lang, Exchange(200, reads=reads, identity_present=frozenset({"cookie"})), S)
     assert plan.shared and plan.vary == "Accept-Language"
-    assert plan.undeclared == {"x-lang", "cookie"}, "a public page that read Cookie is warned about"
+    assert plan.undeclared == {"x-lang"}, "a read of Cookie the driver did not attribute to the handler is plumbing"
+    handler = Exchange(200, reads=reads, identity_present=frozenset({"cookie"}), identity_reads=frozenset({"cookie"}))
+    read = decide(lang, handler, S)
+    assert not read.shared and read.downgrade == "the handler read cookie, which the request carried"
+    assert "Cookie" in (read.vary or "")
+    quiet_too = decide(lang, handler, HttpSettings(framework_reads={"cookie"}))
+    assert not quiet_too.shared, "framework_reads never silences the handler's own read of identity"
+    anonymous = decide(lang, Exchange(200, reads=reads, identity_reads=frozenset({"cookie"})), S)
+    assert anonymous.shared and anonymous.vary == "Accept-Language, Cookie"
+    assert decide(HttpPolicy.public(60, shared_auth=True), handler, S).shared, "shared_auth: the same for all"
     walked = decide(lang, Exchange(200, walked=frozenset({"user-agent", "cookie"})), S)
     assert walked.shared and walked.vary == "Accept-Language" and walked.undeclared == frozenset()
     quiet = decide(lang, Exchange(200, reads=frozenset({"cookie"})), HttpSettings(framework_reads={"cookie"}))

@@ -30,6 +30,7 @@ from readscale._core.http import (
     version_etag,
 )
 from readscale.errors import ConfigurationError
+from readscale.http._tracker import Reads
 
 log = logging.getLogger("readscale.http")
 
@@ -43,11 +44,11 @@ def _no_field(name: str) -> str | None:
     return None
 
 
-class HttpContext:
+class HttpContext(Reads):
     """What one request's handler declared and read. Mutable, one per request.
 
-    ``reads`` / ``walked``: fields the tracker saw looked up by name / seen while
-    something walked every field. ``field(name)``: the request's combined value of a
+    What it read (``reads``, ``walked``, ``identity_reads``): see :class:`Reads`.
+    ``field(name)``: the request's combined value of a
     field, read without tracking (for validators). ``route``: names the route in
     warnings."""
 
@@ -65,11 +66,11 @@ class HttpContext:
     route: str | None = None
 
     def __init__(self, method: str, settings: HttpSettings, field: Callable[[str], str | None] = _no_field) -> None:
+        super().__init__(settings.identity_fields)
         self.method = method
         self.settings = settings
         self.field = field
-        self.reads: set[str] = set()
-        self.walked: set[str] = set()
+        self.plumbing_cookies = frozenset(settings.ignored_cookies)
 
     endpoint: object = None  # named in warnings only: resolved lazily
 

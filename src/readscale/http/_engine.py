@@ -149,6 +149,7 @@ def finish(
     app_304 = status == 304
     reads = frozenset(ctx.reads) if ctx.reads else _EMPTY
     walked = frozenset(ctx.walked) if ctx.walked else _EMPTY
+    identity_reads = ctx.identity_seen() if ctx.identity_anywhere else _EMPTY
     key = (
         settings,  # two apps in one process may differ
         ctx.policy,
@@ -163,6 +164,7 @@ def finish(
         handler_vary,
         ctx.tags,
         ctx.forwarded,
+        identity_reads,
     )
     plan = _DECISIONS.get(key)
     if plan is None:
@@ -178,6 +180,7 @@ def finish(
             walked,
             sets_token,
             ctx.forwarded,
+            identity_reads,
         )
         plan = decide(ctx.policy, exchange, settings)
         if len(_DECISIONS) >= 4096:

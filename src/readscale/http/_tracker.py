@@ -19,6 +19,18 @@ detection warns and declaration decides.
 - WSGI: :class:`TrackingEnviron` is a ``dict`` whose ``HTTP_*`` lookups are reads, and
   whose enumeration walks every field.
 
+**Identity reads are told from plumbing.** A read of an identity field (Cookie,
+Authorization, configured API-key fields) by the handler is not a warning but a
+dependence: the response varies on it (private when the request carried it). The
+framework's own reads on every request are recognised, not listed: in ASGI apps a read
+counts once the router has matched an endpoint (``scope["endpoint"]``: session
+middleware ran before); parsing the Cookie field into a dictionary (Starlette's
+``request.cookies``, which FastAPI's dependency solver builds for every request) is not a
+read, a lookup in the dictionary is (:func:`tracking_cookies`), except of the cookies the
+framework owns (``plumbing``: Django's session and CSRF cookies, the causal token's).
+Flask's cookies are wrapped once its session is open; sessions themselves tell whether a
+view touched them (``session.accessed``), and the frameworks add ``Vary: Cookie``.
+
 Limits (said in the docs): code that walks ``scope["headers"]`` comparing names with
 ``startswith`` or by position is not seen; reads before the middleware runs (outer
 middleware) are not seen.
@@ -26,13 +38,70 @@ middleware) are not seen.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any
 
-_READS: ContextVar[tuple[set[str], set[str]] | None] = ContextVar("readscale_http_reads", default=None)
 _NAMES: dict[bytes, TrackedName] = {}
 _NAMES_MAX = 1024
+
+
+class Reads:
+    """What one request's handler was seen reading (the base of ``HttpContext``).
+
+    ``reads`` / ``walked``: fields looked up by name / seen while something walked every
+    field. ``identity_reads``: identity fields read by the handler (phase-aware, see the
+    module doc); ``identity_anywhere``: the same without the phase, used when no router
+    ever matched an endpoint (a bare ASGI app: nothing tells plumbing from handler).
+    ``paused``: > 0 while readscale or a framework's parser reads on its own behalf.
+    """
+
+    scope: Mapping[str, Any] | None = None  # ASGI: the handler phase starts at scope["endpoint"]
+    paused = 0
+    plumbing_cookies: frozenset[str] = frozenset()
+
+    def __init__(self, identity_fields: frozenset[str]) -> None:
+        self.reads: set[str] = set()
+        self.walked: set[str] = set()
+        self.identity_fields = identity_fields
+        self.identity_reads: set[str] = set()
+        self.identity_anywhere: set[str] = set()
+
+    def in_handler(self) -> bool:
+        scope = self.scope
+        return scope is None or "endpoint" in scope
+
+    def note(self, name: str) -> None:
+        """A lookup of request field ``name`` (lower-case)."""
+        if self.paused:
+            return
+        self.reads.add(name)
+        if name in self.identity_fields:
+            self.identity_anywhere.add(name)
+            if self.in_handler():
+                self.identity_reads.add(name)
+
+    def note_cookie(self, cookie: object) -> None:
+        """A lookup of one cookie by name (or of all of them: ``cookie`` is None)."""
+        if self.paused or (cookie is not None and cookie in self.plumbing_cookies):
+            return
+        self.identity_anywhere.add("cookie")
+        if self.in_handler():
+            self.identity_reads.add("cookie")
+
+    def identity_seen(self) -> frozenset[str]:
+        """The identity fields the handler read (all reads when no endpoint ever matched)."""
+        scope = self.scope
+        if scope is not None and "endpoint" not in scope:
+            return frozenset(self.identity_anywhere)
+        return frozenset(self.identity_reads)
+
+
+_READS: ContextVar[Reads | None] = ContextVar("readscale_http_reads", default=None)
+
+
+def current() -> Reads | None:
+    return _READS.get()
 
 
 class TrackedName(bytes):
@@ -42,9 +111,9 @@ class TrackedName(bytes):
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, bytes):
-            sets = _READS.get()
-            if sets is not None:
-                sets[0].add(bytes(other).decode("latin-1").lower())
+            rec = _READS.get()
+            if rec is not None:
+                rec.note(bytes(other).decode("latin-1").lower())
             return bytes.__eq__(self, other)
         return NotImplemented
 
@@ -56,9 +125,9 @@ class TrackedName(bytes):
 
     def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
         text = bytes.decode(self, encoding, errors)
-        sets = _READS.get()
-        if sets is not None:
-            sets[1].add(text.lower())
+        rec = _READS.get()
+        if rec is not None and not rec.paused:
+            rec.walked.add(text.lower())
         return text
 
 
@@ -72,13 +141,83 @@ def tracked(name: bytes) -> bytes:
     return found
 
 
-def track_reads(reads: set[str], walked: set[str]) -> Any:
-    """Start recording into ``reads`` and ``walked`` for the current context; returns a reset token."""
-    return _READS.set((reads, walked))
+def track_reads(rec: Reads) -> Any:
+    """Start recording into ``rec`` for the current context; returns a reset token."""
+    return _READS.set(rec)
 
 
 def stop_tracking(token: Any) -> None:
     _READS.reset(token)
+
+
+class _CookieLookups:
+    """Mixin of :func:`tracking_cookies`: every lookup is a read of the Cookie field."""
+
+    _readscale_rec: Reads
+
+    def __getitem__(self, key: Any) -> Any:
+        self._readscale_rec.note_cookie(key)
+        return super().__getitem__(key)  # type: ignore[misc]
+
+    def get(self, key: Any, *args: Any, **kwargs: Any) -> Any:
+        self._readscale_rec.note_cookie(key)
+        return super().get(key, *args, **kwargs)  # type: ignore[misc]
+
+    def __contains__(self, key: object) -> bool:
+        self._readscale_rec.note_cookie(key)
+        return bool(super().__contains__(key))  # type: ignore[misc]
+
+    def getlist(self, key: Any, *args: Any, **kwargs: Any) -> Any:
+        self._readscale_rec.note_cookie(key)
+        return super().getlist(key, *args, **kwargs)  # type: ignore[misc]
+
+    def _all(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        self._readscale_rec.note_cookie(None)
+        return getattr(super(), method)(*args, **kwargs)
+
+    def __iter__(self) -> Iterator[Any]:
+        self._readscale_rec.note_cookie(None)
+        return super().__iter__()  # type: ignore[misc, no-any-return]
+
+    def keys(self) -> Any:
+        return self._all("keys")
+
+    def items(self, *args: Any, **kwargs: Any) -> Any:
+        return self._all("items", *args, **kwargs)
+
+    def values(self, *args: Any, **kwargs: Any) -> Any:
+        return self._all("values", *args, **kwargs)
+
+    def copy(self) -> Any:
+        return self._all("copy")
+
+    def to_dict(self, *args: Any, **kwargs: Any) -> Any:
+        return self._all("to_dict", *args, **kwargs)
+
+    def lists(self) -> Any:
+        return self._all("lists")
+
+
+_COOKIE_TYPES: dict[type, type] = {}
+
+
+def tracking_cookies(cookies: Any, rec: Reads) -> Any:
+    """``cookies`` (a framework's parsed Cookie field: a dict, Werkzeug's MultiDict) as an
+    instance of a subclass of its own type whose lookups are reads of Cookie by ``rec``.
+    Anything else is returned unchanged."""
+    kind = type(cookies)
+    if issubclass(kind, _CookieLookups) or not issubclass(kind, dict):
+        return cookies
+    sub = _COOKIE_TYPES.get(kind)
+    if sub is None:
+        sub = _COOKIE_TYPES[kind] = type(f"Tracking{kind.__name__}", (_CookieLookups, kind), {})
+    rec.paused += 1
+    try:
+        wrapped = sub(cookies)
+    finally:
+        rec.paused -= 1
+    wrapped._readscale_rec = rec
+    return wrapped
 
 
 def _field_of(key: object) -> str | None:
@@ -88,25 +227,26 @@ def _field_of(key: object) -> str | None:
 
 
 class TrackingEnviron(dict[str, Any]):
-    """A WSGI environ that records the ``HTTP_*`` keys read into ``reads``."""
+    """A WSGI environ that records the ``HTTP_*`` keys read (see :class:`Reads`)."""
 
-    __slots__ = ("_reads", "_walked")
+    __slots__ = ("_rec",)
 
-    def __init__(self, environ: dict[str, Any], reads: set[str], walked: set[str]) -> None:
+    def __init__(self, environ: dict[str, Any], rec: Reads) -> None:
         super().__init__(environ)
-        self._reads = reads
-        self._walked = walked
+        self._rec = rec
 
     def _note(self, key: object) -> None:
         name = _field_of(key)
         if name is not None:
-            self._reads.add(name)
+            self._rec.note(name)
 
     def _note_all(self) -> None:
+        if self._rec.paused:
+            return
         for key in dict.keys(self):
             name = _field_of(key)
             if name is not None:
-                self._walked.add(name)
+                self._rec.walked.add(name)
 
     def __getitem__(self, key: str) -> Any:
         self._note(key)

@@ -38,7 +38,7 @@ from readscale.errors import ConfigurationError, HeaderError
 from readscale.http._context import CONTEXT_KEY, HttpContext, HttpMetrics, policy_of
 from readscale.http._engine import bad_request, finish
 from readscale.http._tracker import _NAMES as _tracked_names
-from readscale.http._tracker import stop_tracking, track_reads, tracked
+from readscale.http._tracker import current, stop_tracking, track_reads, tracked, tracking_cookies
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -84,6 +84,7 @@ class HttpCacheMiddleware:
         self._special: dict[bytes, object] = dict.fromkeys(_CONDITIONAL, _CONDITIONAL_KIND)
         self._special.update(dict.fromkeys(_SCHEME_FIELDS, _FORWARDED_KIND))
         self._special.update({f.encode("latin-1"): _IDENTITY_KIND for f in self.settings.identity_fields})
+        _track_starlette_cookies()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -125,6 +126,7 @@ class HttpCacheMiddleware:
                 continue  # P1: forwarding fields only from trusted proxies
             new_headers.append((names.get(name) or tracked(name), pair[1]))
         ctx = HttpContext(scope["method"], settings, _field_reader(original))
+        ctx.scope = scope  # the handler phase starts when the router matches an endpoint
         ctx.forwarded = forwarded
         if conditional is not None:
             try:
@@ -179,7 +181,7 @@ class HttpCacheMiddleware:
                 await send(message)
             # _DISCARDING: a 304 or 412 already ended the response; drop the rest of the body.
 
-        token = track_reads(ctx.reads, ctx.walked)
+        token = track_reads(ctx)
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
@@ -197,6 +199,12 @@ class HttpCacheMiddleware:
             # The router stored the matched endpoint in the (shared) scope.
             ctx.policy = policy_of(endpoint)
         ctx.endpoint = endpoint if endpoint is not None else scope.get("path")
+        session = scope.get("session")
+        if session is not None and getattr(session, "accessed", True):
+            # The page depends on the session, so on its cookie (Starlette >= 1.0 adds
+            # Vary: Cookie itself; a session without ``accessed`` cannot say: assume so).
+            ctx.identity_reads.add("cookie")
+            ctx.identity_anywhere.add("cookie")
         status, headers, drop = finish(
             ctx,
             self.settings,
@@ -212,6 +220,45 @@ class HttpCacheMiddleware:
         if body is not None:
             await send({"type": "http.response.body", "body": body, "more_body": more})
         return _STREAMING
+
+
+def _track_starlette_cookies() -> None:
+    """Make Starlette's ``request.cookies`` tell plumbing from a handler's read.
+
+    Parsing the Cookie field into the dictionary is not a read (FastAPI's dependency
+    solver builds it for every request, and Starlette caches it on the request object,
+    so the handler's later lookups would never reach the tracked fields); each lookup in
+    it is (:func:`readscale.http._tracker.tracking_cookies`). Outside a request of this
+    middleware the property behaves exactly as Starlette's. Installed once per process.
+    """
+    try:
+        from starlette.requests import HTTPConnection
+    except ImportError:  # pragma: no cover - starlette is the ASGI integration's extra
+        return
+    prop = HTTPConnection.__dict__.get("cookies")
+    if not isinstance(prop, property) or prop.fget is None or getattr(prop.fget, "_readscale", False):
+        return
+    parse = prop.fget
+
+    def cookies(self: Any) -> Any:
+        rec = current()
+        if rec is None:
+            return parse(self)
+        found = self.__dict__.get("_cookies")
+        if found is not None and getattr(found, "_readscale_rec", None) is rec:
+            return found
+        rec.paused += 1
+        try:
+            plain = parse(self)
+        finally:
+            rec.paused -= 1
+        wrapped = tracking_cookies(plain, rec)
+        self._cookies = wrapped
+        return wrapped
+
+    cookies._readscale = True  # type: ignore[attr-defined]
+    cookies.__doc__ = parse.__doc__
+    HTTPConnection.cookies = property(cookies)  # type: ignore[method-assign,assignment]
 
 
 async def _send_whole(send: Send, status: int, headers: list[tuple[str, str]], body: bytes) -> None:

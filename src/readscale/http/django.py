@@ -29,6 +29,7 @@ from readscale.errors import ConfigurationError, HeaderError
 from readscale.http import wsgi
 from readscale.http._context import HttpContext, HttpMetrics, http_policy, policy_of
 from readscale.http._engine import bad_request, finish_str
+from readscale.http._tracker import tracking_cookies
 
 try:
     from django.conf import settings as django_settings
@@ -43,24 +44,33 @@ __all__ = ["HttpCacheMiddleware", "add_tags", "check_not_modified", "http_policy
 class _TrackingHeaders(HttpHeaders):  # type: ignore[misc]
     """``request.headers`` that records lookups (built from the untracked META)."""
 
-    def __init__(self, meta: dict[str, Any], reads: set[str], walked: set[str]) -> None:
+    def __init__(self, meta: dict[str, Any], ctx: HttpContext) -> None:
         super().__init__(meta)
-        self._reads = reads
-        self._walked = walked
+        self._ctx = ctx
 
     def __getitem__(self, key: str) -> str:
-        self._reads.add(key.lower())
+        self._ctx.note(key.lower())
         value: str = super().__getitem__(key)
         return value
 
     def __contains__(self, key: object) -> bool:
         if isinstance(key, str):
-            self._reads.add(key.lower())
+            self._ctx.note(key.lower())
         return bool(super().__contains__(key))
 
     def __iter__(self) -> Iterator[str]:
-        self._walked.update(k.lower() for k in self._store)
+        if not self._ctx.paused:
+            self._ctx.walked.update(k.lower() for k in self._store)
         return iter(list(super().__iter__()))
+
+
+def _plumbing_cookies(settings: HttpSettings) -> frozenset[str]:
+    """The cookies Django's own middleware reads on every request (sessions, CSRF),
+    and the causal token's: a lookup of these is plumbing, not the view's read."""
+    names = {getattr(django_settings, "SESSION_COOKIE_NAME", "sessionid")}
+    if not getattr(django_settings, "CSRF_USE_SESSIONS", False):
+        names.add(getattr(django_settings, "CSRF_COOKIE_NAME", "csrftoken"))
+    return frozenset(names) | frozenset(settings.ignored_cookies)
 
 
 class HttpCacheMiddleware:
@@ -76,6 +86,7 @@ class HttpCacheMiddleware:
             raise ConfigurationError("settings.READSCALE_HTTP must be a readscale.http.HttpSettings")
         self.settings: HttpSettings = configured or HttpSettings()
         self.metrics = HttpMetrics()
+        self._plumbing = _plumbing_cookies(self.settings)
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
         try:
@@ -91,8 +102,18 @@ class HttpCacheMiddleware:
         request.META = tracked
         if hasattr(request, "environ"):
             request.environ = tracked  # WSGIRequest reads COOKIES from environ, not META
-        request.headers = _TrackingHeaders(plain_meta, ctx.reads, ctx.walked)
+        request.headers = _TrackingHeaders(plain_meta, ctx)
         request.readscale_http = ctx
+        # Parsing Cookie is not a read; a lookup in request.COOKIES is, except of the
+        # cookies Django's own middleware reads (sessions, CSRF; their use shows as
+        # session.accessed and Django's Vary: Cookie).
+        ctx.plumbing_cookies = self._plumbing
+        ctx.paused += 1
+        try:
+            parsed = request.COOKIES
+        finally:
+            ctx.paused -= 1
+        request.COOKIES = tracking_cookies(parsed, ctx)
         response = self.get_response(request)
         return self._finish(ctx, response)
 

@@ -23,10 +23,12 @@ from typing import Any, TypeVar
 from readscale._core.http import HttpPolicy
 from readscale.errors import ConfigurationError
 from readscale.http import wsgi
-from readscale.http._context import POLICY_ATTR
+from readscale.http._context import CONTEXT_KEY, POLICY_ATTR, HttpContext
+from readscale.http._tracker import tracking_cookies
 
 try:
     import flask
+    from flask.signals import request_started
     from werkzeug.exceptions import HTTPException
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("readscale.http.flask needs Flask: pip install 'readscale[flask]'") from exc
@@ -81,3 +83,21 @@ def check_not_modified(*, etag_from: object = None, last_modified_from: object =
     status = wsgi.outcome_status(wsgi.evaluate_validators(flask.request.environ, etag_from, last_modified_from))
     if status is not None:
         raise _Conditional(status)
+
+
+def _track_cookies(sender: object, **extra: object) -> None:
+    """Once Flask has opened the session (its read of the session cookie is plumbing),
+    a lookup in ``request.cookies`` is the app's read of Cookie. Werkzeug caches the
+    parsed cookies on the request, so the tracked environ alone would never see it."""
+    req = flask.request._get_current_object()  # type: ignore[attr-defined]
+    ctx = dict.get(req.environ, CONTEXT_KEY) if isinstance(req.environ, dict) else None
+    if isinstance(ctx, HttpContext):
+        ctx.paused += 1
+        try:
+            parsed = req.cookies
+        finally:
+            ctx.paused -= 1
+        req.__dict__["cookies"] = tracking_cookies(parsed, ctx)
+
+
+request_started.connect(_track_cookies, weak=False)

@@ -72,7 +72,7 @@ def prepare_environ(environ: dict[str, Any], settings: HttpSettings) -> tuple[Ht
     present = frozenset(k[5:].lower().replace("_", "-") for k in original)
     ctx.identity_present = carried_identity(settings, present, original.get("HTTP_COOKIE"))
     ctx.request_authorization = "authorization" in present
-    tracked = TrackingEnviron(environ, ctx.reads, ctx.walked)
+    tracked = TrackingEnviron(environ, ctx)
     dict.__setitem__(tracked, CONTEXT_KEY, ctx)
     return ctx, tracked
 

@@ -20,9 +20,9 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "readscale.replicas.django.CausalTokenMiddleware",  # READSCALE_TOKEN_SECURE: "auto" by default
 ]
-# Django reads Cookie (sessions, CSRF) and User-Agent (CommonMiddleware) on every request. A view that
-# touches the session gets Django's own Vary: Cookie, and readscale then keeps it private.
-READSCALE_HTTP = HttpSettings(edge="varnish", framework_reads={"cookie", "user-agent"})
+# CommonMiddleware reads User-Agent on every request (Django's cookie reads, sessions and CSRF, are
+# recognised). A view that touches the session gets Django's own Vary: Cookie: private to its user.
+READSCALE_HTTP = HttpSettings(edge="varnish", framework_reads={"user-agent"})
 READSCALE_TOKEN_SECRET = SECRET  # from the environment in a real deployment
 # --- end snippet ---
 

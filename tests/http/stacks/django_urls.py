@@ -60,7 +60,32 @@ def read(request: HttpRequest) -> HttpResponse:
     return HttpResponse(repo.read())
 
 
+# Public routes whose page depends on who asks: readscale must keep them out of shared caches.
+@http_policy(HttpPolicy.public(60))
+def theme(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(f"theme {request.COOKIES.get('theme', 'light')}")
+
+
+@http_policy(HttpPolicy.public(60))
+def hello(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(f"hello {request.session.get('user', 'nobody')}")
+
+
+@http_policy(HttpPolicy.public(60))
+def signed(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("signed" if "authorization" in request.headers else "anonymous")
+
+
+@http_policy(HttpPolicy.public(60))
+def has_cookie(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("cookie" if "cookie" in request.headers else "none")
+
+
 urlpatterns = [
+    path("theme", theme),
+    path("hello", hello),
+    path("signed", signed),
+    path("has-cookie", has_cookie),
     path("greeting", greeting),
     path("account", account),
     path("catalog", catalog),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import Cookie, FastAPI
 from fastapi.responses import PlainTextResponse
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
@@ -37,9 +37,9 @@ async def account(request: Request) -> str:
 
 app.add_middleware(SessionMiddleware, secret_key=SECRET)
 app.add_middleware(CausalTokenMiddleware, signer=signer)  # secure="auto": Secure over https only
-# Added last, so outermost. FastAPI's dependency solver reads Cookie on every request:
-# plumbing, which readscale cannot tell from a handler's read, so it is declared here.
-app.add_middleware(HttpCacheMiddleware, settings=HttpSettings(edge="varnish", framework_reads={"cookie"}))
+# Added last, so outermost: it sees every Set-Cookie. FastAPI's dependency solver and the
+# sessions read Cookie on every request: readscale tells that plumbing from a handler's read.
+app.add_middleware(HttpCacheMiddleware, settings=HttpSettings(edge="varnish"))
 # --- end snippet ---
 
 
@@ -76,3 +76,34 @@ async def write(value: str) -> str:
 @app.get("/read", response_class=PlainTextResponse)
 async def read() -> str:
     return repo.read()
+
+
+# Public routes whose page depends on who asks: readscale must keep them out of shared caches.
+@app.get("/theme", response_class=PlainTextResponse)
+@http_policy(HttpPolicy.public(60))
+async def theme(request: Request) -> str:
+    return f"theme {request.cookies.get('theme', 'light')}"
+
+
+@app.get("/theme-param", response_class=PlainTextResponse)
+@http_policy(HttpPolicy.public(60))
+async def theme_param(theme: str = Cookie("light")) -> str:
+    return f"theme {theme}"
+
+
+@app.get("/hello", response_class=PlainTextResponse)
+@http_policy(HttpPolicy.public(60))
+async def hello(request: Request) -> str:
+    return f"hello {request.session.get('user', 'nobody')}"
+
+
+@app.get("/signed", response_class=PlainTextResponse)
+@http_policy(HttpPolicy.public(60))
+async def signed(request: Request) -> str:
+    return "signed" if "authorization" in request.headers else "anonymous"
+
+
+@app.get("/has-cookie", response_class=PlainTextResponse)
+@http_policy(HttpPolicy.public(60))
+async def has_cookie(request: Request) -> str:
+    return "cookie" if "cookie" in request.headers else "none"

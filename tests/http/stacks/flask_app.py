@@ -74,3 +74,28 @@ def write(value: str) -> str:
 @app.get("/read")
 def read() -> str:
     return repo.read()
+
+
+# Public routes whose page depends on who asks: readscale must keep them out of shared caches.
+@app.get("/theme")
+@http_policy(HttpPolicy.public(60))
+def theme() -> str:
+    return f"theme {request.cookies.get('theme', 'light')}"
+
+
+@app.get("/hello")
+@http_policy(HttpPolicy.public(60))
+def hello() -> str:
+    return f"hello {session.get('user', 'nobody')}"
+
+
+@app.get("/signed")
+@http_policy(HttpPolicy.public(60))
+def signed() -> str:
+    return "signed" if "authorization" in request.headers else "anonymous"
+
+
+@app.get("/has-cookie")
+@http_policy(HttpPolicy.public(60))
+def has_cookie() -> str:
+    return "cookie" if "cookie" in request.headers else "none"

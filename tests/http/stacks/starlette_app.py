@@ -36,8 +36,8 @@ app = Starlette(routes=[Route("/greeting", greeting), Route("/account", account)
 app.add_middleware(SessionMiddleware, secret_key=SECRET)
 app.add_middleware(CausalTokenMiddleware, signer=signer)  # secure="auto": Secure over https only
 # Added last, so outermost: it sees every Set-Cookie. Starlette's sessions read Cookie on
-# every request: that is plumbing, not a reason to warn.
-app.add_middleware(HttpCacheMiddleware, settings=HttpSettings(edge="varnish", framework_reads={"cookie"}))
+# every request: readscale tells that plumbing from a handler's read.
+app.add_middleware(HttpCacheMiddleware, settings=HttpSettings(edge="varnish"))
 # --- end snippet ---
 
 
@@ -70,8 +70,33 @@ async def read(request: Request) -> PlainTextResponse:
     return PlainTextResponse(repo.read())
 
 
+# Public routes whose page depends on who asks: readscale must keep them out of shared caches.
+@http_policy(HttpPolicy.public(60))
+async def theme(request: Request) -> PlainTextResponse:
+    return PlainTextResponse(f"theme {request.cookies.get('theme', 'light')}")
+
+
+@http_policy(HttpPolicy.public(60))
+async def hello(request: Request) -> PlainTextResponse:
+    return PlainTextResponse(f"hello {request.session.get('user', 'nobody')}")
+
+
+@http_policy(HttpPolicy.public(60))
+async def signed(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("signed" if "authorization" in request.headers else "anonymous")
+
+
+@http_policy(HttpPolicy.public(60))
+async def has_cookie(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("cookie" if "cookie" in request.headers else "none")
+
+
 app.router.routes.extend(
     [
+        Route("/theme", theme),
+        Route("/hello", hello),
+        Route("/signed", signed),
+        Route("/has-cookie", has_cookie),
         Route("/catalog", catalog, name="catalog"),
         Route("/link", link),
         Route("/login", login, methods=["POST"]),

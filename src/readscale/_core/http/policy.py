@@ -16,7 +16,10 @@ are *detected* by a tracker, but a tracker cannot tell a handler's read from its
 framework's plumbing (FastAPI's dependency solver reads Cookie on every request;
 Werkzeug walks every field to parse cookies; session middleware reads Cookie), so by
 default (``unlisted_reads="warn"``) an undeclared read changes nothing and is reported
-in :attr:`HeaderPlan.undeclared` for the driver to warn about once and count. The
+in :attr:`HeaderPlan.undeclared` for the driver to warn about once and count. The one
+exception, safe by default: an identity field the *handler* read (the driver tells its
+framework's plumbing apart, see ``readscale.http._tracker``) is varied on, so the
+response is private when the request carried it (``Exchange.identity_reads``). The
 strict modes restore the old rules: ``"vary"`` adds every read to Vary (and an identity
 field read and carried makes the response private), ``"private"`` refuses to share a
 response whose handler read anything undeclared.
@@ -234,9 +237,10 @@ class HttpSettings:
       does. ``warn`` (default): nothing to the response; logged once per route and
       field, and counted. ``vary``: added to Vary (an identity field read and carried
       makes the response private). ``private``: the response is not shared.
-    - ``framework_reads``: fields your framework reads on every request (FastAPI and
-      Django's session middleware read Cookie): their reads are never warned about nor
-      varied on. A public route whose page depends on one must declare it.
+    - ``framework_reads``: fields your framework reads on every request (Django's
+      CommonMiddleware reads User-Agent): their reads are never warned about nor varied
+      on. Never identity: a handler's own read of Cookie or Authorization is always
+      varied on (the frameworks' cookie plumbing is recognised without listing it).
     - ``ignored_cookies``: cookies that carry no identity (the causal token's): a
       request with only these is anonymous, and they are left out of validators.
     - ``etag_max_bytes``: bodies up to this size are buffered to derive a strong ETag.
@@ -311,6 +315,8 @@ class Exchange:
       session's causal token (``Readscale-Token``).
     - ``forwarded``: the forwarding field the request carried that a server may have
       taken the scheme from (``x-forwarded-proto`` or ``forwarded``), or None.
+    - ``identity_reads``: identity fields the handler itself read (its framework's
+      plumbing told apart by the driver): the response varies on them, in every mode.
     """
 
     status: int
@@ -324,6 +330,7 @@ class Exchange:
     walked: frozenset[str] = frozenset()
     sets_token: bool = False
     forwarded: str | None = None
+    identity_reads: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,7 +455,11 @@ def decide(policy: HttpPolicy | None, exchange: Exchange, settings: HttpSettings
     handler_vary, star = _vary_names(exchange.handler_vary)
     declared = frozenset(chosen.vary) if chosen is not None else frozenset()
     # '*' is a token but no field name: in Vary it would mean "never reusable".
-    seen = exchange.reads if mode == "warn" else exchange.reads | exchange.walked
+    identity_read = exchange.identity_reads & settings.identity_fields
+    if mode == "warn":  # the framework's identity reads are plumbing; the handler's count
+        seen = (exchange.reads - settings.identity_fields) | identity_read
+    else:
+        seen = exchange.reads | exchange.walked
     read = frozenset(n for n in seen - UNVARIED_FIELDS - settings.framework_reads if n != "*" and is_token(n))
     unlisted = read - declared - handler_vary
     vary = declared | handler_vary
@@ -456,8 +467,6 @@ def decide(policy: HttpPolicy | None, exchange: Exchange, settings: HttpSettings
         vary |= read
     if exchange.forwarded is not None:
         vary |= {exchange.forwarded}
-    # Identity the response depends on, by declaration (or, in "vary" mode, by a read).
-    identity_used = vary & exchange.identity_present & settings.identity_fields
 
     if chosen is not None:
         cache_control, cdn = _render(chosen, settings.edge_ttl_header)
@@ -469,6 +478,14 @@ def decide(policy: HttpPolicy | None, exchange: Exchange, settings: HttpSettings
         assert exchange.handler_cache_control is not None
         cache_control, shared = _handler_plan(exchange.handler_cache_control)
         cdn, shared_auth, want_etag, tags = None, False, True, exchange.extra_tags
+    # Safe by default: what the handler read of who is asking, the response varies on
+    # (framework_reads never silences it; only shared_auth says the page is the same
+    # for everybody).
+    if not shared_auth:
+        vary |= identity_read
+    # Identity the response depends on: declared, read by the handler (or, in "vary"
+    # mode, read by anyone).
+    identity_used = vary & exchange.identity_present & settings.identity_fields
 
     reason = None
     if shared:
@@ -476,6 +493,9 @@ def decide(policy: HttpPolicy | None, exchange: Exchange, settings: HttpSettings
             reason = "the response sets a cookie"
         elif exchange.sets_token:
             reason = "the response carries a session's causal token"
+        elif identity_used & identity_read and not shared_auth:
+            used = ", ".join(sorted(identity_used & identity_read))
+            reason = f"the handler read {used}, which the request carried"
         elif identity_used and not shared_auth:
             reason = "the response varies on " + ", ".join(sorted(identity_used)) + ", which the request carried"
         elif exchange.request_authorization and not shared_auth:
