@@ -111,6 +111,12 @@ class HttpCacheMiddleware:
             captured["headers"] = headers
             return written.append  # the legacy write() callable: buffered like the body
 
+        # HEAD's fields are GET's (RFC 9110 §9.3.2), its validator too: Werkzeug empties
+        # a HEAD response's body before it reaches us, so the app answers a GET and the
+        # body is dropped here, after the ETag was derived from it.
+        head = ctx.method == "HEAD"
+        if head:
+            dict.__setitem__(tracked, "REQUEST_METHOD", "GET")
         result = self.app(tracked, capture)
         limit = self.settings.etag_max_bytes
         chunks: list[bytes] = list(written)
@@ -143,7 +149,7 @@ class HttpCacheMiddleware:
         line = captured["status"] if status == code else _status_line(status)
         captured["sent"] = True
         start_response(line, headers)
-        if drop:
+        if drop or head:
             _close(result)
             return []
         if complete:
