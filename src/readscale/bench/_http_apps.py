@@ -97,7 +97,7 @@ def _starlette_page(fastapi: bool) -> object:
         app = Starlette(routes=[Route("/page/{id}", page)])
     app.add_middleware(SessionMiddleware, secret_key=_SECRET)
     app.add_middleware(CausalTokenMiddleware, signer=TokenSigner(_SECRET.encode()))
-    app.add_middleware(HttpCacheMiddleware, settings=HttpSettings(edge="varnish", framework_reads={"cookie"}))
+    app.add_middleware(HttpCacheMiddleware, settings=HttpSettings(edge="varnish"))
     return app
 
 
@@ -163,7 +163,7 @@ def _django_page() -> object:
                 "django.middleware.csrf.CsrfViewMiddleware",
                 "readscale.replicas.django.CausalTokenMiddleware",
             ],
-            READSCALE_HTTP=HttpSettings(edge="varnish", framework_reads={"cookie", "user-agent"}),
+            READSCALE_HTTP=HttpSettings(edge="varnish", framework_reads={"user-agent"}),
             READSCALE_TOKEN_SECRET=_SECRET,
         )
         django.setup()
