@@ -1,0 +1,519 @@
+"""Every fenced Python block in README.md and docs/ runs here, as written (issue 14).
+
+A block is found by its page and the heading above it (``docs/cache.md#the-application-cache``,
+``-2`` for a heading's second block). Each block is in exactly one of three tables, checked
+both ways, so a new block cannot go untested and a removed one cannot leave a stale entry:
+
+- ``RUN``: a test below executes the block's text, compiled from the page (a traceback
+  names the page and line), with top-level ``await`` allowed. The names a reader supplies
+  (``REDIS_URL``, ``PRIMARY_DSN``, a loader) come from the test, bound to the servers the
+  suite starts anyway (the ``readscale.testing`` fixtures). After it runs, the test checks
+  what the block promises (a value read back, a header, a row).
+- ``ELSEWHERE``: the block is the source of an app another test runs and compares word for
+  word (docs/http.md's recommended stacks: tests/http/test_stacks.py).
+- ``FRAGMENT``: a sketch that is not a program (a planned signature, an elided dict); it
+  must still compile unless the reason says why not.
+
+Each ``RUN`` test was seen to fail once with its block broken (a name misspelled in the
+page), so a block that rots fails the suite.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import inspect
+import linecache
+import re
+import shutil
+import sys
+import types
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+
+from readscale.errors import StackError
+from readscale.stack import Stack
+from readscale.testing.shared import new_stack_root
+from tests.replica_helpers import restore_replicas
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+FENCE = re.compile(r"^(`{3,})(\S*)")
+TOKEN_SECRET = b"the docs' snippets: tests only"
+
+
+@dataclass(frozen=True)
+class Block:
+    page: str
+    anchor: str
+    line: int  # of the block's first code line, 1-based
+    code: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.page}#{self.anchor}"
+
+
+def _slug(heading: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", heading.lower()).strip("-")
+
+
+def python_blocks() -> list[Block]:
+    found: list[Block] = []
+    for path in PAGES:
+        page = path.relative_to(ROOT).as_posix()
+        heading, per_heading = "top", 0
+        lines = path.read_text().splitlines()
+        i = 0
+        while i < len(lines):
+            line = lines[i]
+            fence = FENCE.match(line)
+            if fence:
+                ticks, lang = fence.groups()
+                end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith(ticks))
+                if lang == "python":
+                    per_heading += 1
+                    anchor = _slug(heading) + (f"-{per_heading}" if per_heading > 1 else "")
+                    found.append(Block(page, anchor, i + 2, "\n".join(lines[i + 1 : end]) + "\n"))
+                i = end + 1
+                continue
+            if line.startswith("#"):
+                heading, per_heading = line.lstrip("#").strip(), 0
+            i += 1
+    return found
+
+
+BLOCKS = {b.id: b for b in python_blocks()}
+
+# Blocks a test below runs: id -> the test.
+RUN = {
+    "README.md#a-short-tour": "test_readme_tour",
+    "docs/cache.md#the-application-cache": "test_cache_page",
+    "docs/http.md#in-short": "test_http_in_short",
+    "docs/replicas.md#in-short": "test_replicas_in_short",
+    "docs/write-behind.md#write-behind-modes-promises-counters": "test_write_behind_intro",
+    "docs/write-behind.md#in-short": "test_write_behind_in_short",
+    "docs/stack.md#the-local-stack-and-the-pytest-fixtures": "test_stack_from_python",
+    "docs/stack.md#pytest-fixtures-for-your-own-tests": "test_stack_fixtures",
+    "docs/guides/fastapi.md#a-service-the-cache-the-replicas-and-the-token-between-requests": "test_fastapi_guide",
+    "docs/guides/starlette.md#a-service-the-cache-the-replicas-and-the-token-between-requests": "test_starlette_guide",
+    "docs/guides/flask.md#a-service-the-cache-the-replicas-and-the-token-between-requests": "test_flask_guide",
+    "docs/guides/django.md#settings-replicas-the-causal-token-http-caching": "test_django_guide_settings",
+    "docs/guides/sqlalchemy.md#sqlalchemy": "test_sqlalchemy_guide",
+}
+# Blocks that are the source of an app another test runs and compares word for word.
+_STACKS = "tests/http/test_stacks.py"
+ELSEWHERE = {
+    "docs/http.md#fastapi": _STACKS,
+    "docs/http.md#starlette": _STACKS,
+    "docs/http.md#flask": _STACKS,
+    "docs/http.md#django": _STACKS,
+    "docs/http.md#django-2": _STACKS,
+}
+# Sketches: id -> (why it is not run, whether it compiles).
+FRAGMENT = {
+    "docs/architecture.md#6-the-fill-protocol-as-a-pure-planner": (
+        "the planned signatures of _core/cache/fill.py (issue 14, step 6), bodies elided",
+        True,
+    ),
+    "docs/architecture.md#7-3-optional-dependencies-one-helper-lazy-faces": (
+        "a planned module's shape: the mapping is elided with '...', so it does not compile",
+        False,
+    ),
+}
+
+
+def test_every_block_is_run_or_allow_listed_with_a_reason() -> None:
+    listed = set(RUN) | set(ELSEWHERE) | set(FRAGMENT)
+    assert len(listed) == len(RUN) + len(ELSEWHERE) + len(FRAGMENT), "a block is in two tables"
+    unlisted = sorted(set(BLOCKS) - listed)
+    assert not unlisted, f"Python blocks no test runs (add a test to RUN, or a reason to FRAGMENT): {unlisted}"
+    stale = sorted(listed - set(BLOCKS))
+    assert not stale, f"entries for blocks the pages no longer have: {stale}"
+    tests = {name for name, fn in globals().items() if name.startswith("test_") and callable(fn)}
+    assert set(RUN.values()) <= tests
+
+
+@pytest.mark.parametrize("block_id", sorted(FRAGMENT))
+def test_fragments_compile_unless_said_otherwise(block_id: str) -> None:
+    reason, compiles = FRAGMENT[block_id]
+    assert reason
+    if compiles:
+        compile(BLOCKS[block_id].code, block_id, "exec")
+
+
+@pytest.mark.parametrize("block_id", sorted(ELSEWHERE))
+def test_blocks_run_elsewhere_are_compared_there(block_id: str) -> None:
+    test = (ROOT / ELSEWHERE[block_id]).read_text()
+    assert BLOCKS[block_id].page in test, f"{ELSEWHERE[block_id]} does not read {BLOCKS[block_id].page}"
+
+
+# -- running a block ------------------------------------------------------------------------
+
+
+def _compiled(block_id: str, replace: dict[str, str] | None = None) -> Any:
+    block = BLOCKS[block_id]
+    filename = f"{ROOT / block.page}:{block.line}"
+    code = block.code
+    for old, new in (replace or {}).items():  # a literal the test must not use as is (a shared path)
+        assert old in code, f"{block_id} no longer has {old!r}"
+        code = code.replace(old, new)
+    # Pad so the traceback's line numbers are the page's.
+    source = "\n" * (block.line - 1) + code
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    return compile(source, filename, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+
+
+@contextmanager
+def _module(block_id: str, namespace: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A real module for the block to run in: libraries that resolve annotations through
+    ``sys.modules`` (SQLAlchemy's ``Mapped``) or find a root from ``__name__`` (Flask) work."""
+    name = "docs_snippet_" + _slug(block_id).replace("-", "_")
+    module = types.ModuleType(name)
+    module.__file__ = str(ROOT / BLOCKS[block_id].page)
+    module.__dict__.update(namespace)
+    sys.modules[name] = module
+    try:
+        yield module.__dict__
+    finally:
+        del sys.modules[name]
+
+
+async def run_async(block_id: str, namespace: dict[str, Any]) -> dict[str, Any]:
+    with _module(block_id, namespace) as ns:
+        result = eval(_compiled(block_id), ns)  # the docs' own code, on purpose
+        if inspect.iscoroutine(result):
+            await result
+        return ns
+
+
+def run_sync(block_id: str, namespace: dict[str, Any], replace: dict[str, str] | None = None) -> dict[str, Any]:
+    with _module(block_id, namespace) as ns:
+        result = eval(_compiled(block_id, replace), ns)  # the docs' own code, on purpose
+        assert not inspect.iscoroutine(result), f"{block_id} awaits: run it with run_async"
+        return ns
+
+
+@pytest.fixture
+def docs_redis_url(redis_url: str) -> Iterator[str]:
+    """The suite's Redis, on a database of its own, emptied before and after: the blocks'
+    keys (``item:1``, ``user:42``) meet no other test's."""
+    url = redis_url.rsplit("/", 1)[0] + "/9"
+    with redis.Redis.from_url(url) as admin:
+        admin.flushdb()
+        yield url
+        admin.flushdb()
+
+
+@pytest.fixture
+def docs_durable_redis_url(durable_redis_url: str) -> Iterator[str]:
+    url = durable_redis_url.rsplit("/", 1)[0] + "/9"
+    with redis.Redis.from_url(url) as admin:
+        admin.flushdb()
+        yield url
+        admin.flushdb()
+
+
+@pytest.fixture
+def items(pg_stack: Stack) -> Stack:
+    """The table the blocks read and write: ``items(id, price)`` with item 1 at price 5."""
+    restore_replicas(pg_stack)
+    with psycopg.connect(pg_stack.primary.dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS items (id int PRIMARY KEY, price int NOT NULL)")
+        conn.execute("INSERT INTO items VALUES (1, 5) ON CONFLICT (id) DO UPDATE SET price = 5")
+    return pg_stack
+
+
+def _servers(stack: Stack, redis_url: str) -> dict[str, Any]:
+    return {
+        "REDIS_URL": redis_url,
+        "PRIMARY_DSN": stack.primary.dsn,
+        "REPLICA_DSNS": [r.dsn for r in stack.replicas],
+        "TOKEN_SECRET": TOKEN_SECRET,
+    }
+
+
+def _price(stack: Stack) -> int:
+    with psycopg.connect(stack.primary.dsn) as conn:
+        row = conn.execute("SELECT price FROM items WHERE id = 1").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+# -- README ----------------------------------------------------------------------------------
+
+
+@pytest.mark.stack
+@pytest.mark.anyio
+async def test_readme_tour(items: Stack, docs_redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    ns = await run_async("README.md#a-short-tour", _servers(items, docs_redis_url))
+    assert capsys.readouterr().out == "5\n"  # the first read: the row as seeded
+    assert _price(items) == 9
+    assert ns["cache"].stats.loader.calls == 2  # the write's invalidation made the second read load
+
+
+# -- the layers ------------------------------------------------------------------------------
+
+
+@pytest.mark.stack
+@pytest.mark.anyio
+async def test_cache_page(pg_stack: Stack, docs_redis_url: str) -> None:
+    from dataclasses import dataclass as _dataclass
+
+    @_dataclass
+    class Profile:
+        name: str
+
+    loads: list[int] = []
+
+    async def load_product(pid: int) -> dict[str, Any]:
+        loads.append(pid)
+        return {"id": pid, "name": "lamp"}
+
+    async def save_profile(uid: int, data: dict[str, str]) -> Profile:
+        return Profile(**data)
+
+    with psycopg.connect(pg_stack.primary.dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+    assert row is not None
+    hi, lo = row[0].split("/")
+    ns = await run_async(
+        "docs/cache.md#the-application-cache",
+        {
+            "REDIS_URL": docs_redis_url,
+            "pid": 1,
+            "cid": 7,
+            "uid": 42,
+            "data": {"name": "Ada"},
+            "commit_lsn": (int(hi, 16) << 32) + int(lo, 16),
+            "load_product": load_product,
+            "save_profile": save_profile,
+            "Profile": Profile,
+        },
+    )
+    cache = ns["cache"]
+    try:
+        assert ns["product"] == {"id": 1, "name": "lamp"} and loads == [1]
+        assert await cache.get("user:42:profile", policy=ns["PROFILE"]) is not None  # written through
+        # Invalidated: the next read loads again.
+        assert await cache.get_or_load("product:1", lambda: load_product(1), tags=["category:7"]) == ns["product"]
+        assert loads == [1, 1]
+    finally:
+        await cache.aclose()
+
+
+@pytest.mark.anyio
+async def test_http_in_short() -> None:
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+
+    @dataclass
+    class Product:
+        id: int
+        version: int
+
+        def as_dict(self) -> dict[str, int]:
+            return {"id": self.id, "version": self.version}
+
+    class Repo:
+        async def get(self, pid: str) -> Product:
+            return Product(int(pid), 3)
+
+    app = Starlette()
+    ns = await run_async("docs/http.md#in-short", {"repo": Repo(), "JSONResponse": JSONResponse, "app": app})
+    app.add_route("/products/{id}", ns["product"])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://shop.test") as client:
+        first = await client.get("/products/1")
+        assert first.status_code == 200 and first.json() == {"id": 1, "version": 3}
+        assert first.headers["cache-control"].startswith("public, max-age=60")
+        assert "max-age=600" in first.headers["cdn-cache-control"]
+        assert "product:1" in first.headers["xkey"]
+        again = await client.get("/products/1", headers={"if-none-match": first.headers["etag"]})
+        assert again.status_code == 304
+
+
+@pytest.mark.stack
+@pytest.mark.anyio
+async def test_replicas_in_short(items: Stack) -> None:
+    r1, r2 = (r.dsn for r in items.replicas)
+    ns = await run_async("docs/replicas.md#in-short", {"PRIMARY_DSN": items.primary.dsn, "R1_DSN": r1, "R2_DSN": r2})
+    assert tuple(ns["row"]) == (9,)  # "sees 9"
+    assert _price(items) == 9
+
+
+@pytest.mark.stack
+@pytest.mark.anyio
+async def test_write_behind_intro(docs_durable_redis_url: str) -> None:
+    ns = await run_async(
+        "docs/write-behind.md#write-behind-modes-promises-counters", {"REDIS_URL": docs_durable_redis_url}
+    )
+    cache, wb = ns["cache"], ns["wb"]
+    try:
+        assert ns["version"] > 0
+        assert await cache.get("user:42") == {"name": "Ada"}
+        assert await wb.queue_length() == 2  # the value and the counter, queued for the flusher
+    finally:
+        await cache.aclose()
+
+
+@pytest.mark.stack
+@pytest.mark.anyio
+async def test_write_behind_in_short(docs_durable_redis_url: str) -> None:
+    ns = await run_async("docs/write-behind.md#in-short", {"REDIS_URL": docs_durable_redis_url})
+    cache, wb = ns["cache"], ns["wb"]
+    try:
+        assert ns["version"] > 0
+        assert await cache.get("user:42") == {"name": "Ada"}  # as the block's comment says
+        assert await wb.queue_length() == 2
+    finally:
+        await cache.aclose()
+
+
+# -- the local stack -------------------------------------------------------------------------
+
+
+@pytest.mark.stack
+@pytest.mark.slow
+def test_stack_from_python(capsys: pytest.CaptureFixture[str]) -> None:
+    """The block as written, in a folder of the test's own instead of /tmp/my-stack."""
+    base = new_stack_root("readscale-docs-")
+    try:
+        root = str(base / "my-stack")
+        ns = run_sync("docs/stack.md#the-local-stack-and-the-pytest-fixtures", {}, {"/tmp/my-stack": root})
+        out = capsys.readouterr().out.splitlines()
+        assert out[0].startswith("postgresql://") and out[0].count("postgresql://") == 3  # primary, r1, r2
+        assert "redis://" in out[0]
+        assert int(out[1]) >= 0  # r1's lag in bytes, while paused
+        with pytest.raises(StackError, match="no PostgreSQL primary"):  # the with block took the stack down
+            ns["stack"].primary  # noqa: B018
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.stack
+def test_stack_fixtures(request: pytest.FixtureRequest) -> None:
+    """The block is a test: each argument must be a fixture the plugin provides (pytest
+    would resolve them the same way), and it runs with their values."""
+    ns = run_sync("docs/stack.md#pytest-fixtures-for-your-own-tests", {})
+    test = ns["test_my_repository"]
+    names = list(inspect.signature(test).parameters)
+    assert names, "the block's test asks for no fixture"
+    assert test(**{name: request.getfixturevalue(name) for name in names}) is None
+
+
+# -- the guides ------------------------------------------------------------------------------
+
+
+def _json(response: Any) -> Any:
+    return response.json() if callable(response.json) else response.json  # httpx, or Flask's client
+
+
+def _session_reads_its_write(get: Any, post: Any) -> None:
+    """A session reads item 1 (seeded at 5), sets it to 9, and reads 9 on its next request."""
+    first = get("/items/1")
+    assert first.status_code == 200 and _json(first) == {"id": 1, "price": 5}
+    assert first.headers["cache-control"].startswith("private")
+    assert "set-cookie" not in first.headers  # an anonymous reader gets no cookie
+    wrote = post("/items/1?price=9")
+    assert wrote.status_code == 200 and "readscale_token=" in wrote.headers.get("set-cookie", "")
+    again = get("/items/1")
+    assert again.status_code == 200 and _json(again) == {"id": 1, "price": 9}
+
+
+async def _asgi_session_reads_its_write(app: Any) -> None:
+    import httpx
+
+    async with app.router.lifespan_context(app):  # the app's own lifespan: opens the router, closes the cache
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://shop.test") as client:
+            responses = [
+                await client.get("/items/1"),
+                await client.post("/items/1?price=9"),
+                await client.get("/items/1"),
+            ]
+    replies = iter(responses)
+    _session_reads_its_write(lambda _: next(replies), lambda _: next(replies))
+
+
+@pytest.mark.stack
+@pytest.mark.anyio
+async def test_fastapi_guide(items: Stack, docs_redis_url: str) -> None:
+    ns = await run_async(
+        "docs/guides/fastapi.md#a-service-the-cache-the-replicas-and-the-token-between-requests",
+        _servers(items, docs_redis_url),
+    )
+    await _asgi_session_reads_its_write(ns["app"])
+    assert _price(items) == 9
+
+
+@pytest.mark.stack
+@pytest.mark.anyio
+async def test_starlette_guide(items: Stack, docs_redis_url: str) -> None:
+    ns = await run_async(
+        "docs/guides/starlette.md#a-service-the-cache-the-replicas-and-the-token-between-requests",
+        _servers(items, docs_redis_url),
+    )
+    await _asgi_session_reads_its_write(ns["app"])
+    assert _price(items) == 9
+
+
+@pytest.mark.stack
+def test_flask_guide(items: Stack, docs_redis_url: str) -> None:
+    ns = run_sync(
+        "docs/guides/flask.md#a-service-the-cache-the-replicas-and-the-token-between-requests",
+        _servers(items, docs_redis_url),
+    )
+    try:
+        client = ns["app"].test_client()
+        _session_reads_its_write(client.get, client.post)
+    finally:
+        ns["router"].close()
+        ns["cache"].close()
+    assert _price(items) == 9
+
+
+@pytest.mark.stack
+def test_django_guide_settings(items: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """settings.py is plain Python: run it, then open the router it configures and read
+    through it (Django's own use of these settings runs in tests/replicas/test_django.py)."""
+    from readscale.replicas import ReplicaRouter
+
+    monkeypatch.setenv("READSCALE_TOKEN_SECRET", "a secret")
+    r1, r2 = items.replicas
+    ns = run_sync(
+        "docs/guides/django.md#settings-replicas-the-causal-token-http-caching",
+        {"PRIMARY_PORT": items.primary.port, "R1_PORT": r1.port, "R2_PORT": r2.port},
+    )
+    settings = ns["READSCALE_REPLICA_SETTINGS"]
+    assert [name for name, _ in settings.replica_dsns] == ["r1", "r2"]
+    with ReplicaRouter(settings) as router:
+        assert tuple(router.fetch_one("SELECT price FROM items WHERE id = 1") or ()) == (5,)
+        with router.write() as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert ns["READSCALE_TOKEN_SECRET"] == "a secret"
+
+
+@pytest.mark.stack
+def test_sqlalchemy_guide(items: Stack) -> None:
+    ns = run_sync("docs/guides/sqlalchemy.md#sqlalchemy", _servers(items, ""))
+    assert _price(items) == 9
+    engine = ns["Session"].kw["primary"]
+    engine.dispose()
+    for replica in ns["Session"].kw["replicas"].values():
+        replica.dispose()
+
+
+def test_the_blocks_are_found() -> None:
+    # The parser itself: a page's blocks, and the anchors they are named by.
+    assert "README.md#a-short-tour" in BLOCKS
+    assert BLOCKS["README.md#a-short-tour"].code.startswith("from readscale import")
+    assert not any("```" in b.code for b in BLOCKS.values())
+    assert asyncio.iscoroutinefunction(run_async)
