@@ -18,6 +18,7 @@ import psycopg
 import pytest
 
 from readscale._async.backends.redis import AsyncRedisBackend, AsyncRedisClusterBackend
+from readscale._async.bus import AsyncInvalidationBus
 from readscale._async.cache import AsyncCache
 from readscale._async.flusher import AsyncFlusher
 from readscale._async.pgwriter import AsyncPostgresWriter
@@ -210,6 +211,36 @@ async def test_a_fill_loaded_before_a_queued_write_cannot_store_over_it(
     cache.forget_local("item:7", policy=policy)
     assert await cache.get("item:7", policy=policy) == {"qty": 2}
     assert cache.stats.l2.fills == 0
+
+
+@pytest.mark.anyio
+async def test_a_queued_write_drops_other_processes_l1_copies(durable_redis_url: str, names: dict[str, str]) -> None:
+    """Another process's L1 copy of the old value goes over the bus, as after an
+    invalidation: it would otherwise be served for its whole l1_ttl."""
+    settings = RedisSettings(url=durable_redis_url)
+    channel = f"bus-{names['queue']}"
+    buses = AsyncInvalidationBus(settings, channel=channel), AsyncInvalidationBus(settings, channel=channel)
+    writer, reader = (
+        AsyncCache(AsyncRedisBackend(settings), l1=MemoryStore(100), bus=bus, policy=POLICY, prefix=names["prefix"])
+        for bus in buses
+    )
+    try:
+
+        async def old() -> dict[str, int]:
+            return {"qty": 1}
+
+        assert await reader.get_or_load("item:8", old) == {"qty": 1}  # in the reader's L1
+        await writer.get("item:8")  # both buses subscribed
+        await AsyncWriteBehind(writer, WriteBehindSettings(queue=names["queue"])).write_behind("item:8", {"qty": 2})
+        for _ in range(400):
+            if buses[1].stats.received:
+                break
+            await async_sleep(0.005)
+        assert buses[1].stats.received == 1
+        assert await reader.get("item:8") == {"qty": 2}
+    finally:
+        await writer.aclose()
+        await reader.aclose()
 
 
 @pytest.mark.anyio

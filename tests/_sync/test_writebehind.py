@@ -23,6 +23,7 @@ from readscale._core.writebehind.flush import FailureKind
 from readscale._core.writebehind.settings import FlusherSettings, WhenFull, WriteBehindSettings
 from readscale._primitives import Event, sync_sleep
 from readscale._sync.backends.redis import RedisBackend, RedisClusterBackend
+from readscale._sync.bus import InvalidationBus
 from readscale._sync.cache import Cache
 from readscale._sync.flusher import Flusher
 from readscale._sync.pgwriter import PostgresWriter
@@ -209,6 +210,35 @@ def test_a_fill_loaded_before_a_queued_write_cannot_store_over_it(
     cache.forget_local("item:7", policy=policy)
     assert cache.get("item:7", policy=policy) == {"qty": 2}
     assert cache.stats.l2.fills == 0
+
+
+def test_a_queued_write_drops_other_processes_l1_copies(durable_redis_url: str, names: dict[str, str]) -> None:
+    """Another process's L1 copy of the old value goes over the bus, as after an
+    invalidation: it would otherwise be served for its whole l1_ttl."""
+    settings = RedisSettings(url=durable_redis_url)
+    channel = f"bus-{names['queue']}"
+    buses = InvalidationBus(settings, channel=channel), InvalidationBus(settings, channel=channel)
+    writer, reader = (
+        Cache(RedisBackend(settings), l1=MemoryStore(100), bus=bus, policy=POLICY, prefix=names["prefix"])
+        for bus in buses
+    )
+    try:
+
+        def old() -> dict[str, int]:
+            return {"qty": 1}
+
+        assert reader.get_or_load("item:8", old) == {"qty": 1}  # in the reader's L1
+        writer.get("item:8")  # both buses subscribed
+        WriteBehind(writer, WriteBehindSettings(queue=names["queue"])).write_behind("item:8", {"qty": 2})
+        for _ in range(400):
+            if buses[1].stats.received:
+                break
+            sync_sleep(0.005)
+        assert buses[1].stats.received == 1
+        assert reader.get("item:8") == {"qty": 2}
+    finally:
+        writer.close()
+        reader.close()
 
 
 def test_versions_grow_per_key_and_across_keys(wb: WriteBehind) -> None:

@@ -162,6 +162,18 @@ DEFECTS = {
     "slow_loader_flight": focused(
         apis=("cache_key",), keys=2, sessions=16, write_ratio=0.1, load_work=2.5, duration=8.0
     ),
+    # Found after issue 12: a fill that loaded the row before a write-behind write (the
+    # database does not have it yet) stored the old value over the queued one, for the
+    # entry's whole TTL: the enqueue left the key's lease and tickets standing.
+    "write_behind_fill_race": focused(
+        apis=("cache_key",),
+        write_behind=1.0,
+        processes=2,
+        keys=60,
+        sessions=12,
+        write_ratio=0.3,
+        load_work=0.4,
+    ),
 }
 JUDGED = {"profile_without_bus": (READ_YOUR_WRITES,)}
 #: Defects still open, by name: their focused test is expected to fail (strictly) until

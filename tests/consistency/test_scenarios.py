@@ -8,6 +8,7 @@ from readscale.bench.consistency_scenario import (
     CACHE_APIS,
     READ_APIS,
     ROUTER_APIS,
+    WB_API,
     Scenario,
     claims_for,
     draw_scenario,
@@ -26,6 +27,8 @@ def features(s: Scenario) -> set[str]:
         out.add("anonymous readers")
     out.add("many cold keys" if s.keys >= 40 else "few hot keys")
     out.add(f"backend {s.backend}")
+    if s.write_behind:
+        out.add("write-behind")
     for fault in s.faults:
         out.add(fault.action)
         if fault.action == "delay":
@@ -58,6 +61,7 @@ def test_the_ci_seeds_cover_every_dimension() -> None:
         "bus shared", "bus separate", "default tombstone", "long tombstone", "slow read() blocks",
         "anonymous readers", "delay >= 25s", "delay 4-24s", "delay < 4s", "pause", "kill", "bus_kill",
         "redis_kill", "many cold keys", "few hot keys", "backend redis", "backend memcached", "backend cluster",
+        "write-behind",
     }  # fmt: skip
     assert wanted - covered == set()
 
@@ -67,7 +71,7 @@ def test_claims_follow_the_readme() -> None:
         assert claims_for(api, "session", False, 1.0) == (Claims(True, True), True)
         assert claims_for(api, "latest", False, 1.0) == (Claims(True, True, 0.0), True)
         assert claims_for(api, "bs:2", False, 1.0) == (Claims(max_staleness=2.0), True)
-    for api in CACHE_APIS:
+    for api in (*CACHE_APIS, WB_API):
         hit, observes = claims_for(api, "session", False, 1.0)
         assert (hit.invalidation_bound, hit.monotonic_reads, observes) == (1.0, False, False)
         assert hit.read_your_writes == (api == "cache_profile"), "only PROFILE entries promise it on a hit"

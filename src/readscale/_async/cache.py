@@ -196,6 +196,14 @@ class AsyncCache(AsyncFillMixin):
         if self.l1 is not None:
             self.l1.delete(pkey)
 
+    async def drop_copies(self, key: str, *, policy: CachePolicy | None = None) -> None:
+        """Drop every process's L1 copy of ``key``: this one's now (:meth:`forget_local`),
+        the others' over the bus. For a writer that replaced the L2 entry itself
+        (write-behind stores the entry in its own script). A bus that cannot be told is
+        logged, not raised: the L2 change happened."""
+        self.forget_local(key, policy=policy)
+        await self._announce([self.key(key, policy)], {}, None)
+
     # -- cache-aside -----------------------------------------------------------------------
 
     async def get(self, key: str, *, policy: CachePolicy | None = None, codec: Codec | None = None) -> Any:

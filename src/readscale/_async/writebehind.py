@@ -4,7 +4,8 @@ is generated from this file.
 
 The database is written later by a flusher (``readscale._async.flusher``). Until then,
 reads through the same cache see the new value: the entry is stored under the key the
-cache reads (read-your-writes), and this process's L1 copy is dropped. The rules (versions,
+cache reads (read-your-writes), this process's L1 copy is dropped and the others' are
+over the invalidation bus, if the cache has one. The rules (versions,
 backpressure) live in ``readscale._core.writebehind``; the durability modes and the
 check of the server's settings in ``readscale._core.writebehind.modes``.
 
@@ -163,7 +164,7 @@ class AsyncWriteBehind:
             return await self.queue.enqueue(pkey, envelope, ttl, key, policy.namespace, self.settings.max_queue_length)
 
         version = await self._with_room(enqueue)
-        self.cache.forget_local(key, policy=policy)
+        await self.cache.drop_copies(key, policy=policy)  # this L1 now, the others' over the bus
         self.stats.writes += 1
         return version
 

@@ -41,7 +41,7 @@ from typing import Any
 import psycopg
 
 from readscale._core.consistency.history import PROPERTIES, ReadOp, Verdict, WriteOp, check_history
-from readscale.bench.consistency_scenario import CACHE_APIS, Fault, Scenario, claims_for, mode_for
+from readscale.bench.consistency_scenario import CACHE_APIS, WB_API, Fault, Scenario, claims_for, mode_for
 from readscale.bench.consistency_service import CONFIG_ENV, ServiceConfig
 from readscale.replicas.asgi import DEFAULT_COOKIE
 from readscale.stack import Stack
@@ -407,6 +407,25 @@ def _witness_cache(base: Any, applied: dict[tuple[int, int], float]) -> Any:
     return WitnessCache
 
 
+async def _start_flusher(stack: Stack, redis_url: str, prefix: str, queue: str, table: str) -> tuple[Any, Any]:
+    """The write-behind flusher of a run, as ``readscale writebehind run`` would run it:
+    it writes each key's newest queued value to ``table``'s ``val`` (volatile mode: the
+    harness's Redis has no persistence)."""
+    from readscale._async.flusher import AsyncFlusher
+    from readscale._async.pgwriter import AsyncPostgresWriter
+    from readscale._core.writebehind.settings import FlusherSettings
+
+    writer = AsyncPostgresWriter(stack.primary.dsn, table=table, key_column="id", value_column="val", key_from=_wb_id)
+    settings = FlusherSettings(queue=queue, prefix=prefix, mode="volatile", block=0.1, batch_wait=0.02)
+    flusher = AsyncFlusher(writer, redis_url, settings=settings)
+    await flusher.start()
+    return flusher, asyncio.ensure_future(flusher.run())
+
+
+def _wb_id(key: str) -> int:
+    return int(key.rsplit(":", 1)[1])  # "wbitem:7" -> 7
+
+
 # -- a run -----------------------------------------------------------------------------------------
 
 
@@ -415,6 +434,20 @@ def _rows_sql(table: str, keys: int) -> list[str]:
         f"CREATE TABLE {table} (id int PRIMARY KEY, version bigint NOT NULL)",
         f"INSERT INTO {table} SELECT g, 0 FROM generate_series(0, {keys - 1}) g",
     ]
+
+
+def _wb_rows_sql(table: str, keys: int) -> list[str]:
+    """The write-behind keys' rows: ``val`` is the value the history sees, ``version`` the
+    flusher's (its newest-wins rule)."""
+    return [
+        f"CREATE TABLE {table} (id int PRIMARY KEY, version bigint NOT NULL DEFAULT 0, val bigint NOT NULL)",
+        f"INSERT INTO {table} SELECT g, 0, 0 FROM generate_series(0, {keys - 1}) g",
+    ]
+
+
+def history_key(op: Op) -> str:
+    """The checker's name of an operation's key: write-behind keys are rows of their own."""
+    return f"wb:{op.key}" if op.api in ("write_behind", WB_API) else str(op.key)
 
 
 async def run_scenario(
@@ -466,6 +499,8 @@ async def _run(stack: Stack, scenario: Scenario, say: Progress, workdir: Path, b
 
     run_id = uuid.uuid4().hex[:8]
     table = f"cons_{run_id}"
+    wb_table = f"cons_wb_{run_id}" if scenario.write_behind else None
+    wb_queue = f"cons-wb-{run_id}"
     l2 = stack.node(L2_NODE).url  # type: ignore[attr-defined]
     bus_url = l2 if scenario.bus == "shared" else stack.node(BUS_NODE).url  # type: ignore[attr-defined]
     await asyncio.to_thread(_ensure_backend, stack, scenario.backend)
@@ -498,6 +533,8 @@ async def _run(stack: Stack, scenario: Scenario, say: Progress, workdir: Path, b
             load_work=scenario.load_work,
             sabotage=scenario.sabotage,
             seed=scenario.seed * 10 + i,
+            wb_table=wb_table,
+            wb_queue=wb_queue,
         )
         for i, port in enumerate(ports)
     ]
@@ -505,6 +542,8 @@ async def _run(stack: Stack, scenario: Scenario, say: Progress, workdir: Path, b
     say(f"seed {scenario.seed}: starting {scenario.processes} service process(es)")
     services.start()  # they import while the table is made
     ops: list[Op] = []
+    flusher: Any = None
+    flush_task: Any = None
     faults_done: list[str] = []
     logs: dict[str, str] = {}
     stats: list[dict[str, Any]] = []
@@ -514,7 +553,12 @@ async def _run(stack: Stack, scenario: Scenario, say: Progress, workdir: Path, b
         with psycopg.connect(stack.primary.dsn, autocommit=True) as conn:
             for statement in _rows_sql(table, scenario.keys):
                 conn.execute(statement)
+            if wb_table is not None:
+                for statement in _wb_rows_sql(wb_table, scenario.keys):
+                    conn.execute(statement)
         await asyncio.to_thread(restore, stack)
+        if wb_table is not None:
+            flusher, flush_task = await _start_flusher(stack, l2, prefix, wb_queue, wb_table)
 
         if scenario.cdc:
             from readscale.settings import RedisSettings
@@ -569,7 +613,22 @@ async def _run(stack: Stack, scenario: Scenario, say: Progress, workdir: Path, b
                     if anonymous:  # no cookie: every request is a new session
                         client.cookies.clear()
                         name = f"a{index}.{len(ops)}"
-                    if not anonymous and rng.random() < scenario.write_ratio:
+                    params: dict[str, Any]
+                    on_wb = scenario.write_behind > 0 and rng.random() < scenario.write_behind
+                    if on_wb and not anonymous and rng.random() < scenario.write_ratio:
+                        # Every write of a key goes to one process, which orders them.
+                        owner = configs[key % len(configs)]
+                        op = Op(next(next_id), name, "write", key, "write_behind", "session", key % len(configs) + 1,
+                                time.monotonic())  # fmt: skip
+                        url = f"http://127.0.0.1:{owner.port}/wb"
+                        params = {"k": key}
+                        method = "POST"
+                    elif on_wb:
+                        op = Op(next(next_id), name, "read", key, WB_API, "session", proc + 1, time.monotonic())
+                        url = f"{base}/r"
+                        params = {"k": key, "api": WB_API, "mode": "session"}
+                        method = "GET"
+                    elif not anonymous and rng.random() < scenario.write_ratio:
                         django = rng.random() < scenario.django_writes
                         invalidate = not (scenario.cdc and rng.random() < scenario.cdc_only)
                         orm = django and rng.random() < scenario.orm_writes
@@ -633,9 +692,17 @@ async def _run(stack: Stack, scenario: Scenario, say: Progress, workdir: Path, b
                 await worker.drop_slot()
             await worker.close()
             await worker.cache.aclose()
+        if flusher is not None:
+            flusher.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(flush_task, 30)
+            await flusher.aclose()
+            await flusher.writer.aclose()
         await asyncio.to_thread(restore, stack)
         with psycopg.connect(stack.primary.dsn, autocommit=True) as conn:
             conn.execute(f"DROP TABLE IF EXISTS {table}")
+            if wb_table is not None:
+                conn.execute(f"DROP TABLE IF EXISTS {wb_table}")
 
     verdict = check(ops, applied, scenario)
     return RunResult(scenario, verdict, ops, start, applied, faults_done, stats, time.monotonic() - began, logs)
@@ -648,7 +715,7 @@ def history_of(
     writes: list[WriteOp] = []
     reads: list[ReadOp] = []
     for op in ops:
-        key = str(op.key)
+        key = history_key(op)
         if op.kind == "write":
             version = op.version if op.ok else None
             invalidated = op.completed if (op.ok and op.invalidated) else None

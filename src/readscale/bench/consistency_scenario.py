@@ -21,6 +21,9 @@ ROUTER_APIS = ("fetch", "fetch_one", "read", "sqlalchemy", "django")
 #: Reads through the cache's read-through (``get_or_load``, ``@cached``, the sync cache).
 CACHE_APIS = ("cache_key", "cache_tag", "cached", "cache_profile", "dj_cache")
 READ_APIS = ROUTER_APIS + CACHE_APIS
+#: Reads of write-behind keys (``get_or_load``; the writes are ``write_behind``): drawn
+#: apart from READ_APIS, on their own keys, in scenarios with write-behind.
+WB_API = "cache_wb"
 #: Replica apply delays drawn (seconds): 0 to 40 s.
 DELAYS = (0.0, 0.05, 0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 25.0, 40.0)
 #: How long after an invalidation completed a stale value may still be served (seconds):
@@ -78,6 +81,9 @@ class Scenario:
     #: A loader's own work after its read: half to all of this many seconds (a slow render).
     load_work: float = 0.0
     think: float = 0.01
+    #: Share of operations on write-behind keys (their own rows, written by
+    #: ``write_behind`` and a flusher, read through the cache): 0, none. Redis only.
+    write_behind: float = 0.0
     extras: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> str:
@@ -93,6 +99,8 @@ class Scenario:
             parts.append(f"read() blocks work up to {self.read_block_delay:g}s")
         if self.load_work:
             parts.append(f"loaders work up to {self.load_work:g}s")
+        if self.write_behind:
+            parts.append(f"{self.write_behind:.0%} of operations on write-behind keys")
         if self.sabotage:
             parts.append(f"SABOTAGE {'+'.join(self.sabotage)}")
         return ", ".join(parts)
@@ -138,7 +146,7 @@ def draw_scenario(seed: int, duration: float = 10.0) -> Scenario:
     cdc = rng.random() < 0.5
     bus = rng.choice(("shared", "shared", "separate"))
     apis = READ_APIS if rng.random() < 0.7 else tuple(rng.sample(READ_APIS, rng.randint(2, len(READ_APIS))))
-    return Scenario(
+    scenario = Scenario(
         seed=seed,
         duration=duration,
         processes=processes,
@@ -158,6 +166,13 @@ def draw_scenario(seed: int, duration: float = 10.0) -> Scenario:
         # Drawn last, so that adding it changed no other seed's scenario.
         backend=rng.choice(BACKENDS),
     )
+    # Drawn after everything else (no other field moved). Write-behind runs on a
+    # standalone Redis only, and the harness's Redis has no persistence: a run that
+    # kills it would lose queued writes by design (volatile mode), not by a defect.
+    share = rng.choice((0.0, 0.0, 0.2, 0.4))
+    if scenario.backend == "redis" and not any(f.action == "redis_kill" for f in scenario.faults):
+        scenario = replace(scenario, write_behind=share)
+    return scenario
 
 
 def mode_for(rng: random.Random, api: str, *, varied: bool = True) -> str:
@@ -193,7 +208,7 @@ def claims_for(api: str, mode: str, loaded: bool, bound: float) -> tuple[Claims,
         if mode.startswith("bs:"):
             return Claims(max_staleness=float(mode[3:])), True
         raise ValueError(f"unknown mode {mode!r}")
-    if api in CACHE_APIS:
+    if api in CACHE_APIS or api == WB_API:
         return (
             Claims(
                 read_your_writes=loaded or api == "cache_profile",

@@ -16,7 +16,11 @@ secret:
   tag, through ``@cached`` and under the ``PROFILE`` preset (read-your-writes entries);
 - a Django app behind Django's ``CausalTokenMiddleware`` and ``ReplicaDatabaseRouter``:
   ``POST /dj/w`` writes with the ORM's connection and invalidates through the sync cache;
-  ``GET /dj/r`` reads with the ORM, or (``api=dj_cache``) through the sync cache.
+  ``GET /dj/r`` reads with the ORM, or (``api=dj_cache``) through the sync cache;
+- with ``wb_table``, write-behind: ``POST /wb`` stores the key's next value with
+  ``write_behind`` (the harness's flusher writes it to ``wb_table`` later) and ``GET /r``
+  with ``api=cache_wb`` reads it back through ``get_or_load``, whose loader reads the
+  table through the router.
 
 Every response says what served it (the node, whether this request's loader ran, the
 session's position), so a violation in the history can be explained. ``sabotage`` turns
@@ -62,6 +66,10 @@ class ServiceConfig:
     wait_budget: float = 0.2
     sabotage: tuple[str, ...] = ()
     seed: int = 0
+    #: Write-behind writes (``POST /wb``) go to this table's ``val`` through this queue
+    #: (the harness runs the flusher); None: no write-behind.
+    wb_table: str | None = None
+    wb_queue: str = ""
 
     @classmethod
     def from_json(cls, text: str) -> ServiceConfig:
@@ -252,6 +260,13 @@ class Service:
             return await self.load(key)
 
         self.load_item = load_item
+        self.wb: Any = None
+        if config.wb_table is not None:
+            from readscale.writebehind import AsyncWriteBehind, WriteBehindSettings
+
+            # The harness's Redis has no persistence: the mode that promises nothing.
+            self.wb = AsyncWriteBehind(self.cache, WriteBehindSettings(queue=config.wb_queue, mode="volatile"))
+            self.wb_locks: dict[int, asyncio.Lock] = {}
         table = Table(config.table, MetaData(), Column("id", Integer, primary_key=True), Column("version", BigInteger))
         self.table = table
 
@@ -285,6 +300,24 @@ class Service:
         if self.config.load_work:
             await asyncio.sleep(self.rng.uniform(self.config.load_work / 2, self.config.load_work))
         return version
+
+    async def load_wb(self, key: int) -> int:
+        _note_loaded()
+        row = await self.router.fetch_one(f"SELECT val FROM {self.config.wb_table} WHERE id = %s", (key,))
+        assert row is not None
+        if self.config.load_work:
+            await asyncio.sleep(self.rng.uniform(self.config.load_work / 2, self.config.load_work))
+        return int(row[0])
+
+    async def write_behind(self, key: int) -> dict[str, Any]:
+        """The key's next value, through write-behind. The harness sends every write of a
+        key to one process, and the lock orders them there: values grow in write order."""
+        lock = self.wb_locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            client: Any = self.cache.backend.client  # type: ignore[union-attr]  # write-behind needs Redis
+            version = int(await client.incr(f"{self.config.prefix}wbseq:{key}"))
+            await self.wb.write_behind(f"wbitem:{key}", version)
+        return {"v": version, "inv": True}
 
     async def read(self, api: str, key: int, mode: Any) -> int:
         from readscale.replicas import BoundedStaleness
@@ -328,6 +361,8 @@ class Service:
             return int(await self.load_item(key))
         if api == "cache_profile":
             return int(await self.cache.get_or_load(f"pitem:{key}", lambda: self.load(key), policy=PROFILE))
+        if api == "cache_wb":
+            return int(await self.cache.get_or_load(f"wbitem:{key}", lambda: self.load_wb(key)))
         raise ValueError(f"unknown read api {api!r}")
 
     async def write(self, key: int, invalidate: bool) -> dict[str, Any]:
@@ -429,6 +464,14 @@ def _starlette_app(service: Service) -> Any:
 
         return await guarded(work)
 
+    async def write_behind(request: Request) -> JSONResponse:
+        key = int(request.query_params["k"])
+
+        async def work(served: dict[str, Any]) -> dict[str, Any]:
+            return await service.write_behind(key)
+
+        return await guarded(work)
+
     async def stats(request: Request) -> JSONResponse:
         router = service.router.stats()
         cache = service.cache.stats
@@ -461,6 +504,7 @@ def _starlette_app(service: Service) -> Any:
         routes=[
             Route("/r", read),
             Route("/w", write, methods=["POST"]),
+            Route("/wb", write_behind, methods=["POST"]),
             Route("/stats", stats),
             Route("/health", health),
         ],
