@@ -16,6 +16,12 @@ both ways, so a new block cannot go untested and a removed one cannot leave a st
 
 Each ``RUN`` test was seen to fail once with its block broken (a name misspelled in the
 page), so a block that rots fails the suite.
+
+Shell blocks (``sh``) are checked line by line without running anything: a ``make`` target
+exists, ``pip install 'readscale[...]'`` names real extras, a ``readscale`` command line
+parses with the CLI's own parser (subcommands, options, values), a pytest path exists;
+any other command fails until this test learns to check it. (Blocks without a language
+are output and diagrams, not code.)
 """
 
 from __future__ import annotations
@@ -25,8 +31,10 @@ import asyncio
 import inspect
 import linecache
 import re
+import shlex
 import shutil
 import sys
+import tomllib
 import types
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -65,7 +73,10 @@ def _slug(heading: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", heading.lower()).strip("-")
 
 
-def python_blocks() -> list[Block]:
+SHELLS = ("sh", "bash", "shell", "console")
+
+
+def python_blocks(langs: tuple[str, ...] = ("python",)) -> list[Block]:
     found: list[Block] = []
     for path in PAGES:
         page = path.relative_to(ROOT).as_posix()
@@ -78,7 +89,7 @@ def python_blocks() -> list[Block]:
             if fence:
                 ticks, lang = fence.groups()
                 end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith(ticks))
-                if lang == "python":
+                if lang in langs:
                     per_heading += 1
                     anchor = _slug(heading) + (f"-{per_heading}" if per_heading > 1 else "")
                     found.append(Block(page, anchor, i + 2, "\n".join(lines[i + 1 : end]) + "\n"))
@@ -509,6 +520,97 @@ def test_sqlalchemy_guide(items: Stack) -> None:
     engine.dispose()
     for replica in ns["Session"].kw["replicas"].values():
         replica.dispose()
+
+
+# -- shell blocks: every command line is one this repository has --------------------------
+
+
+def _shell_commands() -> list[tuple[str, str]]:
+    """(where, command) for every command of every shell block: continuation lines
+    joined, comments dropped, ``a && b`` split."""
+    commands = []
+    for block in python_blocks(SHELLS):
+        for line in block.code.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            while words:
+                cut = words.index("&&") if "&&" in words else len(words)
+                commands.append((f"{block.page}:{block.line}", shlex.join(words[:cut])))
+                words = words[cut + 1 :]
+    return commands
+
+
+def _make_targets() -> set[str]:
+    return set(re.findall(r"(?m)^([a-z][\w-]*):", (ROOT / "Makefile").read_text()))
+
+
+def _extras() -> set[str]:
+    return set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+
+
+def _parse_cli(args: list[str]) -> str:
+    """Parse a ``readscale`` command line as the CLI would, without running it: each
+    subcommand exists, each option is known and each value converts. Returns the command."""
+    import typer.main
+
+    from readscale.cli._app import app
+
+    def rest_of(ctx: Any) -> list[str]:
+        return [*getattr(ctx, "_protected_args", []), *ctx.args]
+
+    command: Any = typer.main.get_command(app)
+    ctx = command.make_context("readscale", list(args))
+    rest = rest_of(ctx)
+    while hasattr(command, "resolve_command") and rest:
+        name, command, rest = command.resolve_command(ctx, rest)
+        ctx = command.make_context(name, rest, parent=ctx)
+        rest = rest_of(ctx)
+    assert not hasattr(command, "resolve_command"), f"readscale {shlex.join(args)}: a group, not a command"
+    assert not rest, f"readscale {shlex.join(args)}: arguments left over: {rest}"
+    return str(command.name)
+
+
+def check_shell_command(command: str) -> None:
+    words = shlex.split(command)
+    match words:
+        case ["make", *targets]:
+            assert targets and set(targets) <= _make_targets(), f"no such make target: {command}"
+        case ["pip", "install", *specs]:
+            for spec in specs:
+                m = re.fullmatch(r"readscale\[([\w,]+)\]", spec)
+                assert m, f"installs something other than readscale's extras: {spec}"
+                assert set(m.group(1).split(",")) <= _extras(), f"no such extra: {spec}"
+        case ["readscale", *args]:
+            _parse_cli(args)
+        case [".venv/bin/python", "-m", "pytest", *args]:
+            for arg in args:
+                if not arg.startswith("-"):
+                    assert (ROOT / arg.split("::")[0]).exists(), f"no such test path: {arg}"
+        case _:
+            raise AssertionError(f"a command this test cannot check: {command!r} (teach check_shell_command)")
+
+
+@pytest.mark.parametrize(("where", "command"), _shell_commands(), ids=lambda v: v)
+def test_every_shell_command_is_one_this_repository_has(where: str, command: str) -> None:
+    check_shell_command(command)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "make tests",
+        "pip install 'readscale[redis,postgress]'",
+        "readscale stak up",
+        "readscale stack",
+        "readscale writebehind status --redis-urll X",
+        "readscale sim --rps many",
+        ".venv/bin/python -m pytest tests/no_such_dir",
+        "curl http://example.test",
+    ],
+)
+def test_a_wrong_shell_command_is_caught(command: str) -> None:
+    with pytest.raises(BaseException) as info:  # the CLI's own usage errors, or ours
+        check_shell_command(command)
+    assert not isinstance(info.value, KeyboardInterrupt)
 
 
 def test_the_blocks_are_found() -> None:
