@@ -64,17 +64,11 @@ TABLE: dict[str, str] = {
     "readscale._core": "core",
     "readscale.errors": "core",
     # shared: the parts drivers are built from, which hold no policy of their own.
-    "readscale._primitives": "shared",  # lock, event, single-flight, background twins
-    "readscale._transport": "shared",  # TCP streams and pools, twins (memcached)
-    "readscale._causal": "shared",  # the causal context (contextvar)
-    "readscale._replica_state": "shared",  # a router's Topology
-    "readscale.backends_common": "shared",
+    "readscale._shared": "shared",  # twins (locks, single-flight, tasks, TCP), context variables, counters
     "readscale.codecs": "shared",
-    "readscale.fills": "shared",  # the fill scope (contextvar)
     "readscale.memory": "shared",  # MemoryStore, the L1 tier
     "readscale.metrics": "shared",
     "readscale.settings": "shared",
-    "readscale.writebehind_common": "shared",
     # drivers: written async, generated sync.
     "readscale._async": "drivers",
     "readscale._sync": "drivers",
@@ -83,6 +77,7 @@ TABLE: dict[str, str] = {
     "readscale": "integrations",
     "readscale.backends": "integrations",
     "readscale.bus": "integrations",
+    "readscale.fills": "integrations",
     "readscale.cdc": "integrations",
     "readscale.consistency": "integrations",
     "readscale.writebehind": "integrations",

@@ -4,7 +4,7 @@
 readscale writes each driver once, async, under ``src/readscale/_async/``; this script
 rewrites it to ``src/readscale/_sync/`` by token substitution, as httpcore does. Only the
 few primitives that truly differ (lock, event, single-flight, background task) are
-written by hand, as twins, in ``readscale/_primitives``.
+written by hand, as twins, in ``readscale/_shared/primitives``.
 
     python scripts/unasync.py          # rewrite the generated files
     python scripts/unasync.py --check  # fail if a generated file is out of date (CI)
@@ -96,7 +96,7 @@ def _ruff(args: list[str], text: str, path: Path) -> str:
 def ruff_format(text: str, path: Path) -> str:
     """Sort imports and format generated code as the source is, so `ruff check` and
     `ruff format --check` agree. Sorting is needed because renaming ``readscale._async``
-    to ``readscale._sync`` moves it past ``readscale._core``, ``_primitives`` and friends."""
+    to ``readscale._sync`` moves it past ``readscale._core``, ``_shared`` and friends."""
     # --isolated: the project config excludes generated folders from linting.
     isolated = ["--isolated", "--line-length", "120"]
     text = _ruff(["check", "--select", "I", "--fix", "--exit-zero", "--quiet", *isolated], text, path)

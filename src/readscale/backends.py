@@ -12,12 +12,12 @@ from readscale._async.backends.counting import AsyncCountingBackend
 from readscale._async.backends.memcached import AsyncMemcachedBackend
 from readscale._async.backends.memory import AsyncMemoryBackend
 from readscale._async.backends.redis import AsyncRedisBackend, AsyncRedisClusterBackend
+from readscale._core.cache.lease import LeaseResult
 from readscale._sync.backends.base import Backend
 from readscale._sync.backends.counting import CountingBackend
 from readscale._sync.backends.memcached import MemcachedBackend
 from readscale._sync.backends.memory import MemoryBackend
 from readscale._sync.backends.redis import RedisBackend, RedisClusterBackend
-from readscale.backends_common import LeaseResult
 
 __all__ = [
     "AsyncBackend",

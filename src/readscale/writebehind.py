@@ -39,11 +39,7 @@ from readscale._async.writebehind import AsyncWriteBehind
 from readscale._core.writebehind.flush import FailureKind
 from readscale._core.writebehind.modes import FAST_LOSS_WINDOW, PROMISES, WriteBehindMode
 from readscale._core.writebehind.settings import FlusherSettings, WhenFull, WriteBehindSettings
-from readscale._sync.flusher import BatchWriter, Flusher
-from readscale._sync.wbqueue import WriteQueue
-from readscale._sync.writebehind import WriteBehind
-from readscale.errors import DurabilityError, WriteQueueFullError
-from readscale.writebehind_common import (
+from readscale._shared.writebehind.stats import (
     CounterRecord,
     DeadLetterRecord,
     FlusherStats,
@@ -54,6 +50,10 @@ from readscale.writebehind_common import (
     WriteBehindStats,
     WriteRecord,
 )
+from readscale._sync.flusher import BatchWriter, Flusher
+from readscale._sync.wbqueue import WriteQueue
+from readscale._sync.writebehind import WriteBehind
+from readscale.errors import DurabilityError, WriteQueueFullError
 
 if TYPE_CHECKING:
     from readscale._async.pgwriter import AsyncPostgresWriter

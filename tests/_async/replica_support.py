@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from readscale._async.replica_router import AsyncReplicaRouter
-from readscale._primitives import async_sleep
+from readscale._shared.primitives.locks import async_sleep
 
 
 async def replayed_everywhere(router: AsyncReplicaRouter) -> None:

@@ -20,7 +20,7 @@ from readscale._async.backends.memcached import AsyncMemcachedBackend
 from readscale._async.backends.redis import AsyncRedisBackend, AsyncRedisClusterBackend
 from readscale._async.cache import AsyncCache
 from readscale._core.cache.policy import BALANCE, CachePolicy, OnMiss, Tier
-from readscale._primitives import AsyncEvent, async_sleep
+from readscale._shared.primitives.locks import AsyncEvent, async_sleep
 from readscale.codecs import MsgpackCodec, SignedPickleCodec
 from readscale.errors import ConfigurationError, InvalidKeyError, UnserializableValueError, ValueTooLargeError
 from readscale.fills import report_primary_read
@@ -643,8 +643,8 @@ async def test_other_codecs_round_trip(cache: AsyncCache) -> None:
 
 @pytest.mark.anyio
 async def test_a_read_your_writes_entry_read_before_the_sessions_write_is_loaded_again(cache: AsyncCache) -> None:
-    from readscale._causal import CausalContext, causal_context
     from readscale._core.replicas.causal import CausalToken
+    from readscale._shared.replicas.causal_context import CausalContext, causal_context
     from readscale.fills import report_read_lsn
 
     policy = dataclasses.replace(POLICY, read_your_writes=True)
@@ -680,8 +680,8 @@ async def test_a_read_your_writes_entry_read_on_the_primary_is_loaded_again_for_
     """Its position before the read is unknown, so it cannot be shown to be newer than the
     session's write: an old copy (another process's L1 the bus has not reached yet) must
     not be served to the session that changed it. Found by tests/consistency."""
-    from readscale._causal import CausalContext, causal_context
     from readscale._core.replicas.causal import CausalToken
+    from readscale._shared.replicas.causal_context import CausalContext, causal_context
     from readscale.fills import report_primary_read
 
     policy = dataclasses.replace(POLICY, read_your_writes=True)

@@ -11,7 +11,7 @@ from readscale._async.backends.redis import AsyncRedisBackend
 from readscale._async.cache import AsyncCache
 from readscale._core.cache.breaker import BreakerSettings
 from readscale._core.cache.policy import CachePolicy, Tier
-from readscale._primitives import async_sleep
+from readscale._shared.primitives.locks import async_sleep
 from readscale.errors import CacheUnavailableError
 from readscale.settings import RedisSettings
 from readscale.stack import Stack, StackConfig

@@ -27,7 +27,7 @@ from readscale._async.cache import AsyncCache
 from readscale._async.cdc import AsyncCdcWorker
 from readscale._async.replica_router import AsyncReplicaRouter
 from readscale._core.cache.policy import CachePolicy, Tier
-from readscale._primitives import async_sleep
+from readscale._shared.primitives.locks import async_sleep
 from readscale.cdc import CdcRule, CdcSettings
 from readscale.replicas import ReplicaSettings, causal_context
 from readscale.settings import RedisSettings

@@ -14,7 +14,7 @@ from readscale._async.bus import AsyncInvalidationBus
 from readscale._async.cache import AsyncCache
 from readscale._core.cache.fill import PRIMARY_ONLY
 from readscale._core.cache.policy import CachePolicy
-from readscale._primitives import AsyncEvent, async_sleep
+from readscale._shared.primitives.locks import AsyncEvent, async_sleep
 from readscale.fills import report_primary_read
 from readscale.memory import MemoryStore
 from readscale.settings import RedisSettings

@@ -16,7 +16,7 @@ import pytest
 from readscale._async.backends.memcached import AsyncMemcachedBackend
 from readscale._core.memcached.replies import AnyReply, MetaParser, Reply, StatReply, Status
 from readscale._core.memcached.requests import MetaDelete, MetaGet, Stats
-from readscale._transport import AsyncTcpStream
+from readscale._shared.transport import AsyncTcpStream
 from readscale.errors import CacheUnavailableError, InvalidKeyError, ValueTooLargeError
 from readscale.stack import Stack, StackConfig
 from readscale.testing.concurrency import async_gather

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from readscale._primitives import AsyncBackground, AsyncEvent, AsyncLock, AsyncSingleFlight, async_sleep
+from readscale._shared.primitives.locks import AsyncBackground, AsyncEvent, AsyncLock, AsyncSingleFlight, async_sleep
 from readscale.testing.concurrency import async_gather
 
 

@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from readscale._async.replica_router import AsyncReplicaRouter
-from readscale._primitives import async_sleep
+from readscale._shared.primitives.locks import async_sleep
 from readscale.replicas import LATEST, PRIMARY, causal_context, current_context
 from readscale.stack import Stack
 from readscale.testing.concurrency import async_gather

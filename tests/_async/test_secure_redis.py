@@ -12,7 +12,7 @@ from readscale._async.backends.redis import AsyncRedisBackend
 from readscale._async.bus import AsyncInvalidationBus
 from readscale._async.cache import AsyncCache
 from readscale._core.cache.policy import CachePolicy
-from readscale._primitives import async_sleep
+from readscale._shared.primitives.locks import async_sleep
 from readscale.errors import CacheUnavailableError
 from readscale.memory import MemoryStore
 from readscale.settings import RedisSettings

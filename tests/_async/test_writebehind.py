@@ -26,13 +26,13 @@ from readscale._async.writebehind import AsyncWriteBehind
 from readscale._core.cache.policy import BALANCE, CachePolicy, OnMiss, Tier
 from readscale._core.writebehind.flush import FailureKind
 from readscale._core.writebehind.settings import FlusherSettings, WhenFull, WriteBehindSettings
-from readscale._primitives import AsyncEvent, async_sleep
+from readscale._shared.primitives.locks import AsyncEvent, async_sleep
+from readscale._shared.writebehind.stats import CounterRecord, IncrementsApplied, WriteRecord
 from readscale.codecs import MsgpackCodec
 from readscale.errors import ConfigurationError, WriteQueueFullError
 from readscale.memory import NO_VALUE, MemoryStore
 from readscale.settings import RedisSettings
 from readscale.testing.concurrency import async_gather
-from readscale.writebehind_common import CounterRecord, IncrementsApplied, WriteRecord
 
 pytestmark = pytest.mark.stack
 

@@ -16,7 +16,7 @@ from readscale._async.pgwriter import AsyncPostgresWriter
 from readscale._async.writebehind import AsyncWriteBehind
 from readscale._core.cache.policy import CachePolicy, Tier
 from readscale._core.writebehind.settings import FlusherSettings, WriteBehindSettings
-from readscale._primitives import async_sleep
+from readscale._shared.primitives.locks import async_sleep
 from readscale.errors import CacheUnavailableError
 from readscale.settings import RedisSettings
 from readscale.stack import Stack, StackConfig

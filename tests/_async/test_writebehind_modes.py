@@ -24,11 +24,11 @@ from readscale._async.pgwriter import AsyncPostgresWriter
 from readscale._async.writebehind import AsyncWriteBehind
 from readscale._core.cache.policy import CachePolicy
 from readscale._core.writebehind.settings import FlusherSettings, WriteBehindSettings, queue_keys
+from readscale._shared.writebehind.stats import WriteBehindCollector
 from readscale.errors import CacheUnavailableError, ConfigurationError, DurabilityError
 from readscale.memory import NO_VALUE
 from readscale.settings import RedisSettings
 from readscale.stack import Stack, StackConfig
-from readscale.writebehind_common import WriteBehindCollector
 
 pytestmark = pytest.mark.stack
 

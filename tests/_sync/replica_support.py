@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from readscale._primitives import sync_sleep
+from readscale._shared.primitives.locks import sync_sleep
 from readscale._sync.replica_router import ReplicaRouter
 
 

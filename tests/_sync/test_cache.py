@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from readscale._core.cache.policy import BALANCE, CachePolicy, OnMiss, Tier
-from readscale._primitives import Event, sync_sleep
+from readscale._shared.primitives.locks import Event, sync_sleep
 from readscale._sync.backends.counting import CountingBackend
 from readscale._sync.backends.memcached import MemcachedBackend
 from readscale._sync.backends.redis import RedisBackend, RedisClusterBackend
@@ -596,8 +596,8 @@ def test_other_codecs_round_trip(cache: Cache) -> None:
 
 
 def test_a_read_your_writes_entry_read_before_the_sessions_write_is_loaded_again(cache: Cache) -> None:
-    from readscale._causal import CausalContext, causal_context
     from readscale._core.replicas.causal import CausalToken
+    from readscale._shared.replicas.causal_context import CausalContext, causal_context
     from readscale.fills import report_read_lsn
 
     policy = dataclasses.replace(POLICY, read_your_writes=True)
@@ -632,8 +632,8 @@ def test_a_read_your_writes_entry_read_on_the_primary_is_loaded_again_for_a_sess
     """Its position before the read is unknown, so it cannot be shown to be newer than the
     session's write: an old copy (another process's L1 the bus has not reached yet) must
     not be served to the session that changed it. Found by tests/consistency."""
-    from readscale._causal import CausalContext, causal_context
     from readscale._core.replicas.causal import CausalToken
+    from readscale._shared.replicas.causal_context import CausalContext, causal_context
     from readscale.fills import report_primary_read
 
     policy = dataclasses.replace(POLICY, read_your_writes=True)

@@ -23,7 +23,7 @@ import psycopg
 import pytest
 
 from readscale._core.cache.policy import CachePolicy, Tier
-from readscale._primitives import sync_sleep
+from readscale._shared.primitives.locks import sync_sleep
 from readscale._sync.backends.memcached import MemcachedBackend
 from readscale._sync.backends.redis import RedisBackend, RedisClusterBackend
 from readscale._sync.cache import Cache

@@ -12,7 +12,7 @@ import pytest
 
 from readscale._core.cache.fill import PRIMARY_ONLY
 from readscale._core.cache.policy import CachePolicy
-from readscale._primitives import Event, sync_sleep
+from readscale._shared.primitives.locks import Event, sync_sleep
 from readscale._sync.backends.redis import RedisBackend, RedisClusterBackend
 from readscale._sync.bus import InvalidationBus
 from readscale._sync.cache import Cache

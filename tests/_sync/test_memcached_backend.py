@@ -16,8 +16,8 @@ import pytest
 
 from readscale._core.memcached.replies import AnyReply, MetaParser, Reply, StatReply, Status
 from readscale._core.memcached.requests import MetaDelete, MetaGet, Stats
+from readscale._shared.transport import TcpStream
 from readscale._sync.backends.memcached import MemcachedBackend
-from readscale._transport import TcpStream
 from readscale.errors import CacheUnavailableError, InvalidKeyError, ValueTooLargeError
 from readscale.stack import Stack, StackConfig
 from readscale.testing.concurrency import sync_gather

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from readscale._primitives import Background, Event, Lock, SingleFlight, sync_sleep
+from readscale._shared.primitives.locks import Background, Event, Lock, SingleFlight, sync_sleep
 from readscale.testing.concurrency import sync_gather
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from readscale._primitives import sync_sleep
+from readscale._shared.primitives.locks import sync_sleep
 from readscale._sync.replica_router import ReplicaRouter
 from readscale.replicas import LATEST, BoundedStaleness, ReplicaSettings, TimeWindow, causal_context
 from readscale.stack import Stack

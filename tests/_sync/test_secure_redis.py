@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from readscale._core.cache.policy import CachePolicy
-from readscale._primitives import sync_sleep
+from readscale._shared.primitives.locks import sync_sleep
 from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.bus import InvalidationBus
 from readscale._sync.cache import Cache

@@ -21,7 +21,8 @@ import pytest
 from readscale._core.cache.policy import BALANCE, CachePolicy, OnMiss, Tier
 from readscale._core.writebehind.flush import FailureKind
 from readscale._core.writebehind.settings import FlusherSettings, WhenFull, WriteBehindSettings
-from readscale._primitives import Event, sync_sleep
+from readscale._shared.primitives.locks import Event, sync_sleep
+from readscale._shared.writebehind.stats import CounterRecord, IncrementsApplied, WriteRecord
 from readscale._sync.backends.redis import RedisBackend, RedisClusterBackend
 from readscale._sync.bus import InvalidationBus
 from readscale._sync.cache import Cache
@@ -33,7 +34,6 @@ from readscale.errors import ConfigurationError, WriteQueueFullError
 from readscale.memory import NO_VALUE, MemoryStore
 from readscale.settings import RedisSettings
 from readscale.testing.concurrency import sync_gather
-from readscale.writebehind_common import CounterRecord, IncrementsApplied, WriteRecord
 
 pytestmark = pytest.mark.stack
 

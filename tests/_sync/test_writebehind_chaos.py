@@ -12,7 +12,7 @@ import pytest
 
 from readscale._core.cache.policy import CachePolicy, Tier
 from readscale._core.writebehind.settings import FlusherSettings, WriteBehindSettings
-from readscale._primitives import sync_sleep
+from readscale._shared.primitives.locks import sync_sleep
 from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.cache import Cache
 from readscale._sync.flusher import Flusher

@@ -20,6 +20,7 @@ import redis
 
 from readscale._core.cache.policy import CachePolicy
 from readscale._core.writebehind.settings import FlusherSettings, WriteBehindSettings, queue_keys
+from readscale._shared.writebehind.stats import WriteBehindCollector
 from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.cache import Cache
 from readscale._sync.flusher import Flusher
@@ -29,7 +30,6 @@ from readscale.errors import CacheUnavailableError, ConfigurationError, Durabili
 from readscale.memory import NO_VALUE
 from readscale.settings import RedisSettings
 from readscale.stack import Stack, StackConfig
-from readscale.writebehind_common import WriteBehindCollector
 
 pytestmark = pytest.mark.stack
 

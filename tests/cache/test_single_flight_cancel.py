@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from readscale._primitives import AsyncSingleFlight
+from readscale._shared.primitives.locks import AsyncSingleFlight
 
 
 @pytest.mark.anyio

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from readscale._causal import current_mode as current_mode_for_test
+from readscale._shared.replicas.causal_context import current_mode as current_mode_for_test
 from readscale.replicas import (
     LATEST,
     CausalContext,
@@ -257,7 +257,7 @@ def test_dump_token_settles_a_sync_router_and_warns_once_about_an_async_one(
 
 @pytest.mark.anyio
 async def test_async_code_awaits_async_routers_and_runs_sync_ones_in_a_thread() -> None:
-    from readscale._causal import settle_context_async
+    from readscale._shared.replicas.causal_context import settle_context_async
 
     ran: dict[str, str] = {}
 

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from readscale._primitives import Semaphore
+from readscale._shared.primitives.locks import Semaphore
 
 
 def test_a_full_gate_times_out_with_a_clear_message() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 
+from readscale._shared.writebehind.stats import Histogram
 from readscale.writebehind import FlusherStats, WriteBehindCollector, WriteBehindStats
-from readscale.writebehind_common import Histogram
 
 
 def test_histograms_count_into_fixed_buckets() -> None:

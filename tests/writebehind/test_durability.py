@@ -31,6 +31,7 @@ import redis
 from readscale._core.cache.policy import CachePolicy, Tier
 from readscale._core.writebehind.modes import FAST_LOSS_WINDOW
 from readscale._core.writebehind.settings import FlusherSettings, WriteBehindSettings
+from readscale._shared.writebehind.stats import WriteBehindCollector, WriteRecord
 from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.cache import Cache
 from readscale._sync.flusher import Flusher
@@ -41,7 +42,6 @@ from readscale.stack import Stack
 from readscale.stack.slowdisk import SlowDisk
 from readscale.testing.concurrency import sync_gather
 from readscale.testing.shared import new_stack_root
-from readscale.writebehind_common import WriteBehindCollector, WriteRecord
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow, pytest.mark.chaos]
 

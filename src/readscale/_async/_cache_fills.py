@@ -24,12 +24,12 @@ from readscale._async._cache_versions import AsyncVersionAccess
 from readscale._async.backends.base import AsyncBackend
 from readscale._core.cache.fill import PRIMARY_READ_LSN, ReadReport, Refusal, merge_floor
 from readscale._core.cache.freshness import assess
+from readscale._core.cache.lease import LeaseResult
 from readscale._core.cache.policy import CachePolicy, OnMiss
-from readscale._primitives import AsyncBackground
-from readscale.backends_common import LeaseResult
+from readscale._shared.cache.fill_scope import FillScope, fill_scope
+from readscale._shared.primitives.locks import AsyncBackground
 from readscale.codecs import Codec
 from readscale.errors import CacheUnavailableError, SerializationError
-from readscale.fills import FillScope, fill_scope
 from readscale.metrics import CacheStats
 
 T = TypeVar("T")

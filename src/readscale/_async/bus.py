@@ -26,7 +26,7 @@ from typing import Any
 
 import msgspec
 
-from readscale._primitives import AsyncDaemon, AsyncEvent, async_maybe_await, async_sleep
+from readscale._shared.primitives.locks import AsyncDaemon, AsyncEvent, async_maybe_await, async_sleep
 from readscale.errors import CacheUnavailableError, ConfigurationError
 from readscale.settings import RedisSettings
 

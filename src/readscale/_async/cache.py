@@ -28,22 +28,18 @@ from readscale._async._cache_fills import AsyncFillMixin, log
 from readscale._async.backends.base import AsyncBackend
 from readscale._async.bus import AsyncInvalidationBus
 from readscale._async.cached import AsyncCachedFunction
-from readscale._causal import current_context
 from readscale._core.cache import breaker as circuit
 from readscale._core.cache.entry import EntryMeta, fresh_payloads
 from readscale._core.cache.fill import PRIMARY_READ_LSN, Refusal, max_fill_staleness, merge_floor
 from readscale._core.cache.freshness import Freshness, assess, storage_ttl
 from readscale._core.cache.keys import DEFAULT_PREFIX, physical_keys, template_fields
+from readscale._core.cache.lease import TOMBSTONE_TTL_ENV, LeaseResult, check_tombstone_ttl, default_tombstone_ttl
 from readscale._core.cache.local_invalidations import LocalInvalidations
 from readscale._core.cache.policy import DEFAULT, CachePolicy
 from readscale._core.writebehind.settings import WriteBehindSettings
-from readscale._primitives import AsyncBackground, AsyncSingleFlight
-from readscale.backends_common import (
-    TOMBSTONE_TTL_ENV,
-    LeaseResult,
-    check_tombstone_ttl,
-    default_tombstone_ttl,
-)
+from readscale._shared.cache.fill_scope import fill_scope
+from readscale._shared.primitives.locks import AsyncBackground, AsyncSingleFlight
+from readscale._shared.replicas.causal_context import current_context
 from readscale.codecs import Codec, JsonCodec
 from readscale.errors import (
     CacheUnavailableError,
@@ -52,7 +48,6 @@ from readscale.errors import (
     ReadscaleError,
     SerializationError,
 )
-from readscale.fills import fill_scope
 from readscale.memory import NO_VALUE, MemoryStore
 from readscale.metrics import CacheStats
 

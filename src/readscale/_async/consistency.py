@@ -18,8 +18,8 @@ from typing import Any
 from readscale._async.cache import AsyncCache
 from readscale._core.cache.policy import CachePolicy
 from readscale._core.consistency.sampled import ConsistencyReport, sampled
-from readscale._primitives import async_sleep
-from readscale.fills import fill_scope
+from readscale._shared.cache.fill_scope import fill_scope
+from readscale._shared.primitives.locks import async_sleep
 from readscale.memory import NO_VALUE
 
 log = logging.getLogger("readscale.consistency")

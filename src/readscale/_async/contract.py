@@ -24,7 +24,7 @@ import pytest
 
 from readscale._async.backends.base import AsyncBackend
 from readscale._core.cache.fill import PRIMARY_ONLY, PRIMARY_READ_LSN
-from readscale._primitives import async_sleep
+from readscale._shared.primitives.locks import async_sleep
 from readscale.errors import ValueTooLargeError
 
 

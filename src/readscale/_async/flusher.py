@@ -72,11 +72,11 @@ from readscale._core.writebehind.records import (
     parse_stream_id,
 )
 from readscale._core.writebehind.settings import FlusherSettings
-from readscale._primitives import AsyncEvent
+from readscale._shared.primitives.locks import AsyncEvent
+from readscale._shared.writebehind.stats import CounterRecord, FlusherStats, IncrementsApplied, WriteRecord
 from readscale.codecs import BytesCodec, Codec, JsonCodec, MsgpackCodec
 from readscale.errors import CacheUnavailableError, ConfigurationError, CorruptValueError, DurabilityError
 from readscale.settings import RedisSettings
-from readscale.writebehind_common import CounterRecord, FlusherStats, IncrementsApplied, WriteRecord
 
 log = logging.getLogger("readscale.writebehind")
 

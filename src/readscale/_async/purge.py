@@ -25,7 +25,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from readscale._core.http import Vendor, wire_tag
-from readscale._primitives import async_sleep
+from readscale._shared.primitives.locks import async_sleep
 from readscale.errors import ConfigurationError, PurgeError
 
 _PURGED = re.compile(r"(?:Purged|Soft-purged) (\d+)")

@@ -22,7 +22,7 @@ from readscale._core.postgres.dsn import scrub, secrets_of
 from readscale._core.postgres.lsn import parse_lsn
 from readscale._core.replicas.health import PrimarySample, ReplicaSample
 from readscale._core.replicas.settings import PRIMARY, ReplicaSettings
-from readscale._primitives import AsyncLock
+from readscale._shared.primitives.locks import AsyncLock
 from readscale.settings import connection_string
 
 __all__ = ["GUARD_SQL", "AsyncNode", "position_sql"]

@@ -19,8 +19,8 @@ from collections.abc import Callable, Mapping
 from readscale._async.replica_nodes import AsyncNode
 from readscale._core.replicas.routing import ReadRequest, ReplicaView, eligible
 from readscale._core.replicas.settings import ReplicaSettings
-from readscale._primitives import AsyncBackground, AsyncEvent, AsyncSingleFlight
-from readscale._replica_state import Topology
+from readscale._shared.primitives.locks import AsyncBackground, AsyncEvent, AsyncSingleFlight
+from readscale._shared.replicas.topology import Topology
 
 __all__ = ["REFRESH_INTERVAL", "AsyncLagObserver"]
 
@@ -30,7 +30,7 @@ REFRESH_INTERVAL = 0.005
 
 
 class AsyncLagObserver:
-    """Keeps a router's :class:`~readscale._replica_state.Topology` current."""
+    """Keeps a router's :class:`~readscale._shared.replicas.topology.Topology` current."""
 
     def __init__(
         self,

@@ -22,15 +22,15 @@ from typing import Any, TypeVar
 
 from readscale._core.cache.fill import PRIMARY_READ_LSN, ReadReport, Refusal, merge_floor
 from readscale._core.cache.freshness import assess
+from readscale._core.cache.lease import LeaseResult
 from readscale._core.cache.policy import CachePolicy, OnMiss
-from readscale._primitives import Background
+from readscale._shared.cache.fill_scope import FillScope, fill_scope
+from readscale._shared.primitives.locks import Background
 from readscale._sync._cache_tiers import TierAccess
 from readscale._sync._cache_versions import VersionAccess
 from readscale._sync.backends.base import Backend
-from readscale.backends_common import LeaseResult
 from readscale.codecs import Codec
 from readscale.errors import CacheUnavailableError, SerializationError
-from readscale.fills import FillScope, fill_scope
 from readscale.metrics import CacheStats
 
 T = TypeVar("T")

@@ -8,7 +8,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from readscale._causal import own_write_floor
 from readscale._core.cache import breaker as circuit
 from readscale._core.cache.entry import EntryMeta, EnvelopeError, decode_envelope, encode_envelope
 from readscale._core.cache.fill import Refusal
@@ -17,6 +16,7 @@ from readscale._core.cache.local_invalidations import LocalInvalidations
 from readscale._core.cache.policy import CachePolicy
 from readscale._core.postgres.lsn import format_lsn
 from readscale._core.replicas.causal import read_before_own_write
+from readscale._shared.replicas.causal_context import own_write_floor
 from readscale._sync.backends.base import Backend
 from readscale.codecs import Codec
 from readscale.errors import (

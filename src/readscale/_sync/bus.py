@@ -27,7 +27,7 @@ from typing import Any
 
 import msgspec
 
-from readscale._primitives import Daemon, Event, sync_maybe_await, sync_sleep
+from readscale._shared.primitives.locks import Daemon, Event, sync_maybe_await, sync_sleep
 from readscale.errors import CacheUnavailableError, ConfigurationError
 from readscale.settings import RedisSettings
 

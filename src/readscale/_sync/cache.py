@@ -25,26 +25,22 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal, ParamSpec, TypeVar, assert_never
 
-from readscale._causal import current_context
 from readscale._core.cache import breaker as circuit
 from readscale._core.cache.entry import EntryMeta, fresh_payloads
 from readscale._core.cache.fill import PRIMARY_READ_LSN, Refusal, max_fill_staleness, merge_floor
 from readscale._core.cache.freshness import Freshness, assess, storage_ttl
 from readscale._core.cache.keys import DEFAULT_PREFIX, physical_keys, template_fields
+from readscale._core.cache.lease import TOMBSTONE_TTL_ENV, LeaseResult, check_tombstone_ttl, default_tombstone_ttl
 from readscale._core.cache.local_invalidations import LocalInvalidations
 from readscale._core.cache.policy import DEFAULT, CachePolicy
 from readscale._core.writebehind.settings import WriteBehindSettings
-from readscale._primitives import Background, SingleFlight
+from readscale._shared.cache.fill_scope import fill_scope
+from readscale._shared.primitives.locks import Background, SingleFlight
+from readscale._shared.replicas.causal_context import current_context
 from readscale._sync._cache_fills import FillMixin, log
 from readscale._sync.backends.base import Backend
 from readscale._sync.bus import InvalidationBus
 from readscale._sync.cached import CachedFunction
-from readscale.backends_common import (
-    TOMBSTONE_TTL_ENV,
-    LeaseResult,
-    check_tombstone_ttl,
-    default_tombstone_ttl,
-)
 from readscale.codecs import Codec, JsonCodec
 from readscale.errors import (
     CacheUnavailableError,
@@ -53,7 +49,6 @@ from readscale.errors import (
     ReadscaleError,
     SerializationError,
 )
-from readscale.fills import fill_scope
 from readscale.memory import NO_VALUE, MemoryStore
 from readscale.metrics import CacheStats
 

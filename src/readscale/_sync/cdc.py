@@ -41,7 +41,7 @@ from readscale._core.cdc.rules import (
     group_transactions,
     invalidations_for,
 )
-from readscale._primitives import Event, sync_maybe_await, sync_sleep
+from readscale._shared.primitives.locks import Event, sync_maybe_await, sync_sleep
 from readscale._sync.cache import Cache
 from readscale.errors import BackendError, CacheUnavailableError, ConfigurationError, ReadscaleError
 from readscale.metrics import CdcStats

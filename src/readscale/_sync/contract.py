@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from readscale._core.cache.fill import PRIMARY_ONLY, PRIMARY_READ_LSN
-from readscale._primitives import sync_sleep
+from readscale._shared.primitives.locks import sync_sleep
 from readscale._sync.backends.base import Backend
 from readscale.errors import ValueTooLargeError
 

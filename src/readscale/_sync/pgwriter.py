@@ -50,15 +50,15 @@ from psycopg import sql
 from readscale._core.postgres.dsn import DsnOptions
 from readscale._core.writebehind.flush import FailureKind
 from readscale._core.writebehind.records import parse_stream_id
-from readscale.errors import ConfigurationError
-from readscale.settings import connection_string
-from readscale.writebehind_common import (
+from readscale._shared.writebehind.stats import (
     CounterRecord,
     IncrementsApplied,
     RecordRejected,
     RefusedIncrement,
     WriteRecord,
 )
+from readscale.errors import ConfigurationError
+from readscale.settings import connection_string
 
 RECORD_SQLSTATE_CLASSES = ("22", "23")
 RECORD_SQLSTATES = ("P0001", "P0004")

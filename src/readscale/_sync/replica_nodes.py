@@ -23,7 +23,7 @@ from readscale._core.postgres.dsn import scrub, secrets_of
 from readscale._core.postgres.lsn import parse_lsn
 from readscale._core.replicas.health import PrimarySample, ReplicaSample
 from readscale._core.replicas.settings import PRIMARY, ReplicaSettings
-from readscale._primitives import Lock
+from readscale._shared.primitives.locks import Lock
 from readscale.settings import connection_string
 
 __all__ = ["GUARD_SQL", "Node", "position_sql"]

@@ -19,8 +19,8 @@ from collections.abc import Callable, Mapping
 
 from readscale._core.replicas.routing import ReadRequest, ReplicaView, eligible
 from readscale._core.replicas.settings import ReplicaSettings
-from readscale._primitives import Background, Event, SingleFlight
-from readscale._replica_state import Topology
+from readscale._shared.primitives.locks import Background, Event, SingleFlight
+from readscale._shared.replicas.topology import Topology
 from readscale._sync.replica_nodes import Node
 
 __all__ = ["REFRESH_INTERVAL", "LagObserver"]
@@ -31,7 +31,7 @@ REFRESH_INTERVAL = 0.005
 
 
 class LagObserver:
-    """Keeps a router's :class:`~readscale._replica_state.Topology` current."""
+    """Keeps a router's :class:`~readscale._shared.replicas.topology.Topology` current."""
 
     def __init__(
         self,

@@ -22,11 +22,11 @@ from typing import Any
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from readscale._causal import CausalContext
 from readscale._core.postgres.lsn import normalize_insert_lsn, parse_lsn
 from readscale._core.replicas.causal import CausalToken
 from readscale._core.replicas.settings import PRIMARY, ReplicaSettings
-from readscale._replica_state import Topology
+from readscale._shared.replicas.causal_context import CausalContext
+from readscale._shared.replicas.topology import Topology
 from readscale._sync.replica_nodes import Node, position_sql, unsigned
 from readscale.errors import PrimaryUnavailableError, ReadscaleError, ReplicaUnavailableError
 

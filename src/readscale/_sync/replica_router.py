@@ -32,7 +32,6 @@ import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
-from readscale._causal import CausalContext, current_context, current_mode
 from readscale._core.postgres.lsn import parse_lsn
 from readscale._core.replicas.causal import CausalToken
 from readscale._core.replicas.health import ReplicaStatus
@@ -57,13 +56,14 @@ from readscale._core.replicas.settings import (
     Session,
     TimeWindow,
 )
-from readscale._primitives import sync_sleep
-from readscale._replica_state import RouterStats, Topology
+from readscale._shared.cache.fill_scope import current_fill, fill_requirements, report_primary_read, report_read_lsn
+from readscale._shared.primitives.locks import sync_sleep
+from readscale._shared.replicas.causal_context import CausalContext, current_context, current_mode
+from readscale._shared.replicas.topology import RouterStats, Topology
 from readscale._sync.replica_nodes import GUARD_SQL, Node, position_sql
 from readscale._sync.replica_observer import LagObserver
 from readscale._sync.replica_primary import Primary
 from readscale.errors import ConfigurationError, ReadscaleError, ReplicaUnavailableError
-from readscale.fills import current_fill, fill_requirements, report_primary_read, report_read_lsn
 
 __all__ = ["ReplicaRouter"]
 

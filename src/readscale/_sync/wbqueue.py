@@ -37,9 +37,9 @@ from readscale._core.cache.keys import companion_key
 from readscale._core.writebehind.flush import ConsumerInfo
 from readscale._core.writebehind.modes import CONFIG_SETTINGS, ServerFacts
 from readscale._core.writebehind.settings import QueueKeys, queue_keys
+from readscale._shared.writebehind.stats import DeadLetterRecord
 from readscale.errors import CacheUnavailableError, ConfigurationError
 from readscale.settings import RedisSettings
-from readscale.writebehind_common import DeadLetterRecord
 
 _ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
 

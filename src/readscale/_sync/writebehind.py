@@ -31,12 +31,12 @@ from readscale._core.writebehind.modes import (
 )
 from readscale._core.writebehind.records import check_delta
 from readscale._core.writebehind.settings import WriteBehindSettings, queue_keys
-from readscale._primitives import sync_sleep
+from readscale._shared.primitives.locks import sync_sleep
+from readscale._shared.writebehind.stats import WriteBehindStats
 from readscale._sync.backends.redis import RedisBackend, RedisClusterBackend
 from readscale._sync.wbqueue import WriteQueue
 from readscale.codecs import Codec
 from readscale.errors import CacheUnavailableError, ConfigurationError, DurabilityError, WriteQueueFullError
-from readscale.writebehind_common import WriteBehindStats
 
 log = logging.getLogger("readscale.writebehind")
 

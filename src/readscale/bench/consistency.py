@@ -85,7 +85,7 @@ async def _run_mode(
     from readscale._async.replica_router import AsyncReplicaRouter
     from readscale._core.cache.policy import CachePolicy, Tier
     from readscale._core.cdc.rules import CdcRule, CdcSettings
-    from readscale._primitives import AsyncEvent
+    from readscale._shared.primitives.locks import AsyncEvent
     from readscale.replicas import ReplicaSettings, causal_context
     from readscale.settings import RedisSettings
 

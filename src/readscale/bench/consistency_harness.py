@@ -494,7 +494,7 @@ async def _run(stack: Stack, scenario: Scenario, say: Progress, workdir: Path, b
     from readscale._async.cache import AsyncCache
     from readscale._async.cdc import AsyncCdcWorker
     from readscale._core.cdc.rules import CdcRule, CdcSettings
-    from readscale._primitives import AsyncEvent
+    from readscale._shared.primitives.locks import AsyncEvent
     from readscale.stack._proc import pick_ports
 
     run_id = uuid.uuid4().hex[:8]

@@ -111,7 +111,7 @@ def _note_loaded() -> None:
 
 @contextlib.contextmanager
 def _read_context(sabotage: tuple[str, ...]) -> Any:
-    from readscale._causal import CausalContext, causal_context, current_context
+    from readscale._shared.replicas.causal_context import CausalContext, causal_context, current_context
 
     if "guard" in sabotage:
         with causal_context():
@@ -366,7 +366,7 @@ class Service:
         raise ValueError(f"unknown read api {api!r}")
 
     async def write(self, key: int, invalidate: bool) -> dict[str, Any]:
-        from readscale._causal import current_context
+        from readscale._shared.replicas.causal_context import current_context
         from readscale.errors import CacheUnavailableError
 
         async with self.router.write() as conn:
@@ -415,7 +415,7 @@ def _starlette_app(service: Service) -> Any:
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from readscale._causal import current_context
+    from readscale._shared.replicas.causal_context import current_context
     from readscale.errors import ReadscaleError
     from readscale.replicas import LATEST, BoundedStaleness
 
@@ -517,7 +517,7 @@ def _django_views(service: Service, item: Any) -> list[Any]:
     from django.http import HttpRequest, JsonResponse
     from django.urls import path
 
-    from readscale._causal import current_context
+    from readscale._shared.replicas.causal_context import current_context
     from readscale.errors import CacheUnavailableError, ReadscaleError
 
     config = service.config

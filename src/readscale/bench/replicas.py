@@ -33,8 +33,8 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from readscale._async.replica_router import AsyncReplicaRouter
-from readscale._causal import causal_context
 from readscale._core.replicas.settings import SESSION, ReadMode, ReplicaSettings, TimeWindow
+from readscale._shared.replicas.causal_context import causal_context
 from readscale.bench.harness import BenchReport, Rounds
 from readscale.stack import Stack, StackConfig
 

@@ -74,7 +74,7 @@ def run(
     once: Annotated[bool, typer.Option("--once", help="Apply what is pending and exit.")] = False,
 ) -> None:
     """Apply invalidations from the WAL until stopped (Ctrl-C or SIGTERM)."""
-    from readscale._primitives import Event
+    from readscale._shared.primitives.locks import Event
     from readscale._sync.backends.redis import RedisBackend
     from readscale._sync.bus import InvalidationBus
     from readscale._sync.cache import Cache

@@ -24,15 +24,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from readscale._causal import (
-    TOKEN_HEADER,
-    CausalContext,
-    causal_context,
-    current_context,
-    dump_token,
-    load_token,
-    use_mode,
-)
 from readscale._core.postgres.lsn import format_lsn, parse_lsn
 from readscale._core.replicas.causal import CarriedToken, CausalToken, ClusterIdentity, TokenSigner
 from readscale._core.replicas.health import ReplicaStatus
@@ -49,7 +40,16 @@ from readscale._core.replicas.settings import (
     Session,
     TimeWindow,
 )
-from readscale._replica_state import RouterStats
+from readscale._shared.replicas.causal_context import (
+    TOKEN_HEADER,
+    CausalContext,
+    causal_context,
+    current_context,
+    dump_token,
+    load_token,
+    use_mode,
+)
+from readscale._shared.replicas.topology import RouterStats
 
 if TYPE_CHECKING:
     from readscale._async.replica_router import AsyncReplicaRouter

@@ -23,8 +23,8 @@ import logging
 from dataclasses import dataclass
 from typing import Literal
 
-from readscale._causal import CausalContext
 from readscale._core.replicas.causal import CarriedToken, TokenSigner, merge
+from readscale._shared.replicas.causal_context import CausalContext
 from readscale.errors import ConfigurationError
 
 __all__ = [
@@ -129,7 +129,7 @@ def restore(signer: TokenSigner, cookie: str | None, header: str | None, *, now:
 
 def stores_token(restored: Restored, *, persist: Persist) -> bool:
     """Whether the response may store the token (so the request's reads must be settled
-    into it first, see ``readscale._causal``): after a write, or under ``"advance"``, or
+    into it first, see ``readscale._shared.replicas.causal_context``): after a write, or under ``"advance"``, or
     for an established session under ``"session"``; never for an anonymous reader."""
     wrote = restored.context.written_at != restored.written_before
     return wrote or persist == "advance" or (persist == "session" and restored.had_token)

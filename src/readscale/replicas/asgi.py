@@ -29,8 +29,8 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Literal
 
-from readscale._causal import TOKEN_HEADER, causal_context, settle_context_async
 from readscale._core.replicas.causal import TokenSigner
+from readscale._shared.replicas.causal_context import TOKEN_HEADER, causal_context, settle_context_async
 from readscale.errors import ConfigurationError
 from readscale.replicas._carry import (
     Persist,

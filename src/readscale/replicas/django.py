@@ -50,12 +50,12 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from psycopg.conninfo import make_conninfo
 
-from readscale._causal import TOKEN_HEADER, causal_context, settle_context, settle_context_async
 from readscale._core.replicas.causal import TokenSigner
 from readscale._core.replicas.settings import PRIMARY, ReplicaSettings
+from readscale._shared.cache.fill_scope import report_primary_read
+from readscale._shared.replicas.causal_context import TOKEN_HEADER, causal_context, settle_context, settle_context_async
 from readscale._sync.replica_router import ReplicaRouter
 from readscale.errors import ConfigurationError
-from readscale.fills import report_primary_read
 from readscale.replicas._carry import (
     Persist,
     Restored,

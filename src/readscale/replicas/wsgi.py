@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
-from readscale._causal import CausalContext, settle_context
 from readscale._core.replicas.causal import TokenSigner
+from readscale._shared.replicas.causal_context import CausalContext, settle_context
 from readscale.errors import ConfigurationError
 from readscale.replicas._carry import (
     Persist,
@@ -98,7 +98,7 @@ class CausalTokenMiddleware:
 
 
 def _in_context(context: CausalContext, app: WSGIApp, environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
-    from readscale._causal import causal_context
+    from readscale._shared.replicas.causal_context import causal_context
 
     with causal_context(context):
         return app(environ, start)

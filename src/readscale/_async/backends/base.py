@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from readscale.backends_common import LeaseResult
+from readscale._core.cache.lease import LeaseResult
 
 
 @runtime_checkable

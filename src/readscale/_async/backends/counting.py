@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from readscale._async.backends.base import AsyncBackend
-from readscale.backends_common import LeaseResult
+from readscale._core.cache.lease import LeaseResult
 
 
 class AsyncCountingBackend:

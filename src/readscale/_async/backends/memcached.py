@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple, assert_never
 
 from readscale._core.cache.fill import PRIMARY_ONLY
+from readscale._core.cache.lease import LEASE_HELD_ELSEWHERE, TICKET_PREFIX, LeaseResult
 from readscale._core.memcached.items import (
     DEFAULT_MAX_VALUE_SIZE,
     FENCE_FLAGS,
@@ -63,9 +64,8 @@ from readscale._core.memcached.requests import (
     Stats,
     wire_ttl,
 )
-from readscale._primitives import async_sleep
-from readscale._transport import AsyncStreamPool, AsyncTcpStream, Endpoint
-from readscale.backends_common import LEASE_HELD_ELSEWHERE, TICKET_PREFIX, LeaseResult
+from readscale._shared.primitives.locks import async_sleep
+from readscale._shared.transport import AsyncStreamPool, AsyncTcpStream, Endpoint
 from readscale.errors import CacheUnavailableError, ConfigurationError, ValueTooLargeError
 
 if TYPE_CHECKING:

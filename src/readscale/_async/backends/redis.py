@@ -28,8 +28,7 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from readscale._core.cache.fill import PRIMARY_ONLY
 from readscale._core.cache.keys import companion_key
-from readscale._primitives import AsyncDaemon, AsyncEvent, AsyncSemaphore, async_sleep
-from readscale.backends_common import (
+from readscale._core.cache.lease import (
     LEASE_HELD_ELSEWHERE,
     TICKET_PREFIX,
     LeaseResult,
@@ -37,6 +36,7 @@ from readscale.backends_common import (
     lsn_text,
     parse_lsn_text,
 )
+from readscale._shared.primitives.locks import AsyncDaemon, AsyncEvent, AsyncSemaphore, async_sleep
 from readscale.errors import CacheUnavailableError, ValueTooLargeError
 from readscale.settings import RedisSettings
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
+from readscale._core.cache.lease import LeaseResult
 from readscale._sync.backends.base import Backend
-from readscale.backends_common import LeaseResult
 
 
 class CountingBackend:

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple, assert_never
 
 from readscale._core.cache.fill import PRIMARY_ONLY
+from readscale._core.cache.lease import LEASE_HELD_ELSEWHERE, TICKET_PREFIX, LeaseResult
 from readscale._core.memcached.items import (
     DEFAULT_MAX_VALUE_SIZE,
     FENCE_FLAGS,
@@ -64,9 +65,8 @@ from readscale._core.memcached.requests import (
     Stats,
     wire_ttl,
 )
-from readscale._primitives import sync_sleep
-from readscale._transport import Endpoint, StreamPool, TcpStream
-from readscale.backends_common import LEASE_HELD_ELSEWHERE, TICKET_PREFIX, LeaseResult
+from readscale._shared.primitives.locks import sync_sleep
+from readscale._shared.transport import Endpoint, StreamPool, TcpStream
 from readscale.errors import CacheUnavailableError, ConfigurationError, ValueTooLargeError
 
 if TYPE_CHECKING:

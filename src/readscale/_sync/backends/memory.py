@@ -20,8 +20,8 @@ import uuid
 from collections.abc import Callable, Sequence
 
 from readscale._core.cache.fill import PRIMARY_ONLY
-from readscale._primitives import Event
-from readscale.backends_common import LEASE_HELD_ELSEWHERE, TICKET_PREFIX, LeaseResult
+from readscale._core.cache.lease import LEASE_HELD_ELSEWHERE, TICKET_PREFIX, LeaseResult
+from readscale._shared.primitives.locks import Event
 from readscale.errors import ValueTooLargeError
 from readscale.memory import NO_VALUE, MemoryStore
 

@@ -29,8 +29,7 @@ from redis.retry import Retry
 
 from readscale._core.cache.fill import PRIMARY_ONLY
 from readscale._core.cache.keys import companion_key
-from readscale._primitives import Daemon, Event, Semaphore, sync_sleep
-from readscale.backends_common import (
+from readscale._core.cache.lease import (
     LEASE_HELD_ELSEWHERE,
     TICKET_PREFIX,
     LeaseResult,
@@ -38,6 +37,7 @@ from readscale.backends_common import (
     lsn_text,
     parse_lsn_text,
 )
+from readscale._shared.primitives.locks import Daemon, Event, Semaphore, sync_sleep
 from readscale.errors import CacheUnavailableError, ValueTooLargeError
 from readscale.settings import RedisSettings
 

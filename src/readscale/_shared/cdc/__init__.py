@@ -1,0 +1,1 @@
+"""The CDC worker's counters, shared by the async and sync worker."""

@@ -1,0 +1,1 @@
+"""The sync/async twins: locks and events, single-flight, background tasks."""

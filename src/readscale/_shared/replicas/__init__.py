@@ -1,0 +1,1 @@
+"""The replica router's sync-neutral state: the causal context and the topology."""

@@ -1,0 +1,1 @@
+"""Write-behind counters, shared by the async and sync producer and flusher."""
