@@ -31,6 +31,7 @@ from readscale._core.cache.policy import (
     Tier,
 )
 from readscale._core.http import HttpPolicy, HttpSettings
+from readscale._shared.cache.stats import CacheStats
 from readscale._sync.cache import Cache
 from readscale._sync.cached import CachedFunction
 from readscale.codecs import BytesCodec, Codec, JsonCodec, MsgpackCodec, SignedPickleCodec
@@ -51,7 +52,7 @@ from readscale.errors import (
     ValueTooLargeError,
 )
 from readscale.memory import NO_VALUE, MemoryStore
-from readscale.metrics import CacheStats, PrometheusCollector
+from readscale.metrics import PrometheusCollector
 from readscale.replicas import (
     LATEST,
     SESSION,

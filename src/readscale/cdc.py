@@ -16,9 +16,9 @@ from pathlib import Path
 
 from readscale._async.cdc import AsyncCdcWorker
 from readscale._core.cdc.rules import CdcRule, CdcSettings
+from readscale._shared.cdc.stats import CdcStats
 from readscale._sync.cdc import CdcWorker
 from readscale.errors import ConfigurationError
-from readscale.metrics import CdcStats
 
 
 def load_rules(path: str | Path) -> list[CdcRule]:

@@ -1,90 +1,16 @@
-"""What each tier of the cache served, counted in-process and exported to Prometheus.
-
-Counters are plain attributes incremented on the hot path (a few nanoseconds each); the
-Prometheus collector reads them only when scraped, so exporting costs nothing per call.
+"""The Prometheus collectors: the cache's, write-behind's (CDC's counters are read by
+``readscale.cdc``'s worker). Each reads the in-process counters (``readscale._shared``)
+only when scraped, so exporting costs nothing per call.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from typing import Any
 
-
-@dataclass(slots=True)
-class TierStats:
-    """Counts for one tier (``l1`` in-process, ``l2`` remote)."""
-
-    hits: int = 0
-    misses: int = 0
-    stale_serves: int = 0
-    early_refreshes: int = 0
-    fills: int = 0
-    lease_waits: int = 0
-    errors: int = 0
-    corrupt: int = 0
-    skipped: int = 0
-    coalesced: int = 0
-    tag_stale: int = 0
-    flushes: int = 0
-    unsynced: int = 0  # writes that could not reach the tier: their keys are removed later
-    resynced: int = 0  # of those, removed once the tier answered again
-    unsynced_dropped: int = 0  # past the limit: left to their TTL (logged as errors)
-    older_than_own_write: int = 0  # entries refused to a session that wrote after they were read
-    puts_skipped: int = 0  # L1 copies not put: the key was invalidated while they were read
-
-
-@dataclass(slots=True)
-class LoaderStats:
-    """Counts for the source behind the cache (the loader: usually the database)."""
-
-    calls: int = 0
-    errors: int = 0
-    seconds: float = 0.0
-    bypasses: int = 0
-    refreshes: int = 0
-    refresh_errors: int = 0
-    stale_if_error: int = 0
-    fail_open: int = 0
-    lease_timeouts: int = 0
-    fills_refused: int = 0  # every refused fill; by cause below (readscale._core.cache.fill.Refusal)
-    fills_refused_lease_lost: int = 0  # an invalidation came during the load
-    fills_refused_older_than_invalidation: int = 0  # a read behind the last invalidation's LSN
-    fills_refused_too_stale: int = 0  # a read staler than the fill's bound (or of unknown staleness)
-    fills_refused_undeclared_source: int = 0  # the loader's reads were not declared, under a tombstone
-    fills_refused_no_floor: int = 0  # the cache server failed before the load: floors unknown
-    not_cached: int = 0
-    purge_errors: int = 0
-
-
-class CacheStats:
-    """All counters of one cache. ``snapshot()`` gives them as plain data."""
-
-    __slots__ = ("breaker_opens", "invalidations", "l1", "l2", "loader", "name")
-
-    def __init__(self, name: str = "cache") -> None:
-        self.name = name
-        self.l1 = TierStats()
-        self.l2 = TierStats()
-        self.loader = LoaderStats()
-        self.breaker_opens = 0
-        self.invalidations = 0
-
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "l1": {f.name: getattr(self.l1, f.name) for f in fields(TierStats)},
-            "l2": {f.name: getattr(self.l2, f.name) for f in fields(TierStats)},
-            "loader": {f.name: getattr(self.loader, f.name) for f in fields(LoaderStats)},
-            "breaker_opens": self.breaker_opens,
-            "invalidations": self.invalidations,
-        }
-
-    def reset(self) -> None:
-        self.l1 = TierStats()
-        self.l2 = TierStats()
-        self.loader = LoaderStats()
-        self.breaker_opens = 0
-        self.invalidations = 0
+from readscale._shared.cache.stats import CacheStats, LoaderStats, TierStats
+from readscale._shared.writebehind.stats import FlusherStats, WriteBehindStats
 
 
 class PrometheusCollector:
@@ -124,15 +50,92 @@ class PrometheusCollector:
         yield load_seconds
 
 
-@dataclass(slots=True)
-class CdcStats:
-    batches: int = 0
-    transactions: int = 0
-    changes: int = 0
-    keys_invalidated: int = 0
-    tags_invalidated: int = 0
-    slot_resets: int = 0
-    errors: int = 0
-    unmapped_tables: set[str] = field(default_factory=set)
-    last_commit_lsn: int = 0
-    lag_bytes: int = 0
+_FLUSHER_COUNTERS = (
+    "batches",
+    "records_read",
+    "reclaimed",
+    "coalesced",
+    "rows_applied",
+    "rows_skipped",
+    "transactions",
+    "retries",
+    "transient_failures",
+    "record_failures",
+    "splits",
+    "dead_letters",
+    "redis_errors",
+    "seals",
+    "sums_applied",
+    "sums_duplicates",
+    "increments_refused",
+    "durability_checks",
+    "durability_refusals",
+)
+
+
+_PRODUCER_COUNTERS = (
+    "writes",
+    "increments",
+    "full_waits",
+    "full_rejections",
+    "errors",
+    "durability_checks",
+    "durability_refusals",
+)
+
+
+class WriteBehindCollector:
+    """A prometheus-client collector for write-behind producers and flushers.
+
+    ``prometheus_client.REGISTRY.register(WriteBehindCollector(wb.stats, flusher.stats))``
+    """
+
+    def __init__(self, *stats: WriteBehindStats | FlusherStats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+        produced = CounterMetricFamily(
+            "readscale_writebehind_producer_events", "Write-behind producer events", labels=["queue", "event"]
+        )
+        flushed = CounterMetricFamily(
+            "readscale_writebehind_flusher_events", "Write-behind flusher events", labels=["queue", "event"]
+        )
+        length = GaugeMetricFamily(
+            "readscale_writebehind_queue_length", "Records in the write-behind queue", labels=["queue"]
+        )
+        lag = GaugeMetricFamily(
+            "readscale_writebehind_flush_lag_seconds",
+            "Age of the oldest record of the last committed batch",
+            labels=["queue"],
+        )
+        delayed = GaugeMetricFamily(
+            "readscale_writebehind_aof_delayed_fsync",
+            "Redis INFO aof_delayed_fsync at the last check: fsyncs postponed past Redis's limit (-1: unknown)",
+            labels=["queue", "role"],
+        )
+        durable = GaugeMetricFamily(
+            "readscale_writebehind_durability_ok",
+            "1 when the queue's Redis kept the mode's settings at the flusher's last check, else 0",
+            labels=["queue"],
+        )
+        sizes = HistogramMetricFamily("readscale_writebehind_batch_size", "Records per written batch", labels=["queue"])
+        lags = HistogramMetricFamily(
+            "readscale_writebehind_record_lag_seconds", "Queue-to-commit time of written batches", labels=["queue"]
+        )
+        for stats in self._stats:
+            if isinstance(stats, WriteBehindStats):
+                for name in _PRODUCER_COUNTERS:
+                    produced.add_metric([stats.name, name], getattr(stats, name))
+                delayed.add_metric([stats.name, "producer"], stats.aof_delayed_fsync)
+                continue
+            for name in _FLUSHER_COUNTERS:
+                flushed.add_metric([stats.name, name], getattr(stats, name))
+            length.add_metric([stats.name], stats.queue_length)
+            lag.add_metric([stats.name], stats.flush_lag)
+            delayed.add_metric([stats.name, "flusher"], stats.aof_delayed_fsync)
+            durable.add_metric([stats.name], stats.durability_ok)
+            sizes.add_metric([stats.name], stats.batch_sizes.cumulative(), stats.batch_sizes.sum)
+            lags.add_metric([stats.name], stats.lags.cumulative(), stats.lags.sum)
+        yield from (produced, flushed, length, lag, delayed, durable, sizes, lags)

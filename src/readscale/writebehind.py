@@ -38,22 +38,21 @@ from readscale._async.wbqueue import AsyncWriteQueue
 from readscale._async.writebehind import AsyncWriteBehind
 from readscale._core.writebehind.flush import FailureKind
 from readscale._core.writebehind.modes import FAST_LOSS_WINDOW, PROMISES, WriteBehindMode
-from readscale._core.writebehind.settings import FlusherSettings, WhenFull, WriteBehindSettings
-from readscale._shared.writebehind.stats import (
+from readscale._core.writebehind.records import (
     CounterRecord,
     DeadLetterRecord,
-    FlusherStats,
     IncrementsApplied,
     RecordRejected,
     RefusedIncrement,
-    WriteBehindCollector,
-    WriteBehindStats,
     WriteRecord,
 )
+from readscale._core.writebehind.settings import FlusherSettings, WhenFull, WriteBehindSettings
+from readscale._shared.writebehind.stats import FlusherStats, WriteBehindStats
 from readscale._sync.flusher import BatchWriter, Flusher
 from readscale._sync.wbqueue import WriteQueue
 from readscale._sync.writebehind import WriteBehind
 from readscale.errors import DurabilityError, WriteQueueFullError
+from readscale.metrics import WriteBehindCollector
 
 if TYPE_CHECKING:
     from readscale._async.pgwriter import AsyncPostgresWriter

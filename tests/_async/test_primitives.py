@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from readscale._shared.primitives.locks import AsyncBackground, AsyncEvent, AsyncLock, AsyncSingleFlight, async_sleep
+from readscale._shared.primitives.flight import AsyncSingleFlight
+from readscale._shared.primitives.locks import AsyncEvent, AsyncLock, async_sleep
+from readscale._shared.primitives.tasks import AsyncBackground
 from readscale.testing.concurrency import async_gather
 
 

@@ -25,9 +25,9 @@ from readscale._async.pgwriter import AsyncPostgresWriter
 from readscale._async.writebehind import AsyncWriteBehind
 from readscale._core.cache.policy import BALANCE, CachePolicy, OnMiss, Tier
 from readscale._core.writebehind.flush import FailureKind
+from readscale._core.writebehind.records import CounterRecord, IncrementsApplied, WriteRecord
 from readscale._core.writebehind.settings import FlusherSettings, WhenFull, WriteBehindSettings
 from readscale._shared.primitives.locks import AsyncEvent, async_sleep
-from readscale._shared.writebehind.stats import CounterRecord, IncrementsApplied, WriteRecord
 from readscale.codecs import MsgpackCodec
 from readscale.errors import ConfigurationError, WriteQueueFullError
 from readscale.memory import NO_VALUE, MemoryStore

@@ -24,9 +24,9 @@ from readscale._async.pgwriter import AsyncPostgresWriter
 from readscale._async.writebehind import AsyncWriteBehind
 from readscale._core.cache.policy import CachePolicy
 from readscale._core.writebehind.settings import FlusherSettings, WriteBehindSettings, queue_keys
-from readscale._shared.writebehind.stats import WriteBehindCollector
 from readscale.errors import CacheUnavailableError, ConfigurationError, DurabilityError
 from readscale.memory import NO_VALUE
+from readscale.metrics import WriteBehindCollector
 from readscale.settings import RedisSettings
 from readscale.stack import Stack, StackConfig
 

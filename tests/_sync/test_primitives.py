@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from readscale._shared.primitives.locks import Background, Event, Lock, SingleFlight, sync_sleep
+from readscale._shared.primitives.flight import SingleFlight
+from readscale._shared.primitives.locks import Event, Lock, sync_sleep
+from readscale._shared.primitives.tasks import Background
 from readscale.testing.concurrency import sync_gather
 
 

@@ -20,9 +20,9 @@ import pytest
 
 from readscale._core.cache.policy import BALANCE, CachePolicy, OnMiss, Tier
 from readscale._core.writebehind.flush import FailureKind
+from readscale._core.writebehind.records import CounterRecord, IncrementsApplied, WriteRecord
 from readscale._core.writebehind.settings import FlusherSettings, WhenFull, WriteBehindSettings
 from readscale._shared.primitives.locks import Event, sync_sleep
-from readscale._shared.writebehind.stats import CounterRecord, IncrementsApplied, WriteRecord
 from readscale._sync.backends.redis import RedisBackend, RedisClusterBackend
 from readscale._sync.bus import InvalidationBus
 from readscale._sync.cache import Cache

@@ -20,7 +20,6 @@ import redis
 
 from readscale._core.cache.policy import CachePolicy
 from readscale._core.writebehind.settings import FlusherSettings, WriteBehindSettings, queue_keys
-from readscale._shared.writebehind.stats import WriteBehindCollector
 from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.cache import Cache
 from readscale._sync.flusher import Flusher
@@ -28,6 +27,7 @@ from readscale._sync.pgwriter import PostgresWriter
 from readscale._sync.writebehind import WriteBehind
 from readscale.errors import CacheUnavailableError, ConfigurationError, DurabilityError
 from readscale.memory import NO_VALUE
+from readscale.metrics import WriteBehindCollector
 from readscale.settings import RedisSettings
 from readscale.stack import Stack, StackConfig
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from readscale._shared.primitives.locks import AsyncSingleFlight
+from readscale._shared.primitives.flight import AsyncSingleFlight
 
 
 @pytest.mark.anyio

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from readscale._core.cache.lease import closed_transport_race
+from readscale._shared.redis_errors import closed_transport_race
 
 WRITER_GONE = "AttributeError(\"'NoneType' object has no attribute 'writelines'\")"
 

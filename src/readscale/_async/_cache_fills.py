@@ -27,10 +27,10 @@ from readscale._core.cache.freshness import assess
 from readscale._core.cache.lease import LeaseResult
 from readscale._core.cache.policy import CachePolicy, OnMiss
 from readscale._shared.cache.fill_scope import FillScope, fill_scope
-from readscale._shared.primitives.locks import AsyncBackground
+from readscale._shared.cache.stats import CacheStats
+from readscale._shared.primitives.tasks import AsyncBackground
 from readscale.codecs import Codec
 from readscale.errors import CacheUnavailableError, SerializationError
-from readscale.metrics import CacheStats
 
 T = TypeVar("T")
 log = logging.getLogger("readscale.cache")

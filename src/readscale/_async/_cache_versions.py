@@ -25,9 +25,9 @@ from readscale._async.bus import INVALIDATE, AsyncInvalidationBus
 from readscale._core.cache.keys import physical_key, validate_key
 from readscale._core.cache.local_invalidations import LocalInvalidations
 from readscale._core.cache.policy import CachePolicy
+from readscale._shared.cache.stats import CacheStats
 from readscale.errors import CacheUnavailableError, ConfigurationError
 from readscale.memory import MemoryStore
-from readscale.metrics import CacheStats
 
 log = logging.getLogger("readscale.cache")
 

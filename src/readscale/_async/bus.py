@@ -26,7 +26,8 @@ from typing import Any
 
 import msgspec
 
-from readscale._shared.primitives.locks import AsyncDaemon, AsyncEvent, async_maybe_await, async_sleep
+from readscale._shared.primitives.locks import AsyncEvent, async_maybe_await, async_sleep
+from readscale._shared.primitives.tasks import AsyncDaemon
 from readscale.errors import CacheUnavailableError, ConfigurationError
 from readscale.settings import RedisSettings
 

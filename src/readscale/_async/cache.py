@@ -33,12 +33,15 @@ from readscale._core.cache.entry import EntryMeta, fresh_payloads
 from readscale._core.cache.fill import PRIMARY_READ_LSN, Refusal, max_fill_staleness, merge_floor
 from readscale._core.cache.freshness import Freshness, assess, storage_ttl
 from readscale._core.cache.keys import DEFAULT_PREFIX, physical_keys, template_fields
-from readscale._core.cache.lease import TOMBSTONE_TTL_ENV, LeaseResult, check_tombstone_ttl, default_tombstone_ttl
+from readscale._core.cache.lease import LeaseResult
 from readscale._core.cache.local_invalidations import LocalInvalidations
 from readscale._core.cache.policy import DEFAULT, CachePolicy
 from readscale._core.writebehind.settings import WriteBehindSettings
 from readscale._shared.cache.fill_scope import fill_scope
-from readscale._shared.primitives.locks import AsyncBackground, AsyncSingleFlight
+from readscale._shared.cache.stats import CacheStats
+from readscale._shared.cache.tombstone_ttl import TOMBSTONE_TTL_ENV, check_tombstone_ttl, default_tombstone_ttl
+from readscale._shared.primitives.flight import AsyncSingleFlight
+from readscale._shared.primitives.tasks import AsyncBackground
 from readscale._shared.replicas.causal_context import current_context
 from readscale.codecs import Codec, JsonCodec
 from readscale.errors import (
@@ -49,7 +52,6 @@ from readscale.errors import (
     SerializationError,
 )
 from readscale.memory import NO_VALUE, MemoryStore
-from readscale.metrics import CacheStats
 
 T = TypeVar("T")
 P = ParamSpec("P")

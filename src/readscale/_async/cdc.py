@@ -41,9 +41,9 @@ from readscale._core.cdc.rules import (
     group_transactions,
     invalidations_for,
 )
+from readscale._shared.cdc.stats import CdcStats
 from readscale._shared.primitives.locks import AsyncEvent, async_maybe_await, async_sleep
 from readscale.errors import BackendError, CacheUnavailableError, ConfigurationError, ReadscaleError
-from readscale.metrics import CdcStats
 from readscale.settings import connection_string
 
 log = logging.getLogger("readscale.cdc")

@@ -63,17 +63,20 @@ from readscale._core.writebehind.flush import (
 )
 from readscale._core.writebehind.modes import FAST_LOSS_WINDOW, WriteBehindMode, check_mode, delayed_fsync_growth
 from readscale._core.writebehind.records import (
+    CounterRecord,
     CounterSums,
+    IncrementsApplied,
     Malformed,
     QueuedWrite,
     SealRequest,
+    WriteRecord,
     enqueued_at,
     parse_record,
     parse_stream_id,
 )
 from readscale._core.writebehind.settings import FlusherSettings
 from readscale._shared.primitives.locks import AsyncEvent
-from readscale._shared.writebehind.stats import CounterRecord, FlusherStats, IncrementsApplied, WriteRecord
+from readscale._shared.writebehind.stats import FlusherStats
 from readscale.codecs import BytesCodec, Codec, JsonCodec, MsgpackCodec
 from readscale.errors import CacheUnavailableError, ConfigurationError, CorruptValueError, DurabilityError
 from readscale.settings import RedisSettings

@@ -19,7 +19,9 @@ from collections.abc import Callable, Mapping
 from readscale._async.replica_nodes import AsyncNode
 from readscale._core.replicas.routing import ReadRequest, ReplicaView, eligible
 from readscale._core.replicas.settings import ReplicaSettings
-from readscale._shared.primitives.locks import AsyncBackground, AsyncEvent, AsyncSingleFlight
+from readscale._shared.primitives.flight import AsyncSingleFlight
+from readscale._shared.primitives.locks import AsyncEvent
+from readscale._shared.primitives.tasks import AsyncBackground
 from readscale._shared.replicas.topology import Topology
 
 __all__ = ["REFRESH_INTERVAL", "AsyncLagObserver"]

@@ -35,8 +35,8 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError, R
 from readscale._core.cache.keys import companion_key
 from readscale._core.writebehind.flush import ConsumerInfo
 from readscale._core.writebehind.modes import CONFIG_SETTINGS, ServerFacts
+from readscale._core.writebehind.records import DeadLetterRecord
 from readscale._core.writebehind.settings import QueueKeys, queue_keys
-from readscale._shared.writebehind.stats import DeadLetterRecord
 from readscale.errors import CacheUnavailableError, ConfigurationError
 from readscale.settings import RedisSettings
 

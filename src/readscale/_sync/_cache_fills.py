@@ -25,13 +25,13 @@ from readscale._core.cache.freshness import assess
 from readscale._core.cache.lease import LeaseResult
 from readscale._core.cache.policy import CachePolicy, OnMiss
 from readscale._shared.cache.fill_scope import FillScope, fill_scope
-from readscale._shared.primitives.locks import Background
+from readscale._shared.cache.stats import CacheStats
+from readscale._shared.primitives.tasks import Background
 from readscale._sync._cache_tiers import TierAccess
 from readscale._sync._cache_versions import VersionAccess
 from readscale._sync.backends.base import Backend
 from readscale.codecs import Codec
 from readscale.errors import CacheUnavailableError, SerializationError
-from readscale.metrics import CacheStats
 
 T = TypeVar("T")
 log = logging.getLogger("readscale.cache")

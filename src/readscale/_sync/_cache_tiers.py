@@ -16,6 +16,7 @@ from readscale._core.cache.local_invalidations import LocalInvalidations
 from readscale._core.cache.policy import CachePolicy
 from readscale._core.postgres.lsn import format_lsn
 from readscale._core.replicas.causal import read_before_own_write
+from readscale._shared.cache.stats import CacheStats
 from readscale._shared.replicas.causal_context import own_write_floor
 from readscale._sync.backends.base import Backend
 from readscale.codecs import Codec
@@ -27,7 +28,6 @@ from readscale.errors import (
     ValueTooLargeError,
 )
 from readscale.memory import NO_VALUE, MemoryStore
-from readscale.metrics import CacheStats
 
 log = logging.getLogger("readscale.cache")
 

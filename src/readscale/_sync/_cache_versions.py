@@ -24,11 +24,11 @@ from typing import Any
 from readscale._core.cache.keys import physical_key, validate_key
 from readscale._core.cache.local_invalidations import LocalInvalidations
 from readscale._core.cache.policy import CachePolicy
+from readscale._shared.cache.stats import CacheStats
 from readscale._sync.backends.base import Backend
 from readscale._sync.bus import INVALIDATE, InvalidationBus
 from readscale.errors import CacheUnavailableError, ConfigurationError
 from readscale.memory import MemoryStore
-from readscale.metrics import CacheStats
 
 log = logging.getLogger("readscale.cache")
 

@@ -27,7 +27,8 @@ from typing import Any
 
 import msgspec
 
-from readscale._shared.primitives.locks import Daemon, Event, sync_maybe_await, sync_sleep
+from readscale._shared.primitives.locks import Event, sync_maybe_await, sync_sleep
+from readscale._shared.primitives.tasks import Daemon
 from readscale.errors import CacheUnavailableError, ConfigurationError
 from readscale.settings import RedisSettings
 

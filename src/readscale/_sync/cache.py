@@ -30,12 +30,15 @@ from readscale._core.cache.entry import EntryMeta, fresh_payloads
 from readscale._core.cache.fill import PRIMARY_READ_LSN, Refusal, max_fill_staleness, merge_floor
 from readscale._core.cache.freshness import Freshness, assess, storage_ttl
 from readscale._core.cache.keys import DEFAULT_PREFIX, physical_keys, template_fields
-from readscale._core.cache.lease import TOMBSTONE_TTL_ENV, LeaseResult, check_tombstone_ttl, default_tombstone_ttl
+from readscale._core.cache.lease import LeaseResult
 from readscale._core.cache.local_invalidations import LocalInvalidations
 from readscale._core.cache.policy import DEFAULT, CachePolicy
 from readscale._core.writebehind.settings import WriteBehindSettings
 from readscale._shared.cache.fill_scope import fill_scope
-from readscale._shared.primitives.locks import Background, SingleFlight
+from readscale._shared.cache.stats import CacheStats
+from readscale._shared.cache.tombstone_ttl import TOMBSTONE_TTL_ENV, check_tombstone_ttl, default_tombstone_ttl
+from readscale._shared.primitives.flight import SingleFlight
+from readscale._shared.primitives.tasks import Background
 from readscale._shared.replicas.causal_context import current_context
 from readscale._sync._cache_fills import FillMixin, log
 from readscale._sync.backends.base import Backend
@@ -50,7 +53,6 @@ from readscale.errors import (
     SerializationError,
 )
 from readscale.memory import NO_VALUE, MemoryStore
-from readscale.metrics import CacheStats
 
 T = TypeVar("T")
 P = ParamSpec("P")

@@ -41,10 +41,10 @@ from readscale._core.cdc.rules import (
     group_transactions,
     invalidations_for,
 )
+from readscale._shared.cdc.stats import CdcStats
 from readscale._shared.primitives.locks import Event, sync_maybe_await, sync_sleep
 from readscale._sync.cache import Cache
 from readscale.errors import BackendError, CacheUnavailableError, ConfigurationError, ReadscaleError
-from readscale.metrics import CdcStats
 from readscale.settings import connection_string
 
 log = logging.getLogger("readscale.cdc")

@@ -49,13 +49,13 @@ from psycopg import sql
 
 from readscale._core.postgres.dsn import DsnOptions
 from readscale._core.writebehind.flush import FailureKind
-from readscale._core.writebehind.records import parse_stream_id
-from readscale._shared.writebehind.stats import (
+from readscale._core.writebehind.records import (
     CounterRecord,
     IncrementsApplied,
     RecordRejected,
     RefusedIncrement,
     WriteRecord,
+    parse_stream_id,
 )
 from readscale.errors import ConfigurationError
 from readscale.settings import connection_string

@@ -19,7 +19,9 @@ from collections.abc import Callable, Mapping
 
 from readscale._core.replicas.routing import ReadRequest, ReplicaView, eligible
 from readscale._core.replicas.settings import ReplicaSettings
-from readscale._shared.primitives.locks import Background, Event, SingleFlight
+from readscale._shared.primitives.flight import SingleFlight
+from readscale._shared.primitives.locks import Event
+from readscale._shared.primitives.tasks import Background
 from readscale._shared.replicas.topology import Topology
 from readscale._sync.replica_nodes import Node
 

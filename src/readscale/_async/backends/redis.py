@@ -28,15 +28,11 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from readscale._core.cache.fill import PRIMARY_ONLY
 from readscale._core.cache.keys import companion_key
-from readscale._core.cache.lease import (
-    LEASE_HELD_ELSEWHERE,
-    TICKET_PREFIX,
-    LeaseResult,
-    closed_transport_race,
-    lsn_text,
-    parse_lsn_text,
-)
-from readscale._shared.primitives.locks import AsyncDaemon, AsyncEvent, AsyncSemaphore, async_sleep
+from readscale._core.cache.lease import LEASE_HELD_ELSEWHERE, TICKET_PREFIX, LeaseResult
+from readscale._core.postgres.lsn import lsn_text, parse_lsn_text
+from readscale._shared.primitives.locks import AsyncEvent, AsyncSemaphore, async_sleep
+from readscale._shared.primitives.tasks import AsyncDaemon
+from readscale._shared.redis_errors import closed_transport_race
 from readscale.errors import CacheUnavailableError, ValueTooLargeError
 from readscale.settings import RedisSettings
 

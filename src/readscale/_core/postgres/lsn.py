@@ -37,8 +37,10 @@ __all__ = [
     "SHORT_PAGE_HEADER",
     "format_lsn",
     "lsn_diff",
+    "lsn_text",
     "normalize_insert_lsn",
     "parse_lsn",
+    "parse_lsn_text",
     "timeline_from_walfile",
 ]
 
@@ -99,3 +101,17 @@ def timeline_from_walfile(name: str) -> int:
     if timeline == 0:
         raise ConfigurationError(f"WAL file name {name!r} has timeline 0, which PostgreSQL never uses")
     return timeline
+
+
+def lsn_text(lsn: int) -> str:
+    """An LSN as 16 hex digits: compares as text exactly as the numbers compare, which
+    Lua (doubles) and Redis strings cannot do for 64-bit integers."""
+    if not 0 <= lsn < 2**64:
+        raise ValueError(f"an LSN is a 64-bit unsigned integer, got {lsn}")
+    return f"{lsn:016x}"
+
+
+def parse_lsn_text(text: bytes | str | None) -> int | None:
+    if not text:
+        return None
+    return int(text, 16)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from readscale.errors import ConfigurationError
 
@@ -159,10 +160,100 @@ def _parse_op(entry_id: str, op: bytes, fields: Mapping[bytes, bytes]) -> Counte
     return CounterSums(entry_id, deltas)
 
 
+@dataclass(frozen=True, slots=True)
+class WriteRecord:
+    """One write for the database: the newest queued version of ``key``.
+
+    Arguments:
+        key: the cache key the application wrote (without the cache's prefix).
+        namespace: the cache policy's namespace ("" for none): lets one writer route
+            several kinds of data to several tables.
+        version: the write's version; apply the record only over an older version.
+        value: the decoded value.
+        payload: the value as the codec encoded it (JSON text for the JSON codec).
+        codec: the codec's name (``json``, ``msgpack``, ``bytes``, ``pickle``).
+        entry_id: the record's id in the stream.
+        enqueued_at: when it was queued (Redis server time, epoch seconds).
+    """
+
+    key: str
+    namespace: str
+    version: int
+    value: Any
+    payload: bytes
+    codec: str
+    entry_id: str
+    enqueued_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CounterRecord:
+    """Counter increments for the database: one sums record of the queue.
+
+    ``deltas`` maps a cache key to the sum of its increments in this record. A batch
+    writer adds them and records ``entry_id`` in the same transaction, and skips a
+    record whose id it already recorded: that is what makes increments exactly once.
+    """
+
+    entry_id: str
+    deltas: Mapping[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedIncrement:
+    """A counter's delta the database refused (its key does not convert, a constraint):
+    dead-lettered with its error; the rest of its record is applied."""
+
+    key: str
+    delta: int
+    error: str
+    error_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class IncrementsApplied:
+    """What a batch writer did with sums records: ``applied`` now, ``duplicates`` it
+    had already applied (a redelivery), and the deltas it refused (now or then)."""
+
+    applied: int
+    duplicates: int
+    refused: tuple[RefusedIncrement, ...] = ()
+
+
+class RecordRejected(Exception):
+    """Raised by a batch writer when a record's data cannot become a row (its key or
+    value does not convert): the record's fault, so the flusher isolates it."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRecord:
+    """A record the flusher gave up on, as kept in the dead-letter stream."""
+
+    id: str
+    original_id: str
+    key: str
+    namespace: str
+    version: int | None
+    error: str
+    error_type: str
+    attempts: int
+    failed_at: float
+    consumer: str
+    envelope: bytes = field(repr=False, default=b"")
+    #: For a refused counter increment: its delta (``version`` and ``envelope`` are empty).
+    delta: int | None = None
+
+
 __all__ = [
     "MAX_VERSION",
+    "CounterRecord",
+    "DeadLetterRecord",
+    "IncrementsApplied",
     "Malformed",
     "QueuedWrite",
+    "RecordRejected",
+    "RefusedIncrement",
+    "WriteRecord",
     "enqueued_at",
     "next_version",
     "parse_record",

@@ -29,15 +29,11 @@ from redis.retry import Retry
 
 from readscale._core.cache.fill import PRIMARY_ONLY
 from readscale._core.cache.keys import companion_key
-from readscale._core.cache.lease import (
-    LEASE_HELD_ELSEWHERE,
-    TICKET_PREFIX,
-    LeaseResult,
-    closed_transport_race,
-    lsn_text,
-    parse_lsn_text,
-)
-from readscale._shared.primitives.locks import Daemon, Event, Semaphore, sync_sleep
+from readscale._core.cache.lease import LEASE_HELD_ELSEWHERE, TICKET_PREFIX, LeaseResult
+from readscale._core.postgres.lsn import lsn_text, parse_lsn_text
+from readscale._shared.primitives.locks import Event, Semaphore, sync_sleep
+from readscale._shared.primitives.tasks import Daemon
+from readscale._shared.redis_errors import closed_transport_race
 from readscale.errors import CacheUnavailableError, ValueTooLargeError
 from readscale.settings import RedisSettings
 
