@@ -203,3 +203,32 @@ def test_a_session_reads_its_own_writes(site: Site, scheme: str) -> None:
     assert seen == [True] * 3, "the session missed its own write"
     with hishel_client(site, scheme, memory()) as (stranger, _):
         assert stranger.get("/read").text == "initial", "without the token, the lagging replica answers"
+
+
+def test_a_public_page_that_reads_who_is_asking_is_never_shared(site: Site) -> None:
+    """A public route whose handler reads a cookie or the session: an anonymous reader's
+    copy fills the edge (public, Vary: Cookie), and no reader carrying a cookie is ever
+    given it, nor anyone another reader's page: by the edge or by its own cache."""
+    n = next(_unique)
+    theme, hello = f"/theme?hishel-reader={n}", f"/hello?hishel-reader={n}"
+    with hishel_client(site, "edge", memory()) as (client, _):
+        for path, text in ((theme, "theme light"), (hello, "hello nobody")):
+            r = client.get(path)
+            assert r.text == text and r.headers["cache-control"] == "public, max-age=60"
+            assert "cookie" in r.headers["vary"].lower()
+            assert client.get(path).text == text
+    seen = []
+    for colour in ("dark", "blue", "dark"):
+        with hishel_client(site, "edge", memory(), cookies={"theme": colour}) as (client, _):
+            r = client.get(theme)
+            assert r.headers["cache-control"].startswith("private") and "cdn-cache-control" not in r.headers
+            seen.append(r.text)
+    assert seen == ["theme dark", "theme blue", "theme dark"], "a reader with a cookie got another's page"
+    with hishel_client(site, "edge", memory()) as (alice, _):
+        assert alice.post("/login", params={"user": "alice"}).text == "signed in"
+        r = alice.get(hello)
+        assert r.text == "hello alice" and r.headers["cache-control"].startswith("private")
+    with hishel_client(site, "edge", memory(), cookies={"_ga": "GA1.1.42"}) as (other, _):
+        assert other.get(hello).text == "hello nobody"
+    with hishel_client(site, "edge", memory()) as (anonymous, _):
+        assert anonymous.get(hello).text == "hello nobody"

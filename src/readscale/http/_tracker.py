@@ -77,9 +77,12 @@ class Reads:
             return
         self.reads.add(name)
         if name in self.identity_fields:
-            self.identity_anywhere.add(name)
-            if self.in_handler():
-                self.identity_reads.add(name)
+            self.note_identity(name)
+
+    def note_identity(self, name: str) -> None:
+        self.identity_anywhere.add(name)
+        if self.in_handler():
+            self.identity_reads.add(name)
 
     def note_cookie(self, cookie: object) -> None:
         """A lookup of one cookie by name (or of all of them: ``cookie`` is None)."""
@@ -112,8 +115,11 @@ class TrackedName(bytes):
     def __eq__(self, other: object) -> bool:
         if isinstance(other, bytes):
             rec = _READS.get()
-            if rec is not None:
-                rec.note(bytes(other).decode("latin-1").lower())
+            if rec is not None and not rec.paused:  # Reads.note, inlined: on every lookup
+                name = bytes(other).decode("latin-1").lower()
+                rec.reads.add(name)
+                if name in rec.identity_fields:
+                    rec.note_identity(name)
             return bytes.__eq__(self, other)
         return NotImplemented
 
