@@ -234,11 +234,12 @@ def docs_durable_redis_url(durable_redis_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def items(pg_stack: Stack) -> Stack:
-    """The table the blocks read and write: ``items(id, price)`` with item 1 at price 5."""
-    restore_replicas(pg_stack)
+    """The table the blocks read and write: ``items(id, price)`` with item 1 at price 5,
+    on every replica too (a block's first read has no token: any replica may serve it)."""
     with psycopg.connect(pg_stack.primary.dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS items (id int PRIMARY KEY, price int NOT NULL)")
         conn.execute("INSERT INTO items VALUES (1, 5) ON CONFLICT (id) DO UPDATE SET price = 5")
+    restore_replicas(pg_stack)  # replay resumed and caught up with the seeding
     return pg_stack
 
 
@@ -611,6 +612,18 @@ def test_a_wrong_shell_command_is_caught(command: str) -> None:
     with pytest.raises(BaseException) as info:  # the CLI's own usage errors, or ours
         check_shell_command(command)
     assert not isinstance(info.value, KeyboardInterrupt)
+
+
+def test_the_decision_table_names_functions_that_exist() -> None:
+    """docs/how-it-works.md's table: each function is defined in the module named."""
+    rows = re.findall(
+        r"(?m)^\| [^|]+ \| (`.+?`) \| `(_core/[\w/]+\.py)` \|$", (ROOT / "docs/how-it-works.md").read_text()
+    )
+    assert len(rows) >= 15
+    for names, module in rows:
+        source = (ROOT / "src" / "readscale" / module).read_text()
+        for name in re.findall(r"`(\w+)`", names):
+            assert re.search(rf"(?m)^(def|class) {name}\b", source), f"{module} defines no {name}"
 
 
 def test_the_blocks_are_found() -> None:
