@@ -614,6 +614,32 @@ def test_a_wrong_shell_command_is_caught(command: str) -> None:
     assert not isinstance(info.value, KeyboardInterrupt)
 
 
+def test_the_simulator_page_shows_what_the_simulator_prints() -> None:
+    """docs/sim.md's funnel table is the output of its first command, row for row (the model
+    is pure: same settings, same figures)."""
+    import os
+    import subprocess
+
+    page = (ROOT / "docs" / "sim.md").read_text()
+    rows = [line for line in page.splitlines() if line.startswith(("┃ layer", "│ "))]
+    assert len(rows) == 6, rows
+    assert "readscale sim --example textbook" in page
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", "from readscale.cli import main; main()", "sim", "--example", "textbook"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=120,
+    ).stdout
+    printed = {line.strip() for line in out.splitlines()}
+    missing = [row for row in rows if row.strip() not in printed]
+    assert not missing, "docs/sim.md shows rows `readscale sim --example textbook` does not print:\n" + "\n".join(
+        missing
+    )
+
+
 def test_the_decision_table_names_functions_that_exist() -> None:
     """docs/how-it-works.md's table: each function is defined in the module named."""
     rows = re.findall(
