@@ -180,3 +180,25 @@ async def test_head_carries_the_validator_of_get_and_revalidates_alike(framework
             validator = {"if-none-match": get.headers["etag"]}
             assert (await c.head(path, headers=validator)).status_code == 304, path
             assert (await c.get(path, headers={"if-none-match": head.headers["etag"]})).status_code == 304
+
+
+@pytest.mark.anyio
+async def test_a_head_only_wsgi_route_still_answers_head() -> None:
+    """The WSGI middleware asks the app for GET on a HEAD (for GET's validator); a route
+    that answers HEAD alone must not turn into a 405."""
+    from asgiref.wsgi import WsgiToAsgi
+    from flask import Flask
+
+    from readscale.flask import HttpCacheMiddleware
+
+    app = Flask(__name__)
+
+    @app.route("/ping", methods=["HEAD"])
+    def ping() -> str:
+        return "pong"
+
+    app.wsgi_app = HttpCacheMiddleware(app.wsgi_app)  # type: ignore[method-assign]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=WsgiToAsgi(app)), base_url="http://t") as c:
+        r = await c.head("/ping")
+        assert r.status_code == 200 and "etag" not in r.headers, "no validator from an emptied body"
+        assert (await c.get("/ping")).status_code == 405

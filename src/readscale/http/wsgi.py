@@ -118,6 +118,13 @@ class HttpCacheMiddleware:
         if head:
             dict.__setitem__(tracked, "REQUEST_METHOD", "GET")
         result = self.app(tracked, capture)
+        head_only = head and str(captured.get("status", "")).startswith("405")
+        if head_only:  # a route that answers HEAD and not GET: ask again, as HEAD
+            _close(result)
+            captured.clear()
+            written.clear()
+            dict.__setitem__(tracked, "REQUEST_METHOD", "HEAD")
+            result = self.app(tracked, capture)
         limit = self.settings.etag_max_bytes
         chunks: list[bytes] = list(written)
         size = sum(len(c) for c in chunks)
@@ -144,7 +151,7 @@ class HttpCacheMiddleware:
             self.metrics,
             code,
             [(k.lower(), v) for k, v in captured["headers"]],
-            body if complete else None,
+            body if complete and not head_only else None,  # no validator from an emptied body
         )
         line = captured["status"] if status == code else _status_line(status)
         captured["sent"] = True
