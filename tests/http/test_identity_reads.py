@@ -89,3 +89,27 @@ async def test_a_membership_test_on_the_headers_is_a_read(client: httpx.AsyncCli
     assert r.text == "cookie" and _private(r) and "cookie" in _vary(r), r.headers
     r = await client.get("/has-cookie")
     assert r.text == "none" and r.headers["cache-control"] == "public, max-age=60" and "cookie" in _vary(r)
+
+
+def test_flask_behind_the_plain_wsgi_middleware_tracks_its_cookies_too() -> None:
+    """Only readscale.http.wsgi imported (no readscale.flask): a fresh interpreter, since
+    this one has the Flask integration loaded already."""
+    import subprocess
+    import sys
+
+    script = """
+from flask import Flask, request
+from readscale.http.wsgi import HttpCacheMiddleware
+app = Flask(__name__)
+app.secret_key = "s"
+@app.get("/t")
+def t():
+    return request.cookies.get("theme", "light"), {"Cache-Control": "public, max-age=60"}
+app.wsgi_app = HttpCacheMiddleware(app.wsgi_app)
+client = app.test_client()
+client.set_cookie("theme", "dark")
+r = client.get("/t")
+print(r.get_data(as_text=True), "|", r.headers["Cache-Control"], "|", r.headers.get("Vary"))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "dark | private, no-cache | Authorization, Cookie", out

@@ -12,6 +12,8 @@ decorator or :func:`use_policy` on the environ.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -91,6 +93,10 @@ class HttpCacheMiddleware:
         self.app = app
         self.settings = settings or HttpSettings()
         self.metrics = metrics or HttpMetrics()
+        if importlib.util.find_spec("flask") is not None:
+            # Flask caches its parsed cookies on the request: readscale.http.flask tracks
+            # lookups in them once the session is open, even if only this module is used.
+            importlib.import_module("readscale.http.flask")
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         try:
