@@ -189,6 +189,21 @@ async def test_write_through_stores_what_was_written(cache: AsyncCache) -> None:
     assert await cache.get_or_load("user:2", Loader("never")) == {"name": "Grace"}
 
 
+@pytest.mark.anyio
+async def test_write_through_takes_one_call_before_its_store(cache: AsyncCache, backend: AsyncCountingBackend) -> None:
+    """The invalidation and the ticket a write-through stores with are one backend call
+    (one Redis round trip: one script), then the store: two in all, not three."""
+
+    async def writer() -> str:
+        return "written"
+
+    await cache.write_through("rt", writer)  # the cache's first call checks its settings once
+    before = dict(backend.calls)
+    await cache.write_through("rt", writer)
+    calls = {name: n - before.get(name, 0) for name, n in backend.calls.items() if n != before.get(name, 0)}
+    assert calls == {"invalidate_for_write": 1, "fill": 1}
+
+
 # -- batches -------------------------------------------------------------------------------
 
 

@@ -178,6 +178,20 @@ def test_write_through_stores_what_was_written(cache: Cache) -> None:
     assert cache.get_or_load("user:2", Loader("never")) == {"name": "Grace"}
 
 
+def test_write_through_takes_one_call_before_its_store(cache: Cache, backend: CountingBackend) -> None:
+    """The invalidation and the ticket a write-through stores with are one backend call
+    (one Redis round trip: one script), then the store: two in all, not three."""
+
+    def writer() -> str:
+        return "written"
+
+    cache.write_through("rt", writer)  # the cache's first call checks its settings once
+    before = dict(backend.calls)
+    cache.write_through("rt", writer)
+    calls = {name: n - before.get(name, 0) for name, n in backend.calls.items() if n != before.get(name, 0)}
+    assert calls == {"invalidate_for_write": 1, "fill": 1}
+
+
 # -- batches -------------------------------------------------------------------------------
 
 

@@ -568,8 +568,9 @@ class AsyncCache(AsyncFillMixin):
             self._mark_unsynced(pkey)
             return None
         try:
-            await backend.invalidate([pkey], lsn=lsn, tombstone_ttl=self.tombstone_ttl)
-            right = await backend.ticket(pkey, policy.lease_ttl)
+            right = await backend.invalidate_for_write(
+                pkey, lsn=lsn, tombstone_ttl=self.tombstone_ttl, ticket_ttl=policy.lease_ttl
+            )
         except CacheUnavailableError as exc:
             self._l2_failed(exc)
             self._mark_unsynced(pkey)

@@ -569,8 +569,9 @@ class Cache(FillMixin):
             self._mark_unsynced(pkey)
             return None
         try:
-            backend.invalidate([pkey], lsn=lsn, tombstone_ttl=self.tombstone_ttl)
-            right = backend.ticket(pkey, policy.lease_ttl)
+            right = backend.invalidate_for_write(
+                pkey, lsn=lsn, tombstone_ttl=self.tombstone_ttl, ticket_ttl=policy.lease_ttl
+            )
         except CacheUnavailableError as exc:
             self._l2_failed(exc)
             self._mark_unsynced(pkey)

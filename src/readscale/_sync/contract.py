@@ -264,6 +264,39 @@ class BackendContract:
         assert lease.floor_lsn == 1000, "the short-lived invalidation cut the tombstone's life"
         assert backend.fill(key, b"behind", 60, lease.token, lsn=999) is False
 
+    def test_an_invalidation_for_a_write_voids_earlier_rights_and_keeps_its_own(self, backend: Backend) -> None:
+        """A write-through's first step (one round trip where the server allows): the value,
+        every fill right taken before and a tombstone that only grows, then a ticket of
+        its own that survives them and that only a later invalidation voids."""
+        a, b, c = _keys(3)
+        backend.set(a, b"old", 60)
+        earlier = backend.ticket(a, 5)
+        leased = (backend.lease(b, 5)).token if backend.supports_leases else None
+        backend.invalidate([a], lsn=1000, tombstone_ttl=30)
+        right = backend.invalidate_for_write(a, lsn=900, tombstone_ttl=30, ticket_ttl=5)
+        assert right.token is not None and right.floor_lsn == 1000, "an older write lowered the tombstone"
+        assert backend.get(a) is None
+        assert earlier.token is not None
+        assert backend.fill(a, b"read before the write", 60, earlier.token, lsn=PRIMARY_READ_LSN) is False
+        assert backend.fill(a, b"written", 60, right.token, lsn=1000) is True
+        assert backend.get(a) == b"written"
+        # A lease taken before the write is void; an unknown position admits only the primary.
+        right = backend.invalidate_for_write(b, lsn=None, tombstone_ttl=30, ticket_ttl=5)
+        assert right.token is not None and right.floor_lsn == PRIMARY_ONLY
+        if leased is not None:
+            assert backend.fill(b, b"read before the write", 60, leased, lsn=PRIMARY_READ_LSN) is False
+        backend.invalidate([b], lsn=2000)  # a newer write came in between
+        assert backend.fill(b, b"overtaken", 60, right.token, lsn=PRIMARY_READ_LSN) is False
+        assert backend.get(b) is None
+        # The write's shorter tombstone life does not cut a longer one.
+        backend.invalidate([c], lsn=1000, tombstone_ttl=30)
+        right = backend.invalidate_for_write(c, lsn=900, tombstone_ttl=self.short_ttl, ticket_ttl=5)
+        assert right.token is not None
+        backend.release(c, right.token)
+        sync_sleep(self.expiry_wait)
+        lease = backend.lease(c, 5)
+        assert lease.token is not None and lease.floor_lsn == 1000, "the write cut the tombstone's life"
+
     def test_an_invalidation_of_unknown_position_admits_only_primary_reads(self, backend: Backend) -> None:
         (key,) = _keys(1)
         backend.invalidate([key])

@@ -116,6 +116,15 @@ class AsyncBackend(Protocol):
         invalidation never shortens one. Returns how many values existed."""
         ...
 
+    async def invalidate_for_write(
+        self, key: str, *, lsn: int | None, tombstone_ttl: float, ticket_ttl: float
+    ) -> LeaseResult:
+        """:meth:`invalidate` one key, then take a :meth:`ticket` for it (the right a
+        write-through stores its own value with), in one round trip where the server
+        allows. The ticket is taken after the invalidation, so it survives it and only a
+        later invalidation voids it; its ``floor_lsn`` is the tombstone just raised."""
+        ...
+
     async def get_counters(self, keys: Sequence[str]) -> list[int]:
         """Current values of version counters (tags, namespaces); 0 when never bumped."""
         ...

@@ -74,6 +74,12 @@ class AsyncCountingBackend:
         self.calls["invalidate"] += 1
         return await self.proxied.invalidate(keys, lsn=lsn, tombstone_ttl=tombstone_ttl)
 
+    async def invalidate_for_write(
+        self, key: str, *, lsn: int | None, tombstone_ttl: float, ticket_ttl: float
+    ) -> LeaseResult:
+        self.calls["invalidate_for_write"] += 1
+        return await self.proxied.invalidate_for_write(key, lsn=lsn, tombstone_ttl=tombstone_ttl, ticket_ttl=ticket_ttl)
+
     async def get_counters(self, keys: Sequence[str]) -> list[int]:
         self.calls["get_counters"] += 1
         return await self.proxied.get_counters(keys)

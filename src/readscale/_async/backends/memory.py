@@ -223,6 +223,13 @@ class AsyncMemoryBackend:
                 self._raise(self._tombstones, key, floor, now + tombstone_ttl, now)
         return removed
 
+    async def invalidate_for_write(
+        self, key: str, *, lsn: int | None, tombstone_ttl: float, ticket_ttl: float
+    ) -> LeaseResult:
+        """:meth:`invalidate`, then :meth:`ticket`: no round trip to save here."""
+        await self.invalidate([key], lsn=lsn, tombstone_ttl=tombstone_ttl)
+        return await self.ticket(key, ticket_ttl)
+
     async def get_counters(self, keys: Sequence[str]) -> list[int]:
         with self._lock:
             return [self._counters.get(key, 0) for key in keys]

@@ -117,6 +117,15 @@ class Backend(Protocol):
         invalidation never shortens one. Returns how many values existed."""
         ...
 
+    def invalidate_for_write(
+        self, key: str, *, lsn: int | None, tombstone_ttl: float, ticket_ttl: float
+    ) -> LeaseResult:
+        """:meth:`invalidate` one key, then take a :meth:`ticket` for it (the right a
+        write-through stores its own value with), in one round trip where the server
+        allows. The ticket is taken after the invalidation, so it survives it and only a
+        later invalidation voids it; its ``floor_lsn`` is the tombstone just raised."""
+        ...
+
     def get_counters(self, keys: Sequence[str]) -> list[int]:
         """Current values of version counters (tags, namespaces); 0 when never bumped."""
         ...

@@ -632,6 +632,14 @@ class MemcachedBackend:
             existed += self._fence(key, tombstone_ttl)
         return existed
 
+    def invalidate_for_write(
+        self, key: str, *, lsn: int | None, tombstone_ttl: float, ticket_ttl: float
+    ) -> LeaseResult:
+        """:meth:`invalidate`, then :meth:`ticket`: the fence's and the tombstone's CAS
+        loops cannot share one round trip."""
+        self.invalidate([key], lsn=lsn, tombstone_ttl=tombstone_ttl)
+        return self.ticket(key, ticket_ttl)
+
     def _raise_floor(self, floor_key: str, owner: str, lsn: int, life: float) -> None:
         """Raise a floor item (a tombstone, a counter's floor) by CAS: LSN and expiry only grow."""
         server = self._server_for(owner)

@@ -224,6 +224,13 @@ class MemoryBackend:
                 self._raise(self._tombstones, key, floor, now + tombstone_ttl, now)
         return removed
 
+    def invalidate_for_write(
+        self, key: str, *, lsn: int | None, tombstone_ttl: float, ticket_ttl: float
+    ) -> LeaseResult:
+        """:meth:`invalidate`, then :meth:`ticket`: no round trip to save here."""
+        self.invalidate([key], lsn=lsn, tombstone_ttl=tombstone_ttl)
+        return self.ticket(key, ticket_ttl)
+
     def get_counters(self, keys: Sequence[str]) -> list[int]:
         with self._lock:
             return [self._counters.get(key, 0) for key in keys]

@@ -102,6 +102,22 @@ redis.call('SET', KEYS[3], lsn, 'PX', ms)
 redis.call('PUBLISH', ARGV[3], KEYS[1])
 return existed
 """
+# KEYS: value, lease, tombstone, tickets. ARGV: LSN, tombstone ms, channel, ticket, ticket ms.
+# _INVALIDATE, then _TICKET, in one call (a write-through's first step): the tombstone's LSN.
+_INVALIDATE_FOR_WRITE = """
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
+local lsn = ARGV[1]
+local tomb = redis.call('GET', KEYS[3])
+if tomb and tomb > lsn then lsn = tomb end
+local ms = tonumber(ARGV[2])
+local left = redis.call('PTTL', KEYS[3])
+if left > ms then ms = left end
+redis.call('SET', KEYS[3], lsn, 'PX', ms)
+redis.call('PUBLISH', ARGV[3], KEYS[1])
+redis.call('HSET', KEYS[4], ARGV[4], 1)
+redis.call('PEXPIRE', KEYS[4], ARGV[5])
+return lsn
+"""
 # KEYS: counter, floor. ARGV: LSN (16 hex digits), floor ms. The floor grows as a tombstone does.
 _BUMP = """
 local v = redis.call('INCR', KEYS[1])
@@ -226,6 +242,7 @@ class RedisBackend:
         self._release_script = self._client.register_script(_RELEASE)
         self._invalidate_script = self._client.register_script(_INVALIDATE)
         self._ticket_script = self._client.register_script(_TICKET)
+        self._invalidate_for_write_script = self._client.register_script(_INVALIDATE_FOR_WRITE)
         self._bump_script = self._client.register_script(_BUMP)
         self._waiters = _FillWaiters()
         self._subscribed = Event()
@@ -426,6 +443,18 @@ class RedisBackend:
         except _COMMAND_ERRORS as exc:
             raise self._unavailable("invalidate script", exc) from exc
         return sum(int(r) for r in results)
+
+    def invalidate_for_write(
+        self, key: str, *, lsn: int | None, tombstone_ttl: float, ticket_ttl: float
+    ) -> LeaseResult:
+        token = TICKET_PREFIX + secrets.token_hex(12)
+        args = [_floor_text(lsn), _ms(tombstone_ttl), self._channel, token, _ms(ticket_ttl)]
+        try:
+            with self._limit:
+                floor = self._invalidate_for_write_script(keys=_lease_keys(key), args=args)
+        except _COMMAND_ERRORS as exc:
+            raise self._unavailable("invalidate-for-write script", exc) from exc
+        return LeaseResult(token=token, floor_lsn=parse_lsn_text(floor))
 
     def get_counters(self, keys: Sequence[str]) -> list[int]:
         values = self.get_many(keys)
