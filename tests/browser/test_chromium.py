@@ -242,6 +242,32 @@ def test_anonymous_readers_with_cookies_get_public_pages_and_the_edge_answers(ch
     page.close()
 
 
+@pytest.mark.parametrize("via", ["http", "edge"])
+def test_a_public_page_that_reads_a_cookie_follows_the_cookie(chrome: Chrome, site: Site, via: str) -> None:
+    """/theme is declared public and its handler reads the theme cookie. A reader without
+    cookies gets it public with Vary: Cookie; once the reader has a theme cookie, neither
+    Chromium's own cache nor the edge gives back the page of another cookie, and the app
+    sends each such page private. (Before readscale varied on the handler's read, Chromium
+    showed the cookieless page from memory, and the edge answered it to every reader.)"""
+    origin = site.origin(via)
+    path = f"/theme?reader-test={next(_unique)}"
+    page = chrome.page(incognito=True)
+    shown: list[str] = []
+    text, exchanges = page.open(origin + path)
+    shown.append(text)
+    x = the(exchanges, "/theme")
+    assert x.headers["cache-control"] == "public, max-age=60" and "cookie" in x.headers["vary"].lower()
+    for colour in ("dark", "blue", "dark"):
+        page.set_cookie(origin, "theme", colour)
+        text, exchanges = page.open(origin + path)
+        shown.append(text)
+        x = the(exchanges, "/theme")
+        assert x.on_wire and f"theme={colour}" in x.sent_headers["cookie"], "asked the server, with the cookie"
+        assert x.headers["cache-control"].startswith("private") and "cdn-cache-control" not in x.headers
+    page.close()
+    assert shown == ["theme light", "theme dark", "theme blue", "theme dark"]
+
+
 # -- revalidation -----------------------------------------------------------------------
 
 
