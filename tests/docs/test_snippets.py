@@ -117,6 +117,7 @@ RUN = {
     "docs/guides/starlette.md#a-service-the-cache-the-replicas-and-the-token-between-requests": "test_starlette_guide",
     "docs/guides/flask.md#a-service-the-cache-the-replicas-and-the-token-between-requests": "test_flask_guide",
     "docs/guides/django.md#settings-replicas-the-causal-token-http-caching": "test_django_guide_settings",
+    "docs/guides/django.md#the-cache-and-the-replicas-in-a-view": "test_django_guide_views",
     "docs/guides/sqlalchemy.md#sqlalchemy": "test_sqlalchemy_guide",
 }
 # Blocks that are the source of an app another test runs and compares word for word.
@@ -511,6 +512,36 @@ def test_django_guide_settings(items: Stack, monkeypatch: pytest.MonkeyPatch) ->
         with router.write() as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
     assert ns["READSCALE_TOKEN_SECRET"] == "a secret"
+
+
+@pytest.mark.stack
+def test_django_guide_views(items: Stack, docs_redis_url: str) -> None:
+    """The guide's settings and views as one Django process (tests/docs/django_guide.py, in
+    a fresh interpreter: Django's settings are process-wide), driven by Django's test client."""
+    import json
+    import os
+    import subprocess
+
+    r1, r2 = items.replicas
+    ports = {"primary": items.primary.port, "r1": r1.port, "r2": r2.port}
+    env = {**os.environ, "RS_PORTS": json.dumps(ports), "RS_REDIS_URL": docs_redis_url}
+    env["READSCALE_TOKEN_SECRET"] = "the docs' Django guide: tests only"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.docs.django_guide"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    first, wrote, again = json.loads(proc.stdout)
+    assert (first["status"], first["json"]) == (200, {"id": 1, "price": 5})
+    assert first["cache_control"].startswith("private") and not first["set_cookie"]
+    assert (wrote["status"], wrote["json"], wrote["set_cookie"]) == (200, {"id": 1, "price": 9}, True)
+    assert (again["status"], again["json"]) == (200, {"id": 1, "price": 9})  # the session reads its write
+    assert _price(items) == 9
 
 
 @pytest.mark.stack
