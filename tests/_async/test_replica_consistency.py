@@ -13,7 +13,9 @@ import psycopg
 import pytest
 
 from readscale._async.replica_router import AsyncReplicaRouter
+from readscale._core.cache.fill import PRIMARY_ONLY, entry_position
 from readscale._shared.primitives.locks import async_sleep
+from readscale.fills import fill_scope
 from readscale.replicas import LATEST, BoundedStaleness, ReplicaSettings, TimeWindow, causal_context
 from readscale.stack import Stack
 from readscale.testing.concurrency import async_gather
@@ -37,6 +39,26 @@ async def increment(router: AsyncReplicaRouter, table: str, row: int) -> int:
         got = await cur.fetchone()
     assert got is not None
     return int(got[0])
+
+
+@pytest.mark.anyio
+async def test_a_fill_that_reads_the_primary_learns_its_position_before_the_read(pg_stack: Stack) -> None:
+    """A cache fill sent to the primary (a tombstone of unknown position) reports the
+    primary's position read before its query, in the same round trip, so the entry
+    records a real read position; before, it recorded none and a read_your_writes entry
+    was never served to a session that wrote."""
+    async with AsyncReplicaRouter(router_settings(pg_stack)) as router:
+        await setup_table(router, "fill_position", 2)
+        with causal_context():
+            await increment(router, "fill_position", 0)
+            token = router.context.token
+            assert token is not None
+            with fill_scope(PRIMARY_ONLY, 30.0) as scope:
+                assert await router.fetch_one("SELECT n FROM fill_position WHERE id = %s", (0,)) == (1,)
+        (read,) = scope.reads
+        assert read.primary
+        assert read.position is not None and read.position >= token.lsn
+        assert entry_position(scope.reads) == read.position - 1
 
 
 @pytest.mark.anyio

@@ -670,3 +670,34 @@ def test_a_read_your_writes_entry_read_on_the_primary_is_loaded_again_for_a_sess
     with causal_context(CausalContext()):  # a session that has not written takes the entry
         assert cache.get_or_load("profile", loader("unused"), policy=policy) == "new bio"
     assert loads == ["old bio", "new bio"]
+
+
+def test_a_read_your_writes_entry_read_on_the_primary_past_the_sessions_write_is_served_to_it(
+    cache: Cache,
+) -> None:
+    """A primary read that reports the primary's position before its query (the replica
+    router's fetch does) records it, less one: the author of a write at 200 is served an
+    entry read at 201, not one read at 200 (that commit may not have been visible yet).
+    Without a position such entries were loaded again for that session forever."""
+    from readscale._core.replicas.causal import CausalToken
+    from readscale._shared.replicas.causal_context import CausalContext, causal_context
+    from readscale.fills import report_primary_read
+
+    policy = dataclasses.replace(POLICY, read_your_writes=True)
+    loads: list[str] = []
+
+    def loader(value: str, position: int) -> Any:
+        def load() -> str:
+            loads.append(value)
+            report_primary_read(position)
+            return value
+
+        return load
+
+    wrote = CausalContext()
+    wrote.record_write(CausalToken(1, 1, 200), at=1.0)
+    with causal_context(wrote):
+        assert cache.get_or_load("bio", loader("read at 200", 200), policy=policy) == "read at 200"
+        assert cache.get_or_load("bio", loader("read at 201", 201), policy=policy) == "read at 201"
+        assert cache.get_or_load("bio", loader("unused", 0), policy=policy) == "read at 201"
+    assert loads == ["read at 200", "read at 201"]

@@ -13,8 +13,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from readscale._core.cache.fill import PRIMARY_ONLY, entry_position
 from readscale._shared.primitives.locks import sync_sleep
 from readscale._sync.replica_router import ReplicaRouter
+from readscale.fills import fill_scope
 from readscale.replicas import LATEST, BoundedStaleness, ReplicaSettings, TimeWindow, causal_context
 from readscale.stack import Stack
 from readscale.testing.concurrency import sync_gather
@@ -38,6 +40,25 @@ def increment(router: ReplicaRouter, table: str, row: int) -> int:
         got = cur.fetchone()
     assert got is not None
     return int(got[0])
+
+
+def test_a_fill_that_reads_the_primary_learns_its_position_before_the_read(pg_stack: Stack) -> None:
+    """A cache fill sent to the primary (a tombstone of unknown position) reports the
+    primary's position read before its query, in the same round trip, so the entry
+    records a real read position; before, it recorded none and a read_your_writes entry
+    was never served to a session that wrote."""
+    with ReplicaRouter(router_settings(pg_stack)) as router:
+        setup_table(router, "fill_position", 2)
+        with causal_context():
+            increment(router, "fill_position", 0)
+            token = router.context.token
+            assert token is not None
+            with fill_scope(PRIMARY_ONLY, 30.0) as scope:
+                assert router.fetch_one("SELECT n FROM fill_position WHERE id = %s", (0,)) == (1,)
+        (read,) = scope.reads
+        assert read.primary
+        assert read.position is not None and read.position >= token.lsn
+        assert entry_position(scope.reads) == read.position - 1
 
 
 def test_read_your_writes_with_one_replica_paused_and_the_other_delayed(lagging_stack: Stack) -> None:

@@ -10,6 +10,7 @@ from readscale._core.cache.fill import (
     PRIMARY_READ_LSN,
     ReadReport,
     Refusal,
+    entry_position,
     fill_refusal,
     max_fill_staleness,
     merge_floor,
@@ -17,6 +18,22 @@ from readscale._core.cache.fill import (
 from readscale.fills import current_fill, fill_requirements, fill_scope, report_primary_read, report_read_lsn
 
 PRIMARY = ReadReport(PRIMARY_READ_LSN, 0.0)
+
+
+def test_an_entry_records_a_position_its_reads_saw_everything_before() -> None:
+    """A primary read's position (read before its query) less one: a commit whose WAL ends
+    exactly there may still be invisible to the query, and a token is read after its
+    commit returned, so an entry at or past a session's token saw that session's write."""
+    assert entry_position([]) is None
+    assert entry_position([ReadReport(500, 0.1)]) == 500
+    assert entry_position([PRIMARY]) is None, "a primary read without its position"
+    assert entry_position([ReadReport(PRIMARY_READ_LSN, 0.0, 700)]) == 699
+    assert entry_position([ReadReport(PRIMARY_READ_LSN, 0.0, 700), ReadReport(500, 0.1)]) == 500
+    assert entry_position([ReadReport(PRIMARY_READ_LSN, 0.0, 700), PRIMARY]) is None
+    assert entry_position([ReadReport(PRIMARY_READ_LSN, 0.0, 0)]) == 0
+    with fill_scope(PRIMARY_ONLY) as scope:
+        report_primary_read(700)
+    assert scope.reads == [ReadReport(PRIMARY_READ_LSN, 0.0, 700)]
 
 
 def test_an_undeclared_fill_passes_only_without_a_floor() -> None:

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from readscale._async._cache_tiers import AsyncTierAccess
 from readscale._async._cache_versions import AsyncVersionAccess
 from readscale._async.backends.base import AsyncBackend
-from readscale._core.cache.fill import PRIMARY_READ_LSN, ReadReport, Refusal, merge_floor
+from readscale._core.cache.fill import PRIMARY_READ_LSN, ReadReport, Refusal, entry_position, merge_floor
 from readscale._core.cache.freshness import assess
 from readscale._core.cache.lease import LeaseResult
 from readscale._core.cache.policy import CachePolicy, OnMiss
@@ -304,9 +304,6 @@ def _script_source(scope: FillScope) -> int | None:
 
 
 def _entry_lsn(scope: FillScope) -> int | None:
-    """The read position recorded in the entry (read-your-writes judges it): the oldest
-    replica position, or None when a read was on the primary (its position before the
-    read is not known here) or undeclared."""
-    if not scope.reads or any(r.primary for r in scope.reads):
-        return None
-    return scope.source_lsn
+    """The read position recorded in the entry (read-your-writes judges it): see
+    ``readscale._core.cache.fill.entry_position``."""
+    return entry_position(scope.reads)

@@ -499,11 +499,13 @@ class AsyncReplicaRouter:
             report_read_lsn(lsn, staleness=self._topology.staleness(lsn, self._clock()))
         return True
 
-    def _count_read(self, name: str, plan: _Plan) -> None:
+    def _count_read(self, name: str, plan: _Plan, position: int | None = None) -> None:
+        """Count a read served by ``name``; a cache fill in progress learns its source
+        (``position``: the primary's, read before the query, when known)."""
         if self._on_read is not None:
             self._on_read(name)  # runs in the reader's own task: contextvars see the request
         if name == PRIMARY:
-            report_primary_read()
+            report_primary_read(position)
         if name != PRIMARY:
             self._topology.count("replica_reads")
         elif plan.primary and not plan.guard:
@@ -645,7 +647,7 @@ class AsyncReplicaRouter:
                 else:
                     if name == PRIMARY or not plan.guard or self._accept(name, lsn, plan, context, seen):
                         served = True
-                        self._count_read(name, plan)
+                        self._count_read(name, plan, lsn if name == PRIMARY else None)
                         return rows
             finally:
                 await self._release(name, conn, served=served)
@@ -666,23 +668,33 @@ class AsyncReplicaRouter:
         params: Any,
     ) -> tuple[int | None, int | None, list[Row]]:
         """Run the read on ``conn``; on a replica between the guard and the position, in
-        one round trip. Returns (the guard's position, the position after, the rows).
+        one round trip. Returns (the guard's position, the position after, the rows); on
+        the primary, (its position before the query inside a cache fill, else None;
+        None; the rows).
 
         Guard, query and position go as statements of one simple-protocol query
         (parameters bound client-side): each statement takes its own snapshot under READ
         COMMITTED, which replica connections are set to, so the guard finishes before the
         read's snapshot is taken (verified-postgres.md section 4) and the position after
         it bounds what the snapshot saw. A fallback read on the primary is followed by the
-        primary's position the same way.
+        primary's position the same way; inside a cache fill it is also preceded by it, so
+        the entry records a position the read saw everything before (no extra round trip).
         """
         if not plan.guard:  # the time-window rule: no guard, no position
             return None, None, await (await conn.execute(query, params)).fetchall()
         cur = psycopg.AsyncClientCursor(conn)
         if name == PRIMARY:
-            await cur.execute(_statements(query, self._position_sql), params)
+            if current_fill() is None:
+                await cur.execute(_statements(query, self._position_sql), params)
+                rows = await cur.fetchall()
+                await self._writer.stamp(conn, await _last_row(cur), context, write=False)
+                return None, None, rows
+            await cur.execute(_statements(self._position_sql, query, self._position_sql), params)
+            before = await self._writer.stamp(conn, await cur.fetchone(), context, write=False)
+            cur.nextset()
             rows = await cur.fetchall()
             await self._writer.stamp(conn, await _last_row(cur), context, write=False)
-            return None, None, rows
+            return before.lsn, None, rows
         await cur.execute(_statements(GUARD_SQL, query, GUARD_SQL), params)
         row = await cur.fetchone()
         cur.nextset()

@@ -44,6 +44,7 @@ __all__ = [
     "PRIMARY_READ_LSN",
     "ReadReport",
     "Refusal",
+    "entry_position",
     "fill_refusal",
     "max_fill_staleness",
     "merge_floor",
@@ -82,10 +83,13 @@ def merge_floor(a: int | None, b: int | None) -> int | None:
 @dataclass(frozen=True, slots=True)
 class ReadReport:
     """One read of a fill: the position it read at (``PRIMARY_READ_LSN`` for the
-    primary) and an upper bound on its staleness in seconds (None: unknown)."""
+    primary) and an upper bound on its staleness in seconds (None: unknown). A read on
+    the primary may carry ``position``: the primary's WAL position read before the query
+    (the causal tokens' pointer), what the entry records (:func:`entry_position`)."""
 
     lsn: int
     staleness: float | None
+    position: int | None = None
 
     @property
     def primary(self) -> bool:
@@ -106,6 +110,33 @@ class Refusal(Enum):
     UNDECLARED_SOURCE = "undeclared_source"
     #: The fill could not learn its floor (the cache server failed before the load).
     NO_FLOOR = "no_floor"
+
+
+def entry_position(reads: tuple[ReadReport, ...] | list[ReadReport]) -> int | None:
+    """The read position a filled entry records, which read-your-writes judges against a
+    session's own last write (``_core.replicas.causal.read_before_own_write``): a position
+    such that the value saw every write whose token is at or below it. None when some
+    read's position is unknown (undeclared, or on the primary without one).
+
+    A replica read: its replay position (a commit is visible once replayed). A primary
+    read: the position read before its query, **less one**. The primary writes a commit
+    record before it makes the transaction visible, so a read may start while a commit
+    whose record ends exactly at its position is still invisible; a session's token is
+    read after its commit returned, at that position or past it. Less one, the entry is
+    below such a token and is not served to its author; an entry at or past a token was
+    read after the pointer moved beyond it, so after that write was visible.
+    """
+    if not reads:
+        return None
+    positions = []
+    for read in reads:
+        if read.primary:
+            if read.position is None:
+                return None
+            positions.append(max(0, read.position - 1))
+        else:
+            positions.append(read.lsn)
+    return min(positions)
 
 
 def fill_refusal(

@@ -212,8 +212,8 @@ def read_before_own_write(entry_lsn: int | None, floor: int | None) -> bool:
     """True when a cache entry may have been read from the database before the session's
     own last write (``floor``): serving it could hide that write from its author.
 
-    An entry with no read position (read on the primary, whose position before the read
-    is not known, or filled outside the replica router) cannot be shown to be newer than
+    An entry with no read position (read on the primary without the primary's position
+    before the read, or filled outside the replica router) cannot be shown to be newer than
     the write, so for a session that wrote it counts as older and is loaded again: an old
     copy in another process's L1 that the bus has not reached yet is never served to the
     session that changed it (found by the consistency harness, docs/consistency-testing.md)."""

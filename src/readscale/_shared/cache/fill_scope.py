@@ -76,11 +76,16 @@ def report_read_lsn(lsn: int, *, staleness: float | None = None) -> None:
         scope.reads.append(ReadReport(lsn, staleness))
 
 
-def report_primary_read() -> None:
-    """Declare that the current fill read the primary (it sees every committed change)."""
+def report_primary_read(position: int | None = None) -> None:
+    """Declare that the current fill read the primary (it sees every committed change).
+
+    ``position``: the primary's WAL position (``pg_current_wal_lsn()``, the pointer the
+    causal tokens use) read before the query, in the same round trip. The entry then
+    records a real read position, and ``read_your_writes`` policies serve it to a session
+    whose write it has seen (without one, never to a session that wrote)."""
     scope = _SCOPE.get()
     if scope is not None:
-        scope.reads.append(ReadReport(PRIMARY_READ_LSN, 0.0))
+        scope.reads.append(ReadReport(PRIMARY_READ_LSN, 0.0, position))
 
 
 def report_unknown_read() -> None:
