@@ -84,6 +84,12 @@ class Reads:
         if self.in_handler():
             self.identity_reads.add(name)
 
+    def note_dependence(self, name: str) -> None:
+        """The response depends on identity field ``name`` whoever read it (a session
+        touched by the handler or by a middleware that decides for it)."""
+        self.identity_anywhere.add(name)
+        self.identity_reads.add(name)
+
     def note_cookie(self, cookie: object) -> None:
         """A lookup of one cookie by name (or of all of them: ``cookie`` is None)."""
         if self.paused or (cookie is not None and cookie in self.plumbing_cookies):

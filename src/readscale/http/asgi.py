@@ -84,7 +84,7 @@ class HttpCacheMiddleware:
         self._special: dict[bytes, object] = dict.fromkeys(_CONDITIONAL, _CONDITIONAL_KIND)
         self._special.update(dict.fromkeys(_SCHEME_FIELDS, _FORWARDED_KIND))
         self._special.update({f.encode("latin-1"): _IDENTITY_KIND for f in self.settings.identity_fields})
-        _track_starlette_cookies()
+        _track_starlette_reads()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -200,11 +200,11 @@ class HttpCacheMiddleware:
             ctx.policy = policy_of(endpoint)
         ctx.endpoint = endpoint if endpoint is not None else scope.get("path")
         session = scope.get("session")
-        if session is not None and getattr(session, "accessed", True):
+        if session is not None and getattr(session, "accessed", False):
             # The page depends on the session, so on its cookie (Starlette >= 1.0 adds
-            # Vary: Cookie itself; a session without ``accessed`` cannot say: assume so).
-            ctx.identity_reads.add("cookie")
-            ctx.identity_anywhere.add("cookie")
+            # Vary: Cookie itself, but only where its SessionMiddleware sits inside this
+            # one; older sessions are seen through request.session, below).
+            ctx.note_dependence("cookie")
         status, headers, drop = finish(
             ctx,
             self.settings,
@@ -222,43 +222,62 @@ class HttpCacheMiddleware:
         return _STREAMING
 
 
-def _track_starlette_cookies() -> None:
-    """Make Starlette's ``request.cookies`` tell plumbing from a handler's read.
+def _track_starlette_reads() -> None:
+    """Make Starlette's ``request.cookies`` and ``request.session`` tell plumbing from a
+    handler's read. Installed once per process; outside a request of this middleware
+    both properties behave exactly as Starlette's.
 
-    Parsing the Cookie field into the dictionary is not a read (FastAPI's dependency
-    solver builds it for every request, and Starlette caches it on the request object,
-    so the handler's later lookups would never reach the tracked fields); each lookup in
-    it is (:func:`readscale.http._tracker.tracking_cookies`). Outside a request of this
-    middleware the property behaves exactly as Starlette's. Installed once per process.
+    ``cookies``: parsing the Cookie field into the dictionary is not a read (FastAPI's
+    dependency solver builds it for every request, and Starlette caches it on the request
+    object, so the handler's later lookups would never reach the tracked fields); each
+    lookup in it is (:func:`readscale.http._tracker.tracking_cookies`).
+    ``session``: reaching the session through the request is a read of the session
+    cookie (Starlette < 1.0 keeps a plain dict that cannot say it was touched; its own
+    middleware reaches the session through the scope, never through this property).
     """
     try:
         from starlette.requests import HTTPConnection
     except ImportError:  # pragma: no cover - starlette is the ASGI integration's extra
         return
-    prop = HTTPConnection.__dict__.get("cookies")
-    if not isinstance(prop, property) or prop.fget is None or getattr(prop.fget, "_readscale", False):
-        return
-    parse = prop.fget
+    cookies_prop = HTTPConnection.__dict__.get("cookies")
+    if isinstance(cookies_prop, property) and cookies_prop.fget is not None:
+        parse = cookies_prop.fget
+        if not getattr(parse, "_readscale", False):
 
-    def cookies(self: Any) -> Any:
-        rec = current()
-        if rec is None:
-            return parse(self)
-        found = self.__dict__.get("_cookies")
-        if found is not None and getattr(found, "_readscale_rec", None) is rec:
-            return found
-        rec.paused += 1
-        try:
-            plain = parse(self)
-        finally:
-            rec.paused -= 1
-        wrapped = tracking_cookies(plain, rec)
-        self._cookies = wrapped
-        return wrapped
+            def cookies(self: Any) -> Any:
+                rec = current()
+                if rec is None:
+                    return parse(self)
+                found = self.__dict__.get("_cookies")
+                if found is not None and getattr(found, "_readscale_rec", None) is rec:
+                    return found
+                rec.paused += 1
+                try:
+                    plain = parse(self)
+                finally:
+                    rec.paused -= 1
+                wrapped = tracking_cookies(plain, rec)
+                self._cookies = wrapped
+                return wrapped
 
-    cookies._readscale = True  # type: ignore[attr-defined]
-    cookies.__doc__ = parse.__doc__
-    HTTPConnection.cookies = property(cookies)  # type: ignore[method-assign,assignment]
+            cookies._readscale = True  # type: ignore[attr-defined]
+            cookies.__doc__ = parse.__doc__
+            HTTPConnection.cookies = property(cookies)  # type: ignore[method-assign,assignment]
+    session_prop = HTTPConnection.__dict__.get("session")
+    if isinstance(session_prop, property) and session_prop.fget is not None:
+        get_session = session_prop.fget
+        if not getattr(get_session, "_readscale", False):
+
+            def session(self: Any) -> Any:
+                found = get_session(self)
+                rec = current()
+                if rec is not None and not rec.paused:
+                    rec.note_dependence("cookie")
+                return found
+
+            session._readscale = True  # type: ignore[attr-defined]
+            session.__doc__ = get_session.__doc__
+            HTTPConnection.session = property(session)  # type: ignore[method-assign,assignment]
 
 
 async def _send_whole(send: Send, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
