@@ -204,6 +204,32 @@ async def test_write_through_takes_one_call_before_its_store(cache: AsyncCache, 
     assert calls == {"invalidate_for_write": 1, "fill": 1}
 
 
+class _BackendWithoutCombinedCall:
+    """A backend written against the protocol before ``invalidate_for_write`` existed."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "invalidate_for_write":
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+@pytest.mark.anyio
+async def test_write_through_on_a_backend_without_the_combined_call_takes_the_two_steps(
+    backend: AsyncCountingBackend,
+) -> None:
+    cache = AsyncCache(_BackendWithoutCombinedCall(backend), policy=POLICY, prefix=f"t{uuid.uuid4().hex[:8]}:")
+
+    async def writer() -> str:
+        return "written"
+
+    assert await cache.write_through("old-backend", writer) == "written"
+    assert (backend.calls["invalidate"], backend.calls["ticket"], backend.calls["invalidate_for_write"]) == (1, 1, 0)
+    assert await cache.get("old-backend") == "written"
+
+
 # -- batches -------------------------------------------------------------------------------
 
 

@@ -568,9 +568,12 @@ class AsyncCache(AsyncFillMixin):
             self._mark_unsynced(pkey)
             return None
         try:
-            right = await backend.invalidate_for_write(
-                pkey, lsn=lsn, tombstone_ttl=self.tombstone_ttl, ticket_ttl=policy.lease_ttl
-            )
+            combined = getattr(backend, "invalidate_for_write", None)
+            if combined is None:  # a backend of yours written before the combined call: two steps
+                await backend.invalidate([pkey], lsn=lsn, tombstone_ttl=self.tombstone_ttl)
+                right = await backend.ticket(pkey, policy.lease_ttl)
+            else:
+                right = await combined(pkey, lsn=lsn, tombstone_ttl=self.tombstone_ttl, ticket_ttl=policy.lease_ttl)
         except CacheUnavailableError as exc:
             self._l2_failed(exc)
             self._mark_unsynced(pkey)

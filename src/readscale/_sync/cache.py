@@ -569,9 +569,12 @@ class Cache(FillMixin):
             self._mark_unsynced(pkey)
             return None
         try:
-            right = backend.invalidate_for_write(
-                pkey, lsn=lsn, tombstone_ttl=self.tombstone_ttl, ticket_ttl=policy.lease_ttl
-            )
+            combined = getattr(backend, "invalidate_for_write", None)
+            if combined is None:  # a backend of yours written before the combined call: two steps
+                backend.invalidate([pkey], lsn=lsn, tombstone_ttl=self.tombstone_ttl)
+                right = backend.ticket(pkey, policy.lease_ttl)
+            else:
+                right = combined(pkey, lsn=lsn, tombstone_ttl=self.tombstone_ttl, ticket_ttl=policy.lease_ttl)
         except CacheUnavailableError as exc:
             self._l2_failed(exc)
             self._mark_unsynced(pkey)
