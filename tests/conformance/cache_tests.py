@@ -15,9 +15,10 @@ same here:
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,10 @@ SUITE_VERSION = json.loads((HERE / "package.json").read_text())["dependencies"][
 
 PASSING = frozenset({"pass", "yes"})
 KINDS = ("required", "optimal", "check")
+SUITE_FAILURES = frozenset({"Assertion", "Setup"})  # the error names lib/utils.mjs gives
+
+
+PAUSE = 3  # seconds: the suite's pause between two steps (client/utils.mjs, pause_after)
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,30 @@ class SuiteTest:
     name: str
     kind: str
     depends_on: tuple[str, ...]
+    short_window: bool = False  # see short_window()
+
+
+_LIFETIME = re.compile(r'(?:s-)?max-age="?(\d+)')
+
+
+def short_window(requests: list[dict[str, Any]]) -> bool:
+    """Whether the test stores a response fresh for less than the suite's pause (max-age=1
+    or 2, or Expires 1 or 2 s ahead) and a later step expects it from the cache: then its
+    verdict depends on how fast the machine runs the steps in between, not only on the
+    cache (304-etag-update-response-*, cc-resp-must-revalidate-stale, ...)."""
+    for at, request in enumerate(requests):
+        lifetimes = []
+        for header in request.get("response_headers", []):
+            field, value = str(header[0]).lower(), header[1]
+            if field in ("cache-control", "surrogate-control", "cdn-cache-control"):
+                lifetimes += [int(m) for m in _LIFETIME.findall(str(value))]
+            elif field == "expires" and isinstance(value, int):
+                lifetimes.append(value)
+        if any(0 < lifetime < PAUSE for lifetime in lifetimes) and any(
+            later.get("expected_type") == "cached" for later in requests[at + 1 :]
+        ):
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -44,15 +73,31 @@ class SuiteRun:
     target: str
     results: dict[str, Any]
     tests: dict[str, SuiteTest]
+    rerun: tuple[str, ...] = ()  # the tests whose results come from a second, lone run
 
     @classmethod
     def from_json(cls, target: str, text: str) -> SuiteRun:
         data = json.loads(text)
         tests = {
-            test_id: SuiteTest(t["suite"], t["name"], t["kind"], tuple(t["depends_on"]))
+            test_id: SuiteTest(
+                t["suite"], t["name"], t["kind"], tuple(t["depends_on"]), short_window(t.get("requests", []))
+            )
             for test_id, t in data["tests"].items()
         }
         return cls(target, data["results"], tests)
+
+    def to_rerun(self) -> list[str]:
+        """The short-window tests (see short_window()) this run did not pass: on a loaded
+        machine the whole suite at once (every test concurrently) can take longer than
+        their window, so each is run again, alone with the others of this list."""
+        v = self.verdicts()
+        return sorted(t for t, info in self.tests.items() if info.short_window and v[t] not in PASSING)
+
+    def with_rerun(self, rerun: SuiteRun) -> SuiteRun:
+        """This run with the results of ``rerun`` (of the tests to_rerun() named) instead."""
+        if set(rerun.results) != set(self.to_rerun()):
+            raise ValueError(f"{self.target}: the rerun ran {sorted(rerun.results)}, not {self.to_rerun()}")
+        return replace(self, results={**self.results, **rerun.results}, rerun=tuple(sorted(rerun.results)))
 
     def verdicts(self) -> dict[str, str]:
         return verdicts(self.results, self.tests)
@@ -68,6 +113,17 @@ class SuiteRun:
             ids = [test_id for test_id, info in self.tests.items() if info.kind == kind]
             out[kind] = (sum(v[i] in PASSING for i in ids), len(ids))
         return out
+
+    def not_answered(self) -> set[str]:
+        """The tests whose result is neither a pass nor the suite's own verdict on the cache
+        (an ``Assertion`` or a ``Setup`` failure): the client failed to talk to the cache,
+        for example a "socket hang up" on a connection the cache had closed. Such a result
+        says nothing about the cache, and counted as a failure it makes the counts flap."""
+        return {
+            test_id
+            for test_id, result in self.results.items()
+            if result is not True and result[0] not in SUITE_FAILURES
+        }
 
     def message(self, test_id: str) -> str:
         result = self.results.get(test_id)

@@ -155,6 +155,12 @@ def conformance_runs(
         with ThreadPoolExecutor(len(targets)) as pool:
             futures = {name: pool.submit(run_suite, cache_tests_package, url, name) for name, url in targets.items()}
             runs = {name: future.result() for name, future in futures.items()}
+        # The few tests whose verdict depends on the machine's speed (SuiteRun.to_rerun),
+        # again, one cache at a time, only them; their second results are the ones counted.
+        for name, url in targets.items():
+            again = runs[name].to_rerun()
+            if again:
+                runs[name] = runs[name].with_rerun(run_suite(cache_tests_package, url, name, only=again))
         yield runs
     finally:
         stack.down()
