@@ -28,7 +28,7 @@ An import is any of: ``import a.b``, ``from a import b`` (``a.b`` when that is a
 relative imports (resolved against the importing module's package), imports inside
 functions and under ``TYPE_CHECKING`` (a dependency either way), and lazy imports by
 name: ``importlib.import_module("a.b")``, ``__import__("a.b")``, a dict value naming a
-readscale module (``{"Router": "readscale._async.replica_router"}``) and an import target
+readscale module (``{"Router": "readscale._async.replicas.router"}``) and an import target
 ``"readscale.pkg.module:attr"``.
 
 Known violations that a later change removes are listed in :data:`ALLOWED` with the
@@ -93,11 +93,6 @@ TABLE: dict[str, str] = {
     "readscale.demo": "tools",
     "readscale.report": "tools",
     "readscale.testing": "tools",
-    # The backend contract suite is part of the testing tool (it imports pytest); it sits
-    # in _async only because scripts/unasync.py generates from there. The layout move
-    # puts it under readscale.testing (issue 14, item 4).
-    "readscale._async.contract": "tools",
-    "readscale._sync.contract": "tools",
     # cli: the command line. Nothing else imports it.
     "readscale.cli": "cli",
 }

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import check_layers  # noqa: E402  (the rank table says which modules are the library)
 
-CACHE_FILES = ["_async/cache.py", "_async/_cache_fills.py", "_async/_cache_tiers.py", "_async/_cache_versions.py"]
+CACHE_FILES = ["_async/cache/cache.py", "_async/cache/filler.py", "_async/cache/l2.py", "_async/cache/versions.py"]
 #: A feature and the words that name its files (path components or file stems).
 FEATURES = {
     "write-behind": ("writebehind", "wbqueue", "flusher", "pgwriter"),

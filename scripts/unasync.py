@@ -2,7 +2,8 @@
 """Generate the sync drivers from the async ones (and the sync tests from the async tests).
 
 readscale writes each driver once, async, under ``src/readscale/_async/``; this script
-rewrites it to ``src/readscale/_sync/`` by token substitution, as httpcore does. Only the
+rewrites it to ``src/readscale/_sync/`` by token substitution, as httpcore does (and the
+backend contract suite, ``readscale/testing/_async``, to ``readscale/testing/_sync``). Only the
 few primitives that truly differ (lock, event, single-flight, background task) are
 written by hand, as twins, in ``readscale/_shared/primitives``.
 
@@ -27,12 +28,14 @@ ROOT = Path(__file__).resolve().parent.parent
 # (source folder, generated folder)
 FOLDERS = [
     (ROOT / "src/readscale/_async", ROOT / "src/readscale/_sync"),
+    (ROOT / "src/readscale/testing/_async", ROOT / "src/readscale/testing/_sync"),
     (ROOT / "tests/_async", ROOT / "tests/_sync"),
 ]
 
 # Regex substitutions, applied in order. Keep this list short and obvious.
 SUBS = [
     (r"\breadscale\._async\b", "readscale._sync"),
+    (r"\breadscale\.testing\._async\b", "readscale.testing._sync"),
     (r"\btests\._async\b", "tests._sync"),
     (r"\bAsync(Iterator|Iterable|Generator|ContextManager)\b", r"\1"),
     (r"\basynccontextmanager\b", "contextmanager"),

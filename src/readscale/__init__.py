@@ -16,8 +16,8 @@ The application cache::
     product = await cache.get_or_load(f"product:{pid}", lambda: load_product(pid))
 """
 
-from readscale._async.cache import AsyncCache
-from readscale._async.cached import AsyncCachedFunction
+from readscale._async.cache.cache import AsyncCache
+from readscale._async.cache.cached import AsyncCachedFunction
 from readscale._core.cache.breaker import BreakerSettings
 from readscale._core.cache.policy import (
     BALANCE,
@@ -32,8 +32,8 @@ from readscale._core.cache.policy import (
 )
 from readscale._core.http import HttpPolicy, HttpSettings
 from readscale._shared.cache.stats import CacheStats
-from readscale._sync.cache import Cache
-from readscale._sync.cached import CachedFunction
+from readscale._sync.cache.cache import Cache
+from readscale._sync.cache.cached import CachedFunction
 from readscale.codecs import BytesCodec, Codec, JsonCodec, MsgpackCodec, SignedPickleCodec
 from readscale.errors import (
     BackendError,

@@ -8,7 +8,7 @@ L1 when it resubscribes, so a missed event costs hits, never a stale read past t
 L1's own TTL.
 """
 
-from readscale._async.bus import AsyncInvalidationBus, BusStats
-from readscale._sync.bus import InvalidationBus
+from readscale._async.cache.bus import AsyncInvalidationBus, BusStats
+from readscale._sync.cache.bus import InvalidationBus
 
 __all__ = ["AsyncInvalidationBus", "BusStats", "InvalidationBus"]

@@ -1,4 +1,4 @@
-"""The change-data-capture backstop (public names). See ``readscale._async.cdc``.
+"""The change-data-capture backstop (public names). See ``readscale._async.cdc.worker``.
 
 Rules can come from code (:class:`CdcRule`) or a TOML file::
 
@@ -14,10 +14,10 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from readscale._async.cdc import AsyncCdcWorker
+from readscale._async.cdc.worker import AsyncCdcWorker
 from readscale._core.cdc.rules import CdcRule, CdcSettings
 from readscale._shared.cdc.stats import CdcStats
-from readscale._sync.cdc import CdcWorker
+from readscale._sync.cdc.worker import CdcWorker
 from readscale.errors import ConfigurationError
 
 

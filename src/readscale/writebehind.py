@@ -33,9 +33,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from readscale._async.flusher import AsyncBatchWriter, AsyncFlusher, default_codecs
-from readscale._async.wbqueue import AsyncWriteQueue
-from readscale._async.writebehind import AsyncWriteBehind
+from readscale._async.writebehind.flusher import AsyncBatchWriter, AsyncFlusher, default_codecs
+from readscale._async.writebehind.producer import AsyncWriteBehind
+from readscale._async.writebehind.queue import AsyncWriteQueue
 from readscale._core.writebehind.flush import FailureKind
 from readscale._core.writebehind.modes import FAST_LOSS_WINDOW, PROMISES, WriteBehindMode
 from readscale._core.writebehind.records import (
@@ -48,19 +48,19 @@ from readscale._core.writebehind.records import (
 )
 from readscale._core.writebehind.settings import FlusherSettings, WhenFull, WriteBehindSettings
 from readscale._shared.writebehind.stats import FlusherStats, WriteBehindStats
-from readscale._sync.flusher import BatchWriter, Flusher
-from readscale._sync.wbqueue import WriteQueue
-from readscale._sync.writebehind import WriteBehind
+from readscale._sync.writebehind.flusher import BatchWriter, Flusher
+from readscale._sync.writebehind.producer import WriteBehind
+from readscale._sync.writebehind.queue import WriteQueue
 from readscale.errors import DurabilityError, WriteQueueFullError
 from readscale.metrics import WriteBehindCollector
 
 if TYPE_CHECKING:
-    from readscale._async.pgwriter import AsyncPostgresWriter
-    from readscale._sync.pgwriter import PostgresWriter
+    from readscale._async.writebehind.postgres import AsyncPostgresWriter
+    from readscale._sync.writebehind.postgres import PostgresWriter
 
 _LAZY = {
-    "AsyncPostgresWriter": "readscale._async.pgwriter",
-    "PostgresWriter": "readscale._sync.pgwriter",
+    "AsyncPostgresWriter": "readscale._async.writebehind.postgres",
+    "PostgresWriter": "readscale._sync.writebehind.postgres",
 }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from readscale._async.replica_router import AsyncReplicaRouter
+from readscale._async.replicas.router import AsyncReplicaRouter
 from readscale._shared.primitives.locks import async_sleep
 
 

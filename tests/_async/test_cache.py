@@ -18,7 +18,7 @@ import pytest
 from readscale._async.backends.counting import AsyncCountingBackend
 from readscale._async.backends.memcached import AsyncMemcachedBackend
 from readscale._async.backends.redis import AsyncRedisBackend, AsyncRedisClusterBackend
-from readscale._async.cache import AsyncCache
+from readscale._async.cache.cache import AsyncCache
 from readscale._core.cache.policy import BALANCE, CachePolicy, OnMiss, Tier
 from readscale._shared.primitives.locks import AsyncEvent, async_sleep
 from readscale.codecs import MsgpackCodec, SignedPickleCodec

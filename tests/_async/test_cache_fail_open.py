@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from readscale._async.backends.redis import AsyncRedisBackend
-from readscale._async.cache import AsyncCache
+from readscale._async.cache.cache import AsyncCache
 from readscale._core.cache.breaker import BreakerSettings
 from readscale._core.cache.policy import CachePolicy, Tier
 from readscale._shared.primitives.locks import async_sleep

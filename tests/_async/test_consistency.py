@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from readscale._async.backends.redis import AsyncRedisBackend
-from readscale._async.cache import AsyncCache
+from readscale._async.cache.cache import AsyncCache
 from readscale._async.consistency import AsyncConsistencyChecker
 from readscale._core.cache.policy import CachePolicy, Tier
 from readscale.settings import RedisSettings

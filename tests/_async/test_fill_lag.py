@@ -23,9 +23,9 @@ import pytest
 
 from readscale._async.backends.memcached import AsyncMemcachedBackend
 from readscale._async.backends.redis import AsyncRedisBackend, AsyncRedisClusterBackend
-from readscale._async.cache import AsyncCache
-from readscale._async.cdc import AsyncCdcWorker
-from readscale._async.replica_router import AsyncReplicaRouter
+from readscale._async.cache.cache import AsyncCache
+from readscale._async.cdc.worker import AsyncCdcWorker
+from readscale._async.replicas.router import AsyncReplicaRouter
 from readscale._core.cache.policy import CachePolicy, Tier
 from readscale._shared.primitives.locks import async_sleep
 from readscale.cdc import CdcRule, CdcSettings

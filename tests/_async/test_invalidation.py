@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from readscale._async.backends.redis import AsyncRedisBackend, AsyncRedisClusterBackend
-from readscale._async.bus import AsyncInvalidationBus
-from readscale._async.cache import AsyncCache
+from readscale._async.cache.bus import AsyncInvalidationBus
+from readscale._async.cache.cache import AsyncCache
 from readscale._core.cache.fill import PRIMARY_ONLY
 from readscale._core.cache.policy import CachePolicy
 from readscale._shared.primitives.locks import AsyncEvent, async_sleep
@@ -232,7 +232,7 @@ async def test_application_events_on_the_bus(redis_settings: RedisSettings) -> N
 
 @pytest.mark.anyio
 async def test_tag_invalidation_purges_the_same_tags_at_the_edge(backend: Any, prefix: str) -> None:
-    from readscale._async.purge import AsyncRecordingPurger
+    from readscale._async.purge.base import AsyncRecordingPurger
 
     purger = AsyncRecordingPurger()
     cache = AsyncCache(backend, policy=POLICY, prefix=prefix, purger=purger)

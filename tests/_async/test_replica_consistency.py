@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from readscale._async.replica_router import AsyncReplicaRouter
+from readscale._async.replicas.router import AsyncReplicaRouter
 from readscale._core.cache.fill import PRIMARY_ONLY, entry_position
 from readscale._shared.primitives.locks import async_sleep
 from readscale.fills import fill_scope

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from readscale._async.replica_router import AsyncReplicaRouter
+from readscale._async.replicas.router import AsyncReplicaRouter
 from readscale._shared.primitives.locks import async_sleep
 from readscale.errors import PrimaryUnavailableError, ReplicaUnavailableError
 from readscale.replicas import LATEST, BoundedStaleness, HealthPolicy, causal_context

@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from readscale._async.replica_router import AsyncReplicaRouter
+from readscale._async.replicas.router import AsyncReplicaRouter
 from readscale._shared.primitives.locks import async_sleep
 from readscale.replicas import LATEST, PRIMARY, causal_context, current_context
 from readscale.stack import Stack

@@ -8,7 +8,7 @@ import contextlib
 import psycopg
 import pytest
 
-from readscale._async.replica_router import AsyncReplicaRouter
+from readscale._async.replicas.router import AsyncReplicaRouter
 from readscale.errors import ConfigurationError, ReadscaleError
 from readscale.replicas import LATEST, PRIMARY, CausalToken, TimeWindow, causal_context, current_context, use_mode
 from readscale.stack import Stack

@@ -13,12 +13,12 @@ import psycopg
 import pytest
 
 from readscale._async.backends.redis import AsyncRedisBackend
-from readscale._async.cache import AsyncCache
-from readscale._async.cdc import AsyncCdcWorker, CdcRule, CdcSettings
-from readscale._async.flusher import AsyncFlusher
-from readscale._async.pgwriter import AsyncPostgresWriter
-from readscale._async.replica_router import AsyncReplicaRouter
-from readscale._async.writebehind import AsyncWriteBehind
+from readscale._async.cache.cache import AsyncCache
+from readscale._async.cdc.worker import AsyncCdcWorker, CdcRule, CdcSettings
+from readscale._async.replicas.router import AsyncReplicaRouter
+from readscale._async.writebehind.flusher import AsyncFlusher
+from readscale._async.writebehind.postgres import AsyncPostgresWriter
+from readscale._async.writebehind.producer import AsyncWriteBehind
 from readscale._core.cache.policy import CachePolicy
 from readscale._core.writebehind.settings import FlusherSettings, WriteBehindSettings
 from readscale.errors import PrimaryUnavailableError

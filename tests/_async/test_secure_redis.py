@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from readscale._async.backends.redis import AsyncRedisBackend
-from readscale._async.bus import AsyncInvalidationBus
-from readscale._async.cache import AsyncCache
+from readscale._async.cache.bus import AsyncInvalidationBus
+from readscale._async.cache.cache import AsyncCache
 from readscale._core.cache.policy import CachePolicy
 from readscale._shared.primitives.locks import async_sleep
 from readscale.errors import CacheUnavailableError

@@ -18,11 +18,11 @@ import psycopg
 import pytest
 
 from readscale._async.backends.redis import AsyncRedisBackend, AsyncRedisClusterBackend
-from readscale._async.bus import AsyncInvalidationBus
-from readscale._async.cache import AsyncCache
-from readscale._async.flusher import AsyncFlusher
-from readscale._async.pgwriter import AsyncPostgresWriter
-from readscale._async.writebehind import AsyncWriteBehind
+from readscale._async.cache.bus import AsyncInvalidationBus
+from readscale._async.cache.cache import AsyncCache
+from readscale._async.writebehind.flusher import AsyncFlusher
+from readscale._async.writebehind.postgres import AsyncPostgresWriter
+from readscale._async.writebehind.producer import AsyncWriteBehind
 from readscale._core.cache.policy import BALANCE, CachePolicy, OnMiss, Tier
 from readscale._core.writebehind.flush import FailureKind
 from readscale._core.writebehind.records import CounterRecord, IncrementsApplied, WriteRecord

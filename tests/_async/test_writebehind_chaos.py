@@ -10,10 +10,10 @@ import psycopg
 import pytest
 
 from readscale._async.backends.redis import AsyncRedisBackend
-from readscale._async.cache import AsyncCache
-from readscale._async.flusher import AsyncFlusher
-from readscale._async.pgwriter import AsyncPostgresWriter
-from readscale._async.writebehind import AsyncWriteBehind
+from readscale._async.cache.cache import AsyncCache
+from readscale._async.writebehind.flusher import AsyncFlusher
+from readscale._async.writebehind.postgres import AsyncPostgresWriter
+from readscale._async.writebehind.producer import AsyncWriteBehind
 from readscale._core.cache.policy import CachePolicy, Tier
 from readscale._core.writebehind.settings import FlusherSettings, WriteBehindSettings
 from readscale._shared.primitives.locks import async_sleep

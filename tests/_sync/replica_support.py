@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from readscale._shared.primitives.locks import sync_sleep
-from readscale._sync.replica_router import ReplicaRouter
+from readscale._sync.replicas.router import ReplicaRouter
 
 
 def replayed_everywhere(router: ReplicaRouter) -> None:

@@ -21,7 +21,7 @@ from readscale._shared.primitives.locks import Event, sync_sleep
 from readscale._sync.backends.counting import CountingBackend
 from readscale._sync.backends.memcached import MemcachedBackend
 from readscale._sync.backends.redis import RedisBackend, RedisClusterBackend
-from readscale._sync.cache import Cache
+from readscale._sync.cache.cache import Cache
 from readscale.codecs import MsgpackCodec, SignedPickleCodec
 from readscale.errors import ConfigurationError, InvalidKeyError, UnserializableValueError, ValueTooLargeError
 from readscale.fills import report_primary_read

@@ -12,7 +12,7 @@ from readscale._core.cache.breaker import BreakerSettings
 from readscale._core.cache.policy import CachePolicy, Tier
 from readscale._shared.primitives.locks import sync_sleep
 from readscale._sync.backends.redis import RedisBackend
-from readscale._sync.cache import Cache
+from readscale._sync.cache.cache import Cache
 from readscale.errors import CacheUnavailableError
 from readscale.settings import RedisSettings
 from readscale.stack import Stack, StackConfig

@@ -10,7 +10,7 @@ import pytest
 
 from readscale._core.writebehind.settings import WriteBehindSettings, queue_keys
 from readscale._sync.backends.redis import RedisBackend
-from readscale._sync.cache import Cache
+from readscale._sync.cache.cache import Cache
 from readscale.settings import RedisSettings
 
 pytestmark = pytest.mark.stack

@@ -12,7 +12,7 @@ import pytest
 
 from readscale._core.cache.policy import CachePolicy, Tier
 from readscale._sync.backends.redis import RedisBackend
-from readscale._sync.cache import Cache
+from readscale._sync.cache.cache import Cache
 from readscale._sync.consistency import ConsistencyChecker
 from readscale.settings import RedisSettings
 

@@ -26,9 +26,9 @@ from readscale._core.cache.policy import CachePolicy, Tier
 from readscale._shared.primitives.locks import sync_sleep
 from readscale._sync.backends.memcached import MemcachedBackend
 from readscale._sync.backends.redis import RedisBackend, RedisClusterBackend
-from readscale._sync.cache import Cache
-from readscale._sync.cdc import CdcWorker
-from readscale._sync.replica_router import ReplicaRouter
+from readscale._sync.cache.cache import Cache
+from readscale._sync.cdc.worker import CdcWorker
+from readscale._sync.replicas.router import ReplicaRouter
 from readscale.cdc import CdcRule, CdcSettings
 from readscale.replicas import ReplicaSettings, causal_context
 from readscale.settings import RedisSettings

@@ -14,8 +14,8 @@ from readscale._core.cache.fill import PRIMARY_ONLY
 from readscale._core.cache.policy import CachePolicy
 from readscale._shared.primitives.locks import Event, sync_sleep
 from readscale._sync.backends.redis import RedisBackend, RedisClusterBackend
-from readscale._sync.bus import InvalidationBus
-from readscale._sync.cache import Cache
+from readscale._sync.cache.bus import InvalidationBus
+from readscale._sync.cache.cache import Cache
 from readscale.fills import report_primary_read
 from readscale.memory import MemoryStore
 from readscale.settings import RedisSettings
@@ -222,7 +222,7 @@ def test_application_events_on_the_bus(redis_settings: RedisSettings) -> None:
 
 
 def test_tag_invalidation_purges_the_same_tags_at_the_edge(backend: Any, prefix: str) -> None:
-    from readscale._sync.purge import RecordingPurger
+    from readscale._sync.purge.base import RecordingPurger
 
     purger = RecordingPurger()
     cache = Cache(backend, policy=POLICY, prefix=prefix, purger=purger)

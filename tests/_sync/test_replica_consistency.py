@@ -15,7 +15,7 @@ import pytest
 
 from readscale._core.cache.fill import PRIMARY_ONLY, entry_position
 from readscale._shared.primitives.locks import sync_sleep
-from readscale._sync.replica_router import ReplicaRouter
+from readscale._sync.replicas.router import ReplicaRouter
 from readscale.fills import fill_scope
 from readscale.replicas import LATEST, BoundedStaleness, ReplicaSettings, TimeWindow, causal_context
 from readscale.stack import Stack

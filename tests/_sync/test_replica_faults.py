@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from readscale._shared.primitives.locks import sync_sleep
-from readscale._sync.replica_router import ReplicaRouter
+from readscale._sync.replicas.router import ReplicaRouter
 from readscale.errors import PrimaryUnavailableError, ReplicaUnavailableError
 from readscale.replicas import LATEST, BoundedStaleness, HealthPolicy, causal_context
 from readscale.stack import Stack, StackConfig

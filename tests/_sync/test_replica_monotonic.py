@@ -21,7 +21,7 @@ import psycopg
 import pytest
 
 from readscale._shared.primitives.locks import sync_sleep
-from readscale._sync.replica_router import ReplicaRouter
+from readscale._sync.replicas.router import ReplicaRouter
 from readscale.replicas import LATEST, PRIMARY, causal_context, current_context
 from readscale.stack import Stack
 from readscale.testing.concurrency import sync_gather

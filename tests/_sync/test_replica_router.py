@@ -9,7 +9,7 @@ import contextlib
 import psycopg
 import pytest
 
-from readscale._sync.replica_router import ReplicaRouter
+from readscale._sync.replicas.router import ReplicaRouter
 from readscale.errors import ConfigurationError, ReadscaleError
 from readscale.replicas import LATEST, PRIMARY, CausalToken, TimeWindow, causal_context, current_context, use_mode
 from readscale.stack import Stack

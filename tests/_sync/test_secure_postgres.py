@@ -16,12 +16,12 @@ import pytest
 from readscale._core.cache.policy import CachePolicy
 from readscale._core.writebehind.settings import FlusherSettings, WriteBehindSettings
 from readscale._sync.backends.redis import RedisBackend
-from readscale._sync.cache import Cache
-from readscale._sync.cdc import CdcRule, CdcSettings, CdcWorker
-from readscale._sync.flusher import Flusher
-from readscale._sync.pgwriter import PostgresWriter
-from readscale._sync.replica_router import ReplicaRouter
-from readscale._sync.writebehind import WriteBehind
+from readscale._sync.cache.cache import Cache
+from readscale._sync.cdc.worker import CdcRule, CdcSettings, CdcWorker
+from readscale._sync.replicas.router import ReplicaRouter
+from readscale._sync.writebehind.flusher import Flusher
+from readscale._sync.writebehind.postgres import PostgresWriter
+from readscale._sync.writebehind.producer import WriteBehind
 from readscale.errors import PrimaryUnavailableError
 from readscale.memory import NO_VALUE
 from readscale.replicas import ReplicaSettings, causal_context

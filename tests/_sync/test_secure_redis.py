@@ -12,8 +12,8 @@ import pytest
 from readscale._core.cache.policy import CachePolicy
 from readscale._shared.primitives.locks import sync_sleep
 from readscale._sync.backends.redis import RedisBackend
-from readscale._sync.bus import InvalidationBus
-from readscale._sync.cache import Cache
+from readscale._sync.cache.bus import InvalidationBus
+from readscale._sync.cache.cache import Cache
 from readscale.errors import CacheUnavailableError
 from readscale.memory import MemoryStore
 from readscale.settings import RedisSettings

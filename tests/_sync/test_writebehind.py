@@ -24,11 +24,11 @@ from readscale._core.writebehind.records import CounterRecord, IncrementsApplied
 from readscale._core.writebehind.settings import FlusherSettings, WhenFull, WriteBehindSettings
 from readscale._shared.primitives.locks import Event, sync_sleep
 from readscale._sync.backends.redis import RedisBackend, RedisClusterBackend
-from readscale._sync.bus import InvalidationBus
-from readscale._sync.cache import Cache
-from readscale._sync.flusher import Flusher
-from readscale._sync.pgwriter import PostgresWriter
-from readscale._sync.writebehind import WriteBehind
+from readscale._sync.cache.bus import InvalidationBus
+from readscale._sync.cache.cache import Cache
+from readscale._sync.writebehind.flusher import Flusher
+from readscale._sync.writebehind.postgres import PostgresWriter
+from readscale._sync.writebehind.producer import WriteBehind
 from readscale.codecs import MsgpackCodec
 from readscale.errors import ConfigurationError, WriteQueueFullError
 from readscale.memory import NO_VALUE, MemoryStore

@@ -14,10 +14,10 @@ from readscale._core.cache.policy import CachePolicy, Tier
 from readscale._core.writebehind.settings import FlusherSettings, WriteBehindSettings
 from readscale._shared.primitives.locks import sync_sleep
 from readscale._sync.backends.redis import RedisBackend
-from readscale._sync.cache import Cache
-from readscale._sync.flusher import Flusher
-from readscale._sync.pgwriter import PostgresWriter
-from readscale._sync.writebehind import WriteBehind
+from readscale._sync.cache.cache import Cache
+from readscale._sync.writebehind.flusher import Flusher
+from readscale._sync.writebehind.postgres import PostgresWriter
+from readscale._sync.writebehind.producer import WriteBehind
 from readscale.errors import CacheUnavailableError
 from readscale.settings import RedisSettings
 from readscale.stack import Stack, StackConfig

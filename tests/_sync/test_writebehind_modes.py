@@ -21,10 +21,10 @@ import redis
 from readscale._core.cache.policy import CachePolicy
 from readscale._core.writebehind.settings import FlusherSettings, WriteBehindSettings, queue_keys
 from readscale._sync.backends.redis import RedisBackend
-from readscale._sync.cache import Cache
-from readscale._sync.flusher import Flusher
-from readscale._sync.pgwriter import PostgresWriter
-from readscale._sync.writebehind import WriteBehind
+from readscale._sync.cache.cache import Cache
+from readscale._sync.writebehind.flusher import Flusher
+from readscale._sync.writebehind.postgres import PostgresWriter
+from readscale._sync.writebehind.producer import WriteBehind
 from readscale.errors import CacheUnavailableError, ConfigurationError, DurabilityError
 from readscale.memory import NO_VALUE
 from readscale.metrics import WriteBehindCollector

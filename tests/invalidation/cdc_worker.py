@@ -13,8 +13,8 @@ import sys
 
 from readscale._core.cache.policy import CachePolicy, Tier
 from readscale._sync.backends.redis import RedisBackend
-from readscale._sync.cache import Cache
-from readscale._sync.cdc import CdcRule, CdcSettings, CdcWorker
+from readscale._sync.cache.cache import Cache
+from readscale._sync.cdc.worker import CdcRule, CdcSettings, CdcWorker
 from readscale.settings import RedisSettings
 
 

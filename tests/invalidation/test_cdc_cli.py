@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from readscale._sync.backends.redis import RedisBackend
-from readscale._sync.cache import Cache
+from readscale._sync.cache.cache import Cache
 from readscale.cdc import load_rules
 from readscale.errors import ConfigurationError
 from readscale.memory import NO_VALUE

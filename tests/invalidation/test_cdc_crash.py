@@ -15,8 +15,8 @@ import pytest
 
 from readscale._core.cache.policy import CachePolicy, Tier
 from readscale._sync.backends.redis import RedisBackend
-from readscale._sync.cache import Cache
-from readscale._sync.cdc import CdcRule, CdcSettings, CdcWorker
+from readscale._sync.cache.cache import Cache
+from readscale._sync.cdc.worker import CdcRule, CdcSettings, CdcWorker
 from readscale.memory import NO_VALUE
 from readscale.settings import RedisSettings
 

@@ -13,8 +13,8 @@ import pytest
 import redis
 
 from readscale._sync.backends.redis import RedisBackend
-from readscale._sync.bus import InvalidationBus
-from readscale._sync.cache import Cache
+from readscale._sync.cache.bus import InvalidationBus
+from readscale._sync.cache.cache import Cache
 from readscale.settings import RedisSettings
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]

@@ -22,7 +22,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from readscale._core.cache.policy import CachePolicy, Tier
 from readscale._core.postgres.lsn import parse_lsn
 from readscale._sync.backends.redis import RedisBackend
-from readscale._sync.cache import Cache
+from readscale._sync.cache.cache import Cache
 from readscale.fills import report_primary_read
 from readscale.memory import NO_VALUE
 from readscale.replicas import ReplicaRouter, causal_context

@@ -10,8 +10,8 @@ import psycopg
 import pytest
 
 from readscale._async.backends.redis import AsyncRedisBackend
-from readscale._async.cache import AsyncCache
-from readscale._async.replica_router import AsyncReplicaRouter
+from readscale._async.cache.cache import AsyncCache
+from readscale._async.replicas.router import AsyncReplicaRouter
 from readscale._core.cache.policy import CachePolicy, Tier
 from readscale.replicas import ReplicaSettings
 from readscale.settings import RedisSettings

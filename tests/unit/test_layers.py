@@ -75,7 +75,7 @@ def test_the_command_runs_clean_and_lists_ranks() -> None:
         check=True,
     ).stdout.split("\n")
     assert "core          readscale._core.replicas.routing" in ranks
-    assert "tools         readscale._async.contract" in ranks
+    assert "tools         readscale.testing._async.backend_contract" in ranks
     assert not any(line.startswith("(none)") for line in ranks)
 
 
@@ -122,36 +122,38 @@ CASES = {
         "readscale.codecs (shared) imports readscale.backends (integrations)",
     ),
     "driver imports an integration, relative": (
-        "_async/cache.py",
-        "from ..http import asgi\n",
-        "readscale._async.cache (drivers) imports readscale.http.asgi (integrations)",
+        "_async/cache/cache.py",
+        "from ...http import asgi\n",
+        "readscale._async.cache.cache (drivers) imports readscale.http.asgi (integrations)",
     ),
     "driver imports the package root": (
-        "_async/bus.py",
+        "_async/cache/bus.py",
         "from readscale import AsyncCache\n",
-        "readscale._async.bus (drivers) imports readscale (integrations)",
+        "readscale._async.cache.bus (drivers) imports readscale (integrations)",
     ),
     "driver imports a face lazily": (
-        "_async/cdc.py",
+        "_async/cdc/worker.py",
         "import importlib\nm = importlib.import_module('readscale.writebehind')\n",
         "imports readscale.writebehind (integrations): drivers may import only core, shared, drivers "
         "(by import_module())",
     ),
     "generated driver imports a face": (
-        "_sync/flusher.py",
+        "_sync/writebehind/flusher.py",
         "from readscale.replicas import causal_context\n",
-        "readscale._sync.flusher (drivers) imports readscale.replicas (integrations)",
+        "readscale._sync.writebehind.flusher (drivers) imports readscale.replicas (integrations)",
     ),
     # rule 5: one flavour
     "async driver imports the sync one": (
-        "_async/cache.py",
-        "from readscale._sync.bus import InvalidationBus\n",
-        "readscale._async.cache imports readscale._sync.bus: a driver imports only its own flavour (_async)",
+        "_async/cache/cache.py",
+        "from readscale._sync.cache.bus import InvalidationBus\n",
+        "readscale._async.cache.cache imports readscale._sync.cache.bus: "
+        "a driver imports only its own flavour (_async)",
     ),
     "sync driver imports the async one, relative": (
         "_sync/backends/redis.py",
-        "from ..._async.bus import AsyncInvalidationBus\n",
-        "readscale._sync.backends.redis imports readscale._async.bus: a driver imports only its own flavour (_sync)",
+        "from ..._async.cache.bus import AsyncInvalidationBus\n",
+        "readscale._sync.backends.redis imports readscale._async.cache.bus: "
+        "a driver imports only its own flavour (_sync)",
     ),
     # rule 2: the library never imports the tools, in every form
     "face imports the stack": ("backends.py", "import readscale.stack\n", "the library must not import the tools"),
@@ -161,9 +163,9 @@ CASES = {
         "readscale.http.asgi (integrations) imports readscale.testing.clock",
     ),
     "driver imports bench in a function": (
-        "_async/purge.py",
+        "_async/purge/base.py",
         "def f():\n    from readscale.bench.harness import Rounds\n",
-        "readscale._async.purge (drivers) imports readscale.bench.harness",
+        "readscale._async.purge.base (drivers) imports readscale.bench.harness",
     ),
     "shared imports demo for typing": (
         "metrics.py",
@@ -177,8 +179,8 @@ CASES = {
     ),
     "library imports the contract suite": (
         "_async/backends/memory.py",
-        "from readscale._async.contract import AsyncBackendContract\n",
-        "readscale._async.backends.memory (drivers) imports readscale._async.contract",
+        "from readscale.testing._async.backend_contract import AsyncBackendContract\n",
+        "readscale._async.backends.memory (drivers) imports readscale.testing._async.backend_contract",
     ),
     "library imports a tool by a lazy table": (
         "replicas/__init__.py",
@@ -261,18 +263,18 @@ def test_the_allow_list_only_shrinks(pkg: Path) -> None:
 
 def test_allowed_imports_are_not_flagged(pkg: Path) -> None:
     # Downward and same-rank imports, in the forms the check resolves, are fine.
-    plant(pkg, "_async/cache.py", "from ..memory import MemoryStore\nfrom . import bus\n")
+    plant(pkg, "_async/cache/cache.py", "from ...memory import MemoryStore\nfrom . import bus\n")
     plant(pkg, "http/asgi.py", "from ..replicas import asgi as replicas_asgi\nfrom .._async import purge\n")
     plant(pkg, "bench/cache.py", "from ..demo import funnel\nfrom ..http import static\n")
     plant(pkg, "cli/demo.py", "from ..stack import Stack\n")
-    plant(pkg, "_async/bus.py", "LOGGER = 'readscale.bus'\nKEY = 'readscale:bus'\n")  # names, not imports
+    plant(pkg, "_async/cache/bus.py", "LOGGER = 'readscale.bus'\nKEY = 'readscale:bus'\n")  # names, not imports
     assert checker.check(pkg) == []
 
 
 def test_ranks_resolve_by_longest_entry() -> None:
     assert checker.rank_of("readscale") == "integrations"
-    assert checker.rank_of("readscale._async.cache") == "drivers"
-    assert checker.rank_of("readscale._async.contract") == "tools"
+    assert checker.rank_of("readscale._async.cache.cache") == "drivers"
+    assert checker.rank_of("readscale.testing._async.backend_contract") == "tools"
     assert checker.rank_of("readscale._core.http.etag") == "core"
     assert checker.rank_of("readscale.unknown") is None
 
@@ -280,17 +282,17 @@ def test_ranks_resolve_by_longest_entry() -> None:
 def test_a_package_above_the_target_counts_as_imported(pkg: Path) -> None:
     # A shared module inside a face's package: importing it runs the face's __init__.
     plant(pkg, "http/_counters.py", "COUNT = 0\n")
-    plant(pkg, "_async/cache.py", "from readscale.http._counters import COUNT\n")
+    plant(pkg, "_async/cache/cache.py", "from readscale.http._counters import COUNT\n")
     table = {**checker.TABLE, "readscale.http._counters": "shared"}
     problems = checker.check(pkg, table=table)
     assert problems == [
-        "readscale/_async/cache.py:"
-        f"{len((pkg / '_async/cache.py').read_text().splitlines())}: readscale._async.cache (drivers) imports "
-        "readscale.http._counters, which loads its package readscale.http (integrations) first: move the module "
-        "out of that package"
+        "readscale/_async/cache/cache.py:"
+        f"{len((pkg / '_async/cache/cache.py').read_text().splitlines())}: "
+        "readscale._async.cache.cache (drivers) imports readscale.http._counters, which loads its package "
+        "readscale.http (integrations) first: move the module out of that package"
     ]
     # Its own package is loaded already: a module of that package may import it.
-    (pkg / "_async/cache.py").unlink()
-    shutil.copy(ROOT / "src/readscale/_async/cache.py", pkg / "_async/cache.py")
+    (pkg / "_async/cache/cache.py").unlink()
+    shutil.copy(ROOT / "src/readscale/_async/cache/cache.py", pkg / "_async/cache/cache.py")
     plant(pkg, "http/asgi.py", "from readscale.http._counters import COUNT\n")
     assert checker.check(pkg, table=table) == []

@@ -27,7 +27,7 @@ def test_unasync_rewrites_async_code() -> None:
         "        await self._redis.aclose()\n": "        self._redis.close()\n",
         "import redis.asyncio as aioredis\n": "import redis as aioredis\n",
         "    @pytest.mark.anyio\n": "",
-        "from readscale._async.cache import AsyncCache\n": "from readscale._sync.cache import Cache\n",
+        "from readscale._async.cache.cache import AsyncCache\n": "from readscale._sync.cache.cache import Cache\n",
         "    async with self._lock:\n": "    with self._lock:\n",
         "    async for item in stream:\n": "    for item in stream:\n",
         "    def __aenter__(self):\n": "    def __enter__(self):\n",

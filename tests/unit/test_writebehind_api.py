@@ -15,8 +15,8 @@ from readscale.errors import ReadscaleError, WriteQueueFullError
 def test_every_public_name_resolves() -> None:
     for name in wb.__all__:
         assert getattr(wb, name) is not None, name
-    assert wb.PostgresWriter.__module__ == "readscale._sync.pgwriter"
-    assert wb.AsyncPostgresWriter.__module__ == "readscale._async.pgwriter"
+    assert wb.PostgresWriter.__module__ == "readscale._sync.writebehind.postgres"
+    assert wb.AsyncPostgresWriter.__module__ == "readscale._async.writebehind.postgres"
     with pytest.raises(AttributeError):
         _ = wb.NoSuchThing  # type: ignore[attr-defined]
 

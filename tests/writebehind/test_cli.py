@@ -18,8 +18,8 @@ import redis
 from readscale._core.cache.policy import CachePolicy
 from readscale._core.writebehind.settings import WriteBehindSettings
 from readscale._sync.backends.redis import RedisBackend
-from readscale._sync.cache import Cache
-from readscale._sync.writebehind import WriteBehind
+from readscale._sync.cache.cache import Cache
+from readscale._sync.writebehind.producer import WriteBehind
 from readscale.settings import RedisSettings
 from tests.helpers import READSCALE, cli, cli_json
 

@@ -33,9 +33,9 @@ from readscale._core.writebehind.modes import FAST_LOSS_WINDOW
 from readscale._core.writebehind.records import WriteRecord
 from readscale._core.writebehind.settings import FlusherSettings, WriteBehindSettings
 from readscale._sync.backends.redis import RedisBackend
-from readscale._sync.cache import Cache
-from readscale._sync.flusher import Flusher
-from readscale._sync.writebehind import WriteBehind
+from readscale._sync.cache.cache import Cache
+from readscale._sync.writebehind.flusher import Flusher
+from readscale._sync.writebehind.producer import WriteBehind
 from readscale.bench.wbcrash import CrashPlan, promise_kept, run_crash
 from readscale.metrics import WriteBehindCollector
 from readscale.settings import RedisSettings

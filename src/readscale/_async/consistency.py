@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from readscale._async.cache import AsyncCache
+from readscale._async.cache.cache import AsyncCache
 from readscale._core.cache.policy import CachePolicy
 from readscale._core.consistency.sampled import ConsistencyReport, sampled
 from readscale._shared.cache.fill_scope import fill_scope

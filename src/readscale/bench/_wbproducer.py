@@ -25,8 +25,8 @@ from typing import Any
 from readscale._core.cache.policy import CachePolicy, Tier
 from readscale._core.writebehind.settings import WriteBehindSettings
 from readscale._sync.backends.redis import RedisBackend
-from readscale._sync.cache import Cache
-from readscale._sync.writebehind import WriteBehind
+from readscale._sync.cache.cache import Cache
+from readscale._sync.writebehind.producer import WriteBehind
 from readscale.errors import CacheUnavailableError
 from readscale.settings import RedisSettings
 

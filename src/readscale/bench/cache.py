@@ -53,7 +53,7 @@ async def _async_contenders(url: str, calls: int, progress: Callable[[str], None
     import redis.asyncio as redis_asyncio
 
     from readscale._async.backends.redis import AsyncRedisBackend
-    from readscale._async.cache import AsyncCache
+    from readscale._async.cache.cache import AsyncCache
     from readscale._core.cache.policy import CachePolicy, Tier
     from readscale.settings import RedisSettings
 
@@ -166,7 +166,7 @@ def _sync_contenders(url: str, calls: int, progress: Callable[[str], None]) -> d
 
     from readscale._core.cache.policy import CachePolicy, Tier
     from readscale._sync.backends.redis import RedisBackend
-    from readscale._sync.cache import Cache
+    from readscale._sync.cache.cache import Cache
     from readscale.settings import RedisSettings
 
     decoder = msgspec.json.Decoder()
@@ -214,7 +214,7 @@ def _get_many(url: str, rounds: int) -> tuple[Rounds, Rounds]:
 
     from readscale._core.cache.policy import CachePolicy, Tier
     from readscale._sync.backends.redis import RedisBackend
-    from readscale._sync.cache import Cache
+    from readscale._sync.cache.cache import Cache
     from readscale.settings import RedisSettings
 
     decoder = msgspec.json.Decoder()

@@ -118,7 +118,7 @@ def _slot_caught_up(env: DemoEnvironment, run: FaultRun) -> bool:
 
 
 def _queue_length(env: DemoEnvironment) -> int:
-    from readscale._sync.wbqueue import WriteQueue
+    from readscale._sync.writebehind.queue import WriteQueue
 
     queue = WriteQueue.from_url(env.redis_url, queue=WRITE_BEHIND_QUEUE)
     try:
@@ -346,7 +346,7 @@ async def _cluster_load(
     warm_s: float, tail_s: float, requests_per_phase: int, keys: int = 200, bound_s: float = 2.0, seed: int = 7,
 ) -> dict[str, Any]:  # fmt: skip
     from readscale._async.backends.redis import AsyncRedisClusterBackend
-    from readscale._async.cache import AsyncCache
+    from readscale._async.cache.cache import AsyncCache
     from readscale._core.cache.policy import CachePolicy, Tier
     from readscale.settings import RedisSettings
 

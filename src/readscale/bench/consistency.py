@@ -80,9 +80,9 @@ async def _run_mode(
     import redis.asyncio as redis_asyncio
 
     from readscale._async.backends.redis import AsyncRedisBackend
-    from readscale._async.cache import AsyncCache
-    from readscale._async.cdc import AsyncCdcWorker
-    from readscale._async.replica_router import AsyncReplicaRouter
+    from readscale._async.cache.cache import AsyncCache
+    from readscale._async.cdc.worker import AsyncCdcWorker
+    from readscale._async.replicas.router import AsyncReplicaRouter
     from readscale._core.cache.policy import CachePolicy, Tier
     from readscale._core.cdc.rules import CdcRule, CdcSettings
     from readscale._shared.primitives.locks import AsyncEvent
@@ -210,7 +210,7 @@ async def _run_mode(
 
 async def _bus_delays(redis_url: str, messages: int) -> list[float]:
     """Seconds from publish to handled, between two buses (two processes' worth)."""
-    from readscale._async.bus import AsyncInvalidationBus
+    from readscale._async.cache.bus import AsyncInvalidationBus
     from readscale.settings import RedisSettings
 
     settings = RedisSettings(url=redis_url)

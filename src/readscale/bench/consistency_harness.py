@@ -490,9 +490,9 @@ async def _run(stack: Stack, scenario: Scenario, say: Progress, workdir: Path, b
     import httpx
 
     from readscale import CATALOG
-    from readscale._async.bus import AsyncInvalidationBus
-    from readscale._async.cache import AsyncCache
-    from readscale._async.cdc import AsyncCdcWorker
+    from readscale._async.cache.bus import AsyncInvalidationBus
+    from readscale._async.cache.cache import AsyncCache
+    from readscale._async.cdc.worker import AsyncCdcWorker
     from readscale._core.cdc.rules import CdcRule, CdcSettings
     from readscale._shared.primitives.locks import AsyncEvent
     from readscale.stack._proc import pick_ports

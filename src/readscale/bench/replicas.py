@@ -32,7 +32,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from readscale._async.replica_router import AsyncReplicaRouter
+from readscale._async.replicas.router import AsyncReplicaRouter
 from readscale._core.replicas.settings import SESSION, ReadMode, ReplicaSettings, TimeWindow
 from readscale._shared.replicas.causal_context import causal_context
 from readscale.bench.harness import BenchReport, Rounds

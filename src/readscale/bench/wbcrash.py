@@ -322,7 +322,7 @@ def _check(
     import psycopg
 
     from readscale._sync.backends.redis import RedisBackend
-    from readscale._sync.cache import Cache
+    from readscale._sync.cache.cache import Cache
     from readscale.bench._wbproducer import POLICY
     from readscale.memory import NO_VALUE
     from readscale.settings import RedisSettings

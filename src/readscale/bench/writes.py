@@ -64,8 +64,8 @@ def _doc(i: int) -> dict[str, Any]:
 def _flusher_main(url: str, dsn: str, ready: Any, mode: str = "durable") -> None:
     """The flusher process: runs until SIGTERM, then exits (its backend's stats with it)."""
     from readscale._core.writebehind.settings import FlusherSettings
-    from readscale._sync.flusher import Flusher
-    from readscale._sync.pgwriter import PostgresWriter
+    from readscale._sync.writebehind.flusher import Flusher
+    from readscale._sync.writebehind.postgres import PostgresWriter
 
     writer = PostgresWriter(dsn, table=TABLE_WB)
     settings = FlusherSettings(queue=QUEUE, prefix=PREFIX, consumer="bench", batch_size=BATCH_SIZE,
@@ -131,8 +131,8 @@ async def _bench(urls: dict[str, str], dsn: str, admin_dsn: str, calls: int, rou
     from psycopg.types.json import Jsonb
 
     from readscale._async.backends.redis import AsyncRedisBackend
-    from readscale._async.cache import AsyncCache
-    from readscale._async.writebehind import AsyncWriteBehind
+    from readscale._async.cache.cache import AsyncCache
+    from readscale._async.writebehind.producer import AsyncWriteBehind
     from readscale._core.cache.policy import CachePolicy, Tier
     from readscale._core.writebehind.settings import WriteBehindSettings
     from readscale.settings import RedisSettings
@@ -250,8 +250,8 @@ async def _fsync_sharing(url: str, disk: Any, writes: int, progress: Callable[[s
     """Durable writes per second from 1 and from 8 concurrent writers, and acknowledged
     writes per fsync with 8 (``disk``: the shim's counters on this Redis)."""
     from readscale._async.backends.redis import AsyncRedisBackend
-    from readscale._async.cache import AsyncCache
-    from readscale._async.writebehind import AsyncWriteBehind
+    from readscale._async.cache.cache import AsyncCache
+    from readscale._async.writebehind.producer import AsyncWriteBehind
     from readscale._core.cache.policy import CachePolicy, Tier
     from readscale._core.writebehind.settings import WriteBehindSettings
     from readscale.settings import RedisSettings
@@ -291,8 +291,8 @@ def _bench_sync(url: str, dsn: str, calls: int, rounds: int, progress: Callable[
     from readscale._core.cache.policy import CachePolicy, Tier
     from readscale._core.writebehind.settings import WriteBehindSettings
     from readscale._sync.backends.redis import RedisBackend
-    from readscale._sync.cache import Cache
-    from readscale._sync.writebehind import WriteBehind
+    from readscale._sync.cache.cache import Cache
+    from readscale._sync.writebehind.producer import WriteBehind
     from readscale.settings import RedisSettings
 
     rng = random.Random(11)

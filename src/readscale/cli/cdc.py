@@ -76,8 +76,8 @@ def run(
     """Apply invalidations from the WAL until stopped (Ctrl-C or SIGTERM)."""
     from readscale._shared.primitives.locks import Event
     from readscale._sync.backends.redis import RedisBackend
-    from readscale._sync.bus import InvalidationBus
-    from readscale._sync.cache import Cache
+    from readscale._sync.cache.bus import InvalidationBus
+    from readscale._sync.cache.cache import Cache
     from readscale.cdc import CdcSettings, CdcWorker, load_rules
     from readscale.errors import CacheUnavailableError
     from readscale.settings import PostgresSettings, RedisSettings, check_dsn
@@ -95,7 +95,7 @@ def run(
         )
         purger = None
         if purge_varnish:
-            from readscale._sync.purge import VarnishPurger
+            from readscale._sync.purge.base import VarnishPurger
 
             purger = VarnishPurger(purge_varnish)
         worker = CdcWorker(

@@ -48,7 +48,7 @@ def check(
     """Check a random sample of keys now and print the stale rate in nines."""
     from readscale._core.cache.policy import CachePolicy
     from readscale._sync.backends.redis import RedisBackend
-    from readscale._sync.cache import Cache
+    from readscale._sync.cache.cache import Cache
     from readscale._sync.consistency import ConsistencyChecker
     from readscale.settings import RedisSettings
 

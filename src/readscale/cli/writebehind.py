@@ -232,7 +232,7 @@ def run(
 ) -> None:
     """Run the flusher until SIGTERM or Ctrl-C (the batch in hand is committed and
     acknowledged first; a second signal leaves it pending for the next flusher)."""
-    from readscale._async.flusher import AsyncFlusher
+    from readscale._async.writebehind.flusher import AsyncFlusher
     from readscale._core.writebehind.settings import FlusherSettings
 
     _configure_logging(verbose)
@@ -251,7 +251,7 @@ def run(
         else:
             if not dsn or not (table or counter_column):
                 usage_error("the flusher needs --dsn and --table or --counter-column (or --writer module:attribute)")
-            from readscale._async.pgwriter import AsyncPostgresWriter
+            from readscale._async.writebehind.postgres import AsyncPostgresWriter
 
             check_dsn(dsn, name="--dsn")
             column_list = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
@@ -294,7 +294,7 @@ def run(
 
 
 async def _status(redis_url: str, prefix: str, queue: str, group: str, count: int) -> dict[str, Any]:
-    from readscale._async.wbqueue import AsyncWriteQueue
+    from readscale._async.writebehind.queue import AsyncWriteQueue
 
     wq = AsyncWriteQueue.from_url(
         RedisSettings.from_env(url=redis_url, socket_timeout_ms=5000.0), prefix=prefix, queue=queue
@@ -375,7 +375,7 @@ def status(
 
 
 async def _requeue(redis_url: str, prefix: str, queue: str, ids: list[str]) -> int:
-    from readscale._async.wbqueue import AsyncWriteQueue
+    from readscale._async.writebehind.queue import AsyncWriteQueue
 
     wq = AsyncWriteQueue.from_url(
         RedisSettings.from_env(url=redis_url, socket_timeout_ms=5000.0), prefix=prefix, queue=queue

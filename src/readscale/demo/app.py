@@ -39,9 +39,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from readscale._async.backends.redis import AsyncRedisBackend
-from readscale._async.bus import AsyncInvalidationBus
-from readscale._async.cache import AsyncCache
-from readscale._async.replica_router import AsyncReplicaRouter
+from readscale._async.cache.bus import AsyncInvalidationBus
+from readscale._async.cache.cache import AsyncCache
+from readscale._async.replicas.router import AsyncReplicaRouter
 from readscale._core.cache.policy import BALANCE, CATALOG, PROFILE, TRENDING, CachePolicy, Strategy, Tier
 from readscale._core.writebehind.settings import WriteBehindSettings
 from readscale.demo import schema

@@ -1,7 +1,7 @@
 """Edge purgers, the after-commit purge queue and prewarming, async and sync.
 
 The async classes (``AsyncVarnishPurger``, ...) are written once in
-``readscale._async.purge``; the sync ones (``VarnishPurger``, ...) are generated from
+``readscale._async.purge.base``; the sync ones (``VarnishPurger``, ...) are generated from
 them. An invalidation source that knows tags calls ``purge_tags(tags)`` on any of them.
 """
 
@@ -10,7 +10,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("readscale.http.purge needs httpx: pip install 'readscale[starlette]' (or httpx)") from exc
 
-from readscale._async.purge import (
+from readscale._async.purge.base import (
     AsyncCloudflarePurger,
     AsyncFastlyPurger,
     AsyncPurgeQueue,
@@ -22,8 +22,8 @@ from readscale._async.purge import (
     PurgeStats,
     RetryPolicy,
 )
-from readscale._async.purge import prewarm as async_prewarm
-from readscale._sync.purge import (
+from readscale._async.purge.base import prewarm as async_prewarm
+from readscale._sync.purge.base import (
     CloudflarePurger,
     FastlyPurger,
     PurgeQueue,

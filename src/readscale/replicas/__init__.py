@@ -52,8 +52,8 @@ from readscale._shared.replicas.causal_context import (
 from readscale._shared.replicas.topology import RouterStats
 
 if TYPE_CHECKING:
-    from readscale._async.replica_router import AsyncReplicaRouter
-    from readscale._sync.replica_router import ReplicaRouter
+    from readscale._async.replicas.router import AsyncReplicaRouter
+    from readscale._sync.replicas.router import ReplicaRouter
 
 __all__ = [
     "LATEST",
@@ -87,8 +87,8 @@ __all__ = [
 ]
 
 _ROUTERS = {
-    "AsyncReplicaRouter": "readscale._async.replica_router",
-    "ReplicaRouter": "readscale._sync.replica_router",
+    "AsyncReplicaRouter": "readscale._async.replicas.router",
+    "ReplicaRouter": "readscale._sync.replicas.router",
 }
 
 

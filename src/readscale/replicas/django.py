@@ -54,7 +54,7 @@ from readscale._core.replicas.causal import TokenSigner
 from readscale._core.replicas.settings import PRIMARY, ReplicaSettings
 from readscale._shared.cache.fill_scope import report_primary_read
 from readscale._shared.replicas.causal_context import TOKEN_HEADER, causal_context, settle_context, settle_context_async
-from readscale._sync.replica_router import ReplicaRouter
+from readscale._sync.replicas.router import ReplicaRouter
 from readscale.errors import ConfigurationError
 from readscale.replicas._carry import (
     Persist,

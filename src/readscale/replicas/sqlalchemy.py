@@ -49,11 +49,11 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "readscale.replicas.sqlalchemy needs SQLAlchemy 2 with asyncio support: pip install 'readscale[sqlalchemy]'"
     ) from exc
 
-from readscale._async.replica_router import AsyncReplicaRouter
+from readscale._async.replicas.router import AsyncReplicaRouter
 from readscale._core.replicas.settings import PRIMARY, ReadMode
 from readscale._shared.cache.fill_scope import current_fill, report_primary_read, report_unknown_read
 from readscale._shared.replicas.causal_context import current_mode
-from readscale._sync.replica_router import ReplicaRouter
+from readscale._sync.replicas.router import ReplicaRouter
 from readscale.errors import ConfigurationError
 from readscale.replicas._sql import is_read_sql
 

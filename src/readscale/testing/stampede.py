@@ -53,7 +53,7 @@ async def _worker(opts: StampedeOptions) -> dict[str, Any]:
     import redis.asyncio as redis_asyncio
 
     from readscale._async.backends.redis import AsyncRedisBackend
-    from readscale._async.cache import AsyncCache
+    from readscale._async.cache.cache import AsyncCache
     from readscale._core.cache.policy import CachePolicy, Tier
     from readscale.settings import RedisSettings
 

@@ -1,4 +1,4 @@
 """Change data capture's rules: which cache entries a row change invalidates.
 
-Driven by :mod:`readscale._async.cdc`; the public face is :mod:`readscale.cdc`.
+Driven by :mod:`readscale._async.cdc.worker`; the public face is :mod:`readscale.cdc`.
 """

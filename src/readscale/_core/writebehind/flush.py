@@ -4,7 +4,7 @@ A write-behind write is acknowledged only once its value is in the cache *and* i
 record is in a durable queue (a Redis Stream on a Redis with AOF), both stored by one
 script. A flusher then applies the queue to the database in batches. This module and its
 siblings (``settings``, ``records``) hold every decision of that pipeline; the drivers
-(``readscale._async.writebehind``, ``readscale._async.flusher``) carry them out. No I/O,
+(``readscale._async.writebehind.producer``, ``readscale._async.writebehind.flusher``) carry them out. No I/O,
 clock or randomness here: ``now`` and the uniform draw ``u`` are arguments.
 
 Invariants

@@ -1,0 +1,869 @@
+"""The application cache: an in-process L1 in front of a remote L2, with stampede
+protection, invalidation and fail-open reads. Written once, async;
+``readscale._sync.cache.cache.Cache`` is generated from this file.
+
+A read asks ``readscale._core.cache.freshness.assess`` what the entry it found is worth and
+carries the answer out (fresh: serve; early refresh or stale: serve and refresh once in
+the background; stale-if-error: load and fall back to the stale value; expired, tagged
+stale or missing: fill). Concurrent readers of one key in a process share one L2 read
+and one fill (single-flight); with ``OnMiss.WAIT`` one fill runs across processes (a
+lease: the others are woken by the fill). When the L2 server fails, reads go to the
+loader and a circuit breaker stops paying the timeout on every call until a probe
+succeeds; each such event is logged and counted.
+
+Invalidation (``invalidate``, ``invalidate_tags``, ``invalidate_namespace``) removes
+entries and their leases, leaves LSN tombstones, bumps version counters and tells every
+other process over the bus. The machinery lives in the ``_cache_*`` mixins.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Literal, ParamSpec, TypeVar, assert_never
+
+from readscale._async.backends.base import AsyncBackend
+from readscale._async.cache.bus import AsyncInvalidationBus
+from readscale._async.cache.cached import AsyncCachedFunction
+from readscale._async.cache.filler import AsyncFillMixin, log
+from readscale._core.cache import breaker as circuit
+from readscale._core.cache.entry import EntryMeta, fresh_payloads
+from readscale._core.cache.fill import PRIMARY_READ_LSN, Refusal, max_fill_staleness, merge_floor
+from readscale._core.cache.freshness import Freshness, assess, storage_ttl
+from readscale._core.cache.keys import DEFAULT_PREFIX, physical_keys, template_fields
+from readscale._core.cache.lease import LeaseResult
+from readscale._core.cache.local_invalidations import LocalInvalidations
+from readscale._core.cache.policy import DEFAULT, CachePolicy
+from readscale._core.writebehind.settings import WriteBehindSettings
+from readscale._shared.cache.fill_scope import fill_scope
+from readscale._shared.cache.stats import CacheStats
+from readscale._shared.cache.tombstone_ttl import TOMBSTONE_TTL_ENV, check_tombstone_ttl, default_tombstone_ttl
+from readscale._shared.primitives.flight import AsyncSingleFlight
+from readscale._shared.primitives.tasks import AsyncBackground
+from readscale._shared.replicas.causal_context import current_context
+from readscale.codecs import Codec, JsonCodec
+from readscale.errors import (
+    CacheUnavailableError,
+    ConfigurationError,
+    CorruptValueError,
+    ReadscaleError,
+    SerializationError,
+)
+from readscale.memory import NO_VALUE, MemoryStore
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+DEFAULT_MAX_VALUE_SIZE = 1024 * 1024
+
+
+class AsyncCache(AsyncFillMixin):
+    """An application cache over an optional in-process L1 and a remote L2 backend.
+
+    Arguments:
+        backend: the L2 (Redis, Redis Cluster, Memcached, memory). None: L1 only.
+        l1: the in-process tier, or None for no L1.
+        bus: the invalidation bus shared by every process of this cache. Without one, L1
+            copies of keys invalidated elsewhere live until their ``l1_ttl``.
+        codec: how values become bytes (JSON by default; pickle only if named and signed).
+        policy: the default :class:`CachePolicy` for calls that give none.
+        prefix: prepended to every key this cache stores (``rs:`` by default).
+        max_value_size: encoded values larger than this are refused (bytes).
+        tombstone_ttl: how long an invalidation's tombstone (and a tag's or namespace's
+            floor) refuses fills that read before its change; fills read no staler than
+            a bound just below it (``readscale._core.cache.fill``), so a longer life lets
+            more lagging replicas serve fills. Default: ``READSCALE_TOMBSTONE_TTL`` or
+            35 s. Every process of a cache (and its CDC worker) must use one value: the
+            first to reach the server records it, and a different one is refused.
+        loader_source: what a loader reads when it declares nothing (``readscale.fills``):
+            ``"declared"`` (default) trusts only reports (the replica router's, or the
+            loader's own), refusing an undeclared fill while a tombstone stands;
+            ``"primary"`` takes every undeclared loader to read the primary.
+        version_ttl: how long a tag or namespace version read from L2 is trusted locally
+            (the bus updates it sooner). Default: 60 s with a bus, 0 without.
+        purger: an edge purger (``readscale.http.purge``); ``invalidate_tags`` purges the
+            same tags at the edge after the cache, so a tag names one thing everywhere.
+        write_behind: the queue of :meth:`write_behind` (its name and backpressure).
+        clock: wall-clock seconds (entries cross processes); monotonic: for durations;
+        rng: uniform in [0, 1) for TTL jitter and XFetch. Inject them in tests.
+    """
+
+    def __init__(
+        self,
+        backend: AsyncBackend | None = None,
+        *,
+        l1: MemoryStore[str, Any] | None = None,
+        bus: AsyncInvalidationBus | None = None,
+        codec: Codec | None = None,
+        policy: CachePolicy = DEFAULT,
+        prefix: str = DEFAULT_PREFIX,
+        max_value_size: int = DEFAULT_MAX_VALUE_SIZE,
+        breaker: circuit.BreakerSettings | None = None,
+        tombstone_ttl: float | None = None,
+        loader_source: Literal["declared", "primary"] = "declared",
+        version_ttl: float | None = None,
+        purger: Any | None = None,
+        write_behind: WriteBehindSettings | None = None,
+        name: str = "cache",
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        if backend is None and l1 is None:
+            raise ConfigurationError("a cache needs a backend, an l1 store, or both")
+        tombstone_ttl = default_tombstone_ttl() if tombstone_ttl is None else tombstone_ttl
+        check_tombstone_ttl(tombstone_ttl, "tombstone_ttl")
+        if loader_source not in ("declared", "primary"):
+            raise ConfigurationError(f"loader_source must be 'declared' or 'primary', got {loader_source!r}")
+        if backend is not None and not getattr(backend, "supports_tombstones", False):
+            raise ConfigurationError(
+                f"backend {getattr(backend, 'name', type(backend).__name__)!r} keeps no tombstones, so this "
+                "cache could not keep fills from storing data older than an invalidation: implement "
+                "ticket/invalidate/bump_counters/counter_floors with tombstones (readscale.testing.contract)"
+            )
+        self.backend = backend
+        self.l1 = l1
+        self.codec: Codec = codec or JsonCodec()
+        self.policy = policy
+        self.prefix = prefix
+        self.max_value_size = max_value_size
+        self.tombstone_ttl = tombstone_ttl
+        self.loader_source = loader_source
+        self._fill_staleness = max_fill_staleness(tombstone_ttl)
+        self._local = LocalInvalidations()
+        self._refusals_logged: set[Refusal] = set()
+        self._unchecked = backend is not None
+        self.eviction_risk: str | None = None
+        self.version_ttl = version_ttl if version_ttl is not None else (60.0 if bus is not None else 0.0)
+        self.stats = CacheStats(name)
+        self._breaker_settings = breaker or circuit.BreakerSettings()
+        self._breaker = circuit.CLOSED
+        self._clock = clock
+        self._monotonic = monotonic
+        self._rng = rng
+        self._flight: AsyncSingleFlight[tuple[str, int], Any] = AsyncSingleFlight()
+        self._background: AsyncBackground[str] = AsyncBackground(on_error=self._refresh_failed)
+        self._versions: dict[str, tuple[int, float]] = {}
+        self._unsynced: set[str] = set()
+        self._l1_suspended: MemoryStore[str, Any] | None = None  # the L1 while the bus is down
+        self.purger = purger
+        self._write_behind_settings = write_behind
+        self._write_behind: Any = None
+        self._attach_bus(bus)
+
+    @property
+    def l2_available(self) -> bool:
+        """False while the circuit breaker skips the L2 after failures (reads go to the
+        loader); a health check can report it. True without an L2."""
+        return self._breaker is circuit.CLOSED
+
+    # -- keys ------------------------------------------------------------------------------
+
+    def key(self, key: str, policy: CachePolicy | None = None) -> str:
+        """The physical key stored for ``key`` under ``policy``'s namespace."""
+        return self._physical(key, policy or self.policy)
+
+    def prepare_entry(
+        self, key: str, value: Any, *, policy: CachePolicy | None = None, codec: Codec | None = None
+    ) -> tuple[str, bytes, float]:
+        """Encode ``value`` as this cache stores it: ``(physical_key, envelope, storage_ttl)``.
+
+        For writers that store entries themselves in one atomic step with other commands
+        (write-behind puts the entry and its queue record in one script). Raises the
+        encoding errors of :meth:`set`.
+        """
+        policy = policy or self.policy
+        pkey = self.key(key, policy)
+        meta = self._meta(value, policy, 0.0)
+        raw = self._encode(pkey, value, meta, codec or self.codec)
+        return pkey, raw, storage_ttl(meta, self._clock())
+
+    def forget_local(self, key: str, *, policy: CachePolicy | None = None) -> None:
+        """Drop ``key`` from this process's L1 only (after another writer changed it).
+
+        Like an invalidation heard here, it starts a new generation of the key: a read
+        begun before it does not put its copy in the L1, and a reader after it does not
+        share a load begun before it (which may return the old value). It sets no floor.
+        """
+        pkey = self.key(key, policy)
+        now = self._monotonic()
+        self._local.mark([pkey], None, now, now)  # expired at once: a new generation, no floor
+        if self.l1 is not None:
+            self.l1.delete(pkey)
+
+    async def drop_copies(self, key: str, *, policy: CachePolicy | None = None) -> None:
+        """Drop every process's L1 copy of ``key``: this one's now (:meth:`forget_local`),
+        the others' over the bus. For a writer that replaced the L2 entry itself
+        (write-behind stores the entry in its own script). A bus that cannot be told is
+        logged, not raised: the L2 change happened."""
+        self.forget_local(key, policy=policy)
+        await self._announce([self.key(key, policy)], {}, None)
+
+    # -- cache-aside -----------------------------------------------------------------------
+
+    async def get(self, key: str, *, policy: CachePolicy | None = None, codec: Codec | None = None) -> Any:
+        """The cached value of ``key``, or ``NO_VALUE`` on a miss (None is a cached value).
+
+        A stale value inside its stale-while-revalidate window is returned (there is no
+        loader here to refresh it); a dead L2 reads as a miss.
+        """
+        policy = policy or self.policy
+        if not policy.cacheable:
+            return NO_VALUE
+        if self._bus_pending:
+            await self._ensure_bus()
+        if self._unchecked:
+            await self._check_once()
+        pkey = self._physical(key, policy) if not policy.versioned else await self._pkey(key, policy)
+        found = self._l1_get(pkey, policy)
+        if found is not None and (not found[1].tags or self._tags_current_locally(found[1].tags)):
+            return found[0]
+        since = self._local.seq
+        found = await self._l2_get(pkey, policy, codec or self.codec)
+        if found is None:
+            self.stats.l2.misses += 1
+            return NO_VALUE
+        value, meta = found
+        if meta.tags and not await self._tags_current(meta.tags):
+            self.stats.l2.tag_stale += 1
+            return NO_VALUE
+        state = assess(meta, self._clock(), 1.0, 0.0)
+        if state is Freshness.FRESH:
+            self.stats.l2.hits += 1
+            self._l1_put(pkey, value, meta, policy, size=0, since=since)
+            return value
+        if state is Freshness.STALE:
+            self.stats.l2.stale_serves += 1
+            return value
+        self.stats.l2.misses += 1
+        return NO_VALUE
+
+    async def set(
+        self,
+        key: str,
+        value: Any,
+        *,
+        policy: CachePolicy | None = None,
+        ttl: float | None = None,
+        codec: Codec | None = None,
+        tags: Sequence[str] = (),
+    ) -> None:
+        """Store ``value``. Raises :class:`UnserializableValueError` or
+        :class:`ValueTooLargeError` (nothing stored); a dead L2 is logged and counted."""
+        policy = policy or self.policy
+        if ttl is not None:
+            policy = policy.with_(ttl=ttl)
+        if not policy.cacheable:
+            return
+        if self._unchecked:
+            await self._check_once()
+        since = self._local.seq
+        try:
+            pkey = await self._pkey(key, policy)
+            tag_versions = await self._tag_versions((*policy.tags, *tags))
+        except CacheUnavailableError as exc:  # nothing stored: a later read loads it
+            self._l2_failed(exc)
+            return
+        meta = self._meta(value, policy, 0.0, tag_versions)
+        raw = self._encode(pkey, value, meta, codec or self.codec)
+        await self._store(pkey, value, meta, raw, policy, token=None, since=since, raise_too_large=True)
+
+    async def delete(self, key: str, *, policy: CachePolicy | None = None) -> bool:
+        """Remove ``key`` from both tiers (this process's L1 only; see :meth:`invalidate`).
+        Raises :class:`CacheUnavailableError` when the L2 cannot be reached: a lost delete
+        would leave stale data behind."""
+        pkey = await self._pkey(key, policy or self.policy)
+        if self.l1 is not None:
+            self.l1.delete(pkey)
+        if self.backend is None:
+            return True
+        return await self.backend.delete(pkey)
+
+    async def delete_many(self, keys: Sequence[str], *, policy: CachePolicy | None = None) -> int:
+        policy = policy or self.policy
+        pkeys = [await self._pkey(k, policy) for k in keys]
+        if self.l1 is not None:
+            self.l1.delete_many(pkeys)
+        if self.backend is None:
+            return len(pkeys)
+        return await self.backend.delete_many(pkeys)
+
+    # -- invalidation ----------------------------------------------------------------------
+
+    async def invalidate(self, *keys: str, policy: CachePolicy | None = None, lsn: int | None = None) -> int:
+        """Invalidate ``keys`` after the change that made them stale has committed.
+
+        Removes the entries and any fill lease or ticket (a fill that started before this
+        call is refused), leaves a tombstone with ``lsn`` (the change's WAL position, e.g.
+        ``router.context.token.lsn`` after a ``router.write()``) so no fill read before
+        that position can store, drops every process's L1 copy over the bus, and returns
+        how many entries existed. Without ``lsn`` the position is unknown: fills of these
+        keys read the primary while the tombstone stands. Raises
+        :class:`CacheUnavailableError` when the L2 cannot be reached (a lost
+        invalidation would leave stale data).
+        """
+        policy = policy or self.policy
+        if self._unchecked:
+            await self._check_once()
+        pkeys = [await self._pkey(k, policy) for k in keys]
+        now = self._monotonic()
+        self._local.mark(pkeys, lsn, now + self.tombstone_ttl, now)
+        if self.l1 is not None:
+            self.l1.delete_many(pkeys)
+        removed = len(pkeys)
+        if self.backend is not None:
+            try:
+                removed = await self.backend.invalidate(pkeys, lsn=lsn, tombstone_ttl=self.tombstone_ttl)
+            except CacheUnavailableError:
+                for pkey in pkeys:  # removed as soon as the L2 answers, and raised now
+                    self._mark_unsynced(pkey)
+                raise
+        self.stats.invalidations += len(pkeys)
+        await self._announce(pkeys, {}, lsn)
+        return removed
+
+    async def invalidate_tags(self, *tags: str, lsn: int | None = None) -> dict[str, int]:
+        """Make every entry carrying one of ``tags`` stale, everywhere. Returns the tags'
+        new versions. No set of keys is kept per tag: each tag is one counter.
+
+        As with :meth:`invalidate`, ``lsn`` is the change's WAL position: a fill under
+        these tags must read at or past it (without it, fills under them read the
+        primary while the tags' floors stand)."""
+        if not tags:
+            return {}
+        if self.backend is None:
+            raise ConfigurationError("tags need an L2 backend to hold their versions")
+        if self._unchecked:
+            await self._check_once()
+        bumped = await self._bump([self._tag_counter(t) for t in tags], lsn)
+        self.stats.invalidations += len(tags)
+        if self.purger is not None:
+            try:
+                await self.purger.purge_tags(list(tags))
+            except ReadscaleError as exc:  # the cache is right; the edge expires by its TTL
+                self.stats.loader.purge_errors += 1
+                log.warning("cache %s: edge purge of %s failed: %s", self.stats.name, ", ".join(tags), exc)
+        return {tag: bumped[self._tag_counter(tag)] for tag in tags}
+
+    async def invalidate_namespace(self, namespace: str, *, lsn: int | None = None) -> int:
+        """Make every key of a versioned namespace unreachable at once (old entries die by
+        their TTL). Returns the namespace's new version. ``lsn``: as for
+        :meth:`invalidate_tags`."""
+        if self.backend is None:
+            raise ConfigurationError("versioned namespaces need an L2 backend")
+        if self._unchecked:
+            await self._check_once()
+        counter = self._namespace_counter(namespace)
+        bumped = await self._bump([counter], lsn)
+        if self.l1 is not None:
+            self.l1.clear()  # cheaper than finding the namespace's keys; other namespaces refill
+        return bumped[counter]
+
+    # -- read-through ----------------------------------------------------------------------
+
+    async def get_or_load(
+        self,
+        key: str,
+        loader: Callable[[], Awaitable[T]],
+        *,
+        policy: CachePolicy | None = None,
+        codec: Codec | None = None,
+        tags: Sequence[str] = (),
+    ) -> T:
+        """The cached value of ``key``, loading it with ``loader`` on a miss.
+
+        Concurrent misses of one key share one load in this process, and with
+        ``OnMiss.WAIT`` one load across processes. Errors of the cache server never reach
+        the caller (the value is loaded instead); errors of ``loader`` do. ``tags`` are
+        recorded with the entry (on top of the policy's): ``invalidate_tags`` of any of
+        them makes it stale.
+        """
+        policy = policy or self.policy
+        if not policy.cacheable:
+            self.stats.loader.bypasses += 1
+            return await self._call_loader(loader)
+        if self._bus_pending:
+            await self._ensure_bus()
+        if self._unchecked:
+            await self._check_once()
+        codec = codec or self.codec
+        if policy.versioned:
+            try:
+                pkey = await self._pkey(key, policy)
+            except CacheUnavailableError as exc:  # the namespace's version is unknown: no cache
+                self._l2_failed(exc)
+                self.stats.loader.fail_open += 1
+                return await self._call_loader(loader)
+        else:
+            pkey = self._physical(key, policy)
+        all_tags = (*policy.tags, *tags) if tags else policy.tags
+        found = self._l1_get(pkey, policy)
+        if found is not None:
+            value, meta = found
+            if not meta.tags or self._tags_current_locally(meta.tags):
+                if policy.early_refresh and (
+                    assess(meta, self._clock(), self._u(), policy.early_refresh) is Freshness.EARLY_REFRESH
+                ):
+                    self.stats.l1.early_refreshes += 1
+                    self._refresh_soon(pkey, loader, policy, codec, all_tags)
+                return value  # type: ignore[no-any-return]
+
+        # Concurrent readers of one key in this process share one L2 read (and fill).
+        async def read() -> Any:
+            return await self._read_through(pkey, loader, policy, codec, all_tags)
+
+        # Readers share a load only within the key's generation: one begun before an
+        # invalidation (or a tag bump) heard here is not joined by later readers.
+        flight = (pkey, self._local.generation(pkey, tagged=bool(all_tags)))
+        value, leader = await self._flight.run(flight, read)
+        if not leader:
+            self.stats.l2.coalesced += 1
+        return value  # type: ignore[no-any-return]
+
+    async def _read_through(
+        self,
+        pkey: str,
+        loader: Callable[[], Awaitable[Any]],
+        policy: CachePolicy,
+        codec: Codec,
+        tags: tuple[str, ...],
+    ) -> Any:
+        since = self._local.seq
+        found = await self._l2_get(pkey, policy, codec)
+        if found is None:
+            self.stats.l2.misses += 1
+            return await self._fill_once(pkey, loader, policy, codec, tags)
+        value, meta = found
+        if meta.tags and not await self._tags_current(meta.tags):
+            self.stats.l2.tag_stale += 1
+            return await self._fill_once(pkey, loader, policy, codec, tags)
+        state = assess(meta, self._clock(), self._u(), policy.early_refresh)
+        match state:
+            case Freshness.FRESH:
+                self.stats.l2.hits += 1
+                self._l1_put(pkey, value, meta, policy, size=0, since=since)
+                return value
+            case Freshness.EARLY_REFRESH:
+                self.stats.l2.hits += 1
+                self.stats.l2.early_refreshes += 1
+                self._refresh_soon(pkey, loader, policy, codec, tags)
+                return value
+            case Freshness.STALE:
+                self.stats.l2.stale_serves += 1
+                self._refresh_soon(pkey, loader, policy, codec, tags)
+                return value
+            case Freshness.STALE_IF_ERROR:
+                self.stats.l2.misses += 1
+                try:
+                    return await self._fill_once(pkey, loader, policy, codec, tags)
+                except Exception as exc:
+                    self.stats.loader.stale_if_error += 1
+                    log.warning("cache %s: loading %s failed (%s); serving the stale value", self.stats.name, pkey, exc)
+                    return value
+            case Freshness.EXPIRED:
+                self.stats.l2.misses += 1
+                return await self._fill_once(pkey, loader, policy, codec, tags)
+            case _:
+                assert_never(state)
+
+    async def write_through(
+        self,
+        key: str,
+        writer: Callable[[], Awaitable[T]],
+        *,
+        policy: CachePolicy | None = None,
+        codec: Codec | None = None,
+        tags: Sequence[str] = (),
+    ) -> T:
+        """Run ``writer`` (the database write, returning what was written), then cache its result.
+
+        The key is invalidated first (a fill that read before the write cannot store, and
+        its tombstone carries the write's position when it went through the replica
+        router in a causal scope; otherwise fills read the primary while it stands),
+        then the value is stored unless a newer write's invalidation came in between.
+        Other processes' L1 copies are dropped over the bus. If the value cannot be cached
+        (the L2 is down, or it cannot be encoded), the key is removed instead where
+        possible, and the event is logged and counted: the write itself has happened and is
+        not undone.
+        """
+        context = current_context()
+        wrote_before = context.written_at if context is not None else None
+        value = await writer()
+        policy = policy or self.policy
+        if not policy.cacheable:
+            return value
+        # The value is what the write committed: if it went through the replica router in
+        # a causal scope, the entry carries that position (read-your-writes entries
+        # older than a session's write are refused; this one is not).
+        written_lsn = None
+        if context is not None and context.written_at != wrote_before and context.token is not None:
+            written_lsn = context.token.lsn
+        if self._unchecked:
+            await self._check_once()
+        try:
+            pkey = await self._pkey(key, policy)
+            tag_versions = await self._tag_versions((*policy.tags, *tags))
+        except CacheUnavailableError as exc:
+            # The write happened; the cache cannot be updated now. Its old entry (if any)
+            # lives until its TTL: logged and counted, not raised into the writer.
+            self._l2_failed(exc)
+            self.stats.loader.not_cached += 1
+            if policy.versioned:
+                if self.l1 is not None:
+                    self.l1.clear()  # the key's name is unknown without its version
+            else:
+                pkey = self._physical(key, policy)
+                if self.l1 is not None:
+                    self.l1.delete(pkey)
+                self._mark_unsynced(pkey)
+            return value
+        meta = self._meta(value, policy, 0.0, tag_versions, written_lsn)
+        try:
+            raw = self._encode(pkey, value, meta, codec or self.codec)
+        except SerializationError as exc:
+            # The write happened but its value cannot be cached: the old entry would be
+            # stale, so it goes (here and, through the bus, in every process's L1).
+            self.stats.loader.not_cached += 1
+            log.warning("cache %s: write-through of %s not cached: %s", self.stats.name, pkey, exc)
+            await self._invalidate_written(pkey, written_lsn, policy)
+            await self._announce([pkey], {}, written_lsn)
+            return value
+        right = await self._invalidate_written(pkey, written_lsn, policy)
+        since = self._local.seq
+        if right is not None and right.token is not None:
+            # Stored only if no newer write invalidated the key since (its ticket holds)
+            # and this write is not older than the key's tombstone.
+            source = PRIMARY_READ_LSN if written_lsn is None else written_lsn
+            try:
+                await self._store(
+                    pkey, value, meta, raw, policy, right.token, source, since=since, raise_too_large=True, write=True
+                )
+            except SerializationError as exc:  # over the server's own limit: the key stays invalidated
+                await self._release(pkey, right.token)
+                self.stats.loader.not_cached += 1
+                log.warning("cache %s: write-through of %s not cached: %s", self.stats.name, pkey, exc)
+            except BaseException:
+                await self._release(pkey, right.token)
+                raise
+        elif policy.uses_l1:
+            self.stats.l1.fills += 1
+            self._l1_put(pkey, value, meta, policy, size=len(raw), since=since)
+        await self._announce([pkey], {}, written_lsn)
+        return value
+
+    async def _invalidate_written(self, pkey: str, lsn: int | None, policy: CachePolicy) -> LeaseResult | None:
+        """Invalidate a key just written (in-flight fills refused, a tombstone at the
+        write's position) and take a ticket to store the written value with. None when
+        the L2 is not used or cannot be reached (the key is then removed once it can)."""
+        now = self._monotonic()
+        self._local.mark([pkey], lsn, now + self.tombstone_ttl, now)
+        if self.l1 is not None:
+            self.l1.delete(pkey)
+        backend = self.backend
+        if backend is None or not policy.uses_l2:
+            return None
+        if not self._l2_allowed():
+            self._mark_unsynced(pkey)
+            return None
+        try:
+            combined = getattr(backend, "invalidate_for_write", None)
+            if combined is None:  # a backend of yours written before the combined call: two steps
+                await backend.invalidate([pkey], lsn=lsn, tombstone_ttl=self.tombstone_ttl)
+                right = await backend.ticket(pkey, policy.lease_ttl)
+            else:
+                right = await combined(pkey, lsn=lsn, tombstone_ttl=self.tombstone_ttl, ticket_ttl=policy.lease_ttl)
+        except CacheUnavailableError as exc:
+            self._l2_failed(exc)
+            self._mark_unsynced(pkey)
+            return None
+        self._l2_ok()
+        return right
+
+    async def refill(
+        self,
+        key: str,
+        loader: Callable[[], Awaitable[T]],
+        *,
+        policy: CachePolicy | None = None,
+        codec: Codec | None = None,
+        tags: Sequence[str] = (),
+    ) -> T:
+        """Load ``key`` now, whatever is cached, and store the value as a fill: under a
+        ticket taken before the load (an invalidation meanwhile refuses it), at or past
+        the key's floors and within the staleness bound (``readscale.fills``). Returns
+        the loaded value, stored or not (``@cached``'s ``refresh``)."""
+        policy = policy or self.policy
+        if not policy.cacheable:
+            return await self._call_loader(loader)
+        if self._bus_pending:
+            await self._ensure_bus()
+        if self._unchecked:
+            await self._check_once()
+        codec = codec or self.codec
+        all_tags = (*policy.tags, *tags) if tags else policy.tags
+        try:
+            pkey = await self._pkey(key, policy)
+        except CacheUnavailableError as exc:
+            self._l2_failed(exc)
+            self.stats.loader.fail_open += 1
+            return await self._call_loader(loader)
+        if self.backend is None or not policy.uses_l2:
+            return await self._load_and_store(pkey, loader, policy, codec, all_tags, right=None)  # type: ignore[no-any-return]
+        return await self._fill_with_ticket(pkey, loader, policy, codec, all_tags)  # type: ignore[no-any-return]
+
+    async def write_behind(
+        self, key: str, value: Any, *, policy: CachePolicy | None = None, codec: Codec | None = None
+    ) -> int:
+        """Cache ``value`` and queue its database write, in one atomic step, and return its
+        version once both are durable in Redis (the flusher applies it to the database
+        later, newest version wins). Reads of ``key`` see the value at once. Raises
+        :class:`WriteQueueFullError` past the queue's limit (never drops a write) and
+        :class:`CacheUnavailableError` when Redis is down: the write was not acknowledged.
+        """
+        if self._write_behind is None:
+            from readscale._async.writebehind.producer import AsyncWriteBehind  # needs redis-py
+
+            self._write_behind = AsyncWriteBehind(self, self._write_behind_settings)
+        version: int = await self._write_behind.write_behind(key, value, policy=policy, codec=codec)
+        return version
+
+    # -- batches ---------------------------------------------------------------------------
+
+    async def get_many(
+        self, keys: Sequence[str], *, policy: CachePolicy | None = None, codec: Codec | None = None
+    ) -> dict[str, Any]:
+        """The cached values of ``keys`` that are present (one round trip per server)."""
+        policy = policy or self.policy
+        if not policy.cacheable or not keys:
+            return {}
+        if self._bus_pending:
+            await self._ensure_bus()
+        if self._unchecked:
+            await self._check_once()
+        codec = codec or self.codec
+        if policy.versioned:
+            pkeys = [await self._pkey(key, policy) for key in keys]
+        else:
+            pkeys = physical_keys(self.prefix, policy.namespace, keys)
+        use_l1 = self.l1 is not None and policy.uses_l1
+        result: dict[str, Any] = {}
+        remote_keys: Sequence[str] = keys
+        remote: list[str] = pkeys
+        if use_l1:
+            remote_keys, remote = [], []
+            for key, pkey in zip(keys, pkeys, strict=True):
+                found = self._l1_get(pkey, policy)
+                if found is not None and (not found[1].tags or self._tags_current_locally(found[1].tags)):
+                    result[key] = found[0]
+                else:
+                    remote_keys.append(key)
+                    remote.append(pkey)
+        if not remote or self.backend is None or not policy.uses_l2:
+            return result
+        since = self._local.seq
+        raws = await self._l2_call_many(remote)
+        now = self._clock()
+        # The fast path: fresh entries without tags or LSN, no L1 copy to make.
+        payloads = fresh_payloads(raws, now, policy.schema, codec.id) if not use_l1 else [None] * len(raws)
+        decode = codec.decode
+        hits = stale = 0
+        for key, pkey, raw, payload in zip(remote_keys, remote, raws, payloads, strict=True):
+            if payload is not None:
+                try:
+                    result[key] = decode(payload)
+                    hits += 1
+                    continue
+                except CorruptValueError:
+                    pass
+            if raw is None:
+                continue
+            found = self._decode(pkey, raw, policy, codec)
+            if found is None:
+                continue
+            if found[1].tags and not await self._tags_current(found[1].tags):
+                self.stats.l2.tag_stale += 1
+                continue
+            state = assess(found[1], now, 1.0, 0.0)
+            if state is Freshness.FRESH:
+                hits += 1
+                self._l1_put(pkey, found[0], found[1], policy, size=len(raw), since=since)
+                result[key] = found[0]
+            elif state is Freshness.STALE:
+                self.stats.l2.stale_serves += 1
+                stale += 1
+                result[key] = found[0]
+        self.stats.l2.hits += hits
+        self.stats.l2.misses += len(remote) - hits - stale
+        return result
+
+    async def get_or_load_many(
+        self,
+        keys: Sequence[str],
+        loader: Callable[[list[str]], Awaitable[Mapping[str, Any]]],
+        *,
+        policy: CachePolicy | None = None,
+        codec: Codec | None = None,
+    ) -> dict[str, Any]:
+        """Values of all ``keys``: cached ones from the cache, the rest from one call of
+        ``loader(missing_keys)``, which returns a mapping (keys it omits are not cached).
+
+        The missing keys are filled as one fill (``readscale.fills``): each holds a ticket
+        taken before the load, and the load reads at or past the highest of their floors."""
+        policy = policy or self.policy
+        found = await self.get_many(keys, policy=policy, codec=codec)
+        missing = [k for k in dict.fromkeys(keys) if k not in found]
+        if not missing:
+            return found
+        if not policy.cacheable:
+            found.update(await self._call_loader(lambda: loader(missing)))
+            return found
+        codec = codec or self.codec
+        since = self._local.seq
+        pkeys = {k: await self._pkey(k, policy) for k in missing}
+        rights: dict[str, LeaseResult] = {}
+        floor: int | None = None
+        floors_known = True
+        if self.backend is not None and policy.uses_l2:
+            taken = await self._tickets(list(pkeys.values()), policy)  # None: the server failed (counted)
+            if taken is None:
+                floors_known = False
+            else:
+                rights = dict(zip(pkeys, taken, strict=True))
+                for right in taken:
+                    floor = merge_floor(floor, right.floor_lsn)
+        else:
+            now = self._monotonic()
+            for pkey in pkeys.values():
+                floor = merge_floor(floor, self._local.floor(pkey, now))
+        tag_versions: tuple[tuple[str, int], ...] = ()
+        tag_floor: int | None = None
+        if floors_known:
+            try:
+                tag_versions, tag_floor = await self._fill_floors(policy.tags, policy)
+            except CacheUnavailableError as exc:
+                self._l2_failed(exc)
+                floors_known = False
+        if not floors_known:
+            for k, right in rights.items():
+                await self._release(pkeys[k], right.token)
+            self.stats.loader.fail_open += 1
+            loaded = await self._call_loader(lambda: loader(missing))
+            for pkey in pkeys.values():
+                self._refused(pkey, Refusal.NO_FLOOR)
+            found.update({k: loaded[k] for k in missing if k in loaded})
+            return found
+        floor = merge_floor(floor, tag_floor)
+        started = self._monotonic()
+        try:
+            with fill_scope(floor, self._fill_staleness) as scope:
+                loaded = await self._call_loader(lambda: loader(missing))
+        except BaseException:
+            for k, right in rights.items():
+                await self._release(pkeys[k], right.token)
+            raise
+        elapsed = self._monotonic() - started
+        ok = True
+        for k in missing:
+            ok = await self._may_store(pkeys[k], scope, rights[k].token if k in rights else None) and ok
+        if ok:
+            source = scope.source_lsn
+            entry_lsn = None if not scope.reads or any(r.primary for r in scope.reads) else source
+            entries: list[tuple[str, Any, EntryMeta, bytes, str | None]] = []
+            for k in missing:
+                token = rights[k].token if k in rights else None
+                if k not in loaded:
+                    await self._release(pkeys[k], token)
+                    continue
+                value = loaded[k]
+                meta = self._meta(value, policy, elapsed, tag_versions, entry_lsn)
+                try:
+                    raw = self._encode(pkeys[k], value, meta, codec)
+                except SerializationError as exc:
+                    self.stats.loader.not_cached += 1
+                    log.warning("cache %s: %s not cached: %s", self.stats.name, pkeys[k], exc)
+                    await self._release(pkeys[k], token)
+                    continue
+                entries.append((pkeys[k], value, meta, raw, token))
+            await self._store_fills(entries, policy, source, since)
+        found.update({k: loaded[k] for k in missing if k in loaded})
+        return found
+
+    # -- checks ------------------------------------------------------------------------------
+
+    async def check(self) -> None:
+        """Check the cache server once, as the first call that reaches it does: every
+        process of this cache (prefix) must use one ``tombstone_ttl`` (a different one
+        is refused with ConfigurationError: fills read no staler than a bound derived
+        from it, and a shorter tombstone elsewhere would break that), and a server that
+        may evict tombstones (Redis with an eviction policy and maxmemory, memcached
+        without -M) is reported once, loudly (``cache.eviction_risk``).
+        Raises CacheUnavailableError when the server cannot be reached."""
+        backend = self.backend
+        if backend is None:
+            return
+        mine = f"{self.tombstone_ttl:g}".encode()
+        stored = await backend.register(f"{self.prefix}cfg:tombstone_ttl", mine)
+        if stored != mine:
+            theirs = stored.decode(errors="replace")
+            raise ConfigurationError(
+                f"cache {self.stats.name}: tombstone_ttl is {self.tombstone_ttl:g} s here but {theirs} s in the "
+                f"other processes of prefix {self.prefix!r} ({backend.name} key {self.prefix}cfg:tombstone_ttl): "
+                f"use one value everywhere ({TOMBSTONE_TTL_ENV}, readscale cdc run --tombstone-ttl); to change "
+                "it, stop every process, delete that key, and start them with the new value"
+            )
+        self._unchecked = False
+        risk = await backend.eviction_risk()
+        self.eviction_risk = risk
+        if risk is not None:
+            log.log(
+                logging.WARNING if "cannot be read" in risk else logging.ERROR,
+                "cache %s: %s %s: a tombstone evicted early lets a fill store data older than an "
+                "invalidation; run it without eviction (Redis: maxmemory-policy noeviction; memcached: -M) "
+                "or with room to spare (docs/consistency.md)",
+                self.stats.name,
+                backend.name,
+                risk,
+                extra={"cache": self.stats.name, "backend": backend.name, "eviction_risk": risk},
+            )
+
+    async def _check_once(self) -> None:
+        try:
+            await self.check()
+        except CacheUnavailableError as exc:
+            log.debug("cache %s: settings not checked yet (%s)", self.stats.name, exc)
+
+    # -- decorator -------------------------------------------------------------------------
+
+    def cached(
+        self, template: str, *, policy: CachePolicy | None = None, codec: Codec | None = None
+    ) -> Callable[[Callable[P, Awaitable[T]]], AsyncCachedFunction[P, T]]:
+        """Decorate a function so its results are cached under ``template`` filled from its
+        arguments (see :class:`AsyncCachedFunction`)."""
+        template_fields(template)  # a bad template fails here, at decoration time
+
+        def decorate(fn: Callable[P, Awaitable[T]]) -> AsyncCachedFunction[P, T]:
+            return AsyncCachedFunction(self, fn, template, policy, codec)
+
+        return decorate
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _u(self) -> float:
+        return 1.0 - self._rng()
+
+    async def drain(self) -> None:
+        """Wait for background refreshes to finish (tests, shutdown)."""
+        await self._background.drain()
+
+    async def aclose(self) -> None:
+        """Stop background work and close the backend and the bus."""
+        await self._background.close()
+        if self.bus is not None:
+            await self.bus.close()
+        if self.backend is not None:
+            await self.backend.close()
+
+
+__all__ = ["DEFAULT_MAX_VALUE_SIZE", "AsyncCache", "CacheStats"]

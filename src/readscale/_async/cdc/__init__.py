@@ -1,0 +1,1 @@
+"""The CDC driver: the worker that turns committed changes into invalidations."""

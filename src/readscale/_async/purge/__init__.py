@@ -1,0 +1,1 @@
+"""The edge purgers and the after-commit purge queue."""
