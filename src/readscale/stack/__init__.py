@@ -12,13 +12,14 @@ on loopback, for tests, the demo and local development, with fault injection.
 From a shell: ``readscale stack up``, ``readscale stack status``, ``readscale stack down``.
 """
 
+from readscale.http.varnish import render_vcl
 from readscale.stack._node import Node
 from readscale.stack._proc import PACKAGES, find_binary
 from readscale.stack._stack import Stack, StackConfig, default_root
 from readscale.stack.memcached import MemcachedNode
 from readscale.stack.postgres import REPLICATION_MODES, PostgresNode, ReplicationMode
 from readscale.stack.redis import RedisNode
-from readscale.stack.varnish import VarnishNode, compile_vcl, render_vcl
+from readscale.stack.varnish import VarnishNode, compile_vcl
 
 __all__ = [
     "PACKAGES",

@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import Any
 
 from readscale.errors import ConfigurationError, StackError
+from readscale.http.varnish import render_vcl
 from readscale.stack import _proc
 from readscale.stack._node import Node, NodeSpec
 from readscale.stack._proc import ServerUser
@@ -43,7 +44,7 @@ from readscale.stack.postgres import (
 )
 from readscale.stack.redis import APPENDFSYNC, RedisNode, create_cluster, new_redis
 from readscale.stack.tls import make_tls
-from readscale.stack.varnish import VarnishNode, check_xkey, new_varnish, render_vcl
+from readscale.stack.varnish import VarnishNode, check_xkey, new_varnish
 
 STATE_FILE = "state.json"
 _NODE_TYPES: dict[str, type[Node]] = {
