@@ -186,8 +186,11 @@ def plan_gaps(plan: Path) -> list[str]:
 
     The tables are those headed ``| old | new``; a row starts with a backticked old path,
     relative to ``src/readscale`` for the library, ``tests/...`` for tests. Generated
-    ``_sync`` folders are not listed."""
+    ``_sync`` folders are not listed. While the move runs, a row counts as done when its
+    old path is gone and one of its new paths exists; a new path of a row, and the
+    ``__init__.py`` of a folder holding one, is in the plan."""
     listed: dict[str, int] = defaultdict(int)
+    targets: dict[str, list[str]] = defaultdict(list)
     in_table = False
     for line in plan.read_text().splitlines():
         if line.startswith("| old | new"):
@@ -195,15 +198,25 @@ def plan_gaps(plan: Path) -> list[str]:
         elif not line.startswith("|"):
             in_table = False
         elif in_table and line.startswith("| `"):
-            listed[line.split("`")[1]] += 1
+            cells = line.split("|")
+            old = cells[1].split("`")[1]
+            listed[old] += 1
+            targets[old] += cells[2].split("`")[1::2]
     tests = ROOT / "tests"
     present = {
         str(p.relative_to(PKG))
         for p in PKG.rglob("*")
         if p.is_file() and "__pycache__" not in p.parts and "_sync" not in p.relative_to(PKG).parts
     } | {str(p.relative_to(ROOT)) for p in tests.rglob("*.py") if "_sync" not in p.relative_to(tests).parts}
-    gaps = [f"not in the plan: {path}" for path in sorted(present - set(listed))]
-    gaps += [f"in the plan, not in the tree: {path}" for path in sorted(set(listed) - present)]
+    planned = set(listed) | {new for news in targets.values() for new in news}
+    folders = {str(Path(new).parent) for new in planned}
+    planned |= {f"{folder}/__init__.py" for folder in folders if folder != "."}
+    gaps = [f"not in the plan: {path}" for path in sorted(present - planned)]
+    gaps += [
+        f"in the plan, not in the tree: {path}"
+        for path in sorted(set(listed) - present)
+        if not any(new in present for new in targets[path])
+    ]
     gaps += [f"listed {n} times: {path}" for path, n in sorted(listed.items()) if n > 1]
     return gaps
 

@@ -61,6 +61,7 @@ def test_layout_plan_check_names_what_the_tables_miss(tmp_path: Path) -> None:
     plan = tmp_path / "plan.md"
     plan.write_text(
         "| old | new |\n|---|---|\n| `errors.py` | `errors.py` |\n| `gone.py` | `x.py` |\n| `errors.py` | `y.py` |\n"
+        "| `moved.py` | `settings.py`, `gone_too.py` |\n"
         "\nnot a table\n| `codecs.py` | outside the tables: not counted |\n"
     )
     gaps = facts.plan_gaps(plan)
@@ -68,4 +69,6 @@ def test_layout_plan_check_names_what_the_tables_miss(tmp_path: Path) -> None:
     assert "not in the plan: tests/unit/test_tooling.py" in gaps
     assert "in the plan, not in the tree: gone.py" in gaps
     assert "listed 2 times: errors.py" in gaps
+    # A row whose old path is gone and one of whose new paths exists is a move done.
+    assert not any(g.endswith((": moved.py", ": settings.py")) for g in gaps)
     assert not any(g.endswith(": errors.py") and g.startswith("not in") for g in gaps)
