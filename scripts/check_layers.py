@@ -66,7 +66,7 @@ TABLE: dict[str, str] = {
     # shared: the parts drivers are built from, which hold no policy of their own.
     "readscale._shared": "shared",  # twins (locks, single-flight, tasks, TCP), context variables, counters
     "readscale.codecs": "shared",
-    "readscale.memory": "shared",  # MemoryStore, the L1 tier
+    "readscale.l1": "shared",  # MemoryStore, the L1 tier
     "readscale.metrics": "shared",
     "readscale.settings": "shared",
     # drivers: written async, generated sync.

@@ -51,7 +51,7 @@ from readscale.errors import (
     UnserializableValueError,
     ValueTooLargeError,
 )
-from readscale.memory import NO_VALUE, MemoryStore
+from readscale.l1 import NO_VALUE, MemoryStore
 from readscale.metrics import PrometheusCollector
 from readscale.replicas import (
     LATEST,

@@ -24,7 +24,7 @@ from readscale._shared.primitives.locks import AsyncEvent, async_sleep
 from readscale.codecs import MsgpackCodec, SignedPickleCodec
 from readscale.errors import ConfigurationError, InvalidKeyError, UnserializableValueError, ValueTooLargeError
 from readscale.fills import report_primary_read
-from readscale.memory import NO_VALUE, MemoryStore
+from readscale.l1 import NO_VALUE, MemoryStore
 from readscale.settings import RedisSettings
 from readscale.testing.clock import FakeClock
 from readscale.testing.concurrency import async_gather

@@ -15,7 +15,7 @@ from readscale._async.cache.cache import AsyncCache
 from readscale._async.cdc.worker import AsyncCdcWorker, CdcRule, CdcSettings
 from readscale._core.cache.policy import CachePolicy, Tier
 from readscale.fills import report_read_lsn
-from readscale.memory import NO_VALUE
+from readscale.l1 import NO_VALUE
 from readscale.settings import RedisSettings
 
 pytestmark = pytest.mark.stack

@@ -16,7 +16,7 @@ from readscale._core.cache.fill import PRIMARY_ONLY
 from readscale._core.cache.policy import CachePolicy
 from readscale._shared.primitives.locks import AsyncEvent, async_sleep
 from readscale.fills import report_primary_read
-from readscale.memory import MemoryStore
+from readscale.l1 import MemoryStore
 from readscale.settings import RedisSettings
 from readscale.stack import Stack, StackConfig
 from readscale.testing.concurrency import async_gather

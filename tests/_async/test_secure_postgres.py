@@ -22,7 +22,7 @@ from readscale._async.writebehind.producer import AsyncWriteBehind
 from readscale._core.cache.policy import CachePolicy
 from readscale._core.writebehind.settings import FlusherSettings, WriteBehindSettings
 from readscale.errors import PrimaryUnavailableError
-from readscale.memory import NO_VALUE
+from readscale.l1 import NO_VALUE
 from readscale.replicas import ReplicaSettings, causal_context
 from readscale.settings import PostgresSettings, RedisSettings
 from readscale.stack import Stack

@@ -14,7 +14,7 @@ from readscale._async.cache.cache import AsyncCache
 from readscale._core.cache.policy import CachePolicy
 from readscale._shared.primitives.locks import async_sleep
 from readscale.errors import CacheUnavailableError
-from readscale.memory import MemoryStore
+from readscale.l1 import MemoryStore
 from readscale.settings import RedisSettings
 from readscale.testing.contract import AsyncBackendContract
 

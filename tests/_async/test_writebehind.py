@@ -30,7 +30,7 @@ from readscale._core.writebehind.settings import FlusherSettings, WhenFull, Writ
 from readscale._shared.primitives.locks import AsyncEvent, async_sleep
 from readscale.codecs import MsgpackCodec
 from readscale.errors import ConfigurationError, WriteQueueFullError
-from readscale.memory import NO_VALUE, MemoryStore
+from readscale.l1 import NO_VALUE, MemoryStore
 from readscale.settings import RedisSettings
 from readscale.testing.concurrency import async_gather
 

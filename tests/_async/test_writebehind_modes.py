@@ -25,7 +25,7 @@ from readscale._async.writebehind.producer import AsyncWriteBehind
 from readscale._core.cache.policy import CachePolicy
 from readscale._core.writebehind.settings import FlusherSettings, WriteBehindSettings, queue_keys
 from readscale.errors import CacheUnavailableError, ConfigurationError, DurabilityError
-from readscale.memory import NO_VALUE
+from readscale.l1 import NO_VALUE
 from readscale.metrics import WriteBehindCollector
 from readscale.settings import RedisSettings
 from readscale.stack import Stack, StackConfig

@@ -17,7 +17,7 @@ from readscale._sync.backends.redis import RedisBackend, RedisClusterBackend
 from readscale._sync.cache.bus import InvalidationBus
 from readscale._sync.cache.cache import Cache
 from readscale.fills import report_primary_read
-from readscale.memory import MemoryStore
+from readscale.l1 import MemoryStore
 from readscale.settings import RedisSettings
 from readscale.stack import Stack, StackConfig
 from readscale.testing.concurrency import sync_gather

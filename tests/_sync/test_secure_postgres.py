@@ -23,7 +23,7 @@ from readscale._sync.writebehind.flusher import Flusher
 from readscale._sync.writebehind.postgres import PostgresWriter
 from readscale._sync.writebehind.producer import WriteBehind
 from readscale.errors import PrimaryUnavailableError
-from readscale.memory import NO_VALUE
+from readscale.l1 import NO_VALUE
 from readscale.replicas import ReplicaSettings, causal_context
 from readscale.settings import PostgresSettings, RedisSettings
 from readscale.stack import Stack

@@ -31,7 +31,7 @@ from readscale._sync.writebehind.postgres import PostgresWriter
 from readscale._sync.writebehind.producer import WriteBehind
 from readscale.codecs import MsgpackCodec
 from readscale.errors import ConfigurationError, WriteQueueFullError
-from readscale.memory import NO_VALUE, MemoryStore
+from readscale.l1 import NO_VALUE, MemoryStore
 from readscale.settings import RedisSettings
 from readscale.testing.concurrency import sync_gather
 

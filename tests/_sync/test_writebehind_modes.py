@@ -26,7 +26,7 @@ from readscale._sync.writebehind.flusher import Flusher
 from readscale._sync.writebehind.postgres import PostgresWriter
 from readscale._sync.writebehind.producer import WriteBehind
 from readscale.errors import CacheUnavailableError, ConfigurationError, DurabilityError
-from readscale.memory import NO_VALUE
+from readscale.l1 import NO_VALUE
 from readscale.metrics import WriteBehindCollector
 from readscale.settings import RedisSettings
 from readscale.stack import Stack, StackConfig

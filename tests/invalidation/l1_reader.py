@@ -16,7 +16,7 @@ from readscale._core.cache.policy import CachePolicy
 from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.cache.bus import InvalidationBus
 from readscale._sync.cache.cache import Cache
-from readscale.memory import MemoryStore
+from readscale.l1 import MemoryStore
 from readscale.settings import RedisSettings
 
 

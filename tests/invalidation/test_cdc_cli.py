@@ -13,7 +13,7 @@ from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.cache.cache import Cache
 from readscale.cdc import load_rules
 from readscale.errors import ConfigurationError
-from readscale.memory import NO_VALUE
+from readscale.l1 import NO_VALUE
 from readscale.settings import RedisSettings
 from tests.helpers import cli
 

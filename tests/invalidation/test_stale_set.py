@@ -17,7 +17,7 @@ import redis.asyncio as redis_asyncio
 from readscale._async.backends.redis import AsyncRedisBackend
 from readscale._async.cache.cache import AsyncCache
 from readscale._core.cache.policy import CachePolicy, Tier
-from readscale.memory import NO_VALUE
+from readscale.l1 import NO_VALUE
 from readscale.settings import RedisSettings
 
 pytestmark = pytest.mark.stack

@@ -98,8 +98,8 @@ CASES = {
     # rule 1: ranks point one way, absolute and relative
     "core imports shared, relative": (
         "_core/cache/keys.py",
-        "from ...memory import MemoryStore\n",
-        "readscale._core.cache.keys (core) imports readscale.memory (shared)",
+        "from ...l1 import MemoryStore\n",
+        "readscale._core.cache.keys (core) imports readscale.l1 (shared)",
     ),
     "core imports a driver, from-package": (
         "_core/sim/model.py",
@@ -112,9 +112,9 @@ CASES = {
         "readscale._core.http (core) imports readscale.codecs (shared)",
     ),
     "shared imports a driver, relative": (
-        "memory.py",
+        "l1.py",
         "from ._async.cache import AsyncCache\n",
-        "readscale.memory (shared) imports readscale._async.cache (drivers): shared may import only core, shared",
+        "readscale.l1 (shared) imports readscale._async.cache (drivers): shared may import only core, shared",
     ),
     "shared imports a face": (
         "codecs.py",
@@ -263,7 +263,7 @@ def test_the_allow_list_only_shrinks(pkg: Path) -> None:
 
 def test_allowed_imports_are_not_flagged(pkg: Path) -> None:
     # Downward and same-rank imports, in the forms the check resolves, are fine.
-    plant(pkg, "_async/cache/cache.py", "from ...memory import MemoryStore\nfrom . import bus\n")
+    plant(pkg, "_async/cache/cache.py", "from ...l1 import MemoryStore\nfrom . import bus\n")
     plant(pkg, "http/asgi.py", "from ..replicas import asgi as replicas_asgi\nfrom .._async import purge\n")
     plant(pkg, "bench/cache.py", "from ..demo import funnel\nfrom ..http import static\n")
     plant(pkg, "cli/demo.py", "from ..stack import Stack\n")

@@ -15,7 +15,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from readscale._core.l1.wtinylfu import WTinyLfu
 from readscale.bench.hitratio import lru_hits, static_hits, store_hits
 from readscale.errors import ConfigurationError
-from readscale.memory import NO_VALUE, MemoryStats, MemoryStore, TinyLfuConfig
+from readscale.l1 import NO_VALUE, MemoryStats, MemoryStore, TinyLfuConfig
 
 
 class FakeClock:

@@ -20,7 +20,7 @@ from readscale._core.cache.policy import CachePolicy
 from readscale._core.consistency.sampled import ConsistencyReport, sampled
 from readscale._shared.cache.fill_scope import fill_scope
 from readscale._shared.primitives.locks import async_sleep
-from readscale.memory import NO_VALUE
+from readscale.l1 import NO_VALUE
 
 log = logging.getLogger("readscale.consistency")
 

@@ -21,7 +21,7 @@ from readscale._core.consistency.sampled import ConsistencyReport, sampled
 from readscale._shared.cache.fill_scope import fill_scope
 from readscale._shared.primitives.locks import sync_sleep
 from readscale._sync.cache.cache import Cache
-from readscale.memory import NO_VALUE
+from readscale.l1 import NO_VALUE
 
 log = logging.getLogger("readscale.consistency")
 

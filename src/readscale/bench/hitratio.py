@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from readscale.bench.harness import BenchReport, Rounds, ratio, round_robin
-from readscale.memory import NO_VALUE, MemoryStore, TinyLfuConfig
+from readscale.l1 import NO_VALUE, MemoryStore, TinyLfuConfig
 
 if TYPE_CHECKING:
     import numpy as np

@@ -324,7 +324,7 @@ def _check(
     from readscale._sync.backends.redis import RedisBackend
     from readscale._sync.cache.cache import Cache
     from readscale.bench._wbproducer import POLICY
-    from readscale.memory import NO_VALUE
+    from readscale.l1 import NO_VALUE
     from readscale.settings import RedisSettings
 
     def age(acked_at: float) -> float | None:

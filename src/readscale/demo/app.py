@@ -50,7 +50,7 @@ from readscale.http import HttpPolicy, HttpSettings, http_policy
 from readscale.http._context import POLICY_ATTR
 from readscale.http.asgi import HttpCacheMiddleware, add_tags
 from readscale.http.static import AssetManifest, StaticAssets
-from readscale.memory import NO_VALUE, MemoryStore
+from readscale.l1 import NO_VALUE, MemoryStore
 from readscale.replicas import ReplicaSettings, TokenSigner
 from readscale.replicas.asgi import CausalTokenMiddleware
 from readscale.settings import RedisSettings

@@ -1,7 +1,8 @@
 """The in-process backend: the ``AsyncBackend`` protocol over a :class:`MemoryStore` of bytes.
 
-It serves as the L1 tier's backend and as a dependency-free backend for tests and single
-process deployments. Leases are kept in the process: a dict of key -> (token, deadline)
+It is not the L1 tier (the cache holds a :class:`~readscale.l1.MemoryStore` of objects
+directly, in ``readscale.l1``): it is an L2 that lives in the process, a dependency-free
+backend for tests and single-process deployments. Leases are kept in the process: a dict of key -> (token, deadline)
 beside the store. There is no server, so every call completes without awaiting except
 ``wait_for_fill``, which waits on an event that ``fill`` (or ``release``, ``delete`` or
 the lease's own expiry) ends: no sleep loop.
@@ -22,7 +23,7 @@ from readscale._core.cache.fill import PRIMARY_ONLY
 from readscale._core.cache.lease import LEASE_HELD_ELSEWHERE, TICKET_PREFIX, LeaseResult
 from readscale._shared.primitives.locks import AsyncEvent
 from readscale.errors import ValueTooLargeError
-from readscale.memory import NO_VALUE, MemoryStore
+from readscale.l1 import NO_VALUE, MemoryStore
 
 __all__ = ["AsyncMemoryBackend"]
 

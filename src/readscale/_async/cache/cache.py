@@ -51,7 +51,7 @@ from readscale.errors import (
     ReadscaleError,
     SerializationError,
 )
-from readscale.memory import NO_VALUE, MemoryStore
+from readscale.l1 import NO_VALUE, MemoryStore
 
 T = TypeVar("T")
 P = ParamSpec("P")

@@ -26,7 +26,7 @@ from readscale.errors import (
     UnserializableValueError,
     ValueTooLargeError,
 )
-from readscale.memory import NO_VALUE, MemoryStore
+from readscale.l1 import NO_VALUE, MemoryStore
 
 log = logging.getLogger("readscale.cache")
 

@@ -27,7 +27,7 @@ from readscale._core.cache.local_invalidations import LocalInvalidations
 from readscale._core.cache.policy import CachePolicy
 from readscale._shared.cache.stats import CacheStats
 from readscale.errors import CacheUnavailableError, ConfigurationError
-from readscale.memory import MemoryStore
+from readscale.l1 import MemoryStore
 
 log = logging.getLogger("readscale.cache")
 

@@ -3,7 +3,7 @@
 The policy of Caffeine (Einziger, Friedman, Manes: "TinyLFU: A Highly Efficient Cache
 Admission Policy", ACM ToS 2017; Caffeine's ``BoundedLocalCache`` and its simulator).
 It only does bookkeeping on keys and sizes; the store that owns the values
-(``readscale.memory``) calls it under its write lock and removes whatever it is told to.
+(``readscale.l1``) calls it under its write lock and removes whatever it is told to.
 
 Layout: a small admission **window** (LRU) in front of a **main** space split into
 **probation** and **protected** (segmented LRU). A new key enters the window. When the

@@ -28,7 +28,7 @@ from readscale._shared.cache.stats import CacheStats
 from readscale._sync.backends.base import Backend
 from readscale._sync.cache.bus import INVALIDATE, InvalidationBus
 from readscale.errors import CacheUnavailableError, ConfigurationError
-from readscale.memory import MemoryStore
+from readscale.l1 import MemoryStore
 
 log = logging.getLogger("readscale.cache")
 
