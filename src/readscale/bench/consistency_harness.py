@@ -411,8 +411,8 @@ async def _start_flusher(stack: Stack, redis_url: str, prefix: str, queue: str, 
     """The write-behind flusher of a run, as ``readscale writebehind run`` would run it:
     it writes each key's newest queued value to ``table``'s ``val`` (volatile mode: the
     harness's Redis has no persistence)."""
-    from readscale._async.flusher import AsyncFlusher
-    from readscale._async.pgwriter import AsyncPostgresWriter
+    from readscale._async.writebehind.flusher import AsyncFlusher
+    from readscale._async.writebehind.postgres import AsyncPostgresWriter
     from readscale._core.writebehind.settings import FlusherSettings
 
     writer = AsyncPostgresWriter(stack.primary.dsn, table=table, key_column="id", value_column="val", key_from=_wb_id)
