@@ -102,6 +102,27 @@ def test_memcached_backends_import_without_any_optional_package() -> None:
     assert done.stdout.strip() == "AsyncRedisBackend needs redis-py: pip install 'readscale[redis]'"
 
 
+def test_the_routers_name_their_extra_and_the_rest_of_replicas_needs_none() -> None:
+    done = run_without(
+        {"psycopg", "psycopg_pool"},
+        """
+        import readscale, readscale.replicas
+        from readscale.replicas import ReplicaSettings, causal_context, dump_token
+        for face in (readscale, readscale.replicas):
+            for name in ("AsyncReplicaRouter", "ReplicaRouter"):
+                try:
+                    getattr(face, name)
+                except ImportError as exc:
+                    print(exc)
+        """,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        f"{name} needs psycopg 3: pip install 'readscale[postgres]'"
+        for name in ("AsyncReplicaRouter", "ReplicaRouter", "AsyncReplicaRouter", "ReplicaRouter")
+    ]
+
+
 def test_a_lazy_name_is_kept_once_imported() -> None:
     import readscale.backends
 

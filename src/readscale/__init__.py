@@ -3,9 +3,9 @@
 browser cache -> edge cache -> application cache (in-process + Redis / Redis Cluster /
 Memcached) -> read replicas (read-your-writes by WAL position) -> primary.
 
-``import readscale`` works with no extras installed (backends need their client
-library: ``readscale.backends`` imports redis-py); each integration imports its framework
-only when used.
+``import readscale`` works with no extras installed (each backend and the routers import
+their client library when first asked for, ``readscale._shared.lazy``); each integration
+imports its framework only when used.
 
 The application cache::
 
@@ -15,6 +15,8 @@ The application cache::
     cache = AsyncCache(AsyncRedisBackend(), l1=MemoryStore(10_000), policy=CATALOG)
     product = await cache.get_or_load(f"product:{pid}", lambda: load_product(pid))
 """
+
+from typing import TYPE_CHECKING
 
 from readscale._async.cache.cache import AsyncCache
 from readscale._async.cache.cached import AsyncCachedFunction
@@ -32,6 +34,7 @@ from readscale._core.cache.policy import (
 )
 from readscale._core.http import HttpPolicy, HttpSettings
 from readscale._shared.cache.stats import CacheStats
+from readscale._shared.lazy import lazy_exports
 from readscale._sync.cache.cache import Cache
 from readscale._sync.cache.cached import CachedFunction
 from readscale.codecs import BytesCodec, Codec, JsonCodec, MsgpackCodec, SignedPickleCodec
@@ -122,10 +125,15 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    # The routers need psycopg: load them only when asked for.
-    if name in ("AsyncReplicaRouter", "ReplicaRouter"):
-        import readscale.replicas
+if TYPE_CHECKING:
+    from readscale._async.replicas.router import AsyncReplicaRouter as AsyncReplicaRouter
+    from readscale._sync.replicas.router import ReplicaRouter as ReplicaRouter
 
-        return getattr(readscale.replicas, name)
-    raise AttributeError(f"module 'readscale' has no attribute {name!r}")
+# The routers need psycopg: loaded only when asked for.
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "AsyncReplicaRouter": "readscale._async.replicas.router",
+        "ReplicaRouter": "readscale._sync.replicas.router",
+    },
+)

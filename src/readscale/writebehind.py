@@ -31,7 +31,7 @@ PostgreSQL writers need the ``postgres`` extra and are imported on first use.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from readscale._async.writebehind.flusher import AsyncBatchWriter, AsyncFlusher, default_codecs
 from readscale._async.writebehind.producer import AsyncWriteBehind
@@ -47,6 +47,7 @@ from readscale._core.writebehind.records import (
     WriteRecord,
 )
 from readscale._core.writebehind.settings import FlusherSettings, WhenFull, WriteBehindSettings
+from readscale._shared.lazy import lazy_exports
 from readscale._shared.writebehind.stats import FlusherStats, WriteBehindStats
 from readscale._sync.writebehind.flusher import BatchWriter, Flusher
 from readscale._sync.writebehind.producer import WriteBehind
@@ -58,21 +59,14 @@ if TYPE_CHECKING:
     from readscale._async.writebehind.postgres import AsyncPostgresWriter
     from readscale._sync.writebehind.postgres import PostgresWriter
 
-_LAZY = {
-    "AsyncPostgresWriter": "readscale._async.writebehind.postgres",
-    "PostgresWriter": "readscale._sync.writebehind.postgres",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'readscale.writebehind' has no attribute {name!r}")
-    try:
-        imported = __import__(module, fromlist=[name])
-    except ImportError as exc:  # pragma: no cover - depends on the installed extras
-        raise ImportError(f"{name} needs psycopg; install it with: pip install 'readscale[postgres]'") from exc
-    return getattr(imported, name)
+# The PostgreSQL writers need psycopg: imported when first asked for, with an install hint.
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "AsyncPostgresWriter": "readscale._async.writebehind.postgres",
+        "PostgresWriter": "readscale._sync.writebehind.postgres",
+    },
+)
 
 
 __all__ = [

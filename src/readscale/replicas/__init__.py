@@ -22,7 +22,7 @@ context and the middleware do not.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from readscale._core.postgres.lsn import format_lsn, parse_lsn
 from readscale._core.replicas.causal import CarriedToken, CausalToken, ClusterIdentity, TokenSigner
@@ -40,6 +40,7 @@ from readscale._core.replicas.settings import (
     Session,
     TimeWindow,
 )
+from readscale._shared.lazy import lazy_exports
 from readscale._shared.replicas.causal_context import (
     TOKEN_HEADER,
     CausalContext,
@@ -86,28 +87,11 @@ __all__ = [
     "use_mode",
 ]
 
-_ROUTERS = {
-    "AsyncReplicaRouter": "readscale._async.replicas.router",
-    "ReplicaRouter": "readscale._sync.replicas.router",
-}
-
-
-def __getattr__(name: str) -> Any:
-    """The routers import psycopg only when first asked for, with an install hint."""
-    module_name = _ROUTERS.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'readscale.replicas' has no attribute {name!r}")
-    import importlib
-
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        if exc.name not in ("psycopg", "psycopg_pool"):
-            raise
-        raise ImportError(
-            f"readscale.replicas.{name} needs psycopg 3 and psycopg_pool: pip install 'readscale[postgres]'",
-            name=exc.name,
-        ) from exc
-    value = getattr(module, name)
-    globals()[name] = value
-    return value
+# The routers need psycopg: imported when first asked for, with an install hint.
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "AsyncReplicaRouter": "readscale._async.replicas.router",
+        "ReplicaRouter": "readscale._sync.replicas.router",
+    },
+)
