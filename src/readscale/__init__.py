@@ -29,7 +29,6 @@ from readscale._core.cache.policy import (
     TRENDING,
     CachePolicy,
     OnMiss,
-    Strategy,
     Tier,
 )
 from readscale._core.http import HttpPolicy, HttpSettings
@@ -112,7 +111,6 @@ __all__ = [
     "ReplicaUnavailableError",
     "SerializationError",
     "SignedPickleCodec",
-    "Strategy",
     "Tier",
     "TimeWindow",
     "TokenSigner",

@@ -20,16 +20,27 @@ from readscale._core.cache.policy import (
     STATIC_ASSETS,
     TRENDING,
     CachePolicy,
-    Strategy,
 )
 from readscale.codecs import BytesCodec, JsonCodec, MsgpackCodec, SignedPickleCodec
 from readscale.errors import ConfigurationError, CorruptValueError, InvalidKeyError, UnserializableValueError
 
 
+def test_how_is_the_method_called_not_a_policy_field() -> None:
+    # CachePolicy.strategy was read by nothing (docs/architecture.md §7.2): it is gone.
+    import readscale
+    from readscale._core.cache import policy
+
+    assert "strategy" not in {f.name for f in dataclasses.fields(CachePolicy)}
+    assert not hasattr(policy, "Strategy")
+    assert "Strategy" not in readscale.__all__
+    with pytest.raises(TypeError):
+        CachePolicy(strategy="aside")  # type: ignore[call-arg]
+
+
 def test_presets_match_the_usual_table() -> None:
     assert STATIC_ASSETS.ttl == 24 * 3600
     assert CATALOG.ttl == 3600
-    assert PROFILE.ttl == 300 and PROFILE.strategy is Strategy.WRITE_THROUGH
+    assert PROFILE.ttl == 300 and PROFILE.read_your_writes
     assert not BALANCE.cacheable
     assert TRENDING.ttl == 30 and TRENDING.early_refresh > 1
     assert set(PRESETS) == {"default", "static_assets", "catalog", "profile", "balance", "trending"}

@@ -42,7 +42,7 @@ from readscale._async.backends.redis import AsyncRedisBackend
 from readscale._async.cache.bus import AsyncInvalidationBus
 from readscale._async.cache.cache import AsyncCache
 from readscale._async.replicas.router import AsyncReplicaRouter
-from readscale._core.cache.policy import BALANCE, CATALOG, PROFILE, TRENDING, CachePolicy, Strategy, Tier
+from readscale._core.cache.policy import BALANCE, CATALOG, PROFILE, TRENDING, CachePolicy, Tier
 from readscale._core.writebehind.settings import WriteBehindSettings
 from readscale.demo import schema
 from readscale.errors import CacheUnavailableError, PrimaryUnavailableError
@@ -66,7 +66,7 @@ PROFILE_HTTP = HttpPolicy(visibility="private", max_age=30)
 NO_STORE = HttpPolicy(visibility="no-store")
 
 #: View counters: kept in the cache for a day, their database rows written behind.
-VIEWS = CachePolicy(name="views", ttl=86_400.0, tiers=frozenset({Tier.L2}), strategy=Strategy.WRITE_BEHIND)
+VIEWS = CachePolicy(name="views", ttl=86_400.0, tiers=frozenset({Tier.L2}))
 
 log = logging.getLogger("readscale.demo")
 

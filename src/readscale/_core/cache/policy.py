@@ -3,7 +3,9 @@
 - what:  ``key_template``, ``namespace`` (``versioned``: its keys carry a version
   counter, so bumping it makes every old key unreachable at once), ``tags``
 - where: ``tiers`` (the in-process L1 and the remote L2)
-- how:   ``strategy`` (cache-aside, read-through, write-through, write-behind)
+- how:   the method called, not a field: ``get``/``set`` (cache-aside), ``get_or_load``
+  (read-through), ``write_through``, and ``AsyncWriteBehind.write_behind`` (a field
+  would only repeat that choice, or make methods refuse calls that disagree with it)
 - when to invalidate: ``ttl`` with ``jitter``, the stale windows ``swr`` and ``sie``,
   XFetch early refresh (``early_refresh`` is its beta), and events, versions and tags
 - what on miss: ``on_miss`` (load under a lease and make others wait, load everywhere,
@@ -24,13 +26,6 @@ from readscale.errors import ConfigurationError
 class Tier(Enum):
     L1 = "l1"
     L2 = "l2"
-
-
-class Strategy(Enum):
-    ASIDE = "aside"
-    READ_THROUGH = "read_through"
-    WRITE_THROUGH = "write_through"
-    WRITE_BEHIND = "write_behind"
 
 
 class OnMiss(Enum):
@@ -66,7 +61,6 @@ class CachePolicy:
     tags: tuple[str, ...] = ()
     tiers: frozenset[Tier] = field(default=BOTH_TIERS)
     l1_ttl: float | None = 30.0
-    strategy: Strategy = Strategy.READ_THROUGH
     on_miss: OnMiss = OnMiss.WAIT
     cacheable: bool = True
     schema: int = 0
@@ -147,12 +141,11 @@ PROFILE = CachePolicy(
     swr=30.0,
     sie=300.0,
     l1_ttl=10.0,
-    strategy=Strategy.WRITE_THROUGH,
     read_your_writes=True,
 )
 
 #: Account balances: never cached; every read goes to the database (read-your-writes).
-BALANCE = CachePolicy(name="balance", cacheable=False, tiers=frozenset(), strategy=Strategy.ASIDE)
+BALANCE = CachePolicy(name="balance", cacheable=False, tiers=frozenset())
 
 #: Trending lists: thirty seconds, refreshed early (XFetch with a larger beta) so the
 #: hot key never expires under load.
