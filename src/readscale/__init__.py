@@ -18,6 +18,7 @@ The application cache::
 
 from typing import TYPE_CHECKING
 
+from readscale._async.cache.bus import AsyncInvalidationBus
 from readscale._async.cache.cache import AsyncCache
 from readscale._async.cache.cached import AsyncCachedFunction
 from readscale._core.cache.breaker import BreakerSettings
@@ -31,30 +32,12 @@ from readscale._core.cache.policy import (
     OnMiss,
     Tier,
 )
-from readscale._core.http import HttpPolicy, HttpSettings
 from readscale._shared.cache.stats import CacheStats
 from readscale._shared.lazy import lazy_exports
+from readscale._sync.cache.bus import InvalidationBus
 from readscale._sync.cache.cache import Cache
 from readscale._sync.cache.cached import CachedFunction
-from readscale.codecs import BytesCodec, Codec, JsonCodec, MsgpackCodec, SignedPickleCodec
-from readscale.errors import (
-    BackendError,
-    CacheUnavailableError,
-    ConfigurationError,
-    CorruptValueError,
-    HeaderError,
-    InvalidKeyError,
-    LeaseError,
-    PrimaryUnavailableError,
-    PurgeError,
-    ReadscaleError,
-    ReplicaUnavailableError,
-    SerializationError,
-    UnserializableValueError,
-    ValueTooLargeError,
-)
 from readscale.l1 import NO_VALUE, MemoryStore
-from readscale.metrics import PrometheusCollector
 from readscale.replicas import (
     LATEST,
     SESSION,
@@ -66,10 +49,17 @@ from readscale.replicas import (
     dump_token,
     load_token,
 )
-from readscale.settings import RedisSettings
+from readscale.settings import PostgresSettings, RedisSettings
+
+if TYPE_CHECKING:
+    from readscale._async.replicas.router import AsyncReplicaRouter
+    from readscale._sync.replicas.router import ReplicaRouter
 
 __version__ = "0.1.0"
 
+# What a user needs on day one (docs/architecture.md §7.5); every other public name has
+# one home in its feature's module: errors in readscale.errors, codecs in
+# readscale.codecs, HTTP policies in readscale.http, collectors in readscale.metrics.
 __all__ = [
     "BALANCE",
     "CATALOG",
@@ -81,51 +71,30 @@ __all__ = [
     "TRENDING",
     "AsyncCache",
     "AsyncCachedFunction",
-    "BackendError",
+    "AsyncInvalidationBus",
+    "AsyncReplicaRouter",
     "BoundedStaleness",
     "BreakerSettings",
-    "BytesCodec",
     "Cache",
     "CachePolicy",
     "CacheStats",
-    "CacheUnavailableError",
     "CachedFunction",
-    "Codec",
-    "ConfigurationError",
-    "CorruptValueError",
-    "HeaderError",
-    "HttpPolicy",
-    "HttpSettings",
-    "InvalidKeyError",
-    "JsonCodec",
-    "LeaseError",
+    "InvalidationBus",
     "MemoryStore",
-    "MsgpackCodec",
     "OnMiss",
-    "PrimaryUnavailableError",
-    "PrometheusCollector",
-    "PurgeError",
-    "ReadscaleError",
+    "PostgresSettings",
     "RedisSettings",
+    "ReplicaRouter",
     "ReplicaSettings",
-    "ReplicaUnavailableError",
-    "SerializationError",
-    "SignedPickleCodec",
     "Tier",
     "TimeWindow",
     "TokenSigner",
-    "UnserializableValueError",
-    "ValueTooLargeError",
     "__version__",
     "causal_context",
     "dump_token",
     "load_token",
 ]
 
-
-if TYPE_CHECKING:
-    from readscale._async.replicas.router import AsyncReplicaRouter as AsyncReplicaRouter
-    from readscale._sync.replicas.router import ReplicaRouter as ReplicaRouter
 
 # The routers need psycopg: loaded only when asked for.
 __getattr__, __dir__ = lazy_exports(

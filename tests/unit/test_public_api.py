@@ -14,6 +14,18 @@ def test_all_names_resolve() -> None:
     assert len(readscale.__all__) < 60
 
 
+def test_the_root_holds_the_day_one_names_only() -> None:
+    # docs/architecture.md §7.5: errors, codecs, HTTP policies and collectors each have
+    # one home of their own; the routers and the bus join the root.
+    import readscale.errors
+
+    assert len(readscale.__all__) == 32
+    assert {"AsyncReplicaRouter", "ReplicaRouter", "AsyncInvalidationBus", "PostgresSettings"} <= set(readscale.__all__)
+    for gone in ("ConfigurationError", "ReadscaleError", "JsonCodec", "HttpPolicy", "PrometheusCollector"):
+        assert gone not in readscale.__all__ and not hasattr(readscale, gone), gone
+    assert set(readscale.errors.__all__).isdisjoint(readscale.__all__)
+
+
 def test_import_needs_no_optional_dependency() -> None:
     code = (
         "import sys\n"
