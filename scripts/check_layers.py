@@ -76,8 +76,7 @@ TABLE: dict[str, str] = {
     # and the framework adapters at the edge.
     "readscale": "integrations",
     "readscale.backends": "integrations",
-    "readscale.bus": "integrations",
-    "readscale.fills": "integrations",
+    "readscale.cache": "integrations",
     "readscale.cdc": "integrations",
     "readscale.consistency": "integrations",
     "readscale.writebehind": "integrations",

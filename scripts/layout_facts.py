@@ -188,9 +188,11 @@ def plan_gaps(plan: Path) -> list[str]:
     relative to ``src/readscale`` for the library, ``tests/...`` for tests. Generated
     ``_sync`` folders are not listed. While the move runs, a row counts as done when its
     old path is gone and one of its new paths exists; a new path of a row, and the
-    ``__init__.py`` of a folder holding one, is in the plan."""
+    ``__init__.py`` of a folder holding one, is in the plan, as are the paths of a row
+    whose old cell is ``(new)``."""
     listed: dict[str, int] = defaultdict(int)
     targets: dict[str, list[str]] = defaultdict(list)
+    new_files: list[str] = []  # rows "| (new) | `path` |": files the move adds
     in_table = False
     for line in plan.read_text().splitlines():
         if line.startswith("| old | new"):
@@ -202,13 +204,15 @@ def plan_gaps(plan: Path) -> list[str]:
             old = cells[1].split("`")[1]
             listed[old] += 1
             targets[old] += cells[2].split("`")[1::2]
+        elif in_table and line.startswith("| (new) |"):
+            new_files += line.split("|")[2].split("`")[1::2]
     tests = ROOT / "tests"
     present = {
         str(p.relative_to(PKG))
         for p in PKG.rglob("*")
         if p.is_file() and "__pycache__" not in p.parts and "_sync" not in p.relative_to(PKG).parts
     } | {str(p.relative_to(ROOT)) for p in tests.rglob("*.py") if "_sync" not in p.relative_to(tests).parts}
-    planned = set(listed) | {new for news in targets.values() for new in news}
+    planned = set(listed) | {new for news in targets.values() for new in news} | set(new_files)
     folders = {str(Path(new).parent) for new in planned}
     planned |= {f"{folder}/__init__.py" for folder in folders if folder != "."}
     gaps = [f"not in the plan: {path}" for path in sorted(present - planned)]

@@ -21,9 +21,9 @@ from readscale._async.backends.redis import AsyncRedisBackend, AsyncRedisCluster
 from readscale._async.cache.cache import AsyncCache
 from readscale._core.cache.policy import BALANCE, CachePolicy, OnMiss, Tier
 from readscale._shared.primitives.locks import AsyncEvent, async_sleep
+from readscale.cache import report_primary_read
 from readscale.codecs import MsgpackCodec, SignedPickleCodec
 from readscale.errors import ConfigurationError, InvalidKeyError, UnserializableValueError, ValueTooLargeError
-from readscale.fills import report_primary_read
 from readscale.l1 import NO_VALUE, MemoryStore
 from readscale.settings import RedisSettings
 from readscale.testing.clock import FakeClock
@@ -686,7 +686,7 @@ async def test_other_codecs_round_trip(cache: AsyncCache) -> None:
 async def test_a_read_your_writes_entry_read_before_the_sessions_write_is_loaded_again(cache: AsyncCache) -> None:
     from readscale._core.replicas.causal import CausalToken
     from readscale._shared.replicas.causal_context import CausalContext, causal_context
-    from readscale.fills import report_read_lsn
+    from readscale.cache import report_read_lsn
 
     policy = dataclasses.replace(POLICY, read_your_writes=True)
     loads: list[int] = []
@@ -723,7 +723,7 @@ async def test_a_read_your_writes_entry_read_on_the_primary_is_loaded_again_for_
     not be served to the session that changed it. Found by tests/consistency."""
     from readscale._core.replicas.causal import CausalToken
     from readscale._shared.replicas.causal_context import CausalContext, causal_context
-    from readscale.fills import report_primary_read
+    from readscale.cache import report_primary_read
 
     policy = dataclasses.replace(POLICY, read_your_writes=True)
     loads: list[str] = []

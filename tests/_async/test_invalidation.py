@@ -15,7 +15,7 @@ from readscale._async.cache.cache import AsyncCache
 from readscale._core.cache.fill import PRIMARY_ONLY
 from readscale._core.cache.policy import CachePolicy
 from readscale._shared.primitives.locks import AsyncEvent, async_sleep
-from readscale.fills import report_primary_read
+from readscale.cache import report_primary_read
 from readscale.l1 import MemoryStore
 from readscale.settings import RedisSettings
 from readscale.stack import Stack, StackConfig
@@ -28,7 +28,7 @@ POLICY = CachePolicy(name="inv", ttl=300.0, jitter=0.0, early_refresh=0.0, l1_tt
 
 class Source:
     """A stand-in database table: a dict with a load counter. It is always current, as a
-    primary is, and its loaders say so (readscale.fills)."""
+    primary is, and its loaders say so (readscale.cache)."""
 
     def __init__(self) -> None:
         self.rows: dict[str, Any] = {}

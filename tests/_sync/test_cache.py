@@ -22,9 +22,9 @@ from readscale._sync.backends.counting import CountingBackend
 from readscale._sync.backends.memcached import MemcachedBackend
 from readscale._sync.backends.redis import RedisBackend, RedisClusterBackend
 from readscale._sync.cache.cache import Cache
+from readscale.cache import report_primary_read
 from readscale.codecs import MsgpackCodec, SignedPickleCodec
 from readscale.errors import ConfigurationError, InvalidKeyError, UnserializableValueError, ValueTooLargeError
-from readscale.fills import report_primary_read
 from readscale.l1 import NO_VALUE, MemoryStore
 from readscale.settings import RedisSettings
 from readscale.testing.clock import FakeClock
@@ -637,7 +637,7 @@ def test_other_codecs_round_trip(cache: Cache) -> None:
 def test_a_read_your_writes_entry_read_before_the_sessions_write_is_loaded_again(cache: Cache) -> None:
     from readscale._core.replicas.causal import CausalToken
     from readscale._shared.replicas.causal_context import CausalContext, causal_context
-    from readscale.fills import report_read_lsn
+    from readscale.cache import report_read_lsn
 
     policy = dataclasses.replace(POLICY, read_your_writes=True)
     loads: list[int] = []
@@ -673,7 +673,7 @@ def test_a_read_your_writes_entry_read_on_the_primary_is_loaded_again_for_a_sess
     not be served to the session that changed it. Found by tests/consistency."""
     from readscale._core.replicas.causal import CausalToken
     from readscale._shared.replicas.causal_context import CausalContext, causal_context
-    from readscale.fills import report_primary_read
+    from readscale.cache import report_primary_read
 
     policy = dataclasses.replace(POLICY, read_your_writes=True)
     loads: list[str] = []

@@ -15,7 +15,7 @@ from readscale._core.cache.policy import CachePolicy, Tier
 from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.cache.cache import Cache
 from readscale._sync.cdc.worker import CdcRule, CdcSettings, CdcWorker
-from readscale.fills import report_read_lsn
+from readscale.cache import report_read_lsn
 from readscale.l1 import NO_VALUE
 from readscale.settings import RedisSettings
 

@@ -23,7 +23,7 @@ from readscale._core.cache.policy import CachePolicy, Tier
 from readscale._core.postgres.lsn import parse_lsn
 from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.cache.cache import Cache
-from readscale.fills import report_primary_read
+from readscale.cache import report_primary_read
 from readscale.l1 import NO_VALUE
 from readscale.replicas import ReplicaRouter, causal_context
 from readscale.replicas.sqlalchemy import routing_sessionmaker

@@ -15,7 +15,8 @@ from readscale._core.cache.fill import (
     max_fill_staleness,
     merge_floor,
 )
-from readscale.fills import current_fill, fill_requirements, fill_scope, report_primary_read, report_read_lsn
+from readscale._shared.cache.fill_scope import current_fill, fill_scope
+from readscale.cache import fill_requirements, report_primary_read, report_read_lsn
 
 PRIMARY = ReadReport(PRIMARY_READ_LSN, 0.0)
 

@@ -49,7 +49,8 @@ def test_every_public_module_exports_what_the_readme_names() -> None:
 
     public = {
         "readscale.backends": ("AsyncRedisBackend", "AsyncMemoryBackend", "MemoryBackend", "MemcachedBackend"),
-        "readscale.bus": ("AsyncInvalidationBus", "InvalidationBus"),
+        "readscale": ("AsyncInvalidationBus", "InvalidationBus"),
+        "readscale.cache": ("report_primary_read", "report_read_lsn", "BusStats"),
         "readscale.consistency": ("AsyncConsistencyChecker", "ConsistencyChecker"),
     }
     for module_name, names in public.items():

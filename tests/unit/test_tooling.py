@@ -62,6 +62,7 @@ def test_layout_plan_check_names_what_the_tables_miss(tmp_path: Path) -> None:
     plan.write_text(
         "| old | new |\n|---|---|\n| `errors.py` | `errors.py` |\n| `gone.py` | `x.py` |\n| `errors.py` | `y.py` |\n"
         "| `moved.py` | `settings.py`, `gone_too.py` |\n"
+        "| (new) | `metrics.py` |\n"
         "\nnot a table\n| `codecs.py` | outside the tables: not counted |\n"
     )
     gaps = facts.plan_gaps(plan)
@@ -71,4 +72,6 @@ def test_layout_plan_check_names_what_the_tables_miss(tmp_path: Path) -> None:
     assert "listed 2 times: errors.py" in gaps
     # A row whose old path is gone and one of whose new paths exists is a move done.
     assert not any(g.endswith((": moved.py", ": settings.py")) for g in gaps)
+    # A row "(new)" puts a file the move adds in the plan.
+    assert "not in the plan: metrics.py" not in gaps
     assert not any(g.endswith(": errors.py") and g.startswith("not in") for g in gaps)

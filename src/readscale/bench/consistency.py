@@ -7,7 +7,7 @@ replica whose replay is delayed ~100 ms, a fixed number of operations per mode:
   readers fill from the replica (the textbook pattern).
 - ``invalidate``: readscale's cache (leases, single-flight) with post-commit
   ``invalidate`` without a position; the loader reads the replica itself and declares
-  nothing, so its fills are refused while a tombstone stands (``readscale.fills``).
+  nothing, so its fills are refused while a tombstone stands (``readscale.cache``).
 - ``lease_cdc``: readscale with LSN tombstones (the writer invalidates with its commit's
   WAL position), fills through the replica router (which reads at or past the
   tombstone), and the CDC worker as backstop.

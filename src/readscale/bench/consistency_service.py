@@ -230,8 +230,7 @@ class Service:
         from sqlalchemy.engine import URL
         from sqlalchemy.ext.asyncio import create_async_engine
 
-        from readscale import CATALOG, AsyncCache, MemoryStore
-        from readscale.bus import AsyncInvalidationBus
+        from readscale import CATALOG, AsyncCache, AsyncInvalidationBus, MemoryStore
         from readscale.replicas import AsyncReplicaRouter, ReplicaSettings
         from readscale.replicas.sqlalchemy import async_routing_sessionmaker
         from readscale.settings import RedisSettings
@@ -396,8 +395,7 @@ class Service:
     # -- sync side (Django) ------------------------------------------------------------------
 
     def open_sync(self) -> None:
-        from readscale import CATALOG, Cache, MemoryStore
-        from readscale.bus import InvalidationBus
+        from readscale import CATALOG, Cache, InvalidationBus, MemoryStore
         from readscale.settings import RedisSettings
 
         config = self.config

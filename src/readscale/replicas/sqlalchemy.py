@@ -128,7 +128,7 @@ class RoutingSession(Session):
             return self._readscale_engines[PRIMARY]
         fill = current_fill()
         if self._readscale_node is None:
-            self._readscale_node = self._route()  # routed for the fill, if any (readscale.fills)
+            self._readscale_node = self._route()  # routed for the fill, if any (readscale.cache)
             self._readscale_fill = fill
         elif fill is not None and fill is not self._readscale_fill:
             # The node was chosen before this cache fill began: its freshness for the fill

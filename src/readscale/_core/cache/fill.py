@@ -24,7 +24,7 @@ order or the defaults:
    is then visible to the read.
 
 A read is declared by the replica router (its replay position and staleness, or "the
-primary"), by an integration, or by the loader itself through ``readscale.fills``. A
+primary"), by an integration, or by the loader itself through ``readscale.cache``. A
 loader whose reads nobody declared is trusted only while no tombstone or tag floor
 stands (it may be reading the primary, or a lagging replica readscale cannot see), and
 refused otherwise: :class:`Refusal` says why, for a metric and a log line.

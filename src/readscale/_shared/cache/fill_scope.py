@@ -1,6 +1,6 @@
 """The fill scope: a context variable carrying what a cache fill's reads must satisfy,
 and collecting what each read saw. Sync-neutral (one scope for both flavours of cache and
-router); the public face, with the user's guide, is ``readscale.fills``."""
+router); the public face, with the user's guide, is ``readscale.cache``."""
 
 from __future__ import annotations
 

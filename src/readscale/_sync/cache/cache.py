@@ -78,7 +78,7 @@ class Cache(FillMixin):
             more lagging replicas serve fills. Default: ``READSCALE_TOMBSTONE_TTL`` or
             35 s. Every process of a cache (and its CDC worker) must use one value: the
             first to reach the server records it, and a different one is refused.
-        loader_source: what a loader reads when it declares nothing (``readscale.fills``):
+        loader_source: what a loader reads when it declares nothing (``readscale.cache``):
             ``"declared"`` (default) trusts only reports (the replica router's, or the
             loader's own), refusing an undeclared fill while a tombstone stands;
             ``"primary"`` takes every undeclared loader to read the primary.
@@ -593,7 +593,7 @@ class Cache(FillMixin):
     ) -> T:
         """Load ``key`` now, whatever is cached, and store the value as a fill: under a
         ticket taken before the load (an invalidation meanwhile refuses it), at or past
-        the key's floors and within the staleness bound (``readscale.fills``). Returns
+        the key's floors and within the staleness bound (``readscale.cache``). Returns
         the loaded value, stored or not (``@cached``'s ``refresh``)."""
         policy = policy or self.policy
         if not policy.cacheable:
@@ -710,7 +710,7 @@ class Cache(FillMixin):
         """Values of all ``keys``: cached ones from the cache, the rest from one call of
         ``loader(missing_keys)``, which returns a mapping (keys it omits are not cached).
 
-        The missing keys are filled as one fill (``readscale.fills``): each holds a ticket
+        The missing keys are filled as one fill (``readscale.cache``): each holds a ticket
         taken before the load, and the load reads at or past the highest of their floors."""
         policy = policy or self.policy
         found = self.get_many(keys, policy=policy, codec=codec)

@@ -7,7 +7,7 @@ across processes; the others wait for the fill and are woken by it) or, when nob
 waits (``OnMiss.LOAD``, a lease that timed out, a forced refresh), a ticket. Both come
 with the key's tombstone LSN, and an invalidation voids both. The fill then reads the
 floors of its tags and namespace, opens a fill scope with the highest floor and the
-staleness bound (``readscale.fills``: the replica router reads at or past the floor and
+staleness bound (``readscale.cache``: the replica router reads at or past the floor and
 no staler than the bound), and stores the value only if every read of the loader passed
 (``readscale._core.cache.fill``) and its right is still intact on the server. A refused fill
 still returns the loaded value to its caller: it is just not cached, and it is counted

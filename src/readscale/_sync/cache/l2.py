@@ -37,7 +37,7 @@ _REFUSAL_HINTS = {
     Refusal.TOO_STALE: "a read was staler than the fill's bound, or of unknown staleness",
     Refusal.UNDECLARED_SOURCE: (
         "the loader read outside the replica router and declared nothing while the key's tombstone "
-        "stands: call readscale.fills.report_primary_read() in a loader that reads the primary, or build "
+        "stands: call readscale.cache.report_primary_read() in a loader that reads the primary, or build "
         "the cache with loader_source='primary' (docs/consistency.md)"
     ),
     Refusal.NO_FLOOR: "the cache server failed before the load, so the key's floors are unknown",

@@ -114,7 +114,7 @@ def _at_least(lsn: int | None, floor: int | None) -> int | None:
 
 
 def _within_fill(request: ReadRequest) -> ReadRequest:
-    """``request`` tightened by the cache fill it runs in, if any (readscale.fills): at or
+    """``request`` tightened by the cache fill it runs in, if any (readscale.cache): at or
     past the fill's floor, and no staler than its bound."""
     floor, bound = fill_requirements()
     if floor is None and bound is None:
@@ -255,7 +255,7 @@ class ReplicaRouter:
         fill = current_fill()
         if fill is not None and fill.primary_only and not isinstance(mode, TimeWindow):
             # A cache fill after an invalidation of unknown position: only the primary
-            # is known to hold the change (readscale.fills). No wait for a replica.
+            # is known to hold the change (readscale.cache). No wait for a replica.
             self._reconcile(context)
             return _Plan(mode, ReadRequest(), True, True, wait_until, give_up_at)
         match mode:

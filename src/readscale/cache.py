@@ -1,4 +1,7 @@
-"""What a cache fill must read, and how its reads are declared.
+"""The cache's face beyond the day-one names (those are on ``readscale``): what a cache
+fill must read and how a loader declares its reads, and the invalidation bus's counters.
+
+What a cache fill must read, and how its reads are declared.
 
 When the cache loads a value (a miss, a stale entry, ``@cached``), it opens a *fill
 scope* around the loader. The scope carries what every read of the fill must satisfy,
@@ -32,30 +35,7 @@ logged once):
 Outside a fill every function here is a no-op, so loaders can call them unconditionally.
 """
 
-from readscale._shared.cache.fill_scope import (
-    PRIMARY_ONLY,
-    PRIMARY_READ_LSN,
-    FillScope,
-    Refusal,
-    current_fill,
-    fill_floor_lsn,
-    fill_requirements,
-    fill_scope,
-    report_primary_read,
-    report_read_lsn,
-    report_unknown_read,
-)
+from readscale._async.cache.bus import BusStats
+from readscale._shared.cache.fill_scope import PRIMARY_ONLY, fill_requirements, report_primary_read, report_read_lsn
 
-__all__ = [
-    "PRIMARY_ONLY",
-    "PRIMARY_READ_LSN",
-    "FillScope",
-    "Refusal",
-    "current_fill",
-    "fill_floor_lsn",
-    "fill_requirements",
-    "fill_scope",
-    "report_primary_read",
-    "report_read_lsn",
-    "report_unknown_read",
-]
+__all__ = ["PRIMARY_ONLY", "BusStats", "fill_requirements", "report_primary_read", "report_read_lsn"]
