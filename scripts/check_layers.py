@@ -23,6 +23,9 @@ and may import only modules of its own rank or below. What that says, rule by ru
 7. **Every module has a rank, and the table names only modules that exist**: a new
    top-level module is unranked until it gets a line in :data:`TABLE` (a moved package
    leaves a line naming nothing), and the check says so.
+8. **The reference service uses only documented paths** (:data:`REFERENCE_SERVICE`): it
+   is what users copy, so it imports no private module of the library (a dotted name
+   with a part starting with ``_``). Other tools may, where they measure internals.
 
 An import is any of: ``import a.b``, ``from a import b`` (``a.b`` when that is a module),
 relative imports (resolved against the importing module's package), imports inside
@@ -96,6 +99,9 @@ TABLE: dict[str, str] = {
     "readscale.cli": "cli",
 }
 TOOLS = tuple(name for name, rank in TABLE.items() if rank == "tools" and name.count(".") == 1)
+
+# The modules users copy (rule 8): they import the library by its documented paths only.
+REFERENCE_SERVICE = ("readscale.demo.app",)
 
 # (importing module, imported module): why it is allowed for now, and what removes it.
 # Empty this list; never add to it to silence a new violation (fix the import instead).
@@ -207,6 +213,12 @@ def in_readscale(module: str) -> bool:
     return module == "readscale" or module.startswith("readscale.")
 
 
+def private(module: str, table: dict[str, str]) -> bool:
+    """A library module users are not meant to import: a part of its name starts with ``_``."""
+    library = rank_of(module, table) in LIBRARY
+    return library and any(part.startswith("_") for part in module.split(".")[1:])
+
+
 def flavour(module: str) -> str | None:
     for name in ("_async", "_sync"):
         if module == f"readscale.{name}" or module.startswith(f"readscale.{name}."):
@@ -281,6 +293,8 @@ def check(
             mine, theirs = flavour(module), flavour(imp.module)
             if message is None and mine and theirs and mine != theirs and target_rank == "drivers":
                 message = f"{module} imports {imp.module}: a driver imports only its own flavour ({mine})"
+            if message is None and module in REFERENCE_SERVICE and private(imp.module, table):
+                message = f"{module} (the reference service) imports the private {imp.module}: use a documented path"
             if message is None:
                 continue
             if (module, imp.module) in allowed:

@@ -209,6 +209,17 @@ CASES = {
         "from ..cli import _output\n",
         "nothing outside the command line imports it, but readscale.stack._proc (tools) imports readscale.cli._output",
     ),
+    # rule 8: the reference service uses documented paths
+    "the reference service imports a private module": (
+        "demo/app.py",
+        "from readscale._async.cache.cache import AsyncCache\n",
+        "readscale.demo.app (the reference service) imports the private readscale._async.cache.cache",
+    ),
+    "the reference service imports a private helper lazily": (
+        "demo/app.py",
+        "def f():\n    from readscale.http._context import POLICY_ATTR\n",
+        "imports the private readscale.http._context: use a documented path",
+    ),
     # rule 6: every module has a rank
     "a new top-level module": ("newthing.py", "X = 1\n", "readscale.newthing has no rank: give it a line in TABLE"),
     "a new top-level package": ("newpkg/__init__.py", "", "readscale.newpkg has no rank"),

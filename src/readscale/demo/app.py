@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -38,22 +39,30 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from readscale._async.backends.redis import AsyncRedisBackend
-from readscale._async.cache.bus import AsyncInvalidationBus
-from readscale._async.cache.cache import AsyncCache
-from readscale._async.replicas.router import AsyncReplicaRouter
-from readscale._core.cache.policy import BALANCE, CATALOG, PROFILE, TRENDING, CachePolicy, Tier
-from readscale._core.writebehind.settings import WriteBehindSettings
+from readscale import (
+    BALANCE,
+    CATALOG,
+    NO_VALUE,
+    PROFILE,
+    TRENDING,
+    AsyncCache,
+    AsyncInvalidationBus,
+    AsyncReplicaRouter,
+    CachePolicy,
+    MemoryStore,
+    RedisSettings,
+    ReplicaSettings,
+    Tier,
+    TokenSigner,
+)
+from readscale.backends import AsyncRedisBackend
 from readscale.demo import schema
 from readscale.errors import CacheUnavailableError, PrimaryUnavailableError
 from readscale.http import HttpPolicy, HttpSettings, http_policy
-from readscale.http._context import POLICY_ATTR
 from readscale.http.asgi import HttpCacheMiddleware, add_tags
 from readscale.http.static import AssetManifest, StaticAssets
-from readscale.l1 import NO_VALUE, MemoryStore
-from readscale.replicas import ReplicaSettings, TokenSigner
 from readscale.replicas.asgi import CausalTokenMiddleware
-from readscale.settings import RedisSettings
+from readscale.writebehind import WriteBehindSettings
 
 #: Which node served the database read of the current request (None: no read).
 _SERVED_BY: ContextVar[list[str] | None] = ContextVar("readscale_demo_served", default=None)
@@ -356,10 +365,7 @@ def create_app(settings: DemoSettings | None = None) -> Any:
                 _L1_ANSWERED.reset(l1_token)
                 _SERVED_BY.reset(token)
 
-        handle.__name__ = fn.__name__
-        if hasattr(fn, POLICY_ATTR):
-            setattr(handle, POLICY_ATTR, getattr(fn, POLICY_ATTR))
-        return handle
+        return functools.wraps(fn)(handle)  # the name, and the handler's HTTP policy (http_policy)
 
     @http_policy(CATALOG_HTTP)
     async def product(request: Request) -> Response:
