@@ -22,7 +22,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Literal, ParamSpec, TypeVar, assert_never
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, assert_never
 
 from readscale._async.backends.base import AsyncBackend
 from readscale._async.cache.bus import AsyncInvalidationBus
@@ -52,6 +52,9 @@ from readscale.errors import (
     SerializationError,
 )
 from readscale.l1 import NO_VALUE, MemoryStore
+
+if TYPE_CHECKING:  # the purgers need httpx; the cache takes any object of the protocol
+    from readscale._async.purge.base import AsyncPurger
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -104,7 +107,7 @@ class AsyncCache(AsyncFillMixin):
         tombstone_ttl: float | None = None,
         loader_source: Literal["declared", "primary"] = "declared",
         version_ttl: float | None = None,
-        purger: Any | None = None,
+        purger: AsyncPurger | None = None,
         write_behind: WriteBehindSettings | None = None,
         name: str = "cache",
         clock: Callable[[], float] = time.time,

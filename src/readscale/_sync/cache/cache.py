@@ -23,7 +23,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Literal, ParamSpec, TypeVar, assert_never
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, assert_never
 
 from readscale._core.cache import breaker as circuit
 from readscale._core.cache.entry import EntryMeta, fresh_payloads
@@ -53,6 +53,9 @@ from readscale.errors import (
     SerializationError,
 )
 from readscale.l1 import NO_VALUE, MemoryStore
+
+if TYPE_CHECKING:  # the purgers need httpx; the cache takes any object of the protocol
+    from readscale._sync.purge.base import Purger
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -105,7 +108,7 @@ class Cache(FillMixin):
         tombstone_ttl: float | None = None,
         loader_source: Literal["declared", "primary"] = "declared",
         version_ttl: float | None = None,
-        purger: Any | None = None,
+        purger: Purger | None = None,
         write_behind: WriteBehindSettings | None = None,
         name: str = "cache",
         clock: Callable[[], float] = time.time,
