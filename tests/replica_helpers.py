@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 
-from readscale.replicas import ReplicaSettings
+from readscale import ReplicaSettings
 from readscale.stack import Stack
 
 

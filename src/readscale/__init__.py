@@ -22,6 +22,7 @@ from readscale._async.cache.bus import AsyncInvalidationBus
 from readscale._async.cache.cache import AsyncCache
 from readscale._async.cache.cached import AsyncCachedFunction
 from readscale._core.cache.breaker import BreakerSettings
+from readscale._core.cache.novalue import NO_VALUE
 from readscale._core.cache.policy import (
     BALANCE,
     CATALOG,
@@ -32,23 +33,15 @@ from readscale._core.cache.policy import (
     OnMiss,
     Tier,
 )
+from readscale._core.replicas.causal import TokenSigner
+from readscale._core.replicas.settings import LATEST, SESSION, BoundedStaleness, ReplicaSettings, TimeWindow
 from readscale._shared.cache.stats import CacheStats
 from readscale._shared.lazy import lazy_exports
+from readscale._shared.replicas.causal_context import causal_context, dump_token, load_token
 from readscale._sync.cache.bus import InvalidationBus
 from readscale._sync.cache.cache import Cache
 from readscale._sync.cache.cached import CachedFunction
-from readscale.l1 import NO_VALUE, MemoryStore
-from readscale.replicas import (
-    LATEST,
-    SESSION,
-    BoundedStaleness,
-    ReplicaSettings,
-    TimeWindow,
-    TokenSigner,
-    causal_context,
-    dump_token,
-    load_token,
-)
+from readscale.l1 import MemoryStore
 from readscale.settings import PostgresSettings, RedisSettings
 
 if TYPE_CHECKING:

@@ -56,7 +56,7 @@ from readscale._core.cache.novalue import NO_VALUE, NoValue
 from readscale._core.l1.wtinylfu import TinyLfuConfig, WTinyLfu
 from readscale.errors import ConfigurationError
 
-__all__ = ["NO_VALUE", "MemoryStats", "MemoryStore", "NoValue", "TinyLfuConfig"]
+__all__ = ["MemoryStats", "NoValue", "TinyLfuConfig"]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")

@@ -22,8 +22,6 @@ from readscale.errors import ConfigurationError
 
 __all__ = [
     "SSL_MODES",
-    "PostgresSettings",
-    "RedisSettings",
     "SslMode",
     "check_dsn",
     "connection_string",

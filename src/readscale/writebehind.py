@@ -52,7 +52,6 @@ from readscale._shared.writebehind.stats import FlusherStats, WriteBehindStats
 from readscale._sync.writebehind.flusher import BatchWriter, Flusher
 from readscale._sync.writebehind.producer import WriteBehind
 from readscale._sync.writebehind.queue import WriteQueue
-from readscale.errors import DurabilityError, WriteQueueFullError
 from readscale.metrics import WriteBehindCollector
 
 if TYPE_CHECKING:
@@ -80,7 +79,6 @@ __all__ = [
     "BatchWriter",
     "CounterRecord",
     "DeadLetterRecord",
-    "DurabilityError",
     "FailureKind",
     "Flusher",
     "FlusherSettings",
@@ -96,7 +94,6 @@ __all__ = [
     "WriteBehindSettings",
     "WriteBehindStats",
     "WriteQueue",
-    "WriteQueueFullError",
     "WriteRecord",
     "default_codecs",
 ]

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from readscale import NO_VALUE, MemoryStore, RedisSettings
 from readscale._async.backends.counting import AsyncCountingBackend
 from readscale._async.backends.memcached import AsyncMemcachedBackend
 from readscale._async.backends.redis import AsyncRedisBackend, AsyncRedisClusterBackend
@@ -24,8 +25,6 @@ from readscale._shared.primitives.locks import AsyncEvent, async_sleep
 from readscale.cache import report_primary_read
 from readscale.codecs import MsgpackCodec, SignedPickleCodec
 from readscale.errors import ConfigurationError, InvalidKeyError, UnserializableValueError, ValueTooLargeError
-from readscale.l1 import NO_VALUE, MemoryStore
-from readscale.settings import RedisSettings
 from readscale.testing.clock import FakeClock
 from readscale.testing.concurrency import async_gather
 

@@ -7,13 +7,13 @@ from collections.abc import Callable
 
 import pytest
 
+from readscale import RedisSettings
 from readscale._async.backends.redis import AsyncRedisBackend
 from readscale._async.cache.cache import AsyncCache
 from readscale._core.cache.breaker import BreakerSettings
 from readscale._core.cache.policy import CachePolicy, Tier
 from readscale._shared.primitives.locks import async_sleep
 from readscale.errors import CacheUnavailableError
-from readscale.settings import RedisSettings
 from readscale.stack import Stack, StackConfig
 
 pytestmark = [pytest.mark.stack, pytest.mark.chaos]

@@ -7,10 +7,10 @@ import uuid
 
 import pytest
 
+from readscale import RedisSettings
 from readscale._async.backends.redis import AsyncRedisBackend
 from readscale._async.cache.cache import AsyncCache
 from readscale._core.writebehind.settings import WriteBehindSettings, queue_keys
-from readscale.settings import RedisSettings
 
 pytestmark = pytest.mark.stack
 

@@ -10,13 +10,12 @@ from typing import Any
 import psycopg
 import pytest
 
+from readscale import NO_VALUE, RedisSettings
 from readscale._async.backends.redis import AsyncRedisBackend
 from readscale._async.cache.cache import AsyncCache
 from readscale._async.cdc.worker import AsyncCdcWorker, CdcRule, CdcSettings
 from readscale._core.cache.policy import CachePolicy, Tier
 from readscale.cache import report_read_lsn
-from readscale.l1 import NO_VALUE
-from readscale.settings import RedisSettings
 
 pytestmark = pytest.mark.stack
 

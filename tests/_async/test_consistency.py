@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
+from readscale import RedisSettings
 from readscale._async.backends.redis import AsyncRedisBackend
 from readscale._async.cache.cache import AsyncCache
 from readscale._async.consistency import AsyncConsistencyChecker
 from readscale._core.cache.policy import CachePolicy, Tier
-from readscale.settings import RedisSettings
 
 pytestmark = pytest.mark.stack
 

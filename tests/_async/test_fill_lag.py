@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from readscale import RedisSettings, ReplicaSettings, causal_context
 from readscale._async.backends.memcached import AsyncMemcachedBackend
 from readscale._async.backends.redis import AsyncRedisBackend, AsyncRedisClusterBackend
 from readscale._async.cache.cache import AsyncCache
@@ -29,8 +30,6 @@ from readscale._async.replicas.router import AsyncReplicaRouter
 from readscale._core.cache.policy import CachePolicy, Tier
 from readscale._shared.primitives.locks import async_sleep
 from readscale.cdc import CdcRule, CdcSettings
-from readscale.replicas import ReplicaSettings, causal_context
-from readscale.settings import RedisSettings
 from readscale.stack import Stack
 from readscale.testing.concurrency import async_gather
 

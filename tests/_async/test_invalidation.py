@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from readscale import MemoryStore, RedisSettings
 from readscale._async.backends.redis import AsyncRedisBackend, AsyncRedisClusterBackend
 from readscale._async.cache.bus import AsyncInvalidationBus
 from readscale._async.cache.cache import AsyncCache
@@ -16,8 +17,6 @@ from readscale._core.cache.fill import PRIMARY_ONLY
 from readscale._core.cache.policy import CachePolicy
 from readscale._shared.primitives.locks import AsyncEvent, async_sleep
 from readscale.cache import report_primary_read
-from readscale.l1 import MemoryStore
-from readscale.settings import RedisSettings
 from readscale.stack import Stack, StackConfig
 from readscale.testing.concurrency import async_gather
 

@@ -92,8 +92,8 @@ async def test_set_many_refuses_everything_when_one_value_is_too_large() -> None
 
 @pytest.mark.anyio
 async def test_a_value_over_the_backends_own_limit_is_refused_by_set_and_never_left_stale() -> None:
+    from readscale import NO_VALUE, MemoryStore
     from readscale._async.cache.cache import AsyncCache
-    from readscale.l1 import NO_VALUE, MemoryStore
 
     backend = AsyncMemoryBackend(max_entries=100, max_value_size=300)  # below the cache's own limit
     cache = AsyncCache(backend, l1=MemoryStore(100))

@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from readscale import RedisSettings
 from readscale._async.backends.redis import AsyncRedisBackend, AsyncRedisClusterBackend
 from readscale.errors import CacheUnavailableError
-from readscale.settings import RedisSettings
 from readscale.testing.concurrency import async_gather
 from readscale.testing.contract import AsyncBackendContract
 

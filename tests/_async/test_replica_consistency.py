@@ -12,11 +12,11 @@ from typing import Any
 import psycopg
 import pytest
 
+from readscale import LATEST, BoundedStaleness, ReplicaSettings, TimeWindow, causal_context
 from readscale._async.replicas.router import AsyncReplicaRouter
 from readscale._core.cache.fill import PRIMARY_ONLY, entry_position
+from readscale._shared.cache.fill_scope import fill_scope
 from readscale._shared.primitives.locks import async_sleep
-from readscale.fills import fill_scope
-from readscale.replicas import LATEST, BoundedStaleness, ReplicaSettings, TimeWindow, causal_context
 from readscale.stack import Stack
 from readscale.testing.concurrency import async_gather
 from tests._async.replica_support import replayed_everywhere

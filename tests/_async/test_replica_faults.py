@@ -6,10 +6,11 @@ from collections.abc import Callable
 
 import pytest
 
+from readscale import LATEST, BoundedStaleness, causal_context
 from readscale._async.replicas.router import AsyncReplicaRouter
 from readscale._shared.primitives.locks import async_sleep
 from readscale.errors import PrimaryUnavailableError, ReplicaUnavailableError
-from readscale.replicas import LATEST, BoundedStaleness, HealthPolicy, causal_context
+from readscale.replicas import HealthPolicy
 from readscale.stack import Stack, StackConfig
 from readscale.testing.concurrency import async_gather
 from tests._async.replica_support import replayed_everywhere

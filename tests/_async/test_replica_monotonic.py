@@ -19,9 +19,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from readscale import LATEST, causal_context
 from readscale._async.replicas.router import AsyncReplicaRouter
 from readscale._shared.primitives.locks import async_sleep
-from readscale.replicas import LATEST, PRIMARY, causal_context, current_context
+from readscale.replicas import PRIMARY, current_context
 from readscale.stack import Stack
 from readscale.testing.concurrency import async_gather
 from tests.replica_helpers import (

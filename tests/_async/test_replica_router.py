@@ -8,9 +8,10 @@ import contextlib
 import psycopg
 import pytest
 
+from readscale import LATEST, TimeWindow, causal_context
 from readscale._async.replicas.router import AsyncReplicaRouter
 from readscale.errors import ConfigurationError, ReadscaleError
-from readscale.replicas import LATEST, PRIMARY, CausalToken, TimeWindow, causal_context, current_context, use_mode
+from readscale.replicas import PRIMARY, CausalToken, current_context, use_mode
 from readscale.stack import Stack
 from tests.replica_helpers import restore_replicas, router_settings
 

@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from readscale import NO_VALUE, PostgresSettings, RedisSettings, ReplicaSettings, causal_context
 from readscale._async.backends.redis import AsyncRedisBackend
 from readscale._async.cache.cache import AsyncCache
 from readscale._async.cdc.worker import AsyncCdcWorker, CdcRule, CdcSettings
@@ -22,9 +23,6 @@ from readscale._async.writebehind.producer import AsyncWriteBehind
 from readscale._core.cache.policy import CachePolicy
 from readscale._core.writebehind.settings import FlusherSettings, WriteBehindSettings
 from readscale.errors import PrimaryUnavailableError
-from readscale.l1 import NO_VALUE
-from readscale.replicas import ReplicaSettings, causal_context
-from readscale.settings import PostgresSettings, RedisSettings
 from readscale.stack import Stack
 from readscale.stack.tls import make_tls
 

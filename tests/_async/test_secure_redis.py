@@ -8,14 +8,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from readscale import MemoryStore, RedisSettings
 from readscale._async.backends.redis import AsyncRedisBackend
 from readscale._async.cache.bus import AsyncInvalidationBus
 from readscale._async.cache.cache import AsyncCache
 from readscale._core.cache.policy import CachePolicy
 from readscale._shared.primitives.locks import async_sleep
 from readscale.errors import CacheUnavailableError
-from readscale.l1 import MemoryStore
-from readscale.settings import RedisSettings
 from readscale.testing.contract import AsyncBackendContract
 
 pytestmark = pytest.mark.stack

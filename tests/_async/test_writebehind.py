@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from readscale import NO_VALUE, MemoryStore, RedisSettings
 from readscale._async.backends.redis import AsyncRedisBackend, AsyncRedisClusterBackend
 from readscale._async.cache.bus import AsyncInvalidationBus
 from readscale._async.cache.cache import AsyncCache
@@ -30,8 +31,6 @@ from readscale._core.writebehind.settings import FlusherSettings, WhenFull, Writ
 from readscale._shared.primitives.locks import AsyncEvent, async_sleep
 from readscale.codecs import MsgpackCodec
 from readscale.errors import ConfigurationError, WriteQueueFullError
-from readscale.l1 import NO_VALUE, MemoryStore
-from readscale.settings import RedisSettings
 from readscale.testing.concurrency import async_gather
 
 pytestmark = pytest.mark.stack

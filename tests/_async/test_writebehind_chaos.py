@@ -9,6 +9,7 @@ from collections.abc import Callable
 import psycopg
 import pytest
 
+from readscale import RedisSettings
 from readscale._async.backends.redis import AsyncRedisBackend
 from readscale._async.cache.cache import AsyncCache
 from readscale._async.writebehind.flusher import AsyncFlusher
@@ -18,7 +19,6 @@ from readscale._core.cache.policy import CachePolicy, Tier
 from readscale._core.writebehind.settings import FlusherSettings, WriteBehindSettings
 from readscale._shared.primitives.locks import async_sleep
 from readscale.errors import CacheUnavailableError
-from readscale.settings import RedisSettings
 from readscale.stack import Stack, StackConfig
 from readscale.testing.concurrency import async_gather
 

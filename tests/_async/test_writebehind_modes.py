@@ -17,6 +17,7 @@ import psycopg
 import pytest
 import redis
 
+from readscale import NO_VALUE, RedisSettings
 from readscale._async.backends.redis import AsyncRedisBackend
 from readscale._async.cache.cache import AsyncCache
 from readscale._async.writebehind.flusher import AsyncFlusher
@@ -25,9 +26,7 @@ from readscale._async.writebehind.producer import AsyncWriteBehind
 from readscale._core.cache.policy import CachePolicy
 from readscale._core.writebehind.settings import FlusherSettings, WriteBehindSettings, queue_keys
 from readscale.errors import CacheUnavailableError, ConfigurationError, DurabilityError
-from readscale.l1 import NO_VALUE
 from readscale.metrics import WriteBehindCollector
-from readscale.settings import RedisSettings
 from readscale.stack import Stack, StackConfig
 
 pytestmark = pytest.mark.stack

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from readscale.settings import RedisSettings
+from readscale import RedisSettings
 from readscale.stack import Stack
 from tests.replica_helpers import restore_replicas
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from readscale import NO_VALUE, MemoryStore, RedisSettings
 from readscale._core.cache.policy import BALANCE, CachePolicy, OnMiss, Tier
 from readscale._shared.primitives.locks import Event, sync_sleep
 from readscale._sync.backends.counting import CountingBackend
@@ -25,8 +26,6 @@ from readscale._sync.cache.cache import Cache
 from readscale.cache import report_primary_read
 from readscale.codecs import MsgpackCodec, SignedPickleCodec
 from readscale.errors import ConfigurationError, InvalidKeyError, UnserializableValueError, ValueTooLargeError
-from readscale.l1 import NO_VALUE, MemoryStore
-from readscale.settings import RedisSettings
 from readscale.testing.clock import FakeClock
 from readscale.testing.concurrency import sync_gather
 
@@ -704,9 +703,10 @@ def test_a_read_your_writes_entry_read_on_the_primary_past_the_sessions_write_is
     router's fetch does) records it, less one: the author of a write at 200 is served an
     entry read at 201, not one read at 200 (that commit may not have been visible yet).
     Without a position such entries were loaded again for that session forever."""
+    from readscale.fills import report_primary_read
+
     from readscale._core.replicas.causal import CausalToken
     from readscale._shared.replicas.causal_context import CausalContext, causal_context
-    from readscale.fills import report_primary_read
 
     policy = dataclasses.replace(POLICY, read_your_writes=True)
     loads: list[str] = []

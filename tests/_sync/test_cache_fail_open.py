@@ -8,13 +8,13 @@ from collections.abc import Callable
 
 import pytest
 
+from readscale import RedisSettings
 from readscale._core.cache.breaker import BreakerSettings
 from readscale._core.cache.policy import CachePolicy, Tier
 from readscale._shared.primitives.locks import sync_sleep
 from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.cache.cache import Cache
 from readscale.errors import CacheUnavailableError
-from readscale.settings import RedisSettings
 from readscale.stack import Stack, StackConfig
 
 pytestmark = [pytest.mark.stack, pytest.mark.chaos]

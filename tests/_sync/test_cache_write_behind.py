@@ -8,10 +8,10 @@ import uuid
 
 import pytest
 
+from readscale import RedisSettings
 from readscale._core.writebehind.settings import WriteBehindSettings, queue_keys
 from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.cache.cache import Cache
-from readscale.settings import RedisSettings
 
 pytestmark = pytest.mark.stack
 

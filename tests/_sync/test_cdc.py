@@ -11,13 +11,12 @@ from typing import Any
 import psycopg
 import pytest
 
+from readscale import NO_VALUE, RedisSettings
 from readscale._core.cache.policy import CachePolicy, Tier
 from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.cache.cache import Cache
 from readscale._sync.cdc.worker import CdcRule, CdcSettings, CdcWorker
 from readscale.cache import report_read_lsn
-from readscale.l1 import NO_VALUE
-from readscale.settings import RedisSettings
 
 pytestmark = pytest.mark.stack
 

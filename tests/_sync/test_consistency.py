@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
+from readscale import RedisSettings
 from readscale._core.cache.policy import CachePolicy, Tier
 from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.cache.cache import Cache
 from readscale._sync.consistency import ConsistencyChecker
-from readscale.settings import RedisSettings
 
 pytestmark = pytest.mark.stack
 

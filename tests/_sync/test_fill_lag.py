@@ -22,6 +22,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from readscale import RedisSettings, ReplicaSettings, causal_context
 from readscale._core.cache.policy import CachePolicy, Tier
 from readscale._shared.primitives.locks import sync_sleep
 from readscale._sync.backends.memcached import MemcachedBackend
@@ -30,8 +31,6 @@ from readscale._sync.cache.cache import Cache
 from readscale._sync.cdc.worker import CdcWorker
 from readscale._sync.replicas.router import ReplicaRouter
 from readscale.cdc import CdcRule, CdcSettings
-from readscale.replicas import ReplicaSettings, causal_context
-from readscale.settings import RedisSettings
 from readscale.stack import Stack
 from readscale.testing.concurrency import sync_gather
 

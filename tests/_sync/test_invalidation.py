@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from readscale import MemoryStore, RedisSettings
 from readscale._core.cache.fill import PRIMARY_ONLY
 from readscale._core.cache.policy import CachePolicy
 from readscale._shared.primitives.locks import Event, sync_sleep
@@ -17,8 +18,6 @@ from readscale._sync.backends.redis import RedisBackend, RedisClusterBackend
 from readscale._sync.cache.bus import InvalidationBus
 from readscale._sync.cache.cache import Cache
 from readscale.cache import report_primary_read
-from readscale.l1 import MemoryStore
-from readscale.settings import RedisSettings
 from readscale.stack import Stack, StackConfig
 from readscale.testing.concurrency import sync_gather
 

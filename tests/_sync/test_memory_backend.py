@@ -87,8 +87,8 @@ def test_set_many_refuses_everything_when_one_value_is_too_large() -> None:
 
 
 def test_a_value_over_the_backends_own_limit_is_refused_by_set_and_never_left_stale() -> None:
+    from readscale import NO_VALUE, MemoryStore
     from readscale._sync.cache.cache import Cache
-    from readscale.l1 import NO_VALUE, MemoryStore
 
     backend = MemoryBackend(max_entries=100, max_value_size=300)  # below the cache's own limit
     cache = Cache(backend, l1=MemoryStore(100))

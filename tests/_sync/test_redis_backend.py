@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from readscale import RedisSettings
 from readscale._sync.backends.redis import RedisBackend, RedisClusterBackend
 from readscale.errors import CacheUnavailableError
-from readscale.settings import RedisSettings
 from readscale.testing.concurrency import sync_gather
 from readscale.testing.contract import BackendContract
 

@@ -13,11 +13,11 @@ from typing import Any
 import psycopg
 import pytest
 
+from readscale import LATEST, BoundedStaleness, ReplicaSettings, TimeWindow, causal_context
 from readscale._core.cache.fill import PRIMARY_ONLY, entry_position
+from readscale._shared.cache.fill_scope import fill_scope
 from readscale._shared.primitives.locks import sync_sleep
 from readscale._sync.replicas.router import ReplicaRouter
-from readscale.fills import fill_scope
-from readscale.replicas import LATEST, BoundedStaleness, ReplicaSettings, TimeWindow, causal_context
 from readscale.stack import Stack
 from readscale.testing.concurrency import sync_gather
 from tests._sync.replica_support import replayed_everywhere

@@ -7,10 +7,11 @@ from collections.abc import Callable
 
 import pytest
 
+from readscale import LATEST, BoundedStaleness, causal_context
 from readscale._shared.primitives.locks import sync_sleep
 from readscale._sync.replicas.router import ReplicaRouter
 from readscale.errors import PrimaryUnavailableError, ReplicaUnavailableError
-from readscale.replicas import LATEST, BoundedStaleness, HealthPolicy, causal_context
+from readscale.replicas import HealthPolicy
 from readscale.stack import Stack, StackConfig
 from readscale.testing.concurrency import sync_gather
 from tests._sync.replica_support import replayed_everywhere

@@ -20,9 +20,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from readscale import LATEST, causal_context
 from readscale._shared.primitives.locks import sync_sleep
 from readscale._sync.replicas.router import ReplicaRouter
-from readscale.replicas import LATEST, PRIMARY, causal_context, current_context
+from readscale.replicas import PRIMARY, current_context
 from readscale.stack import Stack
 from readscale.testing.concurrency import sync_gather
 from tests.replica_helpers import (

@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from readscale import NO_VALUE, PostgresSettings, RedisSettings, ReplicaSettings, causal_context
 from readscale._core.cache.policy import CachePolicy
 from readscale._core.writebehind.settings import FlusherSettings, WriteBehindSettings
 from readscale._sync.backends.redis import RedisBackend
@@ -23,9 +24,6 @@ from readscale._sync.writebehind.flusher import Flusher
 from readscale._sync.writebehind.postgres import PostgresWriter
 from readscale._sync.writebehind.producer import WriteBehind
 from readscale.errors import PrimaryUnavailableError
-from readscale.l1 import NO_VALUE
-from readscale.replicas import ReplicaSettings, causal_context
-from readscale.settings import PostgresSettings, RedisSettings
 from readscale.stack import Stack
 from readscale.stack.tls import make_tls
 

@@ -9,14 +9,13 @@ from collections.abc import Iterator
 
 import pytest
 
+from readscale import MemoryStore, RedisSettings
 from readscale._core.cache.policy import CachePolicy
 from readscale._shared.primitives.locks import sync_sleep
 from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.cache.bus import InvalidationBus
 from readscale._sync.cache.cache import Cache
 from readscale.errors import CacheUnavailableError
-from readscale.l1 import MemoryStore
-from readscale.settings import RedisSettings
 from readscale.testing.contract import BackendContract
 
 pytestmark = pytest.mark.stack

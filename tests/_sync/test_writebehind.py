@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from readscale import NO_VALUE, MemoryStore, RedisSettings
 from readscale._core.cache.policy import BALANCE, CachePolicy, OnMiss, Tier
 from readscale._core.writebehind.flush import FailureKind
 from readscale._core.writebehind.records import CounterRecord, IncrementsApplied, WriteRecord
@@ -31,8 +32,6 @@ from readscale._sync.writebehind.postgres import PostgresWriter
 from readscale._sync.writebehind.producer import WriteBehind
 from readscale.codecs import MsgpackCodec
 from readscale.errors import ConfigurationError, WriteQueueFullError
-from readscale.l1 import NO_VALUE, MemoryStore
-from readscale.settings import RedisSettings
 from readscale.testing.concurrency import sync_gather
 
 pytestmark = pytest.mark.stack

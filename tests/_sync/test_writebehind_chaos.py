@@ -10,6 +10,7 @@ from collections.abc import Callable
 import psycopg
 import pytest
 
+from readscale import RedisSettings
 from readscale._core.cache.policy import CachePolicy, Tier
 from readscale._core.writebehind.settings import FlusherSettings, WriteBehindSettings
 from readscale._shared.primitives.locks import sync_sleep
@@ -19,7 +20,6 @@ from readscale._sync.writebehind.flusher import Flusher
 from readscale._sync.writebehind.postgres import PostgresWriter
 from readscale._sync.writebehind.producer import WriteBehind
 from readscale.errors import CacheUnavailableError
-from readscale.settings import RedisSettings
 from readscale.stack import Stack, StackConfig
 from readscale.testing.concurrency import sync_gather
 

@@ -18,6 +18,7 @@ import psycopg
 import pytest
 import redis
 
+from readscale import NO_VALUE, RedisSettings
 from readscale._core.cache.policy import CachePolicy
 from readscale._core.writebehind.settings import FlusherSettings, WriteBehindSettings, queue_keys
 from readscale._sync.backends.redis import RedisBackend
@@ -26,9 +27,7 @@ from readscale._sync.writebehind.flusher import Flusher
 from readscale._sync.writebehind.postgres import PostgresWriter
 from readscale._sync.writebehind.producer import WriteBehind
 from readscale.errors import CacheUnavailableError, ConfigurationError, DurabilityError
-from readscale.l1 import NO_VALUE
 from readscale.metrics import WriteBehindCollector
-from readscale.settings import RedisSettings
 from readscale.stack import Stack, StackConfig
 
 pytestmark = pytest.mark.stack

@@ -19,7 +19,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from tests.http.stacks._repo import SECRET, signer
 
-from readscale.replicas import AsyncReplicaRouter, ReplicaSettings
+from readscale import AsyncReplicaRouter, ReplicaSettings
 from readscale.starlette import CausalTokenMiddleware, HttpCacheMiddleware, HttpSettings
 
 TABLE = "browser_notes"

@@ -497,7 +497,7 @@ def test_flask_guide(items: Stack, docs_redis_url: str) -> None:
 def test_django_guide_settings(items: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     """settings.py is plain Python: run it, then open the router it configures and read
     through it (Django's own use of these settings runs in tests/replicas/test_django.py)."""
-    from readscale.replicas import ReplicaRouter
+    from readscale import ReplicaRouter
 
     monkeypatch.setenv("READSCALE_TOKEN_SECRET", "a secret")
     r1, r2 = items.replicas

@@ -14,11 +14,12 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from readscale import TokenSigner
 from readscale._core.replicas.causal import CausalToken
 from readscale.demo.browser import MemoryStorage
 from readscale.http import HttpPolicy, HttpSettings, http_policy
 from readscale.http.asgi import HttpCacheMiddleware, check_not_modified
-from readscale.replicas import TokenSigner, current_context
+from readscale.replicas import current_context
 from readscale.replicas.asgi import DEFAULT_COOKIE, CausalTokenMiddleware
 
 SIGNER = TokenSigner(b"issue 13 regression secret, long enough")

@@ -11,11 +11,11 @@ import os
 import signal
 import sys
 
+from readscale import RedisSettings
 from readscale._core.cache.policy import CachePolicy, Tier
 from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.cache.cache import Cache
 from readscale._sync.cdc.worker import CdcRule, CdcSettings, CdcWorker
-from readscale.settings import RedisSettings
 
 
 def main() -> None:

@@ -12,12 +12,11 @@ import time
 
 import redis
 
+from readscale import MemoryStore, RedisSettings
 from readscale._core.cache.policy import CachePolicy
 from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.cache.bus import InvalidationBus
 from readscale._sync.cache.cache import Cache
-from readscale.l1 import MemoryStore
-from readscale.settings import RedisSettings
 
 
 def main() -> None:

@@ -9,12 +9,11 @@ from typing import Any
 import psycopg
 import pytest
 
+from readscale import NO_VALUE, RedisSettings
 from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.cache.cache import Cache
 from readscale.cdc import load_rules
 from readscale.errors import ConfigurationError
-from readscale.l1 import NO_VALUE
-from readscale.settings import RedisSettings
 from tests.helpers import cli
 
 pytestmark = pytest.mark.stack

@@ -13,12 +13,11 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from readscale import NO_VALUE, RedisSettings
 from readscale._core.cache.policy import CachePolicy, Tier
 from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.cache.cache import Cache
 from readscale._sync.cdc.worker import CdcRule, CdcSettings, CdcWorker
-from readscale.l1 import NO_VALUE
-from readscale.settings import RedisSettings
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 ROWS = 20

@@ -12,10 +12,10 @@ import uuid
 import pytest
 import redis
 
+from readscale import RedisSettings
 from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.cache.bus import InvalidationBus
 from readscale._sync.cache.cache import Cache
-from readscale.settings import RedisSettings
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 

@@ -19,15 +19,13 @@ import pytest
 from sqlalchemy import Integer, String, create_engine, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from readscale import NO_VALUE, RedisSettings, ReplicaRouter, causal_context
 from readscale._core.cache.policy import CachePolicy, Tier
 from readscale._core.postgres.lsn import parse_lsn
 from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.cache.cache import Cache
 from readscale.cache import report_primary_read
-from readscale.l1 import NO_VALUE
-from readscale.replicas import ReplicaRouter, causal_context
 from readscale.replicas.sqlalchemy import routing_sessionmaker
-from readscale.settings import RedisSettings
 from readscale.stack import Stack
 from tests.replica_helpers import restore_replicas, router_settings
 

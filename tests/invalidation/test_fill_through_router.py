@@ -9,12 +9,11 @@ from collections.abc import Callable
 import psycopg
 import pytest
 
+from readscale import RedisSettings, ReplicaSettings
 from readscale._async.backends.redis import AsyncRedisBackend
 from readscale._async.cache.cache import AsyncCache
 from readscale._async.replicas.router import AsyncReplicaRouter
 from readscale._core.cache.policy import CachePolicy, Tier
-from readscale.replicas import ReplicaSettings
-from readscale.settings import RedisSettings
 from readscale.stack import Stack, StackConfig
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]

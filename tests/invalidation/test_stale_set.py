@@ -14,11 +14,10 @@ import psycopg
 import pytest
 import redis.asyncio as redis_asyncio
 
+from readscale import NO_VALUE, RedisSettings
 from readscale._async.backends.redis import AsyncRedisBackend
 from readscale._async.cache.cache import AsyncCache
 from readscale._core.cache.policy import CachePolicy, Tier
-from readscale.l1 import NO_VALUE
-from readscale.settings import RedisSettings
 
 pytestmark = pytest.mark.stack
 

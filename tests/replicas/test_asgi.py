@@ -15,8 +15,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from readscale import AsyncReplicaRouter, TokenSigner
 from readscale._core.replicas.causal import CausalToken
-from readscale.replicas import AsyncReplicaRouter, TokenSigner, current_context
+from readscale.replicas import current_context
 from readscale.replicas.asgi import DEFAULT_COOKIE, CausalTokenMiddleware
 from readscale.stack import Stack
 from tests.replica_helpers import restore_replicas, router_settings

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from readscale.replicas import AsyncReplicaRouter, TokenSigner
+from readscale import AsyncReplicaRouter, TokenSigner
 from readscale.replicas._carry import Persist
 from readscale.replicas.asgi import CausalTokenMiddleware
 from readscale.replicas.sqlalchemy import async_routing_sessionmaker

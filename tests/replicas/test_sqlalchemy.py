@@ -13,7 +13,7 @@ from sqlalchemy import Integer, String, create_engine, select, text, update
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from readscale.replicas import AsyncReplicaRouter, ReplicaRouter, causal_context
+from readscale import AsyncReplicaRouter, ReplicaRouter, causal_context
 from readscale.replicas.sqlalchemy import RoutingSession, async_routing_sessionmaker, routing_sessionmaker
 from readscale.stack import Stack
 from tests.replica_helpers import (

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from werkzeug.test import Client
 
-from readscale.replicas import ReplicaRouter, TokenSigner
+from readscale import ReplicaRouter, TokenSigner
 from readscale.replicas.sqlalchemy import routing_sessionmaker
 from readscale.replicas.wsgi import CausalTokenMiddleware
 from readscale.stack import Stack

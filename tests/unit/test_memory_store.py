@@ -12,10 +12,11 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from readscale import NO_VALUE, MemoryStore
 from readscale._core.l1.wtinylfu import WTinyLfu
 from readscale.bench.hitratio import lru_hits, static_hits, store_hits
 from readscale.errors import ConfigurationError
-from readscale.l1 import NO_VALUE, MemoryStats, MemoryStore, TinyLfuConfig
+from readscale.l1 import MemoryStats, TinyLfuConfig
 
 
 class FakeClock:

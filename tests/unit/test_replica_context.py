@@ -9,18 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from readscale import LATEST, TokenSigner, causal_context, dump_token, load_token
 from readscale._shared.replicas.causal_context import current_mode as current_mode_for_test
-from readscale.replicas import (
-    LATEST,
-    CausalContext,
-    ClusterIdentity,
-    TokenSigner,
-    causal_context,
-    current_context,
-    dump_token,
-    load_token,
-    use_mode,
-)
+from readscale.replicas import CausalContext, ClusterIdentity, current_context, use_mode
 from readscale.replicas._carry import restore, stores_token, update
 
 SIGNER = TokenSigner(b"context test secret, 32 bytes..")

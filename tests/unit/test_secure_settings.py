@@ -11,11 +11,11 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from readscale import PostgresSettings, RedisSettings, ReplicaSettings
 from readscale._core.cdc.rules import CdcSettings
 from readscale._core.postgres.dsn import mask_dsn, scrub, secrets_of
 from readscale.errors import ConfigurationError
-from readscale.replicas import ReplicaSettings
-from readscale.settings import PostgresSettings, RedisSettings, check_dsn
+from readscale.settings import check_dsn
 
 SECRET = "hunter2-zebra"
 

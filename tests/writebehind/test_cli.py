@@ -15,12 +15,12 @@ import psycopg
 import pytest
 import redis
 
+from readscale import RedisSettings
 from readscale._core.cache.policy import CachePolicy
 from readscale._core.writebehind.settings import WriteBehindSettings
 from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.cache.cache import Cache
 from readscale._sync.writebehind.producer import WriteBehind
-from readscale.settings import RedisSettings
 from tests.helpers import READSCALE, cli, cli_json
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]

@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from readscale import RedisSettings
 from readscale._core.cache.policy import CachePolicy, Tier
 from readscale._core.writebehind.modes import FAST_LOSS_WINDOW
 from readscale._core.writebehind.records import WriteRecord
@@ -38,7 +39,6 @@ from readscale._sync.writebehind.flusher import Flusher
 from readscale._sync.writebehind.producer import WriteBehind
 from readscale.bench.wbcrash import CrashPlan, promise_kept, run_crash
 from readscale.metrics import WriteBehindCollector
-from readscale.settings import RedisSettings
 from readscale.stack import Stack
 from readscale.stack.slowdisk import SlowDisk
 from readscale.testing.concurrency import sync_gather

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from readscale._async.cache.cache import AsyncCache
+from readscale._core.cache.novalue import NO_VALUE
 from readscale._core.cache.policy import CachePolicy
 from readscale._core.consistency.sampled import ConsistencyReport, sampled
 from readscale._shared.cache.fill_scope import fill_scope
 from readscale._shared.primitives.locks import async_sleep
-from readscale.l1 import NO_VALUE
 
 log = logging.getLogger("readscale.consistency")
 

@@ -77,7 +77,7 @@ def _starlette_page(fastapi: bool) -> object:
     from starlette.middleware.sessions import SessionMiddleware
     from starlette.responses import PlainTextResponse
 
-    from readscale.replicas import TokenSigner
+    from readscale import TokenSigner
     from readscale.starlette import CausalTokenMiddleware, check_not_modified
 
     policy = HttpPolicy.public(60, edge_max_age=300, vary=("accept-language",))
@@ -104,11 +104,11 @@ def _starlette_page(fastapi: bool) -> object:
 def _flask_page() -> object:
     from flask import Flask, request
 
+    from readscale import TokenSigner
     from readscale.flask import CausalTokenMiddleware as WsgiToken
     from readscale.flask import HttpCacheMiddleware as WsgiCache
     from readscale.flask import check_not_modified
     from readscale.flask import http_policy as flask_policy
-    from readscale.replicas import TokenSigner
 
     app = Flask("readscale_bench")
     app.secret_key = _SECRET

@@ -22,13 +22,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from readscale import RedisSettings
 from readscale._core.cache.policy import CachePolicy, Tier
 from readscale._core.writebehind.settings import WriteBehindSettings
 from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.cache.cache import Cache
 from readscale._sync.writebehind.producer import WriteBehind
 from readscale.errors import CacheUnavailableError
-from readscale.settings import RedisSettings
 
 POLICY = CachePolicy(name="crash", ttl=3600.0, jitter=0.0, early_refresh=0.0, tiers=frozenset({Tier.L2}))
 

@@ -52,10 +52,10 @@ AsyncRound = Callable[[], Awaitable[float]]
 async def _async_contenders(url: str, calls: int, progress: Callable[[str], None]) -> dict[str, AsyncRound]:
     import redis.asyncio as redis_asyncio
 
+    from readscale import RedisSettings
     from readscale._async.backends.redis import AsyncRedisBackend
     from readscale._async.cache.cache import AsyncCache
     from readscale._core.cache.policy import CachePolicy, Tier
-    from readscale.settings import RedisSettings
 
     decoder = msgspec.json.Decoder()
     raw_client: Any = redis_asyncio.Redis.from_url(url, protocol=2)
@@ -164,10 +164,10 @@ def _floor_get(url: str, calls: int) -> Callable[[], float]:
 def _sync_contenders(url: str, calls: int, progress: Callable[[str], None]) -> dict[str, Callable[[], float]]:
     import redis
 
+    from readscale import RedisSettings
     from readscale._core.cache.policy import CachePolicy, Tier
     from readscale._sync.backends.redis import RedisBackend
     from readscale._sync.cache.cache import Cache
-    from readscale.settings import RedisSettings
 
     decoder = msgspec.json.Decoder()
     raw_client: Any = redis.Redis.from_url(url, protocol=2)
@@ -212,10 +212,10 @@ def _sync_contenders(url: str, calls: int, progress: Callable[[str], None]) -> d
 def _get_many(url: str, rounds: int) -> tuple[Rounds, Rounds]:
     import redis
 
+    from readscale import RedisSettings
     from readscale._core.cache.policy import CachePolicy, Tier
     from readscale._sync.backends.redis import RedisBackend
     from readscale._sync.cache.cache import Cache
-    from readscale.settings import RedisSettings
 
     decoder = msgspec.json.Decoder()
     raw_client: Any = redis.Redis.from_url(url, protocol=2)

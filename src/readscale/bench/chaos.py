@@ -345,10 +345,10 @@ async def _cluster_load(
     url: str, dsn: str, *, workers: int, kill: Callable[[], None], repair_probe: Callable[[], bool],
     warm_s: float, tail_s: float, requests_per_phase: int, keys: int = 200, bound_s: float = 2.0, seed: int = 7,
 ) -> dict[str, Any]:  # fmt: skip
+    from readscale import RedisSettings
     from readscale._async.backends.redis import AsyncRedisClusterBackend
     from readscale._async.cache.cache import AsyncCache
     from readscale._core.cache.policy import CachePolicy, Tier
-    from readscale.settings import RedisSettings
 
     policy = CachePolicy(name="chaos", ttl=300.0, tiers=frozenset({Tier.L2}))
     cache = AsyncCache(AsyncRedisClusterBackend(RedisSettings(url=url)), policy=policy, prefix="chaos:")

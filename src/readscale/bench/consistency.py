@@ -79,6 +79,7 @@ async def _run_mode(
 ) -> _ModeResult:
     import redis.asyncio as redis_asyncio
 
+    from readscale import RedisSettings, ReplicaSettings, causal_context
     from readscale._async.backends.redis import AsyncRedisBackend
     from readscale._async.cache.cache import AsyncCache
     from readscale._async.cdc.worker import AsyncCdcWorker
@@ -86,8 +87,6 @@ async def _run_mode(
     from readscale._core.cache.policy import CachePolicy, Tier
     from readscale._core.cdc.rules import CdcRule, CdcSettings
     from readscale._shared.primitives.locks import AsyncEvent
-    from readscale.replicas import ReplicaSettings, causal_context
-    from readscale.settings import RedisSettings
 
     primary = await psycopg.AsyncConnection.connect(stack.primary.dsn, autocommit=True)
     await primary.execute(f"UPDATE {table} SET version = 0")
@@ -210,8 +209,8 @@ async def _run_mode(
 
 async def _bus_delays(redis_url: str, messages: int) -> list[float]:
     """Seconds from publish to handled, between two buses (two processes' worth)."""
+    from readscale import RedisSettings
     from readscale._async.cache.bus import AsyncInvalidationBus
-    from readscale.settings import RedisSettings
 
     settings = RedisSettings(url=redis_url)
     channel = f"bench-bus-{uuid.uuid4().hex[:6]}"

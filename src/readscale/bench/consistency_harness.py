@@ -372,8 +372,8 @@ class _Services:
 
 def _backend(stack: Stack, kind: str, redis_url: str) -> Any:
     """An async cache backend of ``kind`` on the stack (the CDC worker's)."""
+    from readscale import RedisSettings
     from readscale.backends import AsyncMemcachedBackend, AsyncRedisBackend, AsyncRedisClusterBackend
-    from readscale.settings import RedisSettings
 
     if kind == "memcached":
         return AsyncMemcachedBackend(stack.memcached.address)
@@ -561,7 +561,7 @@ async def _run(stack: Stack, scenario: Scenario, say: Progress, workdir: Path, b
             flusher, flush_task = await _start_flusher(stack, l2, prefix, wb_queue, wb_table)
 
         if scenario.cdc:
-            from readscale.settings import RedisSettings
+            from readscale import RedisSettings
 
             cache_cls = _witness_cache(AsyncCache, applied)
             cdc_cache = cache_cls(

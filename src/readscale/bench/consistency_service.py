@@ -205,8 +205,7 @@ class Service:
     # -- async side ------------------------------------------------------------------------
 
     def _backend(self, sync: bool) -> Any:
-        from readscale import backends
-        from readscale.settings import RedisSettings
+        from readscale import RedisSettings, backends
 
         config = self.config
         if config.backend == "memcached":
@@ -230,10 +229,16 @@ class Service:
         from sqlalchemy.engine import URL
         from sqlalchemy.ext.asyncio import create_async_engine
 
-        from readscale import CATALOG, AsyncCache, AsyncInvalidationBus, MemoryStore
-        from readscale.replicas import AsyncReplicaRouter, ReplicaSettings
+        from readscale import (
+            CATALOG,
+            AsyncCache,
+            AsyncInvalidationBus,
+            AsyncReplicaRouter,
+            MemoryStore,
+            RedisSettings,
+            ReplicaSettings,
+        )
         from readscale.replicas.sqlalchemy import async_routing_sessionmaker
-        from readscale.settings import RedisSettings
 
         config = self.config
         self.router = AsyncReplicaRouter(
@@ -319,7 +324,7 @@ class Service:
         return {"v": version, "inv": True}
 
     async def read(self, api: str, key: int, mode: Any) -> int:
-        from readscale.replicas import BoundedStaleness
+        from readscale import BoundedStaleness
 
         if "staleness" in self.config.sabotage and isinstance(mode, BoundedStaleness):
             mode = BoundedStaleness(10**9)
@@ -395,8 +400,7 @@ class Service:
     # -- sync side (Django) ------------------------------------------------------------------
 
     def open_sync(self) -> None:
-        from readscale import CATALOG, Cache, InvalidationBus, MemoryStore
-        from readscale.settings import RedisSettings
+        from readscale import CATALOG, Cache, InvalidationBus, MemoryStore, RedisSettings
 
         config = self.config
         bus = None
@@ -413,9 +417,9 @@ def _starlette_app(service: Service) -> Any:
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
+    from readscale import LATEST, BoundedStaleness
     from readscale._shared.replicas.causal_context import current_context
     from readscale.errors import ReadscaleError
-    from readscale.replicas import LATEST, BoundedStaleness
 
     def mode_of(text: str | None) -> Any:
         if not text or text == "session":

@@ -40,8 +40,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from readscale import NO_VALUE, MemoryStore
 from readscale.bench.harness import BenchReport, Rounds, ratio, round_robin
-from readscale.l1 import NO_VALUE, MemoryStore, TinyLfuConfig
+from readscale.l1 import TinyLfuConfig
 
 if TYPE_CHECKING:
     import numpy as np

@@ -321,11 +321,10 @@ def _check(
     """Compare the database (and the cache) with what the producers were told."""
     import psycopg
 
+    from readscale import NO_VALUE, RedisSettings
     from readscale._sync.backends.redis import RedisBackend
     from readscale._sync.cache.cache import Cache
     from readscale.bench._wbproducer import POLICY
-    from readscale.l1 import NO_VALUE
-    from readscale.settings import RedisSettings
 
     def age(acked_at: float) -> float | None:
         """Seconds from an acknowledgement to the next Redis kill (None: no kill after it)."""

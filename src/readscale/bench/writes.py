@@ -130,12 +130,12 @@ async def _bench(urls: dict[str, str], dsn: str, admin_dsn: str, calls: int, rou
     import psycopg
     from psycopg.types.json import Jsonb
 
+    from readscale import RedisSettings
     from readscale._async.backends.redis import AsyncRedisBackend
     from readscale._async.cache.cache import AsyncCache
     from readscale._async.writebehind.producer import AsyncWriteBehind
     from readscale._core.cache.policy import CachePolicy, Tier
     from readscale._core.writebehind.settings import WriteBehindSettings
-    from readscale.settings import RedisSettings
 
     rng = random.Random(7)
     policy = CachePolicy(name="bench", ttl=3600.0, jitter=0.0, early_refresh=0.0, tiers=frozenset({Tier.L2}))
@@ -249,12 +249,12 @@ async def _bench(urls: dict[str, str], dsn: str, admin_dsn: str, calls: int, rou
 async def _fsync_sharing(url: str, disk: Any, writes: int, progress: Callable[[str], None]) -> dict[str, Any]:
     """Durable writes per second from 1 and from 8 concurrent writers, and acknowledged
     writes per fsync with 8 (``disk``: the shim's counters on this Redis)."""
+    from readscale import RedisSettings
     from readscale._async.backends.redis import AsyncRedisBackend
     from readscale._async.cache.cache import AsyncCache
     from readscale._async.writebehind.producer import AsyncWriteBehind
     from readscale._core.cache.policy import CachePolicy, Tier
     from readscale._core.writebehind.settings import WriteBehindSettings
-    from readscale.settings import RedisSettings
 
     policy = CachePolicy(name="bench", ttl=3600.0, jitter=0.0, early_refresh=0.0, tiers=frozenset({Tier.L2}))
     out: dict[str, Any] = {}
@@ -288,12 +288,12 @@ def _bench_sync(url: str, dsn: str, calls: int, rounds: int, progress: Callable[
     import psycopg
     from psycopg.types.json import Jsonb
 
+    from readscale import RedisSettings
     from readscale._core.cache.policy import CachePolicy, Tier
     from readscale._core.writebehind.settings import WriteBehindSettings
     from readscale._sync.backends.redis import RedisBackend
     from readscale._sync.cache.cache import Cache
     from readscale._sync.writebehind.producer import WriteBehind
-    from readscale.settings import RedisSettings
 
     rng = random.Random(11)
     policy = CachePolicy(name="bench", ttl=3600.0, jitter=0.0, early_refresh=0.0, tiers=frozenset({Tier.L2}))

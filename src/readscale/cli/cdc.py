@@ -74,13 +74,14 @@ def run(
     once: Annotated[bool, typer.Option("--once", help="Apply what is pending and exit.")] = False,
 ) -> None:
     """Apply invalidations from the WAL until stopped (Ctrl-C or SIGTERM)."""
+    from readscale import PostgresSettings, RedisSettings
     from readscale._shared.primitives.locks import Event
     from readscale._sync.backends.redis import RedisBackend
     from readscale._sync.cache.bus import InvalidationBus
     from readscale._sync.cache.cache import Cache
     from readscale.cdc import CdcSettings, CdcWorker, load_rules
     from readscale.errors import CacheUnavailableError
-    from readscale.settings import PostgresSettings, RedisSettings, check_dsn
+    from readscale.settings import check_dsn
 
     with errors_to_exit(), terminate_as_interrupt():
         check_dsn(dsn, name="--dsn")

@@ -46,11 +46,11 @@ def check(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Check a random sample of keys now and print the stale rate in nines."""
+    from readscale import RedisSettings
     from readscale._core.cache.policy import CachePolicy
     from readscale._sync.backends.redis import RedisBackend
     from readscale._sync.cache.cache import Cache
     from readscale._sync.consistency import ConsistencyChecker
-    from readscale.settings import RedisSettings
 
     with errors_to_exit():
         all_keys = [line.strip() for line in keys.read_text().splitlines() if line.strip()]

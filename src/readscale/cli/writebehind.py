@@ -16,8 +16,9 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
+from readscale import PostgresSettings, RedisSettings
 from readscale.cli._output import console, err_console, errors_to_exit, fail, print_json, usage_error
-from readscale.settings import PostgresSettings, RedisSettings, check_dsn
+from readscale.settings import check_dsn
 
 log = logging.getLogger("readscale.cli.writebehind")
 

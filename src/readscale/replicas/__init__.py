@@ -1,6 +1,6 @@
 """Read replicas with read-your-writes by WAL position.
 
-    from readscale.replicas import AsyncReplicaRouter, ReplicaSettings, causal_context
+    from readscale import AsyncReplicaRouter, ReplicaSettings, causal_context
 
     router = AsyncReplicaRouter(ReplicaSettings(primary=PRIMARY_DSN, replicas=[R1_DSN, R2_DSN]))
     async with router:
@@ -16,53 +16,26 @@ to the primary behind a rate limit. Per read: ``SESSION`` (default), ``LATEST``,
 across requests with :mod:`readscale.replicas.asgi` (or the Django middleware), and
 across jobs and services with :func:`dump_token` / :func:`load_token`.
 
-The routers need psycopg (``pip install 'readscale[postgres]'``); the tokens, the
-context and the middleware do not.
+The day-one names (the routers, ``ReplicaSettings``, the read modes, ``causal_context``,
+``TokenSigner``, ``dump_token``, ``load_token``) are on ``readscale``; this module holds
+the rest (the token's types, ``Session``/``Latest``, health and protection settings,
+``ReplicaStatus``, ``RouterStats``, ``TOKEN_HEADER``, ``use_mode``). The routers need
+psycopg (``pip install 'readscale[postgres]'``); the tokens, the context and the
+middleware do not.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from readscale._core.postgres.lsn import format_lsn, parse_lsn
-from readscale._core.replicas.causal import CarriedToken, CausalToken, ClusterIdentity, TokenSigner
+from readscale._core.replicas.causal import CarriedToken, CausalToken, ClusterIdentity
 from readscale._core.replicas.health import ReplicaStatus
-from readscale._core.replicas.settings import (
-    LATEST,
-    PRIMARY,
-    SESSION,
-    BoundedStaleness,
-    HealthPolicy,
-    Latest,
-    PrimaryProtection,
-    ReadMode,
-    ReplicaSettings,
-    Session,
-    TimeWindow,
-)
-from readscale._shared.lazy import lazy_exports
-from readscale._shared.replicas.causal_context import (
-    TOKEN_HEADER,
-    CausalContext,
-    causal_context,
-    current_context,
-    dump_token,
-    load_token,
-    use_mode,
-)
+from readscale._core.replicas.settings import PRIMARY, HealthPolicy, Latest, PrimaryProtection, ReadMode, Session
+from readscale._shared.replicas.causal_context import TOKEN_HEADER, CausalContext, current_context, use_mode
 from readscale._shared.replicas.topology import RouterStats
 
-if TYPE_CHECKING:
-    from readscale._async.replicas.router import AsyncReplicaRouter
-    from readscale._sync.replicas.router import ReplicaRouter
-
 __all__ = [
-    "LATEST",
     "PRIMARY",
-    "SESSION",
     "TOKEN_HEADER",
-    "AsyncReplicaRouter",
-    "BoundedStaleness",
     "CarriedToken",
     "CausalContext",
     "CausalToken",
@@ -71,27 +44,11 @@ __all__ = [
     "Latest",
     "PrimaryProtection",
     "ReadMode",
-    "ReplicaRouter",
-    "ReplicaSettings",
     "ReplicaStatus",
     "RouterStats",
     "Session",
-    "TimeWindow",
-    "TokenSigner",
-    "causal_context",
     "current_context",
-    "dump_token",
     "format_lsn",
-    "load_token",
     "parse_lsn",
     "use_mode",
 ]
-
-# The routers need psycopg: imported when first asked for, with an install hint.
-__getattr__, __dir__ = lazy_exports(
-    __name__,
-    {
-        "AsyncReplicaRouter": "readscale._async.replicas.router",
-        "ReplicaRouter": "readscale._sync.replicas.router",
-    },
-)

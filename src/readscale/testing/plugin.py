@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import redis.asyncio
     import redis.cluster
 
-    from readscale.settings import PostgresSettings, RedisSettings
+    from readscale import PostgresSettings, RedisSettings
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +57,7 @@ def durable_redis_url(readscale_stack: SharedStack) -> str:
 @pytest.fixture(scope="session")
 def secure_redis_settings(readscale_stack: SharedStack) -> RedisSettings:
     """Settings for a Redis reachable only over TLS, as the ACL user ``readscale``."""
-    from readscale.settings import RedisSettings
+    from readscale import RedisSettings
     from readscale.testing.shared import SECURE_USER, SECURE_USER_PASSWORD
 
     node = readscale_stack.secure_redis()
@@ -83,7 +83,7 @@ def secure_pg_stack(readscale_stack: SharedStack) -> Stack:
 def secure_pg_settings(secure_pg_stack: Stack) -> PostgresSettings:
     """Credentials and TLS for ``secure_pg_stack``: apply them to its nodes' DSNs
     (``ReplicaSettings(..., postgres=secure_pg_settings)``, ``settings.apply(node.dsn)``)."""
-    from readscale.settings import PostgresSettings
+    from readscale import PostgresSettings
     from readscale.testing.shared import SECURE_PG_PASSWORD, SECURE_PG_USER
 
     return PostgresSettings(

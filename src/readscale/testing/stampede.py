@@ -52,10 +52,10 @@ class StampedeResult:
 async def _worker(opts: StampedeOptions) -> dict[str, Any]:
     import redis.asyncio as redis_asyncio
 
+    from readscale import RedisSettings
     from readscale._async.backends.redis import AsyncRedisBackend
     from readscale._async.cache.cache import AsyncCache
     from readscale._core.cache.policy import CachePolicy, Tier
-    from readscale.settings import RedisSettings
 
     prefix = f"stampede:{opts.run_id}"
     # The competitors get the same pool as readscale: 32 connections, callers queue for one.

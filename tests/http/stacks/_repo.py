@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 import threading
 
+from readscale import TokenSigner
 from readscale._core.replicas.causal import CausalToken
-from readscale.replicas import TokenSigner, current_context
+from readscale.replicas import current_context
 
 SECRET = os.environ.get("READSCALE_TOKEN_SECRET", "example apps' token secret: tests only")
 signer = TokenSigner(SECRET.encode())

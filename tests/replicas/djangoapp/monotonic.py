@@ -109,7 +109,7 @@ django.setup()
 from django.db import connections, transaction  # noqa: E402
 from django.test import Client  # noqa: E402
 
-from readscale.replicas import causal_context  # noqa: E402
+from readscale import causal_context  # noqa: E402
 from readscale.replicas.django import shared_router  # noqa: E402
 from tests.replica_helpers import LATE, Targets, monotonic_sessions_in_threads  # noqa: E402
 

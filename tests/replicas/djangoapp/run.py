@@ -68,7 +68,8 @@ django.setup()
 from django.db import connections, router, transaction  # noqa: E402
 from django.test import Client  # noqa: E402
 
-from readscale.replicas import CausalToken, TokenSigner, causal_context  # noqa: E402
+from readscale import TokenSigner, causal_context  # noqa: E402
+from readscale.replicas import CausalToken  # noqa: E402
 from readscale.replicas.django import shared_router  # noqa: E402
 from tests.replicas.djangoapp.models import Item  # noqa: E402
 

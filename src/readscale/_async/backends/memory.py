@@ -21,9 +21,10 @@ from collections.abc import Callable, Sequence
 
 from readscale._core.cache.fill import PRIMARY_ONLY
 from readscale._core.cache.lease import LEASE_HELD_ELSEWHERE, TICKET_PREFIX, LeaseResult
+from readscale._core.cache.novalue import NO_VALUE
 from readscale._shared.primitives.locks import AsyncEvent
 from readscale.errors import ValueTooLargeError
-from readscale.l1 import NO_VALUE, MemoryStore
+from readscale.l1 import MemoryStore
 
 __all__ = ["AsyncMemoryBackend"]
 

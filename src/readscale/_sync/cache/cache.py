@@ -32,6 +32,7 @@ from readscale._core.cache.freshness import Freshness, assess, storage_ttl
 from readscale._core.cache.keys import DEFAULT_PREFIX, physical_keys, template_fields
 from readscale._core.cache.lease import LeaseResult
 from readscale._core.cache.local_invalidations import LocalInvalidations
+from readscale._core.cache.novalue import NO_VALUE
 from readscale._core.cache.policy import DEFAULT, CachePolicy
 from readscale._core.writebehind.settings import WriteBehindSettings
 from readscale._shared.cache.fill_scope import fill_scope
@@ -52,7 +53,7 @@ from readscale.errors import (
     ReadscaleError,
     SerializationError,
 )
-from readscale.l1 import NO_VALUE, MemoryStore
+from readscale.l1 import MemoryStore
 
 if TYPE_CHECKING:  # the purgers need httpx; the cache takes any object of the protocol
     from readscale._sync.purge.base import Purger

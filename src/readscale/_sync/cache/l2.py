@@ -13,6 +13,7 @@ from readscale._core.cache.entry import EntryMeta, EnvelopeError, decode_envelop
 from readscale._core.cache.fill import Refusal
 from readscale._core.cache.freshness import jittered_ttl, l1_ttl, storage_ttl
 from readscale._core.cache.local_invalidations import LocalInvalidations
+from readscale._core.cache.novalue import NO_VALUE
 from readscale._core.cache.policy import CachePolicy
 from readscale._core.postgres.lsn import format_lsn
 from readscale._core.replicas.causal import read_before_own_write
@@ -27,7 +28,7 @@ from readscale.errors import (
     UnserializableValueError,
     ValueTooLargeError,
 )
-from readscale.l1 import NO_VALUE, MemoryStore
+from readscale.l1 import MemoryStore
 
 log = logging.getLogger("readscale.cache")
 
