@@ -756,7 +756,7 @@ async def test_a_read_your_writes_entry_read_on_the_primary_past_the_sessions_wr
     Without a position such entries were loaded again for that session forever."""
     from readscale._core.replicas.causal import CausalToken
     from readscale._shared.replicas.causal_context import CausalContext, causal_context
-    from readscale.fills import report_primary_read
+    from readscale.cache import report_primary_read
 
     policy = dataclasses.replace(POLICY, read_your_writes=True)
     loads: list[str] = []

@@ -703,10 +703,9 @@ def test_a_read_your_writes_entry_read_on_the_primary_past_the_sessions_write_is
     router's fetch does) records it, less one: the author of a write at 200 is served an
     entry read at 201, not one read at 200 (that commit may not have been visible yet).
     Without a position such entries were loaded again for that session forever."""
-    from readscale.fills import report_primary_read
-
     from readscale._core.replicas.causal import CausalToken
     from readscale._shared.replicas.causal_context import CausalContext, causal_context
+    from readscale.cache import report_primary_read
 
     policy = dataclasses.replace(POLICY, read_your_writes=True)
     loads: list[str] = []
