@@ -17,7 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from readscale.stack import Stack, StackConfig, compile_vcl, render_vcl
+from readscale.http import render_vcl
+from readscale.stack import Stack, StackConfig, compile_vcl
 from readscale.testing.shared import new_stack_root
 
 pytestmark = pytest.mark.stack

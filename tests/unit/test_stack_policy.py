@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from readscale.errors import ConfigurationError, MissingBinaryError
-from readscale.stack import StackConfig, render_vcl
+from readscale.http import render_vcl
+from readscale.stack import StackConfig
 from readscale.stack.postgres import synchronous_standby_names
 
 

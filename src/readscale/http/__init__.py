@@ -9,6 +9,8 @@ Framework integrations live in submodules, each importing its framework only whe
 - :mod:`readscale.http.static`: fingerprinted static assets (``immutable``).
 - :mod:`readscale.http.purge`: edge purgers (Varnish, Fastly, Cloudflare), the purge
   queue that sends after commit, and prewarming.
+- :func:`render_vcl` (here): the package's Varnish VCL (``readscale.vcl``, see
+  ``readscale.http.varnish``) aimed at your backend.
 
 The policy itself is pure and lives in :mod:`readscale._core.http`; its public names
 are re-exported here.
@@ -34,6 +36,7 @@ from readscale._core.http import (
     wire_tag,
 )
 from readscale.http._context import HttpMetrics, http_policy
+from readscale.http.varnish import render_vcl
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -52,6 +55,7 @@ __all__ = [
     "parse_entity_tag",
     "parse_http_date",
     "parse_tag_list",
+    "render_vcl",
     "strong_etag",
     "version_etag",
     "wire_tag",

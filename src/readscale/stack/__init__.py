@@ -12,7 +12,6 @@ on loopback, for tests, the demo and local development, with fault injection.
 From a shell: ``readscale stack up``, ``readscale stack status``, ``readscale stack down``.
 """
 
-from readscale.http.varnish import render_vcl
 from readscale.stack._node import Node
 from readscale.stack._proc import PACKAGES, find_binary
 from readscale.stack._stack import Stack, StackConfig, default_root
@@ -35,5 +34,4 @@ __all__ = [
     "compile_vcl",
     "default_root",
     "find_binary",
-    "render_vcl",
 ]
