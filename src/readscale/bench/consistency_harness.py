@@ -50,6 +50,8 @@ L2_NODE = "consistency-redis"
 BUS_NODE = "consistency-bus"
 WITNESS = "cons-witness:"
 TOKEN_COOKIE = DEFAULT_COOKIE  # the middlewares' cookie
+#: How far past its duration a seed may run to reach ``Scenario.min_reads``.
+MIN_READS_GRACE = 6.0
 Progress = Callable[[str], None]
 
 
@@ -587,6 +589,13 @@ async def _run(stack: Stack, scenario: Scenario, say: Progress, workdir: Path, b
             await services.ready(probe)
         start = time.monotonic()
         deadline = start + scenario.duration
+        hard_deadline = start + scenario.duration * MIN_READS_GRACE
+        sent_reads = 0
+
+        def going() -> bool:
+            now = time.monotonic()
+            return now < deadline or (sent_reads < scenario.min_reads and now < hard_deadline)
+
         say(f"seed {scenario.seed}: {scenario.describe()}")
 
         async def faults() -> None:
@@ -601,12 +610,13 @@ async def _run(stack: Stack, scenario: Scenario, say: Progress, workdir: Path, b
         next_id = iter(range(1, 10**9))
 
         async def session(index: int) -> None:
+            nonlocal sent_reads
             rng = random.Random(f"{scenario.seed}:{index}")
             anonymous = index < scenario.anonymous
             name = f"s{index}"
             favourites = rng.sample(range(scenario.keys), min(2, scenario.keys))
             async with httpx.AsyncClient(timeout=30.0) as client:
-                while time.monotonic() < deadline:
+                while going():
                     key = rng.choice(favourites) if rng.random() < 0.6 else rng.randrange(scenario.keys)
                     proc = rng.randrange(len(configs))
                     base = f"http://127.0.0.1:{configs[proc].port}"
@@ -664,6 +674,7 @@ async def _run(stack: Stack, scenario: Scenario, say: Progress, workdir: Path, b
                         op.nodes = tuple(body.get("nodes") or ())
                         op.pos = body.get("pos")
                         op.invalidated = bool(body.get("inv"))
+                        sent_reads += op.kind == "read"
                     else:
                         op.error = f"HTTP {response.status_code}: {body.get('error', body)}"
                         if op.kind == "write":

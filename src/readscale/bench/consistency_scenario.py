@@ -84,6 +84,9 @@ class Scenario:
     #: Share of operations on write-behind keys (their own rows, written by
     #: ``write_behind`` and a flusher, read through the cache): 0, none. Redis only.
     write_behind: float = 0.0
+    #: Keep the sessions going past ``duration`` (at most ``MIN_READS_GRACE`` times it)
+    #: until this many reads were sent: on a loaded machine a seed still checks a sample.
+    min_reads: int = 0
     extras: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> str:

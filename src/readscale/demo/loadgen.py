@@ -36,6 +36,8 @@ ACTIONS = (
     ("asset", 0.06),
 )
 WRITES = (("view", 0.5), ("profile_update", 0.2), ("deposit", 0.2), ("price", 0.1))
+#: How far past its duration a run may go to reach ``LoadConfig.min_requests``.
+MIN_REQUESTS_GRACE = 6.0
 
 
 def write_behind_share() -> float:
@@ -49,6 +51,10 @@ class LoadConfig:
     clients: int = 64
     duration_s: float = 60.0
     max_requests: int | None = None
+    #: Keep going past ``duration_s`` until this many requests were sent (at most
+    #: ``MIN_REQUESTS_GRACE`` times the duration): on a loaded machine a short run still
+    #: sends enough requests for its shares to mean something.
+    min_requests: int = 0
     products: int = 5_000
     categories: int = 50
     users: int = 2_000
@@ -70,6 +76,8 @@ class LoadConfig:
             raise ConfigurationError(f"the demo's load only targets loopback, got {self.base_url!r}")
         if self.clients < 1 or self.duration_s <= 0 or self.reads_per_write <= 0 or self.zipf_alpha <= 0:
             raise ConfigurationError("need clients >= 1, duration_s > 0, reads_per_write > 0 and zipf_alpha > 0")
+        if self.min_requests < 0:
+            raise ConfigurationError(f"min_requests must be >= 0, got {self.min_requests}")
 
 
 @dataclass
@@ -195,14 +203,21 @@ async def run_load(
     categories = Zipf(config.categories, config.zipf_alpha)
     started = time.monotonic()
     deadline = started + config.duration_s
+    hard_deadline = started + config.duration_s * MIN_REQUESTS_GRACE
     budget = config.max_requests
+    sent = 0
+    done = False
     write_probability = 1.0 / (1.0 + config.reads_per_write)
     limits = httpx.Limits(max_connections=4, max_keepalive_connections=4)
 
     def spend() -> bool:
-        nonlocal budget
-        if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
+        nonlocal budget, sent
+        now = time.monotonic()
+        if stop is not None and stop.is_set():
             return False
+        if now >= deadline and (sent >= config.min_requests or now >= hard_deadline):
+            return False
+        sent += 1
         if budget is not None:
             if budget <= 0:
                 return False
@@ -333,7 +348,7 @@ async def run_load(
                     await asyncio.sleep(config.think_s * (0.5 + rng.random()))
 
     async def reporter() -> None:
-        while time.monotonic() < deadline:
+        while not done:
             await asyncio.sleep(0.5)
             if progress is not None:
                 result.duration_s = time.monotonic() - started
@@ -343,6 +358,7 @@ async def run_load(
     try:
         await asyncio.gather(*(client(i) for i in range(config.clients)))
     finally:
+        done = True
         report.cancel()
     result.duration_s = time.monotonic() - started
     result.browser_hits = result.layers["browser"]

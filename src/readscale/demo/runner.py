@@ -56,6 +56,9 @@ IN_WRITE_MARKER = "AND u.id >"  # the profile read inside a profile update (part
 @dataclass(frozen=True)
 class DemoConfig:
     duration_s: float = 60.0
+    #: Run past ``duration_s`` until this many requests were sent (bounded): a short run
+    #: on a busy machine still measures enough requests (the tests use it).
+    min_requests: int = 0
     clients: int = 48
     workers: int = 2
     chaos: Chaos = "none"
@@ -146,7 +149,7 @@ def run_demo(
             base_url=env.edge_url, clients=config.clients, duration_s=config.duration_s,
             products=config.size.products, categories=config.size.categories, users=config.size.users,
             zipf_alpha=config.zipf_alpha, reads_per_write=config.reads_per_write, seed=config.seed,
-            asset_paths=env.static_urls(), think_s=config.think_s,
+            asset_paths=env.static_urls(), think_s=config.think_s, min_requests=config.min_requests,
         )  # fmt: skip
         progress(f"load: {config.clients} clients for {config.duration_s:.0f}s (chaos: {config.chaos})")
         result, chaos_window, restart_began = asyncio.run(_load_with_chaos(load_config, stack, config, on_load))
