@@ -20,11 +20,18 @@ from readscale._async.backends.counting import AsyncCountingBackend
 from readscale._async.backends.memcached import AsyncMemcachedBackend
 from readscale._async.backends.redis import AsyncRedisBackend, AsyncRedisClusterBackend
 from readscale._async.cache.cache import AsyncCache
+from readscale._core.cache.fill import MAX_LEASE_ATTEMPTS
 from readscale._core.cache.policy import BALANCE, CachePolicy, OnMiss, Tier
 from readscale._shared.primitives.locks import AsyncEvent, async_sleep
 from readscale.cache import report_primary_read
 from readscale.codecs import MsgpackCodec, SignedPickleCodec
-from readscale.errors import ConfigurationError, InvalidKeyError, UnserializableValueError, ValueTooLargeError
+from readscale.errors import (
+    CacheUnavailableError,
+    ConfigurationError,
+    InvalidKeyError,
+    UnserializableValueError,
+    ValueTooLargeError,
+)
 from readscale.testing.clock import FakeClock
 from readscale.testing.concurrency import async_gather
 
@@ -445,6 +452,43 @@ async def test_a_lease_held_elsewhere_makes_this_caller_wait_for_the_fill(
     assert results[0] == "from the lease holder"
     assert loader.calls == 0
     assert cache.stats.l2.lease_waits >= 1
+
+
+class FailingWaits(AsyncCountingBackend):
+    """The lease answers (held elsewhere) but every wait for the fill fails at once,
+    after ``step`` seconds of the fake clock."""
+
+    def __init__(self, proxied: Any, clock: FakeClock, step: float) -> None:
+        super().__init__(proxied)
+        self.clock = clock
+        self.step = step
+
+    async def wait_for_fill(self, key: str, timeout: float) -> None:
+        self.calls["wait_for_fill"] += 1
+        self.clock.advance(self.step)
+        raise CacheUnavailableError("wait_for_fill: connection reset")
+
+
+@pytest.mark.anyio
+async def test_a_wait_that_fails_at_once_does_not_spin_on_lease_calls(
+    cache: AsyncCache, backend: AsyncCountingBackend, clock: FakeClock
+) -> None:
+    """Each lease call answered resets the breaker, so a wait that fails at once sent the
+    old loop back to the lease until the wait budget was spent (100 lease calls here);
+    the planner gives up after MAX_LEASE_ATTEMPTS and loads under a ticket."""
+    policy = POLICY.with_(lease_ttl=5.0, lease_wait=1.0)
+    failing = FailingWaits(backend.proxied, clock, step=0.01)
+    spinning = AsyncCache(failing, policy=policy, prefix=cache.prefix, clock=clock, monotonic=clock, rng=lambda: 0.5)
+    pkey = spinning.key("spin", policy)
+    other = await backend.proxied.lease(pkey, 5.0)  # another process won the lease
+    assert other.token is not None
+    loader = Loader("loaded here")
+    assert await spinning.get_or_load("spin", loader, policy=policy) == "loaded here"
+    assert loader.calls == 1
+    assert failing.calls["lease"] == MAX_LEASE_ATTEMPTS
+    assert failing.calls["wait_for_fill"] == MAX_LEASE_ATTEMPTS
+    assert spinning.stats.l2.errors == MAX_LEASE_ATTEMPTS
+    assert failing.calls["ticket"] == 1
 
 
 @pytest.mark.anyio

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from readscale import NO_VALUE, MemoryStore, RedisSettings
+from readscale._core.cache.fill import MAX_LEASE_ATTEMPTS
 from readscale._core.cache.policy import BALANCE, CachePolicy, OnMiss, Tier
 from readscale._shared.primitives.locks import Event, sync_sleep
 from readscale._sync.backends.counting import CountingBackend
@@ -25,7 +26,13 @@ from readscale._sync.backends.redis import RedisBackend, RedisClusterBackend
 from readscale._sync.cache.cache import Cache
 from readscale.cache import report_primary_read
 from readscale.codecs import MsgpackCodec, SignedPickleCodec
-from readscale.errors import ConfigurationError, InvalidKeyError, UnserializableValueError, ValueTooLargeError
+from readscale.errors import (
+    CacheUnavailableError,
+    ConfigurationError,
+    InvalidKeyError,
+    UnserializableValueError,
+    ValueTooLargeError,
+)
 from readscale.testing.clock import FakeClock
 from readscale.testing.concurrency import sync_gather
 
@@ -415,6 +422,42 @@ def test_a_lease_held_elsewhere_makes_this_caller_wait_for_the_fill(cache: Cache
     assert results[0] == "from the lease holder"
     assert loader.calls == 0
     assert cache.stats.l2.lease_waits >= 1
+
+
+class FailingWaits(CountingBackend):
+    """The lease answers (held elsewhere) but every wait for the fill fails at once,
+    after ``step`` seconds of the fake clock."""
+
+    def __init__(self, proxied: Any, clock: FakeClock, step: float) -> None:
+        super().__init__(proxied)
+        self.clock = clock
+        self.step = step
+
+    def wait_for_fill(self, key: str, timeout: float) -> None:
+        self.calls["wait_for_fill"] += 1
+        self.clock.advance(self.step)
+        raise CacheUnavailableError("wait_for_fill: connection reset")
+
+
+def test_a_wait_that_fails_at_once_does_not_spin_on_lease_calls(
+    cache: Cache, backend: CountingBackend, clock: FakeClock
+) -> None:
+    """Each lease call answered resets the breaker, so a wait that fails at once sent the
+    old loop back to the lease until the wait budget was spent (100 lease calls here);
+    the planner gives up after MAX_LEASE_ATTEMPTS and loads under a ticket."""
+    policy = POLICY.with_(lease_ttl=5.0, lease_wait=1.0)
+    failing = FailingWaits(backend.proxied, clock, step=0.01)
+    spinning = Cache(failing, policy=policy, prefix=cache.prefix, clock=clock, monotonic=clock, rng=lambda: 0.5)
+    pkey = spinning.key("spin", policy)
+    other = backend.proxied.lease(pkey, 5.0)  # another process won the lease
+    assert other.token is not None
+    loader = Loader("loaded here")
+    assert spinning.get_or_load("spin", loader, policy=policy) == "loaded here"
+    assert loader.calls == 1
+    assert failing.calls["lease"] == MAX_LEASE_ATTEMPTS
+    assert failing.calls["wait_for_fill"] == MAX_LEASE_ATTEMPTS
+    assert spinning.stats.l2.errors == MAX_LEASE_ATTEMPTS
+    assert failing.calls["ticket"] == 1
 
 
 def test_without_wait_policy_no_lease_is_taken(cache: Cache, backend: CountingBackend) -> None:

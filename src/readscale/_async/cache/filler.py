@@ -17,12 +17,35 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, assert_never
 
 from readscale._async.backends.base import AsyncBackend
-from readscale._async.cache.l2 import AsyncTierAccess
+from readscale._async.cache.l2 import AsyncTierAccess, Found
 from readscale._async.cache.versions import AsyncVersionAccess
-from readscale._core.cache.fill import PRIMARY_READ_LSN, ReadReport, Refusal, entry_position, merge_floor
+from readscale._core.cache.fill import (
+    PRIMARY_READ_LSN,
+    Begin,
+    FillRequest,
+    LeaseFailed,
+    LeaseFound,
+    LeaseHeld,
+    LeaseWon,
+    Load,
+    LoadReason,
+    ReadBack,
+    ReadFilled,
+    ReadReport,
+    Refusal,
+    Seen,
+    Serve,
+    TakeLease,
+    WaitFailed,
+    WaitForFill,
+    Woken,
+    entry_position,
+    merge_floor,
+    plan_fill,
+)
 from readscale._core.cache.freshness import assess
 from readscale._core.cache.lease import LeaseResult
 from readscale._core.cache.policy import CachePolicy, OnMiss
@@ -63,59 +86,113 @@ class AsyncFillMixin(AsyncTierAccess, AsyncVersionAccess):
         codec: Codec,
         tags: tuple[str, ...],
     ) -> Any:
+        """Fill ``pkey``: the planner (``plan_fill``) decides each step of the lease ->
+        wait -> load loop; this driver makes the calls and reports what it saw."""
         backend = self.backend
-        if backend is None or not policy.uses_l2:
-            return await self._load_and_store(pkey, loader, policy, codec, tags, right=None)
-        if policy.on_miss is not OnMiss.WAIT or not backend.supports_leases:
-            return await self._fill_with_ticket(pkey, loader, policy, codec, tags)
-        deadline = self._monotonic() + policy.wait_budget
+        request = FillRequest(
+            uses_l2=backend is not None and policy.uses_l2,
+            coordinated=backend is not None and policy.on_miss is OnMiss.WAIT and backend.supports_leases,
+            lease_ttl=policy.lease_ttl,
+            deadline=self._monotonic() + policy.wait_budget,
+        )
+        seen: Seen = Begin()
+        leases = 0
+        since = self._local.seq
+        found: Found | None = None
+        size = 0
         while True:
-            if not self._l2_allowed():
-                return await self._load_unstored(pkey, loader)
-            since = self._local.seq
-            try:
-                lease = await backend.lease(pkey, policy.lease_ttl)
-            except CacheUnavailableError as exc:
-                self._l2_failed(exc)
-                return await self._load_unstored(pkey, loader)
-            self._l2_ok()
-            if lease.value is not None:
-                found = self._decode(pkey, lease.value, policy, codec, count=False)
-                if (
-                    found is not None
-                    and assess(found[1], self._clock(), 1.0, 0.0).servable
-                    and await self._tags_current(found[1].tags)
-                ):
+            step = plan_fill(request, seen, now=self._monotonic(), attempt=leases)
+            match step:
+                case TakeLease(ttl=ttl):
+                    assert backend is not None
+                    leases += 1
+                    if not self._l2_allowed():
+                        seen = LeaseFailed()
+                        continue
+                    since = self._local.seq
+                    try:
+                        lease = await backend.lease(pkey, ttl)
+                    except CacheUnavailableError as exc:
+                        self._l2_failed(exc)
+                        seen = LeaseFailed()
+                        continue
+                    self._l2_ok()
+                    if lease.value is not None:
+                        found = self._decode(pkey, lease.value, policy, codec, count=False)
+                        size = len(lease.value)
+                        seen = LeaseFound(await self._servable(found))
+                    elif lease.token is not None:
+                        seen = LeaseWon(lease.token, lease.floor_lsn)
+                    else:
+                        seen = LeaseHeld()
+                case WaitForFill(timeout=timeout):
+                    assert backend is not None
+                    self.stats.l2.lease_waits += 1
+                    try:
+                        await backend.wait_for_fill(pkey, timeout)
+                    except CacheUnavailableError as exc:
+                        self._l2_failed(exc)
+                        seen = WaitFailed()
+                        continue
+                    seen = Woken()
+                case ReadFilled():
+                    since = self._local.seq
+                    found = await self._l2_get(pkey, policy, codec)
+                    size = 0
+                    seen = ReadBack(await self._servable(found))
+                case Serve():
+                    assert found is not None
                     self.stats.l2.hits += 1
-                    self._l1_put(pkey, found[0], found[1], policy, size=len(lease.value), since=since)
+                    self._l1_put(pkey, found[0], found[1], policy, size=size, since=since)
                     return found[0]
-                # Unreadable, expired or tagged stale: replace it with a fresh load.
-                return await self._fill_with_ticket(pkey, loader, policy, codec, tags)
-            if lease.token is not None:
-                return await self._load_and_store(pkey, loader, policy, codec, tags, right=lease)
-            # Someone else holds the lease: wait for their fill, then read it.
-            remaining = deadline - self._monotonic()
-            if remaining <= 0:
-                self.stats.loader.lease_timeouts += 1
-                waited = policy.wait_budget
-                log.warning("cache %s: waited %.1fs for the fill of %s; loading it here", self.stats.name, waited, pkey)
-                return await self._fill_with_ticket(pkey, loader, policy, codec, tags)
-            self.stats.l2.lease_waits += 1
-            try:
-                await backend.wait_for_fill(pkey, min(remaining, policy.lease_ttl))
-            except CacheUnavailableError as exc:
-                self._l2_failed(exc)
-                continue
-            since = self._local.seq
-            found = await self._l2_get(pkey, policy, codec)
-            if (
-                found is not None
-                and assess(found[1], self._clock(), 1.0, 0.0).servable
-                and await self._tags_current(found[1].tags)
-            ):
-                self.stats.l2.hits += 1
-                self._l1_put(pkey, found[0], found[1], policy, size=0, since=since)
-                return found[0]
+                case Load():
+                    return await self._load_as_planned(pkey, loader, policy, codec, tags, step, leases)
+                case _:
+                    assert_never(step)
+
+    async def _load_as_planned(
+        self,
+        pkey: str,
+        loader: Callable[[], Awaitable[Any]],
+        policy: CachePolicy,
+        codec: Codec,
+        tags: tuple[str, ...],
+        step: Load,
+        leases: int,
+    ) -> Any:
+        """Load under the right the planner's reason names: the won lease, a ticket, the
+        invalidations this process heard (no L2), or none (fail open: nothing stored)."""
+        reason = step.reason
+        if reason is LoadReason.LOCAL:
+            return await self._load_and_store(pkey, loader, policy, codec, tags, right=None)
+        if reason is LoadReason.FAIL_OPEN:
+            return await self._load_unstored(pkey, loader)
+        if reason is LoadReason.LEASE_WON:
+            assert step.token is not None
+            right = LeaseResult(token=step.token, floor_lsn=step.floor_lsn)
+            return await self._load_and_store(pkey, loader, policy, codec, tags, right=right)
+        if reason is LoadReason.WAITED_OUT:
+            self.stats.loader.lease_timeouts += 1
+            log.warning(
+                "cache %s: waited %.1fs for the fill of %s; loading it here", self.stats.name, policy.wait_budget, pkey
+            )
+        elif reason is LoadReason.TOO_MANY_ATTEMPTS:
+            log.warning(
+                "cache %s: no fill of %s to serve after %d lease attempts; loading it here",
+                self.stats.name,
+                pkey,
+                leases,
+            )
+        assert reason.with_ticket
+        return await self._fill_with_ticket(pkey, loader, policy, codec, tags)
+
+    async def _servable(self, found: Found | None) -> bool:
+        """An entry the fill loop found may be served: readable, fresh, its tags current."""
+        return (
+            found is not None
+            and assess(found[1], self._clock(), 1.0, 0.0).servable
+            and await self._tags_current(found[1].tags)
+        )
 
     async def _fill_with_ticket(
         self,

@@ -23,6 +23,10 @@ order or the defaults:
    fresher replica or the primary). A change visible before the tombstone appeared
    is then visible to the read.
 
+The lease -> wait -> load loop that gets a missing value loaded once across processes
+is decided here too (:func:`plan_fill`): the driver takes a lease, waits for another
+process's fill or reads it back, reports what it saw, and asks for the next step.
+
 A read is declared by the replica router (its replay position and staleness, or "the
 primary"), by an integration, or by the loader itself through ``readscale.cache``. A
 loader whose reads nobody declared is trusted only while no tombstone or tag floor
@@ -36,18 +40,38 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import assert_never
 
 __all__ = [
     "FILL_MARGIN",
+    "MAX_LEASE_ATTEMPTS",
     "MIN_TOMBSTONE_TTL",
     "PRIMARY_ONLY",
     "PRIMARY_READ_LSN",
+    "Begin",
+    "FillRequest",
+    "LeaseFailed",
+    "LeaseFound",
+    "LeaseHeld",
+    "LeaseWon",
+    "Load",
+    "LoadReason",
+    "ReadBack",
+    "ReadFilled",
     "ReadReport",
     "Refusal",
+    "Seen",
+    "Serve",
+    "Step",
+    "TakeLease",
+    "WaitFailed",
+    "WaitForFill",
+    "Woken",
     "entry_position",
     "fill_refusal",
     "max_fill_staleness",
     "merge_floor",
+    "plan_fill",
 ]
 
 #: What a read on the primary reports: it sees every committed change. A fill holding a
@@ -157,3 +181,191 @@ def fill_refusal(
         if max_staleness is not None and (read.staleness is None or read.staleness > max_staleness):
             return Refusal.TOO_STALE
     return None
+
+
+# -- the lease -> wait -> load loop ----------------------------------------------------------
+
+#: How many leases one fill asks for before it loads without waiting any longer. A lease
+#: held elsewhere is normally filled within one wait; more attempts mean the holders keep
+#: failing or the wait itself fails at once (then each lease call would reset the circuit
+#: breaker, and the loop would spin on lease calls until the wait budget is spent).
+MAX_LEASE_ATTEMPTS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class FillRequest:
+    """What a fill of one key may do: the same for every step of its loop."""
+
+    #: The key lives in an L2 (a backend, and the policy uses it).
+    uses_l2: bool
+    #: One loader across processes: ``policy.on_miss`` is WAIT and the backend has leases.
+    coordinated: bool
+    #: ``policy.lease_ttl``: a lease held elsewhere is filled or gone within it.
+    lease_ttl: float
+    #: Monotonic time when waiting for another's fill ends (start + ``policy.wait_budget``).
+    deadline: float
+
+
+# What the driver saw last.
+
+
+@dataclass(frozen=True, slots=True)
+class Begin:
+    """Nothing yet."""
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseWon:
+    """This process fills: the lease's token, and the key's tombstone floor."""
+
+    token: str
+    floor_lsn: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseHeld:
+    """Another process holds the lease: it fills."""
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseFound:
+    """The lease call returned an entry; ``servable``: readable, fresh enough, tags current."""
+
+    servable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseFailed:
+    """The L2 failed on the lease call, or the circuit breaker skipped it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Woken:
+    """The wait for another's fill returned (filled, released or timed out)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WaitFailed:
+    """The wait for another's fill failed (the L2 did not answer)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadBack:
+    """The read after a wait; ``servable`` as for :class:`LeaseFound`."""
+
+    servable: bool
+
+
+Seen = Begin | LeaseWon | LeaseHeld | LeaseFound | LeaseFailed | Woken | WaitFailed | ReadBack
+
+# What to do next.
+
+
+@dataclass(frozen=True, slots=True)
+class TakeLease:
+    """Ask the L2 for the key's lease (for ``ttl`` seconds); the breaker may skip it."""
+
+    ttl: float
+
+
+@dataclass(frozen=True, slots=True)
+class WaitForFill:
+    """Wait up to ``timeout`` seconds for the lease holder's fill."""
+
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReadFilled:
+    """Read the key again: the holder may have filled it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Serve:
+    """Serve the entry just found (and put an L1 copy of it)."""
+
+
+class LoadReason(Enum):
+    """Why a fill loads here, and so which right its store holds (the label the driver
+    counts and logs)."""
+
+    #: No L2: store in the L1 only, under the invalidations this process heard.
+    LOCAL = "local"
+    #: Nobody waits for this fill (``OnMiss.LOAD``, or a backend without leases): a ticket.
+    UNCOORDINATED = "uncoordinated"
+    #: This process won the lease: store under it.
+    LEASE_WON = "lease_won"
+    #: The entry the lease call found is unreadable, expired or tagged stale: a ticket.
+    REPLACE_UNSERVABLE = "replace_unservable"
+    #: The L2 failed or is skipped: load, serve, store nothing (the floors are unknown).
+    FAIL_OPEN = "fail_open"
+    #: The lease is still held elsewhere past the wait budget: a ticket.
+    WAITED_OUT = "waited_out"
+    #: :data:`MAX_LEASE_ATTEMPTS` leases taken without a fill to serve: a ticket.
+    TOO_MANY_ATTEMPTS = "too_many_attempts"
+
+    @property
+    def with_ticket(self) -> bool:
+        """The store holds a ticket taken before the load (voided by any invalidation)."""
+        return self in _TICKETED
+
+
+_TICKETED = frozenset(
+    {LoadReason.UNCOORDINATED, LoadReason.REPLACE_UNSERVABLE, LoadReason.WAITED_OUT, LoadReason.TOO_MANY_ATTEMPTS}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """Run the loader here. ``token``/``floor_lsn``: the won lease (None otherwise)."""
+
+    token: str | None
+    floor_lsn: int | None
+    reason: LoadReason
+
+
+Step = TakeLease | WaitForFill | ReadFilled | Serve | Load
+
+
+def _load(reason: LoadReason) -> Load:
+    return Load(None, None, reason)
+
+
+def plan_fill(request: FillRequest, seen: Seen, *, now: float, attempt: int) -> Step:
+    """The next step of a fill, after the driver saw ``seen`` at monotonic time ``now``
+    having taken ``attempt`` leases so far.
+
+    Invariants (tests/unit/test_fill_planner.py checks them over every sequence): a
+    ``Load`` carries a token exactly when this process won the lease; a wait is positive
+    and never outlasts the lease or the deadline; a failing L2 never makes the loop wait;
+    an uncoordinated fill never takes a lease; every run ends in ``Serve`` or ``Load``
+    within :data:`MAX_LEASE_ATTEMPTS` leases.
+    """
+    match seen:
+        case Begin():
+            if not request.uses_l2:
+                return _load(LoadReason.LOCAL)
+            if not request.coordinated:
+                return _load(LoadReason.UNCOORDINATED)
+            return TakeLease(request.lease_ttl)
+        case LeaseFailed():
+            return _load(LoadReason.FAIL_OPEN)
+        case LeaseFound(servable=servable) | ReadBack(servable=servable) if servable:
+            return Serve()
+        case LeaseFound():
+            return _load(LoadReason.REPLACE_UNSERVABLE)
+        case LeaseWon(token=token, floor_lsn=floor_lsn):
+            return Load(token, floor_lsn, LoadReason.LEASE_WON)
+        case LeaseHeld():
+            remaining = request.deadline - now
+            if remaining <= 0:
+                return _load(LoadReason.WAITED_OUT)
+            return WaitForFill(min(remaining, request.lease_ttl))
+        case Woken():
+            return ReadFilled()
+        case ReadBack() | WaitFailed():
+            if attempt >= MAX_LEASE_ATTEMPTS:
+                return _load(LoadReason.TOO_MANY_ATTEMPTS)
+            return TakeLease(request.lease_ttl)
+        case _:
+            assert_never(seen)
