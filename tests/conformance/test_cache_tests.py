@@ -143,7 +143,12 @@ def _listening_addresses(port: int) -> set[str]:
 
 
 def _explain(run: SuiteRun, ids: set[str]) -> str:
-    return "\n".join(f"  {test_id} [{run.verdicts()[test_id]}] {run.message(test_id)}" for test_id in sorted(ids))
+    def again(test_id: str) -> str:
+        return " (short window: this is its second, lone run)" if test_id in run.rerun else ""
+
+    return "\n".join(
+        f"  {test_id} [{run.verdicts()[test_id]}] {run.message(test_id)}{again(test_id)}" for test_id in sorted(ids)
+    )
 
 
 @pytest.mark.stack
