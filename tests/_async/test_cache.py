@@ -391,7 +391,7 @@ async def test_early_refresh_fires_before_expiry(cache: AsyncCache, clock: FakeC
         return next(versions)
 
     await cache.get_or_load("xfetch", slow_loader, policy=policy)
-    cache._rng = lambda: 1.0 - math.exp(-1.0)  # u = 1/e: XFetch refreshes when 2 s or less remain
+    cache.filler.rng = lambda: 1.0 - math.exp(-1.0)  # u = 1/e: XFetch refreshes when 2 s or less remain
     clock.advance(50.0)
     assert await cache.get_or_load("xfetch", slow_loader, policy=policy) == "v1"
     await cache.drain()
@@ -442,7 +442,7 @@ async def test_a_lease_held_elsewhere_makes_this_caller_wait_for_the_fill(
     async def other_process_fills() -> None:
         await async_sleep(0.2)
         fresh = AsyncCache(backend.proxied, policy=policy, prefix=cache.prefix, clock=cache._clock)
-        raw = fresh._encode(pkey, "from the lease holder", fresh._meta("x", policy, 0.0), fresh.codec)
+        raw = fresh.entries.encode(pkey, "from the lease holder", fresh.entries.meta("x", policy, 0.0), fresh.codec)
         assert await backend.proxied.fill(pkey, raw, 60, token)
 
     async def read() -> Any:
@@ -678,7 +678,7 @@ async def test_a_value_nested_too_deeply_to_decode_is_a_counted_miss(
 ) -> None:
     from readscale._core.cache.entry import encode_envelope
 
-    meta = cache._meta("x", POLICY, 0.0)
+    meta = cache.entries.meta("x", POLICY, 0.0)
     for codec_id, payload in ((1, b"[" * 100_000 + b"]" * 100_000), (2, b"\x91" * 100_000 + b"\xc0")):
         codec = cache.codec if codec_id == 1 else MsgpackCodec()
         await backend.proxied.set(cache.key(f"deep{codec_id}"), encode_envelope(meta, codec_id, payload), 60)

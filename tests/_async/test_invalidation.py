@@ -87,7 +87,7 @@ async def test_a_tag_counter_the_server_lost_does_not_keep_old_entries_current(b
     await cache.invalidate_tags("category")
     await cache.invalidate_tags("category")  # this process knows version 2
     assert await cache.get_or_load("page", source.loader("page"), tags=["category"]) == "v1"
-    await backend.delete_many([cache._tag_counter("category")])  # the server lost it
+    await backend.delete_many([cache.versions.tag_counter("category")])  # the server lost it
     source.rows["page"] = "v2"
     assert await cache.invalidate_tags("category") == {"category": 1}
     assert await cache.get_or_load("page", source.loader("page"), tags=["category"]) == "v2"
@@ -310,7 +310,7 @@ async def test_a_cached_functions_invalidate_means_what_the_caches_does(
         await async_sleep(0.005)
     assert buses[1].stats.received >= 2, "the invalidations were announced on the bus"
     assert await in_b(1) == "v2", "b's L1 copy was dropped"
-    stale = b._encode(b.key("user:2"), "v1", b._meta("v1", POLICY, 0.0), b.codec)
+    stale = b.entries.encode(b.key("user:2"), "v1", b.entries.meta("v1", POLICY, 0.0), b.codec)
     assert await b.backend.fill(b.key("user:2"), stale, 60, in_flight.token) is False, "the fill in flight was refused"
     # The tombstones stand: without a position, fills read the primary; with one, at or past it.
     await a.invalidate("user:1")

@@ -22,27 +22,28 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, assert_never
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 from readscale._async.backends.base import AsyncBackend
 from readscale._async.cache.bus import AsyncInvalidationBus
 from readscale._async.cache.cached import AsyncCachedFunction
-from readscale._async.cache.filler import AsyncFillMixin, log
+from readscale._async.cache.coherence import AsyncCoherence
+from readscale._async.cache.entries import AsyncEntries
+from readscale._async.cache.filler import AsyncFiller, log
+from readscale._async.cache.l2 import AsyncL2Gate
+from readscale._async.cache.versions import AsyncVersions
 from readscale._core.cache import breaker as circuit
 from readscale._core.cache.entry import EntryMeta, fresh_payloads
-from readscale._core.cache.fill import PRIMARY_READ_LSN, Refusal, max_fill_staleness, merge_floor
+from readscale._core.cache.fill import PRIMARY_READ_LSN, Refusal, merge_floor
 from readscale._core.cache.freshness import Freshness, assess, storage_ttl
 from readscale._core.cache.keys import DEFAULT_PREFIX, physical_keys, template_fields
 from readscale._core.cache.lease import LeaseResult
-from readscale._core.cache.local_invalidations import LocalInvalidations
 from readscale._core.cache.novalue import NO_VALUE
 from readscale._core.cache.policy import DEFAULT, CachePolicy
 from readscale._core.writebehind.settings import WriteBehindSettings
 from readscale._shared.cache.fill_scope import fill_scope
 from readscale._shared.cache.stats import CacheStats
 from readscale._shared.cache.tombstone_ttl import TOMBSTONE_TTL_ENV, check_tombstone_ttl, default_tombstone_ttl
-from readscale._shared.primitives.flight import AsyncSingleFlight
-from readscale._shared.primitives.tasks import AsyncBackground
 from readscale._shared.replicas.causal_context import current_context
 from readscale.codecs import Codec, JsonCodec
 from readscale.errors import (
@@ -63,7 +64,7 @@ P = ParamSpec("P")
 DEFAULT_MAX_VALUE_SIZE = 1024 * 1024
 
 
-class AsyncCache(AsyncFillMixin):
+class AsyncCache:
     """An application cache over an optional in-process L1 and a remote L2 backend.
 
     Arguments:
@@ -127,47 +128,130 @@ class AsyncCache(AsyncFillMixin):
                 "cache could not keep fills from storing data older than an invalidation: implement "
                 "ticket/invalidate/bump_counters/counter_floors with tombstones (readscale.testing.contract)"
             )
-        self.backend = backend
-        self.l1 = l1
-        self.codec: Codec = codec or JsonCodec()
         self.policy = policy
-        self.prefix = prefix
-        self.max_value_size = max_value_size
         self.tombstone_ttl = tombstone_ttl
-        self.loader_source = loader_source
-        self._fill_staleness = max_fill_staleness(tombstone_ttl)
-        self._local = LocalInvalidations()
-        self._refusals_logged: set[Refusal] = set()
         self._unchecked = backend is not None
         self.eviction_risk: str | None = None
-        self.version_ttl = version_ttl if version_ttl is not None else (60.0 if bus is not None else 0.0)
         self.stats = CacheStats(name)
-        self._breaker_settings = breaker or circuit.BreakerSettings()
-        self._breaker = circuit.CLOSED
+        self.l2 = AsyncL2Gate(
+            backend, stats=self.stats, breaker=breaker, tombstone_ttl=tombstone_ttl, monotonic=monotonic
+        )
+        self.entries = AsyncEntries(
+            codec=codec or JsonCodec(), max_value_size=max_value_size, stats=self.stats, clock=clock, rng=rng
+        )
         self._clock = clock
         self._monotonic = monotonic
-        self._rng = rng
-        self._flight: AsyncSingleFlight[tuple[str, int], Any] = AsyncSingleFlight()
-        self._background: AsyncBackground[str] = AsyncBackground(on_error=self._refresh_failed)
-        self._versions: dict[str, tuple[int, float]] = {}
-        self._unsynced: set[str] = set()
-        self._l1_suspended: MemoryStore[str, Any] | None = None  # the L1 while the bus is down
+        self.versions = AsyncVersions(
+            self.l2,
+            prefix=prefix,
+            version_ttl=version_ttl if version_ttl is not None else (60.0 if bus is not None else 0.0),
+            tombstone_ttl=tombstone_ttl,
+            monotonic=monotonic,
+            before_read=self._start_bus,  # the coherence part is built next, with the versions
+        )
+        self.coherence = AsyncCoherence(
+            self.versions,
+            l1=l1,
+            bus=bus,
+            stats=self.stats,
+            tombstone_ttl=tombstone_ttl,
+            clock=clock,
+            monotonic=monotonic,
+        )
+        self.filler = AsyncFiller(
+            self.l2,
+            self.entries,
+            self.versions,
+            self.coherence,
+            stats=self.stats,
+            loader_source=loader_source,
+            tombstone_ttl=tombstone_ttl,
+            clock=clock,
+            monotonic=monotonic,
+            rng=rng,
+        )
         self.purger = purger
         self._write_behind_settings = write_behind
         self._write_behind: Any = None
-        self._attach_bus(bus)
 
     @property
     def l2_available(self) -> bool:
         """False while the circuit breaker skips the L2 after failures (reads go to the
         loader); a health check can report it. True without an L2."""
-        return self._breaker is circuit.CLOSED
+        return self.l2.available
+
+    @property
+    def l1(self) -> MemoryStore[str, Any] | None:
+        """The in-process tier (None without one, or while the invalidation bus is lost)."""
+        return self.coherence.l1
+
+    @property
+    def bus(self) -> AsyncInvalidationBus | None:
+        """The invalidation bus shared by every process of this cache."""
+        return self.coherence.bus
+
+    def flush_local(self) -> None:
+        """Drop every L1 copy and cached version of this process (after a bus gap), and
+        use the L1 again if a lost subscription had set it aside."""
+        self.coherence.flush_local()
+
+    async def flush_everywhere(self) -> None:
+        """Drop every process's L1 copies and cached versions (this one now, the others
+        when the bus delivers). L2 entries are not touched."""
+        await self.coherence.flush_everywhere()
+
+    async def _start_bus(self) -> None:
+        """Subscribe to the bus before version counters are read (``AsyncVersions``'s
+        hook): a bump between the read and the subscription would be missed."""
+        await self.coherence.ensure_bus()
+
+    async def _bump(self, counters: list[str], lsn: int | None) -> dict[str, int]:
+        """Bump version counters (``AsyncVersions.bump``), take their new values here and
+        announce them to every process."""
+        bumped, before = await self.versions.bump(counters, lsn)
+        self.coherence.heard_bumps(bumped, self._monotonic(), before)
+        await self.coherence.announce([], bumped, lsn)
+        return bumped
+
+    @property
+    def prefix(self) -> str:
+        """Prepended to every key this cache stores."""
+        return self.versions.prefix
+
+    @property
+    def version_ttl(self) -> float:
+        """How long a tag or namespace version read from the L2 is trusted here."""
+        return self.versions.version_ttl
+
+    @property
+    def loader_source(self) -> str:
+        """What a loader reads when it declares nothing: ``"declared"`` or ``"primary"``."""
+        return self.filler.loader_source
+
+    @property
+    def codec(self) -> Codec:
+        """The codec of calls that name none."""
+        return self.entries.codec
+
+    @property
+    def max_value_size(self) -> int:
+        """Encoded values larger than this (bytes) are refused."""
+        return self.entries.max_value_size
+
+    @max_value_size.setter
+    def max_value_size(self, size: int) -> None:
+        self.entries.max_value_size = size
+
+    @property
+    def backend(self) -> AsyncBackend | None:
+        """The L2 backend (None: L1 only)."""
+        return self.l2.backend
 
     # -- keys ------------------------------------------------------------------------------
 
     def key(self, key: str, policy: CachePolicy | None = None) -> str:
         """The physical key stored for ``key`` under ``policy``'s namespace."""
-        return self._physical(key, policy or self.policy)
+        return self.versions.physical(key, policy or self.policy)
 
     def prepare_entry(
         self, key: str, value: Any, *, policy: CachePolicy | None = None, codec: Codec | None = None
@@ -180,8 +264,8 @@ class AsyncCache(AsyncFillMixin):
         """
         policy = policy or self.policy
         pkey = self.key(key, policy)
-        meta = self._meta(value, policy, 0.0)
-        raw = self._encode(pkey, value, meta, codec or self.codec)
+        meta = self.entries.meta(value, policy, 0.0)
+        raw = self.entries.encode(pkey, value, meta, codec or self.codec)
         return pkey, raw, storage_ttl(meta, self._clock())
 
     def forget_local(self, key: str, *, policy: CachePolicy | None = None) -> None:
@@ -193,9 +277,9 @@ class AsyncCache(AsyncFillMixin):
         """
         pkey = self.key(key, policy)
         now = self._monotonic()
-        self._local.mark([pkey], None, now, now)  # expired at once: a new generation, no floor
-        if self.l1 is not None:
-            self.l1.delete(pkey)
+        self.coherence.local.mark([pkey], None, now, now)  # expired at once: a new generation, no floor
+        if self.coherence.l1 is not None:
+            self.coherence.l1.delete(pkey)
 
     async def drop_copies(self, key: str, *, policy: CachePolicy | None = None) -> None:
         """Drop every process's L1 copy of ``key``: this one's now (:meth:`forget_local`),
@@ -203,7 +287,7 @@ class AsyncCache(AsyncFillMixin):
         (write-behind stores the entry in its own script). A bus that cannot be told is
         logged, not raised: the L2 change happened."""
         self.forget_local(key, policy=policy)
-        await self._announce([self.key(key, policy)], {}, None)
+        await self.coherence.announce([self.key(key, policy)], {}, None)
 
     # -- cache-aside -----------------------------------------------------------------------
 
@@ -216,27 +300,27 @@ class AsyncCache(AsyncFillMixin):
         policy = policy or self.policy
         if not policy.cacheable:
             return NO_VALUE
-        if self._bus_pending:
-            await self._ensure_bus()
+        if self.coherence.bus_pending:
+            await self.coherence.ensure_bus()
         if self._unchecked:
             await self._check_once()
-        pkey = self._physical(key, policy) if not policy.versioned else await self._pkey(key, policy)
-        found = self._l1_get(pkey, policy)
-        if found is not None and (not found[1].tags or self._tags_current_locally(found[1].tags)):
+        pkey = self.versions.physical(key, policy) if not policy.versioned else await self.versions.pkey(key, policy)
+        found = self.coherence.l1_get(pkey, policy)
+        if found is not None and (not found[1].tags or self.versions.tags_current_locally(found[1].tags)):
             return found[0]
-        since = self._local.seq
-        found = await self._l2_get(pkey, policy, codec or self.codec)
+        since = self.coherence.local.seq
+        found = await self.filler.read(pkey, policy, codec or self.codec)
         if found is None:
             self.stats.l2.misses += 1
             return NO_VALUE
         value, meta = found
-        if meta.tags and not await self._tags_current(meta.tags):
+        if meta.tags and not await self.versions.tags_current(meta.tags):
             self.stats.l2.tag_stale += 1
             return NO_VALUE
         state = assess(meta, self._clock(), 1.0, 0.0)
         if state is Freshness.FRESH:
             self.stats.l2.hits += 1
-            self._l1_put(pkey, value, meta, policy, size=0, since=since)
+            self.coherence.l1_put(pkey, value, meta, policy, size=0, since=since)
             return value
         if state is Freshness.STALE:
             self.stats.l2.stale_serves += 1
@@ -263,36 +347,36 @@ class AsyncCache(AsyncFillMixin):
             return
         if self._unchecked:
             await self._check_once()
-        since = self._local.seq
+        since = self.coherence.local.seq
         try:
-            pkey = await self._pkey(key, policy)
-            tag_versions = await self._tag_versions((*policy.tags, *tags))
+            pkey = await self.versions.pkey(key, policy)
+            tag_versions = await self.versions.tag_versions((*policy.tags, *tags))
         except CacheUnavailableError as exc:  # nothing stored: a later read loads it
-            self._l2_failed(exc)
+            self.l2.failed(exc)
             return
-        meta = self._meta(value, policy, 0.0, tag_versions)
-        raw = self._encode(pkey, value, meta, codec or self.codec)
-        await self._store(pkey, value, meta, raw, policy, token=None, since=since, raise_too_large=True)
+        meta = self.entries.meta(value, policy, 0.0, tag_versions)
+        raw = self.entries.encode(pkey, value, meta, codec or self.codec)
+        await self.filler.store(pkey, value, meta, raw, policy, token=None, since=since, raise_too_large=True)
 
     async def delete(self, key: str, *, policy: CachePolicy | None = None) -> bool:
         """Remove ``key`` from both tiers (this process's L1 only; see :meth:`invalidate`).
         Raises :class:`CacheUnavailableError` when the L2 cannot be reached: a lost delete
         would leave stale data behind."""
-        pkey = await self._pkey(key, policy or self.policy)
-        if self.l1 is not None:
-            self.l1.delete(pkey)
-        if self.backend is None:
+        pkey = await self.versions.pkey(key, policy or self.policy)
+        if self.coherence.l1 is not None:
+            self.coherence.l1.delete(pkey)
+        if self.l2.backend is None:
             return True
-        return await self.backend.delete(pkey)
+        return await self.l2.backend.delete(pkey)
 
     async def delete_many(self, keys: Sequence[str], *, policy: CachePolicy | None = None) -> int:
         policy = policy or self.policy
-        pkeys = [await self._pkey(k, policy) for k in keys]
-        if self.l1 is not None:
-            self.l1.delete_many(pkeys)
-        if self.backend is None:
+        pkeys = [await self.versions.pkey(k, policy) for k in keys]
+        if self.coherence.l1 is not None:
+            self.coherence.l1.delete_many(pkeys)
+        if self.l2.backend is None:
             return len(pkeys)
-        return await self.backend.delete_many(pkeys)
+        return await self.l2.backend.delete_many(pkeys)
 
     # -- invalidation ----------------------------------------------------------------------
 
@@ -311,21 +395,21 @@ class AsyncCache(AsyncFillMixin):
         policy = policy or self.policy
         if self._unchecked:
             await self._check_once()
-        pkeys = [await self._pkey(k, policy) for k in keys]
+        pkeys = [await self.versions.pkey(k, policy) for k in keys]
         now = self._monotonic()
-        self._local.mark(pkeys, lsn, now + self.tombstone_ttl, now)
-        if self.l1 is not None:
-            self.l1.delete_many(pkeys)
+        self.coherence.local.mark(pkeys, lsn, now + self.tombstone_ttl, now)
+        if self.coherence.l1 is not None:
+            self.coherence.l1.delete_many(pkeys)
         removed = len(pkeys)
-        if self.backend is not None:
+        if self.l2.backend is not None:
             try:
-                removed = await self.backend.invalidate(pkeys, lsn=lsn, tombstone_ttl=self.tombstone_ttl)
+                removed = await self.l2.backend.invalidate(pkeys, lsn=lsn, tombstone_ttl=self.tombstone_ttl)
             except CacheUnavailableError:
                 for pkey in pkeys:  # removed as soon as the L2 answers, and raised now
-                    self._mark_unsynced(pkey)
+                    self.l2.mark_unsynced(pkey)
                 raise
         self.stats.invalidations += len(pkeys)
-        await self._announce(pkeys, {}, lsn)
+        await self.coherence.announce(pkeys, {}, lsn)
         return removed
 
     async def invalidate_tags(self, *tags: str, lsn: int | None = None) -> dict[str, int]:
@@ -337,11 +421,11 @@ class AsyncCache(AsyncFillMixin):
         primary while the tags' floors stand)."""
         if not tags:
             return {}
-        if self.backend is None:
+        if self.l2.backend is None:
             raise ConfigurationError("tags need an L2 backend to hold their versions")
         if self._unchecked:
             await self._check_once()
-        bumped = await self._bump([self._tag_counter(t) for t in tags], lsn)
+        bumped = await self._bump([self.versions.tag_counter(t) for t in tags], lsn)
         self.stats.invalidations += len(tags)
         if self.purger is not None:
             try:
@@ -349,20 +433,20 @@ class AsyncCache(AsyncFillMixin):
             except ReadscaleError as exc:  # the cache is right; the edge expires by its TTL
                 self.stats.loader.purge_errors += 1
                 log.warning("cache %s: edge purge of %s failed: %s", self.stats.name, ", ".join(tags), exc)
-        return {tag: bumped[self._tag_counter(tag)] for tag in tags}
+        return {tag: bumped[self.versions.tag_counter(tag)] for tag in tags}
 
     async def invalidate_namespace(self, namespace: str, *, lsn: int | None = None) -> int:
         """Make every key of a versioned namespace unreachable at once (old entries die by
         their TTL). Returns the namespace's new version. ``lsn``: as for
         :meth:`invalidate_tags`."""
-        if self.backend is None:
+        if self.l2.backend is None:
             raise ConfigurationError("versioned namespaces need an L2 backend")
         if self._unchecked:
             await self._check_once()
-        counter = self._namespace_counter(namespace)
+        counter = self.versions.namespace_counter(namespace)
         bumped = await self._bump([counter], lsn)
-        if self.l1 is not None:
-            self.l1.clear()  # cheaper than finding the namespace's keys; other namespaces refill
+        if self.coherence.l1 is not None:
+            self.coherence.l1.clear()  # cheaper than finding the namespace's keys; other namespaces refill
         return bumped[counter]
 
     # -- read-through ----------------------------------------------------------------------
@@ -387,90 +471,44 @@ class AsyncCache(AsyncFillMixin):
         policy = policy or self.policy
         if not policy.cacheable:
             self.stats.loader.bypasses += 1
-            return await self._call_loader(loader)
-        if self._bus_pending:
-            await self._ensure_bus()
+            return await self.filler.call_loader(loader)
+        if self.coherence.bus_pending:
+            await self.coherence.ensure_bus()
         if self._unchecked:
             await self._check_once()
         codec = codec or self.codec
         if policy.versioned:
             try:
-                pkey = await self._pkey(key, policy)
+                pkey = await self.versions.pkey(key, policy)
             except CacheUnavailableError as exc:  # the namespace's version is unknown: no cache
-                self._l2_failed(exc)
+                self.l2.failed(exc)
                 self.stats.loader.fail_open += 1
-                return await self._call_loader(loader)
+                return await self.filler.call_loader(loader)
         else:
-            pkey = self._physical(key, policy)
+            pkey = self.versions.physical(key, policy)
         all_tags = (*policy.tags, *tags) if tags else policy.tags
-        found = self._l1_get(pkey, policy)
+        found = self.coherence.l1_get(pkey, policy)
         if found is not None:
             value, meta = found
-            if not meta.tags or self._tags_current_locally(meta.tags):
+            if not meta.tags or self.versions.tags_current_locally(meta.tags):
                 if policy.early_refresh and (
-                    assess(meta, self._clock(), self._u(), policy.early_refresh) is Freshness.EARLY_REFRESH
+                    assess(meta, self._clock(), self.filler.u(), policy.early_refresh) is Freshness.EARLY_REFRESH
                 ):
                     self.stats.l1.early_refreshes += 1
-                    self._refresh_soon(pkey, loader, policy, codec, all_tags)
+                    self.filler.refresh_soon(pkey, loader, policy, codec, all_tags)
                 return value  # type: ignore[no-any-return]
 
         # Concurrent readers of one key in this process share one L2 read (and fill).
         async def read() -> Any:
-            return await self._read_through(pkey, loader, policy, codec, all_tags)
+            return await self.filler.read_through(pkey, loader, policy, codec, all_tags)
 
         # Readers share a load only within the key's generation: one begun before an
         # invalidation (or a tag bump) heard here is not joined by later readers.
-        flight = (pkey, self._local.generation(pkey, tagged=bool(all_tags)))
-        value, leader = await self._flight.run(flight, read)
+        flight = (pkey, self.coherence.local.generation(pkey, tagged=bool(all_tags)))
+        value, leader = await self.filler.flight.run(flight, read)
         if not leader:
             self.stats.l2.coalesced += 1
         return value  # type: ignore[no-any-return]
-
-    async def _read_through(
-        self,
-        pkey: str,
-        loader: Callable[[], Awaitable[Any]],
-        policy: CachePolicy,
-        codec: Codec,
-        tags: tuple[str, ...],
-    ) -> Any:
-        since = self._local.seq
-        found = await self._l2_get(pkey, policy, codec)
-        if found is None:
-            self.stats.l2.misses += 1
-            return await self._fill_once(pkey, loader, policy, codec, tags)
-        value, meta = found
-        if meta.tags and not await self._tags_current(meta.tags):
-            self.stats.l2.tag_stale += 1
-            return await self._fill_once(pkey, loader, policy, codec, tags)
-        state = assess(meta, self._clock(), self._u(), policy.early_refresh)
-        match state:
-            case Freshness.FRESH:
-                self.stats.l2.hits += 1
-                self._l1_put(pkey, value, meta, policy, size=0, since=since)
-                return value
-            case Freshness.EARLY_REFRESH:
-                self.stats.l2.hits += 1
-                self.stats.l2.early_refreshes += 1
-                self._refresh_soon(pkey, loader, policy, codec, tags)
-                return value
-            case Freshness.STALE:
-                self.stats.l2.stale_serves += 1
-                self._refresh_soon(pkey, loader, policy, codec, tags)
-                return value
-            case Freshness.STALE_IF_ERROR:
-                self.stats.l2.misses += 1
-                try:
-                    return await self._fill_once(pkey, loader, policy, codec, tags)
-                except Exception as exc:
-                    self.stats.loader.stale_if_error += 1
-                    log.warning("cache %s: loading %s failed (%s); serving the stale value", self.stats.name, pkey, exc)
-                    return value
-            case Freshness.EXPIRED:
-                self.stats.l2.misses += 1
-                return await self._fill_once(pkey, loader, policy, codec, tags)
-            case _:
-                assert_never(state)
 
     async def write_through(
         self,
@@ -507,54 +545,54 @@ class AsyncCache(AsyncFillMixin):
         if self._unchecked:
             await self._check_once()
         try:
-            pkey = await self._pkey(key, policy)
-            tag_versions = await self._tag_versions((*policy.tags, *tags))
+            pkey = await self.versions.pkey(key, policy)
+            tag_versions = await self.versions.tag_versions((*policy.tags, *tags))
         except CacheUnavailableError as exc:
             # The write happened; the cache cannot be updated now. Its old entry (if any)
             # lives until its TTL: logged and counted, not raised into the writer.
-            self._l2_failed(exc)
+            self.l2.failed(exc)
             self.stats.loader.not_cached += 1
             if policy.versioned:
-                if self.l1 is not None:
-                    self.l1.clear()  # the key's name is unknown without its version
+                if self.coherence.l1 is not None:
+                    self.coherence.l1.clear()  # the key's name is unknown without its version
             else:
-                pkey = self._physical(key, policy)
-                if self.l1 is not None:
-                    self.l1.delete(pkey)
-                self._mark_unsynced(pkey)
+                pkey = self.versions.physical(key, policy)
+                if self.coherence.l1 is not None:
+                    self.coherence.l1.delete(pkey)
+                self.l2.mark_unsynced(pkey)
             return value
-        meta = self._meta(value, policy, 0.0, tag_versions, written_lsn)
+        meta = self.entries.meta(value, policy, 0.0, tag_versions, written_lsn)
         try:
-            raw = self._encode(pkey, value, meta, codec or self.codec)
+            raw = self.entries.encode(pkey, value, meta, codec or self.codec)
         except SerializationError as exc:
             # The write happened but its value cannot be cached: the old entry would be
             # stale, so it goes (here and, through the bus, in every process's L1).
             self.stats.loader.not_cached += 1
             log.warning("cache %s: write-through of %s not cached: %s", self.stats.name, pkey, exc)
             await self._invalidate_written(pkey, written_lsn, policy)
-            await self._announce([pkey], {}, written_lsn)
+            await self.coherence.announce([pkey], {}, written_lsn)
             return value
         right = await self._invalidate_written(pkey, written_lsn, policy)
-        since = self._local.seq
+        since = self.coherence.local.seq
         if right is not None and right.token is not None:
             # Stored only if no newer write invalidated the key since (its ticket holds)
             # and this write is not older than the key's tombstone.
             source = PRIMARY_READ_LSN if written_lsn is None else written_lsn
             try:
-                await self._store(
+                await self.filler.store(
                     pkey, value, meta, raw, policy, right.token, source, since=since, raise_too_large=True, write=True
                 )
             except SerializationError as exc:  # over the server's own limit: the key stays invalidated
-                await self._release(pkey, right.token)
+                await self.filler.release(pkey, right.token)
                 self.stats.loader.not_cached += 1
                 log.warning("cache %s: write-through of %s not cached: %s", self.stats.name, pkey, exc)
             except BaseException:
-                await self._release(pkey, right.token)
+                await self.filler.release(pkey, right.token)
                 raise
         elif policy.uses_l1:
             self.stats.l1.fills += 1
-            self._l1_put(pkey, value, meta, policy, size=len(raw), since=since)
-        await self._announce([pkey], {}, written_lsn)
+            self.coherence.l1_put(pkey, value, meta, policy, size=len(raw), since=since)
+        await self.coherence.announce([pkey], {}, written_lsn)
         return value
 
     async def _invalidate_written(self, pkey: str, lsn: int | None, policy: CachePolicy) -> LeaseResult | None:
@@ -562,14 +600,14 @@ class AsyncCache(AsyncFillMixin):
         write's position) and take a ticket to store the written value with. None when
         the L2 is not used or cannot be reached (the key is then removed once it can)."""
         now = self._monotonic()
-        self._local.mark([pkey], lsn, now + self.tombstone_ttl, now)
-        if self.l1 is not None:
-            self.l1.delete(pkey)
-        backend = self.backend
+        self.coherence.local.mark([pkey], lsn, now + self.tombstone_ttl, now)
+        if self.coherence.l1 is not None:
+            self.coherence.l1.delete(pkey)
+        backend = self.l2.backend
         if backend is None or not policy.uses_l2:
             return None
-        if not self._l2_allowed():
-            self._mark_unsynced(pkey)
+        if not self.l2.allowed():
+            self.l2.mark_unsynced(pkey)
             return None
         try:
             combined = getattr(backend, "invalidate_for_write", None)
@@ -579,10 +617,10 @@ class AsyncCache(AsyncFillMixin):
             else:
                 right = await combined(pkey, lsn=lsn, tombstone_ttl=self.tombstone_ttl, ticket_ttl=policy.lease_ttl)
         except CacheUnavailableError as exc:
-            self._l2_failed(exc)
-            self._mark_unsynced(pkey)
+            self.l2.failed(exc)
+            self.l2.mark_unsynced(pkey)
             return None
-        self._l2_ok()
+        self.l2.ok()
         return right
 
     async def refill(
@@ -600,22 +638,22 @@ class AsyncCache(AsyncFillMixin):
         the loaded value, stored or not (``@cached``'s ``refresh``)."""
         policy = policy or self.policy
         if not policy.cacheable:
-            return await self._call_loader(loader)
-        if self._bus_pending:
-            await self._ensure_bus()
+            return await self.filler.call_loader(loader)
+        if self.coherence.bus_pending:
+            await self.coherence.ensure_bus()
         if self._unchecked:
             await self._check_once()
         codec = codec or self.codec
         all_tags = (*policy.tags, *tags) if tags else policy.tags
         try:
-            pkey = await self._pkey(key, policy)
+            pkey = await self.versions.pkey(key, policy)
         except CacheUnavailableError as exc:
-            self._l2_failed(exc)
+            self.l2.failed(exc)
             self.stats.loader.fail_open += 1
-            return await self._call_loader(loader)
-        if self.backend is None or not policy.uses_l2:
-            return await self._load_and_store(pkey, loader, policy, codec, all_tags, right=None)  # type: ignore[no-any-return]
-        return await self._fill_with_ticket(pkey, loader, policy, codec, all_tags)  # type: ignore[no-any-return]
+            return await self.filler.call_loader(loader)
+        if self.l2.backend is None or not policy.uses_l2:
+            return await self.filler.load_and_store(pkey, loader, policy, codec, all_tags, right=None)  # type: ignore[no-any-return]
+        return await self.filler.fill_with_ticket(pkey, loader, policy, codec, all_tags)  # type: ignore[no-any-return]
 
     async def write_behind(
         self, key: str, value: Any, *, policy: CachePolicy | None = None, codec: Codec | None = None
@@ -642,32 +680,32 @@ class AsyncCache(AsyncFillMixin):
         policy = policy or self.policy
         if not policy.cacheable or not keys:
             return {}
-        if self._bus_pending:
-            await self._ensure_bus()
+        if self.coherence.bus_pending:
+            await self.coherence.ensure_bus()
         if self._unchecked:
             await self._check_once()
         codec = codec or self.codec
         if policy.versioned:
-            pkeys = [await self._pkey(key, policy) for key in keys]
+            pkeys = [await self.versions.pkey(key, policy) for key in keys]
         else:
             pkeys = physical_keys(self.prefix, policy.namespace, keys)
-        use_l1 = self.l1 is not None and policy.uses_l1
+        use_l1 = self.coherence.l1 is not None and policy.uses_l1
         result: dict[str, Any] = {}
         remote_keys: Sequence[str] = keys
         remote: list[str] = pkeys
         if use_l1:
             remote_keys, remote = [], []
             for key, pkey in zip(keys, pkeys, strict=True):
-                found = self._l1_get(pkey, policy)
-                if found is not None and (not found[1].tags or self._tags_current_locally(found[1].tags)):
+                found = self.coherence.l1_get(pkey, policy)
+                if found is not None and (not found[1].tags or self.versions.tags_current_locally(found[1].tags)):
                     result[key] = found[0]
                 else:
                     remote_keys.append(key)
                     remote.append(pkey)
-        if not remote or self.backend is None or not policy.uses_l2:
+        if not remote or self.l2.backend is None or not policy.uses_l2:
             return result
-        since = self._local.seq
-        raws = await self._l2_call_many(remote)
+        since = self.coherence.local.seq
+        raws = await self.l2.get_many(remote)
         now = self._clock()
         # The fast path: fresh entries without tags or LSN, no L1 copy to make.
         payloads = fresh_payloads(raws, now, policy.schema, codec.id) if not use_l1 else [None] * len(raws)
@@ -683,16 +721,16 @@ class AsyncCache(AsyncFillMixin):
                     pass
             if raw is None:
                 continue
-            found = self._decode(pkey, raw, policy, codec)
+            found = self.entries.decode(pkey, raw, policy, codec)
             if found is None:
                 continue
-            if found[1].tags and not await self._tags_current(found[1].tags):
+            if found[1].tags and not await self.versions.tags_current(found[1].tags):
                 self.stats.l2.tag_stale += 1
                 continue
             state = assess(found[1], now, 1.0, 0.0)
             if state is Freshness.FRESH:
                 hits += 1
-                self._l1_put(pkey, found[0], found[1], policy, size=len(raw), since=since)
+                self.coherence.l1_put(pkey, found[0], found[1], policy, size=len(raw), since=since)
                 result[key] = found[0]
             elif state is Freshness.STALE:
                 self.stats.l2.stale_serves += 1
@@ -721,16 +759,16 @@ class AsyncCache(AsyncFillMixin):
         if not missing:
             return found
         if not policy.cacheable:
-            found.update(await self._call_loader(lambda: loader(missing)))
+            found.update(await self.filler.call_loader(lambda: loader(missing)))
             return found
         codec = codec or self.codec
-        since = self._local.seq
-        pkeys = {k: await self._pkey(k, policy) for k in missing}
+        since = self.coherence.local.seq
+        pkeys = {k: await self.versions.pkey(k, policy) for k in missing}
         rights: dict[str, LeaseResult] = {}
         floor: int | None = None
         floors_known = True
-        if self.backend is not None and policy.uses_l2:
-            taken = await self._tickets(list(pkeys.values()), policy)  # None: the server failed (counted)
+        if self.l2.backend is not None and policy.uses_l2:
+            taken = await self.filler.tickets(list(pkeys.values()), policy)  # None: the server failed (counted)
             if taken is None:
                 floors_known = False
             else:
@@ -740,37 +778,37 @@ class AsyncCache(AsyncFillMixin):
         else:
             now = self._monotonic()
             for pkey in pkeys.values():
-                floor = merge_floor(floor, self._local.floor(pkey, now))
+                floor = merge_floor(floor, self.coherence.local.floor(pkey, now))
         tag_versions: tuple[tuple[str, int], ...] = ()
         tag_floor: int | None = None
         if floors_known:
             try:
-                tag_versions, tag_floor = await self._fill_floors(policy.tags, policy)
+                tag_versions, tag_floor = await self.filler.fill_floors(policy.tags, policy)
             except CacheUnavailableError as exc:
-                self._l2_failed(exc)
+                self.l2.failed(exc)
                 floors_known = False
         if not floors_known:
             for k, right in rights.items():
-                await self._release(pkeys[k], right.token)
+                await self.filler.release(pkeys[k], right.token)
             self.stats.loader.fail_open += 1
-            loaded = await self._call_loader(lambda: loader(missing))
+            loaded = await self.filler.call_loader(lambda: loader(missing))
             for pkey in pkeys.values():
-                self._refused(pkey, Refusal.NO_FLOOR)
+                self.filler.refused(pkey, Refusal.NO_FLOOR)
             found.update({k: loaded[k] for k in missing if k in loaded})
             return found
         floor = merge_floor(floor, tag_floor)
         started = self._monotonic()
         try:
-            with fill_scope(floor, self._fill_staleness) as scope:
-                loaded = await self._call_loader(lambda: loader(missing))
+            with fill_scope(floor, self.filler.fill_staleness) as scope:
+                loaded = await self.filler.call_loader(lambda: loader(missing))
         except BaseException:
             for k, right in rights.items():
-                await self._release(pkeys[k], right.token)
+                await self.filler.release(pkeys[k], right.token)
             raise
         elapsed = self._monotonic() - started
         ok = True
         for k in missing:
-            ok = await self._may_store(pkeys[k], scope, rights[k].token if k in rights else None) and ok
+            ok = await self.filler.may_store(pkeys[k], scope, rights[k].token if k in rights else None) and ok
         if ok:
             source = scope.source_lsn
             entry_lsn = None if not scope.reads or any(r.primary for r in scope.reads) else source
@@ -778,19 +816,19 @@ class AsyncCache(AsyncFillMixin):
             for k in missing:
                 token = rights[k].token if k in rights else None
                 if k not in loaded:
-                    await self._release(pkeys[k], token)
+                    await self.filler.release(pkeys[k], token)
                     continue
                 value = loaded[k]
-                meta = self._meta(value, policy, elapsed, tag_versions, entry_lsn)
+                meta = self.entries.meta(value, policy, elapsed, tag_versions, entry_lsn)
                 try:
-                    raw = self._encode(pkeys[k], value, meta, codec)
+                    raw = self.entries.encode(pkeys[k], value, meta, codec)
                 except SerializationError as exc:
                     self.stats.loader.not_cached += 1
                     log.warning("cache %s: %s not cached: %s", self.stats.name, pkeys[k], exc)
-                    await self._release(pkeys[k], token)
+                    await self.filler.release(pkeys[k], token)
                     continue
                 entries.append((pkeys[k], value, meta, raw, token))
-            await self._store_fills(entries, policy, source, since)
+            await self.filler.store_fills(entries, policy, source, since)
         found.update({k: loaded[k] for k in missing if k in loaded})
         return found
 
@@ -804,7 +842,7 @@ class AsyncCache(AsyncFillMixin):
         may evict tombstones (Redis with an eviction policy and maxmemory, memcached
         without -M) is reported once, loudly (``cache.eviction_risk``).
         Raises CacheUnavailableError when the server cannot be reached."""
-        backend = self.backend
+        backend = self.l2.backend
         if backend is None:
             return
         mine = f"{self.tombstone_ttl:g}".encode()
@@ -854,20 +892,17 @@ class AsyncCache(AsyncFillMixin):
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def _u(self) -> float:
-        return 1.0 - self._rng()
-
     async def drain(self) -> None:
         """Wait for background refreshes to finish (tests, shutdown)."""
-        await self._background.drain()
+        await self.filler.background.drain()
 
     async def aclose(self) -> None:
         """Stop background work and close the backend and the bus."""
-        await self._background.close()
-        if self.bus is not None:
-            await self.bus.close()
-        if self.backend is not None:
-            await self.backend.close()
+        await self.filler.background.close()
+        if self.coherence.bus is not None:
+            await self.coherence.bus.close()
+        if self.l2.backend is not None:
+            await self.l2.backend.close()
 
 
 __all__ = ["DEFAULT_MAX_VALUE_SIZE", "AsyncCache", "CacheStats"]

@@ -1,0 +1,202 @@
+"""The cache's coherence: the in-process tier, and the bus that keeps every process's
+L1 and version copies right.
+
+A part of :class:`AsyncCache` (internal; docs/architecture.md §5). It owns the bus and
+its pending start, the L1 (and the L1 set aside while the bus is lost), and the table of
+invalidations this process heard (``readscale._core.cache.local_invalidations``):
+
+- An L1 copy of data read before an invalidation heard here is never put: a reader that
+  began before it may hold the old value.
+- Bumps and invalidations are published on the bus, which updates other processes'
+  version copies and drops their L1 entries; when the bus reconnects (messages may have
+  been missed) everything local is flushed, and while it is lost the L1 is set aside
+  (``cache.l1`` is None meanwhile): this process would not hear another's invalidation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from readscale._async.cache.bus import INVALIDATE, AsyncInvalidationBus
+from readscale._async.cache.entries import Found
+from readscale._async.cache.versions import AsyncVersions
+from readscale._core.cache.entry import EntryMeta
+from readscale._core.cache.freshness import l1_ttl
+from readscale._core.cache.local_invalidations import LocalInvalidations
+from readscale._core.cache.novalue import NO_VALUE
+from readscale._core.cache.policy import CachePolicy
+from readscale._core.replicas.causal import read_before_own_write
+from readscale._shared.cache.stats import CacheStats
+from readscale._shared.replicas.causal_context import own_write_floor
+from readscale.errors import CacheUnavailableError
+from readscale.l1 import MemoryStore
+
+log = logging.getLogger("readscale.cache")
+
+
+class AsyncCoherence:
+    """The L1, the invalidations heard here, and the bus between processes."""
+
+    def __init__(
+        self,
+        versions: AsyncVersions,
+        *,
+        l1: MemoryStore[str, Any] | None,
+        bus: AsyncInvalidationBus | None,
+        stats: CacheStats,
+        tombstone_ttl: float,
+        clock: Callable[[], float],
+        monotonic: Callable[[], float],
+    ) -> None:
+        self.versions = versions
+        #: The in-process tier; None without one, or while the bus is lost.
+        self.l1 = l1
+        #: The L1 set aside while the bus is lost.
+        self.l1_suspended: MemoryStore[str, Any] | None = None
+        self.stats = stats
+        self.tombstone_ttl = tombstone_ttl
+        self._clock = clock
+        self._monotonic = monotonic
+        #: Invalidations this process has seen (its own and the bus's): an L1 copy of data
+        #: read before one of them is never put.
+        self.local = LocalInvalidations()
+        self.bus = bus
+        #: The bus is started by the first call that needs it (not in a constructor).
+        self.bus_pending = bus is not None
+        if bus is not None:
+            bus.subscribe(INVALIDATE, self.on_invalidation)
+            bus.on_disconnect(self.suspend_l1)
+            bus.on_reconnect(self.flush_local)
+
+    # -- L1 -------------------------------------------------------------------------------
+
+    def l1_get(self, pkey: str, policy: CachePolicy) -> Found | None:
+        if self.l1 is None or not policy.uses_l1:
+            return None
+        item = self.l1.get(pkey)
+        if item is NO_VALUE:
+            self.stats.l1.misses += 1
+            return None
+        if policy.read_your_writes and read_before_own_write(item[1].lsn, own_write_floor()):
+            self.stats.l1.older_than_own_write += 1
+            return None
+        self.stats.l1.hits += 1
+        return item  # type: ignore[no-any-return]
+
+    def l1_put(self, pkey: str, value: Any, meta: EntryMeta, policy: CachePolicy, size: int, since: int) -> None:
+        """Put an L1 copy of what was read (or loaded) after local invalidation number
+        ``since``; not if the key was invalidated since (the copy may predate it)."""
+        if self.l1 is None or not policy.uses_l1:
+            return
+        if self.local.invalidated_since(pkey, since):
+            self.stats.l1.puts_skipped += 1
+            return
+        ttl = l1_ttl(meta, self._clock(), policy.l1_ttl)
+        if ttl > 0:
+            self.l1.set(pkey, (value, meta), ttl, max(size, 1))
+
+    # -- versions heard ---------------------------------------------------------------------
+
+    def heard_bumps(self, bumped: dict[str, int], now: float, before: dict[str, int] | None = None) -> None:
+        """New values of bumped counters (this process's bump, or one heard on the bus).
+
+        A bump yields a value above every earlier one, unless the server lost the counter
+        (a restart without persistence, an eviction): then the versions known here are
+        ahead of the server's, a "never step back" version would hide every later bump,
+        and entries judged by it would stay current. So the local state goes, as after a
+        bus gap (found by the consistency harness: a tag-invalidated entry was served
+        after the cache's Redis restarted empty). ``before``: what this process knew when
+        it sent its own bump (a bump heard on the bus meanwhile is not a loss); a bump
+        heard from another process that is not above the known version is taken as one
+        (two processes' bumps crossing on the bus cost a flush, never a stale read)."""
+        if self.versions.went_back(bumped, before):
+            log.warning(
+                "cache %s: a version counter went back (%s): the cache server lost it; local copies flushed",
+                self.stats.name,
+                ", ".join(sorted(bumped)),
+            )
+            self.flush_local()  # counted in stats.l1.flushes
+        for counter, value in bumped.items():
+            self.versions.remember(counter, value, now)
+        self.local.tags_bumped()
+
+    # -- the bus -----------------------------------------------------------------------------
+
+    async def ensure_bus(self) -> None:
+        if self.bus_pending and self.bus is not None:
+            self.bus_pending = False
+            try:
+                await self.bus.start()
+            except CacheUnavailableError as exc:
+                self.bus_pending = True
+                log.warning("cache %s: the invalidation bus is not available yet: %s", self.stats.name, exc)
+
+    async def announce(self, keys: list[str], versions: dict[str, int], lsn: int | None = None) -> None:
+        """Tell every process: drop these keys' L1 copies (their change's ``lsn`` is the
+        floor of an L1-only cache's fills), take these versions."""
+        if self.bus is None:
+            return
+        await self.ensure_bus()
+        message: dict[str, Any] = {"keys": keys, "versions": versions}
+        if keys:
+            message["lsn"] = lsn
+            message["ttl"] = self.tombstone_ttl
+        try:
+            await self.bus.publish(INVALIDATE, message)
+        except CacheUnavailableError as exc:
+            # The L2 change happened; other processes' L1 copies live at most their l1_ttl.
+            log.warning("cache %s: invalidation not announced on the bus: %s", self.stats.name, exc)
+
+    def on_invalidation(self, event: str, payload: Any) -> None:
+        if isinstance(payload, dict) and payload.get("flush"):
+            self.flush_local()
+            return
+        keys = payload.get("keys", []) if isinstance(payload, dict) else []
+        versions = payload.get("versions", {}) if isinstance(payload, dict) else {}
+        if keys:
+            lsn = payload.get("lsn")
+            ttl = payload.get("ttl")
+            now = self._monotonic()
+            until = now + (float(ttl) if isinstance(ttl, int | float) else self.tombstone_ttl)
+            self.local.mark(list(keys), lsn if isinstance(lsn, int) else None, until, now)
+        if self.l1 is not None and keys:
+            self.l1.delete_many(keys)
+        if versions:
+            self.heard_bumps({str(c): int(v) for c, v in versions.items()}, self._monotonic())
+
+    async def flush_everywhere(self) -> None:
+        """Drop every process's L1 copies and cached versions (this one now, the others
+        when the bus delivers). L2 entries are not touched."""
+        self.flush_local()
+        if self.bus is not None:
+            await self.ensure_bus()
+            try:
+                await self.bus.publish(INVALIDATE, {"flush": True})
+            except CacheUnavailableError as exc:
+                log.warning("cache %s: flush not announced on the bus: %s", self.stats.name, exc)
+
+    def flush_local(self) -> None:
+        """Drop every L1 copy and cached version of this process (after a bus gap), and
+        use the L1 again if a lost subscription had set it aside."""
+        if self.l1_suspended is not None:
+            self.l1, self.l1_suspended = self.l1_suspended, None
+            log.warning("cache %s: the invalidation bus is back: the in-process tier is used again", self.stats.name)
+        self.local.flush()
+        if self.l1 is not None:
+            self.l1.clear()
+        self.versions.clear()
+        self.stats.l1.flushes += 1
+
+    def suspend_l1(self) -> None:
+        """The bus is lost: this process would not hear another's invalidation, so an L1
+        copy could stay stale for its whole L1 TTL. Until the bus is back the cache runs
+        without its L1 (``cache.l1`` is None meanwhile) and reads go to the L2 or loader."""
+        self.local.flush()
+        if self.l1 is None:
+            return
+        self.l1.clear()
+        self.l1_suspended, self.l1 = self.l1, None
+        self.stats.l1.flushes += 1
+        log.warning("cache %s: the invalidation bus is lost: the in-process tier is set aside", self.stats.name)
