@@ -707,6 +707,54 @@ def test_a_read_your_writes_entry_read_before_the_sessions_write_is_loaded_again
         assert cache.get_or_load("profile", loader("unused", 0), policy=policy) == "new bio"
 
 
+def test_a_session_that_wrote_does_not_share_a_load_begun_for_a_session_without_its_write(
+    cache: Cache,
+) -> None:
+    """Found by tests/consistency (profile_without_bus): concurrent misses of a key share one
+    load in a process, and the load (and any entry it finds) is judged against the leading
+    reader's own-write floor only. A session that had just written joined a load led by a
+    session without that write and was handed the value read before it."""
+    from readscale._core.replicas.causal import CausalToken
+    from readscale._shared.replicas.causal_context import CausalContext, causal_context
+    from readscale.cache import report_read_lsn
+
+    policy = dataclasses.replace(POLICY, read_your_writes=True)
+    loading, go = Event(), Event()
+    loads: list[str] = []
+
+    def old_bio() -> str:  # read on a replica at LSN 100, before the write at 200
+        loads.append("old")
+        report_read_lsn(100, staleness=0.0)
+        loading.set()
+        assert go.wait(5.0)
+        return "old bio"
+
+    def new_bio() -> str:  # read at 250, after it
+        loads.append("new")
+        report_read_lsn(250, staleness=0.0)
+        return "new bio"
+
+    def another_session() -> Any:
+        with causal_context(CausalContext()):  # has not written: no floor
+            return cache.get_or_load("profile", old_bio, policy=policy)
+
+    def the_writer() -> Any:
+        assert loading.wait(5.0)
+        wrote = CausalContext()
+        wrote.record_write(CausalToken(1, 1, 200), at=1.0)
+        with causal_context(wrote):
+            return cache.get_or_load("profile", new_bio, policy=policy)
+
+    def release_the_first_load() -> None:
+        # Both readers have missed L1: the writer has joined the load in flight, or begun its own.
+        while cache.stats.l1.misses < 2:
+            sync_sleep(0.001)
+        go.set()
+
+    assert sync_gather([another_session, the_writer, release_the_first_load]) == ["old bio", "new bio", None]
+    assert loads == ["old", "new"]
+
+
 def test_a_read_your_writes_entry_read_on_the_primary_is_loaded_again_for_a_session_that_wrote(
     cache: Cache,
 ) -> None:

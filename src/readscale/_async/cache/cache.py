@@ -44,7 +44,7 @@ from readscale._core.writebehind.settings import WriteBehindSettings
 from readscale._shared.cache.fill_scope import fill_scope
 from readscale._shared.cache.stats import CacheStats
 from readscale._shared.cache.tombstone_ttl import TOMBSTONE_TTL_ENV, check_tombstone_ttl, default_tombstone_ttl
-from readscale._shared.replicas.causal_context import current_context
+from readscale._shared.replicas.causal_context import current_context, own_write_floor
 from readscale.codecs import Codec, JsonCodec
 from readscale.errors import (
     CacheUnavailableError,
@@ -503,8 +503,13 @@ class AsyncCache:
             return await self.filler.read_through(pkey, loader, policy, codec, all_tags)
 
         # Readers share a load only within the key's generation: one begun before an
-        # invalidation (or a tag bump) heard here is not joined by later readers.
-        flight = (pkey, self.coherence.local.generation(pkey, tagged=bool(all_tags)))
+        # invalidation (or a tag bump) heard here is not joined by later readers. And a
+        # read-your-writes reader shares only with readers whose own writes reach the same
+        # position: the leader judges the entries it finds (and its load reads) by its own
+        # session's floor, so a session that wrote since would be handed a value read
+        # before its write (found by the consistency harness, profile_without_bus).
+        floor = own_write_floor() if policy.read_your_writes else None
+        flight = (pkey, self.coherence.local.generation(pkey, tagged=bool(all_tags)), floor)
         value, leader = await self.filler.flight.run(flight, read)
         if not leader:
             self.stats.l2.coalesced += 1

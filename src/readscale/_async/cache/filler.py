@@ -112,7 +112,7 @@ class AsyncFiller:
         #: Uniform in [0, 1): XFetch's draw (early refresh).
         self.rng = rng
         #: Concurrent readers of one key (and generation) in this process share one read.
-        self.flight: AsyncSingleFlight[tuple[str, int], Any] = AsyncSingleFlight()
+        self.flight: AsyncSingleFlight[tuple[str, int, int | None], Any] = AsyncSingleFlight()
         #: Background refreshes, one per key at a time.
         self.background: AsyncBackground[str] = AsyncBackground(on_error=self._refresh_failed)
         #: The refusal causes already logged at their first level (later ones at DEBUG).

@@ -113,7 +113,7 @@ class Filler:
         #: Uniform in [0, 1): XFetch's draw (early refresh).
         self.rng = rng
         #: Concurrent readers of one key (and generation) in this process share one read.
-        self.flight: SingleFlight[tuple[str, int], Any] = SingleFlight()
+        self.flight: SingleFlight[tuple[str, int, int | None], Any] = SingleFlight()
         #: Background refreshes, one per key at a time.
         self.background: Background[str] = Background(on_error=self._refresh_failed)
         #: The refusal causes already logged at their first level (later ones at DEBUG).
