@@ -163,7 +163,7 @@ DEFECTS = {
     # a key share one load in a process, judged by the leading reader's own-write floor; a
     # session that had just written (in the other process: no bus tells this one) joined a
     # load led by one without its write and got the value read before it. A slow loader
-    # makes the overlap likely: 3 of 4 runs failed without the fix (2 to 5 violations each).
+    # makes the overlap likely: 6 of 7 runs failed without the fix (1 to 5 violations each).
     "profile_shared_load": focused(
         apis=("cache_profile", "fetch"),
         processes=2,
