@@ -122,3 +122,35 @@ async def test_a_value_written_while_redis_was_unreachable_never_comes_back_stal
     assert cache.stats.l2.resynced >= 1
     assert await cache.get("price") == 2  # and the fresh value is cached again
     await cache.aclose()
+
+
+@pytest.mark.anyio
+async def test_loads_while_redis_is_down_read_at_most_the_fail_open_staleness(
+    readscale_stack_factory: Callable[..., Stack],
+) -> None:
+    # No tombstone can be read while the server is down: the loader's reads are held to
+    # FAIL_OPEN_STALENESS (the replica router keeps a replica far behind out of them),
+    # and to the invalidations this process heard. Without it a reader got a replica
+    # 25 s behind (the consistency harness, seed 175).
+    from readscale._core.cache.fill import FAIL_OPEN_STALENESS
+    from readscale.cache import fill_requirements
+
+    stack = readscale_stack_factory(StackConfig(postgres=False))
+    cache = make_cache(stack)
+    seen: list[tuple[int | None, float | None]] = []
+
+    async def load() -> dict[str, object]:
+        seen.append(fill_requirements())
+        return ROWS["row:1"]
+
+    async def load_many(keys: list[str]) -> dict[str, dict[str, object]]:
+        seen.append(fill_requirements())
+        return {k: ROWS[k] for k in keys}
+
+    stack.kill("redis")
+    for _ in range(3):
+        assert await cache.get_or_load("row:1", load) == ROWS["row:1"]
+        assert await cache.get_or_load_many(["row:2", "row:3"], load_many) == {k: ROWS[k] for k in ("row:2", "row:3")}
+    assert len(seen) == 6
+    assert all(bound == FAIL_OPEN_STALENESS for _, bound in seen), seen
+    await cache.aclose()

@@ -482,8 +482,7 @@ class AsyncCache:
                 pkey = await self.versions.pkey(key, policy)
             except CacheUnavailableError as exc:  # the namespace's version is unknown: no cache
                 self.l2.failed(exc)
-                self.stats.loader.fail_open += 1
-                return await self.filler.call_loader(loader)
+                return await self.filler.load_fail_open(loader)
         else:
             pkey = self.versions.physical(key, policy)
         all_tags = (*policy.tags, *tags) if tags else policy.tags
@@ -654,8 +653,7 @@ class AsyncCache:
             pkey = await self.versions.pkey(key, policy)
         except CacheUnavailableError as exc:
             self.l2.failed(exc)
-            self.stats.loader.fail_open += 1
-            return await self.filler.call_loader(loader)
+            return await self.filler.load_fail_open(loader)
         if self.l2.backend is None or not policy.uses_l2:
             return await self.filler.load_and_store(pkey, loader, policy, codec, all_tags, right=None)  # type: ignore[no-any-return]
         return await self.filler.fill_with_ticket(pkey, loader, policy, codec, all_tags)  # type: ignore[no-any-return]
@@ -795,8 +793,7 @@ class AsyncCache:
         if not floors_known:
             for k, right in rights.items():
                 await self.filler.release(pkeys[k], right.token)
-            self.stats.loader.fail_open += 1
-            loaded = await self.filler.call_loader(lambda: loader(missing))
+            loaded = await self.filler.load_fail_open(lambda: loader(missing), tuple(pkeys[k] for k in missing))
             for pkey in pkeys.values():
                 self.filler.refused(pkey, Refusal.NO_FLOOR)
             found.update({k: loaded[k] for k in missing if k in loaded})

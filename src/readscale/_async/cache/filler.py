@@ -30,6 +30,7 @@ from readscale._async.cache.l2 import AsyncL2Gate, Stored
 from readscale._async.cache.versions import AsyncVersions
 from readscale._core.cache.entry import EntryMeta
 from readscale._core.cache.fill import (
+    FAIL_OPEN_STALENESS,
     PRIMARY_READ_LSN,
     Begin,
     FillRequest,
@@ -337,10 +338,24 @@ class AsyncFiller:
     async def _load_unstored(self, pkey: str, loader: Callable[[], Awaitable[Any]]) -> Any:
         """The cache server cannot be asked for the key's floors: load, serve, store nothing
         (a value stored now could predate an invalidation this process cannot see)."""
-        self.stats.loader.fail_open += 1
-        value = await self.call_loader(loader)
+        value = await self.load_fail_open(loader, (pkey,))
         self.refused(pkey, Refusal.NO_FLOOR)
         return value
+
+    async def load_fail_open(self, loader: Callable[[], Awaitable[T]], pkeys: tuple[str, ...] = ()) -> T:
+        """Run a loader whose value is served but not stored: the cache server cannot be
+        reached, so the floors of earlier invalidations cannot be read. Its reads are held
+        to ``FAIL_OPEN_STALENESS`` (and to the invalidations this process heard), so an
+        invalidation older than that is seen: a replica far behind is not read while the
+        cache is down (found by the consistency harness: seed 175 read a replica 25 s
+        behind while Redis restarted)."""
+        self.stats.loader.fail_open += 1
+        now = self._monotonic()
+        floor = None
+        for pkey in pkeys:
+            floor = merge_floor(floor, self.coherence.local.floor(pkey, now))
+        with fill_scope(floor, FAIL_OPEN_STALENESS):
+            return await self.call_loader(loader)
 
     async def fill_floors(
         self, tags: tuple[str, ...], policy: CachePolicy

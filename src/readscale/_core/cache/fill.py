@@ -43,6 +43,7 @@ from enum import Enum
 from typing import assert_never
 
 __all__ = [
+    "FAIL_OPEN_STALENESS",
     "FILL_MARGIN",
     "MAX_LEASE_ATTEMPTS",
     "MIN_TOMBSTONE_TTL",
@@ -87,6 +88,12 @@ PRIMARY_ONLY = PRIMARY_READ_LSN
 FILL_MARGIN = 1.0
 #: The shortest tombstone life that leaves a positive staleness bound.
 MIN_TOMBSTONE_TTL = 2 * FILL_MARGIN
+#: The staleness bound (seconds) of the reads of a load the cache serves without storing
+#: because its server cannot be reached (fail open). No tombstone or floor can be read
+#: then: an invalidation made before the outage is known only as a change older than
+#: this, which a read at most this stale sees (the replica router enforces it, else the
+#: primary). A replica lagging 25 s stays out of such reads, as a fill's floor keeps it out.
+FAIL_OPEN_STALENESS = 1.0
 
 
 def max_fill_staleness(tombstone_ttl: float) -> float:

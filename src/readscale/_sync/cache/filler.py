@@ -27,6 +27,7 @@ from typing import Any, TypeVar, assert_never
 
 from readscale._core.cache.entry import EntryMeta
 from readscale._core.cache.fill import (
+    FAIL_OPEN_STALENESS,
     PRIMARY_READ_LSN,
     Begin,
     FillRequest,
@@ -338,10 +339,24 @@ class Filler:
     def _load_unstored(self, pkey: str, loader: Callable[[], Any]) -> Any:
         """The cache server cannot be asked for the key's floors: load, serve, store nothing
         (a value stored now could predate an invalidation this process cannot see)."""
-        self.stats.loader.fail_open += 1
-        value = self.call_loader(loader)
+        value = self.load_fail_open(loader, (pkey,))
         self.refused(pkey, Refusal.NO_FLOOR)
         return value
+
+    def load_fail_open(self, loader: Callable[[], T], pkeys: tuple[str, ...] = ()) -> T:
+        """Run a loader whose value is served but not stored: the cache server cannot be
+        reached, so the floors of earlier invalidations cannot be read. Its reads are held
+        to ``FAIL_OPEN_STALENESS`` (and to the invalidations this process heard), so an
+        invalidation older than that is seen: a replica far behind is not read while the
+        cache is down (found by the consistency harness: seed 175 read a replica 25 s
+        behind while Redis restarted)."""
+        self.stats.loader.fail_open += 1
+        now = self._monotonic()
+        floor = None
+        for pkey in pkeys:
+            floor = merge_floor(floor, self.coherence.local.floor(pkey, now))
+        with fill_scope(floor, FAIL_OPEN_STALENESS):
+            return self.call_loader(loader)
 
     def fill_floors(self, tags: tuple[str, ...], policy: CachePolicy) -> tuple[tuple[tuple[str, int], ...], int | None]:
         """The versions of ``tags`` (recorded in the entry) and the highest floor of the
