@@ -210,16 +210,6 @@ class L2Gate:
         self.ok()
         return stored
 
-    def forget(self, pkey: str) -> None:
-        """Delete ``pkey`` from the L2; if it cannot be told, the key is removed later."""
-        if self.backend is None:
-            return
-        try:
-            self.backend.delete(pkey)
-        except CacheUnavailableError as exc:
-            self.failed(exc)
-            self.mark_unsynced(pkey)
-
     # -- writes the L2 missed -----------------------------------------------------------
 
     def mark_unsynced(self, pkey: str) -> None:
