@@ -376,3 +376,33 @@ async def test_an_l1_copy_read_before_an_invalidation_is_never_put(redis_setting
     assert reader.stats.l1.puts_skipped == 1
     await writer.aclose()
     await reader.aclose()
+
+
+@pytest.mark.anyio
+async def test_while_the_bus_is_lost_tag_versions_are_read_from_the_l2(redis_settings: RedisSettings) -> None:
+    # With a bus, tag versions are kept for version_ttl (60 s) and bumps arrive as
+    # messages. While the bus is lost no message arrives: a kept version would hide
+    # another process's bump and its tagged L2 entry would be served as current (the
+    # consistency harness, seed 4). Here the other process's bump sends no message.
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    policy = CachePolicy(name="inv-tags", ttl=300.0, jitter=0.0, early_refresh=0.0, tags=("items",))
+    bus = AsyncInvalidationBus(redis_settings)
+    reader = AsyncCache(AsyncRedisBackend(redis_settings), bus=bus, policy=policy, prefix=prefix)
+    writer = AsyncCache(AsyncRedisBackend(redis_settings), policy=policy, prefix=prefix)
+    source = Source()
+    source.rows["k"] = 1
+    assert await reader.get_or_load("k", source.loader("k")) == 1
+    assert await reader.get_or_load("k", source.loader("k")) == 1
+    assert source.loads == 1
+
+    reader.coherence.suspend_l1()  # what the bus does when its connection is lost
+    source.rows["k"] = 2
+    await writer.invalidate_tags("items")
+    assert await reader.get_or_load("k", source.loader("k")) == 2
+    assert source.loads == 2
+
+    reader.coherence.bus_back()  # reconnected: local versions are used again
+    assert await reader.get_or_load("k", source.loader("k")) == 2
+    assert source.loads == 2
+    await reader.aclose()
+    await writer.aclose()

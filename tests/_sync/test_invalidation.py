@@ -358,3 +358,32 @@ def test_an_l1_copy_read_before_an_invalidation_is_never_put(redis_settings: Red
     assert reader.stats.l1.puts_skipped == 1
     writer.close()
     reader.close()
+
+
+def test_while_the_bus_is_lost_tag_versions_are_read_from_the_l2(redis_settings: RedisSettings) -> None:
+    # With a bus, tag versions are kept for version_ttl (60 s) and bumps arrive as
+    # messages. While the bus is lost no message arrives: a kept version would hide
+    # another process's bump and its tagged L2 entry would be served as current (the
+    # consistency harness, seed 4). Here the other process's bump sends no message.
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    policy = CachePolicy(name="inv-tags", ttl=300.0, jitter=0.0, early_refresh=0.0, tags=("items",))
+    bus = InvalidationBus(redis_settings)
+    reader = Cache(RedisBackend(redis_settings), bus=bus, policy=policy, prefix=prefix)
+    writer = Cache(RedisBackend(redis_settings), policy=policy, prefix=prefix)
+    source = Source()
+    source.rows["k"] = 1
+    assert reader.get_or_load("k", source.loader("k")) == 1
+    assert reader.get_or_load("k", source.loader("k")) == 1
+    assert source.loads == 1
+
+    reader.coherence.suspend_l1()  # what the bus does when its connection is lost
+    source.rows["k"] = 2
+    writer.invalidate_tags("items")
+    assert reader.get_or_load("k", source.loader("k")) == 2
+    assert source.loads == 2
+
+    reader.coherence.bus_back()  # reconnected: local versions are used again
+    assert reader.get_or_load("k", source.loader("k")) == 2
+    assert source.loads == 2
+    reader.close()
+    writer.close()

@@ -69,7 +69,7 @@ class Coherence:
         if bus is not None:
             bus.subscribe(INVALIDATE, self.on_invalidation)
             bus.on_disconnect(self.suspend_l1)
-            bus.on_reconnect(self.flush_local)
+            bus.on_reconnect(self.bus_back)
 
     # -- L1 -------------------------------------------------------------------------------
 
@@ -190,11 +190,18 @@ class Coherence:
         self.versions.clear()
         self.stats.l1.flushes += 1
 
+    def bus_back(self) -> None:
+        """The bus reconnected: flush what this process kept (a message may have been
+        missed in the gap), then trust local versions again."""
+        self.flush_local()
+        self.versions.trust()
+
     def suspend_l1(self) -> None:
         """The bus is lost: this process would not hear another's invalidation, so an L1
         copy could stay stale for its whole L1 TTL. Until the bus is back the cache runs
         without its L1 (``cache.l1`` is None meanwhile) and reads go to the L2 or loader."""
         self.local.flush()
+        self.versions.distrust()
         if self.l1 is None:
             return
         self.l1.clear()

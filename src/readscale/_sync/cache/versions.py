@@ -48,6 +48,8 @@ class Versions:
         self.prefix = prefix
         #: How long a version read from the L2 is trusted here (the bus updates it sooner).
         self.version_ttl = version_ttl
+        #: False while the bus is lost: local copies are not used (see ``distrust``).
+        self.trusted = True
         #: A bump raises its counter's floor for this long (the tombstones' life).
         self.tombstone_ttl = tombstone_ttl
         self._monotonic = monotonic
@@ -86,7 +88,10 @@ class Versions:
     # -- the local version cache ---------------------------------------------------------
 
     def local(self, counters: Iterable[str]) -> list[int] | None:
-        """Versions known locally and still valid, or None if any is missing or too old."""
+        """Versions known locally and still valid, or None if any is missing or too old
+        (or while the bus is lost: no bump from another process would reach them)."""
+        if not self.trusted:
+            return None
         now = self._monotonic()
         out = []
         for counter in counters:
@@ -123,6 +128,19 @@ class Versions:
     def clear(self) -> None:
         """Forget every version (after a bus gap, or a counter the server lost)."""
         self.known.clear()
+
+    def distrust(self) -> None:
+        """The bus is lost: versions are read from the L2 on every read until it is back.
+        A copy kept for ``version_ttl`` would otherwise hide a bump made meanwhile by a
+        process whose message cannot arrive, and a tagged L2 entry would be served as
+        current (found by the consistency harness, seed 4, the bus down)."""
+        self.trusted = False
+        self.known.clear()
+
+    def trust(self) -> None:
+        """The bus is back (everything local was flushed): local copies may be used again."""
+        self.known.clear()
+        self.trusted = True
 
     # -- tags ------------------------------------------------------------------------------
 
