@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 from readscale._async.backends.base import AsyncBackend
+from readscale._async.cache.batch import AsyncBatch
 from readscale._async.cache.bus import AsyncInvalidationBus
 from readscale._async.cache.cached import AsyncCachedFunction
 from readscale._async.cache.coherence import AsyncCoherence
@@ -33,15 +34,13 @@ from readscale._async.cache.filler import AsyncFiller, log
 from readscale._async.cache.l2 import AsyncL2Gate
 from readscale._async.cache.versions import AsyncVersions
 from readscale._core.cache import breaker as circuit
-from readscale._core.cache.entry import EntryMeta, fresh_payloads
-from readscale._core.cache.fill import PRIMARY_READ_LSN, Refusal, merge_floor
+from readscale._core.cache.fill import PRIMARY_READ_LSN
 from readscale._core.cache.freshness import Freshness, assess, storage_ttl
-from readscale._core.cache.keys import DEFAULT_PREFIX, physical_keys, template_fields
+from readscale._core.cache.keys import DEFAULT_PREFIX, template_fields
 from readscale._core.cache.lease import LeaseResult
 from readscale._core.cache.novalue import NO_VALUE
 from readscale._core.cache.policy import DEFAULT, CachePolicy
 from readscale._core.writebehind.settings import WriteBehindSettings
-from readscale._shared.cache.fill_scope import fill_scope
 from readscale._shared.cache.stats import CacheStats
 from readscale._shared.cache.tombstone_ttl import TOMBSTONE_TTL_ENV, check_tombstone_ttl, default_tombstone_ttl
 from readscale._shared.replicas.causal_context import current_context, own_write_floor
@@ -49,7 +48,6 @@ from readscale.codecs import Codec, JsonCodec
 from readscale.errors import (
     CacheUnavailableError,
     ConfigurationError,
-    CorruptValueError,
     ReadscaleError,
     SerializationError,
 )
@@ -169,6 +167,16 @@ class AsyncCache:
             clock=clock,
             monotonic=monotonic,
             rng=rng,
+        )
+        self.batch = AsyncBatch(
+            self.l2,
+            self.entries,
+            self.versions,
+            self.coherence,
+            self.filler,
+            stats=self.stats,
+            clock=clock,
+            monotonic=monotonic,
         )
         self.purger = purger
         self._write_behind_settings = write_behind
@@ -687,61 +695,7 @@ class AsyncCache:
             await self.coherence.ensure_bus()
         if self._unchecked:
             await self._check_once()
-        codec = codec or self.codec
-        if policy.versioned:
-            pkeys = [await self.versions.pkey(key, policy) for key in keys]
-        else:
-            pkeys = physical_keys(self.prefix, policy.namespace, keys)
-        use_l1 = self.coherence.l1 is not None and policy.uses_l1
-        result: dict[str, Any] = {}
-        remote_keys: Sequence[str] = keys
-        remote: list[str] = pkeys
-        if use_l1:
-            remote_keys, remote = [], []
-            for key, pkey in zip(keys, pkeys, strict=True):
-                found = self.coherence.l1_get(pkey, policy)
-                if found is not None and (not found[1].tags or self.versions.tags_current_locally(found[1].tags)):
-                    result[key] = found[0]
-                else:
-                    remote_keys.append(key)
-                    remote.append(pkey)
-        if not remote or self.l2.backend is None or not policy.uses_l2:
-            return result
-        since = self.coherence.local.seq
-        raws = await self.l2.get_many(remote)
-        now = self._clock()
-        # The fast path: fresh entries without tags or LSN, no L1 copy to make.
-        payloads = fresh_payloads(raws, now, policy.schema, codec.id) if not use_l1 else [None] * len(raws)
-        decode = codec.decode
-        hits = stale = 0
-        for key, pkey, raw, payload in zip(remote_keys, remote, raws, payloads, strict=True):
-            if payload is not None:
-                try:
-                    result[key] = decode(payload)
-                    hits += 1
-                    continue
-                except CorruptValueError:
-                    pass
-            if raw is None:
-                continue
-            found = self.entries.decode(pkey, raw, policy, codec)
-            if found is None:
-                continue
-            if found[1].tags and not await self.versions.tags_current(found[1].tags):
-                self.stats.l2.tag_stale += 1
-                continue
-            state = assess(found[1], now, 1.0, 0.0)
-            if state is Freshness.FRESH:
-                hits += 1
-                self.coherence.l1_put(pkey, found[0], found[1], policy, size=len(raw), since=since)
-                result[key] = found[0]
-            elif state is Freshness.STALE:
-                self.stats.l2.stale_serves += 1
-                stale += 1
-                result[key] = found[0]
-        self.stats.l2.hits += hits
-        self.stats.l2.misses += len(remote) - hits - stale
-        return result
+        return await self.batch.get_many(keys, policy, codec or self.codec)
 
     async def get_or_load_many(
         self,
@@ -758,81 +712,7 @@ class AsyncCache:
         taken before the load, and the load reads at or past the highest of their floors."""
         policy = policy or self.policy
         found = await self.get_many(keys, policy=policy, codec=codec)
-        missing = [k for k in dict.fromkeys(keys) if k not in found]
-        if not missing:
-            return found
-        if not policy.cacheable:
-            found.update(await self.filler.call_loader(lambda: loader(missing)))
-            return found
-        codec = codec or self.codec
-        since = self.coherence.local.seq
-        pkeys = {k: await self.versions.pkey(k, policy) for k in missing}
-        rights: dict[str, LeaseResult] = {}
-        floor: int | None = None
-        floors_known = True
-        if self.l2.backend is not None and policy.uses_l2:
-            taken = await self.filler.tickets(list(pkeys.values()), policy)  # None: the server failed (counted)
-            if taken is None:
-                floors_known = False
-            else:
-                rights = dict(zip(pkeys, taken, strict=True))
-                for right in taken:
-                    floor = merge_floor(floor, right.floor_lsn)
-        else:
-            now = self._monotonic()
-            for pkey in pkeys.values():
-                floor = merge_floor(floor, self.coherence.local.floor(pkey, now))
-        tag_versions: tuple[tuple[str, int], ...] = ()
-        tag_floor: int | None = None
-        if floors_known:
-            try:
-                tag_versions, tag_floor = await self.filler.fill_floors(policy.tags, policy)
-            except CacheUnavailableError as exc:
-                self.l2.failed(exc)
-                floors_known = False
-        if not floors_known:
-            for k, right in rights.items():
-                await self.filler.release(pkeys[k], right.token)
-            loaded = await self.filler.load_fail_open(lambda: loader(missing), tuple(pkeys[k] for k in missing))
-            for pkey in pkeys.values():
-                self.filler.refused(pkey, Refusal.NO_FLOOR)
-            found.update({k: loaded[k] for k in missing if k in loaded})
-            return found
-        floor = merge_floor(floor, tag_floor)
-        started = self._monotonic()
-        try:
-            with fill_scope(floor, self.filler.fill_staleness) as scope:
-                loaded = await self.filler.call_loader(lambda: loader(missing))
-        except BaseException:
-            for k, right in rights.items():
-                await self.filler.release(pkeys[k], right.token)
-            raise
-        elapsed = self._monotonic() - started
-        ok = True
-        for k in missing:
-            ok = await self.filler.may_store(pkeys[k], scope, rights[k].token if k in rights else None) and ok
-        if ok:
-            source = scope.source_lsn
-            entry_lsn = None if not scope.reads or any(r.primary for r in scope.reads) else source
-            entries: list[tuple[str, Any, EntryMeta, bytes, str | None]] = []
-            for k in missing:
-                token = rights[k].token if k in rights else None
-                if k not in loaded:
-                    await self.filler.release(pkeys[k], token)
-                    continue
-                value = loaded[k]
-                meta = self.entries.meta(value, policy, elapsed, tag_versions, entry_lsn)
-                try:
-                    raw = self.entries.encode(pkeys[k], value, meta, codec)
-                except SerializationError as exc:
-                    self.stats.loader.not_cached += 1
-                    log.warning("cache %s: %s not cached: %s", self.stats.name, pkeys[k], exc)
-                    await self.filler.release(pkeys[k], token)
-                    continue
-                entries.append((pkeys[k], value, meta, raw, token))
-            await self.filler.store_fills(entries, policy, source, since)
-        found.update({k: loaded[k] for k in missing if k in loaded})
-        return found
+        return await self.batch.load_missing(keys, found, loader, policy, codec or self.codec)
 
     # -- checks ------------------------------------------------------------------------------
 
