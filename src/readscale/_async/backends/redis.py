@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,14 +23,15 @@ import redis.asyncio as redis_asyncio
 import redis.asyncio.cluster as redis_asyncio_cluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisClusterException, RedisError
 
+from readscale._async.backends import _redis_scripts
+from readscale._async.backends._redis_fills import ERRORS as _ERRORS
+from readscale._async.backends._redis_fills import AsyncFillListener
 from readscale._core.cache.fill import PRIMARY_ONLY
 from readscale._core.cache.keys import companion_key
 from readscale._core.cache.lease import LEASE_HELD_ELSEWHERE, TICKET_PREFIX, LeaseResult
 from readscale._core.postgres.lsn import lsn_text, parse_lsn_text
-from readscale._shared.primitives.locks import AsyncEvent, AsyncSemaphore, async_sleep
-from readscale._shared.primitives.tasks import AsyncDaemon
+from readscale._shared.primitives.locks import AsyncSemaphore
 from readscale._shared.redis_errors import closed_transport_race
 from readscale.errors import CacheUnavailableError, ValueTooLargeError
 from readscale.settings import RedisSettings
@@ -39,109 +39,9 @@ from readscale.settings import RedisSettings
 FILL_CHANNEL = "readscale:fill"
 #: Redis refuses strings over 512 MB; far below that, proto-max-bulk-len is the limit.
 REDIS_MAX_VALUE = 512 * 1024 * 1024
-_ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
 # Commands also catch the errors of a connection closed mid-write (see
 # closed_transport_race); _unavailable re-raises any other AttributeError/TypeError.
 _COMMAND_ERRORS = (*_ERRORS, AttributeError, TypeError)
-
-# KEYS: value, lease, tombstone, tickets. ARGV: token, lease ms.
-_LEASE = """
-local v = redis.call('GET', KEYS[1])
-if v then return {1, v} end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {2, redis.call('GET', KEYS[3]) or ''}
-end
-return {3}
-"""
-# KEYS: value, lease, tombstone, tickets. ARGV: ticket, ticket ms.
-# A ticket is a field of the key's ticket hash; the hash lives as long as its youngest ticket.
-_TICKET = """
-redis.call('HSET', KEYS[4], ARGV[1], 1)
-if redis.call('PTTL', KEYS[4]) < tonumber(ARGV[2]) then
-  redis.call('PEXPIRE', KEYS[4], ARGV[2])
-end
-return redis.call('GET', KEYS[3]) or ''
-"""
-# KEYS: value, lease, tombstone, tickets. ARGV: token, value, ms, channel, source LSN (hex or '').
-# The value is stored only if the lease (or ticket) still holds AND the source read is at
-# or past the tombstone's LSN: a fill from a lagging replica cannot store old data.
-_FILL = """
-local ticket = string.sub(ARGV[1], 1, 2) == 't~'
-if ticket then
-  if redis.call('HDEL', KEYS[4], ARGV[1]) == 0 then return 0 end
-elseif redis.call('GET', KEYS[2]) == ARGV[1] then
-  redis.call('DEL', KEYS[2])
-else
-  return 0
-end
-local tomb = redis.call('GET', KEYS[3])
-local stored = 0
-if tomb and (ARGV[5] == '' or ARGV[5] < tomb) then
-  stored = -1
-else
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-  stored = 1
-end
-redis.call('PUBLISH', ARGV[4], KEYS[1])
-return stored
-"""
-# KEYS: value, lease, tombstone, tickets. ARGV: LSN (16 hex digits), tombstone ms, channel.
-# Removes the value, the lease and every ticket (so in-flight fills are refused) and
-# records the change's LSN. Neither the LSN nor the expiry of a tombstone ever goes down.
-_INVALIDATE = """
-local existed = redis.call('DEL', KEYS[1])
-redis.call('DEL', KEYS[2], KEYS[4])
-local lsn = ARGV[1]
-local tomb = redis.call('GET', KEYS[3])
-if tomb and tomb > lsn then lsn = tomb end
-local ms = tonumber(ARGV[2])
-local left = redis.call('PTTL', KEYS[3])
-if left > ms then ms = left end
-redis.call('SET', KEYS[3], lsn, 'PX', ms)
-redis.call('PUBLISH', ARGV[3], KEYS[1])
-return existed
-"""
-# KEYS: value, lease, tombstone, tickets. ARGV: LSN, tombstone ms, channel, ticket, ticket ms.
-# _INVALIDATE, then _TICKET, in one call (a write-through's first step): the tombstone's LSN.
-_INVALIDATE_FOR_WRITE = """
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
-local lsn = ARGV[1]
-local tomb = redis.call('GET', KEYS[3])
-if tomb and tomb > lsn then lsn = tomb end
-local ms = tonumber(ARGV[2])
-local left = redis.call('PTTL', KEYS[3])
-if left > ms then ms = left end
-redis.call('SET', KEYS[3], lsn, 'PX', ms)
-redis.call('PUBLISH', ARGV[3], KEYS[1])
-redis.call('HSET', KEYS[4], ARGV[4], 1)
-redis.call('PEXPIRE', KEYS[4], ARGV[5])
-return lsn
-"""
-# KEYS: counter, floor. ARGV: LSN (16 hex digits), floor ms. The floor grows as a tombstone does.
-_BUMP = """
-local v = redis.call('INCR', KEYS[1])
-local lsn = ARGV[1]
-local floor = redis.call('GET', KEYS[2])
-if floor and floor > lsn then lsn = floor end
-local ms = tonumber(ARGV[2])
-local left = redis.call('PTTL', KEYS[2])
-if left > ms then ms = left end
-redis.call('SET', KEYS[2], lsn, 'PX', ms)
-return v
-"""
-# KEYS: value, lease, tombstone, tickets. ARGV: token, channel.
-_RELEASE = """
-if string.sub(ARGV[1], 1, 2) == 't~' then
-  redis.call('HDEL', KEYS[4], ARGV[1])
-  return 1
-end
-if redis.call('GET', KEYS[2]) == ARGV[1] then
-  redis.call('DEL', KEYS[2])
-  redis.call('PUBLISH', ARGV[2], KEYS[1])
-  return 1
-end
-return 0
-"""
 
 
 def _lease_keys(key: str) -> list[str]:
@@ -180,40 +80,6 @@ def _config_values(found: Any) -> list[tuple[str, str]]:
     return out
 
 
-class _FillWaiters:
-    """Per-key events woken by fill notifications (a plain lock: it is never held across an await)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._events: dict[str, list[AsyncEvent]] = {}
-
-    def register(self, key: str) -> AsyncEvent:
-        event = AsyncEvent()
-        with self._lock:
-            self._events.setdefault(key, []).append(event)
-        return event
-
-    def unregister(self, key: str, event: AsyncEvent) -> None:
-        with self._lock:
-            events = self._events.get(key)
-            if events and event in events:
-                events.remove(event)
-                if not events:
-                    del self._events[key]
-
-    def wake(self, key: str) -> None:
-        with self._lock:
-            events = list(self._events.get(key, ()))
-        for event in events:
-            event.set()
-
-    def wake_all(self) -> None:
-        with self._lock:
-            events = [e for group in self._events.values() for e in group]
-        for event in events:
-            event.set()
-
-
 class AsyncRedisBackend:
     """Redis (standalone) as a cache backend. Pass ``settings`` or a ready ``client``."""
 
@@ -236,17 +102,14 @@ class AsyncRedisBackend:
         self._client: Any = client if client is not None else self._make_client()
         self._channel = fill_channel
         self.max_value_size = max_value_size
-        self._lease_script = self._client.register_script(_LEASE)
-        self._fill_script = self._client.register_script(_FILL)
-        self._release_script = self._client.register_script(_RELEASE)
-        self._invalidate_script = self._client.register_script(_INVALIDATE)
-        self._ticket_script = self._client.register_script(_TICKET)
-        self._invalidate_for_write_script = self._client.register_script(_INVALIDATE_FOR_WRITE)
-        self._bump_script = self._client.register_script(_BUMP)
-        self._waiters = _FillWaiters()
-        self._subscribed = AsyncEvent()
-        self._listener: AsyncDaemon | None = None
-        self._listener_lock = threading.Lock()
+        self._lease_script = self._client.register_script(_redis_scripts.LEASE)
+        self._fill_script = self._client.register_script(_redis_scripts.FILL)
+        self._release_script = self._client.register_script(_redis_scripts.RELEASE)
+        self._invalidate_script = self._client.register_script(_redis_scripts.INVALIDATE)
+        self._ticket_script = self._client.register_script(_redis_scripts.TICKET)
+        self._invalidate_for_write_script = self._client.register_script(_redis_scripts.INVALIDATE_FOR_WRITE)
+        self._bump_script = self._client.register_script(_redis_scripts.BUMP)
+        self._fills = AsyncFillListener(self._client, fill_channel)
 
     @classmethod
     def from_url(cls, url: str, **settings: Any) -> AsyncRedisBackend:
@@ -512,15 +375,15 @@ class AsyncRedisBackend:
             raise self._unavailable("release script", exc) from exc
 
     async def wait_for_fill(self, key: str, timeout: float) -> bool:
-        await self._ensure_listener(timeout)
-        event = self._waiters.register(key)
+        await self._fills.ensure(timeout)
+        event = self._fills.waiters.register(key)
         try:
             # The fill (or a release) may have landed before we registered: look once.
             if await self._settled(key):
                 return True
             return await event.wait(timeout)
         finally:
-            self._waiters.unregister(key, event)
+            self._fills.waiters.unregister(key, event)
 
     async def _settled(self, key: str) -> bool:
         """True when the key has a value or nobody holds its lease any more."""
@@ -533,49 +396,8 @@ class AsyncRedisBackend:
             raise self._unavailable("EXISTS", exc) from exc
         return bool(has_value) or not has_lease
 
-    # -- fill notifications ----------------------------------------------------------------
-
-    async def _ensure_listener(self, timeout: float) -> None:
-        with self._listener_lock:
-            if self._listener is None:
-                self._listener = AsyncDaemon(self._listen, "readscale-fill-listener")
-                self._listener.start()
-        await self._subscribed.wait(min(timeout, 1.0))
-
-    async def _listen(self, stop: AsyncEvent) -> None:
-        pubsub: Any = None
-        while not stop.is_set():
-            try:
-                if pubsub is None:
-                    pubsub = self._client.pubsub()
-                    await pubsub.subscribe(self._channel)
-                message = await pubsub.get_message(timeout=0.5)
-                if message is None:
-                    continue
-                if message["type"] == "subscribe":
-                    # Also seen after redis-py reconnects by itself: fills may have been
-                    # missed meanwhile, so wake every waiter to look again.
-                    self._subscribed.set()
-                    self._waiters.wake_all()
-                elif message["type"] == "message":
-                    data = message["data"]
-                    self._waiters.wake(data.decode() if isinstance(data, bytes) else str(data))
-            except _ERRORS:
-                self._subscribed = AsyncEvent()
-                if pubsub is not None:
-                    with contextlib.suppress(*_ERRORS):
-                        await pubsub.aclose()
-                    pubsub = None
-                self._waiters.wake_all()
-                await async_sleep(0.1)
-        if pubsub is not None:
-            with contextlib.suppress(*_ERRORS):
-                await pubsub.aclose()
-
     async def close(self) -> None:
-        if self._listener is not None:
-            await self._listener.stop()
-            self._listener = None
+        await self._fills.stop()
         with contextlib.suppress(*_ERRORS):
             await self._client.aclose()
         pool = getattr(self._client, "connection_pool", None)
