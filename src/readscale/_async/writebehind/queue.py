@@ -32,6 +32,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
+from readscale._async.writebehind import _queue_scripts
 from readscale._core.cache.keys import companion_key
 from readscale._core.writebehind.flush import ConsumerInfo
 from readscale._core.writebehind.modes import CONFIG_SETTINGS, ServerFacts
@@ -43,142 +44,6 @@ from readscale.settings import RedisSettings
 _ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
 
 Entry = tuple[str, dict[bytes, bytes]]
-
-# KEYS: entry, stream, clock, the entry's lease, its tickets. ARGV: envelope, ttl ms, key,
-# namespace, max length (0: none), fill channel ('': none).
-# Reply: {1, version, id} when queued; {0, length} when the queue is full (nothing stored).
-# The entry's fill rights go with the old value, as an invalidation removes them: a fill
-# that read the database before this write (which the database does not have yet) would
-# otherwise store the old value over the queued one. Its lease's waiters are woken.
-_ENQUEUE = """
-local limit = tonumber(ARGV[5])
-if limit > 0 then
-  local length = redis.call('XLEN', KEYS[2])
-  if length >= limit then return {0, length} end
-end
-local t = redis.call('TIME')
-local version = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local last = tonumber(redis.call('GET', KEYS[3]) or '0')
-if version <= last then version = last + 1 end
-local v = string.format('%.0f', version)
-redis.call('SET', KEYS[3], v)
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('DEL', KEYS[4], KEYS[5])
-local id = redis.call('XADD', KEYS[2], '*', 'k', ARGV[3], 'n', ARGV[4], 'v', v, 'e', ARGV[1])
-if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], KEYS[1]) end
-return {1, v, id}
-"""
-
-# KEYS: acc, stream, clock. ARGV: key, delta, max length (0: none).
-# Reply: {1, version, running sum of key} when added; {0, length} when the queue is full.
-_INCREMENT = """
-local limit = tonumber(ARGV[3])
-local fields = redis.call('HLEN', KEYS[1])
-if limit > 0 then
-  local length = redis.call('XLEN', KEYS[2]) + fields
-  if length >= limit then return {0, length} end
-end
-local t = redis.call('TIME')
-local version = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local last = tonumber(redis.call('GET', KEYS[3]) or '0')
-if version <= last then version = last + 1 end
-local v = string.format('%.0f', version)
-redis.call('SET', KEYS[3], v)
-local sum = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
-if fields == 0 then redis.call('XADD', KEYS[2], '*', 'o', 'seal') end
-return {1, v, sum}
-"""
-
-# KEYS: acc, stream. ARGV: keys per record. Moves the running sums into the stream as
-# records of at most that many keys ('o' = 'sum', '+key' = delta) and empties the hash.
-# Reply: the new records' ids.
-_SEAL = """
-if redis.call('HLEN', KEYS[1]) == 0 then return {} end
-local pairs = redis.call('HGETALL', KEYS[1])
-redis.call('DEL', KEYS[1])
-local per = tonumber(ARGV[1]) * 2
-local ids = {}
-local i = 1
-while i <= #pairs do
-  local fields = {'o', 'sum'}
-  local last = math.min(i + per - 1, #pairs)
-  for j = i, last, 2 do
-    if pairs[j + 1] ~= '0' then
-      fields[#fields + 1] = '+' .. pairs[j]
-      fields[#fields + 1] = pairs[j + 1]
-    end
-  end
-  if #fields > 2 then ids[#ids + 1] = redis.call('XADD', KEYS[2], '*', unpack(fields)) end
-  i = last + 1
-end
-return ids
-"""
-
-# KEYS: stream, dead stream. ARGV: group, number of ids, the ids, then six values per
-# refused increment: key, delta, error, type, time (ms), consumer. Dead-letters each
-# refused increment and acknowledges + deletes the sums records, in one step.
-_DEAD_INCREMENTS = """
-local nids = tonumber(ARGV[2])
-local i = 3 + nids
-while i + 5 <= #ARGV do
-  redis.call('XADD', KEYS[2], '*', 'k', ARGV[i], 'd', ARGV[i + 1], 'id', ARGV[3], 'error', ARGV[i + 2],
-    'type', ARGV[i + 3], 'attempts', '1', 'at', ARGV[i + 4], 'consumer', ARGV[i + 5])
-  i = i + 6
-end
-if nids > 0 then
-  redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 3, 2 + nids))
-  redis.call('XDEL', KEYS[1], unpack(ARGV, 3, 2 + nids))
-end
-return redis.call('XLEN', KEYS[1])
-"""
-
-# KEYS: stream, dead stream, cache entry. ARGV: group, envelope ('' : keep the entry),
-# number of ids, the ids, then the dead-letter record's field/value pairs.
-_DEAD_LETTER = """
-local nids = tonumber(ARGV[3])
-local fields = {}
-for i = 4 + nids, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('XADD', KEYS[2], '*', unpack(fields))
-local i = 4
-while i <= 3 + nids do
-  local last = math.min(i + 499, 3 + nids)
-  redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, i, last))
-  redis.call('XDEL', KEYS[1], unpack(ARGV, i, last))
-  i = last + 1
-end
-local dropped = 0
-if ARGV[2] ~= '' and redis.call('GET', KEYS[3]) == ARGV[2] then
-  redis.call('DEL', KEYS[3])
-  dropped = 1
-end
-return {redis.call('XLEN', KEYS[1]), dropped}
-"""
-
-# KEYS: stream, dead stream, acc. ARGV: dead-letter ids. Moves each back to the queue as
-# it was (same key, namespace, version and entry; an increment back into the running
-# sums); returns how many were moved.
-_REQUEUE = """
-local moved = 0
-for i = 1, #ARGV do
-  local found = redis.call('XRANGE', KEYS[2], ARGV[i], ARGV[i])
-  if #found == 1 then
-    local f = found[1][2]
-    local rec = {}
-    for j = 1, #f, 2 do rec[f[j]] = f[j + 1] end
-    if rec['k'] and rec['d'] then
-      if redis.call('HLEN', KEYS[3]) == 0 then redis.call('XADD', KEYS[1], '*', 'o', 'seal') end
-      redis.call('HINCRBY', KEYS[3], rec['k'], rec['d'])
-      redis.call('XDEL', KEYS[2], ARGV[i])
-      moved = moved + 1
-    elseif rec['k'] and rec['v'] and rec['e'] then
-      redis.call('XADD', KEYS[1], '*', 'k', rec['k'], 'n', rec['n'] or '', 'v', rec['v'], 'e', rec['e'])
-      redis.call('XDEL', KEYS[2], ARGV[i])
-      moved = moved + 1
-    end
-  end
-end
-return moved
-"""
 
 
 def _ms(seconds: float) -> int:
@@ -208,12 +73,12 @@ class AsyncWriteQueue:
         self.keys = keys
         self.where = where
         self.fill_channel = fill_channel  # where the cache's lease waiters listen ('': nobody)
-        self._enqueue_sha = hashlib.sha1(_ENQUEUE.encode(), usedforsecurity=False).hexdigest()
-        self._increment_sha = hashlib.sha1(_INCREMENT.encode(), usedforsecurity=False).hexdigest()
-        self._seal = client.register_script(_SEAL)
-        self._dead_letter = client.register_script(_DEAD_LETTER)
-        self._dead_increments = client.register_script(_DEAD_INCREMENTS)
-        self._requeue = client.register_script(_REQUEUE)
+        self._enqueue_sha = hashlib.sha1(_queue_scripts.ENQUEUE.encode(), usedforsecurity=False).hexdigest()
+        self._increment_sha = hashlib.sha1(_queue_scripts.INCREMENT.encode(), usedforsecurity=False).hexdigest()
+        self._seal = client.register_script(_queue_scripts.SEAL)
+        self._dead_letter = client.register_script(_queue_scripts.DEAD_LETTER)
+        self._dead_increments = client.register_script(_queue_scripts.DEAD_INCREMENTS)
+        self._requeue = client.register_script(_queue_scripts.REQUEUE)
 
     @classmethod
     def from_url(cls, url: str | RedisSettings, *, prefix: str = "rs:", queue: str = "default") -> AsyncWriteQueue:
@@ -244,7 +109,7 @@ class AsyncWriteQueue:
                 # EVALSHA straight away: redis-py's Script wrapper costs a tenth of the call.
                 reply = await self.client.execute_command("EVALSHA", *args)
             except NoScriptError:  # a restarted Redis has forgotten its scripts
-                await self.client.script_load(_ENQUEUE)
+                await self.client.script_load(_queue_scripts.ENQUEUE)
                 reply = await self.client.execute_command("EVALSHA", *args)
         except _ERRORS as exc:
             raise self._unavailable("queueing a write", exc) from exc
@@ -260,7 +125,7 @@ class AsyncWriteQueue:
             try:
                 reply = await self.client.execute_command("EVALSHA", *args)
             except NoScriptError:
-                await self.client.script_load(_INCREMENT)
+                await self.client.script_load(_queue_scripts.INCREMENT)
                 reply = await self.client.execute_command("EVALSHA", *args)
         except ResponseError as exc:
             if "overflow" in str(exc) or "not an integer" in str(exc):
