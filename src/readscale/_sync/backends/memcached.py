@@ -23,7 +23,7 @@ import functools
 import secrets
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple, assert_never
+from typing import TYPE_CHECKING, assert_never
 
 from readscale._core.cache.fill import PRIMARY_ONLY
 from readscale._core.cache.lease import LEASE_HELD_ELSEWHERE, TICKET_PREFIX, LeaseResult
@@ -43,7 +43,6 @@ from readscale._core.memcached.items import (
     item_state,
     max_value_size,
     next_poll_delay,
-    parse_token,
 )
 from readscale._core.memcached.replies import (
     AnyReply,
@@ -59,7 +58,6 @@ from readscale._core.memcached.requests import (
     MetaArithmetic,
     MetaDelete,
     MetaGet,
-    MetaNoop,
     MetaSet,
     SetMode,
     Stats,
@@ -67,6 +65,21 @@ from readscale._core.memcached.requests import (
 )
 from readscale._shared.primitives.locks import sync_sleep
 from readscale._shared.transport import Endpoint, StreamPool, TcpStream
+from readscale._sync.backends._memcached_leases import (
+    REFRESH_PREFIX,
+    TOMB_GET,
+    clock_ms,
+    floor_key_of,
+    lease_token,
+    lsn_hex,
+    parse_lsn_hex,
+    parse_right,
+    refresh_key_of,
+    tomb_key_of,
+    tomb_lsn,
+    unexpected_reply,
+)
+from readscale._sync.backends._memcached_servers import NAME, NOOP, QUIET_GET, Server, parse_address, round_trip
 from readscale.errors import CacheUnavailableError, ConfigurationError, ValueTooLargeError
 
 if TYPE_CHECKING:
@@ -74,130 +87,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MemcachedBackend"]
 
-NAME = "memcached"
-_REFRESH_PREFIX = "r:"
 _CAS_ATTEMPTS = 32
-_TOMB_GET = MetaGet("", ttl=False)
-
-
-def _refresh_key(key: str) -> str:
-    return f"{key}:rl"
-
-
-def _tomb_key(key: str) -> str:
-    """A key's tombstone (its LSN), kept on the key's server."""
-    return f"{key}:tomb"
-
-
-def _floor_key(counter: str) -> str:
-    return f"{counter}:floor"
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _hex(lsn: int | None) -> str:
-    return "-" if lsn is None else f"{lsn:016x}"
-
-
-def _parse_hex(raw: bytes | str | None) -> int | None:
-    if not raw or raw in ("-", b"-"):
-        return None
-    try:
-        return int(raw, 16)
-    except ValueError:
-        return None
-
-
-def _tomb_lsn(reply: AnyReply) -> int | None:
-    if isinstance(reply, Reply) and reply.status is Status.VA:
-        return _parse_hex(reply.value)
-    if isinstance(reply, Reply) and reply.status is Status.EN:
-        return None
-    raise _unexpected(reply, "mg (tombstone)")
-
-
-def _lease_token(cas: int, floor: int | None) -> str:
-    return f"{cas}.{_hex(floor)}"
-
-
-class _Right(NamedTuple):
-    cas: int | None  # None: the key was absent (a ticket's store only adds)
-    floor: int | None
-    deadline_ms: int | None = None  # tickets only
-    refresh: str | None = None  # refresh leases only
-
-
-def _parse_right(token: str) -> _Right | None:
-    """A token this backend issued, or None for anything else (a forged or foreign one)."""
-    try:
-        if token.startswith(TICKET_PREFIX):
-            cas_text, floor, deadline = token[len(TICKET_PREFIX) :].split(".")
-            cas = None if cas_text == "add" else parse_token(cas_text)
-            if cas is None and cas_text != "add":
-                return None
-            return _Right(cas, _parse_hex(floor), int(deadline))
-        if token.startswith(_REFRESH_PREFIX):
-            ident, cas_text, floor = token[len(_REFRESH_PREFIX) :].split(".")
-            cas = parse_token(cas_text)
-            return None if cas is None else _Right(cas, _parse_hex(floor), refresh=ident)
-        cas_text, floor = token.split(".")
-        cas = parse_token(cas_text)
-        return None if cas is None else _Right(cas, _parse_hex(floor))
-    except ValueError:
-        return None
-
-
-_NOOP = MetaNoop().encode()
-_QUIET_GET = MetaGet("", client_flags=True, cas=True, quiet=True)
-
-
-def _parse_address(address: str) -> tuple[str, int]:
-    host, sep, port = address.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")  # "[::1]:11211"
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigurationError(f"a memcached address is host:port, got {address!r}")
-    return host, int(port)
-
-
-class _Server:
-    __slots__ = ("endpoint", "item_size_max", "pool")
-
-    def __init__(self, endpoint: Endpoint, item_size_max: int | None) -> None:
-        self.endpoint = endpoint
-        self.item_size_max = item_size_max  # learnt from `stats settings` on first connect
-        self.pool: StreamPool
-
-
-def _round_trip(stream: TcpStream, payload: bytes, until: Status | None) -> list[AnyReply]:
-    """Write ``payload``; read one reply, or (``until``) every reply before that status."""
-    stream.write(payload)
-    parser = MetaParser()
-    replies: list[AnyReply] = []
-    while True:
-        reply = parser.next_reply()
-        if reply is None:
-            parser.feed(stream.read())
-            continue
-        if isinstance(reply, ErrorReply) and reply.kind is not ErrorKind.SERVER_ERROR:
-            # memcached may now read the rest of the request as commands: the caller
-            # discards this stream.
-            message = f"{NAME} {stream.endpoint.address} refused a command: {reply.kind.value} {reply.message}"
-            raise CacheUnavailableError(message, backend=NAME)
-        if until is None:
-            replies.append(reply)
-            break
-        if isinstance(reply, Reply) and reply.status is until:
-            break
-        replies.append(reply)
-    if parser.buffered:
-        raise MetaProtocolError(f"{parser.buffered} bytes beyond the expected replies")
-    return replies
-
-
-def _unexpected(reply: AnyReply, request: str) -> MetaProtocolError:
-    return MetaProtocolError(f"unexpected reply to {request}: {reply!r}"[:200])
 
 
 class MemcachedBackend:
@@ -246,10 +136,10 @@ class MemcachedBackend:
             if not number > 0:
                 raise ConfigurationError(f"memcached {label} must be > 0, got {number!r}")
         self._ring = ServerRing(names)
-        self._servers: list[_Server] = []
-        for host, port in map(_parse_address, names):
+        self._servers: list[Server] = []
+        for host, port in map(parse_address, names):
             endpoint = Endpoint(host, port, connect_timeout_ms / 1000, read_timeout_ms / 1000, NAME)
-            server = _Server(endpoint, item_size_max)
+            server = Server(endpoint, item_size_max)
             server.pool = StreamPool(
                 endpoint,
                 functools.partial(self._connect, server),
@@ -279,7 +169,7 @@ class MemcachedBackend:
 
     # -- connections ---------------------------------------------------------------------
 
-    def _server_for(self, key: str) -> _Server:
+    def _server_for(self, key: str) -> Server:
         if len(self._servers) == 1:
             return self._servers[0]
         return self._servers[self._ring.index(key.encode("utf-8", "surrogatepass"))]
@@ -292,11 +182,11 @@ class MemcachedBackend:
             groups.setdefault(index, []).append(i)
         return groups
 
-    def _connect(self, server: _Server) -> TcpStream:
+    def _connect(self, server: Server) -> TcpStream:
         stream = TcpStream.connect(server.endpoint)
         if server.item_size_max is None:
             try:
-                replies = _round_trip(stream, Stats("settings").encode(), Status.END)
+                replies = round_trip(stream, Stats("settings").encode(), Status.END)
             except BaseException:
                 stream.close()
                 raise
@@ -305,10 +195,10 @@ class MemcachedBackend:
                     server.item_size_max = int(reply.value)
         return stream
 
-    def _exchange(self, server: _Server, payload: bytes, until: Status | None = None) -> list[AnyReply]:
+    def _exchange(self, server: Server, payload: bytes, until: Status | None = None) -> list[AnyReply]:
         stream = server.pool.acquire()
         try:
-            replies = _round_trip(stream, payload, until)
+            replies = round_trip(stream, payload, until)
         except BaseException as exc:
             server.pool.discard(stream)
             if isinstance(exc, CacheUnavailableError):
@@ -331,15 +221,15 @@ class MemcachedBackend:
             return CacheUnavailableError(f"{NAME} failed {request}: SERVER_ERROR {reply.message}", backend=NAME)
         if isinstance(reply, Reply) and reply.status in (Status.NS, Status.EX, Status.NF):
             return CacheUnavailableError(f"{NAME} did not store {key!r}: {reply.status.value}", backend=NAME)
-        return _unexpected(reply, request)
+        return unexpected_reply(reply, request)
 
-    def _give_back(self, server: _Server, leases: Sequence[tuple[str, int]]) -> None:
+    def _give_back(self, server: Server, leases: Sequence[tuple[str, int]]) -> None:
         """Delete items whose lease a plain read won by accident (stale items answer W to
         any mg): no one would fill them and every lease taker would wait."""
         payload = b"".join(
             MetaDelete(key, compare_cas=cas, quiet=True, opaque=i).encode() for i, (key, cas) in enumerate(leases)
         )
-        self._exchange(server, payload + _NOOP, Status.MN)
+        self._exchange(server, payload + NOOP, Status.MN)
 
     # -- the backend protocol ------------------------------------------------------------
 
@@ -360,7 +250,7 @@ class MemcachedBackend:
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         results: list[bytes | None] = [None] * len(keys)
         payloads = {  # every key is checked before anything is sent
-            index: _QUIET_GET.encode_each(keys, positions) + _NOOP for index, positions in self._group(keys).items()
+            index: QUIET_GET.encode_each(keys, positions) + NOOP for index, positions in self._group(keys).items()
         }
         for index, payload in payloads.items():
             server = self._servers[index]
@@ -369,7 +259,7 @@ class MemcachedBackend:
                 state = self._state(reply)
                 i = reply.flags.opaque if isinstance(reply, Reply) else None
                 if i is None or not 0 <= i < len(keys):
-                    raise _unexpected(reply, "a pipelined mg")
+                    raise unexpected_reply(reply, "a pipelined mg")
                 match state:
                     case Found(value=value):
                         results[i] = value
@@ -400,7 +290,7 @@ class MemcachedBackend:
                 for i in positions
                 for key, value, ttl in (items[i],)
             )
-            + _NOOP
+            + NOOP
             for index, positions in self._group([key for key, _, _ in items]).items()
         }
         for index, payload in payloads.items():
@@ -418,7 +308,7 @@ class MemcachedBackend:
 
     def delete_many(self, keys: Sequence[str]) -> int:
         batches = [  # every key is checked before anything is sent
-            (index, b"".join(MetaDelete(keys[i], quiet=True, opaque=i).encode() for i in positions) + _NOOP, positions)
+            (index, b"".join(MetaDelete(keys[i], quiet=True, opaque=i).encode() for i in positions) + NOOP, positions)
             for index, positions in self._group(keys).items()
         ]
         existed = 0
@@ -445,12 +335,13 @@ class MemcachedBackend:
         here comes with its tombstone."""
         server = self._server_for(key)
         payload = (
-            request._replace(opaque=0, quiet=False).encode() + _TOMB_GET._replace(key=_tomb_key(key), opaque=1).encode()
+            request._replace(opaque=0, quiet=False).encode()
+            + TOMB_GET._replace(key=tomb_key_of(key), opaque=1).encode()
         )
         replies = self._exchange_n(server, payload, 2)
-        return self._state(replies[0]), _tomb_lsn(replies[1])
+        return self._state(replies[0]), tomb_lsn(replies[1])
 
-    def _exchange_n(self, server: _Server, payload: bytes, n: int) -> list[AnyReply]:
+    def _exchange_n(self, server: Server, payload: bytes, n: int) -> list[AnyReply]:
         stream = server.pool.acquire()
         try:
             stream.write(payload)
@@ -486,15 +377,15 @@ class MemcachedBackend:
                 assert value is not None  # asked with v
                 return LeaseResult(value=value)
             case LeaseWon(cas=cas):
-                return LeaseResult(token=_lease_token(cas, floor), floor_lsn=floor)
+                return LeaseResult(token=lease_token(cas, floor), floor_lsn=floor)
             case Fence() as fence:
-                now_ms = _now_ms()
+                now_ms = clock_ms()
                 if fence.leased(now_ms):
                     return LEASE_HELD_ELSEWHERE
                 taken = self._rewrite_fence(key, fence, now_ms + int(ttl * 1000), ttl)
                 if taken is None:
                     return LEASE_HELD_ELSEWHERE  # another client took it, or an invalidation came
-                return LeaseResult(token=_lease_token(taken, floor), floor_lsn=floor)
+                return LeaseResult(token=lease_token(taken, floor), floor_lsn=floor)
             case LeaseHeld() | Missing():
                 return LEASE_HELD_ELSEWHERE
             case unreachable:
@@ -537,7 +428,7 @@ class MemcachedBackend:
                 assert_never(unreachable)
         deadline = int((time.monotonic() + ttl) * 1000)
         return LeaseResult(
-            token=f"{TICKET_PREFIX}{'add' if cas is None else cas}.{_hex(floor)}.{deadline}", floor_lsn=floor
+            token=f"{TICKET_PREFIX}{'add' if cas is None else cas}.{lsn_hex(floor)}.{deadline}", floor_lsn=floor
         )
 
     def _cas_of(self, key: str) -> int | None:
@@ -546,7 +437,7 @@ class MemcachedBackend:
             return None
         if isinstance(reply, Reply) and reply.flags.cas is not None:
             return reply.flags.cas
-        raise _unexpected(reply, "mg c")
+        raise unexpected_reply(reply, "mg c")
 
     def ticket_many(self, keys: Sequence[str], ttl: float) -> list[LeaseResult]:
         return [self.ticket(key, ttl) for key in keys]
@@ -558,7 +449,7 @@ class MemcachedBackend:
         """``ms <key>:rl <id> ME``: one refresher per stale key; its store is guarded by
         the CAS the value had when the refresh began."""
         ident = secrets.token_hex(8)
-        lease_key = _refresh_key(key)
+        lease_key = refresh_key_of(key)
         server = self._server_for(key)
         request = MetaSet(lease_key, ident.encode(), ttl=wire_ttl(ttl, time.time()), mode=SetMode.ADD)
         (reply,) = self._exchange(server, request.encode())
@@ -571,7 +462,7 @@ class MemcachedBackend:
         if cas is None:  # no value to refresh any more (invalidated, expired): a miss fills it
             self._exchange(server, MetaDelete(lease_key).encode())
             return None
-        return f"{_REFRESH_PREFIX}{ident}.{cas}.{_hex(floor)}"
+        return f"{REFRESH_PREFIX}{ident}.{cas}.{lsn_hex(floor)}"
 
     def fill(self, key: str, value: bytes, ttl: float, token: str, lsn: int | None = None) -> bool:
         """``ms ... C<cas>`` (or add mode for a ticket on an absent key): refused (False)
@@ -580,7 +471,7 @@ class MemcachedBackend:
         (the lease is then given back). A value over ``max_value_size`` raises
         ValueTooLargeError and leaves the lease held: release it."""
         self._check_size(key, value)
-        right = _parse_right(token)
+        right = parse_right(token)
         request = MetaSet(key, value, ttl=wire_ttl(ttl, time.time()), client_flags=VALUE_FLAGS)
         request.encode()  # validates the key even when the token is void
         if right is None:
@@ -597,18 +488,18 @@ class MemcachedBackend:
         if not (isinstance(reply, Reply) and reply.status in (Status.HD, Status.EX, Status.NF, Status.NS)):
             raise self._failure(reply, "ms", key, len(value))
         if right.refresh is not None:
-            self._exchange(server, MetaDelete(_refresh_key(key)).encode())
+            self._exchange(server, MetaDelete(refresh_key_of(key)).encode())
         return reply.status is Status.HD
 
     def release(self, key: str, token: str) -> None:
         """Give a right back: a placeholder is deleted and a fence's lease cleared (both
         only if still ours); a ticket holds nothing."""
-        right = _parse_right(token)
+        right = parse_right(token)
         if right is None or right.deadline_ms is not None:
             return
         server = self._server_for(key)
         if right.refresh is not None:
-            self._exchange(server, MetaDelete(_refresh_key(key)).encode())
+            self._exchange(server, MetaDelete(refresh_key_of(key)).encode())
             return
         (reply,) = self._exchange(server, MetaGet(key, client_flags=True, cas=True, ttl=True).encode())
         state = self._state(reply)
@@ -628,7 +519,7 @@ class MemcachedBackend:
         floor = PRIMARY_ONLY if lsn is None else lsn
         existed = 0
         for key in keys:
-            self._raise_floor(_tomb_key(key), key, floor, tombstone_ttl)
+            self._raise_floor(tomb_key_of(key), key, floor, tombstone_ttl)
             existed += self._fence(key, tombstone_ttl)
         return existed
 
@@ -647,16 +538,16 @@ class MemcachedBackend:
             (reply,) = self._exchange(server, MetaGet(floor_key, cas=True, ttl=True).encode())
             now = time.time()
             if isinstance(reply, Reply) and reply.status is Status.EN:
-                request = MetaSet(floor_key, _hex(lsn).encode(), ttl=wire_ttl(life, now), mode=SetMode.ADD)
+                request = MetaSet(floor_key, lsn_hex(lsn).encode(), ttl=wire_ttl(life, now), mode=SetMode.ADD)
             elif isinstance(reply, Reply) and reply.status is Status.VA and reply.flags.cas is not None:
-                old = _parse_hex(reply.value)
+                old = parse_lsn_hex(reply.value)
                 left = reply.flags.ttl if reply.flags.ttl is not None and reply.flags.ttl > 0 else 0
-                value = _hex(max(lsn, old if old is not None else 0)).encode()
+                value = lsn_hex(max(lsn, old if old is not None else 0)).encode()
                 request = MetaSet(
                     floor_key, value, ttl=wire_ttl(max(life, float(left)), now), compare_cas=reply.flags.cas
                 )
             else:
-                raise _unexpected(reply, "mg (floor)")
+                raise unexpected_reply(reply, "mg (floor)")
             (stored,) = self._exchange(server, request.encode())
             if isinstance(stored, Reply) and stored.status is Status.HD:
                 return
@@ -681,7 +572,7 @@ class MemcachedBackend:
                 case Found() | LeaseWon() | LeaseHeld():
                     cas = reply.flags.cas if isinstance(reply, Reply) else None
                     if cas is None:
-                        raise _unexpected(reply, "mg c")
+                        raise unexpected_reply(reply, "mg c")
                     request = fence._replace(compare_cas=cas)
                 case unreachable:
                     assert_never(unreachable)
@@ -702,15 +593,15 @@ class MemcachedBackend:
         floor = PRIMARY_ONLY if lsn is None else lsn
         out = []
         for key in keys:
-            self._raise_floor(_floor_key(key), key, floor, floor_ttl)
+            self._raise_floor(floor_key_of(key), key, floor, floor_ttl)
             out.append(self._arith(key, 1))
         return out
 
     def counter_floors(self, keys: Sequence[str]) -> list[int | None]:
         out = []
         for key in keys:
-            (reply,) = self._exchange(self._server_for(key), _TOMB_GET._replace(key=_floor_key(key)).encode())
-            out.append(_tomb_lsn(reply))
+            (reply,) = self._exchange(self._server_for(key), TOMB_GET._replace(key=floor_key_of(key)).encode())
+            out.append(tomb_lsn(reply))
         return out
 
     def register(self, key: str, value: bytes) -> bytes:
@@ -761,7 +652,7 @@ class MemcachedBackend:
                     self._give_back(server, [(key, cas)])
                     return False
                 case Fence() as fence:
-                    if not fence.leased(_now_ms()):
+                    if not fence.leased(clock_ms()):
                         return False
                 case LeaseHeld():
                     pass
@@ -775,9 +666,9 @@ class MemcachedBackend:
 
     def ping(self) -> None:
         for server in self._servers:
-            (reply,) = self._exchange(server, _NOOP)
+            (reply,) = self._exchange(server, NOOP)
             if not (isinstance(reply, Reply) and reply.status is Status.MN):
-                raise _unexpected(reply, "mn")
+                raise unexpected_reply(reply, "mn")
 
     def close(self) -> None:
         for server in self._servers:
