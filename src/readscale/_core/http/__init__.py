@@ -21,6 +21,7 @@ from readscale._core.http.conditional import (
 )
 from readscale._core.http.cookies import CLEAR_SITE_CACHE, removes_cookie
 from readscale._core.http.dates import format_http_date, parse_http_date
+from readscale._core.http.decide import Exchange, HeaderPlan, carried_identity, decide, expected_vary
 from readscale._core.http.etag import (
     ANY,
     EntityTag,
@@ -32,17 +33,7 @@ from readscale._core.http.etag import (
     variant_key,
     version_etag,
 )
-from readscale._core.http.policy import (
-    DEFAULT_POLICY,
-    ONE_YEAR,
-    Exchange,
-    HeaderPlan,
-    HttpPolicy,
-    HttpSettings,
-    carried_identity,
-    decide,
-    expected_vary,
-)
+from readscale._core.http.policy import DEFAULT_POLICY, ONE_YEAR, HttpPolicy, HttpSettings
 from readscale._core.http.surrogate import BUDGETS, OverBudget, TagHeaders, Vendor, render_tags, wire_tag
 
 __all__ = [
