@@ -68,6 +68,7 @@ baselines.md (Zipf 0.99 and 0.8, 1 % and 10 % caches), and a Monte Carlo of LRU+
 caches with invalidations and cold starts agrees within about 1 %.
 """
 
+from readscale._core.sim.funnel import predict
 from readscale._core.sim.model import (
     LAYERS,
     Latencies,
@@ -77,7 +78,6 @@ from readscale._core.sim.model import (
     Prediction,
     Scenario,
     Traffic,
-    predict,
 )
 
 __all__ = [

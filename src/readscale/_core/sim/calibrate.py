@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from readscale._core.sim.funnel import predict
 from readscale._core.sim.model import (
     LAYERS,
     RYW_RULES,
@@ -40,7 +41,6 @@ from readscale._core.sim.model import (
     ReadYourWrites,
     Scenario,
     Traffic,
-    predict,
     primary_writes_rps,
 )
 from readscale.errors import ConfigurationError

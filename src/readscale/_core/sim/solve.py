@@ -22,7 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from readscale._core.sim.model import Prediction, Scenario, assemble, funnel, predict, primary_writes_rps
+from readscale._core.sim.funnel import assemble, funnel, predict
+from readscale._core.sim.model import Prediction, Scenario, primary_writes_rps
 from readscale.errors import ConfigurationError
 
 Setting = Literal["replicas", "cache-size"]
