@@ -33,9 +33,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from readscale._async.writebehind.flusher import AsyncBatchWriter, AsyncFlusher, default_codecs
+from readscale._async.writebehind.flusher import AsyncFlusher
 from readscale._async.writebehind.producer import AsyncWriteBehind
 from readscale._async.writebehind.queue import AsyncWriteQueue
+from readscale._async.writebehind.writers import AsyncBatchWriter, default_codecs
 from readscale._core.writebehind.flush import FailureKind
 from readscale._core.writebehind.modes import FAST_LOSS_WINDOW, PROMISES, WriteBehindMode
 from readscale._core.writebehind.records import (
@@ -49,9 +50,10 @@ from readscale._core.writebehind.records import (
 from readscale._core.writebehind.settings import FlusherSettings, WhenFull, WriteBehindSettings
 from readscale._shared.lazy import lazy_exports
 from readscale._shared.writebehind.stats import FlusherStats, WriteBehindStats
-from readscale._sync.writebehind.flusher import BatchWriter, Flusher
+from readscale._sync.writebehind.flusher import Flusher
 from readscale._sync.writebehind.producer import WriteBehind
 from readscale._sync.writebehind.queue import WriteQueue
+from readscale._sync.writebehind.writers import BatchWriter
 from readscale.metrics import WriteBehindCollector
 
 if TYPE_CHECKING:

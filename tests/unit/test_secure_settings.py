@@ -291,7 +291,7 @@ def test_pickle_is_off_by_default_and_never_runs_unsigned_or_foreign_bytes() -> 
     import pickle  # noqa: TID251 - building the attacker's payload
 
     from readscale import AsyncCache, MemoryStore
-    from readscale._async.writebehind.flusher import default_codecs
+    from readscale._async.writebehind.writers import default_codecs
     from readscale.codecs import JsonCodec, SignedPickleCodec
     from readscale.errors import CorruptValueError
 

@@ -35,13 +35,17 @@ import random
 import socket
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, assert_never
+from typing import Any, assert_never
 
 import redis.asyncio as redis_asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from readscale._async.writebehind.queue import AsyncWriteQueue, Entry
+from readscale._async.writebehind.writers import (
+    AsyncBatchWriter,
+    default_codecs,
+)
 from readscale._core.cache.entry import EnvelopeError, decode_envelope
 from readscale._core.cache.keys import physical_key
 from readscale._core.writebehind.flush import (
@@ -77,7 +81,7 @@ from readscale._core.writebehind.records import (
 from readscale._core.writebehind.settings import FlusherSettings
 from readscale._shared.primitives.locks import AsyncEvent
 from readscale._shared.writebehind.stats import FlusherStats
-from readscale.codecs import BytesCodec, Codec, JsonCodec, MsgpackCodec
+from readscale.codecs import Codec
 from readscale.errors import CacheUnavailableError, ConfigurationError, CorruptValueError, DurabilityError
 from readscale.settings import RedisSettings
 
@@ -86,57 +90,11 @@ log = logging.getLogger("readscale.writebehind")
 MAX_ERROR_TEXT = 2000
 
 
-class AsyncBatchWriter(Protocol):
-    """Applies batches of writes to the database. :class:`AsyncPostgresWriter` is one.
-
-    ``write_batch`` writes every record in ONE transaction and commits it, or raises
-    with nothing committed. It must be idempotent by version: a record is applied only
-    over an older version of its key (or none), so a redelivered or reordered record
-    never replaces a newer one. Records of one batch have distinct keys. It returns how
-    many records changed the database (the rest were versions it already had).
-
-    ``failure_kind`` says whether an exception ``write_batch`` raised was transient (the
-    server or the connection: retry the same batch) or the data's fault (a constraint,
-    a bad value: the flusher isolates the record and dead-letters it if it keeps failing).
-    """
-
-    async def write_batch(self, records: Sequence[WriteRecord]) -> int: ...
-
-    def failure_kind(self, exc: Exception) -> FailureKind: ...
-
-
-class AsyncCounterWriter(Protocol):
-    """A batch writer that also applies counter increments (optional; the PostgreSQL
-    writer is one when given a ``counter_column``).
-
-    ``apply_increments`` adds every record's deltas in ONE transaction that also records
-    each record's ``entry_id`` under ``queue``, skipping records already recorded: so a
-    redelivered record is applied once. It returns what it did, including deltas it
-    refused (now, or when it first applied a redelivered record).
-    """
-
-    async def apply_increments(self, queue: str, records: Sequence[CounterRecord]) -> IncrementsApplied: ...
-
-
-class AsyncCheckedWriter(Protocol):
-    """A batch writer with a start check (optional): ``check`` raises
-    :class:`~readscale.errors.ConfigurationError` when its target cannot work (a missing
-    table or column, no privilege), anything else when the database is unreachable
-    (the flusher waits and tries again)."""
-
-    async def check(self) -> None: ...
-
-
 #: Seconds between prunes of the ids of applied sums records kept by the writer.
 PRUNE_EVERY = 600.0
 #: An applied sums record's id is kept at least this long (and while the stream still
 #: holds older records), so a redelivery is recognised.
 APPLIED_RETENTION = 86_400.0
-
-
-def default_codecs() -> tuple[Codec, ...]:
-    """The codecs a flusher decodes without being told (pickle needs its secret)."""
-    return (JsonCodec(), MsgpackCodec(), BytesCodec())
 
 
 class _WriterUnavailable(Exception):
@@ -724,4 +682,4 @@ def _error_text(exc: BaseException) -> str:
     return str(exc).strip() or type(exc).__name__
 
 
-__all__ = ["AsyncBatchWriter", "AsyncCheckedWriter", "AsyncCounterWriter", "AsyncFlusher", "default_codecs"]
+__all__ = ["AsyncFlusher"]
