@@ -127,7 +127,7 @@ async def test_tombstones_refuse_fills_read_before_the_change(
 async def test_changed_rows_are_purged_at_the_edge_hard_unless_soft_is_asked(
     cache: AsyncCache, table: str, pg_primary_dsn: str, soft: bool
 ) -> None:
-    from readscale._async.purge.base import AsyncRecordingPurger
+    from readscale._async.purge.vendors import AsyncRecordingPurger
 
     purger = AsyncRecordingPurger()
     rules = [CdcRule(table, keys=("product:{id}",), tags=(f"{table}:category:{{category_id}}",))]
@@ -148,7 +148,7 @@ async def test_the_edge_is_purged_while_the_cache_is_down_and_the_batch_retried(
 ) -> None:
     import socket
 
-    from readscale._async.purge.base import AsyncRecordingPurger
+    from readscale._async.purge.vendors import AsyncRecordingPurger
     from readscale.errors import CacheUnavailableError
 
     with socket.socket() as s:  # a port nobody listens on: Redis is down

@@ -231,7 +231,7 @@ async def test_application_events_on_the_bus(redis_settings: RedisSettings) -> N
 
 @pytest.mark.anyio
 async def test_tag_invalidation_purges_the_same_tags_at_the_edge(backend: Any, prefix: str) -> None:
-    from readscale._async.purge.base import AsyncRecordingPurger
+    from readscale._async.purge.vendors import AsyncRecordingPurger
 
     purger = AsyncRecordingPurger()
     cache = AsyncCache(backend, policy=POLICY, prefix=prefix, purger=purger)

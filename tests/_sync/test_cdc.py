@@ -121,7 +121,7 @@ def test_tombstones_refuse_fills_read_before_the_change(cache: Cache, table: str
 def test_changed_rows_are_purged_at_the_edge_hard_unless_soft_is_asked(
     cache: Cache, table: str, pg_primary_dsn: str, soft: bool
 ) -> None:
-    from readscale._sync.purge.base import RecordingPurger
+    from readscale._sync.purge.vendors import RecordingPurger
 
     purger = RecordingPurger()
     rules = [CdcRule(table, keys=("product:{id}",), tags=(f"{table}:category:{{category_id}}",))]
@@ -139,7 +139,7 @@ def test_changed_rows_are_purged_at_the_edge_hard_unless_soft_is_asked(
 def test_the_edge_is_purged_while_the_cache_is_down_and_the_batch_retried(table: str, pg_primary_dsn: str) -> None:
     import socket
 
-    from readscale._sync.purge.base import RecordingPurger
+    from readscale._sync.purge.vendors import RecordingPurger
     from readscale.errors import CacheUnavailableError
 
     with socket.socket() as s:  # a port nobody listens on: Redis is down

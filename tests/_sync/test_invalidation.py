@@ -221,7 +221,7 @@ def test_application_events_on_the_bus(redis_settings: RedisSettings) -> None:
 
 
 def test_tag_invalidation_purges_the_same_tags_at_the_edge(backend: Any, prefix: str) -> None:
-    from readscale._sync.purge.base import RecordingPurger
+    from readscale._sync.purge.vendors import RecordingPurger
 
     purger = RecordingPurger()
     cache = Cache(backend, policy=POLICY, prefix=prefix, purger=purger)

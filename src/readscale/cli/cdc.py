@@ -96,7 +96,7 @@ def run(
         )
         purger = None
         if purge_varnish:
-            from readscale._sync.purge.base import VarnishPurger
+            from readscale._sync.purge.vendors import VarnishPurger
 
             purger = VarnishPurger(purge_varnish)
         worker = CdcWorker(

@@ -10,28 +10,18 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("readscale.http.purge needs httpx: pip install 'readscale[starlette]' (or httpx)") from exc
 
-from readscale._async.purge.base import (
+from readscale._async.purge.base import AsyncPurger, PurgeResult, PurgeStats, RetryPolicy
+from readscale._async.purge.queue import AsyncPurgeQueue, PrewarmResult
+from readscale._async.purge.queue import prewarm as async_prewarm
+from readscale._async.purge.vendors import (
     AsyncCloudflarePurger,
     AsyncFastlyPurger,
-    AsyncPurgeQueue,
-    AsyncPurger,
     AsyncRecordingPurger,
     AsyncVarnishPurger,
-    PrewarmResult,
-    PurgeResult,
-    PurgeStats,
-    RetryPolicy,
 )
-from readscale._async.purge.base import prewarm as async_prewarm
-from readscale._sync.purge.base import (
-    CloudflarePurger,
-    FastlyPurger,
-    PurgeQueue,
-    Purger,
-    RecordingPurger,
-    VarnishPurger,
-    prewarm,
-)
+from readscale._sync.purge.base import Purger
+from readscale._sync.purge.queue import PurgeQueue, prewarm
+from readscale._sync.purge.vendors import CloudflarePurger, FastlyPurger, RecordingPurger, VarnishPurger
 
 __all__ = [
     "AsyncCloudflarePurger",

@@ -1,0 +1,186 @@
+"""The edge purgers, one per vendor: Varnish (xkey, URL PURGE), Fastly, Cloudflare, and
+a recording one (tests, dry runs). Each speaks ``readscale._async.purge.base.AsyncPurger``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from readscale._async.purge.base import PURGED_COUNT, HttpPurger, PurgeResult, RetryPolicy, in_batches
+from readscale._core.http import Vendor, wire_tag
+from readscale.errors import ConfigurationError
+
+
+class AsyncVarnishPurger(HttpPurger):
+    """Varnish running readscale's VCL: ``PURGE`` with ``xkey-(soft)purge``, or a URL.
+
+    ``edge_url`` is Varnish's address (the VCL accepts purges from loopback only).
+    """
+
+    vendor = "varnish"
+
+    def __init__(
+        self,
+        edge_url: str,
+        *,
+        client: httpx.AsyncClient | None = None,
+        retry: RetryPolicy | None = None,
+        rng: random.Random | None = None,
+        timeout: float = 5.0,
+        tags_per_request: int = 100,
+    ) -> None:
+        super().__init__(client, retry, rng, timeout)
+        self.edge_url = edge_url.rstrip("/")
+        self.tags_per_request = tags_per_request
+
+    async def purge_tags(self, tags: Sequence[str], *, soft: bool = True) -> PurgeResult:
+        wire = list(dict.fromkeys(wire_tag(t, "varnish") for t in tags))
+        result = PurgeResult()
+        header = "xkey-softpurge" if soft else "xkey-purge"
+        for batch in in_batches(wire, self.tags_per_request):
+            request = self.client.build_request("PURGE", self.edge_url + "/", headers={header: " ".join(batch)})
+            response = await self._send(request)
+            found = PURGED_COUNT.search(response.reason_phrase) or PURGED_COUNT.search(response.text)
+            result = result + PurgeResult(1, int(found.group(1)) if found else None)
+        self.stats.tags += len(wire)
+        self.stats.purged += result.purged or 0
+        return result
+
+    async def purge_urls(self, urls: Sequence[str]) -> PurgeResult:
+        result = PurgeResult()
+        for url in dict.fromkeys(urls):
+            parts = urlsplit(url)
+            path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            headers = {"host": parts.netloc} if parts.netloc else {}
+            request = self.client.build_request("PURGE", self.edge_url + path, headers=headers)
+            await self._send(request)
+            result = result + PurgeResult(1, None)
+        self.stats.urls += len(set(urls))
+        return result
+
+
+class AsyncFastlyPurger(HttpPurger):
+    """Fastly: surrogate-key purges (256 keys a call, soft by default) and URL purges."""
+
+    vendor = "fastly"
+
+    def __init__(
+        self,
+        service_id: str,
+        token: str,
+        *,
+        api: str = "https://api.fastly.com",
+        client: httpx.AsyncClient | None = None,
+        retry: RetryPolicy | None = None,
+        rng: random.Random | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        if not service_id or not token:
+            raise ConfigurationError("Fastly purger needs a service id and an API token")
+        super().__init__(client, retry, rng, timeout)
+        self.service_id = service_id
+        self.api = api.rstrip("/")
+        self._auth = {"fastly-key": token, "accept": "application/json"}
+
+    async def purge_tags(self, tags: Sequence[str], *, soft: bool = True) -> PurgeResult:
+        wire = list(dict.fromkeys(wire_tag(t, "fastly") for t in tags))
+        result = PurgeResult()
+        headers = dict(self._auth)
+        if soft:
+            headers["fastly-soft-purge"] = "1"
+        for batch in in_batches(wire, 256):
+            request = self.client.build_request(
+                "POST",
+                f"{self.api}/service/{quote(self.service_id, safe='')}/purge",
+                headers={**headers, "surrogate-key": " ".join(batch)},
+            )
+            await self._send(request)
+            result = result + PurgeResult(1, None)
+        self.stats.tags += len(wire)
+        return result
+
+    async def purge_urls(self, urls: Sequence[str]) -> PurgeResult:
+        result = PurgeResult()
+        for url in dict.fromkeys(urls):
+            parts = urlsplit(url)
+            target = f"{parts.netloc}{parts.path or '/'}" + (f"?{parts.query}" if parts.query else "")
+            request = self.client.build_request("POST", f"{self.api}/purge/{target}", headers=self._auth)
+            await self._send(request)
+            result = result + PurgeResult(1, None)
+        self.stats.urls += len(set(urls))
+        return result
+
+
+class AsyncCloudflarePurger(HttpPurger):
+    """Cloudflare: purge by Cache-Tag or by URL, 30 items a call (the API's limit)."""
+
+    vendor = "cloudflare"
+
+    def __init__(
+        self,
+        zone_id: str,
+        token: str,
+        *,
+        api: str = "https://api.cloudflare.com/client/v4",
+        client: httpx.AsyncClient | None = None,
+        retry: RetryPolicy | None = None,
+        rng: random.Random | None = None,
+        timeout: float = 10.0,
+        items_per_request: int = 30,
+    ) -> None:
+        if not zone_id or not token:
+            raise ConfigurationError("Cloudflare purger needs a zone id and an API token")
+        super().__init__(client, retry, rng, timeout)
+        self.zone_id = zone_id
+        self.api = api.rstrip("/")
+        self.items_per_request = items_per_request
+        self._auth = {"authorization": f"Bearer {token}"}
+
+    async def _purge(self, kind: str, items: Sequence[str]) -> PurgeResult:
+        result = PurgeResult()
+        for batch in in_batches(items, self.items_per_request):
+            request = self.client.build_request(
+                "POST",
+                f"{self.api}/zones/{quote(self.zone_id, safe='')}/purge_cache",
+                headers=self._auth,
+                json={kind: list(batch)},
+            )
+            await self._send(request)
+            result = result + PurgeResult(1, None)
+        return result
+
+    async def purge_tags(self, tags: Sequence[str], *, soft: bool = True) -> PurgeResult:
+        wire = list(dict.fromkeys(wire_tag(t, "cloudflare") for t in tags))
+        self.stats.tags += len(wire)
+        return await self._purge("tags", wire)
+
+    async def purge_urls(self, urls: Sequence[str]) -> PurgeResult:
+        unique = list(dict.fromkeys(urls))
+        self.stats.urls += len(unique)
+        return await self._purge("files", unique)
+
+
+@dataclass
+class AsyncRecordingPurger:
+    """Records every purge instead of sending it (tests, dry runs)."""
+
+    vendor: Vendor = "varnish"
+    tag_purges: list[tuple[tuple[str, ...], bool]] = field(default_factory=list)
+    url_purges: list[tuple[str, ...]] = field(default_factory=list)
+
+    async def purge_tags(self, tags: Sequence[str], *, soft: bool = True) -> PurgeResult:
+        self.tag_purges.append((tuple(wire_tag(t, self.vendor) for t in tags), soft))
+        return PurgeResult(1, None)
+
+    async def purge_urls(self, urls: Sequence[str]) -> PurgeResult:
+        self.url_purges.append(tuple(urls))
+        return PurgeResult(1, None)
+
+    @property
+    def tags(self) -> list[str]:
+        return [t for batch, _ in self.tag_purges for t in batch]
