@@ -26,7 +26,7 @@ from readscale._core.cache.keys import physical_keys
 from readscale._core.cache.lease import LeaseResult
 from readscale._core.cache.policy import CachePolicy
 from readscale._shared.cache.fill_scope import fill_scope
-from readscale._shared.cache.stats import CacheStats
+from readscale._shared.cache.stats import CacheStats, FillRecorder
 from readscale.codecs import Codec
 from readscale.errors import CacheUnavailableError, CorruptValueError, SerializationError
 
@@ -53,6 +53,7 @@ class AsyncBatch:
         self.coherence = coherence
         self.filler = filler
         self.stats = stats
+        self.record = FillRecorder(stats)
         self._clock = clock
         self._monotonic = monotonic
 
@@ -98,7 +99,7 @@ class AsyncBatch:
             if found is None:
                 continue
             if found[1].tags and not await self.versions.tags_current(found[1].tags):
-                self.stats.l2.tag_stale += 1
+                self.record.tag_stale()
                 continue
             state = assess(found[1], now, 1.0, 0.0)
             if state is Freshness.FRESH:
@@ -106,11 +107,11 @@ class AsyncBatch:
                 self.coherence.l1_put(pkey, found[0], found[1], policy, size=len(raw), since=since)
                 result[key] = found[0]
             elif state is Freshness.STALE:
-                self.stats.l2.stale_serves += 1
+                self.record.served_stale()
                 stale += 1
                 result[key] = found[0]
-        self.stats.l2.hits += hits
-        self.stats.l2.misses += len(remote) - hits - stale
+        self.record.l2_hit(hits)
+        self.record.l2_miss(len(remote) - hits - stale)
         return result
 
     async def load_missing(
@@ -189,7 +190,7 @@ class AsyncBatch:
                 try:
                     raw = self.entries.encode(pkeys[k], value, meta, codec)
                 except SerializationError as exc:
-                    self.stats.loader.not_cached += 1
+                    self.record.not_cached()
                     log.warning("cache %s: %s not cached: %s", self.stats.name, pkeys[k], exc)
                     await self.filler.release(pkeys[k], token)
                     continue

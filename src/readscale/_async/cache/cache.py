@@ -41,7 +41,7 @@ from readscale._core.cache.lease import LeaseResult
 from readscale._core.cache.novalue import NO_VALUE
 from readscale._core.cache.policy import DEFAULT, CachePolicy
 from readscale._core.writebehind.settings import WriteBehindSettings
-from readscale._shared.cache.stats import CacheStats
+from readscale._shared.cache.stats import CacheStats, FillRecorder
 from readscale._shared.cache.tombstone_ttl import TOMBSTONE_TTL_ENV, check_tombstone_ttl, default_tombstone_ttl
 from readscale._shared.replicas.causal_context import current_context, own_write_floor
 from readscale.codecs import Codec, JsonCodec
@@ -131,6 +131,7 @@ class AsyncCache:
         self._unchecked = backend is not None
         self.eviction_risk: str | None = None
         self.stats = CacheStats(name)
+        self._record = FillRecorder(self.stats)  # the façade's own events
         self.l2 = AsyncL2Gate(
             backend, stats=self.stats, breaker=breaker, tombstone_ttl=tombstone_ttl, monotonic=monotonic
         )
@@ -319,21 +320,21 @@ class AsyncCache:
         since = self.coherence.local.seq
         found = await self.filler.read(pkey, policy, codec or self.codec)
         if found is None:
-            self.stats.l2.misses += 1
+            self._record.l2_miss()
             return NO_VALUE
         value, meta = found
         if meta.tags and not await self.versions.tags_current(meta.tags):
-            self.stats.l2.tag_stale += 1
+            self._record.tag_stale()
             return NO_VALUE
         state = assess(meta, self._clock(), 1.0, 0.0)
         if state is Freshness.FRESH:
-            self.stats.l2.hits += 1
+            self._record.l2_hit()
             self.coherence.l1_put(pkey, value, meta, policy, size=0, since=since)
             return value
         if state is Freshness.STALE:
-            self.stats.l2.stale_serves += 1
+            self._record.served_stale()
             return value
-        self.stats.l2.misses += 1
+        self._record.l2_miss()
         return NO_VALUE
 
     async def set(
@@ -416,7 +417,7 @@ class AsyncCache:
                 for pkey in pkeys:  # removed as soon as the L2 answers, and raised now
                     self.l2.mark_unsynced(pkey)
                 raise
-        self.stats.invalidations += len(pkeys)
+        self._record.invalidated(len(pkeys))
         await self.coherence.announce(pkeys, {}, lsn)
         return removed
 
@@ -434,12 +435,12 @@ class AsyncCache:
         if self._unchecked:
             await self._check_once()
         bumped = await self._bump([self.versions.tag_counter(t) for t in tags], lsn)
-        self.stats.invalidations += len(tags)
+        self._record.invalidated(len(tags))
         if self.purger is not None:
             try:
                 await self.purger.purge_tags(list(tags))
             except ReadscaleError as exc:  # the cache is right; the edge expires by its TTL
-                self.stats.loader.purge_errors += 1
+                self._record.purge_failed()
                 log.warning("cache %s: edge purge of %s failed: %s", self.stats.name, ", ".join(tags), exc)
         return {tag: bumped[self.versions.tag_counter(tag)] for tag in tags}
 
@@ -478,7 +479,7 @@ class AsyncCache:
         """
         policy = policy or self.policy
         if not policy.cacheable:
-            self.stats.loader.bypasses += 1
+            self._record.bypassed()
             return await self.filler.call_loader(loader)
         if self.coherence.bus_pending:
             await self.coherence.ensure_bus()
@@ -501,7 +502,7 @@ class AsyncCache:
                 if policy.early_refresh and (
                     assess(meta, self._clock(), self.filler.u(), policy.early_refresh) is Freshness.EARLY_REFRESH
                 ):
-                    self.stats.l1.early_refreshes += 1
+                    self._record.l1_early_refresh()
                     self.filler.refresh_soon(pkey, loader, policy, codec, all_tags)
                 return value  # type: ignore[no-any-return]
 
@@ -519,7 +520,7 @@ class AsyncCache:
         flight = (pkey, self.coherence.local.generation(pkey, tagged=bool(all_tags)), floor)
         value, leader = await self.filler.flight.run(flight, read)
         if not leader:
-            self.stats.l2.coalesced += 1
+            self._record.coalesced()
         return value  # type: ignore[no-any-return]
 
     async def write_through(
@@ -563,7 +564,7 @@ class AsyncCache:
             # The write happened; the cache cannot be updated now. Its old entry (if any)
             # lives until its TTL: logged and counted, not raised into the writer.
             self.l2.failed(exc)
-            self.stats.loader.not_cached += 1
+            self._record.not_cached()
             if policy.versioned:
                 if self.coherence.l1 is not None:
                     self.coherence.l1.clear()  # the key's name is unknown without its version
@@ -579,7 +580,7 @@ class AsyncCache:
         except SerializationError as exc:
             # The write happened but its value cannot be cached: the old entry would be
             # stale, so it goes (here and, through the bus, in every process's L1).
-            self.stats.loader.not_cached += 1
+            self._record.not_cached()
             log.warning("cache %s: write-through of %s not cached: %s", self.stats.name, pkey, exc)
             await self._invalidate_written(pkey, written_lsn, policy)
             await self.coherence.announce([pkey], {}, written_lsn)
@@ -596,13 +597,13 @@ class AsyncCache:
                 )
             except SerializationError as exc:  # over the server's own limit: the key stays invalidated
                 await self.filler.release(pkey, right.token)
-                self.stats.loader.not_cached += 1
+                self._record.not_cached()
                 log.warning("cache %s: write-through of %s not cached: %s", self.stats.name, pkey, exc)
             except BaseException:
                 await self.filler.release(pkey, right.token)
                 raise
         elif policy.uses_l1:
-            self.stats.l1.fills += 1
+            self._record.l1_stored()
             self.coherence.l1_put(pkey, value, meta, policy, size=len(raw), since=since)
         await self.coherence.announce([pkey], {}, written_lsn)
         return value

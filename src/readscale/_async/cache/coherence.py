@@ -28,7 +28,7 @@ from readscale._core.cache.local_invalidations import LocalInvalidations
 from readscale._core.cache.novalue import NO_VALUE
 from readscale._core.cache.policy import CachePolicy
 from readscale._core.replicas.causal import read_before_own_write
-from readscale._shared.cache.stats import CacheStats
+from readscale._shared.cache.stats import CacheStats, L1Recorder
 from readscale._shared.replicas.causal_context import own_write_floor
 from readscale.errors import CacheUnavailableError
 from readscale.l1 import MemoryStore
@@ -56,6 +56,7 @@ class AsyncCoherence:
         #: The L1 set aside while the bus is lost.
         self.l1_suspended: MemoryStore[str, Any] | None = None
         self.stats = stats
+        self.record = L1Recorder(stats)
         self.tombstone_ttl = tombstone_ttl
         self._clock = clock
         self._monotonic = monotonic
@@ -77,12 +78,12 @@ class AsyncCoherence:
             return None
         item = self.l1.get(pkey)
         if item is NO_VALUE:
-            self.stats.l1.misses += 1
+            self.record.miss()
             return None
         if policy.read_your_writes and read_before_own_write(item[1].lsn, own_write_floor()):
-            self.stats.l1.older_than_own_write += 1
+            self.record.older_than_own_write()
             return None
-        self.stats.l1.hits += 1
+        self.record.hit()
         return item  # type: ignore[no-any-return]
 
     def l1_put(self, pkey: str, value: Any, meta: EntryMeta, policy: CachePolicy, size: int, since: int) -> None:
@@ -91,7 +92,7 @@ class AsyncCoherence:
         if self.l1 is None or not policy.uses_l1:
             return
         if self.local.invalidated_since(pkey, since):
-            self.stats.l1.puts_skipped += 1
+            self.record.put_skipped()
             return
         ttl = l1_ttl(meta, self._clock(), policy.l1_ttl)
         if ttl > 0:
@@ -187,7 +188,7 @@ class AsyncCoherence:
         if self.l1 is not None:
             self.l1.clear()
         self.versions.clear()
-        self.stats.l1.flushes += 1
+        self.record.flushed()
 
     def bus_back(self) -> None:
         """The bus reconnected: flush what this process kept (a message may have been
@@ -205,5 +206,5 @@ class AsyncCoherence:
             return
         self.l1.clear()
         self.l1_suspended, self.l1 = self.l1, None
-        self.stats.l1.flushes += 1
+        self.record.flushed()
         log.warning("cache %s: the invalidation bus is lost: the in-process tier is set aside", self.stats.name)

@@ -18,7 +18,7 @@ from readscale._core.cache.entry import EntryMeta, EnvelopeError, decode_envelop
 from readscale._core.cache.freshness import jittered_ttl
 from readscale._core.cache.policy import CachePolicy
 from readscale._core.replicas.causal import read_before_own_write
-from readscale._shared.cache.stats import CacheStats
+from readscale._shared.cache.stats import CacheStats, L2Recorder
 from readscale._shared.replicas.causal_context import own_write_floor
 from readscale.codecs import Codec
 from readscale.errors import CorruptValueError, SerializationError, UnserializableValueError, ValueTooLargeError
@@ -46,6 +46,7 @@ class AsyncEntries:
         #: Encoded entries larger than this (bytes) are refused.
         self.max_value_size = max_value_size
         self.stats = stats
+        self.record = L2Recorder(stats)
         #: Wall-clock seconds: an entry's birth is read in other processes.
         self.clock = clock
         #: Uniform in [0, 1): the TTL jitter.
@@ -84,18 +85,18 @@ class AsyncEntries:
         try:
             meta, codec_id, payload = decode_envelope(raw)
         except EnvelopeError as exc:
-            self.stats.l2.corrupt += count
+            self.record.corrupt(count)
             log.debug("cache %s: %s is not a readable entry (%s): a miss", self.stats.name, pkey, exc.reason)
             return None
         if meta.schema != policy.schema or codec_id != codec.id:
-            self.stats.l2.corrupt += count
+            self.record.corrupt(count)
             return None
         if policy.read_your_writes and read_before_own_write(meta.lsn, own_write_floor()):
-            self.stats.l2.older_than_own_write += 1
+            self.record.older_than_own_write()
             return None
         try:
             return codec.decode(payload), meta
         except CorruptValueError as exc:
-            self.stats.l2.corrupt += count
+            self.record.corrupt(count)
             log.debug("cache %s: %s does not decode (%s): a miss", self.stats.name, pkey, exc)
             return None

@@ -1,13 +1,19 @@
-"""What each tier of the cache served, counted in-process.
+"""What each tier of the cache served, counted in-process, and the recorders that count it.
 
 Counters are plain attributes incremented on the hot path (a few nanoseconds each); the
 Prometheus collector (``readscale.metrics``) reads them only when scraped, so exporting
-costs nothing per call."""
+costs nothing per call. The cache's parts never touch a counter: each holds one recorder
+(``L1Recorder`` for coherence, ``L2Recorder`` for the L2 gate and the entries,
+``FillRecorder`` for the filler, the batches and the façade) and calls it with the event
+by name, so the logic reads as logic and an event is counted in one place. A recorder
+reaches the counters through ``CacheStats`` on every call (``reset()`` replaces them)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from typing import Any
+
+from readscale._core.cache.fill import Refusal
 
 
 @dataclass(slots=True)
@@ -84,3 +90,167 @@ class CacheStats:
         self.loader = LoaderStats()
         self.breaker_opens = 0
         self.invalidations = 0
+
+
+class _Recorder:
+    __slots__ = ("stats",)
+
+    def __init__(self, stats: CacheStats) -> None:
+        self.stats = stats
+
+
+class L1Recorder(_Recorder):
+    """The events of the in-process tier (``AsyncCoherence``)."""
+
+    __slots__ = ()
+
+    def hit(self) -> None:
+        self.stats.l1.hits += 1
+
+    def miss(self) -> None:
+        self.stats.l1.misses += 1
+
+    def older_than_own_write(self) -> None:
+        """A copy read before this session's own write: refused to it."""
+        self.stats.l1.older_than_own_write += 1
+
+    def put_skipped(self) -> None:
+        """A copy not put: its key was invalidated while it was read."""
+        self.stats.l1.puts_skipped += 1
+
+    def flushed(self) -> None:
+        """Every copy dropped (a flush, or the L1 set aside while the bus is lost)."""
+        self.stats.l1.flushes += 1
+
+
+class L2Recorder(_Recorder):
+    """The events of the remote tier's calls and entries (``AsyncL2Gate``, ``AsyncEntries``)."""
+
+    __slots__ = ()
+
+    def skipped(self) -> None:
+        """A call not made: the breaker is open."""
+        self.stats.l2.skipped += 1
+
+    def error(self) -> None:
+        self.stats.l2.errors += 1
+
+    def breaker_opened(self) -> None:
+        self.stats.breaker_opens += 1
+
+    def stored(self) -> None:
+        self.stats.l2.fills += 1
+
+    def not_cached(self) -> None:
+        """A value refused by the server (too large): served, not cached."""
+        self.stats.loader.not_cached += 1
+
+    def unsynced(self) -> None:
+        """A write that could not reach the L2: its key is removed later."""
+        self.stats.l2.unsynced += 1
+
+    def unsynced_dropped(self) -> None:
+        """A write past the unsynced limit: left to its TTL."""
+        self.stats.l2.unsynced_dropped += 1
+
+    def resynced(self, count: int) -> None:
+        self.stats.l2.resynced += count
+
+    def corrupt(self, count: int) -> None:
+        """Entries that do not decode (or of another schema or codec): misses."""
+        self.stats.l2.corrupt += count
+
+    def older_than_own_write(self) -> None:
+        """An entry read before this session's own write: refused to it."""
+        self.stats.l2.older_than_own_write += 1
+
+
+class FillRecorder(_Recorder):
+    """The events of reads, loads and fills (``AsyncFiller``, ``AsyncBatch``, the façade)."""
+
+    __slots__ = ()
+
+    def l2_hit(self, count: int = 1) -> None:
+        self.stats.l2.hits += count
+
+    def l2_miss(self, count: int = 1) -> None:
+        self.stats.l2.misses += count
+
+    def tag_stale(self) -> None:
+        """An L2 entry whose tags were bumped since it was stored: a miss."""
+        self.stats.l2.tag_stale += 1
+
+    def served_stale(self) -> None:
+        self.stats.l2.stale_serves += 1
+
+    def early_refresh(self) -> None:
+        """An L2 hit refreshed early (XFetch)."""
+        self.stats.l2.early_refreshes += 1
+
+    def l1_early_refresh(self) -> None:
+        self.stats.l1.early_refreshes += 1
+
+    def lease_wait(self) -> None:
+        self.stats.l2.lease_waits += 1
+
+    def coalesced(self) -> None:
+        """A reader that shared another reader's read or fill in this process."""
+        self.stats.l2.coalesced += 1
+
+    def loader_called(self) -> None:
+        self.stats.loader.calls += 1
+
+    def loader_failed(self) -> None:
+        self.stats.loader.errors += 1
+
+    def loader_time(self, seconds: float) -> None:
+        self.stats.loader.seconds += seconds
+
+    def bypassed(self) -> None:
+        """A call under a policy that does not cache: straight to the loader."""
+        self.stats.loader.bypasses += 1
+
+    def stale_if_error(self) -> None:
+        self.stats.loader.stale_if_error += 1
+
+    def fail_open(self) -> None:
+        """A load served without the cache server (it failed)."""
+        self.stats.loader.fail_open += 1
+
+    def lease_timeout(self) -> None:
+        self.stats.loader.lease_timeouts += 1
+
+    def not_cached(self) -> None:
+        """A loaded value that does not encode (or is too large): served, not cached."""
+        self.stats.loader.not_cached += 1
+
+    def refreshed(self) -> None:
+        self.stats.loader.refreshes += 1
+
+    def refresh_failed(self) -> None:
+        self.stats.loader.refresh_errors += 1
+
+    def stored(self, *, l2: bool) -> None:
+        """A fill stored in the L1 (the copy the L1 policy keeps), and in the L2 if ``l2``."""
+        if l2:
+            self.stats.l2.fills += 1
+        self.l1_stored()
+
+    def l1_stored(self) -> None:
+        """A copy put in the L1 by a fill or a write (the L2 gate counts its own store)."""
+        self.stats.l1.fills += 1
+
+    def refused(self, cause: Refusal) -> str:
+        """A fill not stored, counted in total and by cause; the name of the cause's
+        counter (for the operator's log line)."""
+        loader = self.stats.loader
+        loader.fills_refused += 1
+        name = f"fills_refused_{cause.value}"
+        setattr(loader, name, getattr(loader, name) + 1)
+        return name
+
+    def invalidated(self, count: int) -> None:
+        self.stats.invalidations += count
+
+    def purge_failed(self) -> None:
+        self.stats.loader.purge_errors += 1

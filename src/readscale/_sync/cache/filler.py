@@ -57,7 +57,7 @@ from readscale._core.cache.lease import LeaseResult
 from readscale._core.cache.policy import CachePolicy, OnMiss
 from readscale._core.postgres.lsn import format_lsn
 from readscale._shared.cache.fill_scope import FillScope, fill_scope
-from readscale._shared.cache.stats import CacheStats
+from readscale._shared.cache.stats import CacheStats, FillRecorder
 from readscale._shared.primitives.flight import SingleFlight
 from readscale._shared.primitives.tasks import Background
 from readscale._sync.cache.coherence import Coherence
@@ -105,6 +105,7 @@ class Filler:
         self.versions = versions
         self.coherence = coherence
         self.stats = stats
+        self.record = FillRecorder(stats)
         #: What a loader reads when it declares nothing: "declared" or "primary".
         self.loader_source = loader_source
         #: The staleness bound of a fill's reads (below the tombstones' life).
@@ -135,51 +136,51 @@ class Filler:
         since = self.coherence.local.seq
         found = self.read(pkey, policy, codec)
         if found is None:
-            self.stats.l2.misses += 1
+            self.record.l2_miss()
             return self.fill_once(pkey, loader, policy, codec, tags)
         value, meta = found
         if meta.tags and not self.versions.tags_current(meta.tags):
-            self.stats.l2.tag_stale += 1
+            self.record.tag_stale()
             return self.fill_once(pkey, loader, policy, codec, tags)
         state = assess(meta, self._clock(), self.u(), policy.early_refresh)
         match state:
             case Freshness.FRESH:
-                self.stats.l2.hits += 1
+                self.record.l2_hit()
                 self.coherence.l1_put(pkey, value, meta, policy, size=0, since=since)
                 return value
             case Freshness.EARLY_REFRESH:
-                self.stats.l2.hits += 1
-                self.stats.l2.early_refreshes += 1
+                self.record.l2_hit()
+                self.record.early_refresh()
                 self.refresh_soon(pkey, loader, policy, codec, tags)
                 return value
             case Freshness.STALE:
-                self.stats.l2.stale_serves += 1
+                self.record.served_stale()
                 self.refresh_soon(pkey, loader, policy, codec, tags)
                 return value
             case Freshness.STALE_IF_ERROR:
-                self.stats.l2.misses += 1
+                self.record.l2_miss()
                 try:
                     return self.fill_once(pkey, loader, policy, codec, tags)
                 except Exception as exc:
-                    self.stats.loader.stale_if_error += 1
+                    self.record.stale_if_error()
                     log.warning("cache %s: loading %s failed (%s); serving the stale value", self.stats.name, pkey, exc)
                     return value
             case Freshness.EXPIRED:
-                self.stats.l2.misses += 1
+                self.record.l2_miss()
                 return self.fill_once(pkey, loader, policy, codec, tags)
             case _:
                 assert_never(state)
 
     def call_loader(self, loader: Callable[[], T]) -> T:
         started = self._monotonic()
-        self.stats.loader.calls += 1
+        self.record.loader_called()
         try:
             return loader()
         except BaseException:
-            self.stats.loader.errors += 1
+            self.record.loader_failed()
             raise
         finally:
-            self.stats.loader.seconds += self._monotonic() - started
+            self.record.loader_time(self._monotonic() - started)
 
     def fill_once(
         self,
@@ -230,7 +231,7 @@ class Filler:
                         seen = LeaseHeld()
                 case WaitForFill(timeout=timeout):
                     assert backend is not None
-                    self.stats.l2.lease_waits += 1
+                    self.record.lease_wait()
                     try:
                         backend.wait_for_fill(pkey, timeout)
                     except CacheUnavailableError as exc:
@@ -245,7 +246,7 @@ class Filler:
                     seen = ReadBack(self._servable(found))
                 case Serve():
                     assert found is not None
-                    self.stats.l2.hits += 1
+                    self.record.l2_hit()
                     self.coherence.l1_put(pkey, found[0], found[1], policy, size=size, since=since)
                     return found[0]
                 case Load():
@@ -275,7 +276,7 @@ class Filler:
             right = LeaseResult(token=step.token, floor_lsn=step.floor_lsn)
             return self.load_and_store(pkey, loader, policy, codec, tags, right=right)
         if reason is LoadReason.WAITED_OUT:
-            self.stats.loader.lease_timeouts += 1
+            self.record.lease_timeout()
             log.warning(
                 "cache %s: waited %.1fs for the fill of %s; loading it here", self.stats.name, policy.wait_budget, pkey
             )
@@ -350,7 +351,7 @@ class Filler:
         invalidation older than that is seen: a replica far behind is not read while the
         cache is down (found by the consistency harness: seed 175 read a replica 25 s
         behind while Redis restarted)."""
-        self.stats.loader.fail_open += 1
+        self.record.fail_open()
         now = self._monotonic()
         floor = None
         for pkey in pkeys:
@@ -409,7 +410,7 @@ class Filler:
         try:
             raw = self.entries.encode(pkey, value, meta, codec)
         except SerializationError as exc:
-            self.stats.loader.not_cached += 1
+            self.record.not_cached()
             log.warning("cache %s: loaded value of %s not cached: %s", self.stats.name, pkey, exc)
             self.release(pkey, token)
             return value
@@ -461,7 +462,7 @@ class Filler:
         """One background refresh; across processes, a refresh lease lets only one run."""
         backend = self.l2.backend
         if backend is None or not policy.uses_l2:
-            self.stats.loader.refreshes += 1
+            self.record.refreshed()
             self.load_and_store(pkey, loader, policy, codec, tags, right=None)
             return
         if not self.l2.allowed():
@@ -482,11 +483,11 @@ class Filler:
             right = self._ticket(pkey, policy)
             if right is None:
                 return
-        self.stats.loader.refreshes += 1
+        self.record.refreshed()
         self.load_and_store(pkey, loader, policy, codec, tags, right=right)
 
     def _refresh_failed(self, key: str, exc: BaseException) -> None:
-        self.stats.loader.refresh_errors += 1
+        self.record.refresh_failed()
 
     # -- L2 -----------------------------------------------------------------------------
 
@@ -529,7 +530,7 @@ class Filler:
                 return False
             if stored is Stored.TOO_LARGE:
                 return False
-        self.stats.l1.fills += 1
+        self.record.l1_stored()
         self.coherence.l1_put(pkey, value, meta, policy, size=len(raw), since=since)
         return True
 
@@ -569,9 +570,7 @@ class Filler:
             if not ok:
                 self.refused(pkey, Refusal.LEASE_LOST, source_lsn=source_lsn)
                 continue
-            if reachable:
-                self.stats.l2.fills += 1
-            self.stats.l1.fills += 1
+            self.record.stored(l2=reachable)
             self.coherence.l1_put(pkey, value, meta, policy, size=len(raw), since=since)
 
     def refused(
@@ -579,10 +578,7 @@ class Filler:
     ) -> None:
         """Count a refused fill by cause, and log the first of each cause (the fill's value
         went to its caller; it is just not cached)."""
-        loader = self.stats.loader
-        loader.fills_refused += 1
-        name = f"fills_refused_{cause.value}"
-        setattr(loader, name, getattr(loader, name) + 1)
+        name = self.record.refused(cause)
         logged = self.refusals_logged
         level = logging.INFO if cause is Refusal.LEASE_LOST else logging.WARNING
         if cause in logged:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from enum import Enum
 
 from readscale._core.cache import breaker as circuit
-from readscale._shared.cache.stats import CacheStats
+from readscale._shared.cache.stats import CacheStats, L2Recorder
 from readscale._sync.backends.base import Backend
 from readscale.errors import CacheUnavailableError, ValueTooLargeError
 
@@ -60,6 +60,7 @@ class L2Gate:
     ) -> None:
         self.backend = backend
         self.stats = stats
+        self.record = L2Recorder(stats)
         self.breaker_settings = breaker or circuit.BreakerSettings()
         self.breaker = circuit.CLOSED
         self.tombstone_ttl = tombstone_ttl
@@ -87,7 +88,7 @@ class L2Gate:
             return True
         allowed, self.breaker = circuit.allow(self.breaker, self._monotonic())
         if not allowed:
-            self.stats.l2.skipped += 1
+            self.record.skipped()
         return allowed
 
     def ok(self) -> None:
@@ -100,14 +101,14 @@ class L2Gate:
 
     def failed(self, exc: CacheUnavailableError) -> None:
         """An L2 call failed; a busy pool is not the server's fault and trips nothing."""
-        self.stats.l2.errors += 1
+        self.record.error()
         if exc.busy:
             log.warning("cache %s: %s", self.stats.name, exc)
             return
         before = self.breaker.circuit
         self.breaker = circuit.on_failure(self.breaker, self._monotonic(), self.breaker_settings)
         if self.breaker.circuit is circuit.Circuit.OPEN and before is not circuit.Circuit.OPEN:
-            self.stats.breaker_opens += 1
+            self.record.breaker_opened()
             log.warning(
                 "cache %s: %s unavailable (%s); reads go to the loader for %.1fs before a probe",
                 self.stats.name,
@@ -182,7 +183,7 @@ class L2Gate:
                 backend.set(pkey, raw, ttl)
             elif not backend.fill(pkey, raw, ttl, token, source_lsn):
                 return Stored.REFUSED
-            self.stats.l2.fills += 1
+            self.record.stored()
             self.ok()
         except CacheUnavailableError as exc:
             self.failed(exc)
@@ -192,7 +193,7 @@ class L2Gate:
         except ValueTooLargeError as exc:
             if raise_too_large:
                 raise
-            self.stats.loader.not_cached += 1
+            self.record.not_cached()
             log.warning("cache %s: %s", self.stats.name, exc)
             return Stored.TOO_LARGE
         return Stored.STORED
@@ -217,7 +218,7 @@ class L2Gate:
         if pkey in self.unsynced:
             return
         if len(self.unsynced) >= MAX_UNSYNCED:
-            self.stats.l2.unsynced_dropped += 1
+            self.record.unsynced_dropped()
             log.error(
                 "cache %s: %s was written while %s was unreachable and %d keys already wait to be "
                 "removed from it: its old copy stays until its TTL",
@@ -228,7 +229,7 @@ class L2Gate:
             )
             return
         self.unsynced.add(pkey)
-        self.stats.l2.unsynced += 1
+        self.record.unsynced()
 
     def resync(self) -> bool:
         """Remove from the L2 every key written while it was unreachable; False (keys kept
@@ -244,7 +245,7 @@ class L2Gate:
             self.unsynced.update(keys)
             self.failed(exc)
             return False
-        self.stats.l2.resynced += len(keys)
+        self.record.resynced(len(keys))
         log.warning(
             "cache %s: removed %d entries from %s that were written while it was unreachable",
             self.stats.name,
