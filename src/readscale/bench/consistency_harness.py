@@ -34,7 +34,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -733,8 +733,9 @@ def history_of(
             if version is not None and (op.key, version) in applied:
                 cdc = applied[(op.key, version)]
                 invalidated = cdc if invalidated is None else min(invalidated, cdc)
+            # A write-behind write only enqueues: the session's token does not move.
             writes.append(WriteOp(op.id, op.session, key, op.invoked, op.completed if op.ok else None,
-                                  version, invalidated))  # fmt: skip
+                                  version, invalidated, moves_position=op.api != "write_behind"))  # fmt: skip
         elif op.ok and op.completed is not None and op.version is not None:
             claims, observes = claims_for(op.api, op.mode, op.loaded, scenario.bound)
             # What a request without the session's token saw is not carried to the next one.
@@ -752,7 +753,7 @@ def history_of(
                 candidates = [(k, v) for (k, v) in extra if k == w.key]
                 if len(candidates) == 1:
                     k, v = candidates[0]
-                    writes[i] = WriteOp(w.id, w.session, w.key, w.invoked, None, v, extra.pop((k, v)))
+                    writes[i] = replace(w, version=v, invalidated=extra.pop((k, v)))
     return writes, reads
 
 

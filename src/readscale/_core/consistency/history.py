@@ -101,6 +101,11 @@ class WriteOp:
     version: int | None
     #: When its invalidation had completed (None: never, or not known to have).
     invalidated: float | None = None
+    #: The write committed on the primary within the session, whose causal token (the
+    #: primary's position read after the commit) then covers every write acknowledged
+    #: before it began. False for a write-behind write: it only enqueues (the flusher
+    #: commits it later, outside the session), so it raises the floor of its own key only.
+    moves_position: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,7 +321,8 @@ def check_history(
                 if isinstance(op, WriteOp):
                     assert op.version is not None
                     ryw.raise_direct(op.key, op.version, op.id)
-                    ryw.raise_horizon(op.invoked, op.id)
+                    if op.moves_position:
+                        ryw.raise_horizon(op.invoked, op.id)
                 else:
                     mono.raise_direct(op.key, op.version, op.id)
                     began = horizon_of(op)
