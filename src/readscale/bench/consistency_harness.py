@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
+import json
 import logging
 import os
 import random
@@ -167,7 +169,7 @@ class RunResult:
         if self.verdict.violations:
             lines.append(f"replay: {replay_command(s)}")
         if self.workdir is not None:
-            lines.append(f"logs: {self.workdir}")
+            lines.append(f"logs and {HISTORY_FILE} (check again: bench consistency --recheck FILE): {self.workdir}")
         return "\n".join(lines)
 
     def to_json(self, *, violations: int = 20) -> dict[str, Any]:
@@ -467,7 +469,35 @@ async def run_scenario(
         shutil.rmtree(folder, ignore_errors=True)
     else:
         result.workdir = folder
+        save_history(result, folder / HISTORY_FILE)
     return result
+
+
+#: The history of a failing run, kept beside its logs so that it can be checked again
+#: (:func:`recheck`) after the checker or its claims change: a finding is never left
+#: explained by a replay that may not reproduce its timing.
+HISTORY_FILE = "history.json"
+
+
+def save_history(result: RunResult, path: Path) -> None:
+    """Write what every operation saw and wrote (and what the CDC worker applied) to ``path``."""
+    data = {
+        "seed": result.scenario.seed,
+        "scenario": result.scenario.describe(),
+        "bound": result.scenario.bound,
+        "start": result.start,
+        "ops": [dataclasses.asdict(op) for op in result.ops],
+        "cdc_applied": [[key, version, at] for (key, version), at in result.cdc_applied.items()],
+    }
+    path.write_text(json.dumps(data))
+
+
+def recheck(path: Path) -> Verdict:
+    """Check a history saved by :func:`save_history` again, with today's checker."""
+    data = json.loads(path.read_text())
+    ops = [Op(**{**op, "nodes": tuple(op["nodes"])}) for op in data["ops"]]
+    applied = {(int(key), int(version)): float(at) for key, version, at in data["cdc_applied"]}
+    return check_history(*history_of(ops, applied, float(data["bound"])))
 
 
 @contextlib.contextmanager
@@ -720,7 +750,7 @@ async def _run(stack: Stack, scenario: Scenario, say: Progress, workdir: Path, b
 
 
 def history_of(
-    ops: Sequence[Op], applied: dict[tuple[int, int], float], scenario: Scenario
+    ops: Sequence[Op], applied: dict[tuple[int, int], float], bound: float
 ) -> tuple[list[WriteOp], list[ReadOp]]:
     """The client's record as the checker's operations, with each read's claims."""
     writes: list[WriteOp] = []
@@ -737,7 +767,7 @@ def history_of(
             writes.append(WriteOp(op.id, op.session, key, op.invoked, op.completed if op.ok else None,
                                   version, invalidated, moves_position=op.api != "write_behind"))  # fmt: skip
         elif op.ok and op.completed is not None and op.version is not None:
-            claims, observes = claims_for(op.api, op.mode, op.loaded, scenario.bound)
+            claims, observes = claims_for(op.api, op.mode, op.loaded, bound)
             # What a request without the session's token saw is not carried to the next one.
             observes = observes and op.token_sent
             reads.append(ReadOp(op.id, op.session, key, op.invoked, op.completed, op.version, claims, observes,
@@ -758,7 +788,7 @@ def history_of(
 
 
 def check(ops: Sequence[Op], applied: dict[tuple[int, int], float], scenario: Scenario) -> Verdict:
-    writes, reads = history_of(ops, applied, scenario)
+    writes, reads = history_of(ops, applied, scenario.bound)
     return check_history(writes, reads)
 
 
@@ -787,5 +817,5 @@ def totals(results: Sequence[RunResult]) -> dict[str, Any]:
     }
 
 
-__all__ = ["CACHE_APIS", "Op", "RunResult", "check", "history_of", "prepare_stack", "restore", "run", "run_scenario",
-           "totals"]  # fmt: skip
+__all__ = ["CACHE_APIS", "HISTORY_FILE", "Op", "RunResult", "check", "history_of", "prepare_stack", "recheck",
+           "restore", "run", "run_scenario", "save_history", "totals"]  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -49,6 +50,13 @@ def bench(
     bound: Annotated[
         float | None, typer.Option(help="consistency only: the invalidation bound B in seconds (default 1).")
     ] = None,
+    recheck: Annotated[
+        Path | None,
+        typer.Option(
+            help="consistency only: check again the history.json a failing run kept beside its logs "
+            "(no servers; exits 1 if it still violates a guarantee)."
+        ),
+    ] = None,
 ) -> None:
     """Run a benchmark against real servers and report medians of repeated rounds.
 
@@ -57,6 +65,11 @@ def bench(
     checked and violations per property and exits 1 if any guarantee was violated.
     """
     harness = soak is not None or seed is not None or duration is not None or sabotage or bound is not None
+    if recheck is not None:
+        if name != "consistency" or harness:
+            usage_error("--recheck applies to `bench consistency` alone (no --soak, --seed, --duration, ...)")
+        _recheck_history(recheck, as_json)
+        return
     if harness:
         if name != "consistency":
             usage_error("--soak, --seed, --duration, --sabotage and --bound apply to `bench consistency` only")
@@ -85,6 +98,26 @@ def bench(
     console.print(table)
     machine = report.machine
     console.print(f"{machine['cpu']} x{machine['cores']}, Python {machine['python']}, load {machine['load_avg_1m']}")
+
+
+def _recheck_history(path: Path, as_json: bool) -> None:
+    from readscale.bench.consistency_harness import recheck
+
+    if not path.is_file():
+        fail(f"--recheck: no such file: {path} (a failing run keeps history.json beside its logs)")
+    try:
+        verdict = recheck(path)
+    except (ValueError, KeyError, TypeError) as exc:
+        fail(f"--recheck: {path} is not a history saved by the harness: {exc!r}")
+    if as_json:
+        print_json({"violations": [v.describe() for v in verdict.violations], "ok": verdict.ok})
+    else:
+        for name, count in verdict.counts.items():
+            console.print(f"{name}: {count.checked} checked, {count.exercised} could fail, {count.violations} violated")
+        for violation in verdict.violations:
+            console.print(violation.describe(), highlight=False, markup=False)
+    if not verdict.ok:
+        raise typer.Exit(1)
 
 
 def _consistency_harness(
