@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from readscale.errors import StackError
-from readscale.stack import Stack, StackConfig, _stack
+from readscale.stack import Stack, StackConfig, _start
 from readscale.testing import new_stack_root
 from tests.helpers import READSCALE, cli, processes_mentioning
 
@@ -50,7 +50,7 @@ def test_a_failed_up_stops_what_it_started(monkeypatch: pytest.MonkeyPatch) -> N
     def broken_cluster(nodes: object) -> None:
         raise StackError("cluster creation failed (injected)")
 
-    monkeypatch.setattr(_stack, "create_cluster", broken_cluster)
+    monkeypatch.setattr(_start, "create_cluster", broken_cluster)
     stack = Stack(base / "stack")
     with pytest.raises(StackError, match="injected"):
         stack.up(StackConfig(replicas=1, cluster=True))

@@ -12,9 +12,10 @@ on loopback, for tests, the demo and local development, with fault injection.
 From a shell: ``readscale stack up``, ``readscale stack status``, ``readscale stack down``.
 """
 
+from readscale.stack._config import StackConfig
 from readscale.stack._node import Node
 from readscale.stack._proc import PACKAGES, find_binary
-from readscale.stack._stack import Stack, StackConfig, default_root
+from readscale.stack._stack import Stack, default_root
 from readscale.stack.memcached import MemcachedNode
 from readscale.stack.postgres import REPLICATION_MODES, PostgresNode, ReplicationMode
 from readscale.stack.redis import RedisNode

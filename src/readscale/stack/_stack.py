@@ -7,6 +7,10 @@ records what runs where. ``state.json`` is rewritten after every start and stop,
 still leaves enough behind for ``down`` to clean up. ``up`` itself tears down whatever
 it started if it fails or is interrupted (Ctrl-C), and ``down`` leaves no process and no
 folder behind.
+
+This module holds the stack's state, its lookups, ``up``/``down`` and the faults; what
+``up`` accepts is :class:`StackConfig` (``_config.py``), and how each server is started
+is ``_start.py``.
 """
 
 from __future__ import annotations
@@ -15,36 +19,22 @@ import contextlib
 import json
 import os
 import shutil
-import stat
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from readscale.errors import ConfigurationError, StackError
-from readscale.http.varnish import render_vcl
-from readscale.stack import _proc
+from readscale.errors import StackError
+from readscale.stack import _proc, _start
+from readscale.stack._config import StackConfig
 from readscale.stack._node import Node, NodeSpec
 from readscale.stack._proc import ServerUser
-from readscale.stack.memcached import MemcachedNode, new_memcached
-from readscale.stack.postgres import (
-    REPLICATION_MODES,
-    PostgresNode,
-    ReplicationMode,
-    check_role_name,
-    clone_replica,
-    create_app_role,
-    init_primary,
-    new_postgres,
-    set_replication_mode,
-    wait_streaming,
-)
-from readscale.stack.redis import APPENDFSYNC, RedisNode, create_cluster, new_redis
-from readscale.stack.tls import make_tls
-from readscale.stack.varnish import VarnishNode, check_xkey, new_varnish
+from readscale.stack.memcached import MemcachedNode
+from readscale.stack.postgres import PostgresNode, ReplicationMode
+from readscale.stack.redis import RedisNode
+from readscale.stack.varnish import VarnishNode, check_xkey
 
 STATE_FILE = "state.json"
 _NODE_TYPES: dict[str, type[Node]] = {
@@ -53,69 +43,10 @@ _NODE_TYPES: dict[str, type[Node]] = {
     "memcached": MemcachedNode,
     "varnish": VarnishNode,
 }
-CLUSTER_SIZE = 6
 
 
 def default_root() -> Path:
     return Path(os.environ.get("READSCALE_STACK_DIR") or Path.cwd() / ".readscale" / "stack")
-
-
-@dataclass(frozen=True)
-class StackConfig:
-    """What ``up`` starts. Every part is optional; the defaults are PostgreSQL with two
-    async replicas and a standalone Redis."""
-
-    postgres: bool = True
-    replicas: int = 2
-    mode: ReplicationMode = "async"
-    fsync: bool = True
-    postgres_tls: bool = False
-    postgres_user: str | None = None
-    postgres_password: str | None = None
-    redis: bool = True
-    redis_aof: bool = False
-    redis_appendfsync: str = "always"
-    redis_password: str | None = None
-    redis_acl_user: str | None = None
-    redis_acl_password: str | None = None
-    redis_tls: bool = False
-    cluster: bool = False
-    memcached: bool = False
-    varnish: bool = False
-    varnish_backend: str = "http://127.0.0.1:8000"
-    varnish_probe: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.replicas < 0:
-            raise ConfigurationError(f"replicas must be >= 0, got {self.replicas}")
-        if self.mode not in REPLICATION_MODES:
-            raise ConfigurationError(f"mode must be one of {', '.join(REPLICATION_MODES)}, got {self.mode!r}")
-        if self.mode != "async" and (not self.postgres or self.replicas == 0):
-            raise ConfigurationError(f"replication mode {self.mode!r} needs PostgreSQL with at least one replica")
-        if bool(self.postgres_user) != bool(self.postgres_password):
-            raise ConfigurationError("postgres_user and postgres_password go together (a role needs its password)")
-        if self.postgres_user:
-            check_role_name(self.postgres_user)
-        if self.varnish:
-            render_vcl(self.varnish_backend, probe_path=self.varnish_probe)  # validates both
-        if self.redis_appendfsync not in APPENDFSYNC:
-            raise ConfigurationError(
-                f"redis_appendfsync must be one of {', '.join(APPENDFSYNC)}, got {self.redis_appendfsync!r}"
-            )
-
-    def binaries(self) -> list[str]:
-        needed = []
-        if self.postgres:
-            needed += ["initdb", "postgres", "pg_isready", "psql"]
-            if self.replicas:
-                needed.append("pg_basebackup")
-        if self.redis or self.cluster:
-            needed += ["redis-server", "redis-cli"]
-        if self.memcached:
-            needed.append("memcached")
-        if self.varnish:
-            needed += ["varnishd", "varnishstat", "varnishadm"]
-        return needed
 
 
 class Stack:
@@ -278,31 +209,7 @@ class Stack:
         self.prepare()
         self.config = config
         try:
-            if config.postgres:
-                app_user = None
-                if config.postgres_user and config.postgres_password:
-                    app_user = (config.postgres_user, config.postgres_password)
-                self.start_postgres(
-                    replicas=config.replicas,
-                    mode=config.mode,
-                    fsync=config.fsync,
-                    tls=config.postgres_tls,
-                    app_user=app_user,
-                )
-            if config.redis:
-                self.start_redis(
-                    aof=config.redis_aof,
-                    appendfsync=config.redis_appendfsync,
-                    password=config.redis_password,
-                    acl_user=(config.redis_acl_user, config.redis_acl_password) if config.redis_acl_user else None,
-                    tls=config.redis_tls,
-                )
-            if config.cluster:
-                self.start_cluster(password=config.redis_password)
-            if config.memcached:
-                self.start_memcached()
-            if config.varnish:
-                self.start_varnish(config.varnish_backend, probe_path=config.varnish_probe)
+            _start.start_all(self, config)
         except BaseException:
             self.down()
             raise
@@ -328,23 +235,6 @@ class Stack:
         self.root.mkdir(parents=True, exist_ok=True)
         self._save()
 
-    def _ensure_reachable(self) -> None:
-        """Servers run as an unprivileged user when we are root: every folder above the
-        stack must let that user through."""
-        user = self.user
-        if user.is_current:
-            return
-        os.chmod(self.root, 0o755)  # noqa: S103 - the server account must traverse it
-        for folder in [self.root, *self.root.resolve().parents]:
-            mode = os.stat(folder)
-            if mode.st_uid == user.uid:
-                continue
-            if not mode.st_mode & stat.S_IXOTH:
-                raise StackError(
-                    f"{folder} is not reachable by {user.name}, the account PostgreSQL runs as; "
-                    "choose a stack folder outside it with READSCALE_STACK_DIR (for example under /tmp)"
-                )
-
     def start_postgres(
         self,
         *,
@@ -360,40 +250,7 @@ class Stack:
         (``node.ca_file``). ``app_user``: ``(role, password)`` of a login role admitted
         with SCRAM only (and only over TLS when ``tls``); ``node.app_dsn`` names it.
         """
-        if "primary" in self.nodes:
-            return self.primary
-        self._ensure_reachable()
-        files = None
-        if tls:
-            files = make_tls(self.root / "postgres-tls")
-            _proc.chown_tree(self.root / "postgres-tls", self.user)  # the key must be the server's, 0600
-        ports = _proc.pick_ports(replicas + 1)
-        self._report("PostgreSQL primary: initdb")
-        primary = new_postgres("primary", self.root, ports[0], "primary", self.user)
-        self._register(primary)
-        init_primary(primary, fsync=fsync, tls=files, app_user=app_user)
-        self._save()
-        self._report("PostgreSQL primary: starting")
-        primary.start(may_move=True)
-        if app_user is not None:
-            create_app_role(primary, *app_user)
-        names = [f"r{i + 1}" for i in range(replicas)]
-        nodes = []
-        for name, port in zip(names, ports[1:], strict=True):
-            secured = {k: primary.spec.extra[k] for k in ("tls", "app_user") if k in primary.spec.extra}
-            replica = new_postgres(name, self.root, port, "replica", self.user, application_name=name, **secured)
-            self._register(replica)
-            self._report(f"PostgreSQL replica {name}: pg_basebackup")
-            clone_replica(primary, replica)
-            nodes.append(replica)
-        self._report(f"PostgreSQL replicas: starting {', '.join(names) or 'none'}")
-        with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
-            list(pool.map(lambda r: r.start(may_move=True), nodes))
-        wait_streaming(primary, names)
-        if mode != "async":
-            self._report(f"PostgreSQL: {mode} replication")
-            set_replication_mode(primary, mode, names)
-        return primary
+        return _start.start_postgres(self, replicas=replicas, mode=mode, fsync=fsync, tls=tls, app_user=app_user)
 
     def start_redis(
         self,
@@ -409,71 +266,26 @@ class Stack:
         """A standalone Redis; optionally with AOF (``appendfsync always`` unless told:
         write-behind's default mode needs it), a password, an ACL user and TLS only.
         ``environment``: variables for the server process (e.g. a test's LD_PRELOAD)."""
-        if name in self.nodes:
-            node = self.nodes[name]
-            assert isinstance(node, RedisNode)
-            return node
-        (port,) = _proc.pick_ports(1)
-        extra: dict[str, Any] = {"aof": aof, "appendfsync": appendfsync}
-        if environment:
-            extra["environment"] = dict(environment)
-        if password:
-            extra["password"] = password
-        if acl_user:
-            user, secret = acl_user
-            if not secret:
-                raise ConfigurationError(f"the Redis ACL user {user!r} needs a password")
-            extra["acl_user"], extra["acl_password"] = user, secret
-        if tls:
-            files = make_tls(self.root / f"{name}-tls")
-            extra["tls"] = {"ca": str(files.ca), "cert": str(files.cert), "key": str(files.key)}
-        self._report(f"Redis {name}: starting")
-        node = new_redis(name, self.root, port, **extra)
-        self._register(node)
-        node.start(may_move=True)
-        assert isinstance(node, RedisNode)
-        return node
+        return _start.start_redis(
+            self,
+            aof=aof,
+            password=password,
+            acl_user=acl_user,
+            tls=tls,
+            name=name,
+            appendfsync=appendfsync,
+            environment=environment,
+        )
 
     def start_cluster(self, *, password: str | None = None) -> list[RedisNode]:
         """Three primaries and three replicas with every one of the 16384 slots covered."""
-        if any(name.startswith("cluster") for name in self.nodes):
-            return self.cluster_nodes
-        ports = _proc.pick_ports(CLUSTER_SIZE * 2)
-        nodes: list[RedisNode] = []
-        for i in range(CLUSTER_SIZE):
-            extra: dict[str, Any] = {"cluster_port": ports[CLUSTER_SIZE + i]}
-            if password:
-                extra["password"] = password
-            node = new_redis(f"cluster{i + 1}", self.root, ports[i], **extra)
-            self._register(node)
-            nodes.append(node)
-        self._report("Redis Cluster: starting 6 nodes")
-        with ThreadPoolExecutor(max_workers=CLUSTER_SIZE) as pool:
-            list(pool.map(lambda n: n.start(may_move=True), nodes))
-        self._report("Redis Cluster: creating 3 primaries + 3 replicas")
-        create_cluster(nodes)
-        return nodes
+        return _start.start_cluster(self, password=password)
 
     def start_memcached(self) -> MemcachedNode:
-        if "memcached" in self.nodes:
-            return self.memcached
-        (port,) = _proc.pick_ports(1)
-        self._report("Memcached: starting")
-        node = new_memcached("memcached", self.root, port)
-        self._register(node)
-        node.start(may_move=True)
-        return node
+        return _start.start_memcached(self)
 
     def start_varnish(self, backend: str, *, probe_path: str | None = None) -> VarnishNode:
-        if "varnish" in self.nodes:
-            return self.varnish
-        check_xkey()
-        port, admin = _proc.pick_ports(2)
-        self._report("Varnish: starting")
-        node = new_varnish("varnish", self.root, port, admin, backend=backend, probe_path=probe_path)
-        self._register(node)
-        node.start(may_move=True)
-        return node
+        return _start.start_varnish(self, backend, probe_path=probe_path)
 
     # -- down ----------------------------------------------------------------------------
 
