@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from readscale.report.svg import escape as _esc
+from readscale.report._axes import escape as _esc
 
 __all__ = ["html_page", "html_table"]
 

@@ -27,13 +27,12 @@ Values must be finite; bars and funnel segments must also be >= 0. A bad value r
 from __future__ import annotations
 
 import math
-import re
-import sys
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from readscale.errors import ConfigurationError
+from readscale.report._axes import axis_ticks, coord, escape, fit, human, text_width, value_label
 
-__all__ = ["PALETTE", "bar_chart", "escape", "funnel_chart", "line_chart", "stacked_bar_chart"]
+__all__ = ["PALETTE", "bar_chart", "funnel_chart", "line_chart", "stacked_bar_chart"]
 
 # Okabe & Ito's palette: distinguishable with the common colour-vision deficiencies.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442", "#000000")
@@ -41,53 +40,8 @@ FONT = "system-ui, -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif"
 INK = "#222222"
 MUTED = "#666666"
 GRID = "#dddddd"
-_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 Series = Mapping[str, float] | Sequence[tuple[str, float]]
-
-
-def escape(text: object) -> str:
-    """``text`` made safe inside an XML/HTML element or a quoted attribute.
-
-    Escapes ``& < > " '`` and drops the characters XML 1.0 forbids (most C0 controls).
-    """
-    s = _FORBIDDEN.sub("", str(text))
-    return (
-        s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;").replace("'", "&#39;")
-    )
-
-
-_esc = escape
-
-
-def _n(x: float) -> str:
-    """A coordinate, rounded to 0.01 and written without trailing zeros."""
-    s = f"{x:.2f}".rstrip("0").rstrip(".")
-    return "0" if s in ("-0", "") else s
-
-
-def _human(v: float) -> str:
-    """A compact number for axes and tooltips: 120 / 1.23k / 4.5M / 0.07."""
-    a = abs(v)
-    if a >= 1e9:
-        return f"{v / 1e9:.3g}G"
-    if a >= 1e6:
-        return f"{v / 1e6:.3g}M"
-    if a >= 1e3:
-        return f"{v / 1e3:.3g}k"
-    if a >= 100 or v == int(v):
-        return f"{v:,.0f}"
-    return f"{v:.3g}"
-
-
-def _text_width(text: str, size: float) -> float:
-    return 0.58 * size * len(text)
-
-
-def _fit(text: str, room: float, size: float) -> str:
-    """``text`` cut with an ellipsis to about ``room`` pixels (the full text stays in ``<title>``)."""
-    fits = max(int(room / (0.58 * size)), 2)
-    return text if len(text) <= fits else text[: fits - 1] + "\u2026"
 
 
 def _items(series: Series, what: str, *, non_negative: bool = True) -> list[tuple[str, float]]:
@@ -102,45 +56,19 @@ def _items(series: Series, what: str, *, non_negative: bool = True) -> list[tupl
     return out
 
 
-def _ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    """Round tick values (1, 2, 5 times a power of ten) covering [lo, hi]."""
-    if not (hi - lo) / count >= sys.float_info.min:  # flat, or a span floats cannot divide
-        hi = lo + 1.0
-    raw = (hi - lo) / count
-    power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-    first = math.floor(lo / step) * step
-    ticks, t = [], first
-    while t < hi + step * 0.5:
-        ticks.append(round(t, 12))
-        t += step
-    return ticks
-
-
 def _svg(width: float, height: float, title: str, body: Iterable[str]) -> str:
-    label = _esc(title or "chart")
+    label = escape(title or "chart")
     head = (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{_n(width)}" height="{_n(height)}" '
-        f'viewBox="0 0 {_n(width)} {_n(height)}" role="img" aria-label="{label}" '
-        f'font-family="{_esc(FONT)}" font-size="12">'
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{coord(width)}" height="{coord(height)}" '
+        f'viewBox="0 0 {coord(width)} {coord(height)}" role="img" aria-label="{label}" '
+        f'font-family="{escape(FONT)}" font-size="12">'
     )
-    parts = [head, f"<title>{label}</title>", f'<rect width="{_n(width)}" height="{_n(height)}" fill="#ffffff"/>']
+    parts = [head, f"<title>{label}</title>", f'<rect width="{coord(width)}" height="{coord(height)}" fill="#ffffff"/>']
     if title:
-        parts.append(f'<text x="12" y="22" font-size="15" font-weight="600" fill="{INK}">{_esc(title)}</text>')
+        parts.append(f'<text x="12" y="22" font-size="15" font-weight="600" fill="{INK}">{escape(title)}</text>')
     parts.extend(body)
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
-
-
-def _label(value: float, unit: str, fmt: str | None) -> str:
-    """A value label: ``fmt`` if given, else exact thousands (59,200) or 3 significant digits."""
-    if fmt:
-        text = fmt.format(value)
-    elif abs(value) >= 100 or value == int(value):
-        text = f"{value:,.0f}"
-    else:
-        text = f"{value:.3g}"
-    return f"{text} {unit}".rstrip()
 
 
 def bar_chart(
@@ -167,8 +95,8 @@ def bar_chart(
     body: list[str] = []
     if horizontal:
         row = 26
-        label_w = min(max(_text_width(lbl, 12) for lbl, _ in items) + 16, width * 0.4)
-        value_w = max(_text_width(_label(v, unit, value_format), 12) for _, v in items) + 12
+        label_w = min(max(text_width(lbl, 12) for lbl, _ in items) + 16, width * 0.4)
+        value_w = max(text_width(value_label(v, unit, value_format), 12) for _, v in items) + 12
         span = max(width - label_w - value_w - 12, 40)
         height = top + row * len(items) + 12
         for i, (lbl, v) in enumerate(items):
@@ -176,16 +104,16 @@ def bar_chart(
             w = span * v / peak
             color = colors[i % len(colors)]
             body.append(
-                f'<text x="{_n(label_w - 8)}" y="{_n(y + 17)}" text-anchor="end" fill="{INK}">'
-                f"{_esc(_fit(lbl, label_w - 16, 12))}</text>"
+                f'<text x="{coord(label_w - 8)}" y="{coord(y + 17)}" text-anchor="end" fill="{INK}">'
+                f"{escape(fit(lbl, label_w - 16, 12))}</text>"
             )
             body.append(
-                f'<rect x="{_n(label_w)}" y="{_n(y + 4)}" width="{_n(w)}" height="{row - 8}" fill="{color}">'
-                f"<title>{_esc(lbl)}: {_esc(_label(v, unit, value_format))}</title></rect>"
+                f'<rect x="{coord(label_w)}" y="{coord(y + 4)}" width="{coord(w)}" height="{row - 8}" fill="{color}">'
+                f"<title>{escape(lbl)}: {escape(value_label(v, unit, value_format))}</title></rect>"
             )
             body.append(
-                f'<text x="{_n(label_w + w + 6)}" y="{_n(y + 17)}" fill="{INK}">'
-                f"{_esc(_label(v, unit, value_format))}</text>"
+                f'<text x="{coord(label_w + w + 6)}" y="{coord(y + 17)}" fill="{INK}">'
+                f"{escape(value_label(v, unit, value_format))}</text>"
             )
         return _svg(width, height, title, body)
     plot_h = 220
@@ -198,15 +126,17 @@ def bar_chart(
         cx = x + bar_w / 2
         color = colors[i % len(colors)]
         body.append(
-            f'<rect x="{_n(x)}" y="{_n(base - h)}" width="{_n(bar_w)}" height="{_n(h)}" fill="{color}">'
-            f"<title>{_esc(lbl)}: {_esc(_label(v, unit, value_format))}</title></rect>"
+            f'<rect x="{coord(x)}" y="{coord(base - h)}" width="{coord(bar_w)}" height="{coord(h)}" fill="{color}">'
+            f"<title>{escape(lbl)}: {escape(value_label(v, unit, value_format))}</title></rect>"
         )
         body.append(
-            f'<text x="{_n(cx)}" y="{_n(base - h - 5)}" text-anchor="middle" fill="{INK}">'
-            f"{_esc(_label(v, unit, value_format))}</text>"
+            f'<text x="{coord(cx)}" y="{coord(base - h - 5)}" text-anchor="middle" fill="{INK}">'
+            f"{escape(value_label(v, unit, value_format))}</text>"
         )
-        body.append(f'<text x="{_n(cx)}" y="{_n(base + 16)}" text-anchor="middle" fill="{INK}">{_esc(lbl)}</text>')
-    body.append(f'<line x1="12" y1="{_n(base)}" x2="{_n(width - 12)}" y2="{_n(base)}" stroke="{MUTED}"/>')
+        body.append(
+            f'<text x="{coord(cx)}" y="{coord(base + 16)}" text-anchor="middle" fill="{INK}">{escape(lbl)}</text>'
+        )
+    body.append(f'<line x1="12" y1="{coord(base)}" x2="{coord(width - 12)}" y2="{coord(base)}" stroke="{MUTED}"/>')
     return _svg(width, base + 28, title, body)
 
 
@@ -231,8 +161,8 @@ def funnel_chart(
     x0, span = 12.0, width - 24.0
     body: list[str] = []
     if total <= 0:
-        body.append(f'<rect x="{_n(x0)}" y="{top}" width="{_n(span)}" height="{bar_h}" fill="{GRID}"/>')
-        body.append(f'<text x="{_n(x0 + 8)}" y="{top + 27}" fill="{MUTED}">no data</text>')
+        body.append(f'<rect x="{coord(x0)}" y="{top}" width="{coord(span)}" height="{bar_h}" fill="{GRID}"/>')
+        body.append(f'<text x="{coord(x0 + 8)}" y="{top + 27}" fill="{MUTED}">no data</text>')
         return _svg(width, top + bar_h + 16, title, body)
     x = x0
     for i, (name, v) in enumerate(items):
@@ -240,13 +170,13 @@ def funnel_chart(
         share = v / total
         color = colors[i % len(colors)]
         body.append(
-            f'<rect x="{_n(x)}" y="{top}" width="{_n(w)}" height="{bar_h}" fill="{color}">'
-            f"<title>{_esc(name)}: {_esc(_label(v, unit, None))} ({share:.1%})</title></rect>"
+            f'<rect x="{coord(x)}" y="{top}" width="{coord(w)}" height="{bar_h}" fill="{color}">'
+            f"<title>{escape(name)}: {escape(value_label(v, unit, None))} ({share:.1%})</title></rect>"
         )
         pct = f"{share:.0%}" if share >= 0.01 else f"{share:.1%}"
-        if w >= _text_width(pct, 12) + 6:
+        if w >= text_width(pct, 12) + 6:
             body.append(
-                f'<text x="{_n(x + w / 2)}" y="{top + 27}" text-anchor="middle" fill="#ffffff" '
+                f'<text x="{coord(x + w / 2)}" y="{top + 27}" text-anchor="middle" fill="#ffffff" '
                 f'font-weight="600">{pct}</text>'
             )
         x += w
@@ -256,9 +186,9 @@ def funnel_chart(
         lx = 12 + (i % 2) * col_w
         ly = legend_y + (i // 2) * 20
         color = colors[i % len(colors)]
-        text = f"{name}: {_label(v, unit, None)} ({v / total:.1%})"
-        body.append(f'<rect x="{_n(lx)}" y="{_n(ly - 10)}" width="12" height="12" fill="{color}"/>')
-        body.append(f'<text x="{_n(lx + 18)}" y="{_n(ly)}" fill="{INK}">{_esc(text)}</text>')
+        text = f"{name}: {value_label(v, unit, None)} ({v / total:.1%})"
+        body.append(f'<rect x="{coord(lx)}" y="{coord(ly - 10)}" width="12" height="12" fill="{color}"/>')
+        body.append(f'<text x="{coord(lx + 18)}" y="{coord(ly)}" fill="{INK}">{escape(text)}</text>')
     height = legend_y + ((len(items) + 1) // 2) * 20
     return _svg(width, height, title, body)
 
@@ -284,30 +214,33 @@ def stacked_bar_chart(
     color_of = {n: colors[i % len(colors)] for i, n in enumerate(names)}
     top = 36 if title else 12
     row_h, bar_h = 40, 28
-    label_w = min(max((_text_width(lbl, 12) for lbl, _ in parsed), default=0.0) + 16, width * 0.3)
+    label_w = min(max((text_width(lbl, 12) for lbl, _ in parsed), default=0.0) + 16, width * 0.3)
     span = width - label_w - 12
     body: list[str] = []
     for r, (label, parts) in enumerate(parsed):
         y = top + r * row_h
         total = math.fsum(v for _, v in parts)
         body.append(
-            f'<text x="{_n(label_w - 8)}" y="{_n(y + 19)}" text-anchor="end" fill="{INK}">'
-            f"{_esc(_fit(label, label_w - 16, 12))}</text>"
+            f'<text x="{coord(label_w - 8)}" y="{coord(y + 19)}" text-anchor="end" fill="{INK}">'
+            f"{escape(fit(label, label_w - 16, 12))}</text>"
         )
         if total <= 0:
-            body.append(f'<rect x="{_n(label_w)}" y="{_n(y)}" width="{_n(span)}" height="{bar_h}" fill="{GRID}"/>')
+            body.append(
+                f'<rect x="{coord(label_w)}" y="{coord(y)}" width="{coord(span)}" height="{bar_h}" fill="{GRID}"/>'
+            )
             continue
         x = label_w
         for name, v in parts:
             w = span * v / total
             body.append(
-                f'<rect x="{_n(x)}" y="{_n(y)}" width="{_n(w)}" height="{bar_h}" fill="{color_of[name]}">'
-                f"<title>{_esc(label)}, {_esc(name)}: {_esc(_label(v, unit, None))} ({v / total:.1%})</title></rect>"
+                f'<rect x="{coord(x)}" y="{coord(y)}" width="{coord(w)}" height="{bar_h}" fill="{color_of[name]}">'
+                f"<title>{escape(label)}, {escape(name)}: {escape(value_label(v, unit, None))} "
+                f"({v / total:.1%})</title></rect>"
             )
             pct = f"{v / total:.0%}" if v / total >= 0.01 else f"{v / total:.1%}"
-            if w >= _text_width(pct, 11) + 6:
+            if w >= text_width(pct, 11) + 6:
                 body.append(
-                    f'<text x="{_n(x + w / 2)}" y="{_n(y + 18)}" text-anchor="middle" fill="#ffffff" '
+                    f'<text x="{coord(x + w / 2)}" y="{coord(y + 18)}" text-anchor="middle" fill="#ffffff" '
                     f'font-size="11" font-weight="600">{pct}</text>'
                 )
             x += w
@@ -316,8 +249,8 @@ def stacked_bar_chart(
     for i, name in enumerate(names):
         lx = 12 + (i % 3) * col_w
         ly = legend_y + (i // 3) * 20
-        body.append(f'<rect x="{_n(lx)}" y="{_n(ly - 10)}" width="12" height="12" fill="{color_of[name]}"/>')
-        body.append(f'<text x="{_n(lx + 18)}" y="{_n(ly)}" fill="{INK}">{_esc(name)}</text>')
+        body.append(f'<rect x="{coord(lx)}" y="{coord(ly - 10)}" width="12" height="12" fill="{color_of[name]}"/>')
+        body.append(f'<text x="{coord(lx + 18)}" y="{coord(ly)}" fill="{INK}">{escape(name)}</text>')
     return _svg(width, legend_y + ((len(names) + 2) // 3) * 20, title, body)
 
 
@@ -351,7 +284,7 @@ def line_chart(
     xs = [p[0] for p in all_points]
     ys = [p[1] for p in all_points]
     y_lo = min(ys) if y_min is None else min(y_min, *ys)
-    x_ticks, y_ticks = _ticks(min(xs), max(xs)), _ticks(y_lo, max(ys))
+    x_ticks, y_ticks = axis_ticks(min(xs), max(xs)), axis_ticks(y_lo, max(ys))
     x_lo, x_hi = min(x_ticks[0], *xs), max(x_ticks[-1], *xs)
     y_lo, y_hi = y_ticks[0], y_ticks[-1]
 
@@ -364,53 +297,57 @@ def line_chart(
     body: list[str] = []
     for t in y_ticks:
         body.append(
-            f'<line x1="{_n(left)}" y1="{_n(py(t))}" x2="{_n(left + plot_w)}" y2="{_n(py(t))}" stroke="{GRID}"/>'
+            f'<line x1="{coord(left)}" y1="{coord(py(t))}" x2="{coord(left + plot_w)}" y2="{coord(py(t))}" '
+            f'stroke="{GRID}"/>'
         )
-        body.append(f'<text x="{_n(left - 6)}" y="{_n(py(t) + 4)}" text-anchor="end" fill="{MUTED}">{_human(t)}</text>')
+        body.append(
+            f'<text x="{coord(left - 6)}" y="{coord(py(t) + 4)}" text-anchor="end" fill="{MUTED}">{human(t)}</text>'
+        )
     for t in x_ticks:
         if x_lo <= t <= x_hi:
             body.append(
-                f'<text x="{_n(px(t))}" y="{_n(plot_top + plot_h + 16)}" text-anchor="middle" '
-                f'fill="{MUTED}">{_human(t)}</text>'
+                f'<text x="{coord(px(t))}" y="{coord(plot_top + plot_h + 16)}" text-anchor="middle" '
+                f'fill="{MUTED}">{human(t)}</text>'
             )
     body.append(
-        f'<path d="M{_n(left)} {_n(plot_top)}V{_n(plot_top + plot_h)}H{_n(left + plot_w)}" '
+        f'<path d="M{coord(left)} {coord(plot_top)}V{coord(plot_top + plot_h)}H{coord(left + plot_w)}" '
         f'fill="none" stroke="{MUTED}"/>'
     )
     if x_label:
         body.append(
-            f'<text x="{_n(left + plot_w / 2)}" y="{_n(height - 10)}" text-anchor="middle" '
-            f'fill="{INK}">{_esc(x_label)}</text>'
+            f'<text x="{coord(left + plot_w / 2)}" y="{coord(height - 10)}" text-anchor="middle" '
+            f'fill="{INK}">{escape(x_label)}</text>'
         )
     if y_label:
         cy = plot_top + plot_h / 2
         body.append(
-            f'<text x="14" y="{_n(cy)}" text-anchor="middle" transform="rotate(-90 14 {_n(cy)})" '
-            f'fill="{INK}">{_esc(y_label)}</text>'
+            f'<text x="14" y="{coord(cy)}" text-anchor="middle" transform="rotate(-90 14 {coord(cy)})" '
+            f'fill="{INK}">{escape(y_label)}</text>'
         )
     for i, (name, pts) in enumerate(named):
         color = colors[i % len(colors)]
         is_dashed = name in dashed
         if pts:
-            d = " ".join(f"{'M' if j == 0 else 'L'}{_n(px(x))} {_n(py(y))}" for j, (x, y) in enumerate(pts))
+            d = " ".join(f"{'M' if j == 0 else 'L'}{coord(px(x))} {coord(py(y))}" for j, (x, y) in enumerate(pts))
             dash = ' stroke-dasharray="6 4"' if is_dashed else ""
             body.append(
-                f'<path d="{d}" fill="none" stroke="{color}" stroke-width="2"{dash}><title>{_esc(name)}</title></path>'
+                f'<path d="{d}" fill="none" stroke="{color}" stroke-width="2"{dash}>'
+                f"<title>{escape(name)}</title></path>"
             )
             if not is_dashed and len(pts) <= 40:
                 body.extend(
-                    f'<circle cx="{_n(px(x))}" cy="{_n(py(y))}" r="2.5" fill="{color}">'
-                    f"<title>{_esc(name)}: {_esc(_human(x))}, {_esc(_human(y))}</title></circle>"
+                    f'<circle cx="{coord(px(x))}" cy="{coord(py(y))}" r="2.5" fill="{color}">'
+                    f"<title>{escape(name)}: {escape(human(x))}, {escape(human(y))}</title></circle>"
                     for x, y in pts
                 )
         lx = left + (i % 3) * (plot_w / 3)
         ly = top + 8 + (i // 3) * 18
         dash = ' stroke-dasharray="6 4"' if is_dashed else ""
         body.append(
-            f'<line x1="{_n(lx)}" y1="{_n(ly)}" x2="{_n(lx + 18)}" y2="{_n(ly)}" '
+            f'<line x1="{coord(lx)}" y1="{coord(ly)}" x2="{coord(lx + 18)}" y2="{coord(ly)}" '
             f'stroke="{color}" stroke-width="2"{dash}/>'
         )
-        body.append(f'<text x="{_n(lx + 24)}" y="{_n(ly + 4)}" fill="{INK}">{_esc(name)}</text>')
+        body.append(f'<text x="{coord(lx + 24)}" y="{coord(ly + 4)}" fill="{INK}">{escape(name)}</text>')
     return _svg(width, height, title, body)
 
 
