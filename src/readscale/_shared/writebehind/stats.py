@@ -115,6 +115,13 @@ class FlusherStats:
     batch_sizes: Histogram = field(default_factory=lambda: Histogram(BATCH_SIZE_BUCKETS))
     lags: Histogram = field(default_factory=lambda: Histogram(LAG_BUCKETS))
 
+    def observe_lag(self, oldest: float, now: float) -> None:
+        """A commit at ``now`` whose oldest record was queued at ``oldest`` (seconds):
+        the write batches and the counter sums share the gauge and the histogram."""
+        lag = max(0.0, now - oldest)
+        self.flush_lag = lag
+        self.lags.observe(lag)
+
     def snapshot(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for f in fields(self):

@@ -17,10 +17,11 @@ A flusher killed at any point loses nothing: whatever it had not acknowledged st
 pending and is written again, and the writer's version rule makes that a no-op for rows
 that had already committed.
 
-Counters: the producers' increments add up in the queue's running-sum hash; a flusher
-moves them into the stream as a sums record (one atomic script, on a seal request or
-every ``seal_every``), and the writer adds each sums record to the database exactly
-once (it records the record's id in the same transaction and skips ids it holds).
+Parts own the rest, each its state: :mod:`.reader` (step 1), :mod:`.counters` (the
+summed increments, sealed into the stream and applied exactly once), :mod:`.dead_letters`
+(what the flusher gives up on, and the decoding that finds undecodable records),
+:mod:`.durability` (the Redis against the mode) and, in fast mode, :mod:`.hold` (what is
+read waits out the mode's loss window).
 
 At start the flusher checks the Redis against the durability mode and the writer
 against its database (a missing table or column): either refusal ends :meth:`run` with
@@ -42,8 +43,6 @@ import redis as redis_asyncio
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from readscale._core.cache.entry import EnvelopeError, decode_envelope
-from readscale._core.cache.keys import physical_key
 from readscale._core.writebehind.flush import (
     Coalesced,
     DeadLetter,
@@ -59,53 +58,35 @@ from readscale._core.writebehind.flush import (
     consumers_to_forget,
     next_write,
     plan_flush,
-    read_more,
 )
-from readscale._core.writebehind.modes import FAST_LOSS_WINDOW, WriteBehindMode, check_mode, delayed_fsync_growth
 from readscale._core.writebehind.records import (
-    CounterRecord,
     CounterSums,
-    IncrementsApplied,
     Malformed,
     QueuedWrite,
     SealRequest,
     WriteRecord,
     enqueued_at,
     parse_record,
-    parse_stream_id,
 )
 from readscale._core.writebehind.settings import FlusherSettings
 from readscale._shared.primitives.locks import Event
 from readscale._shared.writebehind.stats import FlusherStats
+from readscale._sync.writebehind.counters import Counters
+from readscale._sync.writebehind.dead_letters import DeadLetters, error_text, first_line
+from readscale._sync.writebehind.durability import FlusherDurability
+from readscale._sync.writebehind.hold import Hold
 from readscale._sync.writebehind.queue import Entry, WriteQueue
-from readscale._sync.writebehind.writers import (
-    BatchWriter,
-    default_codecs,
-)
+from readscale._sync.writebehind.reader import Reader
+from readscale._sync.writebehind.writers import BatchWriter, default_codecs
 from readscale.codecs import Codec
-from readscale.errors import CacheUnavailableError, ConfigurationError, CorruptValueError, DurabilityError
+from readscale.errors import CacheUnavailableError, ConfigurationError
 from readscale.settings import RedisSettings
 
 log = logging.getLogger("readscale.writebehind")
 
-MAX_ERROR_TEXT = 2000
-
-
-#: Seconds between prunes of the ids of applied sums records kept by the writer.
-PRUNE_EVERY = 600.0
-#: An applied sums record's id is kept at least this long (and while the stream still
-#: holds older records), so a redelivery is recognised.
-APPLIED_RETENTION = 86_400.0
-
 
 class _WriterUnavailable(Exception):
     """The writer's start check failed for a reason other than its configuration."""
-
-
-class _Undecodable(Exception):
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(reason)
 
 
 class Flusher:
@@ -155,26 +136,24 @@ class Flusher:
             where = redis_settings.safe_url
         self.queue = WriteQueue(client, self.settings.keys, where=where)
         self.stats = FlusherStats(self.settings.queue)
-        self._codecs = {codec.id: codec for codec in (codecs or default_codecs())}
         self._clock = clock
         self._monotonic = monotonic
         self._rng = rng
         self._stop = Event()
         self._group_ready = False
-        self._history: str | None = "0"  # read this consumer's own pending records first
-        self._claim_start = "0-0"
-        self._next_claim = 0.0
         self._next_housekeeping = 0.0
         self._started = False
-        self._next_durability_check = 0.0
-        self._refusal: str | None = None
-        self._next_seal = 0.0
-        self._next_prune = 0.0
-        self._applied_sums = False
-        # fast mode: (record, when it may be applied, the Redis run_id seen before it was read)
-        self._held: list[tuple[QueuedWrite | CounterSums, float, str]] = []
-        self._held_touched = 0.0
-        self._read_run_id = ""
+        self._durability = FlusherDurability(self.queue, self.settings, self.stats, consumer=self.consumer,
+                                                  monotonic=monotonic)  # fmt: skip
+        self._hold = Hold(self.queue, self.settings, consumer=self.consumer, monotonic=monotonic)
+        self._reader = Reader(self.queue, self.settings, self.stats, self._hold, consumer=self.consumer,
+                                   stop=self._stop, monotonic=monotonic)  # fmt: skip
+        codecs_by_id = {codec.id: codec for codec in (codecs or default_codecs())}
+        self._dead_letters = DeadLetters(self.queue, self.settings, self.stats, codecs_by_id,
+                                              consumer=self.consumer, clock=clock)  # fmt: skip
+        self._counters = Counters(self.queue, writer, self.settings, self.stats, self._dead_letters,
+                                       consumer=self.consumer, stop=self._stop, clock=clock, monotonic=monotonic,
+                                       rng=rng)  # fmt: skip
 
     # -- running -----------------------------------------------------------------------------
 
@@ -231,43 +210,14 @@ class Flusher:
             except ConfigurationError:
                 raise
             except Exception as exc:
-                raise _WriterUnavailable(f"{type(exc).__name__}: {_first_line(exc)}") from exc
+                raise _WriterUnavailable(f"{type(exc).__name__}: {first_line(exc)}") from exc
         self._started = True
 
     def check_durability(self, *, at_start: bool = False) -> bool:
         """Check the Redis against ``settings.mode``: at start a refusal raises
         :class:`DurabilityError`; later it is logged (once per cause) and counted, and
         flushing goes on (the queue is not less safe for being drained)."""
-        mode = self.settings.durability
-        self._next_durability_check = self._monotonic() + self.settings.recheck_every
-        if mode is WriteBehindMode.VOLATILE:
-            return True
-        facts = self.queue.server_facts(dict(self.settings.assume_config))
-        self.stats.durability_checks += 1
-        delayed = facts.delayed_fsyncs
-        previous = None if self.stats.aof_delayed_fsync < 0 else self.stats.aof_delayed_fsync
-        grown = delayed_fsync_growth(previous, delayed)
-        if grown:
-            log.warning("flusher %s: Redis postponed %d more AOF fsyncs past its limit (aof_delayed_fsync=%d): its "
-                        "disk is slow; in fast mode writes acknowledged in the last %.0f s or more were at risk",
-                        self.consumer, grown, delayed, FAST_LOSS_WINDOW)  # fmt: skip
-        self.stats.aof_delayed_fsync = -1 if delayed is None else delayed
-        refusal = check_mode(mode, facts)
-        if refusal is None:
-            if self._refusal is not None:
-                log.info("flusher %s: %s keeps mode %r again", self.consumer, self.queue.where, mode.value)
-            self._refusal = None
-            self.stats.durability_ok = 1
-            return True
-        self.stats.durability_refusals += 1
-        self.stats.durability_ok = 0
-        error: DurabilityError = refusal.error(self.queue.where)
-        if at_start:
-            raise error
-        if self._refusal != str(error):
-            log.error("flusher %s: %s", self.consumer, error)
-        self._refusal = str(error)
-        return False
+        return self._durability.check(at_start=at_start)
 
     def run_once(self) -> int:
         """Read one batch (waiting up to ``block`` for it) and write it; the number of
@@ -277,13 +227,12 @@ class Flusher:
             self.queue.ensure_group(self.settings.group)
             self._group_ready = True
         self._housekeeping()
-        if self._monotonic() >= self._next_seal:
-            self._seal()
+        self._counters.seal_if_due()
         self._release_held()
-        entries = self._read_batch()
+        entries = self._reader.read()
         if entries:
             self._flush(entries)
-        return len(entries) + len(self._held)
+        return len(entries) + len(self._hold)
 
     def drain(self, timeout: float = 60.0) -> bool:
         """Flush until the queue is empty (true) or ``timeout`` seconds pass (false)."""
@@ -309,55 +258,15 @@ class Flusher:
         """After a Redis error, start again from this consumer's own pending records (the
         batch in hand was not acknowledged, held sums are read again), and check the
         group exists."""
-        self._history = "0"
+        self._reader.restart()
         self._group_ready = False
-        self._held = []
-
-    # -- reading -------------------------------------------------------------------------------
-
-    def _read_batch(self) -> list[Entry]:
-        s, group = self.settings, self.settings.group
-        if s.durability is WriteBehindMode.FAST:  # before the read: a restart after it shows at release
-            self._read_run_id = self.queue.run_id()
-        if self._history is not None:
-            entries = self.queue.read_own_pending(group, self.consumer, self._history, s.batch_size)
-            if entries:
-                self._history = entries[-1][0]
-                return entries
-            self._history = None
-        now = self._monotonic()
-        if now >= self._next_claim:
-            start, claimed, deleted = self.queue.claim(group, self.consumer, s.claim_idle, self._claim_start,
-                                                            s.batch_size)  # fmt: skip
-            self._claim_start = start
-            if start == "0-0":  # a full pass: look again in a while
-                self._next_claim = now + min(s.claim_idle / 2, 10.0)
-            if deleted:
-                log.info("flusher %s: %d pending records were deleted from the stream", self.consumer, len(deleted))
-            if claimed:
-                self.stats.reclaimed += len(claimed)
-                log.info("flusher %s: claimed %d records of a stalled flusher", self.consumer, len(claimed))
-                return claimed
-        block = s.block
-        if self._held:  # wake up in time for the first held record
-            block = max(0.001, min(block, min(at for _, at, _ in self._held) - self._monotonic()))
-        entries = self.queue.read_new(group, self.consumer, s.batch_size, block)
-        if not entries:
-            return entries
-        first_seen = self._monotonic()
-        while (wait := read_more(len(entries), first_seen, self._monotonic(), s)) is not None:
-            if self._stop.wait(wait):
-                break
-            more = self.queue.read_new(group, self.consumer, s.batch_size - len(entries), None)
-            entries.extend(more)
-        return entries
+        self._hold.clear()
 
     def _housekeeping(self) -> None:
         now = self._monotonic()
-        if now >= self._next_durability_check:
+        if self._durability.due(now):
             self.check_durability()
-        if self._applied_sums and now >= self._next_prune:
-            self._prune_applied()
+        self._counters.prune_if_due(now)
         if now < self._next_housekeeping:
             return
         self._next_housekeeping = now + max(self.settings.claim_idle, 10.0)
@@ -382,7 +291,7 @@ class Flusher:
                 continue
             parsed = parse_record(entry_id, fields)
             if isinstance(parsed, Malformed):
-                self._dead_letter_malformed(parsed)
+                self._dead_letters.malformed(parsed)
             elif isinstance(parsed, SealRequest):
                 seal_requests.append(parsed.id)
             elif isinstance(parsed, CounterSums):
@@ -390,166 +299,39 @@ class Flusher:
             else:
                 records.append(parsed)
         if seal_requests:
-            self._seal()  # first: the requests are acknowledged only once their sums are in the stream
+            self._counters.seal()  # first: the requests are acknowledged only once their sums are in the stream
             gone += seal_requests
         if gone:
             self.stats.queue_length = self.queue.ack(self.settings.group, gone)
-        if self.settings.durability is WriteBehindMode.FAST:
-            # In fast mode Redis may acknowledge a record it has not yet written to its AOF.
-            # Applied to the database and then lost in a crash, such a write would leave the
-            # cache older than the database, and such a sums record would come back
-            # unsealed and be counted twice. So records wait out the mode's loss window,
-            # held (pending) while the loop goes on, and are dropped if Redis restarted.
-            held = {r.id for r, _, _ in self._held}
-            ready_at = seen_at + FAST_LOSS_WINDOW
-            fresh: list[QueuedWrite | CounterSums] = [*records, *sums]
-            self._held += [(r, ready_at, self._read_run_id) for r in fresh if r.id not in held]
+        if self._hold.active:  # fast mode: applied once the loss window has passed (see .hold)
+            self._hold.add(records, sums, seen_at)
             return
         if records:
             self._flush_writes(records)
         if sums:
-            self._apply_sums(sums)
+            self._counters.apply(sums)
 
     def _flush_writes(self, records: list[QueuedWrite]) -> None:
         coalesced = coalesce(records)
         self.stats.coalesced += coalesced.superseded_count
-        decoded: dict[str, WriteRecord] = {}
-        for record in coalesced.winners:
-            try:
-                decoded[record.id] = self._decode(record)
-            except _Undecodable as exc:
-                self._dead_letter(record, coalesced, exc.reason, "undecodable", 0)
+        decoded = self._dead_letters.decode(coalesced)
         winners = [r for r in coalesced.winners if r.id in decoded]
         if winners:
             self.stats.batches += 1
             self._write(plan_flush(winners), coalesced, decoded)
 
-    # -- counters ------------------------------------------------------------------------------
-
-    def _seal(self) -> None:
-        """Move the running sums into the stream (any flusher may; the script is atomic)."""
-        self._next_seal = self._monotonic() + self.settings.seal_every
-        ids = self.queue.seal()
-        if ids:
-            self.stats.seals += 1
-
     def _release_held(self) -> None:
-        """Write the held records (fast mode) that have waited out the loss window, if
-        Redis has not restarted since they were read; keep the others claimed."""
-        if not self._held:
-            return
-        now = self._monotonic()
-        if now - self._held_touched > self.settings.claim_idle / 2:
-            self.queue.keep_claimed(self.settings.group, self.consumer, [r.id for r, _, _ in self._held])
-            self._held_touched = now
-        ready = [(r, run) for r, at, run in self._held if at <= now]
-        if not ready:
-            return
-        run_id = self.queue.run_id()
-        if any(run != run_id for _, run in ready):
-            log.warning("flusher %s: Redis restarted while %d records waited out the fast mode's window; reading "
-                        "again those it kept", self.consumer, len(self._held))  # fmt: skip
+        """Write the held records (fast mode) that have waited out the loss window; read
+        again what Redis kept if it restarted meanwhile."""
+        ready = self._hold.release()
+        if ready is None:
             self._lost_track()
             return
-        self._held = [(r, at, run) for r, at, run in self._held if at > now]
-        writes = [r for r, _ in ready if isinstance(r, QueuedWrite)]
-        sums = [r for r, _ in ready if isinstance(r, CounterSums)]
+        writes, sums = ready
         if writes:
             self._flush_writes(writes)
         if sums:
-            self._apply_sums(sums)
-
-    def _apply_sums(self, sums: list[CounterSums]) -> None:
-        s = self.settings
-        apply = getattr(self.writer, "apply_increments", None)
-        if apply is None:
-            raise ConfigurationError(
-                f"queue {s.queue!r} holds counter increments, and the writer {type(self.writer).__name__} cannot "
-                "apply them (PostgresWriter needs counter_column=..., the CLI --counter-column); they stay "
-                "queued"
-            )
-        ids = [r.id for r in sums]
-        batch = [CounterRecord(r.id, r.deltas) for r in sums if r.deltas]
-        attempt = 0
-        held_at = self._monotonic()
-        while batch:
-            try:
-                outcome: IncrementsApplied = apply(self.queue.keys.stream, batch)
-                break
-            except ConfigurationError:
-                raise
-            except Exception as exc:
-                attempt += 1
-                self.stats.transient_failures += 1
-                self.stats.retries += 1
-                delay = backoff(attempt, s, self._rng())
-                log.warning("flusher %s: applying %d counter sums records failed (%s: %s); retrying in %.2fs",
-                            self.consumer, len(batch), type(exc).__name__, _first_line(exc), delay)  # fmt: skip
-                if self._monotonic() - held_at > s.claim_idle / 2:
-                    self.queue.keep_claimed(s.group, self.consumer, ids)
-                    held_at = self._monotonic()
-                if self._stop.wait(delay):
-                    return
-        else:
-            outcome = IncrementsApplied(0, 0)
-        self._applied_sums = True
-        self.stats.transactions += 1 if batch else 0
-        self.stats.sums_applied += outcome.applied
-        self.stats.sums_duplicates += outcome.duplicates
-        self._observe_lag(ids)
-        if outcome.refused:
-            self.stats.increments_refused += len(outcome.refused)
-            refused = [(r.key, r.delta, r.error[:MAX_ERROR_TEXT], r.error_type) for r in outcome.refused]
-            length = self.queue.dead_letter_increments(s.group, ids, refused, int(self._clock() * 1000),
-                                                             self.consumer)  # fmt: skip
-            self.stats.queue_length = length
-            for r in outcome.refused:
-                log.error("flusher %s: the database refused counter %s += %d (%s: %s); it is in the dead-letter "
-                          "stream %s", self.consumer, r.key, r.delta, r.error_type, r.error[:200],
-                          self.queue.keys.dead)  # fmt: skip
-            return
-        self.stats.queue_length = self.queue.ack(s.group, ids)
-
-    def _prune_applied(self) -> None:
-        """Let the writer forget ids of applied sums records older than the retention
-        and than every record still in the stream (none of those can come back)."""
-        self._next_prune = self._monotonic() + PRUNE_EVERY
-        prune = getattr(self.writer, "prune_applied", None)
-        if prune is None:
-            return
-        cutoff = int((self._clock() - APPLIED_RETENTION) * 1000)
-        first = self.queue.first_id()
-        if first is not None:
-            cutoff = min(cutoff, parse_stream_id(first)[0])
-        try:
-            prune(self.queue.keys.stream, cutoff)
-        except Exception as exc:
-            log.warning("flusher %s: pruning applied ids failed (%s); trying again later", self.consumer,
-                        _first_line(exc))  # fmt: skip
-
-    def _decode(self, record: QueuedWrite) -> WriteRecord:
-        try:
-            _, codec_id, payload = decode_envelope(record.data)
-        except EnvelopeError as exc:
-            raise _Undecodable(f"not a readable cache entry: {exc.reason}") from None
-        codec = self._codecs.get(codec_id)
-        if codec is None:
-            raise _Undecodable(f"codec id {codec_id} is unknown to this flusher (pass it in codecs=)")
-        raw = bytes(payload)
-        try:
-            value = codec.decode(raw)
-        except CorruptValueError as exc:
-            raise _Undecodable(str(exc)) from None
-        return WriteRecord(
-            key=record.key,
-            namespace=record.namespace,
-            version=record.version,
-            value=value,
-            payload=raw,
-            codec=codec.name,
-            entry_id=record.id,
-            enqueued_at=enqueued_at(record.id),
-        )
+            self._counters.apply(sums)
 
     def _write(self, plan: FlushPlan, coalesced: Coalesced, decoded: dict[str, WriteRecord]) -> None:
         s = self.settings
@@ -578,7 +360,7 @@ class Flusher:
                 continue
             self._committed(batch, applied)
             ids = coalesced.ack_ids(action.chunk.records)
-            self._observe_lag(ids)
+            self.stats.observe_lag(min(enqueued_at(i) for i in ids), self._clock())
             self.stats.queue_length = self.queue.ack(s.group, ids)
             plan = after_success(plan, action.index)
 
@@ -589,12 +371,6 @@ class Flusher:
         count = max(0, min(applied, len(batch))) if isinstance(applied, int) else len(batch)
         self.stats.rows_applied += count
         self.stats.rows_skipped += len(batch) - count
-
-    def _observe_lag(self, ids: list[str]) -> None:
-        oldest = min(enqueued_at(i) for i in ids)
-        lag = max(0.0, self._clock() - oldest)
-        self.stats.flush_lag = lag
-        self.stats.lags.observe(lag)
 
     def _classify(self, exc: Exception) -> FailureKind:
         """The writer's verdict on ``exc``; a classifier that fails says "transient" (a
@@ -618,69 +394,16 @@ class Flusher:
             case RetryAfter(delay=delay):
                 self.stats.retries += 1
                 log.warning("flusher %s: writing %d records failed (%s: %s: %s); retrying in %.2fs",
-                            self.consumer, size, kind.value, type(exc).__name__, _first_line(exc), delay)  # fmt: skip
+                            self.consumer, size, kind.value, type(exc).__name__, first_line(exc), delay)  # fmt: skip
             case Split(left=left, right=right):
                 self.stats.splits += 1
                 log.info("flusher %s: a batch of %d was refused (%s); writing halves of %d and %d to find the record",
-                         self.consumer, size, _first_line(exc), left, right)  # fmt: skip
+                         self.consumer, size, first_line(exc), left, right)  # fmt: skip
             case DeadLetter(record=record, attempts=attempts):
-                self._dead_letter(record, coalesced, _error_text(exc), type(exc).__name__, attempts)
+                self._dead_letters.write(record, coalesced, error_text(exc), type(exc).__name__, attempts)
             case _:
                 assert_never(step)
         return plan
-
-    # -- dead letters ----------------------------------------------------------------------------
-
-    def _dead_letter(
-        self, record: QueuedWrite, coalesced: Coalesced, error: str, error_type: str, attempts: int
-    ) -> None:
-        fields: dict[str, str | bytes] = {
-            "k": record.key,
-            "n": record.namespace,
-            "v": str(record.version),
-            "e": record.data,
-            "id": record.id,
-            "error": error[:MAX_ERROR_TEXT],
-            "type": error_type,
-            "attempts": str(attempts),
-            "at": str(int(self._clock() * 1000)),
-            "consumer": self.consumer,
-        }
-        entry = physical_key(self.settings.prefix, record.namespace, record.key)
-        ids = coalesced.ack_ids([record])
-        length, dropped = self.queue.dead_letter(self.settings.group, ids, fields, entry, record.data)
-        self.stats.dead_letters += 1
-        self.stats.queue_length = length
-        log.error("flusher %s: gave up on %s version %d after %d attempts (%s: %s); it is in the dead-letter "
-                  "stream %s%s", self.consumer, record.key, record.version, attempts, error_type, error[:200],
-                  self.queue.keys.dead, " and its cache entry was dropped" if dropped else "")  # fmt: skip
-
-    def _dead_letter_malformed(self, record: Malformed) -> None:
-        fields: dict[str, str | bytes] = {k.decode(errors="replace"): v for k, v in record.fields.items()}
-        fields.update(
-            {
-                "id": record.id,
-                "error": record.reason,
-                "type": "malformed",
-                "attempts": "0",
-                "at": str(int(self._clock() * 1000)),
-                "consumer": self.consumer,
-            }
-        )
-        keys = self.queue.keys
-        self.queue.dead_letter(self.settings.group, [record.id], fields, keys.dead, b"")
-        self.stats.dead_letters += 1
-        log.error("flusher %s: record %s is not a write-behind record (%s); moved to %s", self.consumer, record.id,
-                  record.reason, keys.dead)  # fmt: skip
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
-
-
-def _error_text(exc: BaseException) -> str:
-    return str(exc).strip() or type(exc).__name__
 
 
 __all__ = ["Flusher"]
