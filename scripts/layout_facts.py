@@ -43,6 +43,11 @@ CACHE_FILES = [
     "_async/cache/versions.py",
     "_async/cache/coherence.py",
     "_async/cache/filler.py",
+    "_async/cache/batch.py",
+    "_async/cache/parts.py",
+    "_async/cache/checks.py",
+    "_async/cache/reads.py",
+    "_async/cache/writes.py",
 ]
 #: A feature and the words that name its files (path components or file stems).
 FEATURES = {

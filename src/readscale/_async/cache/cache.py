@@ -2,55 +2,35 @@
 protection, invalidation and fail-open reads. Written once, async;
 ``readscale._sync.cache.cache.Cache`` is generated from this file.
 
-A read asks ``readscale._core.cache.freshness.assess`` what the entry it found is worth and
-carries the answer out (fresh: serve; early refresh or stale: serve and refresh once in
-the background; stale-if-error: load and fall back to the stale value; expired, tagged
-stale or missing: fill). Concurrent readers of one key in a process share one L2 read
-and one fill (single-flight); with ``OnMiss.WAIT`` one fill runs across processes (a
-lease: the others are woken by the fill). When the L2 server fails, reads go to the
-loader and a circuit breaker stops paying the timeout on every call until a probe
-succeeds; each such event is logged and counted.
-
-Invalidation (``invalidate``, ``invalidate_tags``, ``invalidate_namespace``) removes
-entries and their leases, leaves LSN tombstones, bumps version counters and tells every
-other process over the bus. The machinery lives in the ``_cache_*`` mixins.
+The façade (docs/architecture.md §5): :class:`AsyncCache` builds the parts, each of which
+owns its state (``l2.py`` the L2 behind its breaker, ``entries.py`` encoding,
+``versions.py`` tag and namespace counters, ``coherence.py`` the L1 and the bus,
+``filler.py`` fills, ``checks.py`` the settings and the server check), and holds the
+public methods, which resolve the call's policy and codec and hand it to the part that
+does it: ``reads.py`` (``get``, ``get_or_load``, ``refill``), ``writes.py`` (``set``,
+``delete``, ``write_through``, ``invalidate*``), ``batch.py`` (``get_many``,
+``get_or_load_many``).
 """
 
 from __future__ import annotations
 
-import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 from readscale._async.backends.base import AsyncBackend
-from readscale._async.cache.batch import AsyncBatch
 from readscale._async.cache.bus import AsyncInvalidationBus
 from readscale._async.cache.cached import AsyncCachedFunction
-from readscale._async.cache.coherence import AsyncCoherence
-from readscale._async.cache.entries import AsyncEntries
-from readscale._async.cache.filler import AsyncFiller, log
-from readscale._async.cache.l2 import AsyncL2Gate
-from readscale._async.cache.versions import AsyncVersions
+from readscale._async.cache.checks import check_settings
+from readscale._async.cache.parts import AsyncParts
 from readscale._core.cache import breaker as circuit
-from readscale._core.cache.fill import PRIMARY_READ_LSN
-from readscale._core.cache.freshness import Freshness, assess, storage_ttl
+from readscale._core.cache.freshness import storage_ttl
 from readscale._core.cache.keys import DEFAULT_PREFIX, template_fields
-from readscale._core.cache.lease import LeaseResult
-from readscale._core.cache.novalue import NO_VALUE
 from readscale._core.cache.policy import DEFAULT, CachePolicy
 from readscale._core.writebehind.settings import WriteBehindSettings
-from readscale._shared.cache.stats import CacheStats, FillRecorder
-from readscale._shared.cache.tombstone_ttl import TOMBSTONE_TTL_ENV, check_tombstone_ttl, default_tombstone_ttl
-from readscale._shared.replicas.causal_context import current_context, own_write_floor
+from readscale._shared.cache.stats import CacheStats
 from readscale.codecs import Codec, JsonCodec
-from readscale.errors import (
-    CacheUnavailableError,
-    ConfigurationError,
-    ReadscaleError,
-    SerializationError,
-)
 from readscale.l1 import MemoryStore
 
 if TYPE_CHECKING:  # the purgers need httpx; the cache takes any object of the protocol
@@ -114,72 +94,32 @@ class AsyncCache:
         monotonic: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
     ) -> None:
-        if backend is None and l1 is None:
-            raise ConfigurationError("a cache needs a backend, an l1 store, or both")
-        tombstone_ttl = default_tombstone_ttl() if tombstone_ttl is None else tombstone_ttl
-        check_tombstone_ttl(tombstone_ttl, "tombstone_ttl")
-        if loader_source not in ("declared", "primary"):
-            raise ConfigurationError(f"loader_source must be 'declared' or 'primary', got {loader_source!r}")
-        if backend is not None and not getattr(backend, "supports_tombstones", False):
-            raise ConfigurationError(
-                f"backend {getattr(backend, 'name', type(backend).__name__)!r} keeps no tombstones, so this "
-                "cache could not keep fills from storing data older than an invalidation: implement "
-                "ticket/invalidate/bump_counters/counter_floors with tombstones (readscale.testing.contract)"
-            )
+        tombstone_ttl = check_settings(backend, l1, tombstone_ttl, loader_source)
         self.policy = policy
         self.tombstone_ttl = tombstone_ttl
-        self._unchecked = backend is not None
-        self.eviction_risk: str | None = None
         self.stats = CacheStats(name)
-        self._record = FillRecorder(self.stats)  # the façade's own events
-        self.l2 = AsyncL2Gate(
-            backend, stats=self.stats, breaker=breaker, tombstone_ttl=tombstone_ttl, monotonic=monotonic
-        )
-        self.entries = AsyncEntries(
-            codec=codec or JsonCodec(), max_value_size=max_value_size, stats=self.stats, clock=clock, rng=rng
-        )
-        self._clock = clock
-        self._monotonic = monotonic
-        self.versions = AsyncVersions(
-            self.l2,
-            prefix=prefix,
-            version_ttl=version_ttl if version_ttl is not None else (60.0 if bus is not None else 0.0),
-            tombstone_ttl=tombstone_ttl,
-            monotonic=monotonic,
-            before_read=self._start_bus,  # the coherence part is built next, with the versions
-        )
-        self.coherence = AsyncCoherence(
-            self.versions,
+        parts = AsyncParts(
+            backend,
             l1=l1,
             bus=bus,
-            stats=self.stats,
+            codec=codec or JsonCodec(),
+            prefix=prefix,
+            max_value_size=max_value_size,
+            breaker=breaker,
             tombstone_ttl=tombstone_ttl,
-            clock=clock,
-            monotonic=monotonic,
-        )
-        self.filler = AsyncFiller(
-            self.l2,
-            self.entries,
-            self.versions,
-            self.coherence,
-            stats=self.stats,
             loader_source=loader_source,
-            tombstone_ttl=tombstone_ttl,
+            version_ttl=version_ttl if version_ttl is not None else (60.0 if bus is not None else 0.0),
+            purger=purger,
+            stats=self.stats,
             clock=clock,
             monotonic=monotonic,
             rng=rng,
         )
-        self.batch = AsyncBatch(
-            self.l2,
-            self.entries,
-            self.versions,
-            self.coherence,
-            self.filler,
-            stats=self.stats,
-            clock=clock,
-            monotonic=monotonic,
-        )
-        self.purger = purger
+        self.l2, self.entries, self.versions, self.coherence = parts.l2, parts.entries, parts.versions, parts.coherence
+        self.filler, self.batch, self.checks = parts.filler, parts.batch, parts.checks
+        self.reads, self.writes = parts.reads, parts.writes
+        self._clock = clock
+        self._monotonic = monotonic
         self._write_behind_settings = write_behind
         self._write_behind: Any = None
 
@@ -208,19 +148,6 @@ class AsyncCache:
         """Drop every process's L1 copies and cached versions (this one now, the others
         when the bus delivers). L2 entries are not touched."""
         await self.coherence.flush_everywhere()
-
-    async def _start_bus(self) -> None:
-        """Subscribe to the bus before version counters are read (``AsyncVersions``'s
-        hook): a bump between the read and the subscription would be missed."""
-        await self.coherence.ensure_bus()
-
-    async def _bump(self, counters: list[str], lsn: int | None) -> dict[str, int]:
-        """Bump version counters (``AsyncVersions.bump``), take their new values here and
-        announce them to every process."""
-        bumped, before = await self.versions.bump(counters, lsn)
-        self.coherence.heard_bumps(bumped, self._monotonic(), before)
-        await self.coherence.announce([], bumped, lsn)
-        return bumped
 
     @property
     def prefix(self) -> str:
@@ -255,6 +182,16 @@ class AsyncCache:
     def backend(self) -> AsyncBackend | None:
         """The L2 backend (None: L1 only)."""
         return self.l2.backend
+
+    @property
+    def purger(self) -> AsyncPurger | None:
+        """The edge purger ``invalidate_tags`` purges the same tags with (None: no edge)."""
+        return self.writes.purger
+
+    @property
+    def eviction_risk(self) -> str | None:
+        """Why the cache server may evict tombstones early, once checked (None: it will not)."""
+        return self.checks.eviction_risk
 
     # -- keys ------------------------------------------------------------------------------
 
@@ -306,36 +243,7 @@ class AsyncCache:
         A stale value inside its stale-while-revalidate window is returned (there is no
         loader here to refresh it); a dead L2 reads as a miss.
         """
-        policy = policy or self.policy
-        if not policy.cacheable:
-            return NO_VALUE
-        if self.coherence.bus_pending:
-            await self.coherence.ensure_bus()
-        if self._unchecked:
-            await self._check_once()
-        pkey = self.versions.physical(key, policy) if not policy.versioned else await self.versions.pkey(key, policy)
-        found = self.coherence.l1_get(pkey, policy)
-        if found is not None and (not found[1].tags or self.versions.tags_current_locally(found[1].tags)):
-            return found[0]
-        since = self.coherence.local.seq
-        found = await self.filler.read(pkey, policy, codec or self.codec)
-        if found is None:
-            self._record.l2_miss()
-            return NO_VALUE
-        value, meta = found
-        if meta.tags and not await self.versions.tags_current(meta.tags):
-            self._record.tag_stale()
-            return NO_VALUE
-        state = assess(meta, self._clock(), 1.0, 0.0)
-        if state is Freshness.FRESH:
-            self._record.l2_hit()
-            self.coherence.l1_put(pkey, value, meta, policy, size=0, since=since)
-            return value
-        if state is Freshness.STALE:
-            self._record.served_stale()
-            return value
-        self._record.l2_miss()
-        return NO_VALUE
+        return await self.reads.get(key, policy or self.policy, codec or self.codec)
 
     async def set(
         self,
@@ -352,40 +260,17 @@ class AsyncCache:
         policy = policy or self.policy
         if ttl is not None:
             policy = policy.with_(ttl=ttl)
-        if not policy.cacheable:
-            return
-        if self._unchecked:
-            await self._check_once()
-        since = self.coherence.local.seq
-        try:
-            pkey = await self.versions.pkey(key, policy)
-            tag_versions = await self.versions.tag_versions((*policy.tags, *tags))
-        except CacheUnavailableError as exc:  # nothing stored: a later read loads it
-            self.l2.failed(exc)
-            return
-        meta = self.entries.meta(value, policy, 0.0, tag_versions)
-        raw = self.entries.encode(pkey, value, meta, codec or self.codec)
-        await self.filler.store(pkey, value, meta, raw, policy, token=None, since=since, raise_too_large=True)
+        await self.writes.set(key, value, policy, codec or self.codec, tags)
 
     async def delete(self, key: str, *, policy: CachePolicy | None = None) -> bool:
         """Remove ``key`` from both tiers (this process's L1 only; see :meth:`invalidate`).
         Raises :class:`CacheUnavailableError` when the L2 cannot be reached: a lost delete
         would leave stale data behind."""
-        pkey = await self.versions.pkey(key, policy or self.policy)
-        if self.coherence.l1 is not None:
-            self.coherence.l1.delete(pkey)
-        if self.l2.backend is None:
-            return True
-        return await self.l2.backend.delete(pkey)
+        return await self.writes.delete(key, policy or self.policy)
 
     async def delete_many(self, keys: Sequence[str], *, policy: CachePolicy | None = None) -> int:
-        policy = policy or self.policy
-        pkeys = [await self.versions.pkey(k, policy) for k in keys]
-        if self.coherence.l1 is not None:
-            self.coherence.l1.delete_many(pkeys)
-        if self.l2.backend is None:
-            return len(pkeys)
-        return await self.l2.backend.delete_many(pkeys)
+        """Remove ``keys`` as :meth:`delete` does, in one L2 call."""
+        return await self.writes.delete_many(keys, policy or self.policy)
 
     # -- invalidation ----------------------------------------------------------------------
 
@@ -401,25 +286,7 @@ class AsyncCache:
         :class:`CacheUnavailableError` when the L2 cannot be reached (a lost
         invalidation would leave stale data).
         """
-        policy = policy or self.policy
-        if self._unchecked:
-            await self._check_once()
-        pkeys = [await self.versions.pkey(k, policy) for k in keys]
-        now = self._monotonic()
-        self.coherence.local.mark(pkeys, lsn, now + self.tombstone_ttl, now)
-        if self.coherence.l1 is not None:
-            self.coherence.l1.delete_many(pkeys)
-        removed = len(pkeys)
-        if self.l2.backend is not None:
-            try:
-                removed = await self.l2.backend.invalidate(pkeys, lsn=lsn, tombstone_ttl=self.tombstone_ttl)
-            except CacheUnavailableError:
-                for pkey in pkeys:  # removed as soon as the L2 answers, and raised now
-                    self.l2.mark_unsynced(pkey)
-                raise
-        self._record.invalidated(len(pkeys))
-        await self.coherence.announce(pkeys, {}, lsn)
-        return removed
+        return await self.writes.invalidate(keys, policy or self.policy, lsn)
 
     async def invalidate_tags(self, *tags: str, lsn: int | None = None) -> dict[str, int]:
         """Make every entry carrying one of ``tags`` stale, everywhere. Returns the tags'
@@ -428,35 +295,13 @@ class AsyncCache:
         As with :meth:`invalidate`, ``lsn`` is the change's WAL position: a fill under
         these tags must read at or past it (without it, fills under them read the
         primary while the tags' floors stand)."""
-        if not tags:
-            return {}
-        if self.l2.backend is None:
-            raise ConfigurationError("tags need an L2 backend to hold their versions")
-        if self._unchecked:
-            await self._check_once()
-        bumped = await self._bump([self.versions.tag_counter(t) for t in tags], lsn)
-        self._record.invalidated(len(tags))
-        if self.purger is not None:
-            try:
-                await self.purger.purge_tags(list(tags))
-            except ReadscaleError as exc:  # the cache is right; the edge expires by its TTL
-                self._record.purge_failed()
-                log.warning("cache %s: edge purge of %s failed: %s", self.stats.name, ", ".join(tags), exc)
-        return {tag: bumped[self.versions.tag_counter(tag)] for tag in tags}
+        return await self.writes.invalidate_tags(tags, lsn)
 
     async def invalidate_namespace(self, namespace: str, *, lsn: int | None = None) -> int:
         """Make every key of a versioned namespace unreachable at once (old entries die by
         their TTL). Returns the namespace's new version. ``lsn``: as for
         :meth:`invalidate_tags`."""
-        if self.l2.backend is None:
-            raise ConfigurationError("versioned namespaces need an L2 backend")
-        if self._unchecked:
-            await self._check_once()
-        counter = self.versions.namespace_counter(namespace)
-        bumped = await self._bump([counter], lsn)
-        if self.coherence.l1 is not None:
-            self.coherence.l1.clear()  # cheaper than finding the namespace's keys; other namespaces refill
-        return bumped[counter]
+        return await self.writes.invalidate_namespace(namespace, lsn)
 
     # -- read-through ----------------------------------------------------------------------
 
@@ -477,51 +322,7 @@ class AsyncCache:
         recorded with the entry (on top of the policy's): ``invalidate_tags`` of any of
         them makes it stale.
         """
-        policy = policy or self.policy
-        if not policy.cacheable:
-            self._record.bypassed()
-            return await self.filler.call_loader(loader)
-        if self.coherence.bus_pending:
-            await self.coherence.ensure_bus()
-        if self._unchecked:
-            await self._check_once()
-        codec = codec or self.codec
-        if policy.versioned:
-            try:
-                pkey = await self.versions.pkey(key, policy)
-            except CacheUnavailableError as exc:  # the namespace's version is unknown: no cache
-                self.l2.failed(exc)
-                return await self.filler.load_fail_open(loader)
-        else:
-            pkey = self.versions.physical(key, policy)
-        all_tags = (*policy.tags, *tags) if tags else policy.tags
-        found = self.coherence.l1_get(pkey, policy)
-        if found is not None:
-            value, meta = found
-            if not meta.tags or self.versions.tags_current_locally(meta.tags):
-                if policy.early_refresh and (
-                    assess(meta, self._clock(), self.filler.u(), policy.early_refresh) is Freshness.EARLY_REFRESH
-                ):
-                    self._record.l1_early_refresh()
-                    self.filler.refresh_soon(pkey, loader, policy, codec, all_tags)
-                return value  # type: ignore[no-any-return]
-
-        # Concurrent readers of one key in this process share one L2 read (and fill).
-        async def read() -> Any:
-            return await self.filler.read_through(pkey, loader, policy, codec, all_tags)
-
-        # Readers share a load only within the key's generation: one begun before an
-        # invalidation (or a tag bump) heard here is not joined by later readers. And a
-        # read-your-writes reader shares only with readers whose own writes reach the same
-        # position: the leader judges the entries it finds (and its load reads) by its own
-        # session's floor, so a session that wrote since would be handed a value read
-        # before its write (found by the consistency harness, profile_without_bus).
-        floor = own_write_floor() if policy.read_your_writes else None
-        flight = (pkey, self.coherence.local.generation(pkey, tagged=bool(all_tags)), floor)
-        value, leader = await self.filler.flight.run(flight, read)
-        if not leader:
-            self._record.coalesced()
-        return value  # type: ignore[no-any-return]
+        return await self.reads.get_or_load(key, loader, policy or self.policy, codec or self.codec, tags)
 
     async def write_through(
         self,
@@ -543,98 +344,7 @@ class AsyncCache:
         possible, and the event is logged and counted: the write itself has happened and is
         not undone.
         """
-        context = current_context()
-        wrote_before = context.written_at if context is not None else None
-        value = await writer()
-        policy = policy or self.policy
-        if not policy.cacheable:
-            return value
-        # The value is what the write committed: if it went through the replica router in
-        # a causal scope, the entry carries that position (read-your-writes entries
-        # older than a session's write are refused; this one is not).
-        written_lsn = None
-        if context is not None and context.written_at != wrote_before and context.token is not None:
-            written_lsn = context.token.lsn
-        if self._unchecked:
-            await self._check_once()
-        try:
-            pkey = await self.versions.pkey(key, policy)
-            tag_versions = await self.versions.tag_versions((*policy.tags, *tags))
-        except CacheUnavailableError as exc:
-            # The write happened; the cache cannot be updated now. Its old entry (if any)
-            # lives until its TTL: logged and counted, not raised into the writer.
-            self.l2.failed(exc)
-            self._record.not_cached()
-            if policy.versioned:
-                if self.coherence.l1 is not None:
-                    self.coherence.l1.clear()  # the key's name is unknown without its version
-            else:
-                pkey = self.versions.physical(key, policy)
-                if self.coherence.l1 is not None:
-                    self.coherence.l1.delete(pkey)
-                self.l2.mark_unsynced(pkey)
-            return value
-        meta = self.entries.meta(value, policy, 0.0, tag_versions, written_lsn)
-        try:
-            raw = self.entries.encode(pkey, value, meta, codec or self.codec)
-        except SerializationError as exc:
-            # The write happened but its value cannot be cached: the old entry would be
-            # stale, so it goes (here and, through the bus, in every process's L1).
-            self._record.not_cached()
-            log.warning("cache %s: write-through of %s not cached: %s", self.stats.name, pkey, exc)
-            await self._invalidate_written(pkey, written_lsn, policy)
-            await self.coherence.announce([pkey], {}, written_lsn)
-            return value
-        right = await self._invalidate_written(pkey, written_lsn, policy)
-        since = self.coherence.local.seq
-        if right is not None and right.token is not None:
-            # Stored only if no newer write invalidated the key since (its ticket holds)
-            # and this write is not older than the key's tombstone.
-            source = PRIMARY_READ_LSN if written_lsn is None else written_lsn
-            try:
-                await self.filler.store(
-                    pkey, value, meta, raw, policy, right.token, source, since=since, raise_too_large=True, write=True
-                )
-            except SerializationError as exc:  # over the server's own limit: the key stays invalidated
-                await self.filler.release(pkey, right.token)
-                self._record.not_cached()
-                log.warning("cache %s: write-through of %s not cached: %s", self.stats.name, pkey, exc)
-            except BaseException:
-                await self.filler.release(pkey, right.token)
-                raise
-        elif policy.uses_l1:
-            self._record.l1_stored()
-            self.coherence.l1_put(pkey, value, meta, policy, size=len(raw), since=since)
-        await self.coherence.announce([pkey], {}, written_lsn)
-        return value
-
-    async def _invalidate_written(self, pkey: str, lsn: int | None, policy: CachePolicy) -> LeaseResult | None:
-        """Invalidate a key just written (in-flight fills refused, a tombstone at the
-        write's position) and take a ticket to store the written value with. None when
-        the L2 is not used or cannot be reached (the key is then removed once it can)."""
-        now = self._monotonic()
-        self.coherence.local.mark([pkey], lsn, now + self.tombstone_ttl, now)
-        if self.coherence.l1 is not None:
-            self.coherence.l1.delete(pkey)
-        backend = self.l2.backend
-        if backend is None or not policy.uses_l2:
-            return None
-        if not self.l2.allowed():
-            self.l2.mark_unsynced(pkey)
-            return None
-        try:
-            combined = getattr(backend, "invalidate_for_write", None)
-            if combined is None:  # a backend of yours written before the combined call: two steps
-                await backend.invalidate([pkey], lsn=lsn, tombstone_ttl=self.tombstone_ttl)
-                right = await backend.ticket(pkey, policy.lease_ttl)
-            else:
-                right = await combined(pkey, lsn=lsn, tombstone_ttl=self.tombstone_ttl, ticket_ttl=policy.lease_ttl)
-        except CacheUnavailableError as exc:
-            self.l2.failed(exc)
-            self.l2.mark_unsynced(pkey)
-            return None
-        self.l2.ok()
-        return right
+        return await self.writes.write_through(key, writer, policy or self.policy, codec or self.codec, tags)
 
     async def refill(
         self,
@@ -649,23 +359,7 @@ class AsyncCache:
         ticket taken before the load (an invalidation meanwhile refuses it), at or past
         the key's floors and within the staleness bound (``readscale.cache``). Returns
         the loaded value, stored or not (``@cached``'s ``refresh``)."""
-        policy = policy or self.policy
-        if not policy.cacheable:
-            return await self.filler.call_loader(loader)
-        if self.coherence.bus_pending:
-            await self.coherence.ensure_bus()
-        if self._unchecked:
-            await self._check_once()
-        codec = codec or self.codec
-        all_tags = (*policy.tags, *tags) if tags else policy.tags
-        try:
-            pkey = await self.versions.pkey(key, policy)
-        except CacheUnavailableError as exc:
-            self.l2.failed(exc)
-            return await self.filler.load_fail_open(loader)
-        if self.l2.backend is None or not policy.uses_l2:
-            return await self.filler.load_and_store(pkey, loader, policy, codec, all_tags, right=None)  # type: ignore[no-any-return]
-        return await self.filler.fill_with_ticket(pkey, loader, policy, codec, all_tags)  # type: ignore[no-any-return]
+        return await self.reads.refill(key, loader, policy or self.policy, codec or self.codec, tags)
 
     async def write_behind(
         self, key: str, value: Any, *, policy: CachePolicy | None = None, codec: Codec | None = None
@@ -694,8 +388,8 @@ class AsyncCache:
             return {}
         if self.coherence.bus_pending:
             await self.coherence.ensure_bus()
-        if self._unchecked:
-            await self._check_once()
+        if self.checks.pending:
+            await self.checks.once()
         return await self.batch.get_many(keys, policy, codec or self.codec)
 
     async def get_or_load_many(
@@ -725,39 +419,7 @@ class AsyncCache:
         may evict tombstones (Redis with an eviction policy and maxmemory, memcached
         without -M) is reported once, loudly (``cache.eviction_risk``).
         Raises CacheUnavailableError when the server cannot be reached."""
-        backend = self.l2.backend
-        if backend is None:
-            return
-        mine = f"{self.tombstone_ttl:g}".encode()
-        stored = await backend.register(f"{self.prefix}cfg:tombstone_ttl", mine)
-        if stored != mine:
-            theirs = stored.decode(errors="replace")
-            raise ConfigurationError(
-                f"cache {self.stats.name}: tombstone_ttl is {self.tombstone_ttl:g} s here but {theirs} s in the "
-                f"other processes of prefix {self.prefix!r} ({backend.name} key {self.prefix}cfg:tombstone_ttl): "
-                f"use one value everywhere ({TOMBSTONE_TTL_ENV}, readscale cdc run --tombstone-ttl); to change "
-                "it, stop every process, delete that key, and start them with the new value"
-            )
-        self._unchecked = False
-        risk = await backend.eviction_risk()
-        self.eviction_risk = risk
-        if risk is not None:
-            log.log(
-                logging.WARNING if "cannot be read" in risk else logging.ERROR,
-                "cache %s: %s %s: a tombstone evicted early lets a fill store data older than an "
-                "invalidation; run it without eviction (Redis: maxmemory-policy noeviction; memcached: -M) "
-                "or with room to spare (docs/consistency.md)",
-                self.stats.name,
-                backend.name,
-                risk,
-                extra={"cache": self.stats.name, "backend": backend.name, "eviction_risk": risk},
-            )
-
-    async def _check_once(self) -> None:
-        try:
-            await self.check()
-        except CacheUnavailableError as exc:
-            log.debug("cache %s: settings not checked yet (%s)", self.stats.name, exc)
+        await self.checks.run()
 
     # -- decorator -------------------------------------------------------------------------
 
