@@ -126,3 +126,36 @@ def test_a_lazy_name_is_kept_once_imported() -> None:
 
     first = readscale.backends.AsyncMemoryBackend
     assert vars(readscale.backends)["AsyncMemoryBackend"] is first
+
+
+def test_each_framework_module_imports_only_what_its_names_need() -> None:
+    # docs/architecture.md §7.4: the framework modules are lazy faces. Django's HTTP
+    # middleware needs no psycopg (the router and the token middleware do, and say so);
+    # the WSGI and ASGI middlewares need no framework and no psycopg.
+    done = run_without(
+        set(EXTRAS) - {"django", "starlette", "httpx"},
+        """
+        import sys
+        import readscale.django, readscale.flask, readscale.starlette
+        assert not any(m.partition(".")[0] in {"django", "starlette", "flask"} for m in sys.modules), "eager"
+        from readscale.django import HttpCacheMiddleware, http_policy
+        from readscale.flask import CausalTokenMiddleware, HttpCacheMiddleware
+        from readscale.starlette import CausalTokenMiddleware, HttpCacheMiddleware, StaticAssets
+        assert "psycopg" not in sys.modules
+        for name in ("ReplicaDatabaseRouter", "CausalTokenMiddleware"):
+            try:
+                getattr(readscale.django, name)
+            except ImportError as exc:
+                print(exc)
+        try:
+            readscale.flask.http_policy
+        except ImportError as exc:
+            print(exc)
+        """,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "ReplicaDatabaseRouter needs psycopg 3: pip install 'readscale[postgres]'",
+        "CausalTokenMiddleware needs psycopg 3: pip install 'readscale[postgres]'",
+        "readscale.flask needs Flask: pip install 'readscale[flask]'",
+    ]

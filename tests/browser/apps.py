@@ -32,7 +32,8 @@ def _fastapi() -> Any:
     from fastapi.responses import PlainTextResponse
     from tests.http.stacks.fastapi_app import app
 
-    from readscale.starlette import HttpPolicy, check_not_modified, http_policy
+    from readscale.http import HttpPolicy
+    from readscale.starlette import check_not_modified, http_policy
 
     @app.get("/news", response_class=PlainTextResponse)
     @http_policy(HttpPolicy.public(NEWS_MAX_AGE))
@@ -54,7 +55,8 @@ def _starlette() -> Any:
     from starlette.routing import Route
     from tests.http.stacks.starlette_app import app
 
-    from readscale.starlette import HttpPolicy, check_not_modified, http_policy
+    from readscale.http import HttpPolicy
+    from readscale.starlette import check_not_modified, http_policy
 
     @http_policy(HttpPolicy.public(NEWS_MAX_AGE))
     async def news(request: Request) -> PlainTextResponse:
@@ -74,7 +76,8 @@ def _flask() -> Any:
     from flask import session
     from tests.http.stacks.flask_app import app
 
-    from readscale.flask import HttpPolicy, check_not_modified, http_policy
+    from readscale.flask import check_not_modified, http_policy
+    from readscale.http import HttpPolicy
 
     @app.get("/news")
     @http_policy(HttpPolicy.public(NEWS_MAX_AGE))
@@ -99,7 +102,8 @@ def _django() -> Any:
     from django.urls import path
     from tests.http.stacks import django_urls
 
-    from readscale.django import HttpPolicy, check_not_modified, http_policy
+    from readscale.django import check_not_modified, http_policy
+    from readscale.http import HttpPolicy
 
     @http_policy(HttpPolicy.public(NEWS_MAX_AGE))
     def news(request: HttpRequest) -> HttpResponse:

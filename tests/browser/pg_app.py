@@ -20,7 +20,8 @@ from starlette.routing import Route
 from tests.http.stacks._repo import SECRET, signer
 
 from readscale import AsyncReplicaRouter, ReplicaSettings
-from readscale.starlette import CausalTokenMiddleware, HttpCacheMiddleware, HttpSettings
+from readscale.http import HttpSettings
+from readscale.starlette import CausalTokenMiddleware, HttpCacheMiddleware
 
 TABLE = "browser_notes"
 _opened: dict[str, AsyncReplicaRouter] = {}

@@ -16,8 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from readscale.http import HttpPolicy, HttpSettings, http_policy
-from readscale.http.asgi import HttpCacheMiddleware, add_tags, check_not_modified
+from readscale.http import HttpPolicy, HttpSettings
+from readscale.starlette import HttpCacheMiddleware, add_tags, check_not_modified, http_policy
 
 hits: Counter[str] = Counter()
 VERSIONS: dict[str, int] = {}

@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
 
+from readscale.django import add_tags, check_not_modified, http_policy
 from readscale.http import HttpPolicy
-from readscale.http.django import add_tags, check_not_modified, http_policy
 
 PUBLIC = HttpPolicy.public(60, edge_max_age=300)
 LANG = HttpPolicy.public(60, edge_max_age=300, vary=("accept-language",))

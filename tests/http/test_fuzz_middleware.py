@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from readscale.http import HttpSettings
-from readscale.http.asgi import HttpCacheMiddleware
+from readscale.starlette import HttpCacheMiddleware
 from tests.http.test_integrations import django_client, flask_client, make_app
 
 FIELDS = [

@@ -92,14 +92,14 @@ async def test_a_membership_test_on_the_headers_is_a_read(client: httpx.AsyncCli
 
 
 def test_flask_behind_the_plain_wsgi_middleware_tracks_its_cookies_too() -> None:
-    """Only readscale.http.wsgi imported (no readscale.flask): a fresh interpreter, since
-    this one has the Flask integration loaded already."""
+    """Only the WSGI middleware imported (not Flask's view helpers): a fresh interpreter,
+    since this one has the Flask integration loaded already."""
     import subprocess
     import sys
 
     script = """
 from flask import Flask, request
-from readscale.http.wsgi import HttpCacheMiddleware
+from readscale.flask import HttpCacheMiddleware
 app = Flask(__name__)
 app.secret_key = "s"
 @app.get("/t")

@@ -9,8 +9,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from readscale.http import HttpMetrics, HttpPolicy, HttpSettings, http_policy
-from readscale.http.asgi import HttpCacheMiddleware, add_tags, check_not_modified, use_policy
+from readscale.http import HttpMetrics, HttpPolicy, HttpSettings
+from readscale.starlette import HttpCacheMiddleware, add_tags, check_not_modified, http_policy, use_policy
 
 PUBLIC = HttpPolicy.public(60, edge_max_age=300)
 LANG = HttpPolicy.public(60, edge_max_age=300, vary=("accept-language",))
@@ -175,8 +175,8 @@ async def test_asgi_preconditions() -> None:
 def flask_client():  # type: ignore[no-untyped-def]
     from flask import Flask, request
 
-    from readscale.http import flask as rs_flask
-    from readscale.http.wsgi import HttpCacheMiddleware as WsgiMiddleware
+    import readscale.flask as rs_flask
+    from readscale.flask import HttpCacheMiddleware as WsgiMiddleware
 
     app = Flask("readscale-test")
 

@@ -17,10 +17,9 @@ from starlette.routing import Route
 from readscale import TokenSigner
 from readscale._core.replicas.causal import CausalToken
 from readscale.demo.browser import MemoryStorage
-from readscale.http import HttpPolicy, HttpSettings, http_policy
-from readscale.http.asgi import HttpCacheMiddleware, check_not_modified
-from readscale.replicas import current_context
-from readscale.replicas.asgi import DEFAULT_COOKIE, CausalTokenMiddleware
+from readscale.http import HttpPolicy, HttpSettings
+from readscale.replicas import DEFAULT_COOKIE, current_context
+from readscale.starlette import CausalTokenMiddleware, HttpCacheMiddleware, check_not_modified, http_policy
 
 SIGNER = TokenSigner(b"issue 13 regression secret, long enough")
 GREETING = {"fr": "bonjour", "de": "hallo", "en": "hello"}
@@ -248,8 +247,8 @@ async def test_fastapi_public_routes_stay_public_for_anonymous_readers_with_cook
 def test_flask_with_sessions_keeps_public_pages_public_without_vary_on_every_field() -> None:
     from flask import Flask, session
 
-    from readscale.http import flask as rs_flask
-    from readscale.http.wsgi import HttpCacheMiddleware as WsgiMiddleware
+    import readscale.flask as rs_flask
+    from readscale.flask import HttpCacheMiddleware as WsgiMiddleware
 
     app = Flask("sessions-on")
     app.secret_key = "k" * 32

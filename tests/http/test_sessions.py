@@ -23,7 +23,8 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from readscale.starlette import HttpCacheMiddleware, HttpPolicy, HttpSettings, http_policy
+from readscale.http import HttpPolicy, HttpSettings
+from readscale.starlette import HttpCacheMiddleware, http_policy
 
 
 @http_policy(HttpPolicy.public(60))

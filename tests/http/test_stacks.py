@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from readscale.replicas import asgi as causal_asgi
+import readscale.starlette as causal_asgi
 from readscale.replicas._carry import _Once
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from readscale.errors import ConfigurationError, PurgeError
+from readscale.http import AssetManifest
 from readscale.http.purge import (
     AsyncRecordingPurger,
     CloudflarePurger,
@@ -19,8 +20,10 @@ from readscale.http.purge import (
     VarnishPurger,
     prewarm,
 )
-from readscale.http.static import IMMUTABLE, AssetManifest, StaticAssets
+from readscale.starlette import StaticAssets
 from tests.http.conftest import Edge
+
+IMMUTABLE = "public, max-age=31536000, immutable"  # a hashed asset: one year, never revalidated
 
 
 def build_assets(root: Path) -> AssetManifest:

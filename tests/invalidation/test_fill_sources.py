@@ -25,7 +25,7 @@ from readscale._core.postgres.lsn import parse_lsn
 from readscale._sync.backends.redis import RedisBackend
 from readscale._sync.cache.cache import Cache
 from readscale.cache import report_primary_read
-from readscale.replicas.sqlalchemy import routing_sessionmaker
+from readscale.sqlalchemy import routing_sessionmaker
 from readscale.stack import Stack
 from tests.replica_helpers import restore_replicas, router_settings
 

@@ -17,9 +17,9 @@ from starlette.routing import Route
 
 from readscale import AsyncReplicaRouter, TokenSigner
 from readscale._core.replicas.causal import CausalToken
-from readscale.replicas import current_context
-from readscale.replicas.asgi import DEFAULT_COOKIE, CausalTokenMiddleware
+from readscale.replicas import DEFAULT_COOKIE, current_context
 from readscale.stack import Stack
+from readscale.starlette import CausalTokenMiddleware
 from tests.replica_helpers import restore_replicas, router_settings
 
 SIGNER = TokenSigner(b"test secret for the asgi middleware")

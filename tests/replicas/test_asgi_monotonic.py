@@ -21,9 +21,9 @@ from starlette.routing import Route
 
 from readscale import AsyncReplicaRouter, TokenSigner
 from readscale.replicas._carry import Persist
-from readscale.replicas.asgi import CausalTokenMiddleware
-from readscale.replicas.sqlalchemy import async_routing_sessionmaker
+from readscale.sqlalchemy import async_routing_sessionmaker
 from readscale.stack import Stack
+from readscale.starlette import CausalTokenMiddleware
 from tests.replica_helpers import (
     GAP,
     LATE,

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from readscale import AsyncReplicaRouter, ReplicaRouter, causal_context
-from readscale.replicas.sqlalchemy import RoutingSession, async_routing_sessionmaker, routing_sessionmaker
+from readscale.sqlalchemy import RoutingSession, async_routing_sessionmaker, routing_sessionmaker
 from readscale.stack import Stack
 from tests.replica_helpers import (
     GAP,

@@ -14,8 +14,8 @@ from sqlalchemy import create_engine, text
 from werkzeug.test import Client
 
 from readscale import ReplicaRouter, TokenSigner
-from readscale.replicas.sqlalchemy import routing_sessionmaker
-from readscale.replicas.wsgi import CausalTokenMiddleware
+from readscale.flask import CausalTokenMiddleware
+from readscale.sqlalchemy import routing_sessionmaker
 from readscale.stack import Stack
 from tests.replica_helpers import (
     LATE,

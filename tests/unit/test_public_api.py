@@ -59,32 +59,73 @@ def test_every_public_module_exports_what_the_readme_names() -> None:
             assert name in module.__all__ and getattr(module, name) is not None, f"{module_name}.{name}"
 
 
-#: Names still listed by a framework facade (readscale.starlette, .flask, .django,
-#: .sqlalchemy) and by the module it re-exports, until the framework modules become the
-#: names' one home (docs/architecture.md §7.4). The list only shrinks: an entry that is no
-#: longer listed twice fails the test below.
-FRAMEWORK_PENDING = {
-    "CausalTokenMiddleware", "DEFAULT_COOKIE", "HttpCacheMiddleware", "HttpMetrics", "HttpPolicy", "HttpSettings",
-    "ReplicaDatabaseRouter", "RoutingSession", "add_tags", "async_routing_sessionmaker", "check_not_modified",
-    "http_policy", "replica_settings", "routing_sessionmaker", "shared_router", "use_policy",
-}  # fmt: skip
+#: The framework modules (docs/architecture.md §7.4): each is the one path for its own
+#: framework's names, so the same name (``HttpCacheMiddleware``, ``http_policy``...) is
+#: listed once per framework, each time for that framework's own object.
+FRAMEWORKS = {"readscale.starlette", "readscale.flask", "readscale.django", "readscale.sqlalchemy"}
 
 
-def test_every_public_name_is_listed_once() -> None:
+def public_listings() -> dict[str, list[tuple[str, object]]]:
+    """Every name of every public module's ``__all__``: name -> [(module, object)]."""
     import importlib
     import pkgutil
     from collections import defaultdict
 
-    homes: dict[str, list[str]] = defaultdict(list)
+    homes: dict[str, list[tuple[str, object]]] = defaultdict(list)
     for name in readscale.__all__:
-        homes[name].append("readscale")
+        homes[name].append(("readscale", getattr(readscale, name)))
     tools = ("stack", "bench", "demo", "report", "testing", "cli")
     for info in pkgutil.walk_packages(readscale.__path__, "readscale."):
         parts = info.name.split(".")[1:]
         if parts[0] in tools or any(part.startswith("_") for part in parts):
             continue
-        for name in getattr(importlib.import_module(info.name), "__all__", ()):
-            homes[name].append(info.name)
-    twice = {name: where for name, where in homes.items() if len(where) > 1}
-    assert set(twice) - FRAMEWORK_PENDING == set(), {n: twice[n] for n in set(twice) - FRAMEWORK_PENDING}
-    assert FRAMEWORK_PENDING - set(twice) == set(), "listed once now: remove from FRAMEWORK_PENDING"
+        module = importlib.import_module(info.name)
+        for name in getattr(module, "__all__", ()):
+            homes[name].append((info.name, getattr(module, name)))
+    return homes
+
+
+def test_every_public_name_is_listed_once() -> None:
+    twice = {
+        name: [where for where, _ in listed]
+        for name, listed in public_listings().items()
+        if len(listed) > 1
+        and not (
+            {where for where, _ in listed} <= FRAMEWORKS  # one per framework module
+            and len({id(obj) for _, obj in listed}) == len(listed)  # each its own object
+        )
+    }
+    assert twice == {}, twice
+
+
+def test_every_public_object_has_one_path() -> None:
+    # Under any name: a class or function re-exported by a second face is a second path.
+    paths: dict[int, list[str]] = {}
+    for name, listed in public_listings().items():
+        for where, obj in listed:
+            if callable(obj) or isinstance(obj, type):
+                paths.setdefault(id(obj), []).append(f"{where}.{name}")
+    assert [p for p in paths.values() if len(p) > 1] == []
+
+
+def test_the_framework_modules_are_the_only_path_to_framework_names() -> None:
+    import importlib
+
+    import readscale.http
+    import readscale.replicas
+
+    old = ("readscale.http.asgi", "readscale.http.wsgi", "readscale.http.flask", "readscale.http.django",
+           "readscale.http.static", "readscale.replicas.asgi", "readscale.replicas.wsgi",
+           "readscale.replicas.django", "readscale.replicas.sqlalchemy")  # fmt: skip
+    for path in old:  # pre-1.0: no shims (§12)
+        try:
+            importlib.import_module(path)
+        except ModuleNotFoundError:
+            continue
+        raise AssertionError(f"{path} still imports")
+    framework_names = {"HttpCacheMiddleware", "CausalTokenMiddleware", "http_policy", "add_tags", "use_policy",
+                       "check_not_modified", "StaticAssets", "ReplicaDatabaseRouter",
+                       "routing_sessionmaker"}  # fmt: skip
+    assert framework_names.isdisjoint(readscale.http.__all__)
+    assert framework_names.isdisjoint(readscale.replicas.__all__)
+    assert framework_names.isdisjoint(readscale.__all__)

@@ -234,7 +234,7 @@ def test_mask_dsn_and_check_dsn_take_any_text(text: str) -> None:
 
 
 def test_django_databases_carry_their_credentials_and_tls_options_to_the_router() -> None:
-    from readscale.replicas.django import replica_settings
+    from readscale.django import replica_settings
 
     def database(host: str) -> dict[str, Any]:
         return {

@@ -17,9 +17,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from readscale.http import HttpPolicy, HttpSettings, http_policy
-from readscale.http.asgi import HttpCacheMiddleware
-from readscale.http.static import AssetManifest, StaticAssets
+from readscale.http import AssetManifest, HttpPolicy, HttpSettings
+from readscale.starlette import HttpCacheMiddleware, StaticAssets, http_policy
 
 PAYLOAD = {"id": 0, "name": "item", "price": 1234, "tags": ["a", "b", "c"], "text": "x" * 400}
 
@@ -157,11 +156,11 @@ def _django_page() -> object:
             USE_TZ=True,
             SESSION_ENGINE="django.contrib.sessions.backends.signed_cookies",
             MIDDLEWARE=[
-                "readscale.http.django.HttpCacheMiddleware",
+                "readscale.django.HttpCacheMiddleware",
                 "django.contrib.sessions.middleware.SessionMiddleware",
                 "django.middleware.common.CommonMiddleware",
                 "django.middleware.csrf.CsrfViewMiddleware",
-                "readscale.replicas.django.CausalTokenMiddleware",
+                "readscale.django.CausalTokenMiddleware",
             ],
             READSCALE_HTTP=HttpSettings(edge="varnish", framework_reads={"user-agent"}),
             READSCALE_TOKEN_SECRET=_SECRET,

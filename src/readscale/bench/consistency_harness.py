@@ -45,7 +45,7 @@ import psycopg
 from readscale._core.consistency.history import PROPERTIES, ReadOp, Verdict, WriteOp, check_history
 from readscale.bench.consistency_scenario import CACHE_APIS, WB_API, Fault, Scenario, claims_for, mode_for
 from readscale.bench.consistency_service import CONFIG_ENV, ServiceConfig
-from readscale.replicas.asgi import DEFAULT_COOKIE
+from readscale.replicas import DEFAULT_COOKIE
 from readscale.stack import Stack
 
 L2_NODE = "consistency-redis"

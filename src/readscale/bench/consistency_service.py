@@ -7,7 +7,7 @@ session's requests to any of them (a session's causal token travels in its cooki
 browser's would). One process hosts two applications sharing one domain and one token
 secret:
 
-- a Starlette app behind :class:`readscale.replicas.asgi.CausalTokenMiddleware`:
+- a Starlette app behind :class:`readscale.starlette.CausalTokenMiddleware`:
   ``POST /w`` writes a row (``router.write()``) and invalidates every cached copy of it
   (``cache.invalidate`` with the commit's LSN, ``invalidate_tags``, the ``@cached``
   function's ``invalidate``), or leaves that to the CDC worker; ``GET /r`` reads the row's
@@ -147,7 +147,7 @@ def _configure_django(config: ServiceConfig) -> Any:
     import django
     from django.conf import settings
 
-    from readscale.replicas.django import replica_settings
+    from readscale.django import replica_settings
 
     databases = {}
     for alias, dsn in {"default": config.primary, **config.replicas}.items():
@@ -165,13 +165,13 @@ def _configure_django(config: ServiceConfig) -> Any:
         USE_TZ=True,
         INSTALLED_APPS=["readscale.bench"],
         DATABASES=databases,
-        DATABASE_ROUTERS=["readscale.replicas.django.ReplicaDatabaseRouter"],
+        DATABASE_ROUTERS=["readscale.django.ReplicaDatabaseRouter"],
         READSCALE_REPLICA_SETTINGS=replica_settings(
             databases, replicas=list(config.replicas), wait_budget=config.wait_budget, max_pool_size=4
         ),
         READSCALE_TOKEN_SECRET=config.secret,
         READSCALE_TOKEN_SECURE=False,
-        MIDDLEWARE=["readscale.replicas.django.CausalTokenMiddleware"],
+        MIDDLEWARE=["readscale.django.CausalTokenMiddleware"],
         ROOT_URLCONF=__name__,
         LOGGING_CONFIG=None,
     )
@@ -238,7 +238,7 @@ class Service:
             RedisSettings,
             ReplicaSettings,
         )
-        from readscale.replicas.sqlalchemy import async_routing_sessionmaker
+        from readscale.sqlalchemy import async_routing_sessionmaker
 
         config = self.config
         self.router = AsyncReplicaRouter(
@@ -602,7 +602,7 @@ def build(config: ServiceConfig) -> Any:
     from django.core.asgi import get_asgi_application
 
     from readscale._core.replicas.causal import TokenSigner
-    from readscale.replicas.asgi import CausalTokenMiddleware
+    from readscale.starlette import CausalTokenMiddleware
 
     django_app = get_asgi_application()
     starlette_app = CausalTokenMiddleware(_starlette_app(service), signer=TokenSigner(config.secret), secure=False)

@@ -190,7 +190,7 @@ def run(*, rounds: int, quick: bool, progress: Callable[[str], None]) -> BenchRe
         managed.start()
         bare.start()
         stack.up(StackConfig(postgres=False, redis=False, varnish=True, varnish_backend=managed.url))
-        from readscale.http.static import AssetManifest
+        from readscale.http import AssetManifest
 
         blob = AssetManifest.build(static).url("blob.bin")
         edge = stack.varnish.url

@@ -58,10 +58,8 @@ from readscale import (
 from readscale.backends import AsyncRedisBackend
 from readscale.demo import schema
 from readscale.errors import CacheUnavailableError, PrimaryUnavailableError
-from readscale.http import HttpPolicy, HttpSettings, http_policy
-from readscale.http.asgi import HttpCacheMiddleware, add_tags
-from readscale.http.static import AssetManifest, StaticAssets
-from readscale.replicas.asgi import CausalTokenMiddleware
+from readscale.http import AssetManifest, HttpPolicy, HttpSettings
+from readscale.starlette import CausalTokenMiddleware, HttpCacheMiddleware, StaticAssets, add_tags, http_policy
 from readscale.writebehind import WriteBehindSettings
 
 #: Which node served the database read of the current request (None: no read).

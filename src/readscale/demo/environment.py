@@ -213,7 +213,7 @@ class DemoEnvironment:
         raise StackError(f"{url} did not answer within {timeout:.0f}s")
 
     def static_urls(self) -> tuple[str, ...]:
-        from readscale.http.static import AssetManifest
+        from readscale.http import AssetManifest
 
         manifest = AssetManifest.build(self.static_dir)
         return tuple(sorted(manifest.url(name) for name in ("app.css", "app.js")))

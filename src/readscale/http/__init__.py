@@ -1,16 +1,18 @@
 """HTTP caching for Python web apps: policies, validators, 304s, Vary, purge, static assets.
 
-Framework integrations live in submodules, each importing its framework only when used:
+This module holds what every framework shares: the policies and settings
+(:class:`HttpPolicy`, :class:`HttpSettings`), the middleware's counters
+(:class:`HttpMetrics`), validators and header parsers, fingerprinted static assets
+(:class:`AssetManifest`) and :func:`render_vcl` (the package's Varnish VCL,
+``readscale.vcl``, aimed at your backend). The edge purgers are in
+:mod:`readscale.http.purge`.
 
-- :mod:`readscale.http.asgi`: Starlette / FastAPI middleware and handler helpers.
-- :mod:`readscale.http.wsgi`: WSGI middleware (Flask and any WSGI app).
-- :mod:`readscale.http.flask`: the Flask view decorator and helpers.
-- :mod:`readscale.http.django`: Django middleware, decorator and helpers.
-- :mod:`readscale.http.static`: fingerprinted static assets (``immutable``).
-- :mod:`readscale.http.purge`: edge purgers (Varnish, Fastly, Cloudflare), the purge
-  queue that sends after commit, and prewarming.
-- :func:`render_vcl` (here): the package's Varnish VCL (``readscale.vcl``, see
-  ``readscale.http.varnish``) aimed at your backend.
+The middleware, ``http_policy`` and the helpers a handler calls are in the framework
+modules, each importing its framework only when used:
+
+- :mod:`readscale.starlette`: Starlette, FastAPI and any ASGI app (and ``StaticAssets``);
+- :mod:`readscale.flask`: Flask and any WSGI app;
+- :mod:`readscale.django`: Django.
 
 The policy itself is pure and lives in :mod:`readscale._core.http`; its public names
 are re-exported here.
@@ -35,12 +37,14 @@ from readscale._core.http import (
     version_etag,
     wire_tag,
 )
-from readscale.http._context import HttpMetrics, http_policy
+from readscale.http._context import HttpMetrics
+from readscale.http._static import AssetManifest
 from readscale.http.varnish import render_vcl
 
 __all__ = [
     "DEFAULT_POLICY",
     "ONE_YEAR",
+    "AssetManifest",
     "CacheControl",
     "CacheStatus",
     "EntityTag",
@@ -49,7 +53,6 @@ __all__ = [
     "HttpSettings",
     "append_cache_status",
     "format_http_date",
-    "http_policy",
     "parse_cache_control",
     "parse_cache_status",
     "parse_entity_tag",

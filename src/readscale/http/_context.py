@@ -117,15 +117,13 @@ def to_epoch(value: object) -> int:
     raise ConfigurationError(f"last_modified_from takes an aware datetime or epoch seconds, not {type(value).__name__}")
 
 
-def http_policy(policy: HttpPolicy | None = None, /, **kwargs: Any) -> Callable[[F], F]:
-    """Declare the caching policy of an endpoint (Starlette, FastAPI, Django views).
-
-    ``@http_policy(HttpPolicy.public(60, edge_max_age=300, tags=("catalog",)))`` or
-    ``@http_policy(visibility="public", max_age=60)``. The function is returned
-    unchanged (its signature stays intact for FastAPI); the middleware finds the
-    policy on the endpoint the router matched. For Flask views use
-    :func:`readscale.http.flask.http_policy`, which also works without routing hooks.
-    """
+def policy_marker(policy: HttpPolicy | None, kwargs: dict[str, Any]) -> Callable[[F], F]:
+    """The decorator behind the ``http_policy`` of the ASGI and Django modules
+    (``@http_policy(HttpPolicy.public(60))`` or ``@http_policy(visibility="public",
+    max_age=60)``): it marks the function with its policy and returns it unchanged (its
+    signature stays intact for FastAPI); the middleware finds the policy on the endpoint
+    the router matched. Flask's ``http_policy`` wraps the view instead, since Flask has
+    no routing hook the middleware could read."""
     if policy is not None and kwargs:
         raise ConfigurationError("pass an HttpPolicy or keyword arguments, not both")
     chosen = policy if policy is not None else HttpPolicy(**kwargs)

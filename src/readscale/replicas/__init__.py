@@ -13,13 +13,14 @@ Reads go to a replica only once it has replayed the session's causal token (chec
 a guard before the read's snapshot), wait a little for one to catch up, and fall back
 to the primary behind a rate limit. Per read: ``SESSION`` (default), ``LATEST``,
 ``BoundedStaleness(seconds)``, or the classic ``TimeWindow(2.0)``. Carry the token
-across requests with :mod:`readscale.replicas.asgi` (or the Django middleware), and
+across requests with the ``CausalTokenMiddleware`` of :mod:`readscale.starlette`,
+:mod:`readscale.flask` or :mod:`readscale.django` (cookie :data:`DEFAULT_COOKIE`), and
 across jobs and services with :func:`dump_token` / :func:`load_token`.
 
 The day-one names (the routers, ``ReplicaSettings``, the read modes, ``causal_context``,
 ``TokenSigner``, ``dump_token``, ``load_token``) are on ``readscale``; this module holds
 the rest (the token's types, ``Session``/``Latest``, health and protection settings,
-``ReplicaStatus``, ``RouterStats``, ``TOKEN_HEADER``, ``use_mode``). The routers need
+``ReplicaStatus``, ``RouterStats``, ``TOKEN_HEADER``, ``DEFAULT_COOKIE``, ``use_mode``). The routers need
 psycopg (``pip install 'readscale[postgres]'``); the tokens, the context and the
 middleware do not.
 """
@@ -32,8 +33,10 @@ from readscale._core.replicas.health import ReplicaStatus
 from readscale._core.replicas.settings import PRIMARY, HealthPolicy, Latest, PrimaryProtection, ReadMode, Session
 from readscale._shared.replicas.causal_context import TOKEN_HEADER, CausalContext, current_context, use_mode
 from readscale._shared.replicas.topology import RouterStats
+from readscale.replicas._carry import DEFAULT_COOKIE
 
 __all__ = [
+    "DEFAULT_COOKIE",
     "PRIMARY",
     "TOKEN_HEADER",
     "CarriedToken",

@@ -28,6 +28,7 @@ from readscale._shared.replicas.causal_context import CausalContext
 from readscale.errors import ConfigurationError
 
 __all__ = [
+    "DEFAULT_COOKIE",
     "PERSIST_MODES",
     "Persist",
     "Restored",
@@ -38,6 +39,9 @@ __all__ = [
     "stores_token",
     "update",
 ]
+
+#: The cookie every token middleware (ASGI, WSGI, Django) reads and writes by default.
+DEFAULT_COOKIE = "readscale_token"
 
 Persist = Literal["session", "advance", "write"]
 PERSIST_MODES = ("session", "advance", "write")

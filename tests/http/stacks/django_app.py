@@ -10,15 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 # --- snippet: django-settings ---
-from readscale.django import HttpSettings
+from readscale.http import HttpSettings
 from tests.http.stacks._repo import SECRET, repo
 
 MIDDLEWARE = [
-    "readscale.http.django.HttpCacheMiddleware",  # first: outermost, sees every Set-Cookie
+    "readscale.django.HttpCacheMiddleware",  # first: outermost, sees every Set-Cookie
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "readscale.replicas.django.CausalTokenMiddleware",  # READSCALE_TOKEN_SECURE: "auto" by default
+    "readscale.django.CausalTokenMiddleware",  # READSCALE_TOKEN_SECURE: "auto" by default
 ]
 # CommonMiddleware reads User-Agent on every request (Django's cookie reads, sessions and CSRF, are
 # recognised). A view that touches the session gets Django's own Vary: Cookie: private to its user.

@@ -7,7 +7,8 @@ from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 
 # --- snippet: django-views ---
-from readscale.django import HttpPolicy, check_not_modified, http_policy
+from readscale.django import check_not_modified, http_policy
+from readscale.http import HttpPolicy
 from tests.http import django_urls as integration_urls
 from tests.http.stacks._repo import repo
 

@@ -8,14 +8,8 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 
 # --- snippet: fastapi ---
-from readscale.starlette import (
-    CausalTokenMiddleware,
-    HttpCacheMiddleware,
-    HttpPolicy,
-    HttpSettings,
-    check_not_modified,
-    http_policy,
-)
+from readscale.http import HttpPolicy, HttpSettings
+from readscale.starlette import CausalTokenMiddleware, HttpCacheMiddleware, check_not_modified, http_policy
 from tests.http.stacks._repo import SECRET, repo, signer
 
 app = FastAPI()

@@ -5,14 +5,8 @@ from __future__ import annotations
 from flask import Flask, request, session, url_for
 
 # --- snippet: flask ---
-from readscale.flask import (
-    CausalTokenMiddleware,
-    HttpCacheMiddleware,
-    HttpPolicy,
-    HttpSettings,
-    check_not_modified,
-    http_policy,
-)
+from readscale.flask import CausalTokenMiddleware, HttpCacheMiddleware, check_not_modified, http_policy
+from readscale.http import HttpPolicy, HttpSettings
 from tests.http.stacks._repo import SECRET, repo, signer
 
 app = Flask(__name__)

@@ -9,14 +9,8 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 # --- snippet: starlette ---
-from readscale.starlette import (
-    CausalTokenMiddleware,
-    HttpCacheMiddleware,
-    HttpPolicy,
-    HttpSettings,
-    check_not_modified,
-    http_policy,
-)
+from readscale.http import HttpPolicy, HttpSettings
+from readscale.starlette import CausalTokenMiddleware, HttpCacheMiddleware, check_not_modified, http_policy
 from tests.http.stacks._repo import SECRET, repo, signer
 
 

@@ -29,7 +29,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import path
 
-from readscale.replicas.django import replica_settings
+from readscale.django import replica_settings
 
 PORTS: dict[str, int] = json.loads(os.environ["RS_PORTS"])
 DATABASES = {
@@ -95,13 +95,13 @@ settings.configure(
     USE_TZ=True,
     INSTALLED_APPS=["tests.replicas.djangoapp"],
     DATABASES=DATABASES,
-    DATABASE_ROUTERS=["readscale.replicas.django.ReplicaDatabaseRouter"],
+    DATABASE_ROUTERS=["readscale.django.ReplicaDatabaseRouter"],
     READSCALE_REPLICA_SETTINGS=replica_settings(
         DATABASES, replicas=["r1", "r2"], wait_budget=1.0, seed=1, max_pool_size=20, poll_interval=0.05
     ),
     READSCALE_TOKEN_SECRET="a django test secret, long enough",
     READSCALE_TOKEN_SECURE=False,
-    MIDDLEWARE=["readscale.replicas.django.CausalTokenMiddleware"],
+    MIDDLEWARE=["readscale.django.CausalTokenMiddleware"],
     ROOT_URLCONF=__name__,
 )
 django.setup()
@@ -110,7 +110,7 @@ from django.db import connections, transaction  # noqa: E402
 from django.test import Client  # noqa: E402
 
 from readscale import causal_context  # noqa: E402
-from readscale.replicas.django import shared_router  # noqa: E402
+from readscale.django import shared_router  # noqa: E402
 from tests.replica_helpers import LATE, Targets, monotonic_sessions_in_threads  # noqa: E402
 
 

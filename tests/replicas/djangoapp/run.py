@@ -16,7 +16,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import path
 
-from readscale.replicas.django import replica_settings
+from readscale.django import replica_settings
 
 PORTS: dict[str, int] = json.loads(os.environ["RS_PORTS"])
 DATABASES = {
@@ -53,14 +53,14 @@ settings.configure(
     USE_TZ=True,
     INSTALLED_APPS=["tests.replicas.djangoapp"],
     DATABASES=DATABASES,
-    DATABASE_ROUTERS=["readscale.replicas.django.ReplicaDatabaseRouter"],
+    DATABASE_ROUTERS=["readscale.django.ReplicaDatabaseRouter"],
     READSCALE_REPLICA_SETTINGS=replica_settings(DATABASES, replicas=["r1", "r2"], wait_budget=0.05, seed=1),
     READSCALE_TOKEN_SECRET="a django test secret, long enough",
     READSCALE_TOKEN_SECURE=False,
     # Replacing a bad token with a live one after a read is what "advance" stores; the
     # default ("session") only clears it (tests/http/test_stacks.py covers the default).
     READSCALE_TOKEN_PERSIST="advance",
-    MIDDLEWARE=["readscale.replicas.django.CausalTokenMiddleware"],
+    MIDDLEWARE=["readscale.django.CausalTokenMiddleware"],
     ROOT_URLCONF=__name__,
 )
 django.setup()
@@ -69,8 +69,8 @@ from django.db import connections, router, transaction  # noqa: E402
 from django.test import Client  # noqa: E402
 
 from readscale import TokenSigner, causal_context  # noqa: E402
+from readscale.django import shared_router  # noqa: E402
 from readscale.replicas import CausalToken  # noqa: E402
-from readscale.replicas.django import shared_router  # noqa: E402
 from tests.replicas.djangoapp.models import Item  # noqa: E402
 
 

@@ -1,4 +1,5 @@
-"""Flask: a view decorator and helpers, on top of :mod:`readscale.http.wsgi`'s middleware.
+"""Flask: a view decorator and helpers, on top of the WSGI middleware
+(``readscale.flask.HttpCacheMiddleware``).
 
 ::
 
@@ -22,7 +23,7 @@ from typing import Any, TypeVar
 
 from readscale._core.http import HttpPolicy
 from readscale.errors import ConfigurationError
-from readscale.http import wsgi
+from readscale.flask import _wsgi as wsgi
 from readscale.http._context import CONTEXT_KEY, POLICY_ATTR, HttpContext
 from readscale.http._tracker import tracking_cookies
 
@@ -31,7 +32,7 @@ try:
     from flask.signals import request_started
     from werkzeug.exceptions import HTTPException
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError("readscale.http.flask needs Flask: pip install 'readscale[flask]'") from exc
+    raise ImportError("readscale.flask needs Flask: pip install 'readscale[flask]'") from exc
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -35,7 +35,7 @@ from readscale._core.http import (
     parse_conditionals,
 )
 from readscale.errors import ConfigurationError, HeaderError
-from readscale.http._context import CONTEXT_KEY, HttpContext, HttpMetrics, policy_of
+from readscale.http._context import CONTEXT_KEY, F, HttpContext, HttpMetrics, policy_marker, policy_of
 from readscale.http._engine import bad_request, finish
 from readscale.http._tracker import _NAMES as _tracked_names
 from readscale.http._tracker import current, stop_tracking, track_reads, tracked, tracking_cookies
@@ -287,6 +287,14 @@ async def _send_whole(send: Send, status: int, headers: list[tuple[str, str]], b
 
 
 # -- helpers for handlers ---------------------------------------------------------------
+
+
+def http_policy(policy: HttpPolicy | None = None, /, **kwargs: Any) -> Callable[[F], F]:
+    """Declare an endpoint's caching policy: ``@http_policy(HttpPolicy.public(60))`` or
+    ``@http_policy(visibility="public", max_age=60)``. The function is returned unchanged
+    (its signature stays intact for FastAPI); the middleware finds the policy on the
+    endpoint the router matched."""
+    return policy_marker(policy, kwargs)
 
 
 def _context(request: Any) -> HttpContext:

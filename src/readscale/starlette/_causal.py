@@ -19,7 +19,7 @@ has a token, so anonymous readers get no cookie and their public pages stay shar
 ``"advance"`` always; ``"write"`` never. ``secure="auto"`` (default) marks the cookie
 Secure over https only: a Secure cookie set over http is dropped by every client.
 The token is stored when the response starts, so a streaming body's later reads cannot
-move it. Put :class:`~readscale.http.asgi.HttpCacheMiddleware` outside this one: it
+move it. Put :class:`~readscale.starlette.HttpCacheMiddleware` outside this one: it
 sees the Set-Cookie and never lets a shared cache keep that response.
 """
 
@@ -33,6 +33,7 @@ from readscale._core.replicas.causal import TokenSigner
 from readscale._shared.replicas.causal_context import TOKEN_HEADER, causal_context, settle_context_async
 from readscale.errors import ConfigurationError
 from readscale.replicas._carry import (
+    DEFAULT_COOKIE,
     Persist,
     Secure,
     TokenUpdate,
@@ -43,7 +44,7 @@ from readscale.replicas._carry import (
     update,
 )
 
-__all__ = ["DEFAULT_COOKIE", "CausalTokenMiddleware"]
+__all__ = ["CausalTokenMiddleware"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -51,7 +52,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-DEFAULT_COOKIE = "readscale_token"
 _COOKIE_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`|~")
 
 

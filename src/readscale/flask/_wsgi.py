@@ -6,8 +6,8 @@ Wrap the outermost WSGI callable, outside any compressor::
 
 The environ handed to the app records which ``HTTP_*`` fields are read (Vary); the
 body is buffered up to ``etag_max_bytes`` to derive a strong ETag; a malformed
-If-None-Match is a 400. Per-view policies come from :mod:`readscale.http.flask`'s
-decorator or :func:`use_policy` on the environ.
+If-None-Match is a 400. Per-view policies come from Flask's
+decorator (``readscale.flask.http_policy``) or :func:`use_policy` on the environ.
 """
 
 from __future__ import annotations
@@ -94,9 +94,9 @@ class HttpCacheMiddleware:
         self.settings = settings or HttpSettings()
         self.metrics = metrics or HttpMetrics()
         if importlib.util.find_spec("flask") is not None:
-            # Flask caches its parsed cookies on the request: readscale.http.flask tracks
+            # Flask caches its parsed cookies on the request: readscale.flask._views tracks
             # lookups in them once the session is open, even if only this module is used.
-            importlib.import_module("readscale.http.flask")
+            importlib.import_module("readscale.flask._views")
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         try:

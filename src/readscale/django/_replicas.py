@@ -2,12 +2,12 @@
 that carries the causal token from one request of a session to the next.
 
     # settings.py
-    from readscale.replicas.django import replica_settings
+    from readscale.django import replica_settings
     DATABASES = {"default": {...primary...}, "r1": {...}, "r2": {...}}
-    DATABASE_ROUTERS = ["readscale.replicas.django.ReplicaDatabaseRouter"]
+    DATABASE_ROUTERS = ["readscale.django.ReplicaDatabaseRouter"]
     READSCALE_REPLICA_SETTINGS = replica_settings(DATABASES, primary="default", replicas=["r1", "r2"])
     READSCALE_TOKEN_SECRET = env("READSCALE_TOKEN_SECRET")     # for the middleware
-    MIDDLEWARE = [..., "readscale.replicas.django.CausalTokenMiddleware", ...]
+    MIDDLEWARE = [..., "readscale.django.CausalTokenMiddleware", ...]
 
 Rules of :class:`ReplicaDatabaseRouter`:
 
@@ -46,7 +46,7 @@ try:
     from django.db.backends.signals import connection_created
     from django.http import HttpRequest, HttpResponseBase
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError("readscale.replicas.django needs Django: pip install 'readscale[django]'") from exc
+    raise ImportError("readscale.django needs Django: pip install 'readscale[django]'") from exc
 
 from psycopg.conninfo import make_conninfo
 
@@ -57,6 +57,7 @@ from readscale._shared.replicas.causal_context import TOKEN_HEADER, causal_conte
 from readscale._sync.replicas.router import ReplicaRouter
 from readscale.errors import ConfigurationError
 from readscale.replicas._carry import (
+    DEFAULT_COOKIE,
     Persist,
     Restored,
     Secure,
@@ -137,7 +138,7 @@ def shared_router() -> ReplicaRouter:
                 configured = getattr(django_settings, "READSCALE_REPLICA_SETTINGS", None)
                 if not isinstance(configured, ReplicaSettings):
                     raise ConfigurationError(
-                        "set READSCALE_REPLICA_SETTINGS = readscale.replicas.django.replica_settings(DATABASES, ...)"
+                        "set READSCALE_REPLICA_SETTINGS = readscale.django.replica_settings(DATABASES, ...)"
                     )
                 router = ReplicaRouter(configured)
                 router.open()
@@ -186,7 +187,7 @@ class _ReadTracker:
 
 
 class ReplicaDatabaseRouter:
-    """``DATABASE_ROUTERS = ["readscale.replicas.django.ReplicaDatabaseRouter"]``."""
+    """``DATABASE_ROUTERS = ["readscale.django.ReplicaDatabaseRouter"]``."""
 
     def __init__(self) -> None:
         self.primary: str = getattr(django_settings, "READSCALE_PRIMARY_ALIAS", "default")
@@ -268,7 +269,7 @@ class CausalTokenMiddleware:
     Secure exactly when ``request.is_secure()``; ``True`` with ``DEBUG`` is warned about
     at startup, since the development server speaks plain http and clients drop a Secure
     cookie there), ``READSCALE_TOKEN_PERSIST`` (``"session"`` by default, ``"advance"``
-    or ``"write"``: see :mod:`readscale.replicas.asgi`).
+    or ``"write"``: see :class:`readscale.starlette.CausalTokenMiddleware`).
     """
 
     sync_capable = True
@@ -280,7 +281,7 @@ class CausalTokenMiddleware:
             raise ConfigurationError("CausalTokenMiddleware needs READSCALE_TOKEN_SECRET in the Django settings")
         self.get_response = get_response
         self.signer = TokenSigner(secret)
-        self.cookie_name: str = getattr(django_settings, "READSCALE_TOKEN_COOKIE", "readscale_token")
+        self.cookie_name: str = getattr(django_settings, "READSCALE_TOKEN_COOKIE", DEFAULT_COOKIE)
         self.secure: Secure = getattr(django_settings, "READSCALE_TOKEN_SECURE", "auto")
         persist = getattr(django_settings, "READSCALE_TOKEN_PERSIST", "session")
         try:

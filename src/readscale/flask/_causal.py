@@ -1,5 +1,6 @@
 """WSGI middleware (Flask, and any WSGI app) that carries the causal token from one
-request of a session to the next: the twin of :mod:`readscale.replicas.asgi`.
+request of a session to the next: the twin of the ASGI one
+(:class:`readscale.starlette.CausalTokenMiddleware`).
 
     app.wsgi_app = HttpCacheMiddleware(CausalTokenMiddleware(app.wsgi_app, signer=TokenSigner(SECRET)))
 
@@ -21,6 +22,7 @@ from readscale._core.replicas.causal import TokenSigner
 from readscale._shared.replicas.causal_context import CausalContext, settle_context
 from readscale.errors import ConfigurationError
 from readscale.replicas._carry import (
+    DEFAULT_COOKIE,
     Persist,
     Secure,
     check_options,
@@ -31,9 +33,8 @@ from readscale.replicas._carry import (
     update,
 )
 
-__all__ = ["DEFAULT_COOKIE", "CausalTokenMiddleware"]
+__all__ = ["CausalTokenMiddleware"]
 
-DEFAULT_COOKIE = "readscale_token"
 _COOKIE_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`|~")
 StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]

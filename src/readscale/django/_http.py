@@ -2,7 +2,7 @@
 
 Put the middleware first in ``MIDDLEWARE`` (outermost, outside GZipMiddleware)::
 
-    MIDDLEWARE = ["readscale.http.django.HttpCacheMiddleware", ...]
+    MIDDLEWARE = ["readscale.django.HttpCacheMiddleware", ...]
     READSCALE_HTTP = HttpSettings(edge="varnish")     # optional
 
     @http_policy(HttpPolicy.public(60, edge_max_age=600))
@@ -26,8 +26,8 @@ from typing import Any
 
 from readscale._core.http import HttpPolicy, HttpSettings
 from readscale.errors import ConfigurationError, HeaderError
-from readscale.http import wsgi
-from readscale.http._context import HttpContext, HttpMetrics, http_policy, policy_of
+from readscale.flask import _wsgi as wsgi
+from readscale.http._context import F, HttpContext, HttpMetrics, policy_marker, policy_of
 from readscale.http._engine import bad_request, finish_str
 from readscale.http._tracker import tracking_cookies
 
@@ -36,7 +36,7 @@ try:
     from django.http import HttpRequest, HttpResponse, HttpResponseBase
     from django.http.request import HttpHeaders
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError("readscale.http.django needs Django: pip install 'readscale[django]'") from exc
+    raise ImportError("readscale.django needs Django: pip install 'readscale[django]'") from exc
 
 __all__ = ["HttpCacheMiddleware", "add_tags", "check_not_modified", "http_policy", "use_policy"]
 
@@ -149,10 +149,17 @@ class HttpCacheMiddleware:
         return response
 
 
+def http_policy(policy: HttpPolicy | None = None, /, **kwargs: Any) -> Callable[[F], F]:
+    """Declare a view's caching policy: ``@http_policy(HttpPolicy.public(60))`` or
+    ``@http_policy(visibility="public", max_age=60)``. The view is returned unchanged;
+    the middleware finds the policy on the view Django resolved."""
+    return policy_marker(policy, kwargs)
+
+
 def _ctx(request: HttpRequest) -> HttpContext:
     ctx = getattr(request, "readscale_http", None)
     if not isinstance(ctx, HttpContext):
-        raise ConfigurationError("no readscale HTTP context: add readscale.http.django.HttpCacheMiddleware")
+        raise ConfigurationError("no readscale HTTP context: add readscale.django.HttpCacheMiddleware")
     return ctx
 
 
