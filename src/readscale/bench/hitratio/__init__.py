@@ -27,30 +27,36 @@ with a cyclic scan slightly larger than the cache (LRU's worst case). Two more w
 held out of the tuning and show where W-TinyLFU still loses to LRU: ``news08fast``
 (keys age four times faster) and ``shift09_10pct`` (abrupt shifts in a 10 % cache,
 which relearns 10,000 keys from a long frequency memory).
+
+The traces are in ``traces.py``, the policies' hit counts in ``policies.py``; this module
+holds the scenarios, the hit-path timings and ``run``.
 """
 
 from __future__ import annotations
 
-import heapq
 import random
 import statistics
 import time
-from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from readscale import NO_VALUE, MemoryStore
 from readscale.bench.harness import BenchReport, Rounds, ratio, round_robin
+from readscale.bench.hitratio.policies import (
+    lfu_hits,
+    lru_hits,
+    next_uses,
+    opt_hits,
+    static_hits,
+    store_hits,
+    theine_hits,
+)
+from readscale.bench.hitratio.traces import KEYS, REQUESTS, loop_trace, news_trace, shift_trace, zipf_trace
 from readscale.l1 import TinyLfuConfig
 
-if TYPE_CHECKING:
-    import numpy as np
-    import numpy.typing as npt
-
-    FloatArray = npt.NDArray[np.float64]
-
 __all__ = [
+    "KEYS",
+    "REQUESTS",
     "Scenario",
     "hit_path_ns",
     "hit_ratios",
@@ -68,207 +74,6 @@ __all__ = [
     "store_hits",
     "zipf_trace",
 ]
-
-KEYS = 100_000
-REQUESTS = 1_000_000
-
-
-# -- traces ----------------------------------------------------------------------------------
-
-
-def _numpy() -> Any:
-    try:
-        import numpy
-    except ImportError as exc:  # pragma: no cover - the bench extra installs it
-        raise ImportError("the hit-ratio bench needs numpy: pip install 'readscale[bench]'", name="numpy") from exc
-    return numpy
-
-
-def zipf_probabilities(n_keys: int, alpha: float) -> FloatArray:
-    np = _numpy()
-    weights = np.arange(1, n_keys + 1, dtype=np.float64) ** -alpha
-    result: FloatArray = weights / weights.sum()
-    return result
-
-
-def zipf_trace(alpha: float, seed: int, *, n_keys: int = KEYS, n_requests: int = REQUESTS) -> list[int]:
-    """Zipf(α) requests over ``n_keys`` keys, key ids permuted (see the module docstring)."""
-    np = _numpy()
-    rng = np.random.default_rng(1000 + seed)
-    ranks = rng.choice(n_keys, size=n_requests, p=zipf_probabilities(n_keys, alpha))
-    permutation = rng.permutation(n_keys)
-    keys: list[int] = permutation[ranks].tolist()
-    return keys
-
-
-def shift_trace(
-    alpha: float, seed: int, *, period: int = 100_000, n_keys: int = KEYS, n_requests: int = REQUESTS
-) -> list[int]:
-    """Zipf(α) whose popularity permutation is redrawn every ``period`` requests."""
-    np = _numpy()
-    rng = np.random.default_rng(2000 + seed)
-    ranks = rng.choice(n_keys, size=n_requests, p=zipf_probabilities(n_keys, alpha))
-    out = np.empty(n_requests, dtype=np.int64)
-    for start in range(0, n_requests, period):
-        out[start : start + period] = rng.permutation(n_keys)[ranks[start : start + period]]
-    keys: list[int] = out.tolist()
-    return keys
-
-
-def news_trace(alpha: float, seed: int, *, step: int = 20, n_keys: int = KEYS, n_requests: int = REQUESTS) -> list[int]:
-    """The newest keys are the most popular: at request t, rank r means key t//step - r."""
-    np = _numpy()
-    rng = np.random.default_rng(3000 + seed)
-    ranks = rng.choice(n_keys, size=n_requests, p=zipf_probabilities(n_keys, alpha))
-    born = np.arange(n_requests, dtype=np.int64) // step
-    keys: list[int] = (born - ranks + n_keys).tolist()
-    return keys
-
-
-def loop_trace(
-    alpha: float, seed: int, *, loop: int, share: float = 0.5, n_keys: int = KEYS, n_requests: int = REQUESTS
-) -> list[int]:
-    """Zipf(α) requests mixed with a cyclic scan over ``loop`` other keys (``share`` of
-    the requests)."""
-    np = _numpy()
-    rng = np.random.default_rng(4000 + seed)
-    zipf = rng.permutation(n_keys)[rng.choice(n_keys, size=n_requests, p=zipf_probabilities(n_keys, alpha))]
-    scan = rng.random(n_requests) < share
-    position = np.cumsum(scan) % loop
-    keys: list[int] = np.where(scan, n_keys + position, zipf).tolist()
-    return keys
-
-
-# -- reference policies ----------------------------------------------------------------------
-
-
-def lru_hits(trace: Sequence[int], capacity: int) -> int:
-    cache: OrderedDict[int, None] = OrderedDict()
-    hits = 0
-    move = cache.move_to_end
-    for key in trace:
-        if key in cache:
-            move(key)
-            hits += 1
-        else:
-            cache[key] = None
-            if len(cache) > capacity:
-                cache.popitem(last=False)
-    return hits
-
-
-def next_uses(trace: Sequence[int]) -> list[int]:
-    """For each position, the position of the next request of the same key (len(trace)
-    when there is none)."""
-    n = len(trace)
-    nxt = [n] * n
-    last: dict[int, int] = {}
-    for i in range(n - 1, -1, -1):
-        key = trace[i]
-        nxt[i] = last.get(key, n)
-        last[key] = i
-    return nxt
-
-
-def opt_hits(trace: Sequence[int], capacity: int) -> int:
-    """Belady's MIN with bypass: the most hits any policy could get on ``trace``."""
-    nxt = next_uses(trace)
-    cache: dict[int, int] = {}  # key -> position of its next request
-    heap: list[tuple[int, int]] = []  # (-next request, key); stale items skipped lazily
-    hits = 0
-    push = heapq.heappush
-    for t, key in enumerate(trace):
-        upcoming = nxt[t]
-        if key in cache:
-            hits += 1
-        elif len(cache) >= capacity:
-            while True:
-                farthest, victim = heap[0]
-                if cache.get(victim) == -farthest:
-                    break
-                heapq.heappop(heap)
-            if upcoming >= -farthest:
-                continue  # the incoming key is the one needed last: do not cache it
-            heapq.heappop(heap)
-            del cache[victim]
-        cache[key] = upcoming
-        push(heap, (-upcoming, key))
-    return hits
-
-
-def lfu_hits(trace: Sequence[int], capacity: int) -> int:
-    """Hits of a perfect LFU: exact counts of every key ever seen (cached or not), a
-    miss admitted only if it is now more frequent than the least frequent cached key.
-
-    The best an online frequency policy can do without the future: on the Zipf traces
-    it is the practical ceiling W-TinyLFU approaches, a little below the static oracle
-    (which also skips the cold start and knows the final counts from the first request).
-    """
-    counts: dict[int, int] = {}
-    cache: set[int] = set()
-    heap: list[tuple[int, int]] = []  # (count, key) of cached keys; stale items skipped
-    hits = 0
-    push = heapq.heappush
-    for key in trace:
-        count = counts.get(key, 0) + 1
-        counts[key] = count
-        if key in cache:
-            hits += 1
-            push(heap, (count, key))
-            continue
-        if len(cache) >= capacity:
-            while True:
-                least, victim = heap[0]
-                if victim in cache and counts[victim] == least:
-                    break
-                heapq.heappop(heap)
-            if count <= least:
-                continue
-            heapq.heappop(heap)
-            cache.discard(victim)
-        cache.add(key)
-        push(heap, (count, key))
-    return hits
-
-
-def static_hits(trace: Sequence[int], capacity: int) -> int:
-    """Hits of an oracle pinning the ``capacity`` most requested keys of the trace."""
-    return sum(sorted(Counter(trace).values(), reverse=True)[:capacity])
-
-
-def store_hits(
-    trace: Sequence[int],
-    capacity: int,
-    *,
-    policy: TinyLfuConfig | None = None,
-    read_buffer: int = 128,
-    seed: int = 0,
-) -> int:
-    """Hits of a :class:`MemoryStore` of ``capacity`` entries, demand-filled."""
-    store: MemoryStore[int, int] = MemoryStore(capacity, policy=policy, read_buffer=read_buffer, seed=seed)
-    get = store.get
-    put = store.set
-    for key in trace:
-        if get(key) is NO_VALUE:
-            put(key, key, None)
-    hits = store.stats.hits
-    assert hits + store.stats.misses == len(trace)
-    return hits
-
-
-def theine_hits(trace: Sequence[int], capacity: int) -> int:  # pragma: no cover - optional peer
-    from theine import Cache
-
-    cache: Any = Cache(capacity, nolock=True)
-    hits = 0
-    get = cache.get
-    put = cache.set
-    for key in trace:
-        if get(key)[1]:
-            hits += 1
-        else:
-            put(key, key)
-    return hits
 
 
 # -- the bench -------------------------------------------------------------------------------
