@@ -22,11 +22,8 @@ Two table shapes:
   generated ones).
 
 Counters (``counter_column``): each sums record of the queue is added to the counter
-table in one statement that also inserts the record's id into the applied table
-(``readscale_writebehind_applied``, created if missing), ``ON CONFLICT DO NOTHING``, and
-adds only the sums of the ids it inserted: a redelivered record adds nothing, and two
-flushers racing on one record serialise on its id. The counter table's other columns
-need defaults (a counter's first increment inserts its row).
+table exactly once, by a part of the writer, :mod:`.postgres_counters` (the statement,
+the applied table, the refused deltas).
 
 Errors: SQLSTATE classes 22 (data exception) and 23 (integrity constraint), and
 ``RAISE``/``ASSERT`` in a trigger (P0001, P0004), are the data's fault; everything else
@@ -39,7 +36,6 @@ turns a missing table or column, a missing unique key, or a missing privilege in
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -49,13 +45,12 @@ from psycopg import sql
 
 from readscale._core.postgres.dsn import DsnOptions
 from readscale._core.writebehind.flush import FailureKind
-from readscale._core.writebehind.records import (
-    CounterRecord,
-    IncrementsApplied,
-    RecordRejected,
-    RefusedIncrement,
-    WriteRecord,
-    parse_stream_id,
+from readscale._core.writebehind.records import CounterRecord, IncrementsApplied, RecordRejected, WriteRecord
+from readscale._sync.writebehind.dead_letters import first_line
+from readscale._sync.writebehind.postgres_counters import (
+    APPLIED_TABLE,
+    CONFIG_SQLSTATE_CLASSES,
+    PostgresCounters,
 )
 from readscale.errors import ConfigurationError
 from readscale.settings import connection_string
@@ -70,20 +65,6 @@ FROM pg_attribute a
 WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
 """
-
-APPLIED_TABLE = "readscale_writebehind_applied"
-
-_APPLIED_DDL = (
-    "CREATE TABLE IF NOT EXISTS {} (queue text NOT NULL, id_ms bigint NOT NULL, id_seq bigint NOT NULL, "
-    "applied_at timestamptz NOT NULL DEFAULT now(), rejected jsonb, PRIMARY KEY (queue, id_ms, id_seq))"
-)
-
-_COUNTER_TYPES = ("smallint", "integer", "bigint", "numeric", "real", "double precision")
-
-# SQLSTATE class 42 (syntax error or access rule violation: an undefined table or column,
-# no unique key for ON CONFLICT, a missing privilege) and 3F (invalid schema): found by
-# the start check, they are the configuration's fault.
-_CONFIG_SQLSTATE_CLASSES = ("42", "3F")
 
 
 class PostgresWriter:
@@ -154,9 +135,12 @@ class PostgresWriter:
         self.create_applied_table = create_applied_table
         self._conn: psycopg.Connection[Any] | None = None
         self._statement: sql.Composed | None = None
-        self._counters: sql.Composed | None = None
-        self._counter_one: sql.Composed | None = None
-        self._applied: sql.Composed | None = None
+        self._counters: PostgresCounters | None = None
+        if counter_column is not None and self.counter_table is not None:
+            self._counters = PostgresCounters(counter_table=self.counter_table, counter_column=counter_column,
+                                                   key_column=key_column, applied_table=applied_table,
+                                                   create_applied_table=create_applied_table, key_from=key_from,
+                                                   failure_kind=self.failure_kind, target=self._target)  # fmt: skip
         self._built = False
         self._doc_kind = "json"  # "json": JSON text; "bytes": the codec's bytes
         self._json = msgspec.json.Encoder()
@@ -174,10 +158,10 @@ class PostgresWriter:
                 if self._statement is not None:
                     conn.execute(self._statement, ([], [], []))
                 if self._counters is not None:
-                    conn.execute(self._counters, self._counter_params("readscale-check", [], []))
+                    self._counters.check(conn)
         except psycopg.Error as exc:
-            if exc.sqlstate and exc.sqlstate[:2] in _CONFIG_SQLSTATE_CLASSES:
-                raise ConfigurationError(f"{self._target()}: {_first_line(exc)}") from exc
+            if exc.sqlstate and exc.sqlstate[:2] in CONFIG_SQLSTATE_CLASSES:
+                raise ConfigurationError(f"{self._target()}: {first_line(exc)}") from exc
             raise
 
     def write_batch(self, records: Sequence[WriteRecord]) -> int:
@@ -206,42 +190,17 @@ class PostgresWriter:
             )
         conn = self._connection()
         assert self._counters is not None
-        unconverted: list[tuple[tuple[int, int], RefusedIncrement]] = []
-        ids: list[tuple[int, int]] = []
-        entries: list[tuple[int, int, Any, int]] = []
-        for record in records:
-            ms, seq = parse_stream_id(record.entry_id)
-            ids.append((ms, seq))
-            for key, delta in record.deltas.items():
-                try:
-                    entries.append((ms, seq, self._key_from(key) if self._key_from is not None else key, delta))
-                except Exception as exc:
-                    why = f"key_from refused key {key!r}: {exc}"
-                    unconverted.append(((ms, seq), RefusedIncrement(key, delta, why, "key_from")))
         try:
-            try:
-                with conn.transaction():
-                    cur = conn.execute(self._counters, self._counter_params(queue, ids, entries))
-                    fresh = {(int(ms), int(seq)) for ms, seq in cur.fetchall()}
-                    refused = [r for at, r in unconverted if at in fresh]
-                    self._note_refused(conn, queue, fresh, refused)
-            except psycopg.Error as exc:
-                if self.failure_kind(exc) is not FailureKind.RECORD:
-                    raise
-                fresh, refused = self._apply_one_by_one(conn, queue, ids, entries, unconverted)
-            earlier = self._refused_before(conn, queue, [i for i in ids if i not in fresh])
+            return self._counters.apply(conn, queue, records)
         except (psycopg.OperationalError, psycopg.InterfaceError):
             self._drop_connection()
             raise
-        return IncrementsApplied(len(fresh), len(ids) - len(fresh), tuple(refused + earlier))
 
     def prune_applied(self, queue: str, before_ms: int) -> int:
         """Forget the ids of applied sums records of ``queue`` older than ``before_ms``."""
         conn = self._connection()
-        assert self._applied is not None
-        query = sql.SQL("DELETE FROM {} WHERE queue = %s AND id_ms < %s").format(self._applied)
-        cur = conn.execute(query, (queue, before_ms))
-        return max(cur.rowcount, 0)
+        assert self._counters is not None
+        return self._counters.prune(conn, queue, before_ms)
 
     def failure_kind(self, exc: Exception) -> FailureKind:
         if isinstance(exc, RecordRejected):
@@ -254,91 +213,6 @@ class PostgresWriter:
 
     def close(self) -> None:
         self._drop_connection()
-
-    # -- counters ------------------------------------------------------------------------------
-
-    def _counter_params(
-        self, queue: str, ids: Sequence[tuple[int, int]], entries: Sequence[tuple[int, int, Any, int]]
-    ) -> tuple[Any, ...]:
-        return (
-            [i[0] for i in ids],
-            [i[1] for i in ids],
-            queue,
-            [e[0] for e in entries],
-            [e[1] for e in entries],
-            [e[2] for e in entries],
-            [e[3] for e in entries],
-        )
-
-    def _note_refused(
-        self,
-        conn: psycopg.Connection[Any],
-        queue: str,
-        fresh: set[tuple[int, int]],
-        refused: list[RefusedIncrement],
-    ) -> None:
-        """Keep refused deltas with a record applied now, so a redelivery (after a crash
-        before they were dead-lettered) finds and dead-letters them too."""
-        if not refused or not fresh:
-            return
-        assert self._applied is not None
-        ms, seq = min(fresh)
-        text = json.dumps([[r.key, r.delta, r.error, r.error_type] for r in refused])
-        query = sql.SQL("UPDATE {} SET rejected = %s::jsonb WHERE queue = %s AND id_ms = %s AND id_seq = %s").format(
-            self._applied
-        )
-        conn.execute(query, (text, queue, ms, seq))
-
-    def _refused_before(
-        self, conn: psycopg.Connection[Any], queue: str, ids: list[tuple[int, int]]
-    ) -> list[RefusedIncrement]:
-        if not ids:
-            return []
-        assert self._applied is not None
-        query = sql.SQL(
-            "SELECT a.rejected FROM {} a JOIN unnest(%s::bigint[], %s::bigint[]) AS i(ms, seq) "
-            "ON a.id_ms = i.ms AND a.id_seq = i.seq WHERE a.queue = %s AND a.rejected IS NOT NULL"
-        ).format(self._applied)
-        cur = conn.execute(query, ([i[0] for i in ids], [i[1] for i in ids], queue))
-        out: list[RefusedIncrement] = []
-        for (rejected,) in cur.fetchall():
-            out += [RefusedIncrement(str(k), int(d), str(e), str(t)) for k, d, e, t in rejected]
-        return out
-
-    def _apply_one_by_one(
-        self,
-        conn: psycopg.Connection[Any],
-        queue: str,
-        ids: list[tuple[int, int]],
-        entries: list[tuple[int, int, Any, int]],
-        unconverted: list[tuple[tuple[int, int], RefusedIncrement]],
-    ) -> tuple[set[tuple[int, int]], list[RefusedIncrement]]:
-        """The batch was refused for its data: the same in one transaction, one key per
-        savepoint, keeping the keys the database refuses apart (with their errors)."""
-        assert self._applied is not None
-        assert self._counter_one is not None
-        with conn.transaction():
-            query = sql.SQL(
-                "INSERT INTO {} (queue, id_ms, id_seq) SELECT %s, ms, seq FROM unnest(%s::bigint[], %s::bigint[]) "
-                "AS i(ms, seq) ON CONFLICT DO NOTHING RETURNING id_ms, id_seq"
-            ).format(self._applied)
-            cur = conn.execute(query, (queue, [i[0] for i in ids], [i[1] for i in ids]))
-            fresh = {(int(ms), int(seq)) for ms, seq in cur.fetchall()}
-            refused = [r for at, r in unconverted if at in fresh]
-            sums: dict[Any, int] = {}
-            for ms, seq, key, delta in entries:
-                if (ms, seq) in fresh:
-                    sums[key] = sums.get(key, 0) + delta
-            for key in sorted(sums, key=str):
-                try:
-                    with conn.transaction():  # a savepoint
-                        conn.execute(self._counter_one, (key, sums[key]))
-                except psycopg.Error as exc:
-                    if self.failure_kind(exc) is not FailureKind.RECORD:
-                        raise
-                    refused.append(RefusedIncrement(str(key), sums[key], _first_line(exc), type(exc).__name__))
-            self._note_refused(conn, queue, fresh, refused)
-        return fresh, refused
 
     def _target(self) -> str:
         parts = []
@@ -386,8 +260,9 @@ class PostgresWriter:
             if not self._built:
                 if self.table is not None:
                     self._statement = self._build(conn)
-                if self.counter_column is not None:
-                    self._build_counters(conn)
+                if self._counters is not None:
+                    table, found = self._table(conn, self._counters.counter_table)
+                    self._counters.build(conn, table, found)
                 self._built = True
         except BaseException:
             conn.close()
@@ -407,80 +282,14 @@ class PostgresWriter:
         try:
             cur = conn.execute("SELECT %s::regclass::text", (name,))
         except psycopg.Error as exc:
-            if exc.sqlstate and exc.sqlstate[:2] in _CONFIG_SQLSTATE_CLASSES:
-                raise ConfigurationError(f"{self._target()}: table {name!r}: {_first_line(exc)}") from exc
+            if exc.sqlstate and exc.sqlstate[:2] in CONFIG_SQLSTATE_CLASSES:
+                raise ConfigurationError(f"{self._target()}: table {name!r}: {first_line(exc)}") from exc
             raise
         row = cur.fetchone()
         assert row is not None
         cur = conn.execute(_COLUMNS, (name,))
         found = {c: (str(t), bool(g), bool(required)) for c, t, g, required in cur.fetchall()}
         return sql.SQL(row[0]), found  # the server's own quoting of the name
-
-    def _build_counters(self, conn: psycopg.Connection[Any]) -> None:
-        """Check the counter table and the applied table; compose the counter statements."""
-        assert self.counter_table is not None
-        assert self.counter_column is not None
-        table, found = self._table(conn, self.counter_table)
-        for column in (self.key_column, self.counter_column):
-            if column not in found:
-                raise ConfigurationError(
-                    f"{self._target()}: table {self.counter_table} has no column {column!r} (it has {', '.join(found)})"
-                )
-        counter_type = found[self.counter_column][0]
-        if counter_type.split("(")[0] not in _COUNTER_TYPES:
-            raise ConfigurationError(
-                f"{self._target()}: column {self.counter_column!r} is {counter_type}, not a number"
-            )
-        own = (self.key_column, self.counter_column)
-        required = [c for c, (_, gen, req) in found.items() if req and not gen and c not in own]
-        if required:
-            raise ConfigurationError(
-                f"{self._target()}: table {self.counter_table} has NOT NULL columns without a default "
-                f"({', '.join(required)}); a counter's first increment inserts a row with only its key and count"
-            )
-        applied = sql.Identifier(*self.applied_table.split(".", 1))
-        if self.create_applied_table:
-            try:
-                conn.execute(sql.SQL(_APPLIED_DDL).format(applied))
-            except psycopg.Error as exc:
-                if exc.sqlstate and exc.sqlstate[:2] in _CONFIG_SQLSTATE_CLASSES:
-                    ddl = _APPLIED_DDL.format(self.applied_table)
-                    raise ConfigurationError(
-                        f"{self._target()}: cannot create {self.applied_table} ({_first_line(exc)}); create it as "
-                        f"an owner: {ddl}"
-                    ) from exc
-                raise
-        key_type = sql.SQL(found[self.key_column][0])
-        ident = sql.Identifier
-        self._applied = sql.Composed([applied])
-        self._counters = sql.SQL(
-            "WITH ids AS (SELECT * FROM unnest(%s::bigint[], %s::bigint[]) AS i(ms, seq)), "
-            "fresh AS (INSERT INTO {applied} (queue, id_ms, id_seq) SELECT %s, ms, seq FROM ids "
-            "ON CONFLICT DO NOTHING RETURNING id_ms, id_seq), "
-            "sums AS (SELECT d.k, sum(d.d) AS d FROM unnest(%s::bigint[], %s::bigint[], %s::{key_type}[], "
-            "%s::bigint[]) AS d(ms, seq, k, d) JOIN fresh ON fresh.id_ms = d.ms AND fresh.id_seq = d.seq "
-            "GROUP BY d.k), "
-            "added AS (INSERT INTO {table} AS t ({key}, {counter}) SELECT k, d::{counter_type} FROM sums ORDER BY k "
-            "ON CONFLICT ({key}) DO UPDATE SET {counter} = coalesce(t.{counter}, 0) + EXCLUDED.{counter}) "
-            "SELECT id_ms, id_seq FROM fresh"
-        ).format(
-            applied=applied,
-            table=table,
-            key=ident(self.key_column),
-            counter=ident(self.counter_column),
-            key_type=key_type,
-            counter_type=sql.SQL(counter_type),
-        )
-        self._counter_one = sql.SQL(
-            "INSERT INTO {table} AS t ({key}, {counter}) VALUES (%s::{key_type}, %s::{counter_type}) "
-            "ON CONFLICT ({key}) DO UPDATE SET {counter} = coalesce(t.{counter}, 0) + EXCLUDED.{counter}"
-        ).format(
-            table=table,
-            key=ident(self.key_column),
-            counter=ident(self.counter_column),
-            key_type=key_type,
-            counter_type=sql.SQL(counter_type),
-        )
 
     def _build(self, conn: psycopg.Connection[Any]) -> sql.Composed:
         """Read the table's columns and types once and compose the upsert."""
@@ -536,11 +345,6 @@ class PostgresWriter:
             source=source,
             updates=sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=ident(c)) for c in targets),
         )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 __all__ = ["APPLIED_TABLE", "PostgresWriter"]
