@@ -1,9 +1,19 @@
-"""The servers of the Memcached backend: addresses, one connection pool per server, and one
-round trip on a connection (write a request, read its replies).
+"""The servers of the Memcached backend and the exchange with each: addresses, the ring
+that picks a key's server, one connection pool per server, a round trip on a pooled
+connection, and what a failure costs (the connection is discarded; after an outage the
+server's idle connections too, as they are dead as well).
+
+The largest value the servers take lives here too (each server's ``item_size_max``,
+learnt on its first connection), and so does the meaning of a reply that is not an
+answer (a refusal, ``SERVER_ERROR``): the plain operations and the lease protocol both
+read replies through :class:`AsyncServers`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
+from readscale._core.memcached.items import DEFAULT_MAX_VALUE_SIZE, ItemState, ServerRing, item_state, max_value_size
 from readscale._core.memcached.replies import (
     AnyReply,
     ErrorKind,
@@ -11,14 +21,16 @@ from readscale._core.memcached.replies import (
     MetaParser,
     MetaProtocolError,
     Reply,
+    StatReply,
     Status,
 )
 from readscale._core.memcached.requests import (
     MetaGet,
     MetaNoop,
+    Stats,
 )
 from readscale._shared.transport import AsyncStreamPool, AsyncTcpStream, Endpoint
-from readscale.errors import CacheUnavailableError, ConfigurationError
+from readscale.errors import CacheUnavailableError, ConfigurationError, ValueTooLargeError
 
 NAME = "memcached"
 NOOP = MetaNoop().encode()
@@ -33,13 +45,8 @@ def parse_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-class Server:
-    __slots__ = ("endpoint", "item_size_max", "pool")
-
-    def __init__(self, endpoint: Endpoint, item_size_max: int | None) -> None:
-        self.endpoint = endpoint
-        self.item_size_max = item_size_max  # learnt from `stats settings` on first connect
-        self.pool: AsyncStreamPool
+def unexpected_reply(reply: AnyReply, request: str) -> MetaProtocolError:
+    return MetaProtocolError(f"unexpected reply to {request}: {reply!r}"[:200])
 
 
 async def round_trip(stream: AsyncTcpStream, payload: bytes, until: Status | None) -> list[AnyReply]:
@@ -66,3 +73,148 @@ async def round_trip(stream: AsyncTcpStream, payload: bytes, until: Status | Non
     if parser.buffered:
         raise MetaProtocolError(f"{parser.buffered} bytes beyond the expected replies")
     return replies
+
+
+class AsyncServer:
+    """One memcached server: its endpoint, its pool of connections, and the largest item
+    it takes (``item_size_max``: given, or read from ``stats settings`` on the first
+    connection, as a proxy may not answer it)."""
+
+    __slots__ = ("endpoint", "item_size_max", "pool")
+
+    def __init__(self, endpoint: Endpoint, item_size_max: int | None, *, pool_size: int, pool_timeout: float) -> None:
+        self.endpoint = endpoint
+        self.item_size_max = item_size_max
+        self.pool = AsyncStreamPool(endpoint, self._connect, max_size=pool_size, acquire_timeout=pool_timeout)
+
+    async def _connect(self) -> AsyncTcpStream:
+        stream = await AsyncTcpStream.connect(self.endpoint)
+        if self.item_size_max is None:
+            try:
+                replies = await round_trip(stream, Stats("settings").encode(), Status.END)
+            except BaseException:
+                await stream.close()
+                raise
+            for reply in replies:
+                if isinstance(reply, StatReply) and reply.name == "item_size_max" and reply.value.isdigit():
+                    self.item_size_max = int(reply.value)
+        return stream
+
+    async def exchange(self, payload: bytes, until: Status | None = None) -> list[AnyReply]:
+        """One round trip (see :func:`round_trip`) on a pooled connection."""
+        stream = await self.pool.acquire()
+        try:
+            replies = await round_trip(stream, payload, until)
+        except BaseException as exc:
+            await self.pool.discard(stream)
+            if isinstance(exc, CacheUnavailableError):
+                await self.pool.drop_idle()  # a dead server's other idle streams are dead too
+            raise
+        await self.pool.release(stream)
+        return replies
+
+    async def exchange_n(self, payload: bytes, n: int) -> list[AnyReply]:
+        """``payload`` holds ``n`` requests that each get a reply: read the ``n`` replies."""
+        stream = await self.pool.acquire()
+        try:
+            await stream.write(payload)
+            parser = MetaParser()
+            replies: list[AnyReply] = []
+            while len(replies) < n:
+                reply = parser.next_reply()
+                if reply is None:
+                    parser.feed(await stream.read())
+                    continue
+                if isinstance(reply, ErrorReply) and reply.kind is not ErrorKind.SERVER_ERROR:
+                    message = f"{NAME} {stream.endpoint.address} refused a command: {reply.kind.value} {reply.message}"
+                    raise CacheUnavailableError(message, backend=NAME)
+                replies.append(reply)
+            if parser.buffered:
+                raise MetaProtocolError(f"{parser.buffered} bytes beyond the expected replies")
+        except BaseException as exc:
+            await self.pool.discard(stream)
+            if isinstance(exc, CacheUnavailableError):
+                await self.pool.drop_idle()
+            raise
+        await self.pool.release(stream)
+        return replies
+
+
+class AsyncServers:
+    """The backend's servers (keys spread by a consistent-hash ring), the largest value
+    they all take, and the errors their replies mean."""
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        *,
+        connect_timeout_ms: float,
+        read_timeout_ms: float,
+        pool_size: int,
+        pool_timeout_ms: float,
+        item_size_max: int | None,
+        max_value_size: int | None,
+    ) -> None:
+        self._ring = ServerRing(names)
+        self._servers: list[AsyncServer] = []
+        for host, port in map(parse_address, names):
+            endpoint = Endpoint(host, port, connect_timeout_ms / 1000, read_timeout_ms / 1000, NAME)
+            server = AsyncServer(endpoint, item_size_max, pool_size=pool_size, pool_timeout=pool_timeout_ms / 1000)
+            self._servers.append(server)
+        self._max_value_cap = max_value_size
+
+    def __iter__(self) -> Iterator[AsyncServer]:
+        return iter(self._servers)
+
+    def for_key(self, key: str) -> AsyncServer:
+        if len(self._servers) == 1:
+            return self._servers[0]
+        return self._servers[self._ring.index(key.encode("utf-8", "surrogatepass"))]
+
+    def group(self, keys: Sequence[str]) -> dict[AsyncServer, list[int]]:
+        """Positions of ``keys`` per server, the servers in the order of their first key."""
+        groups: dict[AsyncServer, list[int]] = {}
+        for i, key in enumerate(keys):
+            index = 0 if len(self._servers) == 1 else self._ring.index(key.encode("utf-8", "surrogatepass"))
+            groups.setdefault(self._servers[index], []).append(i)
+        return groups
+
+    # -- limits ------------------------------------------------------------------------
+
+    @property
+    def max_value_size(self) -> int:
+        """The largest value every server takes under any key (see memcached_items)."""
+        known = [s.item_size_max for s in self._servers if s.item_size_max is not None]
+        limit = max_value_size(min(known)) if known else DEFAULT_MAX_VALUE_SIZE
+        return limit if self._max_value_cap is None else min(limit, self._max_value_cap)
+
+    @max_value_size.setter
+    def max_value_size(self, cap: int | None) -> None:
+        self._max_value_cap = cap
+
+    def check_size(self, key: str, value: bytes) -> None:
+        limit = self.max_value_size
+        if len(value) > limit:
+            raise ValueTooLargeError(key, len(value), limit)
+
+    # -- replies ---------------------------------------------------------------------------
+
+    def state(self, reply: AnyReply) -> ItemState:
+        """What an ``mg`` found (see memcached_items), or the error its reply means."""
+        if isinstance(reply, Reply) and reply.status in (Status.VA, Status.HD, Status.EN):
+            return item_state(reply)
+        raise self.failure(reply, "mg")
+
+    def failure(self, reply: AnyReply, request: str, key: str | None = None, size: int = 0) -> Exception:
+        """The error a reply other than the expected one means."""
+        if isinstance(reply, ErrorReply) and reply.kind is ErrorKind.SERVER_ERROR:
+            if "too large" in reply.message and key is not None:
+                return ValueTooLargeError(key, size, self.max_value_size)
+            return CacheUnavailableError(f"{NAME} failed {request}: SERVER_ERROR {reply.message}", backend=NAME)
+        if isinstance(reply, Reply) and reply.status in (Status.NS, Status.EX, Status.NF):
+            return CacheUnavailableError(f"{NAME} did not store {key!r}: {reply.status.value}", backend=NAME)
+        return unexpected_reply(reply, request)
+
+    async def close(self) -> None:
+        for server in self._servers:
+            await server.pool.close()
