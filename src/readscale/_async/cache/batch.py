@@ -51,7 +51,9 @@ class AsyncBatch:
         self.entries = entries
         self.versions = versions
         self.coherence = coherence
-        self.filler = filler
+        #: The filler's parts a batch fill uses: loads under a right, and the fill store.
+        self.loads = filler.loads
+        self.stores = filler.stores
         self.stats = stats
         self.record = FillRecorder(stats)
         self._clock = clock
@@ -128,7 +130,7 @@ class AsyncBatch:
         if not missing:
             return found
         if not policy.cacheable:
-            found.update(await self.filler.call_loader(lambda: loader(missing)))
+            found.update(await self.loads.call_loader(lambda: loader(missing)))
             return found
         since = self.coherence.local.seq
         pkeys = {k: await self.versions.pkey(k, policy) for k in missing}
@@ -136,7 +138,7 @@ class AsyncBatch:
         floor: int | None = None
         floors_known = True
         if self.l2.backend is not None and policy.uses_l2:
-            taken = await self.filler.tickets(list(pkeys.values()), policy)  # None: the server failed (counted)
+            taken = await self.loads.tickets(list(pkeys.values()), policy)  # None: the server failed (counted)
             if taken is None:
                 floors_known = False
             else:
@@ -151,31 +153,31 @@ class AsyncBatch:
         tag_floor: int | None = None
         if floors_known:
             try:
-                tag_versions, tag_floor = await self.filler.fill_floors(policy.tags, policy)
+                tag_versions, tag_floor = await self.loads.fill_floors(policy.tags, policy)
             except CacheUnavailableError as exc:
                 self.l2.failed(exc)
                 floors_known = False
         if not floors_known:
             for k, right in rights.items():
-                await self.filler.release(pkeys[k], right.token)
-            loaded = await self.filler.load_fail_open(lambda: loader(missing), tuple(pkeys[k] for k in missing))
+                await self.stores.release(pkeys[k], right.token)
+            loaded = await self.loads.load_fail_open(lambda: loader(missing), tuple(pkeys[k] for k in missing))
             for pkey in pkeys.values():
-                self.filler.refused(pkey, Refusal.NO_FLOOR)
+                self.stores.refused(pkey, Refusal.NO_FLOOR)
             found.update({k: loaded[k] for k in missing if k in loaded})
             return found
         floor = merge_floor(floor, tag_floor)
         started = self._monotonic()
         try:
-            with fill_scope(floor, self.filler.fill_staleness) as scope:
-                loaded = await self.filler.call_loader(lambda: loader(missing))
+            with fill_scope(floor, self.loads.fill_staleness) as scope:
+                loaded = await self.loads.call_loader(lambda: loader(missing))
         except BaseException:
             for k, right in rights.items():
-                await self.filler.release(pkeys[k], right.token)
+                await self.stores.release(pkeys[k], right.token)
             raise
         elapsed = self._monotonic() - started
         ok = True
         for k in missing:
-            ok = await self.filler.may_store(pkeys[k], scope, rights[k].token if k in rights else None) and ok
+            ok = await self.stores.may_store(pkeys[k], scope, rights[k].token if k in rights else None) and ok
         if ok:
             source = scope.source_lsn
             entry_lsn = None if not scope.reads or any(r.primary for r in scope.reads) else source
@@ -183,7 +185,7 @@ class AsyncBatch:
             for k in missing:
                 token = rights[k].token if k in rights else None
                 if k not in loaded:
-                    await self.filler.release(pkeys[k], token)
+                    await self.stores.release(pkeys[k], token)
                     continue
                 value = loaded[k]
                 meta = self.entries.meta(value, policy, elapsed, tag_versions, entry_lsn)
@@ -192,10 +194,10 @@ class AsyncBatch:
                 except SerializationError as exc:
                     self.record.not_cached()
                     log.warning("cache %s: %s not cached: %s", self.stats.name, pkeys[k], exc)
-                    await self.filler.release(pkeys[k], token)
+                    await self.stores.release(pkeys[k], token)
                     continue
                 entries.append((pkeys[k], value, meta, raw, token))
-            await self.filler.store_fills(entries, policy, source, since)
+            await self.stores.store_fills(entries, policy, source, since)
         found.update({k: loaded[k] for k in missing if k in loaded})
         return found
 

@@ -52,7 +52,9 @@ class Batch:
         self.entries = entries
         self.versions = versions
         self.coherence = coherence
-        self.filler = filler
+        #: The filler's parts a batch fill uses: loads under a right, and the fill store.
+        self.loads = filler.loads
+        self.stores = filler.stores
         self.stats = stats
         self.record = FillRecorder(stats)
         self._clock = clock
@@ -129,7 +131,7 @@ class Batch:
         if not missing:
             return found
         if not policy.cacheable:
-            found.update(self.filler.call_loader(lambda: loader(missing)))
+            found.update(self.loads.call_loader(lambda: loader(missing)))
             return found
         since = self.coherence.local.seq
         pkeys = {k: self.versions.pkey(k, policy) for k in missing}
@@ -137,7 +139,7 @@ class Batch:
         floor: int | None = None
         floors_known = True
         if self.l2.backend is not None and policy.uses_l2:
-            taken = self.filler.tickets(list(pkeys.values()), policy)  # None: the server failed (counted)
+            taken = self.loads.tickets(list(pkeys.values()), policy)  # None: the server failed (counted)
             if taken is None:
                 floors_known = False
             else:
@@ -152,31 +154,31 @@ class Batch:
         tag_floor: int | None = None
         if floors_known:
             try:
-                tag_versions, tag_floor = self.filler.fill_floors(policy.tags, policy)
+                tag_versions, tag_floor = self.loads.fill_floors(policy.tags, policy)
             except CacheUnavailableError as exc:
                 self.l2.failed(exc)
                 floors_known = False
         if not floors_known:
             for k, right in rights.items():
-                self.filler.release(pkeys[k], right.token)
-            loaded = self.filler.load_fail_open(lambda: loader(missing), tuple(pkeys[k] for k in missing))
+                self.stores.release(pkeys[k], right.token)
+            loaded = self.loads.load_fail_open(lambda: loader(missing), tuple(pkeys[k] for k in missing))
             for pkey in pkeys.values():
-                self.filler.refused(pkey, Refusal.NO_FLOOR)
+                self.stores.refused(pkey, Refusal.NO_FLOOR)
             found.update({k: loaded[k] for k in missing if k in loaded})
             return found
         floor = merge_floor(floor, tag_floor)
         started = self._monotonic()
         try:
-            with fill_scope(floor, self.filler.fill_staleness) as scope:
-                loaded = self.filler.call_loader(lambda: loader(missing))
+            with fill_scope(floor, self.loads.fill_staleness) as scope:
+                loaded = self.loads.call_loader(lambda: loader(missing))
         except BaseException:
             for k, right in rights.items():
-                self.filler.release(pkeys[k], right.token)
+                self.stores.release(pkeys[k], right.token)
             raise
         elapsed = self._monotonic() - started
         ok = True
         for k in missing:
-            ok = self.filler.may_store(pkeys[k], scope, rights[k].token if k in rights else None) and ok
+            ok = self.stores.may_store(pkeys[k], scope, rights[k].token if k in rights else None) and ok
         if ok:
             source = scope.source_lsn
             entry_lsn = None if not scope.reads or any(r.primary for r in scope.reads) else source
@@ -184,7 +186,7 @@ class Batch:
             for k in missing:
                 token = rights[k].token if k in rights else None
                 if k not in loaded:
-                    self.filler.release(pkeys[k], token)
+                    self.stores.release(pkeys[k], token)
                     continue
                 value = loaded[k]
                 meta = self.entries.meta(value, policy, elapsed, tag_versions, entry_lsn)
@@ -193,10 +195,10 @@ class Batch:
                 except SerializationError as exc:
                     self.record.not_cached()
                     log.warning("cache %s: %s not cached: %s", self.stats.name, pkeys[k], exc)
-                    self.filler.release(pkeys[k], token)
+                    self.stores.release(pkeys[k], token)
                     continue
                 entries.append((pkeys[k], value, meta, raw, token))
-            self.filler.store_fills(entries, policy, source, since)
+            self.stores.store_fills(entries, policy, source, since)
         found.update({k: loaded[k] for k in missing if k in loaded})
         return found
 
