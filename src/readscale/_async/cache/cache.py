@@ -223,9 +223,7 @@ class AsyncCache:
         """
         pkey = self.key(key, policy)
         now = self._monotonic()
-        self.coherence.local.mark([pkey], None, now, now)  # expired at once: a new generation, no floor
-        if self.coherence.l1 is not None:
-            self.coherence.l1.delete(pkey)
+        self.coherence.drop_local([pkey], None, now, now)  # expired at once: a new generation, no floor
 
     async def drop_copies(self, key: str, *, policy: CachePolicy | None = None) -> None:
         """Drop every process's L1 copy of ``key``: this one's now (:meth:`forget_local`),

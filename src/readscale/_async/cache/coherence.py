@@ -16,7 +16,7 @@ invalidations this process heard (``readscale._core.cache.local_invalidations``)
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from readscale._async.cache.bus import INVALIDATE, AsyncInvalidationBus
@@ -150,6 +150,20 @@ class AsyncCoherence:
             # The L2 change happened; other processes' L1 copies live at most their l1_ttl.
             log.warning("cache %s: invalidation not announced on the bus: %s", self.stats.name, exc)
 
+    def drop_local(self, pkeys: Sequence[str], lsn: int | None, until: float, now: float) -> None:
+        """Start a new generation of ``pkeys`` here (a read begun before it does not put
+        its copy in the L1, nor share a load with a later reader) and drop their L1 copies.
+
+        An invalidation of this process calls it twice: before its L2 round trips, so the
+        old copy stops being served at once, and after them, because a read of this
+        process can reach the L2 in between, find the old entry still there and put it in
+        the L1 after the first call, where it would outlive the invalidation by the L1's
+        TTL (found by the consistency soak, seed 583437: a Memcached invalidation takes
+        four round trips; old values were served 1-5 s after it)."""
+        self.local.mark(list(pkeys), lsn, until, now)
+        if self.l1 is not None and pkeys:
+            self.l1.delete_many(list(pkeys))
+
     def on_invalidation(self, event: str, payload: Any) -> None:
         if isinstance(payload, dict) and payload.get("flush"):
             self.flush_local()
@@ -161,9 +175,7 @@ class AsyncCoherence:
             ttl = payload.get("ttl")
             now = self._monotonic()
             until = now + (float(ttl) if isinstance(ttl, int | float) else self.tombstone_ttl)
-            self.local.mark(list(keys), lsn if isinstance(lsn, int) else None, until, now)
-        if self.l1 is not None and keys:
-            self.l1.delete_many(keys)
+            self.drop_local(keys, lsn if isinstance(lsn, int) else None, until, now)
         if versions:
             self.heard_bumps({str(c): int(v) for c, v in versions.items()}, self._monotonic())
 

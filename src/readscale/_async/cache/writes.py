@@ -178,9 +178,7 @@ class AsyncWrites:
         write's position) and take a ticket to store the written value with. None when
         the L2 is not used or cannot be reached (the key is then removed once it can)."""
         now = self._monotonic()
-        self.coherence.local.mark([pkey], lsn, now + self.tombstone_ttl, now)
-        if self.coherence.l1 is not None:
-            self.coherence.l1.delete(pkey)
+        self.coherence.drop_local([pkey], lsn, now + self.tombstone_ttl, now)
         backend = self.l2.backend
         if backend is None or not policy.uses_l2:
             return None
@@ -198,6 +196,8 @@ class AsyncWrites:
             self.l2.failed(exc)
             self.l2.mark_unsynced(pkey)
             return None
+        finally:  # again: a read here may have put the old entry it found in the L2 meanwhile
+            self.coherence.drop_local([pkey], lsn, now + self.tombstone_ttl, self._monotonic())
         self.l2.ok()
         return right
 
@@ -209,9 +209,7 @@ class AsyncWrites:
             await self.checks.once()
         pkeys = [await self.versions.pkey(k, policy) for k in keys]
         now = self._monotonic()
-        self.coherence.local.mark(pkeys, lsn, now + self.tombstone_ttl, now)
-        if self.coherence.l1 is not None:
-            self.coherence.l1.delete_many(pkeys)
+        self.coherence.drop_local(pkeys, lsn, now + self.tombstone_ttl, now)
         removed = len(pkeys)
         if self.l2.backend is not None:
             try:
@@ -220,6 +218,8 @@ class AsyncWrites:
                 for pkey in pkeys:  # removed as soon as the L2 answers, and raised now
                     self.l2.mark_unsynced(pkey)
                 raise
+            finally:  # again: a read here may have put the old entry it found in the L2 meanwhile
+                self.coherence.drop_local(pkeys, lsn, now + self.tombstone_ttl, self._monotonic())
         self.record.invalidated(len(pkeys))
         await self.coherence.announce(pkeys, {}, lsn)
         return removed
