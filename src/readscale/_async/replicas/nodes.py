@@ -23,9 +23,10 @@ from readscale._core.postgres.lsn import parse_lsn
 from readscale._core.replicas.health import PrimarySample, ReplicaSample
 from readscale._core.replicas.settings import PRIMARY, ReplicaSettings
 from readscale._shared.primitives.locks import AsyncLock
+from readscale._shared.replicas.topology import Topology
 from readscale.settings import connection_string
 
-__all__ = ["GUARD_SQL", "AsyncNode", "position_sql"]
+__all__ = ["GUARD_SQL", "AsyncNode", "mark_failed", "node_failed", "position_sql"]
 
 log = logging.getLogger("readscale")
 
@@ -47,12 +48,30 @@ SELECT pg_is_in_recovery(),
 """
 _WAL_LAYOUT = "SELECT current_setting('wal_block_size')::int, pg_size_bytes(current_setting('wal_segment_size'))"
 _READ_COMMITTED = "-c default_transaction_isolation=read\\ committed"
+# SQLSTATEs after which the node, not the query, is at fault (connection exceptions and
+# shutdowns).
+_NODE_FAILURE_STATES = ("08", "57P01", "57P02", "57P03")
 
 
 def position_sql(source: str) -> str:
     """The primary's WAL position (``write`` or ``insert`` pointer) and its WAL file name."""
     fn = "pg_current_wal_insert_lsn()" if source == "insert" else "pg_current_wal_lsn()"
     return f"SELECT {fn}::text, pg_walfile_name({fn})"
+
+
+def node_failed(conn: psycopg.AsyncConnection[Any], exc: BaseException) -> bool:
+    """Whether ``exc`` on ``conn`` is the node's fault (the connection broke, the server
+    went away or shut down) rather than the query's."""
+    if conn.broken:
+        return True
+    state = getattr(exc, "sqlstate", None) or ""
+    return isinstance(exc, psycopg.OperationalError) and state.startswith(_NODE_FAILURE_STATES)
+
+
+def mark_failed(topology: Topology, name: str) -> None:
+    """Count a failed read on ``name``; enough of them take it out of rotation."""
+    if topology.record_failure(name) == "out":
+        log.warning("readscale: %s taken out of rotation after failed reads", name)
 
 
 def unsigned(system_identifier: int) -> int:

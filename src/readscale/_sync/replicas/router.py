@@ -2,10 +2,12 @@
 """The replica router: reads on replicas that have replayed the session's writes, writes
 on the primary with the causal token learned in the commit's own round trip.
 
-A thin loop around ``readscale._core.replicas.routing``: build the read's target from its mode
-and the causal context, ask the core for a step (try a replica, wait, fall back), run
-the guard, and act. The lag observer (``readscale._sync.replicas.observer``, run in the
-background every ``poll_interval``) keeps each replica's position and health current.
+A thin face over its parts: the read's plan from its mode and the causal context
+(``readscale._sync.replicas.plans``), the routed read that asks the core for a step (try
+a replica, wait, fall back), runs the guard and acts (``readscale._sync.replicas.reads``),
+the primary's transactions (``readscale._sync.replicas.primary``), and the lag observer
+(``readscale._sync.replicas.observer``, run in the background every ``poll_interval``)
+that keeps each replica's position and health current.
 
 What each read merges into the causal context (monotonic reads): a position read on its
 node *after* its statements, never only the guard's, since a snapshot taken after the
@@ -19,110 +21,27 @@ position before it moves (``readscale._core.replicas.routing.plan_unsettled``), 
 
 from __future__ import annotations
 
-import logging
-import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, assert_never
+from typing import Any
 
 import psycopg
-from psycopg import sql
-from psycopg.pq import TransactionStatus
 
-from readscale._core.postgres.lsn import parse_lsn
 from readscale._core.replicas.causal import CausalToken
 from readscale._core.replicas.health import ReplicaStatus
-from readscale._core.replicas.routing import (
-    FallBack,
-    ReadRequest,
-    Refuse,
-    SettleFirst,
-    StayOn,
-    TryReplica,
-    UsePrimary,
-    Wait,
-    plan_read,
-    plan_unsettled,
-)
-from readscale._core.replicas.settings import (
-    PRIMARY,
-    BoundedStaleness,
-    Latest,
-    ReadMode,
-    ReplicaSettings,
-    Session,
-    TimeWindow,
-)
-from readscale._shared.cache.fill_scope import current_fill, fill_requirements, report_primary_read, report_read_lsn
-from readscale._shared.primitives.locks import sync_sleep
-from readscale._shared.replicas.causal_context import CausalContext, current_context, current_mode
+from readscale._core.replicas.settings import PRIMARY, ReadMode, ReplicaSettings
+from readscale._shared.replicas.causal_context import CausalContext, current_context
 from readscale._shared.replicas.topology import RouterStats, Topology
-from readscale._sync.replicas.nodes import GUARD_SQL, Node, position_sql
+from readscale._sync.replicas.nodes import Node, mark_failed, node_failed
 from readscale._sync.replicas.observer import LagObserver
+from readscale._sync.replicas.plans import ReadPlan, ReadPlanner
 from readscale._sync.replicas.primary import Primary
-from readscale.errors import ConfigurationError, ReadscaleError, ReplicaUnavailableError
+from readscale._sync.replicas.reads import Reads, Row
+from readscale.errors import ConfigurationError
 
 __all__ = ["ReplicaRouter"]
-
-log = logging.getLogger("readscale")
-Row = tuple[Any, ...]
-# SQLSTATEs after which the node, not the query, is at fault (connection exceptions and
-# shutdowns), and the hot-standby conflict a replica raises while replaying (retryable).
-_NODE_FAILURE_STATES = ("08", "57P01", "57P02", "57P03")
-_RECOVERY_CONFLICT = "40001"
-
-
-@dataclass
-class _Plan:
-    """One read's target and progress through the routing loop."""
-
-    mode: ReadMode
-    request: ReadRequest
-    guard: bool  # run the guard and merge the position (every mode but the time window)
-    primary: bool  # straight to the primary: the time-window rule, or a fill that must read it
-    wait_until: float
-    give_up_at: float
-    attempt: int = 0
-    waited: bool = False
-    exclude: set[str] = field(default_factory=set)
-    stay_on: str | None = None  # the unsettled node this read tries first (its guard settles it)
-    marks: dict[str, int] = field(default_factory=dict)  # the unsettled marks that attempt clears
-
-
-def _statements(*parts: Any) -> Any:
-    """Statements as one query text (``str`` or ``psycopg.sql`` objects)."""
-    if all(isinstance(p, str) for p in parts):
-        return "; ".join(parts)
-    return sql.SQL("; ").join(sql.SQL(p) if isinstance(p, str) else p for p in parts)
-
-
-def _last_row(cur: psycopg.ClientCursor[Any]) -> Row | None:
-    """The first row of the last result of a multi-statement query (the position)."""
-    while cur.nextset():
-        pass
-    return cur.fetchone()
-
-
-def _at_least(lsn: int | None, floor: int | None) -> int | None:
-    """The later of a session's token and a cache fill's floor (the key's tombstone)."""
-    if floor is None:
-        return lsn
-    return floor if lsn is None else max(lsn, floor)
-
-
-def _within_fill(request: ReadRequest) -> ReadRequest:
-    """``request`` tightened by the cache fill it runs in, if any (readscale.cache): at or
-    past the fill's floor, and no staler than its bound."""
-    floor, bound = fill_requirements()
-    if floor is None and bound is None:
-        return request
-    staleness = request.max_staleness
-    if bound is not None:
-        staleness = bound if staleness is None else min(staleness, bound)
-    return ReadRequest(min_lsn=_at_least(request.min_lsn, floor), max_staleness=staleness)
 
 
 class ReplicaRouter:
@@ -153,16 +72,26 @@ class ReplicaRouter:
         on_read: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
-        self._on_read = on_read
-        self._clock = clock
-        self._wall_clock = wall_clock
         self._primary = Node(PRIMARY, settings.primary, settings, replica=False)
         self._replicas = {name: Node(name, dsn, settings, replica=True) for name, dsn in settings.replica_dsns}
         self._topology = Topology(settings, clock())
         self._writer = Primary(self._primary, self._topology, settings, wall_clock)
-        self._position_sql = position_sql(settings.token_source)
-        self._rng = random.Random(settings.seed)
         self._observer = LagObserver(self._primary, self._replicas, self._topology, settings, clock)
+        self._planner = ReadPlanner(
+            self, settings, self._replicas, self._topology, self._writer, clock=clock, wall_clock=wall_clock
+        )
+        self._reads = Reads(
+            self,
+            settings,
+            self._primary,
+            self._replicas,
+            self._topology,
+            self._writer,
+            self._observer,
+            self._planner,
+            clock=clock,
+            on_read=on_read,
+        )
         self._open = False
         self.default_context = CausalContext()
 
@@ -196,9 +125,6 @@ class ReplicaRouter:
     def _nodes(self) -> list[Node]:
         return [self._primary, *self._replicas.values()]
 
-    def _node(self, name: str) -> Node:
-        return self._primary if name == PRIMARY else self._replicas[name]
-
     def _check_open(self) -> None:
         if not self._open:
             raise ConfigurationError("the replica router is not open: use `with router` or call open() first")
@@ -221,139 +147,12 @@ class ReplicaRouter:
     def stats(self) -> RouterStats:
         return self._topology.stats()
 
-    # -- planning a read -----------------------------------------------------------------
+    # -- a read's plan, and what the session's unsettled reads saw ---------------------------
 
-    def _prepare(self, mode: ReadMode | None, context: CausalContext) -> _Plan:
-        """The read's plan, after settling what the session's unsettled reads saw: either
-        the read stays on their node (its guard settles them) or their positions are read
-        and merged first, so the target covers them."""
-        mode = mode or current_mode() or self.settings.default_mode
-        if not isinstance(mode, Session | Latest):  # these do not promise monotonic reads
-            return self._plan(mode, context)
-        marks = context.unsettled(self)
-        plan = self._plan(mode, context, settles=marks)
-        if not marks or isinstance(mode, Latest):
-            return plan
-        sticky = context is not self.default_context
-        step = plan_unsettled(marks.keys(), self._topology.views(self._clock()), plan.request, sticky=sticky)
-        match step:
-            case StayOn(name=name):
-                plan.stay_on, plan.marks = name, {name: marks[name]}
-                return plan
-            case SettleFirst(nodes=nodes):
-                self._settle_marks(context, {n: marks[n] for n in nodes})
-                return self._plan(mode, context)
-            case None:
-                return plan
-            case _:
-                assert_never(step)
-
-    def _plan(self, mode: ReadMode, context: CausalContext, *, settles: dict[str, int] | None = None) -> _Plan:
-        now = self._clock()
-        wait_until = now + self.settings.wait_budget
-        give_up_at = wait_until + self.settings.protection.max_wait
-        fill = current_fill()
-        if fill is not None and fill.primary_only and not isinstance(mode, TimeWindow):
-            # A cache fill after an invalidation of unknown position: only the primary
-            # is known to hold the change (readscale.cache). No wait for a replica.
-            self._reconcile(context)
-            return _Plan(mode, ReadRequest(), True, True, wait_until, give_up_at)
-        match mode:
-            case Session():
-                token = self._reconcile(context)
-                request = _within_fill(ReadRequest(min_lsn=None if token is None else token.lsn))
-                return _Plan(mode, request, True, False, wait_until, give_up_at)
-            case Latest():
-                try:
-                    latest = self._writer.latest()
-                except ReplicaUnavailableError:
-                    self._topology.count("refusals")
-                    raise
-                if settles:  # the primary's position now bounds what every earlier read saw
-                    context.observe(latest)
-                    context.settled(self, settles)
-                token = self._reconcile(context)
-                target = latest.lsn if token is None else max(latest.lsn, token.lsn)
-                request = _within_fill(ReadRequest(min_lsn=target))
-                return _Plan(mode, request, True, False, wait_until, give_up_at)
-            case BoundedStaleness(max_staleness=bound):
-                request = _within_fill(ReadRequest(max_staleness=bound))
-                return _Plan(mode, request, True, False, wait_until, give_up_at)
-            case TimeWindow(window=window):
-                written = context.written_at
-                within = written is not None and self._wall_clock() - written < window
-                if fill is not None and not (within and self._topology.primary_up):
-                    # A cache fill needs a guarded read that meets its floor and bound.
-                    return _Plan(mode, _within_fill(ReadRequest()), True, False, wait_until, give_up_at)
-                return _Plan(mode, ReadRequest(), False, within and self._topology.primary_up, wait_until, give_up_at)
-            case _:
-                assert_never(mode)
-
-    def _leave(self, plan: _Plan, context: CausalContext) -> None:
-        """The read tried its unsettled node and could not read its position there (no
-        connection, the guard failed): read it another way before going elsewhere."""
-        name, marks = plan.stay_on, plan.marks
-        plan.stay_on, plan.marks = None, {}
-        if name is None:
-            return
-        self._settle_marks(context, marks)
-        token = self._reconcile(context)
-        if token is not None and (plan.request.min_lsn is None or token.lsn > plan.request.min_lsn):
-            plan.request = ReadRequest(min_lsn=token.lsn, max_staleness=plan.request.max_staleness)
-
-    def _settle_marks(self, context: CausalContext, marks: dict[str, int]) -> None:
-        """Read each marked node's position now and merge it; a node that cannot tell is
-        bounded by the primary's current position (no replica replays past it)."""
-        bound_by_primary = PRIMARY in marks
-        for name in sorted(set(marks) - {PRIMARY}):
-            self._topology.count("settles")
-            lsn = self._replay_position(name) if name in self._replicas else None
-            if lsn is None:
-                bound_by_primary = True
-            else:
-                self._observe(context, lsn)
-        if bound_by_primary:
-            self._topology.count("settles")
-            try:
-                context.observe(self._writer.latest())
-            except ReplicaUnavailableError as exc:
-                self._topology.count("positions_unknown")
-                log.warning(
-                    "readscale: could not learn how far earlier reads on %s saw (%s): the session's next read "
-                    "may see older data",
-                    ", ".join(sorted(marks)),
-                    exc,
-                    extra={"nodes": sorted(marks), "reason": str(exc)},
-                )
-        context.settled(self, marks)
-
-    def _replay_position(self, name: str) -> int | None:
-        """A replica's replay position now, on a pooled connection (None if it cannot tell)."""
-        node = self._replicas[name]
-        timeout = min(self.settings.acquire_timeout, self.settings.connect_timeout)
-        try:
-            conn = node.pool.getconn(timeout=timeout)
-        except psycopg.OperationalError:
-            return None
-        try:
-            row = (conn.execute(GUARD_SQL)).fetchone()
-        except psycopg.Error as exc:
-            if self._node_failed(conn, exc):
-                self._mark_failed(name)
-            return None
-        finally:
-            node.pool.putconn(conn)
-        if row is None or row[0] is None:
-            self._topology.record_not_replica(name)
-            return None
-        lsn = parse_lsn(row[0])
-        self._topology.note_position(name, lsn)
-        return lsn
-
-    def _observe(self, context: CausalContext, lsn: int) -> None:
-        identity = self._topology.identity
-        if identity is not None:
-            context.observe(identity.at(lsn))
+    def _prepare(self, mode: ReadMode | None, context: CausalContext) -> ReadPlan:
+        """The read's plan (``readscale._sync.replicas.plans``): a session's own context,
+        not the router's default, may keep the read on its unsettled node."""
+        return self._planner.prepare(mode, context, sticky=context is not self.default_context)
 
     def settle(self, context: CausalContext | None = None) -> None:
         """Merge what the context's unsettled reads saw into its token: one position read
@@ -364,7 +163,7 @@ class ReplicaRouter:
         context = context or self.context
         marks = context.unsettled(self)
         if marks:
-            self._settle_marks(context, marks)
+            self._planner.settle(context, marks)
 
     def note_read(self, node: str) -> None:
         """Record that a statement another library ran on ``node`` (a replica's name or
@@ -372,171 +171,7 @@ class ReplicaRouter:
         moves to another node or its token leaves. For integrations' statement hooks."""
         self.context.note_read(self, node)
 
-    def _reconcile(self, context: CausalContext) -> CausalToken | None:
-        resets = context.resets
-        token = context.reconcile(self._topology.identity)
-        if context.resets != resets:
-            self._topology.count("tokens_reset")
-        return token
-
-    def _retry_hint(self) -> float:
-        return self._writer.retry_hint()
-
-    def _choose(self, plan: _Plan) -> str:
-        """The node for the read's next attempt: a replica to guard, or the primary."""
-        if plan.primary:
-            return PRIMARY
-        if plan.stay_on is not None and plan.stay_on not in plan.exclude:
-            return plan.stay_on
-        while True:
-            now = self._clock()
-            views = self._topology.views(now)
-            step = plan_read(
-                views, plan.request, now=now, wait_until=plan.wait_until, attempt=plan.attempt, rng=self._rng,
-                exclude=plan.exclude,
-            )  # fmt: skip
-            match step:
-                case TryReplica(name=name):
-                    self._observer.refresh_if_unsure(views, plan.request, now)
-                    return name
-                case Wait(seconds=seconds):
-                    if not plan.waited:
-                        plan.waited = True
-                        self._topology.count("waits")
-                    plan.attempt += 1
-                    sync_sleep(seconds)
-                    self._observer.refresh_positions()
-                case FallBack(reason=reason):
-                    fallback = self._topology.plan_fallback(
-                        now=now, give_up_at=plan.give_up_at, attempt=plan.attempt, retry_hint=self._retry_hint()
-                    )
-                    match fallback:
-                        case UsePrimary():
-                            return PRIMARY
-                        case Wait(seconds=seconds):
-                            plan.attempt += 1
-                            sync_sleep(seconds)
-                            self._observer.refresh_positions()
-                        case Refuse(reason=refusal, retry_after=retry_after):
-                            self._topology.count("refusals")
-                            raise ReplicaUnavailableError(
-                                f"{reason}, and {refusal}; retry in {retry_after:.3g} s",
-                                backend="postgresql",
-                                retry_after=retry_after,
-                            )
-                        case _:
-                            assert_never(fallback)
-                case _:
-                    assert_never(step)
-
-    def _checkout(self, name: str, plan: _Plan) -> psycopg.Connection[Any] | None:
-        """A pooled connection to ``name``; None (and ``name`` skipped) if a replica's pool is exhausted."""
-        node = self._node(name)
-        if name == PRIMARY:
-            try:
-                conn = node.pool.getconn()
-            except psycopg.OperationalError as exc:
-                self._topology.count("refusals")
-                raise ReplicaUnavailableError(
-                    f"no connection to the primary within {self.settings.acquire_timeout} s for a fallback read",
-                    backend="postgresql",
-                    retry_after=self._retry_hint(),
-                ) from exc
-        else:
-            try:
-                conn = node.pool.getconn(timeout=min(self.settings.acquire_timeout, self.settings.connect_timeout))
-            except psycopg.OperationalError:
-                plan.exclude.add(name)
-                return None
-        self._topology.begin_read(name)
-        return conn
-
-    def _release(self, name: str, conn: psycopg.Connection[Any], *, served: bool) -> None:
-        self._topology.end_read(name, served=served)
-        self._node(name).pool.putconn(conn)
-
-    def _node_failed(self, conn: psycopg.Connection[Any], exc: BaseException) -> bool:
-        if conn.broken:
-            return True
-        state = getattr(exc, "sqlstate", None) or ""
-        return isinstance(exc, psycopg.OperationalError) and state.startswith(_NODE_FAILURE_STATES)
-
-    def _mark_failed(self, name: str) -> None:
-        if self._topology.record_failure(name) == "out":
-            log.warning("readscale: %s taken out of rotation after failed reads", name)
-
-    def _accept(self, name: str, lsn: int | None, plan: _Plan, context: CausalContext, seen: int | None = None) -> bool:
-        """Judge a guard's result; merge the replica's position into the context if it
-        passes (``seen``: the position read after the read's statement, when there is one).
-
-        A guard on the read's unsettled node settles it whatever it finds: it runs after
-        the session's earlier statements there, so it bounds what they saw."""
-        if lsn is None:  # pg_last_wal_replay_lsn() is NULL: this node is not a replica
-            self._topology.record_not_replica(name)
-            plan.exclude.add(name)
-            return False
-        self._topology.note_position(name, lsn)
-        if name == plan.stay_on:
-            self._observe(context, lsn)
-            context.settled(self, plan.marks)
-            plan.stay_on, plan.marks = None, {}
-        request = plan.request
-        stale = request.min_lsn is not None and lsn < request.min_lsn
-        if not stale and request.max_staleness is not None:
-            staleness = self._topology.staleness(lsn, self._clock())
-            stale = staleness is None or staleness > request.max_staleness
-        if stale:
-            self._topology.count("guard_misses")
-            return False
-        if seen is not None and seen > lsn:
-            self._topology.note_position(name, seen)
-            lsn_seen = seen
-        else:
-            lsn_seen = lsn
-        self._observe(context, lsn_seen)
-        if current_fill() is not None:  # a cache fill in progress learns how fresh its source is (at least)
-            report_read_lsn(lsn, staleness=self._topology.staleness(lsn, self._clock()))
-        return True
-
-    def _count_read(self, name: str, plan: _Plan, position: int | None = None) -> None:
-        """Count a read served by ``name``; a cache fill in progress learns its source
-        (``position``: the primary's, read before the query, when known)."""
-        if self._on_read is not None:
-            self._on_read(name)  # runs in the reader's own task: contextvars see the request
-        if name == PRIMARY:
-            report_primary_read(position)
-        if name != PRIMARY:
-            self._topology.count("replica_reads")
-        elif plan.primary and not plan.guard:
-            self._topology.count("time_window_primary_reads")
-        else:
-            self._topology.count("primary_reads")
-
     # -- reads -----------------------------------------------------------------------------
-
-    def _open_read(self, plan: _Plan, context: CausalContext) -> tuple[str, psycopg.Connection[Any]]:
-        """Route and guard: a node that may serve the read, with a connection to it."""
-        while True:
-            name = self._choose(plan)
-            conn = self._checkout(name, plan)
-            if conn is None:
-                self._leave(plan, context)
-                continue
-            if name == PRIMARY or not plan.guard:
-                return name, conn
-            try:
-                row = (conn.execute(GUARD_SQL)).fetchone()
-            except psycopg.Error as exc:
-                self._release(name, conn, served=False)
-                if self._node_failed(conn, exc):
-                    self._mark_failed(name)
-                plan.exclude.add(name)
-                self._leave(plan, context)
-                continue
-            if self._accept(name, None if row is None or row[0] is None else parse_lsn(row[0]), plan, context):
-                return name, conn
-            self._release(name, conn, served=False)
-            self._leave(plan, context)
 
     @contextmanager
     def read(self, mode: ReadMode | None = None) -> Iterator[psycopg.Connection[Any]]:
@@ -556,7 +191,7 @@ class ReplicaRouter:
         self._check_open()
         context = self.context
         plan = self._prepare(mode, context)
-        name, conn = self._open_read(plan, context)
+        name, conn = self._reads.open(plan, context)
         if plan.guard:
             context.open_read(self, name)
         served = settled = False
@@ -564,46 +199,17 @@ class ReplicaRouter:
             yield conn
             served = True
             if plan.guard:
-                settled = self._merge_seen(name, conn, context)
+                settled = self._reads.merge_seen(name, conn, context)
         except BaseException as exc:
-            if self._node_failed(conn, exc):
-                self._mark_failed(name)
+            if node_failed(conn, exc):
+                mark_failed(self._topology, name)
             raise
         finally:
             if plan.guard:
                 context.close_read(self, name, settled=settled)
             if served:
-                self._count_read(name, plan)
-            self._release(name, conn, served=served)
-
-    def _merge_seen(self, name: str, conn: psycopg.Connection[Any], context: CausalContext) -> bool:
-        """Read ``name``'s position on the block's connection and merge it: an upper bound
-        of what the block saw, whatever isolation level it used. False if it cannot be
-        read there (the connection is busy or broken): the caller leaves it unsettled."""
-        status = conn.info.transaction_status
-        if conn.closed or conn.broken or status in (TransactionStatus.ACTIVE, TransactionStatus.UNKNOWN):
-            return False
-        position = self._position_sql if name == PRIMARY else GUARD_SQL
-        try:
-            if status == TransactionStatus.INERROR:  # nothing else runs in it; the pool would roll back
-                cur = conn.execute(f"ROLLBACK; {position}")
-                cur.nextset()
-            else:  # the function reads shared memory, not the open transaction's snapshot
-                cur = conn.execute(position)
-            row = cur.fetchone()
-            if name == PRIMARY:
-                self._writer.stamp(conn, row, context, write=False)
-                return True
-        except (psycopg.Error, ReadscaleError) as exc:
-            if isinstance(exc, psycopg.Error) and self._node_failed(conn, exc):
-                self._mark_failed(name)
-            return False
-        if row is None or row[0] is None:
-            return False
-        lsn = parse_lsn(row[0])
-        self._topology.note_position(name, lsn)
-        self._observe(context, lsn)
-        return True
+                self._reads.count(name, plan)
+            self._reads.release(name, conn, served=served)
 
     def fetch(self, query: Any, params: Any = None, *, mode: ReadMode | None = None) -> list[Row]:
         """Run one idempotent read in autocommit and return its rows.
@@ -616,92 +222,12 @@ class ReplicaRouter:
         self._check_open()
         context = self.context
         plan = self._prepare(mode, context)
-        retried = False
-        while True:
-            name = self._choose(plan)
-            conn = self._checkout(name, plan)
-            if conn is None:
-                self._leave(plan, context)
-                continue
-            served = False
-            try:
-                try:
-                    lsn, seen, rows = self._fetch_on(name, conn, plan, context, query, params)
-                except psycopg.Error as exc:
-                    failed = self._node_failed(conn, exc)
-                    if not (failed or (name != PRIMARY and exc.sqlstate == _RECOVERY_CONFLICT)):
-                        raise
-                    if failed:
-                        self._mark_failed(name)
-                    if retried:
-                        self._topology.count("refusals")
-                        raise ReplicaUnavailableError(
-                            f"the read failed on {name} after a retry: {exc}",
-                            backend=name,
-                            retry_after=self._retry_hint(),
-                        ) from exc
-                    retried = True
-                    self._topology.count("retries")
-                    plan.exclude.add(name)
-                else:
-                    if name == PRIMARY or not plan.guard or self._accept(name, lsn, plan, context, seen):
-                        served = True
-                        self._count_read(name, plan, lsn if name == PRIMARY else None)
-                        return rows
-            finally:
-                self._release(name, conn, served=served)
-            self._leave(plan, context)  # a failed or stale attempt: settle before moving on
+        return self._reads.fetch(plan, context, query, params)
 
     def fetch_one(self, query: Any, params: Any = None, *, mode: ReadMode | None = None) -> Row | None:
         """:meth:`fetch`, first row only (None if there is none)."""
         rows = self.fetch(query, params, mode=mode)
         return rows[0] if rows else None
-
-    def _fetch_on(
-        self,
-        name: str,
-        conn: psycopg.Connection[Any],
-        plan: _Plan,
-        context: CausalContext,
-        query: Any,
-        params: Any,
-    ) -> tuple[int | None, int | None, list[Row]]:
-        """Run the read on ``conn``; on a replica between the guard and the position, in
-        one round trip. Returns (the guard's position, the position after, the rows); on
-        the primary, (its position before the query inside a cache fill, else None;
-        None; the rows).
-
-        Guard, query and position go as statements of one simple-protocol query
-        (parameters bound client-side): each statement takes its own snapshot under READ
-        COMMITTED, which replica connections are set to, so the guard finishes before the
-        read's snapshot is taken (verified-postgres.md section 4) and the position after
-        it bounds what the snapshot saw. A fallback read on the primary is followed by the
-        primary's position the same way; inside a cache fill it is also preceded by it, so
-        the entry records a position the read saw everything before (no extra round trip).
-        """
-        if not plan.guard:  # the time-window rule: no guard, no position
-            return None, None, (conn.execute(query, params)).fetchall()
-        cur = psycopg.ClientCursor(conn)
-        if name == PRIMARY:
-            if current_fill() is None:
-                cur.execute(_statements(query, self._position_sql), params)
-                rows = cur.fetchall()
-                self._writer.stamp(conn, _last_row(cur), context, write=False)
-                return None, None, rows
-            cur.execute(_statements(self._position_sql, query, self._position_sql), params)
-            before = self._writer.stamp(conn, cur.fetchone(), context, write=False)
-            cur.nextset()
-            rows = cur.fetchall()
-            self._writer.stamp(conn, _last_row(cur), context, write=False)
-            return before.lsn, None, rows
-        cur.execute(_statements(GUARD_SQL, query, GUARD_SQL), params)
-        row = cur.fetchone()
-        cur.nextset()
-        rows = cur.fetchall()
-        after = _last_row(cur)
-        lsn = None if row is None or row[0] is None else parse_lsn(row[0])
-        seen = None if after is None or after[0] is None else parse_lsn(after[0])
-        return lsn, seen, rows
 
     def route_read(self, mode: ReadMode | None = None) -> str:
         """Choose and guard a node for a read that another library will run (Django, SQLAlchemy).
@@ -717,11 +243,11 @@ class ReplicaRouter:
         self._check_open()
         context = self.context
         plan = self._prepare(mode, context)
-        name, conn = self._open_read(plan, context)
+        name, conn = self._reads.open(plan, context)
         try:
-            self._count_read(name, plan)
+            self._reads.count(name, plan)
         finally:
-            self._release(name, conn, served=True)
+            self._reads.release(name, conn, served=True)
         if plan.guard:
             context.note_read(self, name)
         return name
