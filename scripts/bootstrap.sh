@@ -80,6 +80,6 @@ elif ! current "$full_stamp"; then
 fi
 if ! $demo_only; then
   # The HTTP caching conformance suite, from the npm registry into the virtualenv (pinned).
-  bash tests/conformance/install.sh "$VENV/share/readscale-conformance"
+  bash tests/http/conformance/install.sh "$VENV/share/readscale-conformance"
 fi
 echo "bootstrap: ready"

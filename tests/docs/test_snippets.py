@@ -496,7 +496,7 @@ def test_flask_guide(items: Stack, docs_redis_url: str) -> None:
 @pytest.mark.stack
 def test_django_guide_settings(items: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     """settings.py is plain Python: run it, then open the router it configures and read
-    through it (Django's own use of these settings runs in tests/replicas/test_django.py)."""
+    through it (Django's own use of these settings runs in tests/django/test_replicas.py)."""
     from readscale import ReplicaRouter
 
     monkeypatch.setenv("READSCALE_TOKEN_SECRET", "a secret")

@@ -2,7 +2,7 @@
 
 Each target feeds bytes to a parser of untrusted input and fails (raises anything but
 the documented outcome) only on a real bug. The contracts are those of
-``tests/unit/test_fuzz.py``; atheris adds coverage guidance to find inputs Hypothesis
+``tests/fuzz/test_contracts.py``; atheris adds coverage guidance to find inputs Hypothesis
 does not think of.
 """
 

@@ -1,4 +1,4 @@
-"""The edge under test: tests.http.app under uvicorn, the stack's real Varnish in front."""
+"""The edge under test: tests.starlette.app under uvicorn, the stack's real Varnish in front."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from readscale.stack import Stack, StackConfig
 from readscale.stack.varnish import VarnishNode
 from readscale.testing.http import AppServer
 
-APP = "tests.http.app:app"
+APP = "tests.starlette.app:app"
 
 
 @dataclass

@@ -141,7 +141,9 @@ def test_fifty_concurrent_misses_reach_the_app_once(edge: Edge) -> None:
 def test_not_modified_with_required_fields_and_etags_equal_across_hash_seeds(
     readscale_app_server_factory: Callable[..., AppServer],
 ) -> None:
-    apps = [readscale_app_server_factory("tests.http.app:app", env={"PYTHONHASHSEED": seed}) for seed in ("1", "4242")]
+    apps = [
+        readscale_app_server_factory("tests.starlette.app:app", env={"PYTHONHASHSEED": seed}) for seed in ("1", "4242")
+    ]
     full = [httpx.get(app.url + "/document") for app in apps]
     etags = {r.headers["etag"] for r in full}
     assert len(etags) == 1

@@ -2,7 +2,7 @@
 
 ``configure()`` sets the process's Django settings (once; Django's are process-wide)
 and ``application`` is the ASGI app for uvicorn. The URL patterns include those of
-tests/http/django_urls.py, so every Django test in a process shares one configuration.
+tests/django/urls.py, so every Django test in a process shares one configuration.
 """
 
 from __future__ import annotations

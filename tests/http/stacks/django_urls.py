@@ -9,7 +9,7 @@ from django.views.decorators.csrf import csrf_exempt
 # --- snippet: django-views ---
 from readscale.django import check_not_modified, http_policy
 from readscale.http import HttpPolicy
-from tests.http import django_urls as integration_urls
+from tests.django import urls as integration_urls
 from tests.http.stacks._repo import repo
 
 

@@ -342,7 +342,7 @@ def plan_fill(request: FillRequest, seen: Seen, *, now: float, attempt: int) -> 
     """The next step of a fill, after the driver saw ``seen`` at monotonic time ``now``
     having taken ``attempt`` leases so far.
 
-    Invariants (tests/unit/test_fill_planner.py checks them over every sequence): a
+    Invariants (tests/_core/cache/test_fill_plan.py checks them over every sequence): a
     ``Load`` carries a token exactly when this process won the lease; a wait is positive
     and never outlasts the lease or the deadline; a failing L2 never makes the loop wait;
     an uncoordinated fill never takes a lease; every run ends in ``Serve`` or ``Load``

@@ -42,7 +42,7 @@ The guarantees (named as in the README):
     here means the harness or the database is broken, not the cache.
 
 The checker is pure and exact: O((reads + writes) log n). Hand-made histories in
-``tests/consistency/test_history.py`` violate each property; a brute-force reference
+``tests/_core/consistency/test_history.py`` violate each property; a brute-force reference
 written from these definitions agrees with it on random histories.
 """
 

@@ -3,7 +3,7 @@
 Reference: memcached's ``doc/protocol.txt``, section "Meta Commands" (``mg``, ``ms``,
 ``md``, ``ma``, ``mn``), as shipped with memcached 1.6.18, whose behaviour the tests pin
 down against the real server (shared/notes/verified-redis-varnish.md, section 4, and
-tests/_async/test_memcached_backend.py).
+tests/_async/backends/test_memcached.py).
 
 Theory of operation. A driver builds a request (``MetaGet``, ``MetaSet``, ...), calls
 ``encode()`` and writes the bytes; it feeds whatever the socket returns to a

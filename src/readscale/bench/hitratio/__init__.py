@@ -11,7 +11,7 @@ Reference policies
 - Belady's MIN: the offline optimum with bypass (a miss may decline to be cached):
   evict whichever cached key is next requested farthest in the future, or skip the
   incoming key when it is itself the farthest. Checked against a brute-force search in
-  ``tests/unit/test_hitratio.py``.
+  ``tests/bench/test_hitratio.py``.
 - perfect LFU: exact counts of every key ever requested; the ceiling of an online
   frequency policy (W-TinyLFU approximates it with a sketch and a bounded memory).
 - static top-C: an oracle that pins the C most requested keys of the trace from the

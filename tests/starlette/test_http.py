@@ -1,0 +1,187 @@
+"""The ASGI (Starlette) integration, in process: the same rules as tests/flask/test_http.py and
+tests/django/test_http.py, three frameworks."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from readscale.http import HttpMetrics, HttpPolicy, HttpSettings
+from readscale.starlette import HttpCacheMiddleware, add_tags, check_not_modified, http_policy, use_policy
+
+PUBLIC = HttpPolicy.public(60, edge_max_age=300)
+LANG = HttpPolicy.public(60, edge_max_age=300, vary=("accept-language",))
+
+
+@http_policy(LANG)
+async def lang(request: Request) -> Response:
+    return PlainTextResponse(request.headers.get("accept-language", "en"))
+
+
+@http_policy(PUBLIC)
+async def everything(request: Request) -> Response:
+    return PlainTextResponse(str(len(dict(request.headers))))
+
+
+@http_policy(PUBLIC)
+async def forwarded(request: Request) -> Response:
+    return PlainTextResponse(request.headers.get("x-forwarded-host", "none"))
+
+
+async def dynamic(request: Request) -> Response:
+    use_policy(request, HttpPolicy.public(5, tags=("a",)))
+    add_tags(request, "b")
+    return PlainTextResponse("dynamic")
+
+
+@http_policy(PUBLIC)
+async def streamed(request: Request) -> Response:
+    async def chunks():  # type: ignore[no-untyped-def]
+        for _ in range(4):
+            yield b"x" * 1000
+
+    return StreamingResponse(chunks())
+
+
+@http_policy(PUBLIC)
+async def versioned(request: Request) -> Response:
+    check_not_modified(request, etag_from=7, last_modified_from=1_700_000_000)
+    return PlainTextResponse("rendered")
+
+
+@http_policy(PUBLIC)
+async def user(request: Request) -> Response:
+    return PlainTextResponse(request.headers.get("authorization", "-"))
+
+
+def make_app(settings: HttpSettings | None = None, metrics: HttpMetrics | None = None) -> httpx.AsyncClient:
+    app = Starlette(
+        routes=[
+            Route("/lang", lang),
+            Route("/everything", everything),
+            Route("/forwarded", forwarded),
+            Route("/dynamic", dynamic),
+            Route("/streamed", streamed),
+            Route("/versioned", versioned),
+            Route("/user", user),
+        ]
+    )
+    app.add_middleware(HttpCacheMiddleware, settings=settings or HttpSettings(etag_max_bytes=2500), metrics=metrics)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=("10.0.0.9", 1234)), base_url="http://t")
+
+
+@pytest.mark.anyio
+async def test_asgi_declared_variance_and_identity(caplog: pytest.LogCaptureFixture) -> None:
+    from readscale.http import _engine
+
+    _engine._WARNED.clear()  # once per process: forget earlier tests' warnings
+    metrics = HttpMetrics()
+    async with make_app(metrics=metrics) as client:
+        r = await client.get("/lang", headers={"accept-language": "fr"})
+        assert (
+            r.text == "fr"
+            and r.headers["vary"] == "Accept-Language"
+            and r.headers["cdn-cache-control"] == "max-age=300"
+        )
+        r = await client.get("/lang")  # declared: varies whether or not the field came
+        assert r.headers["vary"] == "Accept-Language"
+        r = await client.get("/everything", headers={"cookie": "s=1"})
+        assert r.headers["cache-control"] == "private, no-cache", "copying every field read the user's Cookie"
+        r = await client.get("/everything")
+        assert r.headers["cache-control"] == "public, max-age=60", "declared variance decides the rest"
+        r = await client.get("/user", headers={"authorization": "Bearer x"})
+        assert r.headers["cache-control"] == "private, no-cache"
+        assert "cdn-cache-control" not in r.headers
+        assert r.headers["vary"] == "Authorization, Cookie"
+        r = await client.get("/user")  # read Authorization undeclared: varied on, warned, counted
+        assert r.headers["cache-control"] == "public, max-age=60" and r.headers["vary"] == "Authorization"
+    assert metrics.snapshot()["downgraded"] == 2
+    assert metrics.snapshot()["undeclared_reads"] == 3, "dict(request.headers) reads every field: warned too"
+    warned = {(rec.route, rec.field) for rec in caplog.records if getattr(rec, "event", None) == "undeclared_read"}  # type: ignore[attr-defined]
+    assert ("GET user", "authorization") in warned and ("GET everything", "user-agent") in warned
+
+
+@pytest.mark.anyio
+async def test_asgi_strict_mode_varies_on_every_read() -> None:
+    async with make_app(HttpSettings(unlisted_reads="vary", etag_max_bytes=2500)) as client:
+        r = await client.get("/everything", headers={"cookie": "s=1"})
+        assert r.headers["cache-control"] == "private, no-cache"  # enumerating fields reads the cookie
+        r = await client.get("/user")
+        assert r.headers["vary"] == "Authorization"
+
+
+@pytest.mark.anyio
+async def test_asgi_forwarding_fields_only_from_trusted_proxies() -> None:
+    async with make_app() as client:
+        assert (await client.get("/forwarded", headers={"x-forwarded-host": "evil"})).text == "none"
+        plain = await client.get("/everything")
+        assert (await client.get("/everything", headers={"forwarded": "host=evil"})).text == plain.text
+    metrics = HttpMetrics()
+    async with make_app(HttpSettings(trusted_proxies=frozenset({"10.0.0.9"})), metrics) as client:
+        r = await client.get("/forwarded", headers={"x-forwarded-host": "cdn.example"})
+        assert r.text == "cdn.example" and metrics.undeclared_reads == 1, "an undeclared reflected field is reported"
+
+
+@pytest.mark.anyio
+async def test_asgi_dynamic_policy_and_tags() -> None:
+    async with make_app() as client:
+        r = await client.get("/dynamic")
+    assert r.headers["cache-control"] == "public, max-age=5"
+    assert r.headers["xkey"] == "a b"
+
+
+@pytest.mark.anyio
+async def test_asgi_malformed_if_none_match_is_a_400_not_a_500() -> None:
+    metrics = HttpMetrics()
+    async with make_app(metrics=metrics) as client:
+        r = await client.get("/lang", headers={"if-none-match": 'W/"a", garbage'})
+    assert r.status_code == 400
+    assert "If-None-Match" in r.text and r.headers["cache-control"] == "no-store"
+    assert metrics.header_errors == 1
+
+
+@pytest.mark.anyio
+async def test_asgi_large_streams_pass_without_etag_small_ones_get_one() -> None:
+    async with make_app() as client:
+        big = await client.get("/streamed")
+        small = await client.get("/lang")
+    assert big.content == b"x" * 4000 and "etag" not in big.headers
+    assert big.headers["cache-control"] == "public, max-age=60"
+    assert small.headers["etag"].startswith('"')
+
+
+@pytest.mark.anyio
+async def test_asgi_preconditions() -> None:
+    async with make_app() as client:
+        first = await client.get("/lang")
+        etag = first.headers["etag"]
+        assert (await client.get("/lang", headers={"if-none-match": etag})).status_code == 304
+        assert (await client.get("/lang", headers={"if-match": '"other"'})).status_code == 412
+        assert (await client.get("/lang", headers={"if-match": etag})).status_code == 200
+        head = await client.head("/lang", headers={"if-none-match": etag})
+        assert head.status_code == 304
+        v = await client.get("/versioned")
+        assert v.text == "rendered" and v.headers["etag"].startswith('"v')
+        ims = await client.get("/versioned", headers={"if-modified-since": "Wed, 15 Nov 2023 00:00:00 GMT"})
+        assert ims.status_code == 304 and ims.content == b""
+
+
+@pytest.mark.anyio
+async def test_asgi_a_304_on_a_stream_discards_the_rest_of_the_body() -> None:
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"etag", b'"fixed"')]})
+        for _ in range(5):
+            await send({"type": "http.response.body", "body": b"y" * 1000, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    wrapped = HttpCacheMiddleware(app, settings=HttpSettings(etag_max_bytes=100))
+    transport = httpx.ASGITransport(app=wrapped)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        full = await client.get("/")
+        cached = await client.get("/", headers={"if-none-match": '"fixed"'})
+    assert full.status_code == 200 and len(full.content) == 5000 and full.headers["etag"] == '"fixed"'
+    assert cached.status_code == 304 and cached.content == b""
