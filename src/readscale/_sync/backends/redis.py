@@ -9,6 +9,9 @@ one subscription to that channel, so waiters are woken by the fill itself, not b
 loop. The lease key shares the entry's cluster slot (``readscale._core.cache.keys``), so the
 scripts work on Redis Cluster; there, ``PUBLISH`` reaches subscribers on every node.
 
+The scripts are in ``_redis_scripts``; leases, tickets, fills and the wait for a fill (the
+subscription and its waiters) in ``_redis_fills``.
+
 Errors of redis-py (including ``RedisClusterException``, which is not a ``RedisError``)
 and of sockets become :class:`CacheUnavailableError` here; nothing else escapes.
 """
@@ -27,27 +30,22 @@ from redis.retry import Retry
 
 from readscale._core.cache.fill import PRIMARY_ONLY
 from readscale._core.cache.keys import companion_key
-from readscale._core.cache.lease import LEASE_HELD_ELSEWHERE, TICKET_PREFIX, LeaseResult
+from readscale._core.cache.lease import TICKET_PREFIX, LeaseResult
 from readscale._core.postgres.lsn import lsn_text, parse_lsn_text
 from readscale._shared.primitives.locks import Semaphore
 from readscale._shared.redis_errors import closed_transport_race
 from readscale._sync.backends import _redis_scripts
+from readscale._sync.backends._redis_fills import COMMAND_ERRORS as _COMMAND_ERRORS
 from readscale._sync.backends._redis_fills import ERRORS as _ERRORS
-from readscale._sync.backends._redis_fills import FillListener
+from readscale._sync.backends._redis_fills import RedisFills
+from readscale._sync.backends._redis_fills import lease_keys as _lease_keys
+from readscale._sync.backends._redis_fills import ms as _ms
 from readscale.errors import CacheUnavailableError, ValueTooLargeError
 from readscale.settings import RedisSettings
 
 FILL_CHANNEL = "readscale:fill"
 #: Redis refuses strings over 512 MB; far below that, proto-max-bulk-len is the limit.
 REDIS_MAX_VALUE = 512 * 1024 * 1024
-# Commands also catch the errors of a connection closed mid-write (see
-# closed_transport_race); _unavailable re-raises any other AttributeError/TypeError.
-_COMMAND_ERRORS = (*_ERRORS, AttributeError, TypeError)
-
-
-def _lease_keys(key: str) -> list[str]:
-    """The entry and its companions (lease, tombstone, tickets), all in the entry's cluster slot."""
-    return [key, companion_key(key, "lease"), companion_key(key, "tomb"), companion_key(key, "tickets")]
 
 
 def _floor_key(counter: str) -> str:
@@ -57,10 +55,6 @@ def _floor_key(counter: str) -> str:
 
 def _floor_text(lsn: int | None) -> str:
     return lsn_text(PRIMARY_ONLY if lsn is None else lsn)
-
-
-def _ms(seconds: float) -> int:
-    return max(1, int(seconds * 1000 + 0.999))
 
 
 def _text(value: Any) -> str:
@@ -103,14 +97,17 @@ class RedisBackend:
         self._client: Any = client if client is not None else self._make_client()
         self._channel = fill_channel
         self.max_value_size = max_value_size
-        self._lease_script = self._client.register_script(_redis_scripts.LEASE)
-        self._fill_script = self._client.register_script(_redis_scripts.FILL)
-        self._release_script = self._client.register_script(_redis_scripts.RELEASE)
         self._invalidate_script = self._client.register_script(_redis_scripts.INVALIDATE)
-        self._ticket_script = self._client.register_script(_redis_scripts.TICKET)
         self._invalidate_for_write_script = self._client.register_script(_redis_scripts.INVALIDATE_FOR_WRITE)
         self._bump_script = self._client.register_script(_redis_scripts.BUMP)
-        self._fills = FillListener(self._client, fill_channel)
+        self._fills = RedisFills(
+            self._client,
+            fill_channel,
+            self._limit,
+            pipelines=self._pipelines_scripts,
+            unavailable=self._unavailable,
+            check_size=self._check_size,
+        )
 
     @classmethod
     def from_url(cls, url: str, **settings: Any) -> RedisBackend:
@@ -217,84 +214,35 @@ class RedisBackend:
         except _COMMAND_ERRORS as exc:
             raise self._unavailable("PING", exc) from exc
 
-    # -- leases --------------------------------------------------------------------------
+    # -- fill rights and fills: _redis_fills ------------------------------------------------
 
     def lease(self, key: str, ttl: float) -> LeaseResult:
-        token = secrets.token_hex(12)
-        try:
-            with self._limit:
-                reply = self._lease_script(keys=_lease_keys(key), args=[token, _ms(ttl)])
-        except _COMMAND_ERRORS as exc:
-            raise self._unavailable("lease script", exc) from exc
-        code = int(reply[0])
-        if code == 1:
-            return LeaseResult(value=reply[1])
-        if code == 2:
-            return LeaseResult(token=token, floor_lsn=parse_lsn_text(reply[1]))
-        return LEASE_HELD_ELSEWHERE
+        return self._fills.lease(key, ttl)
 
     def refresh_lease(self, key: str, ttl: float) -> str | None:
         """Take the fill lease of a key that still has a (stale) value, so exactly one
         process refreshes it in the background; the token, or None if someone else has it."""
-        token = secrets.token_hex(12)
-        try:
-            with self._limit:
-                won = self._client.set(companion_key(key, "lease"), token, nx=True, px=_ms(ttl))
-        except _COMMAND_ERRORS as exc:
-            raise self._unavailable("SET NX (refresh lease)", exc) from exc
-        return token if won else None
+        return self._fills.refresh_lease(key, ttl)
 
     def ticket(self, key: str, ttl: float) -> LeaseResult:
-        token = TICKET_PREFIX + secrets.token_hex(12)
-        try:
-            with self._limit:
-                floor = self._ticket_script(keys=_lease_keys(key), args=[token, _ms(ttl)])
-        except _COMMAND_ERRORS as exc:
-            raise self._unavailable("ticket script", exc) from exc
-        return LeaseResult(token=token, floor_lsn=parse_lsn_text(floor))
+        return self._fills.ticket(key, ttl)
 
     def ticket_many(self, keys: Sequence[str], ttl: float) -> list[LeaseResult]:
-        if not keys:
-            return []
-        if not self._pipelines_scripts:
-            return [self.ticket(key, ttl) for key in keys]
-        tokens = [TICKET_PREFIX + secrets.token_hex(12) for _ in keys]
-        try:
-            with self._limit, self._client.pipeline(transaction=False) as pipe:
-                for key, token in zip(keys, tokens, strict=True):
-                    self._ticket_script(keys=_lease_keys(key), args=[token, _ms(ttl)], client=pipe)
-                floors = pipe.execute()
-        except _COMMAND_ERRORS as exc:
-            raise self._unavailable("ticket script (pipeline)", exc) from exc
-        return [LeaseResult(token=t, floor_lsn=parse_lsn_text(f)) for t, f in zip(tokens, floors, strict=True)]
+        return self._fills.ticket_many(keys, ttl)
 
     def fill_many(self, items: Sequence[tuple[str, bytes, float, str, int | None]]) -> list[bool]:
-        if not items:
-            return []
-        if not self._pipelines_scripts:
-            return [self.fill(key, value, ttl, token, lsn) for key, value, ttl, token, lsn in items]
-        for key, value, _, _, _ in items:
-            self._check_size(key, value)
-        try:
-            with self._limit, self._client.pipeline(transaction=False) as pipe:
-                for key, value, ttl, token, lsn in items:
-                    args = [token, value, _ms(ttl), self._channel, lsn_text(lsn) if lsn is not None else ""]
-                    self._fill_script(keys=_lease_keys(key), args=args, client=pipe)
-                stored = pipe.execute()
-        except _COMMAND_ERRORS as exc:
-            raise self._unavailable("fill script (pipeline)", exc) from exc
-        return [int(s) == 1 for s in stored]
+        return self._fills.fill_many(items)
 
     def fill(self, key: str, value: bytes, ttl: float, token: str, lsn: int | None = None) -> bool:
-        self._check_size(key, value)
-        source = lsn_text(lsn) if lsn is not None else ""
-        try:
-            with self._limit:
-                args = [token, value, _ms(ttl), self._channel, source]
-                stored = self._fill_script(keys=_lease_keys(key), args=args)
-        except _COMMAND_ERRORS as exc:
-            raise self._unavailable("fill script", exc) from exc
-        return int(stored) == 1
+        return self._fills.fill(key, value, ttl, token, lsn)
+
+    def release(self, key: str, token: str) -> None:
+        self._fills.release(key, token)
+
+    def wait_for_fill(self, key: str, timeout: float) -> bool:
+        return self._fills.wait_for_fill(key, timeout)
+
+    # -- invalidation and counters ---------------------------------------------------------
 
     def invalidate(self, keys: Sequence[str], *, lsn: int | None = None, tombstone_ttl: float = 35.0) -> int:
         if not keys:
@@ -367,35 +315,6 @@ class RedisBackend:
         if not risky:
             return None
         return f"maxmemory is set with maxmemory-policy {', '.join(risky)}: at the limit it may evict tombstones"
-
-    def release(self, key: str, token: str) -> None:
-        try:
-            with self._limit:
-                self._release_script(keys=_lease_keys(key), args=[token, self._channel])
-        except _COMMAND_ERRORS as exc:
-            raise self._unavailable("release script", exc) from exc
-
-    def wait_for_fill(self, key: str, timeout: float) -> bool:
-        self._fills.ensure(timeout)
-        event = self._fills.waiters.register(key)
-        try:
-            # The fill (or a release) may have landed before we registered: look once.
-            if self._settled(key):
-                return True
-            return event.wait(timeout)
-        finally:
-            self._fills.waiters.unregister(key, event)
-
-    def _settled(self, key: str) -> bool:
-        """True when the key has a value or nobody holds its lease any more."""
-        try:
-            with self._limit, self._client.pipeline(transaction=False) as pipe:
-                pipe.exists(key)
-                pipe.exists(companion_key(key, "lease"))
-                has_value, has_lease = pipe.execute()
-        except _COMMAND_ERRORS as exc:
-            raise self._unavailable("EXISTS", exc) from exc
-        return bool(has_value) or not has_lease
 
     def close(self) -> None:
         self._fills.stop()
