@@ -426,6 +426,11 @@ class _SlowInvalidation:
         assert await self.gate.wait(10)
         return int(await self.inner.invalidate(keys, **kwargs))
 
+    async def delete(self, key: str) -> bool:
+        self.entered.set()
+        assert await self.gate.wait(10)
+        return bool(await self.inner.delete(key))
+
 
 @pytest.fixture(params=["redis", "memcached"])
 async def slow_backend(request: pytest.FixtureRequest) -> AsyncIterator[_SlowInvalidation]:
@@ -438,13 +443,15 @@ async def slow_backend(request: pytest.FixtureRequest) -> AsyncIterator[_SlowInv
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("removal", ["invalidate", "delete"])
 async def test_a_read_during_this_process_invalidation_leaves_no_old_l1_copy(
-    slow_backend: _SlowInvalidation, prefix: str
+    slow_backend: _SlowInvalidation, prefix: str, removal: str
 ) -> None:
     """A read of this process that reaches the L2 while this process's own invalidation
     is still on its way there (found by the consistency soak, seed 583437 on Memcached:
     old values served from the L1 1-5 s after their invalidation) may return the old
-    value, but must not leave it in the L1 once the invalidation has returned."""
+    value, but must not leave it in the L1 once the invalidation has returned. The same
+    for ``delete``, the cache-aside removal of this process's copy and the L2's."""
     cache = AsyncCache(slow_backend, l1=MemoryStore(100), policy=POLICY, prefix=prefix)  # type: ignore[arg-type]
     source = Source()
     source.rows["k"] = "v1"
@@ -453,7 +460,10 @@ async def test_a_read_during_this_process_invalidation_leaves_no_old_l1_copy(
 
     async def change() -> None:
         source.rows["k"] = "v2"
-        await cache.invalidate("k")
+        if removal == "invalidate":
+            await cache.invalidate("k")
+        else:
+            await cache.delete("k")
 
     async def read() -> Any:
         assert await slow_backend.entered.wait(10)
