@@ -9,9 +9,9 @@ from readscale.bench.harness import (
     BenchReport,
     Rounds,
     measure_rounds,
-    percentile,
     round_robin,
 )
+from readscale.report.stats import percentile
 
 
 def test_report_follows_the_json_contract() -> None:

@@ -26,7 +26,8 @@ from typing import Any
 
 import msgspec
 
-from readscale.bench.harness import BenchReport, Rounds, percentile, ratio, round_robin
+from readscale.bench.harness import BenchReport, Rounds, ratio, round_robin
+from readscale.report.stats import percentile
 from readscale.stack import Stack
 
 DOC: dict[str, Any] = {

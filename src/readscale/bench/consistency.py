@@ -262,7 +262,7 @@ def run(*, rounds: int, quick: bool, progress: Callable[[str], None]) -> BenchRe
             report.add(f"reads_{mode}", result.reads, "reads")
             report.add(f"cache_hit_ratio_{mode}", round(result.hits / max(result.reads, 1), 4), "ratio")
         progress("invalidation bus: delivery delay between two subscribers")
-        from readscale.bench.harness import percentile
+        from readscale.report.stats import percentile
 
         delays = asyncio.run(_bus_delays(stack.redis.url, 200 if quick else 1000))
         report.add("bus_delivery_ms_p50", round(percentile([d * 1000 for d in delays], 50), 3), "ms")

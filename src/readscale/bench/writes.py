@@ -45,7 +45,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from readscale.bench.harness import BenchReport, percentile, ratio
+from readscale.bench.harness import BenchReport, ratio
+from readscale.report.stats import percentile
 from readscale.stack import Stack
 
 KEYS = 10_000

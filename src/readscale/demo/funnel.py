@@ -21,6 +21,8 @@ import bisect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from readscale.report.stats import percentile
+
 LAYERS = ("browser", "edge", "app_cache", "replicas", "primary")
 #: Funnel layer -> how the clients label the responses it answered.
 CLIENT_LAYER = {layer: "replica" if layer == "replicas" else layer for layer in LAYERS}
@@ -94,8 +96,6 @@ class Funnel:
 
 
 def latency_summary(samples: Mapping[str, list[float]]) -> dict[str, dict[str, float]]:
-    from readscale.bench.harness import percentile
-
     out: dict[str, dict[str, float]] = {}
     for layer, values in samples.items():
         if not values:
