@@ -60,7 +60,7 @@ from readscale.demo import schema
 from readscale.errors import CacheUnavailableError, PrimaryUnavailableError
 from readscale.http import AssetManifest, HttpPolicy, HttpSettings
 from readscale.starlette import CausalTokenMiddleware, HttpCacheMiddleware, StaticAssets, add_tags, http_policy
-from readscale.writebehind import WriteBehindSettings
+from readscale.writebehind import AsyncWriteBehind, WriteBehindSettings
 
 #: Which node served the database read of the current request (None: no read).
 _SERVED_BY: ContextVar[list[str] | None] = ContextVar("readscale_demo_served", default=None)
@@ -148,9 +148,10 @@ class Shop:
             l1=_TellingL1(settings.l1_entries),
             bus=self.bus,
             policy=CATALOG,
-            write_behind=WriteBehindSettings(queue="views"),
             name="demo",
         )
+        #: View counts: in Redis at once, queued for the database (a flusher writes them).
+        self.views = AsyncWriteBehind(self.cache, WriteBehindSettings(queue="views"))
         self.counters = Counters()
 
     async def open(self) -> None:
@@ -269,7 +270,7 @@ class Shop:
             # the last record of every product carries its final count.
             while queued != views:
                 queued = views
-                await self.cache.write_behind(
+                await self.views.write_behind(
                     f"views:{product_id}", {"product_id": product_id, "views": queued}, policy=VIEWS
                 )
                 views = int(await client.get(counter) or queued)

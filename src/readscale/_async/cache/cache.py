@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Never, ParamSpec, TypeVar
 
 from readscale._async.backends.base import AsyncBackend
 from readscale._async.cache.bus import AsyncInvalidationBus
@@ -28,7 +28,6 @@ from readscale._core.cache import breaker as circuit
 from readscale._core.cache.freshness import storage_ttl
 from readscale._core.cache.keys import DEFAULT_PREFIX, template_fields
 from readscale._core.cache.policy import DEFAULT, CachePolicy
-from readscale._core.writebehind.settings import WriteBehindSettings
 from readscale._shared.cache.stats import CacheStats
 from readscale.codecs import Codec, JsonCodec
 from readscale.l1 import MemoryStore
@@ -68,9 +67,11 @@ class AsyncCache:
             (the bus updates it sooner). Default: 60 s with a bus, 0 without.
         purger: an edge purger (``readscale.http.purge``); ``invalidate_tags`` purges the
             same tags at the edge after the cache, so a tag names one thing everywhere.
-        write_behind: the queue of :meth:`write_behind` (its name and backpressure).
         clock: wall-clock seconds (entries cross processes); monotonic: for durations;
         rng: uniform in [0, 1) for TTL jitter and XFetch. Inject them in tests.
+
+    A removed argument is refused with a TypeError that names its replacement
+    (``write_behind``: :class:`readscale.writebehind.AsyncWriteBehind` over the cache).
     """
 
     def __init__(
@@ -88,13 +89,13 @@ class AsyncCache:
         loader_source: Literal["declared", "primary"] = "declared",
         version_ttl: float | None = None,
         purger: AsyncPurger | None = None,
-        write_behind: WriteBehindSettings | None = None,
         name: str = "cache",
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
+        **removed: Never,
     ) -> None:
-        tombstone_ttl = check_settings(backend, l1, tombstone_ttl, loader_source)
+        tombstone_ttl = check_settings(backend, l1, tombstone_ttl, loader_source, removed)
         self.policy = policy
         self.tombstone_ttl = tombstone_ttl
         self.stats = CacheStats(name)
@@ -120,8 +121,6 @@ class AsyncCache:
         self.reads, self.writes = parts.reads, parts.writes
         self._clock = clock
         self._monotonic = monotonic
-        self._write_behind_settings = write_behind
-        self._write_behind: Any = None
 
     @property
     def l2_available(self) -> bool:
@@ -358,22 +357,6 @@ class AsyncCache:
         the key's floors and within the staleness bound (``readscale.cache``). Returns
         the loaded value, stored or not (``@cached``'s ``refresh``)."""
         return await self.reads.refill(key, loader, policy or self.policy, codec or self.codec, tags)
-
-    async def write_behind(
-        self, key: str, value: Any, *, policy: CachePolicy | None = None, codec: Codec | None = None
-    ) -> int:
-        """Cache ``value`` and queue its database write, in one atomic step, and return its
-        version once both are durable in Redis (the flusher applies it to the database
-        later, newest version wins). Reads of ``key`` see the value at once. Raises
-        :class:`WriteQueueFullError` past the queue's limit (never drops a write) and
-        :class:`CacheUnavailableError` when Redis is down: the write was not acknowledged.
-        """
-        if self._write_behind is None:
-            from readscale._async.writebehind.producer import AsyncWriteBehind  # needs redis-py
-
-            self._write_behind = AsyncWriteBehind(self, self._write_behind_settings)
-        version: int = await self._write_behind.write_behind(key, value, policy=policy, codec=codec)
-        return version
 
     # -- batches ---------------------------------------------------------------------------
 

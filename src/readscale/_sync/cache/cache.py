@@ -18,13 +18,12 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Never, ParamSpec, TypeVar
 
 from readscale._core.cache import breaker as circuit
 from readscale._core.cache.freshness import storage_ttl
 from readscale._core.cache.keys import DEFAULT_PREFIX, template_fields
 from readscale._core.cache.policy import DEFAULT, CachePolicy
-from readscale._core.writebehind.settings import WriteBehindSettings
 from readscale._shared.cache.stats import CacheStats
 from readscale._sync.backends.base import Backend
 from readscale._sync.cache.bus import InvalidationBus
@@ -69,9 +68,11 @@ class Cache:
             (the bus updates it sooner). Default: 60 s with a bus, 0 without.
         purger: an edge purger (``readscale.http.purge``); ``invalidate_tags`` purges the
             same tags at the edge after the cache, so a tag names one thing everywhere.
-        write_behind: the queue of :meth:`write_behind` (its name and backpressure).
         clock: wall-clock seconds (entries cross processes); monotonic: for durations;
         rng: uniform in [0, 1) for TTL jitter and XFetch. Inject them in tests.
+
+    A removed argument is refused with a TypeError that names its replacement
+    (``write_behind``: :class:`readscale.writebehind.WriteBehind` over the cache).
     """
 
     def __init__(
@@ -89,13 +90,13 @@ class Cache:
         loader_source: Literal["declared", "primary"] = "declared",
         version_ttl: float | None = None,
         purger: Purger | None = None,
-        write_behind: WriteBehindSettings | None = None,
         name: str = "cache",
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
+        **removed: Never,
     ) -> None:
-        tombstone_ttl = check_settings(backend, l1, tombstone_ttl, loader_source)
+        tombstone_ttl = check_settings(backend, l1, tombstone_ttl, loader_source, removed)
         self.policy = policy
         self.tombstone_ttl = tombstone_ttl
         self.stats = CacheStats(name)
@@ -121,8 +122,6 @@ class Cache:
         self.reads, self.writes = parts.reads, parts.writes
         self._clock = clock
         self._monotonic = monotonic
-        self._write_behind_settings = write_behind
-        self._write_behind: Any = None
 
     @property
     def l2_available(self) -> bool:
@@ -359,22 +358,6 @@ class Cache:
         the key's floors and within the staleness bound (``readscale.cache``). Returns
         the loaded value, stored or not (``@cached``'s ``refresh``)."""
         return self.reads.refill(key, loader, policy or self.policy, codec or self.codec, tags)
-
-    def write_behind(
-        self, key: str, value: Any, *, policy: CachePolicy | None = None, codec: Codec | None = None
-    ) -> int:
-        """Cache ``value`` and queue its database write, in one atomic step, and return its
-        version once both are durable in Redis (the flusher applies it to the database
-        later, newest version wins). Reads of ``key`` see the value at once. Raises
-        :class:`WriteQueueFullError` past the queue's limit (never drops a write) and
-        :class:`CacheUnavailableError` when Redis is down: the write was not acknowledged.
-        """
-        if self._write_behind is None:
-            from readscale._sync.writebehind.producer import WriteBehind  # needs redis-py
-
-            self._write_behind = WriteBehind(self, self._write_behind_settings)
-        version: int = self._write_behind.write_behind(key, value, policy=policy, codec=codec)
-        return version
 
     # -- batches ---------------------------------------------------------------------------
 

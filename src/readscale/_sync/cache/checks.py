@@ -4,14 +4,16 @@
 A part of :class:`Cache` (internal; docs/architecture.md §5). ``check_settings``
 refuses a cache that could not keep its promises (no tier at all, a backend that keeps
 no tombstones, a ``tombstone_ttl`` or ``loader_source`` out of range) before anything
-runs. :class:`ServerCheck` owns what the first call reaching the server learns:
-every process of a cache (prefix) must use one ``tombstone_ttl`` (fills read no staler
-than a bound derived from it), and a server that may evict tombstones is reported once.
+runs, and an argument that is gone with the name of what replaces it.
+:class:`ServerCheck` owns what the first call reaching the server learns: every
+process of a cache (prefix) must use one ``tombstone_ttl`` (fills read no staler than a
+bound derived from it), and a server that may evict tombstones is reported once.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from readscale._shared.cache.tombstone_ttl import TOMBSTONE_TTL_ENV, check_tombstone_ttl, default_tombstone_ttl
@@ -23,11 +25,30 @@ from readscale.l1 import MemoryStore
 log = logging.getLogger("readscale.cache")
 
 
+#: Arguments ``Cache`` no longer takes, and what replaces each.
+REMOVED = {
+    "write_behind": (
+        "write behind with readscale.writebehind.WriteBehind over the cache: "
+        "WriteBehind(cache, WriteBehindSettings(queue=...)).write_behind(key, value)"
+    ),
+}
+
+
 def check_settings(
-    backend: Backend | None, l1: MemoryStore[str, Any] | None, tombstone_ttl: float | None, loader_source: str
+    backend: Backend | None,
+    l1: MemoryStore[str, Any] | None,
+    tombstone_ttl: float | None,
+    loader_source: str,
+    removed: Mapping[str, object],
 ) -> float:
     """Refuse settings a cache cannot work with; return the ``tombstone_ttl`` to use
-    (``READSCALE_TOMBSTONE_TTL`` or 35 s when none is given)."""
+    (``READSCALE_TOMBSTONE_TTL`` or 35 s when none is given). ``removed``: the keyword
+    arguments ``Cache`` does not take, refused with a TypeError (as Python would)
+    that names the replacement of a removed one."""
+    for name in removed:
+        if name in REMOVED:
+            raise TypeError(f"Cache() no longer takes {name}=: {REMOVED[name]}")
+        raise TypeError(f"Cache() got an unexpected keyword argument {name!r}")
     if backend is None and l1 is None:
         raise ConfigurationError("a cache needs a backend, an l1 store, or both")
     tombstone_ttl = default_tombstone_ttl() if tombstone_ttl is None else tombstone_ttl
