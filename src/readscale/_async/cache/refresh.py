@@ -5,19 +5,35 @@ A part of the cache's filler (internal; docs/architecture.md §5). It owns the b
 refresh tasks: one per key at a time in this process and, across processes, one per
 refresh lease (a backend without leases takes a ticket, so any number may run). A
 refresh that cannot be stored is not run: the stale value is served meanwhile, and the
-next read past the entry's grace loads it in the foreground. The load itself is the
-loads part's (``loads.py``), under the right taken here.
+next read past the entry's grace loads it in the foreground. Whether a refresh runs and
+under which right is decided by ``readscale._core.cache.refresh.plan_refresh``; this part
+makes the calls, and the load itself is the loads part's (``loads.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, assert_never
 
 from readscale._async.cache.l2 import AsyncL2Gate
 from readscale._async.cache.loads import AsyncLoads
 from readscale._core.cache.lease import LeaseResult
 from readscale._core.cache.policy import CachePolicy
+from readscale._core.cache.refresh import (
+    L2Away,
+    Refresh,
+    RefreshBegin,
+    RefreshLeaseHeld,
+    RefreshLeaseWon,
+    RefreshRequest,
+    RefreshRight,
+    RefreshSeen,
+    Skip,
+    TakeRefreshLease,
+    TakeTicket,
+    TicketTaken,
+    plan_refresh,
+)
 from readscale._shared.cache.stats import CacheStats, FillRecorder
 from readscale._shared.primitives.tasks import AsyncBackground
 from readscale.codecs import Codec
@@ -57,32 +73,50 @@ class AsyncRefresher:
         codec: Codec,
         tags: tuple[str, ...],
     ) -> None:
-        """One background refresh; across processes, a refresh lease lets only one run."""
+        """One background refresh: the planner (``plan_refresh``) decides whether it runs
+        and under which right; across processes, a refresh lease lets only one run."""
         backend = self.l2.backend
-        if backend is None or not policy.uses_l2:
-            self.record.refreshed()
-            await self.loads.load_and_store(pkey, loader, policy, codec, tags, right=None)
-            return
-        if not self.l2.allowed():
-            return  # the stale value is served meanwhile; a refresh could not be stored
-        right: LeaseResult | None
-        if backend.supports_leases:
-            try:
-                token = await backend.refresh_lease(pkey, policy.lease_ttl)
-            except CacheUnavailableError as exc:
-                self.l2.failed(exc)
-                return
-            if token is None:
-                return  # another process is refreshing it
-            # The refresh lease carries no floor: the fill's store still checks the
-            # tombstone, and the staleness bound covers older invalidations.
-            right = LeaseResult(token=token)
-        else:
-            right = await self.loads.ticket(pkey, policy)
-            if right is None:
-                return
-        self.record.refreshed()
-        await self.loads.load_and_store(pkey, loader, policy, codec, tags, right=right)
+        request = RefreshRequest(
+            uses_l2=backend is not None and policy.uses_l2,
+            leases=backend is not None and backend.supports_leases,
+            lease_ttl=policy.lease_ttl,
+        )
+        seen: RefreshSeen = RefreshBegin()
+        while True:
+            step = plan_refresh(request, seen)
+            match step:
+                case TakeRefreshLease(ttl=ttl):
+                    assert backend is not None
+                    if not self.l2.allowed():
+                        seen = L2Away()
+                        continue
+                    try:
+                        token = await backend.refresh_lease(pkey, ttl)
+                    except CacheUnavailableError as exc:
+                        self.l2.failed(exc)
+                        seen = L2Away()
+                        continue
+                    seen = RefreshLeaseHeld() if token is None else RefreshLeaseWon(token)
+                case TakeTicket():
+                    # The breaker is asked here and again by the ticket call, as before the
+                    # planner (docs/architecture.md §6: a half-open probe is spent here).
+                    if not self.l2.allowed():
+                        seen = L2Away()
+                        continue
+                    ticket = await self.loads.ticket(pkey, policy)
+                    if ticket is None or ticket.token is None:  # a ticket always has a token
+                        seen = L2Away()
+                    else:
+                        seen = TicketTaken(ticket.token, ticket.floor_lsn)
+                case Refresh(token=token, floor_lsn=floor_lsn, right=right):
+                    self.record.refreshed()
+                    lease = None if right is RefreshRight.LOCAL else LeaseResult(token=token, floor_lsn=floor_lsn)
+                    await self.loads.load_and_store(pkey, loader, policy, codec, tags, right=lease)
+                    return
+                case Skip():
+                    return  # another process refreshes, or the stale value is served meanwhile
+                case _:
+                    assert_never(step)
 
     def _failed(self, key: str, exc: BaseException) -> None:
         self.record.refresh_failed()
