@@ -65,8 +65,8 @@ def saved_history(tmp_path: Any, *, enqueued: bool) -> Any:
     """A failing run's history as the harness keeps it: another session's write of k=1
     acknowledged, then this session's write of k=2 (through the router, or a write-behind
     enqueue), then this session's read of k=1 returning the old version."""
-    from readscale.bench.consistency_harness import HISTORY_FILE, Op, RunResult, check, save_history
-    from readscale.bench.consistency_scenario import Scenario
+    from readscale.bench.consistency.record import HISTORY_FILE, Op, RunResult, check, save_history
+    from readscale.bench.consistency.scenario import Scenario
 
     scenario = Scenario(seed=7, duration=1.0, processes=1, sessions=2, anonymous=0, keys=3, write_ratio=0.5,
                         cdc=False, cdc_only=0.0, tombstone_ttl=None, backend="redis", bus="shared",

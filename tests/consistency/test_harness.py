@@ -2,7 +2,7 @@
 with faults, against two or more service processes, each history checked for
 read-your-writes, monotonic reads, bounded staleness and the invalidation bound.
 
-Every seed runs its own scenario (``readscale.bench.consistency_scenario.draw_scenario``):
+Every seed runs its own scenario (``readscale.bench.consistency.scenario.draw_scenario``):
 a failure prints the scenario, the violations with the operations around them, and the
 command that replays it (``readscale bench consistency --seed N --duration D``). Longer
 runs: ``readscale bench consistency --soak SECONDS``. The harness is proved able to fail:
@@ -16,8 +16,10 @@ from dataclasses import replace
 import pytest
 
 from readscale._core.consistency.history import BOUNDED_STALENESS, INVALIDATION_BOUND, MONOTONIC_READS, READ_YOUR_WRITES
-from readscale.bench.consistency_harness import RunResult, prepare_stack, run
-from readscale.bench.consistency_scenario import Fault, Scenario, draw_scenario
+from readscale.bench.consistency.faults import prepare_stack
+from readscale.bench.consistency.harness import run
+from readscale.bench.consistency.record import RunResult
+from readscale.bench.consistency.scenario import Fault, Scenario, draw_scenario
 from readscale.stack import Stack
 
 pytestmark = [pytest.mark.stack, pytest.mark.chaos, pytest.mark.slow]

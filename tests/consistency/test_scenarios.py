@@ -4,7 +4,7 @@ runs cover every dimension the acceptance names."""
 from __future__ import annotations
 
 from readscale._core.consistency.history import Claims
-from readscale.bench.consistency_scenario import (
+from readscale.bench.consistency.scenario import (
     CACHE_APIS,
     READ_APIS,
     ROUTER_APIS,

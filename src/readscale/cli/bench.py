@@ -101,7 +101,7 @@ def bench(
 
 
 def _recheck_history(path: Path, as_json: bool) -> None:
-    from readscale.bench.consistency_harness import recheck
+    from readscale.bench.consistency.record import recheck
 
     if not path.is_file():
         fail(f"--recheck: no such file: {path} (a failing run keeps history.json beside its logs)")

@@ -18,7 +18,7 @@ the bound is not counted). Versions are recorded by the writers as they commit, 
 check is exact.
 
 ``readscale bench consistency --soak SECONDS`` runs the consistency harness instead
-(``readscale.bench.consistency_harness``): randomized schedules of reads through every
+(``readscale.bench.consistency.harness``): randomized schedules of reads through every
 read API, writes and faults, against two or more service processes, each history checked
 for read-your-writes, monotonic reads, bounded staleness and the invalidation bound
 (:func:`soak`). ``--seed N --duration D`` replays one run.
@@ -294,8 +294,10 @@ def soak(
     None: a replay), or runs of seeds ``seed``, ``seed + 1``... until ``seconds`` are
     spent. Returns operations checked and violations per property, failing seeds with
     the command that replays each, and the first violations explained."""
-    from readscale.bench.consistency_harness import RunResult, prepare_stack, replay_command, run, totals
-    from readscale.bench.consistency_scenario import SABOTAGES, draw_scenario
+    from readscale.bench.consistency.faults import prepare_stack
+    from readscale.bench.consistency.harness import run
+    from readscale.bench.consistency.record import RunResult, replay_command, totals
+    from readscale.bench.consistency.scenario import SABOTAGES, draw_scenario
     from readscale.errors import ConfigurationError
     from readscale.stack import StackConfig
 
