@@ -1,4 +1,6 @@
-"""``readscale writebehind``: run the flusher, look at the queue, requeue dead letters."""
+"""``readscale writebehind``: run the flusher, look at the queue, requeue dead letters.
+
+The commands; how their results are shown is ``_writebehind_output.py``."""
 
 from __future__ import annotations
 
@@ -7,17 +9,14 @@ import importlib
 import inspect
 import logging
 import signal
-import sys
 import time
 from typing import Annotated, Any
 
 import typer
-from rich.logging import RichHandler
-from rich.markup import escape
-from rich.table import Table
 
 from readscale import PostgresSettings, RedisSettings
 from readscale.cli._output import console, err_console, errors_to_exit, fail, print_json, usage_error
+from readscale.cli._writebehind_output import configure_logging, print_status, stats_table, summary
 from readscale.settings import check_dsn
 
 log = logging.getLogger("readscale.cli.writebehind")
@@ -41,18 +40,6 @@ PrefixOption = Annotated[str, typer.Option(help="The cache's key prefix (AsyncCa
 GroupOption = Annotated[str, typer.Option(help="The flushers' consumer group.")]
 
 
-def _configure_logging(verbose: bool) -> None:
-    """Rich on a terminal; plain one-line records otherwise (a service's log)."""
-    handler: logging.Handler
-    if err_console.is_terminal:
-        handler = RichHandler(console=err_console, show_path=False, markup=False)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
-
-
 def _load_writer(spec: str) -> Any:
     """``module:attribute``: a batch writer, or a callable returning one."""
     module_name, sep, attr = spec.partition(":")
@@ -71,40 +58,6 @@ def _load_writer(spec: str) -> Any:
     if not inspect.iscoroutinefunction(getattr(writer, "write_batch", None)) or not hasattr(writer, "failure_kind"):
         usage_error(f"{spec!r} is not an async batch writer (async write_batch(records) and failure_kind(exc))")
     return writer
-
-
-def _stats_table(stats: Any, consumer: str, queue: str, started: float) -> Table:
-    table = Table(title=f"flusher {consumer} · queue {queue} · up {time.monotonic() - started:.0f}s", show_header=False)
-    table.add_column("what")
-    table.add_column("value", justify="right")
-    rows = [
-        ("queue length", stats.queue_length),
-        ("flush lag", f"{stats.flush_lag * 1000:.0f} ms"),
-        ("records read", stats.records_read),
-        ("rows applied / skipped", f"{stats.rows_applied} / {stats.rows_skipped}"),
-        ("coalesced", stats.coalesced),
-        ("transactions", stats.transactions),
-        ("mean batch", f"{stats.batch_sizes.sum / stats.batch_sizes.count:.1f}" if stats.batch_sizes.count else "-"),
-        ("reclaimed", stats.reclaimed),
-        ("retries", stats.retries),
-        ("dead letters", stats.dead_letters),
-        ("counter sums applied / duplicates", f"{stats.sums_applied} / {stats.sums_duplicates}"),
-        ("redis errors", stats.redis_errors),
-        ("durability", "ok" if stats.durability_ok else "REFUSED (see the log)"),
-        ("aof_delayed_fsync", "-" if stats.aof_delayed_fsync < 0 else stats.aof_delayed_fsync),
-    ]
-    for name, value in rows:
-        table.add_row(name, str(value))
-    return table
-
-
-def _summary(stats: Any) -> str:
-    return (
-        f"queue {stats.queue_length}, read {stats.records_read}, applied {stats.rows_applied}, "
-        f"skipped {stats.rows_skipped}, transactions {stats.transactions}, retries {stats.retries}, "
-        f"dead letters {stats.dead_letters}, counter sums {stats.sums_applied}, lag {stats.flush_lag * 1000:.0f} ms, "
-        f"aof_delayed_fsync {stats.aof_delayed_fsync}"
-    )
 
 
 async def _run_flusher(flusher: Any, report_every: float, writer: Any, where: str) -> bool:
@@ -138,14 +91,14 @@ async def _run_flusher(flusher: Any, report_every: float, writer: Any, where: st
             with Live(console=err_console, refresh_per_second=2, transient=False) as live:
                 while not task.done():
                     await asyncio.wait([task], timeout=0.5)
-                    live.update(_stats_table(flusher.stats, flusher.consumer, settings.queue, started))
+                    live.update(stats_table(flusher.stats, flusher.consumer, settings.queue, started))
         else:
             next_report = time.monotonic() + report_every
             while not task.done():
                 # --report-every 0 means no status lines, not a busy loop
                 await asyncio.wait([task], timeout=min(0.5, report_every) if report_every else 0.5)
                 if report_every and time.monotonic() >= next_report:
-                    log.info("%s", _summary(flusher.stats))
+                    log.info("%s", summary(flusher.stats))
                     next_report = time.monotonic() + report_every
         try:
             await task
@@ -236,7 +189,7 @@ def run(
     from readscale._async.writebehind.flusher import AsyncFlusher
     from readscale._core.writebehind.settings import FlusherSettings
 
-    _configure_logging(verbose)
+    configure_logging(verbose)
     with errors_to_exit():
         assumed: dict[str, str] = {}
         for item in assume_config or []:
@@ -288,7 +241,7 @@ def run(
         flusher = AsyncFlusher(batch_writer, redis, settings=settings)
         where = f"queue {queue!r} on {redis.safe_url} (mode {settings.durability.value}) -> {target}"
         clean = asyncio.run(_run_flusher(flusher, report_every, batch_writer, where))
-        log.info("flusher %s stopped: %s", flusher.consumer, _summary(flusher.stats))
+        log.info("flusher %s stopped: %s", flusher.consumer, summary(flusher.stats))
         if not clean:
             log.warning("the batch in hand was left pending; the next flusher writes it")
             raise typer.Exit(130)
@@ -351,28 +304,7 @@ def status(
     if as_json:
         print_json(info)
         return
-    console.print(
-        f"queue [bold]{queue}[/] ({info['stream']}): {info['length']} records, {info['pending']} pending, "
-        f"{info['dead_letters']} dead letters, {info['pending_counters']} counters summing",
-        soft_wrap=True,
-    )
-    for mode, verdict in info["modes"].items():
-        console.print(f"mode {mode}: {escape(verdict)}", soft_wrap=True, highlight=False)
-    if info["consumers"]:
-        table = Table(title="flushers")
-        for column in ("name", "pending", "idle"):
-            table.add_column(column)
-        for c in info["consumers"]:
-            table.add_row(c["name"], str(c["pending"]), f"{c['idle_s']:.1f}s")
-        console.print(table)
-    if info["oldest_dead_letters"]:
-        table = Table(title="oldest dead letters")
-        for column in ("id", "key", "version", "error"):
-            table.add_column(column)
-        for d in info["oldest_dead_letters"]:
-            first_line = (d["error"].splitlines() or [""])[0]
-            table.add_row(d["id"], d["key"], str(d["version"]), f"{d['error_type']}: {first_line}")
-        console.print(table)
+    print_status(info)
 
 
 async def _requeue(redis_url: str, prefix: str, queue: str, ids: list[str]) -> int:

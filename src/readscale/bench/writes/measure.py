@@ -1,102 +1,26 @@
-"""``readscale bench writes``: what a write costs the caller and the database, each
-write-behind mode against a direct PostgreSQL upsert, and what each mode loses in crashes.
-
-Contenders (async flavour; the sync flavour's durable and direct again at the end):
-
-- ``writebehind_durable``: ``AsyncWriteBehind.write_behind(key, value)`` in the default
-  mode, on a Redis with ``appendfsync always`` (Redis fsyncs before it replies);
-- ``writebehind_fast``: the same in mode ``fast``, ``appendfsync everysec``;
-- ``writebehind_volatile``: mode ``volatile``, on a Redis without persistence;
-- ``writethrough``: ``AsyncCache.write_through(key, writer)``, the writer doing the
-  database upsert, then the cache set;
-- ``direct``: the database upsert alone (one autocommit transaction per write).
-
-A flusher in another process applies the queue to PostgreSQL meanwhile. Latencies are
-per call, sequential, from one client; each contender runs ``calls`` writes per round,
-rounds interleaved, and the median of the rounds' p50 and p99 is reported.
-
-Then: database transactions per 1,000 writes (``pg_stat_database.xact_commit`` deltas,
-read once every backend involved has exited) for write-behind and direct writes; and
-how ``appendfsync always`` shares fsyncs: durable writes per second from 1 and from 8
-concurrent writers, and acknowledged writes per fsync (counted by the slow-disk shim,
-``readscale.stack.slowdisk``, with no delay).
-
-Last, the crash soak (``readscale.bench.wbcrash``): writes and counters from three
-processes while the flusher and Redis are killed on a slow disk, per mode, for
-``10 x rounds`` seconds each (``--quick``: 8): ``durable`` through process, rewrite and
-host crashes; ``fast`` through process kills (800 ms fsyncs, after a 2.5 s stretch) and,
-measured only, host crashes.
-
-PostgreSQL runs with ``fsync`` and ``synchronous_commit`` on. Keys are drawn uniformly
-from 10,000, so the transaction saving comes from batching, not from coalescing.
-"""
+"""What ``readscale bench writes`` measures: write latency per contender (async, then
+sync), database transactions per write, fsyncs shared by concurrent durable writers, and
+the crash soak per mode (see the package's docstring)."""
 
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import random
-import shutil
-import signal
 import statistics
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from readscale.bench.harness import BenchReport, ratio
+from readscale.bench.harness import BenchReport
+from readscale.bench.writes._flusher import DATABASE, PREFIX, QUEUE, FlusherProcess
 from readscale.report.stats import percentile
-from readscale.stack import Stack
 
 KEYS = 10_000
-TABLE_WB = "bench_writebehind"
-DATABASE = "readscale_bench"
-QUEUE = "bench"
-PREFIX = "bench:"
-BATCH_SIZE = 500
-BATCH_WAIT = 0.05
 
 
 def _doc(i: int) -> dict[str, Any]:
     return {"id": i, "name": "A reasonably named product", "price": 12.5, "tags": ["a", "b"], "data": "x" * 380}
-
-
-def _flusher_main(url: str, dsn: str, ready: Any, mode: str = "durable") -> None:
-    """The flusher process: runs until SIGTERM, then exits (its backend's stats with it)."""
-    from readscale._core.writebehind.settings import FlusherSettings
-    from readscale._sync.writebehind.flusher import Flusher
-    from readscale._sync.writebehind.postgres import PostgresWriter
-
-    writer = PostgresWriter(dsn, table=TABLE_WB)
-    settings = FlusherSettings(queue=QUEUE, prefix=PREFIX, consumer="bench", batch_size=BATCH_SIZE,
-                               batch_wait=BATCH_WAIT, block=0.2, mode=mode)  # fmt: skip
-    flusher = Flusher(writer, url, settings=settings)
-    signal.signal(signal.SIGTERM, lambda signum, frame: flusher.stop())
-    ready.set()
-    try:
-        flusher.run()
-    finally:
-        flusher.close()
-        writer.close()
-
-
-class _FlusherProcess:
-    def __init__(self, url: str, dsn: str, mode: str = "durable") -> None:
-        ctx = multiprocessing.get_context("spawn")
-        ready = ctx.Event()
-        self.proc = ctx.Process(target=_flusher_main, args=(url, dsn, ready, mode), daemon=True)
-        self.proc.start()
-        if not ready.wait(60):
-            raise RuntimeError("the bench's flusher process did not start")
-
-    def stop(self) -> None:
-        if self.proc.is_alive():
-            self.proc.terminate()  # SIGTERM: a clean stop
-            self.proc.join(30)
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join(5)
 
 
 def _xact_commit(admin_dsn: str) -> int:
@@ -124,7 +48,7 @@ def _settled_xact_commit(admin_dsn: str) -> int:
     return last
 
 
-async def _bench(urls: dict[str, str], dsn: str, admin_dsn: str, calls: int, rounds: int, wb_writes: int,
+async def bench_async(urls: dict[str, str], dsn: str, admin_dsn: str, calls: int, rounds: int, wb_writes: int,
                  quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:  # fmt: skip
     """``urls``: ``aof`` (a Redis with AOF, switched between always and everysec) and
     ``volatile`` (no persistence)."""
@@ -197,7 +121,7 @@ async def _bench(urls: dict[str, str], dsn: str, admin_dsn: str, calls: int, rou
         return percentile(samples, 50) * 1000, percentile(samples, 99) * 1000
 
     out: dict[str, Any] = {}
-    flushers = [_FlusherProcess(urls["aof"], dsn, "volatile"), _FlusherProcess(urls["volatile"], dsn, "volatile")]
+    flushers = [FlusherProcess(urls["aof"], dsn, "volatile"), FlusherProcess(urls["volatile"], dsn, "volatile")]
     try:
         for name in contenders:  # warm-up: connections, prepared statements, the flusher's first batch
             await one_round(name)
@@ -222,7 +146,7 @@ async def _bench(urls: dict[str, str], dsn: str, admin_dsn: str, calls: int, rou
     # Transactions per 1,000 writes, each phase with its backends started and stopped in it.
     progress(f"write-behind: {wb_writes} writes, counting database transactions")
     before = _settled_xact_commit(admin_dsn)
-    flusher = _FlusherProcess(urls["aof"], dsn)
+    flusher = FlusherProcess(urls["aof"], dsn)
     try:
         for _ in range(wb_writes):
             i = rng.randrange(KEYS)
@@ -247,7 +171,7 @@ async def _bench(urls: dict[str, str], dsn: str, admin_dsn: str, calls: int, rou
     return out
 
 
-async def _fsync_sharing(url: str, disk: Any, writes: int, progress: Callable[[str], None]) -> dict[str, Any]:
+async def fsync_sharing(url: str, disk: Any, writes: int, progress: Callable[[str], None]) -> dict[str, Any]:
     """Durable writes per second from 1 and from 8 concurrent writers, and acknowledged
     writes per fsync with 8 (``disk``: the shim's counters on this Redis)."""
     from readscale import RedisSettings
@@ -284,7 +208,7 @@ async def _fsync_sharing(url: str, disk: Any, writes: int, progress: Callable[[s
     return out
 
 
-def _bench_sync(url: str, dsn: str, calls: int, rounds: int, progress: Callable[[str], None]) -> dict[str, Any]:
+def bench_sync(url: str, dsn: str, calls: int, rounds: int, progress: Callable[[str], None]) -> dict[str, Any]:
     """Durable write-behind and the direct upsert through the sync flavour (Django/Flask)."""
     import psycopg
     from psycopg.types.json import Jsonb
@@ -326,7 +250,7 @@ def _bench_sync(url: str, dsn: str, calls: int, rounds: int, progress: Callable[
         return percentile(samples, 50) * 1000, percentile(samples, 99) * 1000
 
     out: dict[str, Any] = {}
-    flusher = _FlusherProcess(url, dsn)
+    flusher = FlusherProcess(url, dsn)
     try:
         for fn in contenders.values():
             one_round(fn)
@@ -362,22 +286,6 @@ async def _drain(wb: Any, timeout: float = 120.0) -> None:
     raise RuntimeError("the flusher did not drain the bench's queue")
 
 
-def _create_database(admin_dsn: str) -> str:
-    """A database of the bench's own (its transaction count is the bench's alone); its DSN."""
-    import psycopg
-    from psycopg.conninfo import make_conninfo
-
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute("CREATE DATABASE readscale_bench")
-    dsn = make_conninfo(admin_dsn, dbname=DATABASE)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(
-            "CREATE TABLE bench_writebehind (key text PRIMARY KEY, version bigint NOT NULL, value jsonb NOT NULL)"
-        )
-        conn.execute("CREATE TABLE bench_direct (key text PRIMARY KEY, value jsonb NOT NULL)")
-    return dsn
-
-
 #: The crash soak's plans: (name, plan arguments).
 SOAKS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("durable", {"mode": "durable", "appendfsync": "always", "fsync_delay_ms": 50,
@@ -389,7 +297,7 @@ SOAKS: tuple[tuple[str, dict[str, Any]], ...] = (
 )  # fmt: skip
 
 
-def _soak(base: Path, seconds: float, report: BenchReport, progress: Callable[[str], None]) -> None:
+def soak(base: Path, seconds: float, report: BenchReport, progress: Callable[[str], None]) -> None:
     from readscale.bench.wbcrash import CrashPlan, promise_kept, run_crash
 
     for name, args in SOAKS:
@@ -411,73 +319,4 @@ def _soak(base: Path, seconds: float, report: BenchReport, progress: Callable[[s
         report.add(f"crash_{name}_promise_kept", int(promise_kept(result)), "bool", note)
 
 
-def run(*, rounds: int, quick: bool, progress: Callable[[str], None]) -> BenchReport:
-    from readscale.stack.slowdisk import SlowDisk
-
-    calls = 200 if quick else 1000
-    rounds = 2 if quick else rounds
-    wb_writes = 2000 if quick else 10_000
-    soak_seconds = 8.0 if quick else 10.0 * rounds
-    report = BenchReport(
-        "writes",
-        params={
-            "rounds": rounds,
-            "calls_per_round": calls,
-            "keys": KEYS,
-            "writebehind_writes_for_transactions": wb_writes,
-            "redis": "AOF (appendfsync always for durable, everysec for fast); none for volatile",
-            "postgres": "fsync on, synchronous_commit on",
-            "flusher": f"separate process, batch_size {BATCH_SIZE}, batch_wait {BATCH_WAIT}s",
-            "crash_soak_seconds": soak_seconds,
-            "host": "a shared 2-core machine: compare figures within one run",
-        },
-    )
-    base = Path(tempfile.mkdtemp(prefix="readscale-bench-writes-"))
-    base.chmod(0o755)
-    stack = Stack(base / "stack")
-    try:
-        stack.prepare()
-        progress("starting PostgreSQL and Redis (AOF, and none)")
-        stack.start_postgres(replicas=0)
-        urls = {"aof": stack.start_redis(aof=True).url, "volatile": stack.start_redis(name="redis-volatile").url}
-        disk = SlowDisk(base / "disk")
-        shared = stack.start_redis(name="redis-shim", aof=True, environment=disk.environment).url
-        admin_dsn = stack.primary.dsn
-        dsn = _create_database(admin_dsn)
-        got = asyncio.run(_bench(urls, dsn, admin_dsn, calls, rounds, wb_writes, quick, progress))
-        sharing = asyncio.run(_fsync_sharing(shared, disk, 800 if quick else 4000, progress))
-        got_sync = _bench_sync(urls["aof"], dsn, calls, rounds, progress)
-    finally:
-        stack.down()
-    names = ("writebehind_durable", "writebehind_fast", "writebehind_volatile", "writethrough", "direct")
-    for name in names:
-        spread = "p50 rounds: " + ", ".join(f"{v:.3g}" for v in got[f"rounds_{name}"])
-        report.add(f"write_p50_ms_{name}", round(got[f"p50_{name}"], 3), "ms", spread)
-        report.add(f"write_p99_ms_{name}", round(got[f"p99_{name}"], 3), "ms")
-    for name in names[:3]:
-        value = ratio(got["p50_direct"], got[f"p50_{name}"])
-        verdict = "faster than the database" if value > 1 else "slower than the database"
-        report.add(f"write_p50_ratio_direct_to_{name}", round(value, 2), "ratio", f"p50: {verdict}")
-        value = ratio(got["p99_direct"], got[f"p99_{name}"])
-        verdict = "faster than the database" if value > 1 else "slower than the database"
-        report.add(f"write_p99_ratio_direct_to_{name}", round(value, 2), "ratio", f"p99: {verdict}")
-    per_1000_wb = got["xacts_writebehind"] * 1000 / wb_writes
-    per_1000_direct = got["xacts_direct"] * 1000 / got["direct_writes"]
-    report.add("db_transactions_per_1000_writes_writebehind", round(per_1000_wb, 2), "xacts",
-               "pg_stat_database.xact_commit delta, flusher included")  # fmt: skip
-    report.add("db_transactions_per_1000_writes_direct", round(per_1000_direct, 1), "xacts")
-    report.add("db_transactions_ratio_direct_to_writebehind", round(ratio(per_1000_direct, per_1000_wb), 1), "ratio",
-               "target >= 10")  # fmt: skip
-    report.add("durable_writes_per_s_1_writer", round(sharing["writes_per_s_1"]), "writes/s", "appendfsync always")
-    report.add("durable_writes_per_s_8_writers", round(sharing["writes_per_s_8"]), "writes/s", "8 concurrent writers")
-    report.add("durable_writes_per_fsync_8_writers", round(sharing["writes_per_fsync_8"], 2), "writes",
-               f"1 writer: {sharing['writes_per_fsync_1']:.2f}; counted by the slow-disk shim, no delay")  # fmt: skip
-    for name in ("writebehind_durable", "direct"):
-        spread = "p50 rounds: " + ", ".join(f"{v:.3g}" for v in got_sync[f"rounds_{name}"])
-        report.add(f"write_p50_ms_{name}_sync", round(got_sync[f"p50_{name}"], 3), "ms", spread)
-        report.add(f"write_p99_ms_{name}_sync", round(got_sync[f"p99_{name}"], 3), "ms")
-    value = ratio(got_sync["p50_direct"], got_sync["p50_writebehind_durable"])
-    report.add("write_p50_ratio_direct_to_writebehind_durable_sync", round(value, 2), "ratio")
-    _soak(base, soak_seconds, report, progress)
-    shutil.rmtree(base, ignore_errors=True)
-    return report
+__all__ = ["KEYS", "SOAKS", "bench_async", "bench_sync", "fsync_sharing", "soak"]
