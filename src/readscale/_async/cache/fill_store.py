@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from readscale._async.cache.coherence import AsyncCoherence
-from readscale._async.cache.l2 import AsyncL2Gate, Stored
+from readscale._async.cache.l2 import Admit, AsyncL2Gate, Stored
 from readscale._core.cache.entry import EntryMeta
 from readscale._core.cache.fill import PRIMARY_READ_LSN, ReadReport, Refusal
 from readscale._core.cache.freshness import storage_ttl
@@ -25,7 +25,7 @@ from readscale._core.cache.policy import CachePolicy
 from readscale._core.postgres.lsn import format_lsn
 from readscale._shared.cache.fill_scope import FillScope
 from readscale._shared.cache.stats import CacheStats, FillRecorder
-from readscale.errors import CacheUnavailableError, ValueTooLargeError
+from readscale.errors import ValueTooLargeError
 
 log = logging.getLogger("readscale.cache")
 
@@ -77,12 +77,10 @@ class AsyncFillStore:
 
     async def release(self, pkey: str, token: str | None) -> None:
         """Give a fill's right back (nothing without one)."""
-        if token is None or self.l2.backend is None:
+        if token is None:
             return
-        try:
-            await self.l2.backend.release(pkey, token)
-        except CacheUnavailableError as exc:
-            self.l2.failed(exc)
+        held = token
+        await self.l2.call(lambda backend: backend.release(pkey, held), admit=Admit.ADMITTED, report_ok=False)
 
     async def store(
         self,

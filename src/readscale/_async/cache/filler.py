@@ -19,7 +19,7 @@ from typing import Any, assert_never
 from readscale._async.cache.coherence import AsyncCoherence
 from readscale._async.cache.entries import AsyncEntries, Found
 from readscale._async.cache.fill_store import AsyncFillStore
-from readscale._async.cache.l2 import AsyncL2Gate
+from readscale._async.cache.l2 import UNREACHED, Admit, AsyncL2Gate
 from readscale._async.cache.loads import AsyncLoads
 from readscale._async.cache.refresh import AsyncRefresher
 from readscale._async.cache.versions import AsyncVersions
@@ -49,7 +49,6 @@ from readscale._shared.cache.stats import CacheStats, FillRecorder
 from readscale._shared.primitives.flight import AsyncSingleFlight
 from readscale._shared.primitives.tasks import AsyncBackground
 from readscale.codecs import Codec
-from readscale.errors import CacheUnavailableError
 
 log = logging.getLogger("readscale.cache")
 
@@ -184,20 +183,12 @@ class AsyncFiller:
             step = plan_fill(request, seen, now=self._monotonic(), attempt=leases)
             match step:
                 case TakeLease(ttl=ttl):
-                    assert backend is not None
                     leases += 1
-                    if not self.l2.allowed():
-                        seen = LeaseFailed()
-                        continue
                     since = self.coherence.local.seq
-                    try:
-                        lease = await backend.lease(pkey, ttl)
-                    except CacheUnavailableError as exc:
-                        self.l2.failed(exc)
+                    lease = await self.l2.call(lambda backend: backend.lease(pkey, ttl))
+                    if lease is UNREACHED:
                         seen = LeaseFailed()
-                        continue
-                    self.l2.ok()
-                    if lease.value is not None:
+                    elif lease.value is not None:
                         found = self.entries.decode(pkey, lease.value, policy, codec, count=False)
                         size = len(lease.value)
                         seen = LeaseFound(await self._servable(found))
@@ -206,15 +197,11 @@ class AsyncFiller:
                     else:
                         seen = LeaseHeld()
                 case WaitForFill(timeout=timeout):
-                    assert backend is not None
                     self.record.lease_wait()
-                    try:
-                        await backend.wait_for_fill(pkey, timeout)
-                    except CacheUnavailableError as exc:
-                        self.l2.failed(exc)
-                        seen = WaitFailed()
-                        continue
-                    seen = Woken()
+                    woke = await self.l2.call(
+                        lambda backend: backend.wait_for_fill(pkey, timeout), admit=Admit.ADMITTED, report_ok=False
+                    )
+                    seen = WaitFailed() if woke is UNREACHED else Woken()
                 case ReadFilled():
                     since = self.coherence.local.seq
                     found = await self.read(pkey, policy, codec)

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from readscale._async.cache.coherence import AsyncCoherence
 from readscale._async.cache.entries import AsyncEntries
 from readscale._async.cache.fill_store import AsyncFillStore
-from readscale._async.cache.l2 import AsyncL2Gate
+from readscale._async.cache.l2 import UNREACHED, AsyncL2Gate
 from readscale._async.cache.versions import AsyncVersions
 from readscale._core.cache.fill import FAIL_OPEN_STALENESS, Refusal, entry_position, max_fill_staleness, merge_floor
 from readscale._core.cache.lease import LeaseResult
@@ -90,29 +90,13 @@ class AsyncLoads:
 
     async def ticket(self, pkey: str, policy: CachePolicy) -> LeaseResult | None:
         """The key's ticket, or None when the server cannot be asked."""
-        backend = self.l2.backend
-        if backend is None or not self.l2.allowed():
-            return None
-        try:
-            right = await backend.ticket(pkey, policy.lease_ttl)
-        except CacheUnavailableError as exc:
-            self.l2.failed(exc)
-            return None
-        self.l2.ok()
-        return right
+        right = await self.l2.call(lambda backend: backend.ticket(pkey, policy.lease_ttl))
+        return None if right is UNREACHED else right
 
     async def tickets(self, pkeys: list[str], policy: CachePolicy) -> list[LeaseResult] | None:
         """Tickets for several keys in one go, or None when the server cannot be asked."""
-        backend = self.l2.backend
-        if backend is None or not self.l2.allowed():
-            return None
-        try:
-            rights = await backend.ticket_many(pkeys, policy.lease_ttl)
-        except CacheUnavailableError as exc:
-            self.l2.failed(exc)
-            return None
-        self.l2.ok()
-        return rights
+        rights = await self.l2.call(lambda backend: backend.ticket_many(pkeys, policy.lease_ttl))
+        return None if rights is UNREACHED else rights
 
     async def load_unstored(self, pkey: str, loader: Callable[[], Awaitable[Any]]) -> Any:
         """The cache server cannot be asked for the key's floors: load, serve, store nothing

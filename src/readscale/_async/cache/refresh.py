@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, assert_never
 
-from readscale._async.cache.l2 import AsyncL2Gate
+from readscale._async.cache.l2 import UNREACHED, AsyncL2Gate
 from readscale._async.cache.loads import AsyncLoads
 from readscale._core.cache.lease import LeaseResult
 from readscale._core.cache.policy import CachePolicy
@@ -37,7 +37,6 @@ from readscale._core.cache.refresh import (
 from readscale._shared.cache.stats import CacheStats, FillRecorder
 from readscale._shared.primitives.tasks import AsyncBackground
 from readscale.codecs import Codec
-from readscale.errors import CacheUnavailableError
 
 
 class AsyncRefresher:
@@ -86,17 +85,11 @@ class AsyncRefresher:
             step = plan_refresh(request, seen)
             match step:
                 case TakeRefreshLease(ttl=ttl):
-                    assert backend is not None
-                    if not self.l2.allowed():
+                    token = await self.l2.call(lambda backend: backend.refresh_lease(pkey, ttl), report_ok=False)
+                    if token is UNREACHED:
                         seen = L2Away()
-                        continue
-                    try:
-                        token = await backend.refresh_lease(pkey, ttl)
-                    except CacheUnavailableError as exc:
-                        self.l2.failed(exc)
-                        seen = L2Away()
-                        continue
-                    seen = RefreshLeaseHeld() if token is None else RefreshLeaseWon(token)
+                    else:
+                        seen = RefreshLeaseHeld() if token is None else RefreshLeaseWon(token)
                 case TakeTicket():
                     # The breaker is asked here and again by the ticket call, as before the
                     # planner (docs/architecture.md §6: a half-open probe is spent here).

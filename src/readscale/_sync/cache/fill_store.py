@@ -25,8 +25,8 @@ from readscale._core.postgres.lsn import format_lsn
 from readscale._shared.cache.fill_scope import FillScope
 from readscale._shared.cache.stats import CacheStats, FillRecorder
 from readscale._sync.cache.coherence import Coherence
-from readscale._sync.cache.l2 import L2Gate, Stored
-from readscale.errors import CacheUnavailableError, ValueTooLargeError
+from readscale._sync.cache.l2 import Admit, L2Gate, Stored
+from readscale.errors import ValueTooLargeError
 
 log = logging.getLogger("readscale.cache")
 
@@ -78,12 +78,10 @@ class FillStore:
 
     def release(self, pkey: str, token: str | None) -> None:
         """Give a fill's right back (nothing without one)."""
-        if token is None or self.l2.backend is None:
+        if token is None:
             return
-        try:
-            self.l2.backend.release(pkey, token)
-        except CacheUnavailableError as exc:
-            self.l2.failed(exc)
+        held = token
+        self.l2.call(lambda backend: backend.release(pkey, held), admit=Admit.ADMITTED, report_ok=False)
 
     def store(
         self,

@@ -45,12 +45,11 @@ from readscale._shared.primitives.tasks import Background
 from readscale._sync.cache.coherence import Coherence
 from readscale._sync.cache.entries import Entries, Found
 from readscale._sync.cache.fill_store import FillStore
-from readscale._sync.cache.l2 import L2Gate
+from readscale._sync.cache.l2 import UNREACHED, Admit, L2Gate
 from readscale._sync.cache.loads import Loads
 from readscale._sync.cache.refresh import Refresher
 from readscale._sync.cache.versions import Versions
 from readscale.codecs import Codec
-from readscale.errors import CacheUnavailableError
 
 log = logging.getLogger("readscale.cache")
 
@@ -185,20 +184,12 @@ class Filler:
             step = plan_fill(request, seen, now=self._monotonic(), attempt=leases)
             match step:
                 case TakeLease(ttl=ttl):
-                    assert backend is not None
                     leases += 1
-                    if not self.l2.allowed():
-                        seen = LeaseFailed()
-                        continue
                     since = self.coherence.local.seq
-                    try:
-                        lease = backend.lease(pkey, ttl)
-                    except CacheUnavailableError as exc:
-                        self.l2.failed(exc)
+                    lease = self.l2.call(lambda backend: backend.lease(pkey, ttl))
+                    if lease is UNREACHED:
                         seen = LeaseFailed()
-                        continue
-                    self.l2.ok()
-                    if lease.value is not None:
+                    elif lease.value is not None:
                         found = self.entries.decode(pkey, lease.value, policy, codec, count=False)
                         size = len(lease.value)
                         seen = LeaseFound(self._servable(found))
@@ -207,15 +198,11 @@ class Filler:
                     else:
                         seen = LeaseHeld()
                 case WaitForFill(timeout=timeout):
-                    assert backend is not None
                     self.record.lease_wait()
-                    try:
-                        backend.wait_for_fill(pkey, timeout)
-                    except CacheUnavailableError as exc:
-                        self.l2.failed(exc)
-                        seen = WaitFailed()
-                        continue
-                    seen = Woken()
+                    woke = self.l2.call(
+                        lambda backend: backend.wait_for_fill(pkey, timeout), admit=Admit.ADMITTED, report_ok=False
+                    )
+                    seen = WaitFailed() if woke is UNREACHED else Woken()
                 case ReadFilled():
                     since = self.coherence.local.seq
                     found = self.read(pkey, policy, codec)

@@ -12,20 +12,25 @@ the breaker's state and settings, and the keys written while the L2 could not be
   stale, for the rest of its TTL once the server answers. Such keys are remembered and
   invalidated before the next L2 call (:meth:`L2Gate.resync`).
 
-The gate knows bytes and keys only: entries are encoded and decoded by the caller.
+Every call goes through :meth:`L2Gate.call`: ask the breaker, make the call, on a
+failure count and log it and fail open (:data:`UNREACHED`), on a success tell the
+breaker. The gate knows bytes and keys only: entries are encoded and decoded by the
+caller.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from enum import Enum
+from typing import Literal, TypeVar
 
 from readscale._core.cache import breaker as circuit
 from readscale._shared.cache.stats import CacheStats, L2Recorder
 from readscale._sync.backends.base import Backend
 from readscale.errors import CacheUnavailableError, ValueTooLargeError
 
+R = TypeVar("R")
 log = logging.getLogger("readscale.cache")
 
 #: How many keys written during an L2 outage one process remembers for removal.
@@ -44,6 +49,30 @@ class Stored(Enum):
     REFUSED = "refused"
     #: The backend's own size limit refused it (counted and logged).
     TOO_LARGE = "too_large"
+
+
+class Unreached(Enum):
+    """An L2 call that did not answer: no backend, skipped by the breaker (counted), or
+    failed (counted and logged). The caller fails open."""
+
+    UNREACHED = "unreached"
+
+
+#: What :meth:`L2Gate.call` returns when the L2 did not answer.
+UNREACHED: Literal[Unreached.UNREACHED] = Unreached.UNREACHED
+
+
+class Admit(Enum):
+    """What an L2 call asks before it goes out."""
+
+    #: The breaker (a skipped call is counted).
+    BREAKER = "breaker"
+    #: The breaker, then every key written while the L2 was away is removed from it first
+    #: (:meth:`L2Gate.reachable`): the reads and stores of entries.
+    RESYNC = "resync"
+    #: Nothing: the call continues an exchange the breaker already admitted (the wait after
+    #: a lease, a right given back, the fills after ``reachable``, the resync itself).
+    ADMITTED = "admitted"
 
 
 class L2Gate:
@@ -119,6 +148,37 @@ class L2Gate:
         else:
             log.debug("cache %s: %s error: %s", self.stats.name, self.name, exc)
 
+    def call(
+        self,
+        op: Callable[[Backend], R],
+        *,
+        admit: Admit = Admit.BREAKER,
+        report_ok: bool = True,
+    ) -> R | Literal[Unreached.UNREACHED]:
+        """``op(backend)`` behind the breaker: the one way the cache calls its L2.
+
+        Asks what ``admit`` says first; a failure (``CacheUnavailableError``) is counted,
+        logged and fed to the breaker, and the caller gets :data:`UNREACHED` and fails
+        open; other errors (a value over the server's size limit) reach the caller. A
+        success closes the breaker after a probe, unless ``report_ok`` is False: the calls
+        that never reported success before this helper (a wait for a fill, a right given
+        back, a refresh lease, the resync) still do not."""
+        backend = self.backend
+        if backend is None:
+            return UNREACHED
+        if admit is Admit.BREAKER and not self.allowed():
+            return UNREACHED
+        if admit is Admit.RESYNC and not self.reachable():
+            return UNREACHED
+        try:
+            result = op(backend)
+        except CacheUnavailableError as exc:
+            self.failed(exc)
+            return UNREACHED
+        if report_ok:
+            self.ok()
+        return result
+
     def reachable(self) -> bool:
         """The breaker lets a call through and every key the L2 missed was removed first."""
         if not self.allowed():
@@ -131,29 +191,14 @@ class L2Gate:
 
     def get(self, pkey: str) -> bytes | None:
         """The stored bytes of ``pkey``; None on a miss or when the L2 cannot be asked."""
-        backend = self.backend
-        if backend is None or not self.reachable():
-            return None
-        try:
-            raw = backend.get(pkey)
-        except CacheUnavailableError as exc:
-            self.failed(exc)
-            return None
-        self.ok()
-        return raw
+        raw = self.call(lambda backend: backend.get(pkey), admit=Admit.RESYNC)
+        return None if raw is UNREACHED else raw
 
     def get_many(self, pkeys: list[str]) -> list[bytes | None]:
         """The stored bytes of each key (None: a miss, or the L2 could not be asked)."""
         assert self.backend is not None
-        if not self.reachable():
-            return [None] * len(pkeys)
-        try:
-            raws = self.backend.get_many(pkeys)
-        except CacheUnavailableError as exc:
-            self.failed(exc)
-            return [None] * len(pkeys)
-        self.ok()
-        return raws
+        raws = self.call(lambda backend: backend.get_many(pkeys), admit=Admit.RESYNC)
+        return [None] * len(pkeys) if raws is UNREACHED else raws
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -172,30 +217,31 @@ class L2Gate:
         lease or ticket checked against the key's tombstone with ``source_lsn``.
         ``write``: the value is a write's (write-through), not a fill: if the L2 cannot be
         told, the key is removed from it once it answers (a plain set always is)."""
-        backend = self.backend
-        assert backend is not None
-        if not self.reachable():
-            if token is None or write:
-                self.mark_unsynced(pkey)
-            return Stored.UNREACHED
-        try:
+        assert self.backend is not None
+
+        def put(backend: Backend) -> bool:
             if token is None:
                 backend.set(pkey, raw, ttl)
-            elif not backend.fill(pkey, raw, ttl, token, source_lsn):
-                return Stored.REFUSED
-            self.record.stored()
-            self.ok()
-        except CacheUnavailableError as exc:
-            self.failed(exc)
-            if token is None or write:  # a write the server may not have: remove the key later
-                self.mark_unsynced(pkey)
-            return Stored.UNREACHED
+                return True
+            return backend.fill(pkey, raw, ttl, token, source_lsn)
+
+        try:
+            # A refused fill tells the breaker nothing, as before this helper: ok() below.
+            stored = self.call(put, admit=Admit.RESYNC, report_ok=False)
         except ValueTooLargeError as exc:
             if raise_too_large:
                 raise
             self.record.not_cached()
             log.warning("cache %s: %s", self.stats.name, exc)
             return Stored.TOO_LARGE
+        if stored is UNREACHED:
+            if token is None or write:  # a write the server may not have: remove the key later
+                self.mark_unsynced(pkey)
+            return Stored.UNREACHED
+        if not stored:
+            return Stored.REFUSED
+        self.record.stored()
+        self.ok()
         return Stored.STORED
 
     def fill_many(self, items: Sequence[tuple[str, bytes, float, str, int | None]]) -> list[bool] | None:
@@ -203,13 +249,8 @@ class L2Gate:
         token, source_lsn)``): whether each was stored, or None when the server failed
         (counted). Raises ValueTooLargeError when one of them is over the server's limit."""
         assert self.backend is not None
-        try:
-            stored = self.backend.fill_many(items)
-        except CacheUnavailableError as exc:
-            self.failed(exc)
-            return None
-        self.ok()
-        return stored
+        stored = self.call(lambda backend: backend.fill_many(items), admit=Admit.ADMITTED)
+        return None if stored is UNREACHED else stored
 
     # -- writes the L2 missed -----------------------------------------------------------
 
@@ -237,13 +278,15 @@ class L2Gate:
         assert self.backend is not None
         keys = sorted(self.unsynced)
         self.unsynced.difference_update(keys)
-        try:
-            # An invalidation, not a plain delete: a fill in flight is refused, and the
-            # tombstone (position unknown) makes fills of these keys read the primary.
-            self.backend.invalidate(keys, lsn=None, tombstone_ttl=self.tombstone_ttl)
-        except CacheUnavailableError as exc:
+        # An invalidation, not a plain delete: a fill in flight is refused, and the
+        # tombstone (position unknown) makes fills of these keys read the primary.
+        done = self.call(
+            lambda backend: backend.invalidate(keys, lsn=None, tombstone_ttl=self.tombstone_ttl),
+            admit=Admit.ADMITTED,
+            report_ok=False,
+        )
+        if done is UNREACHED:
             self.unsynced.update(keys)
-            self.failed(exc)
             return False
         self.record.resynced(len(keys))
         log.warning(

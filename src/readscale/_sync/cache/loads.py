@@ -28,7 +28,7 @@ from readscale._shared.cache.stats import CacheStats, FillRecorder
 from readscale._sync.cache.coherence import Coherence
 from readscale._sync.cache.entries import Entries
 from readscale._sync.cache.fill_store import FillStore
-from readscale._sync.cache.l2 import L2Gate
+from readscale._sync.cache.l2 import UNREACHED, L2Gate
 from readscale._sync.cache.versions import Versions
 from readscale.codecs import Codec
 from readscale.errors import CacheUnavailableError, SerializationError
@@ -91,29 +91,13 @@ class Loads:
 
     def ticket(self, pkey: str, policy: CachePolicy) -> LeaseResult | None:
         """The key's ticket, or None when the server cannot be asked."""
-        backend = self.l2.backend
-        if backend is None or not self.l2.allowed():
-            return None
-        try:
-            right = backend.ticket(pkey, policy.lease_ttl)
-        except CacheUnavailableError as exc:
-            self.l2.failed(exc)
-            return None
-        self.l2.ok()
-        return right
+        right = self.l2.call(lambda backend: backend.ticket(pkey, policy.lease_ttl))
+        return None if right is UNREACHED else right
 
     def tickets(self, pkeys: list[str], policy: CachePolicy) -> list[LeaseResult] | None:
         """Tickets for several keys in one go, or None when the server cannot be asked."""
-        backend = self.l2.backend
-        if backend is None or not self.l2.allowed():
-            return None
-        try:
-            rights = backend.ticket_many(pkeys, policy.lease_ttl)
-        except CacheUnavailableError as exc:
-            self.l2.failed(exc)
-            return None
-        self.l2.ok()
-        return rights
+        rights = self.l2.call(lambda backend: backend.ticket_many(pkeys, policy.lease_ttl))
+        return None if rights is UNREACHED else rights
 
     def load_unstored(self, pkey: str, loader: Callable[[], Any]) -> Any:
         """The cache server cannot be asked for the key's floors: load, serve, store nothing

@@ -35,10 +35,9 @@ from readscale._core.cache.refresh import (
 )
 from readscale._shared.cache.stats import CacheStats, FillRecorder
 from readscale._shared.primitives.tasks import Background
-from readscale._sync.cache.l2 import L2Gate
+from readscale._sync.cache.l2 import UNREACHED, L2Gate
 from readscale._sync.cache.loads import Loads
 from readscale.codecs import Codec
-from readscale.errors import CacheUnavailableError
 
 
 class Refresher:
@@ -87,17 +86,11 @@ class Refresher:
             step = plan_refresh(request, seen)
             match step:
                 case TakeRefreshLease(ttl=ttl):
-                    assert backend is not None
-                    if not self.l2.allowed():
+                    token = self.l2.call(lambda backend: backend.refresh_lease(pkey, ttl), report_ok=False)
+                    if token is UNREACHED:
                         seen = L2Away()
-                        continue
-                    try:
-                        token = backend.refresh_lease(pkey, ttl)
-                    except CacheUnavailableError as exc:
-                        self.l2.failed(exc)
-                        seen = L2Away()
-                        continue
-                    seen = RefreshLeaseHeld() if token is None else RefreshLeaseWon(token)
+                    else:
+                        seen = RefreshLeaseHeld() if token is None else RefreshLeaseWon(token)
                 case TakeTicket():
                     # The breaker is asked here and again by the ticket call, as before the
                     # planner (docs/architecture.md §6: a half-open probe is spent here).
