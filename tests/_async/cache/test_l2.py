@@ -8,7 +8,7 @@ from typing import Any, cast
 import pytest
 
 from readscale._async.backends.base import AsyncBackend
-from readscale._async.cache.l2 import UNREACHED, Admit, AsyncL2Gate
+from readscale._async.cache.l2 import UNREACHED, Admit, AsyncL2Gate, Stored
 from readscale._core.cache import breaker as circuit
 from readscale._shared.cache.stats import CacheStats
 from readscale.errors import CacheUnavailableError, ValueTooLargeError
@@ -28,6 +28,10 @@ class Stub:
         if self.fail is not None:
             raise self.fail
         return key.encode()
+
+    async def fill(self, key: str, value: bytes, ttl: float, token: str, lsn: int | None) -> bool:
+        self.calls += 1
+        return False  # the fill's right was gone: refused
 
 
 def gate(stub: Stub, now: list[float]) -> AsyncL2Gate:
@@ -60,18 +64,19 @@ async def test_a_failure_fails_open_and_opens_the_breaker_which_then_skips() -> 
 
 
 @pytest.mark.anyio
-async def test_a_probe_that_answers_closes_the_breaker_unless_told_not_to_report() -> None:
+async def test_a_probe_that_answers_closes_the_breaker_whatever_it_answered() -> None:
+    """Any answer is the server's: a fill it refused, as the probe, closes the breaker
+    too (before, such a probe never reported and held the breaker half-open: every
+    later call was skipped, found in review of the fill paths)."""
     stub, now = Stub(), [0.0]
     l2 = gate(stub, now)
     stub.fail = CacheUnavailableError("down")
     await l2.call(get("k"))
     stub.fail = None
-    now[0] = 2.0  # past the cooldown: one probe
-    assert await l2.call(get("k"), report_ok=False) == b"k"
-    assert l2.breaker.circuit is circuit.Circuit.HALF_OPEN  # not reported: still probing
-    l2.breaker = circuit.BreakerState(circuit.Circuit.OPEN, 1, 0.0, 1.0)
-    assert await l2.call(get("k")) == b"k"
+    now[0] = 2.0  # past the cooldown: one probe, a fill the server refuses
+    assert await l2.store("k", b"v", 10.0, "lease-token", None, write=False, raise_too_large=False) is Stored.REFUSED
     assert l2.available
+    assert await l2.call(get("k")) == b"k"
 
 
 @pytest.mark.anyio

@@ -133,6 +133,38 @@ def test_breaker_opens_probes_and_closes() -> None:
     assert breaker.on_success(breaker.CLOSED) is breaker.CLOSED
 
 
+def test_a_probe_that_never_reports_does_not_hold_the_breaker_half_open() -> None:
+    """A probe whose caller was cancelled (or a path that does not report) never calls
+    on_success or on_failure: after a cooldown without an outcome another call probes."""
+    settings = breaker.BreakerSettings(failure_threshold=1, cooldown=1.0, max_cooldown=4.0)
+    state = breaker.on_failure(breaker.CLOSED, 0.0, settings)
+    allowed, state = breaker.allow(state, 1.0)  # the probe: its outcome is lost
+    assert allowed and state.probing
+    assert breaker.allow(state, 1.5)[0] is False, "one probe at a time while it may still answer"
+    allowed, state = breaker.allow(state, 2.0)
+    assert allowed, "a cooldown without an outcome: another probe"
+    assert breaker.on_success(state) is breaker.CLOSED
+
+
+@given(st.lists(st.floats(0.0, 5.0), min_size=1, max_size=30))
+def test_the_breaker_is_never_stuck_whatever_goes_unreported(gaps: list[float]) -> None:
+    """Whatever calls were let through without an outcome, a call is let through again
+    within one (maximal) cooldown of the last one."""
+    settings = breaker.BreakerSettings()
+    state = breaker.CLOSED
+    for _ in range(settings.failure_threshold):
+        state = breaker.on_failure(state, 0.0, settings)
+    now, last = 0.0, 0.0
+    for gap in gaps:
+        now += gap
+        allowed, state = breaker.allow(state, now)
+        if allowed:
+            last = now
+        assert now - last <= settings.max_cooldown, (now, last, state)
+    allowed, _ = breaker.allow(state, now + settings.max_cooldown)
+    assert allowed
+
+
 def test_by_default_a_cache_back_after_a_long_outage_is_used_within_two_seconds() -> None:
     # Calls arrive every 10 ms; the server is down for 60 s, then answers again.
     settings = breaker.BreakerSettings()

@@ -80,7 +80,7 @@ class AsyncFillStore:
         if token is None:
             return
         held = token
-        await self.l2.call(lambda backend: backend.release(pkey, held), admit=Admit.ADMITTED, report_ok=False)
+        await self.l2.call(lambda backend: backend.release(pkey, held), admit=Admit.ADMITTED)
 
     async def store(
         self,

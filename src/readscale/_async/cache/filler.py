@@ -199,7 +199,7 @@ class AsyncFiller:
                 case WaitForFill(timeout=timeout):
                     self.record.lease_wait()
                     woke = await self.l2.call(
-                        lambda backend: backend.wait_for_fill(pkey, timeout), admit=Admit.ADMITTED, report_ok=False
+                        lambda backend: backend.wait_for_fill(pkey, timeout), admit=Admit.ADMITTED
                     )
                     seen = WaitFailed() if woke is UNREACHED else Woken()
                 case ReadFilled():

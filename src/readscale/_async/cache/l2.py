@@ -152,16 +152,15 @@ class AsyncL2Gate:
         op: Callable[[AsyncBackend], Awaitable[R]],
         *,
         admit: Admit = Admit.BREAKER,
-        report_ok: bool = True,
     ) -> R | Literal[Unreached.UNREACHED]:
         """``op(backend)`` behind the breaker: the one way the cache calls its L2.
 
         Asks what ``admit`` says first; a failure (``CacheUnavailableError``) is counted,
         logged and fed to the breaker, and the caller gets :data:`UNREACHED` and fails
-        open; other errors (a value over the server's size limit) reach the caller. A
-        success closes the breaker after a probe, unless ``report_ok`` is False: the calls
-        that never reported success before this helper (a wait for a fill, a right given
-        back, a refresh lease, the resync) still do not."""
+        open; other errors (a value over the server's size limit) reach the caller. Any
+        answer (a refused fill, a lease held elsewhere included) is a success and closes
+        the breaker after a probe: a probe whose answer went untold would hold it half-open
+        (found in review: a refused fill or a refresh lease as the probe)."""
         backend = self.backend
         if backend is None:
             return UNREACHED
@@ -174,8 +173,7 @@ class AsyncL2Gate:
         except CacheUnavailableError as exc:
             self.failed(exc)
             return UNREACHED
-        if report_ok:
-            self.ok()
+        self.ok()
         return result
 
     async def reachable(self) -> bool:
@@ -225,8 +223,7 @@ class AsyncL2Gate:
             return await backend.fill(pkey, raw, ttl, token, source_lsn)
 
         try:
-            # A refused fill tells the breaker nothing, as before this helper: ok() below.
-            stored = await self.call(put, admit=Admit.RESYNC, report_ok=False)
+            stored = await self.call(put, admit=Admit.RESYNC)
         except ValueTooLargeError as exc:
             if raise_too_large:
                 raise
@@ -240,7 +237,6 @@ class AsyncL2Gate:
         if not stored:
             return Stored.REFUSED
         self.record.stored()
-        self.ok()
         return Stored.STORED
 
     async def fill_many(self, items: Sequence[tuple[str, bytes, float, str, int | None]]) -> list[bool] | None:
@@ -282,7 +278,6 @@ class AsyncL2Gate:
         done = await self.call(
             lambda backend: backend.invalidate(keys, lsn=None, tombstone_ttl=self.tombstone_ttl),
             admit=Admit.ADMITTED,
-            report_ok=False,
         )
         if done is UNREACHED:
             self.unsynced.update(keys)

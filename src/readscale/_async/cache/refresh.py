@@ -85,7 +85,7 @@ class AsyncRefresher:
             step = plan_refresh(request, seen)
             match step:
                 case TakeRefreshLease(ttl=ttl):
-                    token = await self.l2.call(lambda backend: backend.refresh_lease(pkey, ttl), report_ok=False)
+                    token = await self.l2.call(lambda backend: backend.refresh_lease(pkey, ttl))
                     if token is UNREACHED:
                         seen = L2Away()
                     else:

@@ -4,7 +4,9 @@ While the cache server is down, every call would pay its timeout. After
 ``failure_threshold`` consecutive failures the breaker opens: calls skip the server
 (the read path goes straight to the loader) until ``cooldown`` has passed; then one
 call probes (half-open). A probe that succeeds closes the breaker; one that fails
-re-opens it with the cooldown doubled, up to ``max_cooldown``.
+re-opens it with the cooldown doubled, up to ``max_cooldown``. A probe whose outcome is
+never reported (its caller was cancelled, or a path that does not report) does not hold
+the breaker half-open for good: after a cooldown without an answer, another call probes.
 
 States are frozen values; the driver keeps the current one and asks :func:`allow`
 before each call and :func:`on_success` / :func:`on_failure` after it. ``now`` is a
@@ -42,23 +44,32 @@ class BreakerState:
     opened_at: float = 0.0
     cooldown: float = 0.0
     probing: bool = False
+    #: When the probe in flight was let through (half-open).
+    probed_at: float = 0.0
 
 
 CLOSED = BreakerState()
 
 
 def allow(state: BreakerState, now: float) -> tuple[bool, BreakerState]:
-    """May a call go to the server now? Half-open lets exactly one probe through."""
+    """May a call go to the server now? Half-open lets one probe through at a time, and
+    another once the one in flight has gone a cooldown without an outcome (a probe whose
+    caller was cancelled never reports one: the breaker would skip the server for good,
+    found in review of the fill paths)."""
     if state.circuit is Circuit.CLOSED:
         return True, state
     if state.circuit is Circuit.OPEN:
         if now - state.opened_at >= state.cooldown:
-            return True, BreakerState(Circuit.HALF_OPEN, state.failures, state.opened_at, state.cooldown, True)
+            return True, _probe(state, now)
         return False, state
-    # HALF_OPEN: one probe in flight at a time.
-    if state.probing:
+    # HALF_OPEN: one probe in flight at a time, unless it went unanswered.
+    if state.probing and now - state.probed_at < state.cooldown:
         return False, state
-    return True, BreakerState(Circuit.HALF_OPEN, state.failures, state.opened_at, state.cooldown, True)
+    return True, _probe(state, now)
+
+
+def _probe(state: BreakerState, now: float) -> BreakerState:
+    return BreakerState(Circuit.HALF_OPEN, state.failures, state.opened_at, state.cooldown, True, now)
 
 
 def on_success(state: BreakerState) -> BreakerState:

@@ -81,7 +81,7 @@ class FillStore:
         if token is None:
             return
         held = token
-        self.l2.call(lambda backend: backend.release(pkey, held), admit=Admit.ADMITTED, report_ok=False)
+        self.l2.call(lambda backend: backend.release(pkey, held), admit=Admit.ADMITTED)
 
     def store(
         self,

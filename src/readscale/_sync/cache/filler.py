@@ -199,9 +199,7 @@ class Filler:
                         seen = LeaseHeld()
                 case WaitForFill(timeout=timeout):
                     self.record.lease_wait()
-                    woke = self.l2.call(
-                        lambda backend: backend.wait_for_fill(pkey, timeout), admit=Admit.ADMITTED, report_ok=False
-                    )
+                    woke = self.l2.call(lambda backend: backend.wait_for_fill(pkey, timeout), admit=Admit.ADMITTED)
                     seen = WaitFailed() if woke is UNREACHED else Woken()
                 case ReadFilled():
                     since = self.coherence.local.seq

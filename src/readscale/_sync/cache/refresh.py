@@ -86,7 +86,7 @@ class Refresher:
             step = plan_refresh(request, seen)
             match step:
                 case TakeRefreshLease(ttl=ttl):
-                    token = self.l2.call(lambda backend: backend.refresh_lease(pkey, ttl), report_ok=False)
+                    token = self.l2.call(lambda backend: backend.refresh_lease(pkey, ttl))
                     if token is UNREACHED:
                         seen = L2Away()
                     else:
