@@ -221,8 +221,7 @@ class AsyncCache:
         share a load begun before it (which may return the old value). It sets no floor.
         """
         pkey = self.key(key, policy)
-        now = self._monotonic()
-        self.coherence.drop_local([pkey], None, now, now)  # expired at once: a new generation, no floor
+        self.coherence.forget([pkey])
 
     async def drop_copies(self, key: str, *, policy: CachePolicy | None = None) -> None:
         """Drop every process's L1 copy of ``key``: this one's now (:meth:`forget_local`),

@@ -222,8 +222,7 @@ class Cache:
         share a load begun before it (which may return the old value). It sets no floor.
         """
         pkey = self.key(key, policy)
-        now = self._monotonic()
-        self.coherence.drop_local([pkey], None, now, now)  # expired at once: a new generation, no floor
+        self.coherence.forget([pkey])
 
     def drop_copies(self, key: str, *, policy: CachePolicy | None = None) -> None:
         """Drop every process's L1 copy of ``key``: this one's now (:meth:`forget_local`),

@@ -165,6 +165,12 @@ class Coherence:
         if self.l1 is not None and pkeys:
             self.l1.delete_many(list(pkeys))
 
+    def forget(self, pkeys: Sequence[str]) -> None:
+        """:meth:`drop_local` with no floor (expired at once): a delete, or an L1 copy
+        another writer made stale, not an invalidation (no tombstone, no bus)."""
+        now = self._monotonic()
+        self.drop_local(pkeys, None, now, now)
+
     def on_invalidation(self, event: str, payload: Any) -> None:
         if isinstance(payload, dict) and payload.get("flush"):
             self.flush_local()

@@ -89,31 +89,24 @@ class Writes:
     def delete(self, key: str, policy: CachePolicy) -> bool:
         """Remove ``key`` from both tiers, this process's L1 only (``Cache.delete``)."""
         pkey = self.versions.pkey(key, policy)
-        self._forget([pkey])
+        self.coherence.forget([pkey])
         if self.l2.backend is None:
             return True
         try:
             return self.l2.backend.delete(pkey)
         finally:  # again: a read here may have put the old entry it found in the L2 meanwhile
-            self._forget([pkey])
+            self.coherence.forget([pkey])
 
     def delete_many(self, keys: Sequence[str], policy: CachePolicy) -> int:
         """Remove ``keys`` from both tiers, this process's L1 only."""
         pkeys = [self.versions.pkey(k, policy) for k in keys]
-        self._forget(pkeys)
+        self.coherence.forget(pkeys)
         if self.l2.backend is None:
             return len(pkeys)
         try:
             return self.l2.backend.delete_many(pkeys)
         finally:  # again, as delete
-            self._forget(pkeys)
-
-    def _forget(self, pkeys: list[str]) -> None:
-        """Drop this process's copies and start a new generation of ``pkeys`` (a read
-        begun before does not put what it found in the L1), with no floor: a delete is not
-        an invalidation (no tombstone, no bus)."""
-        now = self._monotonic()
-        self.coherence.drop_local(pkeys, None, now, now)
+            self.coherence.forget(pkeys)
 
     # -- write-through ---------------------------------------------------------------------
 
