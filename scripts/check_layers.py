@@ -86,6 +86,7 @@ TABLE: dict[str, str] = {
     "readscale.http": "integrations",
     "readscale.replicas": "integrations",
     "readscale.starlette": "integrations",
+    "readscale.fastapi": "integrations",
     "readscale.django": "integrations",
     "readscale.flask": "integrations",
     "readscale.sqlalchemy": "integrations",

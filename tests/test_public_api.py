@@ -62,7 +62,7 @@ def test_every_public_module_exports_what_the_readme_names() -> None:
 #: The framework modules (docs/architecture.md §7.4): each is the one path for its own
 #: framework's names, so the same name (``HttpCacheMiddleware``, ``http_policy``...) is
 #: listed once per framework, each time for that framework's own object.
-FRAMEWORKS = {"readscale.starlette", "readscale.flask", "readscale.django", "readscale.sqlalchemy"}
+FRAMEWORKS = {"readscale.starlette", "readscale.fastapi", "readscale.flask", "readscale.django", "readscale.sqlalchemy"}
 
 
 def public_listings() -> dict[str, list[tuple[str, object]]]:

@@ -19,7 +19,7 @@ PKG = ROOT / "src" / "readscale"
 LAYERS = ("_core", "_shared", "_async", "_sync")
 # The faces (what a user does), the tools, and what runs across features (§10).
 FOLDERS = {
-    *("cache", "replicas", "writebehind", "cdc", "http", "starlette", "flask", "django", "sqlalchemy"),
+    *("cache", "replicas", "writebehind", "cdc", "http", "starlette", "fastapi", "flask", "django", "sqlalchemy"),
     *("stack", "bench", "demo", "report", "cli"),
     *("fuzz", "chaos", "browser", "consistency", "tooling", "docs"),
 }
