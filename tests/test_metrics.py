@@ -1,28 +1,168 @@
-"""Cache counters are readable in-process and exported through prometheus-client."""
+"""Every component's counters are exported through prometheus-client under one naming
+scheme (``readscale_<part>_<what>_<unit>``), read at scrape time."""
 
 from __future__ import annotations
 
+import re
+from types import SimpleNamespace
+
 from prometheus_client import CollectorRegistry, generate_latest
 
-from readscale.metrics import CacheStats, PrometheusCollector
+from readscale import CacheStats
+from readscale._async.cache.bus import BusStats
+from readscale._async.purge.base import PurgeStats
+from readscale._core.http.decide import HeaderPlan
+from readscale._core.replicas.settings import ReplicaSettings
+from readscale._shared.cdc.stats import CdcStats
+from readscale._shared.replicas.topology import Topology
+from readscale.http import HttpMetrics
+from readscale.metrics import (
+    BusCollector,
+    CacheCollector,
+    CdcCollector,
+    HttpCollector,
+    PurgeCollector,
+    ReplicaCollector,
+)
+from readscale.writebehind import FlusherStats, WriteBehindCollector, WriteBehindStats
 
 
-def test_prometheus_export_reads_the_counters_at_scrape_time() -> None:
-    stats = CacheStats("catalog")
+def scrape(*collectors: object) -> str:
     registry = CollectorRegistry()
-    registry.register(PrometheusCollector(stats))
-    stats.l1.hits += 3
+    for collector in collectors:
+        registry.register(collector)  # type: ignore[arg-type]
+    return generate_latest(registry).decode()
+
+
+def every_collector() -> list[object]:
+    """One of each collector, over empty components (what a fresh process exports)."""
+    topology = Topology(ReplicaSettings("postgresql://p", {"r1": "postgresql://r1"}), now=0.0)
+    purger = SimpleNamespace(vendor="varnish", node="http://edge-1", stats=PurgeStats())
+    return [
+        CacheCollector(CacheStats("catalog")),
+        ReplicaCollector(topology),
+        HttpCollector(HttpMetrics()),
+        CdcCollector(SimpleNamespace(stats=CdcStats(), settings=SimpleNamespace(slot="s"))),
+        BusCollector(SimpleNamespace(stats=BusStats(), channel="readscale:bus")),
+        PurgeCollector(purger),
+        WriteBehindCollector(WriteBehindStats("q"), FlusherStats("q")),
+    ]
+
+
+def exported_names() -> set[str]:
+    """Every series name a scrape shows (``_total``, ``_bucket``... included)."""
+    return {line.split("{")[0].split(" ")[0] for line in scrape(*every_collector()).splitlines() if line[:1] != "#"}
+
+
+def test_every_name_follows_the_scheme() -> None:
+    names = exported_names()
+    parts = {name.split("_")[1] for name in names}
+    assert parts == {"cache", "replica", "http", "cdc", "bus", "purge", "writebehind"}
+    for name in names:
+        assert re.fullmatch(r"readscale_[a-z0-9]+_[a-z0-9_]+", name), name
+    for line in scrape(*every_collector()).splitlines():
+        if line.startswith("# TYPE ") and line.endswith(" counter"):
+            assert line.split()[2].endswith("_total"), line
+    for name in names:
+        base = re.sub(r"_(total|bucket|sum|count|created)$", "", name)
+        if re.search(r"_(seconds|bytes)_", base + "_"):
+            assert re.search(r"_(seconds|bytes)$", base), f"{name}: the unit comes last"
+
+
+def test_the_cache_exports_hits_per_tier_and_loader_and_fill_times_as_histograms() -> None:
+    stats = CacheStats("catalog")
+    collector = CacheCollector(stats)
+    stats.l1.hits += 3  # the hit path: a plain integer add, read at scrape time
     stats.l2.misses += 2
+    stats.l2.stale_serves += 1
+    stats.l2.lease_waits += 4
     stats.loader.calls += 2
-    stats.loader.seconds += 0.25
+    stats.loader.fills_refused_lease_lost += 1
     stats.breaker_opens += 1
-    text = generate_latest(registry).decode()
-    assert 'readscale_cache_events_total{cache="catalog",event="hits",tier="l1"} 3.0' in text
-    assert 'readscale_cache_events_total{cache="catalog",event="misses",tier="l2"} 2.0' in text
-    assert 'readscale_cache_loader_events_total{cache="catalog",event="calls"} 2.0' in text
-    assert 'readscale_cache_loader_seconds_total{cache="catalog"} 0.25' in text
-    assert 'readscale_cache_events_total{cache="catalog",event="breaker_opens",tier="l2"} 1.0' in text
+    stats.loader_seconds.observe(0.003)
+    stats.loader_seconds.observe(2.0)
+    stats.fill_seconds.observe(0.004)
+    text = scrape(collector)
+    assert 'readscale_cache_hits_total{cache="catalog",tier="l1"} 3.0' in text
+    assert 'readscale_cache_misses_total{cache="catalog",tier="l2"} 2.0' in text
+    assert 'readscale_cache_stale_served_total{cache="catalog",tier="l2"} 1.0' in text
+    assert 'readscale_cache_lease_waits_total{cache="catalog",tier="l2"} 4.0' in text
+    assert 'readscale_cache_loader_calls_total{cache="catalog"} 2.0' in text
+    assert 'readscale_cache_fills_refused_total{cache="catalog",reason="lease_lost"} 1.0' in text
+    assert 'readscale_cache_breaker_opens_total{cache="catalog"} 1.0' in text
+    assert 'readscale_cache_loader_duration_seconds_bucket{cache="catalog",le="0.005"} 1.0' in text
+    assert 'readscale_cache_loader_duration_seconds_count{cache="catalog"} 2.0' in text
+    assert 'readscale_cache_fill_duration_seconds_count{cache="catalog"} 1.0' in text
     snapshot = stats.snapshot()
     assert snapshot["l1"]["hits"] == 3 and snapshot["breaker_opens"] == 1
     stats.reset()
-    assert stats.snapshot()["l1"]["hits"] == 0
+    assert stats.snapshot()["l1"]["hits"] == 0 and stats.loader_seconds.count == 0
+
+
+def test_the_router_exports_lag_per_node_ejections_readmissions_and_fallbacks() -> None:
+    settings = ReplicaSettings("postgresql://p", {"r1": "postgresql://r1", "r2": "postgresql://r2"})
+    topology = Topology(settings, now=0.0)
+    collector = ReplicaCollector(topology)
+    assert topology.record_not_replica("r1") == "out"  # a guard found r1 promoted: ejected at once
+    topology.count("primary_reads", 2)
+    topology.count("refusals")
+    text = scrape(collector)
+    assert 'readscale_replica_ejections_total{node="r1",role="replica",router="default"} 1.0' in text
+    assert 'readscale_replica_ejections_total{node="r2",role="replica",router="default"} 0.0' in text
+    assert 'readscale_replica_routable{node="r1",role="replica",router="default"} 0.0' in text
+    assert 'readscale_replica_primary_fallbacks_total{router="default"} 2.0' in text
+    assert 'readscale_replica_refusals_total{router="default"} 1.0' in text
+    status = SimpleNamespace(
+        name="r1", role="replica", status="ok", lag_seconds=1.5, lag_bytes=4096, inflight=0, reads=7,
+        ejections=1, readmissions=1,
+    )  # fmt: skip
+    fake = SimpleNamespace(status=lambda: [status], stats=topology.stats)
+    text = scrape(ReplicaCollector(fake, name="shop"))  # type: ignore[arg-type]
+    assert 'readscale_replica_lag_seconds{node="r1",role="replica",router="shop"} 1.5' in text
+    assert 'readscale_replica_lag_bytes{node="r1",role="replica",router="shop"} 4096.0' in text
+    assert 'readscale_replica_readmissions_total{node="r1",role="replica",router="shop"} 1.0' in text
+
+
+def test_http_decisions_public_private_no_store_and_refused_by_reason() -> None:
+    metrics = HttpMetrics()
+    metrics.count(HeaderPlan("public, max-age=60", shared=True))
+    metrics.count(HeaderPlan("private, max-age=30"))
+    metrics.count(HeaderPlan("no-store"))
+    metrics.count(HeaderPlan("private, no-cache", downgrade="the response sets a cookie", refusal="cookie"))
+    metrics.bump("not_modified")
+    text = scrape(HttpCollector(metrics, app="shop"))
+    for decision in ("public", "private", "no_store", "refused"):
+        assert f'readscale_http_responses_total{{app="shop",decision="{decision}"}} 1.0' in text
+    assert 'readscale_http_refused_total{app="shop",reason="cookie"} 1.0' in text
+    assert 'readscale_http_refused_total{app="shop",reason="authorization"} 0.0' in text
+    assert 'readscale_http_not_modified_total{app="shop"} 1.0' in text
+
+
+def test_cdc_bus_and_purge_exports() -> None:
+    cdc = CdcStats(batches=3, lag_bytes=128, lag_seconds=2.5)
+    bus = BusStats(received=5, reconnects=1, l1_flushes=2)
+    edge = PurgeStats(requests=4, failures=1, tags=9)
+    multi = SimpleNamespace(vendor="varnish", node_stats={"a": PurgeStats(failures=2), "b": PurgeStats()})
+    text = scrape(
+        CdcCollector(SimpleNamespace(stats=cdc, settings=SimpleNamespace(slot="demo"))),
+        BusCollector(SimpleNamespace(stats=bus, channel="readscale:bus")),
+        PurgeCollector(SimpleNamespace(vendor="varnish", node="http://edge-1", stats=edge), multi),
+    )  # fmt: skip
+    assert 'readscale_cdc_lag_bytes{slot="demo"} 128.0' in text
+    assert 'readscale_cdc_lag_seconds{slot="demo"} 2.5' in text
+    assert 'readscale_cdc_batches_total{slot="demo"} 3.0' in text
+    assert 'readscale_bus_messages_total{channel="readscale:bus",direction="received"} 5.0' in text
+    assert 'readscale_bus_reconnects_total{channel="readscale:bus"} 1.0' in text
+    assert 'readscale_bus_l1_flushes_total{channel="readscale:bus"} 2.0' in text
+    assert 'readscale_purge_failures_total{node="http://edge-1",vendor="varnish"} 1.0' in text
+    assert 'readscale_purge_requests_total{node="http://edge-1",vendor="varnish"} 4.0' in text
+    assert 'readscale_purge_failures_total{node="a",vendor="varnish"} 2.0' in text
+    assert 'readscale_purge_failures_total{node="b",vendor="varnish"} 0.0' in text
+
+
+def test_write_behind_exports_backlog_flushed_and_dead_letters() -> None:
+    flusher = FlusherStats("views", rows_applied=10, dead_letters=1, queue_length=42)
+    text = scrape(WriteBehindCollector(flusher))
+    assert 'readscale_writebehind_queue_length{queue="views"} 42.0' in text
+    assert 'readscale_writebehind_flusher_events_total{event="rows_applied",queue="views"} 10.0' in text
+    assert 'readscale_writebehind_flusher_events_total{event="dead_letters",queue="views"} 1.0' in text

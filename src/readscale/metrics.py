@@ -1,141 +1,316 @@
-"""The Prometheus collectors: the cache's, write-behind's (CDC's counters are read by
-``readscale.cdc``'s worker). Each reads the in-process counters (``readscale._shared``)
-only when scraped, so exporting costs nothing per call.
+"""The Prometheus collectors, one per component, under one naming scheme.
+
+Every name is ``readscale_<part>_<what>_<unit>``: counters end in ``_total``, times in
+``_seconds``, sizes in ``_bytes``; ``<part>`` is ``cache``, ``replica``, ``http``, ``cdc``,
+``bus``, ``purge`` or ``writebehind``. Each collector reads the component's in-process
+counters (plain attributes, ``readscale._shared``) only when scraped, so exporting costs
+nothing per call: the cache's hit path counts with one integer add, as without metrics.
+
+``prometheus_client.REGISTRY.register(CacheCollector(cache.stats))`` and so on; the
+names and what to do about each are in docs/observability.md; the Grafana dashboard
+(deploy/grafana/readscale.json) reads only these names (a test checks it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import fields
-from typing import Any
+from typing import Any, Protocol
 
 from readscale._shared.cache.stats import CacheStats, LoaderStats, TierStats
+from readscale._shared.cdc.stats import CdcStats
+from readscale._shared.histogram import Histogram
 from readscale._shared.writebehind.stats import FlusherStats, WriteBehindStats
 
 
-class PrometheusCollector:
-    """A prometheus-client collector for one or more caches' stats.
+class _Families:
+    """Metric families built lazily (prometheus-client is imported at scrape time)."""
 
-    ``prometheus_client.REGISTRY.register(PrometheusCollector(cache.stats))``
-    """
+    def __init__(self) -> None:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+        self._kinds = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily, "histogram": HistogramMetricFamily}
+        self._made: dict[str, Any] = {}
+
+    def add(self, kind: str, name: str, doc: str, labels: Mapping[str, str], value: float | Histogram) -> None:
+        family = self._made.get(name)
+        if family is None:
+            family = self._made[name] = self._kinds[kind](name, doc, labels=list(labels))
+        if isinstance(value, Histogram):
+            family.add_metric(list(labels.values()), value.cumulative(), value.sum)
+        else:
+            family.add_metric(list(labels.values()), value)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._made.values())
+
+
+# -- the cache ----------------------------------------------------------------------------
+
+#: TierStats fields with a family of their own; the rest go to ``readscale_cache_tier_events_total``.
+_TIER_OWN = {"hits": "hits", "misses": "misses", "stale_serves": "stale_served", "fills": "fills",
+             "lease_waits": "lease_waits"}  # fmt: skip
+_LOADER_OWN = {"calls": "calls", "errors": "errors"}
+
+
+class CacheCollector:
+    """One or more caches' counters: hits, misses, stale served, fills and lease waits per
+    tier; loader calls, outcomes and refused fills by reason; loader and fill durations."""
 
     def __init__(self, *stats: CacheStats) -> None:
         self._stats = stats
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import CounterMetricFamily
-
-        events = CounterMetricFamily(
-            "readscale_cache_events", "Cache events per tier (hits, misses, stale serves, ...)",
-            labels=["cache", "tier", "event"],
-        )  # fmt: skip
-        loads = CounterMetricFamily(
-            "readscale_cache_loader_events", "Loader calls and outcomes", labels=["cache", "event"]
-        )
-        load_seconds = CounterMetricFamily(
-            "readscale_cache_loader_seconds", "Seconds spent in loaders", labels=["cache"]
-        )
+        out = _Families()
         for stats in self._stats:
+            cache = {"cache": stats.name}
             for tier_name in ("l1", "l2"):
-                tier = getattr(stats, tier_name)
+                tier: TierStats = getattr(stats, tier_name)
+                labels = {**cache, "tier": tier_name}
                 for f in fields(TierStats):
-                    events.add_metric([stats.name, tier_name, f.name], getattr(tier, f.name))
+                    value = getattr(tier, f.name)
+                    if f.name in _TIER_OWN:
+                        what = _TIER_OWN[f.name]
+                        out.add("counter", f"readscale_cache_{what}", f"Cache {what.replace('_', ' ')} per tier",
+                                labels, value)  # fmt: skip
+                    else:
+                        out.add("counter", "readscale_cache_tier_events", "Other cache events per tier",
+                                {**labels, "event": f.name}, value)  # fmt: skip
             for f in fields(LoaderStats):
-                if f.name != "seconds":
-                    loads.add_metric([stats.name, f.name], getattr(stats.loader, f.name))
-            load_seconds.add_metric([stats.name], stats.loader.seconds)
-            events.add_metric([stats.name, "l2", "breaker_opens"], stats.breaker_opens)
-        yield events
-        yield loads
-        yield load_seconds
+                value = getattr(stats.loader, f.name)
+                if f.name == "seconds" or f.name.startswith("fills_refused_"):
+                    continue
+                if f.name in _LOADER_OWN:
+                    out.add("counter", f"readscale_cache_loader_{f.name}", f"Loader {f.name}", cache, value)
+                elif f.name == "fills_refused":
+                    continue
+                else:
+                    out.add("counter", "readscale_cache_loader_events", "Loader outcomes and bypasses",
+                            {**cache, "event": f.name}, value)  # fmt: skip
+            for f in fields(LoaderStats):
+                if f.name.startswith("fills_refused_"):
+                    out.add("counter", "readscale_cache_fills_refused", "Fills not stored, by reason",
+                            {**cache, "reason": f.name.removeprefix("fills_refused_")},
+                            getattr(stats.loader, f.name))  # fmt: skip
+            out.add("counter", "readscale_cache_breaker_opens", "L2 breaker openings", cache, stats.breaker_opens)
+            out.add("counter", "readscale_cache_invalidations", "Keys invalidated", cache, stats.invalidations)
+            out.add("histogram", "readscale_cache_loader_duration_seconds", "Loader call durations", cache,
+                    stats.loader_seconds)  # fmt: skip
+            out.add("histogram", "readscale_cache_fill_duration_seconds", "Fill durations (load to stored)", cache,
+                    stats.fill_seconds)  # fmt: skip
+        yield from out
 
+
+# -- the replica router ---------------------------------------------------------------------
+
+
+class _Router(Protocol):
+    def status(self) -> Iterable[Any]: ...
+
+    def stats(self) -> Any: ...
+
+
+_NAN = float("nan")
+_ROUTER_OWN = {"primary_reads": "primary_fallbacks", "refusals": "refusals"}
+
+
+class ReplicaCollector:
+    """A replica router's nodes (lag in seconds and bytes, routable, reads, ejections and
+    readmissions) and its counters (primary fallbacks, refusals, waits...)."""
+
+    def __init__(self, router: _Router, *, name: str = "default") -> None:
+        self._router = router
+        self._name = name
+
+    def collect(self) -> Iterator[Any]:
+        out = _Families()
+        router = {"router": self._name}
+        for node in self._router.status():
+            labels = {**router, "node": node.name, "role": node.role}
+            out.add("gauge", "readscale_replica_routable", "1 when the node takes reads, else 0", labels,
+                    1 if node.status in ("ok", "admitted") else 0)  # fmt: skip
+            # Unknown (never polled, or unreachable): NaN, so the series exists and says so.
+            out.add("gauge", "readscale_replica_lag_seconds", "Replica lag behind the primary (NaN: unknown)", labels,
+                    _NAN if node.lag_seconds is None else node.lag_seconds)  # fmt: skip
+            out.add("gauge", "readscale_replica_lag_bytes", "Replica WAL lag (NaN: unknown)", labels,
+                    _NAN if node.lag_bytes is None else node.lag_bytes)  # fmt: skip
+            out.add("gauge", "readscale_replica_inflight_reads", "Reads in flight", labels, node.inflight)
+            out.add("counter", "readscale_replica_reads", "Reads served per node", labels, node.reads)
+            out.add("counter", "readscale_replica_ejections", "Times taken out of rotation", labels, node.ejections)
+            out.add("counter", "readscale_replica_readmissions", "Times put back in rotation", labels,
+                    node.readmissions)  # fmt: skip
+        counters = self._router.stats()
+        for name, value in ((f.name, getattr(counters, f.name)) for f in fields(counters)):
+            if name in _ROUTER_OWN:
+                out.add("counter", f"readscale_replica_{_ROUTER_OWN[name]}", f"Router {name.replace('_', ' ')}",
+                        router, value)  # fmt: skip
+            else:
+                out.add("counter", "readscale_replica_router_events", "Router events", {**router, "event": name}, value)
+        yield from out
+
+
+# -- the HTTP middleware --------------------------------------------------------------------
+
+
+#: ``HeaderPlan.refusal`` codes (readscale._core.http.decide): exported at 0 before they happen.
+REFUSAL_CODES = ("cookie", "causal_token", "identity_read", "identity_vary", "authorization", "vary_star",
+                 "unlisted_read", "max_vary", "status", "tags_over_budget")  # fmt: skip
+
+
+class HttpCollector:
+    """An HTTP middleware's decisions: responses sent public, private, no-store or refused
+    public (by reason code), 304s, 412s and header errors."""
+
+    def __init__(self, metrics: Any, *, app: str = "default") -> None:
+        self._metrics = metrics
+        self._app = app
+
+    def collect(self) -> Iterator[Any]:
+        out = _Families()
+        m, app = self._metrics, {"app": self._app}
+        for decision, value in (("public", m.shared), ("private", m.private), ("no_store", m.no_store),
+                                ("refused", m.downgraded)):  # fmt: skip
+            out.add("counter", "readscale_http_responses", "Responses by caching decision",
+                    {**app, "decision": decision}, value)  # fmt: skip
+        for reason in (*REFUSAL_CODES, *sorted(set(m.refusals) - set(REFUSAL_CODES))):
+            out.add("counter", "readscale_http_refused", "Public refused (sent private), by reason",
+                    {**app, "reason": reason}, m.refusals.get(reason, 0))  # fmt: skip
+        for name in ("not_modified", "precondition_failed", "header_errors", "undeclared_reads"):
+            out.add("counter", f"readscale_http_{name}", f"HTTP {name.replace('_', ' ')}", app, getattr(m, name))
+        yield from out
+
+
+# -- the CDC worker -------------------------------------------------------------------------
+
+
+class CdcCollector:
+    """CDC workers (``worker.stats``, labelled by slot): lag behind the primary in bytes
+    and seconds, batches, transactions, invalidations, slot resets, errors."""
+
+    def __init__(self, *workers: Any) -> None:
+        self._workers = workers
+
+    def collect(self) -> Iterator[Any]:
+        out = _Families()
+        for worker in self._workers:
+            stats: CdcStats = worker.stats
+            slot = {"slot": worker.settings.slot}
+            out.add("gauge", "readscale_cdc_lag_bytes", "WAL not yet applied", slot, stats.lag_bytes)
+            out.add("gauge", "readscale_cdc_lag_seconds", "Age bound of the oldest unapplied change", slot,
+                    stats.lag_seconds)  # fmt: skip
+            for name in ("batches", "transactions", "changes", "keys_invalidated", "tags_invalidated", "slot_resets",
+                         "errors"):  # fmt: skip
+                out.add("counter", f"readscale_cdc_{name}", f"CDC {name.replace('_', ' ')}", slot, getattr(stats, name))
+        yield from out
+
+
+# -- the invalidation bus -------------------------------------------------------------------
+
+
+class BusCollector:
+    """Invalidation buses (``bus.stats``, labelled by channel): messages, reconnects and
+    the local flushes they caused, delivery delay."""
+
+    def __init__(self, *buses: Any) -> None:
+        self._buses = buses
+
+    def collect(self) -> Iterator[Any]:
+        out = _Families()
+        for bus in self._buses:
+            s, channel = bus.stats, {"channel": bus.channel}
+            for direction, value in (("published", s.published), ("received", s.received),
+                                     ("own_skipped", s.own_skipped), ("undecodable", s.undecodable)):  # fmt: skip
+                out.add("counter", "readscale_bus_messages", "Bus messages", {**channel, "direction": direction}, value)
+            for name in ("reconnects", "disconnects", "l1_flushes", "handler_errors"):
+                out.add("counter", f"readscale_bus_{name}", f"Bus {name.replace('_', ' ')}", channel, getattr(s, name))
+            out.add("counter", "readscale_bus_delay_seconds", "Sum of delivery delays", channel, s.delay_sum)
+            out.add("gauge", "readscale_bus_delay_max_seconds", "Longest delivery delay", channel, s.delay_max)
+        yield from out
+
+
+# -- the purgers ----------------------------------------------------------------------------
+
+
+class PurgeCollector:
+    """Edge purgers, per node: requests, retries, failures, tags and URLs sent, objects
+    purged. A purger with ``node_stats`` (a mapping node -> stats) is exported per node;
+    otherwise its ``stats`` under its ``node`` (the edge's URL, or the vendor)."""
+
+    def __init__(self, *purgers: Any) -> None:
+        self._purgers = purgers
+
+    def collect(self) -> Iterator[Any]:
+        out = _Families()
+        for purger in self._purgers:
+            vendor = str(getattr(purger, "vendor", "edge"))
+            per_node = getattr(purger, "node_stats", None)
+            nodes = dict(per_node) if per_node is not None else {str(getattr(purger, "node", vendor)): purger.stats}
+            for node, stats in nodes.items():
+                labels = {"vendor": vendor, "node": node}
+                for name in ("requests", "retries", "failures", "tags", "urls"):
+                    out.add("counter", f"readscale_purge_{name}", f"Purge {name}", labels, getattr(stats, name))
+                out.add("counter", "readscale_purge_objects", "Objects the edge said it purged", labels, stats.purged)
+        yield from out
+
+
+# -- write-behind ---------------------------------------------------------------------------
 
 _FLUSHER_COUNTERS = (
-    "batches",
-    "records_read",
-    "reclaimed",
-    "coalesced",
-    "rows_applied",
-    "rows_skipped",
-    "transactions",
-    "retries",
-    "transient_failures",
-    "record_failures",
-    "splits",
-    "dead_letters",
-    "redis_errors",
-    "seals",
-    "sums_applied",
-    "sums_duplicates",
-    "increments_refused",
-    "durability_checks",
-    "durability_refusals",
-)
-
-
+    "batches", "records_read", "reclaimed", "coalesced", "rows_applied", "rows_skipped", "transactions", "retries",
+    "transient_failures", "record_failures", "splits", "dead_letters", "redis_errors", "seals", "sums_applied",
+    "sums_duplicates", "increments_refused", "durability_checks", "durability_refusals",
+)  # fmt: skip
 _PRODUCER_COUNTERS = (
-    "writes",
-    "increments",
-    "full_waits",
-    "full_rejections",
-    "errors",
-    "durability_checks",
-    "durability_refusals",
-)
+    "writes", "increments", "full_waits", "full_rejections", "errors", "durability_checks", "durability_refusals",
+)  # fmt: skip
 
 
 class WriteBehindCollector:
-    """A prometheus-client collector for write-behind producers and flushers.
-
-    ``prometheus_client.REGISTRY.register(WriteBehindCollector(wb.stats, flusher.stats))``
-    """
+    """Write-behind producers and flushers: events, backlog (queue length), flush lag,
+    durability checks, batch sizes and record lags."""
 
     def __init__(self, *stats: WriteBehindStats | FlusherStats) -> None:
         self._stats = stats
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-
-        produced = CounterMetricFamily(
-            "readscale_writebehind_producer_events", "Write-behind producer events", labels=["queue", "event"]
-        )
-        flushed = CounterMetricFamily(
-            "readscale_writebehind_flusher_events", "Write-behind flusher events", labels=["queue", "event"]
-        )
-        length = GaugeMetricFamily(
-            "readscale_writebehind_queue_length", "Records in the write-behind queue", labels=["queue"]
-        )
-        lag = GaugeMetricFamily(
-            "readscale_writebehind_flush_lag_seconds",
-            "Age of the oldest record of the last committed batch",
-            labels=["queue"],
-        )
-        delayed = GaugeMetricFamily(
-            "readscale_writebehind_aof_delayed_fsync",
-            "Redis INFO aof_delayed_fsync at the last check: fsyncs postponed past Redis's limit (-1: unknown)",
-            labels=["queue", "role"],
-        )
-        durable = GaugeMetricFamily(
-            "readscale_writebehind_durability_ok",
-            "1 when the queue's Redis kept the mode's settings at the flusher's last check, else 0",
-            labels=["queue"],
-        )
-        sizes = HistogramMetricFamily("readscale_writebehind_batch_size", "Records per written batch", labels=["queue"])
-        lags = HistogramMetricFamily(
-            "readscale_writebehind_record_lag_seconds", "Queue-to-commit time of written batches", labels=["queue"]
-        )
+        out = _Families()
         for stats in self._stats:
+            queue = {"queue": stats.name}
             if isinstance(stats, WriteBehindStats):
                 for name in _PRODUCER_COUNTERS:
-                    produced.add_metric([stats.name, name], getattr(stats, name))
-                delayed.add_metric([stats.name, "producer"], stats.aof_delayed_fsync)
+                    out.add("counter", "readscale_writebehind_producer_events", "Write-behind producer events",
+                            {**queue, "event": name}, getattr(stats, name))  # fmt: skip
+                out.add("gauge", "readscale_writebehind_aof_delayed_fsync", _AOF_DOC, {**queue, "role": "producer"},
+                        stats.aof_delayed_fsync)  # fmt: skip
                 continue
             for name in _FLUSHER_COUNTERS:
-                flushed.add_metric([stats.name, name], getattr(stats, name))
-            length.add_metric([stats.name], stats.queue_length)
-            lag.add_metric([stats.name], stats.flush_lag)
-            delayed.add_metric([stats.name, "flusher"], stats.aof_delayed_fsync)
-            durable.add_metric([stats.name], stats.durability_ok)
-            sizes.add_metric([stats.name], stats.batch_sizes.cumulative(), stats.batch_sizes.sum)
-            lags.add_metric([stats.name], stats.lags.cumulative(), stats.lags.sum)
-        yield from (produced, flushed, length, lag, delayed, durable, sizes, lags)
+                out.add("counter", "readscale_writebehind_flusher_events", "Write-behind flusher events",
+                        {**queue, "event": name}, getattr(stats, name))  # fmt: skip
+            out.add("gauge", "readscale_writebehind_queue_length", "Records in the write-behind queue (the backlog)",
+                    queue, stats.queue_length)  # fmt: skip
+            out.add("gauge", "readscale_writebehind_flush_lag_seconds",
+                    "Age of the oldest record of the last committed batch", queue, stats.flush_lag)  # fmt: skip
+            out.add("gauge", "readscale_writebehind_aof_delayed_fsync", _AOF_DOC, {**queue, "role": "flusher"},
+                    stats.aof_delayed_fsync)  # fmt: skip
+            out.add("gauge", "readscale_writebehind_durability_ok",
+                    "1 when the queue's Redis kept the mode's settings at the flusher's last check, else 0", queue,
+                    stats.durability_ok)  # fmt: skip
+            out.add("histogram", "readscale_writebehind_batch_size", "Records per written batch", queue,
+                    stats.batch_sizes)  # fmt: skip
+            out.add("histogram", "readscale_writebehind_record_lag_seconds", "Queue-to-commit time of written batches",
+                    queue, stats.lags)  # fmt: skip
+        yield from out
+
+
+_AOF_DOC = "Redis INFO aof_delayed_fsync at the last check: fsyncs postponed past Redis's limit (-1: unknown)"
+
+
+# WriteBehindCollector is public as readscale.writebehind.WriteBehindCollector.
+__all__ = [
+    "BusCollector",
+    "CacheCollector",
+    "CdcCollector",
+    "HttpCollector",
+    "PurgeCollector",
+    "ReplicaCollector",
+]

@@ -150,8 +150,11 @@ class HttpMetrics:
     __slots__ = (
         "downgraded",
         "header_errors",
+        "no_store",
         "not_modified",
         "precondition_failed",
+        "private",
+        "refusals",
         "responses",
         "shared",
         "undeclared_reads",
@@ -159,8 +162,11 @@ class HttpMetrics:
 
     def __init__(self) -> None:
         self.responses = 0
-        self.shared = 0
-        self.downgraded = 0
+        self.shared = 0  # sent public (shareable by the edge)
+        self.private = 0  # sent private, as the route's policy asked
+        self.no_store = 0
+        self.downgraded = 0  # public refused, sent private: by reason code in ``refusals``
+        self.refusals: dict[str, int] = {}
         self.not_modified = 0
         self.precondition_failed = 0
         self.header_errors = 0
@@ -170,11 +176,17 @@ class HttpMetrics:
         self.responses += 1
         if plan.downgrade is not None:
             self.downgraded += 1
+            code = plan.refusal or "other"
+            self.refusals[code] = self.refusals.get(code, 0) + 1
         elif plan.shared:
             self.shared += 1
+        elif plan.cache_control.startswith("no-store"):
+            self.no_store += 1
+        else:
+            self.private += 1
 
     def bump(self, name: str) -> None:
         setattr(self, name, getattr(self, name) + 1)
 
     def snapshot(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        return {name: getattr(self, name) for name in self.__slots__ if name != "refusals"}

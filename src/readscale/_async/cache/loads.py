@@ -178,6 +178,7 @@ class AsyncLoads:
             await self.store.release(pkey, token)
             return value
         await self.store.store(pkey, value, meta, raw, policy, token, source, since=since)
+        self.record.fill_time(self._monotonic() - started)
         return value
 
 

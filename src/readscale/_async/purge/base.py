@@ -93,6 +93,11 @@ class HttpPurger:
 
     vendor: str = "edge"
 
+    @property
+    def node(self) -> str:
+        """The edge node (or the vendor's API) this purger sends to: a metric label."""
+        return str(getattr(self, "edge_url", self.vendor))
+
     def __init__(
         self, client: httpx.AsyncClient | None, retry: RetryPolicy | None, rng: random.Random | None, timeout: float
     ) -> None:

@@ -102,7 +102,8 @@ class HeaderPlan:
     """The caching fields to send. ``None`` values are not sent (and removed if present).
 
     ``vary_names``: the lower-case names in ``vary``, sorted (what a validator folds in);
-    ``undeclared``: detected reads the route did not declare (the driver warns).
+    ``undeclared``: detected reads the route did not declare (the driver warns);
+    ``refusal``: the short code of ``downgrade`` (``cookie``, ``authorization``...), for metrics.
     """
 
     cache_control: str
@@ -112,6 +113,7 @@ class HeaderPlan:
     shared: bool = False
     etag: bool = False
     downgrade: str | None = None
+    refusal: str | None = None
     vary_names: tuple[str, ...] = ()
     undeclared: frozenset[str] = frozenset()
 
@@ -252,31 +254,42 @@ def decide(policy: HttpPolicy | None, exchange: Exchange, settings: HttpSettings
     identity_used = vary & exchange.identity_present & settings.identity_fields
 
     reason = None
+    refusal = None  # the reason's short code: a bounded metric label
     if shared:
         if exchange.sets_cookie:
             reason = "the response sets a cookie"
+            refusal = "cookie"
         elif exchange.sets_token:
             reason = "the response carries a session's causal token"
+            refusal = "causal_token"
         elif identity_used & identity_read and not shared_auth:
             used = ", ".join(sorted(identity_used & identity_read))
             reason = f"the handler read {used}, which the request carried"
+            refusal = "identity_read"
         elif identity_used and not shared_auth:
             reason = "the response varies on " + ", ".join(sorted(identity_used)) + ", which the request carried"
+            refusal = "identity_vary"
         elif exchange.request_authorization and not shared_auth:
             reason = "the request carried Authorization"
+            refusal = "authorization"
         elif star:
             reason = "the handler set Vary: *"
+            refusal = "vary_star"
         elif unlisted and mode == "private":
             reason = "the handler read unlisted fields " + ", ".join(sorted(unlisted))
+            refusal = "unlisted_read"
         elif len(vary) > settings.max_vary:
             reason = f"the response varies on {len(vary)} fields, over max_vary={settings.max_vary}"
+            refusal = "max_vary"
         elif exchange.status not in _SHAREABLE_STATUS:
             reason = f"status {exchange.status} is not shared"
+            refusal = "status"
     tag_lines: tuple[tuple[str, str], ...] = ()
     if shared and reason is None and tags and settings.edge is not None:
         rendered = render_tags(tags, settings.edge)
         if isinstance(rendered, OverBudget):
             reason = rendered.reason
+            refusal = "tags_over_budget"
         else:
             tag_lines = rendered.lines
     undeclared: frozenset[str] = frozenset()
@@ -291,6 +304,7 @@ def decide(policy: HttpPolicy | None, exchange: Exchange, settings: HttpSettings
             vary=_render_vary(names),
             etag=want_etag,
             downgrade=reason,
+            refusal=refusal,
             vary_names=names,
             undeclared=undeclared,
         )

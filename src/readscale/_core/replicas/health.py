@@ -224,3 +224,5 @@ class ReplicaStatus:
     replay_timestamp_age: float | None
     inflight: int
     reads: int
+    ejections: int = 0
+    readmissions: int = 0

@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from readscale._core.cache.fill import Refusal
+from readscale._shared.histogram import SECONDS_BUCKETS, Histogram
 
 
 @dataclass(slots=True)
@@ -65,7 +66,7 @@ class LoaderStats:
 class CacheStats:
     """All counters of one cache. ``snapshot()`` gives them as plain data."""
 
-    __slots__ = ("breaker_opens", "invalidations", "l1", "l2", "loader", "name")
+    __slots__ = ("breaker_opens", "fill_seconds", "invalidations", "l1", "l2", "loader", "loader_seconds", "name")
 
     def __init__(self, name: str = "cache") -> None:
         self.name = name
@@ -74,6 +75,9 @@ class CacheStats:
         self.loader = LoaderStats()
         self.breaker_opens = 0
         self.invalidations = 0
+        #: Loader calls' durations; and fills' (load start to stored), on misses only.
+        self.loader_seconds = Histogram(SECONDS_BUCKETS)
+        self.fill_seconds = Histogram(SECONDS_BUCKETS)
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -90,6 +94,8 @@ class CacheStats:
         self.loader = LoaderStats()
         self.breaker_opens = 0
         self.invalidations = 0
+        self.loader_seconds = Histogram(SECONDS_BUCKETS)
+        self.fill_seconds = Histogram(SECONDS_BUCKETS)
 
 
 class _Recorder:
@@ -205,6 +211,11 @@ class FillRecorder(_Recorder):
 
     def loader_time(self, seconds: float) -> None:
         self.stats.loader.seconds += seconds
+        self.stats.loader_seconds.observe(seconds)
+
+    def fill_time(self, seconds: float) -> None:
+        """A fill stored: from the load's start to the entry written."""
+        self.stats.fill_seconds.observe(seconds)
 
     def bypassed(self) -> None:
         """A call under a policy that does not cache: straight to the loader."""

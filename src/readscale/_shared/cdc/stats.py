@@ -16,4 +16,5 @@ class CdcStats:
     errors: int = 0
     unmapped_tables: set[str] = field(default_factory=set)
     last_commit_lsn: int = 0
-    lag_bytes: int = 0
+    lag_bytes: int = 0  # WAL the slot has not confirmed
+    lag_seconds: float = 0.0  # bound on the age of the oldest unapplied change (readscale._core.cdc.lag)

@@ -61,6 +61,8 @@ class _Replica:
     replay_timestamp_age: float | None = None
     inflight: int = 0
     reads: int = 0
+    ejections: int = 0  # taken out of rotation (routable -> not)
+    readmissions: int = 0  # back in rotation
 
 
 class Topology:
@@ -147,6 +149,8 @@ class Topology:
                     replay_timestamp_age=r.replay_timestamp_age,
                     inflight=r.inflight,
                     reads=r.reads,
+                    ejections=r.ejections,
+                    readmissions=r.readmissions,
                 )
                 for r in self._replicas.values()
             ]
@@ -220,8 +224,10 @@ class Topology:
         )
         after = replica.health.routable
         if before and not after:
+            replica.ejections += 1
             return "out"
         if after and not before:
+            replica.readmissions += 1
             return "back"
         return "none"
 

@@ -63,6 +63,7 @@ class BusStats:
     handler_errors: int = 0
     reconnects: int = 0
     disconnects: int = 0
+    l1_flushes: int = 0  # local flushes the gaps caused (each cache's handler, per disconnect and reconnect)
     undecodable: int = 0
     delay_count: int = 0
     delay_sum: float = 0.0
@@ -208,6 +209,7 @@ class InvalidationBus:
         self.stats.disconnects += 1
         with self._lock:
             handlers = list(self._disconnect_handlers)
+        self.stats.l1_flushes += len(handlers)
         for handler in handlers:
             self._call(handler)
 
@@ -216,6 +218,7 @@ class InvalidationBus:
         log.warning("bus: resubscribed on %s; flushing local state (events may be lost)", self.settings.safe_url)
         with self._lock:
             handlers = list(self._reconnect_handlers)
+        self.stats.l1_flushes += len(handlers)
         for handler in handlers:
             self._call(handler)
 

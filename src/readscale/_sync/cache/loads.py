@@ -177,6 +177,7 @@ class Loads:
             self.store.release(pkey, token)
             return value
         self.store.store(pkey, value, meta, raw, policy, token, source, since=since)
+        self.record.fill_time(self._monotonic() - started)
         return value
 
 

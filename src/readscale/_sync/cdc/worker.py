@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import psycopg
 
 from readscale._core.cache.policy import CachePolicy
+from readscale._core.cdc.lag import LagSamples
 from readscale._core.cdc.rules import (
     CdcRule,
     CdcSettings,
@@ -70,6 +72,7 @@ class CdcWorker:
         policies: Mapping[str, CachePolicy] | None = None,
         purger: Any | None = None,
         on_applied: Callable[[int], Any] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if not rules:
             raise ConfigurationError("the CDC worker needs at least one rule")
@@ -84,6 +87,8 @@ class CdcWorker:
         self._on_applied = on_applied
         self._conn: Any = None
         self._database_checked = False
+        self._lag = LagSamples()
+        self._monotonic = monotonic
 
     # -- startup checks --------------------------------------------------------------------
 
@@ -296,12 +301,18 @@ class CdcWorker:
     def _measure_lag(self) -> None:
         conn = self._connection()
         cur = conn.execute(
-            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint "
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint, "
+            "pg_wal_lsn_diff(confirmed_flush_lsn, '0/0')::bigint "
             "FROM pg_replication_slots WHERE slot_name = %s",
             (self.settings.slot,),
         )
         row = cur.fetchone()
-        self.stats.lag_bytes = int(row[0]) if row and row[0] is not None else 0
+        if not row or row[0] is None:
+            self.stats.lag_bytes, self.stats.lag_seconds = 0, 0.0
+            return
+        current, confirmed = int(row[0]), int(row[1])
+        self.stats.lag_bytes = max(0, current - confirmed)
+        self.stats.lag_seconds = self._lag.seconds(current=current, confirmed=confirmed, now=self._monotonic())
 
     def run(self, stop: Event | None = None, *, tick: Callable[[], Any] | None = None) -> None:
         """Apply batches until ``stop`` is set; errors (PostgreSQL or the cache down) are
