@@ -28,6 +28,7 @@ BENCHES: dict[str, str] = {
     "writes": "readscale.bench.writes:run",
     "hitratio": "readscale.bench.hitratio:run",
     "chaos": "readscale.bench.chaos:run",
+    "capacity": "readscale.bench.capacity:run",
 }
 
 

@@ -185,6 +185,20 @@ class DemoEnvironment:
         if name == "app":
             self.wait_http(f"{self.app_url}/healthz", 30)
 
+    def restart_app(self, layers: str) -> None:
+        """Start the service again using only ``layers`` below HTTP (``READSCALE_DEMO_LAYERS``,
+        e.g. ``""`` for primary only, ``"replicas,cache"`` for all)."""
+        self.stop_process("app", signal.SIGTERM)
+        self._env["READSCALE_DEMO_LAYERS"] = layers
+        self.start_process("app")
+        # The edge's health probe marked the service sick while it was down.
+        self.wait_http(f"{self.edge_url}/healthz", 30)
+
+    def pid(self, name: Process) -> int | None:
+        """The process id of a running process of the environment (its group's leader)."""
+        proc = self._procs.get(name)
+        return proc.pid if proc is not None and proc.poll() is None else None
+
     def stop_process(self, name: Process, sig: signal.Signals = signal.SIGKILL) -> None:
         """Signal a process's whole group and wait for it (SIGKILL after 10 s)."""
         proc = self._procs.get(name)

@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
 
@@ -36,6 +37,7 @@ from readscale import (
 from readscale.backends import AsyncRedisBackend
 from readscale.demo import schema
 from readscale.errors import CacheUnavailableError
+from readscale.replicas import PrimaryProtection
 from readscale.writebehind import AsyncWriteBehind, WriteBehindSettings
 
 #: Which node served the database read of the current request (None: no read); the
@@ -48,6 +50,7 @@ L1_ANSWERED: ContextVar[bool] = ContextVar("readscale_demo_l1_answered", default
 VIEWS = CachePolicy(name="views", ttl=86_400.0, tiers=frozenset({Tier.L2}))
 
 log = logging.getLogger("readscale.demo")
+T = TypeVar("T")
 
 
 @dataclass
@@ -59,6 +62,11 @@ class DemoSettings:
     stats_key: str = "demo:stats"
     static_dir: str = ""
     l1_entries: int = 5_000
+    #: The layers this service uses below HTTP (``readscale bench capacity`` measures each
+    #: step): ``replicas`` routes reads to the replicas (without it every read goes to the
+    #: primary, unthrottled), ``cache`` reads through the application cache (without it
+    #: every read is a database read; writes and views still use Redis).
+    layers: frozenset[str] = frozenset({"replicas", "cache"})
 
     @classmethod
     def from_env(cls) -> DemoSettings:
@@ -71,7 +79,21 @@ class DemoSettings:
             stats_key=env.get("READSCALE_DEMO_STATS_KEY", "demo:stats"),
             static_dir=env.get("READSCALE_DEMO_STATIC", ""),
             l1_entries=int(env.get("READSCALE_DEMO_L1_ENTRIES", "5000")),
+            layers=parse_layers(env.get("READSCALE_DEMO_LAYERS", "replicas,cache")),
         )
+
+
+#: What ``READSCALE_DEMO_LAYERS`` may name.
+LAYERS = frozenset({"replicas", "cache"})
+
+
+def parse_layers(text: str) -> frozenset[str]:
+    """``"replicas,cache"`` → the set; an unknown name is an error that names it."""
+    layers = frozenset(part.strip() for part in text.split(",") if part.strip())
+    unknown = sorted(layers - LAYERS)
+    if unknown:
+        raise ValueError(f"READSCALE_DEMO_LAYERS: unknown layer(s) {unknown}; choose from {sorted(LAYERS)}")
+    return layers
 
 
 class _TellingL1(MemoryStore[str, Any]):
@@ -109,9 +131,13 @@ class Shop:
     def __init__(self, settings: DemoSettings) -> None:
         self.settings = settings
         redis = RedisSettings(url=settings.redis_url, max_connections=64)
-        self.router = AsyncReplicaRouter(
-            ReplicaSettings(primary=settings.primary, replicas=settings.replicas), on_read=self._served
-        )
+        if "replicas" in settings.layers:
+            replicas = ReplicaSettings(primary=settings.primary, replicas=settings.replicas)
+        else:
+            # A service with no replicas reads its primary: no fallback throttle to hit.
+            unthrottled = PrimaryProtection(rate=1e9, burst=10**9)
+            replicas = ReplicaSettings(primary=settings.primary, replicas=[], protection=unthrottled)
+        self.router = AsyncReplicaRouter(replicas, on_read=self._served)
         self.bus = AsyncInvalidationBus(redis)
         self.cache = AsyncCache(
             AsyncRedisBackend(redis),
@@ -142,6 +168,16 @@ class Shop:
         if served is not None:
             served.append(node)
 
+    async def _cached(
+        self, key: str, load: Callable[[], Awaitable[T]], policy: CachePolicy, tags: tuple[str, ...] | list[str] = ()
+    ) -> T:
+        """A read through the application cache, or straight to the database when the
+        service runs without the cache layer."""
+        if "cache" not in self.settings.layers:
+            return await load()
+        result: T = await self.cache.get_or_load(key, load, policy=policy, tags=tags)
+        return result
+
     async def _read(self, query: str, params: tuple[Any, ...], *, many: bool = False) -> Any:
         """One routed database read (counted by the router's hook)."""
         rows = await self.router.fetch(query, params)
@@ -155,36 +191,28 @@ class Shop:
             keys = ("id", "name", "description", "price_cents", "category_id", "category", "rating", "reviews", "sold")
             return dict(zip(keys, row, strict=True))
 
-        result: dict[str, Any] | None = await self.cache.get_or_load(
-            f"product:{product_id}", load, policy=CATALOG, tags=[f"product:{product_id}"]
-        )
-        return result
+        return await self._cached(f"product:{product_id}", load, CATALOG, [f"product:{product_id}"])
 
     async def category(self, category_id: int) -> list[dict[str, Any]]:
         async def load() -> list[dict[str, Any]]:
             rows = await self._read(schema.CATEGORY_PAGE, (category_id,), many=True)
             return [{"id": r[0], "name": r[1], "price_cents": r[2], "rating": r[3]} for r in rows]
 
-        result: list[dict[str, Any]] = await self.cache.get_or_load(
-            f"category:{category_id}", load, policy=CATALOG, tags=[f"category:{category_id}"]
-        )
-        return result
+        return await self._cached(f"category:{category_id}", load, CATALOG, [f"category:{category_id}"])
 
     async def trending(self) -> list[dict[str, Any]]:
         async def load() -> list[dict[str, Any]]:
             rows = await self._read(schema.TRENDING, (), many=True)
             return [{"id": r[0], "name": r[1], "sold": r[2]} for r in rows]
 
-        result: list[dict[str, Any]] = await self.cache.get_or_load("trending", load, policy=TRENDING)
-        return result
+        return await self._cached("trending", load, TRENDING)
 
     async def profile(self, user_id: int) -> dict[str, Any] | None:
         async def load() -> dict[str, Any] | None:
             row = await self._read(schema.PROFILE, (user_id,))
             return None if row is None else _profile(row)
 
-        result: dict[str, Any] | None = await self.cache.get_or_load(f"user:{user_id}:profile", load, policy=PROFILE)
-        return result
+        return await self._cached(f"user:{user_id}:profile", load, PROFILE)
 
     async def balance(self, user_id: int) -> int | None:
         # Never cached (BALANCE), always read-your-writes through the session's token.
@@ -192,8 +220,7 @@ class Shop:
             row = await self._read(schema.BALANCE, (user_id,))
             return None if row is None else int(row[0])
 
-        result: int | None = await self.cache.get_or_load(f"user:{user_id}:balance", load, policy=BALANCE)
-        return result
+        return await self._cached(f"user:{user_id}:balance", load, BALANCE)
 
     # -- writes -----------------------------------------------------------------------------
 
