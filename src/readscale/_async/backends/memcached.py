@@ -200,6 +200,44 @@ class AsyncMemcachedBackend:
             existed += len(positions) - len(replies)
         return existed
 
+    # -- single-key writes of a cache-contract face (Django's add, incr, touch, clear) -------
+
+    async def add(self, key: str, value: bytes, ttl: float) -> bool:
+        """Store ``value`` only if ``key`` holds no item (``ms`` mode add); whether it was stored."""
+        self._servers.check_size(key, value)
+        payload = MetaSet(
+            key, value, ttl=wire_ttl(ttl, time.time()), client_flags=VALUE_FLAGS, mode=SetMode.ADD
+        ).encode()
+        (reply,) = await self._servers.for_key(key).exchange(payload)
+        if isinstance(reply, Reply) and reply.status in (Status.HD, Status.NS):
+            return reply.status is Status.HD
+        raise self._servers.failure(reply, "ms (add)", key, len(value))
+
+    async def swap(self, key: str, expected: bytes, value: bytes, ttl: float) -> bool:
+        """Replace ``key``'s value with ``value`` only if it still is ``expected``: read it
+        with its CAS, then ``ms ... C<cas>`` (a write in between fails it); whether it was."""
+        self._servers.check_size(key, value)
+        server = self._servers.for_key(key)
+        (reply,) = await server.exchange(MetaGet(key, client_flags=True, cas=True).encode())
+        match self._servers.state(reply):
+            case Found(value=found) if found == expected and isinstance(reply, Reply) and reply.flags.cas:
+                cas = reply.flags.cas
+            case _:
+                return False
+        payload = MetaSet(
+            key, value, ttl=wire_ttl(ttl, time.time()), client_flags=VALUE_FLAGS, compare_cas=cas
+        ).encode()
+        (reply,) = await server.exchange(payload)
+        if isinstance(reply, Reply) and reply.status in (Status.HD, Status.EX, Status.NF):
+            return reply.status is Status.HD
+        raise self._servers.failure(reply, "ms (compare and set)", key, len(value))
+
+    async def flush_all(self) -> None:
+        """Drop every item of every server (``flush_all``): memcached cannot list keys, so
+        this is how a cache of its own is cleared (what Django's memcached backends do)."""
+        for server in self._servers:
+            await server.exchange(b"flush_all noreply\r\n" + NOOP, Status.MN)
+
     # -- fill rights, tombstones and fences: the protocol is in _memcached_leases ------------
 
     async def lease(self, key: str, ttl: float) -> LeaseResult:

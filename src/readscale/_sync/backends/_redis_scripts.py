@@ -106,3 +106,13 @@ if redis.call('GET', KEYS[2]) == ARGV[1] then
 end
 return 0
 """
+
+# Compare and set (a cache-contract face's incr, decr and touch): replace the value only
+# if it is still the one the caller read. ARGV: expected, new value, TTL in ms.
+SWAP = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""

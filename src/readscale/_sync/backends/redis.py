@@ -19,6 +19,7 @@ and of sockets become :class:`CacheUnavailableError` here; nothing else escapes.
 from __future__ import annotations
 
 import contextlib
+import re
 import secrets
 from collections.abc import Sequence
 from typing import Any
@@ -100,6 +101,7 @@ class RedisBackend:
         self._invalidate_script = self._client.register_script(_redis_scripts.INVALIDATE)
         self._invalidate_for_write_script = self._client.register_script(_redis_scripts.INVALIDATE_FOR_WRITE)
         self._bump_script = self._client.register_script(_redis_scripts.BUMP)
+        self._swap_script = self._client.register_script(_redis_scripts.SWAP)
         self._fills = RedisFills(
             self._client,
             fill_channel,
@@ -213,6 +215,41 @@ class RedisBackend:
                 self._client.ping()
         except _COMMAND_ERRORS as exc:
             raise self._unavailable("PING", exc) from exc
+
+    # -- single-key writes of a cache-contract face (Django's add, incr, touch, clear) -------
+
+    def add(self, key: str, value: bytes, ttl: float) -> bool:
+        """Store ``value`` only if ``key`` holds nothing (``SET NX``); whether it was stored."""
+        self._check_size(key, value)
+        try:
+            with self._limit:
+                return bool(self._client.set(key, value, px=_ms(ttl), nx=True))
+        except _COMMAND_ERRORS as exc:
+            raise self._unavailable("SET NX", exc) from exc
+
+    def swap(self, key: str, expected: bytes, value: bytes, ttl: float) -> bool:
+        """Replace ``key``'s value with ``value`` only if it still is ``expected`` (one
+        script: a compare and set); whether it was replaced."""
+        self._check_size(key, value)
+        try:
+            with self._limit:
+                return bool(self._swap_script(keys=[key], args=[expected, value, _ms(ttl)]))
+        except _COMMAND_ERRORS as exc:
+            raise self._unavailable("SWAP", exc) from exc
+
+    def clear(self, prefix: str) -> int:
+        """Delete every key starting with ``prefix`` (``SCAN``, then ``DEL``; on a cluster,
+        on every primary). Not atomic: a key written meanwhile may survive. How many went."""
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"
+        try:
+            with self._limit:
+                found = [key.decode() for key in self._client.scan_iter(match=pattern, count=1000)]
+        except _COMMAND_ERRORS as exc:
+            raise self._unavailable("SCAN", exc) from exc
+        removed = 0
+        for start in range(0, len(found), 500):
+            removed += self.delete_many(found[start : start + 500])
+        return removed
 
     # -- fill rights and fills: _redis_fills ------------------------------------------------
 
