@@ -176,3 +176,29 @@ def test_check_needs_calibrate(tmp_path: Path) -> None:
 def test_duration_zero_extrapolates_to_steady_state() -> None:
     data = cli_json("sim", "--calibrate", str(SAMPLE), "--duration", "0", "--rps", "100000", "--clients", "50000")
     assert data["prediction"]["scenario"]["traffic"]["duration_s"] is None
+
+
+def test_costs_from_a_capacity_run_give_machines_per_layer(tmp_path: Path) -> None:
+    from tests._core.sim.test_machines import capacity_run
+
+    path = tmp_path / "capacity.json"
+    path.write_text(json.dumps(capacity_run()))
+    data = cli_json("sim", "--example", "textbook", "--costs", str(path), "--utilisation", "0.5")
+    machines = data["machines"]
+    assert [m["layer"] for m in machines["layers"]] == ["edge", "app", "redis", "replicas", "primary"]
+    assert machines["utilisation"] == 0.5 and machines["machine_cores"] == 2
+    assert machines["machines"] == sum(m["machines"] for m in machines["layers"]) > 5
+    table = cli("sim", "--example", "textbook", "--costs", str(path)).stdout
+    assert "machines of the measured kind" in table and "machines in all" in table
+
+
+def test_costs_refuse_a_file_that_is_not_a_capacity_run(tmp_path: Path) -> None:
+    path = tmp_path / "demo.json"
+    path.write_text(json.dumps({"bench": "cache"}))
+    proc = cli("sim", "--example", "textbook", "--costs", str(path), check=False)
+    assert proc.returncode != 0 and "not a `readscale bench capacity" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = cli(
+        "sim", "--rps", "1000", "--solve", "replicas", "--target-primary-rps", "5", "--costs", str(path), check=False
+    )
+    assert proc.returncode != 0 and "--costs prices a prediction" in proc.stderr

@@ -12,6 +12,7 @@ from rich.table import Table
 from readscale._core.sim import Prediction, Scenario
 from readscale._core.sim.calibrate import SHARE_FLOOR, TOLERANCE, Calibration, Check
 from readscale._core.sim.examples import textbook_figures
+from readscale._core.sim.machines import MachinePlan
 from readscale._core.sim.solve import Solution
 from readscale.cli._output import console, err_console, fail, print_json
 from readscale.report import bar_chart, escape, funnel_chart, html_page, html_table, line_chart, stacked_bar_chart
@@ -138,6 +139,7 @@ def show_prediction(
     as_json: bool,
     chart: Path | None,
     html: Path | None,
+    machines: MachinePlan | None = None,
 ) -> None:
     figures = textbook_figures(p) if textbook else ()
     title = f"Who serves {p.requests_rps:,.0f} requests/s (model)"
@@ -168,6 +170,8 @@ def show_prediction(
                 for f in figures
             ]
             data["textbook_within_1_percent"] = all(f.error <= 0.01 for f in figures)
+        if machines is not None:
+            data["machines"] = machines.to_json()
         print_json(data)
         return
     if figures:
@@ -188,6 +192,25 @@ def show_prediction(
         worst = max(f.error for f in figures)
         verdict = "[green]within 1 % per layer[/]" if worst <= 0.01 else "[red]off by more than 1 %[/]"
         console.print(f"largest error {worst:.2%}: {verdict}", highlight=False)
+    if machines is not None:
+        show_machines(machines)
+
+
+def show_machines(plan: MachinePlan) -> None:
+    """The machines per layer table (``--costs``)."""
+    rows = [
+        [m.layer, f"{m.requests_rps:,.0f}", f"{m.cpu_ms_per_request:.3g}", f"{m.cores:,.1f}", f"{m.machines:,}"]
+        for m in plan.layers
+    ]
+    title = (
+        f"machines of the measured kind ({plan.costs.cores} cores) at {plan.utilisation:.0%} CPU, "
+        f"costs from {plan.costs.source or 'a capacity run'}"
+    )
+    console.print(_table(title, ["layer", "req/s", "CPU ms/req", "cores", "machines"], rows))
+    console.print(
+        f"{plan.machines:,} machines in all; Redis counts one core per process (shards of a Redis Cluster)",
+        highlight=False,
+    )
 
 
 def show_calibration(

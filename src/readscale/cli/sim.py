@@ -17,6 +17,7 @@ import typer
 from readscale._core.sim import Scenario, Traffic, predict
 from readscale._core.sim.calibrate import calibrate, check, parse_demo_run
 from readscale._core.sim.examples import READING, TEXTBOOK
+from readscale._core.sim.machines import UTILISATION, MachinePlan, plan_machines, unit_costs
 from readscale._core.sim.model import RYW_RULES, Latencies
 from readscale._core.sim.solve import SETTINGS, Targets, solve
 from readscale.cli import _sim_output as out
@@ -58,11 +59,11 @@ def _override(base: Scenario, traffic: dict[str, Any], layers: dict[str, Any], l
     )
 
 
-def _read_run(path: Path) -> Any:
+def _read_run(path: Path, what: str = "the demo run") -> Any:
     try:
         text = path.read_text()
     except OSError as exc:
-        raise ConfigurationError(f"cannot read the demo run {str(path)!r}: {exc.strerror or exc}") from exc
+        raise ConfigurationError(f"cannot read {what} {str(path)!r}: {exc.strerror or exc}") from exc
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -75,6 +76,17 @@ def sim(
         Path | None,
         typer.Option("--calibrate", help="A demo run's JSON (readscale demo --json): fit the model to it."),
     ] = None,
+    costs_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--costs",
+            help="A capacity run's JSON (readscale bench capacity --json): price each layer's load "
+            "in machines of the measured kind.",
+        ),
+    ] = None,
+    utilisation: Annotated[
+        float, typer.Option(help="With --costs: the share of each machine's CPU the plan may use.")
+    ] = UTILISATION,
     check_run: Annotated[
         Path | None,
         typer.Option("--check", help="Another demo run's JSON: predict it with the fitted parameters, compare."),
@@ -132,6 +144,8 @@ def sim(
         usage_error("--example and --calibrate both choose the base scenario: give one")
     if check_run is not None and calibrate_from is None:
         usage_error("--check compares a run with parameters fitted by --calibrate: give --calibrate too")
+    if costs_from is not None and (solve_for is not None or calibrate_from is not None):
+        usage_error("--costs prices a prediction: give it without --solve and --calibrate")
     if solve_for is not None and solve_for not in SETTINGS:
         usage_error(f"--solve must be one of {', '.join(SETTINGS)}, got {solve_for!r}")
     if ryw is not None and ryw not in RYW_RULES:
@@ -158,6 +172,7 @@ def sim(
     }
     overrides = any(v is not None for v in (*traffic_opts.values(), *layer_opts.values())) or bool(latency)
 
+    machines: MachinePlan | None = None
     with errors_to_exit(), progress_line(not as_json, "readscale sim") as progress:
         calibration = None
         checked = None
@@ -183,6 +198,9 @@ def sim(
         else:
             solution = None
             prediction = predict(scenario)
+            if costs_from is not None:
+                costs = unit_costs(_read_run(costs_from, "the capacity run"), source=costs_from.name)
+                machines = plan_machines(prediction, costs, utilisation)
 
     if solution is not None:
         out.show_solution(solution, as_json=as_json, chart=chart, html=html)
@@ -208,4 +226,5 @@ def sim(
         as_json=as_json,
         chart=chart,
         html=html,
+        machines=machines,
     )

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from redis import Redis
+
 from readscale.bench.capacity.cpu import cpu_seconds
 from readscale.bench.capacity.search import Objective, Search, failure
 from readscale.bench.capacity.wrk import StepResult, run_step, write_paths, wrk_binary
@@ -51,6 +53,8 @@ class Outcome:
     config: Configuration
     best: StepResult | None = None
     cpu_ms_per_request: dict[str, float] = field(default_factory=dict)
+    #: Redis's CPU per command it ran (INFO's total_commands_processed), at the best step.
+    redis_ms_per_command: float | None = None
     steps: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -83,11 +87,14 @@ def _measure(
     progress(f"{config.name}: warming up")
     run_step(url, paths, min(start, 200.0), duration_s=2.0, objective_ms=objective.p99_ms)
     search = Search(precision=precision)
+    redis = Redis.from_url(env.redis_url)
     while (rate := search.next_rate(start)) is not None:
         groups = _groups(env)
+        commands = int(redis.info("stats")["total_commands_processed"])
         before = cpu_seconds(groups)
         step = run_step(url, paths, rate, duration_s=step_s, objective_ms=objective.p99_ms)
         after = cpu_seconds(groups)
+        commands = int(redis.info("stats")["total_commands_processed"]) - commands - 1  # less our own INFO
         why = failure(step, objective)
         outcome.steps.append({**step.to_json(), "failed": why})
         progress(f"{config.name}: {rate:,.0f}/s → {step.rate:,.0f}/s, p99 {step.p99_ms:.1f} ms: {why or 'met'}")
@@ -99,6 +106,8 @@ def _measure(
             outcome.cpu_ms_per_request = {
                 name: round(1000 * seconds / step.requests, 4) for name, seconds in cpu.items() if step.requests
             }
+            outcome.redis_ms_per_command = round(1000 * cpu["redis"] / commands, 5) if commands > 0 else None
+    redis.close()
     return outcome
 
 
@@ -155,5 +164,6 @@ def _fill(report: BenchReport, outcomes: list[Outcome], objective: Objective) ->
         for group, ms in outcome.cpu_ms_per_request.items():
             report.add(f"{name}: CPU per request, {group}", ms, "ms")
         detail[name] = {"layers": outcome.config.layers, "via_edge": outcome.config.via_edge,
-                        "cpu_ms_per_request": outcome.cpu_ms_per_request, "steps": outcome.steps}  # fmt: skip
+                        "cpu_ms_per_request": outcome.cpu_ms_per_request,
+                        "redis_ms_per_command": outcome.redis_ms_per_command, "steps": outcome.steps}  # fmt: skip
     report.params["configurations"] = detail
