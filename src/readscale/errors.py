@@ -140,7 +140,12 @@ class PrimaryUnavailableError(BackendError):
 
 
 class PurgeError(BackendError):
-    """An edge purge failed after its retries."""
+    """An edge purge failed after its retries; ``nodes``: the edge nodes that missed it
+    (an edge of several nodes), empty when the purger has one target."""
+
+    def __init__(self, message: str, *, backend: str | None = None, nodes: tuple[str, ...] = ()) -> None:
+        self.nodes = nodes
+        super().__init__(message, backend=backend)
 
 
 class LeaseError(ReadscaleError):

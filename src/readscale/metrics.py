@@ -233,7 +233,8 @@ class BusCollector:
 
 class PurgeCollector:
     """Edge purgers, per node: requests, retries, failures, tags and URLs sent, objects
-    purged. A purger with ``node_stats`` (a mapping node -> stats) is exported per node;
+    purged, replays and backlogs (docs/edge.md). A purger with ``node_stats`` (a mapping
+    node -> stats; ``VarnishPurger``) is exported per node;
     otherwise its ``stats`` under its ``node`` (the edge's URL, or the vendor)."""
 
     def __init__(self, *purgers: Any) -> None:
@@ -250,6 +251,10 @@ class PurgeCollector:
                 for name in ("requests", "retries", "failures", "tags", "urls"):
                     out.add("counter", f"readscale_purge_{name}", f"Purge {name}", labels, getattr(stats, name))
                 out.add("counter", "readscale_purge_objects", "Objects the edge said it purged", labels, stats.purged)
+                out.add("counter", "readscale_purge_replays", "Backlogs of missed purges replayed to a node that "
+                        "answered again (docs/edge.md)", labels, stats.replays)  # fmt: skip
+                out.add("gauge", "readscale_purge_backlog_items", "Purges a node missed, not replayed yet", labels,
+                        stats.backlog)  # fmt: skip
         yield from out
 
 

@@ -77,6 +77,40 @@ def test_vcl_rejects_bad_backends(url: str, probe: str | None, message: str) -> 
         StackConfig(varnish=True, varnish_backend=url, varnish_probe=probe)
 
 
+def test_the_purge_acl_is_loopback_unless_named_and_never_the_world() -> None:
+    default = render_vcl("http://127.0.0.1:8123")
+    assert 'acl purgers {\n    "127.0.0.0"/8;\n    "::1";\n}' in default
+    named = render_vcl("http://127.0.0.1:8123", purge_acl=["10.0.2.0/24", "10.0.3.7", "fd00::/8"])
+    assert 'acl purgers {\n    "10.0.2.0"/24;\n    "10.0.3.7";\n    "fd00::"/8;\n}' in named
+    assert "beresp.ttl > " not in named
+
+
+@pytest.mark.parametrize(
+    ("acl", "message"),
+    [
+        ([], "purge_acl is empty"),
+        (["0.0.0.0/0"], "every address"),
+        (["::/0"], "every address"),
+        (["edge.example.com"], "not an address or a network"),
+        (["10.0.0.1/33"], "not an address or a network"),
+        (['10.0.0.1"; } acl x {'], "not an address or a network"),
+    ],
+)
+def test_a_bad_purge_acl_is_refused_naming_the_entry(acl: list[str], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        render_vcl("http://127.0.0.1:8123", purge_acl=acl)
+
+
+def test_max_life_caps_ttl_and_grace_together() -> None:
+    vcl = render_vcl("http://127.0.0.1:8123", max_life=600)
+    assert "if (beresp.ttl > 600s)" in vcl and "set beresp.grace = 600s - beresp.ttl;" in vcl
+    for bad in (0, -5, True, 1.5):
+        with pytest.raises(ConfigurationError, match="max_life"):
+            render_vcl("http://127.0.0.1:8123", max_life=bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="varnish_nodes"):
+        StackConfig(varnish=True, varnish_nodes=0)
+
+
 def test_missing_binary_error_names_the_package() -> None:
     err = MissingBinaryError("varnishd", "varnish")
     assert err.binary == "varnishd"

@@ -66,7 +66,11 @@ def run(
     epoch_tag: Annotated[str | None, typer.Option(help="Tag bumped if the slot is lost.")] = None,
     bus: Annotated[bool, typer.Option(help="Announce invalidations on the bus (other processes' L1).")] = True,
     purge_varnish: Annotated[
-        str | None, typer.Option(help="Also purge the same keys and tags at this Varnish (readscale's VCL).")
+        str | None,
+        typer.Option(
+            help="Also purge the same keys and tags at this Varnish (readscale's VCL); several nodes: "
+            "comma-separated URLs, each purged on its own (docs/edge.md)."
+        ),
     ] = None,
     soft_purge: Annotated[
         bool, typer.Option(help="Soft-purge at the edge (the old page is served once more while it refetches).")
@@ -96,9 +100,9 @@ def run(
         )
         purger = None
         if purge_varnish:
-            from readscale._sync.purge.vendors import VarnishPurger
+            from readscale._sync.purge.varnish import VarnishPurger
 
-            purger = VarnishPurger(purge_varnish)
+            purger = VarnishPurger([u.strip() for u in purge_varnish.split(",") if u.strip()])
         worker = CdcWorker(
             cache,
             rule_list,

@@ -48,9 +48,8 @@ def _endpoint_rows(endpoints: dict[str, Any]) -> list[tuple[str, str, str]]:
         rows.append(("cluster", "Redis Cluster (3+3)", " ".join(endpoints["redis_cluster"]["nodes"])))
     if "memcached" in endpoints:
         rows.append(("memcached", "Memcached", endpoints["memcached"]["address"]))
-    if "varnish" in endpoints:
-        v = endpoints["varnish"]
-        rows.append(("varnish", f"Varnish -> {v['backend']}", v["url"]))
+    for v in endpoints.get("varnish_nodes") or ([endpoints["varnish"]] if "varnish" in endpoints else []):
+        rows.append((v["name"], f"Varnish -> {v['backend']}", v["url"]))
     return rows
 
 
@@ -68,6 +67,13 @@ def up(
     varnish_backend: Annotated[str, typer.Option(help="The URL Varnish proxies to.")] = "http://127.0.0.1:8000",
     varnish_probe: Annotated[
         str | None, typer.Option(help="Health-probe path on the backend (enables stale-if-error).")
+    ] = None,
+    varnish_nodes: Annotated[
+        int, typer.Option(min=1, max=8, help="With --varnish: how many Varnish nodes (an edge tier to purge).")
+    ] = 1,
+    varnish_max_life: Annotated[
+        int | None,
+        typer.Option(min=1, help="With --varnish: serve nothing longer than this many seconds after storing it."),
     ] = None,
     no_postgres: Annotated[bool, typer.Option("--no-postgres", help="Skip PostgreSQL.")] = False,
     no_redis: Annotated[bool, typer.Option("--no-redis", help="Skip the standalone Redis.")] = False,
@@ -124,6 +130,8 @@ def up(
             varnish=varnish,
             varnish_backend=varnish_backend,
             varnish_probe=varnish_probe,
+            varnish_nodes=varnish_nodes,
+            varnish_max_life=varnish_max_life,
         )
         began = time.perf_counter()
         with progress_line(not as_json, "starting the stack") as progress:

@@ -13,15 +13,16 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from readscale._async.purge.base import AsyncPurger, PurgeResult, PurgeStats, RetryPolicy
 from readscale._async.purge.queue import AsyncPurgeQueue, PrewarmResult
 from readscale._async.purge.queue import prewarm as async_prewarm
+from readscale._async.purge.varnish import AsyncVarnishPurger
 from readscale._async.purge.vendors import (
     AsyncCloudflarePurger,
     AsyncFastlyPurger,
     AsyncRecordingPurger,
-    AsyncVarnishPurger,
 )
 from readscale._sync.purge.base import Purger
 from readscale._sync.purge.queue import PurgeQueue, prewarm
-from readscale._sync.purge.vendors import CloudflarePurger, FastlyPurger, RecordingPurger, VarnishPurger
+from readscale._sync.purge.varnish import VarnishPurger
+from readscale._sync.purge.vendors import CloudflarePurger, FastlyPurger, RecordingPurger
 
 __all__ = [
     "AsyncCloudflarePurger",

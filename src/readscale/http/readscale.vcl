@@ -37,7 +37,13 @@ vcl 4.1;
 #   the stale copy. With a health probe configured, a sick backend skips the refetch.
 #   A failed background refresh never replaces the stale object (abandon).
 #   must-revalidate (and proxy-revalidate) forbid both stale windows.
-# - PURGE (a URL) and xkey tag purges (hard and soft) are accepted only from loopback.
+# - PURGE (a URL), xkey tag purges (hard and soft) and a ban of everything (the header
+#   readscale-ban-all, what a purger replays to a node whose backlog of missed purges
+#   overflowed) are accepted only from the purge ACL: loopback unless render_vcl is
+#   given other addresses or networks.
+# - With render_vcl's max_life, no object is served more than max_life seconds after this
+#   node stored it (TTL and both stale windows together): the bound on what a node that
+#   missed purges can serve, whatever happened to the purges (docs/edge.md).
 # - Forwarding fields a client could use to poison the cache are dropped.
 # - X-Cache and Cache-Status (RFC 9211) tell a client what the edge did.
 
@@ -54,8 +60,7 @@ backend default {
 }
 
 acl purgers {
-    "127.0.0.0"/8;
-    "::1";
+{{PURGE_ACL}}
 }
 
 sub vcl_recv {
@@ -92,6 +97,13 @@ sub vcl_recv {
     if (req.method == "PURGE") {
         if (client.ip !~ purgers) {
             return (synth(403, "Purge not allowed from " + client.ip));
+        }
+        if (req.http.readscale-ban-all) {
+            # Everything this node holds: a replayed backlog that overflowed.
+            if (std.ban("obj.status != 0")) {
+                return (synth(200, "Banned all"));
+            }
+            return (synth(500, "Ban failed: " + std.ban_error()));
         }
         if (req.http.xkey-purge) {
             set req.http.n-gone = xkey.purge(req.http.xkey-purge);
@@ -249,6 +261,7 @@ sub vcl_backend_response {
         # TTL, and a tiny TTL would serialise the waiting list behind each fetch.
         call vcl_beresp_hitmiss;
     }
+{{MAX_LIFE}}
     if (beresp.http.ETag || beresp.http.Last-Modified) {
         # Kept past expiry so the next fetch is conditional (a 304 refreshes the copy).
         set beresp.keep = 1h;

@@ -5,6 +5,8 @@ face. ``render_vcl`` aims it at a backend; the local stack (``readscale.stack``)
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Sequence
 from importlib import resources
 from urllib.parse import urlsplit
 
@@ -16,9 +18,25 @@ def package_vcl() -> str:
     return resources.files("readscale.http").joinpath("readscale.vcl").read_text()
 
 
-def render_vcl(backend_url: str, *, probe_path: str | None = None) -> str:
-    """The package VCL aimed at ``backend_url``; ``probe_path`` enables the health probe
-    that stale-if-error relies on (without it, the backend always counts as healthy)."""
+LOOPBACK = ("127.0.0.0/8", "::1")
+
+
+def render_vcl(
+    backend_url: str,
+    *,
+    probe_path: str | None = None,
+    purge_acl: Sequence[str] = LOOPBACK,
+    max_life: int | None = None,
+) -> str:
+    """The package VCL aimed at ``backend_url``.
+
+    ``probe_path`` enables the health probe that stale-if-error relies on (without it,
+    the backend always counts as healthy). ``purge_acl``: the addresses and networks
+    (``"10.0.0.5"``, ``"10.0.0.0/24"``, ``"fd00::/8"``) allowed to purge; loopback only
+    by default, never the whole Internet. ``max_life`` (seconds) caps how long this node
+    serves an object after storing it, its stale windows included: the bound on what a
+    node that missed purges can serve (docs/edge.md).
+    """
     parts = urlsplit(backend_url)
     try:
         port = parts.port or 80
@@ -48,4 +66,46 @@ def render_vcl(backend_url: str, *, probe_path: str | None = None) -> str:
         .replace("{{BACKEND_HOST}}", host)
         .replace("{{BACKEND_PORT}}", str(port))
         .replace("{{PROBE}}", probe)
+        .replace("{{PURGE_ACL}}", render_acl(purge_acl))
+        .replace("{{MAX_LIFE}}", render_max_life(max_life))
+    )
+
+
+def render_acl(entries: Sequence[str]) -> str:
+    """The purge ACL's lines: each entry an address or a network, checked here (a typo
+    must not compile into an ACL that lets someone else purge)."""
+    if isinstance(entries, str):
+        entries = [entries]
+    if not entries:
+        raise ConfigurationError("purge_acl is empty: name the addresses or networks allowed to purge")
+    lines = []
+    for entry in entries:
+        try:
+            network = ipaddress.ip_network(str(entry).strip(), strict=False)
+        except ValueError:
+            raise ConfigurationError(
+                f"purge_acl entry {entry!r} is not an address or a network (e.g. 10.0.0.5 or 10.0.0.0/24)"
+            ) from None
+        if network.prefixlen == 0:
+            raise ConfigurationError(f"purge_acl entry {entry!r} opens purging to every address; name your networks")
+        full = network.prefixlen == network.max_prefixlen
+        lines.append(
+            f'    "{network.network_address}";' if full else f'    "{network.network_address}"/{network.prefixlen};'
+        )
+    return "\n".join(lines)
+
+
+def render_max_life(max_life: int | None) -> str:
+    if max_life is None:
+        return ""
+    if isinstance(max_life, bool) or not isinstance(max_life, int) or max_life < 1:
+        raise ConfigurationError(f"max_life must be a whole number of seconds >= 1, got {max_life!r}")
+    return (
+        "    # max_life: nothing is served more than this long after it was stored here.\n"
+        f"    if (beresp.ttl > {max_life}s) {{\n"
+        f"        set beresp.ttl = {max_life}s;\n"
+        "    }\n"
+        f"    if (beresp.ttl + beresp.grace > {max_life}s) {{\n"
+        f"        set beresp.grace = {max_life}s - beresp.ttl;\n"
+        "    }"
     )

@@ -36,6 +36,8 @@ class StackConfig:
     varnish: bool = False
     varnish_backend: str = "http://127.0.0.1:8000"
     varnish_probe: str | None = None
+    varnish_nodes: int = 1
+    varnish_max_life: int | None = None
 
     def __post_init__(self) -> None:
         if self.replicas < 0:
@@ -48,8 +50,10 @@ class StackConfig:
             raise ConfigurationError("postgres_user and postgres_password go together (a role needs its password)")
         if self.postgres_user:
             check_role_name(self.postgres_user)
-        if self.varnish:
-            render_vcl(self.varnish_backend, probe_path=self.varnish_probe)  # validates both
+        if self.varnish_nodes < 1:
+            raise ConfigurationError(f"varnish_nodes must be >= 1, got {self.varnish_nodes}")
+        if self.varnish:  # validates the three
+            render_vcl(self.varnish_backend, probe_path=self.varnish_probe, max_life=self.varnish_max_life)
         if self.redis_appendfsync not in APPENDFSYNC:
             raise ConfigurationError(
                 f"redis_appendfsync must be one of {', '.join(APPENDFSYNC)}, got {self.redis_appendfsync!r}"

@@ -182,6 +182,14 @@ class Stack:
             raise StackError("this stack has no Varnish")
         return node
 
+    @property
+    def varnish_nodes(self) -> list[VarnishNode]:
+        """The edge's nodes in order (``varnish``, ``varnish-2``...), for purging them all."""
+        nodes = [n for n in self.nodes.values() if isinstance(n, VarnishNode)]
+        if not nodes:
+            raise StackError("this stack has no Varnish")
+        return sorted(nodes, key=lambda n: (len(n.name), n.name))
+
     # -- up ------------------------------------------------------------------------------
 
     def __enter__(self) -> Stack:
@@ -284,8 +292,11 @@ class Stack:
     def start_memcached(self) -> MemcachedNode:
         return _start.start_memcached(self)
 
-    def start_varnish(self, backend: str, *, probe_path: str | None = None) -> VarnishNode:
-        return _start.start_varnish(self, backend, probe_path=probe_path)
+    def start_varnish(
+        self, backend: str, *, probe_path: str | None = None, max_life: int | None = None, name: str = "varnish"
+    ) -> VarnishNode:
+        """One edge node (call again with another ``name`` for an edge of several)."""
+        return _start.start_varnish(self, backend, probe_path=probe_path, max_life=max_life, name=name)
 
     # -- down ----------------------------------------------------------------------------
 
@@ -334,6 +345,9 @@ class Stack:
             out["memcached"] = self.memcached.endpoint()
         if "varnish" in self.nodes:
             out["varnish"] = self.varnish.endpoint()
+            edge = self.varnish_nodes
+            if len(edge) > 1:
+                out["varnish_nodes"] = [n.endpoint() for n in edge]
         return out
 
     # -- faults --------------------------------------------------------------------------

@@ -67,7 +67,11 @@ def start_all(stack: Stack, config: StackConfig) -> None:
     if config.memcached:
         start_memcached(stack)
     if config.varnish:
-        start_varnish(stack, config.varnish_backend, probe_path=config.varnish_probe)
+        for i in range(config.varnish_nodes):
+            start_varnish(
+                stack, config.varnish_backend, probe_path=config.varnish_probe, max_life=config.varnish_max_life,
+                name=varnish_name(i),
+            )  # fmt: skip
 
 
 def _ensure_reachable(stack: Stack) -> None:
@@ -201,13 +205,21 @@ def start_memcached(stack: Stack) -> MemcachedNode:
     return node
 
 
-def start_varnish(stack: Stack, backend: str, *, probe_path: str | None = None) -> VarnishNode:
-    if "varnish" in stack.nodes:
-        return stack.varnish
+def varnish_name(index: int) -> str:
+    """The edge's nodes: ``varnish``, then ``varnish-2``, ``varnish-3``..."""
+    return "varnish" if index == 0 else f"varnish-{index + 1}"
+
+
+def start_varnish(
+    stack: Stack, backend: str, *, probe_path: str | None = None, max_life: int | None = None, name: str = "varnish"
+) -> VarnishNode:
+    existing = stack.nodes.get(name)
+    if isinstance(existing, VarnishNode):
+        return existing
     check_xkey()
     port, admin = _proc.pick_ports(2)
-    stack._report("Varnish: starting")
-    node = new_varnish("varnish", stack.root, port, admin, backend=backend, probe_path=probe_path)
+    stack._report(f"Varnish {name}: starting")
+    node = new_varnish(name, stack.root, port, admin, backend=backend, probe_path=probe_path, max_life=max_life)
     stack._register(node)
     node.start(may_move=True)
     return node

@@ -26,7 +26,7 @@ def check_xkey() -> None:
 
 class VarnishNode(Node):
     """varnishd in the foreground. ``extra``: ``admin_port``, ``backend``, ``probe_path``,
-    ``storage_mb``."""
+    ``max_life``, ``storage_mb``."""
 
     kind = "varnish"
 
@@ -39,7 +39,10 @@ class VarnishNode(Node):
         return self.dir / "readscale.vcl"
 
     def before_start(self) -> None:
-        self.vcl_path.write_text(render_vcl(self.spec.extra["backend"], probe_path=self.spec.extra.get("probe_path")))
+        extra = self.spec.extra
+        self.vcl_path.write_text(
+            render_vcl(extra["backend"], probe_path=extra.get("probe_path"), max_life=extra.get("max_life"))
+        )
 
     def argv(self) -> list[str]:
         extra = self.spec.extra

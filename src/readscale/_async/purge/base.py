@@ -54,6 +54,11 @@ class RetryPolicy:
             return min(retry_after, self.cap * 4)
         return rng.uniform(0, min(self.cap, self.base * 2**attempt))
 
+    def delay_after(self, failures: int) -> float:
+        """How long an edge node that failed ``failures`` times in a row is left alone
+        before the next try (no jitter: the bound docs/edge.md states)."""
+        return min(self.cap, self.base * 2.0 ** min(failures, 32))
+
 
 @dataclass
 class PurgeStats:
@@ -65,6 +70,8 @@ class PurgeStats:
     tags: int = 0
     urls: int = 0
     purged: int = 0
+    replays: int = 0  # backlogs of missed purges replayed to a node that answered again
+    backlog: int = 0  # purges a node missed and has not been replayed yet (a gauge)
 
 
 @runtime_checkable
@@ -107,12 +114,18 @@ class HttpPurger:
         self.rng = rng or random.Random()
         self.stats = PurgeStats()
 
-    async def _send(self, request: httpx.Request) -> httpx.Response:
+    async def _send(
+        self, request: httpx.Request, *, node: PurgeStats | None = None, attempts: int | None = None
+    ) -> httpx.Response:
+        """Send with retries (``attempts``, the policy's by default), counting in this
+        purger's stats and, for an edge of several nodes, in the ``node``'s."""
+        counters = (self.stats,) if node is None else (self.stats, node)
+        attempts = self.retry.attempts if attempts is None else attempts
         last: str = ""
-        for attempt in range(self.retry.attempts):
-            if attempt:
-                self.stats.retries += 1
-            self.stats.requests += 1
+        for attempt in range(attempts):
+            for stats in counters:
+                stats.requests += 1
+                stats.retries += 1 if attempt else 0
             retry_after = None
             try:
                 response = await self.client.send(request)
@@ -125,9 +138,10 @@ class HttpPurger:
                 if response.status_code != 429 and response.status_code < 500:
                     break
                 retry_after = retry_after_seconds(response)
-            if attempt + 1 < self.retry.attempts:
+            if attempt + 1 < attempts:
                 await async_sleep(self.retry.delay(attempt, self.rng, retry_after))
-        self.stats.failures += 1
+        for stats in counters:
+            stats.failures += 1
         raise PurgeError(f"{self.vendor} purge {request.method} {request.url} failed: {last}", backend=self.vendor)
 
     async def aclose(self) -> None:

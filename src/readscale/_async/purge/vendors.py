@@ -1,5 +1,6 @@
-"""The edge purgers, one per vendor: Varnish (xkey, URL PURGE), Fastly, Cloudflare, and
-a recording one (tests, dry runs). Each speaks ``readscale._async.purge.base.AsyncPurger``.
+"""The edge purgers of the CDN vendors: Fastly, Cloudflare, and a recording one (tests, dry
+runs); Varnish, an edge of one or several nodes, is in ``varnish.py``. Each speaks
+``readscale._async.purge.base.AsyncPurger``.
 """
 
 from __future__ import annotations
@@ -11,57 +12,9 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from readscale._async.purge.base import PURGED_COUNT, HttpPurger, PurgeResult, RetryPolicy, in_batches
+from readscale._async.purge.base import HttpPurger, PurgeResult, RetryPolicy, in_batches
 from readscale._core.http import Vendor, wire_tag
 from readscale.errors import ConfigurationError
-
-
-class AsyncVarnishPurger(HttpPurger):
-    """Varnish running readscale's VCL: ``PURGE`` with ``xkey-(soft)purge``, or a URL.
-
-    ``edge_url`` is Varnish's address (the VCL accepts purges from loopback only).
-    """
-
-    vendor = "varnish"
-
-    def __init__(
-        self,
-        edge_url: str,
-        *,
-        client: httpx.AsyncClient | None = None,
-        retry: RetryPolicy | None = None,
-        rng: random.Random | None = None,
-        timeout: float = 5.0,
-        tags_per_request: int = 100,
-    ) -> None:
-        super().__init__(client, retry, rng, timeout)
-        self.edge_url = edge_url.rstrip("/")
-        self.tags_per_request = tags_per_request
-
-    async def purge_tags(self, tags: Sequence[str], *, soft: bool = True) -> PurgeResult:
-        wire = list(dict.fromkeys(wire_tag(t, "varnish") for t in tags))
-        result = PurgeResult()
-        header = "xkey-softpurge" if soft else "xkey-purge"
-        for batch in in_batches(wire, self.tags_per_request):
-            request = self.client.build_request("PURGE", self.edge_url + "/", headers={header: " ".join(batch)})
-            response = await self._send(request)
-            found = PURGED_COUNT.search(response.reason_phrase) or PURGED_COUNT.search(response.text)
-            result = result + PurgeResult(1, int(found.group(1)) if found else None)
-        self.stats.tags += len(wire)
-        self.stats.purged += result.purged or 0
-        return result
-
-    async def purge_urls(self, urls: Sequence[str]) -> PurgeResult:
-        result = PurgeResult()
-        for url in dict.fromkeys(urls):
-            parts = urlsplit(url)
-            path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            headers = {"host": parts.netloc} if parts.netloc else {}
-            request = self.client.build_request("PURGE", self.edge_url + path, headers=headers)
-            await self._send(request)
-            result = result + PurgeResult(1, None)
-        self.stats.urls += len(set(urls))
-        return result
 
 
 class AsyncFastlyPurger(HttpPurger):

@@ -11,5 +11,6 @@ async name here has a sync twin with the same behaviour. One behavioural suite
   runs on its own (an asyncio task, or the first caller's thread), so a caller that gives
   up or is cancelled does not cancel the work the others wait for.
 - ``tasks``: Daemon, Background: at most one background job per key (a stale-while-revalidate refresh),
-  errors logged, never raised into a reader.
+  errors logged, never raised into a reader; fan_out: calls run concurrently (tasks, or
+  threads), results in order (an edge purge fanned out to every node).
 """

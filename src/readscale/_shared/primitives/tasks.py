@@ -8,7 +8,7 @@ import asyncio
 import contextvars
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
@@ -167,3 +167,23 @@ class Background(Generic[K]):
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
         self._jobs.clear()
+
+
+# -- fan-out ---------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+async def async_fan_out(calls: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
+    """Run every call concurrently and return their results in order (an edge purge
+    goes to each node at once, so one slow node does not delay the others)."""
+    return list(await asyncio.gather(*(call() for call in calls)))
+
+
+def sync_fan_out(calls: Sequence[Callable[[], T]]) -> list[T]:
+    """The sync twin: one thread per call, for the calls' duration."""
+    if len(calls) <= 1:
+        return [call() for call in calls]
+    with ThreadPoolExecutor(len(calls), thread_name_prefix="readscale-fanout") as pool:
+        futures = [pool.submit(call) for call in calls]
+        return [future.result() for future in futures]
