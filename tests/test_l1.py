@@ -331,3 +331,37 @@ def test_hit_ratio_does_not_collapse_when_recency_rules() -> None:
     # The newest keys are the hottest: frequency misleads. Measured: LRU 0.135, store 0.157.
     trace = newest_first(10_000, 100_000, 0.8, seed=0)
     assert store_hits(trace, 100) >= lru_hits(trace, 100)
+
+
+# -- adaptation: never far below LRU, never collapsed (issue 17) -------------------------------
+
+
+def shifting(n_keys: int, n_requests: int, alpha: float, period: int, seed: int) -> list[int]:
+    """Zipf popularity whose key permutation is redrawn every ``period`` requests."""
+    rng = random.Random(seed)
+    weights = list(itertools.accumulate(r**-alpha for r in range(1, n_keys + 1)))
+    ranks = rng.choices(range(n_keys), cum_weights=weights, k=n_requests)
+    out: list[int] = []
+    permutation = list(range(n_keys))
+    for start in range(0, n_requests, period):
+        rng.shuffle(permutation)
+        out.extend(permutation[r] for r in ranks[start : start + period])
+    return out
+
+
+def test_a_loop_slightly_larger_than_the_cache_is_mostly_pinned() -> None:
+    # LRU's worst case: it never hits. Before issue 17 the store fell to 0.52 here: the
+    # 128-hit read buffer dropped most hits while every miss counted, so the cached keys
+    # looked colder than the ones queued to replace them, and the tie-break admissions
+    # churned a one-entry window.
+    loop = list(range(2_200))
+    trace = loop * 25
+    assert lru_hits(trace, 2_000) == 0
+    assert store_hits(trace, 2_000) / len(trace) >= 0.80
+
+
+def test_abruptly_shifting_popularity_never_loses_to_lru_by_more_than_a_point() -> None:
+    # The hot set is redrawn every 10,000 requests in a 10 % cache, where LRU is the best
+    # window. Before issue 17: store 0.42, LRU 0.54. Measured when written: store 0.54.
+    trace = shifting(20_000, 120_000, 0.9, 10_000, seed=3)
+    assert store_hits(trace, 2_000) >= lru_hits(trace, 2_000) - 0.01 * len(trace)

@@ -79,3 +79,23 @@ def test_trace_generators_are_deterministic_and_shaped() -> None:
     assert min(news) >= 1 and max(news) <= 5_000 // 20 + 1_000
     looped = loop_trace(0.9, 0, loop=50, n_keys=1_000, n_requests=5_000)
     assert {k for k in looped if k >= 1_000} == set(range(1_000, 1_050))
+
+
+def test_the_adaptation_traces_are_deterministic_and_shaped() -> None:
+    pytest.importorskip("numpy")
+    from readscale.bench.hitratio.traces import cycle_trace, drift_trace, recency_trace, scan_trace
+
+    cycle = cycle_trace(110, 0, n_requests=1_100)
+    assert sorted(cycle[:110]) == list(range(110)) and cycle[110:220] == cycle[:110]
+    assert lru_hits(cycle, 100) == 0
+    for make in (
+        lambda s: drift_trace(0.9, s, n_keys=1_000, n_requests=5_000),
+        lambda s: recency_trace(s, n_keys=1_000, n_requests=5_000),
+        lambda s: scan_trace(0.9, s, scan=100, every=1_000, n_keys=1_000, n_requests=5_000),
+    ):
+        a = make(0)
+        assert a == make(0) and a != make(1) and len(a) == 5_000
+    scanned = scan_trace(0.9, 0, scan=100, every=1_000, n_keys=1_000, n_requests=5_000)
+    assert scanned[1_000:1_100] == list(range(1_000, 1_100))  # fresh, sequential
+    # Re-references make recency pay: LRU hits far more than on the fresh draws alone.
+    assert lru_hits(recency_trace(0, n_keys=1_000, n_requests=5_000), 50) > 5_000 * 0.3

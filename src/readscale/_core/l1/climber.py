@@ -36,16 +36,24 @@ class WindowClimber:
         "_restart",
         "_step",
         "_step_size",
+        "_swing",
+        "_swing_factor",
         "_tolerance",
         "last_change",
+        "samples",
     )
 
-    def __init__(self, *, step: float, decay: float, restart: float, tolerance: float) -> None:
+    def __init__(
+        self, *, step: float, decay: float, restart: float, tolerance: float, swing_factor: float = 0.0
+    ) -> None:
         self.last_change = 0.0  # the hit ratio change measured by the last full sample
+        self.samples = 0  # full sample periods so far
         self._step_size = step
         self._decay = decay
         self._restart = restart
         self._tolerance = tolerance
+        self._swing_factor = swing_factor
+        self._swing = 0.0  # the typical size of a period-to-period change, recently
         # Caffeine starts by shrinking: most workloads favour frequency.
         self._step = -step
         self._previous = 0.0
@@ -61,12 +69,19 @@ class WindowClimber:
         if requests < max(period, 1):
             return 0.0
         hit_rate = self._hits / requests
-        change = hit_rate - self._previous
-        self.last_change = change
-        self._previous = hit_rate
         self._hits = self._misses = 0
-        noise = (2 * hit_rate * (1 - hit_rate) / requests) ** 0.5
-        if abs(change) < self._tolerance * noise:
+        return self.judge(hit_rate, (2 * hit_rate * (1 - hit_rate) / requests) ** 0.5)
+
+    def judge(self, value: float, noise: float) -> float:
+        """One full sample period measured ``value`` (higher is better) with standard
+        error ``noise`` of its change: the change of window share to apply."""
+        change = value - self._previous
+        self.last_change = change
+        self._previous = value
+        self.samples += 1
+        swing = self._swing
+        self._swing = 0.75 * swing + 0.25 * abs(change)
+        if abs(change) < max(self._tolerance * noise, self._swing_factor * swing):
             return 0.0
         amount = self._step if change >= 0 else -self._step
         if abs(change) >= self._restart:
@@ -74,3 +89,8 @@ class WindowClimber:
         else:
             self._step = self._decay * amount
         return amount
+
+    def redirect(self, upward: bool) -> None:
+        """Someone else moved the window (the shadow LRU's verdict): keep exploring in
+        that direction, from a full step."""
+        self._step = self._step_size if upward else -self._step_size

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 
 from readscale import NO_VALUE, MemoryStore
 from readscale.bench.harness import BenchReport, Rounds, ratio, round_robin
+from readscale.bench.hitratio.adapt import adaptation_ratios, adaptation_scenarios, bytes_per_entry, costs_ns
 from readscale.bench.hitratio.policies import (
     lfu_hits,
     lru_hits,
@@ -229,14 +230,29 @@ def run(*, rounds: int, quick: bool, progress: Callable[[str], None]) -> BenchRe
         for suffix, values in per_seed.items():
             note = "seeds: " + ", ".join(f"{v:.4f}" for v in values)
             report.add(f"hit_ratio_{scenario.name}{suffix}", round(statistics.median(values), 4), "ratio", note)
+    # Issue 17: where a fixed window loses, against LRU, theine, the best static window
+    # and the optimum; one seed (the static search replays each trace six times).
+    for adaptation in adaptation_scenarios(n_requests):
+        progress(f"adaptation {adaptation.name}")
+        for suffix, value in adaptation_ratios(adaptation, with_theine=with_theine).items():
+            unit = "share" if suffix == "_static_window" else "ratio"
+            report.add(f"hit_ratio_{adaptation.name}{suffix}", round(value, 4), unit)
+    progress("costs")
+    costs = costs_ns(rounds)
+    for kind, per_name in costs.items():
+        for name, timed in per_name.items():
+            report.add(f"l1_{kind}_ns_{name}", round(timed.median, 1), "ns", timed.spread("{:.0f}"))
+    progress("bytes per entry")
+    for name, value in bytes_per_entry().items():
+        report.add(f"l1_bytes_per_entry_{name}", round(value, 1), "bytes", "tracemalloc, 100k entries of 500 B")
     # What the lossy read buffer costs: only reads beyond its size between two writes
     # are lost, so look where hits run longest (Zipf 1.2, 10 % cache: ~93 % hits).
     progress("read buffer")
     trace = zipf_trace(1.2, 0, n_requests=n_requests)
     capacity = 10_000
-    for suffix, size in (("", 128), ("_ring8", 8), ("_exact", 1 << 20)):
+    for suffix, size in (("", None), ("_ring8", 8), ("_exact", 1 << 20)):
         value = store_hits(trace, capacity, read_buffer=size) / len(trace)
-        note = f"read buffer of {size} hits" + (" (never wraps: every hit replayed)" if size > 128 else "")
+        note = f"read buffer of {size or 'the default'} hits" + (" (never wraps)" if size == 1 << 20 else "")
         report.add(f"hit_ratio_zipf12_10pct{suffix}", round(value, 4), "ratio", note)
     report.add("hit_ratio_zipf12_10pct_lru", round(lru_hits(trace, capacity) / len(trace), 4), "ratio")
     progress("hit path")

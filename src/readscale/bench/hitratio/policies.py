@@ -117,7 +117,7 @@ def store_hits(
     capacity: int,
     *,
     policy: TinyLfuConfig | None = None,
-    read_buffer: int = 128,
+    read_buffer: int | None = None,
     seed: int = 0,
 ) -> int:
     """Hits of a :class:`MemoryStore` of ``capacity`` entries, demand-filled."""
