@@ -21,7 +21,6 @@ their annotation says, not a dict.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import math
 import pickle  # noqa: TID251 - the one place pickle is allowed: SignedPickleCodec, opt-in by name
@@ -137,7 +136,7 @@ class SignedPickleCodec:
         self._protocol = protocol
 
     def _sign(self, payload: bytes | memoryview) -> bytes:
-        return hmac.new(self._key, payload, hashlib.sha256).digest()
+        return hmac.digest(self._key, payload, "sha256")  # one C call: a third of hmac.new's cost
 
     def encode(self, value: Any) -> bytes:
         try:

@@ -8,6 +8,9 @@
 - The in-process tier's hit cost against cachetools' TTLCache.
 - Hit ratios over Zipf traces against LRU and the offline optimum (from
   ``readscale.bench.hitratio`` when available).
+- Django's cache API: readscale's Django backend against django-redis (get hit, set,
+  ``get_many`` of 100), wall and CPU time per call, and the get with readscale's L1 on
+  (``readscale.bench._django_cache``).
 - A stampede: 800 callers over 4 processes on a missing key whose loader takes 20 ms,
   readscale against naive cache-aside and a SET NX lock whose losers sleep 50 ms.
 
@@ -306,6 +309,7 @@ def run(*, rounds: int, quick: bool, progress: Callable[[str], None]) -> BenchRe
         raw_many, rs_many = _get_many(url, rounds)
         report.add("get_many_100_us", round(rs_many.median * us, 1), "us")
         report.add("get_many_100_ratio_mget", round(ratio(rs_many.median, raw_many.median), 3), "ratio")
+        _django(report, url, calls, rounds, progress)
         progress("in-process tier")
         from readscale.bench import hitratio
 
@@ -326,6 +330,29 @@ def run(*, rounds: int, quick: bool, progress: Callable[[str], None]) -> BenchRe
         stack.down()
         base.rmdir()
     return report
+
+
+def _django(report: BenchReport, url: str, calls: int, rounds: int, progress: Callable[[str], None]) -> None:
+    """readscale's Django cache backend against django-redis (``_django_cache``)."""
+    from readscale.bench import _django_cache
+
+    progress("Django cache backend vs django-redis")
+    try:
+        found = _django_cache.measure(url, DOC, max(calls // 10, 100), max(rounds * 4, 21))
+    except ImportError as exc:
+        progress(f"{exc.name} not installed: the Django cache comparison is skipped")
+        return
+    us = 1e6
+    for op, per in found.items():
+        (wall, cpu), (their_wall, their_cpu) = per["readscale"], per["django_redis"]
+        report.add(f"django_{op}_us", round(wall.median * us, 1), "us", wall.spread("{:.2e}"))
+        report.add(f"django_{op}_us_django_redis", round(their_wall.median * us, 1), "us")
+        report.add(f"django_{op}_ratio_django_redis", round(ratio(wall.median, their_wall.median), 3), "ratio")
+        report.add(f"django_{op}_cpu_us", round(cpu.median * us, 1), "us", "process_time per call")
+        report.add(f"django_{op}_cpu_us_django_redis", round(their_cpu.median * us, 1), "us")
+        report.add(f"django_{op}_cpu_ratio_django_redis", round(ratio(cpu.median, their_cpu.median), 3), "ratio")
+    l1_wall, _ = found["get"]["readscale_l1"]
+    report.add("django_get_l1_us", round(l1_wall.median * us, 2), "us", "readscale's backend with L1_MAX_ENTRIES")
 
 
 def _hit_ratios(report: BenchReport, quick: bool, progress: Callable[[str], None]) -> None:

@@ -27,11 +27,19 @@ How Django's semantics map (docs/django-cache.md has the table):
 from __future__ import annotations
 
 import logging
+import re
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
-from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, InvalidCacheKey, memcache_key_warnings
+from django.core.cache.backends.base import (
+    DEFAULT_TIMEOUT,
+    BaseCache,
+    CacheKeyWarning,
+    InvalidCacheKey,
+    memcache_key_warnings,
+)
 from django.core.exceptions import ImproperlyConfigured
 
 from readscale import NO_VALUE, Cache, CachePolicy
@@ -40,6 +48,11 @@ from readscale.django.cache._options import Options, make_codec, parse_options, 
 from readscale.errors import CacheUnavailableError
 
 log = logging.getLogger("readscale.django.cache")
+
+#: What Django's ``memcache_key_warnings`` looks for, in one C-speed search: a key
+#: without any of these (and short enough) needs no Python loop over its characters.
+_KEY_TROUBLE = re.compile(r"[\x00-\x20\x7f]")
+_KEY_MAX = 250
 
 T = TypeVar("T")
 
@@ -105,6 +118,13 @@ class ReadscaleCache(BaseCache):  # type: ignore[misc]  # django has no types
         return float(timeout)
 
     # -- Django's cache API ------------------------------------------------------------------
+
+    def validate_key(self, key: str) -> None:
+        """Django's key warnings (``CacheKeyWarning``), checked at C speed first: the
+        per-character loop runs only for a key that has something to warn about."""
+        if len(key) > _KEY_MAX or _KEY_TROUBLE.search(key) is not None:
+            for warning in memcache_key_warnings(key):
+                warnings.warn(warning, CacheKeyWarning, stacklevel=2)
 
     def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
         key = self.make_and_validate_key(key, version=version)
@@ -302,8 +322,10 @@ class MemcachedCache(ReadscaleCache):
         return MemcachedBackend(addresses=list(servers), **client)
 
     def validate_key(self, key: str) -> None:
-        for warning in memcache_key_warnings(self.readscale.prefix + key):
-            raise InvalidCacheKey(warning)
+        full = self.readscale.prefix + key
+        if len(full) > _KEY_MAX or _KEY_TROUBLE.search(full) is not None:
+            for warning in memcache_key_warnings(full):
+                raise InvalidCacheKey(warning)
 
     def _clear_server(self, cache: Cache) -> None:
         cache.backend.flush_all()  # type: ignore[union-attr]
