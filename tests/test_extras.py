@@ -18,8 +18,8 @@ from pathlib import Path
 from readscale._shared.lazy import EXTRAS
 
 ROOT = Path(__file__).resolve().parent.parent
-LIBRARY_EXTRAS = ("redis", "memcached", "msgpack", "postgres", "starlette", "fastapi", "django", "flask",
-                  "sqlalchemy", "prometheus", "cli")  # fmt: skip
+LIBRARY_EXTRAS = ("redis", "memcached", "msgpack", "pydantic", "postgres", "starlette", "fastapi", "django",
+                  "flask", "sqlalchemy", "prometheus", "cli")  # fmt: skip
 
 
 def extras() -> dict[str, list[str]]:

@@ -22,6 +22,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "redis": ("redis-py", "redis"),
     "hiredis": ("hiredis", "redis"),
     "msgpack": ("msgpack", "msgpack"),
+    "pydantic": ("pydantic", "pydantic"),
     "psycopg": ("psycopg 3", "postgres"),
     "psycopg_pool": ("psycopg_pool", "postgres"),
     "starlette": ("Starlette", "starlette"),

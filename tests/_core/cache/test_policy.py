@@ -207,9 +207,12 @@ class Item:
 def test_codecs_round_trip_and_decode_typed() -> None:
     item = Item(1, datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC), uuid.UUID(int=7))
     for codec in (JsonCodec(), MsgpackCodec()):
-        raw = codec.encode(item)
+        raw = codec.typed(Item).encode(item)
         assert codec.typed(Item).decode(raw) == item
+        assert codec.typed(Item) is codec.typed(Item), "one typed codec per type"
         assert isinstance(codec.decode(raw), dict)
+        with pytest.raises(UnserializableValueError, match=r"type=Item"):
+            codec.encode(item)  # undeclared, it would come back as that dict
     assert BytesCodec().decode(BytesCodec().encode(b"\x00\x01")) == b"\x00\x01"
 
 

@@ -28,7 +28,7 @@ from readscale._core.cache.policy import CachePolicy
 from readscale._shared.cache.fill_scope import fill_scope
 from readscale._shared.cache.stats import CacheStats, FillRecorder
 from readscale.codecs import Codec
-from readscale.errors import CacheUnavailableError, CorruptValueError, SerializationError
+from readscale.errors import CacheUnavailableError, CorruptValueError, SerializationError, UnserializableValueError
 
 
 class AsyncBatch:
@@ -194,6 +194,10 @@ class AsyncBatch:
                 except SerializationError as exc:
                     self.record.not_cached()
                     log.warning("cache %s: %s not cached: %s", self.stats.name, pkeys[k], exc)
+                    if isinstance(exc, UnserializableValueError):  # the caller's to fix (loads.py)
+                        for other in missing:  # nothing of this batch is stored
+                            await self.stores.release(pkeys[other], rights[other].token if other in rights else None)
+                        raise
                     await self.stores.release(pkeys[k], token)
                     continue
                 entries.append((pkeys[k], value, meta, raw, token))

@@ -30,7 +30,7 @@ from readscale._core.cache.policy import CachePolicy
 from readscale._shared.cache.fill_scope import FillScope, fill_scope
 from readscale._shared.cache.stats import CacheStats, FillRecorder
 from readscale.codecs import Codec
-from readscale.errors import CacheUnavailableError, SerializationError
+from readscale.errors import CacheUnavailableError, SerializationError, UnserializableValueError
 
 T = TypeVar("T")
 log = logging.getLogger("readscale.cache")
@@ -176,6 +176,11 @@ class AsyncLoads:
             self.record.not_cached()
             log.warning("cache %s: loaded value of %s not cached: %s", self.stats.name, pkey, exc)
             await self.store.release(pkey, token)
+            if isinstance(exc, UnserializableValueError):
+                # A value that cannot be stored as itself (a type the codec lacks, or one
+                # that would come back changed: declare its type) is the caller's to fix,
+                # so the caller hears it, rather than loading on every call.
+                raise
             return value
         await self.store.store(pkey, value, meta, raw, policy, token, source, since=since)
         self.record.fill_time(self._monotonic() - started)

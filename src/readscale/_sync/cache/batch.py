@@ -29,7 +29,7 @@ from readscale._sync.cache.filler import Filler, log
 from readscale._sync.cache.l2 import L2Gate
 from readscale._sync.cache.versions import Versions
 from readscale.codecs import Codec
-from readscale.errors import CacheUnavailableError, CorruptValueError, SerializationError
+from readscale.errors import CacheUnavailableError, CorruptValueError, SerializationError, UnserializableValueError
 
 
 class Batch:
@@ -195,6 +195,10 @@ class Batch:
                 except SerializationError as exc:
                     self.record.not_cached()
                     log.warning("cache %s: %s not cached: %s", self.stats.name, pkeys[k], exc)
+                    if isinstance(exc, UnserializableValueError):  # the caller's to fix (loads.py)
+                        for other in missing:  # nothing of this batch is stored
+                            self.stores.release(pkeys[other], rights[other].token if other in rights else None)
+                        raise
                     self.stores.release(pkeys[k], token)
                     continue
                 entries.append((pkeys[k], value, meta, raw, token))

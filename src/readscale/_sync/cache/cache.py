@@ -27,7 +27,7 @@ from readscale._core.cache.policy import DEFAULT, CachePolicy
 from readscale._shared.cache.stats import CacheStats
 from readscale._sync.backends.base import Backend
 from readscale._sync.cache.bus import InvalidationBus
-from readscale._sync.cache.cached import CachedFunction
+from readscale._sync.cache.cached import CachedDecorator
 from readscale._sync.cache.checks import check_settings
 from readscale._sync.cache.parts import Parts
 from readscale.codecs import Codec, JsonCodec
@@ -234,13 +234,16 @@ class Cache:
 
     # -- cache-aside -----------------------------------------------------------------------
 
-    def get(self, key: str, *, policy: CachePolicy | None = None, codec: Codec | None = None) -> Any:
+    def get(self, key: str, *, policy: CachePolicy | None = None, codec: Codec | None = None, type: Any = None) -> Any:
         """The cached value of ``key``, or ``NO_VALUE`` on a miss (None is a cached value).
 
         A stale value inside its stale-while-revalidate window is returned (there is no
-        loader here to refresh it); a dead L2 reads as a miss.
+        loader here to refresh it); a dead L2 reads as a miss. ``type``: the type the value
+        was stored as (a dataclass, a pydantic model, ``dict[int, str]``...), decoded into
+        from the L2 (``readscale.codecs``); without it the value must be JSON-native.
         """
-        return self.reads.get(key, policy or self.policy, codec or self.codec)
+        codec = codec or self.codec
+        return self.reads.get(key, policy or self.policy, codec if type is None else codec.typed(type))
 
     def set(
         self,
@@ -251,13 +254,16 @@ class Cache:
         ttl: float | None = None,
         codec: Codec | None = None,
         tags: Sequence[str] = (),
+        type: Any = None,
     ) -> None:
-        """Store ``value``. Raises :class:`UnserializableValueError` or
+        """Store ``value``. Raises :class:`UnserializableValueError` (also for a value that
+        would not come back as itself: declare its ``type``, as readers do) or
         :class:`ValueTooLargeError` (nothing stored); a dead L2 is logged and counted."""
         policy = policy or self.policy
         if ttl is not None:
             policy = policy.with_(ttl=ttl)
-        self.writes.set(key, value, policy, codec or self.codec, tags)
+        codec = codec or self.codec
+        self.writes.set(key, value, policy, codec if type is None else codec.typed(type), tags)
 
     def delete(self, key: str, *, policy: CachePolicy | None = None) -> bool:
         """Remove ``key`` from both tiers (this process's L1 only; see :meth:`invalidate`).
@@ -310,6 +316,7 @@ class Cache:
         policy: CachePolicy | None = None,
         codec: Codec | None = None,
         tags: Sequence[str] = (),
+        type: Any = None,
     ) -> T:
         """The cached value of ``key``, loading it with ``loader`` on a miss.
 
@@ -317,9 +324,14 @@ class Cache:
         ``OnMiss.WAIT`` one load across processes. Errors of the cache server never reach
         the caller (the value is loaded instead); errors of ``loader`` do. ``tags`` are
         recorded with the entry (on top of the policy's): ``invalidate_tags`` of any of
-        them makes it stale.
+        them makes it stale. ``type``: what the loader returns (a dataclass, a pydantic
+        model, ``dict[int, str]``...), so an L2 hit is one too; without it a value that
+        is not JSON-native is refused (:class:`UnserializableValueError`, not stored).
         """
-        return self.reads.get_or_load(key, loader, policy or self.policy, codec or self.codec, tags)
+        codec = codec or self.codec
+        return self.reads.get_or_load(
+            key, loader, policy or self.policy, codec if type is None else codec.typed(type), tags
+        )
 
     def write_through(
         self,
@@ -329,6 +341,7 @@ class Cache:
         policy: CachePolicy | None = None,
         codec: Codec | None = None,
         tags: Sequence[str] = (),
+        type: Any = None,
     ) -> T:
         """Run ``writer`` (the database write, returning what was written), then cache its result.
 
@@ -339,9 +352,11 @@ class Cache:
         Other processes' L1 copies are dropped over the bus. If the value cannot be cached
         (the L2 is down, or it cannot be encoded), the key is removed instead where
         possible, and the event is logged and counted: the write itself has happened and is
-        not undone.
+        not undone. ``type``: as for :meth:`get_or_load`.
         """
-        return self.writes.write_through(key, writer, policy or self.policy, codec or self.codec, tags)
+        codec = codec or self.codec
+        codec = codec if type is None else codec.typed(type)
+        return self.writes.write_through(key, writer, policy or self.policy, codec, tags)
 
     def refill(
         self,
@@ -351,19 +366,22 @@ class Cache:
         policy: CachePolicy | None = None,
         codec: Codec | None = None,
         tags: Sequence[str] = (),
+        type: Any = None,
     ) -> T:
         """Load ``key`` now, whatever is cached, and store the value as a fill: under a
         ticket taken before the load (an invalidation meanwhile refuses it), at or past
         the key's floors and within the staleness bound (``readscale.cache``). Returns
         the loaded value, stored or not (``@cached``'s ``refresh``)."""
-        return self.reads.refill(key, loader, policy or self.policy, codec or self.codec, tags)
+        codec = codec or self.codec
+        return self.reads.refill(key, loader, policy or self.policy, codec if type is None else codec.typed(type), tags)
 
     # -- batches ---------------------------------------------------------------------------
 
     def get_many(
-        self, keys: Sequence[str], *, policy: CachePolicy | None = None, codec: Codec | None = None
+        self, keys: Sequence[str], *, policy: CachePolicy | None = None, codec: Codec | None = None, type: Any = None
     ) -> dict[str, Any]:
-        """The cached values of ``keys`` that are present (one round trip per server)."""
+        """The cached values of ``keys`` that are present (one round trip per server);
+        ``type``: as for :meth:`get`."""
         policy = policy or self.policy
         if not policy.cacheable or not keys:
             return {}
@@ -371,7 +389,8 @@ class Cache:
             self.coherence.ensure_bus()
         if self.checks.pending:
             self.checks.once()
-        return self.batch.get_many(keys, policy, codec or self.codec)
+        codec = codec or self.codec
+        return self.batch.get_many(keys, policy, codec if type is None else codec.typed(type))
 
     def get_or_load_many(
         self,
@@ -380,15 +399,19 @@ class Cache:
         *,
         policy: CachePolicy | None = None,
         codec: Codec | None = None,
+        type: Any = None,
     ) -> dict[str, Any]:
         """Values of all ``keys``: cached ones from the cache, the rest from one call of
         ``loader(missing_keys)``, which returns a mapping (keys it omits are not cached).
+        ``type``: the type of each value, as for :meth:`get_or_load`.
 
         The missing keys are filled as one fill (``readscale.cache``): each holds a ticket
         taken before the load, and the load reads at or past the highest of their floors."""
         policy = policy or self.policy
+        codec = codec or self.codec
+        codec = codec if type is None else codec.typed(type)
         found = self.get_many(keys, policy=policy, codec=codec)
-        return self.batch.load_missing(keys, found, loader, policy, codec or self.codec)
+        return self.batch.load_missing(keys, found, loader, policy, codec)
 
     # -- checks ------------------------------------------------------------------------------
 
@@ -406,15 +429,12 @@ class Cache:
 
     def cached(
         self, template: str, *, policy: CachePolicy | None = None, codec: Codec | None = None
-    ) -> Callable[[Callable[P, T]], CachedFunction[P, T]]:
-        """Decorate a function so its results are cached under ``template`` filled from its
-        arguments (see :class:`CachedFunction`)."""
+    ) -> CachedDecorator:
+        """Decorate a function, a method or a classmethod so its results are cached under
+        ``template`` filled from its arguments, decoded into its return annotation (see
+        :class:`CachedFunction`)."""
         template_fields(template)  # a bad template fails here, at decoration time
-
-        def decorate(fn: Callable[P, T]) -> CachedFunction[P, T]:
-            return CachedFunction(self, fn, template, policy, codec)
-
-        return decorate
+        return CachedDecorator(self, template, policy, codec)
 
     # -- lifecycle -------------------------------------------------------------------------
 

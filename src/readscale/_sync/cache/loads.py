@@ -31,7 +31,7 @@ from readscale._sync.cache.fill_store import FillStore
 from readscale._sync.cache.l2 import UNREACHED, L2Gate
 from readscale._sync.cache.versions import Versions
 from readscale.codecs import Codec
-from readscale.errors import CacheUnavailableError, SerializationError
+from readscale.errors import CacheUnavailableError, SerializationError, UnserializableValueError
 
 T = TypeVar("T")
 log = logging.getLogger("readscale.cache")
@@ -175,6 +175,11 @@ class Loads:
             self.record.not_cached()
             log.warning("cache %s: loaded value of %s not cached: %s", self.stats.name, pkey, exc)
             self.store.release(pkey, token)
+            if isinstance(exc, UnserializableValueError):
+                # A value that cannot be stored as itself (a type the codec lacks, or one
+                # that would come back changed: declare its type) is the caller's to fix,
+                # so the caller hears it, rather than loading on every call.
+                raise
             return value
         self.store.store(pkey, value, meta, raw, policy, token, source, since=since)
         self.record.fill_time(self._monotonic() - started)
