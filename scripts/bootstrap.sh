@@ -31,6 +31,7 @@ if ! $demo_only; then
   command -v node >/dev/null || need+=(nodejs)         # runs the HTTP caching conformance suite
   command -v npm >/dev/null || need+=(npm)
   command -v gcc >/dev/null || need+=(gcc libc6-dev)  # builds the slow-disk shim of the write-behind crash tests
+  command -v prometheus >/dev/null || need+=(prometheus)  # scrapes the demo's /metrics in a test
 fi
 if [ -n "$pg_bin" ]; then
   pg_major=$(basename "$(dirname "$pg_bin")")
@@ -46,7 +47,7 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   # Debian starts the packaged services; the project runs its own on its own ports.
-  for svc in varnish memcached; do
+  for svc in varnish memcached prometheus prometheus-node-exporter; do
     $sudo service "$svc" stop >/dev/null 2>&1 || true
   done
 fi

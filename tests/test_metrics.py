@@ -3,7 +3,9 @@ scheme (``readscale_<part>_<what>_<unit>``), read at scrape time."""
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 from types import SimpleNamespace
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -166,3 +168,47 @@ def test_write_behind_exports_backlog_flushed_and_dead_letters() -> None:
     assert 'readscale_writebehind_queue_length{queue="views"} 42.0' in text
     assert 'readscale_writebehind_flusher_events_total{event="rows_applied",queue="views"} 10.0' in text
     assert 'readscale_writebehind_flusher_events_total{event="dead_letters",queue="views"} 1.0' in text
+
+
+DASHBOARD = Path(__file__).resolve().parents[1] / "deploy" / "grafana" / "readscale.json"
+_KEYWORDS = {"by", "without", "and", "or", "unless", "on", "ignoring", "group_left", "group_right", "bool", "offset"}
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression reads: every identifier that is not a
+    function or aggregation (followed by a parenthesis), a keyword, a label (inside
+    ``{}`` or a ``by (...)`` list) or part of a number, string or range."""
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    expr = re.sub(r"\{[^}]*\}", "", expr)
+    expr = re.sub(r"\[[^\]]*\]", "", expr)
+    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
+    names = set()
+    for match in re.finditer(r"(?<![\w.$])[a-zA-Z_:][a-zA-Z0-9_:]*", expr):
+        rest = expr[match.end() :].lstrip()
+        if match.group() in _KEYWORDS or rest.startswith("("):
+            continue
+        names.add(match.group())
+    return names
+
+
+def dashboard_expressions() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+
+
+def test_promql_metric_names_finds_names_not_functions_labels_or_numbers() -> None:
+    expr = 'histogram_quantile(0.99, sum by (le, cache) (rate(a_b_bucket{x="y z"}[5m]))) / clamp_min(c, 1e-9) > bool d'
+    assert promql_metric_names(expr) == {"a_b_bucket", "c", "d"}
+
+
+def test_every_dashboard_expression_reads_only_exported_series() -> None:
+    exported = exported_names()
+    expressions = dashboard_expressions()
+    assert len(expressions) >= 20
+    for expr in expressions:
+        names = promql_metric_names(expr)
+        assert names, f"no metric in {expr}"
+        assert names <= exported, f"{expr}: {sorted(names - exported)} not exported by readscale.metrics"
+    read = set().union(*(promql_metric_names(e) for e in expressions))
+    for part in ("cache", "replica", "http", "cdc", "bus", "purge", "writebehind"):
+        assert any(name.startswith(f"readscale_{part}_") for name in read), f"no panel for {part}"

@@ -10,6 +10,7 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
+from readscale.cli._metrics import MetricsPortOption, serve_metrics
 from readscale.cli._output import console, errors_to_exit, terminate_as_interrupt
 
 app = typer.Typer(help="Change-data-capture: invalidate the cache from PostgreSQL's WAL.", no_args_is_help=True)
@@ -76,6 +77,7 @@ def run(
         bool, typer.Option(help="Soft-purge at the edge (the old page is served once more while it refetches).")
     ] = False,
     once: Annotated[bool, typer.Option("--once", help="Apply what is pending and exit.")] = False,
+    metrics_port: MetricsPortOption = None,
 ) -> None:
     """Apply invalidations from the WAL until stopped (Ctrl-C or SIGTERM)."""
     from readscale import PostgresSettings, RedisSettings
@@ -111,6 +113,12 @@ def run(
             ),
             purger=purger,
         )
+        from readscale.metrics import BusCollector, CacheCollector, CdcCollector, PurgeCollector
+
+        buses = [cache.bus] if cache.bus is not None else []
+        purgers = [purger] if purger is not None else []
+        serve_metrics(metrics_port, CdcCollector(worker), CacheCollector(cache.stats), BusCollector(*buses),
+                      PurgeCollector(*purgers))  # fmt: skip
         started = time.monotonic()
         try:
             worker.check_database()  # a missing table, column or permission: one line and exit 2

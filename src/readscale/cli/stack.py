@@ -50,6 +50,9 @@ def _endpoint_rows(endpoints: dict[str, Any]) -> list[tuple[str, str, str]]:
         rows.append(("memcached", "Memcached", endpoints["memcached"]["address"]))
     for v in endpoints.get("varnish_nodes") or ([endpoints["varnish"]] if "varnish" in endpoints else []):
         rows.append((v["name"], f"Varnish -> {v['backend']}", v["url"]))
+    if "prometheus" in endpoints:
+        p = endpoints["prometheus"]
+        rows.append(("prometheus", f"Prometheus scraping {len(p['targets'])} target(s)", p["url"]))
     return rows
 
 
@@ -74,6 +77,12 @@ def up(
     varnish_max_life: Annotated[
         int | None,
         typer.Option(min=1, help="With --varnish: serve nothing longer than this many seconds after storing it."),
+    ] = None,
+    prometheus: Annotated[
+        bool, typer.Option("--prometheus", help="Also Prometheus (Debian's package), scraping the targets below.")
+    ] = False,
+    prometheus_target: Annotated[
+        list[str] | None, typer.Option(help="A /metrics URL for Prometheus to scrape (repeatable).")
     ] = None,
     no_postgres: Annotated[bool, typer.Option("--no-postgres", help="Skip PostgreSQL.")] = False,
     no_redis: Annotated[bool, typer.Option("--no-redis", help="Skip the standalone Redis.")] = False,
@@ -132,6 +141,8 @@ def up(
             varnish_probe=varnish_probe,
             varnish_nodes=varnish_nodes,
             varnish_max_life=varnish_max_life,
+            prometheus=prometheus,
+            prometheus_targets=tuple(prometheus_target or ()),
         )
         began = time.perf_counter()
         with progress_line(not as_json, "starting the stack") as progress:

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from readscale import PostgresSettings, RedisSettings
+from readscale.cli._metrics import MetricsPortOption, serve_metrics
 from readscale.cli._output import console, err_console, errors_to_exit, fail, print_json, usage_error
 from readscale.cli._writebehind_output import configure_logging, print_status, stats_table, summary
 from readscale.settings import check_dsn
@@ -183,6 +184,7 @@ def run(
         ),
     ] = 10.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every batch decision.")] = False,
+    metrics_port: MetricsPortOption = None,
 ) -> None:
     """Run the flusher until SIGTERM or Ctrl-C (the batch in hand is committed and
     acknowledged first; a second signal leaves it pending for the next flusher)."""
@@ -239,6 +241,9 @@ def run(
         )
         redis = RedisSettings.from_env(url=redis_url)
         flusher = AsyncFlusher(batch_writer, redis, settings=settings)
+        from readscale.metrics import WriteBehindCollector
+
+        serve_metrics(metrics_port, WriteBehindCollector(flusher.stats))
         where = f"queue {queue!r} on {redis.safe_url} (mode {settings.durability.value}) -> {target}"
         clean = asyncio.run(_run_flusher(flusher, report_every, batch_writer, where))
         log.info("flusher %s stopped: %s", flusher.consumer, summary(flusher.stats))

@@ -41,6 +41,7 @@ from readscale import TokenSigner
 from readscale.demo.shop import L1_ANSWERED, SERVED_BY, DemoSettings, Shop
 from readscale.errors import PrimaryUnavailableError
 from readscale.http import AssetManifest, HttpPolicy, HttpSettings
+from readscale.metrics import HttpCollector
 from readscale.starlette import CausalTokenMiddleware, HttpCacheMiddleware, StaticAssets, add_tags, http_policy
 
 CATALOG_HTTP = HttpPolicy.public(60, edge_max_age=3600, stale_while_revalidate=60, stale_if_error=600)
@@ -183,6 +184,14 @@ def create_app(settings: DemoSettings | None = None) -> Any:
     async def healthz(request: Request) -> Response:
         return Response("ok", media_type="text/plain")
 
+    registry = metrics_registry(shop)
+
+    @http_policy(NO_STORE)
+    async def metrics(request: Request) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
     @http_policy(NO_STORE)
     async def cache_health(request: Request) -> Response:
         # The process's view of its Redis tier: 503 while its breaker skips Redis.
@@ -192,6 +201,7 @@ def create_app(settings: DemoSettings | None = None) -> Any:
     routes: list[Any] = [
         Route("/healthz", healthz),
         Route("/healthz/cache", cache_health),
+        Route("/metrics", metrics),  # not a shop request: the funnel does not count it
         Route("/products/{id:int}", endpoint(product)),
         Route("/categories/{id:int}", endpoint(category)),
         Route("/trending", endpoint(trending)),
@@ -253,7 +263,25 @@ def create_app(settings: DemoSettings | None = None) -> Any:
     # persist="write": a public page whose miss read a replica must not set a cookie (the
     # edge could not share it); read-your-writes only needs the token after a write.
     wrapped = CausalTokenMiddleware(app, signer=signer, cookie_path="/users", secure=False, persist="write")
-    return HttpCacheMiddleware(wrapped, settings=HttpSettings(edge="varnish"))
+    middleware = HttpCacheMiddleware(wrapped, settings=HttpSettings(edge="varnish"))
+    registry.register(HttpCollector(middleware.metrics, app="demo"))
+    return middleware
+
+
+def metrics_registry(shop: Shop) -> Any:
+    """The service process's collectors: its cache (L1 and Redis), the replica router,
+    the bus and the write-behind producer (the HTTP middleware's joins once it exists)."""
+    from prometheus_client import CollectorRegistry
+
+    from readscale.metrics import BusCollector, CacheCollector, ReplicaCollector
+    from readscale.writebehind import WriteBehindCollector
+
+    registry = CollectorRegistry()
+    registry.register(CacheCollector(shop.cache.stats))
+    registry.register(ReplicaCollector(shop.router, name="demo"))
+    registry.register(BusCollector(shop.bus))
+    registry.register(WriteBehindCollector(shop.views.stats))
+    return registry
 
 
 def write_static(folder: Path) -> None:

@@ -56,6 +56,8 @@ class EnvironmentConfig:
     workers: int = 2
     replicas: int = 2
     replica_delay_s: float = 0.0
+    #: Also Prometheus, scraping the service's, the CDC worker's and the flusher's /metrics.
+    prometheus: bool = False
 
 
 class DemoEnvironment:
@@ -69,7 +71,8 @@ class DemoEnvironment:
         self.base = Path(tempfile.mkdtemp(prefix="readscale-demo-"))
         self.base.chmod(0o755)
         self.stack = Stack(self.base / "stack", progress=progress)
-        (self.app_port,) = pick_ports(1)
+        self.app_port, cdc_port, flusher_port = pick_ports(3)
+        self.metrics_ports: dict[Process, int] = {"app": self.app_port, "cdc": cdc_port, "flusher": flusher_port}
         self.static_dir = self.base / "static"
         self.logs = {name: self.base / f"{name}.log" for name in PROCESSES}
         self._procs: dict[Process, subprocess.Popen[bytes]] = {}
@@ -85,6 +88,8 @@ class DemoEnvironment:
                 # survive a kill (Redis writes the AOF before it replies).
                 replicas=config.replicas, redis=True, redis_aof=True, varnish=True,
                 varnish_backend=self.app_url, varnish_probe="/healthz",
+                prometheus=config.prometheus, prometheus_targets=tuple(self.metrics_urls.values()),
+                prometheus_interval=0.5,
             )
         )  # fmt: skip
         if config.replica_delay_s:
@@ -139,6 +144,11 @@ class DemoEnvironment:
         return f"http://127.0.0.1:{self.app_port}"
 
     @property
+    def metrics_urls(self) -> dict[Process, str]:
+        """Each process's Prometheus endpoint."""
+        return {name: f"http://127.0.0.1:{port}/metrics" for name, port in self.metrics_ports.items()}
+
+    @property
     def edge_url(self) -> str:
         return self.stack.varnish.url
 
@@ -161,11 +171,13 @@ class DemoEnvironment:
             return [
                 cli, "cdc", "run", "--dsn", stack.primary.dsn, "--rules", str(self.base / "cdc-rules.toml"),
                 "--redis-url", stack.redis.url, "--slot", CDC_SLOT, "--purge-varnish", stack.varnish.url,
+                "--metrics-port", str(self.metrics_ports["cdc"]),
             ]  # fmt: skip
         return [
             cli, "writebehind", "run", "--redis-url", stack.redis.url, "--dsn", stack.primary.dsn,
             "--table", "product_views", "--key-column", "key", "--version-column", "version",
             "--value-column", "value", "--queue", WRITE_BEHIND_QUEUE,
+            "--metrics-port", str(self.metrics_ports["flusher"]),
         ]  # fmt: skip
 
     def start_process(self, name: Process) -> None:

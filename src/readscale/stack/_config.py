@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from readscale.errors import ConfigurationError
 from readscale.http.varnish import render_vcl
 from readscale.stack.postgres import REPLICATION_MODES, ReplicationMode, check_role_name
+from readscale.stack.prometheus import check_target
 from readscale.stack.redis import APPENDFSYNC
 
 
@@ -38,6 +39,9 @@ class StackConfig:
     varnish_probe: str | None = None
     varnish_nodes: int = 1
     varnish_max_life: int | None = None
+    prometheus: bool = False
+    prometheus_targets: tuple[str, ...] = ()  # URLs of /metrics endpoints to scrape
+    prometheus_interval: float = 1.0  # seconds between scrapes
 
     def __post_init__(self) -> None:
         if self.replicas < 0:
@@ -54,6 +58,11 @@ class StackConfig:
             raise ConfigurationError(f"varnish_nodes must be >= 1, got {self.varnish_nodes}")
         if self.varnish:  # validates the three
             render_vcl(self.varnish_backend, probe_path=self.varnish_probe, max_life=self.varnish_max_life)
+        object.__setattr__(self, "prometheus_targets", tuple(self.prometheus_targets))  # a list from state.json
+        for url in self.prometheus_targets:
+            check_target(url)
+        if self.prometheus_interval <= 0:
+            raise ConfigurationError(f"prometheus_interval must be > 0, got {self.prometheus_interval}")
         if self.redis_appendfsync not in APPENDFSYNC:
             raise ConfigurationError(
                 f"redis_appendfsync must be one of {', '.join(APPENDFSYNC)}, got {self.redis_appendfsync!r}"
@@ -71,4 +80,6 @@ class StackConfig:
             needed.append("memcached")
         if self.varnish:
             needed += ["varnishd", "varnishstat", "varnishadm"]
+        if self.prometheus:
+            needed.append("prometheus")
         return needed

@@ -33,6 +33,7 @@ from readscale.stack._node import Node, NodeSpec
 from readscale.stack._proc import ServerUser
 from readscale.stack.memcached import MemcachedNode
 from readscale.stack.postgres import PostgresNode, ReplicationMode
+from readscale.stack.prometheus import PrometheusNode
 from readscale.stack.redis import RedisNode
 from readscale.stack.varnish import VarnishNode, check_xkey
 
@@ -42,6 +43,7 @@ _NODE_TYPES: dict[str, type[Node]] = {
     "redis": RedisNode,
     "memcached": MemcachedNode,
     "varnish": VarnishNode,
+    "prometheus": PrometheusNode,
 }
 
 
@@ -189,6 +191,13 @@ class Stack:
         if not nodes:
             raise StackError("this stack has no Varnish")
         return sorted(nodes, key=lambda n: (len(n.name), n.name))
+
+    @property
+    def prometheus(self) -> PrometheusNode:
+        node = self.nodes.get("prometheus")
+        if not isinstance(node, PrometheusNode):
+            raise StackError("this stack has no Prometheus")
+        return node
 
     # -- up ------------------------------------------------------------------------------
 
@@ -348,6 +357,8 @@ class Stack:
             edge = self.varnish_nodes
             if len(edge) > 1:
                 out["varnish_nodes"] = [n.endpoint() for n in edge]
+        if "prometheus" in self.nodes:
+            out["prometheus"] = self.prometheus.endpoint()
         return out
 
     # -- faults --------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from readscale.stack.postgres import (
     set_replication_mode,
     wait_streaming,
 )
+from readscale.stack.prometheus import PrometheusNode, new_prometheus
 from readscale.stack.redis import RedisNode, create_cluster, new_redis
 from readscale.stack.tls import make_tls
 from readscale.stack.varnish import VarnishNode, check_xkey, new_varnish
@@ -72,6 +73,8 @@ def start_all(stack: Stack, config: StackConfig) -> None:
                 stack, config.varnish_backend, probe_path=config.varnish_probe, max_life=config.varnish_max_life,
                 name=varnish_name(i),
             )  # fmt: skip
+    if config.prometheus:
+        start_prometheus(stack, list(config.prometheus_targets), interval=config.prometheus_interval)
 
 
 def _ensure_reachable(stack: Stack) -> None:
@@ -220,6 +223,17 @@ def start_varnish(
     port, admin = _proc.pick_ports(2)
     stack._report(f"Varnish {name}: starting")
     node = new_varnish(name, stack.root, port, admin, backend=backend, probe_path=probe_path, max_life=max_life)
+    stack._register(node)
+    node.start(may_move=True)
+    return node
+
+
+def start_prometheus(stack: Stack, targets: list[str], *, interval: float = 1.0) -> PrometheusNode:
+    if "prometheus" in stack.nodes:
+        return stack.prometheus
+    (port,) = _proc.pick_ports(1)
+    stack._report("Prometheus: starting")
+    node = new_prometheus("prometheus", stack.root, port, targets=targets, interval=interval)
     stack._register(node)
     node.start(may_move=True)
     return node
