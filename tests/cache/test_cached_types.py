@@ -1,9 +1,8 @@
 """``@cached`` keeps its types under ``mypy --strict`` (issue 15): on a function, on a method
-(bound through the descriptor, ``self`` left out of the call) and on a classmethod reached
-through an instance, async and sync. mypy runs on a snippet; what it reveals is compared,
-and the one wrong call in it must be its only error (before, a cached method typed as
-``Any``). mypy binds no ``cls`` when a classmethod wrapped by a descriptor is reached
-through its class: ``Model.load(1)`` runs, but mypy wants ``cls`` (docs/cache.md)."""
+(bound through the descriptor, ``self`` left out of the call) and on a classmethod
+(``@cache.cached`` over ``@classmethod``, reached through the class or an instance), async
+and sync. mypy runs on a snippet; what it reveals is compared, and the one wrong call in
+it must be its only error (before, a cached method typed as ``Any``)."""
 
 from __future__ import annotations
 
@@ -50,6 +49,11 @@ class Users:
         return [Profile(user_id)]
 
 
+@acache.cached("k:{user_id}")
+async def by_kind(kind: type[Users], user_id: int) -> Profile:
+    return Profile(user_id)
+
+
 async def main() -> None:
     users = Users()
     reveal_type(await load(1))
@@ -57,7 +61,10 @@ async def main() -> None:
     reveal_type(users.get)
     reveal_type(await users.get.invalidate(1))
     reveal_type(await users.get_cls(1))
-    reveal_type(users.get_cls.key)
+    reveal_type(await Users.get_cls(1))
+    reveal_type(Users.get_cls.key)
+    reveal_type(await Users.get_cls.invalidate(1))
+    reveal_type(await by_kind(Users, 2))
     reveal_type(users.get_sync(1))
     reveal_type(users.get_sync.refresh(1))
     reveal_type(Users.get_sync)
@@ -70,7 +77,10 @@ EXPECTED = [
     "readscale._async.cache.cached.AsyncBoundCachedFunction[[user_id: int, verbose: bool =], snippet.Profile]",
     "builtins.bool",
     "snippet.Profile",
+    "snippet.Profile",
     "def (user_id: builtins.int) -> builtins.str",
+    "builtins.bool",
+    "snippet.Profile",
     "builtins.list[snippet.Profile]",
     "builtins.list[snippet.Profile]",
     "readscale._sync.cache.cached.CachedFunction[[self: snippet.Users, user_id: int], list[snippet.Profile]]",

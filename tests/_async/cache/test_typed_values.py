@@ -305,3 +305,6 @@ async def test_cached_methods_and_classmethods_bind_and_keep_their_helpers(local
     assert isinstance(await users.get_cls(4), DLine)
     assert Users.get_cls.key(4) == "users:class:4"
     assert Users.loads == 2
+    assert await Users.get_cls.invalidate(4) is True
+    assert await users.get_cls(4) == DLine("c4", 4)
+    assert Users.loads == 3

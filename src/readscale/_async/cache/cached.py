@@ -130,9 +130,14 @@ class AsyncCachedFunction(Generic[P, T]):
         return AsyncBoundCachedFunction(self, instance)
 
 
-class AsyncCachedClassMethod(Generic[P, T]):
-    """``@cache.cached`` over ``@classmethod``: the class's bound function (as a classmethod
-    binds ``cls``), with its helpers."""
+class AsyncCachedClassMethod(Generic[C, P, T]):
+    """``@cache.cached`` over ``@classmethod``: reached through the class or an instance, the
+    function bound to the class (as a classmethod binds ``cls``), with its helpers.
+
+    Typed for mypy, which shows the decorator a classmethod as a plain function whose first
+    parameter is ``type[C]``: a cached *function* taking ``type[C]`` first is typed as this
+    too (it is an :class:`AsyncCachedFunction` at run time), so its call and helpers take
+    ``cls`` explicitly when not reached through a class, as they do here."""
 
     def __init__(self, function: AsyncCachedFunction[Any, T]) -> None:
         self._function = function
@@ -141,6 +146,21 @@ class AsyncCachedClassMethod(Generic[P, T]):
 
     def __get__(self, instance: object, owner: type | None = None) -> AsyncBoundCachedFunction[P, T]:
         return AsyncBoundCachedFunction(self._function, owner if owner is not None else type(instance))
+
+    def key(self, cls: type[C], /, *args: P.args, **kwargs: P.kwargs) -> str:
+        return self._function.key(cls, *args, **kwargs)
+
+    async def __call__(self, cls: type[C], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._function(cls, *args, **kwargs)
+
+    async def invalidate(self, cls: type[C], /, *args: P.args, **kwargs: P.kwargs) -> bool:
+        return await self._function.invalidate(cls, *args, **kwargs)
+
+    async def invalidate_at(self, lsn: int | None, cls: type[C], /, *args: P.args, **kwargs: P.kwargs) -> bool:
+        return await self._function.invalidate_at(lsn, cls, *args, **kwargs)
+
+    async def refresh(self, cls: type[C], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._function.refresh(cls, *args, **kwargs)
 
 
 class AsyncCachedDecorator:
@@ -151,7 +171,10 @@ class AsyncCachedDecorator:
         self._args = (cache, template, policy, codec)
 
     @overload
-    def __call__(self, fn: classmethod[C, P, Awaitable[T]]) -> AsyncCachedClassMethod[P, T]: ...
+    def __call__(self, fn: classmethod[C, P, Awaitable[T]]) -> AsyncCachedClassMethod[C, P, T]: ...
+
+    @overload
+    def __call__(self, fn: Callable[Concatenate[type[C], P], Awaitable[T]]) -> AsyncCachedClassMethod[C, P, T]: ...
 
     @overload
     def __call__(self, fn: Callable[P, Awaitable[T]]) -> AsyncCachedFunction[P, T]: ...

@@ -131,9 +131,14 @@ class CachedFunction(Generic[P, T]):
         return BoundCachedFunction(self, instance)
 
 
-class CachedClassMethod(Generic[P, T]):
-    """``@cache.cached`` over ``@classmethod``: the class's bound function (as a classmethod
-    binds ``cls``), with its helpers."""
+class CachedClassMethod(Generic[C, P, T]):
+    """``@cache.cached`` over ``@classmethod``: reached through the class or an instance, the
+    function bound to the class (as a classmethod binds ``cls``), with its helpers.
+
+    Typed for mypy, which shows the decorator a classmethod as a plain function whose first
+    parameter is ``type[C]``: a cached *function* taking ``type[C]`` first is typed as this
+    too (it is an :class:`CachedFunction` at run time), so its call and helpers take
+    ``cls`` explicitly when not reached through a class, as they do here."""
 
     def __init__(self, function: CachedFunction[Any, T]) -> None:
         self._function = function
@@ -142,6 +147,21 @@ class CachedClassMethod(Generic[P, T]):
 
     def __get__(self, instance: object, owner: type | None = None) -> BoundCachedFunction[P, T]:
         return BoundCachedFunction(self._function, owner if owner is not None else type(instance))
+
+    def key(self, cls: type[C], /, *args: P.args, **kwargs: P.kwargs) -> str:
+        return self._function.key(cls, *args, **kwargs)
+
+    def __call__(self, cls: type[C], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._function(cls, *args, **kwargs)
+
+    def invalidate(self, cls: type[C], /, *args: P.args, **kwargs: P.kwargs) -> bool:
+        return self._function.invalidate(cls, *args, **kwargs)
+
+    def invalidate_at(self, lsn: int | None, cls: type[C], /, *args: P.args, **kwargs: P.kwargs) -> bool:
+        return self._function.invalidate_at(lsn, cls, *args, **kwargs)
+
+    def refresh(self, cls: type[C], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._function.refresh(cls, *args, **kwargs)
 
 
 class CachedDecorator:
@@ -152,7 +172,10 @@ class CachedDecorator:
         self._args = (cache, template, policy, codec)
 
     @overload
-    def __call__(self, fn: classmethod[C, P, T]) -> CachedClassMethod[P, T]: ...
+    def __call__(self, fn: classmethod[C, P, T]) -> CachedClassMethod[C, P, T]: ...
+
+    @overload
+    def __call__(self, fn: Callable[Concatenate[type[C], P], T]) -> CachedClassMethod[C, P, T]: ...
 
     @overload
     def __call__(self, fn: Callable[P, T]) -> CachedFunction[P, T]: ...
