@@ -4,7 +4,8 @@
     from readscale.django import replica_settings
 
     MIDDLEWARE = [
-        "readscale.django.HttpCacheMiddleware",      # first: outermost, outside GZipMiddleware
+        "readscale.django.ResponseCacheMiddleware",  # optional: stores public responses (docs/response-cache.md)
+        "readscale.django.HttpCacheMiddleware",      # outside GZipMiddleware
         "readscale.django.CausalTokenMiddleware",
         ...
     ]
@@ -31,6 +32,7 @@ from readscale._shared.lazy import lazy_exports
 if TYPE_CHECKING:
     from readscale.django._http import HttpCacheMiddleware, add_tags, check_not_modified, http_policy, use_policy
     from readscale.django._replicas import CausalTokenMiddleware, ReplicaDatabaseRouter, replica_settings, shared_router
+    from readscale.django._response_cache import ResponseCacheMiddleware
 
 __getattr__, __dir__ = lazy_exports(
     __name__,
@@ -40,6 +42,7 @@ __getattr__, __dir__ = lazy_exports(
         "check_not_modified": "readscale.django._http",
         "http_policy": "readscale.django._http",
         "use_policy": "readscale.django._http",
+        "ResponseCacheMiddleware": "readscale.django._response_cache",
         "CausalTokenMiddleware": "readscale.django._replicas",
         "ReplicaDatabaseRouter": "readscale.django._replicas",
         "replica_settings": "readscale.django._replicas",
@@ -51,6 +54,7 @@ __all__ = [
     "CausalTokenMiddleware",
     "HttpCacheMiddleware",
     "ReplicaDatabaseRouter",
+    "ResponseCacheMiddleware",
     "add_tags",
     "check_not_modified",
     "http_policy",

@@ -25,12 +25,14 @@ if TYPE_CHECKING:
     from readscale.http._static import StaticAssets
     from readscale.starlette._causal import CausalTokenMiddleware
     from readscale.starlette._http import HttpCacheMiddleware, add_tags, check_not_modified, http_policy, use_policy
+    from readscale.starlette._response_cache import ResponseCacheMiddleware
 
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
         "CausalTokenMiddleware": "readscale.starlette._causal",
         "HttpCacheMiddleware": "readscale.starlette._http",
+        "ResponseCacheMiddleware": "readscale.starlette._response_cache",
         "StaticAssets": "readscale.http._static",
         "add_tags": "readscale.starlette._http",
         "check_not_modified": "readscale.starlette._http",
@@ -42,6 +44,7 @@ __getattr__, __dir__ = lazy_exports(
 __all__ = [
     "CausalTokenMiddleware",
     "HttpCacheMiddleware",
+    "ResponseCacheMiddleware",
     "StaticAssets",
     "add_tags",
     "check_not_modified",

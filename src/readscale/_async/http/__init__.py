@@ -1,0 +1,1 @@
+"""The HTTP layer's drivers: the response cache (``response_cache.py``)."""

@@ -1,0 +1,262 @@
+"""The response cache: rendered public responses kept in readscale's cache (L1 + L2), for
+a service with no edge in front, or as a second tier behind one. Written once, async;
+``readscale._sync.http.response_cache`` is generated from this file.
+
+The rules are in ``readscale._core.http.stored`` (which request may use it, which
+response may be stored, keys, freshness, Age, 304s); this driver fetches, asks, acts.
+The cache gives what an edge gives: one handler run per key under any concurrency
+(``get_or_load``: single-flight in the process, a lease across processes), tags (the
+surrogate keys the edge gets: ``cache.invalidate_tags(tag)`` empties both, through the
+cache's ``purger``), and stale-while-revalidate (a stale response is served while one
+background run refreshes it). The faces (``readscale.starlette``, ``readscale.django``)
+turn a request into a :class:`ResponseRequest` and the handler into ``run``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from readscale._async.cache.cache import AsyncCache
+from readscale._core.cache.novalue import NO_VALUE
+from readscale._core.cache.policy import CachePolicy
+from readscale._core.http.conditional import NO_CONDITIONALS, Conditionals
+from readscale._core.http.policy import HttpPolicy
+from readscale._core.http.stored import (
+    FieldGetter,
+    Fields,
+    LookupPlan,
+    Reuse,
+    StoredResponse,
+    age_seconds,
+    answer,
+    cache_status,
+    lookup_plan,
+    matches,
+    refusal,
+    response_key,
+    reuse,
+    to_store,
+)
+from readscale._shared.cache.fill_scope import report_primary_read
+from readscale._shared.http.stats import ResponseCacheStats
+from readscale._shared.primitives.tasks import AsyncBackground
+from readscale.codecs import BytesCodec
+
+log = logging.getLogger("readscale.http")
+
+_BYTES = BytesCodec()
+DEFAULT_STORAGE = CachePolicy(name="responses", l1_ttl=30.0)
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseRequest:
+    """What the response cache needs of a request: ``url`` is scheme, host, path and
+    query; ``field(name)`` a request field's combined value (lower-case name);
+    ``identity`` the identity fields it carried (``carried_identity``); ``policy`` the
+    route's declared policy (known before the handler runs)."""
+
+    method: str
+    url: str
+    policy: HttpPolicy | None
+    field: FieldGetter
+    identity: frozenset[str] = frozenset()
+    forwarded: str | None = None
+    conditionals: Conditionals = NO_CONDITIONALS
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A response as the handler (behind the HTTP middleware) produced it; ``tags``: the
+    surrogate keys it was tagged with (the route's and ``add_tags``')."""
+
+    status: int
+    fields: Fields
+    body: bytes
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """What to send: ``source`` is ``hit``, ``stale``, ``miss`` (this request's handler
+    filled the cache) or ``pass`` (not stored)."""
+
+    status: int
+    fields: Fields
+    body: bytes
+    drop_body: bool
+    source: str
+
+
+class _NotStored(Exception):
+    """The loader's response may not be stored: it goes back to the request that ran it
+    (the lease is released); the requests that waited for it run their own handler."""
+
+    def __init__(self, rendered: Rendered, owner: object, reason: str) -> None:
+        super().__init__(reason)
+        self.rendered = rendered
+        self.owner = owner
+
+
+@dataclass
+class _Fill:
+    """One request's view of a fill: whether its own handler ran (and what it gave)."""
+
+    owner: object = field(default_factory=object)
+    rendered: Rendered | None = None
+
+
+class AsyncResponseCache:
+    """Stores rendered public responses in ``cache``, keyed on what they vary on.
+
+    Arguments:
+        cache: the application cache (its L1, L2, leases, tags and purger are used).
+        storage: the base cache policy of stored responses (tiers, ``l1_ttl``, lease
+            times); each route's TTL comes from its :class:`HttpPolicy`.
+        max_body: larger responses are passed through, never stored (bytes).
+        clock: wall-clock seconds (Age and freshness).
+    """
+
+    def __init__(
+        self,
+        cache: AsyncCache,
+        *,
+        storage: CachePolicy = DEFAULT_STORAGE,
+        max_body: int = 1 << 20,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cache = cache
+        self.storage = storage
+        self.max_body = max_body
+        self.clock = clock
+        self.stats = ResponseCacheStats()
+        self.background: AsyncBackground[str] = AsyncBackground(on_error=self._refresh_failed)
+
+    def plan(self, request: ResponseRequest) -> LookupPlan | None:
+        """How this request may use the cache; None: pass it through untouched."""
+        return lookup_plan(request.method, request.policy, request.identity, request.forwarded, self.storage)
+
+    async def serve(self, request: ResponseRequest, plan: LookupPlan, run: Callable[[], Awaitable[Rendered]]) -> Served:
+        """Answer ``request`` from the cache, running ``run`` (the handler, without the
+        request's preconditions) at most once per key however many requests wait."""
+        assert request.policy is not None
+        names = plan.names
+        for attempt in range(2):
+            key = response_key(request.method, request.url, names, request.field)
+            fill = _Fill()
+            try:
+                raw = await self.cache.get_or_load(
+                    key,
+                    lambda fill=fill: self._load(request, run, fill),  # type: ignore[misc]
+                    policy=plan.storage,
+                    codec=_BYTES,
+                    tags=request.policy.tags,
+                )
+            except _NotStored as exc:
+                if exc.owner is fill.owner:
+                    return self._passed(request, exc.rendered)
+                return self._passed(request, await run())  # someone else's response was not for sharing
+            stored = StoredResponse.decode(raw) if isinstance(raw, bytes) else None
+            if stored is None:
+                return self._passed(request, fill.rendered or await run())
+            if fill.rendered is not None:
+                self.stats.misses += 1
+                await self._retag(key, stored, plan, request.policy.tags)
+                return self._answer(request, stored, "miss")
+            if not matches(stored, request.field):
+                wider = tuple(sorted({*stored.vary, *plan.names}))
+                if attempt == 0 and wider != names:
+                    names = wider  # the response varies on more than the route declared
+                    continue
+                break
+            state = reuse(stored, self.clock())
+            if state is Reuse.EXPIRED:  # the handler chose a shorter life than its route declares
+                return await self._refill_now(request, plan, key, run)
+            if state is Reuse.STALE:
+                self.stats.stale += 1
+                self.background.spawn(key, lambda key=key: self._refresh(request, plan, key, run))  # type: ignore[misc]
+                return self._answer(request, stored, "stale")
+            self.stats.hits += 1
+            return self._answer(request, stored, "hit")
+        return self._passed(request, await run())
+
+    async def _load(self, request: ResponseRequest, run: Callable[[], Awaitable[Rendered]], fill: _Fill) -> bytes:
+        rendered = await run()
+        # The handler's reads are taken as current, as the edge takes them: reads it made
+        # through the replica router are reported too, and the oldest one bounds the fill.
+        report_primary_read()
+        fill.rendered = rendered
+        stored = self._storable(request, rendered)
+        if stored is None:
+            raise _NotStored(rendered, fill.owner, "not storable")
+        return stored.encode()
+
+    def _storable(self, request: ResponseRequest, rendered: Rendered) -> StoredResponse | None:
+        reason = refusal(rendered.status, rendered.fields, len(rendered.body), self.max_body)
+        if reason is not None:
+            self.stats.refused += 1
+            log.debug("readscale.http: response of %s not stored: %s", request.url, reason)
+            return None
+        self.stats.stored += 1
+        return to_store(rendered.status, rendered.fields, rendered.body, self.clock(), request.field, rendered.tags)
+
+    async def _retag(self, key: str, stored: StoredResponse, plan: LookupPlan, known: tuple[str, ...]) -> None:
+        """Tags the handler added (``add_tags``) are known only after it ran: the entry is
+        stored again under all of them, so a purge of any empties it."""
+        if set(stored.tags) - set(known) - set(plan.storage.tags):
+            await self.cache.set(key, stored.encode(), policy=plan.storage, codec=_BYTES, tags=stored.tags)
+
+    async def _refill_now(
+        self, request: ResponseRequest, plan: LookupPlan, key: str, run: Callable[[], Awaitable[Rendered]]
+    ) -> Served:
+        rendered = await run()
+        stored = self._storable(request, rendered)
+        if stored is None:
+            return self._passed(request, rendered)
+        self.stats.misses += 1
+        await self.cache.set(key, stored.encode(), policy=plan.storage, codec=_BYTES, tags=stored.tags)
+        return self._answer(request, stored, "miss")
+
+    async def _refresh(
+        self, request: ResponseRequest, plan: LookupPlan, key: str, run: Callable[[], Awaitable[Rendered]]
+    ) -> None:
+        """Stale-while-revalidate: one background run per key stores the new response."""
+        rendered = await run()
+        stored = self._storable(request, rendered)
+        if stored is not None:
+            self.stats.refreshed += 1
+            await self.cache.set(key, stored.encode(), policy=plan.storage, codec=_BYTES, tags=stored.tags)
+
+    def _refresh_failed(self, key: str, exc: BaseException) -> None:
+        log.warning("readscale.http: background refresh of a stored response failed: %s", exc)
+
+    def _answer(self, request: ResponseRequest, stored: StoredResponse, source: str) -> Served:
+        now = self.clock()
+        status, fields, drop = answer(
+            request.method,
+            stored.status,
+            stored.fields,
+            request.conditionals,
+            age_seconds(stored, now),
+            cache_status(source, stored, now),
+        )
+        return Served(status, fields, b"" if drop else stored.body, drop, source)
+
+    def _passed(self, request: ResponseRequest, rendered: Rendered) -> Served:
+        self.stats.passes += 1
+        member = cache_status("pass", None, self.clock())
+        status, fields, drop = answer(
+            request.method, rendered.status, rendered.fields, request.conditionals, None, member
+        )
+        return Served(status, fields, b"" if drop else rendered.body, drop, "pass")
+
+    async def lookup(self, key: str) -> StoredResponse | None:
+        """The stored response under ``key`` (tests, debugging), or None."""
+        raw = await self.cache.get(key, policy=self.storage, codec=_BYTES)
+        return None if raw is NO_VALUE or not isinstance(raw, bytes) else StoredResponse.decode(raw)
+
+    async def drain(self) -> None:
+        """Wait for background refreshes (tests, shutdown)."""
+        await self.background.drain()
