@@ -252,7 +252,7 @@ def serializers(caches: Any, redis_url: str) -> dict[str, Any]:
 
 def variants(caches: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for alias in ("cluster", "memcached"):
+    for alias in ("default", "cluster", "memcached"):
         c = caches[alias]
         c.set("a", 1)
         c.set_many({"b": 2, "c": 3})
@@ -262,8 +262,26 @@ def variants(caches: Any) -> dict[str, Any]:
         touched = c.touch("c", 100)
         many = c.get_many(["a", "b", "c", "d", "z"])
         c.delete_many(["d"])
+        c.set("counter", 0)
+
+        def bump(cache: Any = c) -> None:
+            for _ in range(50):
+                cache.incr("counter")
+
+        threads = [threading.Thread(target=bump) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        counter = c.get("counter")
         c.clear()
-        out[alias] = {"added": added, "touched": touched, "many": many, "after_clear": c.get("a", "cleared")}
+        out[alias] = {
+            "added": added,
+            "touched": touched,
+            "many": many,
+            "counter": counter,
+            "after_clear": c.get("a", "cleared"),
+        }
     return out
 
 
