@@ -107,6 +107,16 @@ def test_redis_cluster_and_memcached_variants(site: dict[str, Any], alias: str) 
     assert got["after_clear"] == "cleared"
 
 
+def test_async_methods(site: dict[str, Any]) -> None:
+    assert site["async"] == {
+        "added": [False, True],
+        "incremented": 6,
+        "many": {"async": 6, "async2": 2},
+        "touched": True,
+        "after": "gone",
+    }
+
+
 def test_imports_without_psycopg_or_redis() -> None:
     """The HTTP middleware and the memcached cache backend need neither psycopg nor
     redis-py (gap 2 of issue 15)."""

@@ -112,6 +112,7 @@ def main(redis_url: str, cluster_node: str, memcached: str, dead: str) -> None:
     out.update(extras(caches))
     out.update(serializers(caches, redis_url))
     out.update(variants(caches))
+    out.update(async_api())
     print(json.dumps(out, sort_keys=True))
 
 
@@ -283,6 +284,30 @@ def variants(caches: Any) -> dict[str, Any]:
             "after_clear": c.get("a", "cleared"),
         }
     return out
+
+
+def async_api() -> dict[str, Any]:
+    """Django's async methods (``aget``...: the sync ones in a thread) on the backend."""
+    import asyncio
+
+    from django.core.cache import cache
+
+    async def run() -> dict[str, Any]:
+        await cache.aset("async", 1)
+        added = [await cache.aadd("async", 2), await cache.aadd("async2", 2)]
+        incremented = await cache.aincr("async", 5)
+        many = await cache.aget_many(["async", "async2", "none"])
+        touched = await cache.atouch("async", 60)
+        await cache.adelete_many(["async2"])
+        return {
+            "added": added,
+            "incremented": incremented,
+            "many": many,
+            "touched": touched,
+            "after": await cache.aget("async2", "gone"),
+        }
+
+    return {"async": asyncio.run(run())}
 
 
 if __name__ == "__main__":
