@@ -29,6 +29,7 @@ BENCHES: dict[str, str] = {
     "hitratio": "readscale.bench.hitratio:run",
     "chaos": "readscale.bench.chaos:run",
     "capacity": "readscale.bench.capacity:run",
+    "backends": "readscale.bench.backends:run",
 }
 
 

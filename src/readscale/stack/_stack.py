@@ -279,10 +279,12 @@ class Stack:
         name: str = "redis",
         appendfsync: str = "always",
         environment: dict[str, str] | None = None,
+        io_threads: int = 1,
     ) -> RedisNode:
         """A standalone Redis; optionally with AOF (``appendfsync always`` unless told:
         write-behind's default mode needs it), a password, an ACL user and TLS only.
-        ``environment``: variables for the server process (e.g. a test's LD_PRELOAD)."""
+        ``environment``: variables for the server process (e.g. a test's LD_PRELOAD);
+        ``io_threads``: Redis's I/O threads (reads too)."""
         return _start.start_redis(
             self,
             aof=aof,
@@ -292,14 +294,16 @@ class Stack:
             name=name,
             appendfsync=appendfsync,
             environment=environment,
+            io_threads=io_threads,
         )
 
     def start_cluster(self, *, password: str | None = None) -> list[RedisNode]:
         """Three primaries and three replicas with every one of the 16384 slots covered."""
         return _start.start_cluster(self, password=password)
 
-    def start_memcached(self) -> MemcachedNode:
-        return _start.start_memcached(self)
+    def start_memcached(self, *, name: str = "memcached", threads: int = 2, memory_mb: int = 64) -> MemcachedNode:
+        """A memcached (``name`` lets a stack hold several: a bench's variants)."""
+        return _start.start_memcached(self, name=name, threads=threads, memory_mb=memory_mb)
 
     def start_varnish(
         self, backend: str, *, probe_path: str | None = None, max_life: int | None = None, name: str = "varnish"

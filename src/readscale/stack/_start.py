@@ -150,6 +150,7 @@ def start_redis(
     name: str = "redis",
     appendfsync: str = "always",
     environment: dict[str, str] | None = None,
+    io_threads: int = 1,
 ) -> RedisNode:
     if name in stack.nodes:
         node = stack.nodes[name]
@@ -157,6 +158,8 @@ def start_redis(
         return node
     (port,) = _proc.pick_ports(1)
     extra: dict[str, Any] = {"aof": aof, "appendfsync": appendfsync}
+    if io_threads > 1:
+        extra["io_threads"] = io_threads
     if environment:
         extra["environment"] = dict(environment)
     if password:
@@ -197,12 +200,14 @@ def start_cluster(stack: Stack, *, password: str | None = None) -> list[RedisNod
     return nodes
 
 
-def start_memcached(stack: Stack) -> MemcachedNode:
-    if "memcached" in stack.nodes:
-        return stack.memcached
+def start_memcached(stack: Stack, *, name: str = "memcached", threads: int = 2, memory_mb: int = 64) -> MemcachedNode:
+    if name in stack.nodes:
+        node = stack.nodes[name]
+        assert isinstance(node, MemcachedNode)
+        return node
     (port,) = _proc.pick_ports(1)
-    stack._report("Memcached: starting")
-    node = new_memcached("memcached", stack.root, port)
+    stack._report(f"Memcached {name}: starting")
+    node = new_memcached(name, stack.root, port, threads=threads, memory_mb=memory_mb)
     stack._register(node)
     node.start(may_move=True)
     return node

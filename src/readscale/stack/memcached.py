@@ -21,7 +21,8 @@ def version_ping(port: int, timeout: float = 0.5) -> bool:
 
 
 class MemcachedNode(Node):
-    """A memcached server. ``extra``: ``memory_mb``, ``max_item_size`` (for example ``1m``)."""
+    """A memcached server. ``extra``: ``memory_mb``, ``max_item_size`` (for example ``1m``),
+    ``threads`` (worker threads, default 2)."""
 
     kind = "memcached"
 
@@ -33,7 +34,7 @@ class MemcachedNode(Node):
             "-p", str(self.port),
             "-U", "0",
             "-m", str(extra.get("memory_mb", 64)),
-            "-t", "2",
+            "-t", str(extra.get("threads", 2)),
             "-c", "4096",
             "-I", str(extra.get("max_item_size", "1m")),
         ]  # fmt: skip

@@ -66,7 +66,8 @@ class RedisNode(Node):
     ``appendfsync`` (default ``always``), ``password``, ``acl_user``/``acl_password`` (an
     ACL user besides the default one), ``tls`` (a dict with ``ca``, ``cert``, ``key``:
     the port then speaks TLS only), ``environment`` (variables for the server process,
-    set through ``env``, which then becomes the server: its pid is the server's)."""
+    set through ``env``, which then becomes the server: its pid is the server's),
+    ``io_threads`` (threads for socket reads and writes; commands still run on one)."""
 
     kind = "redis"
 
@@ -94,6 +95,8 @@ class RedisNode(Node):
             ]
         else:
             args += ["--appendonly", "no"]
+        if extra.get("io_threads", 1) > 1:
+            args += ["--io-threads", str(extra["io_threads"]), "--io-threads-do-reads", "yes"]
         if extra.get("password"):
             args += ["--requirepass", str(extra["password"])]
         if extra.get("acl_user"):
