@@ -148,9 +148,10 @@ def _throughput(
 
 def _memory(stack: Stack, report: BenchReport, items: int, progress: Callable[[str], None]) -> None:
     redis = stack.node("redis")
-    cluster_ports, slots = _cluster_primaries(stack)
     for size in SIZES:
         payload = f"{items:,} items of {size:,} B"
+        # Asked again for each size: on a loaded machine a primary may have been failed over.
+        cluster_ports, slots = _cluster_primaries(stack)
         for name, ports, target in (
             ("redis", [redis.port], Target("resp", (redis.port,))),
             ("redis cluster", cluster_ports, Target("resp", tuple(cluster_ports), tuple(slots))),
