@@ -107,6 +107,7 @@ BLOCKS = {b.id: b for b in python_blocks()}
 RUN = {
     "README.md#a-short-tour": "test_readme_tour",
     "docs/cache.md#the-application-cache": "test_cache_page",
+    "docs/cache.md#the-application-cache-2": "test_cache_page_typed_values",
     "docs/http.md#in-short": "test_http_in_short",
     "docs/replicas.md#in-short": "test_replicas_in_short",
     "docs/write-behind.md#write-behind-modes-promises-counters": "test_write_behind_intro",
@@ -314,10 +315,45 @@ async def test_cache_page(pg_stack: Stack, docs_redis_url: str) -> None:
     cache = ns["cache"]
     try:
         assert ns["product"] == {"id": 1, "name": "lamp"} and loads == [1]
-        assert await cache.get("user:42:profile", policy=ns["PROFILE"]) is not None  # written through
+        cache.l1.clear()
+        stored = await cache.get("user:42:profile", policy=ns["PROFILE"], type=Profile)
+        assert stored == Profile(name="Ada"), "written through, and a Profile from Redis too"
         # Invalidated: the next read loads again.
         assert await cache.get_or_load("product:1", lambda: load_product(1), tags=["category:7"]) == ns["product"]
         assert loads == [1, 1]
+    finally:
+        await cache.aclose()
+
+
+@pytest.mark.anyio
+async def test_cache_page_typed_values(docs_redis_url: str) -> None:
+    import pydantic
+
+    from readscale import AsyncCache, MemoryStore, RedisSettings
+    from readscale.backends import AsyncRedisBackend
+
+    class User(pydantic.BaseModel):
+        id: int
+        name: str
+
+    loads: list[int] = []
+
+    async def fetch_user(uid: int) -> User:
+        loads.append(uid)
+        return User(id=uid, name="Ada")
+
+    cache = AsyncCache(AsyncRedisBackend(RedisSettings(url=docs_redis_url)), l1=MemoryStore(100))
+    try:
+        ns = await run_async(
+            "docs/cache.md#the-application-cache-2",
+            {"cache": cache, "User": User, "fetch_user": fetch_user, "uid": 42},
+        )
+        assert ns["user"] == User(id=42, name="Ada") and ns["flags"] == {1: "on"}
+        assert cache.l1 is not None
+        cache.l1.clear()
+        again = await cache.get_or_load("user:42", lambda: fetch_user(42), type=User)
+        assert isinstance(again, User) and loads == [42], "a User from Redis, loaded once"
+        assert ns["Users"].by_email.key("a@b") == "users:by-email:a@b"
     finally:
         await cache.aclose()
 
