@@ -88,7 +88,13 @@ class AsyncConsistencyChecker:
         self.stale += 1
         if len(self.stale_keys) < 100:
             self.stale_keys.append(key)
-        log.warning("consistency: %s is stale in the cache (cached %r, truth %r)", key, cached, truth)
+        log.warning(
+            "consistency: %s is stale in the cache (cached %r, truth %r)",
+            key,
+            cached,
+            truth,
+            extra={"event": "consistency_stale_entry", "key": key},
+        )
         return False
 
     async def run_due(self) -> int:

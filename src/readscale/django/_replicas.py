@@ -293,7 +293,7 @@ class CausalTokenMiddleware:
             log.warning(
                 "readscale: READSCALE_TOKEN_SECURE=True with DEBUG on: the development server speaks plain http, "
                 "where clients drop Secure cookies, so sessions lose read-your-writes. Leave it unset ('auto')",
-                extra={"event": "secure_cookie_over_http"},
+                extra={"event": "secure_cookie_over_http", "backend": "django", "reason": "DEBUG with secure=True"},
             )
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:

@@ -104,4 +104,9 @@ async def _stop_flusher(flusher: AsyncFlusher, task: asyncio.Task[None]) -> None
     try:
         await task
     except Exception as exc:  # a configuration error the flusher met while running: said, not hidden
-        log.error("readscale.fastapi: the write-behind flusher had stopped: %s", exc, exc_info=exc)
+        log.error(
+            "readscale.fastapi: the write-behind flusher had stopped: %s",
+            exc,
+            exc_info=exc,
+            extra={"event": "flusher_stopped", "reason": str(exc)},
+        )

@@ -188,7 +188,12 @@ def finish(
         _DECISIONS[key] = plan
     metrics.count(plan)
     if plan.downgrade is not None:
-        log.warning("readscale.http: public refused for a %s response (%s); sent private", status, plan.downgrade)
+        log.warning(
+            "readscale.http: public refused for a %s response (%s); sent private",
+            status,
+            plan.downgrade,
+            extra={"event": "http_public_refused", "reason": plan.refusal, "status": status, "detail": plan.downgrade},
+        )
     if plan.undeclared:
         _warn_undeclared(ctx, metrics, plan.undeclared)
 

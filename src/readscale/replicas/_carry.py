@@ -90,7 +90,7 @@ def secure_for(secure: Secure, https: bool, where: str) -> bool:
             "or serve https (behind a proxy: have it set X-Forwarded-Proto and run uvicorn with "
             "--forwarded-allow-ips set to its address)",
             where,
-            extra={"event": "secure_cookie_over_http"},
+            extra={"event": "secure_cookie_over_http", "backend": where, "reason": "secure=True over plain http"},
         )
     return bool(secure)
 

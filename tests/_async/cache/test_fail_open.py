@@ -43,7 +43,7 @@ async def read_all(cache: AsyncCache, loads: Counter[str]) -> None:
 @pytest.mark.anyio
 @pytest.mark.parametrize("fault", ["kill", "freeze"])
 async def test_reads_survive_a_dead_or_hung_redis_and_the_cache_comes_back(
-    readscale_stack_factory: Callable[..., Stack], fault: str
+    readscale_stack_factory: Callable[..., Stack], fault: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     stack = readscale_stack_factory(StackConfig(postgres=False))
     cache = make_cache(stack)
@@ -64,6 +64,11 @@ async def test_reads_survive_a_dead_or_hung_redis_and_the_cache_comes_back(
     assert cache.stats.l2.errors >= 2
     # The breaker stops paying the timeout: most calls skipped the server entirely.
     assert cache.stats.l2.skipped > cache.stats.l2.errors
+    # The operator's log line carries its fields (a JSON formatter writes them out).
+    down = [r for r in caplog.records if getattr(r, "event", None) == "cache_backend_unavailable"]
+    assert down, [r.getMessage() for r in caplog.records]
+    assert vars(down[0])["cache"] == cache.stats.name and vars(down[0])["backend"] == "redis"
+    assert vars(down[0])["reason"] and vars(down[0])["cooldown_s"] > 0
 
     if fault == "kill":
         stack.start("redis")  # an empty Redis (no persistence)
@@ -76,6 +81,8 @@ async def test_reads_survive_a_dead_or_hung_redis_and_the_cache_comes_back(
     await read_all(cache, loads)
     assert cache.stats.l2.fills > fills_before or cache.stats.l2.hits > hits_before
     assert cache.stats.l2.hits > hits_before  # the cache serves again
+    back = [r for r in caplog.records if getattr(r, "event", None) == "cache_backend_back"]
+    assert back and vars(back[0])["backend"] == "redis"
     await cache.aclose()
 
 

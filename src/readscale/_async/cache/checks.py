@@ -105,7 +105,12 @@ class AsyncServerCheck:
                 self.name,
                 backend.name,
                 risk,
-                extra={"cache": self.name, "backend": backend.name, "eviction_risk": risk},
+                extra={
+                    "event": "cache_tombstone_eviction_risk",
+                    "cache": self.name,
+                    "backend": backend.name,
+                    "eviction_risk": risk,
+                },
             )
 
     async def once(self) -> None:

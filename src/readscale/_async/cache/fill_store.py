@@ -180,6 +180,7 @@ class AsyncFillStore:
                 _REFUSAL_HINTS[cause],
                 "" if level == logging.DEBUG else f"; further ones are counted in stats.loader.{name}",
                 extra={
+                    "event": "cache_fill_refused",
                     "cache": self.stats.name,
                     "key": pkey,
                     "cause": cause.value,

@@ -149,7 +149,18 @@ class AsyncFiller:
                     return await self.fill_once(pkey, loader, policy, codec, tags)
                 except Exception as exc:
                     self.record.stale_if_error()
-                    log.warning("cache %s: loading %s failed (%s); serving the stale value", self.stats.name, pkey, exc)
+                    log.warning(
+                        "cache %s: loading %s failed (%s); serving the stale value",
+                        self.stats.name,
+                        pkey,
+                        exc,
+                        extra={
+                            "event": "cache_stale_if_error",
+                            "cache": self.stats.name,
+                            "key": pkey,
+                            "reason": str(exc),
+                        },
+                    )
                     return value
             case Freshness.EXPIRED:
                 self.record.l2_miss()
@@ -241,7 +252,16 @@ class AsyncFiller:
         if reason is LoadReason.WAITED_OUT:
             self.record.lease_timeout()
             log.warning(
-                "cache %s: waited %.1fs for the fill of %s; loading it here", self.stats.name, policy.wait_budget, pkey
+                "cache %s: waited %.1fs for the fill of %s; loading it here",
+                self.stats.name,
+                policy.wait_budget,
+                pkey,
+                extra={
+                    "event": "cache_fill_wait_exhausted",
+                    "cache": self.stats.name,
+                    "key": pkey,
+                    "wait_s": policy.wait_budget,
+                },
             )
         elif reason is LoadReason.TOO_MANY_ATTEMPTS:
             log.warning(
@@ -249,6 +269,7 @@ class AsyncFiller:
                 self.stats.name,
                 pkey,
                 leases,
+                extra={"event": "cache_fill_leases_exhausted", "cache": self.stats.name, "key": pkey, "count": leases},
             )
         assert reason.with_ticket
         return await self.loads.fill_with_ticket(pkey, loader, policy, codec, tags)

@@ -174,7 +174,13 @@ class AsyncLoads:
             raw = self.entries.encode(pkey, value, meta, codec)
         except SerializationError as exc:
             self.record.not_cached()
-            log.warning("cache %s: loaded value of %s not cached: %s", self.stats.name, pkey, exc)
+            log.warning(
+                "cache %s: loaded value of %s not cached: %s",
+                self.stats.name,
+                pkey,
+                exc,
+                extra={"event": "cache_value_not_cached", "cache": self.stats.name, "key": pkey, "reason": str(exc)},
+            )
             await self.store.release(pkey, token)
             if isinstance(exc, UnserializableValueError):
                 # A value that cannot be stored as itself (a type the codec lacks, or one

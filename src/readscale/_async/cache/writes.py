@@ -150,7 +150,13 @@ class AsyncWrites:
             # The write happened but its value cannot be cached: the old entry would be
             # stale, so it goes (here and, through the bus, in every process's L1).
             self.record.not_cached()
-            log.warning("cache %s: write-through of %s not cached: %s", self.stats.name, pkey, exc)
+            log.warning(
+                "cache %s: write-through of %s not cached: %s",
+                self.stats.name,
+                pkey,
+                exc,
+                extra={"event": "cache_write_not_cached", "cache": self.stats.name, "key": pkey, "reason": str(exc)},
+            )
             await self._invalidate_written(pkey, written_lsn, policy)
             await self.coherence.announce([pkey], {}, written_lsn)
             return value
@@ -167,7 +173,18 @@ class AsyncWrites:
             except SerializationError as exc:  # over the server's own limit: the key stays invalidated
                 await self.filler.release(pkey, right.token)
                 self.record.not_cached()
-                log.warning("cache %s: write-through of %s not cached: %s", self.stats.name, pkey, exc)
+                log.warning(
+                    "cache %s: write-through of %s not cached: %s",
+                    self.stats.name,
+                    pkey,
+                    exc,
+                    extra={
+                        "event": "cache_write_not_cached",
+                        "cache": self.stats.name,
+                        "key": pkey,
+                        "reason": str(exc),
+                    },
+                )
             except BaseException:
                 await self.filler.release(pkey, right.token)
                 raise
@@ -244,7 +261,19 @@ class AsyncWrites:
                 await self.purger.purge_tags(list(tags))
             except ReadscaleError as exc:  # the cache is right; the edge expires by its TTL
                 self.record.purge_failed()
-                log.warning("cache %s: edge purge of %s failed: %s", self.stats.name, ", ".join(tags), exc)
+                log.warning(
+                    "cache %s: edge purge of %s failed: %s",
+                    self.stats.name,
+                    ", ".join(tags),
+                    exc,
+                    extra={
+                        "event": "cache_edge_purge_failed",
+                        "cache": self.stats.name,
+                        "tags": list(tags),
+                        "count": len(tags),
+                        "reason": str(exc),
+                    },
+                )
         return {tag: bumped[self.versions.tag_counter(tag)] for tag in tags}
 
     async def invalidate_namespace(self, namespace: str, lsn: int | None) -> int:

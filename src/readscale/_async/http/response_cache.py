@@ -230,7 +230,11 @@ class AsyncResponseCache:
             await self.cache.set(key, stored.encode(), policy=plan.storage, codec=_BYTES, tags=stored.tags)
 
     def _refresh_failed(self, key: str, exc: BaseException) -> None:
-        log.warning("readscale.http: background refresh of a stored response failed: %s", exc)
+        log.warning(
+            "readscale.http: background refresh of a stored response failed: %s",
+            exc,
+            extra={"event": "response_cache_refresh_failed", "key": key, "reason": str(exc)},
+        )
 
     def _answer(self, request: ResponseRequest, stored: StoredResponse, source: str) -> Served:
         now = self.clock()

@@ -71,7 +71,11 @@ def node_failed(conn: psycopg.AsyncConnection[Any], exc: BaseException) -> bool:
 def mark_failed(topology: Topology, name: str) -> None:
     """Count a failed read on ``name``; enough of them take it out of rotation."""
     if topology.record_failure(name) == "out":
-        log.warning("readscale: %s taken out of rotation after failed reads", name)
+        log.warning(
+            "readscale: %s taken out of rotation after failed reads",
+            name,
+            extra={"event": "replica_ejected_after_failures", "node": name},
+        )
 
 
 def unsigned(system_identifier: int) -> int:
@@ -140,10 +144,19 @@ class AsyncNode:
             message = scrub(" ".join(str(exc).split()), secrets_of(self.conninfo))
             if message != self._connect_error:
                 self._connect_error = message
-                log.warning("readscale: cannot connect to %s: %s", self.name, message)
+                log.warning(
+                    "readscale: cannot connect to %s: %s",
+                    self.name,
+                    message,
+                    extra={"event": "replica_connect_failed", "node": self.name, "reason": message},
+                )
             raise
         if self._connect_error is not None:
-            log.warning("readscale: %s accepts connections again", self.name)
+            log.warning(
+                "readscale: %s accepts connections again",
+                self.name,
+                extra={"event": "replica_reconnected", "node": self.name},
+            )
             self._connect_error = None
         return conn
 
@@ -174,7 +187,12 @@ class AsyncNode:
             row = await (await conn.execute(sql)).fetchone()
         except psycopg.Error as exc:
             if not isinstance(exc, psycopg.OperationalError):
-                log.warning("readscale: probing %s failed: %s", self.name, exc)
+                log.warning(
+                    "readscale: probing %s failed: %s",
+                    self.name,
+                    exc,
+                    extra={"event": "replica_probe_failed", "node": self.name, "reason": str(exc)},
+                )
             await self._drop_probe()
             return None
         return row

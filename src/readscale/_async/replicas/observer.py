@@ -68,7 +68,12 @@ class AsyncLagObserver:
             try:
                 await self.poll()
             except Exception as exc:  # the observer must outlive any one bad poll
-                log.warning("readscale: lag observer poll failed: %s", exc, exc_info=exc)
+                log.warning(
+                    "readscale: lag observer poll failed: %s",
+                    exc,
+                    exc_info=exc,
+                    extra={"event": "replica_poll_failed", "reason": str(exc)},
+                )
             await self._stop.wait(self._interval)
 
     async def poll(self) -> None:

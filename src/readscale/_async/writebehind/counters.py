@@ -114,8 +114,21 @@ class AsyncCounters:
                 self.stats.transient_failures += 1
                 self.stats.retries += 1
                 delay = backoff(attempt, s, self._rng())
-                log.warning("flusher %s: applying %d counter sums records failed (%s: %s); retrying in %.2fs",
-                            self.consumer, len(batch), type(exc).__name__, first_line(exc), delay)  # fmt: skip
+                log.warning(
+                    "flusher %s: applying %d counter sums records failed (%s: %s); retrying in %.2fs",
+                    self.consumer,
+                    len(batch),
+                    type(exc).__name__,
+                    first_line(exc),
+                    delay,
+                    extra={
+                        "event": "flusher_counter_sums_retry",
+                        "consumer": self.consumer,
+                        "count": len(batch),
+                        "reason": first_line(exc),
+                        "retry_s": delay,
+                    },
+                )
                 if self._monotonic() - held_at > s.claim_idle / 2:
                     await self.queue.keep_claimed(s.group, self.consumer, ids)
                     held_at = self._monotonic()
@@ -152,8 +165,12 @@ class AsyncCounters:
         try:
             await prune(self.queue.keys.stream, cutoff)
         except Exception as exc:
-            log.warning("flusher %s: pruning applied ids failed (%s); trying again later", self.consumer,
-                        first_line(exc))  # fmt: skip
+            log.warning(
+                "flusher %s: pruning applied ids failed (%s); trying again later",
+                self.consumer,
+                first_line(exc),
+                extra={"event": "flusher_prune_failed", "consumer": self.consumer, "reason": first_line(exc)},
+            )
 
 
 __all__ = ["APPLIED_RETENTION", "PRUNE_EVERY", "AsyncCounters"]

@@ -72,10 +72,20 @@ class AsyncReader:
             if start == "0-0":  # a full pass: look again in a while
                 self._next_claim = now + min(s.claim_idle / 2, 10.0)
             if deleted:
-                log.info("flusher %s: %d pending records were deleted from the stream", self.consumer, len(deleted))
+                log.info(
+                    "flusher %s: %d pending records were deleted from the stream",
+                    self.consumer,
+                    len(deleted),
+                    extra={"event": "flusher_pending_deleted", "consumer": self.consumer, "count": len(deleted)},
+                )
             if claimed:
                 self.stats.reclaimed += len(claimed)
-                log.info("flusher %s: claimed %d records of a stalled flusher", self.consumer, len(claimed))
+                log.info(
+                    "flusher %s: claimed %d records of a stalled flusher",
+                    self.consumer,
+                    len(claimed),
+                    extra={"event": "flusher_claimed_stalled", "consumer": self.consumer, "count": len(claimed)},
+                )
                 return claimed
         entries = await self.queue.read_new(group, self.consumer, s.batch_size, self._hold.block(s.block))
         if not entries:

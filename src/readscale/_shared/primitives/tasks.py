@@ -99,7 +99,13 @@ class AsyncBackground(Generic[K]):
         return True
 
     def _failed(self, key: K, exc: BaseException) -> None:
-        log.warning("readscale background job for %r failed: %s", key, exc, exc_info=exc)
+        log.warning(
+            "readscale background job for %r failed: %s",
+            key,
+            exc,
+            exc_info=exc,
+            extra={"event": "background_job_failed", "key": str(key), "reason": str(exc)},
+        )
         if self._on_error is not None:
             self._on_error(key, exc)
 
@@ -148,7 +154,13 @@ class Background(Generic[K]):
             return True
 
     def _failed(self, key: K, exc: BaseException) -> None:
-        log.warning("readscale background job for %r failed: %s", key, exc, exc_info=exc)
+        log.warning(
+            "readscale background job for %r failed: %s",
+            key,
+            exc,
+            exc_info=exc,
+            extra={"event": "background_job_failed", "key": str(key), "reason": str(exc)},
+        )
         if self._on_error is not None:
             self._on_error(key, exc)
 

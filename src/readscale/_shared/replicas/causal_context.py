@@ -213,7 +213,8 @@ def settle_context(context: CausalContext | None = None) -> None:
                 _warned_async.add(type(owner))
                 log.warning(
                     "readscale: a causal token left sync code with reads of an async router not merged "
-                    "(the next request may read older data): call `await router.settle()` before it leaves"
+                    "(the next request may read older data): call `await router.settle()` before it leaves",
+                    extra={"event": "causal_token_unsettled", "reason": "async reads not merged"},
                 )
             continue
         owner.settle(context)

@@ -194,7 +194,18 @@ class Batch:
                     raw = self.entries.encode(pkeys[k], value, meta, codec)
                 except SerializationError as exc:
                     self.record.not_cached()
-                    log.warning("cache %s: %s not cached: %s", self.stats.name, pkeys[k], exc)
+                    log.warning(
+                        "cache %s: %s not cached: %s",
+                        self.stats.name,
+                        pkeys[k],
+                        exc,
+                        extra={
+                            "event": "cache_value_not_cached",
+                            "cache": self.stats.name,
+                            "key": pkeys[k],
+                            "reason": str(exc),
+                        },
+                    )
                     if isinstance(exc, UnserializableValueError):  # the caller's to fix (loads.py)
                         for other in missing:  # nothing of this batch is stored
                             self.stores.release(pkeys[other], rights[other].token if other in rights else None)

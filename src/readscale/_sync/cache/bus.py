@@ -191,7 +191,13 @@ class InvalidationBus:
                 # Once per outage at warning level (the resubscription is logged too);
                 # each retry after that at debug, so a dead Redis does not flood the log.
                 level = logging.DEBUG if failing else logging.WARNING
-                log.log(level, "bus: subscription on %s lost (%s); retrying", self.settings.safe_url, exc)
+                log.log(
+                    level,
+                    "bus: subscription on %s lost (%s); retrying",
+                    self.settings.safe_url,
+                    exc,
+                    extra={"event": "bus_subscription_lost", "backend": self.settings.safe_url, "reason": str(exc)},
+                )
                 if seen_subscription and not failing:
                     self._disconnected()
                 failing = True
@@ -215,10 +221,19 @@ class InvalidationBus:
 
     def _reconnected(self) -> None:
         self.stats.reconnects += 1
-        log.warning("bus: resubscribed on %s; flushing local state (events may be lost)", self.settings.safe_url)
         with self._lock:
             handlers = list(self._reconnect_handlers)
         self.stats.l1_flushes += len(handlers)
+        log.warning(
+            "bus: resubscribed on %s; flushing local state (events may be lost)",
+            self.settings.safe_url,
+            extra={
+                "event": "bus_resubscribed",
+                "backend": self.settings.safe_url,
+                "channel": self.channel,
+                "count": len(handlers),
+            },
+        )
         for handler in handlers:
             self._call(handler)
 
@@ -248,7 +263,18 @@ class InvalidationBus:
             sync_maybe_await(handler(*args))
         except Exception as exc:
             self.stats.handler_errors += 1
-            log.warning("bus: handler %r failed: %s", handler, exc, exc_info=exc)
+            log.warning(
+                "bus: handler %r failed: %s",
+                handler,
+                exc,
+                exc_info=exc,
+                extra={
+                    "event": "bus_handler_failed",
+                    "channel": self.channel,
+                    "handler": repr(handler),
+                    "reason": str(exc),
+                },
+            )
 
     def close(self) -> None:
         if self._listener is not None:

@@ -106,7 +106,12 @@ class ServerCheck:
                 self.name,
                 backend.name,
                 risk,
-                extra={"cache": self.name, "backend": backend.name, "eviction_risk": risk},
+                extra={
+                    "event": "cache_tombstone_eviction_risk",
+                    "cache": self.name,
+                    "backend": backend.name,
+                    "eviction_risk": risk,
+                },
             )
 
     def once(self) -> None:

@@ -118,6 +118,12 @@ class Coherence:
                 "cache %s: a version counter went back (%s): the cache server lost it; local copies flushed",
                 self.stats.name,
                 ", ".join(sorted(bumped)),
+                extra={
+                    "event": "cache_version_went_back",
+                    "cache": self.stats.name,
+                    "keys": sorted(bumped),
+                    "count": len(bumped),
+                },
             )
             self.flush_local()  # counted in stats.l1.flushes
         for counter, value in bumped.items():
@@ -133,7 +139,12 @@ class Coherence:
                 self.bus.start()
             except CacheUnavailableError as exc:
                 self.bus_pending = True
-                log.warning("cache %s: the invalidation bus is not available yet: %s", self.stats.name, exc)
+                log.warning(
+                    "cache %s: the invalidation bus is not available yet: %s",
+                    self.stats.name,
+                    exc,
+                    extra={"event": "cache_bus_unavailable", "cache": self.stats.name, "reason": str(exc)},
+                )
 
     def announce(self, keys: list[str], versions: dict[str, int], lsn: int | None = None) -> None:
         """Tell every process: drop these keys' L1 copies (their change's ``lsn`` is the
@@ -149,7 +160,12 @@ class Coherence:
             self.bus.publish(INVALIDATE, message)
         except CacheUnavailableError as exc:
             # The L2 change happened; other processes' L1 copies live at most their l1_ttl.
-            log.warning("cache %s: invalidation not announced on the bus: %s", self.stats.name, exc)
+            log.warning(
+                "cache %s: invalidation not announced on the bus: %s",
+                self.stats.name,
+                exc,
+                extra={"event": "cache_invalidation_not_announced", "cache": self.stats.name, "reason": str(exc)},
+            )
 
     def drop_local(self, pkeys: Sequence[str], lsn: int | None, until: float, now: float) -> None:
         """Start a new generation of ``pkeys`` here (a read begun before it does not put
@@ -195,14 +211,23 @@ class Coherence:
             try:
                 self.bus.publish(INVALIDATE, {"flush": True})
             except CacheUnavailableError as exc:
-                log.warning("cache %s: flush not announced on the bus: %s", self.stats.name, exc)
+                log.warning(
+                    "cache %s: flush not announced on the bus: %s",
+                    self.stats.name,
+                    exc,
+                    extra={"event": "cache_flush_not_announced", "cache": self.stats.name, "reason": str(exc)},
+                )
 
     def flush_local(self) -> None:
         """Drop every L1 copy and cached version of this process (after a bus gap), and
         use the L1 again if a lost subscription had set it aside."""
         if self.l1_suspended is not None:
             self.l1, self.l1_suspended = self.l1_suspended, None
-            log.warning("cache %s: the invalidation bus is back: the in-process tier is used again", self.stats.name)
+            log.warning(
+                "cache %s: the invalidation bus is back: the in-process tier is used again",
+                self.stats.name,
+                extra={"event": "cache_l1_back", "cache": self.stats.name, "reason": "bus back"},
+            )
         self.local.flush()
         if self.l1 is not None:
             self.l1.clear()
@@ -226,4 +251,8 @@ class Coherence:
         self.l1.clear()
         self.l1_suspended, self.l1 = self.l1, None
         self.record.flushed()
-        log.warning("cache %s: the invalidation bus is lost: the in-process tier is set aside", self.stats.name)
+        log.warning(
+            "cache %s: the invalidation bus is lost: the in-process tier is set aside",
+            self.stats.name,
+            extra={"event": "cache_l1_set_aside", "cache": self.stats.name, "reason": "bus lost"},
+        )

@@ -179,6 +179,7 @@ class FillStore:
                 _REFUSAL_HINTS[cause],
                 "" if level == logging.DEBUG else f"; further ones are counted in stats.loader.{name}",
                 extra={
+                    "event": "cache_fill_refused",
                     "cache": self.stats.name,
                     "key": pkey,
                     "cause": cause.value,

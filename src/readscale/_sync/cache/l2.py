@@ -126,13 +126,28 @@ class L2Gate:
             was_open = self.breaker.circuit is not circuit.Circuit.CLOSED
             self.breaker = circuit.on_success(self.breaker)
             if was_open:
-                log.warning("cache %s: %s answers again; using it", self.stats.name, self.name)
+                log.warning(
+                    "cache %s: %s answers again; using it",
+                    self.stats.name,
+                    self.name,
+                    extra={"event": "cache_backend_back", "cache": self.stats.name, "backend": self.name},
+                )
 
     def failed(self, exc: CacheUnavailableError) -> None:
         """An L2 call failed; a busy pool is not the server's fault and trips nothing."""
         self.record.error()
         if exc.busy:
-            log.warning("cache %s: %s", self.stats.name, exc)
+            log.warning(
+                "cache %s: %s",
+                self.stats.name,
+                exc,
+                extra={
+                    "event": "cache_backend_busy",
+                    "cache": self.stats.name,
+                    "backend": self.name,
+                    "reason": str(exc),
+                },
+            )
             return
         before = self.breaker.circuit
         self.breaker = circuit.on_failure(self.breaker, self._monotonic(), self.breaker_settings)
@@ -144,6 +159,13 @@ class L2Gate:
                 self.name,
                 exc,
                 self.breaker.cooldown,
+                extra={
+                    "event": "cache_backend_unavailable",
+                    "cache": self.stats.name,
+                    "backend": self.name,
+                    "reason": str(exc),
+                    "cooldown_s": self.breaker.cooldown,
+                },
             )
         else:
             log.debug("cache %s: %s error: %s", self.stats.name, self.name, exc)
@@ -229,7 +251,18 @@ class L2Gate:
             if raise_too_large:
                 raise
             self.record.not_cached()
-            log.warning("cache %s: %s", self.stats.name, exc)
+            log.warning(
+                "cache %s: %s",
+                self.stats.name,
+                exc,
+                extra={
+                    "event": "cache_value_too_large",
+                    "cache": self.stats.name,
+                    "backend": self.name,
+                    "key": pkey,
+                    "reason": str(exc),
+                },
+            )
             return Stored.TOO_LARGE
         if stored is UNREACHED:
             if token is None or write:  # a write the server may not have: remove the key later
@@ -263,6 +296,13 @@ class L2Gate:
                 pkey,
                 self.name,
                 MAX_UNSYNCED,
+                extra={
+                    "event": "cache_unsynced_dropped",
+                    "cache": self.stats.name,
+                    "backend": self.name,
+                    "key": pkey,
+                    "count": MAX_UNSYNCED,
+                },
             )
             return
         self.unsynced.add(pkey)
@@ -289,5 +329,11 @@ class L2Gate:
             self.stats.name,
             len(keys),
             self.name,
+            extra={
+                "event": "cache_unsynced_removed",
+                "cache": self.stats.name,
+                "backend": self.name,
+                "count": len(keys),
+            },
         )
         return True

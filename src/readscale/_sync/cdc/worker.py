@@ -166,7 +166,11 @@ class CdcWorker:
             return False
         conn = self._connection()
         if status == "lost":
-            log.error("cdc: slot %s was lost (WAL removed before it was read); recreating it", self.settings.slot)
+            log.error(
+                "cdc: slot %s was lost (WAL removed before it was read); recreating it",
+                self.settings.slot,
+                extra={"event": "cdc_slot_lost", "slot": self.settings.slot},
+            )
             conn.execute("SELECT pg_drop_replication_slot(%s)", (self.settings.slot,))
         try:
             conn.execute("SELECT pg_create_logical_replication_slot(%s, 'wal2json')", (self.settings.slot,))
@@ -196,6 +200,12 @@ class CdcWorker:
                     "its L2 entries may be stale until their TTL",
                     reason,
                     namespace,
+                    extra={
+                        "event": "cdc_namespace_unguarded",
+                        "slot": self.settings.slot,
+                        "namespace": namespace,
+                        "reason": reason,
+                    },
                 )
         if self.settings.epoch_tag is not None:
             self.cache.invalidate_tags(self.settings.epoch_tag)
@@ -229,7 +239,12 @@ class CdcWorker:
             )
             rows = cur.fetchall()
         except psycopg.errors.ObjectNotInPrerequisiteState as exc:  # slot invalidated meanwhile
-            log.error("cdc: slot %s cannot be read (%s)", self.settings.slot, exc)
+            log.error(
+                "cdc: slot %s cannot be read (%s)",
+                self.settings.slot,
+                exc,
+                extra={"event": "cdc_slot_unreadable", "slot": self.settings.slot, "reason": str(exc)},
+            )
             conn.execute("SELECT pg_drop_replication_slot(%s)", (self.settings.slot,))
             self.ensure_slot()
             return 0
@@ -281,7 +296,9 @@ class CdcWorker:
                     self.cache.invalidate_namespace(namespace, lsn=lsn)
                 else:
                     log.warning(
-                        "cdc: a TRUNCATE hit namespace %r, which is not versioned: keys stay until TTL", namespace
+                        "cdc: a TRUNCATE hit namespace %r, which is not versioned: keys stay until TTL",
+                        namespace,
+                        extra={"event": "cdc_truncate_unversioned", "slot": self.settings.slot, "namespace": namespace},
                     )
         except CacheUnavailableError:
             # The cache cannot hear it now; the batch is not acknowledged and comes back
@@ -324,7 +341,11 @@ class CdcWorker:
                 applied = self.run_once()
             except (psycopg.Error, BackendError) as exc:
                 self.stats.errors += 1
-                log.warning("cdc: %s; retrying", exc)
+                log.warning(
+                    "cdc: %s; retrying",
+                    exc,
+                    extra={"event": "cdc_retrying", "slot": self.settings.slot, "reason": str(exc)},
+                )
                 self._reset()
                 sync_sleep(min(1.0, self.settings.poll_interval * 5))
                 applied = -1

@@ -141,7 +141,10 @@ class VarnishPurger(HttpPurger):
             try:
                 self.replay(force=False)
             except Exception:  # a replayer that dies would void the bound: log and go on
-                log.exception("varnish purge replayer: unexpected error")
+                log.exception(
+                    "varnish purge replayer: unexpected error",
+                    extra={"event": "purge_replayer_failed", "backend": self.vendor},
+                )
 
     # -- per node ----------------------------------------------------------------------------
 
@@ -204,7 +207,8 @@ class VarnishPurger(HttpPurger):
             node.next_try = self.clock() + self.retry.delay_after(node.failures_in_a_row)
             log.warning(
                 "varnish purge: node %s still unreachable, %d purges wait for it: %s", node.url, backlog.size, exc,
-                extra={"backend": self.vendor, "node": node.url, "backlog": backlog.size, "reason": str(exc)},
+                extra={"event": "purge_node_unreachable", "backend": self.vendor, "node": node.url,
+                       "backlog": backlog.size, "reason": str(exc)},
             )  # fmt: skip
             return False
         node.backlog = backlog.cleared()
@@ -216,8 +220,8 @@ class VarnishPurger(HttpPurger):
         log.warning(
             "varnish purge: node %s answers again; replayed %d missed purges (behind for %.1f s)",
             node.url, backlog.size, behind,
-            extra={"backend": self.vendor, "node": node.url, "backlog": backlog.size, "behind_s": round(behind, 3),
-                   "ban_all": backlog.ban_all},
+            extra={"event": "purge_node_back", "backend": self.vendor, "node": node.url, "backlog": backlog.size,
+                   "behind_s": round(behind, 3), "ban_all": backlog.ban_all},
         )  # fmt: skip
         return True
 
@@ -231,8 +235,8 @@ class VarnishPurger(HttpPurger):
             node.backlog = missed(node.backlog, now)
         log.warning(
             "varnish purge: node %s missed %s: %s", node.url, what, exc,
-            extra={"backend": self.vendor, "node": node.url, "reason": str(exc), "backlog": node.backlog.size,
-                   "kept": self.backlog_limit is not None},
+            extra={"event": "purge_node_missed", "backend": self.vendor, "node": node.url, "reason": str(exc),
+                   "backlog": node.backlog.size, "kept": self.backlog_limit is not None},
         )  # fmt: skip
 
     # -- requests ----------------------------------------------------------------------------

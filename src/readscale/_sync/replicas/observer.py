@@ -69,7 +69,12 @@ class LagObserver:
             try:
                 self.poll()
             except Exception as exc:  # the observer must outlive any one bad poll
-                log.warning("readscale: lag observer poll failed: %s", exc, exc_info=exc)
+                log.warning(
+                    "readscale: lag observer poll failed: %s",
+                    exc,
+                    exc_info=exc,
+                    extra={"event": "replica_poll_failed", "reason": str(exc)},
+                )
             self._stop.wait(self._interval)
 
     def poll(self) -> None:

@@ -207,7 +207,7 @@ class ReadPlanner:
                     "may see older data",
                     ", ".join(sorted(marks)),
                     exc,
-                    extra={"nodes": sorted(marks), "reason": str(exc)},
+                    extra={"event": "replica_position_unknown", "nodes": sorted(marks), "reason": str(exc)},
                 )
         context.settled(self._owner, marks)
 

@@ -122,9 +122,25 @@ class DeadLetters:
         length, dropped = self.queue.dead_letter(self.settings.group, ids, fields, entry, record.data)
         self.stats.dead_letters += 1
         self.stats.queue_length = length
-        log.error("flusher %s: gave up on %s version %d after %d attempts (%s: %s); it is in the dead-letter "
-                  "stream %s%s", self.consumer, record.key, record.version, attempts, error_type, error[:200],
-                  self.queue.keys.dead, " and its cache entry was dropped" if dropped else "")  # fmt: skip
+        log.error(
+            "flusher %s: gave up on %s version %d after %d attempts (%s: %s); it is in the dead-letter stream %s%s",
+            self.consumer,
+            record.key,
+            record.version,
+            attempts,
+            error_type,
+            error[:200],
+            self.queue.keys.dead,
+            " and its cache entry was dropped" if dropped else "",
+            extra={
+                "event": "flusher_dead_letter",
+                "consumer": self.consumer,
+                "key": record.key,
+                "version": record.version,
+                "count": attempts,
+                "reason": error[:200],
+            },
+        )
 
     def malformed(self, record: Malformed) -> None:
         """A stream record that is not a write-behind record, moved aside as it is."""
@@ -142,8 +158,19 @@ class DeadLetters:
         keys = self.queue.keys
         self.queue.dead_letter(self.settings.group, [record.id], fields, keys.dead, b"")
         self.stats.dead_letters += 1
-        log.error("flusher %s: record %s is not a write-behind record (%s); moved to %s", self.consumer, record.id,
-                  record.reason, keys.dead)  # fmt: skip
+        log.error(
+            "flusher %s: record %s is not a write-behind record (%s); moved to %s",
+            self.consumer,
+            record.id,
+            record.reason,
+            keys.dead,
+            extra={
+                "event": "flusher_malformed_record",
+                "consumer": self.consumer,
+                "record": record.id,
+                "reason": record.reason,
+            },
+        )
 
     def increments(self, ids: list[str], refused: Sequence[RefusedIncrement]) -> None:
         """The deltas the database refused, dead-lettered; the sums records ``ids`` (whose
@@ -154,9 +181,22 @@ class DeadLetters:
                                                          self.consumer)  # fmt: skip
         self.stats.queue_length = length
         for r in refused:
-            log.error("flusher %s: the database refused counter %s += %d (%s: %s); it is in the dead-letter "
-                      "stream %s", self.consumer, r.key, r.delta, r.error_type, r.error[:200],
-                      self.queue.keys.dead)  # fmt: skip
+            log.error(
+                "flusher %s: the database refused counter %s += %d (%s: %s); it is in the dead-letter stream %s",
+                self.consumer,
+                r.key,
+                r.delta,
+                r.error_type,
+                r.error[:200],
+                self.queue.keys.dead,
+                extra={
+                    "event": "flusher_counter_dead_letter",
+                    "consumer": self.consumer,
+                    "key": r.key,
+                    "count": r.delta,
+                    "reason": r.error[:200],
+                },
+            )
 
 
 def first_line(exc: BaseException) -> str:

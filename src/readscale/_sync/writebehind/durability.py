@@ -62,14 +62,36 @@ class FlusherDurability:
         previous = None if self.stats.aof_delayed_fsync < 0 else self.stats.aof_delayed_fsync
         grown = delayed_fsync_growth(previous, delayed)
         if grown:
-            log.warning("flusher %s: Redis postponed %d more AOF fsyncs past its limit (aof_delayed_fsync=%d): its "
-                        "disk is slow; in fast mode writes acknowledged in the last %.0f s or more were at risk",
-                        self.consumer, grown, delayed, FAST_LOSS_WINDOW)  # fmt: skip
+            log.warning(
+                "flusher %s: Redis postponed %d more AOF fsyncs past its limit (aof_delayed_fsync=%d): its "
+                "disk is slow; in fast mode writes acknowledged in the last %.0f s or more were at risk",
+                self.consumer,
+                grown,
+                delayed,
+                FAST_LOSS_WINDOW,
+                extra={
+                    "event": "writebehind_aof_delayed_fsync",
+                    "consumer": self.consumer,
+                    "count": grown,
+                    "aof_delayed_fsync": delayed,
+                },
+            )
         self.stats.aof_delayed_fsync = -1 if delayed is None else delayed
         refusal = check_mode(mode, facts)
         if refusal is None:
             if self._refusal is not None:
-                log.info("flusher %s: %s keeps mode %r again", self.consumer, self.queue.where, mode.value)
+                log.info(
+                    "flusher %s: %s keeps mode %r again",
+                    self.consumer,
+                    self.queue.where,
+                    mode.value,
+                    extra={
+                        "event": "writebehind_durability_ok",
+                        "consumer": self.consumer,
+                        "backend": self.queue.where,
+                        "mode": mode.value,
+                    },
+                )
             self._refusal = None
             self.stats.durability_ok = 1
             return True
@@ -79,7 +101,12 @@ class FlusherDurability:
         if at_start:
             raise error
         if self._refusal != str(error):
-            log.error("flusher %s: %s", self.consumer, error)
+            log.error(
+                "flusher %s: %s",
+                self.consumer,
+                error,
+                extra={"event": "writebehind_durability_refused", "consumer": self.consumer, "reason": str(error)},
+            )
         self._refusal = str(error)
         return False
 

@@ -186,14 +186,35 @@ class Flusher:
                 self.stats.redis_errors += 1
                 self._lost_track()
                 delay = backoff(failures, self.settings, self._rng())
-                log.warning("flusher %s: %s; retrying in %.2fs", self.consumer, exc, delay)
+                log.warning(
+                    "flusher %s: %s; retrying in %.2fs",
+                    self.consumer,
+                    exc,
+                    delay,
+                    extra={
+                        "event": "flusher_redis_retry",
+                        "consumer": self.consumer,
+                        "reason": str(exc),
+                        "retry_s": delay,
+                    },
+                )
                 self._stop.wait(delay)
             except _WriterUnavailable as exc:
                 failures += 1
                 self.stats.transient_failures += 1
                 delay = backoff(failures, self.settings, self._rng())
-                log.warning("flusher %s: the writer's start check failed (%s); retrying in %.2fs", self.consumer,
-                            exc, delay)  # fmt: skip
+                log.warning(
+                    "flusher %s: the writer's start check failed (%s); retrying in %.2fs",
+                    self.consumer,
+                    exc,
+                    delay,
+                    extra={
+                        "event": "flusher_start_check_retry",
+                        "consumer": self.consumer,
+                        "reason": str(exc),
+                        "retry_s": delay,
+                    },
+                )
                 self._stop.wait(delay)
 
     def start(self) -> None:
@@ -274,7 +295,12 @@ class Flusher:
         consumers = self.queue.consumers(self.settings.group)
         for name in consumers_to_forget(consumers, self.consumer, self.settings):
             self.queue.forget_consumer(self.settings.group, name)
-            log.info("flusher %s: removed idle consumer %s from the group", self.consumer, name)
+            log.info(
+                "flusher %s: removed idle consumer %s from the group",
+                self.consumer,
+                name,
+                extra={"event": "flusher_idle_consumer_removed", "consumer": self.consumer, "node": name},
+            )
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -348,8 +374,16 @@ class Flusher:
                 return
             if isinstance(action, WaitFor):
                 if self._stop.wait(min(action.delay, s.claim_idle / 3)):
-                    log.info("flusher %s: stopping; %d records left pending", self.consumer,
-                             sum(len(c.records) for c in plan.chunks))  # fmt: skip
+                    log.info(
+                        "flusher %s: stopping; %d records left pending",
+                        self.consumer,
+                        sum(len(c.records) for c in plan.chunks),
+                        extra={
+                            "event": "flusher_stopping",
+                            "consumer": self.consumer,
+                            "count": sum(len(c.records) for c in plan.chunks),
+                        },
+                    )
                     return
                 continue
             batch = [decoded[r.id] for r in action.chunk.records]
@@ -378,8 +412,14 @@ class Flusher:
         try:
             return self.writer.failure_kind(exc)
         except Exception as classify_exc:
-            log.error("flusher %s: the writer could not classify %s (%s); treating it as transient", self.consumer,
-                      type(exc).__name__, classify_exc, exc_info=classify_exc)  # fmt: skip
+            log.error(
+                "flusher %s: the writer could not classify %s (%s); treating it as transient",
+                self.consumer,
+                type(exc).__name__,
+                classify_exc,
+                exc_info=classify_exc,
+                extra={"event": "flusher_unclassified_error", "consumer": self.consumer, "reason": type(exc).__name__},
+            )
             return FailureKind.TRANSIENT
 
     def _failed(self, plan: FlushPlan, index: int, coalesced: Coalesced, exc: Exception) -> FlushPlan:
@@ -393,12 +433,38 @@ class Flusher:
         match step:
             case RetryAfter(delay=delay):
                 self.stats.retries += 1
-                log.warning("flusher %s: writing %d records failed (%s: %s: %s); retrying in %.2fs",
-                            self.consumer, size, kind.value, type(exc).__name__, first_line(exc), delay)  # fmt: skip
+                log.warning(
+                    "flusher %s: writing %d records failed (%s: %s: %s); retrying in %.2fs",
+                    self.consumer,
+                    size,
+                    kind.value,
+                    type(exc).__name__,
+                    first_line(exc),
+                    delay,
+                    extra={
+                        "event": "flusher_write_retry",
+                        "consumer": self.consumer,
+                        "count": size,
+                        "reason": first_line(exc),
+                        "retry_s": delay,
+                    },
+                )
             case Split(left=left, right=right):
                 self.stats.splits += 1
-                log.info("flusher %s: a batch of %d was refused (%s); writing halves of %d and %d to find the record",
-                         self.consumer, size, first_line(exc), left, right)  # fmt: skip
+                log.info(
+                    "flusher %s: a batch of %d was refused (%s); writing halves of %d and %d to find the record",
+                    self.consumer,
+                    size,
+                    first_line(exc),
+                    left,
+                    right,
+                    extra={
+                        "event": "flusher_batch_split",
+                        "consumer": self.consumer,
+                        "count": size,
+                        "reason": first_line(exc),
+                    },
+                )
             case DeadLetter(record=record, attempts=attempts):
                 self._dead_letters.write(record, coalesced, error_text(exc), type(exc).__name__, attempts)
             case _:

@@ -83,8 +83,13 @@ class Hold:
             return [], []
         run_id = self.queue.run_id()
         if any(run != run_id for _, run in ready):
-            log.warning("flusher %s: Redis restarted while %d records waited out the fast mode's window; reading "
-                        "again those it kept", self.consumer, len(self._held))  # fmt: skip
+            log.warning(
+                "flusher %s: Redis restarted while %d records waited out the fast mode's window; reading "
+                "again those it kept",
+                self.consumer,
+                len(self._held),
+                extra={"event": "flusher_redis_restarted", "consumer": self.consumer, "count": len(self._held)},
+            )
             return None
         self._held = [(r, at, run) for r, at, run in self._held if at > now]
         writes = [r for r, _ in ready if isinstance(r, QueuedWrite)]

@@ -107,21 +107,51 @@ class WriteBehind:
             self.stats.durability_refusals += 1
             error = refusal.error(self._where)
             if self._refused is None or str(self._refused) != str(error):
-                log.error("%s", error)  # once per cause, not once per write
+                log.error(
+                    "%s",
+                    error,
+                    extra={
+                        "event": "writebehind_durability_refused",
+                        "queue": self.settings.queue,
+                        "reason": str(error),
+                    },
+                )  # once per cause, not once per write
             self._refused = error
             self._checked_until = self._monotonic() + min(self.settings.recheck_every, REFUSAL_RECHECK)
             raise error
         if self._refused is not None:
-            log.info("write-behind queue %s: %s now keeps mode %r", self.settings.queue, self._where, mode.value)
+            log.info(
+                "write-behind queue %s: %s now keeps mode %r",
+                self.settings.queue,
+                self._where,
+                mode.value,
+                extra={
+                    "event": "writebehind_durability_ok",
+                    "queue": self.settings.queue,
+                    "backend": self._where,
+                    "mode": mode.value,
+                },
+            )
             self._refused = None
         delayed = facts.delayed_fsyncs
         grown = delayed_fsync_growth(None if self.stats.aof_delayed_fsync < 0 else self.stats.aof_delayed_fsync,
                                      delayed)  # fmt: skip
         if grown and mode is WriteBehindMode.FAST:
-            log.warning("write-behind queue %s: Redis postponed %d more AOF fsyncs past its limit "
-                        "(aof_delayed_fsync=%d): its disk is slow, and writes acknowledged in the last %.0f s or more "
-                        "were at risk",
-                        self.settings.queue, grown, delayed, FAST_LOSS_WINDOW)  # fmt: skip
+            log.warning(
+                "write-behind queue %s: Redis postponed %d more AOF fsyncs past its limit "
+                "(aof_delayed_fsync=%d): its disk is slow, and writes acknowledged in the last %.0f s or more "
+                "were at risk",
+                self.settings.queue,
+                grown,
+                delayed,
+                FAST_LOSS_WINDOW,
+                extra={
+                    "event": "writebehind_aof_delayed_fsync",
+                    "queue": self.settings.queue,
+                    "count": grown,
+                    "aof_delayed_fsync": delayed,
+                },
+            )
         self.stats.aof_delayed_fsync = -1 if delayed is None else delayed
         self._checked_until = self._monotonic() + self.settings.recheck_every
         return facts

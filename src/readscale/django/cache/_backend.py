@@ -156,7 +156,13 @@ class ReadscaleCache(BaseCache):  # type: ignore[misc]  # django has no types
         try:
             added = bool(cache.backend.add(pkey, raw, keep))  # type: ignore[union-attr]
         except CacheUnavailableError as exc:  # fail open: as if another process had added it
-            log.warning("django cache %s: add of %s failed open: %s", self.kind, key, exc)
+            log.warning(
+                "django cache %s: add of %s failed open: %s",
+                self.kind,
+                key,
+                exc,
+                extra={"event": "django_cache_failed_open", "backend": self.kind, "key": str(key), "reason": str(exc)},
+            )
             return False
         if added:
             cache.drop_copies(key)
@@ -190,7 +196,18 @@ class ReadscaleCache(BaseCache):  # type: ignore[misc]  # django has no types
         try:
             cache.backend.set_many(items)  # type: ignore[union-attr]
         except CacheUnavailableError as exc:
-            log.warning("django cache %s: set_many of %d keys failed open: %s", self.kind, len(items), exc)
+            log.warning(
+                "django cache %s: set_many of %d keys failed open: %s",
+                self.kind,
+                len(items),
+                exc,
+                extra={
+                    "event": "django_cache_failed_open",
+                    "backend": self.kind,
+                    "count": len(items),
+                    "reason": str(exc),
+                },
+            )
             return list(keys.values())
         finally:
             for k in keys:
