@@ -306,3 +306,28 @@ def test_pickle_is_off_by_default_and_never_runs_unsigned_or_foreign_bytes() -> 
     assert EXECUTED == []
     with pytest.raises(ConfigurationError, match="16 bytes"):
         SignedPickleCodec(b"too short")
+
+
+def test_a_sentinel_url_names_the_sentinels_the_master_and_the_database() -> None:
+    settings = RedisSettings(url="redis+sentinel://:s3cret@10.0.0.1:26379,10.0.0.2,[::1]:26380/shop/2")
+    assert settings.sentinel
+    assert settings.sentinels == (("10.0.0.1", 26379), ("10.0.0.2", 26379), ("::1", 26380))
+    assert settings.service_name == "shop" and settings.db == 2
+    kwargs = settings.client_kwargs()
+    assert kwargs["db"] == 2 and kwargs["password"] == "s3cret"
+    assert "s3cret" not in repr(settings)
+    assert not RedisSettings(url="redis://127.0.0.1:6379/0").sentinel
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis+sentinel://10.0.0.1:26379", "master's name"),
+        ("redis+sentinel://10.0.0.1:port/shop", "host:port"),
+        ("redis+sentinel://10.0.0.1:26379/shop/x", "database must be a number"),
+        ("sentinel://10.0.0.1:26379/shop", "redis\\+sentinel://"),
+    ],
+)
+def test_a_bad_sentinel_url_is_one_clear_error(url: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        RedisSettings(url=url)

@@ -29,6 +29,9 @@ __all__ = [
 ]
 
 
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+
+
 def _env_bool(value: str, name: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -40,7 +43,13 @@ def _env_bool(value: str, name: str) -> bool:
 
 @dataclass(frozen=True, repr=False)
 class RedisSettings:
-    """How to reach Redis (or one node of a Redis Cluster).
+    """How to reach Redis (or one node of a Redis Cluster, or a master through Sentinel).
+
+    Sentinel: ``redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]``
+    (``rediss+sentinel://`` for TLS to the master and replicas): the sentinels' addresses and
+    the monitored master's name. Every client readscale makes asks the sentinels for the
+    current master, and again after a failover (docs/operations.md). ``password`` (or the
+    URL's) is the master's; ``sentinel_password`` is the sentinels' own, if they require one.
 
     Timeouts are in milliseconds and short by default: a cache that answers slowly is
     worse than no cache, and the read path fails open to the loader.
@@ -59,11 +68,18 @@ class RedisSettings:
     max_connections: int = 64
     pool_timeout_ms: float = 1000.0
     client_name: str | None = "readscale"
+    sentinel_password: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
-        if parts.scheme not in ("redis", "rediss", "unix"):
-            raise ConfigurationError(f"Redis URL must start with redis://, rediss:// or unix://, got {self.safe_url}")
+        if parts.scheme not in ("redis", "rediss", "unix", *SENTINEL_SCHEMES):
+            raise ConfigurationError(
+                f"Redis URL must start with redis://, rediss://, unix:// or redis+sentinel://, got {self.safe_url}"
+            )
+        if self.sentinel:
+            self.sentinels  # noqa: B018 - parsed now: a bad URL fails here, not at the first command
+            self.service_name  # noqa: B018
+            self.db  # noqa: B018
         if self.socket_timeout_ms <= 0 or self.connect_timeout_ms <= 0:
             raise ConfigurationError("Redis timeouts must be > 0 milliseconds")
         if self.pool_timeout_ms <= 0:
@@ -87,6 +103,46 @@ class RedisSettings:
         return self.url
 
     @property
+    def sentinel(self) -> bool:
+        """True when the URL names sentinels (``redis+sentinel://``) rather than a server."""
+        return urlsplit(self.url).scheme in SENTINEL_SCHEMES
+
+    @property
+    def sentinels(self) -> tuple[tuple[str, int], ...]:
+        """The sentinels' ``(host, port)`` (26379 when a port is left out)."""
+        hosts = urlsplit(self.url).netloc.rpartition("@")[2]
+        out = []
+        for item in hosts.split(","):
+            host, _, port = item.strip().rpartition(":") if ":" in item else (item.strip(), "", "26379")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigurationError(
+                    f"Sentinel URL needs host:port[,host:port...], got {item!r} in {self.safe_url}"
+                )
+            out.append((host.strip("[]"), int(port)))
+        return tuple(out)
+
+    @property
+    def service_name(self) -> str:
+        """The master's name the sentinels monitor (the URL's first path segment)."""
+        segments = [p for p in urlsplit(self.url).path.split("/") if p]
+        if not segments:
+            raise ConfigurationError(
+                f"Sentinel URL needs the master's name as its path (/mymaster), got {self.safe_url}"
+            )
+        return segments[0]
+
+    @property
+    def db(self) -> int:
+        """The database number (a Sentinel URL's second path segment; 0 when left out)."""
+        segments = [p for p in urlsplit(self.url).path.split("/") if p]
+        raw = segments[1] if self.sentinel and len(segments) > 1 else "0"
+        if not self.sentinel:
+            return int(segments[0]) if segments and segments[0].isdigit() else 0
+        if not raw.isdigit():
+            raise ConfigurationError(f"Sentinel URL's database must be a number, got {raw!r} in {self.safe_url}")
+        return int(raw)
+
+    @property
     def host_port(self) -> tuple[str, int]:
         parts = urlsplit(self.url)
         return parts.hostname or "127.0.0.1", parts.port or 6379
@@ -104,7 +160,14 @@ class RedisSettings:
             kwargs["username"] = self.username
         if self.password is not None:
             kwargs["password"] = self.password
-        if self.ssl or self.url.startswith("rediss://"):
+        if self.sentinel:
+            parts = urlsplit(self.url)
+            kwargs["db"] = self.db
+            if parts.username and "username" not in kwargs:
+                kwargs["username"] = parts.username
+            if parts.password and "password" not in kwargs:
+                kwargs["password"] = parts.password
+        if self.ssl or self.url.startswith(("rediss://", "rediss+sentinel://")):
             kwargs.update(
                 ssl_ca_certs=self.ssl_ca_certs,
                 ssl_certfile=self.ssl_certfile,
@@ -113,6 +176,17 @@ class RedisSettings:
             )
             if not self.url.startswith("rediss://"):
                 kwargs["ssl"] = True
+        return kwargs
+
+    def sentinel_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for the connections to the sentinels themselves."""
+        kwargs: dict[str, Any] = {
+            "socket_timeout": self.socket_timeout_ms / 1000,
+            "socket_connect_timeout": self.connect_timeout_ms / 1000,
+            "protocol": 2,
+        }
+        if self.sentinel_password is not None:
+            kwargs["password"] = self.sentinel_password
         return kwargs
 
     @classmethod

@@ -19,7 +19,15 @@ INVISIBLE = {"redis", "cluster_primary", "replica", "replica_pause", "varnish", 
 PHASE_REQUESTS = 500
 
 
-@pytest.mark.parametrize("fault", ALL_FAULTS)
+#: redis-py's Sentinel master discovery leaves a few connections to the sentinels unclosed
+#: when a failover interrupts it (found with tracemalloc: opened in discover_master's
+#: get_connection); they are garbage-collected, not leaked across tests.
+_SENTINEL_GC = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+@pytest.mark.parametrize(
+    "fault", [pytest.param(f, marks=_SENTINEL_GC) if f == "sentinel_master" else f for f in ALL_FAULTS]
+)
 def test_one_fault_under_load(fault: str) -> None:
     (row,) = run_faults((fault,), quick=True, requests_per_phase=PHASE_REQUESTS)
     summary: dict[str, Any] = {
@@ -27,7 +35,7 @@ def test_one_fault_under_load(fault: str) -> None:
     }
     before, during, after = row["phase_requests"]
     assert before >= PHASE_REQUESTS and after >= PHASE_REQUESTS, summary
-    if fault == "cluster_primary":
+    if fault in ("cluster_primary", "sentinel_master"):
         assert during > 0, summary  # requests met the failover (it takes what it takes)
     elif FAULTS[fault].hold_s > 0:
         assert during >= PHASE_REQUESTS, summary  # the fault held under load
@@ -42,3 +50,10 @@ def test_one_fault_under_load(fault: str) -> None:
     if fault in INVISIBLE:
         assert row["failed"] == 0, summary
     assert row["recovery_s"] is not None, summary  # back in use within 60 s of the repair
+    if fault == "sentinel_master":
+        # Through the promoted replica: after the failover, every kind of operation works
+        # again (cache reads and writes, durable write-behind, the bus between two caches),
+        # and durable mode lost nothing it acknowledged (WAIT 1 before each acknowledgement).
+        tail = row["tail"]
+        assert tail["failed"] == 0 and min(tail["read"], tail["write"], tail["wb"]) > 0, (tail, summary)
+        assert row["bus_received_after_kill"] > 0 and row["drained"], summary

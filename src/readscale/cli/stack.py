@@ -46,6 +46,8 @@ def _endpoint_rows(endpoints: dict[str, Any]) -> list[tuple[str, str, str]]:
         rows.append(("redis", "Redis", endpoints["redis"]["url"]))
     if "redis_cluster" in endpoints:
         rows.append(("cluster", "Redis Cluster (3+3)", " ".join(endpoints["redis_cluster"]["nodes"])))
+    if "sentinel" in endpoints:
+        rows.append(("sentinel", "Redis Sentinel (1 master + 2 replicas)", endpoints["sentinel"]["url"]))
     if "memcached" in endpoints:
         rows.append(("memcached", "Memcached", endpoints["memcached"]["address"]))
     for v in endpoints.get("varnish_nodes") or ([endpoints["varnish"]] if "varnish" in endpoints else []):
@@ -64,6 +66,10 @@ def up(
     ] = "async",
     cluster: Annotated[
         bool, typer.Option("--cluster", help="Also a Redis Cluster of 3 primaries + 3 replicas.")
+    ] = False,
+    sentinel: Annotated[
+        bool,
+        typer.Option("--sentinel", help="Also a Redis Sentinel group: a master, two replicas, three sentinels."),
     ] = False,
     memcached: Annotated[bool, typer.Option("--memcached", help="Also Memcached.")] = False,
     varnish: Annotated[bool, typer.Option("--varnish", help="Also Varnish with readscale's VCL.")] = False,
@@ -135,6 +141,7 @@ def up(
             redis_password=redis_password,
             redis_tls=redis_tls,
             cluster=cluster,
+            sentinel=sentinel,
             memcached=memcached,
             varnish=varnish,
             varnish_backend=varnish_backend,
@@ -251,6 +258,14 @@ def stop(name: NodeArg, directory: DirOption = None) -> None:
 def kill(name: NodeArg, directory: DirOption = None) -> None:
     """SIGKILL a server and its children (a crash)."""
     _fault("kill", name, directory)
+
+
+@app.command("kill-master")
+def kill_master(directory: DirOption = None) -> None:
+    """SIGKILL the Sentinel group's current master: the sentinels promote a replica."""
+    with errors_to_exit():
+        name = Stack.load(directory).kill_sentinel_master()
+        console.print(f"kill: {name} (the master) done")
 
 
 @app.command()

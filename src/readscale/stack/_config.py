@@ -33,6 +33,7 @@ class StackConfig:
     redis_acl_password: str | None = None
     redis_tls: bool = False
     cluster: bool = False
+    sentinel: bool = False
     memcached: bool = False
     varnish: bool = False
     varnish_backend: str = "http://127.0.0.1:8000"
@@ -74,7 +75,7 @@ class StackConfig:
             needed += ["initdb", "postgres", "pg_isready", "psql"]
             if self.replicas:
                 needed.append("pg_basebackup")
-        if self.redis or self.cluster:
+        if self.redis or self.cluster or self.sentinel:
             needed += ["redis-server", "redis-cli"]
         if self.memcached:
             needed.append("memcached")

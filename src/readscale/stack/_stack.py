@@ -35,6 +35,7 @@ from readscale.stack.memcached import MemcachedNode
 from readscale.stack.postgres import PostgresNode, ReplicationMode
 from readscale.stack.prometheus import PrometheusNode
 from readscale.stack.redis import RedisNode
+from readscale.stack.sentinel import SentinelNode, current_master, kill_master, sentinel_url
 from readscale.stack.varnish import VarnishNode, check_xkey
 
 STATE_FILE = "state.json"
@@ -44,6 +45,7 @@ _NODE_TYPES: dict[str, type[Node]] = {
     "memcached": MemcachedNode,
     "varnish": VarnishNode,
     "prometheus": PrometheusNode,
+    "sentinel": SentinelNode,
 }
 
 
@@ -183,6 +185,19 @@ class Stack:
         if not isinstance(node, VarnishNode):
             raise StackError("this stack has no Varnish")
         return node
+
+    @property
+    def sentinel_url(self) -> str:
+        """The Sentinel group's ``redis+sentinel://`` URL (``StackConfig(sentinel=True)``)."""
+        return sentinel_url(self)
+
+    def sentinel_master(self) -> RedisNode:
+        """The Redis the sentinels name master now."""
+        return current_master(self)
+
+    def kill_sentinel_master(self) -> str:
+        """The Sentinel group's fault: SIGKILL the current master; returns its name."""
+        return kill_master(self)
 
     @property
     def varnish_nodes(self) -> list[VarnishNode]:
@@ -353,6 +368,11 @@ class Stack:
             out["redis_cluster"] = {
                 "nodes": [f"127.0.0.1:{n.port}" for n in nodes],
                 "url": nodes[0].url,
+            }
+        if "sentinel1" in self.nodes:
+            out["sentinel"] = {
+                "url": self.sentinel_url,
+                "sentinels": [self.nodes[f"sentinel{i}"].endpoint() for i in (1, 2, 3)],
             }
         if "memcached" in self.nodes:
             out["memcached"] = self.memcached.endpoint()

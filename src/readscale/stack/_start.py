@@ -29,6 +29,7 @@ from readscale.stack.postgres import (
 )
 from readscale.stack.prometheus import PrometheusNode, new_prometheus
 from readscale.stack.redis import RedisNode, create_cluster, new_redis
+from readscale.stack.sentinel import start_sentinel_group
 from readscale.stack.tls import make_tls
 from readscale.stack.varnish import VarnishNode, check_xkey, new_varnish
 
@@ -65,6 +66,8 @@ def start_all(stack: Stack, config: StackConfig) -> None:
         )
     if config.cluster:
         start_cluster(stack, password=config.redis_password)
+    if config.sentinel:
+        start_sentinel_group(stack, aof=config.redis_aof)
     if config.memcached:
         start_memcached(stack)
     if config.varnish:

@@ -111,6 +111,9 @@ class RedisNode(Node):
                 "--tls-ca-cert-file", str(tls["ca"]),
                 "--tls-auth-clients", "no",
             ]  # fmt: skip
+        if extra.get("replicaof"):
+            # A Sentinel group's replica (the sentinels move it to another master later).
+            args += ["--replicaof", "127.0.0.1", str(extra["replicaof"]), "--repl-diskless-sync-delay", "0"]
         if extra.get("cluster_port"):
             args += [
                 "--cluster-enabled", "yes",

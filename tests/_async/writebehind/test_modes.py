@@ -403,3 +403,21 @@ async def test_fast_mode_writes_a_record_only_once_it_has_outlived_the_window_an
         await cache.aclose()
         with psycopg.connect(pg_primary_dsn, autocommit=True) as conn:
             conn.execute(f"DROP TABLE {table}")
+
+
+@pytest.mark.anyio
+async def test_a_write_no_replica_acknowledged_in_time_is_refused_not_acknowledged(redis_url: str) -> None:
+    # Under Sentinel, durable mode WAITs for one replica: a standalone Redis has none.
+    from readscale._async.writebehind.queue import AsyncWriteQueue
+
+    queue = AsyncWriteQueue.from_url(redis_url, queue=f"wait{tag()}")
+    queue.wait_replicas, queue.wait_ms = 1, 20
+    try:
+        with pytest.raises(DurabilityError, match="0 of 1 replicas") as caught:
+            await queue.enqueue("rs:k", b"v", 60.0, "k", "", 0)
+        assert caught.value.found == "0" and caught.value.needed == "1"
+        queue.wait_replicas = 0
+        queued, version, _ = await queue.enqueue("rs:k", b"v", 60.0, "k", "", 0)
+        assert queued and version > 0
+    finally:
+        await queue.aclose()

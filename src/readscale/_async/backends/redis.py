@@ -23,7 +23,6 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
-import redis.asyncio as redis_asyncio
 import redis.asyncio.cluster as redis_asyncio_cluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -39,8 +38,9 @@ from readscale._core.cache.keys import companion_key
 from readscale._core.cache.lease import TICKET_PREFIX, LeaseResult
 from readscale._core.postgres.lsn import lsn_text, parse_lsn_text
 from readscale._shared.primitives.locks import AsyncSemaphore
+from readscale._shared.redis_clients import async_redis_client
 from readscale._shared.redis_errors import closed_transport_race
-from readscale.errors import CacheUnavailableError, ValueTooLargeError
+from readscale.errors import CacheUnavailableError, ConfigurationError, ValueTooLargeError
 from readscale.settings import RedisSettings
 
 FILL_CHANNEL = "readscale:fill"
@@ -120,11 +120,11 @@ class AsyncRedisBackend:
         # redis-py's blocking pool (~8 us on the async hit path here). One quick retry
         # replaces a connection the server closed (after a restart) without paying
         # redis-py's long default backoff on a dead server.
-        kwargs = self.settings.client_kwargs()
         # One connection more than the gate lets commands use: the fill listener's pub/sub.
-        kwargs["max_connections"] = self.settings.max_connections + 1
-        pool = redis_asyncio.ConnectionPool.from_url(self.settings.url, **kwargs)
-        return redis_asyncio.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 1))
+        # A Sentinel URL gives a pool that asks for the current master (redis_clients).
+        return async_redis_client(
+            self.settings, retry=Retry(NoBackoff(), 1), max_connections=self.settings.max_connections + 1
+        )
 
     @property
     def fill_channel(self) -> str:
@@ -372,6 +372,8 @@ class AsyncRedisClusterBackend(AsyncRedisBackend):
     def _make_client(self) -> Any:
         # The cluster client fails (instead of waiting) when a node's pool is exhausted;
         # the base class's gate keeps calls below the per-node pool size.
+        if self.settings.sentinel:
+            raise ConfigurationError("a Redis Cluster has no Sentinel: give one node's redis:// URL")
         return redis_asyncio_cluster.RedisCluster.from_url(
             self.settings.url, retry=Retry(NoBackoff(), 1), **self.settings.client_kwargs()
         )

@@ -28,6 +28,7 @@ import msgspec
 
 from readscale._shared.primitives.locks import AsyncEvent, async_maybe_await, async_sleep
 from readscale._shared.primitives.tasks import AsyncDaemon
+from readscale._shared.redis_clients import async_redis_client
 from readscale.errors import CacheUnavailableError, ConfigurationError
 from readscale.settings import RedisSettings
 
@@ -109,8 +110,8 @@ class AsyncInvalidationBus:
     def _make_client(self) -> Any:
         if redis_asyncio is None:  # pragma: no cover - depends on the installed extras
             raise ConfigurationError("the invalidation bus needs redis-py: pip install 'readscale[redis]'")
-        kwargs = {k: v for k, v in self.settings.client_kwargs().items() if k != "max_connections"}
-        return redis_asyncio.Redis.from_url(self.settings.url, **kwargs)
+        # A Sentinel URL: every reconnect (the listener's resubscribe) asks for the current master.
+        return async_redis_client(self.settings)
 
     # -- subscribing -------------------------------------------------------------------------
 

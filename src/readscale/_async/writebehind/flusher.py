@@ -38,7 +38,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, assert_never
 
-import redis.asyncio as redis_asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -76,6 +75,7 @@ from readscale._core.writebehind.records import (
 )
 from readscale._core.writebehind.settings import FlusherSettings
 from readscale._shared.primitives.locks import AsyncEvent
+from readscale._shared.redis_clients import async_redis_client
 from readscale._shared.writebehind.stats import FlusherStats
 from readscale.codecs import Codec
 from readscale.errors import CacheUnavailableError, ConfigurationError
@@ -129,9 +129,7 @@ class AsyncFlusher:
                 redis_settings = RedisSettings(url=redis) if redis else RedisSettings()
             timeout_ms = max(redis_settings.socket_timeout_ms, (self.settings.block + 5.0) * 1000)
             redis_settings = dataclasses.replace(redis_settings, socket_timeout_ms=timeout_ms)
-            client = redis_asyncio.Redis.from_url(
-                redis_settings.url, retry=Retry(NoBackoff(), 1), **redis_settings.client_kwargs()
-            )
+            client = async_redis_client(redis_settings, retry=Retry(NoBackoff(), 1))
             where = redis_settings.safe_url
         self.queue = AsyncWriteQueue(client, self.settings.keys, where=where)
         self.stats = FlusherStats(self.settings.queue)

@@ -38,7 +38,8 @@ from readscale._core.writebehind.flush import ConsumerInfo
 from readscale._core.writebehind.modes import CONFIG_SETTINGS, ServerFacts
 from readscale._core.writebehind.records import DeadLetterRecord
 from readscale._core.writebehind.settings import QueueKeys, queue_keys
-from readscale.errors import CacheUnavailableError, ConfigurationError
+from readscale._shared.redis_clients import async_redis_client
+from readscale.errors import CacheUnavailableError, ConfigurationError, DurabilityError
 from readscale.settings import RedisSettings
 
 _ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
@@ -73,6 +74,9 @@ class AsyncWriteQueue:
         self.keys = keys
         self.where = where
         self.fill_channel = fill_channel  # where the cache's lease waiters listen ('': nobody)
+        # Replicas a queued write must reach before it is acknowledged (WAIT; Sentinel, durable).
+        self.wait_replicas = 0
+        self.wait_ms = 1000
         self._enqueue_sha = hashlib.sha1(_queue_scripts.ENQUEUE.encode(), usedforsecurity=False).hexdigest()
         self._increment_sha = hashlib.sha1(_queue_scripts.INCREMENT.encode(), usedforsecurity=False).hexdigest()
         self._seal = client.register_script(_queue_scripts.SEAL)
@@ -82,10 +86,8 @@ class AsyncWriteQueue:
 
     @classmethod
     def from_url(cls, url: str | RedisSettings, *, prefix: str = "rs:", queue: str = "default") -> AsyncWriteQueue:
-        import redis.asyncio as redis_asyncio
-
         settings = url if isinstance(url, RedisSettings) else RedisSettings(url=url, socket_timeout_ms=5000.0)
-        client = redis_asyncio.Redis.from_url(settings.url, **settings.client_kwargs())
+        client = async_redis_client(settings)
         return cls(client, queue_keys(prefix, queue), where=settings.safe_url)
 
     def _unavailable(self, action: str, exc: BaseException) -> CacheUnavailableError:
@@ -105,28 +107,48 @@ class AsyncWriteQueue:
                 companion_key(pkey, "tickets"), envelope, _ms(ttl), key, namespace, limit,
                 self.fill_channel)  # fmt: skip
         try:
-            try:
-                # EVALSHA straight away: redis-py's Script wrapper costs a tenth of the call.
-                reply = await self.client.execute_command("EVALSHA", *args)
-            except NoScriptError:  # a restarted Redis has forgotten its scripts
-                await self.client.script_load(_queue_scripts.ENQUEUE)
-                reply = await self.client.execute_command("EVALSHA", *args)
+            reply = await self._queue_script(_queue_scripts.ENQUEUE, args)
         except _ERRORS as exc:
             raise self._unavailable("queueing a write", exc) from exc
         if int(reply[0]) == 1:
             return True, int(reply[1]), _text(reply[2])
         return False, int(reply[1]), ""
 
+    async def _queue_script(self, source: str, args: tuple[Any, ...]) -> Any:
+        """EVALSHA straight away (redis-py's Script wrapper costs a tenth of the call);
+        with ``wait_replicas``, WAIT on the same connection after it, so the write is on
+        that many replicas before it is acknowledged (Sentinel, mode durable): fewer in
+        ``wait_ms`` is a :class:`DurabilityError` (queued on the master, not acknowledged)."""
+        for attempt in (0, 1):
+            try:
+                if not self.wait_replicas:
+                    return await self.client.execute_command("EVALSHA", *args)
+                pipe = self.client.pipeline(transaction=False)
+                pipe.execute_command("EVALSHA", *args)
+                pipe.execute_command("WAIT", self.wait_replicas, self.wait_ms)
+                reply, acked = await pipe.execute()
+            except NoScriptError:  # a restarted Redis has forgotten its scripts
+                if attempt:
+                    raise
+                await self.client.script_load(source)
+                continue
+            if int(reply[0]) == 1 and int(acked) < self.wait_replicas:
+                raise DurabilityError(
+                    f"write-behind queue on {self.where}: the write reached the master but {int(acked)} of "
+                    f"{self.wait_replicas} replicas within {self.wait_ms} ms, so it is not acknowledged: a failover "
+                    "now could lose it (it stays queued; a retry is safe)",
+                    mode="durable", setting="replicas acknowledging (WAIT)", found=str(int(acked)),
+                    needed=str(self.wait_replicas),
+                )  # fmt: skip
+            return reply
+        raise AssertionError("unreachable")
+
     async def increment(self, key: str, delta: int, limit: int) -> tuple[bool, int, int]:
         """``(True, version, running sum)`` once the delta is added to the running sums;
         ``(False, queue length, 0)`` when the queue is full (nothing added)."""
         args = (self._increment_sha, 3, self.keys.acc, self.keys.stream, self.keys.clock, key, delta, limit)
         try:
-            try:
-                reply = await self.client.execute_command("EVALSHA", *args)
-            except NoScriptError:
-                await self.client.script_load(_queue_scripts.INCREMENT)
-                reply = await self.client.execute_command("EVALSHA", *args)
+            reply = await self._queue_script(_queue_scripts.INCREMENT, args)
         except ResponseError as exc:
             if "overflow" in str(exc) or "not an integer" in str(exc):
                 raise ConfigurationError(f"counter {key!r}: its running sum cannot take {delta}: {exc}") from exc

@@ -24,7 +24,6 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
-import redis as redis_asyncio
 import redis.cluster as redis_asyncio_cluster
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -34,6 +33,7 @@ from readscale._core.cache.keys import companion_key
 from readscale._core.cache.lease import TICKET_PREFIX, LeaseResult
 from readscale._core.postgres.lsn import lsn_text, parse_lsn_text
 from readscale._shared.primitives.locks import Semaphore
+from readscale._shared.redis_clients import sync_redis_client
 from readscale._shared.redis_errors import closed_transport_race
 from readscale._sync.backends import _redis_scripts
 from readscale._sync.backends._redis_fills import COMMAND_ERRORS as _COMMAND_ERRORS
@@ -41,7 +41,7 @@ from readscale._sync.backends._redis_fills import ERRORS as _ERRORS
 from readscale._sync.backends._redis_fills import RedisFills
 from readscale._sync.backends._redis_fills import lease_keys as _lease_keys
 from readscale._sync.backends._redis_fills import ms as _ms
-from readscale.errors import CacheUnavailableError, ValueTooLargeError
+from readscale.errors import CacheUnavailableError, ConfigurationError, ValueTooLargeError
 from readscale.settings import RedisSettings
 
 FILL_CHANNEL = "readscale:fill"
@@ -121,11 +121,11 @@ class RedisBackend:
         # redis-py's blocking pool (~8 us on the async hit path here). One quick retry
         # replaces a connection the server closed (after a restart) without paying
         # redis-py's long default backoff on a dead server.
-        kwargs = self.settings.client_kwargs()
         # One connection more than the gate lets commands use: the fill listener's pub/sub.
-        kwargs["max_connections"] = self.settings.max_connections + 1
-        pool = redis_asyncio.ConnectionPool.from_url(self.settings.url, **kwargs)
-        return redis_asyncio.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 1))
+        # A Sentinel URL gives a pool that asks for the current master (redis_clients).
+        return sync_redis_client(
+            self.settings, retry=Retry(NoBackoff(), 1), max_connections=self.settings.max_connections + 1
+        )
 
     @property
     def fill_channel(self) -> str:
@@ -373,6 +373,8 @@ class RedisClusterBackend(RedisBackend):
     def _make_client(self) -> Any:
         # The cluster client fails (instead of waiting) when a node's pool is exhausted;
         # the base class's gate keeps calls below the per-node pool size.
+        if self.settings.sentinel:
+            raise ConfigurationError("a Redis Cluster has no Sentinel: give one node's redis:// URL")
         return redis_asyncio_cluster.RedisCluster.from_url(
             self.settings.url, retry=Retry(NoBackoff(), 1), **self.settings.client_kwargs()
         )

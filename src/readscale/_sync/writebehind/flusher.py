@@ -39,7 +39,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, assert_never
 
-import redis as redis_asyncio
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -70,6 +69,7 @@ from readscale._core.writebehind.records import (
 )
 from readscale._core.writebehind.settings import FlusherSettings
 from readscale._shared.primitives.locks import Event
+from readscale._shared.redis_clients import sync_redis_client
 from readscale._shared.writebehind.stats import FlusherStats
 from readscale._sync.writebehind.counters import Counters
 from readscale._sync.writebehind.dead_letters import DeadLetters, error_text, first_line
@@ -130,9 +130,7 @@ class Flusher:
                 redis_settings = RedisSettings(url=redis) if redis else RedisSettings()
             timeout_ms = max(redis_settings.socket_timeout_ms, (self.settings.block + 5.0) * 1000)
             redis_settings = dataclasses.replace(redis_settings, socket_timeout_ms=timeout_ms)
-            client = redis_asyncio.Redis.from_url(
-                redis_settings.url, retry=Retry(NoBackoff(), 1), **redis_settings.client_kwargs()
-            )
+            client = sync_redis_client(redis_settings, retry=Retry(NoBackoff(), 1))
             where = redis_settings.safe_url
         self.queue = WriteQueue(client, self.settings.keys, where=where)
         self.stats = FlusherStats(self.settings.queue)

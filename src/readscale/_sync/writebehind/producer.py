@@ -48,6 +48,10 @@ if TYPE_CHECKING:
     from readscale._sync.cache.cache import Cache
 
 
+#: Replicas a durable write must reach (WAIT) before it is acknowledged on a Sentinel master.
+SENTINEL_DURABLE_REPLICAS = 1
+
+
 class WriteBehind:
     """Queue database writes behind an :class:`~readscale.Cache` on standalone Redis.
 
@@ -87,6 +91,10 @@ class WriteBehind:
         self.queue = WriteQueue(
             backend.client, self.keys, where=backend.settings.safe_url, fill_channel=backend.fill_channel
         )
+        if backend.settings.sentinel and self.settings.durability is WriteBehindMode.DURABLE:
+            # Replication is asynchronous: a failover promotes a replica that may miss the
+            # master's last writes. Durable under Sentinel = on one replica too (WAIT 1).
+            self.queue.wait_replicas = SENTINEL_DURABLE_REPLICAS
         self.stats = WriteBehindStats(self.settings.queue)
         self._monotonic = monotonic
         self._where = backend.settings.safe_url

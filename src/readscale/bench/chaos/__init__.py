@@ -16,10 +16,14 @@ like clients for a warm-up, the fault, its repair, and a tail. Per fault it repo
 - ``recovery_s_<fault>``: from the repair to the moment the broken part is back in
   use (the service's cache tier healthy again, the first read on the restarted
   replica, the edge's first hit, the replica caught up, the CDC slot caught up, the
-  queue drained, the first acknowledged write).
+  queue drained, the first acknowledged write; for the Sentinel master's death, from the
+  kill until a cache write, a durable write-behind write and a bus message go through the
+  promoted replica).
 
 The faults, their probes and the phases are in ``faults.py``; one fault of the service
-under load in ``service.py``; the Redis Cluster fault in ``cluster.py``.
+under load in ``service.py``; the Redis Cluster fault in ``cluster.py``; the Redis Sentinel
+fault (the cache, the bus and write-behind driven directly through a ``redis+sentinel://``
+URL) in ``sentinel.py``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from typing import Any
 
 from readscale.bench.chaos.cluster import run_cluster_fault
 from readscale.bench.chaos.faults import ALL_FAULTS, FAULTS
+from readscale.bench.chaos.sentinel import WHAT as SENTINEL_WHAT
+from readscale.bench.chaos.sentinel import run_sentinel_fault
 from readscale.bench.chaos.service import lost_writes, run_service_fault
 from readscale.bench.harness import BenchReport
 
@@ -59,6 +65,10 @@ def run_faults(
             out.append(
                 run_cluster_fault(workers=clients, warm_s=warm_s, tail_s=tail_s, requests=requests, progress=progress)
             )
+        elif name == "sentinel_master":
+            out.append(
+                run_sentinel_fault(workers=clients, warm_s=warm_s, tail_s=tail_s, requests=requests, progress=progress)
+            )
         else:
             out.append(
                 run_service_fault(
@@ -84,8 +94,8 @@ def run(*, rounds: int, quick: bool, progress: Callable[[str], None]) -> BenchRe
     report = BenchReport(
         "chaos",
         params={
-            "faults": {name: (FAULTS[name].what if name in FAULTS else "a Redis Cluster primary killed")
-                       for name in ALL_FAULTS},
+            "faults": {name: (FAULTS[name].what if name in FAULTS else SENTINEL_WHAT if name == "sentinel_master"
+                              else "a Redis Cluster primary killed") for name in ALL_FAULTS},
             "rounds": 1,
             "clients": 12 if quick else 24,
             "requests_per_phase": 500 if quick else 1000,

@@ -161,7 +161,7 @@ FAULTS: dict[str, Fault] = {
               lambda env, run: env.stack.start("primary"), _write_acknowledged, hold_s=5.0),
     )
 }  # fmt: skip
-ALL_FAULTS = (*FAULTS, "cluster_primary")
+ALL_FAULTS = (*FAULTS, "cluster_primary", "sentinel_master")
 
 
 # -- phases -------------------------------------------------------------------------------------
