@@ -98,6 +98,7 @@ TABLE: dict[str, str] = {
     "readscale.testing": "tools",
     # cli: the command line. Nothing else imports it.
     "readscale.cli": "cli",
+    "readscale.__main__": "cli",  # python -m readscale: the command line
 }
 TOOLS = tuple(name for name, rank in TABLE.items() if rank == "tools" and name.count(".") == 1)
 

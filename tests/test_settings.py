@@ -331,3 +331,105 @@ def test_a_sentinel_url_names_the_sentinels_the_master_and_the_database() -> Non
 def test_a_bad_sentinel_url_is_one_clear_error(url: str, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         RedisSettings(url=url)
+
+
+# -- every URL and DSN the settings accept: one line naming the wrong part (issue 15) ------
+
+URL_SECRET = "pw-hunter2"
+
+
+def _redis(url: str) -> object:
+    return RedisSettings(url=url)
+
+
+def _cluster(url: str) -> object:
+    from readscale.backends import RedisClusterBackend
+
+    return RedisClusterBackend(RedisSettings(url=url))
+
+
+def _memcached(address: str) -> object:
+    from readscale.backends import MemcachedBackend
+
+    return MemcachedBackend(address)
+
+
+def _postgres(dsn: str) -> object:
+    from readscale import AsyncReplicaRouter
+
+    # The router checks its DSNs when it is built, before any connection.
+    return AsyncReplicaRouter(ReplicaSettings(primary=dsn, replicas={"r1": "postgresql://127.0.0.1:1/db"}))
+
+
+def _edge(url: str) -> object:
+    from readscale.http.purge import AsyncVarnishPurger
+
+    return AsyncVarnishPurger(url)
+
+
+def _vcl(url: str) -> object:
+    from readscale.http import render_vcl
+
+    return render_vcl(url)
+
+
+MALFORMED = [
+    (_redis, f"redis://app:{URL_SECRET}@localhost:abc/0", "the port must be a number from 1 to 65535, got 'abc'"),
+    (_redis, f"redis://app:{URL_SECRET}@localhost:99999/0", "got '99999'"),
+    (_redis, "redis://localhost:0/0", "got '0'"),
+    (_redis, "redis://localhost:-1/0", "got '-1'"),
+    (_redis, "redis://[::1/0", "IPv6 host goes in [brackets]"),
+    (_redis, "redis://:6379/0", "has no host"),
+    (_redis, "redis://local host:6379/0", "whitespace"),
+    (_redis, "redis://localhost:6379/x", "the database (the path) must be a number, got 'x'"),
+    (_redis, "redis://localhost:6379/0?socket_timeout=soon", "'socket_timeout'"),
+    (_redis, "http://localhost:6379/0", "must start with redis://, rediss://, unix://, redis+sentinel://"),
+    (_redis, "localhost:6379", "must start with redis://"),
+    (_cluster, "redis://127.0.0.1:abc/0", "the port must be a number"),
+    (_cluster, "redis://127.0.0.1:7000/3", "a cluster has database 0 only, got '3'"),
+    (_memcached, "cache:abc", "the port must be a number from 1 to 65535, got 'abc'"),
+    (_memcached, "cache:99999", "got '99999'"),
+    (_memcached, "cache", "the port is missing"),
+    (_memcached, ":11211", "the host is missing"),
+    (_memcached, "::1:11211", "an IPv6 host goes in brackets"),
+    (_memcached, "[::1:11211", "an IPv6 host goes in brackets"),
+    (_memcached, "cache:11211:1", "an IPv6 host goes in brackets"),
+    (_postgres, f"postgresql://app:{URL_SECRET}@db:abc/shop", "port must be an integer, got 'abc'"),
+    (_postgres, f"postgresql://app:{URL_SECRET}@db:99999/shop", "port must be a number from 1 to 65535"),
+    (_postgres, f"host=db port=70000 password={URL_SECRET}", "port must be a number from 1 to 65535"),
+    (_postgres, "postgresql://[::1/shop", "not a valid PostgreSQL DSN"),
+    (_postgres, "postgresql://db/shop?sslmode=bogus", "sslmode must be one of"),
+    (_postgres, "postgresql://db/shop?connect_timeout=soon", "connect_timeout must be an integer"),
+    (_edge, "http://127.0.0.1:notaport", "the port must be a number from 1 to 65535, got 'notaport'"),
+    (_edge, "varnish:6081", "must start with http:// or https://"),
+    (_edge, "http://[::1:6081", "IPv6 host goes in [brackets]"),
+    (_edge, "http://:6081/", "has no host"),
+    (_vcl, "http://127.0.0.1:notaport", "the port must be a number"),
+    (_vcl, "http://[::1:8000", "IPv6 host goes in [brackets]"),
+]
+
+
+@pytest.mark.parametrize(("build", "url", "names"), MALFORMED)
+def test_every_malformed_url_or_dsn_is_one_line_naming_the_wrong_part(build: Any, url: str, names: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        build(url)
+    message = str(info.value)
+    assert names in message, message
+    assert "\n" not in message
+    assert URL_SECRET not in message and URL_SECRET not in repr(info.value)
+
+
+@pytest.mark.parametrize(
+    ("build", "url"),
+    [
+        (_redis, "redis://localhost:6379/0"),
+        (_redis, "rediss://user:pw@cache.example:6380/2?socket_timeout=0.5"),
+        (_redis, "redis://[::1]:6379"),
+        (_redis, "unix:///run/redis.sock?db=1"),
+        (_memcached, "[::1]:11211"),
+        (_edge, "http://127.0.0.1:6081"),
+        (_postgres, "postgresql://app@db:5432,db2:5433/shop"),
+    ],
+)
+def test_well_formed_urls_still_pass(build: Any, url: str) -> None:
+    build(url)

@@ -12,10 +12,10 @@ can be logged or shown in a traceback without leaking them.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from readscale._core.postgres.dsn import MASK, DsnOptions, mask_dsn, scrub, secrets_of
 from readscale.errors import ConfigurationError
@@ -24,6 +24,7 @@ __all__ = [
     "SSL_MODES",
     "SslMode",
     "check_dsn",
+    "check_url",
     "connection_string",
     "mask_dsn",
 ]
@@ -39,6 +40,76 @@ def _env_bool(value: str, name: str) -> bool:
     if lowered in ("0", "false", "no", "off", ""):
         return False
     raise ConfigurationError(f"{name} must be a boolean (true/false), got {value!r}")
+
+
+def _masked(url: str) -> str:
+    """``url`` with the password of its userinfo masked (the URL may not even split)."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hostinfo = rest.partition("/")[0].rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    user = userinfo.partition(":")[0]
+    return f"{scheme}://{user}:***@{hostinfo}{rest[len(userinfo) + 1 + len(hostinfo) :]}"
+
+
+def _raw_port(netloc: str) -> str:
+    hostinfo = netloc.rpartition("@")[2]
+    if hostinfo.startswith("["):
+        return hostinfo.partition("]")[2].removeprefix(":")
+    return hostinfo.rpartition(":")[2] if ":" in hostinfo else ""
+
+
+def check_url(url: str, *, name: str, schemes: Sequence[str], host: bool = True) -> SplitResult:
+    """``url`` split, or a :class:`ConfigurationError` of one line naming the part that is
+    wrong (the scheme, the host, the port, an IPv6 host's brackets), with the URL shown
+    with its password masked. Python's own parser raises a bare ``ValueError`` from deep
+    inside a client library for most of these, and some (a port out of range, a host
+    with a space) only when the first connection is tried."""
+    if not isinstance(url, str):
+        raise ConfigurationError(f"{name} must be a string (a URL), got {type(url).__name__}")
+    shown = _masked(url)
+    starts = " or ".join(", ".join(f"{s}://" for s in schemes).rsplit(", ", 1))
+    if any(ch in url for ch in " \t\r\n\x00"):
+        raise ConfigurationError(f"{name} holds whitespace or a control character: {shown!r}")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # "Invalid IPv6 URL": an unbalanced bracket
+        raise ConfigurationError(
+            f"{name}: the host is malformed ({exc}; an IPv6 host goes in [brackets]): {shown}"
+        ) from None
+    if parts.scheme not in schemes or "://" not in url:
+        raise ConfigurationError(f"{name} must start with {starts}, got {shown}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if port is not None and not 0 < port < 65536:
+        raise ConfigurationError(
+            f"{name}: the port must be a number from 1 to 65535, got {_raw_port(parts.netloc)!r}: {shown}"
+        )
+    if host and not parts.hostname:
+        raise ConfigurationError(f"{name} has no host: {shown}")
+    return parts
+
+
+def _check_redis_url(url: str, shown: str) -> None:
+    """The Redis URL whole, before any client sees it: scheme, host, port, database and the
+    query options redis-py reads (when it is installed)."""
+    schemes = ("redis", "rediss", "unix", *SENTINEL_SCHEMES)  # Sentinel URLs are parsed by their own rules
+    parts = check_url(url, name="Redis URL", schemes=schemes, host=not url.startswith("unix:"))
+    if parts.scheme != "unix" and parts.path.strip("/") and not parts.path.strip("/").isdigit():
+        raise ConfigurationError(
+            f"Redis URL: the database (the path) must be a number, got {parts.path.strip('/')!r}: {shown}"
+        )
+    if parts.query:
+        try:
+            from redis.connection import parse_url
+        except ImportError:
+            return
+        try:
+            parse_url(url)  # type: ignore[no-untyped-call]
+        except ValueError as exc:
+            raise ConfigurationError(f"Redis URL: {str(exc).rstrip('.')}: {shown}") from None
 
 
 @dataclass(frozen=True, repr=False)
@@ -71,15 +142,12 @@ class RedisSettings:
     sentinel_password: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("redis", "rediss", "unix", *SENTINEL_SCHEMES):
-            raise ConfigurationError(
-                f"Redis URL must start with redis://, rediss://, unix:// or redis+sentinel://, got {self.safe_url}"
-            )
-        if self.sentinel:
+        if self.url.partition("://")[0] in SENTINEL_SCHEMES:
             self.sentinels  # noqa: B018 - parsed now: a bad URL fails here, not at the first command
             self.service_name  # noqa: B018
             self.db  # noqa: B018
+        else:
+            _check_redis_url(self.url, self.safe_url)  # one line naming the wrong part, not a traceback later
         if self.socket_timeout_ms <= 0 or self.connect_timeout_ms <= 0:
             raise ConfigurationError("Redis timeouts must be > 0 milliseconds")
         if self.pool_timeout_ms <= 0:
@@ -96,11 +164,7 @@ class RedisSettings:
     @property
     def safe_url(self) -> str:
         """The URL with any password masked, for logs and errors."""
-        parts = urlsplit(self.url)
-        if parts.password:
-            netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-            return parts._replace(netloc=netloc).geturl()
-        return self.url
+        return _masked(self.url)
 
     @property
     def sentinel(self) -> bool:
@@ -255,6 +319,8 @@ def _parse_dsn(dsn: str, name: str, secrets: tuple[str | None, ...] = ()) -> dic
         parts = str(value).split(",") if key == "port" else [str(value)]
         if not all(part.strip().lstrip("-").isdigit() or (key == "port" and not part) for part in parts):
             raise ConfigurationError(f"{name}: {key} must be an integer, got {value!r}: {shown}")
+        if key == "port" and not all(not part or 0 < int(part) < 65536 for part in parts):
+            raise ConfigurationError(f"{name}: port must be a number from 1 to 65535, got {value!r}: {shown}")
     sslmode = options.get("sslmode")
     if sslmode is not None and sslmode not in SSL_MODES:
         raise ConfigurationError(f"{name}: sslmode must be one of {', '.join(SSL_MODES)}, got {sslmode!r}: {shown}")

@@ -118,3 +118,31 @@ def test_bad_numbers_and_choices_are_usage_errors(args: list[str], names: str) -
 )
 def test_bad_arguments_are_one_line_and_exit_2(args: list[str], names: str) -> None:
     _usage_error(args, names=names)
+
+
+@pytest.mark.parametrize(
+    ("url", "names"),
+    [
+        (f"redis://app:{SECRET}@127.0.0.1:abc/0", "the port must be a number from 1 to 65535, got 'abc'"),
+        (f"redis://app:{SECRET}@127.0.0.1:99999/0", "got '99999'"),
+        ("redis://[::1/0", "IPv6 host goes in [brackets]"),
+        ("redis://127.0.0.1:1/x", "the database (the path) must be a number"),
+        ("redis://127.0.0.1:1/0?socket_timeout=soon", "socket_timeout"),
+    ],
+)
+def test_a_malformed_redis_url_is_one_line_naming_the_wrong_part(url: str, names: str, rules: Path) -> None:
+    # Issue 15: a bad port gave a 65-line traceback from urllib inside redis-py.
+    _usage_error(["writebehind", "status", "--redis-url", url], names=names)
+    if "abc" in url:  # the other commands and the environment read it the same way
+        _usage_error(["cdc", "run", "--dsn", DEAD_PG, "--rules", str(rules), "--redis-url", url], names=names)
+        _usage_error(["writebehind", "status"], names=names, env={"READSCALE_REDIS_URL": url})
+
+
+def test_a_dsn_port_out_of_range_is_named(rules: Path) -> None:
+    dsn = f"postgresql://app:{SECRET}@db:99999/shop"
+    _usage_error(["cdc", "run", "--dsn", dsn, "--rules", str(rules), "--redis-url", DEAD_REDIS], names="1 to 65535")
+
+
+def test_a_malformed_varnish_url_to_purge_is_one_line(rules: Path) -> None:
+    args = ["cdc", "run", "--dsn", DEAD_PG, "--rules", str(rules), "--redis-url", DEAD_REDIS]
+    _usage_error([*args, "--purge-varnish", "http://127.0.0.1:notaport"], names="the port must be a number")

@@ -65,7 +65,7 @@ def test_vcl_is_aimed_at_the_backend() -> None:
     [
         ("https://127.0.0.1:8000", None, "must be an http:// URL"),
         ("http://10.0.0.1:8000", None, "only targets loopback"),
-        ("http://127.0.0.1:notaport", None, "invalid port"),
+        ("http://127.0.0.1:notaport", None, "the port must be a number"),
         ("http://127.0.0.1:8000", "healthz", "must start with /"),
         ("http://127.0.0.1:8000", '/x";', "must start with /"),
     ],

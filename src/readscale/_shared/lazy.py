@@ -13,6 +13,7 @@ face's ``if TYPE_CHECKING:`` imports of the same names.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -48,6 +49,21 @@ def missing_extra(name: str, exc: ImportError) -> ImportError | None:
     return ImportError(f"{name} needs {what}: pip install 'readscale[{extra}]'", name=exc.name)
 
 
+def require(face: str, *packages: str) -> None:
+    """Raise the one-line install hint when a face that cannot work without ``packages``
+    (third-party import names, keys of :data:`EXTRAS`) is imported without them: for a
+    face whose every name needs them (``readscale.writebehind`` is Redis's), where a
+    lazy table would only move the same error to the first name."""
+    for package in packages:
+        try:
+            found = importlib.util.find_spec(package) is not None
+        except (ImportError, ValueError):  # a blocked or half-installed package
+            found = False
+        if not found:
+            what, extra = EXTRAS[package]
+            raise ImportError(f"{face} needs {what}: pip install 'readscale[{extra}]'", name=package)
+
+
 def lazy_exports(module: str, table: Mapping[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """``(__getattr__, __dir__)`` for the face ``module``: each name of ``table`` is
     imported from its module on first access and kept in the face's namespace."""
@@ -73,4 +89,4 @@ def lazy_exports(module: str, table: Mapping[str, str]) -> tuple[Callable[[str],
     return __getattr__, __dir__
 
 
-__all__ = ["EXTRAS", "lazy_exports", "missing_extra"]
+__all__ = ["EXTRAS", "lazy_exports", "missing_extra", "require"]

@@ -6,6 +6,13 @@ import sys
 
 
 def main() -> None:
+    # Answered before Typer is imported: the version of an install without the cli extra
+    # is exactly what a bug report needs.
+    if sys.argv[1:] in (["--version"], ["-V"]):
+        from readscale import __version__
+
+        sys.stdout.write(f"readscale {__version__}\n")
+        return
     try:
         from readscale.cli._app import app
     except ImportError as exc:  # pragma: no cover - depends on the installed extras

@@ -11,6 +11,25 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from readscale import __version__
+
+        typer.echo(f"readscale {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", "-V", help="Print readscale's version and exit.", is_eager=True, callback=_version
+    ),
+) -> None:
+    """readscale: the whole layered read path for Python services."""
+
+
 app.add_typer(stack.app, name="stack")
 app.add_typer(cdc.app, name="cdc")
 app.add_typer(consistency.app, name="consistency")

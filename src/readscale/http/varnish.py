@@ -8,9 +8,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from importlib import resources
-from urllib.parse import urlsplit
 
 from readscale.errors import ConfigurationError
+from readscale.settings import check_url
 
 
 def package_vcl() -> str:
@@ -37,13 +37,10 @@ def render_vcl(
     serves an object after storing it, its stale windows included: the bound on what a
     node that missed purges can serve (docs/edge.md).
     """
-    parts = urlsplit(backend_url)
-    try:
-        port = parts.port or 80
-    except ValueError:
-        raise ConfigurationError(f"varnish backend URL has an invalid port: {backend_url!r}") from None
-    if parts.scheme != "http" or not parts.hostname:
+    if not backend_url.startswith("http://"):
         raise ConfigurationError(f"varnish backend must be an http:// URL with a host, got {backend_url!r}")
+    parts = check_url(backend_url, name="the varnish backend URL", schemes=("http",))
+    port = parts.port or 80
     if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
         raise ConfigurationError(f"the local stack only targets loopback, got backend host {parts.hostname!r}")
     probe = ""

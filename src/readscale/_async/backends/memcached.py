@@ -1,7 +1,8 @@
 """The Memcached backend: readscale speaks memcached's meta protocol itself.
 
-No Python client offers the meta protocol with values (pymemcache has no meta API and its
-``raw_command`` drops the value line; aiomcache has none), and leases need it: ``mg`` with
+No asyncio client offers the meta protocol with leases (meta-memcache speaks it, sync
+only; pymemcache has no meta API and its ``raw_command`` drops the value line; aiomcache
+has none), and leases need it: ``mg`` with
 ``N`` (vivify) hands one client the fill (``W``) and tells the others (``Z``), and a
 CAS-guarded ``ms`` refuses a fill once the lease is gone. The protocol lives in
 ``readscale._core.memcached.requests`` (sans-IO) and the meaning of items and leases in

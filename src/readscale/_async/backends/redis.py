@@ -22,6 +22,7 @@ import re
 import secrets
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis.asyncio.cluster as redis_asyncio_cluster
 from redis.asyncio.retry import Retry
@@ -370,6 +371,11 @@ class AsyncRedisClusterBackend(AsyncRedisBackend):
     _pipelines_scripts = False
 
     def _make_client(self) -> Any:
+        database = urlsplit(self.settings.url).path.strip("/")
+        if database not in ("", "0"):
+            raise ConfigurationError(
+                f"Redis Cluster URL: a cluster has database 0 only, got {database!r}: {self.settings.safe_url}"
+            )
         # The cluster client fails (instead of waiting) when a node's pool is exhausted;
         # the base class's gate keeps calls below the per-node pool size.
         if self.settings.sentinel:

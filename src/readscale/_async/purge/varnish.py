@@ -31,6 +31,7 @@ from readscale._core.http.backlog import EdgeBacklog, Replay
 from readscale._shared.primitives.locks import AsyncEvent, AsyncLock
 from readscale._shared.primitives.tasks import async_fan_out
 from readscale.errors import ConfigurationError, PurgeError
+from readscale.settings import check_url
 
 log = logging.getLogger("readscale.purge")
 
@@ -77,10 +78,8 @@ class AsyncVarnishPurger(HttpPurger):
         urls = [edge_url] if isinstance(edge_url, str) else list(edge_url)
         if not urls:
             raise ConfigurationError("a Varnish purger needs at least one edge node URL")
-        for url in urls:
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ConfigurationError(f"edge node URL must be http(s)://host[:port], got {url!r}")
+        for url in urls:  # one line naming the wrong part (scheme, host, port), before any purge is tried
+            check_url(url, name="edge node URL", schemes=("http", "https"))
         super().__init__(client, retry, rng, timeout)
         self.tags_per_request = tags_per_request
         self.backlog_limit = backlog_limit

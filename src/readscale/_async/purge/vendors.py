@@ -15,6 +15,7 @@ import httpx
 from readscale._async.purge.base import HttpPurger, PurgeResult, RetryPolicy, in_batches
 from readscale._core.http import Vendor, wire_tag
 from readscale.errors import ConfigurationError
+from readscale.settings import check_url
 
 
 class AsyncFastlyPurger(HttpPurger):
@@ -35,6 +36,7 @@ class AsyncFastlyPurger(HttpPurger):
     ) -> None:
         if not service_id or not token:
             raise ConfigurationError("Fastly purger needs a service id and an API token")
+        check_url(api, name="the Fastly purger's api", schemes=("https", "http"))
         super().__init__(client, retry, rng, timeout)
         self.service_id = service_id
         self.api = api.rstrip("/")
@@ -88,6 +90,7 @@ class AsyncCloudflarePurger(HttpPurger):
     ) -> None:
         if not zone_id or not token:
             raise ConfigurationError("Cloudflare purger needs a zone id and an API token")
+        check_url(api, name="the Cloudflare purger's api", schemes=("https", "http"))
         super().__init__(client, retry, rng, timeout)
         self.zone_id = zone_id
         self.api = api.rstrip("/")

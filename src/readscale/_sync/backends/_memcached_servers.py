@@ -39,11 +39,24 @@ QUIET_GET = MetaGet("", client_flags=True, cas=True, quiet=True)
 
 
 def parse_address(address: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:11211`` for IPv6) split, or one line naming the wrong part."""
+    if not isinstance(address, str):
+        raise ConfigurationError(f"a memcached address is a host:port string, got {type(address).__name__}")
     host, sep, port = address.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")  # "[::1]:11211"
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigurationError(f"a memcached address is host:port, got {address!r}")
-    return host, int(port)
+    bracketed = host.startswith("[") and host.endswith("]")
+    if not sep:
+        problem = "the port is missing"
+    elif not host or host == "[]":
+        problem = "the host is missing"
+    elif (":" in host or "[" in host or "]" in host) and not (bracketed and "[" not in host[1:-1]):
+        problem = "an IPv6 host goes in brackets, as in [::1]:11211"
+    elif any(ch.isspace() for ch in host):
+        problem = "the host holds whitespace"
+    elif not port.isdigit() or not 0 < int(port) < 65536:
+        problem = f"the port must be a number from 1 to 65535, got {port!r}"
+    else:
+        return host.removeprefix("[").removesuffix("]"), int(port)
+    raise ConfigurationError(f"a memcached address is host:port, got {address!r}: {problem}")
 
 
 def unexpected_reply(reply: AnyReply, request: str) -> MetaProtocolError:

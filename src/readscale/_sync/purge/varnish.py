@@ -32,6 +32,7 @@ from readscale._shared.primitives.locks import Event, Lock
 from readscale._shared.primitives.tasks import sync_fan_out
 from readscale._sync.purge.base import PURGED_COUNT, HttpPurger, PurgeResult, PurgeStats, RetryPolicy, in_batches
 from readscale.errors import ConfigurationError, PurgeError
+from readscale.settings import check_url
 
 log = logging.getLogger("readscale.purge")
 
@@ -78,10 +79,8 @@ class VarnishPurger(HttpPurger):
         urls = [edge_url] if isinstance(edge_url, str) else list(edge_url)
         if not urls:
             raise ConfigurationError("a Varnish purger needs at least one edge node URL")
-        for url in urls:
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ConfigurationError(f"edge node URL must be http(s)://host[:port], got {url!r}")
+        for url in urls:  # one line naming the wrong part (scheme, host, port), before any purge is tried
+            check_url(url, name="edge node URL", schemes=("http", "https"))
         super().__init__(client, retry, rng, timeout)
         self.tags_per_request = tags_per_request
         self.backlog_limit = backlog_limit

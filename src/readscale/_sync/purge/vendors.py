@@ -16,6 +16,7 @@ import httpx
 from readscale._core.http import Vendor, wire_tag
 from readscale._sync.purge.base import HttpPurger, PurgeResult, RetryPolicy, in_batches
 from readscale.errors import ConfigurationError
+from readscale.settings import check_url
 
 
 class FastlyPurger(HttpPurger):
@@ -36,6 +37,7 @@ class FastlyPurger(HttpPurger):
     ) -> None:
         if not service_id or not token:
             raise ConfigurationError("Fastly purger needs a service id and an API token")
+        check_url(api, name="the Fastly purger's api", schemes=("https", "http"))
         super().__init__(client, retry, rng, timeout)
         self.service_id = service_id
         self.api = api.rstrip("/")
@@ -89,6 +91,7 @@ class CloudflarePurger(HttpPurger):
     ) -> None:
         if not zone_id or not token:
             raise ConfigurationError("Cloudflare purger needs a zone id and an API token")
+        check_url(api, name="the Cloudflare purger's api", schemes=("https", "http"))
         super().__init__(client, retry, rng, timeout)
         self.zone_id = zone_id
         self.api = api.rstrip("/")
