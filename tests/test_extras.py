@@ -219,7 +219,11 @@ for module_name in modules:
             getattr(module, name)
         except ImportError as exc:
             hint = re.fullmatch(r"\S+ needs .+: pip install 'readscale\[(\w+)\]'.*", str(exc))
-            if hint is None or hint.group(1) in installed:
+            # A module of a framework's face (readscale.django.cache) may need that framework
+            # outright: the module's own name says which extra.
+            framework = (module_name.split(".") + [""])[1]
+            own = (exc.name or "").partition(".")[0] == framework and framework not in installed
+            if not own and (hint is None or hint.group(1) in installed):
                 bad.append(f"{module_name}.{name}: {type(exc).__name__}: {exc}")
 for line in bad:
     print(line)
