@@ -1,9 +1,10 @@
-"""The apps of tests/browser/test_response_cache.py: a FastAPI app and a Django app, each
+"""The apps of tests/browser/test_response_cache.py: a FastAPI, a Django and a Flask app, each
 with readscale's response cache outside its HTTP middleware, over the project's Redis
 (``READSCALE_TEST_REDIS_URL``, keys under ``READSCALE_TEST_PREFIX``). Each route counts
 its handler's runs; ``/rc/counts`` (never cached) reports them.
 
-Targets: ``tests.browser.response_cache_apps:fastapi``, ``:django`` (Django's ASGI handler).
+Targets: ``tests.browser.response_cache_apps:fastapi``, ``:django`` (Django's ASGI handler),
+``:flask`` (``--interface wsgi``).
 """
 
 from __future__ import annotations
@@ -84,6 +85,48 @@ def _fastapi() -> Any:
     return app
 
 
+def _flask() -> Any:
+    import flask
+
+    from readscale import Cache
+    from readscale.backends import RedisBackend
+    from readscale.flask import HttpCacheMiddleware, ResponseCacheMiddleware, add_tags, http_policy
+    from readscale.l1 import MemoryStore
+    from readscale.settings import RedisSettings
+
+    url, prefix = _env()
+    cache = Cache(RedisBackend(RedisSettings(url=url)), l1=MemoryStore(1000), prefix=prefix)
+    app = flask.Flask(__name__)
+
+    @app.get("/rc/counts")
+    def counts() -> Any:
+        return flask.jsonify(dict(runs))
+
+    def make(name: str) -> Any:
+        @http_policy(POLICIES[name])
+        def view() -> Any:
+            runs[name] += 1
+            if name == "slow":
+                time.sleep(SLOW)
+            if name == "tagged":
+                add_tags("tagged")
+            lang = greeting(flask.request.headers.get("accept-language"))
+            response = flask.make_response(lang if name == "lang" else f"{name} {runs[name]}")
+            response.content_type = "text/plain; charset=utf-8"
+            if name == "cookie":
+                response.set_cookie("seen", "1")
+            return response
+
+        view.__name__ = f"rc_{name}"
+        return view
+
+    for name in POLICIES:
+        app.add_url_rule(f"/rc/{name}", view_func=make(name))
+    app.wsgi_app = HttpCacheMiddleware(app.wsgi_app)  # type: ignore[method-assign]
+    app.wsgi_app = ResponseCacheMiddleware(app.wsgi_app, cache=cache, app=app)  # type: ignore[method-assign]
+    return app
+
+
 def _django() -> Any:
     import django
     from django.conf import settings
@@ -109,6 +152,8 @@ def __getattr__(name: str) -> Any:
         return _built("fastapi", _fastapi)
     if name == "django":
         return _built("django", _django)
+    if name == "flask":
+        return _built("flask", _flask)
     if name == "django_cache":
         return _built("django_cache", _django_cache)
     if name == "urlpatterns":

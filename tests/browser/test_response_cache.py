@@ -1,4 +1,4 @@
-"""The response cache (issue 15) behind real uvicorn, for a FastAPI app and a Django app
+"""The response cache (issue 15) behind real uvicorn, for a FastAPI, a Django and a Flask app
 (tests/browser/response_cache_apps.py), driven by real clients: httpx for the stampede,
 hishel (an RFC 9111 client cache) for validators and Age, headless Chromium over the
 DevTools protocol for language variants, and the stack's Varnish as the edge in front.
@@ -31,7 +31,8 @@ from readscale.testing.shared import new_stack_root
 
 pytestmark = [pytest.mark.slow, pytest.mark.stack]
 
-FRAMEWORKS = ["fastapi", "django"]
+FRAMEWORKS = ["fastapi", "django", "flask"]
+EXTRA_ARGS = {"flask": ("--interface", "wsgi")}
 _session = itertools.count()
 
 
@@ -75,7 +76,10 @@ def rc_sites(redis_url: str) -> Iterator[dict[str, Site]]:
             prefix = f"rs-rc-{framework}-{next(_session)}-{root.name}:"
             env = {"READSCALE_TEST_REDIS_URL": redis_url, "READSCALE_TEST_PREFIX": prefix}
             app = AppServer(
-                f"tests.browser.response_cache_apps:{framework}", env=env, log=root / f"{framework}.log"
+                f"tests.browser.response_cache_apps:{framework}",
+                env=env,
+                log=root / f"{framework}.log",
+                extra_args=EXTRA_ARGS.get(framework, ()),
             ).start()
             started.append(app)
             edge = Stack(root / f"edge-{framework}")

@@ -31,6 +31,7 @@ from readscale._core.http import HttpPolicy, HttpSettings, carried_identity, par
 from readscale._sync.cache.cache import Cache
 from readscale._sync.http.response_cache import Rendered, ResponseCache, ResponseRequest
 from readscale.errors import ConfigurationError
+from readscale.flask._response_cache import environ_field
 from readscale.http._context import HttpContext, policy_of
 
 _CONDITIONAL_META = ("HTTP_IF_NONE_MATCH", "HTTP_IF_MATCH", "HTTP_IF_MODIFIED_SINCE", "HTTP_IF_UNMODIFIED_SINCE")
@@ -50,15 +51,6 @@ def _configured() -> ResponseCache:
     raise ConfigurationError(
         "settings.READSCALE_RESPONSE_CACHE must be a readscale Cache, a ResponseCache or 'module:attribute' naming one"
     )
-
-
-def _meta_field(meta: dict[str, Any]) -> Callable[[str], str | None]:
-    def field(name: str) -> str | None:
-        key = name.upper().replace("-", "_")
-        value = meta.get(key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key)
-        return None if value is None else str(value)
-
-    return field
 
 
 def _view_policy(request: HttpRequest) -> HttpPolicy | None:
@@ -85,7 +77,7 @@ class ResponseCacheMiddleware:
         if request.method != "GET":
             return self.get_response(request)
         meta = request.META
-        field = _meta_field(meta)
+        field = environ_field(meta)
         present = frozenset(n for n in self.settings.identity_fields if field(n) is not None)
         identity = carried_identity(self.settings, present, field("cookie"))
         forwarded = "x-forwarded-proto" if field("x-forwarded-proto") else "forwarded" if field("forwarded") else None

@@ -23,6 +23,7 @@ from readscale._shared.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from readscale.flask._causal import CausalTokenMiddleware
+    from readscale.flask._response_cache import ResponseCacheMiddleware
     from readscale.flask._views import add_tags, check_not_modified, http_policy, use_policy
     from readscale.flask._wsgi import HttpCacheMiddleware
 
@@ -31,6 +32,7 @@ __getattr__, __dir__ = lazy_exports(
     {
         "CausalTokenMiddleware": "readscale.flask._causal",
         "HttpCacheMiddleware": "readscale.flask._wsgi",
+        "ResponseCacheMiddleware": "readscale.flask._response_cache",
         "add_tags": "readscale.flask._views",
         "check_not_modified": "readscale.flask._views",
         "http_policy": "readscale.flask._views",
@@ -41,6 +43,7 @@ __getattr__, __dir__ = lazy_exports(
 __all__ = [
     "CausalTokenMiddleware",
     "HttpCacheMiddleware",
+    "ResponseCacheMiddleware",
     "add_tags",
     "check_not_modified",
     "http_policy",

@@ -31,6 +31,10 @@ from readscale.http._context import CONTEXT_KEY, HttpContext, HttpMetrics
 from readscale.http._engine import bad_request, finish_str
 from readscale.http._tracker import TrackingEnviron
 
+# Where an outer middleware (the response cache) asks for this request's context: a list
+# the context is appended to (the app sees a copy of the environ, not the one passed in).
+CONTEXT_SLOT = "readscale.http.slot"
+
 StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
@@ -76,6 +80,9 @@ def prepare_environ(environ: dict[str, Any], settings: HttpSettings) -> tuple[Ht
     ctx.request_authorization = "authorization" in present
     tracked = TrackingEnviron(environ, ctx)
     dict.__setitem__(tracked, CONTEXT_KEY, ctx)
+    slot = environ.get(CONTEXT_SLOT)
+    if isinstance(slot, list):  # an outer response cache reads the route's tags from it
+        slot.append(ctx)
     return ctx, tracked
 
 
