@@ -182,6 +182,8 @@ SERVES = {
     "memcached": "from readscale.backends import AsyncMemcachedBackend, MemcachedBackend\n"
     "from readscale import Cache\nCache(MemcachedBackend('127.0.0.1:11211'))",
     "msgpack": "from readscale.codecs import MsgpackCodec\nMsgpackCodec()",
+    "pydantic": "import pydantic\nfrom readscale.codecs import JsonCodec\n"
+    "class Item(pydantic.BaseModel):\n    id: int\nJsonCodec()",
     "postgres": "from readscale import AsyncReplicaRouter, ReplicaRouter\nfrom readscale.cdc import *\n"
     "from readscale.settings import check_dsn\ncheck_dsn('postgresql://db.example/app')",
     "starlette": "from readscale.starlette import *\nfrom readscale.http.purge import *",

@@ -12,16 +12,26 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import psycopg
 import pytest
 import redis
 from fastapi import FastAPI
 
+from readscale import AsyncCache, RedisSettings
+from readscale.backends import AsyncRedisBackend
 from readscale.errors import ConfigurationError
-from readscale.fastapi import CacheDep, lifespan
+from readscale.fastapi import CacheDep, WriteBehindDep, lifespan
 from readscale.stack import Stack
 from readscale.testing.appserver import AppServer
+from readscale.writebehind import (
+    AsyncFlusher,
+    AsyncPostgresWriter,
+    AsyncWriteBehind,
+    FlusherSettings,
+    WriteBehindSettings,
+)
 from tests.fastapi.app import build_app
 from tests.replica_helpers import restore_replicas, wait_until
 
@@ -148,3 +158,48 @@ def test_under_uvicorn_the_lifespan_starts_and_stops_with_the_server(
     assert "readscale-test: shutdown" in log.read_text(), log.read_text()
     wait_until(lambda: postgres_connections(paused_stack, name) == 0, timeout=5, what="the server's sessions to end")
     assert redis_connections(redis_url, name) == 0
+
+
+@pytest.fixture
+def wb_table(pg_stack: Stack) -> Iterator[str]:
+    name = f"fastapi_wb_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_stack.primary.dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {name} (key text PRIMARY KEY, version bigint NOT NULL DEFAULT 0, value jsonb)")
+    yield name
+    with psycopg.connect(pg_stack.primary.dsn, autocommit=True) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+@pytest.mark.anyio
+async def test_the_lifespan_runs_the_flusher_and_closes_its_clients(
+    pg_stack: Stack, durable_redis_url: str, wb_table: str
+) -> None:
+    name = unique_name()
+    cache = AsyncCache(AsyncRedisBackend(RedisSettings(url=durable_redis_url, client_name=name)), prefix=f"{name}:")
+    write_behind = AsyncWriteBehind(cache, WriteBehindSettings(queue=name))
+    writer = AsyncPostgresWriter(pg_stack.primary.dsn, table=wb_table, application_name=name)
+    flusher = AsyncFlusher(
+        writer,
+        RedisSettings(url=durable_redis_url, client_name=name),
+        settings=FlusherSettings(block=0.05, batch_wait=0.01, consumer=name, queue=name, prefix=f"{name}:"),
+    )
+    app = FastAPI(lifespan=lifespan(cache=cache, write_behind=write_behind, flusher=flusher))
+
+    @app.post("/views/{key}")
+    async def count(key: str, wb: WriteBehindDep) -> dict[str, int]:
+        return {"version": await wb.write_behind(key, {"n": 1})}
+
+    served = Lifespan(app)
+    async for _ in served.run():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=served), base_url="http://testserver") as c:
+            assert (await c.post("/views/a")).status_code == 200
+        for _ in range(200):  # the flusher runs in the lifespan's task: the row arrives by itself
+            with psycopg.connect(pg_stack.primary.dsn) as conn:
+                if conn.execute(f"SELECT count(*) FROM {wb_table}").fetchone() == (1,):
+                    break
+            await anyio.sleep(0.05)
+        else:
+            raise AssertionError("the flusher did not write the row")
+        assert redis_connections(durable_redis_url, name) >= 2, "the cache's and the flusher's clients"
+    assert redis_connections(durable_redis_url, name) == 0, "the flusher's and the cache's Redis clients closed"
+    assert postgres_connections(pg_stack, name) == 0, "the writer's connection closed"

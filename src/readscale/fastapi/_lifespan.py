@@ -64,7 +64,7 @@ def lifespan(
     :class:`~readscale.errors.DurabilityError`), start the flusher's checks and run it in
     a task. Then ``inner`` (your own lifespan; its state joins the app's). At shutdown,
     in reverse: ``inner``, the flusher (its batch in hand committed, its Redis client
-    closed), the cache (background refreshes, the bus, the backend's pool), the router
+    and its writer's connection closed), the cache (background refreshes, the bus, the backend's pool), the router
     (its observer and every pool).
     """
     if cache is None and router is None and write_behind is None and flusher is None:
@@ -85,6 +85,9 @@ def lifespan(
             if write_behind is not None:
                 await write_behind.check()
             if flusher is not None:
+                writer_close = getattr(flusher.writer, "aclose", None)
+                if writer_close is not None:  # its database connection: nothing left open at shutdown
+                    stack.push_async_callback(writer_close)
                 stack.push_async_callback(flusher.aclose)
                 await flusher.start()
                 task = asyncio.create_task(flusher.run(), name="readscale-flusher")
