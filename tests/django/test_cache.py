@@ -101,6 +101,7 @@ def test_redis_cluster_and_memcached_variants(site: dict[str, Any], alias: str) 
     (a compare and set, not a read then a write)."""
     got = site[alias]
     assert got["counter"] == 200
+    assert got["expired"] == ["miss", True, "new"], "add over an item expired by its entry but kept by the server"
     assert got["added"] == [False, True]
     assert got["touched"] is True
     assert got["many"] == {"a": 11, "b": 1, "c": 3, "d": 4}

@@ -154,7 +154,7 @@ class ReadscaleCache(BaseCache):  # type: ignore[misc]  # django has no types
         cache = self.readscale
         pkey, raw, keep = cache.prepare_entry(key, value, policy=self._policy(ttl or 1.0), codec=self._codec)
         try:
-            added = bool(cache.backend.add(pkey, raw, keep))  # type: ignore[union-attr]
+            added = bool(cache.backend.add(pkey, raw, keep)) or self._replace_dead(pkey, raw, keep)  # type: ignore[union-attr]
         except CacheUnavailableError as exc:  # fail open: as if another process had added it
             log.warning(
                 "django cache %s: add of %s failed open: %s",
@@ -169,6 +169,19 @@ class ReadscaleCache(BaseCache):  # type: ignore[misc]  # django has no types
             if ttl is None:
                 cache.delete(key)
         return added
+
+    def _replace_dead(self, pkey: str, raw: bytes, keep: float) -> bool:
+        """``add`` found an item: store ``raw`` anyway if that item is no value for a
+        reader (expired by its entry's own clock while the server still keeps it, as
+        memcached does for up to a second, or unreadable), by a compare and set."""
+        backend: Any = self.readscale.backend
+        old = backend.get(pkey)
+        if old is None:
+            return bool(backend.add(pkey, raw, keep))
+        found = self.readscale.entries.decode(pkey, old, self._base_policy, self._codec)
+        if found is not None and found[1].created_at + found[1].fresh_ttl > time.time():
+            return False
+        return bool(backend.swap(pkey, old, raw, keep))
 
     def get_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
         names = {self.make_and_validate_key(key, version=version): key for key in keys}
