@@ -2,7 +2,9 @@
 backend of Django passes) against one backend, in this process, and write each test's
 outcome as JSON.
 
-    python -m tests.django.cachesuite.run SUITE_DIR BACKEND LOCATION OUT.json
+    python -m tests.django.cachesuite.run SUITE_DIR BACKEND LOCATION OUT.json [NAMES]
+
+NAMES (comma-separated, as the report names them): run only those tests (a rerun).
 
 SUITE_DIR holds Django's ``cache/`` package (scripts/fetch_django_tests.py); BACKEND is
 one of ``BACKENDS``. The settings are those of Django's own runtests for the suite:
@@ -86,7 +88,18 @@ class Recorder(unittest.TextTestResult):
         self.outcomes[self._name(test)] = "skip"
 
 
-def main(suite_dir: str, backend: str, location: str, out: str) -> None:
+def _only(suite: unittest.TestSuite, names: set[str]) -> unittest.TestSuite:
+    """The tests of ``suite`` that the report would call one of ``names``."""
+    kept = unittest.TestSuite()
+    for test in suite:
+        if isinstance(test, unittest.TestSuite):
+            kept.addTest(_only(test, names))
+        elif ".".join(test.id().rsplit(".", 2)[-2:]).removeprefix("ContractTests.") in names:
+            kept.addTest(test)
+    return kept
+
+
+def main(suite_dir: str, backend: str, location: str, out: str, only: str = "") -> None:
     sys.path.insert(0, suite_dir)
     import django
     from django.conf import settings
@@ -127,6 +140,8 @@ def main(suite_dir: str, backend: str, location: str, out: str) -> None:
     try:
         loader = unittest.defaultTestLoader
         tests = unittest.TestSuite(loader.loadTestsFromTestCase(cls) for cls in classes)
+        if only:
+            tests = _only(tests, set(only.split(",")))
         result = unittest.TextTestRunner(stream=sys.stderr, verbosity=0, resultclass=Recorder).run(tests)
     finally:
         runner.teardown_databases(old)
@@ -144,4 +159,4 @@ def main(suite_dir: str, backend: str, location: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:5])
+    main(*sys.argv[1:6])
