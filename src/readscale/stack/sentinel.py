@@ -133,17 +133,18 @@ def sentinel_url(stack: Stack) -> str:
 
 
 def current_master(stack: Stack) -> RedisNode:
-    """The Redis most sentinels name master now."""
-    votes: dict[int, int] = {}
+    """The Redis the sentinels name master now: the answer of the newest configuration
+    epoch (a sentinel that has not heard of a failover yet answers the old master)."""
+    answers: list[tuple[int, int]] = []  # (config epoch, port)
     for name in SENTINEL_NAMES:
         node = stack.nodes.get(name)
         if isinstance(node, SentinelNode) and node.is_running():
             try:
-                port = int(node.master()["port"])
+                view = node.master()
+                answers.append((int(view.get("config-epoch", 0)), int(view["port"])))
             except Exception:  # noqa: S112 - that sentinel is down too: ask the others
                 continue
-            votes[port] = votes.get(port, 0) + 1
-    for port in sorted(votes, key=lambda p: -votes[p]):
+    for _epoch, port in sorted(answers, reverse=True):
         for redis_name in REDIS_NAMES:
             candidate = stack.nodes.get(redis_name)
             if isinstance(candidate, RedisNode) and candidate.port == port:
