@@ -155,6 +155,10 @@ def current_master(stack: Stack) -> RedisNode:
 def kill_master(stack: Stack) -> str:
     """SIGKILL the current master (the fault): returns its name."""
     master = current_master(stack)
+    port = master.port
     master.kill()
+    # Dead when its port is closed: a client that still reaches it would write to a master
+    # the fault already removed.
+    _proc.wait_until(lambda: not _proc.is_listening(port), timeout=10, what=f"{master.name} to die")
     stack._save()
     return master.name

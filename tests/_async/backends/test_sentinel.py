@@ -38,7 +38,7 @@ async def test_the_cache_and_the_bus_follow_a_failover(readscale_stack_factory: 
         old = stack.sentinel_master().name
         assert stack.kill_sentinel_master() == old
         failed = 0
-        for _ in range(300):  # the sentinels need about two seconds
+        for _ in range(600):  # the sentinels need about two seconds; a loaded machine more
             try:
                 await writer.set("k", "after")
                 served = await reader.get_or_load("k", load) == "after"
@@ -48,7 +48,7 @@ async def test_the_cache_and_the_bus_follow_a_failover(readscale_stack_factory: 
                 break
             failed += 1
             await async_sleep(0.1)
-        assert served and failed > 0  # the outage was met, and counted
+        assert served and failed > 0, (served, failed)  # the outage was met, and counted
         assert stack.sentinel_master().name != old
         before = receiver_bus.stats.received
         await writer.invalidate("k")
@@ -63,5 +63,5 @@ async def test_the_cache_and_the_bus_follow_a_failover(readscale_stack_factory: 
 
 
 def test_a_redis_cluster_refuses_a_sentinel_url() -> None:
-    with pytest.raises(ConfigurationError, match="Sentinel"):
+    with pytest.raises(ConfigurationError, match="redis\\+sentinel://"):
         AsyncRedisClusterBackend(RedisSettings(url="redis+sentinel://127.0.0.1:26379/m"))
