@@ -30,6 +30,7 @@ BENCHES: dict[str, str] = {
     "chaos": "readscale.bench.chaos:run",
     "capacity": "readscale.bench.capacity:run",
     "backends": "readscale.bench.backends:run",
+    "memcached": "readscale.bench.memcached:run",
 }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+from readscale._core.memcached.hits import read_one, read_pipeline
 from readscale._core.memcached.items import DEFAULT_MAX_VALUE_SIZE, ItemState, ServerRing, item_state, max_value_size
 from readscale._core.memcached.replies import (
     AnyReply,
@@ -35,6 +36,7 @@ from readscale.errors import CacheUnavailableError, ConfigurationError, ValueToo
 NAME = "memcached"
 NOOP = MetaNoop().encode()
 QUIET_GET = MetaGet("", client_flags=True, cas=True, quiet=True)
+GET_TAIL = MetaGet("", client_flags=True, cas=True).tail()
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -62,6 +64,13 @@ def unexpected_reply(reply: AnyReply, request: str) -> MetaProtocolError:
     return MetaProtocolError(f"unexpected reply to {request}: {reply!r}"[:200])
 
 
+def refused(stream: AsyncTcpStream, reply: ErrorReply) -> CacheUnavailableError:
+    # memcached may now read the rest of the request as commands: the caller discards
+    # this stream.
+    message = f"{NAME} {stream.endpoint.address} refused a command: {reply.kind.value} {reply.message}"
+    return CacheUnavailableError(message, backend=NAME)
+
+
 async def round_trip(stream: AsyncTcpStream, payload: bytes, until: Status | None) -> list[AnyReply]:
     """Write ``payload``; read one reply, or (``until``) every reply before that status."""
     await stream.write(payload)
@@ -73,10 +82,7 @@ async def round_trip(stream: AsyncTcpStream, payload: bytes, until: Status | Non
             parser.feed(await stream.read())
             continue
         if isinstance(reply, ErrorReply) and reply.kind is not ErrorKind.SERVER_ERROR:
-            # memcached may now read the rest of the request as commands: the caller
-            # discards this stream.
-            message = f"{NAME} {stream.endpoint.address} refused a command: {reply.kind.value} {reply.message}"
-            raise CacheUnavailableError(message, backend=NAME)
+            raise refused(stream, reply)
         if until is None:
             replies.append(reply)
             break
@@ -126,6 +132,59 @@ class AsyncServer:
         await self.pool.release(stream)
         return replies
 
+    async def get_value(self, payload: bytes) -> bytes | AnyReply:
+        """One ``mg ... v f c``: a plain hit's value, else its reply (see ``hits``). The
+        hot path of ``get``: one write, one read for a value that fits one."""
+        stream = await self.pool.acquire()
+        try:
+            await stream.write(payload)
+            data = await stream.read()
+            reply = read_one(data)
+            if reply is None:  # a value longer than one read: parse it as it comes
+                parser = MetaParser()
+                parser.feed(data)
+                while (reply := parser.next_reply()) is None:
+                    parser.feed(await stream.read())
+                if parser.buffered:
+                    raise MetaProtocolError(f"{parser.buffered} bytes beyond the expected replies")
+            if isinstance(reply, ErrorReply) and reply.kind is not ErrorKind.SERVER_ERROR:
+                raise refused(stream, reply)
+        except BaseException as exc:
+            await self.pool.discard(stream)
+            if isinstance(exc, CacheUnavailableError):
+                await self.pool.drop_idle()
+            raise
+        await self.pool.release(stream)
+        return reply
+
+    async def get_values(self, payload: bytes, values: list[bytes | None]) -> list[AnyReply]:
+        """A pipeline of quiet ``mg ... v f c q O<i>`` closed by ``mn``: plain hits'
+        values land in ``values[i]``; the other replies are returned, in order."""
+        stream = await self.pool.acquire()
+        try:
+            await stream.write(payload)
+            others: list[AnyReply] = []
+            data = await stream.read()
+            pos, done = read_pipeline(data, 0, values, others)
+            while not done:
+                for reply in others:
+                    if isinstance(reply, ErrorReply) and reply.kind is not ErrorKind.SERVER_ERROR:
+                        raise refused(stream, reply)
+                data = data[pos:] + await stream.read()
+                pos, done = read_pipeline(data, 0, values, others)
+            if pos != len(data):
+                raise MetaProtocolError(f"{len(data) - pos} bytes beyond the expected replies")
+            for reply in others:
+                if isinstance(reply, ErrorReply) and reply.kind is not ErrorKind.SERVER_ERROR:
+                    raise refused(stream, reply)
+        except BaseException as exc:
+            await self.pool.discard(stream)
+            if isinstance(exc, CacheUnavailableError):
+                await self.pool.drop_idle()
+            raise
+        await self.pool.release(stream)
+        return others
+
     async def exchange_n(self, payload: bytes, n: int) -> list[AnyReply]:
         """``payload`` holds ``n`` requests that each get a reply: read the ``n`` replies."""
         stream = await self.pool.acquire()
@@ -139,8 +198,7 @@ class AsyncServer:
                     parser.feed(await stream.read())
                     continue
                 if isinstance(reply, ErrorReply) and reply.kind is not ErrorKind.SERVER_ERROR:
-                    message = f"{NAME} {stream.endpoint.address} refused a command: {reply.kind.value} {reply.message}"
-                    raise CacheUnavailableError(message, backend=NAME)
+                    raise refused(stream, reply)
                 replies.append(reply)
             if parser.buffered:
                 raise MetaProtocolError(f"{parser.buffered} bytes beyond the expected replies")

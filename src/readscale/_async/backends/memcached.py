@@ -31,12 +31,28 @@ from readscale._async.backends._memcached_leases import (
     floor_key_of,
     tomb_lsn,
 )
-from readscale._async.backends._memcached_servers import NAME, NOOP, QUIET_GET, AsyncServers, unexpected_reply
+from readscale._async.backends._memcached_servers import (
+    GET_TAIL,
+    NAME,
+    NOOP,
+    QUIET_GET,
+    AsyncServers,
+    unexpected_reply,
+)
 from readscale._core.cache.fill import PRIMARY_ONLY
 from readscale._core.cache.lease import LeaseResult
 from readscale._core.memcached.items import VALUE_FLAGS, Fence, Found, LeaseHeld, LeaseWon, Missing
 from readscale._core.memcached.replies import Reply, StatReply, Status
-from readscale._core.memcached.requests import MetaArithmetic, MetaDelete, MetaGet, MetaSet, SetMode, Stats, wire_ttl
+from readscale._core.memcached.requests import (
+    MetaArithmetic,
+    MetaDelete,
+    MetaGet,
+    MetaSet,
+    SetMode,
+    Stats,
+    encode_get,
+    wire_ttl,
+)
 from readscale.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -115,7 +131,9 @@ class AsyncMemcachedBackend:
     async def get(self, key: str) -> bytes | None:
         servers = self._servers
         server = servers.for_key(key)
-        (reply,) = await server.exchange(MetaGet(key, client_flags=True, cas=True).encode())
+        reply = await server.get_value(encode_get(key, GET_TAIL))
+        if isinstance(reply, bytes):  # a plain hit
+            return reply
         match servers.state(reply):
             case Found(value=value):
                 return value
@@ -135,7 +153,7 @@ class AsyncMemcachedBackend:
         }
         for server, payload in payloads.items():
             won: list[tuple[str, int]] = []
-            for reply in await server.exchange(payload, Status.MN):
+            for reply in await server.get_values(payload, results):  # plain hits are in results
                 state = servers.state(reply)
                 i = reply.flags.opaque if isinstance(reply, Reply) else None
                 if i is None or not 0 <= i < len(keys):

@@ -37,6 +37,7 @@ __all__ = [
     "StatReply",
     "Status",
     "encode_reply",
+    "parse_reply",
 ]
 
 MAX_LINE = 8192  # no reply line of ours comes near; more without CRLF is garbage
@@ -201,55 +202,93 @@ class MetaParser:
         buf = self._buf
         pos = self._pos
         if self._pending is None:
-            eol = buf.find(b"\r\n", pos)
-            if eol < 0:
-                if len(buf) - pos > MAX_LINE:
-                    raise MetaProtocolError(f"no line end within {MAX_LINE} bytes")
+            got = _line(buf, pos)
+            if got is None:
                 return None
-            if eol - pos > MAX_LINE:
-                raise MetaProtocolError(f"reply line longer than {MAX_LINE} bytes")
-            line = bytes(buf[pos:eol])
-            self._pos = pos = eol + 2
-            tokens = line.split(b" ")
+            tokens, line, self._pos = got
+            pos = self._pos
             if tokens[0] != b"VA":
-                return self._other(tokens, line)
-            if len(tokens) < 2 or not tokens[1].isdigit() or len(tokens[1]) > 10:
-                raise MetaProtocolError(f"bad VA line {line[:40]!r}")
-            size = int(tokens[1])
-            if size > MAX_VALUE:
-                raise MetaProtocolError(f"value of {size} bytes is over {MAX_VALUE}")
-            self._pending = (size, _parse_flags(tokens, 2) if len(tokens) > 2 else NO_FLAGS)
+                return _other(tokens, line)
+            self._pending = _va_header(tokens, line)
         size, flags = self._pending
-        end = pos + size
-        if len(buf) < end + 2:
+        value = _value(buf, pos, size)
+        if value is None:
             return None
-        if buf[end : end + 2] != b"\r\n":
-            raise MetaProtocolError("value not terminated by CRLF")
-        if size < 65536:
-            value = bytes(buf[pos:end])
-        else:  # one copy instead of two
-            with memoryview(buf) as view:
-                value = bytes(view[pos:end])
-        self._pos = end + 2
+        self._pos = pos + size + 2
         self._pending = None
         return Reply(_VA, flags, value)
 
-    def _other(self, tokens: list[bytes], line: bytes) -> AnyReply:
-        """Any reply but VA."""
-        head = tokens[0]
-        status = _SIMPLE.get(head)
-        if status is not None:
-            return Reply(status, _parse_flags(tokens, 1) if len(tokens) > 1 else NO_FLAGS)
-        kind = _ERRORS.get(head)
-        if kind is not None:
-            return ErrorReply(kind, line[len(head) + 1 :].decode("utf-8", "replace"))
-        if line == b"MN":
-            return Reply(Status.MN)
-        if line == b"END":
-            return Reply(Status.END)
-        if head == b"STAT" and len(tokens) >= 3 and tokens[1] and _NOT_PRINTABLE.search(line) is None:
-            return StatReply(tokens[1].decode("ascii"), b" ".join(tokens[2:]).decode("ascii"))
-        raise MetaProtocolError(f"unexpected reply {line[:40]!r}")
+
+def _line(buf: bytes | bytearray, pos: int) -> tuple[list[bytes], bytes, int] | None:
+    """The tokens of the line at ``pos``, the line, and where the next starts; or None."""
+    eol = buf.find(b"\r\n", pos)
+    if eol < 0:
+        if len(buf) - pos > MAX_LINE:
+            raise MetaProtocolError(f"no line end within {MAX_LINE} bytes")
+        return None
+    if eol - pos > MAX_LINE:
+        raise MetaProtocolError(f"reply line longer than {MAX_LINE} bytes")
+    line = bytes(buf[pos:eol])
+    return line.split(b" "), line, eol + 2
+
+
+def _va_header(tokens: list[bytes], line: bytes) -> tuple[int, ReturnFlags]:
+    if len(tokens) < 2 or not tokens[1].isdigit() or len(tokens[1]) > 10:
+        raise MetaProtocolError(f"bad VA line {line[:40]!r}")
+    size = int(tokens[1])
+    if size > MAX_VALUE:
+        raise MetaProtocolError(f"value of {size} bytes is over {MAX_VALUE}")
+    return size, _parse_flags(tokens, 2) if len(tokens) > 2 else NO_FLAGS
+
+
+def _value(buf: bytes | bytearray, pos: int, size: int) -> bytes | None:
+    """The value of ``size`` bytes at ``pos`` and its CRLF, or None (not all here)."""
+    end = pos + size
+    if len(buf) < end + 2:
+        return None
+    if buf[end : end + 2] != b"\r\n":
+        raise MetaProtocolError("value not terminated by CRLF")
+    if isinstance(buf, bytes):
+        return buf[pos:end]
+    if size < 65536:
+        return bytes(buf[pos:end])
+    with memoryview(buf) as view:  # one copy instead of two
+        return bytes(view[pos:end])
+
+
+def parse_reply(buf: bytes | bytearray, pos: int) -> tuple[AnyReply, int] | None:
+    """The complete reply starting at ``buf[pos]`` and where the next one starts, or None
+    (more bytes needed). Raises MetaProtocolError on garbage. Stateless, for readers that
+    keep their own buffer (``readscale._core.memcached.hits``)."""
+    got = _line(buf, pos)
+    if got is None:
+        return None
+    tokens, line, pos = got
+    if tokens[0] != b"VA":
+        return _other(tokens, line), pos
+    size, flags = _va_header(tokens, line)
+    value = _value(buf, pos, size)
+    if value is None:
+        return None
+    return Reply(_VA, flags, value), pos + size + 2
+
+
+def _other(tokens: list[bytes], line: bytes) -> AnyReply:
+    """Any reply but VA."""
+    head = tokens[0]
+    status = _SIMPLE.get(head)
+    if status is not None:
+        return Reply(status, _parse_flags(tokens, 1) if len(tokens) > 1 else NO_FLAGS)
+    kind = _ERRORS.get(head)
+    if kind is not None:
+        return ErrorReply(kind, line[len(head) + 1 :].decode("utf-8", "replace"))
+    if line == b"MN":
+        return Reply(Status.MN)
+    if line == b"END":
+        return Reply(Status.END)
+    if head == b"STAT" and len(tokens) >= 3 and tokens[1] and _NOT_PRINTABLE.search(line) is None:
+        return StatReply(tokens[1].decode("ascii"), b" ".join(tokens[2:]).decode("ascii"))
+    raise MetaProtocolError(f"unexpected reply {line[:40]!r}")
 
 
 # -- replies as a server sends them (for fakes and tests) -------------------------------

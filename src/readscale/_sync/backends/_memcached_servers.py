@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+from readscale._core.memcached.hits import read_one, read_pipeline
 from readscale._core.memcached.items import DEFAULT_MAX_VALUE_SIZE, ItemState, ServerRing, item_state, max_value_size
 from readscale._core.memcached.replies import (
     AnyReply,
@@ -36,6 +37,7 @@ from readscale.errors import CacheUnavailableError, ConfigurationError, ValueToo
 NAME = "memcached"
 NOOP = MetaNoop().encode()
 QUIET_GET = MetaGet("", client_flags=True, cas=True, quiet=True)
+GET_TAIL = MetaGet("", client_flags=True, cas=True).tail()
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -63,6 +65,13 @@ def unexpected_reply(reply: AnyReply, request: str) -> MetaProtocolError:
     return MetaProtocolError(f"unexpected reply to {request}: {reply!r}"[:200])
 
 
+def refused(stream: TcpStream, reply: ErrorReply) -> CacheUnavailableError:
+    # memcached may now read the rest of the request as commands: the caller discards
+    # this stream.
+    message = f"{NAME} {stream.endpoint.address} refused a command: {reply.kind.value} {reply.message}"
+    return CacheUnavailableError(message, backend=NAME)
+
+
 def round_trip(stream: TcpStream, payload: bytes, until: Status | None) -> list[AnyReply]:
     """Write ``payload``; read one reply, or (``until``) every reply before that status."""
     stream.write(payload)
@@ -74,10 +83,7 @@ def round_trip(stream: TcpStream, payload: bytes, until: Status | None) -> list[
             parser.feed(stream.read())
             continue
         if isinstance(reply, ErrorReply) and reply.kind is not ErrorKind.SERVER_ERROR:
-            # memcached may now read the rest of the request as commands: the caller
-            # discards this stream.
-            message = f"{NAME} {stream.endpoint.address} refused a command: {reply.kind.value} {reply.message}"
-            raise CacheUnavailableError(message, backend=NAME)
+            raise refused(stream, reply)
         if until is None:
             replies.append(reply)
             break
@@ -127,6 +133,59 @@ class Server:
         self.pool.release(stream)
         return replies
 
+    def get_value(self, payload: bytes) -> bytes | AnyReply:
+        """One ``mg ... v f c``: a plain hit's value, else its reply (see ``hits``). The
+        hot path of ``get``: one write, one read for a value that fits one."""
+        stream = self.pool.acquire()
+        try:
+            stream.write(payload)
+            data = stream.read()
+            reply = read_one(data)
+            if reply is None:  # a value longer than one read: parse it as it comes
+                parser = MetaParser()
+                parser.feed(data)
+                while (reply := parser.next_reply()) is None:
+                    parser.feed(stream.read())
+                if parser.buffered:
+                    raise MetaProtocolError(f"{parser.buffered} bytes beyond the expected replies")
+            if isinstance(reply, ErrorReply) and reply.kind is not ErrorKind.SERVER_ERROR:
+                raise refused(stream, reply)
+        except BaseException as exc:
+            self.pool.discard(stream)
+            if isinstance(exc, CacheUnavailableError):
+                self.pool.drop_idle()
+            raise
+        self.pool.release(stream)
+        return reply
+
+    def get_values(self, payload: bytes, values: list[bytes | None]) -> list[AnyReply]:
+        """A pipeline of quiet ``mg ... v f c q O<i>`` closed by ``mn``: plain hits'
+        values land in ``values[i]``; the other replies are returned, in order."""
+        stream = self.pool.acquire()
+        try:
+            stream.write(payload)
+            others: list[AnyReply] = []
+            data = stream.read()
+            pos, done = read_pipeline(data, 0, values, others)
+            while not done:
+                for reply in others:
+                    if isinstance(reply, ErrorReply) and reply.kind is not ErrorKind.SERVER_ERROR:
+                        raise refused(stream, reply)
+                data = data[pos:] + stream.read()
+                pos, done = read_pipeline(data, 0, values, others)
+            if pos != len(data):
+                raise MetaProtocolError(f"{len(data) - pos} bytes beyond the expected replies")
+            for reply in others:
+                if isinstance(reply, ErrorReply) and reply.kind is not ErrorKind.SERVER_ERROR:
+                    raise refused(stream, reply)
+        except BaseException as exc:
+            self.pool.discard(stream)
+            if isinstance(exc, CacheUnavailableError):
+                self.pool.drop_idle()
+            raise
+        self.pool.release(stream)
+        return others
+
     def exchange_n(self, payload: bytes, n: int) -> list[AnyReply]:
         """``payload`` holds ``n`` requests that each get a reply: read the ``n`` replies."""
         stream = self.pool.acquire()
@@ -140,8 +199,7 @@ class Server:
                     parser.feed(stream.read())
                     continue
                 if isinstance(reply, ErrorReply) and reply.kind is not ErrorKind.SERVER_ERROR:
-                    message = f"{NAME} {stream.endpoint.address} refused a command: {reply.kind.value} {reply.message}"
-                    raise CacheUnavailableError(message, backend=NAME)
+                    raise refused(stream, reply)
                 replies.append(reply)
             if parser.buffered:
                 raise MetaProtocolError(f"{parser.buffered} bytes beyond the expected replies")

@@ -30,14 +30,30 @@ from readscale._core.cache.fill import PRIMARY_ONLY
 from readscale._core.cache.lease import LeaseResult
 from readscale._core.memcached.items import VALUE_FLAGS, Fence, Found, LeaseHeld, LeaseWon, Missing
 from readscale._core.memcached.replies import Reply, StatReply, Status
-from readscale._core.memcached.requests import MetaArithmetic, MetaDelete, MetaGet, MetaSet, SetMode, Stats, wire_ttl
+from readscale._core.memcached.requests import (
+    MetaArithmetic,
+    MetaDelete,
+    MetaGet,
+    MetaSet,
+    SetMode,
+    Stats,
+    encode_get,
+    wire_ttl,
+)
 from readscale._sync.backends._memcached_leases import (
     TOMB_GET,
     MemcachedLeases,
     floor_key_of,
     tomb_lsn,
 )
-from readscale._sync.backends._memcached_servers import NAME, NOOP, QUIET_GET, Servers, unexpected_reply
+from readscale._sync.backends._memcached_servers import (
+    GET_TAIL,
+    NAME,
+    NOOP,
+    QUIET_GET,
+    Servers,
+    unexpected_reply,
+)
 from readscale.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -116,7 +132,9 @@ class MemcachedBackend:
     def get(self, key: str) -> bytes | None:
         servers = self._servers
         server = servers.for_key(key)
-        (reply,) = server.exchange(MetaGet(key, client_flags=True, cas=True).encode())
+        reply = server.get_value(encode_get(key, GET_TAIL))
+        if isinstance(reply, bytes):  # a plain hit
+            return reply
         match servers.state(reply):
             case Found(value=value):
                 return value
@@ -136,7 +154,7 @@ class MemcachedBackend:
         }
         for server, payload in payloads.items():
             won: list[tuple[str, int]] = []
-            for reply in server.exchange(payload, Status.MN):
+            for reply in server.get_values(payload, results):  # plain hits are in results
                 state = servers.state(reply)
                 i = reply.flags.opaque if isinstance(reply, Reply) else None
                 if i is None or not 0 <= i < len(keys):

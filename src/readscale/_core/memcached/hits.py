@@ -1,0 +1,107 @@
+"""Plain hits read straight from the bytes: the hot path of ``get`` and ``get_many``.
+
+A reply to readscale's ``mg <key> v f c`` (in a pipeline ``... q O<i>``) of the form
+``VA <n> f<flags> c<cas>`` (``O<i>``): no lease flag (``W``, ``Z``), not stale (``X``)
+and client flags other than a fence's, is a hit whatever else the key holds
+(``items.item_state`` reads it as ``Found``). Its value is taken from the buffer with a
+few ``find``/``split`` calls and one slice, without building a reply, its flags or an
+item state: most of a hit's cost in Python was that. Every other reply (a miss, a lease,
+a fence, an error, a reply whose flags come in another order) goes through
+``replies.parse_reply`` and the caller reads it as before, so this module changes speed,
+never meaning; ``tests/_core/memcached/test_hits.py`` checks both give the same answers
+for any split of any stream.
+"""
+
+from __future__ import annotations
+
+from readscale._core.memcached.items import FENCE_FLAGS
+from readscale._core.memcached.replies import MAX_VALUE, AnyReply, MetaProtocolError, parse_reply
+
+__all__ = ["read_one", "read_pipeline"]
+
+
+def _beyond(extra: int) -> MetaProtocolError:
+    return MetaProtocolError(f"{extra} bytes beyond the expected replies")
+
+
+def read_one(data: bytes) -> bytes | AnyReply | None:
+    """``data`` holds the reply to one ``mg ... v f c``: the value of a plain hit, else
+    the reply; None while more bytes are needed. Raises MetaProtocolError on garbage or
+    on bytes past the reply (the stream is out of step)."""
+    if data[:3] == b"VA ":
+        eol = data.find(b"\r\n")
+        tokens = data[3:eol].split(b" ") if eol > 0 else ()
+        if len(tokens) == 3:
+            size, f, c = tokens
+            if (
+                size.isdigit()
+                and len(size) <= 10
+                and f[:1] == b"f"
+                and f[1:].isdigit()
+                and len(f) <= 11
+                and c[:1] == b"c"
+                and c[1:].isdigit()
+                and len(c) <= 21
+                and int(f[1:]) != FENCE_FLAGS
+            ):
+                start = eol + 2
+                end = start + int(size)
+                if len(data) == end + 2 and data[end:] == b"\r\n":
+                    return data[start:end]
+    got = parse_reply(data, 0)
+    if got is None:
+        return None
+    reply, end = got
+    if end != len(data):
+        raise _beyond(len(data) - end)
+    return reply
+
+
+def read_pipeline(data: bytes, pos: int, values: list[bytes | None], others: list[AnyReply]) -> tuple[int, bool]:
+    """Read the replies to quiet ``mg ... v f c q O<i>`` requests closed by ``mn`` from
+    ``data[pos:]``: a plain hit's value goes to ``values[i]``, every other reply
+    (including a hit whose ``i`` is out of range) to ``others``, in order. Returns where
+    the unread bytes start and whether ``MN`` was read (it is consumed). Raises
+    MetaProtocolError on garbage."""
+    count = len(values)
+    size_limit = MAX_VALUE
+    fence = FENCE_FLAGS
+    find = data.find
+    startswith = data.startswith
+    while True:
+        if startswith(b"VA ", pos):
+            eol = find(b"\r\n", pos)
+            tokens = data[pos + 3 : eol].split(b" ") if eol >= 0 else ()
+            if len(tokens) == 4:
+                size, f, c, o = tokens
+                if (
+                    size.isdigit()
+                    and len(size) <= 10
+                    and f[:1] == b"f"
+                    and f[1:].isdigit()
+                    and len(f) <= 11
+                    and c[:1] == b"c"
+                    and c[1:].isdigit()
+                    and len(c) <= 21
+                    and o[:1] == b"O"
+                    and o[1:].isdigit()
+                    and len(o) <= 33
+                    and int(f[1:]) != fence
+                ):
+                    n = int(size)
+                    start = eol + 2
+                    end = start + n
+                    if n <= size_limit and len(data) < end + 2:
+                        return pos, False
+                    i = int(o[1:])
+                    if i < count and data[end : end + 2] == b"\r\n":
+                        values[i] = data[start:end]
+                        pos = end + 2
+                        continue
+        elif startswith(b"MN\r\n", pos):
+            return pos + 4, True
+        got = parse_reply(data, pos)
+        if got is None:
+            return pos, False
+        reply, pos = got
+        others.append(reply)
