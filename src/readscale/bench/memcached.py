@@ -94,11 +94,12 @@ def _sync_contenders(address: str, calls: int) -> tuple[dict[str, SyncRound], di
         manys[label] = _sync_many(other.get_many, _batches(keys), calls // 20)
         closers.append(other.close)
     try:
-        from meta_memcache import CacheClient, ServerAddress, connection_pool_factory_builder
+        import importlib
 
-        meta = CacheClient.cache_client_from_servers(
-            servers=[ServerAddress(host=host, port=int(port))],
-            connection_pool_factory_fn=connection_pool_factory_builder(),
+        mm: Any = importlib.import_module("meta_memcache")
+        meta = mm.CacheClient.cache_client_from_servers(
+            servers=[mm.ServerAddress(host=host, port=int(port))],
+            connection_pool_factory_fn=mm.connection_pool_factory_builder(),
         )
         mkeys = _keys("meta")
         for key in mkeys:
@@ -111,8 +112,8 @@ def _sync_contenders(address: str, calls: int) -> tuple[dict[str, SyncRound], di
         from pymemcache.client.base import Client
 
         pym = Client((host, int(port)), no_delay=True)
-        for key in bkeys:
-            pym.set(key, VALUE, 3600)
+        for bkey in bkeys:
+            pym.set(bkey, VALUE, 3600)
         gets["pymemcache"] = _sync_get(pym.get, bkeys, calls)
         manys["pymemcache"] = _sync_many(pym.get_many, _batches(bkeys), calls // 20)  # type: ignore[arg-type]
         closers.append(pym.close)
@@ -170,8 +171,8 @@ async def _async_rounds(address: str, calls: int, rounds: int) -> tuple[dict[str
             return await em.get_many(batch)
 
         ekeys = [k.encode() for k in _keys("em")]
-        for key in ekeys:
-            await em.set(key, VALUE)
+        for ekey in ekeys:
+            await em.set(ekey, VALUE)
         gets["emcache"] = _async_get(em.get, ekeys, calls)
         manys["emcache"] = _async_many(em_many, _batches(ekeys), calls // 20)  # type: ignore[arg-type]
         closers.append(em.close)
@@ -186,8 +187,8 @@ async def _async_rounds(address: str, calls: int, rounds: int) -> tuple[dict[str
             return await aio.multi_get(*batch)
 
         akeys = [k.encode() for k in _keys("aio")]
-        for key in akeys:
-            await aio.set(key, VALUE)
+        for akey in akeys:
+            await aio.set(akey, VALUE)
         gets["aiomcache"] = _async_get(aio.get, akeys, calls)
         manys["aiomcache"] = _async_many(aio_many, _batches(akeys), calls // 20)  # type: ignore[arg-type]
         closers.append(aio.close)
