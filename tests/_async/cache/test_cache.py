@@ -269,6 +269,24 @@ async def test_get_or_load_many_loads_only_the_missing_in_one_call(cache: AsyncC
 
 
 @pytest.mark.anyio
+async def test_loads_and_fills_are_timed_in_histograms_and_hits_are_not(cache: AsyncCache) -> None:
+    """The loader and fill histograms (exported by readscale.metrics) observe misses
+    only: a hit costs no observation."""
+    stats = cache.stats
+    assert await cache.get_or_load("h1", Loader("v")) == "v"
+    assert (stats.loader_seconds.count, stats.fill_seconds.count) == (1, 1)
+    for _ in range(3):
+        await cache.get_or_load("h1", Loader("v"))
+    assert (stats.loader_seconds.count, stats.fill_seconds.count) == (1, 1)
+
+    async def load_many(keys: list[str]) -> dict[str, str]:
+        return {k: k for k in keys}
+
+    await cache.get_or_load_many(["h2", "h3"], load_many)
+    assert (stats.loader_seconds.count, stats.fill_seconds.count) == (2, 2)  # one batch: one load, one fill
+
+
+@pytest.mark.anyio
 async def test_get_or_load_many_fills_a_batch_safely_in_few_round_trips(
     cache: AsyncCache, backend: AsyncCountingBackend
 ) -> None:

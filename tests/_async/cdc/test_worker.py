@@ -173,3 +173,27 @@ async def test_the_edge_is_purged_while_the_cache_is_down_and_the_batch_retried(
     await worker.drop_slot()
     await worker.close()
     await down.aclose()
+
+
+@pytest.mark.anyio
+async def test_lag_in_bytes_and_seconds_grows_while_changes_wait_and_is_zero_once_applied(
+    cache: AsyncCache, table: str, pg_primary_dsn: str
+) -> None:
+    now = [100.0]
+    rules = [CdcRule(table, keys=("product:{id}",))]
+    settings = CdcSettings(dsn=pg_primary_dsn, slot=f"s_{uuid.uuid4().hex[:10]}", tombstones=False)
+    worker = AsyncCdcWorker(cache, rules, settings, monotonic=lambda: now[0])
+    await worker.ensure_slot()
+    await worker.run_once()
+    assert (worker.stats.lag_bytes, worker.stats.lag_seconds) == (0, 0.0)  # caught up at t=100
+    with psycopg.connect(pg_primary_dsn, autocommit=True) as conn:
+        conn.execute(f"UPDATE {table} SET name = 'quince' WHERE id = 1")
+    now[0] = 104.0
+    await worker._measure_lag()  # a look before the next batch: the change waits
+    assert worker.stats.lag_bytes > 0
+    assert worker.stats.lag_seconds == 4.0  # bounded by the last sample at the confirmed position
+    now[0] = 105.0
+    assert await worker.run_once() == 1
+    assert (worker.stats.lag_bytes, worker.stats.lag_seconds) == (0, 0.0)
+    await worker.drop_slot()
+    await worker.close()

@@ -253,6 +253,23 @@ def test_get_or_load_many_loads_only_the_missing_in_one_call(cache: Cache) -> No
     assert len(calls) == 1
 
 
+def test_loads_and_fills_are_timed_in_histograms_and_hits_are_not(cache: Cache) -> None:
+    """The loader and fill histograms (exported by readscale.metrics) observe misses
+    only: a hit costs no observation."""
+    stats = cache.stats
+    assert cache.get_or_load("h1", Loader("v")) == "v"
+    assert (stats.loader_seconds.count, stats.fill_seconds.count) == (1, 1)
+    for _ in range(3):
+        cache.get_or_load("h1", Loader("v"))
+    assert (stats.loader_seconds.count, stats.fill_seconds.count) == (1, 1)
+
+    def load_many(keys: list[str]) -> dict[str, str]:
+        return {k: k for k in keys}
+
+    cache.get_or_load_many(["h2", "h3"], load_many)
+    assert (stats.loader_seconds.count, stats.fill_seconds.count) == (2, 2)  # one batch: one load, one fill
+
+
 def test_get_or_load_many_fills_a_batch_safely_in_few_round_trips(cache: Cache, backend: CountingBackend) -> None:
     """Each missing key holds a ticket taken before the load (an invalidation during it
     refuses that key only); Redis takes the tickets and the fills in one pipeline each."""

@@ -162,3 +162,26 @@ def test_the_edge_is_purged_while_the_cache_is_down_and_the_batch_retried(table:
     worker.drop_slot()
     worker.close()
     down.close()
+
+
+def test_lag_in_bytes_and_seconds_grows_while_changes_wait_and_is_zero_once_applied(
+    cache: Cache, table: str, pg_primary_dsn: str
+) -> None:
+    now = [100.0]
+    rules = [CdcRule(table, keys=("product:{id}",))]
+    settings = CdcSettings(dsn=pg_primary_dsn, slot=f"s_{uuid.uuid4().hex[:10]}", tombstones=False)
+    worker = CdcWorker(cache, rules, settings, monotonic=lambda: now[0])
+    worker.ensure_slot()
+    worker.run_once()
+    assert (worker.stats.lag_bytes, worker.stats.lag_seconds) == (0, 0.0)  # caught up at t=100
+    with psycopg.connect(pg_primary_dsn, autocommit=True) as conn:
+        conn.execute(f"UPDATE {table} SET name = 'quince' WHERE id = 1")
+    now[0] = 104.0
+    worker._measure_lag()  # a look before the next batch: the change waits
+    assert worker.stats.lag_bytes > 0
+    assert worker.stats.lag_seconds == 4.0  # bounded by the last sample at the confirmed position
+    now[0] = 105.0
+    assert worker.run_once() == 1
+    assert (worker.stats.lag_bytes, worker.stats.lag_seconds) == (0, 0.0)
+    worker.drop_slot()
+    worker.close()

@@ -214,6 +214,8 @@ class Batch:
                     continue
                 entries.append((pkeys[k], value, meta, raw, token))
             self.stores.store_fills(entries, policy, source, since)
+            if entries:  # one batched fill: one observation, load start to stored
+                self.record.fill_time(self._monotonic() - started)
         found.update({k: loaded[k] for k in missing if k in loaded})
         return found
 
