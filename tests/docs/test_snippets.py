@@ -132,6 +132,12 @@ ELSEWHERE = {
 }
 # Sketches: id -> (why it is not run, whether it compiles).
 FRAGMENT = {
+    "docs/response-cache.md#setup": (
+        "wiring into the reader's app (app, Request); the same wiring runs in tests/browser/response_cache_apps.py",
+        True,
+    ),
+    "docs/response-cache.md#setup-2": ("Django settings lines; run in tests/browser/response_cache_apps.py", True),
+    "docs/response-cache.md#setup-3": ("the reader's Flask app; run in tests/browser/response_cache_apps.py", True),
     "docs/architecture.md#6-the-fill-protocol-as-a-pure-planner": (
         "the planned signatures of _core/cache/fill.py (issue 14, step 6), bodies elided",
         True,
