@@ -121,6 +121,26 @@ class FrequencySketch:
                 f += 1
         return f
 
+    def frequencies(self, first: Hashable, second: Hashable) -> tuple[int, int]:
+        """``(frequency(first), frequency(second))`` in one call (admission's question)."""
+        if self._doorkeeper:
+            return self.frequency(first), self.frequency(second)
+        seed = self._seed
+        m = self._mask
+        w = self._width
+        c = self._counters
+        h = ((hash(first) ^ seed) * _GOLDEN) & _M64
+        h ^= h >> 29
+        a = h & _M32
+        b = (h >> 32) | 1
+        f1 = min(c[a & m], c[w + ((a + b) & m)], c[2 * w + ((a + 2 * b) & m)], c[3 * w + ((a + 3 * b) & m)])
+        h = ((hash(second) ^ seed) * _GOLDEN) & _M64
+        h ^= h >> 29
+        a = h & _M32
+        b = (h >> 32) | 1
+        f2 = min(c[a & m], c[w + ((a + b) & m)], c[2 * w + ((a + 2 * b) & m)], c[3 * w + ((a + 3 * b) & m)])
+        return f1, f2
+
     def increment(self, key: Hashable) -> None:
         """Record one access of ``key`` (and halve everything when a sample period ends)."""
         h = ((hash(key) ^ self._seed) * _GOLDEN) & _M64

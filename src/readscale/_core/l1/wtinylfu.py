@@ -323,11 +323,23 @@ class WTinyLfu(Generic[K]):
         )
 
     def _evict_to_bounds(self) -> None:
-        candidates = self._window_to_probation()
+        # Written flat (no helper calls on the common path: one key leaves the window,
+        # faces one victim, one of them goes): a Python call costs as much as the work.
+        window = self.window
         probation = self.probation
+        protected = self.protected
+        max_entries = self.max_entries
+        max_bytes = self.max_bytes
+        limit, limit_bytes = self._window_limit
+        candidates = (
+            self._window_to_probation() if len(window) > limit or self.window_bytes > limit_bytes else []
+        )
         # Candidates are compared newest first, as Caffeine walks probation backwards;
         # one that wins faces the next victim too: it must outrank all it displaces.
-        while self._over():
+        while (
+            len(window) + len(probation) + len(protected) > max_entries
+            or self.window_bytes + self.probation_bytes + self.protected_bytes > max_bytes
+        ):
             candidate = None
             while candidates:
                 key = candidates.pop()
@@ -339,12 +351,14 @@ class WTinyLfu(Generic[K]):
                 continue
             victim = next(iter(probation))
             if victim == candidate:
-                self._drop(probation, candidate, rejected=False)
-            elif probation[candidate] > self.max_bytes or not self._admit(candidate, victim):
-                self._drop(probation, candidate, rejected=True)
+                drop, rejected = candidate, False
+            elif probation[candidate] > max_bytes or not self._admit(candidate, victim):
+                drop, rejected = candidate, True
             else:
-                self._drop(probation, victim, rejected=False)
+                drop, rejected = victim, False
                 candidates.append(candidate)
+            self.probation_bytes -= probation.pop(drop)
+            self._evict(drop, rejected)
 
     def _evict_oldest(self) -> None:
         for segment in (self.probation, self.protected, self.window):
@@ -358,9 +372,7 @@ class WTinyLfu(Generic[K]):
         self._evict(key, rejected)
 
     def _admit(self, candidate: K, victim: K) -> bool:
-        sketch = self.sketch
-        victim_freq = sketch.frequency(victim)
-        candidate_freq = sketch.frequency(candidate)
+        candidate_freq, victim_freq = self.sketch.frequencies(candidate, victim)
         if candidate_freq > victim_freq:
             return True
         threshold = self.config.hashdos_threshold
