@@ -331,9 +331,7 @@ class WTinyLfu(Generic[K]):
         max_entries = self.max_entries
         max_bytes = self.max_bytes
         limit, limit_bytes = self._window_limit
-        candidates = (
-            self._window_to_probation() if len(window) > limit or self.window_bytes > limit_bytes else []
-        )
+        candidates = self._window_to_probation() if len(window) > limit or self.window_bytes > limit_bytes else []
         # Candidates are compared newest first, as Caffeine walks probation backwards;
         # one that wins faces the next victim too: it must outrank all it displaces.
         while (
