@@ -25,6 +25,8 @@ from readscale._core.memcached.replies import (
     Status,
     encode_reply,
 )
+from readscale._core.memcached.requests import MetaGet, encode_get
+from readscale.errors import InvalidKeyError
 
 Meaning = tuple[list[bytes | None], list[AnyReply]]
 
@@ -225,3 +227,27 @@ def test_any_bytes_give_an_answer_none_or_the_protocol_error(data: bytes) -> Non
     for attempt in (lambda: read_one(data), lambda: read_pipeline(data, 0, [None, None], [])):
         with contextlib.suppress(MetaProtocolError):
             attempt()
+
+
+# -- requests built for a whole batch at once --------------------------------------------------
+
+batch_keys = st.lists(
+    st.text(max_size=12) | st.from_regex(r"\A[\x21-\x7e]{1,260}\Z") | st.sampled_from(["a b", "", "é", "k\n"]),
+    max_size=6,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(batch_keys, st.data())
+def test_a_batch_of_gets_is_byte_for_byte_the_requests_one_by_one(keys: list[str], data: st.DataObject) -> None:
+    positions = data.draw(st.lists(st.integers(0, max(len(keys) - 1, 0)), max_size=len(keys), unique=True))
+    request = MetaGet("", client_flags=True, cas=True, quiet=True)
+    try:
+        one_by_one = b"".join(request._replace(key=keys[i], opaque=i).encode() for i in positions)
+    except InvalidKeyError:
+        with pytest.raises(InvalidKeyError):
+            request.encode_each(keys, positions)
+        return
+    assert request.encode_each(keys, positions) == one_by_one
+    for i in positions:
+        assert encode_get(keys[i], request.tail()) == request._replace(key=keys[i]).encode()

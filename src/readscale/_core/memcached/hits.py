@@ -14,6 +14,8 @@ for any split of any stream.
 
 from __future__ import annotations
 
+import re
+
 from readscale._core.memcached.items import FENCE_FLAGS
 from readscale._core.memcached.replies import MAX_VALUE, AnyReply, MetaProtocolError, parse_reply
 
@@ -24,30 +26,20 @@ def _beyond(extra: int) -> MetaProtocolError:
     return MetaProtocolError(f"{extra} bytes beyond the expected replies")
 
 
+_PLAIN_ONE = re.compile(rb"VA (\d{1,10}) f(\d{1,10}) c\d{1,20}\r\n")
+
+
 def read_one(data: bytes) -> bytes | AnyReply | None:
     """``data`` holds the reply to one ``mg ... v f c``: the value of a plain hit, else
     the reply; None while more bytes are needed. Raises MetaProtocolError on garbage or
     on bytes past the reply (the stream is out of step)."""
-    if data[:3] == b"VA ":
-        eol = data.find(b"\r\n")
-        tokens = data[3:eol].split(b" ") if eol > 0 else ()
-        if len(tokens) == 3:
-            size, f, c = tokens
-            if (
-                size.isdigit()
-                and len(size) <= 10
-                and f[:1] == b"f"
-                and f[1:].isdigit()
-                and len(f) <= 11
-                and c[:1] == b"c"
-                and c[1:].isdigit()
-                and len(c) <= 21
-                and int(f[1:]) != FENCE_FLAGS
-            ):
-                start = eol + 2
-                end = start + int(size)
-                if len(data) == end + 2 and data[end:] == b"\r\n":
-                    return data[start:end]
+    plain = _PLAIN_ONE.match(data)
+    if plain is not None:
+        size, f = plain.groups()
+        start = plain.end()
+        end = start + int(size)
+        if len(data) == end + 2 and data[end:] == b"\r\n" and int(f) != FENCE_FLAGS:
+            return data[start:end]
     got = parse_reply(data, 0)
     if got is None:
         return None
@@ -55,6 +47,9 @@ def read_one(data: bytes) -> bytes | AnyReply | None:
     if end != len(data):
         raise _beyond(len(data) - end)
     return reply
+
+
+_PLAIN_HIT = re.compile(rb"VA (\d{1,10}) f(\d{1,10}) c\d{1,20} O(\d{1,32})\r\n")
 
 
 def read_pipeline(data: bytes, pos: int, values: list[bytes | None], others: list[AnyReply]) -> tuple[int, bool]:
@@ -66,38 +61,23 @@ def read_pipeline(data: bytes, pos: int, values: list[bytes | None], others: lis
     count = len(values)
     size_limit = MAX_VALUE
     fence = FENCE_FLAGS
-    find = data.find
+    match = _PLAIN_HIT.match
     startswith = data.startswith
     while True:
-        if startswith(b"VA ", pos):
-            eol = find(b"\r\n", pos)
-            tokens = data[pos + 3 : eol].split(b" ") if eol >= 0 else ()
-            if len(tokens) == 4:
-                size, f, c, o = tokens
-                if (
-                    size.isdigit()
-                    and len(size) <= 10
-                    and f[:1] == b"f"
-                    and f[1:].isdigit()
-                    and len(f) <= 11
-                    and c[:1] == b"c"
-                    and c[1:].isdigit()
-                    and len(c) <= 21
-                    and o[:1] == b"O"
-                    and o[1:].isdigit()
-                    and len(o) <= 33
-                    and int(f[1:]) != fence
-                ):
-                    n = int(size)
-                    start = eol + 2
-                    end = start + n
-                    if n <= size_limit and len(data) < end + 2:
-                        return pos, False
-                    i = int(o[1:])
-                    if i < count and data[end : end + 2] == b"\r\n":
-                        values[i] = data[start:end]
-                        pos = end + 2
-                        continue
+        plain = match(data, pos)
+        if plain is not None:
+            size, f, o = plain.groups()
+            start = plain.end()
+            end = start + int(size)
+            if len(data) < end + 2:
+                if int(size) <= size_limit:
+                    return pos, False
+            else:
+                i = int(o)
+                if i < count and int(f) != fence and data[end : end + 2] == b"\r\n":
+                    values[i] = data[start:end]
+                    pos = end + 2
+                    continue
         elif startswith(b"MN\r\n", pos):
             return pos + 4, True
         got = parse_reply(data, pos)

@@ -168,6 +168,19 @@ class MetaGet(NamedTuple):
         """This request for ``keys[i]``, each tagged ``O<i>``, for ``i`` in ``positions``:
         the body of a pipeline, built in one pass (the flags are encoded once)."""
         tail = b" ".join([b"", *self._replace(opaque=None)._flags()])
+        positions = list(positions)
+        batch = [keys[i] for i in positions]
+        joined = "".join(batch)
+        if (  # the common case, checked for the whole batch at once: short ASCII keys
+            joined.isascii()
+            and _BAD_KEY_CHAR.search(joined) is None
+            and all(0 < len(key) <= MAX_KEY_BYTES for key in batch)
+            and (not positions or (min(positions) >= 0 and max(positions) <= MAX_OPAQUE))
+        ):
+            text = tail.decode("ascii")
+            return "".join([f"mg {key}{text} O{i}\r\n" for key, i in zip(batch, positions, strict=True)]).encode(
+                "ascii"
+            )
         return b"".join(b"%s%s O%d\r\n" % (b" ".join(_head(b"mg", keys[i])), tail, _check_opaque(i)) for i in positions)
 
     def _flags(self) -> list[bytes]:
