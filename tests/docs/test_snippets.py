@@ -132,6 +132,26 @@ ELSEWHERE = {
 }
 # Sketches: id -> (why it is not run, whether it compiles).
 FRAGMENT = {
+    "docs/edge.md#an-edge-of-several-nodes": (
+        "purges the reader's three edge hosts; tests/http/test_edge_tier.py makes these calls on 2 real Varnish nodes",
+        True,
+    ),
+    "docs/guides/django-cache.md#django-s-cache-on-readscale": (
+        "a settings.py fragment; tests/django/test_cache.py's site (tests/django/cacheapp) runs on these settings",
+        True,
+    ),
+    "docs/guides/django-cache.md#readscale-s-extras-on-the-same-object": (
+        "calls on a configured cache with the reader's load_product and page; tests/django/test_cache.py runs each",
+        True,
+    ),
+    "docs/observability.md#prometheus-metrics": (
+        "registers collectors of the reader's own objects; tests/test_metrics.py and tests/demo/test_prometheus.py do",
+        True,
+    ),
+    "docs/operations.md#redis-sentinel": (
+        "names the reader's sentinels; tests/_async/backends/test_sentinel.py parses such URLs, fails a group over",
+        True,
+    ),
     "docs/response-cache.md#setup": (
         "wiring into the reader's app (app, Request); the same wiring runs in tests/browser/response_cache_apps.py",
         True,
@@ -484,16 +504,32 @@ def _session_reads_its_write(get: Any, post: Any) -> None:
 
 
 async def _asgi_session_reads_its_write(app: Any) -> None:
+    """Run the app's own lifespan as a server does (its state handed to every request:
+    FastAPI's dependencies read the cache and the router from it), then three requests."""
+    import anyio
     import httpx
 
-    async with app.router.lifespan_context(app):  # the app's own lifespan: opens the router, closes the cache
-        transport = httpx.ASGITransport(app=app)
+    state: dict[str, Any] = {}
+    to_app, app_inbox = anyio.create_memory_object_stream[dict[str, Any]](2)
+    app_outbox, from_app = anyio.create_memory_object_stream[dict[str, Any]](2)
+
+    async def with_state(scope: Any, receive: Any, send: Any) -> None:
+        await app({**scope, "state": dict(state)}, receive, send)
+
+    lifespan = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": state}
+    async with anyio.create_task_group() as tasks, to_app, app_inbox, app_outbox, from_app:
+        tasks.start_soon(app, lifespan, app_inbox.receive, app_outbox.send)
+        await to_app.send({"type": "lifespan.startup"})
+        assert (await from_app.receive())["type"] == "lifespan.startup.complete"
+        transport = httpx.ASGITransport(app=with_state)
         async with httpx.AsyncClient(transport=transport, base_url="http://shop.test") as client:
             responses = [
                 await client.get("/items/1"),
                 await client.post("/items/1?price=9"),
                 await client.get("/items/1"),
             ]
+        await to_app.send({"type": "lifespan.shutdown"})
+        assert (await from_app.receive())["type"] == "lifespan.shutdown.complete"
     replies = iter(responses)
     _session_reads_its_write(lambda _: next(replies), lambda _: next(replies))
 
@@ -624,6 +660,8 @@ def _extras() -> set[str]:
 def _parse_cli(args: list[str]) -> str:
     """Parse a ``readscale`` command line as the CLI would, without running it: each
     subcommand exists, each option is known and each value converts. Returns the command."""
+    import click
+    import typer
     import typer.main
 
     from readscale.cli._app import app
@@ -632,7 +670,12 @@ def _parse_cli(args: list[str]) -> str:
         return [*getattr(ctx, "_protected_args", []), *ctx.args]
 
     command: Any = typer.main.get_command(app)
-    ctx = command.make_context("readscale", list(args))
+    try:
+        ctx = command.make_context("readscale", list(args))
+    except (click.exceptions.Exit, typer.Exit) as done:  # an eager option (--version, --help) answered
+        if done.exit_code != 0:
+            raise AssertionError(f"readscale {shlex.join(args)} exits {done.exit_code}") from done
+        return str(command.name)
     rest = rest_of(ctx)
     while hasattr(command, "resolve_command") and rest:
         name, command, rest = command.resolve_command(ctx, rest)
