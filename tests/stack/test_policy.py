@@ -82,6 +82,8 @@ def test_the_purge_acl_is_loopback_unless_named_and_never_the_world() -> None:
     assert 'acl purgers {\n    "127.0.0.0"/8;\n    "::1";\n}' in default
     named = render_vcl("http://127.0.0.1:8123", purge_acl=["10.0.2.0/24", "10.0.3.7", "fd00::/8"])
     assert 'acl purgers {\n    "10.0.2.0"/24;\n    "10.0.3.7";\n    "fd00::"/8;\n}' in named
+    wide_private = render_vcl("http://127.0.0.1:8123", purge_acl=["10.0.0.0/8", "203.0.113.0/24"])
+    assert '"10.0.0.0"/8;' in wide_private and '"203.0.113.0"/24;' in wide_private
     assert "beresp.ttl > " not in named
 
 
@@ -91,6 +93,9 @@ def test_the_purge_acl_is_loopback_unless_named_and_never_the_world() -> None:
         ([], "purge_acl is empty"),
         (["0.0.0.0/0"], "every address"),
         (["::/0"], "every address"),
+        (["0.0.0.0/1", "128.0.0.0/1"], "wide range of public addresses"),
+        (["8.0.0.0/8"], "wide range of public addresses"),
+        (["2000::/3"], "wide range of public addresses"),
         (["edge.example.com"], "not an address or a network"),
         (["10.0.0.1/33"], "not an address or a network"),
         (['10.0.0.1"; } acl x {'], "not an address or a network"),

@@ -68,6 +68,11 @@ def render_vcl(
     )
 
 
+#: The widest public network a purge ACL may name, per IP version (private networks of any
+#: size are allowed: 10.0.0.0/8 is one operator's).
+_WIDEST_PUBLIC = {4: 16, 6: 32}
+
+
 def render_acl(entries: Sequence[str]) -> str:
     """The purge ACL's lines: each entry an address or a network, checked here (a typo
     must not compile into an ACL that lets someone else purge)."""
@@ -85,6 +90,12 @@ def render_acl(entries: Sequence[str]) -> str:
             ) from None
         if network.prefixlen == 0:
             raise ConfigurationError(f"purge_acl entry {entry!r} opens purging to every address; name your networks")
+        # Wide public networks: two /1s cover every address as surely as one /0 does.
+        if network.prefixlen < _WIDEST_PUBLIC[network.version] and not network.is_private:
+            raise ConfigurationError(
+                f"purge_acl entry {entry!r} opens purging to a wide range of public addresses "
+                f"(wider than /{_WIDEST_PUBLIC[network.version]}); name your own hosts or private networks"
+            )
         full = network.prefixlen == network.max_prefixlen
         lines.append(
             f'    "{network.network_address}";' if full else f'    "{network.network_address}"/{network.prefixlen};'
