@@ -49,7 +49,8 @@ def read_one(data: bytes) -> bytes | AnyReply | None:
     return reply
 
 
-_PLAIN_HIT = re.compile(rb"VA (\d{1,10}) f(\d{1,10}) c\d{1,20} O(\d{1,32})\r\n")
+# A fence's client flags (any number of leading zeros) never match: it is not a hit.
+_PLAIN_HIT = re.compile(rb"VA (\d{1,10}) f(?!0*%d )\d{1,10} c\d{1,20} O(\d{1,32})\r\n" % FENCE_FLAGS)
 
 
 def read_pipeline(data: bytes, pos: int, values: list[bytes | None], others: list[AnyReply]) -> tuple[int, bool]:
@@ -59,22 +60,21 @@ def read_pipeline(data: bytes, pos: int, values: list[bytes | None], others: lis
     the unread bytes start and whether ``MN`` was read (it is consumed). Raises
     MetaProtocolError on garbage."""
     count = len(values)
-    size_limit = MAX_VALUE
-    fence = FENCE_FLAGS
+    length = len(data)
     match = _PLAIN_HIT.match
     startswith = data.startswith
     while True:
         plain = match(data, pos)
         if plain is not None:
-            size, f, o = plain.groups()
+            size, o = plain.groups()
             start = plain.end()
             end = start + int(size)
-            if len(data) < end + 2:
-                if int(size) <= size_limit:
+            if length < end + 2:
+                if end - start <= MAX_VALUE:
                     return pos, False
             else:
                 i = int(o)
-                if i < count and int(f) != fence and data[end : end + 2] == b"\r\n":
+                if i < count and startswith(b"\r\n", end):
                     values[i] = data[start:end]
                     pos = end + 2
                     continue
