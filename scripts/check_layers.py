@@ -90,6 +90,7 @@ TABLE: dict[str, str] = {
     "readscale.django": "integrations",
     "readscale.flask": "integrations",
     "readscale.sqlalchemy": "integrations",
+    "readscale.tracing": "integrations",
     # tools: what the project runs around the library; never imported by it.
     "readscale.stack": "tools",
     "readscale.bench": "tools",

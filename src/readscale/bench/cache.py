@@ -11,6 +11,9 @@
 - Django's cache API: readscale's Django backend against django-redis (get hit, set,
   ``get_many`` of 100), wall and CPU time per call, and the get with readscale's L1 on
   (``readscale.bench._django_cache``).
+- The hit path traced: readscale's ``get`` with OpenTelemetry off (the default), with
+  the API's no-op tracer, and with the SDK's tracer and a batch span processor whose
+  exporter drops the spans (what tracing costs in process, without the network).
 - A stampede: 800 callers over 4 processes on a missing key whose loader takes 20 ms,
   readscale against naive cache-aside and a SET NX lock whose losers sleep 50 ms.
 
@@ -29,6 +32,7 @@ from typing import Any
 
 import msgspec
 
+from readscale.bench._traced import Tracing, traced, traced_async, tracing_modes
 from readscale.bench.harness import BenchReport, Rounds, ratio, round_robin
 from readscale.report.stats import percentile
 from readscale.stack import Stack
@@ -53,7 +57,9 @@ def _value_size() -> int:
 AsyncRound = Callable[[], Awaitable[float]]
 
 
-async def _async_contenders(url: str, calls: int, progress: Callable[[str], None]) -> dict[str, AsyncRound]:
+async def _async_contenders(
+    url: str, calls: int, progress: Callable[[str], None], tracing: Tracing | None = None
+) -> dict[str, AsyncRound]:
     import redis.asyncio as redis_asyncio
 
     from readscale import RedisSettings
@@ -87,6 +93,9 @@ async def _async_contenders(url: str, calls: int, progress: Callable[[str], None
         return (time.perf_counter() - started) / calls
 
     contenders: dict[str, Callable[[], Awaitable[float]]] = {"raw": raw, "readscale": readscale}
+    if tracing is not None:
+        contenders["otel_noop"] = traced_async(readscale, tracing, "noop")
+        contenders["otel_sdk"] = traced_async(readscale, tracing, "sdk")
     try:
         from cashews import Cache as CashewsCache
 
@@ -125,8 +134,10 @@ async def _async_contenders(url: str, calls: int, progress: Callable[[str], None
     return contenders
 
 
-async def _measure_async(url: str, calls: int, rounds: int, progress: Callable[[str], None]) -> dict[str, Rounds]:
-    contenders = await _async_contenders(url, calls, progress)
+async def _measure_async(
+    url: str, calls: int, rounds: int, progress: Callable[[str], None], tracing: Tracing | None
+) -> dict[str, Rounds]:
+    contenders = await _async_contenders(url, calls, progress, tracing)
     per: dict[str, list[float]] = {name: [] for name in contenders}
     for fn in contenders.values():
         await fn()  # warm-up
@@ -165,7 +176,9 @@ def _floor_get(url: str, calls: int) -> Callable[[], float]:
     return run
 
 
-def _sync_contenders(url: str, calls: int, progress: Callable[[str], None]) -> dict[str, Callable[[], float]]:
+def _sync_contenders(
+    url: str, calls: int, progress: Callable[[str], None], tracing: Tracing | None = None
+) -> dict[str, Callable[[], float]]:
     import redis
 
     from readscale import RedisSettings
@@ -194,6 +207,9 @@ def _sync_contenders(url: str, calls: int, progress: Callable[[str], None]) -> d
         return (time.perf_counter() - started) / calls
 
     contenders: dict[str, Callable[[], float]] = {"floor": _floor_get(url, calls), "raw": raw, "readscale": readscale}
+    if tracing is not None:
+        contenders["otel_noop"] = traced(readscale, tracing, "noop")
+        contenders["otel_sdk"] = traced(readscale, tracing, "sdk")
     try:
         from dogpile.cache import make_region
 
@@ -283,10 +299,15 @@ def run(*, rounds: int, quick: bool, progress: Callable[[str], None]) -> BenchRe
     try:
         stack.prepare()
         url = stack.start_redis().url
-        progress("async hit path")
-        a = asyncio.run(_measure_async(url, calls, rounds, progress))
-        progress("sync hit path")
-        s = round_robin(_sync_contenders(url, calls, progress), rounds)
+        tracing = tracing_modes(progress)
+        try:
+            progress("async hit path")
+            a = asyncio.run(_measure_async(url, calls, rounds, progress, tracing))
+            progress("sync hit path")
+            s = round_robin(_sync_contenders(url, calls, progress, tracing), rounds)
+        finally:
+            if tracing is not None:
+                tracing.close()
         us = 1e6
         report.add("redis_get_async_us", round(a["readscale"].median * us, 2), "us", a["readscale"].spread("{:.2e}"))
         report.add("redis_get_async_raw_us", round(a["raw"].median * us, 2), "us")
@@ -301,6 +322,7 @@ def run(*, rounds: int, quick: bool, progress: Callable[[str], None]) -> BenchRe
         report.add("redis_get_sync_ratio_raw", round(ratio(s["readscale"].median, s["raw"].median), 3), "ratio")
         report.add("redis_get_floor_us", round(s["floor"].median * us, 2), "us", "raw socket + hiredis + decode")
         report.add("redis_get_sync_ratio_floor", round(ratio(s["readscale"].median, s["floor"].median), 3), "ratio")
+        _traced_rows(report, a, s)
         if "dogpile" in s:
             report.add("redis_get_sync_dogpile_us", round(s["dogpile"].median * us, 2), "us")
             value = ratio(s["readscale"].median, s["dogpile"].median)
@@ -353,6 +375,19 @@ def _django(report: BenchReport, url: str, calls: int, rounds: int, progress: Ca
         report.add(f"django_{op}_cpu_ratio_django_redis", round(ratio(cpu.median, their_cpu.median), 3), "ratio")
     l1_wall, _ = found["get"]["readscale_l1"]
     report.add("django_get_l1_us", round(l1_wall.median * us, 2), "us", "readscale's backend with L1_MAX_ENTRIES")
+
+
+def _traced_rows(report: BenchReport, a: dict[str, Rounds], s: dict[str, Rounds]) -> None:
+    """The hit path traced, against the same path untraced in the same rounds."""
+    us = 1e6
+    for flavour, measured in (("async", a), ("sync", s)):
+        for mode, what in (("noop", "the API's no-op tracer"), ("sdk", "SDK, BatchSpanProcessor, spans dropped")):
+            if f"otel_{mode}" not in measured:
+                continue
+            traced = measured[f"otel_{mode}"]
+            report.add(f"redis_get_{flavour}_otel_{mode}_us", round(traced.median * us, 2), "us", what)
+            value = ratio(traced.median, measured["readscale"].median)
+            report.add(f"redis_get_{flavour}_ratio_otel_{mode}", round(value, 3), "ratio", "against tracing off")
 
 
 def _hit_ratios(report: BenchReport, quick: bool, progress: Callable[[str], None]) -> None:

@@ -29,6 +29,7 @@ from readscale._core.cache.freshness import storage_ttl
 from readscale._core.cache.keys import DEFAULT_PREFIX, template_fields
 from readscale._core.cache.policy import DEFAULT, CachePolicy
 from readscale._shared.cache.stats import CacheStats
+from readscale._shared.tracing import TRACING, db_system, span
 from readscale.codecs import Codec, JsonCodec
 from readscale.l1 import MemoryStore
 
@@ -244,7 +245,20 @@ class AsyncCache:
         from the L2 (``readscale.codecs``); without it the value must be JSON-native.
         """
         codec = codec or self.codec
-        return await self.reads.get(key, policy or self.policy, codec if type is None else codec.typed(type))
+        if type is not None:
+            codec = codec.typed(type)
+        if TRACING.tracer is None:
+            return await self.reads.get(key, policy or self.policy, codec)
+        with span("readscale.cache.get", self._span_attributes(key)):
+            return await self.reads.get(key, policy or self.policy, codec)
+
+    def _span_attributes(self, key: str) -> dict[str, str]:
+        """What a cache operation's span says of the call (only built while tracing)."""
+        attributes = {"readscale.cache.name": self.stats.name, "readscale.cache.key": key}
+        system = db_system(self.l2.backend.name if self.l2.backend is not None else None)
+        if system is not None:
+            attributes["db.system.name"] = system
+        return attributes
 
     async def set(
         self,
@@ -330,9 +344,12 @@ class AsyncCache:
         is not JSON-native is refused (:class:`UnserializableValueError`, not stored).
         """
         codec = codec or self.codec
-        return await self.reads.get_or_load(
-            key, loader, policy or self.policy, codec if type is None else codec.typed(type), tags
-        )
+        if type is not None:
+            codec = codec.typed(type)
+        if TRACING.tracer is None:
+            return await self.reads.get_or_load(key, loader, policy or self.policy, codec, tags)
+        with span("readscale.cache.get_or_load", self._span_attributes(key)):
+            return await self.reads.get_or_load(key, loader, policy or self.policy, codec, tags)
 
     async def write_through(
         self,

@@ -25,6 +25,7 @@ from readscale._core.cache.policy import CachePolicy
 from readscale._core.postgres.lsn import format_lsn
 from readscale._shared.cache.fill_scope import FillScope
 from readscale._shared.cache.stats import CacheStats, FillRecorder
+from readscale._shared.tracing import note
 from readscale.errors import ValueTooLargeError
 
 log = logging.getLogger("readscale.cache")
@@ -115,6 +116,7 @@ class AsyncFillStore:
                 return False
             if stored is Stored.TOO_LARGE:
                 return False
+        note("readscale.cache.fill_stored", True)
         self.record.l1_stored()
         self.coherence.l1_put(pkey, value, meta, policy, size=len(raw), since=since)
         return True

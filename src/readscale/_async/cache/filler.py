@@ -48,9 +48,18 @@ from readscale._core.cache.policy import CachePolicy, OnMiss
 from readscale._shared.cache.stats import CacheStats, FillRecorder
 from readscale._shared.primitives.flight import AsyncSingleFlight
 from readscale._shared.primitives.tasks import AsyncBackground
+from readscale._shared.tracing import maybe_span, note
 from readscale.codecs import Codec
 
 log = logging.getLogger("readscale.cache")
+
+#: ``readscale.cache.lease.result`` of what taking the fill lease found.
+_LEASE_RESULTS: dict[type, str] = {
+    LeaseFailed: "failed",  # the L2 could not be asked
+    LeaseFound: "found",  # a value was there after all
+    LeaseWon: "won",  # this reader fills
+    LeaseHeld: "held",  # another reader fills: wait
+}
 
 
 class AsyncFiller:
@@ -196,23 +205,27 @@ class AsyncFiller:
                 case TakeLease(ttl=ttl):
                     leases += 1
                     since = self.coherence.local.seq
-                    lease = await self.l2.call(lambda backend: backend.lease(pkey, ttl))
-                    if lease is UNREACHED:
-                        seen = LeaseFailed()
-                    elif lease.value is not None:
-                        found = self.entries.decode(pkey, lease.value, policy, codec, count=False)
-                        size = len(lease.value)
-                        seen = LeaseFound(await self._servable(found))
-                    elif lease.token is not None:
-                        seen = LeaseWon(lease.token, lease.floor_lsn)
-                    else:
-                        seen = LeaseHeld()
+                    with maybe_span("readscale.cache.lease", {"readscale.cache.lease.attempt": leases}):
+                        lease = await self.l2.call(lambda backend: backend.lease(pkey, ttl))
+                        if lease is UNREACHED:
+                            seen = LeaseFailed()
+                        elif lease.value is not None:
+                            found = self.entries.decode(pkey, lease.value, policy, codec, count=False)
+                            size = len(lease.value)
+                            seen = LeaseFound(await self._servable(found))
+                        elif lease.token is not None:
+                            seen = LeaseWon(lease.token, lease.floor_lsn)
+                        else:
+                            seen = LeaseHeld()
+                        note("readscale.cache.lease.result", _LEASE_RESULTS[type(seen)])
                 case WaitForFill(timeout=timeout):
                     self.record.lease_wait()
-                    woke = await self.l2.call(
-                        lambda backend: backend.wait_for_fill(pkey, timeout), admit=Admit.ADMITTED
-                    )
-                    seen = WaitFailed() if woke is UNREACHED else Woken()
+                    with maybe_span("readscale.cache.lease_wait", {"readscale.cache.lease_wait.timeout": timeout}):
+                        woke = await self.l2.call(
+                            lambda backend: backend.wait_for_fill(pkey, timeout), admit=Admit.ADMITTED
+                        )
+                        seen = WaitFailed() if woke is UNREACHED else Woken()
+                        note("readscale.cache.lease_wait.result", "failed" if woke is UNREACHED else "woken")
                 case ReadFilled():
                     since = self.coherence.local.seq
                     found = await self.read(pkey, policy, codec)
@@ -224,7 +237,8 @@ class AsyncFiller:
                     self.coherence.l1_put(pkey, found[0], found[1], policy, size=size, since=since)
                     return found[0]
                 case Load():
-                    return await self._load_as_planned(pkey, loader, policy, codec, tags, step, leases)
+                    with maybe_span("readscale.cache.load", {"readscale.cache.load.reason": step.reason.value}):
+                        return await self._load_as_planned(pkey, loader, policy, codec, tags, step, leases)
                 case _:
                     assert_never(step)
 

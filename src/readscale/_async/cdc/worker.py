@@ -45,6 +45,7 @@ from readscale._core.cdc.rules import (
 )
 from readscale._shared.cdc.stats import CdcStats
 from readscale._shared.primitives.locks import AsyncEvent, async_maybe_await, async_sleep
+from readscale._shared.tracing import CONSUMER, maybe_span, note
 from readscale.errors import BackendError, CacheUnavailableError, ConfigurationError, ReadscaleError
 from readscale.settings import connection_string
 
@@ -251,13 +252,21 @@ class AsyncCdcWorker:
         if advance_to is None:
             await self._measure_lag()
             return 0
-        batch = [invalidations_for(t, self.rules) for t in transactions]
-        await self._apply(batch)
-        if self._on_applied is not None:
-            await async_maybe_await(self._on_applied(advance_to))
-        # Only now is the position confirmed: a crash before this line re-delivers the batch.
         position = format_lsn(advance_to)
-        await conn.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (self.settings.slot, position))
+        attributes: dict[str, str | int] = {
+            "db.system.name": "postgresql",
+            "readscale.cdc.slot": self.settings.slot,
+            "readscale.cdc.transactions": len(transactions),
+            "readscale.cdc.changes": sum(len(t.changes) for t in transactions),
+            "readscale.cdc.position": position,  # the slot's confirmed position once the batch is applied
+        }
+        with maybe_span("readscale.cdc.batch", attributes, CONSUMER):
+            batch = [invalidations_for(t, self.rules) for t in transactions]
+            await self._apply(batch)
+            if self._on_applied is not None:
+                await async_maybe_await(self._on_applied(advance_to))
+            # Only now is the position confirmed: a crash before this line re-delivers the batch.
+            await conn.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (self.settings.slot, position))
         self.stats.batches += 1
         self.stats.transactions += len(transactions)
         self.stats.changes += sum(len(t.changes) for t in transactions)
@@ -287,9 +296,11 @@ class AsyncCdcWorker:
             for namespace, keys in by_namespace.items():
                 await self.cache.invalidate(*sorted(keys), policy=self._policy(namespace), lsn=lsn)
                 self.stats.keys_invalidated += len(keys)
+            note("readscale.cdc.keys_invalidated", sum(len(keys) for keys in by_namespace.values()))
             if tags:
                 await self.cache.invalidate_tags(*sorted(tags), lsn=lsn)
                 self.stats.tags_invalidated += len(tags)
+                note("readscale.cdc.tags_invalidated", len(tags))
             for namespace in truncated:
                 if self._policy(namespace).versioned:
                     await self.cache.invalidate_namespace(namespace, lsn=lsn)

@@ -24,6 +24,7 @@ from typing import Protocol, runtime_checkable
 import httpx
 
 from readscale._shared.primitives.locks import async_sleep
+from readscale._shared.tracing import CLIENT, TRACING, note, span
 from readscale.errors import PurgeError
 
 PURGED_COUNT = re.compile(r"(?:Purged|Soft-purged) (\d+)")
@@ -118,7 +119,23 @@ class HttpPurger:
         self, request: httpx.Request, *, node: PurgeStats | None = None, attempts: int | None = None
     ) -> httpx.Response:
         """Send with retries (``attempts``, the policy's by default), counting in this
-        purger's stats and, for an edge of several nodes, in the ``node``'s."""
+        purger's stats and, for an edge of several nodes, in the ``node``'s; one span
+        for the request and its retries while tracing (``server.*`` name the node)."""
+        if TRACING.tracer is None:
+            return await self._send_with_retries(request, node, attempts)
+        attributes: dict[str, str | int] = {
+            "http.request.method": request.method,
+            "server.address": request.url.host,
+            "readscale.purge.vendor": self.vendor,
+        }
+        if request.url.port is not None:
+            attributes["server.port"] = request.url.port
+        with span("readscale.purge", attributes, CLIENT):
+            return await self._send_with_retries(request, node, attempts)
+
+    async def _send_with_retries(
+        self, request: httpx.Request, node: PurgeStats | None, attempts: int | None
+    ) -> httpx.Response:
         counters = (self.stats,) if node is None else (self.stats, node)
         attempts = self.retry.attempts if attempts is None else attempts
         last: str = ""
@@ -127,11 +144,13 @@ class HttpPurger:
                 stats.requests += 1
                 stats.retries += 1 if attempt else 0
             retry_after = None
+            note("readscale.purge.attempts", attempt + 1)
             try:
                 response = await self.client.send(request)
             except httpx.TransportError as exc:
                 last = f"{type(exc).__name__}: {exc}"
             else:
+                note("http.response.status_code", response.status_code)
                 if response.status_code < 400:
                     return response
                 last = f"HTTP {response.status_code} {response.reason_phrase}"

@@ -123,6 +123,23 @@ class AsyncNode:
         self._probe_lock = AsyncLock()
         self._connect_error: str | None = None  # the last connection failure logged
         self.wal_layout: tuple[int, int] | None = None  # (block size, segment size), primary only
+        self._span_attributes: dict[str, str | int] | None = None
+
+    def span_attributes(self) -> dict[str, str | int]:
+        """What a span of an attempt on this node says of it (semantic conventions for
+        database client spans; no credentials). Built on the first traced attempt."""
+        if self._span_attributes is None:
+            params = conninfo_to_dict(self.conninfo)
+            attributes: dict[str, str | int] = {"db.system.name": "postgresql", "readscale.replicas.node": self.name}
+            host, port, dbname = params.get("host"), params.get("port"), params.get("dbname")
+            if host:
+                attributes["server.address"] = str(host)
+            if port and str(port).isdigit():
+                attributes["server.port"] = int(str(port))
+            if dbname:
+                attributes["db.namespace"] = str(dbname)
+            self._span_attributes = attributes
+        return self._span_attributes
 
     async def open(self) -> None:
         await self.pool.open(wait=False)

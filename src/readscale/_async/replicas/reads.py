@@ -33,6 +33,7 @@ from readscale._shared.cache.fill_scope import current_fill, report_primary_read
 from readscale._shared.primitives.locks import async_sleep
 from readscale._shared.replicas.causal_context import CausalContext, Settler
 from readscale._shared.replicas.topology import Topology
+from readscale._shared.tracing import CLIENT, TRACING, maybe_span, note, span
 from readscale.errors import ReadscaleError, ReplicaUnavailableError
 
 __all__ = ["AsyncReads", "Row"]
@@ -40,6 +41,11 @@ __all__ = ["AsyncReads", "Row"]
 Row = tuple[Any, ...]
 # The hot-standby conflict a replica raises while replaying (retryable).
 _RECOVERY_CONFLICT = "40001"
+
+
+def _read_attributes(plan: ReadPlan) -> dict[str, str]:
+    """What a routed read's span says of it (only built while tracing)."""
+    return {"db.system.name": "postgresql", "readscale.replicas.mode": type(plan.mode).__name__}
 
 
 def _statements(*parts: Any) -> Any:
@@ -97,8 +103,10 @@ class AsyncReads:
     async def _choose(self, plan: ReadPlan) -> str:
         """The node for the read's next attempt: a replica to guard, or the primary."""
         if plan.primary:
+            note("readscale.replicas.node", PRIMARY)
             return PRIMARY
         if plan.stay_on is not None and plan.stay_on not in plan.exclude:
+            note("readscale.replicas.node", plan.stay_on)
             return plan.stay_on
         while True:
             now = self._clock()
@@ -110,11 +118,13 @@ class AsyncReads:
             match step:
                 case TryReplica(name=name):
                     self._observer.refresh_if_unsure(views, plan.request, now)
+                    note("readscale.replicas.node", name)
                     return name
                 case Wait(seconds=seconds):
                     if not plan.waited:
                         plan.waited = True
                         self._topology.count("waits")
+                        note("readscale.replicas.waited", True)
                     plan.attempt += 1
                     await async_sleep(seconds)
                     await self._observer.refresh_positions()
@@ -122,8 +132,11 @@ class AsyncReads:
                     fallback = self._topology.plan_fallback(
                         now=now, give_up_at=plan.give_up_at, attempt=plan.attempt, retry_hint=self._writer.retry_hint()
                     )
+                    note("readscale.replicas.fallback_reason", reason)
                     match fallback:
                         case UsePrimary():
+                            note("readscale.replicas.node", PRIMARY)
+                            note("readscale.replicas.fallback", True)
                             return PRIMARY
                         case Wait(seconds=seconds):
                             plan.attempt += 1
@@ -131,6 +144,7 @@ class AsyncReads:
                             await self._observer.refresh_positions()
                         case Refuse(reason=refusal, retry_after=retry_after):
                             self._topology.count("refusals")
+                            note("readscale.replicas.refused", refusal)
                             raise ReplicaUnavailableError(
                                 f"{reason}, and {refusal}; retry in {retry_after:.3g} s",
                                 backend="postgresql",
@@ -179,6 +193,7 @@ class AsyncReads:
         A guard on the read's unsettled node settles it whatever it finds: it runs after
         the session's earlier statements there, so it bounds what they saw."""
         if lsn is None:  # pg_last_wal_replay_lsn() is NULL: this node is not a replica
+            note("readscale.replicas.guard", "not_replica")
             self._topology.record_not_replica(name)
             plan.exclude.add(name)
             return False
@@ -194,7 +209,9 @@ class AsyncReads:
             stale = staleness is None or staleness > request.max_staleness
         if stale:
             self._topology.count("guard_misses")
+            note("readscale.replicas.guard", "behind")
             return False
+        note("readscale.replicas.guard", "passed")
         if seen is not None and seen > lsn:
             self._topology.note_position(name, seen)
             lsn_seen = seen
@@ -223,6 +240,12 @@ class AsyncReads:
 
     async def open(self, plan: ReadPlan, context: CausalContext) -> tuple[str, psycopg.AsyncConnection[Any]]:
         """Route and guard: a node that may serve the read, with a connection to it."""
+        if TRACING.tracer is None:
+            return await self._open(plan, context)
+        with span("readscale.replicas.route", _read_attributes(plan)):
+            return await self._open(plan, context)
+
+    async def _open(self, plan: ReadPlan, context: CausalContext) -> tuple[str, psycopg.AsyncConnection[Any]]:
         while True:
             name = await self._choose(plan)
             conn = await self._checkout(name, plan)
@@ -231,16 +254,24 @@ class AsyncReads:
                 continue
             if name == PRIMARY or not plan.guard:
                 return name, conn
-            try:
-                row = await (await conn.execute(GUARD_SQL)).fetchone()
-            except psycopg.Error as exc:
+            with maybe_span("readscale.replicas.attempt", self._node(name).span_attributes(), CLIENT):
+                failure: psycopg.Error | None = None
+                try:
+                    row = await (await conn.execute(GUARD_SQL)).fetchone()
+                except psycopg.Error as exc:
+                    failure, row = exc, None
+                    note("readscale.replicas.guard", "failed")
+                    note("error.type", type(exc).__qualname__)
+                lsn = None if row is None or row[0] is None else parse_lsn(row[0])
+                accepted = failure is None and self._accept(name, lsn, plan, context)
+            if failure is not None:
                 await self.release(name, conn, served=False)
-                if node_failed(conn, exc):
+                if node_failed(conn, failure):
                     mark_failed(self._topology, name)
                 plan.exclude.add(name)
                 await self._planner.leave(plan, context)
                 continue
-            if self._accept(name, None if row is None or row[0] is None else parse_lsn(row[0]), plan, context):
+            if accepted:
                 return name, conn
             await self.release(name, conn, served=False)
             await self._planner.leave(plan, context)
@@ -279,6 +310,12 @@ class AsyncReads:
     async def fetch(self, plan: ReadPlan, context: CausalContext, query: Any, params: Any) -> list[Row]:
         """Run ``query`` on a node ``plan`` allows; once more on another if the node fails
         mid-read (connection lost, shut down, a recovery conflict)."""
+        if TRACING.tracer is None:
+            return await self._fetch(plan, context, query, params)
+        with span("readscale.replicas.read", _read_attributes(plan)):
+            return await self._fetch(plan, context, query, params)
+
+    async def _fetch(self, plan: ReadPlan, context: CausalContext, query: Any, params: Any) -> list[Row]:
         retried = False
         while True:
             name = await self._choose(plan)
@@ -287,30 +324,34 @@ class AsyncReads:
                 await self._planner.leave(plan, context)
                 continue
             served = False
+            attempt = maybe_span("readscale.replicas.attempt", self._node(name).span_attributes(), CLIENT)
             try:
-                try:
-                    lsn, seen, rows = await self._fetch_on(name, conn, plan, context, query, params)
-                except psycopg.Error as exc:
-                    failed = node_failed(conn, exc)
-                    if not (failed or (name != PRIMARY and exc.sqlstate == _RECOVERY_CONFLICT)):
-                        raise
-                    if failed:
-                        mark_failed(self._topology, name)
-                    if retried:
-                        self._topology.count("refusals")
-                        raise ReplicaUnavailableError(
-                            f"the read failed on {name} after a retry: {exc}",
-                            backend=name,
-                            retry_after=self._writer.retry_hint(),
-                        ) from exc
-                    retried = True
-                    self._topology.count("retries")
-                    plan.exclude.add(name)
-                else:
-                    if name == PRIMARY or not plan.guard or self._accept(name, lsn, plan, context, seen):
-                        served = True
-                        self.count(name, plan, lsn if name == PRIMARY else None)
-                        return rows
+                with attempt:
+                    try:
+                        lsn, seen, rows = await self._fetch_on(name, conn, plan, context, query, params)
+                    except psycopg.Error as exc:
+                        failed = node_failed(conn, exc)
+                        if not (failed or (name != PRIMARY and exc.sqlstate == _RECOVERY_CONFLICT)):
+                            raise
+                        if failed:
+                            mark_failed(self._topology, name)
+                        note("readscale.replicas.guard", "failed")
+                        note("error.type", type(exc).__qualname__)
+                        if retried:
+                            self._topology.count("refusals")
+                            raise ReplicaUnavailableError(
+                                f"the read failed on {name} after a retry: {exc}",
+                                backend=name,
+                                retry_after=self._writer.retry_hint(),
+                            ) from exc
+                        retried = True
+                        self._topology.count("retries")
+                        plan.exclude.add(name)
+                    else:
+                        if name == PRIMARY or not plan.guard or self._accept(name, lsn, plan, context, seen):
+                            served = True
+                            self.count(name, plan, lsn if name == PRIMARY else None)
+                            return rows
             finally:
                 await self.release(name, conn, served=served)
             await self._planner.leave(plan, context)  # a failed or stale attempt: settle before moving on

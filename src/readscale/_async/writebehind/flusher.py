@@ -76,6 +76,7 @@ from readscale._core.writebehind.records import (
 from readscale._core.writebehind.settings import FlusherSettings
 from readscale._shared.primitives.locks import AsyncEvent
 from readscale._shared.redis_clients import async_redis_client
+from readscale._shared.tracing import CLIENT, CONSUMER, event, maybe_span, note
 from readscale._shared.writebehind.stats import FlusherStats
 from readscale.codecs import Codec
 from readscale.errors import CacheUnavailableError, ConfigurationError
@@ -335,13 +336,19 @@ class AsyncFlusher:
             await self._counters.apply(sums)
 
     async def _flush_writes(self, records: list[QueuedWrite]) -> None:
-        coalesced = coalesce(records)
-        self.stats.coalesced += coalesced.superseded_count
-        decoded = await self._dead_letters.decode(coalesced)
-        winners = [r for r in coalesced.winners if r.id in decoded]
-        if winners:
-            self.stats.batches += 1
-            await self._write(plan_flush(winners), coalesced, decoded)
+        attributes: dict[str, str | int] = {
+            "readscale.writebehind.consumer": self.consumer,
+            "readscale.writebehind.records": len(records),
+        }
+        with maybe_span("readscale.writebehind.flush", attributes, CONSUMER):
+            coalesced = coalesce(records)
+            self.stats.coalesced += coalesced.superseded_count
+            note("readscale.writebehind.superseded", coalesced.superseded_count)
+            decoded = await self._dead_letters.decode(coalesced)
+            winners = [r for r in coalesced.winners if r.id in decoded]
+            if winners:
+                self.stats.batches += 1
+                await self._write(plan_flush(winners), coalesced, decoded)
 
     async def _release_held(self) -> None:
         """Write the held records (fast mode) that have waited out the loss window; read
@@ -384,10 +391,16 @@ class AsyncFlusher:
                     return
                 continue
             batch = [decoded[r.id] for r in action.chunk.records]
-            try:
-                applied = await self.writer.write_batch(batch)
-            except Exception as exc:
-                plan = await self._failed(plan, action.index, coalesced, exc)
+            with maybe_span("readscale.writebehind.write", {"db.operation.batch.size": len(batch)}, CLIENT):
+                try:
+                    applied = await self.writer.write_batch(batch)
+                except Exception as exc:
+                    note("error.type", type(exc).__qualname__)
+                    failure: Exception | None = exc
+                else:
+                    failure = None
+            if failure is not None:
+                plan = await self._failed(plan, action.index, coalesced, failure)
                 continue
             self._committed(batch, applied)
             ids = coalesced.ack_ids(action.chunk.records)
@@ -463,6 +476,12 @@ class AsyncFlusher:
                     },
                 )
             case DeadLetter(record=record, attempts=attempts):
+                event("readscale.writebehind.dead_letter", {
+                    "readscale.writebehind.key": record.key,
+                    "readscale.writebehind.version": record.version,
+                    "readscale.writebehind.attempts": attempts,
+                    "error.type": type(exc).__qualname__,
+                })  # fmt: skip
                 await self._dead_letters.write(record, coalesced, error_text(exc), type(exc).__name__, attempts)
             case _:
                 assert_never(step)

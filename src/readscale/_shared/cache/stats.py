@@ -15,6 +15,7 @@ from typing import Any
 
 from readscale._core.cache.fill import Refusal
 from readscale._shared.histogram import SECONDS_BUCKETS, Histogram
+from readscale._shared.tracing import TRACING, note, outcome
 
 
 @dataclass(slots=True)
@@ -112,6 +113,8 @@ class L1Recorder(_Recorder):
 
     def hit(self) -> None:
         self.stats.l1.hits += 1
+        if TRACING.tracer is not None:
+            outcome("hit", "l1")
 
     def miss(self) -> None:
         self.stats.l1.misses += 1
@@ -178,23 +181,33 @@ class FillRecorder(_Recorder):
 
     def l2_hit(self, count: int = 1) -> None:
         self.stats.l2.hits += count
+        if TRACING.tracer is not None:
+            outcome("hit", "l2")
 
     def l2_miss(self, count: int = 1) -> None:
         self.stats.l2.misses += count
+        if TRACING.tracer is not None:
+            outcome("miss", "l2")
 
     def tag_stale(self) -> None:
         """An L2 entry whose tags were bumped since it was stored: a miss."""
         self.stats.l2.tag_stale += 1
+        if TRACING.tracer is not None:
+            outcome("tag_stale", "l2")
 
     def served_stale(self) -> None:
         self.stats.l2.stale_serves += 1
+        if TRACING.tracer is not None:
+            outcome("stale", "l2")
 
     def early_refresh(self) -> None:
         """An L2 hit refreshed early (XFetch)."""
         self.stats.l2.early_refreshes += 1
+        note("readscale.cache.early_refresh", True)
 
     def l1_early_refresh(self) -> None:
         self.stats.l1.early_refreshes += 1
+        note("readscale.cache.early_refresh", True)
 
     def lease_wait(self) -> None:
         self.stats.l2.lease_waits += 1
@@ -202,6 +215,7 @@ class FillRecorder(_Recorder):
     def coalesced(self) -> None:
         """A reader that shared another reader's read or fill in this process."""
         self.stats.l2.coalesced += 1
+        note("readscale.cache.coalesced", True)
 
     def loader_called(self) -> None:
         self.stats.loader.calls += 1
@@ -220,13 +234,18 @@ class FillRecorder(_Recorder):
     def bypassed(self) -> None:
         """A call under a policy that does not cache: straight to the loader."""
         self.stats.loader.bypasses += 1
+        if TRACING.tracer is not None:
+            outcome("bypass")
 
     def stale_if_error(self) -> None:
         self.stats.loader.stale_if_error += 1
+        if TRACING.tracer is not None:
+            outcome("stale_if_error", "l2")
 
     def fail_open(self) -> None:
         """A load served without the cache server (it failed)."""
         self.stats.loader.fail_open += 1
+        note("readscale.cache.fail_open", True)
 
     def lease_timeout(self) -> None:
         self.stats.loader.lease_timeouts += 1
@@ -245,6 +264,7 @@ class FillRecorder(_Recorder):
         """A fill stored in the L1 (the copy the L1 policy keeps), and in the L2 if ``l2``."""
         if l2:
             self.stats.l2.fills += 1
+        note("readscale.cache.fill_stored", True)
         self.l1_stored()
 
     def l1_stored(self) -> None:
@@ -257,6 +277,7 @@ class FillRecorder(_Recorder):
         loader = self.stats.loader
         loader.fills_refused += 1
         name = f"fills_refused_{cause.value}"
+        note("readscale.cache.fill_refused", cause.value)
         setattr(loader, name, getattr(loader, name) + 1)
         return name
 

@@ -31,6 +31,7 @@ from readscale._core.memcached.requests import (
     MetaNoop,
     Stats,
 )
+from readscale._shared.tracing import CLIENT, TRACING, span
 from readscale._shared.transport import Endpoint, StreamPool, TcpStream
 from readscale.errors import CacheUnavailableError, ConfigurationError, ValueTooLargeError
 
@@ -59,6 +60,39 @@ def parse_address(address: str) -> tuple[str, int]:
     else:
         return host.removeprefix("[").removesuffix("]"), int(port)
     raise ConfigurationError(f"a memcached address is host:port, got {address!r}: {problem}")
+
+
+def commands_of(payload: bytes) -> list[str]:
+    """The meta commands in ``payload`` (for a span's ``db.operation.name``), without the
+    ``mn`` that closes a pipeline; an ``ms`` request's data block is skipped by its length."""
+    commands: list[str] = []
+    pos = 0
+    while pos < len(payload):
+        end = payload.find(b"\r\n", pos)
+        if end < 0:
+            break
+        parts = payload[pos:end].split(b" ", 3)
+        pos = end + 2
+        if parts[0] == b"ms" and len(parts) > 2 and parts[2].isdigit():
+            pos += int(parts[2]) + 2
+        if parts[0] != b"mn":
+            commands.append(parts[0].decode("ascii", "replace"))
+    return commands
+
+
+def span_attributes(endpoint: Endpoint, payload: bytes) -> tuple[str, dict[str, str | int]]:
+    """A round trip's span name and attributes (semantic conventions for database client
+    spans: the name is the operation; a pipeline of several requests is a batch)."""
+    commands = commands_of(payload) or ["mn"]
+    operation = commands[0]
+    attributes: dict[str, str | int] = {"db.system.name": NAME}
+    if len(commands) > 1:
+        operation = f"BATCH {operation}" if len(set(commands)) == 1 else "BATCH"
+        attributes["db.operation.batch.size"] = len(commands)
+    attributes["db.operation.name"] = operation
+    attributes["server.address"] = endpoint.host
+    attributes["server.port"] = endpoint.port
+    return operation, attributes
 
 
 def unexpected_reply(reply: AnyReply, request: str) -> MetaProtocolError:
@@ -122,6 +156,13 @@ class Server:
 
     def exchange(self, payload: bytes, until: Status | None = None) -> list[AnyReply]:
         """One round trip (see :func:`round_trip`) on a pooled connection."""
+        if TRACING.tracer is None:
+            return self._exchange(payload, until)
+        name, attributes = span_attributes(self.endpoint, payload)
+        with span(name, attributes, CLIENT):
+            return self._exchange(payload, until)
+
+    def _exchange(self, payload: bytes, until: Status | None) -> list[AnyReply]:
         stream = self.pool.acquire()
         try:
             replies = round_trip(stream, payload, until)
@@ -188,6 +229,13 @@ class Server:
 
     def exchange_n(self, payload: bytes, n: int) -> list[AnyReply]:
         """``payload`` holds ``n`` requests that each get a reply: read the ``n`` replies."""
+        if TRACING.tracer is None:
+            return self._exchange_n(payload, n)
+        name, attributes = span_attributes(self.endpoint, payload)
+        with span(name, attributes, CLIENT):
+            return self._exchange_n(payload, n)
+
+    def _exchange_n(self, payload: bytes, n: int) -> list[AnyReply]:
         stream = self.pool.acquire()
         try:
             stream.write(payload)

@@ -25,6 +25,7 @@ from readscale._core.cache.freshness import storage_ttl
 from readscale._core.cache.keys import DEFAULT_PREFIX, template_fields
 from readscale._core.cache.policy import DEFAULT, CachePolicy
 from readscale._shared.cache.stats import CacheStats
+from readscale._shared.tracing import TRACING, db_system, span
 from readscale._sync.backends.base import Backend
 from readscale._sync.cache.bus import InvalidationBus
 from readscale._sync.cache.cached import CachedDecorator
@@ -243,7 +244,20 @@ class Cache:
         from the L2 (``readscale.codecs``); without it the value must be JSON-native.
         """
         codec = codec or self.codec
-        return self.reads.get(key, policy or self.policy, codec if type is None else codec.typed(type))
+        if type is not None:
+            codec = codec.typed(type)
+        if TRACING.tracer is None:
+            return self.reads.get(key, policy or self.policy, codec)
+        with span("readscale.cache.get", self._span_attributes(key)):
+            return self.reads.get(key, policy or self.policy, codec)
+
+    def _span_attributes(self, key: str) -> dict[str, str]:
+        """What a cache operation's span says of the call (only built while tracing)."""
+        attributes = {"readscale.cache.name": self.stats.name, "readscale.cache.key": key}
+        system = db_system(self.l2.backend.name if self.l2.backend is not None else None)
+        if system is not None:
+            attributes["db.system.name"] = system
+        return attributes
 
     def set(
         self,
@@ -329,9 +343,12 @@ class Cache:
         is not JSON-native is refused (:class:`UnserializableValueError`, not stored).
         """
         codec = codec or self.codec
-        return self.reads.get_or_load(
-            key, loader, policy or self.policy, codec if type is None else codec.typed(type), tags
-        )
+        if type is not None:
+            codec = codec.typed(type)
+        if TRACING.tracer is None:
+            return self.reads.get_or_load(key, loader, policy or self.policy, codec, tags)
+        with span("readscale.cache.get_or_load", self._span_attributes(key)):
+            return self.reads.get_or_load(key, loader, policy or self.policy, codec, tags)
 
     def write_through(
         self,

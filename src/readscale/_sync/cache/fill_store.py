@@ -24,6 +24,7 @@ from readscale._core.cache.policy import CachePolicy
 from readscale._core.postgres.lsn import format_lsn
 from readscale._shared.cache.fill_scope import FillScope
 from readscale._shared.cache.stats import CacheStats, FillRecorder
+from readscale._shared.tracing import note
 from readscale._sync.cache.coherence import Coherence
 from readscale._sync.cache.l2 import Admit, L2Gate, Stored
 from readscale.errors import ValueTooLargeError
@@ -114,6 +115,7 @@ class FillStore:
                 return False
             if stored is Stored.TOO_LARGE:
                 return False
+        note("readscale.cache.fill_stored", True)
         self.record.l1_stored()
         self.coherence.l1_put(pkey, value, meta, policy, size=len(raw), since=since)
         return True

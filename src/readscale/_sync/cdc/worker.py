@@ -45,6 +45,7 @@ from readscale._core.cdc.rules import (
 )
 from readscale._shared.cdc.stats import CdcStats
 from readscale._shared.primitives.locks import Event, sync_maybe_await, sync_sleep
+from readscale._shared.tracing import CONSUMER, maybe_span, note
 from readscale._sync.cache.cache import Cache
 from readscale.errors import BackendError, CacheUnavailableError, ConfigurationError, ReadscaleError
 from readscale.settings import connection_string
@@ -252,13 +253,21 @@ class CdcWorker:
         if advance_to is None:
             self._measure_lag()
             return 0
-        batch = [invalidations_for(t, self.rules) for t in transactions]
-        self._apply(batch)
-        if self._on_applied is not None:
-            sync_maybe_await(self._on_applied(advance_to))
-        # Only now is the position confirmed: a crash before this line re-delivers the batch.
         position = format_lsn(advance_to)
-        conn.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (self.settings.slot, position))
+        attributes: dict[str, str | int] = {
+            "db.system.name": "postgresql",
+            "readscale.cdc.slot": self.settings.slot,
+            "readscale.cdc.transactions": len(transactions),
+            "readscale.cdc.changes": sum(len(t.changes) for t in transactions),
+            "readscale.cdc.position": position,  # the slot's confirmed position once the batch is applied
+        }
+        with maybe_span("readscale.cdc.batch", attributes, CONSUMER):
+            batch = [invalidations_for(t, self.rules) for t in transactions]
+            self._apply(batch)
+            if self._on_applied is not None:
+                sync_maybe_await(self._on_applied(advance_to))
+            # Only now is the position confirmed: a crash before this line re-delivers the batch.
+            conn.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (self.settings.slot, position))
         self.stats.batches += 1
         self.stats.transactions += len(transactions)
         self.stats.changes += sum(len(t.changes) for t in transactions)
@@ -288,9 +297,11 @@ class CdcWorker:
             for namespace, keys in by_namespace.items():
                 self.cache.invalidate(*sorted(keys), policy=self._policy(namespace), lsn=lsn)
                 self.stats.keys_invalidated += len(keys)
+            note("readscale.cdc.keys_invalidated", sum(len(keys) for keys in by_namespace.values()))
             if tags:
                 self.cache.invalidate_tags(*sorted(tags), lsn=lsn)
                 self.stats.tags_invalidated += len(tags)
+                note("readscale.cdc.tags_invalidated", len(tags))
             for namespace in truncated:
                 if self._policy(namespace).versioned:
                     self.cache.invalidate_namespace(namespace, lsn=lsn)

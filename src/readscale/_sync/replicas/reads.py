@@ -30,6 +30,7 @@ from readscale._shared.cache.fill_scope import current_fill, report_primary_read
 from readscale._shared.primitives.locks import sync_sleep
 from readscale._shared.replicas.causal_context import CausalContext, Settler
 from readscale._shared.replicas.topology import Topology
+from readscale._shared.tracing import CLIENT, TRACING, maybe_span, note, span
 from readscale._sync.replicas.nodes import GUARD_SQL, Node, mark_failed, node_failed, position_sql
 from readscale._sync.replicas.observer import LagObserver
 from readscale._sync.replicas.plans import ReadPlan, ReadPlanner
@@ -41,6 +42,11 @@ __all__ = ["Reads", "Row"]
 Row = tuple[Any, ...]
 # The hot-standby conflict a replica raises while replaying (retryable).
 _RECOVERY_CONFLICT = "40001"
+
+
+def _read_attributes(plan: ReadPlan) -> dict[str, str]:
+    """What a routed read's span says of it (only built while tracing)."""
+    return {"db.system.name": "postgresql", "readscale.replicas.mode": type(plan.mode).__name__}
 
 
 def _statements(*parts: Any) -> Any:
@@ -98,8 +104,10 @@ class Reads:
     def _choose(self, plan: ReadPlan) -> str:
         """The node for the read's next attempt: a replica to guard, or the primary."""
         if plan.primary:
+            note("readscale.replicas.node", PRIMARY)
             return PRIMARY
         if plan.stay_on is not None and plan.stay_on not in plan.exclude:
+            note("readscale.replicas.node", plan.stay_on)
             return plan.stay_on
         while True:
             now = self._clock()
@@ -111,11 +119,13 @@ class Reads:
             match step:
                 case TryReplica(name=name):
                     self._observer.refresh_if_unsure(views, plan.request, now)
+                    note("readscale.replicas.node", name)
                     return name
                 case Wait(seconds=seconds):
                     if not plan.waited:
                         plan.waited = True
                         self._topology.count("waits")
+                        note("readscale.replicas.waited", True)
                     plan.attempt += 1
                     sync_sleep(seconds)
                     self._observer.refresh_positions()
@@ -123,8 +133,11 @@ class Reads:
                     fallback = self._topology.plan_fallback(
                         now=now, give_up_at=plan.give_up_at, attempt=plan.attempt, retry_hint=self._writer.retry_hint()
                     )
+                    note("readscale.replicas.fallback_reason", reason)
                     match fallback:
                         case UsePrimary():
+                            note("readscale.replicas.node", PRIMARY)
+                            note("readscale.replicas.fallback", True)
                             return PRIMARY
                         case Wait(seconds=seconds):
                             plan.attempt += 1
@@ -132,6 +145,7 @@ class Reads:
                             self._observer.refresh_positions()
                         case Refuse(reason=refusal, retry_after=retry_after):
                             self._topology.count("refusals")
+                            note("readscale.replicas.refused", refusal)
                             raise ReplicaUnavailableError(
                                 f"{reason}, and {refusal}; retry in {retry_after:.3g} s",
                                 backend="postgresql",
@@ -178,6 +192,7 @@ class Reads:
         A guard on the read's unsettled node settles it whatever it finds: it runs after
         the session's earlier statements there, so it bounds what they saw."""
         if lsn is None:  # pg_last_wal_replay_lsn() is NULL: this node is not a replica
+            note("readscale.replicas.guard", "not_replica")
             self._topology.record_not_replica(name)
             plan.exclude.add(name)
             return False
@@ -193,7 +208,9 @@ class Reads:
             stale = staleness is None or staleness > request.max_staleness
         if stale:
             self._topology.count("guard_misses")
+            note("readscale.replicas.guard", "behind")
             return False
+        note("readscale.replicas.guard", "passed")
         if seen is not None and seen > lsn:
             self._topology.note_position(name, seen)
             lsn_seen = seen
@@ -222,6 +239,12 @@ class Reads:
 
     def open(self, plan: ReadPlan, context: CausalContext) -> tuple[str, psycopg.Connection[Any]]:
         """Route and guard: a node that may serve the read, with a connection to it."""
+        if TRACING.tracer is None:
+            return self._open(plan, context)
+        with span("readscale.replicas.route", _read_attributes(plan)):
+            return self._open(plan, context)
+
+    def _open(self, plan: ReadPlan, context: CausalContext) -> tuple[str, psycopg.Connection[Any]]:
         while True:
             name = self._choose(plan)
             conn = self._checkout(name, plan)
@@ -230,16 +253,24 @@ class Reads:
                 continue
             if name == PRIMARY or not plan.guard:
                 return name, conn
-            try:
-                row = (conn.execute(GUARD_SQL)).fetchone()
-            except psycopg.Error as exc:
+            with maybe_span("readscale.replicas.attempt", self._node(name).span_attributes(), CLIENT):
+                failure: psycopg.Error | None = None
+                try:
+                    row = (conn.execute(GUARD_SQL)).fetchone()
+                except psycopg.Error as exc:
+                    failure, row = exc, None
+                    note("readscale.replicas.guard", "failed")
+                    note("error.type", type(exc).__qualname__)
+                lsn = None if row is None or row[0] is None else parse_lsn(row[0])
+                accepted = failure is None and self._accept(name, lsn, plan, context)
+            if failure is not None:
                 self.release(name, conn, served=False)
-                if node_failed(conn, exc):
+                if node_failed(conn, failure):
                     mark_failed(self._topology, name)
                 plan.exclude.add(name)
                 self._planner.leave(plan, context)
                 continue
-            if self._accept(name, None if row is None or row[0] is None else parse_lsn(row[0]), plan, context):
+            if accepted:
                 return name, conn
             self.release(name, conn, served=False)
             self._planner.leave(plan, context)
@@ -278,6 +309,12 @@ class Reads:
     def fetch(self, plan: ReadPlan, context: CausalContext, query: Any, params: Any) -> list[Row]:
         """Run ``query`` on a node ``plan`` allows; once more on another if the node fails
         mid-read (connection lost, shut down, a recovery conflict)."""
+        if TRACING.tracer is None:
+            return self._fetch(plan, context, query, params)
+        with span("readscale.replicas.read", _read_attributes(plan)):
+            return self._fetch(plan, context, query, params)
+
+    def _fetch(self, plan: ReadPlan, context: CausalContext, query: Any, params: Any) -> list[Row]:
         retried = False
         while True:
             name = self._choose(plan)
@@ -286,30 +323,34 @@ class Reads:
                 self._planner.leave(plan, context)
                 continue
             served = False
+            attempt = maybe_span("readscale.replicas.attempt", self._node(name).span_attributes(), CLIENT)
             try:
-                try:
-                    lsn, seen, rows = self._fetch_on(name, conn, plan, context, query, params)
-                except psycopg.Error as exc:
-                    failed = node_failed(conn, exc)
-                    if not (failed or (name != PRIMARY and exc.sqlstate == _RECOVERY_CONFLICT)):
-                        raise
-                    if failed:
-                        mark_failed(self._topology, name)
-                    if retried:
-                        self._topology.count("refusals")
-                        raise ReplicaUnavailableError(
-                            f"the read failed on {name} after a retry: {exc}",
-                            backend=name,
-                            retry_after=self._writer.retry_hint(),
-                        ) from exc
-                    retried = True
-                    self._topology.count("retries")
-                    plan.exclude.add(name)
-                else:
-                    if name == PRIMARY or not plan.guard or self._accept(name, lsn, plan, context, seen):
-                        served = True
-                        self.count(name, plan, lsn if name == PRIMARY else None)
-                        return rows
+                with attempt:
+                    try:
+                        lsn, seen, rows = self._fetch_on(name, conn, plan, context, query, params)
+                    except psycopg.Error as exc:
+                        failed = node_failed(conn, exc)
+                        if not (failed or (name != PRIMARY and exc.sqlstate == _RECOVERY_CONFLICT)):
+                            raise
+                        if failed:
+                            mark_failed(self._topology, name)
+                        note("readscale.replicas.guard", "failed")
+                        note("error.type", type(exc).__qualname__)
+                        if retried:
+                            self._topology.count("refusals")
+                            raise ReplicaUnavailableError(
+                                f"the read failed on {name} after a retry: {exc}",
+                                backend=name,
+                                retry_after=self._writer.retry_hint(),
+                            ) from exc
+                        retried = True
+                        self._topology.count("retries")
+                        plan.exclude.add(name)
+                    else:
+                        if name == PRIMARY or not plan.guard or self._accept(name, lsn, plan, context, seen):
+                            served = True
+                            self.count(name, plan, lsn if name == PRIMARY else None)
+                            return rows
             finally:
                 self.release(name, conn, served=served)
             self._planner.leave(plan, context)  # a failed or stale attempt: settle before moving on

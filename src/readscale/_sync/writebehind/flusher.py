@@ -70,6 +70,7 @@ from readscale._core.writebehind.records import (
 from readscale._core.writebehind.settings import FlusherSettings
 from readscale._shared.primitives.locks import Event
 from readscale._shared.redis_clients import sync_redis_client
+from readscale._shared.tracing import CLIENT, CONSUMER, event, maybe_span, note
 from readscale._shared.writebehind.stats import FlusherStats
 from readscale._sync.writebehind.counters import Counters
 from readscale._sync.writebehind.dead_letters import DeadLetters, error_text, first_line
@@ -336,13 +337,19 @@ class Flusher:
             self._counters.apply(sums)
 
     def _flush_writes(self, records: list[QueuedWrite]) -> None:
-        coalesced = coalesce(records)
-        self.stats.coalesced += coalesced.superseded_count
-        decoded = self._dead_letters.decode(coalesced)
-        winners = [r for r in coalesced.winners if r.id in decoded]
-        if winners:
-            self.stats.batches += 1
-            self._write(plan_flush(winners), coalesced, decoded)
+        attributes: dict[str, str | int] = {
+            "readscale.writebehind.consumer": self.consumer,
+            "readscale.writebehind.records": len(records),
+        }
+        with maybe_span("readscale.writebehind.flush", attributes, CONSUMER):
+            coalesced = coalesce(records)
+            self.stats.coalesced += coalesced.superseded_count
+            note("readscale.writebehind.superseded", coalesced.superseded_count)
+            decoded = self._dead_letters.decode(coalesced)
+            winners = [r for r in coalesced.winners if r.id in decoded]
+            if winners:
+                self.stats.batches += 1
+                self._write(plan_flush(winners), coalesced, decoded)
 
     def _release_held(self) -> None:
         """Write the held records (fast mode) that have waited out the loss window; read
@@ -385,10 +392,16 @@ class Flusher:
                     return
                 continue
             batch = [decoded[r.id] for r in action.chunk.records]
-            try:
-                applied = self.writer.write_batch(batch)
-            except Exception as exc:
-                plan = self._failed(plan, action.index, coalesced, exc)
+            with maybe_span("readscale.writebehind.write", {"db.operation.batch.size": len(batch)}, CLIENT):
+                try:
+                    applied = self.writer.write_batch(batch)
+                except Exception as exc:
+                    note("error.type", type(exc).__qualname__)
+                    failure: Exception | None = exc
+                else:
+                    failure = None
+            if failure is not None:
+                plan = self._failed(plan, action.index, coalesced, failure)
                 continue
             self._committed(batch, applied)
             ids = coalesced.ack_ids(action.chunk.records)
@@ -464,6 +477,12 @@ class Flusher:
                     },
                 )
             case DeadLetter(record=record, attempts=attempts):
+                event("readscale.writebehind.dead_letter", {
+                    "readscale.writebehind.key": record.key,
+                    "readscale.writebehind.version": record.version,
+                    "readscale.writebehind.attempts": attempts,
+                    "error.type": type(exc).__qualname__,
+                })  # fmt: skip
                 self._dead_letters.write(record, coalesced, error_text(exc), type(exc).__name__, attempts)
             case _:
                 assert_never(step)
