@@ -120,6 +120,7 @@ RUN = {
     "docs/guides/django.md#settings-replicas-the-causal-token-http-caching": "test_django_guide_settings",
     "docs/guides/django.md#the-cache-and-the-replicas-in-a-view": "test_django_guide_views",
     "docs/guides/sqlalchemy.md#sqlalchemy": "test_sqlalchemy_guide",
+    "docs/observability.md#tracing-opentelemetry": "test_observability_tracing",
 }
 # Blocks that are the source of an app another test runs and compares word for word.
 _STACKS = "tests/http/test_stacks.py"
@@ -382,6 +383,26 @@ async def test_cache_page_typed_values(docs_redis_url: str) -> None:
         assert ns["Users"].by_email.key("a@b") == "users:by-email:a@b"
     finally:
         await cache.aclose()
+
+
+def test_observability_tracing() -> None:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from readscale import Cache, CachePolicy, MemoryStore
+    from readscale._shared.tracing import TRACING
+
+    exporter = InMemorySpanExporter()
+    try:
+        ns = run_sync("docs/observability.md#tracing-opentelemetry", {"my_exporter": exporter})
+        assert TRACING.tracer is not None
+        cache = Cache(l1=MemoryStore(10), policy=CachePolicy(name="docs", ttl=60.0))  # no server needed
+        assert cache.get("nothing") is not None  # NO_VALUE
+        ns["provider"].force_flush()
+        assert [s.name for s in exporter.get_finished_spans()] == ["readscale.cache.get"]
+    finally:
+        import readscale.tracing
+
+        readscale.tracing.disable()
 
 
 @pytest.mark.anyio
