@@ -176,6 +176,13 @@ class AsyncServer:
     async def get_value(self, payload: bytes) -> bytes | AnyReply:
         """One ``mg ... v f c``: a plain hit's value, else its reply (see ``hits``). The
         hot path of ``get``: one write, one read for a value that fits one."""
+        if TRACING.tracer is None:
+            return await self._get_value(payload)
+        name, attributes = span_attributes(self.endpoint, payload)
+        with span(name, attributes, CLIENT):
+            return await self._get_value(payload)
+
+    async def _get_value(self, payload: bytes) -> bytes | AnyReply:
         stream = await self.pool.acquire()
         try:
             await stream.write(payload)
@@ -201,6 +208,13 @@ class AsyncServer:
     async def get_values(self, payload: bytes, values: list[bytes | None]) -> list[AnyReply]:
         """A pipeline of quiet ``mg ... v f c q O<i>`` closed by ``mn``: plain hits'
         values land in ``values[i]``; the other replies are returned, in order."""
+        if TRACING.tracer is None:
+            return await self._get_values(payload, values)
+        name, attributes = span_attributes(self.endpoint, payload)
+        with span(name, attributes, CLIENT):
+            return await self._get_values(payload, values)
+
+    async def _get_values(self, payload: bytes, values: list[bytes | None]) -> list[AnyReply]:
         stream = await self.pool.acquire()
         try:
             await stream.write(payload)
