@@ -108,7 +108,11 @@ class ResponseCacheMiddleware:
         served = self.responses.serve(req, plan, run)
         response = HttpResponse(served.body, status=served.status)
         for name, value in served.fields:
-            if name != "content-length":
+            if name == "set-cookie":
+                # Each cookie of a passed-through response goes back into
+                # response.cookies: a header assignment would keep only the last one.
+                response.cookies.load(value)
+            elif name != "content-length":
                 response[name] = value
         if served.drop_body and "content-length" in response:
             del response["content-length"]

@@ -121,11 +121,23 @@ def _url(scope: Scope, field: Any) -> str:
 
 async def _render(app: ASGIApp, scope: Scope) -> Rendered:
     """Run the app for ``scope`` and collect its whole response."""
+    import anyio
+
     start: Message | None = None
     chunks: list[bytes] = []
+    requested = False
+    done = anyio.Event()
 
     async def receive() -> Message:
-        return {"type": "http.request", "body": b"", "more_body": False}
+        # As a server does: the (empty) GET body once, then nothing until the response is
+        # over, then a disconnect. Answering http.request forever would spin an app that
+        # listens for the disconnect (StreamingResponse) without ever yielding the loop.
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await done.wait()
+        return {"type": "http.disconnect"}
 
     async def send(message: Message) -> None:
         nonlocal start
@@ -133,8 +145,13 @@ async def _render(app: ASGIApp, scope: Scope) -> Rendered:
             start = message
         elif message["type"] == "http.response.body":
             chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                done.set()
 
-    await app(scope, receive, send)
+    try:
+        await app(scope, receive, send)
+    finally:
+        done.set()
     if start is None:
         return Rendered(500, (("cache-control", "no-store"), ("content-length", "0")), b"")
     raw = start.get("headers", ())

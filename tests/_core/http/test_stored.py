@@ -48,6 +48,20 @@ def getter(values: dict[str, str]):  # type: ignore[no-untyped-def]
             "CDN-Cache-Control forbids storing it",
         ),
         ((("cache-control", 'public, max-age="x'),), "a malformed Cache-Control"),
+        # A field-qualified no-cache (RFC 9111 §5.2.2.4): the named fields may not be
+        # replayed to another request, so the response is not stored at all.
+        (
+            (("cache-control", 'public, max-age=60, no-cache="x-user"'),),
+            "the response is no-cache for the fields x-user",
+        ),
+        (
+            (("cache-control", 'public, no-cache="x-user, x-b"'), ("cdn-cache-control", "max-age=9")),
+            "the response is no-cache for the fields x-user, x-b",
+        ),
+        (
+            (("cache-control", "public, max-age=5"), ("cdn-cache-control", 'max-age=9, no-cache="x-user"')),
+            "the response is no-cache for the fields x-user",
+        ),
     ],
 )
 def test_shared_freshness(fields: tuple[tuple[str, str], ...], expected: object) -> None:

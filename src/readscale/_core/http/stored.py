@@ -244,6 +244,12 @@ def shared_freshness(fields: Fields) -> tuple[int, int] | str:
         return "a malformed Cache-Control"
     if not cc.shareable:
         return "the response is private or no-store"
+    for named in (cc.no_cache, cdn.no_cache if cdn is not None else False):
+        # no-cache="field" (RFC 9111 §5.2.2.4): the named fields may not be reused for
+        # another request without revalidation. Dropping them would still replay the rest
+        # of a response built for this request, so it is not stored at all.
+        if isinstance(named, tuple) and named:
+            return "the response is no-cache for the fields " + ", ".join(named)
     if cdn is not None:  # the targeted field wins over Cache-Control for this cache
         if not cdn.shareable or cdn.no_cache is True:
             return "CDN-Cache-Control forbids storing it"
