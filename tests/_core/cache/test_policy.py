@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
+import hmac
 import uuid
 
 import pytest
@@ -240,3 +242,13 @@ def test_pickle_is_signed_and_needs_a_real_secret() -> None:
         SignedPickleCodec(b"j" * 32).decode(raw)
     with pytest.raises(CorruptValueError):
         codec.decode(b"")
+    # Plain HMAC-SHA256 over the pickle (entries written by any version verify), and
+    # signing many entries leaves the shared keyed state untouched.
+    payload = raw[32:]
+    assert raw[:32] == hmac.new(b"k" * 32, payload, hashlib.sha256).digest()
+    assert codec.encode({1, 2}) == raw
+    forged = hmac.new(b"j" * 32, payload, hashlib.sha256).digest() + payload
+    with pytest.raises(CorruptValueError, match="does not verify"):
+        codec.decode(forged)
+    with pytest.raises(CorruptValueError, match="does not verify"):
+        codec.decode(raw[:20])
