@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -96,16 +97,35 @@ class ResponseCacheMiddleware:
         # again after this request has been answered.
         inner_meta = {k: v for k, v in meta.items() if k not in _CONDITIONAL_META}
 
+        # A streaming response is never stored: the first run in this request's thread
+        # hands it back as it is (it streams to the client); a background refresh closes it.
+        me = threading.get_ident()
+        claimed = False
+        streamed: list[HttpResponseBase] = []
+
         def run() -> Rendered:
+            nonlocal claimed
             inner = copy.copy(request)
             inner.META = dict(inner_meta)
             if hasattr(inner, "environ"):
                 inner.environ = inner.META
             for cached in ("headers", "COOKIES"):
                 inner.__dict__.pop(cached, None)
-            return _render(inner, self.get_response(inner))
+            response = self.get_response(inner)
+            if getattr(response, "streaming", False):
+                refused = Rendered(response.status_code, (("cache-control", "no-store"),), b"")
+                if not claimed and threading.get_ident() == me:
+                    claimed = True
+                    streamed.append(response)
+                else:
+                    response.close()
+                return refused
+            return _render(inner, response)
 
         served = self.responses.serve(req, plan, run)
+        claimed = True
+        if streamed:
+            return streamed[0]
         response = HttpResponse(served.body, status=served.status)
         for name, value in served.fields:
             if name == "set-cookie":
@@ -120,8 +140,7 @@ class ResponseCacheMiddleware:
 
 
 def _render(request: HttpRequest, response: HttpResponseBase) -> Rendered:
-    streaming = getattr(response, "streaming", False)
-    body = b"".join(response.streaming_content) if streaming else bytes(response.content)
+    body = bytes(response.content)
     fields = [(k.lower(), v) for k, v in response.items()]
     fields += [("set-cookie", c.output(header="").strip()) for c in response.cookies.values()]
     ctx = getattr(request, "readscale_http", None)

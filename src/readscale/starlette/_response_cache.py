@@ -101,13 +101,27 @@ class ResponseCacheMiddleware:
         # The handler runs without the request's preconditions: the cache needs the whole
         # response, and answers them itself from the stored validators.
         inner_headers = [pair for pair in raw if pair[0] not in _CONDITIONAL]
+        # A response that streams or is over max_body is never stored: the first run for
+        # this request sends it to the client as it comes, instead of buffering it whole.
+        # Later runs (a stale entry's background refresh) have no client: they stop
+        # buffering past max_body.
+        claimed = False
+        streamed = False
 
         async def run() -> Rendered:
+            nonlocal claimed, streamed
             inner: Scope = dict(scope)
             inner["headers"] = list(inner_headers)
-            return await _render(self.app, inner)
+            client = None if claimed else send
+            claimed = True
+            rendered, sent = await _render(self.app, inner, self.responses.max_body, client)
+            streamed = streamed or sent
+            return rendered
 
         served = await self.responses.serve(request, plan, run)
+        if streamed:
+            return
+        claimed = True
         await _send(send, served)
 
 
@@ -119,12 +133,17 @@ def _url(scope: Scope, field: Any) -> str:
     return url + "?" + query.decode("latin-1") if query else url
 
 
-async def _render(app: ASGIApp, scope: Scope) -> Rendered:
-    """Run the app for ``scope`` and collect its whole response."""
+async def _render(app: ASGIApp, scope: Scope, max_body: int, client: Send | None) -> tuple[Rendered, bool]:
+    """Run the app for ``scope`` and collect its whole response; one that streams (no
+    Content-Length) or is over ``max_body`` goes to ``client`` as it comes (True: sent),
+    or, with no client, is dropped past ``max_body``: neither is stored."""
     import anyio
 
     start: Message | None = None
     chunks: list[bytes] = []
+    size = 0
+    passing = False  # the response goes to the client as it comes
+    over = False  # not storable and no client: the body is dropped
     requested = False
     done = anyio.Event()
 
@@ -139,29 +158,63 @@ async def _render(app: ASGIApp, scope: Scope) -> Rendered:
         await done.wait()
         return {"type": "http.disconnect"}
 
+    async def pass_through() -> Send | None:
+        """Stop buffering: the client, once the start is sent to it; None, no client."""
+        nonlocal passing, over
+        chunks.clear()
+        if client is None:
+            over = True
+            return None
+        passing = True
+        assert start is not None
+        await client(start)
+        return client
+
     async def send(message: Message) -> None:
-        nonlocal start
+        nonlocal start, size
         if message["type"] == "http.response.start":
             start = message
+            length = next(
+                (bytes(v) for k, v in start.get("headers", ()) if bytes(k).lower() == b"content-length"), None
+            )
+            if length is None or not length.strip().isdigit() or int(length) > max_body:
+                await pass_through()
         elif message["type"] == "http.response.body":
-            chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 done.set()
+            if passing:
+                assert client is not None
+                await client(message)
+                return
+            if over:
+                return
+            body = message.get("body", b"")
+            size += len(body)
+            if size > max_body:
+                held = b"".join(chunks)
+                target = await pass_through()
+                if target is not None:
+                    more = message.get("more_body", False)
+                    await target({"type": "http.response.body", "body": held + body, "more_body": more})
+                return
+            chunks.append(body)
 
     try:
         await app(scope, receive, send)
     finally:
         done.set()
     if start is None:
-        return Rendered(500, (("cache-control", "no-store"), ("content-length", "0")), b"")
+        return Rendered(500, (("cache-control", "no-store"), ("content-length", "0")), b""), False
     raw = start.get("headers", ())
     fields = tuple((bytes(k).decode("latin-1").lower(), bytes(v).decode("latin-1")) for k, v in raw)
+    if passing or over:  # never stored (no-store makes the driver refuse it)
+        return Rendered(int(start["status"]), (*fields, ("cache-control", "no-store")), b""), passing
     ctx = scope.get(CONTEXT_KEY)
     tags: tuple[str, ...] = ()
     if isinstance(ctx, HttpContext):
         policy = ctx.policy
         tags = (policy.tags if policy is not None else ()) + ctx.tags
-    return Rendered(int(start["status"]), fields, b"".join(chunks), tags)
+    return Rendered(int(start["status"]), fields, b"".join(chunks), tags), False
 
 
 async def _send(send: Send, served: Served) -> None:
