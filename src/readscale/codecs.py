@@ -134,8 +134,10 @@ def _undeclared_error(value: Any, codec: str, why: str) -> UnserializableValueEr
     )
 
 
-def _root_class(type_: Any) -> type | None:
-    """The class a value of the declared ``type_`` must be an instance of (None: no cheap check)."""
+def root_class(type_: Any) -> type | None:
+    """The class a value of the declared ``type_`` must be an instance of (None: no cheap
+    check): the type itself, or a generic's origin (``list`` for ``list[User]``). The
+    cache checks an L1 copy against it, and a typed pickle codec its decoded values."""
     root = typing.get_origin(type_) or type_
     if not isinstance(root, type):
         return None
@@ -176,7 +178,7 @@ class JsonCodec:
     def __init__(self, type_: Any = Any) -> None:
         self._type = type_
         self._undeclared = type_ is Any
-        self._root = None if self._undeclared else _root_class(type_)
+        self._root = None if self._undeclared else root_class(type_)
         self._typed: dict[Any, Codec] = {}
         self._encoder = msgspec.json.Encoder()
         self._decoder = msgspec.json.Decoder(type_)
@@ -268,7 +270,7 @@ class PydanticCodec:
         self.name = base.name
         self._base = base
         self._type = type_
-        self._root = _root_class(type_)
+        self._root = root_class(type_)
         self._adapter: Any = TypeAdapter(type_)
         self._json = type(base) is JsonCodec
 
@@ -326,6 +328,7 @@ class SignedPickleCodec:
         # quarter of the signature's cost); the same HMAC-SHA256 either way.
         mac = hmac.new(key, digestmod=hashlib.sha256)
         self._mac: Any = getattr(mac, "_hmac", None) or mac
+        self._typed: dict[Any, Codec] = {}
 
     def _sign(self, payload: bytes | memoryview) -> bytes:
         mac = self._mac.copy()
@@ -351,8 +354,56 @@ class SignedPickleCodec:
         except Exception as exc:  # an old class, a missing module: a miss, not a crash
             raise CorruptValueError(None, f"pickle: {exc}") from exc
 
-    def typed(self, type_: Any) -> SignedPickleCodec:
-        return self
+    def typed(self, type_: Any) -> Codec:
+        """This codec checking that what it stores and reads is an instance of ``type_``'s
+        class (pickle brings back whatever was pickled: without the check a ``dict`` put
+        under the key would be served to a reader that declared ``User``)."""
+        try:
+            return self._typed[type_]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable annotation: made each time
+            return self._make(type_)
+        made = self._typed[type_] = self._make(type_)
+        return made
+
+    def _make(self, type_: Any) -> Codec:
+        root = root_class(type_)
+        return self if root is None or root is object else _CheckedPickleCodec(self, type_, root)
+
+
+class _CheckedPickleCodec:
+    """A :class:`SignedPickleCodec` whose values must be instances of ``root``: another
+    value is refused when stored and is a corrupt entry (a counted miss) when read."""
+
+    id = SignedPickleCodec.id
+    name = SignedPickleCodec.name
+
+    def __init__(self, base: SignedPickleCodec, type_: Any, root: type) -> None:
+        self._base = base
+        self._type = type_
+        self._root = root
+
+    def encode(self, value: Any) -> bytes:
+        if not isinstance(value, self._root):
+            raise UnserializableValueError(
+                None,
+                type(value).__name__,
+                self.name,
+                f"the declared type is {_type_name(self._type)}: a {type(value).__name__} is not one",
+            )
+        return self._base.encode(value)
+
+    def decode(self, data: bytes | memoryview) -> Any:
+        value = self._base.decode(data)
+        if not isinstance(value, self._root):
+            raise CorruptValueError(
+                None, f"pickle: a {type(value).__name__}, not the declared {_type_name(self._type)}"
+            )
+        return value
+
+    def typed(self, type_: Any) -> Codec:
+        return self if type_ is self._type else self._base.typed(type_)
 
 
 class BytesCodec:

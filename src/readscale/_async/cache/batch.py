@@ -59,8 +59,11 @@ class AsyncBatch:
         self._clock = clock
         self._monotonic = monotonic
 
-    async def get_many(self, keys: Sequence[str], policy: CachePolicy, codec: Codec) -> dict[str, Any]:
-        """The cached values of ``keys`` that are present (one round trip per server)."""
+    async def get_many(
+        self, keys: Sequence[str], policy: CachePolicy, codec: Codec, expect: type | None = None
+    ) -> dict[str, Any]:
+        """The cached values of ``keys`` that are present (one round trip per server); an
+        L1 copy that is not an ``expect`` (the declared type's class) is a miss."""
         if policy.versioned:
             pkeys = [await self.versions.pkey(key, policy) for key in keys]
         else:
@@ -73,6 +76,9 @@ class AsyncBatch:
             remote_keys, remote = [], []
             for key, pkey in zip(keys, pkeys, strict=True):
                 found = self.coherence.l1_get(pkey, policy)
+                if found is not None and expect is not None and not isinstance(found[0], expect):
+                    self.coherence.l1_wrong_type(pkey, found[0], expect)
+                    found = None
                 if found is not None and (not found[1].tags or self.versions.tags_current_locally(found[1].tags)):
                     result[key] = found[0]
                 else:

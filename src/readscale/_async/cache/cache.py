@@ -30,7 +30,7 @@ from readscale._core.cache.keys import DEFAULT_PREFIX, template_fields
 from readscale._core.cache.policy import DEFAULT, CachePolicy
 from readscale._shared.cache.stats import CacheStats
 from readscale._shared.tracing import TRACING, db_system, span
-from readscale.codecs import Codec, JsonCodec
+from readscale.codecs import Codec, JsonCodec, root_class
 from readscale.l1 import MemoryStore
 
 if TYPE_CHECKING:  # the purgers need httpx; the cache takes any object of the protocol
@@ -245,12 +245,14 @@ class AsyncCache:
         from the L2 (``readscale.codecs``); without it the value must be JSON-native.
         """
         codec = codec or self.codec
+        expect = None
         if type is not None:
             codec = codec.typed(type)
+            expect = root_class(type)
         if TRACING.tracer is None:
-            return await self.reads.get(key, policy or self.policy, codec)
+            return await self.reads.get(key, policy or self.policy, codec, expect)
         with span("readscale.cache.get", self._span_attributes(key)):
-            return await self.reads.get(key, policy or self.policy, codec)
+            return await self.reads.get(key, policy or self.policy, codec, expect)
 
     def _span_attributes(self, key: str) -> dict[str, str]:
         """What a cache operation's span says of the call (only built while tracing)."""
@@ -344,12 +346,14 @@ class AsyncCache:
         is not JSON-native is refused (:class:`UnserializableValueError`, not stored).
         """
         codec = codec or self.codec
+        expect = None
         if type is not None:
             codec = codec.typed(type)
+            expect = root_class(type)
         if TRACING.tracer is None:
-            return await self.reads.get_or_load(key, loader, policy or self.policy, codec, tags)
+            return await self.reads.get_or_load(key, loader, policy or self.policy, codec, tags, expect)
         with span("readscale.cache.get_or_load", self._span_attributes(key)):
-            return await self.reads.get_or_load(key, loader, policy or self.policy, codec, tags)
+            return await self.reads.get_or_load(key, loader, policy or self.policy, codec, tags, expect)
 
     async def write_through(
         self,
@@ -410,7 +414,9 @@ class AsyncCache:
         if self.checks.pending:
             await self.checks.once()
         codec = codec or self.codec
-        return await self.batch.get_many(keys, policy, codec if type is None else codec.typed(type))
+        if type is None:
+            return await self.batch.get_many(keys, policy, codec)
+        return await self.batch.get_many(keys, policy, codec.typed(type), root_class(type))
 
     async def get_or_load_many(
         self,
@@ -429,8 +435,8 @@ class AsyncCache:
         taken before the load, and the load reads at or past the highest of their floors."""
         policy = policy or self.policy
         codec = codec or self.codec
+        found = await self.get_many(keys, policy=policy, codec=codec, type=type)
         codec = codec if type is None else codec.typed(type)
-        found = await self.get_many(keys, policy=policy, codec=codec)
         return await self.batch.load_missing(keys, found, loader, policy, codec)
 
     # -- checks ------------------------------------------------------------------------------

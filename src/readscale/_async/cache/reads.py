@@ -53,8 +53,9 @@ class AsyncReads:
         self.record = FillRecorder(stats)
         self._clock = clock
 
-    async def get(self, key: str, policy: CachePolicy, codec: Codec) -> Any:
-        """The cached value of ``key``, or ``NO_VALUE`` (``AsyncCache.get``)."""
+    async def get(self, key: str, policy: CachePolicy, codec: Codec, expect: type | None = None) -> Any:
+        """The cached value of ``key``, or ``NO_VALUE`` (``AsyncCache.get``); an L1 copy
+        that is not an ``expect`` (the declared type's class) is a miss."""
         if not policy.cacheable:
             return NO_VALUE
         if self.coherence.bus_pending:
@@ -64,7 +65,9 @@ class AsyncReads:
         pkey = self.versions.physical(key, policy) if not policy.versioned else await self.versions.pkey(key, policy)
         found = self.coherence.l1_get(pkey, policy)
         if found is not None and (not found[1].tags or self.versions.tags_current_locally(found[1].tags)):
-            return found[0]
+            if expect is None or isinstance(found[0], expect):
+                return found[0]
+            self.coherence.l1_wrong_type(pkey, found[0], expect)
         since = self.coherence.local.seq
         found = await self.filler.read(pkey, policy, codec)
         if found is None:
@@ -86,9 +89,16 @@ class AsyncReads:
         return NO_VALUE
 
     async def get_or_load(
-        self, key: str, loader: Callable[[], Awaitable[T]], policy: CachePolicy, codec: Codec, tags: Sequence[str]
+        self,
+        key: str,
+        loader: Callable[[], Awaitable[T]],
+        policy: CachePolicy,
+        codec: Codec,
+        tags: Sequence[str],
+        expect: type | None = None,
     ) -> T:
-        """The cached value of ``key``, loading it on a miss (``AsyncCache.get_or_load``)."""
+        """The cached value of ``key``, loading it on a miss (``AsyncCache.get_or_load``);
+        an L1 copy that is not an ``expect`` (the declared type's class) is a miss."""
         if not policy.cacheable:
             self.record.bypassed()
             return await self.filler.call_loader(loader)
@@ -108,7 +118,9 @@ class AsyncReads:
         found = self.coherence.l1_get(pkey, policy)
         if found is not None:
             value, meta = found
-            if not meta.tags or self.versions.tags_current_locally(meta.tags):
+            if expect is not None and not isinstance(value, expect):
+                self.coherence.l1_wrong_type(pkey, value, expect)
+            elif not meta.tags or self.versions.tags_current_locally(meta.tags):
                 if policy.early_refresh and (
                     assess(meta, self._clock(), self.filler.u(), policy.early_refresh) is Freshness.EARLY_REFRESH
                 ):

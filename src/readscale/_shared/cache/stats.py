@@ -39,6 +39,7 @@ class TierStats:
     unsynced_dropped: int = 0  # past the limit: left to their TTL (logged as errors)
     older_than_own_write: int = 0  # entries refused to a session that wrote after they were read
     puts_skipped: int = 0  # L1 copies not put: the key was invalidated while they were read
+    wrong_type: int = 0  # L1 copies not of the reader's declared type: misses
 
 
 @dataclass(slots=True)
@@ -122,6 +123,10 @@ class L1Recorder(_Recorder):
     def older_than_own_write(self) -> None:
         """A copy read before this session's own write: refused to it."""
         self.stats.l1.older_than_own_write += 1
+
+    def wrong_type(self) -> None:
+        """A copy not of the reader's declared type: a miss to that reader."""
+        self.stats.l1.wrong_type += 1
 
     def put_skipped(self) -> None:
         """A copy not put: its key was invalidated while it was read."""

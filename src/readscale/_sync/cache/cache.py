@@ -31,7 +31,7 @@ from readscale._sync.cache.bus import InvalidationBus
 from readscale._sync.cache.cached import CachedDecorator
 from readscale._sync.cache.checks import check_settings
 from readscale._sync.cache.parts import Parts
-from readscale.codecs import Codec, JsonCodec
+from readscale.codecs import Codec, JsonCodec, root_class
 from readscale.l1 import MemoryStore
 
 if TYPE_CHECKING:  # the purgers need httpx; the cache takes any object of the protocol
@@ -244,12 +244,14 @@ class Cache:
         from the L2 (``readscale.codecs``); without it the value must be JSON-native.
         """
         codec = codec or self.codec
+        expect = None
         if type is not None:
             codec = codec.typed(type)
+            expect = root_class(type)
         if TRACING.tracer is None:
-            return self.reads.get(key, policy or self.policy, codec)
+            return self.reads.get(key, policy or self.policy, codec, expect)
         with span("readscale.cache.get", self._span_attributes(key)):
-            return self.reads.get(key, policy or self.policy, codec)
+            return self.reads.get(key, policy or self.policy, codec, expect)
 
     def _span_attributes(self, key: str) -> dict[str, str]:
         """What a cache operation's span says of the call (only built while tracing)."""
@@ -343,12 +345,14 @@ class Cache:
         is not JSON-native is refused (:class:`UnserializableValueError`, not stored).
         """
         codec = codec or self.codec
+        expect = None
         if type is not None:
             codec = codec.typed(type)
+            expect = root_class(type)
         if TRACING.tracer is None:
-            return self.reads.get_or_load(key, loader, policy or self.policy, codec, tags)
+            return self.reads.get_or_load(key, loader, policy or self.policy, codec, tags, expect)
         with span("readscale.cache.get_or_load", self._span_attributes(key)):
-            return self.reads.get_or_load(key, loader, policy or self.policy, codec, tags)
+            return self.reads.get_or_load(key, loader, policy or self.policy, codec, tags, expect)
 
     def write_through(
         self,
@@ -407,7 +411,9 @@ class Cache:
         if self.checks.pending:
             self.checks.once()
         codec = codec or self.codec
-        return self.batch.get_many(keys, policy, codec if type is None else codec.typed(type))
+        if type is None:
+            return self.batch.get_many(keys, policy, codec)
+        return self.batch.get_many(keys, policy, codec.typed(type), root_class(type))
 
     def get_or_load_many(
         self,
@@ -426,8 +432,8 @@ class Cache:
         taken before the load, and the load reads at or past the highest of their floors."""
         policy = policy or self.policy
         codec = codec or self.codec
+        found = self.get_many(keys, policy=policy, codec=codec, type=type)
         codec = codec if type is None else codec.typed(type)
-        found = self.get_many(keys, policy=policy, codec=codec)
         return self.batch.load_missing(keys, found, loader, policy, codec)
 
     # -- checks ------------------------------------------------------------------------------

@@ -58,6 +58,8 @@ class Coherence:
         self.l1_suspended: MemoryStore[str, Any] | None = None
         self.stats = stats
         self.record = L1Recorder(stats)
+        #: The (found, declared) type pairs already logged by ``l1_wrong_type``.
+        self._wrong_types: set[tuple[type, type]] = set()
         self.tombstone_ttl = tombstone_ttl
         self._clock = clock
         self._monotonic = monotonic
@@ -86,6 +88,30 @@ class Coherence:
             return None
         self.record.hit()
         return item  # type: ignore[no-any-return]
+
+    def l1_wrong_type(self, pkey: str, value: Any, expect: type) -> None:
+        """An L1 copy that is not of the reader's declared type: the reader takes it as a
+        miss (the L2 would not decode it as that type either). Counted each time, logged
+        once per pair of types: a key shared by two types is a bug to fix, not a flood."""
+        self.record.wrong_type()
+        pair = (type(value), expect)
+        if pair in self._wrong_types:
+            return
+        self._wrong_types.add(pair)
+        log.warning(
+            "cache %s: %s holds a value of type %s where %s is declared: a miss",
+            self.stats.name,
+            pkey,
+            type(value).__qualname__,
+            expect.__qualname__,
+            extra={
+                "event": "cache_wrong_type",
+                "cache": self.stats.name,
+                "key": pkey,
+                "found": type(value).__qualname__,
+                "declared": expect.__qualname__,
+            },
+        )
 
     def l1_put(self, pkey: str, value: Any, meta: EntryMeta, policy: CachePolicy, size: int, since: int) -> None:
         """Put an L1 copy of what was read (or loaded) after local invalidation number
