@@ -3,6 +3,7 @@ the acceptance rules asserted on counts (failed requests, lost writes), never on
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import pytest
@@ -21,7 +22,10 @@ PHASE_REQUESTS = 500
 
 #: redis-py's Sentinel master discovery leaves a few connections to the sentinels unclosed
 #: when a failover interrupts it (found with tracemalloc: opened in discover_master's
-#: get_connection); they are garbage-collected, not leaked across tests.
+#: get_connection). The case collects them itself (gc.collect at its end, under this
+#: filter): left to the collector's own time they can surface in a later test. A CI run
+#: had tests/consistency/test_harness.py's seed 2 fail on 56 unclosed asyncio streams of
+#: a closed loop, the likeliest source being these (not reproduced on demand).
 _SENTINEL_GC = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 
@@ -29,7 +33,11 @@ _SENTINEL_GC = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExcept
     "fault", [pytest.param(f, marks=_SENTINEL_GC) if f == "sentinel_master" else f for f in ALL_FAULTS]
 )
 def test_one_fault_under_load(fault: str) -> None:
-    (row,) = run_faults((fault,), quick=True, requests_per_phase=PHASE_REQUESTS)
+    try:
+        (row,) = run_faults((fault,), quick=True, requests_per_phase=PHASE_REQUESTS)
+    finally:
+        if fault == "sentinel_master":
+            gc.collect()  # the discovery's unclosed connections, here, not in a later test
     summary: dict[str, Any] = {
         k: row.get(k) for k in ("failures", "lost_examples", "stale_examples", "window_s", "phase_requests")
     }
