@@ -161,3 +161,46 @@ async def test_loads_while_redis_is_down_read_at_most_the_fail_open_staleness(
     assert len(seen) == 6
     assert all(bound == FAIL_OPEN_STALENESS for _, bound in seen), seen
     await cache.aclose()
+
+
+@pytest.mark.anyio
+async def test_fills_after_redis_came_back_read_at_most_the_fail_open_staleness(
+    readscale_stack_factory: Callable[..., Stack],
+) -> None:
+    # A Redis restarted without persistence has lost the tombstones of invalidations made
+    # before it died: their absence proves nothing, so for a tombstone's life after the
+    # server answers again the fills' reads are held to FAIL_OPEN_STALENESS. Without it a
+    # fill read a replica 25 s behind and cached the old value (consistency harness, seed
+    # 175, a CI run: 4 reads of an old version 5 s after its invalidation).
+    from readscale._core.cache.fill import FAIL_OPEN_STALENESS
+    from readscale.cache import fill_requirements
+
+    stack = readscale_stack_factory(StackConfig(postgres=False))
+    cache = make_cache(stack)
+    seen: list[tuple[int | None, float | None]] = []
+
+    async def load() -> dict[str, object]:
+        seen.append(fill_requirements())
+        return ROWS["row:1"]
+
+    async def load_many(keys: list[str]) -> dict[str, dict[str, object]]:
+        seen.append(fill_requirements())
+        return {k: ROWS[k] for k in keys}
+
+    assert await cache.get_or_load("row:1", load) == ROWS["row:1"]
+    assert cache.filler.loads.fill_staleness > FAIL_OPEN_STALENESS
+    assert seen[-1][1] == cache.filler.loads.fill_staleness  # before any outage: the normal bound
+    await cache.invalidate("row:1")
+    stack.kill("redis")
+    await cache.get("row:1")  # the call fails: the server may restart empty
+    assert cache.stats.l2.errors >= 1
+    stack.start("redis")
+    seen.clear()
+    for key in ("row:1", "row:4"):
+        assert await cache.get_or_load(key, load) == ROWS["row:1"]
+    assert await cache.get_or_load_many(["row:2", "row:3"], load_many) == {k: ROWS[k] for k in ("row:2", "row:3")}
+    assert len(seen) == 3
+    assert all(bound == FAIL_OPEN_STALENESS for _, bound in seen), seen
+    assert cache.stats.l2.recoveries == 1
+    assert cache.stats.l2.fills >= 3  # stored: the fills went on, held to the tighter bound
+    await cache.aclose()

@@ -174,7 +174,7 @@ class AsyncBatch:
         floor = merge_floor(floor, tag_floor)
         started = self._monotonic()
         try:
-            with fill_scope(floor, self.loads.fill_staleness) as scope:
+            with fill_scope(floor, self.loads.staleness) as scope:
                 loaded = await self.loads.call_loader(lambda: loader(missing))
         except BaseException:
             for k, right in rights.items():

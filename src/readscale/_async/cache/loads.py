@@ -62,6 +62,14 @@ class AsyncLoads:
         self.fill_staleness = max_fill_staleness(tombstone_ttl)
         self._monotonic = monotonic
 
+    @property
+    def staleness(self) -> float:
+        """The staleness bound of a fill's reads now: tighter for a while after an L2
+        outage, whose restart may have lost tombstones (:meth:`AsyncL2Gate.recovering`)."""
+        if self.l2.recovering():
+            return min(self.fill_staleness, FAIL_OPEN_STALENESS)
+        return self.fill_staleness
+
     async def call_loader(self, loader: Callable[[], Awaitable[T]]) -> T:
         """Run ``loader``, counting the call, its failure and its time."""
         started = self._monotonic()
@@ -161,7 +169,7 @@ class AsyncLoads:
         floor = merge_floor(floor, tag_floor)
         started = self._monotonic()
         try:
-            with fill_scope(floor, self.fill_staleness) as scope:
+            with fill_scope(floor, self.staleness) as scope:
                 value = await self.call_loader(loader)
         except BaseException:
             await self.store.release(pkey, token)

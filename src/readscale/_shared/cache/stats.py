@@ -37,6 +37,7 @@ class TierStats:
     unsynced: int = 0  # writes that could not reach the tier: their keys are removed later
     resynced: int = 0  # of those, removed once the tier answered again
     unsynced_dropped: int = 0  # past the limit: left to their TTL (logged as errors)
+    recoveries: int = 0  # outages the tier came back from: fills then read at most 1 s stale for a while
     older_than_own_write: int = 0  # entries refused to a session that wrote after they were read
     puts_skipped: int = 0  # L1 copies not put: the key was invalidated while they were read
     wrong_type: int = 0  # L1 copies not of the reader's declared type: misses
@@ -166,6 +167,10 @@ class L2Recorder(_Recorder):
     def unsynced_dropped(self) -> None:
         """A write past the unsynced limit: left to its TTL."""
         self.stats.l2.unsynced_dropped += 1
+
+    def recovering(self) -> None:
+        """The tier answers after an outage that may have lost its tombstones."""
+        self.stats.l2.recoveries += 1
 
     def resynced(self, count: int) -> None:
         self.stats.l2.resynced += count

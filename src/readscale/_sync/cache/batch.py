@@ -175,7 +175,7 @@ class Batch:
         floor = merge_floor(floor, tag_floor)
         started = self._monotonic()
         try:
-            with fill_scope(floor, self.loads.fill_staleness) as scope:
+            with fill_scope(floor, self.loads.staleness) as scope:
                 loaded = self.loads.call_loader(lambda: loader(missing))
         except BaseException:
             for k, right in rights.items():

@@ -26,6 +26,7 @@ from enum import Enum
 from typing import Literal, TypeVar
 
 from readscale._core.cache import breaker as circuit
+from readscale._core.cache.fill import FAIL_OPEN_STALENESS
 from readscale._shared.cache.stats import CacheStats, L2Recorder
 from readscale._sync.backends.base import Backend
 from readscale.errors import CacheUnavailableError, ValueTooLargeError
@@ -98,6 +99,12 @@ class L2Gate:
         #: their L2 copy may be older than the database, so they are removed from it before
         #: the next L2 call.
         self.unsynced: set[str] = set()
+        #: A call failed since the L2 last answered: the server may have restarted empty.
+        self._lost = False
+        #: Until then (monotonic) the L2 may lack tombstones it held before an outage (a
+        #: restart without persistence loses them): fills read no staler than
+        #: ``FAIL_OPEN_STALENESS`` (:meth:`recovering`).
+        self.recovering_until = float("-inf")
 
     @property
     def available(self) -> bool:
@@ -120,8 +127,16 @@ class L2Gate:
             self.record.skipped()
         return allowed
 
+    def recovering(self) -> bool:
+        """Whether the L2 came back from an outage less than a tombstone's life ago: the
+        tombstones of invalidations made before it may be gone (a Redis restarted without
+        persistence), so a fill must not trust their absence."""
+        return self._monotonic() < self.recovering_until
+
     def ok(self) -> None:
         """An L2 call succeeded."""
+        if self._lost:
+            self._back_from_outage()
         if self.breaker is not circuit.CLOSED:
             was_open = self.breaker.circuit is not circuit.Circuit.CLOSED
             self.breaker = circuit.on_success(self.breaker)
@@ -133,9 +148,34 @@ class L2Gate:
                     extra={"event": "cache_backend_back", "cache": self.stats.name, "backend": self.name},
                 )
 
+    def _back_from_outage(self) -> None:
+        """The L2 answers after a failure: for a tombstone's life, fills read no staler than
+        ``FAIL_OPEN_STALENESS`` (found by the consistency harness, seed 175: Redis killed
+        and restarted empty lost a write's tombstone, and a fill then read a replica 25 s
+        behind and cached the old value for good)."""
+        self._lost = False
+        self.recovering_until = self._monotonic() + self.tombstone_ttl
+        self.record.recovering()
+        log.warning(
+            "cache %s: %s answers after an outage; for %.0fs fills read no staler than %.1fs, "
+            "since the tombstones of earlier invalidations may be gone",
+            self.stats.name,
+            self.name,
+            self.tombstone_ttl,
+            FAIL_OPEN_STALENESS,
+            extra={
+                "event": "cache_backend_recovering",
+                "cache": self.stats.name,
+                "backend": self.name,
+                "seconds": self.tombstone_ttl,
+            },
+        )
+
     def failed(self, exc: CacheUnavailableError) -> None:
         """An L2 call failed; a busy pool is not the server's fault and trips nothing."""
         self.record.error()
+        if not exc.busy:
+            self._lost = True
         if exc.busy:
             log.warning(
                 "cache %s: %s",

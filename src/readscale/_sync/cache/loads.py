@@ -63,6 +63,14 @@ class Loads:
         self.fill_staleness = max_fill_staleness(tombstone_ttl)
         self._monotonic = monotonic
 
+    @property
+    def staleness(self) -> float:
+        """The staleness bound of a fill's reads now: tighter for a while after an L2
+        outage, whose restart may have lost tombstones (:meth:`L2Gate.recovering`)."""
+        if self.l2.recovering():
+            return min(self.fill_staleness, FAIL_OPEN_STALENESS)
+        return self.fill_staleness
+
     def call_loader(self, loader: Callable[[], T]) -> T:
         """Run ``loader``, counting the call, its failure and its time."""
         started = self._monotonic()
@@ -160,7 +168,7 @@ class Loads:
         floor = merge_floor(floor, tag_floor)
         started = self._monotonic()
         try:
-            with fill_scope(floor, self.fill_staleness) as scope:
+            with fill_scope(floor, self.staleness) as scope:
                 value = self.call_loader(loader)
         except BaseException:
             self.store.release(pkey, token)
