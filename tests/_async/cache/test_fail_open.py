@@ -204,3 +204,31 @@ async def test_fills_after_redis_came_back_read_at_most_the_fail_open_staleness(
     assert cache.stats.l2.recoveries == 1
     assert cache.stats.l2.fills >= 3  # stored: the fills went on, held to the tighter bound
     await cache.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_restart_no_call_saw_still_opens_the_recovery_window(
+    readscale_stack_factory: Callable[..., Stack],
+) -> None:
+    # A process idle while Redis was killed and restarted sees no failure: its next call's
+    # retry reconnects. The new connection's run id differs from the last one's, and that
+    # alone opens the window.
+    from readscale._core.cache.fill import FAIL_OPEN_STALENESS
+    from readscale.cache import fill_requirements
+
+    stack = readscale_stack_factory(StackConfig(postgres=False))
+    cache = make_cache(stack)
+    seen: list[tuple[int | None, float | None]] = []
+
+    async def load() -> dict[str, object]:
+        seen.append(fill_requirements())
+        return ROWS["row:1"]
+
+    assert await cache.get_or_load("row:1", load) == ROWS["row:1"]
+    stack.kill("redis")
+    stack.start("redis")
+    assert await cache.get_or_load("row:2", load) == ROWS["row:1"]
+    assert cache.stats.l2.errors == 0  # no call failed: the retry hid the restart
+    assert cache.stats.l2.recoveries == 1
+    assert [bound for _, bound in seen] == [cache.filler.loads.fill_staleness, FAIL_OPEN_STALENESS]
+    await cache.aclose()

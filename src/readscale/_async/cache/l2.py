@@ -104,6 +104,9 @@ class AsyncL2Gate:
         #: restart without persistence loses them): fills read no staler than
         #: ``FAIL_OPEN_STALENESS`` (:meth:`recovering`).
         self.recovering_until = float("-inf")
+        listeners = getattr(backend, "restart_listeners", None)
+        if listeners is not None:  # the backend sees restarts no call failed on (Redis)
+            listeners.append(self.server_restarted)
 
     @property
     def available(self) -> bool:
@@ -131,6 +134,11 @@ class AsyncL2Gate:
         tombstones of invalidations made before it may be gone (a Redis restarted without
         persistence), so a fill must not trust their absence."""
         return self._monotonic() < self.recovering_until
+
+    def server_restarted(self) -> None:
+        """The backend found another server run on a new connection: treated as an
+        outage, so the call that made the connection opens the recovery window."""
+        self._lost = True
 
     def ok(self) -> None:
         """An L2 call succeeded."""

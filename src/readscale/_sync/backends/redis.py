@@ -19,14 +19,16 @@ and of sockets become :class:`CacheUnavailableError` here; nothing else escapes.
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 import redis.cluster as redis_asyncio_cluster
 from redis.backoff import NoBackoff
+from redis.exceptions import ResponseError
 from redis.retry import Retry
 
 from readscale._core.cache.fill import PRIMARY_ONLY
@@ -45,6 +47,8 @@ from readscale._sync.backends._redis_fills import ms as _ms
 from readscale.errors import CacheUnavailableError, ConfigurationError, ValueTooLargeError
 from readscale.settings import RedisSettings
 
+log = logging.getLogger("readscale.cache")
+
 FILL_CHANNEL = "readscale:fill"
 #: Redis refuses strings over 512 MB; far below that, proto-max-bulk-len is the limit.
 REDIS_MAX_VALUE = 512 * 1024 * 1024
@@ -61,6 +65,17 @@ def _floor_text(lsn: int | None) -> str:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _run_id(info: Any) -> str | None:
+    """The ``run_id`` of an ``INFO server`` reply (a string, or parsed into a dict)."""
+    if isinstance(info, dict):
+        found = info.get("run_id")
+        return None if found is None else _text(found)
+    for line in _text(info).splitlines():
+        if line.startswith("run_id:"):
+            return line[len("run_id:") :].strip()
+    return None
 
 
 def _config_values(found: Any) -> list[tuple[str, str]]:
@@ -99,6 +114,10 @@ class RedisBackend:
         self._client: Any = client if client is not None else self._make_client()
         self._channel = fill_channel
         self.max_value_size = max_value_size
+        #: Called when a new connection finds another server run (a restart or a failover,
+        #: :meth:`_on_connect`): the cache's L2 gate, whose tombstones may be gone.
+        self.restart_listeners: list[Callable[[], None]] = []
+        self._run_id: str | None = None
         self._invalidate_script = self._client.register_script(_redis_scripts.INVALIDATE)
         self._invalidate_for_write_script = self._client.register_script(_redis_scripts.INVALIDATE_FOR_WRITE)
         self._bump_script = self._client.register_script(_redis_scripts.BUMP)
@@ -124,9 +143,41 @@ class RedisBackend:
         # redis-py's long default backoff on a dead server.
         # One connection more than the gate lets commands use: the fill listener's pub/sub.
         # A Sentinel URL gives a pool that asks for the current master (redis_clients).
+        # Each new connection reads the server's run id (_on_connect): a restart that the
+        # retry hides from every call is still seen.
         return sync_redis_client(
-            self.settings, retry=Retry(NoBackoff(), 1), max_connections=self.settings.max_connections + 1
+            self.settings,
+            retry=Retry(NoBackoff(), 1),
+            max_connections=self.settings.max_connections + 1,
+            redis_connect_func=self._on_connect,
         )
+
+    def _on_connect(self, conn: Any) -> None:
+        """redis-py's handshake, then the server's run id: another one than the last
+        connection's means the server restarted (or a failover chose another), and what it
+        held may be gone, tombstones included. A Redis killed and restarted while this
+        process sat idle is otherwise invisible: the one retry reconnects and every call
+        succeeds (found reviewing the fix for consistency seed 175)."""
+        conn.on_connect()
+        conn.send_command("INFO", "server")
+        try:
+            run_id = _run_id(conn.read_response())
+        except ResponseError as exc:  # an ACL without INFO: restarts are seen by failed calls only
+            if self._run_id is None:
+                self._run_id = ""
+                log.warning(
+                    "redis: INFO refused (%s): a restart no call fails on goes unseen, and the cache "
+                    "cannot hold fills to fresh reads after it; allow INFO for this user",
+                    exc,
+                    extra={"event": "redis_info_refused", "backend": self.name, "reason": str(exc)},
+                )
+            return
+        if run_id is None:
+            return
+        previous, self._run_id = self._run_id, run_id
+        if previous is not None and previous != run_id:
+            for listener in self.restart_listeners:
+                listener()
 
     @property
     def fill_channel(self) -> str:
