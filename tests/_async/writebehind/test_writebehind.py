@@ -479,6 +479,64 @@ async def test_transient_failures_are_retried_until_the_commit(
     assert len(rows(pg_primary_dsn, table)) == 5
 
 
+class DiesAfterAnswering(psycopg.AsyncConnection[Any]):
+    """A connection whose server goes away right after answering a statement inside a
+    transaction block, once ``armed``: what a loaded client sees when the primary stops
+    (fast shutdown ends every session idle in a transaction) just after the batch's
+    statement ran, the FATAL and the closed socket read together with the answer."""
+
+    armed = False
+    dsn = ""
+
+    async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        cur = await super().execute(query, params, **kwargs)
+        cls = type(self)
+        if cls.armed and self.info.transaction_status is psycopg.pq.TransactionStatus.INTRANS:
+            cls.armed = False
+            pid = self.info.backend_pid
+            with psycopg.connect(cls.dsn, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                for _ in range(10_000):  # until the session is gone
+                    if admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone() is None:
+                        break
+            for _ in range(100):  # read the FATAL and the end of the stream, as libpq may with the answer
+                try:
+                    self.pgconn.consume_input()
+                except psycopg.Error:
+                    break
+        return cur
+
+
+@pytest.mark.anyio
+async def test_a_batch_whose_connection_broke_before_commit_is_written_again(
+    wb: AsyncWriteBehind, durable_redis_url: str, names: dict[str, str], pg_primary_dsn: str, table: str
+) -> None:
+    """psycopg leaves a transaction block whose connection broke inside it without COMMIT
+    and without an error. The writer must not report that batch as written: the flusher
+    would acknowledge records the database never committed (acknowledged writes lost
+    when the primary stops). It is a transient failure: retried, then committed."""
+    DiesAfterAnswering.dsn = pg_primary_dsn
+
+    async def connect() -> psycopg.AsyncConnection[Any]:
+        return await DiesAfterAnswering.connect(pg_primary_dsn, autocommit=True)
+
+    inner = AsyncPostgresWriter(table=table, connect=connect)
+    flusher = AsyncFlusher(inner, durable_redis_url, settings=settings_for(names))
+    try:
+        await flusher.start()  # the start check's statement runs on an unarmed connection
+        await wb.write_behind("item:1", {"qty": 1})
+        DiesAfterAnswering.armed = True
+        assert await flusher.drain(timeout=30.0)
+    finally:
+        DiesAfterAnswering.armed = False
+        await flusher.aclose()
+        await inner.aclose()
+    stored = rows(pg_primary_dsn, table)
+    assert list(stored) == ["item:1"] and stored["item:1"][1] == {"qty": 1}
+    assert flusher.stats.transient_failures == 1 and flusher.stats.transactions == 1
+    assert flusher.stats.dead_letters == 0
+
+
 @pytest.mark.anyio
 async def test_a_stop_during_a_retry_leaves_the_batch_pending(
     wb: AsyncWriteBehind, writer: ScriptedWriter, durable_redis_url: str, names: dict[str, str]

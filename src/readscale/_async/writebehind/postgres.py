@@ -47,6 +47,7 @@ from readscale._async.writebehind.postgres_counters import (
     APPLIED_TABLE,
     CONFIG_SQLSTATE_CLASSES,
     AsyncPostgresCounters,
+    raise_if_uncommitted,
 )
 from readscale._core.postgres.dsn import DsnOptions
 from readscale._core.writebehind.flush import FailureKind
@@ -178,6 +179,7 @@ class AsyncPostgresWriter:
             async with conn.transaction():
                 cur = await conn.execute(self._statement, params)
                 applied = cur.rowcount
+            raise_if_uncommitted(conn)
         except (psycopg.OperationalError, psycopg.InterfaceError):
             await self._drop_connection()
             raise

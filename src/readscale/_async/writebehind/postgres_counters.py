@@ -44,6 +44,17 @@ _COUNTER_TYPES = ("smallint", "integer", "bigint", "numeric", "real", "double pr
 CONFIG_SQLSTATE_CLASSES = ("42", "3F")
 
 
+def raise_if_uncommitted(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Call after a transaction block that raised nothing: psycopg leaves a block whose
+    connection broke inside it (the server went away after answering the last statement,
+    as a primary stopping does to sessions idle in a transaction, and the client read
+    that with the answer) without COMMIT and without an error. Taken for a commit, the
+    flusher would acknowledge records the database never kept; this makes it the
+    transient failure it is (the batch is written again)."""
+    if conn.broken:
+        raise psycopg.OperationalError("the connection broke before COMMIT: the transaction was not committed")
+
+
 class AsyncPostgresCounters:
     """The counter statements of one writer, composed once (:meth:`build`) from the
     counter table's columns, and what runs them on the writer's connection.
@@ -104,6 +115,7 @@ class AsyncPostgresCounters:
                 fresh = {(int(ms), int(seq)) for ms, seq in await cur.fetchall()}
                 refused = [r for at, r in unconverted if at in fresh]
                 await self._note_refused(conn, queue, fresh, refused)
+            raise_if_uncommitted(conn)
         except psycopg.Error as exc:
             if self._failure_kind(exc) is not FailureKind.RECORD:
                 raise
@@ -199,6 +211,7 @@ class AsyncPostgresCounters:
                         raise
                     refused.append(RefusedIncrement(str(key), sums[key], first_line(exc), type(exc).__name__))
             await self._note_refused(conn, queue, fresh, refused)
+        raise_if_uncommitted(conn)
         return fresh, refused
 
     async def build(

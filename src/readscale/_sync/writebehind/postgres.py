@@ -51,6 +51,7 @@ from readscale._sync.writebehind.postgres_counters import (
     APPLIED_TABLE,
     CONFIG_SQLSTATE_CLASSES,
     PostgresCounters,
+    raise_if_uncommitted,
 )
 from readscale.errors import ConfigurationError
 from readscale.settings import connection_string
@@ -175,6 +176,7 @@ class PostgresWriter:
             with conn.transaction():
                 cur = conn.execute(self._statement, params)
                 applied = cur.rowcount
+            raise_if_uncommitted(conn)
         except (psycopg.OperationalError, psycopg.InterfaceError):
             self._drop_connection()
             raise

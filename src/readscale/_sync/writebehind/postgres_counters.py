@@ -45,6 +45,17 @@ _COUNTER_TYPES = ("smallint", "integer", "bigint", "numeric", "real", "double pr
 CONFIG_SQLSTATE_CLASSES = ("42", "3F")
 
 
+def raise_if_uncommitted(conn: psycopg.Connection[Any]) -> None:
+    """Call after a transaction block that raised nothing: psycopg leaves a block whose
+    connection broke inside it (the server went away after answering the last statement,
+    as a primary stopping does to sessions idle in a transaction, and the client read
+    that with the answer) without COMMIT and without an error. Taken for a commit, the
+    flusher would acknowledge records the database never kept; this makes it the
+    transient failure it is (the batch is written again)."""
+    if conn.broken:
+        raise psycopg.OperationalError("the connection broke before COMMIT: the transaction was not committed")
+
+
 class PostgresCounters:
     """The counter statements of one writer, composed once (:meth:`build`) from the
     counter table's columns, and what runs them on the writer's connection.
@@ -103,6 +114,7 @@ class PostgresCounters:
                 fresh = {(int(ms), int(seq)) for ms, seq in cur.fetchall()}
                 refused = [r for at, r in unconverted if at in fresh]
                 self._note_refused(conn, queue, fresh, refused)
+            raise_if_uncommitted(conn)
         except psycopg.Error as exc:
             if self._failure_kind(exc) is not FailureKind.RECORD:
                 raise
@@ -198,6 +210,7 @@ class PostgresCounters:
                         raise
                     refused.append(RefusedIncrement(str(key), sums[key], first_line(exc), type(exc).__name__))
             self._note_refused(conn, queue, fresh, refused)
+        raise_if_uncommitted(conn)
         return fresh, refused
 
     def build(self, conn: psycopg.Connection[Any], table: sql.SQL, found: dict[str, tuple[str, bool, bool]]) -> None:
