@@ -39,8 +39,10 @@ def test_one_fault_under_load(fault: str) -> None:
         if fault == "sentinel_master":
             gc.collect()  # the discovery's unclosed connections, here, not in a later test
     summary: dict[str, Any] = {
-        k: row.get(k) for k in ("failures", "lost_examples", "stale_examples", "window_s", "phase_requests")
-    }
+        k: row.get(k)
+        for k in ("failures", "lost_examples", "stale_examples", "window_s", "phase_requests", "undrained_writes",
+                  "dead_letters", "flusher_exit", "flusher_log", "recovery_s")
+    }  # fmt: skip
     before, during, after = row["phase_requests"]
     assert before >= PHASE_REQUESTS and after >= PHASE_REQUESTS, summary
     if fault in ("cluster_primary", "sentinel_master"):
@@ -49,6 +51,12 @@ def test_one_fault_under_load(fault: str) -> None:
         assert during >= PHASE_REQUESTS, summary  # the fault held under load
     # (Varnish is killed and started at once: what is at risk is the cold edge after.)
     assert row["acked_writes"] > 0, summary
+    if "undrained_writes" in row:  # the service's faults: the flusher ran and drained the queue
+        # Before the loss count, which means "lost" only once the queue is empty: a dead
+        # or stuck flusher leaves acknowledged writes queued (kept, not applied).
+        assert row["flusher_exit"] is None, summary
+        assert row["undrained_writes"] == 0, summary
+        assert row["dead_letters"] == 0, summary  # nothing given up on either
     assert row["lost_writes"] == 0, summary  # every fault: nothing acknowledged is lost
     if fault != "cdc":
         # With the CDC worker down, nothing invalidates a price changed in SQL until it
@@ -65,3 +73,20 @@ def test_one_fault_under_load(fault: str) -> None:
         tail = row["tail"]
         assert tail["failed"] == 0 and min(tail["read"], tail["write"], tail["wb"]) > 0, (tail, summary)
         assert row["bus_received_after_kill"] > 0 and row["drained"], summary
+
+
+def test_a_dead_flusher_is_reported_and_its_queue_not_counted_as_lost() -> None:
+    """The flusher killed after the warm-up and never started again: the row names
+    the exit and the acknowledged writes still queued (kept by Redis, not applied), so a
+    run whose flusher died is not read as the library losing writes (a CI run reported
+    exactly that: "product 370: 1 views acknowledged, 0 in the database", the first view
+    of the seeded load, with nothing to tell a dead flusher apart)."""
+    from readscale.bench.chaos.faults import Fault
+    from readscale.bench.chaos.service import run_service_fault
+
+    dies = Fault("flusher_dies", "the flusher killed, not restarted", lambda env, run: env.stop_process("flusher"),
+                 lambda env, run: None, lambda env, run: True, hold_s=0.0)  # fmt: skip
+    row = run_service_fault(dies, clients=12, warm_s=0.0, tail_s=2.0, requests=800, seed=7, progress=lambda m: None)
+    assert row["flusher_exit"] is not None, row
+    assert row["undrained_writes"] > 0, row  # views acknowledged after the kill, still queued
+    assert row["dead_letters"] == 0, row

@@ -98,3 +98,26 @@ def test_redis_killed_halfway_fails_no_request(tmp_path: Path) -> None:
     # database, and its response says the primary took it, not the cache.
     assert served("down", "primary", "write") > 0, phases
     assert served("down", "app_cache", "write") == 0, phases
+
+
+def test_a_process_that_dies_at_start_is_named_by_the_environment() -> None:
+    """The flusher dies at start when its metrics port is taken (bound here, as a server
+    started between the pick and the bind would): the environment must say so, not start
+    a service whose acknowledged writes nobody applies (a chaos run then reported them as
+    lost writes)."""
+    import socket
+
+    from readscale.demo.environment import DemoEnvironment, EnvironmentConfig
+    from readscale.demo.schema import ShopSize
+    from readscale.errors import StackError
+
+    size = ShopSize(categories=5, products=50, users=20, orders=50, reviews=50)
+    env = DemoEnvironment(EnvironmentConfig(size=size, workers=1, replicas=1))
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", env.metrics_ports["flusher"]))
+        taken.listen()
+        try:
+            with pytest.raises(StackError, match="flusher exited"):
+                env.start()
+        finally:
+            env.close()

@@ -139,3 +139,19 @@ def test_the_secured_postgres_admits_its_role_over_tls_only_and_checks_its_setti
     with pytest.raises(ConfigurationError, match="go together"):
         StackConfig(postgres_password="secret")
     StackConfig(postgres_tls=True, postgres_user="app", postgres_password="secret")
+
+
+def test_a_port_is_handed_out_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A port picked for a process that binds it later (the demo's flusher serves metrics
+    on one) is not listening meanwhile: a later pick (a server the stack starts before
+    that process) must not be given it, or the process dies on EADDRINUSE. Ten ports, two
+    picks of five: they share none."""
+    import random
+
+    from readscale.stack import _proc
+
+    monkeypatch.setattr(_proc, "PORT_RANGE", (19900, 19910))  # below the stack's range: no other pick here
+    rng = random.Random(5)
+    first = _proc.pick_ports(5, rng=rng)
+    second = _proc.pick_ports(5, rng=rng)
+    assert len(set(first) | set(second)) == 10, (first, second)

@@ -115,6 +115,11 @@ class DemoEnvironment:
         self.progress(f"starting the service ({config.workers} uvicorn workers), the CDC worker and the flusher")
         for name in PROCESSES:
             self.start_process(name)
+        # The CDC worker and the flusher are running once their metrics endpoint answers
+        # (bound, past their imports): one that died at start (its port taken, a bad
+        # argument) is named here, not found later as invalidations or writes missing.
+        for name in ("cdc", "flusher"):
+            self.wait_metrics(name, 60)
         self.wait_http(f"{stack.varnish.url}/healthz", 30)
         time.sleep(1.0)  # the CDC slot exists before the first change
         return self
@@ -224,6 +229,28 @@ class DemoEnvironment:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
+
+    def exit_code(self, name: Process) -> int | None:
+        """The exit code of a process of the environment that has ended (None: running,
+        or never started)."""
+        proc = self._procs.get(name)
+        return None if proc is None else proc.poll()
+
+    def wait_metrics(self, name: Process, timeout: float) -> None:
+        """Wait until process ``name`` serves its metrics; StackError with its log if it
+        exits first or does not answer within ``timeout`` seconds."""
+        url = self.metrics_urls[name]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            code = self.exit_code(name)
+            if code is not None:
+                log = self.logs[name]
+                raise StackError(f"the demo's {name} exited ({code}) at start; log {log}:\n{log.read_text()[-2000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url, timeout=1.0).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise StackError(f"the demo's {name} did not serve {url} within {timeout:.0f}s")
 
     def wait_http(self, url: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout

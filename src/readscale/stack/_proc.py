@@ -10,6 +10,10 @@ Invariants:
   taken by outgoing connections in tests here. A port is used only if nothing LISTENs on
   it and a bind succeeds; readiness is detected from the LISTEN table, never by
   connect() polling (which can self-connect and steal the port).
+- A port is handed out once per process (the last ``_RECENT_PICKS`` picks are never
+  picked again): a port picked for a process not started yet (the demo's CDC worker and
+  flusher serve metrics on theirs) is not listening, so without this a server started
+  meanwhile could be given it, and the later process would die on EADDRINUSE.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +53,10 @@ PACKAGES: dict[str, str] = {
 }
 
 PORT_RANGE = (20000, 32000)
+#: How many of this process's latest picks are never picked again (a sixth of the range).
+_RECENT_PICKS = 2000
+_recent: deque[int] = deque(maxlen=_RECENT_PICKS)
+_recent_lock = threading.Lock()
 _PG_BINARIES = frozenset({"initdb", "postgres", "pg_basebackup", "pg_isready", "psql"})
 
 
@@ -105,19 +115,23 @@ def is_listening(port: int) -> bool:
 
 
 def pick_ports(count: int, *, exclude: Iterable[int] = (), rng: random.Random | None = None) -> list[int]:
-    """Pick ``count`` distinct free loopback ports below the ephemeral range."""
+    """Pick ``count`` distinct free loopback ports below the ephemeral range, none of
+    them handed out by a recent call in this process (see the module docstring)."""
     rng = rng or random.SystemRandom()
     taken = listening_ports() | set(exclude)
     chosen: list[int] = []
-    for _ in range(count * 200):
-        if len(chosen) == count:
-            break
-        port = rng.randrange(*PORT_RANGE)
-        if port in taken or port in chosen or _bind_fails(port):
-            continue
-        chosen.append(port)
-    if len(chosen) < count:
-        raise StackError(f"could not find {count} free ports in {PORT_RANGE[0]}-{PORT_RANGE[1]}")
+    with _recent_lock:
+        taken |= set(_recent)
+        for _ in range(count * 200):
+            if len(chosen) == count:
+                break
+            port = rng.randrange(*PORT_RANGE)
+            if port in taken or port in chosen or _bind_fails(port):
+                continue
+            chosen.append(port)
+        if len(chosen) < count:
+            raise StackError(f"could not find {count} free ports in {PORT_RANGE[0]}-{PORT_RANGE[1]}")
+        _recent.extend(chosen)
     return chosen
 
 

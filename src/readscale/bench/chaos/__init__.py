@@ -13,6 +13,9 @@ like clients for a warm-up, the fault, its repair, and a tail. Per fault it repo
   show once the write-behind queue has drained (deposits that do not add up, views
   missing from the count, a profile showing neither the last acknowledged bio nor one
   sent after it).
+- ``undrained_writes_<fault>``: acknowledged writes still queued once the flusher had 60 s
+  to apply them (a stopped or stuck flusher); kept, not lost, and a failure of their own:
+  ``lost_writes`` means lost only when this is 0.
 - ``recovery_s_<fault>``: from the repair to the moment the broken part is back in
   use (the service's cache tier healthy again, the first read on the restarted
   replica, the edge's first hit, the replica caught up, the CDC slot caught up, the
@@ -112,6 +115,9 @@ def run(*, rounds: int, quick: bool, progress: Callable[[str], None]) -> BenchRe
         examples = "; ".join(row.get("stale_examples") or [])
         report.add(f"stale_reads_{name}", row["stale_reads"], "reads", f"e.g. {examples}" if examples else "")
         report.add(f"lost_writes_{name}", row["lost_writes"], "writes", f"of {row['acked_writes']} acknowledged")
+        if "undrained_writes" in row:
+            note = "" if row["flusher_exit"] is None else f"the flusher exited ({row['flusher_exit']})"
+            report.add(f"undrained_writes_{name}", row["undrained_writes"], "writes", note)
         if row["recovery_s"] is not None:
             report.add(f"recovery_s_{name}", row["recovery_s"], "s")
         else:

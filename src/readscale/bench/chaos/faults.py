@@ -95,11 +95,16 @@ def _slot_caught_up(env: DemoEnvironment, run: FaultRun) -> bool:
 
 
 def queue_length(env: DemoEnvironment) -> int:
+    return queue_counts(env)[0]
+
+
+def queue_counts(env: DemoEnvironment) -> tuple[int, int]:
+    """The write-behind queue's records not yet flushed, and its dead letters."""
     from readscale._sync.writebehind.queue import WriteQueue
 
     queue = WriteQueue.from_url(env.redis_url, queue=WRITE_BEHIND_QUEUE)
     try:
-        return queue.length()
+        return queue.length(), queue.dead_letter_count()
     finally:
         queue.close()
 
