@@ -69,3 +69,76 @@ def test_callers_beyond_max_connections_give_up_after_the_pool_timeout(silent_ad
         assert "No connection available within 0.02 s" in str(busy[0])
     finally:
         backend.close()
+
+
+def _count_checkouts(pool: object) -> list[int]:
+    """Count the connections handed out by redis-py's pool from now on."""
+    counted = [0]
+    checkout = pool.get_connection  # type: ignore[attr-defined]
+
+    def get_connection(*args: object, **kwargs: object) -> object:
+        counted[0] += 1
+        return checkout(*args, **kwargs)
+
+    pool.get_connection = get_connection  # type: ignore[attr-defined]
+    return counted
+
+
+def test_reads_run_on_a_kept_connection_not_a_pool_checkout_each(redis_url: str) -> None:
+    backend = RedisBackend(RedisSettings(url=redis_url, max_connections=2))
+    try:
+        backend.set("kept", b"v", 60)
+        checkouts = _count_checkouts(backend.client.connection_pool)
+        for _ in range(20):
+            assert backend.get("kept") == b"v"
+            assert backend.get_many(["kept", "absent"]) == [b"v", None]
+        assert checkouts[0] == 1
+    finally:
+        backend.close()
+
+
+def test_the_kept_connections_and_the_clients_stay_within_max_connections(redis_url: str) -> None:
+    backend = RedisBackend(RedisSettings(url=redis_url, max_connections=1, pool_timeout_ms=200))
+    try:
+        backend.delete("w")
+        for n in range(5):  # a read keeps the one connection; a write must still get it
+            assert backend.get("w") == (None if n == 0 else b"%d" % (n - 1))
+            backend.set("w", b"%d" % n, 60)
+        pool = backend.client.connection_pool
+        assert len(pool._available_connections) + len(pool._in_use_connections) == 1
+    finally:
+        backend.close()
+
+
+def test_a_kept_connection_the_server_closed_is_replaced_by_the_one_retry(redis_url: str) -> None:
+    backend = RedisBackend(RedisSettings(url=redis_url, max_connections=1))
+    try:
+        backend.set("k", b"v", 60)
+        assert backend.get("k") == b"v"
+        killed = backend.client.client_kill_filter(_type="normal", skipme=False)
+        assert killed >= 1
+        assert backend.get("k") == b"v"
+        assert backend.get_many(["k"]) == [b"v"]
+    finally:
+        backend.close()
+
+
+def test_a_read_cut_off_mid_reply_leaves_no_half_read_reply_behind(redis_url: str) -> None:
+    backend = RedisBackend(RedisSettings(url=redis_url, max_connections=1))
+    try:
+        backend.set("a", b"A", 60)
+        backend.set("b", b"B", 60)
+        assert backend.get("a") == b"A"
+        (conn,) = backend.client.connection_pool._in_use_connections  # the one kept
+        read = conn.read_response
+
+        def fail_once(*args: object, **kwargs: object) -> object:
+            conn.read_response = read
+            raise OSError("cut off")
+
+        conn.read_response = fail_once
+        with pytest.raises(CacheUnavailableError):
+            backend.get("a")  # the reply to this GET was never read
+        assert backend.get("b") == b"B"  # not "A": the connection was closed, not reused
+    finally:
+        backend.close()

@@ -21,8 +21,9 @@ from readscale._async.backends import _redis_scripts
 from readscale._core.cache.keys import companion_key
 from readscale._core.cache.lease import LEASE_HELD_ELSEWHERE, TICKET_PREFIX, LeaseResult
 from readscale._core.postgres.lsn import lsn_text, parse_lsn_text
-from readscale._shared.primitives.locks import AsyncEvent, AsyncSemaphore, async_sleep
+from readscale._shared.primitives.locks import AsyncEvent, async_sleep
 from readscale._shared.primitives.tasks import AsyncDaemon
+from readscale._shared.redis_lane import AsyncRedisLane
 from readscale.errors import CacheUnavailableError
 
 #: The errors of redis-py (``RedisClusterException`` is not a ``RedisError``) and sockets.
@@ -141,7 +142,7 @@ class AsyncRedisFills:
         self,
         client: Any,
         channel: str,
-        limit: AsyncSemaphore,
+        limit: AsyncRedisLane,
         *,
         pipelines: bool,
         unavailable: Callable[[str, BaseException], CacheUnavailableError],

@@ -40,9 +40,9 @@ from readscale._core.cache.fill import PRIMARY_ONLY
 from readscale._core.cache.keys import companion_key
 from readscale._core.cache.lease import TICKET_PREFIX, LeaseResult
 from readscale._core.postgres.lsn import lsn_text, parse_lsn_text
-from readscale._shared.primitives.locks import AsyncSemaphore
 from readscale._shared.redis_clients import async_redis_client
 from readscale._shared.redis_errors import closed_transport_race
+from readscale._shared.redis_lane import AsyncRedisLane
 from readscale.errors import CacheUnavailableError, ConfigurationError, ValueTooLargeError
 from readscale.settings import RedisSettings
 
@@ -97,6 +97,9 @@ class AsyncRedisBackend:
     name = "redis"
     #: Scripts can be pipelined (redis-py loads them first); a cluster pipeline cannot.
     _pipelines_scripts = True
+    #: GET and MGET run on kept connections (``readscale._shared.redis_lane``); a cluster
+    #: client has no single pool to keep them from.
+    _uses_lane = True
     supports_leases = True
     supports_tombstones = True
 
@@ -109,8 +112,14 @@ class AsyncRedisBackend:
         max_value_size: int | None = None,
     ) -> None:
         self.settings = settings or RedisSettings()
-        self._limit = AsyncSemaphore(self.settings.max_connections, timeout=self.settings.pool_timeout_ms / 1000)
         self._client: Any = client if client is not None else self._make_client()
+        # The gate callers queue at, and the lane of reads: only on a client made here
+        # (one given may be shared, configured otherwise, or not redis-py's).
+        pool = self._client.connection_pool if client is None and self._uses_lane else None
+        self._limit = AsyncRedisLane(
+            self.settings.max_connections, timeout=self.settings.pool_timeout_ms / 1000, pool=pool
+        )
+        self._lane = self._limit if pool is not None else None
         self._channel = fill_channel
         self.max_value_size = max_value_size
         #: Called when a new connection finds another server run (a restart or a failover,
@@ -206,7 +215,10 @@ class AsyncRedisBackend:
     # -- the protocol ----------------------------------------------------------------------
 
     async def get(self, key: str) -> bytes | None:
+        lane = self._lane
         try:
+            if lane is not None:
+                return await lane.get(key)
             async with self._limit:
                 value: bytes | None = await self._client.get(key)
         except _COMMAND_ERRORS as exc:
@@ -216,7 +228,10 @@ class AsyncRedisBackend:
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:
             return []
+        lane = self._lane
         try:
+            if lane is not None:
+                return await lane.mget(list(keys))
             async with self._limit:
                 values: list[bytes | None] = await self._client.mget(keys)
         except _COMMAND_ERRORS as exc:
@@ -420,6 +435,7 @@ class AsyncRedisClusterBackend(AsyncRedisBackend):
 
     name = "redis-cluster"
     _pipelines_scripts = False
+    _uses_lane = False
 
     def _make_client(self) -> Any:
         database = urlsplit(self.settings.url).path.strip("/")

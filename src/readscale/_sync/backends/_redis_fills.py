@@ -21,8 +21,9 @@ from redis.exceptions import RedisClusterException, RedisError
 from readscale._core.cache.keys import companion_key
 from readscale._core.cache.lease import LEASE_HELD_ELSEWHERE, TICKET_PREFIX, LeaseResult
 from readscale._core.postgres.lsn import lsn_text, parse_lsn_text
-from readscale._shared.primitives.locks import Event, Semaphore, sync_sleep
+from readscale._shared.primitives.locks import Event, sync_sleep
 from readscale._shared.primitives.tasks import Daemon
+from readscale._shared.redis_lane import RedisLane
 from readscale._sync.backends import _redis_scripts
 from readscale.errors import CacheUnavailableError
 
@@ -142,7 +143,7 @@ class RedisFills:
         self,
         client: Any,
         channel: str,
-        limit: Semaphore,
+        limit: RedisLane,
         *,
         pipelines: bool,
         unavailable: Callable[[str, BaseException], CacheUnavailableError],

@@ -35,9 +35,9 @@ from readscale._core.cache.fill import PRIMARY_ONLY
 from readscale._core.cache.keys import companion_key
 from readscale._core.cache.lease import TICKET_PREFIX, LeaseResult
 from readscale._core.postgres.lsn import lsn_text, parse_lsn_text
-from readscale._shared.primitives.locks import Semaphore
 from readscale._shared.redis_clients import sync_redis_client
 from readscale._shared.redis_errors import closed_transport_race
+from readscale._shared.redis_lane import RedisLane
 from readscale._sync.backends import _redis_scripts
 from readscale._sync.backends._redis_fills import COMMAND_ERRORS as _COMMAND_ERRORS
 from readscale._sync.backends._redis_fills import ERRORS as _ERRORS
@@ -98,6 +98,9 @@ class RedisBackend:
     name = "redis"
     #: Scripts can be pipelined (redis-py loads them first); a cluster pipeline cannot.
     _pipelines_scripts = True
+    #: GET and MGET run on kept connections (``readscale._shared.redis_lane``); a cluster
+    #: client has no single pool to keep them from.
+    _uses_lane = True
     supports_leases = True
     supports_tombstones = True
 
@@ -110,8 +113,12 @@ class RedisBackend:
         max_value_size: int | None = None,
     ) -> None:
         self.settings = settings or RedisSettings()
-        self._limit = Semaphore(self.settings.max_connections, timeout=self.settings.pool_timeout_ms / 1000)
         self._client: Any = client if client is not None else self._make_client()
+        # The gate callers queue at, and the lane of reads: only on a client made here
+        # (one given may be shared, configured otherwise, or not redis-py's).
+        pool = self._client.connection_pool if client is None and self._uses_lane else None
+        self._limit = RedisLane(self.settings.max_connections, timeout=self.settings.pool_timeout_ms / 1000, pool=pool)
+        self._lane = self._limit if pool is not None else None
         self._channel = fill_channel
         self.max_value_size = max_value_size
         #: Called when a new connection finds another server run (a restart or a failover,
@@ -207,7 +214,10 @@ class RedisBackend:
     # -- the protocol ----------------------------------------------------------------------
 
     def get(self, key: str) -> bytes | None:
+        lane = self._lane
         try:
+            if lane is not None:
+                return lane.get(key)
             with self._limit:
                 value: bytes | None = self._client.get(key)
         except _COMMAND_ERRORS as exc:
@@ -217,7 +227,10 @@ class RedisBackend:
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:
             return []
+        lane = self._lane
         try:
+            if lane is not None:
+                return lane.mget(list(keys))
             with self._limit:
                 values: list[bytes | None] = self._client.mget(keys)
         except _COMMAND_ERRORS as exc:
@@ -421,6 +434,7 @@ class RedisClusterBackend(RedisBackend):
 
     name = "redis-cluster"
     _pipelines_scripts = False
+    _uses_lane = False
 
     def _make_client(self) -> Any:
         database = urlsplit(self.settings.url).path.strip("/")
