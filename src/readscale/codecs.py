@@ -182,6 +182,14 @@ class JsonCodec:
         self._typed: dict[Any, Codec] = {}
         self._encoder = msgspec.json.Encoder()
         self._decoder = msgspec.json.Decoder(type_)
+        self._expose_fast_decode()
+
+    def _expose_fast_decode(self) -> None:
+        """``fast_decode``: the compiled decode, no wrapper (the hit paths call it and, on
+        any error, fall back to :meth:`decode`, which makes it a CorruptValueError). Not
+        for a subclass that decodes otherwise."""
+        if type(self).decode is JsonCodec.decode:
+            self.fast_decode = self._decoder.decode
 
     def check(self, value: Any) -> None:
         """Refuse a value that would not come back as itself (see the module's docstring)."""
@@ -254,6 +262,7 @@ class MsgpackCodec(JsonCodec):
         super().__init__(type_)
         self._encoder = msgspec.msgpack.Encoder()  # type: ignore[assignment]
         self._decoder = msgspec.msgpack.Decoder(type_)  # type: ignore[assignment]
+        self._expose_fast_decode()
 
 
 class PydanticCodec:

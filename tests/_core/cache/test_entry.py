@@ -14,6 +14,8 @@ from readscale._core.cache.entry import (
     EnvelopeError,
     decode_envelope,
     encode_envelope,
+    envelope_head,
+    fresh_payload,
     fresh_payloads,
 )
 
@@ -93,3 +95,49 @@ def test_fresh_payloads_agree_with_the_full_path(
     assert (fast is not None) == full
     if fast is not None:
         assert bytes(fast) == bytes(body) == payload
+
+
+@given(
+    meta=metas,
+    codec_id=st.integers(0, 3),
+    payload=st.binary(max_size=20),
+    offset=st.floats(-10, 1e6, allow_nan=False),
+    want_schema=st.integers(0, 2),
+    want_codec=st.integers(0, 3),
+)
+def test_fresh_payload_agrees_with_the_full_path(
+    meta: EntryMeta, codec_id: int, payload: bytes, offset: float, want_schema: int, want_codec: int
+) -> None:
+    from readscale._core.cache.freshness import Freshness, assess
+
+    meta = meta._replace(schema=meta.schema % 3)
+    raw = encode_envelope(meta, codec_id, payload)
+    now = meta.created_at + offset
+    fast = fresh_payload(raw, now, want_schema, want_codec)
+    decoded, cid, body = decode_envelope(raw)
+    full = (
+        not decoded.tags
+        and decoded.lsn is None
+        and cid == want_codec
+        and decoded.schema == want_schema
+        and now >= decoded.created_at
+        and assess(decoded, now, 1.0, 0.0) is Freshness.FRESH
+    )
+    assert (fast is not None) == full
+    if fast is not None:
+        assert bytes(fast) == bytes(body) == payload
+
+
+@given(tail=st.binary(min_size=0, max_size=80), now=st.floats(-1e300, 1e300, allow_nan=False))
+def test_fresh_payload_accepts_only_what_the_full_path_reads_as_a_fresh_plain_entry(tail: bytes, now: float) -> None:
+    """Any bytes after a matching head (negative, NaN or infinite times included)."""
+    from readscale._core.cache.freshness import Freshness, assess
+
+    raw = envelope_head(1, 0) + tail
+    fast = fresh_payload(raw, now, 0, 1)
+    if fast is None:
+        return
+    meta, codec_id, body = decode_envelope(raw)  # never an EnvelopeError
+    assert (codec_id, meta.schema, meta.lsn, meta.tags) == (1, 0, None, ())
+    assert assess(meta, now, 1.0, 0.0) is Freshness.FRESH
+    assert bytes(fast) == bytes(body)

@@ -258,12 +258,29 @@ class AsyncL2Gate:
 
     async def get(self, pkey: str) -> bytes | None:
         """The stored bytes of ``pkey``; None on a miss or when the L2 cannot be asked."""
+        backend = self.backend
+        if backend is not None and self.breaker is circuit.CLOSED and not self.unsynced:
+            # What call() does when the breaker is closed and no key waits to be removed
+            # (admitted, nothing to resync, a success changes nothing), without its frames:
+            # every cache hit comes this way.
+            try:
+                return await backend.get(pkey)
+            except CacheUnavailableError as exc:
+                self.failed(exc)
+                return None
         raw = await self.call(lambda backend: backend.get(pkey), admit=Admit.RESYNC)
         return None if raw is UNREACHED else raw
 
     async def get_many(self, pkeys: list[str]) -> list[bytes | None]:
         """The stored bytes of each key (None: a miss, or the L2 could not be asked)."""
-        assert self.backend is not None
+        backend = self.backend
+        assert backend is not None
+        if self.breaker is circuit.CLOSED and not self.unsynced:  # as in get()
+            try:
+                return await backend.get_many(pkeys)
+            except CacheUnavailableError as exc:
+                self.failed(exc)
+                return [None] * len(pkeys)
         raws = await self.call(lambda backend: backend.get_many(pkeys), admit=Admit.RESYNC)
         return [None] * len(pkeys) if raws is UNREACHED else raws
 

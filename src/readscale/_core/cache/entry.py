@@ -23,6 +23,7 @@ another format, schema or codec is reported as such so the driver can count it a
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from collections.abc import Sequence
@@ -145,6 +146,31 @@ def decode_envelope(data: bytes) -> tuple[EntryMeta, int, memoryview]:
     return meta, codec_id, memoryview(data)[offset:]
 
 
+_TAIL = struct.Struct("<ddddd")  # created_at, fresh_ttl, swr, sie, load_time
+
+
+@functools.lru_cache(maxsize=64)
+def envelope_head(codec_id: int, schema: int) -> bytes:
+    """The first 8 bytes of an envelope of this codec and schema with no LSN and no tags."""
+    return _HEAD.pack(MAGIC, ENVELOPE_FORMAT, codec_id, 0, schema)
+
+
+def fresh_payload(data: bytes, now: float, schema: int, codec_id: int) -> memoryview | None:
+    """The payload of one envelope if it is fresh at ``now`` (``created_at <= now``), of
+    this schema and codec, with no LSN and no tags, and readable; else None (the caller
+    takes :func:`decode_envelope` and the full freshness rules instead).
+
+    The single read's fast path: one prefix comparison and one unpack, no EntryMeta built;
+    what it accepts is exactly what :func:`decode_envelope` reads as such an entry.
+    """
+    if len(data) < HEADER_SIZE or not data.startswith(envelope_head(codec_id, schema)):
+        return None
+    created, ttl, swr, sie, load = _TAIL.unpack_from(data, _HEAD.size)
+    if created <= now < created + ttl and swr >= 0 and sie >= 0 and load >= 0:
+        return memoryview(data)[HEADER_SIZE:]
+    return None
+
+
 def fresh_payloads(raws: Sequence[bytes | None], now: float, schema: int, codec_id: int) -> list[memoryview | None]:
     """For each envelope, its payload if it is fresh at ``now`` with this schema and codec,
     else None (missing, stale, expired, another schema or codec, unreadable).
@@ -155,7 +181,7 @@ def fresh_payloads(raws: Sequence[bytes | None], now: float, schema: int, codec_
     """
     # The first 8 header bytes (magic, format, codec, no flags, schema) must match exactly:
     # one startswith instead of unpacking and comparing five fields.
-    want = _HEAD.pack(MAGIC, ENVELOPE_FORMAT, codec_id, 0, schema)
+    want = envelope_head(codec_id, schema)
     unpack, size = _TIMES.unpack_from, HEADER_SIZE
     out: list[memoryview | None] = []
     append = out.append

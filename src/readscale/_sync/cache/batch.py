@@ -20,6 +20,7 @@ from readscale._core.cache.fill import Refusal, merge_floor
 from readscale._core.cache.freshness import Freshness, assess
 from readscale._core.cache.keys import physical_keys
 from readscale._core.cache.lease import LeaseResult
+from readscale._core.cache.novalue import NO_VALUE
 from readscale._core.cache.policy import CachePolicy
 from readscale._shared.cache.fill_scope import fill_scope
 from readscale._shared.cache.stats import CacheStats, FillRecorder
@@ -29,7 +30,7 @@ from readscale._sync.cache.filler import Filler, log
 from readscale._sync.cache.l2 import L2Gate
 from readscale._sync.cache.versions import Versions
 from readscale.codecs import Codec
-from readscale.errors import CacheUnavailableError, CorruptValueError, SerializationError, UnserializableValueError
+from readscale.errors import CacheUnavailableError, SerializationError, UnserializableValueError
 
 
 class Batch:
@@ -92,16 +93,20 @@ class Batch:
         now = self._clock()
         # The fast path: fresh entries without tags or LSN, no L1 copy to make.
         payloads = fresh_payloads(raws, now, policy.schema, codec.id) if not use_l1 else [None] * len(raws)
-        decode = codec.decode
+        # The codec's compiled decoder when it has one: a payload it refuses is decoded
+        # again on the full path below, where the error is handled and counted.
+        decode = getattr(codec, "fast_decode", codec.decode)
         hits = stale = 0
         for key, pkey, raw, payload in zip(remote_keys, remote, raws, payloads, strict=True):
             if payload is not None:
                 try:
-                    result[key] = decode(payload)
+                    value = decode(payload)
+                except Exception:  # decoded again below, where the error is handled and counted
+                    value = NO_VALUE
+                if value is not NO_VALUE:
+                    result[key] = value
                     hits += 1
                     continue
-                except CorruptValueError:
-                    pass
             if raw is None:
                 continue
             found = self.entries.decode(pkey, raw, policy, codec)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+from readscale._core.cache.entry import fresh_payload
 from readscale._core.cache.freshness import Freshness, assess
 from readscale._core.cache.novalue import NO_VALUE
 from readscale._core.cache.policy import CachePolicy
@@ -70,7 +71,27 @@ class Reads:
                 return found[0]
             self.coherence.l1_wrong_type(pkey, found[0], expect)
         since = self.coherence.local.seq
-        found = self.filler.read(pkey, policy, codec)
+        if not policy.uses_l2:
+            self.record.l2_miss()
+            return NO_VALUE
+        raw = self.l2.get(pkey)
+        if raw is None:
+            self.record.l2_miss()
+            return NO_VALUE
+        if self.coherence.l1 is None or not policy.uses_l1:
+            # The fast path: a fresh entry without tags or LSN, no L1 copy to make (nor
+            # read-your-writes to judge): decoded straight from its payload. Anything else,
+            # or a payload that does not decode, takes the full path below (which counts it).
+            payload = None if policy.read_your_writes else fresh_payload(raw, self._clock(), policy.schema, codec.id)
+            if payload is not None:
+                try:
+                    value = getattr(codec, "fast_decode", codec.decode)(payload)
+                except Exception:  # decoded again below, where the error is handled and counted
+                    value = NO_VALUE
+                if value is not NO_VALUE:
+                    self.record.l2_hit()
+                    return value
+        found = self.filler.entries.decode(pkey, raw, policy, codec)
         if found is None:
             self.record.l2_miss()
             return NO_VALUE
