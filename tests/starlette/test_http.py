@@ -185,3 +185,46 @@ async def test_asgi_a_304_on_a_stream_discards_the_rest_of_the_body() -> None:
         cached = await client.get("/", headers={"if-none-match": '"fixed"'})
     assert full.status_code == 200 and len(full.content) == 5000 and full.headers["etag"] == '"fixed"'
     assert cached.status_code == 304 and cached.content == b""
+
+
+@pytest.mark.anyio
+async def test_asgi_a_request_leaves_no_reference_cycle() -> None:
+    """The scope and the request's context are freed when the request ends, by reference
+    counting: a scope <-> context cycle left every request to the cyclic collector, whose
+    collections cost more than the rest of the middleware (issue 17)."""
+    import gc
+    import weakref
+
+    from readscale.http._context import CONTEXT_KEY
+
+    seen: list[weakref.ref[object]] = []
+
+    @http_policy(PUBLIC)
+    async def page(request: Request) -> Response:
+        seen.append(weakref.ref(request.scope[CONTEXT_KEY]))
+        return PlainTextResponse("page")
+
+    app = HttpCacheMiddleware(Starlette(routes=[Route("/page", page)]))
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(3):
+            scope = {
+                "type": "http", "method": "GET", "path": "/page", "raw_path": b"/page", "root_path": "",
+                "query_string": b"", "headers": [(b"host", b"t")], "scheme": "http", "server": ("t", 80),
+            }  # fmt: skip
+            await app(scope, receive, send)
+            del scope
+        alive = sum(ref() is not None for ref in seen)
+    finally:
+        gc.enable()
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [200, 200, 200]
+    assert len(seen) == 3 and alive == 0, f"{alive} of 3 request contexts wait for the cyclic collector"

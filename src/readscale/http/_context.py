@@ -66,7 +66,12 @@ class HttpContext(Reads):
     route: str | None = None
 
     def __init__(self, method: str, settings: HttpSettings, field: Callable[[str], str | None] = _no_field) -> None:
-        super().__init__(settings.identity_fields)
+        # Reads.__init__, inlined: one per request.
+        self.reads = set()
+        self.walked = set()
+        self.identity_fields = settings.identity_fields
+        self.identity_reads = set()
+        self.identity_anywhere = set()
         self.method = method
         self.settings = settings
         self.field = field

@@ -17,9 +17,11 @@ from typing import Final
 
 from readscale._core.http import (
     CLEAR_SITE_CACHE,
+    NO_CONDITIONALS,
     EntityTag,
     Exchange,
     HeaderPlan,
+    HttpPolicy,
     HttpSettings,
     NotModified,
     PreconditionFailed,
@@ -29,6 +31,7 @@ from readscale._core.http import (
     parse_entity_tag,
     parse_http_date,
     removes_cookie,
+    strong_etag_field,
     strong_etag_opaque,
 )
 from readscale._core.http.conditional import is_dropped_on_304
@@ -101,6 +104,43 @@ def _warn_undeclared(ctx: HttpContext, metrics: HttpMetrics, fields: frozenset[s
         )
 
 
+# What finish() does with a response field, one dict lookup per field; names not listed
+# (content-type, content-length, ...) are kept as they are.
+_CC, _VARY, _OWNED_OTHER, _SET_COOKIE, _CLEAR_SITE, _TOKEN, _ETAG, _LAST_MODIFIED, _CODING = range(9)
+_KIND: Final[dict[bytes, int]] = {
+    **dict.fromkeys(_OWNED, _OWNED_OTHER),
+    b"cache-control": _CC,
+    b"vary": _VARY,
+    b"set-cookie": _SET_COOKIE,
+    b"clear-site-data": _CLEAR_SITE,
+    _TOKEN_FIELD: _TOKEN,
+    b"etag": _ETAG,
+    b"last-modified": _LAST_MODIFIED,
+    b"content-encoding": _CODING,
+}
+# The plan of the common exchange (the handler read nothing, the request carried no
+# identity, the response sets no cookie nor caching fields, no tags added), cached per
+# (settings, policy, status): the policy decision made once per route, its fields
+# encoded once. Keyed by ids (ints hash in C); the entry holds the objects themselves,
+# so an id reused after a policy was collected is never mistaken for it.
+_SIMPLE: dict[tuple[int, int, int], tuple[HttpSettings, HttpPolicy | None, HeaderPlan, RawHeaders]] = {}
+_SIMPLE_MAX: Final = 4096
+
+
+def _simple_plan(settings: HttpSettings, policy: HttpPolicy | None, status: int) -> tuple[HeaderPlan, RawHeaders]:
+    key = (id(settings), id(policy), status)
+    found = _SIMPLE.get(key)
+    if found is not None and found[0] is settings and found[1] is policy:
+        return found[2], found[3]
+    exchange = Exchange(200 if status == 304 else status)
+    plan = decide(policy, exchange, settings)
+    fields = _plan_fields(plan)
+    if len(_SIMPLE) >= _SIMPLE_MAX:
+        _SIMPLE.clear()
+    _SIMPLE[key] = (settings, policy, plan, fields)
+    return plan, fields
+
+
 def finish(
     ctx: HttpContext,
     settings: HttpSettings,
@@ -109,7 +149,10 @@ def finish(
     headers: RawHeaders,
     body: bytes | None,
 ) -> tuple[int, RawHeaders, bool]:
-    """(status, fields, drop_body) for the response the handler produced."""
+    """(status, fields, drop_body) for the response the handler produced.
+
+    Field names are expected lower-case (as ASGI sends them); one that is not is lowered.
+    """
     handler_cc: str | None = None
     handler_vary: str | None = None
     sets_cookie = False
@@ -120,33 +163,147 @@ def finish(
     last_modified_raw: bytes | None = None
     coding: str | None = None
     kept: RawHeaders = []
-    for pair in headers:
-        name = pair[0]
-        if name in _OWNED:
-            if name == b"cache-control":
+    kinds = _KIND
+    for field in headers:
+        pair = field
+        kind = kinds.get(pair[0])
+        if kind is None:
+            name = pair[0]
+            if name.islower() or (lowered := name.lower()) == name:
+                kept.append(pair)
+                continue
+            pair = (lowered, pair[1])
+            kind = kinds.get(lowered)
+            if kind is None:
+                kept.append(pair)
+                continue
+        if kind <= _OWNED_OTHER:
+            if kind == _CC:
                 value = pair[1].decode("latin-1")
                 handler_cc = value if handler_cc is None else f"{handler_cc}, {value}"
-            elif name == b"vary":
+            elif kind == _VARY:
                 value = pair[1].decode("latin-1")
                 handler_vary = value if handler_vary is None else f"{handler_vary}, {value}"
             continue
-        if name == b"set-cookie":
+        if kind == _SET_COOKIE:
             sets_cookie = True
             if settings.clear_cache_on_sign_out and not signs_out:
                 signs_out = removes_cookie(pair[1].decode("latin-1"), settings.ignored_cookies, int(time.time()))
-        elif name == b"clear-site-data":
+        elif kind == _CLEAR_SITE:
             clears_site_data = True
-        elif name == _TOKEN_FIELD:
+        elif kind == _TOKEN:
             sets_token = True
-        elif name == b"etag":
+        elif kind == _ETAG:
             etag_raw = pair[1]
-        elif name == b"last-modified":
+        elif kind == _LAST_MODIFIED:
             last_modified_raw = pair[1]
-        elif name == b"content-encoding":
+        else:
             coding = pair[1].decode("latin-1")
         kept.append(pair)
 
     app_304 = status == 304
+    if (
+        not ctx.reads
+        and not ctx.walked
+        and not ctx.identity_anywhere
+        and not ctx.identity_present
+        and not ctx.request_authorization
+        and not ctx.tags
+        and ctx.forwarded is None
+        and not sets_cookie
+        and not sets_token
+        and handler_cc is None
+        and handler_vary is None
+    ):
+        policy = ctx.policy
+        found = _SIMPLE.get((id(settings), id(policy), status))
+        if found is not None and found[0] is settings and found[1] is policy:
+            plan, plan_fields = found[2], found[3]
+        else:
+            plan, plan_fields = _simple_plan(settings, policy, status)
+    else:
+        plan = _full_plan(ctx, settings, status, sets_cookie, sets_token, handler_cc, handler_vary)
+        plan_fields = _plan_fields(plan)
+    if plan.shared and plan.downgrade is None:  # HttpMetrics.count, inlined for the common case
+        metrics.responses += 1
+        metrics.shared += 1
+    else:
+        metrics.count(plan)
+    if plan.downgrade is not None:
+        log.warning(
+            "readscale.http: public refused for a %s response (%s); sent private",
+            status,
+            plan.downgrade,
+            extra={"event": "http_public_refused", "reason": plan.refusal, "status": status, "detail": plan.downgrade},
+        )
+    if plan.undeclared:
+        _warn_undeclared(ctx, metrics, plan.undeclared)
+
+    # Validators: the handler's own, then the cheap one, then a hash of the final bytes;
+    # derived ones only for GET and HEAD (RFC 9110 §9.3.4: not on a PUT's response), each
+    # with the request's values of what the response varies on folded in (§8.8.3).
+    conditionals = ctx.conditionals
+    conditional = conditionals is not NO_CONDITIONALS and conditionals.any
+    etag: EntityTag | None = None
+    if etag_raw is not None:
+        try:
+            etag = parse_entity_tag(etag_raw.decode("latin-1"))
+        except HeaderError:
+            etag = None  # the handler's malformed ETag is sent as is, never compared
+    elif ctx.method not in _SAFE_METHODS:
+        pass  # no validator sent; an unsafe method's preconditions were checked before it acted
+    elif ctx.etag is not None and ctx.etag_base is not None:
+        if app_304 or plan.vary_names == ctx.etag_fields:
+            etag = ctx.etag if app_304 else ctx.etag.with_coding(coding)
+        else:  # the response varies on more than the check foresaw: its own tag
+            etag = ctx.variant(ctx.etag_base, plan.vary_names).with_coding(coding)
+        kept.append((b"etag", etag.render().encode("latin-1")))
+    elif plan.etag and body is not None and 200 <= status < 300 and status != 204:
+        if plan.vary_names:
+            etag = ctx.variant(EntityTag(strong_etag_opaque(body)), plan.vary_names)
+            kept.append((b"etag", etag.render().encode("latin-1")))
+        else:  # the common public page: no variant to fold in, no object to build
+            quoted = strong_etag_field(body)
+            kept.append((b"etag", quoted))
+            if conditional:
+                etag = EntityTag(quoted[1:-1].decode("ascii"))
+    last_modified = ctx.last_modified
+    if last_modified_raw is not None:
+        try:
+            last_modified = parse_http_date(last_modified_raw.decode("latin-1"), header="Last-Modified")
+        except HeaderError:
+            last_modified = None
+
+    kept += plan_fields
+    if signs_out and not clears_site_data:
+        # Back would restore the signed-out user's pages from the back/forward cache.
+        kept.append((b"clear-site-data", CLEAR_SITE_CACHE.encode("latin-1")))
+    if app_304:
+        metrics.bump("not_modified")
+        return 304, [pair for pair in kept if not is_dropped_on_304(pair[0])], True
+    # Preconditions of an unsafe method are evaluated by check_not_modified before the
+    # handler acts; evaluating them here, after the change was made, would mean nothing.
+    if conditional and 200 <= status < 300 and ctx.method in _SAFE_METHODS:
+        outcome = evaluate(ctx.method, conditionals, Validators(etag, last_modified))
+        if isinstance(outcome, NotModified):
+            metrics.bump("not_modified")
+            return 304, [pair for pair in kept if not is_dropped_on_304(pair[0])], True
+        if isinstance(outcome, PreconditionFailed):
+            metrics.bump("precondition_failed")
+            return 412, [(b"cache-control", b"no-store"), (b"content-length", b"0")], True
+    return status, kept, False
+
+
+def _full_plan(
+    ctx: HttpContext,
+    settings: HttpSettings,
+    status: int,
+    sets_cookie: bool,
+    sets_token: bool,
+    handler_cc: str | None,
+    handler_vary: str | None,
+) -> HeaderPlan:
+    """The plan of any exchange (memoised on everything :func:`decide` reads)."""
     reads = frozenset(ctx.reads) if ctx.reads else _EMPTY
     walked = frozenset(ctx.walked) if ctx.walked else _EMPTY
     identity_reads = ctx.identity_seen() if ctx.identity_anywhere else _EMPTY
@@ -169,7 +326,7 @@ def finish(
     plan = _DECISIONS.get(key)
     if plan is None:
         exchange = Exchange(
-            200 if app_304 else status,
+            200 if status == 304 else status,
             reads,
             ctx.identity_present,
             ctx.request_authorization,
@@ -186,68 +343,7 @@ def finish(
         if len(_DECISIONS) >= 4096:
             _DECISIONS.clear()
         _DECISIONS[key] = plan
-    metrics.count(plan)
-    if plan.downgrade is not None:
-        log.warning(
-            "readscale.http: public refused for a %s response (%s); sent private",
-            status,
-            plan.downgrade,
-            extra={"event": "http_public_refused", "reason": plan.refusal, "status": status, "detail": plan.downgrade},
-        )
-    if plan.undeclared:
-        _warn_undeclared(ctx, metrics, plan.undeclared)
-
-    # Validators: the handler's own, then the cheap one, then a hash of the final bytes;
-    # derived ones only for GET and HEAD (RFC 9110 §9.3.4: not on a PUT's response), each
-    # with the request's values of what the response varies on folded in (§8.8.3).
-    etag: EntityTag | None = None
-    if etag_raw is not None:
-        try:
-            etag = parse_entity_tag(etag_raw.decode("latin-1"))
-        except HeaderError:
-            etag = None  # the handler's malformed ETag is sent as is, never compared
-    elif ctx.method not in _SAFE_METHODS:
-        pass  # no validator sent; an unsafe method's preconditions were checked before it acted
-    elif ctx.etag is not None and ctx.etag_base is not None:
-        if app_304 or plan.vary_names == ctx.etag_fields:
-            etag = ctx.etag if app_304 else ctx.etag.with_coding(coding)
-        else:  # the response varies on more than the check foresaw: its own tag
-            etag = ctx.variant(ctx.etag_base, plan.vary_names).with_coding(coding)
-        kept.append((b"etag", etag.render().encode("latin-1")))
-    elif plan.etag and body is not None and 200 <= status < 300 and status != 204:
-        opaque = strong_etag_opaque(body)
-        if plan.vary_names:
-            etag = ctx.variant(EntityTag(opaque), plan.vary_names)
-            kept.append((b"etag", etag.render().encode("latin-1")))
-        else:  # the common public page: no variant to fold in, no object to build
-            kept.append((b"etag", b'"' + opaque.encode("ascii") + b'"'))
-            if ctx.conditionals.any:
-                etag = EntityTag(opaque)
-    last_modified = ctx.last_modified
-    if last_modified_raw is not None:
-        try:
-            last_modified = parse_http_date(last_modified_raw.decode("latin-1"), header="Last-Modified")
-        except HeaderError:
-            last_modified = None
-
-    kept.extend(_plan_fields(plan))
-    if signs_out and not clears_site_data:
-        # Back would restore the signed-out user's pages from the back/forward cache.
-        kept.append((b"clear-site-data", CLEAR_SITE_CACHE.encode("latin-1")))
-    if app_304:
-        metrics.bump("not_modified")
-        return 304, [pair for pair in kept if not is_dropped_on_304(pair[0])], True
-    # Preconditions of an unsafe method are evaluated by check_not_modified before the
-    # handler acts; evaluating them here, after the change was made, would mean nothing.
-    if ctx.conditionals.any and 200 <= status < 300 and ctx.method in _SAFE_METHODS:
-        outcome = evaluate(ctx.method, ctx.conditionals, Validators(etag, last_modified))
-        if isinstance(outcome, NotModified):
-            metrics.bump("not_modified")
-            return 304, [pair for pair in kept if not is_dropped_on_304(pair[0])], True
-        if isinstance(outcome, PreconditionFailed):
-            metrics.bump("precondition_failed")
-            return 412, [(b"cache-control", b"no-store"), (b"content-length", b"0")], True
-    return status, kept, False
+    return plan
 
 
 def finish_str(

@@ -35,10 +35,10 @@ from readscale._core.http import (
     parse_conditionals,
 )
 from readscale.errors import ConfigurationError, HeaderError
-from readscale.http._context import CONTEXT_KEY, F, HttpContext, HttpMetrics, policy_marker, policy_of
+from readscale.http._context import CONTEXT_KEY, POLICY_ATTR, F, HttpContext, HttpMetrics, policy_marker, policy_of
 from readscale.http._engine import bad_request, finish
 from readscale.http._tracker import _NAMES as _tracked_names
-from readscale.http._tracker import current, stop_tracking, track_reads, tracked, tracking_cookies
+from readscale.http._tracker import _READS, current, tracked, tracking_cookies
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -55,7 +55,9 @@ _STREAMING = object()  # fields sent; pass the rest of the body through
 _DISCARDING = object()  # a 304/412 ended the response; drop what the app still sends
 _IDENTITY_KIND = object()
 _FORWARDED_KIND = object()
+_UNTRUSTED_KIND = object()  # another forwarding field: dropped unless from a trusted proxy
 _SCHEME_FIELDS = (b"x-forwarded-proto", b"forwarded")
+_FIELDS_MAX = 1024
 
 
 def _field_reader(raw: list[tuple[bytes, bytes]]) -> Any:
@@ -84,7 +86,19 @@ class HttpCacheMiddleware:
         self._special: dict[bytes, object] = dict.fromkeys(_CONDITIONAL, _CONDITIONAL_KIND)
         self._special.update(dict.fromkeys(_SCHEME_FIELDS, _FORWARDED_KIND))
         self._special.update({f.encode("latin-1"): _IDENTITY_KIND for f in self.settings.identity_fields})
+        # name -> (its TrackedName, its kind): filled as names are met, bounded.
+        self._fields: dict[bytes, tuple[bytes, object]] = {}
         _track_starlette_reads()
+
+    def _classify(self, name: bytes) -> tuple[bytes, object]:
+        """(TrackedName, kind) of a request field name; cached for the next requests."""
+        kind = self._special.get(name)
+        if kind is None and (name.startswith(_FORWARDED_PREFIX) or name == b"forwarded"):
+            kind = _UNTRUSTED_KIND  # P1: forwarding fields only from trusted proxies
+        entry = (_tracked_names.get(name) or tracked(name), kind)
+        if len(self._fields) < _FIELDS_MAX:
+            self._fields[bytes(name)] = entry
+        return entry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -99,35 +113,38 @@ class HttpCacheMiddleware:
         identity: list[str] | None = None
         forwarded: str | None = None
         new_headers: list[tuple[bytes, bytes]] = []
-        names = _tracked_names
+        append = new_headers.append
+        fields = self._fields
         original = list(scope["headers"])
         for pair in original:
-            name = pair[0]
-            kind = self._special.get(name)
+            entry = fields.get(pair[0]) or self._classify(pair[0])
+            kind = entry[1]
             if kind is not None:
                 if kind is _CONDITIONAL_KIND:
                     if conditional is None:
                         conditional = {}
-                    key = name.decode("latin-1")
+                    key = pair[0].decode("latin-1")
                     text = pair[1].decode("latin-1")
                     conditional[key] = f"{conditional[key]}, {text}" if key in conditional else text
                 elif kind is _FORWARDED_KIND:
                     # The server (uvicorn's proxy headers) may have taken the scheme from
                     # it before any middleware ran: a response then varies on it.
-                    if forwarded is None or name == b"x-forwarded-proto":
-                        forwarded = name.decode("latin-1")
+                    if forwarded is None or pair[0] == b"x-forwarded-proto":
+                        forwarded = pair[0].decode("latin-1")
                     if not trusted:
                         continue
-                elif identity is None:
-                    identity = [name.decode("latin-1")]
-                else:
-                    identity.append(name.decode("latin-1"))
-            elif not trusted and (name.startswith(_FORWARDED_PREFIX) or name == b"forwarded"):
-                continue  # P1: forwarding fields only from trusted proxies
-            new_headers.append((names.get(name) or tracked(name), pair[1]))
+                elif kind is _IDENTITY_KIND:
+                    if identity is None:
+                        identity = [pair[0].decode("latin-1")]
+                    else:
+                        identity.append(pair[0].decode("latin-1"))
+                elif not trusted:  # _UNTRUSTED_KIND
+                    continue
+            append((entry[0], pair[1]))
         ctx = HttpContext(scope["method"], settings, _field_reader(original))
         ctx.scope = scope  # the handler phase starts when the router matches an endpoint
-        ctx.forwarded = forwarded
+        if forwarded is not None:
+            ctx.forwarded = forwarded
         if conditional is not None:
             try:
                 ctx.conditionals = parse_conditionals(conditional.get)
@@ -143,15 +160,14 @@ class HttpCacheMiddleware:
         scope[CONTEXT_KEY] = ctx
 
         start: Message | None = None
-        chunks: list[bytes] = []
+        chunks: list[bytes] | None = None  # a body sent in several messages, while held
         size = 0
         mode = _HOLDING
-        limit = settings.etag_max_bytes
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal start, size, mode
-            kind = message["type"]
+            nonlocal start, chunks, size, mode
             if mode is _HOLDING:
+                kind = message["type"]
                 if kind == "http.response.start":
                     start = message
                     return
@@ -166,12 +182,17 @@ class HttpCacheMiddleware:
                     return
                 body = message.get("body", b"")
                 more = message.get("more_body", False)
-                if not more and not chunks:
-                    await self._emit(scope, ctx, send, start, body, more=False)
+                if not more and not chunks:  # the whole body in one message: the common case
+                    status, headers, drop = self._finish(scope, ctx, start, body)
+                    await send({"type": "http.response.start", "status": status, "headers": headers})
+                    # Not dropped: the app's own message goes on as it came.
+                    await send({"type": "http.response.body", "body": b"", "more_body": False} if drop else message)
                     return
+                if chunks is None:
+                    chunks = []
                 chunks.append(body)
                 size += len(body)
-                if more and size <= limit:
+                if more and size <= self.settings.etag_max_bytes:
                     return
                 whole = b"".join(chunks)
                 chunks.clear()
@@ -181,11 +202,35 @@ class HttpCacheMiddleware:
                 await send(message)
             # _DISCARDING: a 304 or 412 already ended the response; drop the rest of the body.
 
-        token = track_reads(ctx)
+        token = _READS.set(ctx)
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            stop_tracking(token)
+            _READS.reset(token)
+            # Break the scope <-> context cycle: left to the cyclic collector, every
+            # request's scope, context and fields lived until the next collection, and
+            # the collections (a full one every few thousand requests) cost more than
+            # the rest of the middleware. The scope keeps the context for outer layers.
+            ctx.scope = None
+
+    def _finish(
+        self, scope: Scope, ctx: HttpContext, start: Message, body: bytes | None
+    ) -> tuple[int, list[tuple[bytes, bytes]], bool]:
+        """The final (status, fields, drop_body) of the response ``start`` began."""
+        endpoint = scope.get("endpoint")
+        if ctx.policy is None:
+            # The router stored the matched endpoint in the (shared) scope (policy_of, inlined).
+            policy = getattr(endpoint, POLICY_ATTR, None)
+            if isinstance(policy, HttpPolicy):
+                ctx.policy = policy
+        ctx.endpoint = endpoint if endpoint is not None else scope.get("path")
+        session = scope.get("session")
+        if session is not None and getattr(session, "accessed", False):
+            # The page depends on the session, so on its cookie (Starlette >= 1.0 adds
+            # Vary: Cookie itself, but only where its SessionMiddleware sits inside this
+            # one; older sessions are seen through request.session, below).
+            ctx.note_dependence("cookie")
+        return finish(ctx, self.settings, self.metrics, start["status"], start.get("headers", ()), body)
 
     async def _emit(
         self, scope: Scope, ctx: HttpContext, send: Send, start: Message, body: bytes | None, *, more: bool
@@ -194,25 +239,7 @@ class HttpCacheMiddleware:
 
         ``more``: the app has more body to send after this (then no ETag is derived).
         """
-        endpoint = scope.get("endpoint")
-        if ctx.policy is None:
-            # The router stored the matched endpoint in the (shared) scope.
-            ctx.policy = policy_of(endpoint)
-        ctx.endpoint = endpoint if endpoint is not None else scope.get("path")
-        session = scope.get("session")
-        if session is not None and getattr(session, "accessed", False):
-            # The page depends on the session, so on its cookie (Starlette >= 1.0 adds
-            # Vary: Cookie itself, but only where its SessionMiddleware sits inside this
-            # one; older sessions are seen through request.session, below).
-            ctx.note_dependence("cookie")
-        status, headers, drop = finish(
-            ctx,
-            self.settings,
-            self.metrics,
-            start["status"],
-            [pair if pair[0].islower() else (pair[0].lower(), pair[1]) for pair in start.get("headers", ())],
-            None if more else body,
-        )
+        status, headers, drop = self._finish(scope, ctx, start, None if more else body)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         if drop:
             await send({"type": "http.response.body", "body": b"", "more_body": False})

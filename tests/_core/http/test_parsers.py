@@ -196,3 +196,11 @@ def test_invalid_dates_in_conditionals_are_ignored_not_refused() -> None:
 def test_cache_status(value: str, expected: list[CacheStatus]) -> None:
     assert parse_cache_status(value) == expected
     assert parse_cache_status(", ".join(m.render() for m in expected)) == expected
+
+
+def test_strong_etag_field_is_the_quoted_strong_etag() -> None:
+    """The middleware's bytes form of the strong ETag (no str round trip) is the same tag."""
+    from readscale._core.http import strong_etag, strong_etag_field
+
+    bodies = [b"", b"x", b"x" * 500, bytes(range(256)) * 40, b"\xff\xfe" * 3001]
+    assert [strong_etag_field(b) for b in bodies] == [strong_etag(b).render().encode("ascii") for b in bodies]
