@@ -74,48 +74,144 @@ def _closed_by_peer(endpoint: Endpoint) -> CacheUnavailableError:
 # -- streams ---------------------------------------------------------------------------------
 
 
-class AsyncTcpStream:
-    """One TCP connection (asyncio)."""
+class _StreamProtocol(asyncio.Protocol):
+    """What the event loop hands an :class:`AsyncTcpStream`: the bytes received since the
+    last read (each chunk as the transport gave it, no copy), the one waiter of the read
+    in progress, and whether the connection is gone."""
 
-    def __init__(self, endpoint: Endpoint, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    __slots__ = ("chunks", "drained", "lost", "lost_error", "transport", "waiter")
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.chunks: list[bytes] = []
+        self.waiter: asyncio.Future[None] | None = None
+        self.drained: asyncio.Future[None] | None = None  # set while the transport's write buffer is full
+        self.lost = False
+        self.lost_error: OSError | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.chunks.append(data)
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def eof_received(self) -> bool:
+        self._wake()
+        return False  # the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if isinstance(exc, OSError):
+            self.lost_error = exc
+        self._wake()
+        drained = self.drained
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        if self.drained is None or self.drained.done():
+            self.drained = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        drained = self.drained
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+
+
+def _time_out(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
+class AsyncTcpStream:
+    """One TCP connection (asyncio), on a protocol rather than a StreamReader: a read takes
+    whatever arrived as it arrived (one chunk: the very bytes object the transport read),
+    waits on one future with one timer, and so costs neither the reader's buffer copies nor
+    an ``asyncio.timeout`` context per call."""
+
+    __slots__ = ("_loop", "_protocol", "_transport", "endpoint")
+
+    def __init__(self, endpoint: Endpoint, transport: asyncio.Transport, protocol: _StreamProtocol) -> None:
         self.endpoint = endpoint
-        self._reader = reader
-        self._writer = writer
+        self._loop = asyncio.get_running_loop()
+        self._transport = transport
+        self._protocol = protocol
 
     @classmethod
     async def connect(cls, endpoint: Endpoint) -> AsyncTcpStream:
+        loop = asyncio.get_running_loop()
         with map_exceptions(endpoint, "connect", endpoint.connect_timeout):
             async with asyncio.timeout(endpoint.connect_timeout):
-                reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port, limit=READ_SIZE)
-        return cls(endpoint, reader, writer)  # asyncio sets TCP_NODELAY on TCP transports
+                transport, protocol = await loop.create_connection(_StreamProtocol, endpoint.host, endpoint.port)
+        return cls(endpoint, transport, protocol)  # asyncio sets TCP_NODELAY on TCP transports
 
     def alive(self) -> bool:
-        """False once the peer closed or reset the connection."""
-        return not (self._writer.is_closing() or self._reader.at_eof())
+        """False once the peer closed or reset the connection, or sent bytes nobody asked
+        for (the stream is out of step)."""
+        return not (self._lost() or self._protocol.chunks)
+
+    def _lost(self) -> bool:
+        return self._protocol.lost or self._transport.is_closing()
 
     async def write(self, data: bytes) -> None:
+        protocol = self._protocol
+        if self._lost():
+            error = protocol.lost_error or ConnectionResetError("connection lost")
+            raise unavailable(self.endpoint, "write", self.endpoint.read_timeout, error)
         try:
-            self._writer.write(data)
-            if self._writer.transport.get_write_buffer_size():
-                async with asyncio.timeout(self.endpoint.read_timeout):
-                    await self._writer.drain()
-        except (OSError, EOFError) as exc:
+            self._transport.write(data)
+        except OSError as exc:
             raise unavailable(self.endpoint, "write", self.endpoint.read_timeout, exc) from exc
+        drained = protocol.drained
+        if drained is not None and not drained.done():  # the write buffer is over its high mark
+            try:
+                async with asyncio.timeout(self.endpoint.read_timeout):
+                    await drained
+            except TimeoutError as exc:
+                raise unavailable(self.endpoint, "write", self.endpoint.read_timeout, exc) from exc
+            if self._lost():
+                error = protocol.lost_error or ConnectionResetError("connection lost")
+                raise unavailable(self.endpoint, "write", self.endpoint.read_timeout, error)
 
     async def read(self) -> bytes:
         """Some bytes (at least one) within the read timeout."""
-        try:
-            async with asyncio.timeout(self.endpoint.read_timeout):
-                data = await self._reader.read(READ_SIZE)
-        except (OSError, EOFError) as exc:
-            raise unavailable(self.endpoint, "read", self.endpoint.read_timeout, exc) from exc
-        if not data:
-            raise _closed_by_peer(self.endpoint)
-        return data
+        protocol = self._protocol
+        chunks = protocol.chunks
+        if not chunks:
+            if self._lost():
+                raise self._gone()
+            waiter = protocol.waiter = self._loop.create_future()
+            timer = self._loop.call_later(self.endpoint.read_timeout, _time_out, waiter)
+            try:
+                await waiter
+            except TimeoutError as exc:
+                raise unavailable(self.endpoint, "read", self.endpoint.read_timeout, exc) from exc
+            finally:
+                timer.cancel()
+                protocol.waiter = None
+            if not chunks:
+                raise self._gone()
+        protocol.chunks = []
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _gone(self) -> CacheUnavailableError:
+        error = self._protocol.lost_error
+        if error is not None:
+            return unavailable(self.endpoint, "read", self.endpoint.read_timeout, error)
+        return _closed_by_peer(self.endpoint)
 
     async def close(self) -> None:
         """Close at once (no goodbye to wait for: the pool closes idle or broken streams)."""
-        self._writer.transport.abort()
+        self._transport.abort()
 
 
 class TcpStream:

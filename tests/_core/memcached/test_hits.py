@@ -154,6 +154,25 @@ def test_a_partial_stream_waits_at_the_start_of_the_unfinished_reply() -> None:
     assert values == [b"hello", None]
 
 
+def test_a_run_of_hits_leaves_what_it_cannot_read_to_the_general_path() -> None:
+    # After the first hit, each hit is matched with the CRLF that closes the value before
+    # it; a reply the run cannot take ends the run at that reply's header.
+    run = hit(b"a", 0) + hit(b"b", 1)
+    values: list[bytes | None] = [None] * 3
+    others: list[AnyReply] = []
+    far = hit(b"far", 7)  # out of range: a reply for the driver to refuse
+    assert read_pipeline(run + far + hit(b"c", 2) + MN, 0, values, others) == (len(run + far + hit(b"c", 2) + MN), True)
+    assert values == [b"a", b"b", b"c"]
+    assert [r.flags.opaque for r in others if isinstance(r, Reply)] == [7]
+    values = [None] * 3
+    cut = len(run) + 9  # inside the third reply's value
+    wire = run + hit(b"c" * 20, 2) + MN
+    assert read_pipeline(wire[:cut], 0, values, []) == (len(run), False)
+    assert values == [b"a", b"b", None]
+    with pytest.raises(MetaProtocolError):  # the last value of a run not closed by CRLF
+        read_pipeline(run + b"VA 1 f1 c1 O2\r\nxYZ" + MN, 0, [None] * 3, [])
+
+
 def test_read_one_returns_a_plain_hits_value_and_the_reply_otherwise() -> None:
     assert read_one(b"VA 5 f1 c3\r\nhe\r\nl\r\n") == b"he\r\nl"
     assert read_one(b"VA 0 f0 c3\r\n\r\n") == b""  # another client's empty value: a hit

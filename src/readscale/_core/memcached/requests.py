@@ -167,20 +167,54 @@ class MetaGet(NamedTuple):
     def encode_each(self, keys: Sequence[str], positions: Iterable[int]) -> bytes:
         """This request for ``keys[i]``, each tagged ``O<i>``, for ``i`` in ``positions``:
         the body of a pipeline, built in one pass (the flags are encoded once)."""
-        tail = b" ".join([b"", *self._replace(opaque=None)._flags()])
-        positions = list(positions)
-        batch = [keys[i] for i in positions]
+        tail = _tail_of(self)
+        if not isinstance(positions, range):
+            positions = list(positions)
+        if not positions:
+            return b""
+        if (
+            isinstance(positions, range)
+            and positions.start == 0
+            and positions.step == 1
+            and len(positions) == len(keys)
+        ):
+            batch = list(keys)
+        else:
+            batch = [keys[i] for i in positions]
         joined = "".join(batch)
+        lengths = list(map(len, batch))
+        if isinstance(positions, range) and positions.step > 0:
+            first, last = positions[0], positions[-1]
+        else:
+            first, last = min(positions), max(positions)
         if (  # the common case, checked for the whole batch at once: short ASCII keys
             joined.isascii()
-            and _BAD_KEY_CHAR.search(joined) is None
-            and all(0 < len(key) <= MAX_KEY_BYTES for key in batch)
-            and (not positions or (min(positions) >= 0 and max(positions) <= MAX_OPAQUE))
+            # ASCII text holds no whitespace or control character (_BAD_KEY_CHAR) iff it
+            # is printable (only the space is printable whitespace) and has no space.
+            and joined.isprintable()
+            and " " not in joined
+            and min(lengths) > 0
+            and max(lengths) <= MAX_KEY_BYTES
+            and first >= 0
         ):
             text = tail.decode("ascii")
-            return "".join([f"mg {key}{text} O{i}\r\n" for key, i in zip(batch, positions, strict=True)]).encode(
-                "ascii"
-            )
+            if last < _SUFFIXES:
+                # Keys and suffixes interleaved by slice assignment and joined once: no
+                # Python step per key. Suffix i closes request i and opens the next one.
+                suffixes = _suffixes(tail)
+                parts = [""] * (2 * len(batch))
+                parts[0::2] = batch
+                if positions == range(len(batch)):
+                    parts[1::2] = suffixes[: len(batch)]
+                else:
+                    parts[1::2] = [suffixes[i] for i in positions]
+                parts[0] = "mg " + parts[0]
+                parts[-1] = f"{text} O{positions[-1]}\r\n"
+                return "".join(parts).encode("ascii")
+            if last <= MAX_OPAQUE:
+                return "".join([f"mg {key}{text} O{i}\r\n" for key, i in zip(batch, positions, strict=True)]).encode(
+                    "ascii"
+                )
         return b"".join(b"%s%s O%d\r\n" % (b" ".join(_head(b"mg", keys[i])), tail, _check_opaque(i)) for i in positions)
 
     def _flags(self) -> list[bytes]:
@@ -208,6 +242,36 @@ class MetaGet(NamedTuple):
         if self.opaque is not None:
             parts.append(_number(b"O", self.opaque, MAX_OPAQUE))
         return parts
+
+
+#: Requests of a pipeline tagged O0 .. O<_SUFFIXES - 1> are built from a table of their
+#: suffixes, made once per set of flags (a larger position takes the general path).
+_SUFFIXES = 1024
+_SUFFIX_TABLES: dict[bytes, list[str]] = {}
+_TAILS: dict[tuple[object, ...], bytes] = {}
+
+
+def _tail_of(request: MetaGet) -> bytes:
+    """A request's flags without its opaque, as they follow the key (`` v f c q``)."""
+    flags = request[1:-1]  # every field but the key and the opaque
+    tail = _TAILS.get(flags)
+    if tail is None:
+        tail = b" ".join([b"", *request._replace(opaque=None)._flags()])
+        if len(_TAILS) < 64:
+            _TAILS[flags] = tail
+    return tail
+
+
+def _suffixes(tail: bytes) -> list[str]:
+    """``tail`` + `` O<i>\\r\\nmg `` for every ``i`` below _SUFFIXES (built whole, then
+    published: a thread never sees a partial table)."""
+    table = _SUFFIX_TABLES.get(tail)
+    if table is None:
+        text = tail.decode("ascii")
+        table = [f"{text} O{i}\r\nmg " for i in range(_SUFFIXES)]
+        if len(_SUFFIX_TABLES) < 64:
+            _SUFFIX_TABLES[tail] = table
+    return table
 
 
 def encode_get(key: str, tail: bytes) -> bytes:

@@ -12,7 +12,7 @@ read replies through :class:`Servers`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from readscale._core.memcached.hits import read_one, read_pipeline
 from readscale._core.memcached.items import DEFAULT_MAX_VALUE_SIZE, ItemState, ServerRing, item_state, max_value_size
@@ -305,11 +305,13 @@ class Servers:
             return self._servers[0]
         return self._servers[self._ring.index(key.encode("utf-8", "surrogatepass"))]
 
-    def group(self, keys: Sequence[str]) -> dict[Server, list[int]]:
+    def group(self, keys: Sequence[str]) -> Mapping[Server, Sequence[int]]:
         """Positions of ``keys`` per server, the servers in the order of their first key."""
+        if len(self._servers) == 1:  # one server: every key is its, no key need be hashed
+            return {self._servers[0]: range(len(keys))} if keys else {}
         groups: dict[Server, list[int]] = {}
         for i, key in enumerate(keys):
-            index = 0 if len(self._servers) == 1 else self._ring.index(key.encode("utf-8", "surrogatepass"))
+            index = self._ring.index(key.encode("utf-8", "surrogatepass"))
             groups.setdefault(self._servers[index], []).append(i)
         return groups
 
