@@ -284,7 +284,7 @@ class StoreAgainstModel(RuleBasedStateMachine):
         check_policy(self.store)
         present = dict(self.store._data)
         assert set(present) <= set(self.model)
-        assert all(self.model[k] == entry for k, entry in present.items())  # same value, same deadline
+        assert all(self.model[k] == (e.value, e.deadline) for k, e in present.items())  # same value, same deadline
         live = self.live()
         assert set(present) <= set(live)
         stats = self.store.stats
@@ -365,3 +365,27 @@ def test_abruptly_shifting_popularity_never_loses_to_lru_by_more_than_a_point() 
     # window. Before issue 17: store 0.42, LRU 0.54. Measured when written: store 0.54.
     trace = shifting(20_000, 120_000, 0.9, 10_000, seed=3)
     assert store_hits(trace, 2_000) >= lru_hits(trace, 2_000) - 0.01 * len(trace)
+
+
+def test_an_entry_costs_at_most_200_bytes_of_structure() -> None:
+    """Issue 17: the store's own memory per entry (tracemalloc, keys and values
+    allocated beforehand), with and without a TTL, at 100,000 entries of 500 B."""
+    import gc
+    import tracemalloc
+
+    n = 100_000
+    keys = [f"item:{i:08d}" for i in range(n)]
+    value = b"v" * 500
+    for ttl in (None, 300.0):
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        store: MemoryStore[str, bytes] = MemoryStore(n, seed=1)
+        for key in keys:
+            store.set(key, value, ttl)
+        gc.collect()
+        used = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+        assert len(store) == n
+        assert used / n <= 200, (ttl, used / n)
+        del store

@@ -33,7 +33,6 @@ from typing import Final
 __all__ = ["ShadowLru"]
 
 _M64: Final = (1 << 64) - 1
-_GOLDEN: Final = 0x9E3779B97F4A7C15
 _SCALE: Final = 1 << 16
 
 
@@ -65,10 +64,20 @@ class ShadowLru:
     def __len__(self) -> int:
         return len(self._cache)
 
+    @property
+    def threshold(self) -> int:
+        """A key is sampled when bits 48..63 of its ``key_hash`` (the sketch's, same
+        seed) are below this, so a caller holding that hash can test it itself."""
+        return self._threshold
+
     def observe(self, key: Hashable, hit: bool) -> None:
         """A request for ``key`` that the policy served as a ``hit`` (or a miss)."""
-        if self._threshold < _SCALE and ((((hash(key) ^ self._seed) * _GOLDEN) & _M64) >> 48) >= self._threshold:
+        if self._threshold < _SCALE and ((hash((key, self._seed)) >> 48) & 0xFFFF) >= self._threshold:
             return
+        self.observe_sampled(key, hit)
+
+    def observe_sampled(self, key: Hashable, hit: bool) -> None:
+        """:meth:`observe` of a key the caller found to be in the sample."""
         self.sampled += 1
         cache = self._cache
         if key in cache:

@@ -31,13 +31,21 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Final
 
-__all__ = ["FrequencySketch"]
+__all__ = ["FrequencySketch", "key_hash"]
 
 _M64: Final = (1 << 64) - 1
-_M32: Final = (1 << 32) - 1
-_GOLDEN: Final = 0x9E3779B97F4A7C15  # 2**64 / golden ratio: a good multiplicative mix
 _HALF: Final = bytes(i >> 1 for i in range(256))
 _ODD: Final = bytes(i & 1 for i in range(256))
+
+
+def key_hash(key: Hashable, seed: int) -> int:
+    """The sketch's (and the shadow LRU's) hash of ``key``: CPython's tuple hash (xxHash's
+    mixing, in C) of ``(key, seed)``, a signed 64-bit int. Issue 17: the former mix,
+    ``((hash(key) ^ seed) * golden) & (2**64 - 1)`` in Python integers, cost as much as
+    a third of a miss + set; this is one C call. Four counter indexes come from it by
+    double hashing (Kirsch and Mitzenmacher): ``(h + i*b) & mask`` for rows i = 0..3,
+    with ``b`` its high 32 bits made odd (the mask keeps at most 32 low bits)."""
+    return hash((key, seed))
 
 
 def _next_pow2(n: int) -> int:
@@ -55,12 +63,12 @@ class FrequencySketch:
     __slots__ = (
         "_additions",
         "_conservative",
-        "_counters",
         "_door",
         "_door_mask",
         "_doorkeeper",
         "_mask",
         "_max",
+        "_rows",
         "_seed",
         "_width",
         "capacity",
@@ -88,7 +96,8 @@ class FrequencySketch:
         self.capacity = capacity
         self._width = _next_pow2(max(capacity * width_factor, 16))
         self._mask = self._width - 1
-        self._counters = bytearray(4 * self._width)
+        # Four rows, each its own bytearray: an index is ``x & mask`` with no row offset.
+        self._rows = (bytearray(self._width), bytearray(self._width), bytearray(self._width), bytearray(self._width))
         self._max = counter_max
         self.sample_size = sample_factor * capacity
         self._doorkeeper = doorkeeper
@@ -101,23 +110,20 @@ class FrequencySketch:
         self._additions = 0
         self.resets = 0
 
-    # The hash is inlined in both methods below: they run on every write and replayed
-    # read, and a Python call costs as much as the arithmetic.
+    # The index arithmetic is inlined in the methods below (and in the policy's insert):
+    # they run on every write and replayed read, and a Python call costs as much as it.
 
     def frequency(self, key: Hashable) -> int:
         """The estimated number of times ``key`` was added in the recent past."""
-        h = ((hash(key) ^ self._seed) * _GOLDEN) & _M64
-        h ^= h >> 29
-        a = h & _M32
+        h = hash((key, self._seed))
         b = (h >> 32) | 1
         m = self._mask
-        w = self._width
-        c = self._counters
-        f = min(c[a & m], c[w + ((a + b) & m)], c[2 * w + ((a + 2 * b) & m)], c[3 * w + ((a + 3 * b) & m)])
+        r0, r1, r2, r3 = self._rows
+        f = min(r0[h & m], r1[(h + b) & m], r2[(h + 2 * b) & m], r3[(h + 3 * b) & m])
         if self._doorkeeper and f < self._max:
             door = self._door
             dm = self._door_mask
-            if door[h & dm] and door[(h >> 24) & dm]:
+            if door[h & dm] and door[(h >> 40) & dm]:
                 f += 1
         return f
 
@@ -127,48 +133,44 @@ class FrequencySketch:
             return self.frequency(first), self.frequency(second)
         seed = self._seed
         m = self._mask
-        w = self._width
-        c = self._counters
-        h = ((hash(first) ^ seed) * _GOLDEN) & _M64
-        h ^= h >> 29
-        a = h & _M32
+        r0, r1, r2, r3 = self._rows
+        h = hash((first, seed))
         b = (h >> 32) | 1
-        f1 = min(c[a & m], c[w + ((a + b) & m)], c[2 * w + ((a + 2 * b) & m)], c[3 * w + ((a + 3 * b) & m)])
-        h = ((hash(second) ^ seed) * _GOLDEN) & _M64
-        h ^= h >> 29
-        a = h & _M32
+        f1 = min(r0[h & m], r1[(h + b) & m], r2[(h + 2 * b) & m], r3[(h + 3 * b) & m])
+        h = hash((second, seed))
         b = (h >> 32) | 1
-        f2 = min(c[a & m], c[w + ((a + b) & m)], c[2 * w + ((a + 2 * b) & m)], c[3 * w + ((a + 3 * b) & m)])
+        f2 = min(r0[h & m], r1[(h + b) & m], r2[(h + 2 * b) & m], r3[(h + 3 * b) & m])
         return f1, f2
 
     def increment(self, key: Hashable) -> None:
         """Record one access of ``key`` (and halve everything when a sample period ends)."""
-        h = ((hash(key) ^ self._seed) * _GOLDEN) & _M64
-        h ^= h >> 29
+        self.increment_hashed(hash((key, self._seed)))
+
+    def increment_hashed(self, h: int) -> None:
+        """:meth:`increment` of a key whose :func:`key_hash` the caller already has (the
+        policy computes it once per event for this sketch and the shadow LRU's sample)."""
         if self._doorkeeper:
             door = self._door
             dm = self._door_mask
             i = h & dm
-            j = (h >> 24) & dm
+            j = (h >> 40) & dm
             if not (door[i] and door[j]):
                 door[i] = 1
                 door[j] = 1
                 self._added()
                 return
-        a = h & _M32
         b = (h >> 32) | 1
         m = self._mask
-        w = self._width
-        c = self._counters
+        r0, r1, r2, r3 = self._rows
         cap = self._max
-        i0 = a & m
-        i1 = w + ((a + b) & m)
-        i2 = 2 * w + ((a + 2 * b) & m)
-        i3 = 3 * w + ((a + 3 * b) & m)
-        c0 = c[i0]
-        c1 = c[i1]
-        c2 = c[i2]
-        c3 = c[i3]
+        i0 = h & m
+        i1 = (h + b) & m
+        i2 = (h + 2 * b) & m
+        i3 = (h + 3 * b) & m
+        c0 = r0[i0]
+        c1 = r1[i1]
+        c2 = r2[i2]
+        c3 = r3[i3]
         if self._conservative:
             # Conservative update: raise only the counters at the minimum, which keeps
             # collisions from inflating a key's estimate (Estan and Varghese, 2002).
@@ -176,18 +178,18 @@ class FrequencySketch:
             if low >= cap:
                 return
             if c0 == low:
-                c[i0] = low + 1
+                r0[i0] = low + 1
             if c1 == low:
-                c[i1] = low + 1
+                r1[i1] = low + 1
             if c2 == low:
-                c[i2] = low + 1
+                r2[i2] = low + 1
             if c3 == low:
-                c[i3] = low + 1
+                r3[i3] = low + 1
         elif c0 < cap or c1 < cap or c2 < cap or c3 < cap:
-            c[i0] = min(c0 + 1, cap)
-            c[i1] = min(c1 + 1, cap)
-            c[i2] = min(c2 + 1, cap)
-            c[i3] = min(c3 + 1, cap)
+            r0[i0] = min(c0 + 1, cap)
+            r1[i1] = min(c1 + 1, cap)
+            r2[i2] = min(c2 + 1, cap)
+            r3[i3] = min(c3 + 1, cap)
         else:
             return
         self._additions += 1
@@ -201,8 +203,10 @@ class FrequencySketch:
 
     def reset(self) -> None:
         """Halve every counter (the aging step) and clear the doorkeeper."""
-        odd = self._counters.translate(_ODD).count(1)
-        self._counters = self._counters.translate(_HALF)
+        odd = 0
+        for row in self._rows:
+            odd += row.translate(_ODD).count(1)
+            row[:] = row.translate(_HALF)  # in place: the policy's insert holds the rows
         self._additions = max(0, (self._additions - (odd >> 2)) >> 1)
         if self._doorkeeper:
             self._door = bytearray(len(self._door))
@@ -210,6 +214,7 @@ class FrequencySketch:
 
     def clear(self) -> None:
         """Forget everything (used when the sketch is resized)."""
-        self._counters = bytearray(len(self._counters))
+        for row in self._rows:
+            row[:] = bytes(len(row))
         self._door = bytearray(len(self._door))
         self._additions = 0

@@ -42,24 +42,24 @@ Invariants (checked by the unit and Hypothesis tests)
   sums of their sizes.
 - After ``insert`` or ``update`` returns, entries <= ``max_entries`` and bytes <=
   ``max_bytes``: eviction runs inside the call, never later.
-- ``evict`` is called back once per key the policy drops, with ``rejected`` true when the
-  key lost at admission (a candidate) and false for a victim.
+- Every key the policy drops leaves ``data`` inside the call and is counted once, in
+  ``rejections`` when it lost at admission (a candidate) or ``evictions`` (a victim);
+  ``evict``, when given, is called back with it and that flag.
 - Pure: no clock, no randomness of its own (``rng`` is injected; it only breaks the rare
   admission tie against hash flooding, as Caffeine does).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 from readscale._core.l1.climber import WindowClimber
 from readscale._core.l1.shadow import ShadowLru
 from readscale._core.l1.sketch import FrequencySketch
 
-__all__ = ["TinyLfuConfig", "WTinyLfu"]
+__all__ = ["Entry", "TinyLfuConfig", "WTinyLfu"]
 
 K = TypeVar("K", bound=Hashable)
 
@@ -139,14 +139,71 @@ class TinyLfuConfig:
     shadow_gap: float = 0.005
 
 
+_WINDOW: Final = 1
+_PROBATION: Final = 2
+_PROTECTED: Final = 3
+_INF: Final = float("inf")
+# What the insert's common case does with the candidate that leaves the window.
+_MOVE: Final = 0  # to probation, no contest
+_EVICT: Final = 1  # dropped as its own victim (probation empty)
+_REJECT: Final = 2  # dropped: not more frequent than the victim
+_ADMIT: Final = 3  # to probation, the victim dropped
+
+
+class Entry:
+    """One cached key: the store's value and deadline, the policy's size, segment and
+    links, in one object of fixed slots (issue 17: an ``OrderedDict`` node per segment
+    plus a ``(value, deadline)`` tuple per key cost ~100 bytes more per entry, and every
+    move a dict operation).
+
+    ``seg`` is the segment (1 window, 2 probation, 3 protected) or 0 once the entry has
+    left the policy; ``prev``/``next`` link it into its segment's circular list, whose
+    head is a sentinel entry (``head.next`` the least recently used, ``head.prev`` the
+    most). The store writes ``value`` before ``deadline`` on an overwrite, so a reader
+    that checks the deadline first never returns an older value than the deadline says.
+    """
+
+    __slots__ = ("deadline", "key", "next", "prev", "seg", "size", "value")
+
+    def __init__(self, key: Any, value: Any, deadline: float, size: int) -> None:
+        self.key = key
+        self.value = value
+        self.deadline = deadline
+        self.size = size
+        self.seg = 0
+        self.prev: Entry = self
+        self.next: Entry = self
+
+
+def _sentinel() -> Entry:
+    return Entry(None, None, -_INF, 0)
+
+
+def _view(head: Entry) -> dict[Any, int]:
+    out: dict[Any, int] = {}
+    e = head.next
+    while e is not head:
+        out[e.key] = e.size
+        e = e.next
+    return out
+
+
 class WTinyLfu(Generic[K]):
-    """Window TinyLFU bookkeeping over keys and their sizes (see the module docstring)."""
+    """Window TinyLFU bookkeeping over keys and their sizes (see the module docstring).
+
+    The policy owns ``data`` (key -> :class:`Entry`); a store shares that dict, creates
+    entries itself and calls :meth:`add` / :meth:`touch` / :meth:`resize` /
+    :meth:`discard`; a dropped key leaves ``data`` inside the call and is counted in
+    ``evictions`` or ``rejections`` (and reported to ``evict`` when one is given).
+    :meth:`insert`, :meth:`update`, :meth:`remove` and :meth:`record_hit` do the same by
+    key, for the simulator and tests.
+    """
 
     def __init__(
         self,
         max_entries: int,
         max_bytes: int | None,
-        evict: Callable[[K, bool], None],
+        evict: Callable[[K, bool], None] | None,
         *,
         config: TinyLfuConfig | None = None,
         seed: int = 0,
@@ -160,15 +217,21 @@ class WTinyLfu(Generic[K]):
         self.config = cfg
         self.max_entries = max_entries
         self.max_bytes = max_bytes if max_bytes is not None else 1 << 62
+        self._bytes_bounded = max_bytes is not None
         self._evict = evict
         self._rng = rng
         self._seed = seed
-        self.window: OrderedDict[K, int] = OrderedDict()
-        self.probation: OrderedDict[K, int] = OrderedDict()
-        self.protected: OrderedDict[K, int] = OrderedDict()
+        self._hash_seed = seed & ((1 << 64) - 1)  # the sketch's and the shadow's
+        self.data: dict[K, Entry] = {}
+        self._wh = _sentinel()
+        self._bh = _sentinel()
+        self._ph = _sentinel()
+        self._wn = self._bn = self._pn = 0
         self.window_bytes = 0
         self.probation_bytes = 0
         self.protected_bytes = 0
+        self.evictions = 0
+        self.rejections = 0
         # Sized to the population actually seen (Caffeine sizes it lazily too), so a
         # large bound costs no memory until the cache fills.
         self.sketch = self._new_sketch(min(max_entries, 256))
@@ -184,20 +247,37 @@ class WTinyLfu(Generic[K]):
         self._misses = 0
         self._hit_rate: float | None = None  # of the last full period
         self.shadow: ShadowLru | None = None
+        self._shadow_threshold = 0  # sampled keys' top 16 mixed-hash bits are below it
         if cfg.adaptive and cfg.shadow_entries:
             self.shadow = ShadowLru(max_entries, entries=cfg.shadow_entries, seed=seed)
+            self._shadow_threshold = self.shadow.threshold
+        # The insert's inlined increment and admission assume this sketch layout.
+        self._inline_sketch = cfg.conservative and not cfg.doorkeeper
         self._share = 0.0
         self._set_share(cfg.window)
 
-    # -- sizes ---------------------------------------------------------------------------
+    # -- sizes and views -----------------------------------------------------------------
 
     @property
     def entries(self) -> int:
-        return len(self.window) + len(self.probation) + len(self.protected)
+        return self._wn + self._bn + self._pn
 
     @property
     def weight(self) -> int:
         return self.window_bytes + self.probation_bytes + self.protected_bytes
+
+    @property
+    def window(self) -> dict[K, int]:
+        """The window's keys -> sizes, least recently used first (a copy)."""
+        return _view(self._wh)
+
+    @property
+    def probation(self) -> dict[K, int]:
+        return _view(self._bh)
+
+    @property
+    def protected(self) -> dict[K, int]:
+        return _view(self._ph)
 
     @property
     def window_share(self) -> float:
@@ -223,151 +303,421 @@ class WTinyLfu(Generic[K]):
             seed=self._seed,
         )
 
-    # -- events from the store -----------------------------------------------------------
+    # -- events by key (simulator, tests) ------------------------------------------------
 
     def record_hit(self, key: K) -> None:
-        """A read hit ``key`` (replayed from the store's read buffer)."""
-        shadow = self.shadow
-        if shadow is not None:
-            shadow.observe(key, True)
-        self._touch(key)
-
-    def _touch(self, key: K) -> None:
-        self.sketch.increment(key)
-        if key in self.window:
-            self.window.move_to_end(key)
-        elif key in self.protected:
-            self.protected.move_to_end(key)
-        elif key in self.probation:
-            size = self.probation.pop(key)
-            self.probation_bytes -= size
-            self.protected[key] = size
-            self.protected_bytes += size
-            self._demote_protected()
+        """A read hit ``key``."""
+        e = self.data.get(key)
+        if e is not None:
+            self.touch(e)
+            return
+        h = hash((key, self._hash_seed))
+        if ((h >> 48) & 0xFFFF) < self._shadow_threshold:
+            self.shadow.observe_sampled(key, True)  # type: ignore[union-attr]
+        self.sketch.increment_hashed(h)
 
     def insert(self, key: K, size: int) -> None:
         """A new key was stored: it enters the window, then evict down to the bounds."""
-        if self.sketch.capacity < self.max_entries and self.entries >= self.sketch.capacity:
-            self.sketch = self._new_sketch(min(self.max_entries, self.sketch.capacity * 4))
-            self._retune_aging()
-        shadow = self.shadow
-        if shadow is not None:
-            shadow.observe(key, False)
-        self.sketch.increment(key)
-        self.window[key] = size
-        self.window_bytes += size
-        self._evict_to_bounds()
+        e = Entry(key, None, _INF, size)
+        self.data[key] = e
+        self.add(e)
 
     def update(self, key: K, size: int) -> None:
         """An existing key was overwritten: an access, and maybe a new size."""
-        self._touch(key)
-        for segment in (self.window, self.probation, self.protected):
-            old = segment.get(key)
-            if old is not None:
-                segment[key] = size
-                self._add_bytes(segment, size - old)
-                break
-        self._evict_to_bounds()
+        self.resize(self.data[key], size)
 
     def remove(self, key: K) -> None:
         """``key`` left the store for another reason (deleted, expired)."""
-        for segment in (self.window, self.probation, self.protected):
-            size = segment.pop(key, None)
-            if size is not None:
-                self._add_bytes(segment, -size)
-                return
+        e = self.data.get(key)
+        if e is not None:
+            self.discard(e)
+
+    # -- events by entry (the store) -----------------------------------------------------
+
+    def touch(self, e: Entry) -> None:
+        """A read hit ``e`` (replayed from the store's read buffer)."""
+        h = hash((e.key, self._hash_seed))
+        if ((h >> 48) & 0xFFFF) < self._shadow_threshold:
+            self.shadow.observe_sampled(e.key, True)  # type: ignore[union-attr]
+        self._access(e, h)
+
+    def replay(self, ring: list[Any], start: int, end: int, mask: int) -> None:
+        """Replay the hits in ``ring[start:end]`` (positions modulo ``mask + 1``): what
+        :meth:`touch` does for each, with the sketch's increment inlined."""
+        if not self._inline_sketch:
+            touch = self.touch
+            for i in range(start, end):
+                e = ring[i & mask]
+                if e.seg:
+                    touch(e)
+            return
+        seed = self._hash_seed
+        threshold = self._shadow_threshold
+        shadow = self.shadow
+        sketch = self.sketch
+        m = sketch._mask
+        r0, r1, r2, r3 = sketch._rows
+        cap = sketch._max
+        wh = self._wh
+        ph = self._ph
+        for i in range(start, end):
+            e = ring[i & mask]
+            seg = e.seg
+            if not seg:
+                continue  # removed since it was read
+            key = e.key
+            h = hash((key, seed))
+            if ((h >> 48) & 0xFFFF) < threshold:
+                shadow.observe_sampled(key, True)  # type: ignore[union-attr]
+            # sketch.increment_hashed(h), conservative, no doorkeeper
+            b = (h >> 32) | 1
+            i0 = h & m
+            i1 = (h + b) & m
+            i2 = (h + 2 * b) & m
+            i3 = (h + 3 * b) & m
+            c0 = r0[i0]
+            c1 = r1[i1]
+            c2 = r2[i2]
+            c3 = r3[i3]
+            low = min(c0, c1, c2, c3)
+            if low < cap:
+                low += 1
+                if c0 < low:
+                    r0[i0] = low
+                if c1 < low:
+                    r1[i1] = low
+                if c2 < low:
+                    r2[i2] = low
+                if c3 < low:
+                    r3[i3] = low
+                n = sketch._additions + 1
+                sketch._additions = n
+                if n >= sketch.sample_size:
+                    sketch.reset()
+            if seg == _PROBATION:
+                self._promote(e)
+                continue
+            head = wh if seg == _WINDOW else ph
+            if head.prev is not e:  # move to the MRU end
+                p = e.prev
+                nxt = e.next
+                p.next = nxt
+                nxt.prev = p
+                last = head.prev
+                e.prev = last
+                e.next = head
+                last.next = e
+                head.prev = e
+
+    def _access(self, e: Entry, h: int) -> None:
+        self.sketch.increment_hashed(h)
+        seg = e.seg
+        if seg == _PROBATION:
+            self._promote(e)
+            return
+        head = self._wh if seg == _WINDOW else self._ph
+        if head.prev is not e:  # move to the MRU end
+            p = e.prev
+            n = e.next
+            p.next = n
+            n.prev = p
+            last = head.prev
+            e.prev = last
+            e.next = head
+            last.next = e
+            head.prev = e
+
+    def _promote(self, e: Entry) -> None:
+        """A probation hit: ``e`` moves to protected, whose overflow goes back."""
+        p = e.prev
+        n = e.next
+        p.next = n
+        n.prev = p
+        self._bn -= 1
+        self.probation_bytes -= e.size
+        head = self._ph
+        last = head.prev
+        e.prev = last
+        e.next = head
+        last.next = e
+        head.prev = e
+        e.seg = _PROTECTED
+        self._pn += 1
+        self.protected_bytes += e.size
+        self._demote_protected()
+
+    def add(self, e: Entry) -> None:
+        """``e`` (already in ``data``) is new: it enters the window, then evict down to
+        the bounds.
+
+        Written flat, the sketch's increment and admission inlined (issue 17: a miss +
+        set cost 4.8 µs, 7x cachetools' LRU): in the common case one key leaves the
+        window, faces one victim, and one of them goes, and a Python call costs as much
+        as that work. Anything else (a byte bound, a window over its limit after a
+        resize, a doorkeeper) takes the general path, ``_evict_to_bounds``."""
+        sketch = self.sketch
+        if sketch.capacity < self.max_entries and self._wn + self._bn + self._pn >= sketch.capacity:
+            sketch = self.sketch = self._new_sketch(min(self.max_entries, sketch.capacity * 4))
+            self._retune_aging()
+        key = e.key
+        seed = self._hash_seed
+        h = hash((key, seed))
+        if ((h >> 48) & 0xFFFF) < self._shadow_threshold:
+            self.shadow.observe_sampled(key, False)  # type: ignore[union-attr]
+        if self._inline_sketch:
+            # sketch.increment_hashed(h), conservative, no doorkeeper
+            b = (h >> 32) | 1
+            m = sketch._mask
+            r0, r1, r2, r3 = sketch._rows
+            i0 = h & m
+            i1 = (h + b) & m
+            i2 = (h + 2 * b) & m
+            i3 = (h + 3 * b) & m
+            c0 = r0[i0]
+            c1 = r1[i1]
+            c2 = r2[i2]
+            c3 = r3[i3]
+            low = min(c0, c1, c2, c3)
+            if low < sketch._max:
+                low += 1
+                if c0 < low:
+                    r0[i0] = low
+                if c1 < low:
+                    r1[i1] = low
+                if c2 < low:
+                    r2[i2] = low
+                if c3 < low:
+                    r3[i3] = low
+                n = sketch._additions + 1
+                sketch._additions = n
+                if n >= sketch.sample_size:
+                    sketch.reset()
+        else:
+            sketch.increment_hashed(h)
+        head = self._wh
+        last = head.prev
+        e.prev = last
+        e.next = head
+        last.next = e
+        head.prev = e
+        e.seg = _WINDOW
+        wn = self._wn = self._wn + 1
+        self.window_bytes += e.size
+        limit = self._window_limit[0]
+        if self._bytes_bounded or wn - 1 > limit or not self._inline_sketch:
+            self._evict_to_bounds()
+            return
+        if wn <= limit:  # nothing leaves the window
+            if wn + self._bn + self._pn > self.max_entries:
+                self._evict_to_bounds()
+            return
+        # The window's LRU entry leaves it as the candidate (it would move to probation's
+        # MRU end and face probation's LRU victim: decided first, so a loser is dropped
+        # from the window without the round trip through probation).
+        c = head.next
+        bh = self._bh
+        victim = bh.next
+        if wn + self._bn + self._pn <= self.max_entries:
+            outcome = _MOVE  # no contest: the cache is not full
+        elif victim is bh:
+            outcome = _EVICT  # probation is empty: the candidate would be its own victim
+        else:
+            # sketch.frequencies(c.key, victim.key), inlined
+            m = sketch._mask
+            r0, r1, r2, r3 = sketch._rows
+            h = hash((c.key, seed))
+            b = (h >> 32) | 1
+            cf = min(r0[h & m], r1[(h + b) & m], r2[(h + 2 * b) & m], r3[(h + 3 * b) & m])
+            h = hash((victim.key, seed))
+            b = (h >> 32) | 1
+            vf = min(r0[h & m], r1[(h + b) & m], r2[(h + 2 * b) & m], r3[(h + 3 * b) & m])
+            outcome = _ADMIT
+            if cf <= vf:
+                threshold = self.config.hashdos_threshold
+                if not (threshold and cf >= threshold and self._rng is not None and self._rng() < 1 / 128):
+                    outcome = _REJECT
+        nxt = c.next
+        head.next = nxt
+        nxt.prev = head
+        self._wn = wn - 1
+        size = c.size
+        self.window_bytes -= size
+        if outcome in (_REJECT, _EVICT):
+            c.seg = 0
+            del self.data[c.key]
+            rejected = outcome == _REJECT
+            if rejected:
+                self.rejections += 1
+            else:
+                self.evictions += 1
+            if self._evict is not None:
+                self._evict(c.key, rejected)
+            return
+        if outcome == _ADMIT:
+            # The victim goes; the candidate takes probation's MRU end.
+            p = victim.prev
+            nxt = victim.next
+            p.next = nxt
+            nxt.prev = p
+            victim.seg = 0
+            self._bn -= 1
+            self.probation_bytes -= victim.size
+            del self.data[victim.key]
+            self.evictions += 1
+            if self._evict is not None:
+                self._evict(victim.key, False)
+        last = bh.prev
+        c.prev = last
+        c.next = bh
+        last.next = c
+        bh.prev = c
+        c.seg = _PROBATION
+        self._bn += 1
+        self.probation_bytes += size
+
+    def resize(self, e: Entry, size: int) -> None:
+        """``e`` was overwritten: an access, and maybe a new size."""
+        self.touch(e)
+        old = e.size
+        e.size = size
+        seg = e.seg
+        if seg == _WINDOW:
+            self.window_bytes += size - old
+        elif seg == _PROBATION:
+            self.probation_bytes += size - old
+        elif seg == _PROTECTED:
+            self.protected_bytes += size - old
+        self._evict_to_bounds()
+
+    def discard(self, e: Entry) -> None:
+        """``e`` left the store for another reason (deleted, expired): unlink it."""
+        self._unlink(e)
+        del self.data[e.key]
 
     def clear(self) -> None:
         """Forget every key (the sketch keeps its history: popularity outlives a flush)."""
-        self.window.clear()
-        self.probation.clear()
-        self.protected.clear()
+        for e in self.data.values():
+            e.seg = 0
+        self.data.clear()
+        for head in (self._wh, self._bh, self._ph):
+            head.prev = head.next = head
+        self._wn = self._bn = self._pn = 0
         self.window_bytes = self.probation_bytes = self.protected_bytes = 0
 
-    def _add_bytes(self, segment: OrderedDict[K, int], delta: int) -> None:
-        if segment is self.window:
-            self.window_bytes += delta
-        elif segment is self.probation:
-            self.probation_bytes += delta
+    # -- list operations -----------------------------------------------------------------
+
+    def _unlink(self, e: Entry) -> None:
+        p = e.prev
+        n = e.next
+        p.next = n
+        n.prev = p
+        seg = e.seg
+        e.seg = 0
+        if seg == _WINDOW:
+            self._wn -= 1
+            self.window_bytes -= e.size
+        elif seg == _PROBATION:
+            self._bn -= 1
+            self.probation_bytes -= e.size
+        elif seg == _PROTECTED:
+            self._pn -= 1
+            self.protected_bytes -= e.size
+
+    def _drop(self, e: Entry, rejected: bool) -> None:
+        self._unlink(e)
+        del self.data[e.key]
+        if rejected:
+            self.rejections += 1
         else:
-            self.protected_bytes += delta
+            self.evictions += 1
+        if self._evict is not None:
+            self._evict(e.key, rejected)
 
     # -- eviction ------------------------------------------------------------------------
 
     def _demote_protected(self) -> None:
-        protected = self.protected
         limit, limit_bytes = self._protected_limit
-        while protected and (len(protected) > limit or self.protected_bytes > limit_bytes):
-            key, size = protected.popitem(last=False)
-            self.protected_bytes -= size
-            self.probation[key] = size
-            self.probation_bytes += size
+        if self._pn <= limit and self.protected_bytes <= limit_bytes:
+            return
+        ph = self._ph
+        bh = self._bh
+        while self._pn and (self._pn > limit or self.protected_bytes > limit_bytes):
+            e = ph.next
+            n = e.next
+            ph.next = n
+            n.prev = ph
+            self._pn -= 1
+            self.protected_bytes -= e.size
+            last = bh.prev
+            e.prev = last
+            e.next = bh
+            last.next = e
+            bh.prev = e
+            e.seg = _PROBATION
+            self._bn += 1
+            self.probation_bytes += e.size
 
-    def _window_to_probation(self) -> list[K]:
-        window = self.window
-        probation = self.probation
+    def _window_to_probation(self) -> list[Entry]:
+        wh = self._wh
+        bh = self._bh
         limit, limit_bytes = self._window_limit
-        moved: list[K] = []
-        while window and (len(window) > limit or self.window_bytes > limit_bytes):
-            key, size = window.popitem(last=False)
-            self.window_bytes -= size
-            probation[key] = size
-            self.probation_bytes += size
-            moved.append(key)
+        moved: list[Entry] = []
+        while self._wn and (self._wn > limit or self.window_bytes > limit_bytes):
+            e = wh.next
+            n = e.next
+            wh.next = n
+            n.prev = wh
+            self._wn -= 1
+            self.window_bytes -= e.size
+            last = bh.prev
+            e.prev = last
+            e.next = bh
+            last.next = e
+            bh.prev = e
+            e.seg = _PROBATION
+            self._bn += 1
+            self.probation_bytes += e.size
+            moved.append(e)
         return moved
 
     def _over(self) -> bool:
-        return (
-            len(self.window) + len(self.probation) + len(self.protected) > self.max_entries
-            or self.window_bytes + self.probation_bytes + self.protected_bytes > self.max_bytes
-        )
+        return self._wn + self._bn + self._pn > self.max_entries or self.weight > self.max_bytes
 
     def _evict_to_bounds(self) -> None:
-        # Written flat (no helper calls on the common path: one key leaves the window,
-        # faces one victim, one of them goes): a Python call costs as much as the work.
-        window = self.window
-        probation = self.probation
-        protected = self.protected
+        limit, limit_bytes = self._window_limit
+        candidates = self._window_to_probation() if self._wn > limit or self.window_bytes > limit_bytes else []
         max_entries = self.max_entries
         max_bytes = self.max_bytes
-        limit, limit_bytes = self._window_limit
-        candidates = self._window_to_probation() if len(window) > limit or self.window_bytes > limit_bytes else []
+        bh = self._bh
         # Candidates are compared newest first, as Caffeine walks probation backwards;
         # one that wins faces the next victim too: it must outrank all it displaces.
         while (
-            len(window) + len(probation) + len(protected) > max_entries
+            self._wn + self._bn + self._pn > max_entries
             or self.window_bytes + self.probation_bytes + self.protected_bytes > max_bytes
         ):
             candidate = None
             while candidates:
-                key = candidates.pop()
-                if key in probation:
-                    candidate = key
+                e = candidates.pop()
+                if e.seg == _PROBATION:
+                    candidate = e
                     break
             if candidate is None:
                 self._evict_oldest()
                 continue
-            victim = next(iter(probation))
-            if victim == candidate:
-                drop, rejected = candidate, False
-            elif probation[candidate] > max_bytes or not self._admit(candidate, victim):
-                drop, rejected = candidate, True
+            victim = bh.next
+            if victim is candidate:
+                self._drop(candidate, False)
+            elif candidate.size > max_bytes or not self._admit(candidate.key, victim.key):
+                self._drop(candidate, True)
             else:
-                drop, rejected = victim, False
+                self._drop(victim, False)
                 candidates.append(candidate)
-            self.probation_bytes -= probation.pop(drop)
-            self._evict(drop, rejected)
 
     def _evict_oldest(self) -> None:
-        for segment in (self.probation, self.protected, self.window):
-            if segment:
-                self._drop(segment, next(iter(segment)), rejected=False)
+        for head in (self._bh, self._ph, self._wh):
+            if head.next is not head:
+                self._drop(head.next, False)
                 return
-
-    def _drop(self, segment: OrderedDict[K, int], key: K, *, rejected: bool) -> None:
-        size = segment.pop(key)
-        self._add_bytes(segment, -size)
-        self._evict(key, rejected)
 
     def _admit(self, candidate: K, victim: K) -> bool:
         candidate_freq, victim_freq = self.sketch.frequencies(candidate, victim)
@@ -435,21 +785,30 @@ class WTinyLfu(Generic[K]):
     def resize_window(self, share: float) -> None:
         """Give the window ``share`` of the capacity (the main space gets the rest)."""
         self._set_share(share)
-        window = self.window
-        probation = self.probation
         # Shrinking: the window's LRU entries move to probation (no admission contest:
         # they are already cached). Growing: probation's LRU entries move to the window.
         self._window_to_probation()
         self._demote_protected()
         limit, limit_bytes = self._window_limit
-        while probation:
-            key = next(iter(probation))
-            size = probation[key]
-            if len(window) + 1 > limit or self.window_bytes + size > limit_bytes:
+        bh = self._bh
+        wh = self._wh
+        while bh.next is not bh:
+            e = bh.next
+            size = e.size
+            if self._wn + 1 > limit or self.window_bytes + size > limit_bytes:
                 break
-            del probation[key]
+            n = e.next
+            bh.next = n
+            n.prev = bh
+            self._bn -= 1
             self.probation_bytes -= size
-            window[key] = size
+            last = wh.prev
+            e.prev = last
+            e.next = wh
+            last.next = e
+            wh.prev = e
+            e.seg = _WINDOW
+            self._wn += 1
             self.window_bytes += size
         self._retune_aging()
 
