@@ -115,6 +115,23 @@ def test_a_probation_hit_promotes_and_protected_overflow_demotes() -> None:
     assert p.entries == 10
 
 
+def test_the_shadow_lrus_leads_grow_the_window_by_doubling_steps_until_a_quiet_period() -> None:
+    p, _ = policy(max_entries=1_000, climb_warmup=False, shadow_min_sample=1)
+    assert p.shadow is not None
+
+    def lead() -> float:
+        assert p.shadow is not None
+        p.shadow.sampled, p.shadow.lru_only, p.shadow.policy_only = 1_000, 200, 0
+        before = p.window_share
+        p.climb(0, 0)  # no full sample period yet: only the shadow's verdict acts
+        return p.window_share - before
+
+    assert [round(lead(), 4) for _ in range(4)] == [0.0625, 0.125, 0.25, 0.25]
+    p.climb(5_000, 5_000)  # the period the leads were in ends: the streak goes on
+    p.climb(5_000, 5_000)  # a whole period without a lead: it restarts
+    assert round(lead(), 4) == 0.0625
+
+
 def test_growing_the_window_takes_from_probation_and_shrinking_gives_back() -> None:
     p, _ = policy(max_entries=20, window=0.05, adaptive=False)
     for i in range(20):

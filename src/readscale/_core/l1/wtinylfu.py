@@ -26,9 +26,15 @@ popular keys.
 - A sampled shadow LRU (``readscale._core.l1.shadow``) is fed the same requests; the
   climber climbs the policy's *advantage over LRU* on them (a scan burst or a shift
   moves both, so it no longer mistakes a burst for its own move), and whenever LRU
-  leads significantly the window grows by ``shadow_step`` at once: LRU is the policy
-  with a whole-capacity window, so the policy never stays far below it (issue 17:
-  shift at 10 % went from 0.435 to 0.525, LRU 0.528).
+  leads significantly the window grows at once: LRU is the policy with a
+  whole-capacity window, so the policy never stays far below it (issue 17: shift at
+  10 % went from 0.435 to 0.525, LRU 0.528). The growth starts at ``shadow_step``
+  and doubles with each lead that follows one in the same or the previous sample
+  period, up to ``shadow_step_max``: a lasting lead (a shift in a large cache) still
+  opens the window in a few leads, a brief one after each shift in a small cache no
+  longer throws it to 100 %, which frequency then pays for until the climber walks it
+  back (1 M requests, shift at 1 %: 0.373 with fixed steps of 0.25, 0.386 now; fixed
+  steps of 0.0625 gave 0.401 there but left shift at 10 %, 200k, 2 points below LRU).
 - The window never shrinks below ``min_window`` (1 %): a one-entry window with the
   hash-flooding tie-break churned a loop slightly larger than the cache (0.72 against
   0.84 with 1 %).
@@ -101,7 +107,8 @@ class TinyLfuConfig:
       a change smaller than the recent typical change (an EWMA) moves nothing.
     - ``shadow_entries`` 2,048 (0: no shadow, the hit ratio is climbed as before):
       the shadow LRU's size, its sample rate ``shadow_entries / max_entries``;
-      ``shadow_step`` 0.25, ``shadow_tolerance`` 3 standard errors (the test runs on
+      ``shadow_step`` 0.0625 doubling up to ``shadow_step_max`` 0.25 (see the module
+      docstring; equal values give fixed steps), ``shadow_tolerance`` 3 standard errors (the test runs on
       every report, so it must be strict), ``shadow_gap`` 0.005 of the sampled requests
       and ``shadow_min_sample`` 1,000 sampled requests before it may act.
     - ``min_window`` 0.01, ``drop_threshold`` 0.05: see the module docstring.
@@ -133,10 +140,11 @@ class TinyLfuConfig:
     drop_threshold: float = 0.05
     climb_swing: float = 1.0
     shadow_entries: int = 2_048
-    shadow_step: float = 0.25
+    shadow_step: float = 0.0625
     shadow_tolerance: float = 3.0
     shadow_min_sample: int = 1_000
     shadow_gap: float = 0.005
+    shadow_step_max: float = 0.25
 
 
 _WINDOW: Final = 1
@@ -251,6 +259,8 @@ class WTinyLfu(Generic[K]):
         if cfg.adaptive and cfg.shadow_entries:
             self.shadow = ShadowLru(max_entries, entries=cfg.shadow_entries, seed=seed)
             self._shadow_threshold = self.shadow.threshold
+        self._lead_streak = 0  # shadow leads in a row (no period without one between)
+        self._led = False  # the shadow LRU led in the current sample period
         # The insert's inlined increment and admission assume this sketch layout.
         self._inline_sketch = cfg.conservative and not cfg.doorkeeper
         self._share = 0.0
@@ -749,7 +759,10 @@ class WTinyLfu(Generic[K]):
             # once a period: a paired test needs few requests to see a real lead.
             shadow.take()
             self._climber.redirect(upward=True)
-            self.resize_window(self._share + cfg.shadow_step)
+            step = min(cfg.shadow_step_max, cfg.shadow_step * 2.0**self._lead_streak)
+            self._lead_streak += 1
+            self._led = True
+            self.resize_window(self._share + step)
         requests = self._hits + self._misses
         period = min(cfg.climb_sample_factor * self.sketch.capacity, cfg.climb_max_sample)
         if requests < max(period, cfg.climb_min_sample):
@@ -758,6 +771,9 @@ class WTinyLfu(Generic[K]):
         fell = self._hit_rate is not None and self._hit_rate - hit_rate >= cfg.drop_threshold
         self._hit_rate = hit_rate
         self._hits = self._misses = 0
+        if not self._led:
+            self._lead_streak = 0
+        self._led = False
         climber = self._climber
         sampled, policy_only, lru_only = shadow.take() if shadow is not None else (0, 0, 0)
         if not sampled:
