@@ -135,10 +135,13 @@ class AsyncL2Gate:
         persistence), so a fill must not trust their absence."""
         return self._monotonic() < self.recovering_until
 
-    def server_restarted(self) -> None:
-        """The backend found another server run on a new connection: treated as an
-        outage, so the call that made the connection opens the recovery window."""
-        self._lost = True
+    def server_restarted(self, uptime: float | None) -> None:
+        """The backend found a server run younger than a tombstone (another run id than
+        the last connection's, or a first connection to a server up ``uptime`` seconds):
+        the window opens for what is left of a tombstone's life since it started."""
+        seconds = self.tombstone_ttl - (uptime or 0.0)
+        if seconds > 0:
+            self._open_window(seconds, f"{self.name} restarted {uptime or 0.0:.0f}s ago")
 
     def ok(self) -> None:
         """An L2 call succeeded."""
@@ -160,21 +163,32 @@ class AsyncL2Gate:
         ``FAIL_OPEN_STALENESS`` (found by the consistency harness, seed 175: Redis killed
         and restarted empty lost a write's tombstone, and a fill then read a replica 25 s
         behind and cached the old value for good)."""
-        self._lost = False
-        self.recovering_until = self._monotonic() + self.tombstone_ttl
+        self._open_window(self.tombstone_ttl, f"{self.name} answers after a failed call")
+        self._lost = False  # after the window is open: a concurrent ok() either sees it or opens it
+
+    def _open_window(self, seconds: float, why: str) -> None:
+        now = self._monotonic()
+        until = now + seconds
+        if until <= self.recovering_until:
+            return
+        was_open = now < self.recovering_until
+        self.recovering_until = until
+        if was_open:  # one outage seen twice (a failed call, then the new run id): counted once
+            return
         self.record.recovering()
         log.warning(
-            "cache %s: %s answers after an outage; for %.0fs fills read no staler than %.1fs, "
-            "since the tombstones of earlier invalidations may be gone",
+            "cache %s: %s; for %.0fs fills read no staler than %.1fs, since the tombstones of "
+            "earlier invalidations may be gone",
             self.stats.name,
-            self.name,
-            self.tombstone_ttl,
+            why,
+            seconds,
             FAIL_OPEN_STALENESS,
             extra={
                 "event": "cache_backend_recovering",
                 "cache": self.stats.name,
                 "backend": self.name,
-                "seconds": self.tombstone_ttl,
+                "reason": why,
+                "seconds": seconds,
             },
         )
 

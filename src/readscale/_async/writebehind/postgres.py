@@ -176,10 +176,10 @@ class AsyncPostgresWriter:
         assert self._statement is not None
         params = self._params(records)
         try:
-            async with conn.transaction():
+            async with conn.transaction() as tx:
                 cur = await conn.execute(self._statement, params)
                 applied = cur.rowcount
-            raise_if_uncommitted(conn)
+            raise_if_uncommitted(tx)
         except (psycopg.OperationalError, psycopg.InterfaceError):
             await self._drop_connection()
             raise

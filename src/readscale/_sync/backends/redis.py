@@ -67,15 +67,16 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _run_id(info: Any) -> str | None:
-    """The ``run_id`` of an ``INFO server`` reply (a string, or parsed into a dict)."""
+def _run_of(info: Any) -> tuple[str | None, float | None]:
+    """The ``run_id`` and ``uptime_in_seconds`` of an ``INFO server`` reply (a string, or
+    parsed into a dict)."""
     if isinstance(info, dict):
-        found = info.get("run_id")
-        return None if found is None else _text(found)
-    for line in _text(info).splitlines():
-        if line.startswith("run_id:"):
-            return line[len("run_id:") :].strip()
-    return None
+        fields = {_text(k): _text(v) for k, v in info.items()}
+    else:
+        fields = dict(line.split(":", 1) for line in _text(info).splitlines() if ":" in line)
+    run_id = fields.get("run_id")
+    uptime = fields.get("uptime_in_seconds", "").strip()
+    return (None if run_id is None else run_id.strip()), (float(uptime) if uptime.isdigit() else None)
 
 
 def _config_values(found: Any) -> list[tuple[str, str]]:
@@ -123,7 +124,7 @@ class RedisBackend:
         self.max_value_size = max_value_size
         #: Called when a new connection finds another server run (a restart or a failover,
         #: :meth:`_on_connect`): the cache's L2 gate, whose tombstones may be gone.
-        self.restart_listeners: list[Callable[[], None]] = []
+        self.restart_listeners: list[Callable[[float | None], None]] = []
         self._run_id: str | None = None
         self._invalidate_script = self._client.register_script(_redis_scripts.INVALIDATE)
         self._invalidate_for_write_script = self._client.register_script(_redis_scripts.INVALIDATE_FOR_WRITE)
@@ -160,31 +161,45 @@ class RedisBackend:
         )
 
     def _on_connect(self, conn: Any) -> None:
-        """redis-py's handshake, then the server's run id: another one than the last
-        connection's means the server restarted (or a failover chose another), and what it
-        held may be gone, tombstones included. A Redis killed and restarted while this
-        process sat idle is otherwise invisible: the one retry reconnects and every call
-        succeeds (found reviewing the fix for consistency seed 175)."""
+        """redis-py's handshake, then the server's run id and uptime: another run id than
+        the last connection's means the server restarted (or a failover chose another),
+        and a first connection to a server up less than a tombstone's life may follow a
+        restart too (a process started after it); what the server held may be gone,
+        tombstones included. A Redis killed and restarted while this process sat idle is
+        otherwise invisible: the one retry reconnects and every call succeeds (found
+        reviewing the fix for consistency seed 175)."""
         conn.on_connect()
         conn.send_command("INFO", "server")
         try:
-            run_id = _run_id(conn.read_response())
+            run_id, uptime = _run_of(conn.read_response())
         except ResponseError as exc:  # an ACL without INFO: restarts are seen by failed calls only
-            if self._run_id is None:
-                self._run_id = ""
-                log.warning(
-                    "redis: INFO refused (%s): a restart no call fails on goes unseen, and the cache "
-                    "cannot hold fills to fresh reads after it; allow INFO for this user",
-                    exc,
-                    extra={"event": "redis_info_refused", "backend": self.name, "reason": str(exc)},
-                )
+            self._cannot_see_restarts(f"INFO refused ({exc})")
             return
         if run_id is None:
+            self._cannot_see_restarts("INFO server has no run_id")
             return
-        previous, self._run_id = self._run_id, run_id
-        if previous is not None and previous != run_id:
-            for listener in self.restart_listeners:
-                listener()
+        previous = self._run_id
+        if previous != run_id:
+            # The listeners first: another thread's connection that sees the new id
+            # recorded finds the window already open.
+            if previous is not None:  # a new run: the whole of a tombstone's life
+                for listener in self.restart_listeners:
+                    listener(None)
+            elif uptime is not None:  # the first connection: what is left of it since the start
+                for listener in self.restart_listeners:
+                    listener(uptime)
+            self._run_id = run_id
+
+    def _cannot_see_restarts(self, why: str) -> None:
+        if self._run_id is not None:
+            return
+        self._run_id = ""
+        log.warning(
+            "redis: %s: a restart no call fails on goes unseen, and the cache cannot hold fills "
+            "to fresh reads after it; allow INFO for this user",
+            why,
+            extra={"event": "redis_info_refused", "backend": self.name, "reason": why},
+        )
 
     @property
     def fill_channel(self) -> str:

@@ -173,10 +173,10 @@ class PostgresWriter:
         assert self._statement is not None
         params = self._params(records)
         try:
-            with conn.transaction():
+            with conn.transaction() as tx:
                 cur = conn.execute(self._statement, params)
                 applied = cur.rowcount
-            raise_if_uncommitted(conn)
+            raise_if_uncommitted(tx)
         except (psycopg.OperationalError, psycopg.InterfaceError):
             self._drop_connection()
             raise

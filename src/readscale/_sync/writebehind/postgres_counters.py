@@ -45,14 +45,16 @@ _COUNTER_TYPES = ("smallint", "integer", "bigint", "numeric", "real", "double pr
 CONFIG_SQLSTATE_CLASSES = ("42", "3F")
 
 
-def raise_if_uncommitted(conn: psycopg.Connection[Any]) -> None:
+def raise_if_uncommitted(tx: psycopg.Transaction) -> None:
     """Call after a transaction block that raised nothing: psycopg leaves a block whose
     connection broke inside it (the server went away after answering the last statement,
     as a primary stopping does to sessions idle in a transaction, and the client read
     that with the answer) without COMMIT and without an error. Taken for a commit, the
     flusher would acknowledge records the database never kept; this makes it the
-    transient failure it is (the batch is written again)."""
-    if conn.broken:
+    transient failure it is (the batch is written again). The block's own status, not
+    the connection's: a COMMIT answered before the server went away did commit (found
+    in review: ``conn.broken`` took that for a failure and wrote the batch again)."""
+    if tx.status is not tx.Status.COMMITTED:
         raise psycopg.OperationalError("the connection broke before COMMIT: the transaction was not committed")
 
 
@@ -109,12 +111,12 @@ class PostgresCounters:
                     why = f"key_from refused key {key!r}: {exc}"
                     unconverted.append(((ms, seq), RefusedIncrement(key, delta, why, "key_from")))
         try:
-            with conn.transaction():
+            with conn.transaction() as tx:
                 cur = conn.execute(self._statement, self._params(queue, ids, entries))
                 fresh = {(int(ms), int(seq)) for ms, seq in cur.fetchall()}
                 refused = [r for at, r in unconverted if at in fresh]
                 self._note_refused(conn, queue, fresh, refused)
-            raise_if_uncommitted(conn)
+            raise_if_uncommitted(tx)
         except psycopg.Error as exc:
             if self._failure_kind(exc) is not FailureKind.RECORD:
                 raise
@@ -189,7 +191,7 @@ class PostgresCounters:
         savepoint, keeping the keys the database refuses apart (with their errors)."""
         assert self._applied is not None
         assert self._one is not None
-        with conn.transaction():
+        with conn.transaction() as tx:
             query = sql.SQL(
                 "INSERT INTO {} (queue, id_ms, id_seq) SELECT %s, ms, seq FROM unnest(%s::bigint[], %s::bigint[]) "
                 "AS i(ms, seq) ON CONFLICT DO NOTHING RETURNING id_ms, id_seq"
@@ -210,7 +212,7 @@ class PostgresCounters:
                         raise
                     refused.append(RefusedIncrement(str(key), sums[key], first_line(exc), type(exc).__name__))
             self._note_refused(conn, queue, fresh, refused)
-        raise_if_uncommitted(conn)
+        raise_if_uncommitted(tx)
         return fresh, refused
 
     def build(self, conn: psycopg.Connection[Any], table: sql.SQL, found: dict[str, tuple[str, bool, bool]]) -> None:
