@@ -273,10 +273,10 @@ class AsyncL2Gate:
     async def get(self, pkey: str) -> bytes | None:
         """The stored bytes of ``pkey``; None on a miss or when the L2 cannot be asked."""
         backend = self.backend
-        if backend is not None and self.breaker is circuit.CLOSED and not self.unsynced:
-            # What call() does when the breaker is closed and no key waits to be removed
-            # (admitted, nothing to resync, a success changes nothing), without its frames:
-            # every cache hit comes this way.
+        if backend is not None and self.breaker is circuit.CLOSED and not self.unsynced and not self._lost:
+            # What call() does when the breaker is closed, no key waits to be removed and
+            # no failure waits to open the recovery window (admitted, nothing to resync, a
+            # success changes nothing), without its frames: every cache hit comes this way.
             try:
                 return await backend.get(pkey)
             except CacheUnavailableError as exc:
@@ -289,7 +289,7 @@ class AsyncL2Gate:
         """The stored bytes of each key (None: a miss, or the L2 could not be asked)."""
         backend = self.backend
         assert backend is not None
-        if self.breaker is circuit.CLOSED and not self.unsynced:  # as in get()
+        if self.breaker is circuit.CLOSED and not self.unsynced and not self._lost:  # as in get()
             try:
                 return await backend.get_many(pkeys)
             except CacheUnavailableError as exc:

@@ -274,10 +274,10 @@ class L2Gate:
     def get(self, pkey: str) -> bytes | None:
         """The stored bytes of ``pkey``; None on a miss or when the L2 cannot be asked."""
         backend = self.backend
-        if backend is not None and self.breaker is circuit.CLOSED and not self.unsynced:
-            # What call() does when the breaker is closed and no key waits to be removed
-            # (admitted, nothing to resync, a success changes nothing), without its frames:
-            # every cache hit comes this way.
+        if backend is not None and self.breaker is circuit.CLOSED and not self.unsynced and not self._lost:
+            # What call() does when the breaker is closed, no key waits to be removed and
+            # no failure waits to open the recovery window (admitted, nothing to resync, a
+            # success changes nothing), without its frames: every cache hit comes this way.
             try:
                 return backend.get(pkey)
             except CacheUnavailableError as exc:
@@ -290,7 +290,7 @@ class L2Gate:
         """The stored bytes of each key (None: a miss, or the L2 could not be asked)."""
         backend = self.backend
         assert backend is not None
-        if self.breaker is circuit.CLOSED and not self.unsynced:  # as in get()
+        if self.breaker is circuit.CLOSED and not self.unsynced and not self._lost:  # as in get()
             try:
                 return backend.get_many(pkeys)
             except CacheUnavailableError as exc:
