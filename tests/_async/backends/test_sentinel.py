@@ -53,7 +53,7 @@ async def test_the_cache_and_the_bus_follow_a_failover(readscale_stack_factory: 
             await async_sleep(0.1)
         assert served and failed > 0, (served, failed)  # the outage was met, and counted
         # The promoted replica may miss the last invalidations: both caches opened their
-        # recovery window after the failover (a young server's first window ends sooner),
+        # recovery window after the failover,
         # the writer on its failed call, the reader on the new master's run id (or a
         # failed read).
         for cache in (writer, reader):

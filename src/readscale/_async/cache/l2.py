@@ -136,9 +136,9 @@ class AsyncL2Gate:
         return self._monotonic() < self.recovering_until
 
     def server_restarted(self, uptime: float | None) -> None:
-        """The backend found a server run younger than a tombstone (another run id than
-        the last connection's, or a first connection to a server up ``uptime`` seconds):
-        the window opens for what is left of a tombstone's life since it started."""
+        """The backend found another server run than the last connection's (a restart or a
+        failover no call failed on): the window opens for a tombstone's life (less
+        ``uptime``, when given)."""
         seconds = self.tombstone_ttl - (uptime or 0.0)
         if seconds > 0:
             self._open_window(seconds, f"{self.name} restarted {uptime or 0.0:.0f}s ago")
