@@ -112,7 +112,9 @@ async def test_the_lifespan_opens_and_closes_everything_and_a_session_reads_its_
             assert (await c.get("/items/1")).json() == {"id": 1, "price": 11}, "its own write, replicas paused"
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=served), base_url="http://testserver") as c:
             assert (await c.get("/items/1", params={"fresh": 1})).status_code == 200
-    assert postgres_connections(paused_stack, name) == 0, "every pool closed at shutdown"
+    # A closed session leaves pg_stat_activity once its server process has exited, a moment
+    # after the client closed it (a CI run under load still saw 1): a leaked one never does.
+    wait_until(lambda: postgres_connections(paused_stack, name) == 0, timeout=5.0, what="every pool closed at shutdown")
     assert redis_connections(redis_url, name) == 0, "the bus and the cache's pool closed at shutdown"
 
 
