@@ -4,6 +4,8 @@ framework: handler runs counted, a fake clock for freshness, stale-while-revalid
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import pytest
 
 from readscale._core.http import HttpPolicy, parse_conditionals
@@ -18,16 +20,23 @@ POLICY = HttpPolicy.public(0, edge_max_age=60, stale_while_revalidate=30, tags=(
 
 
 class Handler:
-    """Counts its runs; answers with the run's number, tagged as the HTTP middleware would."""
+    """Counts its runs; answers with the run's number, tagged as the HTTP middleware would.
+    ``during[n]``, if given, runs inside run ``n`` after its body was "read" (a write and
+    its purge landing while the handler is still busy)."""
 
     def __init__(self, fields: tuple[tuple[str, str], ...] = PUBLIC, tags: tuple[str, ...] = ("news",)) -> None:
         self.runs = 0
         self.fields = fields
         self.tags = tags
+        self.during: dict[int, Callable[[], object]] = {}
 
     def __call__(self) -> Rendered:
         self.runs += 1
-        return Rendered(200, (*self.fields, ("etag", f'"v{self.runs}"')), f"run {self.runs}".encode(), self.tags)
+        run = self.runs
+        body = f"run {run}".encode()
+        if run in self.during:
+            self.during[run]()
+        return Rendered(200, (*self.fields, ("etag", f'"v{run}"')), body, self.tags)
 
 
 def request(headers: dict[str, str] | None = None, policy: HttpPolicy = POLICY) -> ResponseRequest:
@@ -117,4 +126,56 @@ def test_a_variant_the_route_did_not_declare_is_keyed_after_it_is_seen() -> None
     assert (serve(responses, handler, request(gzip)))[1] == "run 1"
     assert (serve(responses, handler, request(plain)))[1] == "run 2"
     assert handler.runs == 2
+    cache.close()
+
+
+def test_a_purge_during_a_background_refresh_is_not_overwritten() -> None:
+    """The refresh's handler read the old data, then the data changed and its tag was
+    purged: the refreshed response must not be stored as current (it was a plain ``set``
+    that read the tag's new version, so the old body was served as a hit for a minute)."""
+    clock = FakeClock()
+    cache, responses = build(clock)
+    handler = Handler()
+    handler.during[2] = lambda: cache.invalidate_tags("news")
+    assert (serve(responses, handler, request()))[1] == "run 1"
+    clock.advance(65)  # stale, inside the window: served, one background refresh (run 2)
+    assert (serve(responses, handler, request()))[1] == "run 1"
+    responses.drain()
+    assert handler.runs == 2
+    assert (serve(responses, handler, request()))[1] == "run 3"
+    assert (serve(responses, handler, request()))[1] == "run 3"
+    cache.close()
+
+
+def test_a_purge_of_a_tag_the_handler_added_during_its_run_is_not_overwritten() -> None:
+    """``add_tags`` are known only after the handler ran, so the entry is stored again
+    under them: a purge of such a tag while the handler ran must still empty it."""
+    clock = FakeClock()
+    cache, responses = build(clock)
+    handler = Handler(tags=("news", "product:7"))
+    handler.during[1] = lambda: cache.invalidate_tags("product:7")
+    assert (serve(responses, handler, request()))[1] == "run 1"
+    assert (serve(responses, handler, request()))[1] == "run 2"
+    # The tags this URL's handler adds are known now: its fills carry them from the
+    # start, so the floor the purge left does not keep the response out of the cache.
+    assert (serve(responses, handler, request()))[1] == "run 2"
+    assert handler.runs == 2
+    cache.invalidate_tags("product:7")
+    assert (serve(responses, handler, request()))[1] == "run 3"
+    assert (serve(responses, handler, request()))[1] == "run 3"
+    cache.close()
+
+
+def test_an_expired_entry_refilled_now_does_not_overwrite_a_purge() -> None:
+    """A handler that chose a shorter life than its route declares: the entry is refilled
+    at once, as a fill (a purge during that run refuses it), not with a plain ``set``."""
+    clock = FakeClock()
+    cache, responses = build(clock)
+    short = (("cache-control", "public, max-age=0"), ("cdn-cache-control", "max-age=5"))
+    handler = Handler(fields=short)
+    handler.during[2] = lambda: cache.invalidate_tags("news")
+    assert (serve(responses, handler, request()))[1] == "run 1"
+    clock.advance(10)  # past its own max-age, within the route's: refilled now (run 2)
+    assert (serve(responses, handler, request()))[1] == "run 2"
+    assert (serve(responses, handler, request()))[1] == "run 3"
     cache.close()

@@ -15,6 +15,7 @@ turn a request into a :class:`ResponseRequest` and the handler into ``run``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -40,16 +41,19 @@ from readscale._core.http.stored import (
     reuse,
     to_store,
 )
-from readscale._shared.cache.fill_scope import report_primary_read
+from readscale._shared.cache.fill_scope import fill_floor_lsn, report_primary_read, report_unknown_read
 from readscale._shared.http.stats import ResponseCacheStats
 from readscale._shared.primitives.tasks import Background
 from readscale._sync.cache.cache import Cache
 from readscale.codecs import BytesCodec
+from readscale.errors import CacheUnavailableError
 
 log = logging.getLogger("readscale.http")
 
 _BYTES = BytesCodec()
 DEFAULT_STORAGE = CachePolicy(name="responses", l1_ttl=30.0)
+# How many URLs' handler-added tags a process remembers (see ResponseCache._retag).
+_LEARNED_KEYS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +138,9 @@ class ResponseCache:
         self.clock = clock
         self.stats = ResponseCacheStats()
         self.background: Background[str] = Background(on_error=self._refresh_failed)
+        # key -> the tags its handler added last time (``add_tags``): its next fills carry
+        # them from the start, so their versions are read before the handler runs.
+        self._learned: dict[str, tuple[str, ...]] = {}
 
     def plan(self, request: ResponseRequest) -> LookupPlan | None:
         """How this request may use the cache; None: pass it through untouched."""
@@ -146,6 +153,7 @@ class ResponseCache:
         names = plan.names
         for attempt in range(2):
             key = response_key(request.method, request.url, names, request.field)
+            tags = self._tags_for(key, request.policy.tags)
             fill = _Fill()
             try:
                 raw = self.cache.get_or_load(
@@ -153,7 +161,7 @@ class ResponseCache:
                     lambda fill=fill: self._load(request, run, fill),  # type: ignore[misc]
                     policy=plan.storage,
                     codec=_BYTES,
-                    tags=request.policy.tags,
+                    tags=tags,
                 )
             except _NotStored as exc:
                 if exc.owner is fill.owner:
@@ -164,7 +172,7 @@ class ResponseCache:
                 return self._passed(request, fill.rendered or run())
             if fill.rendered is not None:
                 self.stats.misses += 1
-                self._retag(key, stored, plan, request.policy.tags)
+                self._retag(key, stored, plan, tags)
                 return self._answer(request, stored, "miss")
             if not matches(stored, request.field):
                 wider = tuple(sorted({*stored.vary, *plan.names}))
@@ -174,10 +182,10 @@ class ResponseCache:
                 break
             state = reuse(stored, self.clock())
             if state is Reuse.EXPIRED:  # the handler chose a shorter life than its route declares
-                return self._refill_now(request, plan, key, run)
+                return self._refill_now(request, plan, key, run, tags)
             if state is Reuse.STALE:
                 self.stats.stale += 1
-                self.background.spawn(key, lambda key=key: self._refresh(request, plan, key, run))  # type: ignore[misc]
+                self.background.spawn(key, lambda key=key, tags=tags: self._refresh(request, plan, key, run, tags))  # type: ignore[misc]
                 return self._answer(request, stored, "stale")
             self.stats.hits += 1
             return self._answer(request, stored, "hit")
@@ -203,28 +211,102 @@ class ResponseCache:
         self.stats.stored += 1
         return to_store(rendered.status, rendered.fields, rendered.body, self.clock(), request.field, rendered.tags)
 
-    def _retag(self, key: str, stored: StoredResponse, plan: LookupPlan, known: tuple[str, ...]) -> None:
-        """Tags the handler added (``add_tags``) are known only after it ran: the entry is
-        stored again under all of them, so a purge of any empties it."""
-        if set(stored.tags) - set(known) - set(plan.storage.tags):
-            self.cache.set(key, stored.encode(), policy=plan.storage, codec=_BYTES, tags=stored.tags)
+    def _tags_for(self, key: str, declared: tuple[str, ...]) -> tuple[str, ...]:
+        """The route's tags and those its handler added for ``key`` last time."""
+        learned = self._learned.get(key)
+        return declared if learned is None else tuple(dict.fromkeys((*declared, *learned)))
 
-    def _refill_now(self, request: ResponseRequest, plan: LookupPlan, key: str, run: Callable[[], Rendered]) -> Served:
-        rendered = run()
-        stored = self._storable(request, rendered)
-        if stored is None:
-            return self._passed(request, rendered)
+    def _learn(self, key: str, tags: tuple[str, ...]) -> None:
+        learned = self._learned
+        learned.pop(key, None)
+        if len(learned) >= _LEARNED_KEYS:
+            with contextlib.suppress(KeyError, StopIteration, RuntimeError):  # another thread was first
+                del learned[next(iter(learned))]
+        learned[key] = tags
+
+    def _retag(self, key: str, stored: StoredResponse, plan: LookupPlan, known: tuple[str, ...]) -> None:
+        """Tags the handler added (``add_tags``) are known only after it ran: the entry
+        is stored again under all of them, so a purge of any empties it.
+
+        That second store is a fill (:meth:`Cache.refill`: a ticket, the tags'
+        versions read first) whose reads are the handler's, made before it began. A
+        purge of an added tag during the handler's run would be missed by it, so while
+        a floor stands on the key or any of its tags (an invalidation within a
+        tombstone's life) it is refused and the entry removed. The tags are remembered
+        for the key: its next fills carry them from the start, versions read before the
+        handler runs, and need no second store."""
+        if not set(stored.tags) - set(known) - set(plan.storage.tags):
+            return
+        self._learn(key, stored.tags)
+        encoded = stored.encode()
+        current = True
+
+        def already_rendered() -> bytes:
+            nonlocal current
+            if fill_floor_lsn() is None:
+                report_primary_read()
+            else:
+                current = False
+                report_unknown_read()  # refused, visibly: read before this fill began
+            return encoded
+
+        self.cache.refill(key, already_rendered, policy=plan.storage, codec=_BYTES, tags=stored.tags)
+        if current:
+            return
+        try:
+            self.cache.invalidate(key, policy=plan.storage)
+        except CacheUnavailableError as exc:
+            log.warning(
+                "readscale.http: a stored response without its added tags could not be removed: %s",
+                exc,
+                extra={"event": "response_cache_retag_failed", "key": key, "reason": str(exc)},
+            )
+
+    def _refill_now(
+        self,
+        request: ResponseRequest,
+        plan: LookupPlan,
+        key: str,
+        run: Callable[[], Rendered],
+        tags: tuple[str, ...],
+    ) -> Served:
+        """A stored response past its own freshness (shorter than the route's): loaded
+        again now, as a fill (an invalidation during the handler's run refuses it)."""
+        fill = _Fill()
+        try:
+            raw = self.cache.refill(
+                key, lambda: self._load(request, run, fill), policy=plan.storage, codec=_BYTES, tags=tags
+            )
+        except _NotStored as exc:
+            return self._passed(request, exc.rendered)
+        stored = StoredResponse.decode(raw)
+        if stored is None:  # not what _load encodes: never stored as such
+            return self._passed(request, fill.rendered or run())
         self.stats.misses += 1
-        self.cache.set(key, stored.encode(), policy=plan.storage, codec=_BYTES, tags=stored.tags)
+        self._retag(key, stored, plan, tags)
         return self._answer(request, stored, "miss")
 
-    def _refresh(self, request: ResponseRequest, plan: LookupPlan, key: str, run: Callable[[], Rendered]) -> None:
-        """Stale-while-revalidate: one background run per key stores the new response."""
-        rendered = run()
-        stored = self._storable(request, rendered)
+    def _refresh(
+        self,
+        request: ResponseRequest,
+        plan: LookupPlan,
+        key: str,
+        run: Callable[[], Rendered],
+        tags: tuple[str, ...],
+    ) -> None:
+        """Stale-while-revalidate: one background run per key stores the new response,
+        as a fill (an invalidation during the handler's run refuses it)."""
+        fill = _Fill()
+        try:
+            raw = self.cache.refill(
+                key, lambda: self._load(request, run, fill), policy=plan.storage, codec=_BYTES, tags=tags
+            )
+        except _NotStored:
+            return
+        stored = StoredResponse.decode(raw)
         if stored is not None:
             self.stats.refreshed += 1
-            self.cache.set(key, stored.encode(), policy=plan.storage, codec=_BYTES, tags=stored.tags)
+            self._retag(key, stored, plan, tags)
 
     def _refresh_failed(self, key: str, exc: BaseException) -> None:
         log.warning(
