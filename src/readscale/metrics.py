@@ -13,8 +13,14 @@ names and what to do about each are in docs/observability.md; the Grafana dashbo
 
 from __future__ import annotations
 
+import atexit
+import json
+import logging
+import os
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import fields
+from pathlib import Path
 from typing import Any, Protocol
 
 from readscale._shared.cache.stats import CacheStats, LoaderStats, TierStats
@@ -310,6 +316,188 @@ class WriteBehindCollector:
 _AOF_DOC = "Redis INFO aof_delayed_fsync at the last check: fsyncs postponed past Redis's limit (-1: unknown)"
 
 
+# -- several worker processes ---------------------------------------------------------------
+
+log = logging.getLogger("readscale.metrics")
+
+#: One family of a snapshot: (type, documentation, [(sample name, labels, value), ...]).
+Family = tuple[str, str, list[tuple[str, dict[str, str], float]]]
+#: Families whose samples add up across workers; a gauge's do not (one per live worker).
+_SUMMED = frozenset({"counter", "histogram", "gaugehistogram", "summary", "untyped", "unknown"})
+
+
+def snapshot_of(registry: Any) -> dict[str, Family]:
+    """``registry``'s families now, as plain data (``_created`` samples dropped: a
+    creation time does not add up)."""
+    out: dict[str, Family] = {}
+    for metric in registry.collect():
+        samples = [
+            (sample.name, dict(sample.labels), float(sample.value))
+            for sample in metric.samples
+            if not sample.name.endswith("_created") and not (metric.type == "summary" and "quantile" in sample.labels)
+        ]
+        out[metric.name] = (metric.type, metric.documentation, samples)
+    return out
+
+
+def merge_snapshots(
+    own: Mapping[str, Family], others: Mapping[int, tuple[bool, Mapping[str, Family]]]
+) -> dict[str, Family]:
+    """The group's families: ``own`` (this worker's, live) and ``others`` (pid -> (alive,
+    its last snapshot)). Counters and histograms add up over every worker, dead ones
+    included (a restarted worker does not take the service's totals back); a gauge
+    is one sample per live worker with a ``pid`` label."""
+    merged: dict[str, tuple[str, str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]] = {}
+    sources: list[tuple[int, bool, Mapping[str, Family]]] = [(os.getpid(), True, own)]
+    sources += [(pid, alive, families) for pid, (alive, families) in sorted(others.items())]
+    for pid, alive, families in sources:
+        for name, (kind, doc, samples) in families.items():
+            summed = kind in _SUMMED
+            if not summed and not alive:
+                continue
+            entry = merged.setdefault(name, (kind, doc, {}))
+            values = entry[2]
+            for sample, labels, value in samples:
+                named = labels if summed else {**labels, "pid": str(pid)}
+                key = (sample, tuple(sorted(named.items())))
+                values[key] = values.get(key, 0.0) + value if summed else value
+    return {
+        name: (kind, doc, [(sample, dict(labels), value) for (sample, labels), value in values.items()])
+        for name, (kind, doc, values) in merged.items()
+    }
+
+
+class SharedMetrics:
+    """The metrics of every worker process of one server, served by whichever worker a
+    scrape reaches.
+
+    With several workers (``uvicorn --workers 4``, gunicorn), one scrape reaches one
+    worker, and its in-process counters are a part of the service's. Each worker writes a
+    snapshot of ``registry`` into ``directory`` every ``interval`` seconds (a daemon
+    thread, and once more at exit); :meth:`collect` (this object is a collector) and
+    :meth:`exposition` give the group's sum: counters and histograms added up over its
+    workers, dead ones included, and gauges one sample per live worker with a ``pid``
+    label. Other workers' figures are at most ``interval`` old; this worker's are live.
+
+    The group is the workers of one parent process (the server's supervisor): files of an
+    earlier server in the same directory are ignored, but give each server start a fresh
+    directory (or call :meth:`clear` before the workers start), as with prometheus-client's
+    multiprocess mode. Start it in each worker, after the fork (in the app's lifespan)::
+
+        shared = SharedMetrics(registry, os.environ["METRICS_DIR"]).start()
+        ...
+        return Response(shared.exposition(), media_type=CONTENT_TYPE_LATEST)
+    """
+
+    def __init__(self, registry: Any, directory: str | os.PathLike[str], *, interval: float = 1.0) -> None:
+        if interval <= 0:
+            from readscale.errors import ConfigurationError
+
+            raise ConfigurationError(f"SharedMetrics interval must be positive, got {interval!r}")
+        self.registry = registry
+        self.interval = interval
+        self.group = Path(directory) / str(os.getppid())
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failed = False
+
+    @staticmethod
+    def clear(directory: str | os.PathLike[str]) -> None:
+        """Remove every snapshot under ``directory`` (before a server starts its workers)."""
+        root = Path(directory)
+        for path in root.glob("*/*.json"):
+            path.unlink(missing_ok=True)
+
+    def start(self) -> SharedMetrics:
+        """Write this worker's snapshot now and every ``interval`` seconds; once more at exit."""
+        self.group.mkdir(parents=True, exist_ok=True)
+        self.write()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="readscale-shared-metrics", daemon=True)
+            self._thread.start()
+            atexit.register(self.stop)
+        return self
+
+    def stop(self) -> None:
+        """Stop writing, after a last snapshot (a dead worker's counters stay in the sum)."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+        self.write()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.write()
+
+    def write(self) -> None:
+        """Write this worker's snapshot (atomically: a reader sees the old or the new one)."""
+        path = self.group / f"{os.getpid()}.json"
+        try:
+            data = json.dumps(snapshot_of(self.registry))
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(data)
+            os.replace(tmp, path)
+        except Exception as exc:  # a collector racing the app, a full disk: try again later
+            if not self._failed:
+                self._failed = True
+                log.warning(
+                    "readscale.metrics: this worker's snapshot could not be written: %s",
+                    exc,
+                    extra={"event": "metrics_snapshot_failed", "path": str(path), "reason": str(exc)},
+                )
+            return
+        self._failed = False
+
+    def _others(self) -> dict[int, tuple[bool, dict[str, Family]]]:
+        me = os.getpid()
+        out: dict[int, tuple[bool, dict[str, Family]]] = {}
+        for path in self.group.glob("*.json"):
+            try:
+                pid = int(path.stem)
+            except ValueError:
+                continue
+            if pid == me:
+                continue
+            try:
+                raw = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue  # removed or being replaced: the next scrape has it
+            families = {name: (kind, doc, [(s, dict(labels), float(v)) for s, labels, v in samples])
+                        for name, (kind, doc, samples) in raw.items()}  # fmt: skip
+            out[pid] = (_alive(pid), families)
+        return out
+
+    def collect(self) -> Iterator[Any]:
+        """The group's families (prometheus-client's collector protocol)."""
+        from prometheus_client.metrics_core import Metric
+
+        merged = merge_snapshots(snapshot_of(self.registry), self._others())
+        for name, (kind, doc, samples) in merged.items():
+            metric = Metric(name, doc, kind)
+            for sample, labels, value in samples:
+                metric.add_sample(sample, labels, value)
+            yield metric
+
+    def exposition(self) -> bytes:
+        """The group's metrics in Prometheus's text format (what ``/metrics`` answers)."""
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(self)
+        return bytes(generate_latest(registry))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 # WriteBehindCollector is public as readscale.writebehind.WriteBehindCollector.
 __all__ = [
     "BusCollector",
@@ -318,4 +506,7 @@ __all__ = [
     "HttpCollector",
     "PurgeCollector",
     "ReplicaCollector",
+    "SharedMetrics",
+    "merge_snapshots",
+    "snapshot_of",
 ]

@@ -121,6 +121,7 @@ RUN = {
     "docs/guides/django.md#the-cache-and-the-replicas-in-a-view": "test_django_guide_views",
     "docs/guides/sqlalchemy.md#sqlalchemy": "test_sqlalchemy_guide",
     "docs/observability.md#tracing-opentelemetry": "test_observability_tracing",
+    "docs/observability.md#several-worker-processes": "test_observability_shared_metrics",
 }
 # Blocks that are the source of an app another test runs and compares word for word.
 _STACKS = "tests/http/test_stacks.py"
@@ -403,6 +404,21 @@ def test_observability_tracing() -> None:
         import readscale.tracing
 
         readscale.tracing.disable()
+
+
+def test_observability_shared_metrics(tmp_path: Path) -> None:
+    from readscale import Cache, CachePolicy, MemoryStore
+
+    cache = Cache(l1=MemoryStore(10), policy=CachePolicy(name="docs", ttl=60.0))
+    where = str(tmp_path / "metrics")
+    ns = run_sync("docs/observability.md#several-worker-processes", {"cache": cache}, {"/run/myservice/metrics": where})
+    shared = ns["shared"].start()
+    try:
+        cache.get("nothing")
+        assert 'readscale_cache_misses_total{cache="cache",tier="l1"} 1.0' in shared.exposition().decode()
+        assert list((tmp_path / "metrics").glob("*/*.json"))  # its snapshot, for the other workers
+    finally:
+        shared.stop()
 
 
 @pytest.mark.anyio

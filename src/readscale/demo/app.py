@@ -41,7 +41,7 @@ from readscale import TokenSigner
 from readscale.demo.shop import L1_ANSWERED, SERVED_BY, DemoSettings, Shop
 from readscale.errors import PrimaryUnavailableError
 from readscale.http import AssetManifest, HttpPolicy, HttpSettings
-from readscale.metrics import HttpCollector
+from readscale.metrics import HttpCollector, SharedMetrics
 from readscale.starlette import CausalTokenMiddleware, HttpCacheMiddleware, StaticAssets, add_tags, http_policy
 
 CATALOG_HTTP = HttpPolicy.public(60, edge_max_age=3600, stale_while_revalidate=60, stale_if_error=600)
@@ -185,12 +185,16 @@ def create_app(settings: DemoSettings | None = None) -> Any:
         return Response("ok", media_type="text/plain")
 
     registry = metrics_registry(shop)
+    # With several uvicorn workers, a scrape reaches one: SharedMetrics makes it answer
+    # for all of them (each writes its counters to the shared directory).
+    shared = SharedMetrics(registry, settings.metrics_dir, interval=0.5) if settings.metrics_dir else None
 
     @http_policy(NO_STORE)
     async def metrics(request: Request) -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        body = shared.exposition() if shared is not None else generate_latest(registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @http_policy(NO_STORE)
     async def cache_health(request: Request) -> Response:
@@ -230,6 +234,8 @@ def create_app(settings: DemoSettings | None = None) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await shop.open()
+        if shared is not None:
+            shared.start()  # in the worker, after uvicorn forked it
 
         async def publish() -> None:
             while True:
@@ -244,6 +250,8 @@ def create_app(settings: DemoSettings | None = None) -> Any:
             task.cancel()
             with contextlib.suppress(Exception):
                 await shop.publish_counters()
+            if shared is not None:
+                shared.stop()
             await shop.close()
 
     async def unavailable(request: Request, exc: Exception) -> Response:

@@ -111,6 +111,7 @@ class DemoEnvironment:
             "READSCALE_DEMO_SECRET": os.urandom(16).hex(),
             "READSCALE_DEMO_STATS_KEY": STATS_KEY,
             "READSCALE_DEMO_STATIC": str(self.static_dir),
+            "READSCALE_DEMO_METRICS_DIR": str(self.base / "metrics"),
         }
         self.progress(f"starting the service ({config.workers} uvicorn workers), the CDC worker and the flusher")
         for name in PROCESSES:

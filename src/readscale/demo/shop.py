@@ -62,6 +62,9 @@ class DemoSettings:
     stats_key: str = "demo:stats"
     static_dir: str = ""
     l1_entries: int = 5_000
+    #: Where the service's workers share their metrics (``SharedMetrics``): each scrape of
+    #: ``/metrics`` then counts every worker's requests. Empty: the worker's own only.
+    metrics_dir: str = ""
     #: The layers this service uses below HTTP (``readscale bench capacity`` measures each
     #: step): ``replicas`` routes reads to the replicas (without it every read goes to the
     #: primary, unthrottled), ``cache`` reads through the application cache (without it
@@ -79,6 +82,7 @@ class DemoSettings:
             stats_key=env.get("READSCALE_DEMO_STATS_KEY", "demo:stats"),
             static_dir=env.get("READSCALE_DEMO_STATIC", ""),
             l1_entries=int(env.get("READSCALE_DEMO_L1_ENTRIES", "5000")),
+            metrics_dir=env.get("READSCALE_DEMO_METRICS_DIR", ""),
             layers=parse_layers(env.get("READSCALE_DEMO_LAYERS", "replicas,cache")),
         )
 
