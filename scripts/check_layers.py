@@ -91,6 +91,7 @@ TABLE: dict[str, str] = {
     "readscale.flask": "integrations",
     "readscale.sqlalchemy": "integrations",
     "readscale.tracing": "integrations",
+    "readscale._build": "integrations",  # which build runs (pure or compiled): names modules of every rank
     # tools: what the project runs around the library; never imported by it.
     "readscale.stack": "tools",
     "readscale.bench": "tools",

@@ -10,6 +10,7 @@ each extra alone in a fresh virtualenv, as a user would: marked ``slow`` (about 
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -247,10 +248,13 @@ def installed_extras(extra: str, table: dict[str, list[str]]) -> set[str]:
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    # readscale's own wheel, built once (its dependencies are resolved per extra below)
+    # readscale's own wheel, built once (its dependencies are resolved per extra below);
+    # pure (READSCALE_COMPILE=0): the compiled build has its own test (tooling/test_compiled_build.py)
+    pure = {**os.environ, "READSCALE_COMPILE": "0"}
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(ROOT)],
-                   check=True, capture_output=True, timeout=120)  # fmt: skip
+                   check=True, capture_output=True, timeout=120, env=pure)  # fmt: skip
     (built,) = out.glob("readscale-*.whl")
+    assert built.name.endswith("-py3-none-any.whl"), built.name
     return built
 
 
@@ -275,7 +279,7 @@ def install_and_check(extra: str, wheel: Path, where: Path) -> list[str]:
     # The command line: the version without the cli extra too, python -m readscale with it.
     version = subprocess.run([str(where / "bin" / "readscale"), "--version"], capture_output=True, text=True,
                              timeout=60, check=False)  # fmt: skip
-    if version.stdout.strip() != f"readscale {readscale_version()}":
+    if version.stdout.strip() != f"readscale {readscale_version()} (pure)":
         problems.append(f"[{extra}] readscale --version: {version.stdout!r} {version.stderr[-300:]!r}")
     if extra == "cli":
         help_ = subprocess.run([str(python), "-m", "readscale", "--help"], capture_output=True, text=True,

@@ -120,6 +120,22 @@ def test_delete_delete_many_and_clear() -> None:
     check_policy(store)
 
 
+def test_an_application_may_subclass_the_store() -> None:
+    # The demo's L1 does (readscale.demo.shop), and users may: in the compiled build too
+    # (mypyc refuses interpreted subclasses of a compiled class unless allowed).
+    asked: list[str] = []
+
+    class Telling(MemoryStore[str, object]):
+        def get(self, key: str) -> object:
+            asked.append(key)
+            return super().get(key)
+
+    store = Telling(10, clock=lambda: 0.0)
+    store.set("k", 1, ttl=None)
+    assert store.get("k") == 1 and store.get("x") is NO_VALUE
+    assert asked == ["k", "x"] and len(store) == 1
+
+
 def test_invalid_configuration_is_refused() -> None:
     with pytest.raises(ConfigurationError):
         MemoryStore(0)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from readscale._async.cache.bus import AsyncInvalidationBus
 from readscale._async.cache.cache import AsyncCache
 from readscale._async.cache.cached import AsyncCachedFunction
+from readscale._build import build_info
 from readscale._core.cache.breaker import BreakerSettings
 from readscale._core.cache.novalue import NO_VALUE
 from readscale._core.cache.policy import (
@@ -83,6 +84,7 @@ __all__ = [
     "TimeWindow",
     "TokenSigner",
     "__version__",
+    "build_info",
     "causal_context",
     "dump_token",
     "load_token",

@@ -79,6 +79,15 @@ __all__ = ["MemoryStats", "NoValue", "TinyLfuConfig"]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+_T = TypeVar("_T")
+
+try:  # mypyc reads the decorator at compile time; the pure build needs no mypy_extensions
+    from mypy_extensions import mypyc_attr
+except ImportError:  # pragma: no cover - depends on what is installed
+
+    def mypyc_attr(*attrs: str, **kwattrs: object) -> Callable[[_T], _T]:
+        return lambda cls: cls
+
 
 _INF: Final = float("inf")
 # What the hit path finds for a missing key: a deadline no clock is below.
@@ -109,6 +118,8 @@ class MemoryStats:
         return self.hits / self.requests if self.requests else 0.0
 
 
+# Applications subclass it (the demo's L1 does): allowed in the compiled build too.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class MemoryStore(Generic[K, V]):
     """A bounded in-process key-value store with per-entry TTL and W-TinyLFU eviction.
 

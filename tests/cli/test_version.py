@@ -20,7 +20,7 @@ def test_the_version_is_the_package_s_everywhere() -> None:
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert readscale.__version__ == declared == version("readscale")
     for flag in ("--version", "-V"):
-        assert cli(flag).stdout == f"readscale {declared}\n"
+        assert cli(flag).stdout == f"readscale {declared} (pure)\n"  # and which build: tests run the sources
 
 
 def test_python_dash_m_readscale_is_the_command_line() -> None:

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from readscale._build import build_info
+
 # name -> "module:function". Modules are imported only when their bench runs, so a bench
 # whose peer libraries are missing does not break the others.
 BENCHES: dict[str, str] = {
@@ -143,6 +145,8 @@ def machine_info() -> dict[str, Any]:
         "memory_gib": mem_gib,
         "python": sys.version.split()[0],
         "implementation": platform.python_implementation(),
+        # Which readscale ran: "pure", or "compiled (mypyc <version>): <modules>".
+        "build": build_info(),
         "platform": platform.platform(),
         "load_avg_1m": round(load[0], 2),
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -9,9 +9,9 @@ def main() -> None:
     # Answered before Typer is imported: the version of an install without the cli extra
     # is exactly what a bug report needs.
     if sys.argv[1:] in (["--version"], ["-V"]):
-        from readscale import __version__
+        from readscale import __version__, build_info
 
-        sys.stdout.write(f"readscale {__version__}\n")
+        sys.stdout.write(f"readscale {__version__} ({build_info()})\n")
         return
     try:
         from readscale.cli._app import app

@@ -15,9 +15,9 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        from readscale import __version__
+        from readscale import __version__, build_info
 
-        typer.echo(f"readscale {__version__}")
+        typer.echo(f"readscale {__version__} ({build_info()})")
         raise typer.Exit
 
 

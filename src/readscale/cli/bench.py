@@ -90,14 +90,17 @@ def bench(
     if as_json:
         print_json(report.to_json())
         return
-    table = Table(title=f"readscale bench {name}")
+    table = Table(title=f"readscale bench {name} ({report.machine.get('build', 'build unknown')})")
     for column in ("metric", "value", "unit", "note"):
         table.add_column(column)
     for metric in report.results:
         table.add_row(metric.name, f"{metric.value:.4g}", metric.unit, metric.note)
     console.print(table)
     machine = report.machine
-    console.print(f"{machine['cpu']} x{machine['cores']}, Python {machine['python']}, load {machine['load_avg_1m']}")
+    console.print(
+        f"{machine['cpu']} x{machine['cores']}, Python {machine['python']}, load {machine['load_avg_1m']}, "
+        f"readscale {machine['build']}"
+    )
 
 
 def _recheck_history(path: Path, as_json: bool) -> None:
@@ -128,6 +131,7 @@ def _consistency_harness(
     bound: float | None,
     as_json: bool,
 ) -> None:
+    from readscale import build_info
     from readscale.bench.consistency import soak as run_soak
 
     with (
@@ -137,9 +141,11 @@ def _consistency_harness(
     ):
         out = run_soak(seconds=soak, seed=seed, duration=duration, sabotage=sabotage, bound=bound, progress=progress)
     if as_json:
-        print_json({k: v for k, v in out.items() if k != "reports"})
+        print_json({**{k: v for k, v in out.items() if k != "reports"}, "build": build_info()})
     else:
-        table = Table(title=f"readscale bench consistency: {out['runs']} runs, {out['operations']:,} operations")
+        table = Table(
+            title=f"readscale bench consistency: {out['runs']} runs, {out['operations']:,} operations ({build_info()})"
+        )
         for column in ("property", "reads checked", "could fail", "violations"):
             table.add_column(column, justify="left" if column == "property" else "right")
         for prop, count in out["properties"].items():
