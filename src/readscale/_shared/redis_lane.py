@@ -21,9 +21,18 @@ Invariants:
   disconnects it (it reconnects on its next use) and hands it back to the pool.
 - A lane command that failed on a connection error or a timeout is tried once more on
   the same, reconnected, connection: what the client's ``Retry(NoBackoff(), 1)`` does
-  (``RedisBackend._make_client``); a second failure reaches the caller.
+  (``RedisBackend._make_client``); a second failure reaches the caller. The lane
+  reconnects with ``connect()`` itself: a command sent on a closed connection would
+  reconnect to the address it had, which under Sentinel is the old master (redis-py's
+  ``send_packed_command`` bypasses ``SentinelManagedConnection.connect``).
 - Sync only: after a fork the kept connections belong to the parent; the child forgets
   them (never closes them) and starts with empty slots, as redis-py's pool does.
+- Under Sentinel, a kept connection to another server than the master the pool knows
+  now is closed before its next command (it reconnects through the sentinels). A
+  coordinated failover demotes the old master without killing it: the lane would
+  otherwise go on reading a replica (that kept what it held while it resynchronised).
+  redis-py's pool learns the new master when one of its connections connects again,
+  which a write does at once (the old master refuses it: READONLY).
 
 The lane is used only on a client the backend made itself (``lane=True``): a client
 given by the caller (or a cluster client) keeps redis-py's full path.
@@ -34,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import os
 import queue
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -59,6 +69,19 @@ def pack_mget(keys: list[str]) -> list[bytes]:
     return [b"".join(parts)]
 
 
+def stray_check(pool: Any) -> Callable[[Any], bool] | None:
+    """For a Sentinel master pool, whether a kept connection is to another server than
+    the master the pool knows now; None for any other pool (nothing to check)."""
+    if pool is None or not getattr(pool, "is_master", False) or not hasattr(pool, "master_address"):
+        return None
+
+    def stray(conn: Any) -> bool:
+        address = pool.master_address
+        return address is not None and (conn.host, conn.port) != tuple(address)
+
+    return stray
+
+
 def _busy(timeout: float | None, value: int) -> TimeoutError:
     return TimeoutError(f"No connection available within {timeout:g} s ({value} in use)")
 
@@ -75,6 +98,7 @@ class AsyncRedisLane:
         #: Kept connections: never more than the free slots (``_free``).
         self._idle: list[Any] = []
         self._free = value
+        self._stray = stray_check(pool)
 
     async def _acquire(self) -> None:
         sem = self._sem
@@ -122,9 +146,13 @@ class AsyncRedisLane:
         try:
             if conn is None:
                 conn = await self.pool.get_connection()
+            elif self._stray is not None and self._stray(conn):
+                await conn.disconnect()
+                await conn.connect()  # to the master the sentinels name now
             try:
                 reply = await self._once(conn, command)
             except RETRIED:
+                await conn.connect()
                 reply = await self._once(conn, command)
         except BaseException:
             if conn is not None:
@@ -164,6 +192,7 @@ class RedisLane:
         self._pid = os.getpid()
         self._tokens: queue.SimpleQueue[None] = self._new_tokens()
         self._idle: list[Any] = []
+        self._stray = stray_check(pool)
 
     def _new_tokens(self) -> queue.SimpleQueue[None]:
         tokens: queue.SimpleQueue[None] = queue.SimpleQueue()
@@ -219,9 +248,14 @@ class RedisLane:
                 conn = self._idle.pop()
             except IndexError:
                 conn = self.pool.get_connection()
+            else:
+                if self._stray is not None and self._stray(conn):
+                    conn.disconnect()
+                    conn.connect()  # to the master the sentinels name now
             try:
                 reply = self._once(conn, command)
             except RETRIED:
+                conn.connect()
                 reply = self._once(conn, command)
         except BaseException:
             if conn is not None:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+import redis
 
 from readscale import RedisSettings
 from readscale._async.backends.redis import AsyncRedisBackend, AsyncRedisClusterBackend
@@ -18,6 +19,7 @@ from readscale._core.cache.policy import CachePolicy
 from readscale._shared.primitives.locks import async_sleep
 from readscale.errors import ConfigurationError, ReadscaleError
 from readscale.stack import Stack, StackConfig
+from readscale.stack.sentinel import SENTINEL_NAMES, SERVICE
 
 POLICY = CachePolicy(name="sentinel", ttl=300.0)
 
@@ -76,6 +78,54 @@ async def test_the_cache_and_the_bus_follow_a_failover(readscale_stack_factory: 
     finally:
         await writer.aclose()
         await reader.aclose()
+
+
+def _get_calls(port: int) -> int:
+    with redis.Redis(port=port) as admin:
+        stats: dict[str, dict[str, int]] = admin.info("commandstats")
+    return stats.get("cmdstat_get", {}).get("calls", 0)
+
+
+@pytest.mark.anyio
+async def test_reads_leave_an_old_master_that_lives_on_as_a_replica(
+    readscale_stack_factory: Callable[..., Stack],
+) -> None:
+    """A coordinated failover (``SENTINEL FAILOVER``) demotes the master without killing
+    it: it goes on answering GETs as a replica, with whatever it held. The connections the
+    cache keeps for its reads (the lane) must not stay on it: the sentinels close every
+    client of an instance they reconfigure, and the lane's next read reconnects through
+    them to the new master."""
+    stack = readscale_stack_factory(StackConfig(postgres=False, redis=False, sentinel=True))
+    settings = RedisSettings(url=stack.sentinel_url, socket_timeout_ms=500, connect_timeout_ms=300)
+    cache = AsyncCache(AsyncRedisBackend(settings), policy=POLICY, prefix="f:")
+    try:
+        await cache.set("k", "before")
+        assert await cache.get("k") == "before"  # a connection to the master, kept
+        old = stack.sentinel_master()
+        with redis.Redis(port=stack.nodes[SENTINEL_NAMES[0]].port) as sentinel:
+            sentinel.execute_command("SENTINEL", "FAILOVER", SERVICE)
+        for _ in range(300):
+            if stack.sentinel_master().name != old.name:
+                break
+            await async_sleep(0.1)
+        assert stack.sentinel_master().name != old.name
+        with redis.Redis(port=old.port) as demoted:  # alive, and told it is a replica now
+            for _ in range(300):
+                if demoted.info("replication")["role"] == "slave":
+                    break
+                await async_sleep(0.1)
+            assert demoted.info("replication")["role"] == "slave"
+        for _ in range(300):  # a set that fails is logged, not raised: read it back
+            await cache.set("k", "after")
+            if await cache.get("k") == "after":
+                break
+            await async_sleep(0.1)
+        before = _get_calls(old.port)
+        for _ in range(20):
+            assert await cache.get("k") == "after"
+        assert _get_calls(old.port) == before  # no read went to the demoted master
+    finally:
+        await cache.aclose()
 
 
 def test_a_redis_cluster_refuses_a_sentinel_url() -> None:

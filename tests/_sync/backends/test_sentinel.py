@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+import redis
 
 from readscale import RedisSettings
 from readscale._core.cache.policy import CachePolicy
@@ -19,6 +20,7 @@ from readscale._sync.cache.bus import InvalidationBus
 from readscale._sync.cache.cache import Cache
 from readscale.errors import ConfigurationError, ReadscaleError
 from readscale.stack import Stack, StackConfig
+from readscale.stack.sentinel import SENTINEL_NAMES, SERVICE
 
 POLICY = CachePolicy(name="sentinel", ttl=300.0)
 
@@ -76,6 +78,53 @@ def test_the_cache_and_the_bus_follow_a_failover(readscale_stack_factory: Callab
     finally:
         writer.close()
         reader.close()
+
+
+def _get_calls(port: int) -> int:
+    with redis.Redis(port=port) as admin:
+        stats: dict[str, dict[str, int]] = admin.info("commandstats")
+    return stats.get("cmdstat_get", {}).get("calls", 0)
+
+
+def test_reads_leave_an_old_master_that_lives_on_as_a_replica(
+    readscale_stack_factory: Callable[..., Stack],
+) -> None:
+    """A coordinated failover (``SENTINEL FAILOVER``) demotes the master without killing
+    it: it goes on answering GETs as a replica, with whatever it held. The connections the
+    cache keeps for its reads (the lane) must not stay on it: the sentinels close every
+    client of an instance they reconfigure, and the lane's next read reconnects through
+    them to the new master."""
+    stack = readscale_stack_factory(StackConfig(postgres=False, redis=False, sentinel=True))
+    settings = RedisSettings(url=stack.sentinel_url, socket_timeout_ms=500, connect_timeout_ms=300)
+    cache = Cache(RedisBackend(settings), policy=POLICY, prefix="f:")
+    try:
+        cache.set("k", "before")
+        assert cache.get("k") == "before"  # a connection to the master, kept
+        old = stack.sentinel_master()
+        with redis.Redis(port=stack.nodes[SENTINEL_NAMES[0]].port) as sentinel:
+            sentinel.execute_command("SENTINEL", "FAILOVER", SERVICE)
+        for _ in range(300):
+            if stack.sentinel_master().name != old.name:
+                break
+            sync_sleep(0.1)
+        assert stack.sentinel_master().name != old.name
+        with redis.Redis(port=old.port) as demoted:  # alive, and told it is a replica now
+            for _ in range(300):
+                if demoted.info("replication")["role"] == "slave":
+                    break
+                sync_sleep(0.1)
+            assert demoted.info("replication")["role"] == "slave"
+        for _ in range(300):  # a set that fails is logged, not raised: read it back
+            cache.set("k", "after")
+            if cache.get("k") == "after":
+                break
+            sync_sleep(0.1)
+        before = _get_calls(old.port)
+        for _ in range(20):
+            assert cache.get("k") == "after"
+        assert _get_calls(old.port) == before  # no read went to the demoted master
+    finally:
+        cache.close()
 
 
 def test_a_redis_cluster_refuses_a_sentinel_url() -> None:
