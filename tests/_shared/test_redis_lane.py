@@ -10,9 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from redis.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from readscale._shared.redis_lane import AsyncRedisLane, RedisLane, stray_check
+from readscale._shared.redis_lane import AsyncRedisLane, RedisLane, pack_get, pack_mget, stray_check
 
 
 class Conn:
@@ -137,3 +140,27 @@ async def test_async_a_failed_command_is_retried_on_a_connection_reconnected_wit
     pool.master_address = ("127.0.0.1", 2)
     assert await lane.get("k") == b"v"
     assert conn.log[-3:] == ["disconnect", ("connect", 2), ("send", 2)]
+
+
+# -- the packing: byte for byte what redis-py sends for the same command ---------------
+
+keys = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=1100)
+
+
+def _redis_py(*args: str) -> bytes:
+    return b"".join(Connection().pack_command(*args))
+
+
+@given(st.lists(keys | st.text("abc:{}0123456789", min_size=1, max_size=30), min_size=1, max_size=40))
+def test_pack_mget_is_what_redis_py_sends(batch: list[str]) -> None:
+    assert b"".join(pack_mget(batch)) == _redis_py("MGET", *batch)
+
+
+def test_pack_mget_ascii_long_and_non_ascii_keys() -> None:
+    for batch in (["rs:a"], ["x" * 1023, "y" * 1024, "é", "k"], [f"doc:{i}" for i in range(100)]):
+        assert b"".join(pack_mget(batch)) == _redis_py("MGET", *batch)
+
+
+@given(keys)
+def test_pack_get_is_what_redis_py_sends(key: str) -> None:
+    assert b"".join(pack_get(key)) == _redis_py("GET", key)

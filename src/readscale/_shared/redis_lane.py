@@ -60,13 +60,33 @@ def pack_get(key: str) -> list[bytes]:
     return [b"*2\r\n$3\r\nGET\r\n$%d\r\n%b\r\n" % (len(raw), raw)]
 
 
+#: The RESP text between two MGET arguments for each key length: the CRLF closing the
+#: previous argument and the next one's ``$<length>`` line.
+_HEADS = tuple(f"\r\n${n}\r\n" for n in range(1024))
+
+
 def pack_mget(keys: list[str]) -> list[bytes]:
-    """``MGET keys...`` in RESP."""
-    parts = [b"*%d\r\n$4\r\nMGET\r\n" % (len(keys) + 1)]
+    """``MGET keys...`` in RESP.
+
+    ASCII keys (characters are bytes) of fewer than 1024 characters, the common case,
+    are packed with no Python step per key: the length lines are looked up, interleaved
+    with the keys by slice assignment, and the whole is joined and encoded once.
+    """
+    parts = [""] * (2 * len(keys))
+    parts[1::2] = keys
+    try:
+        parts[0::2] = map(_HEADS.__getitem__, map(len, keys))
+    except IndexError:  # a long key
+        text = None
+    else:
+        text = "".join(parts)
+    if text is not None and text.isascii():
+        return [b"*%d\r\n$4\r\nMGET%b\r\n" % (len(keys) + 1, text.encode())]
+    head = [b"*%d\r\n$4\r\nMGET\r\n" % (len(keys) + 1)]
     for key in keys:
         raw = key.encode()
-        parts.append(b"$%d\r\n%b\r\n" % (len(raw), raw))
-    return [b"".join(parts)]
+        head.append(b"$%d\r\n%b\r\n" % (len(raw), raw))
+    return [b"".join(head)]
 
 
 def stray_check(pool: Any) -> Callable[[Any], bool] | None:

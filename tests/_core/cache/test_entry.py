@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from readscale._core.cache.entry import (
+    COPY_LIMIT,
     HEADER_SIZE,
     EntryMeta,
     EnvelopeError,
@@ -141,3 +142,14 @@ def test_fresh_payload_accepts_only_what_the_full_path_reads_as_a_fresh_plain_en
     assert (codec_id, meta.schema, meta.lsn, meta.tags) == (1, 0, None, ())
     assert assess(meta, now, 1.0, 0.0) is Freshness.FRESH
     assert bytes(fast) == bytes(body)
+
+
+def test_the_fast_paths_copy_small_payloads_and_view_large_ones() -> None:
+    # A cache-sized payload is a bytes slice (cheaper to make than a view); a large one is
+    # a view, so its bytes are not copied.
+    meta = EntryMeta(100.0, 60.0)
+    small = encode_envelope(meta, 1, b"s" * 10)
+    large = encode_envelope(meta, 1, b"L" * COPY_LIMIT)
+    for fast in (fresh_payloads([small, large], 120.0, 0, 1), [fresh_payload(r, 120.0, 0, 1) for r in (small, large)]):
+        assert type(fast[0]) is bytes and fast[0] == b"s" * 10
+        assert type(fast[1]) is memoryview and fast[1] == b"L" * COPY_LIMIT

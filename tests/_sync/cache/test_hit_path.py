@@ -79,3 +79,17 @@ def test_a_msgpack_hit_is_decoded_by_msgpack(backend: RedisBackend) -> None:
     cache.set("m", {"n": [1, 2.5, "x"]})
     assert cache.get("m") == {"n": [1, 2.5, "x"]}
     assert cache.get_many(["m"]) == {"m": {"n": [1, 2.5, "x"]}}
+
+
+def test_a_batch_of_hits_with_one_bad_payload_counts_each_key(backend: RedisBackend) -> None:
+    # All fresh and plain but one that does not decode: the batch's one-pass decode gives
+    # way to the key-by-key path, which serves the others and counts the bad one.
+    cache = make(backend)
+    cache.set("a", {"x": 1})
+    cache.set("b", [1, 2])
+    meta = EntryMeta(1_000_000.0, 60.0, schema=POLICY.schema)
+    backend.set(cache.key("bad"), encode_envelope(meta, cache.codec.id, b"{not json"), 60)
+    assert cache.get_many(["a", "bad", "b", "a"]) == {"a": {"x": 1}, "b": [1, 2]}
+    assert (cache.stats.l2.hits, cache.stats.l2.misses, cache.stats.l2.corrupt) == (3, 1, 1)
+    assert cache.get_many(["b", "a", "b"]) == {"a": {"x": 1}, "b": [1, 2]}
+    assert (cache.stats.l2.hits, cache.stats.l2.misses, cache.stats.l2.corrupt) == (6, 1, 1)

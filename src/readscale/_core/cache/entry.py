@@ -155,41 +155,53 @@ def envelope_head(codec_id: int, schema: int) -> bytes:
     return _HEAD.pack(MAGIC, ENVELOPE_FORMAT, codec_id, 0, schema)
 
 
-def fresh_payload(data: bytes, now: float, schema: int, codec_id: int) -> memoryview | None:
+def fresh_payload(data: bytes, now: float, schema: int, codec_id: int) -> bytes | memoryview | None:
     """The payload of one envelope if it is fresh at ``now`` (``created_at <= now``), of
     this schema and codec, with no LSN and no tags, and readable; else None (the caller
     takes :func:`decode_envelope` and the full freshness rules instead).
 
     The single read's fast path: one prefix comparison and one unpack, no EntryMeta built;
-    what it accepts is exactly what :func:`decode_envelope` reads as such an entry.
+    what it accepts is exactly what :func:`decode_envelope` reads as such an entry. The
+    payload is a copy (``bytes``) below ``COPY_LIMIT``, a view above it (see there).
     """
     if len(data) < HEADER_SIZE or not data.startswith(envelope_head(codec_id, schema)):
         return None
     created, ttl, swr, sie, load = _TAIL.unpack_from(data, _HEAD.size)
     if created <= now < created + ttl and swr >= 0 and sie >= 0 and load >= 0:
-        return memoryview(data)[HEADER_SIZE:]
+        return data[HEADER_SIZE:] if len(data) < COPY_LIMIT else memoryview(data)[HEADER_SIZE:]
     return None
 
 
-def fresh_payloads(raws: Sequence[bytes | None], now: float, schema: int, codec_id: int) -> list[memoryview | None]:
+#: Payloads shorter than this come back from the fast paths as a ``bytes`` slice, longer
+#: ones as a ``memoryview``: a slice of a cache-sized value costs a third of a view
+#: (one object instead of a view of a view over a managed buffer), and its copy is
+#: cheap until values get large.
+COPY_LIMIT = 65536
+
+
+def fresh_payloads(
+    raws: Sequence[bytes | None], now: float, schema: int, codec_id: int
+) -> list[bytes | memoryview | None]:
     """For each envelope, its payload if it is fresh at ``now`` with this schema and codec,
     else None (missing, stale, expired, another schema or codec, unreadable).
 
     The batch read's fast path: no EntryMeta is built, and the loop runs in one call;
     whatever comes back None goes through :func:`decode_envelope` and the full freshness
-    rules instead.
+    rules instead. Payloads as in :func:`fresh_payload` (a copy below ``COPY_LIMIT``).
     """
     # The first 8 header bytes (magic, format, codec, no flags, schema) must match exactly:
     # one startswith instead of unpacking and comparing five fields.
     want = envelope_head(codec_id, schema)
-    unpack, size = _TIMES.unpack_from, HEADER_SIZE
-    out: list[memoryview | None] = []
+    unpack, size, at, limit = _TIMES.unpack_from, HEADER_SIZE, _HEAD.size, COPY_LIMIT
+    out: list[bytes | memoryview | None] = []
     append = out.append
     for data in raws:
-        if data is not None and len(data) >= size and data.startswith(want):
-            created, ttl = unpack(data, _HEAD.size)
-            if created <= now < created + ttl:
-                append(memoryview(data)[size:])
-                continue
-        append(None)
+        if data is not None and size <= len(data) < limit and data.startswith(want):
+            created, ttl = unpack(data, at)
+            append(data[size:] if created <= now < created + ttl else None)
+        elif data is not None and len(data) >= limit and data.startswith(want):
+            created, ttl = unpack(data, at)
+            append(memoryview(data)[size:] if created <= now < created + ttl else None)
+        else:
+            append(None)
     return out
