@@ -151,6 +151,8 @@ _WINDOW: Final = 1
 _PROBATION: Final = 2
 _PROTECTED: Final = 3
 _INF: Final = float("inf")
+# The low 62 bits of a key's hash: all the sketch's indexes need (see add).
+_LOW_BITS: Final = 0x3FFFFFFFFFFFFFFF
 # What the insert's common case does with the candidate that leaves the window.
 _MOVE: Final = 0  # to probation, no contest
 _EVICT: Final = 1  # dropped as its own victim (probation empty)
@@ -377,10 +379,12 @@ class WTinyLfu(Generic[K]):
                 continue  # removed since it was read
             key = e.key
             h = hash((key, seed))
-            if ((h >> 48) & 0xFFFF) < threshold:
+            hi = h >> 32  # see add: two operations on the 64-bit hash, then small ints
+            h &= _LOW_BITS
+            if ((hi >> 16) & 0xFFFF) < threshold:
                 shadow.observe_sampled(key, True)  # type: ignore[union-attr]
             # sketch.increment_hashed(h), conservative, no doorkeeper
-            b = (h >> 32) | 1
+            b = hi | 1
             i0 = h & m
             i1 = (h + b) & m
             i2 = (h + 2 * b) & m
@@ -389,7 +393,11 @@ class WTinyLfu(Generic[K]):
             c1 = r1[i1]
             c2 = r2[i2]
             c3 = r3[i3]
-            low = min(c0, c1, c2, c3)
+            low = c0 if c0 < c1 else c1  # min(c0, c1, c2, c3), without the call
+            if c2 < low:
+                low = c2
+            if c3 < low:
+                low = c3
             if low < cap:
                 low += 1
                 if c0 < low:
@@ -472,11 +480,18 @@ class WTinyLfu(Generic[K]):
         key = e.key
         seed = self._hash_seed
         h = hash((key, seed))
-        if ((h >> 48) & 0xFFFF) < self._shadow_threshold:
+        # The hash is a full 64-bit int: past 62 bits a compiled build (mypyc) works on it
+        # as a Python object, below as a machine word. So two operations take what is
+        # needed from it, the high half (the shadow's sample bits 48..63, the probe step)
+        # and the low 62 bits (the indexes: a mask of at most 62 bits sees the same
+        # (h + i*b) & mask either way); the rest is small-int arithmetic. Same values.
+        hi = h >> 32
+        if ((hi >> 16) & 0xFFFF) < self._shadow_threshold:
             self.shadow.observe_sampled(key, False)  # type: ignore[union-attr]
         if self._inline_sketch:
             # sketch.increment_hashed(h), conservative, no doorkeeper
-            b = (h >> 32) | 1
+            h &= _LOW_BITS
+            b = hi | 1
             m = sketch._mask
             r0, r1, r2, r3 = sketch._rows
             i0 = h & m
@@ -487,7 +502,11 @@ class WTinyLfu(Generic[K]):
             c1 = r1[i1]
             c2 = r2[i2]
             c3 = r3[i3]
-            low = min(c0, c1, c2, c3)
+            low = c0 if c0 < c1 else c1  # min(c0, c1, c2, c3), without the call
+            if c2 < low:
+                low = c2
+            if c3 < low:
+                low = c3
             if low < sketch._max:
                 low += 1
                 if c0 < low:
@@ -537,10 +556,30 @@ class WTinyLfu(Generic[K]):
             r0, r1, r2, r3 = sketch._rows
             h = hash((c.key, seed))
             b = (h >> 32) | 1
-            cf = min(r0[h & m], r1[(h + b) & m], r2[(h + 2 * b) & m], r3[(h + 3 * b) & m])
+            h &= _LOW_BITS
+            cf = r0[h & m]
+            f = r1[(h + b) & m]
+            if f < cf:
+                cf = f
+            f = r2[(h + 2 * b) & m]
+            if f < cf:
+                cf = f
+            f = r3[(h + 3 * b) & m]
+            if f < cf:
+                cf = f
             h = hash((victim.key, seed))
             b = (h >> 32) | 1
-            vf = min(r0[h & m], r1[(h + b) & m], r2[(h + 2 * b) & m], r3[(h + 3 * b) & m])
+            h &= _LOW_BITS
+            vf = r0[h & m]
+            f = r1[(h + b) & m]
+            if f < vf:
+                vf = f
+            f = r2[(h + 2 * b) & m]
+            if f < vf:
+                vf = f
+            f = r3[(h + 3 * b) & m]
+            if f < vf:
+                vf = f
             outcome = _ADMIT
             if cf <= vf:
                 threshold = self.config.hashdos_threshold
