@@ -228,3 +228,129 @@ async def test_asgi_a_request_leaves_no_reference_cycle() -> None:
         gc.enable()
     assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [200, 200, 200]
     assert len(seen) == 3 and alive == 0, f"{alive} of 3 request contexts wait for the cyclic collector"
+
+
+@pytest.mark.anyio
+async def test_asgi_a_shared_body_is_hashed_once_a_private_one_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The strong ETag of a public body sent again is looked up, not recomputed (issue 17:
+    the hash was most of the middleware's cost); a private body is hashed every time and
+    never kept. Equal bytes, equal tag: the same validator either way."""
+    import uuid
+
+    from readscale._core.http import strong_etag
+    from readscale.http import _engine
+
+    hashed: list[bytes] = []
+    real = _engine.strong_etag_field
+
+    def counting(body: bytes) -> bytes:
+        hashed.append(body)
+        return real(body)
+
+    monkeypatch.setattr(_engine, "strong_etag_field", counting)
+    shared_body = f"shared {uuid.uuid4()}".encode()
+    private_body = f"private {uuid.uuid4()}".encode()
+
+    @http_policy(PUBLIC)
+    async def shared(request: Request) -> Response:
+        return Response(shared_body)
+
+    @http_policy(HttpPolicy.private(60))
+    async def mine(request: Request) -> Response:
+        return Response(private_body)
+
+    app = Starlette(routes=[Route("/shared", shared), Route("/mine", mine)])
+    app.add_middleware(HttpCacheMiddleware)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        shared_tags = [(await client.get("/shared")).headers["etag"] for _ in range(3)]
+        private_tags = [(await client.get("/mine")).headers["etag"] for _ in range(3)]
+    assert shared_tags == [strong_etag(shared_body).render()] * 3
+    base = strong_etag(private_body).opaque  # with the variant of identity folded in
+    assert len(set(private_tags)) == 1 and private_tags[0].startswith(f'"{base}.')
+    assert hashed.count(shared_body) == 1, "a public body sent again was hashed again"
+    assert hashed.count(private_body) == 3
+    assert shared_body in _engine.ETAGS and private_body not in _engine.ETAGS
+
+
+@pytest.mark.anyio
+async def test_asgi_the_shortest_path_sends_what_finish_decides(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decision cached per route and response shape gives exactly the fields,
+    status and body the general path (``finish``) gives, request after request."""
+
+    @http_policy(PUBLIC)
+    async def public(request: Request) -> Response:
+        return PlainTextResponse("public page")
+
+    async def undeclared(request: Request) -> Response:
+        return PlainTextResponse("no policy")
+
+    @http_policy(HttpPolicy.private(30))
+    async def private(request: Request) -> Response:
+        return PlainTextResponse("private page")
+
+    @http_policy(PUBLIC)
+    async def empty(request: Request) -> Response:
+        return Response(status_code=204)
+
+    @http_policy(PUBLIC)
+    async def sets_fields(request: Request) -> Response:
+        return PlainTextResponse("own", headers={"cache-control": "max-age=5", "set-cookie": "a=1", "vary": "x-a"})
+
+    @http_policy(PUBLIC)
+    async def own_etag(request: Request) -> Response:
+        return PlainTextResponse("own etag", headers={"etag": '"mine"'})
+
+    @http_policy(PUBLIC)
+    async def reads(request: Request) -> Response:
+        return PlainTextResponse(request.headers.get("x-lang", "-"))
+
+    @http_policy(PUBLIC)
+    async def tagged(request: Request) -> Response:
+        add_tags(request, "t1")
+        return PlainTextResponse("tagged")
+
+    routes = [
+        Route("/public", public, methods=["GET", "HEAD", "POST"]),
+        Route("/undeclared", undeclared),
+        Route("/private", private),
+        Route("/empty", empty),
+        Route("/sets", sets_fields),
+        Route("/own", own_etag),
+        Route("/reads", reads),
+        Route("/tagged", tagged),
+        Route("/versioned", versioned),
+        Route("/streamed", streamed),
+    ]
+    requests: list[tuple[str, str, dict[str, str]]] = []
+    for path in ("/public", "/undeclared", "/private", "/empty", "/sets", "/own", "/reads", "/tagged", "/versioned"):
+        requests += [
+            ("GET", path, {}),
+            ("GET", path, {"x-lang": "fr"}),
+            ("GET", path, {"cookie": "sid=1"}),
+            ("GET", path, {"authorization": "Bearer x"}),
+            ("GET", path, {"x-forwarded-proto": "https"}),
+        ]
+    requests += [("HEAD", "/public", {}), ("POST", "/public", {}), ("GET", "/missing", {}), ("GET", "/streamed", {})]
+    public_etag = ""
+
+    async def run(shortest: bool) -> list[tuple[int, list[tuple[str, str]], bytes]]:
+        nonlocal public_etag
+        app = Starlette(routes=routes)
+        app.add_middleware(HttpCacheMiddleware, settings=HttpSettings(etag_max_bytes=2500))
+        if not shortest:
+            monkeypatch.setattr(HttpCacheMiddleware, "_shape", lambda self, policy, status, names: None)
+        out = []
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            for _ in range(2):
+                for method, path, headers in requests:
+                    r = await client.request(method, path, headers=headers)
+                    out.append((r.status_code, sorted(r.headers.multi_items()), r.content))
+                public_etag = (await client.get("/public")).headers["etag"]
+                r = await client.get("/public", headers={"if-none-match": public_etag})
+                out.append((r.status_code, sorted(r.headers.multi_items()), r.content))
+        monkeypatch.undo()
+        return out
+
+    shortest, general = await run(True), await run(False)
+    assert shortest == general
+    assert shortest[-1][0] == 304

@@ -60,7 +60,7 @@ class _TrackingHeaders(HttpHeaders):  # type: ignore[misc]
 
     def __iter__(self) -> Iterator[str]:
         if not self._ctx.paused:
-            self._ctx.walked.update(k.lower() for k in self._store)
+            self._ctx.add_walked([k.lower() for k in self._store])
         return iter(list(super().__iter__()))
 
 

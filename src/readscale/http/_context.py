@@ -9,7 +9,7 @@ Handlers reach it through the framework helpers (``use_policy``, ``add_tags``,
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -40,10 +40,6 @@ POLICY_ATTR = "__readscale_http_policy__"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _no_field(name: str) -> str | None:
-    return None
-
-
 class HttpContext(Reads):
     """What one request's handler declared and read. Mutable, one per request.
 
@@ -64,22 +60,30 @@ class HttpContext(Reads):
     last_modified: int | None = None
     conditionals: Conditionals = NO_CONDITIONALS
     route: str | None = None
+    raw: Sequence[tuple[bytes, bytes]] = ()  # ASGI: the request's fields as received
 
-    def __init__(self, method: str, settings: HttpSettings, field: Callable[[str], str | None] = _no_field) -> None:
-        # Reads.__init__, inlined: one per request.
-        self.reads = set()
-        self.walked = set()
+    def __init__(self, method: str, settings: HttpSettings, field: Callable[[str], str | None] | None = None) -> None:
+        # Reads.__init__, inlined: one per request (its sets start empty, shared).
         self.identity_fields = settings.identity_fields
-        self.identity_reads = set()
-        self.identity_anywhere = set()
         self.method = method
         self.settings = settings
-        self.field = field
-        self.plumbing_cookies = frozenset(settings.ignored_cookies)
+        if field is not None:
+            self.field = field  # type: ignore[method-assign,assignment]
+        self.plumbing_cookies = frozenset(settings.ignored_cookies)  # the same object: a frozenset
+
+    def field(self, name: str) -> str | None:
+        """The request's combined value of field ``name`` (lower-case), read without
+        tracking; from ``raw`` unless the integration passed its own reader."""
+        wanted = name.encode("latin-1")
+        values = [bytes(v).decode("latin-1") for k, v in self.raw if bytes.lower(k) == wanted]
+        if not values:
+            return None
+        return ("; " if name == "cookie" else ", ").join(values)
 
     endpoint: object = None  # named in warnings only: resolved lazily
 
     def add_tags(self, tags: tuple[str, ...]) -> None:
+        self.touched = True
         self.tags = self.tags + tags
 
     def route_name(self) -> str:
@@ -101,6 +105,7 @@ class HttpContext(Reads):
         identity when private): the same version in French and in German, or for two
         users of a private page, gets two tags, so one never validates the other.
         """
+        self.touched = True
         if etag_from is not None:
             base = version_etag(identity, etag_from)
             self.etag_base = base

@@ -12,6 +12,7 @@ values decoded only when the core needs them, and each plan's fields encoded onc
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Final
 
@@ -32,7 +33,6 @@ from readscale._core.http import (
     parse_http_date,
     removes_cookie,
     strong_etag_field,
-    strong_etag_opaque,
 )
 from readscale._core.http.conditional import is_dropped_on_304
 from readscale.errors import HeaderError
@@ -107,7 +107,7 @@ def _warn_undeclared(ctx: HttpContext, metrics: HttpMetrics, fields: frozenset[s
 # What finish() does with a response field, one dict lookup per field; names not listed
 # (content-type, content-length, ...) are kept as they are.
 _CC, _VARY, _OWNED_OTHER, _SET_COOKIE, _CLEAR_SITE, _TOKEN, _ETAG, _LAST_MODIFIED, _CODING = range(9)
-_KIND: Final[dict[bytes, int]] = {
+RESPONSE_FIELD_KINDS: Final[dict[bytes, int]] = {
     **dict.fromkeys(_OWNED, _OWNED_OTHER),
     b"cache-control": _CC,
     b"vary": _VARY,
@@ -127,7 +127,7 @@ _SIMPLE: dict[tuple[int, int, int], tuple[HttpSettings, HttpPolicy | None, Heade
 _SIMPLE_MAX: Final = 4096
 
 
-def _simple_plan(settings: HttpSettings, policy: HttpPolicy | None, status: int) -> tuple[HeaderPlan, RawHeaders]:
+def simple_plan(settings: HttpSettings, policy: HttpPolicy | None, status: int) -> tuple[HeaderPlan, RawHeaders]:
     key = (id(settings), id(policy), status)
     found = _SIMPLE.get(key)
     if found is not None and found[0] is settings and found[1] is policy:
@@ -139,6 +139,30 @@ def _simple_plan(settings: HttpSettings, policy: HttpPolicy | None, status: int)
         _SIMPLE.clear()
     _SIMPLE[key] = (settings, policy, plan, fields)
     return plan, fields
+
+
+# The strong ETag field of a shared body sent recently, by its bytes: a hot public page
+# sends the same bytes again and again, and looking them up (Python's hash of the bytes
+# and one comparison) costs a tenth of hashing them with blake2b. Equal bytes, equal tag:
+# the memo cannot change a validator. Only shared bodies (a private page's bytes are never
+# kept), each up to _ETAG_BODY_MAX bytes, at most _ETAGS_MAX of them (oldest out first).
+ETAGS: dict[bytes, bytes] = {}
+_ETAGS_MAX: Final = 512
+_ETAG_BODY_MAX: Final = 8192
+
+
+def shared_etag(body: bytes) -> bytes:
+    """:func:`strong_etag_field` of a shared body, memoised (see ``ETAGS``)."""
+    if len(body) > _ETAG_BODY_MAX or type(body) is not bytes:  # a bytearray is no key
+        return strong_etag_field(body)
+    quoted = ETAGS.get(body)
+    if quoted is None:
+        quoted = strong_etag_field(body)
+        if len(ETAGS) >= _ETAGS_MAX:
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):  # another thread got there first
+                del ETAGS[next(iter(ETAGS))]
+        ETAGS[body] = quoted
+    return quoted
 
 
 def finish(
@@ -163,7 +187,7 @@ def finish(
     last_modified_raw: bytes | None = None
     coding: str | None = None
     kept: RawHeaders = []
-    kinds = _KIND
+    kinds = RESPONSE_FIELD_KINDS
     for field in headers:
         pair = field
         kind = kinds.get(pair[0])
@@ -220,7 +244,7 @@ def finish(
         if found is not None and found[0] is settings and found[1] is policy:
             plan, plan_fields = found[2], found[3]
         else:
-            plan, plan_fields = _simple_plan(settings, policy, status)
+            plan, plan_fields = simple_plan(settings, policy, status)
     else:
         plan = _full_plan(ctx, settings, status, sets_cookie, sets_token, handler_cc, handler_vary)
         plan_fields = _plan_fields(plan)
@@ -259,11 +283,11 @@ def finish(
             etag = ctx.variant(ctx.etag_base, plan.vary_names).with_coding(coding)
         kept.append((b"etag", etag.render().encode("latin-1")))
     elif plan.etag and body is not None and 200 <= status < 300 and status != 204:
+        quoted = shared_etag(body) if plan.shared else strong_etag_field(body)
         if plan.vary_names:
-            etag = ctx.variant(EntityTag(strong_etag_opaque(body)), plan.vary_names)
+            etag = ctx.variant(EntityTag(quoted[1:-1].decode("ascii")), plan.vary_names)
             kept.append((b"etag", etag.render().encode("latin-1")))
         else:  # the common public page: no variant to fold in, no object to build
-            quoted = strong_etag_field(body)
             kept.append((b"etag", quoted))
             if conditional:
                 etag = EntityTag(quoted[1:-1].decode("ascii"))

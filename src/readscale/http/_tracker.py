@@ -44,6 +44,7 @@ from typing import Any
 
 _NAMES: dict[bytes, TrackedName] = {}
 _NAMES_MAX = 1024
+_NOTHING: frozenset[str] = frozenset()
 
 
 class Reads:
@@ -59,13 +60,46 @@ class Reads:
     scope: Mapping[str, Any] | None = None  # ASGI: the handler phase starts at scope["endpoint"]
     paused = 0
     plumbing_cookies: frozenset[str] = frozenset()
+    # The four sets start as the shared empty frozenset and become sets on the first
+    # name recorded (``add_read`` and friends): most requests record nothing, and four
+    # new sets per request cost more than the rest of the context.
+    reads: set[str] | frozenset[str] = _NOTHING
+    walked: set[str] | frozenset[str] = _NOTHING
+    identity_reads: set[str] | frozenset[str] = _NOTHING
+    identity_anywhere: set[str] | frozenset[str] = _NOTHING
+
+    # True once anything was recorded (or, in HttpContext, declared by the handler): a
+    # response whose context is untouched takes the middleware's shortest path.
+    touched = False
 
     def __init__(self, identity_fields: frozenset[str]) -> None:
-        self.reads: set[str] = set()
-        self.walked: set[str] = set()
         self.identity_fields = identity_fields
-        self.identity_reads: set[str] = set()
-        self.identity_anywhere: set[str] = set()
+
+    def add_read(self, name: str) -> None:
+        self.touched = True
+        if isinstance(self.reads, set):
+            self.reads.add(name)
+        else:
+            self.reads = {name}
+
+    def add_walked(self, names: Iterable[str]) -> None:
+        self.touched = True
+        if isinstance(self.walked, set):
+            self.walked.update(names)
+        else:
+            self.walked = set(names)
+
+    def _add_identity(self, name: str, *, in_handler: bool) -> None:
+        self.touched = True
+        if isinstance(self.identity_anywhere, set):
+            self.identity_anywhere.add(name)
+        else:
+            self.identity_anywhere = {name}
+        if in_handler:
+            if isinstance(self.identity_reads, set):
+                self.identity_reads.add(name)
+            else:
+                self.identity_reads = {name}
 
     def in_handler(self) -> bool:
         scope = self.scope
@@ -75,28 +109,23 @@ class Reads:
         """A lookup of request field ``name`` (lower-case)."""
         if self.paused:
             return
-        self.reads.add(name)
+        self.add_read(name)
         if name in self.identity_fields:
             self.note_identity(name)
 
     def note_identity(self, name: str) -> None:
-        self.identity_anywhere.add(name)
-        if self.in_handler():
-            self.identity_reads.add(name)
+        self._add_identity(name, in_handler=self.in_handler())
 
     def note_dependence(self, name: str) -> None:
         """The response depends on identity field ``name`` whoever read it (a session
         touched by the handler or by a middleware that decides for it)."""
-        self.identity_anywhere.add(name)
-        self.identity_reads.add(name)
+        self._add_identity(name, in_handler=True)
 
     def note_cookie(self, cookie: object) -> None:
         """A lookup of one cookie by name (or of all of them: ``cookie`` is None)."""
         if self.paused or (cookie is not None and cookie in self.plumbing_cookies):
             return
-        self.identity_anywhere.add("cookie")
-        if self.in_handler():
-            self.identity_reads.add("cookie")
+        self._add_identity("cookie", in_handler=self.in_handler())
 
     def identity_seen(self) -> frozenset[str]:
         """The identity fields the handler read (all reads when no endpoint ever matched)."""
@@ -123,7 +152,7 @@ class TrackedName(bytes):
             rec = _READS.get()
             if rec is not None and not rec.paused:  # Reads.note, inlined: on every lookup
                 name = bytes(other).decode("latin-1").lower()
-                rec.reads.add(name)
+                rec.add_read(name)
                 if name in rec.identity_fields:
                     rec.note_identity(name)
             return bytes.__eq__(self, other)
@@ -139,7 +168,7 @@ class TrackedName(bytes):
         text = bytes.decode(self, encoding, errors)
         rec = _READS.get()
         if rec is not None and not rec.paused:
-            rec.walked.add(text.lower())
+            rec.add_walked((text.lower(),))
         return text
 
 
@@ -255,10 +284,9 @@ class TrackingEnviron(dict[str, Any]):
     def _note_all(self) -> None:
         if self._rec.paused:
             return
-        for key in dict.keys(self):
-            name = _field_of(key)
-            if name is not None:
-                self._rec.walked.add(name)
+        names = [name for name in map(_field_of, dict.keys(self)) if name is not None]
+        if names:
+            self._rec.add_walked(names)
 
     def __getitem__(self, key: str) -> Any:
         self._note(key)

@@ -24,6 +24,7 @@ counted; a malformed If-None-Match gets a 400, never a 500.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
+from operator import itemgetter
 from typing import Any
 
 from readscale._core.http import (
@@ -36,7 +37,7 @@ from readscale._core.http import (
 )
 from readscale.errors import ConfigurationError, HeaderError
 from readscale.http._context import CONTEXT_KEY, POLICY_ATTR, F, HttpContext, HttpMetrics, policy_marker, policy_of
-from readscale.http._engine import bad_request, finish
+from readscale.http._engine import ETAGS, RESPONSE_FIELD_KINDS, bad_request, finish, shared_etag, simple_plan
 from readscale.http._tracker import _NAMES as _tracked_names
 from readscale.http._tracker import _READS, current, tracked, tracking_cookies
 
@@ -58,19 +59,82 @@ _FORWARDED_KIND = object()
 _UNTRUSTED_KIND = object()  # another forwarding field: dropped unless from a trusted proxy
 _SCHEME_FIELDS = (b"x-forwarded-proto", b"forwarded")
 _FIELDS_MAX = 1024
+_UNKNOWN: Any = object()
+_SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 
 def _field_reader(raw: list[tuple[bytes, bytes]]) -> Any:
     """``get(name)``: the request's combined value of a field, read without tracking."""
+    reader = HttpContext.__new__(HttpContext)
+    reader.raw = raw
+    return reader.field
 
-    def get(name: str) -> str | None:
-        wanted = name.encode("latin-1")
-        values = [bytes(v).decode("latin-1") for k, v in raw if bytes.lower(k) == wanted]
-        if not values:
-            return None
-        return ("; " if name == "cookie" else ", ").join(values)
 
-    return get
+class _AsgiContext(HttpContext):
+    """One request's context, and the ``send`` the middleware hands the app.
+
+    The send wrapper's state lives here rather than in a closure: a closure over the
+    request's objects cost more than the rest of the wrapper. Instances come from a
+    subclass made per middleware (:meth:`HttpCacheMiddleware._context_type`) that holds
+    the settings as class attributes, so making one runs no Python ``__init__``.
+    """
+
+    middleware: HttpCacheMiddleware
+    downstream: Send
+    plain = False  # the request carried no field the middleware acts on (see __call__)
+    start: Message | None = None
+    chunks: list[bytes] | None = None  # a body sent in several messages, while held
+    size = 0
+    mode = _HOLDING
+
+    async def send(self, message: Message) -> None:
+        if self.mode is _HOLDING:
+            kind = message["type"]
+            if kind == "http.response.start":
+                self.start = message
+                return
+            start = self.start
+            if start is None:
+                await self.downstream(message)
+                return
+            scope: Any = self.scope  # the request's (set while it runs)
+            if kind != "http.response.body":
+                # pathsend, trailers, ...: the body is not ours to see; send the fields first.
+                self.mode = await self.middleware._emit(scope, self, self.downstream, start, None, more=True)
+                if self.mode is _STREAMING:
+                    await self.downstream(message)
+                return
+            body = message.get("body", b"")
+            more = message.get("more_body", False)
+            if not more and not self.chunks:  # the whole body in one message: the common case
+                status, headers, drop = self.middleware._finish(scope, self, start, body)
+                await self.downstream({"type": "http.response.start", "status": status, "headers": headers})
+                # Not dropped: the app's own message goes on as it came.
+                await self.downstream(
+                    {"type": "http.response.body", "body": b"", "more_body": False} if drop else message
+                )
+                return
+            if self.chunks is None:
+                self.chunks = []
+            self.chunks.append(body)
+            self.size += len(body)
+            if more and self.size <= self.settings.etag_max_bytes:
+                return
+            whole = b"".join(self.chunks)
+            self.chunks.clear()
+            self.mode = await self.middleware._emit(scope, self, self.downstream, start, whole, more=more)
+            return
+        if self.mode is _STREAMING:
+            await self.downstream(message)
+        # _DISCARDING: a 304 or 412 already ended the response; drop the rest of the body.
+
+
+_first = itemgetter(0)
+_second = itemgetter(1)
+# A response whose fields the middleware only appends to: (policy, whether a strong ETag
+# of the body is added, the plan's fields).
+_Shape = tuple[HttpPolicy | None, bool, list[tuple[bytes, bytes]]]
+_SHAPES_MAX = 1024
 
 
 class HttpCacheMiddleware:
@@ -88,6 +152,25 @@ class HttpCacheMiddleware:
         self._special.update({f.encode("latin-1"): _IDENTITY_KIND for f in self.settings.identity_fields})
         # name -> (its TrackedName, its kind): filled as names are met, bounded.
         self._fields: dict[bytes, tuple[bytes, object]] = {}
+        # name -> its TrackedName, for the names the middleware does not act on (kind None).
+        self._plain: dict[bytes, bytes] = {}
+        # (id(policy), status, response field names) -> _Shape, or None where finish() decides.
+        self._shapes: dict[tuple[int, int, tuple[bytes, ...]], _Shape | None] = {}
+        settings_ = self.settings
+        # The per-request context: class attributes instead of an __init__ (object's).
+        self._context_type: type[_AsgiContext] = type(
+            "HttpContext",
+            (_AsgiContext,),
+            {
+                "__init__": object.__init__,
+                "__slots__": (),
+                "__module__": __name__,
+                "settings": settings_,
+                "identity_fields": settings_.identity_fields,
+                "plumbing_cookies": frozenset(settings_.ignored_cookies),
+                "middleware": self,
+            },
+        )
         _track_starlette_reads()
 
     def _classify(self, name: bytes) -> tuple[bytes, object]:
@@ -98,12 +181,49 @@ class HttpCacheMiddleware:
         entry = (_tracked_names.get(name) or tracked(name), kind)
         if len(self._fields) < _FIELDS_MAX:
             self._fields[bytes(name)] = entry
+            if kind is None:
+                self._plain[bytes(name)] = entry[0]
         return entry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        original = scope["headers"]  # replaced below, never changed: the context reads it
+        if type(original) is not list:
+            original = list(original)  # any iterable (ASGI): read twice
+        ctx = self._context_type()  # type: ignore[call-arg]  # object's __init__: no arguments
+        ctx.method = scope["method"]
+        ctx.raw = original
+        ctx.scope = scope  # the handler phase starts when the router matches an endpoint
+        ctx.downstream = send
+        try:
+            # The common request: every field one the middleware only renames (to its
+            # TrackedName), done in C; any other (a precondition, an identity or a
+            # forwarding field, a name not met yet) takes the loop.
+            scope["headers"] = list(
+                zip(map(self._plain.__getitem__, map(_first, original)), map(_second, original), strict=True)
+            )
+            ctx.plain = True
+        except KeyError:
+            if not await self._prepare(scope, ctx, original, send):
+                return
+        scope[CONTEXT_KEY] = ctx
+        token = _READS.set(ctx)
+        try:
+            await self.app(scope, receive, ctx.send)
+        finally:
+            _READS.reset(token)
+            # Break the scope <-> context cycles: left to the cyclic collector, every
+            # request's scope, context and fields lived until the next collection, and
+            # the collections (a full one every few thousand requests) cost more than
+            # the rest of the middleware. The scope keeps the context for outer layers.
+            ctx.scope = None
+            del ctx.downstream
+
+    async def _prepare(self, scope: Scope, ctx: _AsgiContext, original: list[Any], send: Send) -> bool:
+        """The request fields the middleware acts on: preconditions, identity, forwarding.
+        False when it answered the request itself (a 400)."""
         settings = self.settings
         trusted = False
         if settings.trusted_proxies:
@@ -115,7 +235,6 @@ class HttpCacheMiddleware:
         new_headers: list[tuple[bytes, bytes]] = []
         append = new_headers.append
         fields = self._fields
-        original = list(scope["headers"])
         for pair in original:
             entry = fields.get(pair[0]) or self._classify(pair[0])
             kind = entry[1]
@@ -141,8 +260,6 @@ class HttpCacheMiddleware:
                 elif not trusted:  # _UNTRUSTED_KIND
                     continue
             append((entry[0], pair[1]))
-        ctx = HttpContext(scope["method"], settings, _field_reader(original))
-        ctx.scope = scope  # the handler phase starts when the router matches an endpoint
         if forwarded is not None:
             ctx.forwarded = forwarded
         if conditional is not None:
@@ -151,89 +268,71 @@ class HttpCacheMiddleware:
             except HeaderError as exc:
                 self.metrics.bump("header_errors")
                 await _send_whole(send, *bad_request(exc))
-                return
+                return False
         if identity is not None:
             cookie = ctx.field("cookie") if "cookie" in identity else None
             ctx.identity_present = carried_identity(settings, frozenset(identity), cookie)
             ctx.request_authorization = "authorization" in identity
+        if conditional is None and identity is None and forwarded is None and len(new_headers) == len(original):
+            ctx.plain = True  # only names met for the first time: nothing acted on
         scope["headers"] = new_headers
-        scope[CONTEXT_KEY] = ctx
-
-        start: Message | None = None
-        chunks: list[bytes] | None = None  # a body sent in several messages, while held
-        size = 0
-        mode = _HOLDING
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal start, chunks, size, mode
-            if mode is _HOLDING:
-                kind = message["type"]
-                if kind == "http.response.start":
-                    start = message
-                    return
-                if start is None:
-                    await send(message)
-                    return
-                if kind != "http.response.body":
-                    # pathsend, trailers, ...: the body is not ours to see; send the fields first.
-                    mode = await self._emit(scope, ctx, send, start, None, more=True)
-                    if mode is _STREAMING:
-                        await send(message)
-                    return
-                body = message.get("body", b"")
-                more = message.get("more_body", False)
-                if not more and not chunks:  # the whole body in one message: the common case
-                    status, headers, drop = self._finish(scope, ctx, start, body)
-                    await send({"type": "http.response.start", "status": status, "headers": headers})
-                    # Not dropped: the app's own message goes on as it came.
-                    await send({"type": "http.response.body", "body": b"", "more_body": False} if drop else message)
-                    return
-                if chunks is None:
-                    chunks = []
-                chunks.append(body)
-                size += len(body)
-                if more and size <= self.settings.etag_max_bytes:
-                    return
-                whole = b"".join(chunks)
-                chunks.clear()
-                mode = await self._emit(scope, ctx, send, start, whole, more=more)
-                return
-            if mode is _STREAMING:
-                await send(message)
-            # _DISCARDING: a 304 or 412 already ended the response; drop the rest of the body.
-
-        token = _READS.set(ctx)
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            _READS.reset(token)
-            # Break the scope <-> context cycle: left to the cyclic collector, every
-            # request's scope, context and fields lived until the next collection, and
-            # the collections (a full one every few thousand requests) cost more than
-            # the rest of the middleware. The scope keeps the context for outer layers.
-            ctx.scope = None
+        return True
 
     def _finish(
-        self, scope: Scope, ctx: HttpContext, start: Message, body: bytes | None
+        self, scope: Scope, ctx: _AsgiContext, start: Message, body: bytes | None
     ) -> tuple[int, list[tuple[bytes, bytes]], bool]:
         """The final (status, fields, drop_body) of the response ``start`` began."""
         endpoint = scope.get("endpoint")
-        if ctx.policy is None:
+        policy = ctx.policy
+        if policy is None:
             # The router stored the matched endpoint in the (shared) scope (policy_of, inlined).
             policy = getattr(endpoint, POLICY_ATTR, None)
             if isinstance(policy, HttpPolicy):
                 ctx.policy = policy
-        ctx.endpoint = endpoint if endpoint is not None else scope.get("path")
+            else:
+                policy = None
         session = scope.get("session")
         if session is not None and getattr(session, "accessed", False):
             # The page depends on the session, so on its cookie (Starlette >= 1.0 adds
             # Vary: Cookie itself, but only where its SessionMiddleware sits inside this
             # one; older sessions are seen through request.session, below).
             ctx.note_dependence("cookie")
-        return finish(ctx, self.settings, self.metrics, start["status"], start.get("headers", ()), body)
+        status = start["status"]
+        headers = start.get("headers", ())
+        if ctx.plain and not ctx.touched and body is not None and ctx.method in _SAFE_METHODS:
+            # The common exchange, its decision made once per route and response shape:
+            # what finish() does when the request carried nothing it acts on, the handler
+            # read and declared nothing, and the response's fields are none it reads.
+            key = (id(policy), status, tuple(map(_first, headers)))
+            shape = self._shapes.get(key, _UNKNOWN)
+            if shape is _UNKNOWN:
+                shape = self._shape(policy, status, key[2])
+            if shape is not None and shape[0] is policy:
+                metrics = self.metrics
+                metrics.responses += 1
+                metrics.shared += 1
+                if shape[1]:  # a strong ETag of the body
+                    quoted = ETAGS.get(body) if type(body) is bytes else None  # shared_etag, inlined
+                    return status, [*headers, (b"etag", quoted or shared_etag(body)), *shape[2]], False
+                return status, [*headers, *shape[2]], False
+        ctx.endpoint = endpoint if endpoint is not None else scope.get("path")
+        return finish(ctx, self.settings, self.metrics, status, headers, body)
+
+    def _shape(self, policy: HttpPolicy | None, status: int, names: tuple[bytes, ...]) -> _Shape | None:
+        """The shape of a response finish() would only append to, or None (and cached)."""
+        plan, fields = simple_plan(self.settings, policy, status)
+        plain = all(name not in RESPONSE_FIELD_KINDS and name.islower() for name in names)
+        quiet = plan.shared and plan.downgrade is None and not plan.undeclared and not plan.vary_names
+        shape: _Shape | None = None
+        if plain and quiet and status != 304:
+            shape = (policy, plan.etag and 200 <= status < 300 and status != 204, fields)
+        if len(self._shapes) >= _SHAPES_MAX:
+            self._shapes.clear()
+        self._shapes[(id(policy), status, names)] = shape
+        return shape
 
     async def _emit(
-        self, scope: Scope, ctx: HttpContext, send: Send, start: Message, body: bytes | None, *, more: bool
+        self, scope: Scope, ctx: _AsgiContext, send: Send, start: Message, body: bytes | None, *, more: bool
     ) -> object:
         """Send the final fields (and ``body`` unless None); returns the mode for the rest.
 
