@@ -7,7 +7,7 @@ DEMO_STAMP := $(VENV)/.readscale-demo-installed
 DOCS_STAMP := $(VENV)/.readscale-docs-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo smoke test lint format unasync bench docs setup clean
+.PHONY: demo smoke test lint format unasync bench compiled docs setup clean
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh
 	bash scripts/bootstrap.sh
@@ -56,6 +56,14 @@ unasync: setup
 
 bench: setup
 	$(BIN)/readscale bench stack
+
+## A compiled wheel (mypyc, docs/development.md) in build/whl, unpacked into build/compiled:
+## `PYTHONPATH=build/compiled readscale ...` runs it without touching the venv.
+compiled: setup
+	rm -rf build/whl build/compiled
+	READSCALE_COMPILE=1 $(BIN)/python -m pip wheel . --no-deps -w build/whl
+	mkdir -p build/compiled && cd build/compiled && unzip -q ../whl/readscale-*.whl
+	PYTHONPATH=build/compiled $(BIN)/readscale --version
 
 ## The documentation site from docs/ and the docstrings, into site/ (a warning fails it).
 docs: $(DOCS_STAMP)

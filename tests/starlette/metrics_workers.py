@@ -1,4 +1,4 @@
-"""A service run by uvicorn with several workers (``tests/metrics_workers``): each request
+"""A service run by uvicorn with several workers (``tests/test_metrics.py``): each request
 is one cache miss, counted by the worker that served it; ``/metrics`` answers what
 :class:`readscale.metrics.SharedMetrics` adds up (``SHARED=0``: the worker's own registry,
 what a scrape gave before, to see the test fail)."""
