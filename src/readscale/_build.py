@@ -28,10 +28,13 @@ __all__ = ["COMPILED_MODULES", "MYPYC_STAMP", "build_info", "compiled_modules"]
 # The modules a compiled build compiles, in one mypyc group (calls between them stay in
 # C). Keep it sorted; each must pass `mypy --strict` and mypyc (see the module docstring).
 COMPILED_MODULES: Final = (
+    "readscale._core.cache.entry",
     "readscale._core.l1.climber",
     "readscale._core.l1.shadow",
     "readscale._core.l1.sketch",
     "readscale._core.l1.wtinylfu",
+    "readscale._core.memcached.hits",
+    "readscale._core.memcached.replies",
     "readscale.l1",
 )
 
