@@ -780,6 +780,34 @@ async def test_a_read_your_writes_entry_read_before_the_sessions_write_is_loaded
 
 
 @pytest.mark.anyio
+async def test_get_many_judges_read_your_writes_as_get_does(cache: AsyncCache) -> None:
+    """The batch's fast path (fresh entries decoded straight from their payloads) skipped
+    the own-write check: an entry read before the session's write came back from
+    ``get_many`` while ``get`` refused it (found by review)."""
+    from readscale._core.replicas.causal import CausalToken
+    from readscale._shared.replicas.causal_context import CausalContext, causal_context
+    from readscale.cache import report_read_lsn
+
+    policy = dataclasses.replace(POLICY, read_your_writes=True, tiers=frozenset({Tier.L2}))
+
+    async def read_at_100() -> str:
+        report_read_lsn(100, staleness=0.0)
+        return "old bio"
+
+    assert await cache.get_or_load("profile", read_at_100, policy=policy) == "old bio"
+    await cache.set("plain", "old name", policy=policy)  # no read position: never for a session that wrote
+    both = await cache.get_many(["profile", "plain"], policy=policy)
+    assert both == {"profile": "old bio", "plain": "old name"}
+    wrote = CausalContext()
+    wrote.record_write(CausalToken(1, 1, 200), at=1.0)  # this session wrote at LSN 200
+    with causal_context(wrote):
+        assert await cache.get("profile", policy=policy) is NO_VALUE
+        assert await cache.get("plain", policy=policy) is NO_VALUE
+        assert await cache.get_many(["profile", "plain"], policy=policy) == {}
+        assert await cache.get_many(["plain"], policy=policy) == {}
+
+
+@pytest.mark.anyio
 async def test_a_session_that_wrote_does_not_share_a_load_begun_for_a_session_without_its_write(
     cache: AsyncCache,
 ) -> None:

@@ -91,7 +91,8 @@ class AsyncBatch:
         raws = await self.l2.get_many(remote)
         now = self._clock()
         # The fast path: fresh entries without tags or LSN, no L1 copy to make.
-        payloads = fresh_payloads(raws, now, policy.schema, codec.id) if not use_l1 else [None] * len(raws)
+        fast = not use_l1 and not policy.read_your_writes  # own writes are judged on the full path
+        payloads = fresh_payloads(raws, now, policy.schema, codec.id) if fast else [None] * len(raws)
         # The codec's compiled decoder when it has one: a payload it refuses is decoded
         # again on the full path below, where the error is handled and counted.
         decode = getattr(codec, "fast_decode", codec.decode)
