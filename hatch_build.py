@@ -86,6 +86,18 @@ def compiled_module_list(package: Path = PACKAGE) -> list[str]:
     raise CompileError(f"{package / '_build.py'}: no COMPILED_MODULES tuple of module names")
 
 
+def build_dependencies() -> list[str]:
+    """What the build needs beyond hatchling: mypy and setuptools when it will try to
+    compile; nothing when it will not (pure, not CPython, or ``auto`` with no C compiler:
+    an index that cannot give mypy, offline say, must not fail a pure install)."""
+    mode = compile_mode()
+    if mode == "pure" or platform.python_implementation() != "CPython":
+        return []
+    if mode == "auto" and missing_compiler() is not None:
+        return []
+    return list(BUILD_REQUIRES)
+
+
 def missing_toolchain() -> str | None:
     """Why this interpreter cannot compile (None: it can try)."""
     if platform.python_implementation() != "CPython":
@@ -93,6 +105,11 @@ def missing_toolchain() -> str | None:
     for module, what in (("mypyc", "mypyc (it comes with mypy)"), ("setuptools", "setuptools (mypyc builds with it)")):
         if importlib.util.find_spec(module) is None:
             return f"{what} is not installed"
+    return missing_compiler()
+
+
+def missing_compiler() -> str | None:
+    """Why there is no C compiler here (None: there is one)."""
     compiler = (sysconfig.get_config_var("CC") or "cc").split()
     if sys.platform != "win32" and (not compiler or shutil.which(compiler[0]) is None):
         return f"no C compiler ({compiler[0] if compiler else 'CC unset'} not found)"
@@ -196,9 +213,7 @@ class CompiledBuildHook(BuildHookInterface):  # type: ignore[misc,valid-type,unu
     PLUGIN_NAME = "custom"
 
     def dependencies(self) -> list[str]:
-        if compile_mode() == "pure" or platform.python_implementation() != "CPython":
-            return []
-        return list(BUILD_REQUIRES)
+        return build_dependencies()
 
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
         def say(message: str, warning: bool) -> None:

@@ -256,6 +256,31 @@ def test_counters_and_histograms_add_up_over_every_worker_gauges_are_per_live_wo
     assert gauges == {(("pid", str(os.getpid())),): 7.0, (("pid", "101"),): 5.0}  # none of the dead one
 
 
+def test_a_scrape_writes_what_it_counted_so_the_sum_never_goes_back(tmp_path: Path) -> None:
+    """The scraped worker's part, as the other workers will read it, is what this scrape
+    counted: a later scrape through another worker cannot find less (review: live values
+    plus the others' older files went back when the next scrape reached another worker)."""
+    from prometheus_client import Counter
+
+    registry = CollectorRegistry()
+    hits = Counter("demo_hits", "hits", registry=registry)
+    shared = SharedMetrics(registry, tmp_path, interval=60.0)  # no background writes
+    hits.inc(3)
+    scraped = re.search(r"^demo_hits_total (\S+)$", shared.exposition().decode(), re.M)
+    assert scraped is not None and float(scraped.group(1)) == 3.0
+    (mine,) = tmp_path.glob("*/*.json")
+    written = json.loads(mine.read_text())["demo_hits"][2]
+    assert [value for name, _, value in written if name == "demo_hits_total"] == [3.0]
+
+
+def test_registered_in_the_registry_it_reads_it_does_not_recurse(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    shared = SharedMetrics(registry, tmp_path)
+    registry.register(CacheCollector(CacheStats("c")))
+    registry.register(shared)  # type: ignore[arg-type]
+    assert "readscale_cache_hits_total" in generate_latest(registry).decode()
+
+
 def test_an_interval_that_cannot_work_is_refused(tmp_path: Path) -> None:
     from readscale.errors import ConfigurationError
 

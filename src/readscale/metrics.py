@@ -377,12 +377,18 @@ class SharedMetrics:
     thread, and once more at exit); :meth:`collect` (this object is a collector) and
     :meth:`exposition` give the group's sum: counters and histograms added up over its
     workers, dead ones included, and gauges one sample per live worker with a ``pid``
-    label. Other workers' figures are at most ``interval`` old; this worker's are live.
+    label. Other workers' figures are at most ``interval`` old. A scrape writes the
+    scraped worker's snapshot first and adds up the files only, so each worker's part
+    only grows and the sum never goes back between scrapes (whichever worker answers).
 
-    The group is the workers of one parent process (the server's supervisor): files of an
-    earlier server in the same directory are ignored, but give each server start a fresh
-    directory (or call :meth:`clear` before the workers start), as with prometheus-client's
-    multiprocess mode. Start it in each worker, after the fork (in the app's lifespan)::
+    The group is the workers of one start of one parent process (the server's supervisor:
+    its pid and start time), so files of an earlier server in the same directory are
+    ignored, a container's PID 1 included; still give each server start a fresh directory
+    (or call :meth:`clear` before the workers start), as with prometheus-client's
+    multiprocess mode. A dead worker's file stays (its counts are part of the totals): a
+    server that recycles workers (``--limit-max-requests``, gunicorn's ``max_requests``)
+    adds a file per recycled worker. Do not register it in the registry it reads. Start it
+    in each worker, after the fork (in the app's lifespan)::
 
         shared = SharedMetrics(registry, os.environ["METRICS_DIR"]).start()
         ...
@@ -396,7 +402,8 @@ class SharedMetrics:
             raise ConfigurationError(f"SharedMetrics interval must be positive, got {interval!r}")
         self.registry = registry
         self.interval = interval
-        self.group = Path(directory) / str(os.getppid())
+        self.group = Path(directory) / _server_start()
+        self._local = threading.local()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failed = False
@@ -430,13 +437,15 @@ class SharedMetrics:
         while not self._stop.wait(self.interval):
             self.write()
 
-    def write(self) -> None:
-        """Write this worker's snapshot (atomically: a reader sees the old or the new one)."""
+    def write(self) -> dict[str, Family] | None:
+        """Write this worker's snapshot (atomically: a reader sees the old or the new one)
+        and return it; None when it could not be written (logged once, tried again)."""
         path = self.group / f"{os.getpid()}.json"
         try:
-            data = json.dumps(snapshot_of(self.registry))
+            snapshot = snapshot_of(self.registry)
+            self.group.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
-            tmp.write_text(data)
+            tmp.write_text(json.dumps(snapshot))
             os.replace(tmp, path)
         except Exception as exc:  # a collector racing the app, a full disk: try again later
             if not self._failed:
@@ -446,8 +455,9 @@ class SharedMetrics:
                     exc,
                     extra={"event": "metrics_snapshot_failed", "path": str(path), "reason": str(exc)},
                 )
-            return
+            return None
         self._failed = False
+        return snapshot
 
     def _others(self) -> dict[int, tuple[bool, dict[str, Family]]]:
         me = os.getpid()
@@ -472,7 +482,16 @@ class SharedMetrics:
         """The group's families (prometheus-client's collector protocol)."""
         from prometheus_client.metrics_core import Metric
 
-        merged = merge_snapshots(snapshot_of(self.registry), self._others())
+        if getattr(self._local, "busy", False):  # registered in the registry it reads
+            return
+        self._local.busy = True
+        try:
+            # This worker's part as written for the others: what a later scrape through
+            # another worker reads, so the sum does not go back (see the class).
+            own = self.write()
+            merged = merge_snapshots(own if own is not None else snapshot_of(self.registry), self._others())
+        finally:
+            self._local.busy = False
         for name, (kind, doc, samples) in merged.items():
             metric = Metric(name, doc, kind)
             for sample, labels, value in samples:
@@ -486,6 +505,18 @@ class SharedMetrics:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(self)
         return bytes(generate_latest(registry))
+
+
+def _server_start() -> str:
+    """This worker's group: its parent's pid and start time (``/proc``; the pid alone
+    where there is none), so a new start of the server, even with the same pid, is
+    another group."""
+    ppid = os.getppid()
+    try:
+        fields = Path(f"/proc/{ppid}/stat").read_text().rsplit(")", 1)[1].split()
+        return f"{ppid}-{fields[19]}"  # field 22 of stat(5): starttime
+    except (OSError, IndexError):
+        return str(ppid)
 
 
 def _alive(pid: int) -> bool:

@@ -157,6 +157,18 @@ def test_no_c_compiler_is_detected(monkeypatch: pytest.MonkeyPatch) -> None:
     assert hook.missing_toolchain() == "no C compiler (no-such-cc-xyz not found)"
 
 
+def test_without_a_c_compiler_an_auto_build_asks_for_nothing_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An install with no compiler (and perhaps no index to give mypy) builds pure: it
+    must not fail resolving build dependencies it will not use (found by review)."""
+    monkeypatch.setattr(hook.sysconfig, "get_config_var", lambda name: "no-such-cc-xyz")
+    monkeypatch.delenv(hook.ENV, raising=False)
+    assert hook.build_dependencies() == []
+    monkeypatch.setenv(hook.ENV, "1")  # compile or fail: it asks, and fails later saying why
+    assert hook.build_dependencies() == hook.BUILD_REQUIRES
+    monkeypatch.setenv(hook.ENV, "0")
+    assert hook.build_dependencies() == []
+
+
 def _toolchain_or_skip() -> None:
     why = hook.missing_toolchain()
     if why is not None and why.startswith("no C compiler"):

@@ -186,3 +186,47 @@ async def test_an_expired_entry_refilled_now_does_not_overwrite_a_purge() -> Non
     assert (await serve(responses, handler, request()))[1] == "run 2"
     assert (await serve(responses, handler, request()))[1] == "run 3"
     await cache.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_handler_whose_reads_refuse_its_fill_is_not_stored_by_its_added_tags() -> None:
+    """The second store under ``add_tags``' tags is judged on the handler's own reads: one
+    read of unknown staleness refuses it as it refused the first (review: it was stored
+    with a blind primary read, so the response was cached only because it added a tag)."""
+    from readscale._shared.cache.fill_scope import report_unknown_read
+
+    clock = FakeClock()
+    cache, responses = build(clock)
+    handler = Handler(tags=("news", "product:7"))
+
+    async def unknown_read() -> None:
+        report_unknown_read()
+
+    for run in (1, 2, 3):
+        handler.during[run] = unknown_read
+    bodies = [(await serve(responses, handler, request()))[1] for _ in range(3)]
+    assert bodies == ["run 1", "run 2", "run 3"]
+    await cache.aclose()
+
+
+@pytest.mark.anyio
+async def test_added_tags_that_change_on_each_render_are_stored_again_after_a_purge() -> None:
+    """A purge refuses the second store only for the tags it touched: a page whose added
+    tags change on every render is cached again at once (review: the key's own new floor
+    refused every later second store for a tombstone's life)."""
+    clock = FakeClock()
+    cache, responses = build(clock)
+    handler = Handler(tags=("news",))
+
+    async def tag_run() -> None:
+        handler.tags = ("news", f"item:{handler.runs}")
+
+    for run in range(1, 10):
+        handler.during[run] = tag_run
+    assert (await serve(responses, handler, request()))[1] == "run 1"
+    assert (await serve(responses, handler, request()))[1] == "run 1"
+    await cache.invalidate_tags("news")
+    assert (await serve(responses, handler, request()))[1] == "run 2"
+    assert (await serve(responses, handler, request()))[1] == "run 2"
+    assert handler.runs == 2
+    await cache.aclose()

@@ -179,3 +179,45 @@ def test_an_expired_entry_refilled_now_does_not_overwrite_a_purge() -> None:
     assert (serve(responses, handler, request()))[1] == "run 2"
     assert (serve(responses, handler, request()))[1] == "run 3"
     cache.close()
+
+
+def test_a_handler_whose_reads_refuse_its_fill_is_not_stored_by_its_added_tags() -> None:
+    """The second store under ``add_tags``' tags is judged on the handler's own reads: one
+    read of unknown staleness refuses it as it refused the first (review: it was stored
+    with a blind primary read, so the response was cached only because it added a tag)."""
+    from readscale._shared.cache.fill_scope import report_unknown_read
+
+    clock = FakeClock()
+    cache, responses = build(clock)
+    handler = Handler(tags=("news", "product:7"))
+
+    def unknown_read() -> None:
+        report_unknown_read()
+
+    for run in (1, 2, 3):
+        handler.during[run] = unknown_read
+    bodies = [(serve(responses, handler, request()))[1] for _ in range(3)]
+    assert bodies == ["run 1", "run 2", "run 3"]
+    cache.close()
+
+
+def test_added_tags_that_change_on_each_render_are_stored_again_after_a_purge() -> None:
+    """A purge refuses the second store only for the tags it touched: a page whose added
+    tags change on every render is cached again at once (review: the key's own new floor
+    refused every later second store for a tombstone's life)."""
+    clock = FakeClock()
+    cache, responses = build(clock)
+    handler = Handler(tags=("news",))
+
+    def tag_run() -> None:
+        handler.tags = ("news", f"item:{handler.runs}")
+
+    for run in range(1, 10):
+        handler.during[run] = tag_run
+    assert (serve(responses, handler, request()))[1] == "run 1"
+    assert (serve(responses, handler, request()))[1] == "run 1"
+    cache.invalidate_tags("news")
+    assert (serve(responses, handler, request()))[1] == "run 2"
+    assert (serve(responses, handler, request()))[1] == "run 2"
+    assert handler.runs == 2
+    cache.close()

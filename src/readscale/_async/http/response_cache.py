@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from readscale._async.cache.cache import AsyncCache
+from readscale._core.cache.fill import PRIMARY_ONLY, ReadReport
 from readscale._core.cache.novalue import NO_VALUE
 from readscale._core.cache.policy import CachePolicy
 from readscale._core.http.conditional import NO_CONDITIONALS, Conditionals
@@ -41,7 +42,7 @@ from readscale._core.http.stored import (
     reuse,
     to_store,
 )
-from readscale._shared.cache.fill_scope import fill_floor_lsn, report_primary_read, report_unknown_read
+from readscale._shared.cache.fill_scope import current_fill, report_primary_read, report_unknown_read
 from readscale._shared.http.stats import ResponseCacheStats
 from readscale._shared.primitives.tasks import AsyncBackground
 from readscale.codecs import BytesCodec
@@ -110,6 +111,10 @@ class _Fill:
 
     owner: object = field(default_factory=object)
     rendered: Rendered | None = None
+    #: What the fill's reads were and the floor they had to meet (the handler's run):
+    #: the second store under handler-added tags is judged on them (``_retag``).
+    reads: tuple[ReadReport, ...] = ()
+    floor: int | None = None
 
 
 class AsyncResponseCache:
@@ -171,7 +176,7 @@ class AsyncResponseCache:
                 return self._passed(request, fill.rendered or await run())
             if fill.rendered is not None:
                 self.stats.misses += 1
-                await self._retag(key, stored, plan, tags)
+                await self._retag(key, stored, plan, tags, fill, request.policy.tags)
                 return self._answer(request, stored, "miss")
             if not matches(stored, request.field):
                 wider = tuple(sorted({*stored.vary, *plan.names}))
@@ -196,6 +201,9 @@ class AsyncResponseCache:
         # through the replica router are reported too, and the oldest one bounds the fill.
         report_primary_read()
         fill.rendered = rendered
+        scope = current_fill()
+        if scope is not None:
+            fill.reads, fill.floor = tuple(scope.reads), scope.floor_lsn
         stored = self._storable(request, rendered)
         if stored is None:
             raise _NotStored(rendered, fill.owner, "not storable")
@@ -211,9 +219,10 @@ class AsyncResponseCache:
         return to_store(rendered.status, rendered.fields, rendered.body, self.clock(), request.field, rendered.tags)
 
     def _tags_for(self, key: str, declared: tuple[str, ...]) -> tuple[str, ...]:
-        """The route's tags and those its handler added for ``key`` last time."""
+        """The route's tags and those its handler added for ``key`` last time (stored
+        merged: a hit builds nothing)."""
         learned = self._learned.get(key)
-        return declared if learned is None else tuple(dict.fromkeys((*declared, *learned)))
+        return declared if learned is None else learned
 
     def _learn(self, key: str, tags: tuple[str, ...]) -> None:
         learned = self._learned
@@ -223,30 +232,47 @@ class AsyncResponseCache:
                 del learned[next(iter(learned))]
         learned[key] = tags
 
-    async def _retag(self, key: str, stored: StoredResponse, plan: LookupPlan, known: tuple[str, ...]) -> None:
+    async def _retag(
+        self,
+        key: str,
+        stored: StoredResponse,
+        plan: LookupPlan,
+        known: tuple[str, ...],
+        fill: _Fill,
+        declared: tuple[str, ...],
+    ) -> None:
         """Tags the handler added (``add_tags``) are known only after it ran: the entry
         is stored again under all of them, so a purge of any empties it.
 
         That second store is a fill (:meth:`AsyncCache.refill`: a ticket, the tags'
-        versions read first) whose reads are the handler's, made before it began. A
-        purge of an added tag during the handler's run would be missed by it, so while
-        a floor stands on the key or any of its tags (an invalidation within a
-        tombstone's life) it is refused and the entry removed. The tags are remembered
-        for the key: its next fills carry them from the start, versions read before the
-        handler runs, and need no second store."""
-        if not set(stored.tags) - set(known) - set(plan.storage.tags):
+        versions read first) of the body ``fill``'s handler run rendered, judged on that
+        run's reads. Their versions were not read before it ran, so it is refused, and
+        the entry removed, when an added tag's floor stands (an invalidation within a
+        tombstone's life, perhaps during the run) or the floors moved since the run
+        began. The tags are remembered for the key: its next fills carry them from the
+        start, versions read before the handler runs, and need no second store."""
+        added = tuple(sorted(set(stored.tags) - set(known) - set(plan.storage.tags)))
+        if not added:
             return
-        self._learn(key, stored.tags)
+        self._learn(key, tuple(dict.fromkeys((*declared, *stored.tags))))
         encoded = stored.encode()
         current = True
 
         async def already_rendered() -> bytes:
             nonlocal current
-            if fill_floor_lsn() is None:
-                report_primary_read()
-            else:
+            scope = current_fill()
+            moved = scope is None or scope.floor_lsn != fill.floor
+            if not moved:
+                try:
+                    _, added_floor = await self.cache.filler.loads.fill_floors(added, plan.storage)
+                except CacheUnavailableError:
+                    added_floor = PRIMARY_ONLY
+                moved = added_floor is not None
+            if moved:
                 current = False
-                report_unknown_read()  # refused, visibly: read before this fill began
+                report_unknown_read()  # refused, visibly: read before these floors were known
+            elif scope is not None:
+                scope.reads.extend(fill.reads)  # judged as the run's own fill was
             return encoded
 
         await self.cache.refill(key, already_rendered, policy=plan.storage, codec=_BYTES, tags=stored.tags)
@@ -282,7 +308,7 @@ class AsyncResponseCache:
         if stored is None:  # not what _load encodes: never stored as such
             return self._passed(request, fill.rendered or await run())
         self.stats.misses += 1
-        await self._retag(key, stored, plan, tags)
+        await self._retag(key, stored, plan, tags, fill, _declared(request))
         return self._answer(request, stored, "miss")
 
     async def _refresh(
@@ -305,7 +331,7 @@ class AsyncResponseCache:
         stored = StoredResponse.decode(raw)
         if stored is not None:
             self.stats.refreshed += 1
-            await self._retag(key, stored, plan, tags)
+            await self._retag(key, stored, plan, tags, fill, _declared(request))
 
     def _refresh_failed(self, key: str, exc: BaseException) -> None:
         log.warning(
@@ -342,3 +368,7 @@ class AsyncResponseCache:
     async def drain(self) -> None:
         """Wait for background refreshes (tests, shutdown)."""
         await self.background.drain()
+
+
+def _declared(request: ResponseRequest) -> tuple[str, ...]:
+    return request.policy.tags if request.policy is not None else ()
