@@ -279,6 +279,10 @@ def test_registered_in_the_registry_it_reads_it_does_not_recurse(tmp_path: Path)
     registry.register(CacheCollector(CacheStats("c")))
     registry.register(shared)  # type: ignore[arg-type]
     assert "readscale_cache_hits_total" in generate_latest(registry).decode()
+    # What it writes for the other workers is this worker's part, not the group's sum.
+    other = tmp_path / shared.group.name / "999999.json"
+    other.write_text(json.dumps({"x": ["counter", "x", [["x_total", {}, 100.0]]]}))
+    assert "x" not in (shared.write() or {})
 
 
 def test_an_interval_that_cannot_work_is_refused(tmp_path: Path) -> None:

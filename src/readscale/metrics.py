@@ -441,6 +441,8 @@ class SharedMetrics:
         """Write this worker's snapshot (atomically: a reader sees the old or the new one)
         and return it; None when it could not be written (logged once, tried again)."""
         path = self.group / f"{os.getpid()}.json"
+        busy = getattr(self._local, "busy", False)
+        self._local.busy = True  # registered in its own registry: its collect adds nothing
         try:
             snapshot = snapshot_of(self.registry)
             self.group.mkdir(parents=True, exist_ok=True)
@@ -456,6 +458,8 @@ class SharedMetrics:
                     extra={"event": "metrics_snapshot_failed", "path": str(path), "reason": str(exc)},
                 )
             return None
+        finally:
+            self._local.busy = busy
         self._failed = False
         return snapshot
 

@@ -75,31 +75,33 @@ class Reads:
     def __init__(self, identity_fields: frozenset[str]) -> None:
         self.identity_fields = identity_fields
 
+    # A set is made with ``__dict__.setdefault`` (one atomic step): two threads recording
+    # the first name on one context (a Django or Flask view's threads) both keep theirs.
     def add_read(self, name: str) -> None:
         self.touched = True
-        if isinstance(self.reads, set):
-            self.reads.add(name)
-        else:
-            self.reads = {name}
+        reads = self.reads
+        if not isinstance(reads, set):
+            reads = self.__dict__.setdefault("reads", set())
+        reads.add(name)
 
     def add_walked(self, names: Iterable[str]) -> None:
         self.touched = True
-        if isinstance(self.walked, set):
-            self.walked.update(names)
-        else:
-            self.walked = set(names)
+        walked = self.walked
+        if not isinstance(walked, set):
+            walked = self.__dict__.setdefault("walked", set())
+        walked.update(names)
 
     def _add_identity(self, name: str, *, in_handler: bool) -> None:
         self.touched = True
-        if isinstance(self.identity_anywhere, set):
-            self.identity_anywhere.add(name)
-        else:
-            self.identity_anywhere = {name}
+        anywhere = self.identity_anywhere
+        if not isinstance(anywhere, set):
+            anywhere = self.__dict__.setdefault("identity_anywhere", set())
+        anywhere.add(name)
         if in_handler:
-            if isinstance(self.identity_reads, set):
-                self.identity_reads.add(name)
-            else:
-                self.identity_reads = {name}
+            reads = self.identity_reads
+            if not isinstance(reads, set):
+                reads = self.__dict__.setdefault("identity_reads", set())
+            reads.add(name)
 
     def in_handler(self) -> bool:
         scope = self.scope

@@ -221,3 +221,20 @@ def test_added_tags_that_change_on_each_render_are_stored_again_after_a_purge() 
     assert (serve(responses, handler, request()))[1] == "run 2"
     assert handler.runs == 2
     cache.close()
+
+
+def test_a_second_purge_without_a_position_during_the_run_is_not_overwritten() -> None:
+    """Review: a purge whose position is unknown leaves the same floor as an earlier one
+    (PRIMARY_ONLY), so comparing floors missed it, and the second store under the added
+    tag read the route tag's new version: the body rendered before the purge was served
+    as current. The versions the run's fill read are compared now."""
+    clock = FakeClock()
+    cache, responses = build(clock)
+    cache.invalidate_tags("news")
+    clock.advance(1)
+    handler = Handler(tags=("news", "item:1"))
+    handler.during[1] = lambda: cache.invalidate_tags("news")
+    assert (serve(responses, handler, request()))[1] == "run 1"
+    assert (serve(responses, handler, request()))[1] == "run 2"
+    assert (serve(responses, handler, request()))[1] == "run 2"
+    cache.close()

@@ -170,6 +170,7 @@ class AsyncLoads:
         started = self._monotonic()
         try:
             with fill_scope(floor, self.staleness) as scope:
+                scope.tag_versions = tag_versions
                 value = await self.call_loader(loader)
         except BaseException:
             await self.store.release(pkey, token)

@@ -19,6 +19,9 @@ class FillScope:
     floor_lsn: int | None = None
     max_staleness: float | None = None
     reads: list[ReadReport] = field(default_factory=list)
+    #: The versions of the fill's tags, read before its load (what the entry records):
+    #: a second store of what this load rendered is judged against them.
+    tag_versions: tuple[tuple[str, int], ...] = ()
 
     @property
     def primary_only(self) -> bool:

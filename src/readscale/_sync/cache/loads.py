@@ -169,6 +169,7 @@ class Loads:
         started = self._monotonic()
         try:
             with fill_scope(floor, self.staleness) as scope:
+                scope.tag_versions = tag_versions
                 value = self.call_loader(loader)
         except BaseException:
             self.store.release(pkey, token)

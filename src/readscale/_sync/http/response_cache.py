@@ -116,6 +116,7 @@ class _Fill:
     #: the second store under handler-added tags is judged on them (``_retag``).
     reads: tuple[ReadReport, ...] = ()
     floor: int | None = None
+    versions: tuple[tuple[str, int], ...] = ()
 
 
 class ResponseCache:
@@ -204,7 +205,7 @@ class ResponseCache:
         fill.rendered = rendered
         scope = current_fill()
         if scope is not None:
-            fill.reads, fill.floor = tuple(scope.reads), scope.floor_lsn
+            fill.reads, fill.floor, fill.versions = tuple(scope.reads), scope.floor_lsn, scope.tag_versions
         stored = self._storable(request, rendered)
         if stored is None:
             raise _NotStored(rendered, fill.owner, "not storable")
@@ -247,11 +248,12 @@ class ResponseCache:
 
         That second store is a fill (:meth:`Cache.refill`: a ticket, the tags'
         versions read first) of the body ``fill``'s handler run rendered, judged on that
-        run's reads. Their versions were not read before it ran, so it is refused, and
-        the entry removed, when an added tag's floor stands (an invalidation within a
-        tombstone's life, perhaps during the run) or the floors moved since the run
-        began. The tags are remembered for the key: its next fills carry them from the
-        start, versions read before the handler runs, and need no second store."""
+        run's reads. The added tags' versions were not read before it ran, so it is
+        refused, and the entry removed, when an added tag's floor stands (an
+        invalidation within a tombstone's life, perhaps during the run), when a version
+        the run's fill read has changed, or when the floors moved since the run began.
+        The tags are remembered for the key: its next fills carry them from the start,
+        versions read before the handler runs, and need no second store."""
         added = tuple(sorted(set(stored.tags) - set(known) - set(plan.storage.tags)))
         if not added:
             return
@@ -262,7 +264,14 @@ class ResponseCache:
         def already_rendered() -> bytes:
             nonlocal current
             scope = current_fill()
-            moved = scope is None or scope.floor_lsn != fill.floor
+            # A purge of a tag the run's fill knew bumped its version (the floor may not
+            # show it: one with an unknown position leaves the same PRIMARY_ONLY floor).
+            now = dict(scope.tag_versions) if scope is not None else {}
+            moved = (
+                scope is None
+                or scope.floor_lsn != fill.floor
+                or any(now.get(tag, version) != version for tag, version in fill.versions)
+            )
             if not moved:
                 try:
                     _, added_floor = self.cache.filler.loads.fill_floors(added, plan.storage)
