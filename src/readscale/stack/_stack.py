@@ -35,7 +35,7 @@ from readscale.stack.memcached import MemcachedNode
 from readscale.stack.postgres import PostgresNode, ReplicationMode
 from readscale.stack.prometheus import PrometheusNode
 from readscale.stack.redis import RedisNode
-from readscale.stack.sentinel import SentinelNode, current_master, kill_master, sentinel_url
+from readscale.stack.sentinel import SentinelNode, current_master, kill_master, sentinel_url, settled
 from readscale.stack.varnish import VarnishNode, check_xkey
 
 STATE_FILE = "state.json"
@@ -194,6 +194,10 @@ class Stack:
     def sentinel_master(self) -> RedisNode:
         """The Redis the sentinels name master now."""
         return current_master(self)
+
+    def sentinel_settled(self) -> bool:
+        """Whether the Sentinel group is whole again (``readscale.stack.sentinel.settled``)."""
+        return settled(self)
 
     def kill_sentinel_master(self) -> str:
         """The Sentinel group's fault: SIGKILL the current master; returns its name."""

@@ -152,6 +152,34 @@ def current_master(stack: Stack) -> RedisNode:
     raise StackError("no sentinel answered with a known master")
 
 
+def settled(stack: Stack) -> bool:
+    """The group is whole after a failover: every running sentinel names the same master,
+    that Redis says it is master, and it has a replica connected (what durable
+    write-behind's ``WAIT 1`` needs). Until then a client may still be handed a node a
+    later election demotes."""
+    import redis
+
+    ports: set[int] = set()
+    for name in SENTINEL_NAMES:
+        node = stack.nodes.get(name)
+        if isinstance(node, SentinelNode) and node.is_running():
+            try:
+                ports.add(int(node.master()["port"]))
+            except Exception:
+                return False
+    if len(ports) != 1:
+        return False
+    (port,) = ports
+    client = redis.Redis(port=port, socket_timeout=2)
+    try:
+        info: Any = client.info("replication")
+    except Exception:
+        return False
+    finally:
+        client.close()
+    return bool(info.get("role") == "master" and int(info.get("connected_slaves", 0)) >= 1)
+
+
 def kill_master(stack: Stack) -> str:
     """SIGKILL the current master (the fault): returns its name."""
     master = current_master(stack)

@@ -49,9 +49,12 @@ class _Writer:
 
 async def sentinel_load(
     url: str, *, workers: int, kill: Callable[[], object], warm_s: float, tail_s: float, requests_per_phase: int,
-    keys: int = 100, seed: int = 7,
+    keys: int = 100, seed: int = 7, settled: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Run the scenario against the group behind ``url``; ``kill`` breaks its master."""
+    """Run the scenario against the group behind ``url``; ``kill`` breaks its master.
+    ``settled``: whether the group is whole again (the sentinels agree on one master that
+    has a replica): the tail starts after it, not at the first answer of a master a later
+    election may still demote."""
     from readscale import MemoryStore, RedisSettings
     from readscale._async.backends.redis import AsyncRedisBackend
     from readscale._async.cache.bus import AsyncInvalidationBus
@@ -150,7 +153,7 @@ async def sentinel_load(
             await asyncio.to_thread(kill)
             deadline = time.monotonic() + 60.0
             while time.monotonic() < deadline:
-                if await served_again():
+                if await served_again() and (settled is None or await asyncio.to_thread(settled)):
                     marks["recovered"] = now()
                     break
                 await asyncio.sleep(0.05)
@@ -206,7 +209,7 @@ def run_sentinel_fault(
         return asyncio.run(
             sentinel_load(
                 stack.sentinel_url, workers=workers, kill=stack.kill_sentinel_master, warm_s=warm_s, tail_s=tail_s,
-                requests_per_phase=requests,
+                requests_per_phase=requests, settled=stack.sentinel_settled,
             )
         )  # fmt: skip
     finally:
