@@ -297,6 +297,29 @@ class ResponseCache:
                 extra={"event": "response_cache_retag_failed", "key": key, "reason": str(exc)},
             )
 
+    def _load_again(
+        self,
+        request: ResponseRequest,
+        plan: LookupPlan,
+        key: str,
+        run: Callable[[], Rendered],
+        tags: tuple[str, ...],
+    ) -> tuple[StoredResponse | None, Rendered | None]:
+        """Run the handler again now and store its response as a fill (an invalidation
+        during the run refuses it; so does its second store under added tags). Returns
+        the response as stored (None: it may not be stored) and what the handler gave."""
+        fill = _Fill()
+        try:
+            raw = self.cache.refill(
+                key, lambda: self._load(request, run, fill), policy=plan.storage, codec=_BYTES, tags=tags
+            )
+        except _NotStored as exc:
+            return None, exc.rendered
+        stored = StoredResponse.decode(raw)  # None: not what _load encodes
+        if stored is not None:
+            self._retag(key, stored, plan, tags, fill, _declared(request))
+        return stored, fill.rendered
+
     def _refill_now(
         self,
         request: ResponseRequest,
@@ -306,19 +329,11 @@ class ResponseCache:
         tags: tuple[str, ...],
     ) -> Served:
         """A stored response past its own freshness (shorter than the route's): loaded
-        again now, as a fill (an invalidation during the handler's run refuses it)."""
-        fill = _Fill()
-        try:
-            raw = self.cache.refill(
-                key, lambda: self._load(request, run, fill), policy=plan.storage, codec=_BYTES, tags=tags
-            )
-        except _NotStored as exc:
-            return self._passed(request, exc.rendered)
-        stored = StoredResponse.decode(raw)
-        if stored is None:  # not what _load encodes: never stored as such
-            return self._passed(request, fill.rendered or run())
+        again now."""
+        stored, rendered = self._load_again(request, plan, key, run, tags)
+        if stored is None:
+            return self._passed(request, rendered or run())
         self.stats.misses += 1
-        self._retag(key, stored, plan, tags, fill, _declared(request))
         return self._answer(request, stored, "miss")
 
     def _refresh(
@@ -329,19 +344,10 @@ class ResponseCache:
         run: Callable[[], Rendered],
         tags: tuple[str, ...],
     ) -> None:
-        """Stale-while-revalidate: one background run per key stores the new response,
-        as a fill (an invalidation during the handler's run refuses it)."""
-        fill = _Fill()
-        try:
-            raw = self.cache.refill(
-                key, lambda: self._load(request, run, fill), policy=plan.storage, codec=_BYTES, tags=tags
-            )
-        except _NotStored:
-            return
-        stored = StoredResponse.decode(raw)
+        """Stale-while-revalidate: one background run per key stores the new response."""
+        stored, _ = self._load_again(request, plan, key, run, tags)
         if stored is not None:
             self.stats.refreshed += 1
-            self._retag(key, stored, plan, tags, fill, _declared(request))
 
     def _refresh_failed(self, key: str, exc: BaseException) -> None:
         log.warning(
